@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Ferry datapath constants: every tunable in one place.
+ *
+ * Map sizes here are the defaults compiled into the object. The daemon
+ * overrides them at load time (bpf_map__set_max_entries) from its config,
+ * so an operator never rebuilds the object to change a size.
+ *
+ * This file is part of the ABI shared with src/datapath/abi.ts; a test
+ * checks the numbers there against these.
+ */
+#ifndef FERRY_CONSTS_H
+#define FERRY_CONSTS_H
+
+/* Default map capacities (load-time parameters). */
+#ifndef FERRY_MAX_VIPS
+#define FERRY_MAX_VIPS 1024            /* vip ids 0 .. FERRY_MAX_VIPS-1 */
+#endif
+#ifndef FERRY_MAX_VIP_ADDRS
+#define FERRY_MAX_VIP_ADDRS 1024       /* distinct VIP addresses */
+#endif
+#ifndef FERRY_MAX_BACKENDS
+#define FERRY_MAX_BACKENDS 65536       /* backend ids 0 .. FERRY_MAX_BACKENDS-1 */
+#endif
+#ifndef FERRY_CT_SIZE
+#define FERRY_CT_SIZE 1000000          /* LRU conntrack entries */
+#endif
+#ifndef FERRY_MAX_POLICY_RULES
+#define FERRY_MAX_POLICY_RULES 65536   /* allow/deny CIDRs over all VIPs */
+#endif
+
+/* A Maglev slot holding this id has no backend: packets hashed to it drop. */
+#define FERRY_BACKEND_NONE 0xffffffffU
+
+/* Address families as stored in keys (readable in bpftool dumps). */
+#define FERRY_AF_INET 4
+#define FERRY_AF_INET6 6
+
+/* Outer header fields of encapsulated packets. */
+#define FERRY_ENCAP_TTL 64
+
+/* A conntrack entry's last_seen is refreshed at most this often, so that an
+ * established flow does not write its cache line on every packet. */
+#define FERRY_CT_TOUCH_NS 1000000000ULL
+
+/* vip_meta.flags */
+#define VIP_F_POLICY (1U << 0)         /* consult the policy trie for this VIP */
+#define VIP_F_ALLOWLIST (1U << 1)      /* no matching rule means deny */
+#define VIP_F_SRC_AFFINITY (1U << 2)   /* hash source+destination address only */
+
+/* vip_addr_meta.flags */
+#define VIP_ADDR_F_ECHO (1U << 0)      /* answer ICMP echo requests */
+
+/* backend.state */
+#define BACKEND_FREE 0                 /* id not in use */
+#define BACKEND_ACTIVE 1               /* new and existing flows */
+#define BACKEND_DRAINING 2             /* existing flows only */
+#define BACKEND_DOWN 3                 /* no flows: existing ones are re-chosen */
+
+/* lb_config.flags */
+#define CFG_F_SKIP_FIB (1U << 0)       /* always use gw_mac, never bpf_fib_lookup */
+
+/* policy_value.action */
+#define POLICY_ALLOW 1
+#define POLICY_DENY 2
+
+/*
+ * Drop reasons: index into the ferry_drops map. Names live in
+ * src/datapath/abi.ts (DROP_REASONS); keep both lists in the same order.
+ */
+enum ferry_drop_reason {
+	DROP_NONE = 0,
+	DROP_MALFORMED_L3,        /* bad version, IHL < 5, length fields inconsistent, truncated IP header */
+	DROP_MALFORMED_L4,        /* VIP address, L4 header truncated */
+	DROP_IP_OPTIONS,          /* VIP address, IPv4 header carries options */
+	DROP_FRAGMENT,            /* VIP address, IPv4 fragment or IPv6 fragment header */
+	DROP_IPV6_EXTHDR,         /* VIP address, IPv6 extension header other than fragment */
+	DROP_POLICY,              /* source denied by the VIP's allow/deny rules */
+	DROP_RATE_LIMIT,          /* VIP's new-flow rate exceeded */
+	DROP_NO_BACKEND,          /* VIP has no table, or the slot holds no backend */
+	DROP_BAD_BACKEND,         /* Maglev slot names a free or foreign backend id */
+	DROP_NO_ENCAP_SOURCE,     /* no outer source prefix configured for the family */
+	DROP_ENCAP_FAILED,        /* bpf_xdp_adjust_head or bounds failure while encapsulating */
+	DROP_TOO_BIG,             /* encapsulated packet would exceed the egress MTU */
+	DROP_NO_ROUTE,            /* fib lookup failed and no gateway MAC configured */
+	DROP_ICMP_MALFORMED,      /* ICMP error to a VIP whose quoted packet cannot be parsed */
+	DROP_MAX,
+};
+
+/*
+ * Global event counters: index into the ferry_counters map. Names live in
+ * src/datapath/abi.ts (COUNTERS); keep both lists in the same order.
+ */
+enum ferry_counter {
+	CNT_RX = 0,               /* every packet seen by xdp_lb */
+	CNT_PASS_NON_IP,          /* not IPv4/IPv6: passed */
+	CNT_PASS_NON_VIP,         /* destination is not a VIP address: passed */
+	CNT_PASS_VIP_OTHER,       /* VIP address, but no VIP for port/protocol: passed */
+	CNT_TX,                   /* sent back out of the ingress interface */
+	CNT_REDIRECT,             /* redirected to another interface */
+	CNT_FIB_FALLBACK,         /* next hop from gw_mac because the fib lookup failed */
+	CNT_ICMP_ECHO,            /* echo requests answered */
+	CNT_ICMP_STEERED,         /* frag-needed / packet-too-big steered to a backend */
+	CNT_CT_STALE,             /* conntrack hit naming a backend no longer valid */
+	CNT_MAX,
+};
+
+/* Decap program counters: index into ferry_decap_counters. */
+enum ferry_decap_counter {
+	DECAP_CNT_RX = 0,         /* every packet seen */
+	DECAP_CNT_DONE,           /* decapsulated and passed up */
+	DECAP_CNT_NOT_OURS,       /* tunnel packet whose inner destination is not a local VIP */
+	DECAP_CNT_PASS,           /* not a tunnel packet: passed untouched */
+	DECAP_CNT_ERROR,          /* adjust failure or truncated inner header: dropped */
+	DECAP_CNT_MAX,
+};
+
+#endif /* FERRY_CONSTS_H */

@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Next hop of an encapsulated packet: the kernel's FIB and neighbour table
+ * (bpf_fib_lookup) give the egress interface and both MACs. Without an
+ * answer, the configured gateway MAC is used and the frame leaves through
+ * the interface it came in on.
+ *
+ * The lookup runs with forwarding semantics (flags 0, iif = ingress), so
+ * the host must have forwarding enabled for the outer family: otherwise
+ * every lookup answers FWD_DISABLED and traffic takes the gateway path.
+ */
+#ifndef FERRY_FIB_H
+#define FERRY_FIB_H
+
+#include "common.h"
+#include "eth.h"
+#include "parse.h"
+#include "stats.h"
+
+/* Fills the route query from the outer header just written. */
+static __always_inline int fib_query_fill(struct xdp_md *ctx, const struct packet *pkt,
+					  __u8 family, struct bpf_fib_lookup *fib)
+{
+	void *data = xdp_data(ctx), *data_end = xdp_data_end(ctx);
+	void *l3 = data + pkt->l3_off;
+
+	fib->ifindex = ctx->ingress_ifindex;
+	if (family == FERRY_AF_INET) {
+		struct iphdr *ip = l3;
+
+		if ((void *)(ip + 1) > data_end)
+			return -1;
+		fib->family = AF_INET;
+		fib->l4_protocol = ip->protocol;
+		fib->tos = ip->tos;
+		fib->ipv4_src = ip->saddr;
+		fib->ipv4_dst = ip->daddr;
+	} else {
+		struct ipv6hdr *ip6 = l3;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		fib->family = AF_INET6;
+		fib->l4_protocol = ip6->nexthdr;
+		fib->flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0fffffff);
+		addr_copy(fib->ipv6_src, ip6->saddr.in6_u.u6_addr32);
+		addr_copy(fib->ipv6_dst, ip6->daddr.in6_u.u6_addr32);
+	}
+	return 0;
+}
+
+static __always_inline struct ethhdr *fib_eth(struct xdp_md *ctx)
+{
+	struct ethhdr *eth = xdp_data(ctx);
+
+	if ((void *)(eth + 1) > xdp_data_end(ctx))
+		return NULL;
+	return eth;
+}
+
+/*
+ * bpf_check_mtu() compares an L3 length with the MTU of ifindex (0: the
+ * ingress device), so a VLAN tag does not count against it. Under
+ * BPF_PROG_TEST_RUN the ingress device is lo (MTU 65536): the check then
+ * only bites when the FIB chose a real egress device.
+ */
+static __always_inline bool fits_mtu(struct xdp_md *ctx, __u32 ifindex, __u32 l3_len)
+{
+	__u32 mtu_len = l3_len;
+
+	return bpf_check_mtu(ctx, ifindex, &mtu_len, 0, 0) == BPF_MTU_CHK_RET_SUCCESS;
+}
+
+/* XDP_TX out of the ingress interface, or a redirect to another one. */
+static __always_inline int fib_send(struct xdp_md *ctx, const struct packet *pkt,
+				    __u32 ifindex, __u32 l3_len)
+{
+	if (ifindex == ctx->ingress_ifindex) {
+		if (!fits_mtu(ctx, 0, l3_len))
+			return drop_as(pkt, DROP_TOO_BIG);
+		count_event(pkt, CNT_TX);
+		return XDP_TX;
+	}
+	if (!fits_mtu(ctx, ifindex, l3_len))
+		return drop_as(pkt, DROP_TOO_BIG);
+	count_event(pkt, CNT_REDIRECT);
+	return bpf_redirect(ifindex, 0);
+}
+
+/*
+ * Gateway fallback: the frame goes back out where it came in, from our own
+ * MAC (the destination it arrived with) to the configured gateway.
+ */
+static __always_inline int gw_send(struct xdp_md *ctx, const struct packet *pkt,
+				   const struct lb_config *cfg, bool lookup_failed, __u32 l3_len)
+{
+	struct ethhdr *eth;
+
+	if (mac_is_zero(cfg->gw_mac))
+		return drop_as(pkt, DROP_NO_ROUTE);
+	eth = fib_eth(ctx);
+	if (!eth)
+		return drop_as(pkt, DROP_ENCAP_FAILED);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, cfg->gw_mac, ETH_ALEN);
+
+	if (!fits_mtu(ctx, 0, l3_len))
+		return drop_as(pkt, DROP_TOO_BIG);
+	if (lookup_failed)
+		count_event(pkt, CNT_FIB_FALLBACK);
+	count_event(pkt, CNT_TX);
+	return XDP_TX;
+}
+
+static __always_inline int next_hop(struct xdp_md *ctx, const struct packet *pkt, __u8 family,
+				    __u32 l3_len, const struct lb_config *cfg)
+{
+	struct bpf_fib_lookup fib = {};
+	struct ethhdr *eth;
+
+	if (cfg->flags & CFG_F_SKIP_FIB)
+		return gw_send(ctx, pkt, cfg, false, l3_len);
+	if (fib_query_fill(ctx, pkt, family, &fib) < 0)
+		return drop_as(pkt, DROP_ENCAP_FAILED);
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return gw_send(ctx, pkt, cfg, true, l3_len);
+
+	eth = fib_eth(ctx);
+	if (!eth)
+		return drop_as(pkt, DROP_ENCAP_FAILED);
+	eth_set_macs(eth, fib.dmac, fib.smac);
+	return fib_send(ctx, pkt, fib.ifindex, l3_len);
+}
+
+#endif /* FERRY_FIB_H */

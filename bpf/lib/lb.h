@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Where a packet to a VIP gets its backend: conntrack first, Maglev for a
+ * new flow (or one whose backend went away).
+ */
+#ifndef FERRY_LB_H
+#define FERRY_LB_H
+
+#include "common.h"
+#include "maps.h"
+#include "conntrack.h"
+#include "maglev.h"
+#include "policy.h"
+#include "stats.h"
+
+/*
+ * A new flow: rate limit, Maglev slot, then the backend it names must be
+ * ACTIVE and belong to this VIP (a table computed for the old owner of a
+ * reused id must not leak flows to the new one). A steered ICMP error is
+ * not a flow of its own: it is neither rate limited nor recorded.
+ */
+static __always_inline int lb_new_flow(const struct packet *pkt, const struct vip_meta *vip,
+				       struct backend **be_out, __u32 *id_out)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct backend *be;
+	__u32 id;
+
+	if (!pkt->steered && !ratelimit_admit(vip, now))
+		return drop_vip_as(pkt, vip->vip_id, DROP_RATE_LIMIT);
+
+	id = maglev_backend_id(vip->vip_id, pkt->hash);
+	if (id == FERRY_BACKEND_NONE)
+		return drop_vip_as(pkt, vip->vip_id, DROP_NO_BACKEND);
+	be = bpf_map_lookup_elem(&ferry_backends, &id);
+	if (!be || be->state != BACKEND_ACTIVE || be->vip_id != vip->vip_id)
+		return drop_vip_as(pkt, vip->vip_id, DROP_BAD_BACKEND);
+
+	if (!pkt->steered) {
+		ct_record(&pkt->flow, id, be, now);
+		count_new_flow(vip->vip_id, id);
+	}
+	*be_out = be;
+	*id_out = id;
+	return CONTINUE;
+}
+
+/* A SYN starts a new connection: it never reuses a (possibly stale) entry. */
+static __always_inline int lb_select_backend(const struct packet *pkt, const struct vip_meta *vip,
+					     struct backend **be_out, __u32 *id_out)
+{
+	struct backend *be;
+
+	if (!pkt->syn) {
+		be = ct_lookup(pkt, vip->vip_id, id_out);
+		if (be) {
+			*be_out = be;
+			return CONTINUE;
+		}
+	}
+	return lb_new_flow(pkt, vip, be_out, id_out);
+}
+
+#endif /* FERRY_LB_H */

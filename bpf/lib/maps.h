@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map of xdp_lb, in one place. All are pinned by name under the pin
+ * root the loader chooses (default /sys/fs/bpf/ferry), so they outlive the
+ * daemon and a restarted daemon re-opens them with their contents.
+ */
+#ifndef FERRY_MAPS_H
+#define FERRY_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "consts.h"
+#include "types.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FERRY_MAX_VIPS);
+	__type(key, struct vip_key);
+	__type(value, struct vip_meta);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_vips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FERRY_MAX_VIP_ADDRS);
+	__type(key, struct vip_addr_key);
+	__type(value, struct vip_addr_meta);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_vip_addrs SEC(".maps");
+
+/*
+ * Maglev tables: one inner array per VIP, indexed by vip id. Inner arrays
+ * have M+1 u32 slots: slot 0 holds M, slots 1..M hold backend ids. Keeping
+ * M inside the table makes a table swap (one update of the outer map) atomic
+ * even when M changes. BPF_F_INNER_MAP lets inner arrays differ in size, so
+ * memory follows the VIPs in use and the M each one chose.
+ */
+struct maglev_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, FERRY_MAX_VIPS);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct maglev_inner);   /* a flexible array: must come last */
+} ferry_maglev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FERRY_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FERRY_CT_SIZE);
+	__type(key, struct flow_key);
+	__type(value, struct ct_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, FERRY_MAX_POLICY_RULES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct policy_key);
+	__type(value, struct policy_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FERRY_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct ratelimit_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_ratelimit SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FERRY_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct vip_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_vip_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FERRY_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct backend_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_backend_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_MAX);
+	__type(key, __u32);
+	__type(value, struct counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, struct counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_counters SEC(".maps");
+
+#endif /* FERRY_MAPS_H */

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Ferry map keys and values: the contract between the datapath and the
+ * daemon. src/datapath/abi.ts encodes each struct byte for byte and a test
+ * compares its sizes and offsets with this object's BTF.
+ *
+ * Rules: addresses and ports in network byte order; an IPv4 address sits in
+ * word 0 of a 4-word array with the other words zero; every padding byte is
+ * named and must be zero (hash keys are compared as bytes).
+ */
+#ifndef FERRY_TYPES_H
+#define FERRY_TYPES_H
+
+#include <linux/types.h>
+
+/* ferry_vips key: one VIP. port 0 = all ports of the protocol. */
+struct vip_key {
+	__u32 addr[4];
+	__u16 port;
+	__u8 proto;               /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family;              /* FERRY_AF_INET / FERRY_AF_INET6 */
+};
+
+struct vip_meta {
+	__u32 vip_id;             /* index into ferry_maglev, ferry_vip_stats, ferry_ratelimit */
+	__u32 flags;              /* VIP_F_* */
+	__u64 rl_interval_ns;     /* new-flow rate limit: ns between flows (GCRA), 0 = unlimited */
+	__u64 rl_tolerance_ns;    /* burst allowance in ns (interval x burst) */
+};
+
+/* ferry_vip_addrs key: an address that carries at least one VIP. */
+struct vip_addr_key {
+	__u32 addr[4];
+	__u8 family;
+	__u8 pad[3];
+};
+
+struct vip_addr_meta {
+	__u32 flags;              /* VIP_ADDR_F_* */
+};
+
+/* ferry_backends value, indexed by backend id. */
+struct backend {
+	__u32 addr[4];
+	__u8 family;
+	__u8 state;               /* BACKEND_* */
+	__u16 pad;
+	__u32 vip_id;             /* the VIP this id serves */
+	__u32 gen;                /* bumped whenever the id is reallocated */
+};
+
+/* 5-tuple: conntrack key and flow hash input (hashed as 10 u32 words). */
+struct flow_key {
+	__u32 src[4];
+	__u32 dst[4];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 family;
+	__u16 pad;
+};
+
+struct ct_value {
+	__u32 backend_id;
+	__u32 backend_gen;        /* must equal backends[id].gen for a hit to count */
+	__u64 last_seen_ns;       /* bpf_ktime_get_ns(), refreshed every FERRY_CT_TOUCH_NS */
+};
+
+/* ferry_policy key: LPM over (vip_id, source address). */
+struct policy_key {
+	__u32 prefixlen;          /* 32 (vip_id) + prefix bits of the 128-bit address */
+	__u32 vip_id;             /* network byte order so it leads the match */
+	__u32 addr[4];            /* IPv4 as ::ffff:a.b.c.d */
+};
+
+struct policy_value {
+	__u32 action;             /* POLICY_ALLOW / POLICY_DENY */
+};
+
+/* ferry_ratelimit value, indexed by vip id: GCRA theoretical arrival time. */
+struct ratelimit_state {
+	__u64 tat_ns;
+};
+
+/* ferry_config[0]. */
+struct lb_config {
+	__u32 hash_seed;
+	__u32 flags;              /* CFG_F_* */
+	__u32 src4_prefix;        /* outer IPv4 source: prefix | (flow hash & hostmask) */
+	__u32 src4_hostmask;
+	__u32 src6_prefix[4];     /* outer IPv6 source: word 3 varies as above */
+	__u32 src6_hostmask;
+	__u8 gw_mac[6];           /* next hop when the fib lookup fails; zero = none */
+	__u8 pad[2];
+};
+
+/* Per-CPU counters. */
+struct vip_stats {
+	__u64 packets;            /* forwarded to a backend */
+	__u64 bytes;              /* inner bytes forwarded */
+	__u64 new_flows;          /* Maglev lookups */
+	__u64 ct_hits;
+	__u64 ct_misses;
+	__u64 drops;              /* policy, rate limit, no backend */
+};
+
+struct backend_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 new_flows;
+};
+
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#endif /* FERRY_TYPES_H */

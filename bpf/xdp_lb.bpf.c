@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * xdp_lb: Ferry's load balancer, one packet's journey.
+ *
+ *   parse -> VIP address? -> (ICMP: echo / steer) -> VIP -> policy
+ *         -> backend (conntrack, else Maglev) -> encapsulate -> next hop
+ *
+ * Anything not addressed to a VIP address goes to the stack untouched.
+ * Every stage lives in lib/ by concern; each returns an XDP verdict or
+ * CONTINUE. Drops carry a reason (enum ferry_drop_reason) that userspace
+ * names.
+ */
+#include "common.h"
+#include "maps.h"
+#include "parse.h"
+#include "stats.h"
+#include "vip.h"
+#include "icmp.h"
+#include "policy.h"
+#include "hash.h"
+#include "lb.h"
+#include "encap.h"
+#include "fib.h"
+
+SEC("xdp")
+int xdp_lb(struct xdp_md *ctx)
+{
+	void *data = xdp_data(ctx), *data_end = xdp_data_end(ctx);
+	struct packet pkt = { .frame_len = xdp_frame_len(ctx) };
+	struct vip_addr_meta *addr;
+	struct lb_config *cfg;
+	struct vip_meta *vip;
+	struct backend *be;
+	__u32 backend_id;
+	int reason, action;
+
+	count_event(&pkt, CNT_RX);
+
+	/* Headers: IP that is ours or malformed; the rest is the stack's. */
+	if (!parse_eth(data, data_end, &pkt))
+		return pass_as(&pkt, CNT_PASS_NON_IP);
+	reason = parse_ip(data, data_end, &pkt);
+	if (reason != DROP_NONE)
+		return drop_as(&pkt, reason);
+	addr = vip_addr_lookup(pkt.flow.dst, pkt.flow.family);
+	if (!addr)
+		return pass_as(&pkt, CNT_PASS_NON_VIP);
+	reason = parse_l4(data, data_end, &pkt);
+	if (reason != DROP_NONE)
+		return drop_as(&pkt, reason);
+
+	/* ICMP: answer echo; an MTU error continues as the flow it quotes. */
+	if (pkt_is_icmp(&pkt)) {
+		action = icmp_process(ctx, &pkt, addr);
+		if (action >= 0)
+			return action;
+	}
+
+	/* The VIP, and whether this source may use it. A steered ICMP error
+	 * comes from a router, not the client: policy is not about it. */
+	vip = vip_lookup(&pkt.flow);
+	if (!vip)
+		return pass_as(&pkt, CNT_PASS_VIP_OTHER);
+	if (!pkt.steered) {
+		action = policy_check(&pkt, vip);
+		if (action >= 0)
+			return action;
+	}
+
+	/* An array map always has element 0; a zeroed config has no prefixes. */
+	cfg = config_get();
+	if (!cfg)
+		return drop_as(&pkt, DROP_NO_ENCAP_SOURCE);
+	pkt.hash = flow_hash(&pkt.flow, vip->flags, cfg->hash_seed);
+
+	action = lb_select_backend(&pkt, vip, &be, &backend_id);
+	if (action >= 0)
+		return action;
+	count_forward(&pkt, vip->vip_id, backend_id);
+
+	action = encap(ctx, &pkt, be, cfg);
+	if (action >= 0)
+		return action;
+	if (pkt.steered)
+		count_event(&pkt, CNT_ICMP_STEERED);
+	return next_hop(ctx, &pkt, be->family, encap_outer_len(&pkt, be->family), cfg);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
