@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The functions the addon exports, grouped by file. Each takes its arguments
+// straight from JS and validates them itself.
+#ifndef FERRY_NATIVE_OPS_H
+#define FERRY_NATIVE_OPS_H
+
+#include <napi.h>
+
+#include <cstdint>
+#include <string>
+
+namespace ferry {
+
+// ---- maps.cc --------------------------------------------------------------
+
+// What the kernel says about a map fd, plus the buffer size a value needs.
+struct MapMeta {
+  uint32_t id;
+  uint32_t type;
+  uint32_t keySize;
+  uint32_t valueSize;
+  uint32_t maxEntries;
+  uint32_t flags;
+  std::string name;
+  bool perCpu;
+  size_t valueBufSize;  // numPossibleCpus * roundup(valueSize, 8) if perCpu
+};
+
+// The map behind fd. strict: check with /proc that fd is a map (for calls
+// that return the info); otherwise only that the kernel's answer is
+// plausible for a map, leaving the rest to the kernel (see ThrowMapErr).
+MapMeta GetMapMeta(Napi::Env env, int fd, const std::string &op,
+                   bool strict = false);
+// Throws the error of a map operation on fd, naming fd's kind when the
+// kernel refused it for not being a map.
+[[noreturn]] void ThrowMapErr(Napi::Env env, int fd, const std::string &op,
+                              int err);
+Napi::Object MapMetaToJs(Napi::Env env, const MapMeta &m);
+int NumPossibleCpus(Napi::Env env);
+
+Napi::Value ObjGet(const Napi::CallbackInfo &info);
+Napi::Value ObjPin(const Napi::CallbackInfo &info);
+Napi::Value CloseFd(const Napi::CallbackInfo &info);
+Napi::Value MapInfo(const Napi::CallbackInfo &info);
+Napi::Value ProgInfo(const Napi::CallbackInfo &info);
+Napi::Value MapCreate(const Napi::CallbackInfo &info);
+Napi::Value MapLookup(const Napi::CallbackInfo &info);
+Napi::Value MapUpdate(const Napi::CallbackInfo &info);
+Napi::Value MapDelete(const Napi::CallbackInfo &info);
+Napi::Value MapNextKey(const Napi::CallbackInfo &info);
+Napi::Value MapLookupFd(const Napi::CallbackInfo &info);
+Napi::Value MapDumpRaw(const Napi::CallbackInfo &info);
+Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info);
+Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info);
+
+// ---- progs.cc -------------------------------------------------------------
+
+Napi::Value ProgTestRun(const Napi::CallbackInfo &info);
+Napi::Value XdpAttach(const Napi::CallbackInfo &info);
+Napi::Value LinkUpdate(const Napi::CallbackInfo &info);
+Napi::Value LinkDetach(const Napi::CallbackInfo &info);
+Napi::Value LinkInfo(const Napi::CallbackInfo &info);
+Napi::Value XdpQuery(const Napi::CallbackInfo &info);
+Napi::Value TcAttach(const Napi::CallbackInfo &info);
+Napi::Value TcDetach(const Napi::CallbackInfo &info);
+Napi::Value TcQuery(const Napi::CallbackInfo &info);
+Napi::Value IfNameToIndex(const Napi::CallbackInfo &info);
+
+// ---- btf.cc ---------------------------------------------------------------
+
+Napi::Value BtfStructLayout(const Napi::CallbackInfo &info);
+
+// ---- object.cc ------------------------------------------------------------
+
+// Registers the BpfObject class in the addon's per-environment data.
+void InitBpfObject(Napi::Env env);
+Napi::Value OpenObject(const Napi::CallbackInfo &info);
+
+}  // namespace ferry
+
+#endif
