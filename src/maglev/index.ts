@@ -1,0 +1,346 @@
+/**
+ * Maglev consistent hashing (Eisenbud et al., "Maglev: A Fast and Reliable
+ * Software Network Load Balancer", NSDI 2016), with exact weights.
+ *
+ * The table built here is what the datapath indexes with a flow hash: slot
+ * i holds the backend id that new flows hashing to i go to. Its two jobs:
+ * spread flows in proportion to backend weights, and when the backend set
+ * changes, move as few slots as possible (each moved slot breaks the flows
+ * not yet pinned by conntrack on another Ferry node).
+ *
+ * Algorithm (paper section 3.4): each backend gets a permutation of the M
+ * slots, derived from its key alone:
+ *   offset = h1(key) mod M,  skip = h2(key) mod (M - 1) + 1,
+ *   permutation[j] = (offset + j * skip) mod M.
+ * M prime makes every skip in 1..M-1 coprime to M, so each permutation is a
+ * full cycle and always reaches an empty slot. Backends then take turns
+ * claiming their next preferred slot that is still empty, until the table
+ * is full.
+ *
+ * Weights, in two steps:
+ *  1. Quotas. Each backend's slot count is fixed up front by largest-
+ *     remainder apportionment of M over the weights: floor(M * w / sum(w)),
+ *     plus one for the backends with the largest remainders until the
+ *     counts sum to M. Every count is thus the floor or the ceiling of its
+ *     exact share M * w / sum(w): truly proportional, within one slot.
+ *  2. Turn order. Backends take turns as in the paper, but a turn is paid
+ *     for with credit: each round a backend earns `w * N` and each claimed
+ *     slot costs `sum(w)` (N = backends with weight > 0), so a backend
+ *     claims about N * w / sum(w) slots per round (heavy ones several in a
+ *     row, light ones one every few rounds) and stops at its quota. A round
+ *     hands out about N claims whatever the weights, so a 65535:1 ratio
+ *     costs no more than 1:1; finished backends leave the round.
+ * The quota step is what makes weights exact. Turn-taking alone is not:
+ * each light backend's count is rounded at the moment the table happens to
+ * fill, and those rounding errors pile up on whoever claims early in a
+ * round (with one backend of weight 65535 and 999 of weight 1, whose
+ * shares are 0.985 slots each, the heavy one would take all 65537 slots). Schemes that give heavy backends "more turns"
+ * against a threshold of the maximum weight have the same defect, or walk
+ * 65535 empty rounds per slot for a light backend.
+ * With equal weights every backend claims exactly one slot per round and
+ * the first M mod N backends get the extra slot: the paper's algorithm
+ * unchanged (a test checks this against a literal implementation).
+ *
+ * Determinism: backends are sorted by key (then id) with plain code-unit
+ * string comparison (never localeCompare, which depends on the host's ICU
+ * locale), and hashed with MurmurHash3_x86_32 of the key's UTF-8 bytes, so
+ * the same (backends, M, seed) yields the same table on every host.
+ */
+
+import { fmix32, murmur3 } from "./hash.js";
+import { FERRY_BACKEND_NONE } from "../datapath/abi.js";
+
+export { fmix32, murmur3, murmur3Bytes } from "./hash.js";
+
+export { FERRY_BACKEND_NONE };
+
+/** Largest accepted weight; 16 bits is ample resolution for operators. */
+export const MAGLEV_MAX_WEIGHT = 65535;
+
+/** Largest accepted table size (the table is M u32s; positions stay small ints). */
+export const MAGLEV_MAX_M = 1 << 24;
+
+/** Selectable table sizes, all prime. 65537 is the paper's default. */
+export const MAGLEV_PRIMES: readonly number[] = Object.freeze([
+  251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 65537, 131071,
+]);
+
+/** The table size configs use unless told otherwise. */
+export const DEFAULT_MAGLEV_M = 65537;
+
+/** chooseMaglevM never goes below this: weights need slots to resolve. */
+export const MAGLEV_MIN_AUTO_M = 1021;
+
+/** The paper's rule of thumb: M at least 100 x N keeps shares within ~1%. */
+export const MAGLEV_SLOTS_PER_BACKEND = 100;
+
+export interface MaglevBackend {
+  /** Datapath backend id (u32, index into ferry_backends); not 0xffffffff. */
+  id: number;
+  /** Stable identity (e.g. "10.0.0.1:80") that alone determines the permutation. */
+  key: string;
+  /** Integer 0..MAGLEV_MAX_WEIGHT; 0 = no slots (no new flows). */
+  weight: number;
+}
+
+/**
+ * Deterministic primality test by trial division over 6k +/- 1. Exact for
+ * every safe integer; fast for table sizes (sqrt(2^24) = 4096 steps).
+ */
+export function isPrime(n: number): boolean {
+  if (!Number.isSafeInteger(n) || n < 2) return false;
+  if (n < 4) return true;
+  if (n % 2 === 0 || n % 3 === 0) return false;
+  for (let d = 5; d * d <= n; d += 6) {
+    if (n % d === 0 || n % (d + 2) === 0) return false;
+  }
+  return true;
+}
+
+/**
+ * Table size for a VIP with `backendCount` backends: the smallest listed
+ * prime >= 100 x backendCount and >= MAGLEV_MIN_AUTO_M; the largest listed
+ * prime when none is big enough (shares then drift beyond ~1%).
+ */
+export function chooseMaglevM(backendCount: number): number {
+  if (!Number.isSafeInteger(backendCount) || backendCount < 0) {
+    throw new RangeError(`maglev: backend count must be a non-negative integer, got ${String(backendCount)}`);
+  }
+  const want = Math.max(MAGLEV_MIN_AUTO_M, backendCount * MAGLEV_SLOTS_PER_BACKEND);
+  for (const p of MAGLEV_PRIMES) if (p >= want) return p;
+  return MAGLEV_PRIMES[MAGLEV_PRIMES.length - 1] ?? DEFAULT_MAGLEV_M;
+}
+
+/** Throws a RangeError unless m is a prime in 2..MAGLEV_MAX_M. */
+export function validateMaglevM(m: number): void {
+  if (!isPrime(m) || m > MAGLEV_MAX_M) {
+    throw new RangeError(
+      `maglev: table size M must be a prime <= ${MAGLEV_MAX_M} (e.g. ${DEFAULT_MAGLEV_M}), got ${String(m)}`,
+    );
+  }
+}
+
+/**
+ * Checks every backend and the set as a whole; throws on the first problem
+ * with a message naming the offending backend. Zero-weight backends are
+ * checked too: a duplicate is a config error whatever its weight.
+ */
+function validateBackends(backends: readonly MaglevBackend[]): void {
+  const keys = new Set<string>();
+  const ids = new Set<number>();
+  for (const [i, b] of backends.entries()) {
+    const where = `maglev: backend #${i}`;
+    if (typeof b.key !== "string" || b.key.length === 0) {
+      throw new TypeError(`${where}: key must be a non-empty string`);
+    }
+    if (!Number.isInteger(b.id) || b.id < 0 || b.id >= FERRY_BACKEND_NONE) {
+      throw new RangeError(`${where} (${b.key}): id must be an integer 0..${FERRY_BACKEND_NONE - 1}, got ${String(b.id)}`);
+    }
+    if (!Number.isInteger(b.weight) || b.weight < 0 || b.weight > MAGLEV_MAX_WEIGHT) {
+      throw new RangeError(`${where} (${b.key}): weight must be an integer 0..${MAGLEV_MAX_WEIGHT}, got ${String(b.weight)}`);
+    }
+    if (keys.has(b.key)) throw new Error(`maglev: duplicate backend key ${JSON.stringify(b.key)}`);
+    if (ids.has(b.id)) throw new Error(`maglev: duplicate backend id ${b.id} (key ${JSON.stringify(b.key)})`);
+    keys.add(b.key);
+    ids.add(b.id);
+  }
+}
+
+/** Code-unit order: the same on every host, unlike localeCompare. */
+function compareBackends(a: MaglevBackend, b: MaglevBackend): number {
+  if (a.key !== b.key) return a.key < b.key ? -1 : 1;
+  return a.id - b.id;
+}
+
+/**
+ * The two per-table hash seeds, derived from the user seed. fmix32 is a
+ * bijection and the two inputs always differ, so h1 and h2 never share a
+ * seed: offset and skip are independent functions of the key.
+ */
+function deriveSeeds(seed: number): { offsetSeed: number; skipSeed: number } {
+  return {
+    offsetSeed: fmix32((seed ^ 0x6f666673) >>> 0), // "offs"
+    skipSeed: fmix32((seed ^ 0x736b6970) >>> 0), // "skip"
+  };
+}
+
+/** A backend's permutation: slots offset, offset + skip, ... (mod M). */
+export interface MaglevPermutation {
+  offset: number;
+  skip: number;
+}
+
+/**
+ * The permutation parameters of one key (paper section 3.4). Exported for
+ * debugging and for the test that checks the fill against the paper.
+ */
+export function maglevPermutation(key: string, m: number, seed = 0): MaglevPermutation {
+  validateMaglevM(m);
+  validateSeed(seed);
+  return permutationOf(key, m, deriveSeeds(seed));
+}
+
+function permutationOf(key: string, m: number, seeds: { offsetSeed: number; skipSeed: number }): MaglevPermutation {
+  return {
+    offset: murmur3(key, seeds.offsetSeed) % m,
+    skip: (murmur3(key, seeds.skipSeed) % (m - 1)) + 1,
+  };
+}
+
+function validateSeed(seed: number): void {
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
+    throw new RangeError(`maglev: seed must be an integer 0..${0xffffffff}, got ${String(seed)}`);
+  }
+}
+
+/**
+ * Builds a Maglev lookup table of `m` slots. Each slot holds a backend id,
+ * or FERRY_BACKEND_NONE in every slot when no backend has a weight > 0.
+ *
+ * @param backends any order; keys and ids must be unique.
+ * @param m table size, prime (see MAGLEV_PRIMES).
+ * @param seed u32 mixed into both hashes (default 0); one seed per cluster
+ *   keeps tables identical across Ferry nodes.
+ */
+export function buildMaglevTable(backends: readonly MaglevBackend[], m: number, seed = 0): Uint32Array {
+  validateMaglevM(m);
+  validateSeed(seed);
+  validateBackends(backends);
+
+  const table = new Uint32Array(m).fill(FERRY_BACKEND_NONE);
+  const active = backends.filter((b) => b.weight > 0).sort(compareBackends);
+  if (active.length === 0) return table;
+
+  const owner = fillSlots(active, m, deriveSeeds(seed));
+  const ids = Uint32Array.from(active, (b) => b.id);
+  for (let s = 0; s < m; s++) table[s] = ids[owner[s] ?? 0] ?? FERRY_BACKEND_NONE;
+  return table;
+}
+
+/**
+ * Slots per backend by largest-remainder (Hamilton) apportionment: each
+ * gets floor(M * w / W) and the M - sum(floors) leftover slots go to the
+ * largest remainders, ties to the earlier backend in sorted order (which
+ * is also who gets the extra slot in the paper's unweighted fill).
+ *
+ * Integer arithmetic throughout: M * w < 2^40 and W < 2^33, but a double
+ * quotient near an integer can round up across it, so floors are checked.
+ */
+function apportion(active: readonly MaglevBackend[], m: number): Int32Array {
+  const n = active.length;
+  let total = 0;
+  for (const b of active) total += b.weight;
+  const quota = new Int32Array(n);
+  const remainder = new Float64Array(n);
+  let given = 0;
+  for (let i = 0; i < n; i++) {
+    const share = m * (active[i] as MaglevBackend).weight;
+    let q = Math.floor(share / total);
+    if (q * total > share) q--; // quotient rounded up across an integer
+    quota[i] = q;
+    remainder[i] = share - q * total;
+    given += q;
+  }
+  const byRemainder = Array.from({ length: n }, (_, i) => i).sort(
+    (a, b) => (remainder[b] as number) - (remainder[a] as number) || a - b,
+  );
+  // Fewer than n leftover slots remain, since each floor loses under one.
+  for (let k = 0; given < m; k++, given++) {
+    const i = byRemainder[k] as number;
+    quota[i] = (quota[i] as number) + 1;
+  }
+  return quota;
+}
+
+/**
+ * The Maglev fill over sorted, positive-weight backends. Returns, per slot,
+ * the index into `active` of the slot's owner.
+ *
+ * Everything here lives in typed arrays and small integers: the loop runs
+ * about M ln M probe steps (~730k at M = 65537), so it must not allocate or
+ * leave V8's small-integer fast path. Owners are stored as Int32 (-1 =
+ * empty) rather than as u32 ids, because u32 values >= 2^31 would be read
+ * back as doubles.
+ */
+function fillSlots(
+  active: readonly MaglevBackend[],
+  m: number,
+  seeds: { offsetSeed: number; skipSeed: number },
+): Int32Array {
+  const n = active.length;
+  const left = apportion(active, m); // slots each backend still has to claim
+  const pos = new Int32Array(n); // next permutation entry to try, as a slot
+  const skip = new Int32Array(n);
+  const earn = new Float64Array(n); // credit per round: weight * n (< 2^32)
+  const credit = new Float64Array(n);
+  const order = new Int32Array(n); // backends still claiming, in turn order
+  let price = 0; // credit per claimed slot: sum of weights
+  let live = 0;
+
+  for (let i = 0; i < n; i++) {
+    const b = active[i] as MaglevBackend;
+    // Walking pos = (pos + skip) mod M visits (offset + j * skip) mod M in
+    // order without ever forming the product j * skip (which can exceed
+    // 2^31 and 2^53 for large M).
+    const perm = permutationOf(b.key, m, seeds);
+    pos[i] = perm.offset;
+    skip[i] = perm.skip;
+    earn[i] = b.weight * n;
+    price += b.weight;
+    if ((left[i] as number) > 0) order[live++] = i;
+  }
+  // Start every backend half a slot in credit: a light backend's claims then
+  // fall mid-way through its share of rounds rather than at the end.
+  credit.fill(price / 2);
+
+  const owner = new Int32Array(m).fill(-1);
+  // The quotas sum to M, so the table is full exactly when every backend
+  // has claimed its quota and left the round.
+  while (live > 0) {
+    let kept = 0;
+    for (let k = 0; k < live; k++) {
+      const i = order[k] as number;
+      let c = (credit[i] as number) + (earn[i] as number);
+      let want = left[i] as number;
+      const step = skip[i] as number;
+      while (c >= price && want > 0) {
+        c -= price;
+        want--;
+        // Next preferred slot that nobody has claimed yet. The permutation
+        // is a full cycle (M prime), so this ends while any slot is empty.
+        let p = pos[i] as number;
+        while ((owner[p] as number) >= 0) {
+          p += step;
+          if (p >= m) p -= m;
+        }
+        owner[p] = i;
+        p += step;
+        if (p >= m) p -= m;
+        pos[i] = p;
+      }
+      credit[i] = c;
+      left[i] = want;
+      // Stable compaction: finished backends drop out, turn order is kept.
+      if (want > 0) order[kept++] = i;
+    }
+    live = kept;
+  }
+  return owner;
+}
+
+/** Number of slots in which two tables of the same size differ. */
+export function diffTables(a: Uint32Array, b: Uint32Array): number {
+  if (a.length !== b.length) {
+    throw new RangeError(`maglev: cannot diff tables of different sizes (${a.length} vs ${b.length})`);
+  }
+  let d = 0;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) d++;
+  return d;
+}
+
+/** Slots owned by each backend id (FERRY_BACKEND_NONE counted too, if present). */
+export function countSlots(table: Uint32Array): Map<number, number> {
+  const counts = new Map<number, number>();
+  for (const id of table) counts.set(id, (counts.get(id) ?? 0) + 1);
+  return counts;
+}
