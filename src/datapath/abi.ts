@@ -1,0 +1,192 @@
+/**
+ * The datapath ABI: the TypeScript mirror of bpf/lib/consts.h and
+ * bpf/lib/types.h. test/abi.test.ts checks every struct against the BTF of
+ * the compiled objects and every constant against the C headers.
+ */
+import { struct, u8, u16, u32, u64, be16, be32, bytes, type ValueOf } from './struct.js';
+
+export const FERRY_BACKEND_NONE = 0xffffffff;
+export const FERRY_AF_INET = 4;
+export const FERRY_AF_INET6 = 6;
+export const FERRY_ENCAP_TTL = 64;
+
+/** Default map capacities compiled into the object (load-time overridable). */
+export const DEFAULT_SIZES = {
+  maxVips: 1024,
+  maxVipAddrs: 1024,
+  maxBackends: 65536,
+  ctSize: 1_000_000,
+  maxPolicyRules: 65536,
+} as const;
+
+export const VIP_F_POLICY = 1 << 0;
+export const VIP_F_ALLOWLIST = 1 << 1;
+export const VIP_F_SRC_AFFINITY = 1 << 2;
+
+export const VIP_ADDR_F_ECHO = 1 << 0;
+
+export const BACKEND_FREE = 0;
+export const BACKEND_ACTIVE = 1;
+export const BACKEND_DRAINING = 2;
+export const BACKEND_DOWN = 3;
+
+export const CFG_F_SKIP_FIB = 1 << 0;
+
+export const POLICY_ALLOW = 1;
+export const POLICY_DENY = 2;
+
+/** enum ferry_drop_reason, in order; the index is the reason code. */
+export const DROP_REASONS = [
+  'none',
+  'malformed_l3',
+  'malformed_l4',
+  'ip_options',
+  'fragment',
+  'ipv6_exthdr',
+  'policy',
+  'rate_limit',
+  'no_backend',
+  'bad_backend',
+  'no_encap_source',
+  'encap_failed',
+  'too_big',
+  'no_route',
+  'icmp_malformed',
+] as const;
+export type DropReason = (typeof DROP_REASONS)[number];
+export const dropCode = (r: DropReason): number => DROP_REASONS.indexOf(r);
+
+/** enum ferry_counter, in order. */
+export const COUNTERS = [
+  'rx',
+  'pass_non_ip',
+  'pass_non_vip',
+  'pass_vip_other',
+  'tx',
+  'redirect',
+  'fib_fallback',
+  'icmp_echo',
+  'icmp_steered',
+  'ct_stale',
+] as const;
+export type CounterName = (typeof COUNTERS)[number];
+export const counterCode = (c: CounterName): number => COUNTERS.indexOf(c);
+
+/** enum ferry_decap_counter, in order. */
+export const DECAP_COUNTERS = ['rx', 'done', 'not_ours', 'pass', 'error'] as const;
+export type DecapCounterName = (typeof DECAP_COUNTERS)[number];
+
+/** An address as the datapath stores it: 16 bytes, IPv4 in the first 4. */
+const addr = () => bytes(16, 4);
+
+export const VipKey = struct('vip_key', {
+  addr: addr(),
+  port: be16(),
+  proto: u8(),
+  family: u8(),
+});
+
+export const VipMeta = struct('vip_meta', {
+  vip_id: u32(),
+  flags: u32(),
+  rl_interval_ns: u64(),
+  rl_tolerance_ns: u64(),
+});
+
+export const VipAddrKey = struct('vip_addr_key', {
+  addr: addr(),
+  family: u8(),
+  pad: bytes(3),
+});
+
+export const VipAddrMeta = struct('vip_addr_meta', {
+  flags: u32(),
+});
+
+export const Backend = struct('backend', {
+  addr: addr(),
+  family: u8(),
+  state: u8(),
+  pad: u16(),
+  vip_id: u32(),
+  gen: u32(),
+});
+
+export const FlowKey = struct('flow_key', {
+  src: addr(),
+  dst: addr(),
+  sport: be16(),
+  dport: be16(),
+  proto: u8(),
+  family: u8(),
+  pad: u16(),
+});
+
+export const CtValue = struct('ct_value', {
+  backend_id: u32(),
+  backend_gen: u32(),
+  last_seen_ns: u64(),
+});
+
+export const PolicyKey = struct('policy_key', {
+  prefixlen: u32(),
+  vip_id: be32(),
+  addr: addr(),
+});
+
+export const PolicyValue = struct('policy_value', {
+  action: u32(),
+});
+
+export const RatelimitState = struct('ratelimit_state', {
+  tat_ns: u64(),
+});
+
+export const LbConfig = struct('lb_config', {
+  hash_seed: u32(),
+  flags: u32(),
+  src4_prefix: bytes(4, 4),
+  src4_hostmask: bytes(4, 4),
+  src6_prefix: bytes(16, 4),
+  src6_hostmask: bytes(4, 4),
+  gw_mac: bytes(6),
+  pad: bytes(2),
+});
+
+export const VipStats = struct('vip_stats', {
+  packets: u64(),
+  bytes: u64(),
+  new_flows: u64(),
+  ct_hits: u64(),
+  ct_misses: u64(),
+  drops: u64(),
+});
+
+export const BackendStats = struct('backend_stats', {
+  packets: u64(),
+  bytes: u64(),
+  new_flows: u64(),
+});
+
+export const Counter = struct('counter', {
+  packets: u64(),
+  bytes: u64(),
+});
+
+export type VipKeyV = ValueOf<typeof VipKey>;
+export type VipMetaV = ValueOf<typeof VipMeta>;
+export type VipAddrKeyV = ValueOf<typeof VipAddrKey>;
+export type BackendV = ValueOf<typeof Backend>;
+export type FlowKeyV = ValueOf<typeof FlowKey>;
+export type CtValueV = ValueOf<typeof CtValue>;
+export type PolicyKeyV = ValueOf<typeof PolicyKey>;
+export type LbConfigV = ValueOf<typeof LbConfig>;
+export type VipStatsV = ValueOf<typeof VipStats>;
+export type BackendStatsV = ValueOf<typeof BackendStats>;
+export type CounterV = ValueOf<typeof Counter>;
+
+/** Every struct of the ABI, for the layout test. */
+export const ALL_STRUCTS = [
+  VipKey, VipMeta, VipAddrKey, VipAddrMeta, Backend, FlowKey, CtValue, PolicyKey, PolicyValue,
+  RatelimitState, LbConfig, VipStats, BackendStats, Counter,
+] as const;

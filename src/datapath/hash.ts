@@ -1,0 +1,60 @@
+/**
+ * The datapath's flow hash, bit for bit: Linux jhash2 over the ten 32-bit
+ * words of struct flow_key as they lie in memory (host order, little-endian),
+ * seeded with lb_config.hash_seed. Every Ferry host with the same seed picks
+ * the same Maglev slot for a flow, so hosts behind ECMP agree on backends.
+ */
+import { FlowKey, type FlowKeyV } from './abi.js';
+
+const JHASH_INITVAL = 0xdeadbeef;
+
+const rol32 = (x: number, k: number): number => ((x << k) | (x >>> (32 - k))) >>> 0;
+
+/** jhash2 over u32 words; returns an unsigned 32-bit value. */
+export function jhash2(words: Uint32Array, seed: number): number {
+  let a = (JHASH_INITVAL + (words.length << 2) + seed) >>> 0;
+  let b = a;
+  let c = a;
+  let i = 0;
+  let len = words.length;
+  while (len > 3) {
+    a = (a + words[i]!) >>> 0;
+    b = (b + words[i + 1]!) >>> 0;
+    c = (c + words[i + 2]!) >>> 0;
+    // __jhash_mix
+    a = (a - c) >>> 0; a = (a ^ rol32(c, 4)) >>> 0; c = (c + b) >>> 0;
+    b = (b - a) >>> 0; b = (b ^ rol32(a, 6)) >>> 0; a = (a + c) >>> 0;
+    c = (c - b) >>> 0; c = (c ^ rol32(b, 8)) >>> 0; b = (b + a) >>> 0;
+    a = (a - c) >>> 0; a = (a ^ rol32(c, 16)) >>> 0; c = (c + b) >>> 0;
+    b = (b - a) >>> 0; b = (b ^ rol32(a, 19)) >>> 0; a = (a + c) >>> 0;
+    c = (c - b) >>> 0; c = (c ^ rol32(b, 4)) >>> 0; b = (b + a) >>> 0;
+    i += 3;
+    len -= 3;
+  }
+  // The tail: the last one to three words (Linux's switch with fallthrough).
+  if (len === 0) return c;
+  if (len >= 3) c = (c + words[i + 2]!) >>> 0;
+  if (len >= 2) b = (b + words[i + 1]!) >>> 0;
+  a = (a + words[i]!) >>> 0;
+  // __jhash_final
+  c = (c ^ b) >>> 0; c = (c - rol32(b, 14)) >>> 0;
+  a = (a ^ c) >>> 0; a = (a - rol32(c, 11)) >>> 0;
+  b = (b ^ a) >>> 0; b = (b - rol32(a, 25)) >>> 0;
+  c = (c ^ b) >>> 0; c = (c - rol32(b, 16)) >>> 0;
+  a = (a ^ c) >>> 0; a = (a - rol32(c, 4)) >>> 0;
+  b = (b ^ a) >>> 0; b = (b - rol32(a, 14)) >>> 0;
+  c = (c ^ b) >>> 0; c = (c - rol32(b, 24)) >>> 0;
+  return c;
+}
+
+/**
+ * The hash xdp_lb computes for a flow. With source affinity the ports are
+ * left out, so every connection of a client lands on the same backend.
+ */
+export function flowHash(flow: FlowKeyV, seed: number, srcAffinity = false): number {
+  const key = srcAffinity ? { ...flow, sport: 0, dport: 0 } : flow;
+  const buf = FlowKey.encode(key);
+  const words = new Uint32Array(buf.length / 4);
+  for (let i = 0; i < words.length; i++) words[i] = buf.readUInt32LE(i * 4);
+  return jhash2(words, seed);
+}

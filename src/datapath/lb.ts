@@ -1,0 +1,231 @@
+/**
+ * The load balancer's datapath as the daemon sees it: the xdp_lb object
+ * opened with its maps pinned under a bpffs directory, typed views of every
+ * map, Maglev table installation, and XDP attachment through pinned links.
+ *
+ * Nothing here knows about the store or the API; the reconciler decides what
+ * to write, this module knows how.
+ */
+import { mkdirSync, existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  Backend, BackendStats, COUNTERS, Counter, CtValue, DEFAULT_SIZES, DROP_REASONS, FERRY_BACKEND_NONE, FlowKey,
+  LbConfig, PolicyKey, PolicyValue, RatelimitState, VipAddrKey, VipAddrMeta, VipKey, VipMeta, VipStats,
+  type CounterName, type CounterV, type DropReason,
+} from './abi.js';
+import { ArrayMap, PerCpuArray, TypedMap } from './maps.js';
+import { BPF_F_INNER_MAP, BPF_MAP_TYPE_ARRAY, loadNative, type BpfObject, type NativeAddon } from './native.js';
+import { bpfObjectPath } from '../paths.js';
+
+export interface LbSizes {
+  maxVips: number;
+  maxVipAddrs: number;
+  maxBackends: number;
+  ctSize: number;
+  maxPolicyRules: number;
+}
+
+export type XdpMode = 'native' | 'generic' | 'auto';
+
+export interface LbOpenOptions {
+  /** bpffs directory for maps and links, e.g. /sys/fs/bpf/ferry. */
+  pinRoot: string;
+  sizes?: Partial<LbSizes>;
+  /** Defaults to build/bpf/xdp_lb.bpf.o of this package. */
+  objectPath?: string;
+}
+
+/** Map name → the sizes field that sets its capacity. */
+const SIZED_MAPS: Record<string, keyof LbSizes> = {
+  ferry_vips: 'maxVips',
+  ferry_maglev: 'maxVips',
+  ferry_ratelimit: 'maxVips',
+  ferry_vip_stats: 'maxVips',
+  ferry_vip_addrs: 'maxVipAddrs',
+  ferry_backends: 'maxBackends',
+  ferry_backend_stats: 'maxBackends',
+  ferry_ct: 'ctSize',
+  ferry_policy: 'maxPolicyRules',
+};
+
+export class LbDatapath {
+  readonly sizes: LbSizes;
+  readonly progFd: number;
+  readonly config: ArrayMap<typeof LbConfig>;
+  readonly vips: TypedMap<typeof VipKey, typeof VipMeta>;
+  readonly vipAddrs: TypedMap<typeof VipAddrKey, typeof VipAddrMeta>;
+  readonly backends: ArrayMap<typeof Backend>;
+  readonly ct: TypedMap<typeof FlowKey, typeof CtValue>;
+  readonly policy: TypedMap<typeof PolicyKey, typeof PolicyValue>;
+  readonly ratelimit: ArrayMap<typeof RatelimitState>;
+  readonly vipStats: PerCpuArray<typeof VipStats>;
+  readonly backendStats: PerCpuArray<typeof BackendStats>;
+  readonly drops: PerCpuArray<typeof Counter>;
+  readonly counters: PerCpuArray<typeof Counter>;
+  private readonly maglevFd: number;
+  private readonly key4 = Buffer.alloc(4);
+
+  private constructor(
+    readonly nat: NativeAddon,
+    private readonly obj: BpfObject,
+    readonly pinRoot: string,
+    sizes: LbSizes,
+  ) {
+    this.sizes = sizes;
+    this.progFd = obj.programFd('xdp_lb');
+    const fd = (name: string) => obj.mapFd(name);
+    const cpus = nat.numPossibleCpus();
+    this.config = new ArrayMap(nat, fd('ferry_config'), 'ferry_config', LbConfig);
+    this.vips = new TypedMap(nat, fd('ferry_vips'), 'ferry_vips', VipKey, VipMeta);
+    this.vipAddrs = new TypedMap(nat, fd('ferry_vip_addrs'), 'ferry_vip_addrs', VipAddrKey, VipAddrMeta);
+    this.backends = new ArrayMap(nat, fd('ferry_backends'), 'ferry_backends', Backend);
+    this.ct = new TypedMap(nat, fd('ferry_ct'), 'ferry_ct', FlowKey, CtValue);
+    this.policy = new TypedMap(nat, fd('ferry_policy'), 'ferry_policy', PolicyKey, PolicyValue);
+    this.ratelimit = new ArrayMap(nat, fd('ferry_ratelimit'), 'ferry_ratelimit', RatelimitState);
+    this.vipStats = new PerCpuArray(nat, fd('ferry_vip_stats'), 'ferry_vip_stats', VipStats, cpus);
+    this.backendStats = new PerCpuArray(nat, fd('ferry_backend_stats'), 'ferry_backend_stats', BackendStats, cpus);
+    this.drops = new PerCpuArray(nat, fd('ferry_drops'), 'ferry_drops', Counter, cpus);
+    this.counters = new PerCpuArray(nat, fd('ferry_counters'), 'ferry_counters', Counter, cpus);
+    this.maglevFd = fd('ferry_maglev');
+  }
+
+  /**
+   * Opens and loads xdp_lb. Maps already pinned under pinRoot are reused with
+   * their contents (a restarted daemon keeps every flow); missing ones are
+   * created and pinned.
+   */
+  static open(opts: LbOpenOptions): LbDatapath {
+    const nat = loadNative();
+    const sizes: LbSizes = { ...DEFAULT_SIZES, ...opts.sizes };
+    const maxEntries: Record<string, number> = {};
+    for (const [map, field] of Object.entries(SIZED_MAPS)) maxEntries[map] = sizes[field];
+    mkdirSync(opts.pinRoot, { recursive: true });
+    const obj = nat.openObject(opts.objectPath ?? bpfObjectPath('xdp_lb'), { pinRoot: opts.pinRoot, maxEntries });
+    try {
+      obj.load();
+      return new LbDatapath(nat, obj, opts.pinRoot, sizes);
+    } catch (err) {
+      obj.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Installs a VIP's Maglev table in one step: a new inner array is filled
+   * completely (slot 0 = M, then the M backend ids) before the outer map
+   * points at it, so packets see the old table or the new one, never a mix.
+   */
+  setMaglevTable(vipId: number, table: Uint32Array): void {
+    const m = table.length;
+    if (m === 0) throw new RangeError('a Maglev table needs at least one slot');
+    const inner = this.nat.mapCreate({
+      type: BPF_MAP_TYPE_ARRAY, name: `ferry_mg_${vipId}`.slice(0, 15), keySize: 4, valueSize: 4,
+      maxEntries: m + 1, flags: BPF_F_INNER_MAP,
+    });
+    try {
+      const keys = Buffer.alloc(4 * (m + 1));
+      const values = Buffer.alloc(4 * (m + 1));
+      values.writeUInt32LE(m, 0);
+      for (let i = 0; i <= m; i++) keys.writeUInt32LE(i, 4 * i);
+      for (let i = 0; i < m; i++) values.writeUInt32LE(table[i]!, 4 * (i + 1));
+      this.nat.mapUpdateBatch(inner, keys, values, m + 1, 0);
+      const v = Buffer.alloc(4);
+      v.writeUInt32LE(inner, 0);
+      this.nat.mapUpdate(this.maglevFd, this.vipKey(vipId), v, 0);
+    } finally {
+      this.nat.closeFd(inner);
+    }
+  }
+
+  /** The installed table of a VIP (slots 1..M), or undefined. */
+  getMaglevTable(vipId: number): Uint32Array | undefined {
+    const inner = this.nat.mapLookupFd(this.maglevFd, this.vipKey(vipId));
+    if (inner === null) return undefined;
+    try {
+      const { keys, values } = this.nat.mapDump(inner);
+      const m = values.length > 0 ? this.slotOf(keys, values, 0) : 0;
+      const out = new Uint32Array(m).fill(FERRY_BACKEND_NONE);
+      keys.forEach((k, i) => {
+        const slot = k.readUInt32LE(0);
+        if (slot >= 1 && slot <= m) out[slot - 1] = values[i]!.readUInt32LE(0);
+      });
+      return out;
+    } finally {
+      this.nat.closeFd(inner);
+    }
+  }
+
+  /** Removes a VIP's table: its packets then drop as no_backend. */
+  deleteMaglevTable(vipId: number): boolean {
+    return this.nat.mapDelete(this.maglevFd, this.vipKey(vipId));
+  }
+
+  dropCounts(): Record<DropReason, CounterV> {
+    return Object.fromEntries(DROP_REASONS.map((r, i) => [r, this.drops.sum(i)])) as Record<DropReason, CounterV>;
+  }
+
+  counterValues(): Record<CounterName, CounterV> {
+    return Object.fromEntries(COUNTERS.map((c, i) => [c, this.counters.sum(i)])) as Record<CounterName, CounterV>;
+  }
+
+  private linkPath(ifname: string): string {
+    return join(this.pinRoot, 'links', `xdp_${ifname}`);
+  }
+
+  /**
+   * Attaches xdp_lb to an interface through a pinned bpf link, or swaps the
+   * program of the existing link in place (no moment without a program).
+   */
+  attachXdp(ifname: string, mode: XdpMode): void {
+    const path = this.linkPath(ifname);
+    if (existsSync(path)) {
+      const link = this.nat.objGet(path);
+      try {
+        this.nat.linkUpdate(link, this.progFd);
+      } finally {
+        this.nat.closeFd(link);
+      }
+      return;
+    }
+    const ifindex = this.nat.ifNameToIndex(ifname);
+    const link = this.nat.xdpAttach(this.progFd, ifindex, mode);
+    try {
+      mkdirSync(join(this.pinRoot, 'links'), { recursive: true });
+      this.nat.objPin(link, path);
+    } catch (err) {
+      this.nat.linkDetach(link);
+      throw err;
+    } finally {
+      this.nat.closeFd(link);
+    }
+  }
+
+  /** Detaches xdp_lb from an interface and removes the pinned link. */
+  detachXdp(ifname: string): boolean {
+    const path = this.linkPath(ifname);
+    if (!existsSync(path)) return false;
+    const link = this.nat.objGet(path);
+    try {
+      this.nat.linkDetach(link);
+    } finally {
+      this.nat.closeFd(link);
+      rmSync(path, { force: true });
+    }
+    return true;
+  }
+
+  /** Closes this process's handles; pinned maps and links stay. */
+  close(): void {
+    this.obj.close();
+  }
+
+  private vipKey(vipId: number): Buffer {
+    this.key4.writeUInt32LE(vipId, 0);
+    return this.key4;
+  }
+
+  private slotOf(keys: Buffer[], values: Buffer[], slot: number): number {
+    const i = keys.findIndex((k) => k.readUInt32LE(0) === slot);
+    return i < 0 ? 0 : values[i]!.readUInt32LE(0);
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * Writing one VIP, its backends and its Maglev table into the maps, and the
+ * global config. The order never lets a packet meet a half-made VIP: backends
+ * first, then the table that names them, then the VIP entry that leads to it.
+ */
+import {
+  BACKEND_ACTIVE, CFG_F_SKIP_FIB, VIP_ADDR_F_ECHO, type LbConfigV,
+} from './abi.js';
+import { hostMask, parseAddr, parseCidr } from './addr.js';
+import type { LbDatapath } from './lb.js';
+import { buildMaglevTable } from '../maglev/index.js';
+
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+
+export interface BackendProgram {
+  id: number;
+  addr: string;
+  weight?: number;
+  state?: number;
+  gen?: number;
+}
+
+export interface VipProgram {
+  id: number;
+  addr: string;
+  /** 0 = all ports. */
+  port: number;
+  proto: 'tcp' | 'udp';
+  flags?: number;
+  /** Maglev table size (prime). */
+  m: number;
+  backends: BackendProgram[];
+  rlIntervalNs?: bigint;
+  rlToleranceNs?: bigint;
+}
+
+export interface ConfigProgram {
+  seed: number;
+  /** Outer source prefixes, e.g. 198.19.255.0/24 and 2001:db8:ff::/112; null = none. */
+  src4: string | null;
+  src6: string | null;
+  /** Next hop when the fib lookup fails (or always with skipFib). */
+  gwMac?: Buffer;
+  skipFib?: boolean;
+}
+
+export const protoNumber = (p: 'tcp' | 'udp'): number => (p === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP);
+
+/** Encodes the global config. IPv6 sources vary in the last 32 bits at most. */
+export function encodeConfig(c: ConfigProgram): LbConfigV {
+  const s4 = c.src4 === null ? undefined : parseCidr(c.src4);
+  const s6 = c.src6 === null ? undefined : parseCidr(c.src6);
+  if (s4 && s4.addr.family !== 4) throw new TypeError(`src4 ${c.src4} is not IPv4`);
+  if (s6 && s6.addr.family !== 6) throw new TypeError(`src6 ${c.src6} is not IPv6`);
+  return {
+    hash_seed: c.seed >>> 0,
+    flags: c.skipFib ? CFG_F_SKIP_FIB : 0,
+    src4_prefix: s4 ? s4.addr.bytes.subarray(0, 4) : Buffer.alloc(4),
+    src4_hostmask: s4 ? hostMask(s4.prefix, 32) : Buffer.alloc(4),
+    src6_prefix: s6 ? s6.addr.bytes : Buffer.alloc(16),
+    src6_hostmask: s6 ? hostMask(Math.max(s6.prefix - 96, 0), 32) : Buffer.alloc(4),
+    gw_mac: c.gwMac ?? Buffer.alloc(6),
+    pad: Buffer.alloc(2),
+  };
+}
+
+export function programConfig(dp: LbDatapath, c: ConfigProgram): void {
+  dp.config.set(0, encodeConfig(c));
+}
+
+/** Writes a backend's entry. */
+export function programBackend(dp: LbDatapath, vipId: number, b: BackendProgram): void {
+  const a = parseAddr(b.addr);
+  dp.backends.set(b.id, {
+    addr: a.bytes, family: a.family, state: b.state ?? BACKEND_ACTIVE, pad: 0, vip_id: vipId, gen: b.gen ?? 1,
+  });
+}
+
+/** Builds and installs a VIP's Maglev table from its active backends; returns it. */
+export function programTable(dp: LbDatapath, v: VipProgram, seed: number): Uint32Array {
+  const live = v.backends.filter((b) => (b.state ?? BACKEND_ACTIVE) === BACKEND_ACTIVE);
+  const table = buildMaglevTable(live.map((b) => ({ id: b.id, key: b.addr, weight: b.weight ?? 1 })), v.m, seed);
+  dp.setMaglevTable(v.id, table);
+  return table;
+}
+
+/** Writes a whole VIP: backends, table, address entry, VIP entry. Returns the table. */
+export function programVip(dp: LbDatapath, v: VipProgram, seed: number): Uint32Array {
+  for (const b of v.backends) programBackend(dp, v.id, b);
+  const table = programTable(dp, v, seed);
+  const a = parseAddr(v.addr);
+  dp.vipAddrs.set({ addr: a.bytes, family: a.family, pad: Buffer.alloc(3) }, { flags: VIP_ADDR_F_ECHO });
+  dp.vips.set(
+    { addr: a.bytes, port: v.port, proto: protoNumber(v.proto), family: a.family },
+    { vip_id: v.id, flags: v.flags ?? 0, rl_interval_ns: v.rlIntervalNs ?? 0n, rl_tolerance_ns: v.rlToleranceNs ?? 0n },
+  );
+  return table;
+}

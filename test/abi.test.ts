@@ -1,0 +1,106 @@
+/**
+ * The TypeScript mirror of the datapath ABI is exact: struct sizes and field
+ * offsets against the BTF clang wrote into the objects, and constants and
+ * enum orders against the C headers.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import * as abi from '../src/datapath/abi.js';
+import { loadNative } from '../src/datapath/native.js';
+import { bpfObjectPath, packageRoot } from '../src/paths.js';
+
+const header = (name: string) => readFileSync(join(packageRoot(), 'bpf', 'lib', name), 'utf8');
+
+/** The enumerators of a C enum, in order. */
+function cEnum(src: string, name: string): string[] {
+  const m = new RegExp(`enum ${name} \\{([^}]*)\\}`, 's').exec(src);
+  assert.ok(m, `enum ${name} found`);
+  return m[1]!
+    .split('\n')
+    .map((l) => l.replace(/\/\*.*?\*\//g, '').trim())
+    .filter((l) => l.length > 0)
+    .map((l) => l.split(/[\s=,]/)[0]!);
+}
+
+/** The value of a #define (decimal, hex, shifts and ULL suffixes). */
+function cDefine(src: string, name: string): number {
+  const m = new RegExp(`#define ${name}\\s+([^\\n/]+)`).exec(src);
+  assert.ok(m, `#define ${name} found`);
+  const expr = m[1]!.trim().replace(/([0-9a-fA-F])(?:ULL|UL|U|LL|L)\b/g, '$1');
+  assert.match(expr, /^[0-9a-fA-Fx()<\s]+$/, `${name} is a plain constant`);
+  return Number(Function(`return (${expr}) >>> 0;`)());
+}
+
+describe('datapath ABI', () => {
+  const objects = ['xdp_lb', 'decap'].map(bpfObjectPath);
+
+  it('every struct matches the BTF of the compiled object', () => {
+    const nat = loadNative();
+    for (const s of abi.ALL_STRUCTS) {
+      const obj = objects.find((o) => existsSync(o));
+      assert.ok(obj, 'a compiled object exists');
+      const btf = nat.btfStructLayout(obj, s.cName);
+      assert.equal(btf.size, s.size, `sizeof(struct ${s.cName})`);
+      assert.deepEqual(
+        btf.members.map((m) => ({ name: m.name, offset: m.offset, size: m.size })),
+        s.layout.map((f) => ({ name: f.name, offset: f.offset, size: f.size })),
+        `fields of struct ${s.cName}`,
+      );
+    }
+  });
+
+  it('drop reasons and counters are in the C order', () => {
+    const consts = header('consts.h');
+    const lower = (prefix: string) => (e: string) => e.slice(prefix.length).toLowerCase();
+    assert.deepEqual(cEnum(consts, 'ferry_drop_reason').filter((e) => e !== 'DROP_MAX').map(lower('DROP_')), [...abi.DROP_REASONS]);
+    assert.deepEqual(cEnum(consts, 'ferry_counter').filter((e) => e !== 'CNT_MAX').map(lower('CNT_')), [...abi.COUNTERS]);
+    assert.deepEqual(
+      cEnum(consts, 'ferry_decap_counter').filter((e) => e !== 'DECAP_CNT_MAX').map(lower('DECAP_CNT_')),
+      [...abi.DECAP_COUNTERS],
+    );
+  });
+
+  it('constants match consts.h', () => {
+    const consts = header('consts.h');
+    const pairs: Array<[string, number]> = [
+      ['FERRY_BACKEND_NONE', abi.FERRY_BACKEND_NONE],
+      ['FERRY_AF_INET', abi.FERRY_AF_INET],
+      ['FERRY_AF_INET6', abi.FERRY_AF_INET6],
+      ['FERRY_ENCAP_TTL', abi.FERRY_ENCAP_TTL],
+      ['FERRY_MAX_VIPS', abi.DEFAULT_SIZES.maxVips],
+      ['FERRY_MAX_VIP_ADDRS', abi.DEFAULT_SIZES.maxVipAddrs],
+      ['FERRY_MAX_BACKENDS', abi.DEFAULT_SIZES.maxBackends],
+      ['FERRY_CT_SIZE', abi.DEFAULT_SIZES.ctSize],
+      ['FERRY_MAX_POLICY_RULES', abi.DEFAULT_SIZES.maxPolicyRules],
+      ['VIP_F_POLICY', abi.VIP_F_POLICY],
+      ['VIP_F_ALLOWLIST', abi.VIP_F_ALLOWLIST],
+      ['VIP_F_SRC_AFFINITY', abi.VIP_F_SRC_AFFINITY],
+      ['VIP_ADDR_F_ECHO', abi.VIP_ADDR_F_ECHO],
+      ['BACKEND_FREE', abi.BACKEND_FREE],
+      ['BACKEND_ACTIVE', abi.BACKEND_ACTIVE],
+      ['BACKEND_DRAINING', abi.BACKEND_DRAINING],
+      ['BACKEND_DOWN', abi.BACKEND_DOWN],
+      ['CFG_F_SKIP_FIB', abi.CFG_F_SKIP_FIB],
+      ['POLICY_ALLOW', abi.POLICY_ALLOW],
+      ['POLICY_DENY', abi.POLICY_DENY],
+    ];
+    for (const [name, value] of pairs) assert.equal(cDefine(consts, name), value, name);
+  });
+
+  it('map capacities of the object are the documented defaults', () => {
+    const nat = loadNative();
+    const obj = nat.openObject(bpfObjectPath('xdp_lb'));
+    try {
+      const byName = new Map(obj.maps().map((m) => [m.name, m]));
+      assert.equal(byName.get('ferry_vips')?.maxEntries, abi.DEFAULT_SIZES.maxVips);
+      assert.equal(byName.get('ferry_backends')?.maxEntries, abi.DEFAULT_SIZES.maxBackends);
+      assert.equal(byName.get('ferry_ct')?.maxEntries, abi.DEFAULT_SIZES.ctSize);
+      assert.equal(byName.get('ferry_drops')?.maxEntries, abi.DROP_REASONS.length);
+      assert.equal(byName.get('ferry_counters')?.maxEntries, abi.COUNTERS.length);
+    } finally {
+      obj.close();
+    }
+  });
+});

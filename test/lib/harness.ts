@@ -1,0 +1,131 @@
+/**
+ * A loaded xdp_lb in a private pin directory, with helpers to declare VIPs
+ * and backends and to push frames through BPF_PROG_TEST_RUN. Used by the
+ * datapath tests and the datapath benchmark.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync, existsSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
+import { FERRY_AF_INET, FERRY_AF_INET6, CFG_F_SKIP_FIB, type FlowKeyV } from '../../src/datapath/abi.js';
+import { hostMask, parseAddr, parseCidr } from '../../src/datapath/addr.js';
+import { flowHash } from '../../src/datapath/hash.js';
+import { LbDatapath, type LbSizes } from '../../src/datapath/lb.js';
+import {
+  programBackend, programConfig, programTable, programVip, type BackendProgram, type VipProgram,
+} from '../../src/datapath/program.js';
+
+export const BPFFS = '/sys/fs/bpf';
+export const XDP_ABORTED = 0;
+export const XDP_DROP = 1;
+export const XDP_PASS = 2;
+export const XDP_TX = 3;
+export const XDP_REDIRECT = 4;
+
+export const SEED = 0x5eed1234;
+export const SRC4 = '198.19.255.0/24';
+export const SRC6 = '2001:db8:ff::/112';
+export const GW_MAC = Buffer.from('02000000fe01', 'hex');
+
+/** Why BPF tests cannot run here, or undefined when they can. */
+export function bpfUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (BPF and bpffs)';
+  if (!existsSync('/sys/kernel/btf/vmlinux')) return 'kernel has no BTF';
+  return undefined;
+}
+
+/** Mounts bpffs at /sys/fs/bpf when it is missing, as systemd would. */
+export function ensureBpffs(): void {
+  try {
+    execFileSync('mountpoint', ['-q', BPFFS]);
+  } catch {
+    execFileSync('mount', ['-t', 'bpf', 'bpf', BPFFS]);
+  }
+}
+
+/** A VIP as the tests declare it: M defaults to 251 to keep tables small. */
+export type VipSpec = Omit<VipProgram, 'm'> & { m?: number };
+
+export class LbHarness {
+  readonly dp: LbDatapath;
+  readonly tables = new Map<number, Uint32Array>();
+  readonly vipSpecs = new Map<number, VipProgram>();
+
+  constructor(readonly pinRoot: string, sizes: Partial<LbSizes> = {}) {
+    ensureBpffs();
+    rmSync(pinRoot, { recursive: true, force: true });
+    mkdirSync(pinRoot, { recursive: true });
+    this.dp = LbDatapath.open({
+      pinRoot,
+      sizes: { ctSize: 4096, maxBackends: 1024, maxVips: 64, maxVipAddrs: 64, maxPolicyRules: 256, ...sizes },
+    });
+    this.setConfig({});
+  }
+
+  setConfig(o: { flags?: number; gwMac?: Buffer; src4?: string | null; src6?: string | null }): void {
+    programConfig(this.dp, {
+      seed: SEED, src4: o.src4 === undefined ? SRC4 : o.src4, src6: o.src6 === undefined ? SRC6 : o.src6,
+      gwMac: o.gwMac ?? GW_MAC, skipFib: (o.flags ?? CFG_F_SKIP_FIB) === CFG_F_SKIP_FIB,
+    });
+  }
+
+  /** Declares a VIP, its backends and its Maglev table (M = 251 unless given). */
+  vip(spec: VipSpec): void {
+    spec.m ??= 251;
+    const v = spec as VipProgram; // the same object: tests edit it, then rebuildTable()
+    this.vipSpecs.set(spec.id, v);
+    this.tables.set(spec.id, programVip(this.dp, v, SEED));
+  }
+
+  backend(vipId: number, b: BackendProgram): void {
+    programBackend(this.dp, vipId, b);
+  }
+
+  /** Recomputes and installs a VIP's table from its active backends. */
+  rebuildTable(vipId: number): Uint32Array {
+    const table = programTable(this.dp, this.vipSpecs.get(vipId)!, SEED);
+    this.tables.set(vipId, table);
+    return table;
+  }
+
+  /** The backend id the TypeScript model expects for a new flow. */
+  expectedBackend(vipId: number, flow: FlowKeyV, srcAffinity = false): number {
+    const table = this.tables.get(vipId)!;
+    return table[flowHash(flow, SEED, srcAffinity) % table.length]!;
+  }
+
+  run(data: Buffer): { retval: number; out: Buffer } {
+    const r = this.dp.nat.progTestRun(this.dp.progFd, { data, dataOutSize: data.length + 256 });
+    return { retval: r.retval, out: r.data };
+  }
+
+  close(): void {
+    this.dp.close();
+    rmSync(this.pinRoot, { recursive: true, force: true });
+  }
+}
+
+/** The flow key xdp_lb builds for a packet (ports in host numbers). */
+export function flowOf(src: string, dst: string, sport: number, dport: number, proto: number): FlowKeyV {
+  const s = parseAddr(src);
+  const d = parseAddr(dst);
+  return {
+    src: s.bytes, dst: d.bytes, sport, dport, proto, family: isIPv4(src) ? FERRY_AF_INET : FERRY_AF_INET6, pad: 0,
+  };
+}
+
+/** The outer source xdp_lb derives for a flow hash: prefix | (hash & hostmask), word-wise in memory order. */
+export function expectedOuterSource(family: number, hash: number): Buffer {
+  if (family === FERRY_AF_INET) {
+    const c = parseCidr(SRC4);
+    const prefix = c.addr.bytes.readUInt32LE(0);
+    const mask = hostMask(c.prefix, 32).readUInt32LE(0);
+    const out = Buffer.alloc(4);
+    out.writeUInt32LE((prefix | (hash & mask)) >>> 0, 0);
+    return out;
+  }
+  const c = parseCidr(SRC6);
+  const out = Buffer.from(c.addr.bytes);
+  const mask = hostMask(Math.max(c.prefix - 96, 0), 32).readUInt32LE(0);
+  out.writeUInt32LE((out.readUInt32LE(12) | (hash & mask)) >>> 0, 12);
+  return out;
+}
