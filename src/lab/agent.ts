@@ -1,0 +1,74 @@
+/**
+ * Work that must happen inside one of the lab's namespaces (interface
+ * indexes, netlink and XDP attachment are per network namespace). The lab
+ * runs it as `nsenter --net=… node dist/src/lab/agent.js COMMAND ARGS`;
+ * attachments are pinned bpf links or tc filters, so they outlive this process.
+ *
+ *   lb     PIN_ROOT IFNAME MODE        attach xdp_lb (maps pinned in PIN_ROOT)
+ *   decap  PIN_ROOT IFNAME VIP[,VIP]   attach tc_decap on ingress for these VIPs
+ *   pass   PIN_PATH IFNAME             attach xdp_pass through a link pinned at PIN_PATH
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { VIP_ADDR_F_ECHO } from '../datapath/abi.js';
+import { VipAddrKey, VipAddrMeta } from '../datapath/abi.js';
+import { parseAddr } from '../datapath/addr.js';
+import { LbDatapath, type XdpMode } from '../datapath/lb.js';
+import { loadNative } from '../datapath/native.js';
+import { bpfObjectPath } from '../paths.js';
+
+function attachLb(pinRoot: string, ifname: string, mode: XdpMode): void {
+  const dp = LbDatapath.open({ pinRoot, sizes: { ctSize: 65536 } });
+  try {
+    dp.attachXdp(ifname, mode);
+  } finally {
+    dp.close();
+  }
+}
+
+function attachDecap(pinRoot: string, ifname: string, vips: string[]): void {
+  const nat = loadNative();
+  mkdirSync(pinRoot, { recursive: true });
+  const obj = nat.openObject(bpfObjectPath('decap'), { pinRoot });
+  try {
+    obj.load();
+    const addrs = obj.mapFd('ferry_decap_addrs');
+    for (const v of vips) {
+      const a = parseAddr(v);
+      nat.mapUpdate(addrs, VipAddrKey.encode({ addr: a.bytes, family: a.family, pad: Buffer.alloc(3) }),
+        VipAddrMeta.encode({ flags: VIP_ADDR_F_ECHO }), 0);
+    }
+    nat.tcAttach(obj.programFd('tc_decap'), nat.ifNameToIndex(ifname), 'ingress');
+  } finally {
+    obj.close();
+  }
+}
+
+function attachPass(pinPath: string, ifname: string): void {
+  const nat = loadNative();
+  const obj = nat.openObject(bpfObjectPath('lab'));
+  try {
+    obj.load();
+    const link = nat.xdpAttach(obj.programFd('xdp_pass'), nat.ifNameToIndex(ifname), 'native');
+    mkdirSync(dirname(pinPath), { recursive: true });
+    nat.objPin(link, pinPath);
+    nat.closeFd(link);
+  } finally {
+    obj.close();
+  }
+}
+
+function main(argv: string[]): void {
+  const [cmd, a, b, c] = argv;
+  if (cmd === 'lb' && a && b) return attachLb(a, b, (c ?? 'native') as XdpMode);
+  if (cmd === 'decap' && a && b && c) return attachDecap(a, b, c.split(','));
+  if (cmd === 'pass' && a && b) return attachPass(a, b);
+  throw new Error(`usage: agent.js lb PIN_ROOT IFNAME [MODE] | decap PIN_ROOT IFNAME VIPS | pass PIN_PATH IFNAME (got ${argv.join(' ')})`);
+}
+
+try {
+  main(process.argv.slice(2));
+} catch (err) {
+  console.error(err instanceof Error ? err.message : String(err));
+  process.exit(1);
+}

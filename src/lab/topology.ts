@@ -1,0 +1,159 @@
+/**
+ * The lab: network namespaces with a unique prefix, joined by a Linux bridge
+ * in a switch namespace, none connected to the host's own network.
+ *
+ *   <p>-client ─┐
+ *   <p>-lb     ─┼── bridge in <p>-sw
+ *   <p>-be1..N ─┘
+ *
+ * LAN 198.18.0.0/24 and 2001:db8::/64; VIPs live in 198.19.0.0/24 and
+ * 2001:db8:f::/64 and are routed by the client via the load balancer.
+ * Backends hold the VIPs on lo (arp_ignore=1, arp_announce=2, rp_filter=0)
+ * and decapsulate with Ferry's tc_decap. Every link carrying encapsulated
+ * frames has MTU 1600 (1500 + the outer header).
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { run, nsRun } from './exec.js';
+
+export const LAB_MTU = 1600;
+export const LAN4 = '198.18.0';
+export const LAN6 = '2001:db8::';
+export const VIP_NET4 = '198.19.0.0/24';
+export const VIP_NET6 = '2001:db8:f::/64';
+/** Outer source prefixes the load balancer encapsulates from. */
+export const ENCAP_SRC4 = '198.19.255.0/24';
+export const ENCAP_SRC6 = '2001:db8:ff::/112';
+
+export interface LabHost {
+  /** Role name: client, lb, be1, be2, ... */
+  name: string;
+  /** Network namespace name. */
+  ns: string;
+  /** The interface inside the namespace. */
+  ifname: 'eth0';
+  /** Bridge port name in the switch namespace. */
+  port: string;
+  addr4: string;
+  addr6: string;
+  mac: string;
+}
+
+export interface LabOptions {
+  backends: number;
+  /** Namespace prefix; a random one when omitted. */
+  prefix?: string;
+}
+
+/** Every lab prefix starts with this, so leftovers can be found and removed. */
+export const LAB_PREFIX_ROOT = 'ferrylab';
+
+export class Lab {
+  readonly prefix: string;
+  readonly sw: string;
+  readonly client: LabHost;
+  readonly lb: LabHost;
+  readonly backends: LabHost[];
+
+  constructor(opts: LabOptions) {
+    this.prefix = opts.prefix ?? `${LAB_PREFIX_ROOT}${randomBytes(3).toString('hex')}`;
+    if (!/^[a-z0-9]{1,16}$/.test(this.prefix)) throw new Error(`bad lab prefix ${this.prefix}`);
+    this.sw = `${this.prefix}-sw`;
+    const host = (name: string, octet: number): LabHost => ({
+      name, ns: `${this.prefix}-${name}`, ifname: 'eth0', port: `p-${name}`,
+      addr4: `${LAN4}.${octet}`, addr6: `${LAN6}${octet.toString(16)}`,
+      mac: `02:fe:00:00:00:${octet.toString(16).padStart(2, '0')}`,
+    });
+    this.client = host('client', 1);
+    this.lb = host('lb', 2);
+    this.backends = Array.from({ length: opts.backends }, (_, i) => host(`be${i + 1}`, 11 + i));
+  }
+
+  get hosts(): LabHost[] {
+    return [this.client, this.lb, ...this.backends];
+  }
+
+  /** The bpffs folder for this lab's pinned objects. */
+  get bpfRoot(): string {
+    return `/sys/fs/bpf/${this.prefix}`;
+  }
+
+  /** Creates namespaces, the bridge and the links; addresses and routes. */
+  up(): void {
+    try {
+      run('ip', ['netns', 'add', this.sw]);
+      nsRun(this.sw, 'ip', ['link', 'add', 'br0', 'type', 'bridge']);
+      nsRun(this.sw, 'ip', ['link', 'set', 'br0', 'mtu', String(LAB_MTU), 'up']);
+      for (const h of this.hosts) this.addHost(h);
+      this.configureClient();
+      this.configureLb();
+      for (const b of this.backends) this.configureBackend(b);
+    } catch (err) {
+      this.down();
+      throw err;
+    }
+  }
+
+  private addHost(h: LabHost): void {
+    run('ip', ['netns', 'add', h.ns]);
+    run('ip', ['link', 'add', 'eth0', 'netns', h.ns, 'address', h.mac, 'type', 'veth', 'peer', 'name', h.port, 'netns', this.sw]);
+    nsRun(this.sw, 'ip', ['link', 'set', h.port, 'master', 'br0', 'mtu', String(LAB_MTU), 'up']);
+    nsRun(h.ns, 'ip', ['link', 'set', 'lo', 'up']);
+    nsRun(h.ns, 'ip', ['link', 'set', 'eth0', 'mtu', String(h.name === 'client' ? 1500 : LAB_MTU), 'up']);
+    nsRun(h.ns, 'ip', ['addr', 'add', `${h.addr4}/24`, 'dev', 'eth0']);
+    nsRun(h.ns, 'ip', ['-6', 'addr', 'add', `${h.addr6}/64`, 'dev', 'eth0', 'nodad']);
+    // Frames leaving a veth stack carry partial checksums that nobody completes once
+    // they become XDP frames: hand the load balancer full checksums, as a NIC would.
+    nsRun(this.sw, 'ethtool', ['-K', h.port, 'tx', 'off']);
+    nsRun(h.ns, 'ethtool', ['-K', 'eth0', 'tx', 'off']);
+  }
+
+  private configureClient(): void {
+    nsRun(this.client.ns, 'ip', ['route', 'add', VIP_NET4, 'via', this.lb.addr4]);
+    nsRun(this.client.ns, 'ip', ['-6', 'route', 'add', VIP_NET6, 'via', this.lb.addr6]);
+  }
+
+  /** bpf_fib_lookup answers with forwarding semantics: the LB forwards. */
+  private configureLb(): void {
+    nsRun(this.lb.ns, 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
+    nsRun(this.lb.ns, 'sysctl', ['-q', '-w', 'net.ipv6.conf.all.forwarding=1']);
+  }
+
+  private configureBackend(b: LabHost): void {
+    for (const [key, value] of [
+      ['net.ipv4.conf.all.arp_ignore', '1'], ['net.ipv4.conf.all.arp_announce', '2'],
+      ['net.ipv4.conf.all.rp_filter', '0'], ['net.ipv4.conf.default.rp_filter', '0'],
+      ['net.ipv4.conf.eth0.rp_filter', '0'], ['net.ipv4.conf.lo.rp_filter', '0'],
+    ]) nsRun(b.ns, 'sysctl', ['-q', '-w', `${key}=${value}`]);
+  }
+
+  /** Puts VIP addresses on a backend's lo so it accepts and answers for them. */
+  addVipOnBackend(b: LabHost, vip: string): void {
+    const v6 = vip.includes(':');
+    nsRun(b.ns, 'ip', [...(v6 ? ['-6'] : []), 'addr', 'replace', `${vip}/${v6 ? 128 : 32}`, 'dev', 'lo', ...(v6 ? ['nodad'] : [])]);
+  }
+
+  /** Removes exactly this lab's namespaces (every <prefix>-*) and pinned objects. Idempotent. */
+  down(): void {
+    const mine = existsSync('/run/netns') ? readdirSync('/run/netns').filter((ns) => ns.startsWith(`${this.prefix}-`)) : [];
+    for (const ns of mine) {
+      try {
+        run('ip', ['netns', 'del', ns]);
+      } catch {
+        // Already gone: a concurrent down.
+      }
+    }
+    rmSync(this.bpfRoot, { recursive: true, force: true });
+  }
+}
+
+/** Prefixes of labs whose namespaces still exist (e.g. from a killed run). */
+export function leftoverLabs(): string[] {
+  if (!existsSync('/run/netns')) return [];
+  const prefixes = new Set<string>();
+  for (const ns of readdirSync('/run/netns')) {
+    const m = new RegExp(`^(${LAB_PREFIX_ROOT}[0-9a-f]+)-`).exec(ns);
+    if (m) prefixes.add(m[1]!);
+  }
+  return [...prefixes];
+}
