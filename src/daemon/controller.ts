@@ -1,0 +1,105 @@
+/**
+ * The one path every change takes: store transaction → plan → datapath
+ * apply → commit. A change is acknowledged only after SQLite committed it
+ * and the maps hold it; if the datapath refuses, the transaction rolls back
+ * and the maps are put back to the committed state, so nothing is ever
+ * half-applied.
+ */
+import type { Applier, DpState, ReconcileReport } from '../model/dpstate.js';
+import { DatapathError, FerryError } from '../model/errors.js';
+import type { Store, StoreSnapshot, StoreTx } from '../store/types.js';
+
+/** Thrown inside a dry-run transaction to roll it back. */
+const DRY_RUN = Symbol('dry-run');
+
+export type Planner = (snap: StoreSnapshot) => DpState;
+
+export interface WriteResult<T> {
+  result: T;
+  /** The revision now live in the store and the datapath. */
+  revision: number;
+  report: ReconcileReport;
+}
+
+export class Controller {
+  private applied = 0;
+  private lastReport: ReconcileReport = { changes: 0, durationMs: 0 };
+
+  constructor(
+    readonly store: Store,
+    private readonly applier: Applier,
+    private readonly planner: Planner,
+  ) {}
+
+  /** The revision the datapath holds. */
+  get appliedRevision(): number {
+    return this.applied;
+  }
+
+  get lastReconcile(): ReconcileReport {
+    return this.lastReport;
+  }
+
+  /** Applies the committed state to the datapath (start-up, periodic drift repair, health changes). */
+  reconcile(): ReconcileReport {
+    const snap = this.store.read((tx) => tx.snapshot());
+    this.lastReport = this.applier.apply(this.planner(snap));
+    this.applied = snap.revision;
+    return this.lastReport;
+  }
+
+  /** Runs a change in one transaction and applies it before committing. */
+  write<T>(actor: string, action: string, fn: (tx: StoreTx) => T): WriteResult<T> {
+    let report: ReconcileReport = { changes: 0, durationMs: 0 };
+    let touchedDatapath = false;
+    try {
+      const { result, revision } = this.store.write(actor, action, fn, (tx) => {
+        touchedDatapath = true;
+        try {
+          report = this.applier.apply(this.planner(tx.snapshot()));
+        } catch (err) {
+          if (err instanceof FerryError) throw err;
+          throw new DatapathError(`datapath refused the change: ${err instanceof Error ? err.message : String(err)}`);
+        }
+      });
+      if (touchedDatapath) {
+        this.applied = revision;
+        this.lastReport = report;
+      }
+      return { result, revision, report };
+    } catch (err) {
+      // The store rolled back; the maps may hold part of the refused change.
+      if (touchedDatapath) this.restore();
+      throw err;
+    }
+  }
+
+  /**
+   * Runs a change in a transaction that always rolls back and never touches
+   * the datapath: the answer to "what would this do" (apply --dry-run).
+   */
+  dryRun<T>(fn: (tx: StoreTx) => T): T {
+    const box: { value?: T } = {};
+    try {
+      this.store.write('dry-run', 'dry-run', (tx) => {
+        box.value = fn(tx);
+        throw DRY_RUN;
+      });
+    } catch (err) {
+      if (err !== DRY_RUN) throw err;
+    }
+    return box.value as T;
+  }
+
+  read<T>(fn: (tx: StoreTx) => T): T {
+    return this.store.read(fn);
+  }
+
+  private restore(): void {
+    try {
+      this.reconcile();
+    } catch {
+      // The datapath is failing as a whole; readiness reports it and the next reconcile retries.
+    }
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * Ferry's desired state as operators write it (REST bodies, `ferryctl apply`
+ * files) and as the store returns it. Field names are the API's (snake_case).
+ */
+
+export type Protocol = 'tcp' | 'udp';
+
+/** active: new and existing flows; draining: existing flows only; disabled: no flows. */
+export type BackendState = 'active' | 'draining' | 'disabled';
+
+/** Encapsulation towards backends: IPIP, IP6IP6, 4in6 or 6in4 by the families involved. */
+export type Encap = 'ipip';
+
+export interface RateLimit {
+  /** New flows per second admitted for the VIP. */
+  new_flows_per_sec: number;
+  /** Flows admitted at once above the rate. */
+  burst: number;
+}
+
+export interface BackendSpec {
+  address: string;
+  /** 0..65535; 0 = no new flows. Default 100. */
+  weight?: number;
+  /** Default active. */
+  state?: BackendState;
+}
+
+export interface VipSpec {
+  /** Unique name, [a-z0-9][a-z0-9._-]{0,62}. Identifies the VIP in URLs. */
+  name: string;
+  address: string;
+  /** 0 = every port of the protocol. */
+  port: number;
+  protocol: Protocol;
+  /** Default ipip. */
+  encap?: Encap;
+  /** Source CIDRs; when any allow rule applies, sources not allowed are dropped. */
+  allow?: string[];
+  deny?: string[];
+  /** Names of policies whose allow/deny CIDRs add to this VIP's. */
+  policies?: string[];
+  rate_limit?: RateLimit | null;
+  /** Maglev table size, one of MAGLEV_PRIMES; default: chosen from the backend count. */
+  maglev_m?: number | null;
+  /** Hash source and destination addresses only: every connection of a client on one backend. */
+  source_affinity?: boolean;
+}
+
+/** A VIP with its backends, as in a declarative state file. */
+export interface VipWithBackends extends VipSpec {
+  backends?: BackendSpec[];
+}
+
+export interface PolicySpec {
+  name: string;
+  allow?: string[];
+  deny?: string[];
+}
+
+/** The whole desired state (PUT /v1/state, ferryctl apply -f). */
+export interface DesiredState {
+  vips: VipWithBackends[];
+  policies?: PolicySpec[];
+}
+
+/** Bookkeeping every stored resource carries. */
+export interface ResourceMeta {
+  created_revision: number;
+  updated_revision: number;
+  /** Null for resources made through the API; "kubernetes:NS/NAME" for those the Kubernetes mode owns. */
+  owner: string | null;
+}
+
+export interface BackendRecord extends Required<BackendSpec>, ResourceMeta {
+  vip: string;
+}
+
+export interface VipRecord extends ResourceMeta {
+  name: string;
+  address: string;
+  port: number;
+  protocol: Protocol;
+  encap: Encap;
+  allow: string[];
+  deny: string[];
+  policies: string[];
+  rate_limit: RateLimit | null;
+  maglev_m: number | null;
+  source_affinity: boolean;
+  /** Count of backends (any state). */
+  backend_count: number;
+}
+
+export interface PolicyRecord extends ResourceMeta {
+  name: string;
+  allow: string[];
+  deny: string[];
+}
+
+export const DEFAULT_WEIGHT = 100;
+export const MAX_WEIGHT = 65535;
+export const NAME_PATTERN = '^[a-z0-9][a-z0-9._-]{0,62}$';
