@@ -8,6 +8,7 @@
         "src/addon.cc",
         "src/btf.cc",
         "src/maps.cc",
+        "src/notify.cc",
         "src/object.cc",
         "src/progs.cc",
         "src/util.cc"

@@ -9,9 +9,10 @@
  * network namespace "ferrytest-native-<pid>", temp files) is removed in
  * after() hooks even when a test fails.
  */
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, it, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -922,3 +923,34 @@ try {
 }
 process.stdout.write(JSON.stringify(out));
 `;
+
+describe('sdNotify', () => {
+  it('returns false without NOTIFY_SOCKET and delivers the state to it with', async () => {
+    const nat = loadNative();
+    const saved = process.env['NOTIFY_SOCKET'];
+    delete process.env['NOTIFY_SOCKET'];
+    try {
+      assert.equal(nat.sdNotify('READY=1'), false);
+      const dir = mkdtempSync(join(tmpdir(), 'ferry-notify-'));
+      const sock = join(dir, 'notify');
+      // Node has no unix datagram sockets; python3 plays systemd's part.
+      const py = spawn('python3', ['-c', [
+        'import socket,sys', 's=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)', `s.bind(${JSON.stringify(sock)})`,
+        'print("bound", flush=True)', 'print(s.recv(4096).decode(), flush=True)',
+      ].join('\n')]);
+      let out = '';
+      py.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      while (!out.includes('bound')) await new Promise((r) => setTimeout(r, 10));
+      process.env['NOTIFY_SOCKET'] = sock;
+      assert.equal(nat.sdNotify('READY=1\nSTATUS=serving'), true);
+      await once(py, 'exit');
+      assert.match(out, /READY=1\nSTATUS=serving/);
+      rmSync(dir, { recursive: true, force: true });
+      process.env['NOTIFY_SOCKET'] = '/nonexistent/ferry-notify';
+      assert.throws(() => nat.sdNotify('READY=1'), { code: 'ENOENT' });
+    } finally {
+      if (saved === undefined) delete process.env['NOTIFY_SOCKET'];
+      else process.env['NOTIFY_SOCKET'] = saved;
+    }
+  });
+});

@@ -106,6 +106,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"tcQuery", TcQuery},
       {"btfStructLayout", BtfStructLayout},
       {"ifNameToIndex", IfNameToIndex},
+      {"sdNotify", SdNotify},
   };
   for (const Fn &f : fns) {
     const char *name = f.name;

@@ -66,6 +66,7 @@ Napi::Value TcAttach(const Napi::CallbackInfo &info);
 Napi::Value TcDetach(const Napi::CallbackInfo &info);
 Napi::Value TcQuery(const Napi::CallbackInfo &info);
 Napi::Value IfNameToIndex(const Napi::CallbackInfo &info);
+Napi::Value SdNotify(const Napi::CallbackInfo &info);
 
 // ---- btf.cc ---------------------------------------------------------------
 

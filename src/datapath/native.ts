@@ -14,8 +14,8 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { packageRoot } from '../paths.js';
 
 // ---- kernel ABI constants (checked against the C headers by a test) --------
 
@@ -279,6 +279,8 @@ export interface NativeAddon {
   tcQuery(ifindex: number, direction: TcDirection, opts?: TcOptions): { progId: number } | null;
   btfStructLayout(objPath: string, structName: string): BtfStructLayout;
   ifNameToIndex(name: string): number;
+  /** sd_notify(3): sends state to $NOTIFY_SOCKET; false when not run by systemd. */
+  sdNotify(state: string): boolean;
   /** The constants above as the addon's C headers define them. */
   readonly constants: Readonly<Record<string, number>>;
 }
@@ -303,20 +305,8 @@ const FUNCTIONS = [
   'progInfo', 'mapCreate', 'mapLookup', 'mapUpdate', 'mapDelete', 'mapNextKey', 'mapLookupFd',
   'mapDumpRaw', 'mapUpdateBatch', 'mapDeleteBatch', 'progTestRun', 'xdpAttach', 'linkUpdate',
   'linkDetach', 'linkInfo', 'xdpQuery', 'tcAttach', 'tcDetach', 'tcQuery', 'btfStructLayout',
-  'ifNameToIndex',
+  'ifNameToIndex', 'sdNotify',
 ] as const;
-
-/** The nearest folder above this module holding package.json and native/. */
-function packageRoot(): string {
-  const self = fileURLToPath(import.meta.url);
-  let dir = dirname(self);
-  for (;;) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native'))) return dir;
-    const up = dirname(dir);
-    if (up === dir) throw new Error(`cannot find Ferry's package root (package.json and native/) above ${self}`);
-    dir = up;
-  }
-}
 
 /** Path of the built addon; FERRY_NATIVE_ADDON overrides it. */
 export function nativeAddonPath(): string {
