@@ -53,3 +53,9 @@ export class DatapathError extends FerryError {
   readonly status = 503;
   readonly type = 'datapath';
 }
+
+/** A datapath capacity (VIP or backend ids) is exhausted (507 Insufficient Storage in the API). */
+export class CapacityError extends FerryError {
+  readonly status = 507;
+  readonly type = 'capacity';
+}

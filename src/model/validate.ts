@@ -1,0 +1,400 @@
+/**
+ * Semantic validation of the desired state: what JSON schemas cannot say
+ * (addresses that cannot be VIPs, host bits in CIDRs, family mismatches,
+ * duplicates, dangling policy references). Pure functions: each returns
+ * FieldError[] (empty = valid) with JSON-pointer fields relative to the
+ * object checked, or under `prefix` when nested (e.g. "/vips/2").
+ *
+ * The store calls these before every write and throws ValidationError; the
+ * API may call them too to answer before opening a transaction.
+ */
+import ipaddr from 'ipaddr.js';
+import { formatAddr, parseAddr, type DpAddr } from '../datapath/addr.js';
+import { FERRY_AF_INET } from '../datapath/abi.js';
+import { MAGLEV_PRIMES } from '../maglev/index.js';
+import type { FieldError } from './errors.js';
+import {
+  MAX_WEIGHT, NAME_PATTERN,
+  type BackendSpec, type DesiredState, type PolicySpec, type VipSpec, type VipWithBackends,
+} from './types.js';
+
+export const RATE_LIMIT_MAX_FLOWS_PER_SEC = 10_000_000;
+export const RATE_LIMIT_MAX_BURST = 1_000_000;
+export const BACKEND_STATES = ['active', 'draining', 'disabled'] as const;
+
+const NAME_RE = new RegExp(NAME_PATTERN);
+/** Prefix lengths are plain decimal: "/08" would be read differently by different tools. */
+const PREFIX_RE = /^(0|[1-9][0-9]{0,2})$/;
+
+type Ip = ipaddr.IPv4 | ipaddr.IPv6;
+
+/** Looks up whether a policy name exists outside the object being validated. */
+export type PolicyLookup = (name: string) => boolean;
+
+// ---------------------------------------------------------------- addresses
+
+/**
+ * Parses an address strictly: IPv4 only as four decimal octets (ipaddr.js
+ * would read "010.0.0.1" as octal 8.0.0.1 and "10.1" as 10.0.0.1: an
+ * operator never means that), IPv6 without a zone index. Returns the
+ * parsed address or the reason it is not one.
+ */
+function parseStrict(text: unknown): Ip | string {
+  if (typeof text !== 'string') return 'must be a string';
+  if (text.includes(':')) {
+    if (!ipaddr.IPv6.isValid(text)) return `not an IP address: ${JSON.stringify(text)}`;
+    const ip = ipaddr.IPv6.parse(text);
+    if (ip.zoneId !== undefined) return `must not carry a zone index ("%${ip.zoneId}")`;
+    return ip;
+  }
+  if (!ipaddr.IPv4.isValidFourPartDecimal(text)) {
+    return `not an IP address: ${JSON.stringify(text)} (IPv4 is written as four decimal octets, a.b.c.d)`;
+  }
+  return ipaddr.IPv4.parse(text);
+}
+
+/**
+ * The canonical text of an address (dotted quad; RFC 5952 compressed
+ * lowercase IPv6, e.g. "2001:db8::1"), or null if it does not parse.
+ * Stored addresses are in this form, so lookups accept any spelling.
+ */
+export function canonicalAddress(text: string): string | null {
+  const ip = parseStrict(text);
+  return typeof ip === 'string' ? null : ip.toString();
+}
+
+/** The kinds of address that can never be a VIP or a backend, and what to call them. */
+const UNUSABLE_RANGES: Readonly<Record<string, string>> = {
+  unspecified: 'unspecified',
+  loopback: 'loopback',
+  multicast: 'multicast',
+  broadcast: 'the broadcast address',
+  linkLocal: 'link-local',
+};
+
+/** Why `text` cannot be a VIP or backend address, or null if it can. */
+function unicastProblem(text: unknown, role: 'VIP' | 'backend'): string | null {
+  const ip = parseStrict(text);
+  if (typeof ip === 'string') return ip;
+  if (ip.kind() === 'ipv6' && (ip as ipaddr.IPv6).isIPv4MappedAddress()) {
+    // The datapath keys IPv4 and IPv6 apart; a mapped address would be neither.
+    return `is an IPv4-mapped IPv6 address; write it as ${(ip as ipaddr.IPv6).toIPv4Address().toString()}`;
+  }
+  const what = UNUSABLE_RANGES[ip.range()];
+  if (what !== undefined) return `${ip.toString()} is ${what} and cannot be a ${role} address`;
+  return null;
+}
+
+/** Field errors for a VIP address. */
+export function vipAddressErrors(text: unknown, field = '/address'): FieldError[] {
+  const reason = unicastProblem(text, 'VIP');
+  return reason === null ? [] : [{ field, reason }];
+}
+
+/** Field errors for a backend address. */
+export function backendAddressErrors(text: unknown, field = '/address'): FieldError[] {
+  const reason = unicastProblem(text, 'backend');
+  return reason === null ? [] : [{ field, reason }];
+}
+
+// -------------------------------------------------------------------- CIDRs
+
+interface ParsedCidr {
+  /** Canonical "network/prefix". */
+  text: string;
+  family: 4 | 6;
+}
+
+/** Clears the host bits of a 16-byte datapath address. */
+function maskBytes(addr: DpAddr, prefix: number): Buffer {
+  const out = Buffer.from(addr.bytes);
+  const width = addr.family === FERRY_AF_INET ? 4 : 16;
+  for (let i = 0; i < width; i++) {
+    const keep = Math.max(0, Math.min(8, prefix - i * 8));
+    out[i] = (out[i] ?? 0) & ((0xff << (8 - keep)) & 0xff);
+  }
+  return out;
+}
+
+/**
+ * Parses a CIDR ("10.0.0.0/8", "2001:db8::/32"; a bare address is a host
+ * route) into its canonical form, or returns the reason it is not valid.
+ */
+function parseCidrStrict(text: unknown): ParsedCidr | string {
+  if (typeof text !== 'string') return 'must be a string';
+  const slash = text.indexOf('/');
+  const ip = parseStrict(slash < 0 ? text : text.slice(0, slash));
+  if (typeof ip === 'string') return `not a CIDR: ${JSON.stringify(text)}`;
+  const bits = ip.kind() === 'ipv4' ? 32 : 128;
+  const prefixText = slash < 0 ? String(bits) : text.slice(slash + 1);
+  const prefix = Number(prefixText);
+  if (!PREFIX_RE.test(prefixText) || prefix > bits) {
+    return `not a CIDR: ${JSON.stringify(text)} (prefix length must be 0..${bits})`;
+  }
+  const addr = parseAddr(ip.toString());
+  const network = formatAddr(addr.family, maskBytes(addr, prefix));
+  if (network !== ip.toString()) return `has host bits set; did you mean ${network}/${prefix}?`;
+  return { text: `${network}/${prefix}`, family: bits === 32 ? 4 : 6 };
+}
+
+/** The canonical form of a valid CIDR ("10.0.0.1" → "10.0.0.1/32"); throws on an invalid one. */
+export function canonicalCidr(text: string): string {
+  const parsed = parseCidrStrict(text);
+  if (typeof parsed === 'string') throw new TypeError(`${JSON.stringify(text)}: ${parsed}`);
+  return parsed.text;
+}
+
+/** The family (4 or 6) of a valid address. */
+export function addressFamily(text: string): 4 | 6 {
+  return text.includes(':') ? 6 : 4;
+}
+
+/**
+ * Checks one CIDR list; `family` (the VIP's) makes other families an error.
+ * Returns the errors and the canonical forms seen (to cross-check allow/deny).
+ */
+function cidrListErrors(
+  list: unknown, field: string, family: 4 | 6 | null,
+): { errors: FieldError[]; seen: Map<string, number> } {
+  const errors: FieldError[] = [];
+  const seen = new Map<string, number>();
+  if (list === undefined || list === null) return { errors, seen };
+  if (!Array.isArray(list)) return { errors: [{ field, reason: 'must be an array of CIDRs' }], seen };
+  list.forEach((item: unknown, i) => {
+    const parsed = parseCidrStrict(item);
+    if (typeof parsed === 'string') {
+      errors.push({ field: `${field}/${i}`, reason: parsed });
+    } else if (family !== null && parsed.family !== family) {
+      errors.push({
+        field: `${field}/${i}`,
+        reason: `${parsed.text} is IPv${parsed.family} but the VIP address is IPv${family} (family mismatch)`,
+      });
+    } else if (seen.has(parsed.text)) {
+      errors.push({ field: `${field}/${i}`, reason: `duplicate of ${field}/${seen.get(parsed.text)} (${parsed.text})` });
+    } else {
+      seen.set(parsed.text, i);
+    }
+  });
+  return { errors, seen };
+}
+
+/** allow and deny of one object: each valid, and no CIDR in both. */
+function allowDenyErrors(
+  obj: { allow?: unknown; deny?: unknown }, prefix: string, family: 4 | 6 | null,
+): FieldError[] {
+  const allow = cidrListErrors(obj.allow, `${prefix}/allow`, family);
+  const deny = cidrListErrors(obj.deny, `${prefix}/deny`, family);
+  const errors = [...allow.errors, ...deny.errors];
+  for (const [cidr, i] of deny.seen) {
+    const j = allow.seen.get(cidr);
+    if (j !== undefined) {
+      errors.push({
+        field: `${prefix}/deny/${i}`,
+        reason: `${cidr} is also in ${prefix}/allow/${j}; a CIDR cannot be both allowed and denied`,
+      });
+    }
+  }
+  return errors;
+}
+
+// ------------------------------------------------------------------ scalars
+
+function isObject(v: unknown): boolean {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Errors for list items that are not objects (later checks then skip them). */
+function nonObjectErrors(list: unknown[], field: string): FieldError[] {
+  const errors: FieldError[] = [];
+  list.forEach((item, i) => {
+    if (!isObject(item)) errors.push({ field: `${field}/${i}`, reason: 'must be an object' });
+  });
+  return errors;
+}
+
+function isIntIn(v: unknown, lo: number, hi: number): boolean {
+  return typeof v === 'number' && Number.isInteger(v) && v >= lo && v <= hi;
+}
+
+function nameErrors(name: unknown, field: string): FieldError[] {
+  if (typeof name === 'string' && NAME_RE.test(name)) return [];
+  return [{
+    field,
+    reason: `must match ${NAME_PATTERN} (lowercase letters, digits, ".", "_" and "-", at most 63 characters)`,
+  }];
+}
+
+function rateLimitErrors(rl: unknown, field: string): FieldError[] {
+  if (rl === undefined || rl === null) return [];
+  if (!isObject(rl)) return [{ field, reason: 'must be an object or null' }];
+  const { new_flows_per_sec: rate, burst } = rl as Record<string, unknown>;
+  const errors: FieldError[] = [];
+  if (!isIntIn(rate, 1, RATE_LIMIT_MAX_FLOWS_PER_SEC)) {
+    errors.push({ field: `${field}/new_flows_per_sec`, reason: `must be an integer 1..${RATE_LIMIT_MAX_FLOWS_PER_SEC}` });
+  }
+  if (!isIntIn(burst, 1, RATE_LIMIT_MAX_BURST)) {
+    errors.push({ field: `${field}/burst`, reason: `must be an integer 1..${RATE_LIMIT_MAX_BURST}` });
+  }
+  return errors;
+}
+
+function maglevErrors(m: unknown, field: string): FieldError[] {
+  if (m === undefined || m === null) return [];
+  if (typeof m === 'number' && MAGLEV_PRIMES.includes(m)) return [];
+  return [{ field, reason: `must be one of ${MAGLEV_PRIMES.join(', ')} (Maglev table sizes) or null for automatic` }];
+}
+
+/** Policy references: each named once, each existing. */
+function policyRefErrors(refs: unknown, field: string, exists: PolicyLookup | undefined): FieldError[] {
+  if (refs === undefined || refs === null) return [];
+  if (!Array.isArray(refs)) return [{ field, reason: 'must be an array of policy names' }];
+  const errors: FieldError[] = [];
+  const seen = new Map<string, number>();
+  refs.forEach((ref: unknown, i) => {
+    const at = `${field}/${i}`;
+    if (typeof ref !== 'string') errors.push({ field: at, reason: 'must be a policy name' });
+    else if (seen.has(ref)) errors.push({ field: at, reason: `duplicate of ${field}/${seen.get(ref)} ("${ref}")` });
+    else if (exists !== undefined && !exists(ref)) errors.push({ field: at, reason: `policy "${ref}" does not exist` });
+    if (typeof ref === 'string' && !seen.has(ref)) seen.set(ref, i);
+  });
+  return errors;
+}
+
+// ---------------------------------------------------------------- resources
+
+export interface VipValidationOptions {
+  /** When given, every referenced policy must exist. */
+  policyExists?: PolicyLookup;
+  /** Pointer prefix of the VIP, e.g. "/vips/3". */
+  prefix?: string;
+}
+
+/** Checks a VIP's own fields (not its backends). */
+export function validateVipSpec(spec: VipSpec, opts: VipValidationOptions = {}): FieldError[] {
+  const p = opts.prefix ?? '';
+  const errors: FieldError[] = [...nameErrors(spec.name, `${p}/name`), ...vipAddressErrors(spec.address, `${p}/address`)];
+  if (!isIntIn(spec.port, 0, 65535)) errors.push({ field: `${p}/port`, reason: 'must be an integer 0..65535 (0 = all ports)' });
+  if (spec.protocol !== 'tcp' && spec.protocol !== 'udp') errors.push({ field: `${p}/protocol`, reason: 'must be "tcp" or "udp"' });
+  if (spec.encap !== undefined && spec.encap !== 'ipip') errors.push({ field: `${p}/encap`, reason: 'must be "ipip"' });
+  // CIDRs are family-checked only against a valid VIP address.
+  const family = errors.some((e) => e.field === `${p}/address`) ? null : addressFamily(spec.address);
+  errors.push(...allowDenyErrors(spec, p, family));
+  errors.push(...policyRefErrors(spec.policies, `${p}/policies`, opts.policyExists));
+  errors.push(...rateLimitErrors(spec.rate_limit, `${p}/rate_limit`));
+  errors.push(...maglevErrors(spec.maglev_m, `${p}/maglev_m`));
+  if (spec.source_affinity !== undefined && typeof spec.source_affinity !== 'boolean') {
+    errors.push({ field: `${p}/source_affinity`, reason: 'must be a boolean' });
+  }
+  return errors;
+}
+
+/** Checks a backend; `prefix` e.g. "/vips/0/backends/2". */
+export function validateBackendSpec(spec: BackendSpec, prefix = ''): FieldError[] {
+  const errors = backendAddressErrors(spec.address, `${prefix}/address`);
+  if (spec.weight !== undefined && !isIntIn(spec.weight, 0, MAX_WEIGHT)) {
+    errors.push({ field: `${prefix}/weight`, reason: `must be an integer 0..${MAX_WEIGHT}` });
+  }
+  if (spec.state !== undefined && !(BACKEND_STATES as readonly unknown[]).includes(spec.state)) {
+    errors.push({ field: `${prefix}/state`, reason: `must be one of ${BACKEND_STATES.join(', ')}` });
+  }
+  return errors;
+}
+
+/** Checks a policy; its CIDRs may mix families (it serves VIPs of both). */
+export function validatePolicySpec(spec: PolicySpec, prefix = ''): FieldError[] {
+  return [...nameErrors(spec.name, `${prefix}/name`), ...allowDenyErrors(spec, prefix, null)];
+}
+
+/** A VIP's backends: each valid, no address listed twice (in any spelling). */
+function backendListErrors(vip: VipWithBackends, prefix: string): FieldError[] {
+  if (vip.backends === undefined) return [];
+  if (!Array.isArray(vip.backends)) return [{ field: `${prefix}/backends`, reason: 'must be an array' }];
+  const errors = nonObjectErrors(vip.backends, `${prefix}/backends`);
+  if (errors.length > 0) return errors;
+  const seen = new Map<string, number>();
+  vip.backends.forEach((b, i) => {
+    const at = `${prefix}/backends/${i}`;
+    const own = validateBackendSpec(b, at);
+    errors.push(...own);
+    const addr = own.some((e) => e.field === `${at}/address`) ? null : canonicalAddress(b.address);
+    if (addr === null) return;
+    const first = seen.get(addr);
+    if (first !== undefined) {
+      errors.push({ field: `${at}/address`, reason: `duplicate backend ${addr} (also ${prefix}/backends/${first})` });
+    } else {
+      seen.set(addr, i);
+    }
+  });
+  return errors;
+}
+
+/** "address port/protocol" identity of a VIP, or null if its parts are invalid. */
+export function endpointKey(spec: Pick<VipSpec, 'address' | 'port' | 'protocol'>): string | null {
+  const addr = canonicalAddress(String(spec.address));
+  if (addr === null) return null;
+  return `${addr} ${spec.port}/${spec.protocol}`;
+}
+
+/** Names and endpoints must be unique within the file. */
+function vipUniquenessErrors(vips: VipWithBackends[]): FieldError[] {
+  const errors: FieldError[] = [];
+  const names = new Map<string, number>();
+  const endpoints = new Map<string, number>();
+  vips.forEach((v, i) => {
+    const firstName = names.get(v.name);
+    if (firstName !== undefined) errors.push({ field: `/vips/${i}/name`, reason: `duplicate VIP name "${v.name}" (also /vips/${firstName})` });
+    else names.set(v.name, i);
+    const key = endpointKey(v);
+    if (key === null) return;
+    const firstEp = endpoints.get(key);
+    if (firstEp !== undefined) {
+      errors.push({
+        field: `/vips/${i}/address`,
+        reason: `same address, port and protocol (${key}) as /vips/${firstEp} ("${vips[firstEp]?.name ?? ''}")`,
+      });
+    } else {
+      endpoints.set(key, i);
+    }
+  });
+  return errors;
+}
+
+function policyListErrors(policies: PolicySpec[]): FieldError[] {
+  const errors: FieldError[] = [];
+  const names = new Map<string, number>();
+  policies.forEach((p, i) => {
+    errors.push(...validatePolicySpec(p, `/policies/${i}`));
+    const first = names.get(p.name);
+    if (first !== undefined) errors.push({ field: `/policies/${i}/name`, reason: `duplicate policy name "${p.name}" (also /policies/${first})` });
+    else names.set(p.name, i);
+  });
+  return errors;
+}
+
+/**
+ * Checks a whole desired state (an apply file). A VIP may reference a policy
+ * of the file or, through `externalPolicyExists`, one that exists already
+ * and that the apply does not manage (another owner's).
+ */
+export function validateDesiredState(
+  state: DesiredState, opts: { externalPolicyExists?: PolicyLookup } = {},
+): FieldError[] {
+  if (!isObject(state)) return [{ field: '', reason: 'must be an object' }];
+  if (!Array.isArray(state.vips)) return [{ field: '/vips', reason: 'must be an array' }];
+  if (state.policies !== undefined && !Array.isArray(state.policies)) {
+    return [{ field: '/policies', reason: 'must be an array' }];
+  }
+  const policies = state.policies ?? [];
+  const shapeErrors = [...nonObjectErrors(state.vips, '/vips'), ...nonObjectErrors(policies, '/policies')];
+  if (shapeErrors.length > 0) return shapeErrors;
+  const declared = new Set(policies.map((p) => p.name));
+  const external = opts.externalPolicyExists;
+  const policyExists: PolicyLookup = (n) => declared.has(n) || (external !== undefined && external(n));
+  const errors = policyListErrors(policies);
+  state.vips.forEach((v, i) => {
+    errors.push(...validateVipSpec(v, { policyExists, prefix: `/vips/${i}` }));
+    errors.push(...backendListErrors(v, `/vips/${i}`));
+  });
+  errors.push(...vipUniquenessErrors(state.vips));
+  return errors;
+}

@@ -1,0 +1,176 @@
+/**
+ * replaceState: makes the resources of one owner equal to a desired state
+ * (PUT /v1/state, ferryctl apply, the Kubernetes mode), inside the caller's
+ * transaction, and answers with the diff.
+ *
+ * Order of the writes, chosen so no step depends on a later one:
+ *   1. delete this owner's VIPs that are not desired (frees ids, endpoints
+ *      and policy references for what follows);
+ *   2. create/update policies (VIPs may reference new ones);
+ *   3. create/update VIPs;
+ *   4. remove undesired backends everywhere, then update/create backends
+ *      (removals first, so ids freed with drain 0 can be reused);
+ *   5. delete this owner's policies that are no longer desired (no VIP of
+ *      this owner references them any more).
+ * The final state is checked up front (validation, collisions with other
+ * owners' resources), so a refused apply changes nothing.
+ */
+import { ConflictError, ValidationError } from '../model/errors.js';
+import type { DesiredState } from '../model/types.js';
+import { validateDesiredState } from '../model/validate.js';
+import { normBackend, normPolicy, normVip, type NormBackend, type NormPolicy, type NormVip } from './rows.js';
+import type { Statements } from './statements.js';
+import { checkDrain, describeEndpoint, ownerLabel, type Tx } from './tx.js';
+import type { StateChange } from './types.js';
+
+interface WantedVip {
+  vip: NormVip;
+  backends: NormBackend[];
+}
+
+interface Wanted {
+  policies: NormPolicy[];
+  vips: WantedVip[];
+}
+
+const KIND_ORDER: Record<StateChange['kind'], number> = { policy: 0, vip: 1, backend: 2 };
+const OP_ORDER: Record<StateChange['op'], number> = { create: 0, update: 1, delete: 2 };
+
+export function replaceState(
+  tx: Tx, st: Statements, desired: DesiredState, drainSeconds: number, owner: string | null,
+): StateChange[] {
+  checkDrain(drainSeconds);
+  const wanted = validateAndNormalize(st, desired, owner);
+  assertNoForeignCollisions(st, wanted, owner);
+  const changes: StateChange[] = [];
+  deleteUnwantedVips(tx, st, wanted, owner, changes);
+  upsertPolicies(tx, st, wanted, owner, changes);
+  upsertVips(tx, st, wanted, owner, changes);
+  syncBackends(tx, st, wanted, drainSeconds, owner, changes);
+  deleteUnwantedPolicies(tx, st, wanted, owner, changes);
+  return changes.sort(compareChanges);
+}
+
+/** A stable order: policies, VIPs, backends; creates, updates, deletes; then by name. */
+function compareChanges(a: StateChange, b: StateChange): number {
+  return KIND_ORDER[a.kind] - KIND_ORDER[b.kind] || OP_ORDER[a.op] - OP_ORDER[b.op]
+    || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+}
+
+/**
+ * Validates the file. A VIP may reference another owner's policy (it stays),
+ * but not one of this owner's that the file no longer declares (it goes).
+ */
+function validateAndNormalize(st: Statements, desired: DesiredState, owner: string | null): Wanted {
+  const externalPolicyExists = (name: string): boolean => {
+    const p = st.policyByName.get(name);
+    return p !== undefined && p.owner !== owner;
+  };
+  const errors = validateDesiredState(desired, { externalPolicyExists });
+  if (errors.length > 0) throw new ValidationError(errors);
+  return {
+    policies: (desired.policies ?? []).map(normPolicy),
+    vips: desired.vips.map((v) => ({ vip: normVip(v), backends: (v.backends ?? []).map(normBackend) })),
+  };
+}
+
+/** Everything of another owner the desired state would overwrite, refused in one ConflictError. */
+function assertNoForeignCollisions(st: Statements, wanted: Wanted, owner: string | null): void {
+  const problems: string[] = [];
+  for (const p of wanted.policies) {
+    const row = st.policyByName.get(p.name);
+    if (row !== undefined && row.owner !== owner) problems.push(`policy "${p.name}" exists and is owned by ${ownerLabel(row.owner)}`);
+  }
+  for (const { vip } of wanted.vips) {
+    const row = st.vipByName.get(vip.name);
+    if (row !== undefined && row.owner !== owner) problems.push(`vip "${vip.name}" exists and is owned by ${ownerLabel(row.owner)}`);
+    for (const other of st.vipsAtEndpoint.all(vip.address, vip.port, vip.protocol)) {
+      if (other.owner !== owner) {
+        problems.push(`vip "${vip.name}": ${describeEndpoint(vip)} is already used by vip "${other.name}" (owned by ${ownerLabel(other.owner)})`);
+      }
+    }
+  }
+  const keep = new Set(wanted.policies.map((p) => p.name));
+  for (const p of st.policiesByOwner.all(owner)) {
+    if (keep.has(p.name)) continue;
+    const users = st.policyReferrers.all(p.name).filter((r) => r.owner !== owner).map((r) => `"${r.name}"`);
+    if (users.length > 0) problems.push(`policy "${p.name}" cannot be deleted: vip ${users.join(', ')} of another owner references it`);
+  }
+  if (problems.length > 0) throw new ConflictError(problems.join('; '));
+}
+
+function deleteUnwantedVips(tx: Tx, st: Statements, wanted: Wanted, owner: string | null, changes: StateChange[]): void {
+  const keep = new Set(wanted.vips.map((w) => w.vip.name));
+  for (const row of st.vipsByOwner.all(owner)) {
+    if (keep.has(row.name)) continue;
+    for (const b of st.backendsOfVip.all(row.id)) changes.push({ op: 'delete', kind: 'backend', name: `${row.name}/${b.address}` });
+    tx.removeVip(row);
+    changes.push({ op: 'delete', kind: 'vip', name: row.name });
+  }
+}
+
+function upsertPolicies(tx: Tx, st: Statements, wanted: Wanted, owner: string | null, changes: StateChange[]): void {
+  for (const p of wanted.policies) {
+    const row = st.policyByName.get(p.name);
+    if (row === undefined) {
+      tx.insertPolicy(p, owner);
+      changes.push({ op: 'create', kind: 'policy', name: p.name });
+    } else if (tx.updatePolicy(row, p).changed) {
+      changes.push({ op: 'update', kind: 'policy', name: p.name });
+    }
+  }
+}
+
+function upsertVips(tx: Tx, st: Statements, wanted: Wanted, owner: string | null, changes: StateChange[]): void {
+  for (const { vip } of wanted.vips) {
+    const row = st.vipByName.get(vip.name);
+    if (row === undefined) {
+      tx.insertVip(vip, owner);
+      changes.push({ op: 'create', kind: 'vip', name: vip.name });
+    } else if (tx.updateVip(row, vip).changed) {
+      changes.push({ op: 'update', kind: 'vip', name: vip.name });
+    }
+  }
+}
+
+/** Removals on every VIP first, then updates and creations. */
+function syncBackends(
+  tx: Tx, st: Statements, wanted: Wanted, drainSeconds: number, owner: string | null, changes: StateChange[],
+): void {
+  const plans = wanted.vips.map((w) => {
+    const vipRow = tx.mustVip(w.vip.name);
+    const current = new Map(st.backendsOfVip.all(vipRow.id).map((b) => [b.address, b]));
+    return { vipRow, backends: w.backends, current };
+  });
+  for (const { vipRow, backends, current } of plans) {
+    const keep = new Set(backends.map((b) => b.address));
+    for (const [address, row] of current) {
+      if (keep.has(address)) continue;
+      tx.removeBackend(vipRow, row, drainSeconds);
+      changes.push({ op: 'delete', kind: 'backend', name: `${vipRow.name}/${address}` });
+    }
+  }
+  for (const { vipRow, backends, current } of plans) {
+    for (const b of backends) {
+      const row = current.get(b.address);
+      const name = `${vipRow.name}/${b.address}`;
+      if (row === undefined) {
+        tx.insertBackend(vipRow, b, owner);
+        changes.push({ op: 'create', kind: 'backend', name });
+      } else if (tx.updateBackend(row, b).changed) {
+        changes.push({ op: 'update', kind: 'backend', name });
+      }
+    }
+  }
+}
+
+function deleteUnwantedPolicies(
+  tx: Tx, st: Statements, wanted: Wanted, owner: string | null, changes: StateChange[],
+): void {
+  const keep = new Set(wanted.policies.map((p) => p.name));
+  for (const row of st.policiesByOwner.all(owner)) {
+    if (keep.has(row.name)) continue;
+    tx.removePolicy(row);
+    changes.push({ op: 'delete', kind: 'policy', name: row.name });
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * Rows as SQLite returns them, the normalized specs the store writes, and
+ * the mappings between them and the API's records.
+ *
+ * A "normalized" spec has every default filled and every address and CIDR
+ * in canonical text, so two specs mean the same thing iff they are equal:
+ * that is how a PUT of identical content is recognized as a no-op.
+ */
+import { parseAddr } from '../datapath/addr.js';
+import {
+  DEFAULT_WEIGHT,
+  type BackendRecord, type BackendSpec, type BackendState, type Encap, type PolicyRecord,
+  type PolicySpec, type Protocol, type RateLimit, type VipRecord, type VipSpec,
+} from '../model/types.js';
+import { addressFamily, canonicalAddress, canonicalCidr } from '../model/validate.js';
+
+export interface MetaRow {
+  revision: number;
+  hash_seed: number;
+}
+
+export interface VipRow {
+  id: number;
+  name: string;
+  address: string;
+  family: 4 | 6;
+  port: number;
+  protocol: Protocol;
+  encap: Encap;
+  allow: string;
+  deny: string;
+  rl_new_flows_per_sec: number | null;
+  rl_burst: number | null;
+  maglev_m: number | null;
+  source_affinity: 0 | 1;
+  owner: string | null;
+  created_revision: number;
+  updated_revision: number;
+  dp_id: number;
+  backend_count: number;
+}
+
+export interface BackendRow {
+  id: number;
+  vip_id: number;
+  /** The VIP's name (joined). */
+  vip: string;
+  address: string;
+  weight: number;
+  state: BackendState;
+  owner: string | null;
+  created_revision: number;
+  updated_revision: number;
+  dp_id: number;
+  dp_gen: number;
+}
+
+export interface PolicyRow {
+  name: string;
+  allow: string;
+  deny: string;
+  owner: string | null;
+  created_revision: number;
+  updated_revision: number;
+}
+
+export interface AuditRow {
+  revision: number;
+  time: string;
+  actor: string;
+  action: string;
+  before: string | null;
+  after: string | null;
+}
+
+/** A VIP spec with defaults filled and canonical addresses. */
+export interface NormVip {
+  name: string;
+  address: string;
+  family: 4 | 6;
+  port: number;
+  protocol: Protocol;
+  encap: Encap;
+  allow: string[];
+  deny: string[];
+  policies: string[];
+  rate_limit: RateLimit | null;
+  maglev_m: number | null;
+  source_affinity: boolean;
+}
+
+export interface NormBackend {
+  address: string;
+  weight: number;
+  state: BackendState;
+}
+
+export interface NormPolicy {
+  name: string;
+  allow: string[];
+  deny: string[];
+}
+
+// ------------------------------------------------------------ normalization
+
+/** Canonical address of an already validated address. */
+function canon(address: string): string {
+  const c = canonicalAddress(address);
+  if (c === null) throw new TypeError(`store: unvalidated address ${JSON.stringify(address)}`);
+  return c;
+}
+
+/** Only call on a validated spec. */
+export function normVip(spec: VipSpec): NormVip {
+  const address = canon(spec.address);
+  const rl = spec.rate_limit ?? null;
+  return {
+    name: spec.name,
+    address,
+    family: addressFamily(address),
+    port: spec.port,
+    protocol: spec.protocol,
+    encap: spec.encap ?? 'ipip',
+    allow: (spec.allow ?? []).map(canonicalCidr),
+    deny: (spec.deny ?? []).map(canonicalCidr),
+    policies: [...(spec.policies ?? [])],
+    rate_limit: rl === null ? null : { new_flows_per_sec: rl.new_flows_per_sec, burst: rl.burst },
+    maglev_m: spec.maglev_m ?? null,
+    source_affinity: spec.source_affinity ?? false,
+  };
+}
+
+/** Only call on a validated spec. */
+export function normBackend(spec: BackendSpec): NormBackend {
+  return { address: canon(spec.address), weight: spec.weight ?? DEFAULT_WEIGHT, state: spec.state ?? 'active' };
+}
+
+/** Only call on a validated spec. */
+export function normPolicy(spec: PolicySpec): NormPolicy {
+  return { name: spec.name, allow: (spec.allow ?? []).map(canonicalCidr), deny: (spec.deny ?? []).map(canonicalCidr) };
+}
+
+/** The normalized spec a stored VIP record was written from. */
+export function vipSpecOf(r: VipRecord): NormVip {
+  return {
+    name: r.name, address: r.address, family: addressFamily(r.address), port: r.port, protocol: r.protocol,
+    encap: r.encap, allow: r.allow, deny: r.deny, policies: r.policies, rate_limit: r.rate_limit,
+    maglev_m: r.maglev_m, source_affinity: r.source_affinity,
+  };
+}
+
+export function backendSpecOf(r: BackendRecord): NormBackend {
+  return { address: r.address, weight: r.weight, state: r.state };
+}
+
+export function policySpecOf(r: PolicyRecord): NormPolicy {
+  return { name: r.name, allow: r.allow, deny: r.deny };
+}
+
+/**
+ * Deep equality of normalized specs. Both sides are built field by field
+ * in the same order by the functions above, so their JSON is comparable.
+ */
+export function sameSpec<T extends NormVip | NormBackend | NormPolicy>(a: T, b: T): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+// ------------------------------------------------------------------ records
+
+function parseList(json: string): string[] {
+  return JSON.parse(json) as string[];
+}
+
+export function vipRecord(row: VipRow, policies: string[]): VipRecord {
+  return {
+    name: row.name,
+    address: row.address,
+    port: row.port,
+    protocol: row.protocol,
+    encap: row.encap,
+    allow: parseList(row.allow),
+    deny: parseList(row.deny),
+    policies,
+    rate_limit: row.rl_new_flows_per_sec === null || row.rl_burst === null
+      ? null
+      : { new_flows_per_sec: row.rl_new_flows_per_sec, burst: row.rl_burst },
+    maglev_m: row.maglev_m,
+    source_affinity: row.source_affinity === 1,
+    backend_count: row.backend_count,
+    owner: row.owner,
+    created_revision: row.created_revision,
+    updated_revision: row.updated_revision,
+  };
+}
+
+export function backendRecord(row: BackendRow): BackendRecord {
+  return {
+    vip: row.vip,
+    address: row.address,
+    weight: row.weight,
+    state: row.state,
+    owner: row.owner,
+    created_revision: row.created_revision,
+    updated_revision: row.updated_revision,
+  };
+}
+
+export function policyRecord(row: PolicyRow): PolicyRecord {
+  return {
+    name: row.name,
+    allow: parseList(row.allow),
+    deny: parseList(row.deny),
+    owner: row.owner,
+    created_revision: row.created_revision,
+    updated_revision: row.updated_revision,
+  };
+}
+
+/** Family byte then the 16 address bytes: orders backends numerically (IPv4 first). */
+export function addressSortKey(canonical: string): Buffer {
+  const a = parseAddr(canonical);
+  return Buffer.concat([Buffer.from([a.family]), a.bytes]);
+}

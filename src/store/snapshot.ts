@@ -1,0 +1,150 @@
+/**
+ * Snapshots for the planner, kept incrementally.
+ *
+ * The controller plans from a full snapshot on every write, so building one
+ * from scratch (every VIP, backend, policy) would make each write cost
+ * O(state): ~30 ms at 1,000 VIPs x 10 backends. Instead the store keeps the
+ * snapshot of the last revision it saw, and a write derives the next one by
+ * reloading only what its change log names (a changed VIP or backend reloads
+ * that VIP and its backends; tombstones are always reloaded, they are few).
+ *
+ * A cached state is used only when its revision equals the committed
+ * revision: every change bumps the revision, so a change made by another
+ * process (or rolled back) can never be served from the cache. Cached
+ * objects are frozen and shared between snapshots; the arrays are fresh.
+ */
+import type { PolicyRecord } from '../model/types.js';
+import { backendRecord, policyRecord, vipRecord, type BackendRow, type VipRow } from './rows.js';
+import type { Statements } from './statements.js';
+import type { StoreSnapshot, StoredBackend, StoredVip, Tombstone } from './types.js';
+
+export interface SnapshotState {
+  revision: number;
+  hash_seed: number;
+  vips: Map<string, StoredVip>;
+  /** By VIP name, in address order. */
+  backends: Map<string, StoredBackend[]>;
+  policies: Map<string, PolicyRecord>;
+  tombstones: Tombstone[];
+}
+
+/** Holds the state of one committed revision. */
+export class SnapshotCache {
+  private state: SnapshotState | null = null;
+
+  /** The cached state if it is that of `revision`. */
+  get(revision: number): SnapshotState | null {
+    return this.state !== null && this.state.revision === revision ? this.state : null;
+  }
+
+  put(state: SnapshotState): void {
+    if (this.state === null || state.revision >= this.state.revision) this.state = state;
+  }
+}
+
+function deepFreeze<T>(o: T): T {
+  if (typeof o === 'object' && o !== null && !Object.isFrozen(o)) {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+function storedVip(row: VipRow, policies: string[]): StoredVip {
+  return deepFreeze({ ...vipRecord(row, policies), dp_id: row.dp_id });
+}
+
+function storedBackend(row: BackendRow): StoredBackend {
+  return Object.freeze({ ...backendRecord(row), dp_id: row.dp_id, dp_gen: row.dp_gen });
+}
+
+function tombstones(st: Statements): Tombstone[] {
+  return st.tombstoneAll.all().map((t) => Object.freeze(t));
+}
+
+/** Reads the whole state. */
+export function buildState(st: Statements, revision: number, hashSeed: number): SnapshotState {
+  const refs = new Map<number, string[]>();
+  for (const r of st.allVipPolicies.all()) {
+    const list = refs.get(r.vip_id);
+    if (list === undefined) refs.set(r.vip_id, [r.policy]);
+    else list.push(r.policy);
+  }
+  const vips = new Map<string, StoredVip>();
+  for (const r of st.vipAll.all()) vips.set(r.name, storedVip(r, refs.get(r.id) ?? []));
+  const backends = new Map<string, StoredBackend[]>();
+  for (const r of st.backendAll.all()) {
+    const list = backends.get(r.vip);
+    if (list === undefined) backends.set(r.vip, [storedBackend(r)]);
+    else list.push(storedBackend(r));
+  }
+  const policies = new Map<string, PolicyRecord>();
+  for (const p of st.policyAll.all()) policies.set(p.name, deepFreeze(policyRecord(p)));
+  return { revision, hash_seed: hashSeed, vips, backends, policies, tombstones: tombstones(st) };
+}
+
+/**
+ * The names a change log touched: "vip/NAME" and "backend/NAME/ADDRESS"
+ * name a VIP (names cannot contain "/"), "policy/NAME" a policy.
+ */
+function touched(keys: Iterable<string>): { vips: Set<string>; policies: Set<string> } {
+  const vips = new Set<string>();
+  const policies = new Set<string>();
+  for (const key of keys) {
+    const [kind, name] = key.split('/');
+    if (name === undefined) continue;
+    if (kind === 'vip' || kind === 'backend') vips.add(name);
+    else if (kind === 'policy') policies.add(name);
+  }
+  return { vips, policies };
+}
+
+/** `base` with everything the change log names reloaded from the database. */
+export function deriveState(
+  st: Statements, base: SnapshotState, keys: Iterable<string>, revision: number,
+): SnapshotState {
+  const vips = new Map(base.vips);
+  const backends = new Map(base.backends);
+  const policies = new Map(base.policies);
+  const t = touched(keys);
+  for (const name of t.vips) {
+    const row = st.vipByName.get(name);
+    if (row === undefined) {
+      vips.delete(name);
+      backends.delete(name);
+      continue;
+    }
+    vips.set(name, storedVip(row, st.vipPolicies.all(row.id)));
+    const list = st.backendsOfVip.all(row.id).map(storedBackend);
+    if (list.length > 0) backends.set(name, list);
+    else backends.delete(name);
+  }
+  for (const name of t.policies) {
+    const row = st.policyByName.get(name);
+    if (row === undefined) policies.delete(name);
+    else policies.set(name, deepFreeze(policyRecord(row)));
+  }
+  return { revision, hash_seed: base.hash_seed, vips, backends, policies, tombstones: tombstones(st) };
+}
+
+function byName<T>(m: Map<string, T>): string[] {
+  return [...m.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** The planner's view: VIPs and policies by name, backends by VIP name then address. */
+export function toSnapshot(s: SnapshotState): StoreSnapshot {
+  const names = byName(s.vips);
+  const vips: StoredVip[] = [];
+  const backends: StoredBackend[] = [];
+  for (const n of names) {
+    const v = s.vips.get(n);
+    if (v !== undefined) vips.push(v);
+    for (const b of s.backends.get(n) ?? []) backends.push(b);
+  }
+  const policies: PolicyRecord[] = [];
+  for (const n of byName(s.policies)) {
+    const p = s.policies.get(n);
+    if (p !== undefined) policies.push(p);
+  }
+  return { revision: s.revision, hash_seed: s.hash_seed, vips, backends, policies, tombstones: [...s.tombstones] };
+}

@@ -1,0 +1,137 @@
+/**
+ * Every SQL statement the store runs, prepared once at open. Parameters are
+ * positional and typed; results are the row types of rows.ts.
+ */
+import type Database from 'better-sqlite3';
+import type { Tombstone } from './types.js';
+import type { AuditRow, BackendRow, MetaRow, PolicyRow, VipRow } from './rows.js';
+
+type Db = Database.Database;
+type Stmt<P extends unknown[], R = unknown> = Database.Statement<P, R>;
+
+const VIP_SELECT = `
+  SELECT v.*, (SELECT COUNT(*) FROM backends b WHERE b.vip_id = v.id) AS backend_count
+  FROM vips v`;
+
+const BACKEND_SELECT = `
+  SELECT b.id, b.vip_id, v.name AS vip, b.address, b.weight, b.state, b.owner,
+         b.created_revision, b.updated_revision, b.dp_id, b.dp_gen
+  FROM backends b JOIN vips v ON v.id = b.vip_id`;
+
+/** Columns written for a VIP, in this order, by insert and update. */
+export type VipValues = [
+  name: string, address: string, family: number, port: number, protocol: string, encap: string,
+  allow: string, deny: string, rl_new_flows_per_sec: number | null, rl_burst: number | null,
+  maglev_m: number | null, source_affinity: number, owner: string | null,
+];
+
+export function prepareStatements(db: Db) {
+  const p = <P extends unknown[], R = unknown>(sql: string): Stmt<P, R> => db.prepare<P, R>(sql);
+  return {
+    // meta
+    meta: p<[], MetaRow>('SELECT revision, hash_seed FROM meta WHERE id = 1'),
+    setRevision: p<[number]>('UPDATE meta SET revision = ? WHERE id = 1'),
+
+    // vips
+    vipByName: p<[string], VipRow>(`${VIP_SELECT} WHERE v.name = ?`),
+    vipPage: p<[string, number], VipRow>(`${VIP_SELECT} WHERE v.name > ? ORDER BY v.name LIMIT ?`),
+    vipAll: p<[], VipRow>(`${VIP_SELECT} ORDER BY v.name`),
+    vipsByOwner: p<[string | null], VipRow>(`${VIP_SELECT} WHERE v.owner IS ? ORDER BY v.name`),
+    vipsAtEndpoint: p<[string, number, string], VipRow>(
+      `${VIP_SELECT} WHERE v.address = ? AND v.port = ? AND v.protocol = ? ORDER BY v.name`,
+    ),
+    insertVip: p<[...VipValues, number, number, number], { id: number }>(`
+      INSERT INTO vips (name, address, family, port, protocol, encap, allow, deny, rl_new_flows_per_sec,
+                        rl_burst, maglev_m, source_affinity, owner, created_revision, updated_revision, dp_id)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
+    updateVip: p<[...VipValues, number, number]>(`
+      UPDATE vips SET name = ?, address = ?, family = ?, port = ?, protocol = ?, encap = ?, allow = ?,
+                      deny = ?, rl_new_flows_per_sec = ?, rl_burst = ?, maglev_m = ?, source_affinity = ?,
+                      owner = ?, updated_revision = ?
+      WHERE id = ?`),
+    deleteVip: p<[number]>('DELETE FROM vips WHERE id = ?'),
+
+    // vip -> policy references
+    vipPolicies: p<[number], string>('SELECT policy FROM vip_policies WHERE vip_id = ? ORDER BY position').pluck(),
+    allVipPolicies: p<[], { vip_id: number; policy: string }>(
+      'SELECT vip_id, policy FROM vip_policies ORDER BY vip_id, position',
+    ),
+    clearVipPolicies: p<[number]>('DELETE FROM vip_policies WHERE vip_id = ?'),
+    insertVipPolicy: p<[number, number, string]>('INSERT INTO vip_policies (vip_id, position, policy) VALUES (?, ?, ?)'),
+    policyReferrers: p<[string], { name: string; owner: string | null }>(`
+      SELECT v.name, v.owner FROM vip_policies r JOIN vips v ON v.id = r.vip_id
+      WHERE r.policy = ? ORDER BY v.name`),
+
+    // policies
+    policyByName: p<[string], PolicyRow>('SELECT * FROM policies WHERE name = ?'),
+    policyPage: p<[string, number], PolicyRow>('SELECT * FROM policies WHERE name > ? ORDER BY name LIMIT ?'),
+    policyAll: p<[], PolicyRow>('SELECT * FROM policies ORDER BY name'),
+    policiesByOwner: p<[string | null], PolicyRow>('SELECT * FROM policies WHERE owner IS ? ORDER BY name'),
+    insertPolicy: p<[string, string, string, string | null, number, number]>(`
+      INSERT INTO policies (name, allow, deny, owner, created_revision, updated_revision)
+      VALUES (?, ?, ?, ?, ?, ?)`),
+    updatePolicy: p<[string, string, number, string]>(
+      'UPDATE policies SET allow = ?, deny = ?, updated_revision = ? WHERE name = ?',
+    ),
+    deletePolicy: p<[string]>('DELETE FROM policies WHERE name = ?'),
+
+    // backends
+    backendByAddr: p<[number, string], BackendRow>(`${BACKEND_SELECT} WHERE b.vip_id = ? AND b.address = ?`),
+    backendPage: p<[number, Buffer, number], BackendRow>(
+      `${BACKEND_SELECT} WHERE b.vip_id = ? AND b.sort_key > ? ORDER BY b.sort_key LIMIT ?`,
+    ),
+    backendsOfVip: p<[number], BackendRow>(`${BACKEND_SELECT} WHERE b.vip_id = ? ORDER BY b.sort_key`),
+    backendAll: p<[], BackendRow>(`${BACKEND_SELECT} ORDER BY v.name, b.sort_key`),
+    insertBackend: p<[number, string, Buffer, number, string, string | null, number, number, number, number]>(`
+      INSERT INTO backends (vip_id, address, sort_key, weight, state, owner, created_revision, updated_revision,
+                            dp_id, dp_gen)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+    updateBackend: p<[number, string, number, number]>(
+      'UPDATE backends SET weight = ?, state = ?, updated_revision = ? WHERE id = ?',
+    ),
+    deleteBackend: p<[number]>('DELETE FROM backends WHERE id = ?'),
+
+    // datapath ids
+    freeVipId: p<[number], number>(
+      'SELECT dp_id FROM vip_ids WHERE in_use = 0 AND dp_id < ? ORDER BY dp_id LIMIT 1',
+    ).pluck(),
+    nextVipId: p<[], number>('SELECT COALESCE(MAX(dp_id) + 1, 0) FROM vip_ids').pluck(),
+    addVipId: p<[number]>('INSERT INTO vip_ids (dp_id, in_use) VALUES (?, 0)'),
+    freeBackendId: p<[number], number>(
+      'SELECT dp_id FROM backend_ids WHERE in_use = 0 AND dp_id < ? ORDER BY dp_id LIMIT 1',
+    ).pluck(),
+    nextBackendId: p<[], number>('SELECT COALESCE(MAX(dp_id) + 1, 0) FROM backend_ids').pluck(),
+    addBackendId: p<[number]>('INSERT INTO backend_ids (dp_id, gen, in_use) VALUES (?, 0, 0)'),
+    // u32 generations; 0 is never used so a zeroed map entry never matches.
+    bumpGen: p<[number], number>(`
+      UPDATE backend_ids SET gen = CASE WHEN gen >= 4294967295 THEN 1 ELSE gen + 1 END
+      WHERE dp_id = ? RETURNING gen`).pluck(),
+    backendIdsInUse: p<[], number>('SELECT COUNT(*) FROM backend_ids WHERE in_use = 1').pluck(),
+    vipIdsInUse: p<[], number>('SELECT COUNT(*) FROM vip_ids WHERE in_use = 1').pluck(),
+
+    // tombstones
+    insertTombstone: p<[number, number, number, string, number]>(
+      'INSERT INTO tombstones (dp_id, dp_gen, vip_dp_id, address, expires_at) VALUES (?, ?, ?, ?, ?)',
+    ),
+    tombstoneFor: p<[number, string], Tombstone>(
+      'SELECT dp_id, dp_gen, vip_dp_id, address, expires_at FROM tombstones WHERE vip_dp_id = ? AND address = ?',
+    ),
+    deleteTombstone: p<[number]>('DELETE FROM tombstones WHERE dp_id = ?'),
+    expiredTombstones: p<[number], Tombstone>(
+      'SELECT dp_id, dp_gen, vip_dp_id, address, expires_at FROM tombstones WHERE expires_at <= ? ORDER BY dp_id',
+    ),
+    deleteExpiredTombstones: p<[number]>('DELETE FROM tombstones WHERE expires_at <= ?'),
+    tombstoneAll: p<[], Tombstone>(
+      'SELECT dp_id, dp_gen, vip_dp_id, address, expires_at FROM tombstones ORDER BY dp_id',
+    ),
+
+    // audit
+    insertAudit: p<[number, string, string, string, string | null, string | null]>(
+      'INSERT INTO audit (revision, time, actor, action, before, after) VALUES (?, ?, ?, ?, ?, ?)',
+    ),
+    auditLatest: p<[number], AuditRow>('SELECT * FROM audit ORDER BY revision DESC LIMIT ?'),
+    auditSince: p<[number, number], AuditRow>('SELECT * FROM audit WHERE revision > ? ORDER BY revision LIMIT ?'),
+  };
+}
+
+export type Statements = ReturnType<typeof prepareStatements>;

@@ -1,0 +1,242 @@
+/**
+ * The store on better-sqlite3: the one source of truth of the control plane.
+ *
+ * Durability: WAL with synchronous=FULL, so a transaction is on disk when
+ * commit returns; a write is acknowledged only after that, and nothing
+ * acknowledged is lost on kill -9 (or power loss). Every change is one
+ * IMMEDIATE transaction (it takes the write lock up front, so two processes
+ * never deadlock upgrading read locks) that bumps the global revision once
+ * and writes one audit row.
+ */
+import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { ValidationError } from '../model/errors.js';
+import { migrate } from './migrations.js';
+import type { AuditRow } from './rows.js';
+import { SnapshotCache } from './snapshot.js';
+import { prepareStatements, type Statements } from './statements.js';
+import { Tx, type StoreContext } from './tx.js';
+import type { AuditEntry, Store, StoreTx } from './types.js';
+
+export { SchemaTooNewError } from './migrations.js';
+
+export interface StoreOptions {
+  /** Datapath VIP ids are 0..maxVips-1 (the map size). */
+  maxVips: number;
+  /** Datapath backend ids are 0..maxBackends-1 (the map size). */
+  maxBackends: number;
+  /** Clock (ms since the epoch) for tombstones and audit times; tests pass their own. */
+  now?: () => number;
+  /** How long to wait for another process's write lock (default 5000 ms). */
+  busyTimeoutMs?: number;
+}
+
+export const DEFAULT_AUDIT_LIMIT = 100;
+export const MAX_AUDIT_LIMIT = 1000;
+/** Pages copied per backup step: small steps keep the database writable during a backup. */
+const BACKUP_PAGES_PER_STEP = 256;
+
+/**
+ * Opens (creating if needed) and migrates a store. `path` may be ':memory:'.
+ * Throws SchemaTooNewError for a database written by a newer Ferry.
+ */
+export function openStore(path: string, opts: StoreOptions): Store {
+  checkCapacity('maxVips', opts.maxVips);
+  checkCapacity('maxBackends', opts.maxBackends);
+  const db = openDatabase(path);
+  try {
+    configure(db, path, opts.busyTimeoutMs ?? 5000);
+    migrate(db, path);
+    return new SqliteStore(db, {
+      db,
+      st: prepareStatements(db),
+      maxVips: opts.maxVips,
+      maxBackends: opts.maxBackends,
+      now: opts.now ?? Date.now,
+      cache: new SnapshotCache(),
+    });
+  } catch (err) {
+    db.close();
+    throw describeOpenError(err, path);
+  }
+}
+
+function checkCapacity(name: string, v: number): void {
+  if (!Number.isInteger(v) || v < 1 || v > 2 ** 32 - 1) throw new RangeError(`store: ${name} must be an integer 1..2^32-1, got ${v}`);
+}
+
+function openDatabase(path: string): Database.Database {
+  try {
+    return new Database(path);
+  } catch (err) {
+    throw new Error(`store ${path}: cannot open: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+function configure(db: Database.Database, path: string, busyTimeoutMs: number): void {
+  // Set first: switching to WAL needs a lock another process may hold briefly.
+  db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
+  const mode = db.pragma('journal_mode = WAL', { simple: true });
+  if (mode !== 'wal' && !db.memory) throw new Error(`store ${path}: cannot enable WAL (journal_mode is ${String(mode)})`);
+  db.pragma('synchronous = FULL');
+  db.pragma('foreign_keys = ON');
+}
+
+/** SQLite's "file is not a database" says nothing about which file; say it. */
+function describeOpenError(err: unknown, path: string): unknown {
+  if (err instanceof Database.SqliteError && err.code === 'SQLITE_NOTADB') {
+    return new Error(`store ${path}: not a Ferry database (${err.message})`);
+  }
+  return err;
+}
+
+class SqliteStore implements Store {
+  private readonly st: Statements;
+  private closed = false;
+
+  constructor(private readonly db: Database.Database, private readonly ctx: StoreContext) {
+    this.st = ctx.st;
+  }
+
+  revision(): number {
+    return this.currentRevision();
+  }
+
+  write<T>(
+    actor: string, action: string, fn: (tx: StoreTx) => T, afterWrite?: (tx: StoreTx) => void,
+  ): { result: T; revision: number } {
+    this.assertOpen();
+    // A write inside another transaction would bump and audit a revision that the outer one may roll back.
+    if (this.db.inTransaction) throw new Error('store: write() called inside another store transaction');
+    let tx: Tx | undefined;
+    const run = this.db.transaction(() => {
+      const current = this.currentRevision();
+      tx = new Tx(this.ctx, current + 1, 'write');
+      try {
+        const result = fn(tx);
+        // Nothing changed (e.g. a PUT of identical content): no revision, no audit, no datapath apply.
+        if (tx.changes.size === 0) return { result, revision: current };
+        tx.seal();
+        this.st.setRevision.run(tx.revision);
+        this.writeAudit(tx, actor, action);
+        afterWrite?.(tx);
+        return { result, revision: tx.revision };
+      } finally {
+        tx.close();
+      }
+    });
+    const out = run.immediate();
+    // Committed: the snapshot afterWrite planned from is now the state of this revision.
+    if (tx?.finalState !== null && tx?.finalState !== undefined) this.ctx.cache.put(tx.finalState);
+    return out;
+  }
+
+  read<T>(fn: (tx: StoreTx) => T): T {
+    this.assertOpen();
+    // Nested in a write, a read sees uncommitted changes: its snapshot must not be cached.
+    const committedView = !this.db.inTransaction;
+    // A transaction gives fn one consistent view, even across other processes' commits.
+    const run = this.db.transaction(() => {
+      const tx = new Tx(this.ctx, this.currentRevision(), committedView ? 'read' : 'nested-read');
+      try {
+        return fn(tx);
+      } finally {
+        tx.close();
+      }
+    });
+    return run.deferred();
+  }
+
+  /**
+   * Audit rows in revision order: with sinceRevision, the first `limit`
+   * after it (to follow the log); without, the latest `limit`.
+   */
+  audit(q: { limit?: number; sinceRevision?: number } = {}): AuditEntry[] {
+    this.assertOpen();
+    const limit = q.limit ?? DEFAULT_AUDIT_LIMIT;
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_AUDIT_LIMIT) {
+      throw new ValidationError([{ field: '/limit', reason: `must be an integer 1..${MAX_AUDIT_LIMIT}` }]);
+    }
+    const since = q.sinceRevision;
+    if (since !== undefined && (!Number.isInteger(since) || since < 0)) {
+      throw new ValidationError([{ field: '/since_revision', reason: 'must be an integer >= 0' }]);
+    }
+    const rows = since === undefined ? this.st.auditLatest.all(limit).reverse() : this.st.auditSince.all(since, limit);
+    return rows.map(auditEntry);
+  }
+
+  /**
+   * Online backup (SQLite's backup API: writers continue meanwhile). It is
+   * written next to `path` and renamed into place when complete, so `path`
+   * never holds a partial copy.
+   */
+  async backup(path: string, onProgress?: (done: number, total: number) => void): Promise<void> {
+    this.assertOpen();
+    const partial = `${path}.partial-${process.pid}-${randomBytes(4).toString('hex')}`;
+    try {
+      const meta = await this.db.backup(partial, {
+        progress: ({ totalPages, remainingPages }) => {
+          onProgress?.(totalPages - remainingPages, totalPages);
+          return BACKUP_PAGES_PER_STEP;
+        },
+      });
+      fsyncFile(partial);
+      renameSync(partial, path);
+      fsyncFile(dirname(path));
+      onProgress?.(meta.totalPages - meta.remainingPages, meta.totalPages);
+    } catch (err) {
+      rmSync(partial, { force: true });
+      throw err;
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+
+  private currentRevision(): number {
+    const meta = this.st.meta.get();
+    if (meta === undefined) throw new Error('store: meta row missing');
+    return meta.revision;
+  }
+
+  private writeAudit(tx: Tx, actor: string, action: string): void {
+    const { before, after } = tx.changes.audit();
+    this.st.insertAudit.run(
+      tx.revision, new Date(this.ctx.now()).toISOString(), actor, action, toJson(before), toJson(after),
+    );
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new Error('store: closed');
+  }
+}
+
+function toJson(v: unknown): string | null {
+  return v === null || v === undefined ? null : JSON.stringify(v);
+}
+
+function auditEntry(row: AuditRow): AuditEntry {
+  return {
+    revision: row.revision,
+    time: row.time,
+    actor: row.actor,
+    action: row.action,
+    before: row.before === null ? null : JSON.parse(row.before) as unknown,
+    after: row.after === null ? null : JSON.parse(row.after) as unknown,
+  };
+}
+
+/** Makes a file (or a directory entry) durable. */
+function fsyncFile(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,591 @@
+/**
+ * StoreTx: the reads and writes of one SQLite transaction (see types.ts).
+ *
+ * Every mutating method validates first, then changes rows only if the
+ * stored content actually differs (so an identical PUT changes nothing and
+ * the revision is not bumped), and records what it changed in `changes`,
+ * which becomes the audit row. Each mutating method runs in its own
+ * SAVEPOINT: if it throws halfway, its partial writes are undone even when
+ * the caller catches the error and carries on.
+ */
+import type Database from 'better-sqlite3';
+import {
+  CapacityError, ConflictError, ForbiddenError, NotFoundError, ValidationError,
+} from '../model/errors.js';
+import type {
+  BackendRecord, BackendSpec, DesiredState, PolicyRecord, PolicySpec, VipRecord, VipSpec, VipWithBackends,
+} from '../model/types.js';
+import { canonicalAddress, validateBackendSpec, validatePolicySpec, validateVipSpec } from '../model/validate.js';
+import { pageRequest, toPage } from './cursor.js';
+import { replaceState } from './replace.js';
+import {
+  addressSortKey, backendRecord, backendSpecOf, normBackend, normPolicy, normVip, policyRecord, policySpecOf,
+  sameSpec, vipRecord, vipSpecOf,
+  type BackendRow, type NormBackend, type NormPolicy, type NormVip, type PolicyRow, type VipRow,
+} from './rows.js';
+import { buildState, deriveState, toSnapshot, type SnapshotCache, type SnapshotState } from './snapshot.js';
+import type { Statements, VipValues } from './statements.js';
+import type {
+  Page, PageQuery, StateChange, StoreSnapshot, StoreTx,
+} from './types.js';
+
+export interface StoreContext {
+  db: Database.Database;
+  st: Statements;
+  maxVips: number;
+  maxBackends: number;
+  /** Clock for tombstone expiry and audit times (ms since the epoch). */
+  now: () => number;
+  cache: SnapshotCache;
+}
+
+/**
+ * What one transaction changed, keyed "vip/NAME", "backend/VIP/ADDRESS",
+ * "policy/NAME" or "tombstones". A key touched twice keeps its first
+ * `before` and its last `after`.
+ */
+export class ChangeLog {
+  private readonly entries = new Map<string, { before: unknown; after: unknown }>();
+
+  record(key: string, before: unknown, after: unknown): void {
+    const e = this.entries.get(key);
+    if (e !== undefined) e.after = after;
+    else this.entries.set(key, { before, after });
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  keys(): IterableIterator<string> {
+    return this.entries.keys();
+  }
+
+  /** Copies the log, to restore it when a savepoint rolls back. */
+  save(): Map<string, { before: unknown; after: unknown }> {
+    return new Map([...this.entries].map(([k, v]) => [k, { ...v }]));
+  }
+
+  restore(saved: Map<string, { before: unknown; after: unknown }>): void {
+    this.entries.clear();
+    for (const [k, v] of saved) this.entries.set(k, v);
+  }
+
+  /**
+   * The audit row's before/after: the resource's JSON when one resource
+   * changed (null before a create, null after a delete); otherwise objects
+   * keyed like the log, holding each changed resource before and after.
+   */
+  audit(): { before: unknown; after: unknown } {
+    const first = this.entries.values().next();
+    if (this.entries.size === 1 && first.done !== true) return first.value;
+    const before: Record<string, unknown> = {};
+    const after: Record<string, unknown> = {};
+    for (const [k, v] of this.entries) {
+      before[k] = v.before;
+      after[k] = v.after;
+    }
+    return { before, after };
+  }
+}
+
+/** The result of an update that may have been a no-op. */
+export interface Updated<R> {
+  record: R;
+  changed: boolean;
+}
+
+/** nested-read: a read() inside a write, which sees that write's uncommitted changes. */
+type Mode = 'read' | 'nested-read' | 'write' | 'sealed' | 'closed';
+
+/** "10.0.0.1 port 80/tcp", "2001:db8::1 all ports/udp". */
+export function describeEndpoint(v: { address: string; port: number; protocol: string }): string {
+  return `${v.address} ${v.port === 0 ? 'all ports' : `port ${v.port}`}/${v.protocol}`;
+}
+
+export function ownerLabel(owner: string | null): string {
+  return owner === null ? 'the API' : owner;
+}
+
+/** Throws ForbiddenError unless `writer` owns the record. */
+export function assertOwner(kind: string, name: string, recordOwner: string | null, writer: string | null): void {
+  if (recordOwner === writer) return;
+  const where = recordOwner === null ? 'through the API'
+    : recordOwner.startsWith('kubernetes:') ? 'in Kubernetes' : `as ${recordOwner}`;
+  throw new ForbiddenError(`${kind} "${name}" is owned by ${ownerLabel(recordOwner)}; change it ${where}`);
+}
+
+/** Drain time of a deleted backend, in seconds: finite and not negative (0 = no drain). */
+export function checkDrain(drainSeconds: number): void {
+  if (typeof drainSeconds !== 'number' || !Number.isFinite(drainSeconds) || drainSeconds < 0) {
+    throw new ValidationError([{ field: '/drain_seconds', reason: 'must be a number of seconds >= 0' }]);
+  }
+}
+
+export class Tx implements StoreTx {
+  readonly changes = new ChangeLog();
+  /** The state a sealed write's snapshot computed: the store caches it once the commit succeeded. */
+  finalState: SnapshotState | null = null;
+  private mode: Mode;
+  /** The committed revision this transaction started from. */
+  private readonly baseRevision: number;
+
+  constructor(private readonly ctx: StoreContext, readonly revision: number, mode: 'read' | 'nested-read' | 'write') {
+    this.mode = mode;
+    this.baseRevision = mode === 'write' ? revision - 1 : revision;
+  }
+
+  // ------------------------------------------------------------ lifecycle
+
+  /** After fn: afterWrite may read (snapshot) but no longer change anything. */
+  seal(): void {
+    if (this.mode === 'write') this.mode = 'sealed';
+  }
+
+  /** The SQLite transaction ended: a leaked tx must not run outside it. */
+  close(): void {
+    this.mode = 'closed';
+  }
+
+  /** Statements for a read; throws once the transaction has ended. */
+  private get rd(): Statements {
+    if (this.mode === 'closed') throw new Error('store: transaction already ended');
+    return this.ctx.st;
+  }
+
+  /** Statements for a write; throws in read-only and sealed transactions. */
+  private get wr(): Statements {
+    const st = this.rd;
+    if (this.mode === 'read' || this.mode === 'nested-read') throw new Error('store: write in a read-only transaction');
+    if (this.mode === 'sealed') throw new Error('store: afterWrite cannot change the store');
+    return st;
+  }
+
+  /** Runs one mutation in a savepoint, so a throw undoes its partial writes and log entries. */
+  private atomic<R>(body: (st: Statements) => R): R {
+    const st = this.wr;
+    const saved = this.changes.save();
+    try {
+      return this.ctx.db.transaction(() => body(st))();
+    } catch (err) {
+      this.changes.restore(saved);
+      throw err;
+    }
+  }
+
+  // ----------------------------------------------------------------- VIPs
+
+  listVips(q?: PageQuery): Page<VipRecord> {
+    const st = this.rd;
+    const { limit, after } = pageRequest('vip', q);
+    const rows = st.vipPage.all(after ?? '', limit + 1);
+    return toPage(rows, limit, 'vip', (r) => r.name, (r) => this.vipRecordOf(r));
+  }
+
+  getVip(name: string): VipRecord {
+    return this.vipRecordOf(this.mustVip(name));
+  }
+
+  createVip(spec: VipSpec, owner: string | null = null): VipRecord {
+    return this.atomic((st) => {
+      const norm = this.checkVip(spec);
+      if (st.vipByName.get(norm.name) !== undefined) throw new ConflictError(`vip "${norm.name}" already exists`);
+      this.assertEndpointFree(norm, null);
+      return this.insertVip(norm, owner ?? null);
+    });
+  }
+
+  putVip(spec: VipSpec, owner: string | null = null): { record: VipRecord; created: boolean } {
+    return this.atomic((st) => {
+      const norm = this.checkVip(spec);
+      const row = st.vipByName.get(norm.name);
+      if (row === undefined) {
+        this.assertEndpointFree(norm, null);
+        return { record: this.insertVip(norm, owner ?? null), created: true };
+      }
+      assertOwner('vip', row.name, row.owner, owner ?? null);
+      this.assertEndpointFree(norm, row.id);
+      return { record: this.updateVip(row, norm).record, created: false };
+    });
+  }
+
+  deleteVip(name: string, owner: string | null = null): VipRecord {
+    return this.atomic(() => {
+      const row = this.mustVip(name);
+      assertOwner('vip', row.name, row.owner, owner ?? null);
+      return this.removeVip(row);
+    });
+  }
+
+  // ------------------------------------------------------------- backends
+
+  listBackends(vip: string, q?: PageQuery): Page<BackendRecord> {
+    const st = this.rd;
+    const vipRow = this.mustVip(vip);
+    const { limit, after } = pageRequest('backend', q);
+    const rows = st.backendPage.all(vipRow.id, after === null ? Buffer.alloc(0) : cursorSortKey(after), limit + 1);
+    return toPage(rows, limit, 'backend', (r) => r.address, backendRecord);
+  }
+
+  getBackend(vip: string, address: string): BackendRecord {
+    return backendRecord(this.mustBackend(this.mustVip(vip), address));
+  }
+
+  createBackend(vip: string, spec: BackendSpec, owner: string | null = null): BackendRecord {
+    return this.atomic((st) => {
+      const vipRow = this.mustVip(vip);
+      assertOwner('vip', vipRow.name, vipRow.owner, owner ?? null);
+      const norm = checkBackend(spec);
+      if (st.backendByAddr.get(vipRow.id, norm.address) !== undefined) {
+        throw new ConflictError(`backend ${norm.address} already exists in vip "${vipRow.name}"`);
+      }
+      return this.insertBackend(vipRow, norm, owner ?? null);
+    });
+  }
+
+  putBackend(vip: string, spec: BackendSpec, owner: string | null = null): { record: BackendRecord; created: boolean } {
+    return this.atomic((st) => {
+      const vipRow = this.mustVip(vip);
+      assertOwner('vip', vipRow.name, vipRow.owner, owner ?? null);
+      const norm = checkBackend(spec);
+      const row = st.backendByAddr.get(vipRow.id, norm.address);
+      if (row === undefined) return { record: this.insertBackend(vipRow, norm, owner ?? null), created: true };
+      assertOwner('backend', `${vipRow.name}/${row.address}`, row.owner, owner ?? null);
+      return { record: this.updateBackend(row, norm).record, created: false };
+    });
+  }
+
+  deleteBackend(vip: string, address: string, drainSeconds: number, owner: string | null = null): BackendRecord {
+    return this.atomic(() => {
+      checkDrain(drainSeconds);
+      const vipRow = this.mustVip(vip);
+      assertOwner('vip', vipRow.name, vipRow.owner, owner ?? null);
+      const row = this.mustBackend(vipRow, address);
+      return this.removeBackend(vipRow, row, drainSeconds);
+    });
+  }
+
+  // ------------------------------------------------------------- policies
+
+  listPolicies(q?: PageQuery): Page<PolicyRecord> {
+    const st = this.rd;
+    const { limit, after } = pageRequest('policy', q);
+    const rows = st.policyPage.all(after ?? '', limit + 1);
+    return toPage(rows, limit, 'policy', (r) => r.name, policyRecord);
+  }
+
+  getPolicy(name: string): PolicyRecord {
+    return policyRecord(this.mustPolicy(name));
+  }
+
+  createPolicy(spec: PolicySpec, owner: string | null = null): PolicyRecord {
+    return this.atomic((st) => {
+      const norm = checkPolicy(spec);
+      if (st.policyByName.get(norm.name) !== undefined) throw new ConflictError(`policy "${norm.name}" already exists`);
+      return this.insertPolicy(norm, owner ?? null);
+    });
+  }
+
+  putPolicy(spec: PolicySpec, owner: string | null = null): { record: PolicyRecord; created: boolean } {
+    return this.atomic((st) => {
+      const norm = checkPolicy(spec);
+      const row = st.policyByName.get(norm.name);
+      if (row === undefined) return { record: this.insertPolicy(norm, owner ?? null), created: true };
+      assertOwner('policy', row.name, row.owner, owner ?? null);
+      return { record: this.updatePolicy(row, norm).record, created: false };
+    });
+  }
+
+  deletePolicy(name: string, owner: string | null = null): PolicyRecord {
+    return this.atomic(() => {
+      const row = this.mustPolicy(name);
+      assertOwner('policy', row.name, row.owner, owner ?? null);
+      return this.removePolicy(row);
+    });
+  }
+
+  // ------------------------------------------------------- whole state
+
+  replaceState(desired: DesiredState, drainSeconds: number, owner: string | null = null): StateChange[] {
+    return this.atomic((st) => replaceState(this, st, desired, drainSeconds, owner ?? null));
+  }
+
+  exportState(owner: string | null = null): DesiredState {
+    const st = this.rd;
+    const vips: VipWithBackends[] = st.vipsByOwner.all(owner ?? null).map((row) => {
+      const { family: _family, ...spec } = vipSpecOf(this.vipRecordOf(row));
+      const backends = st.backendsOfVip.all(row.id).map((b) => backendSpecOf(backendRecord(b)));
+      return { ...spec, backends };
+    });
+    const policies = st.policiesByOwner.all(owner ?? null).map((p) => policySpecOf(policyRecord(p)));
+    return { vips, policies };
+  }
+
+  /**
+   * Removes the tombstones whose drain has ended. This is a change (the
+   * datapath must free those ids), so it bumps the revision when it removes any.
+   */
+  expireTombstones(nowMs: number): number {
+    return this.atomic((st) => {
+      if (!Number.isFinite(nowMs)) throw new ValidationError([{ field: '/now', reason: 'must be a time in ms' }]);
+      const expired = st.expiredTombstones.all(nowMs);
+      if (expired.length === 0) return 0;
+      st.deleteExpiredTombstones.run(nowMs);
+      this.changes.record('tombstones', expired, null);
+      return expired.length;
+    });
+  }
+
+  /**
+   * The planner's view of the state as this transaction sees it, derived
+   * from the cached snapshot of the committed revision when there is one.
+   */
+  snapshot(): StoreSnapshot {
+    const st = this.rd;
+    const meta = st.meta.get();
+    if (meta === undefined) throw new Error('store: meta row missing');
+    // A nested read sees another transaction's changes that no change log here names: build in full.
+    const base = this.mode === 'nested-read' ? null : this.ctx.cache.get(this.baseRevision);
+    let state: SnapshotState;
+    if (base === null) state = buildState(st, meta.revision, meta.hash_seed);
+    else if (this.changes.size === 0) state = base;
+    else state = deriveState(st, base, this.changes.keys(), meta.revision);
+    // Only states of a committed revision may be cached: a read's, or the final one of a write (after commit).
+    if (this.mode === 'read') this.ctx.cache.put(state);
+    if (this.mode === 'sealed') this.finalState = state;
+    return toSnapshot(state);
+  }
+
+  // ---------------------------------------------- lookups (used by replace.ts)
+
+  mustVip(name: string): VipRow {
+    const row = this.rd.vipByName.get(name);
+    if (row === undefined) throw new NotFoundError(`vip "${name}" not found`);
+    return row;
+  }
+
+  private mustBackend(vip: VipRow, address: string): BackendRow {
+    const canonical = canonicalAddress(address);
+    const row = canonical === null ? undefined : this.rd.backendByAddr.get(vip.id, canonical);
+    if (row === undefined) throw new NotFoundError(`backend ${address} not found in vip "${vip.name}"`);
+    return row;
+  }
+
+  private mustPolicy(name: string): PolicyRow {
+    const row = this.rd.policyByName.get(name);
+    if (row === undefined) throw new NotFoundError(`policy "${name}" not found`);
+    return row;
+  }
+
+  vipRecordOf(row: VipRow): VipRecord {
+    return vipRecord(row, this.rd.vipPolicies.all(row.id));
+  }
+
+  // ---------------------------------------------------- checks
+
+  private checkVip(spec: VipSpec): NormVip {
+    const st = this.rd;
+    const errors = validateVipSpec(spec, { policyExists: (n) => st.policyByName.get(n) !== undefined });
+    if (errors.length > 0) throw new ValidationError(errors);
+    return normVip(spec);
+  }
+
+  /** {address, port, protocol} identifies a VIP: refuse one another VIP already has. */
+  private assertEndpointFree(norm: NormVip, selfId: number | null): void {
+    const other = this.rd.vipsAtEndpoint.all(norm.address, norm.port, norm.protocol).find((r) => r.id !== selfId);
+    if (other !== undefined) {
+      throw new ConflictError(`vip "${norm.name}": ${describeEndpoint(norm)} is already used by vip "${other.name}"`);
+    }
+  }
+
+  // ------------------------------------------- row writes (used by replace.ts)
+
+  insertVip(norm: NormVip, owner: string | null): VipRecord {
+    const st = this.wr;
+    const dpId = this.allocVipId();
+    const inserted = st.insertVip.get(...vipValues(norm, owner), this.revision, this.revision, dpId);
+    if (inserted === undefined) throw new Error('store: insert returned no row');
+    this.writePolicyRefs(inserted.id, norm.policies);
+    const record = this.vipRecordOf(this.mustVip(norm.name));
+    this.changes.record(`vip/${norm.name}`, null, record);
+    return record;
+  }
+
+  /** Rewrites a VIP if `norm` differs from it; returns the (new) record and whether it changed. */
+  updateVip(row: VipRow, norm: NormVip): Updated<VipRecord> {
+    const before = this.vipRecordOf(row);
+    if (sameSpec(vipSpecOf(before), norm)) return { record: before, changed: false };
+    const st = this.wr;
+    st.updateVip.run(...vipValues(norm, row.owner), this.revision, row.id);
+    if (JSON.stringify(before.policies) !== JSON.stringify(norm.policies)) this.writePolicyRefs(row.id, norm.policies);
+    const after = this.vipRecordOf(this.mustVip(norm.name));
+    this.changes.record(`vip/${norm.name}`, before, after);
+    return { record: after, changed: true };
+  }
+
+  /**
+   * Deletes a VIP; its backends go with it and their ids are free at once
+   * (the VIP leaves the datapath, so their flows end anyway), as do its
+   * tombstones (FK cascades; triggers free the ids).
+   */
+  removeVip(row: VipRow): VipRecord {
+    const st = this.wr;
+    const before = this.vipRecordOf(row);
+    for (const b of st.backendsOfVip.all(row.id)) this.changes.record(backendKey(b), backendRecord(b), null);
+    st.deleteVip.run(row.id);
+    this.changes.record(`vip/${row.name}`, before, null);
+    return before;
+  }
+
+  private writePolicyRefs(vipId: number, policies: string[]): void {
+    const st = this.wr;
+    st.clearVipPolicies.run(vipId);
+    policies.forEach((p, i) => st.insertVipPolicy.run(vipId, i, p));
+  }
+
+  /**
+   * Adds a backend. If the same address was removed from this VIP and is
+   * still draining, the tombstone is revived: the backend takes back its id
+   * and generation, so the flows still pinned to it keep going (they go to
+   * the same server either way) and no second id is held.
+   */
+  insertBackend(vip: VipRow, norm: NormBackend, owner: string | null): BackendRecord {
+    const st = this.wr;
+    const tomb = st.tombstoneFor.get(vip.dp_id, norm.address);
+    const id = tomb !== undefined ? { dpId: tomb.dp_id, gen: tomb.dp_gen } : this.allocBackendId();
+    st.insertBackend.run(
+      vip.id, norm.address, addressSortKey(norm.address), norm.weight, norm.state, owner,
+      this.revision, this.revision, id.dpId, id.gen,
+    );
+    if (tomb !== undefined) st.deleteTombstone.run(tomb.dp_id);
+    const record = backendRecord(this.mustBackend(vip, norm.address));
+    this.changes.record(backendKey(record), null, record);
+    return record;
+  }
+
+  /** Rewrites a backend if `norm` differs from it; returns the (new) record and whether it changed. */
+  updateBackend(row: BackendRow, norm: NormBackend): Updated<BackendRecord> {
+    const before = backendRecord(row);
+    if (sameSpec(backendSpecOf(before), norm)) return { record: before, changed: false };
+    this.wr.updateBackend.run(norm.weight, norm.state, this.revision, row.id);
+    const after: BackendRecord = { ...before, weight: norm.weight, state: norm.state, updated_revision: this.revision };
+    this.changes.record(backendKey(before), before, after);
+    return { record: after, changed: true };
+  }
+
+  /** Deletes a backend; with a drain time its id stays reserved by a tombstone until then. */
+  removeBackend(vip: VipRow, row: BackendRow, drainSeconds: number): BackendRecord {
+    const st = this.wr;
+    const before = backendRecord(row);
+    if (drainSeconds > 0) {
+      const expires = this.ctx.now() + Math.ceil(drainSeconds * 1000);
+      st.insertTombstone.run(row.dp_id, row.dp_gen, vip.dp_id, row.address, expires);
+    }
+    st.deleteBackend.run(row.id);
+    this.changes.record(backendKey(before), before, null);
+    return before;
+  }
+
+  insertPolicy(norm: NormPolicy, owner: string | null): PolicyRecord {
+    this.wr.insertPolicy.run(
+      norm.name, JSON.stringify(norm.allow), JSON.stringify(norm.deny), owner, this.revision, this.revision,
+    );
+    const record = policyRecord(this.mustPolicy(norm.name));
+    this.changes.record(`policy/${norm.name}`, null, record);
+    return record;
+  }
+
+  /** Rewrites a policy if `norm` differs from it; returns the (new) record and whether it changed. */
+  updatePolicy(row: PolicyRow, norm: NormPolicy): Updated<PolicyRecord> {
+    const before = policyRecord(row);
+    if (sameSpec(policySpecOf(before), norm)) return { record: before, changed: false };
+    this.wr.updatePolicy.run(JSON.stringify(norm.allow), JSON.stringify(norm.deny), this.revision, row.name);
+    const after = policyRecord(this.mustPolicy(row.name));
+    this.changes.record(`policy/${row.name}`, before, after);
+    return { record: after, changed: true };
+  }
+
+  /** Deletes a policy; refused while any VIP references it. */
+  removePolicy(row: PolicyRow): PolicyRecord {
+    const st = this.wr;
+    const users = st.policyReferrers.all(row.name).map((r) => `"${r.name}"`);
+    if (users.length > 0) {
+      throw new ConflictError(`policy "${row.name}" is referenced by vip ${users.join(', ')}; remove the references first`);
+    }
+    const before = policyRecord(row);
+    st.deletePolicy.run(row.name);
+    this.changes.record(`policy/${row.name}`, before, null);
+    return before;
+  }
+
+  // ------------------------------------------------------- datapath ids
+
+  /** The lowest free VIP id (ids are handed out lowest first, so the used ones are 0..N-1). */
+  private allocVipId(): number {
+    const st = this.wr;
+    const { maxVips } = this.ctx;
+    const free = st.freeVipId.get(maxVips);
+    if (free !== undefined) return free;
+    const next = st.nextVipId.get() ?? 0;
+    if (next >= maxVips) {
+      throw new CapacityError(`no free VIP id: all ${maxVips} datapath VIP slots are in use (capacity max_vips = ${maxVips})`);
+    }
+    st.addVipId.run(next);
+    return next;
+  }
+
+  /** The lowest free backend id, with its next generation (a reused id never repeats a generation). */
+  private allocBackendId(): { dpId: number; gen: number } {
+    const st = this.wr;
+    const { maxBackends } = this.ctx;
+    let dpId = st.freeBackendId.get(maxBackends);
+    if (dpId === undefined) {
+      dpId = st.nextBackendId.get() ?? 0;
+      if (dpId >= maxBackends) {
+        throw new CapacityError(
+          `no free backend id: all ${maxBackends} datapath backend slots are in use, including draining ` +
+          `tombstones (capacity max_backends = ${maxBackends})`,
+        );
+      }
+      st.addBackendId.run(dpId);
+    }
+    const gen = st.bumpGen.get(dpId);
+    if (gen === undefined) throw new Error(`store: backend id ${dpId} missing`);
+    return { dpId, gen };
+  }
+}
+
+// ---------------------------------------------------------------- helpers
+
+function backendKey(b: { vip: string; address: string }): string {
+  return `backend/${b.vip}/${b.address}`;
+}
+
+function vipValues(n: NormVip, owner: string | null): VipValues {
+  return [
+    n.name, n.address, n.family, n.port, n.protocol, n.encap, JSON.stringify(n.allow), JSON.stringify(n.deny),
+    n.rate_limit?.new_flows_per_sec ?? null, n.rate_limit?.burst ?? null, n.maglev_m,
+    n.source_affinity ? 1 : 0, owner,
+  ];
+}
+
+function checkBackend(spec: BackendSpec): NormBackend {
+  const errors = validateBackendSpec(spec);
+  if (errors.length > 0) throw new ValidationError(errors);
+  return normBackend(spec);
+}
+
+function checkPolicy(spec: PolicySpec): NormPolicy {
+  const errors = validatePolicySpec(spec);
+  if (errors.length > 0) throw new ValidationError(errors);
+  return normPolicy(spec);
+}
+
+/** A backend cursor holds an address; one that does not parse was not issued by us. */
+function cursorSortKey(address: string): Buffer {
+  const canonical = canonicalAddress(address);
+  if (canonical === null) {
+    throw new ValidationError([{ field: '/cursor', reason: 'not a cursor returned by this list (start again without one)' }]);
+  }
+  return addressSortKey(canonical);
+}
