@@ -1,0 +1,121 @@
+/**
+ * What the maps hold, as the reconciler knows it: read entry by entry from
+ * the maps (observe) when a Reconciler starts or after forget(), then kept
+ * up to date by the reconciler's own writes. Maglev tables are known by the
+ * digest of their inputs: a table read from the maps gets the desired
+ * digest when it equals the table built from the desired inputs, and
+ * TABLE_FOREIGN otherwise.
+ */
+import { Backend } from '../datapath/abi.js';
+import type { LbDatapath } from '../datapath/lb.js';
+import { buildMaglevTable } from '../maglev/index.js';
+import type { Desired, VipEntry } from './desired.js';
+import { normalizePolicyKey } from './desired.js';
+import { readTable } from './tables.js';
+
+/** An installed table whose inputs are unknown (or do not match): it must be rewritten. */
+export const TABLE_FOREIGN = '#foreign';
+
+export interface HashEntry {
+  key: Buffer;
+  value: Buffer;
+}
+
+export interface Known {
+  config: Buffer | undefined;
+  /** Every ferry_backends entry that is not all zero, by id. */
+  backends: Map<number, Buffer>;
+  /** Installed tables by VIP id: digest of their inputs, or TABLE_FOREIGN. */
+  tables: Map<number, string>;
+  /** Why a table is foreign, for verify(). */
+  tableNotes: Map<number, string>;
+  /** ferry_vips by key (hex). */
+  vips: Map<string, HashEntry>;
+  addrs: Map<string, HashEntry>;
+  /** ferry_policy by key (hex, bits beyond the prefix cleared). */
+  policy: Map<string, HashEntry>;
+  /** The VIP name each id was last written for (unknown after a restart). */
+  vipNames: Map<number, string>;
+}
+
+/** The Maglev table a desired VIP should have. */
+export function buildTable(v: VipEntry, seed: number): Uint32Array {
+  return buildMaglevTable(v.slotted, v.vip.m, seed);
+}
+
+/** Reads every map the reconciler owns. Tables of desired VIPs are compared slot by slot. */
+export function observe(dp: LbDatapath, desired: Desired): Known {
+  const nat = dp.nat;
+  const known: Known = {
+    config: copy(nat.mapLookup(dp.config.fd, u32(0))),
+    backends: new Map(),
+    tables: new Map(),
+    tableNotes: new Map(),
+    vips: dumpHash(dp, dp.vips.fd),
+    addrs: dumpHash(dp, dp.vipAddrs.fd),
+    policy: dumpHash(dp, dp.policy.fd, normalizePolicyKey),
+    vipNames: new Map(),
+  };
+  const { keys, values } = nat.mapDump(dp.backends.fd);
+  const zero = Buffer.alloc(Backend.size);
+  keys.forEach((k, i) => {
+    const v = values[i]!;
+    if (!v.equals(zero)) known.backends.set(k.readUInt32LE(0), Buffer.from(v));
+  });
+  for (let id = 0; id < dp.sizes.maxVips; id++) observeTable(dp, desired, known, id);
+  return known;
+}
+
+/** One VIP id's installed table, if any, against the desired one. */
+function observeTable(dp: LbDatapath, desired: Desired, known: Known, id: number): void {
+  const installed = readTable(dp, id);
+  if (!installed) return;
+  const want = desired.vipById.get(id);
+  if (!want) {
+    known.tables.set(id, TABLE_FOREIGN);
+    known.tableNotes.set(id, 'no VIP has this id');
+    return;
+  }
+  const note = tableMismatch(installed, buildTable(want, desired.seed));
+  if (note === undefined) known.tables.set(id, want.digest);
+  else {
+    known.tables.set(id, TABLE_FOREIGN);
+    known.tableNotes.set(id, note);
+  }
+}
+
+/** Undefined when equal, else what differs. */
+function tableMismatch(have: Uint32Array, want: Uint32Array): string | undefined {
+  if (have.length !== want.length) return `M is ${have.length}, want ${want.length}`;
+  let diff = 0;
+  let first = -1;
+  for (let i = 0; i < want.length; i++) {
+    if (have[i] !== want[i]) {
+      diff++;
+      if (first < 0) first = i;
+    }
+  }
+  if (diff === 0) return undefined;
+  return `${diff} of ${want.length} slots differ (first: slot ${first} holds ${have[first]}, want ${want[first]})`;
+}
+
+/** A hash map (or the trie) as key hex → entry, keys optionally normalized. */
+function dumpHash(dp: LbDatapath, fd: number, norm: (k: Buffer) => Buffer = (k) => Buffer.from(k)): Map<string, HashEntry> {
+  const { keys, values } = dp.nat.mapDump(fd);
+  const out = new Map<string, HashEntry>();
+  keys.forEach((k, i) => {
+    const key = norm(k);
+    out.set(key.toString('hex'), { key, value: Buffer.from(values[i]!) });
+  });
+  return out;
+}
+
+function copy(b: Buffer | null): Buffer | undefined {
+  return b ? Buffer.from(b) : undefined;
+}
+
+export function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n, 0);
+  return b;
+}

@@ -1,0 +1,243 @@
+/**
+ * The planner: a store snapshot (plus health) → the datapath's desired
+ * contents (DpState). Pure: no I/O, no clock, the same input always gives
+ * the same output, in a deterministic order (VIPs and backends by id).
+ *
+ * Rules:
+ *  - a VIP's id is its dp_id; its effective allow/deny rules are its own
+ *    plus those of the policies it names, in that order, canonical
+ *    ("network/prefix", host bits cleared) and without duplicates;
+ *  - flags: VIP_F_POLICY when any rule applies, VIP_F_ALLOWLIST when any
+ *    allow rule does, VIP_F_SRC_AFFINITY from source_affinity;
+ *  - m = maglev_m, else chooseMaglevM(backends that take new flows by
+ *    configuration: state active and weight > 0). Health is left out of
+ *    that count on purpose: a health flap must not resize the table (a new
+ *    M reshuffles every slot, Maglev's minimal disruption holds only at
+ *    equal M);
+ *  - rate limit: interval = round(1e9 / new_flows_per_sec) ns (at least 1),
+ *    tolerance = interval × burst; 0n/0n without a limit;
+ *  - backend state: disabled → down, draining → draining, active but
+ *    health 'down' → down, else active; the weight is kept (0 = no slots,
+ *    existing flows stay);
+ *  - tombstones → draining backends of their VIP (those of VIPs that no
+ *    longer exist, or whose id a live backend holds, are left out: nothing
+ *    can reach them).
+ * Backend addresses are canonicalised: they are the Maglev keys, which must
+ * be the same text on every Ferry host.
+ */
+import {
+  FERRY_AF_INET, VIP_F_ALLOWLIST, VIP_F_POLICY, VIP_F_SRC_AFFINITY,
+} from '../datapath/abi.js';
+import { formatAddr, parseAddr, parseCidr, type DpCidr } from '../datapath/addr.js';
+import { chooseMaglevM } from '../maglev/index.js';
+import type { DpBackend, DpBackendState, DpState, DpTombstone, DpVip } from '../model/dpstate.js';
+import type { BackendState, PolicyRecord, RateLimit } from '../model/types.js';
+import type { StoreSnapshot, StoredBackend, StoredVip, Tombstone } from '../store/types.js';
+
+/** Health verdict for one backend of one VIP; undefined = not checked (treated as up). */
+export type HealthFn = (vipName: string, address: string) => 'up' | 'down' | undefined;
+
+export interface PlanOptions {
+  health?: HealthFn;
+}
+
+const NS_PER_SEC = 1e9;
+
+/** Builds the desired datapath contents of a snapshot. */
+export function plan(snap: StoreSnapshot, opts: PlanOptions = {}): DpState {
+  const policies = new Map(snap.policies.map((p) => [p.name, p]));
+  const backendsByVip = groupBackends(snap.backends);
+  const vips = [...snap.vips]
+    .sort((a, b) => a.dp_id - b.dp_id)
+    .map((v) => planVip(v, backendsByVip.get(v.name) ?? [], policies, opts.health));
+  return { vips, tombstones: planTombstones(snap.tombstones, vips) };
+}
+
+/** Backends grouped by the name of their VIP. */
+function groupBackends(backends: readonly StoredBackend[]): Map<string, StoredBackend[]> {
+  const out = new Map<string, StoredBackend[]>();
+  for (const b of backends) {
+    const list = out.get(b.vip);
+    if (list) list.push(b);
+    else out.set(b.vip, [b]);
+  }
+  return out;
+}
+
+/** One VIP in datapath terms. */
+function planVip(
+  v: StoredVip, stored: readonly StoredBackend[], policies: ReadonlyMap<string, PolicyRecord>, health?: HealthFn,
+): DpVip {
+  const { allow, deny } = effectiveRules(v, policies);
+  const backends = [...stored]
+    .sort((a, b) => a.dp_id - b.dp_id)
+    .map((b) => planBackend(v.name, b, health));
+  const { rlIntervalNs, rlToleranceNs } = rateLimitNs(v.rate_limit);
+  return {
+    id: v.dp_id,
+    name: v.name,
+    address: canonicalAddr(v.address),
+    port: v.port,
+    protocol: v.protocol,
+    flags: vipFlags(allow, deny, v.source_affinity),
+    m: v.maglev_m ?? chooseMaglevM(stored.filter(takesNewFlows).length),
+    rlIntervalNs,
+    rlToleranceNs,
+    allow,
+    deny,
+    backends,
+  };
+}
+
+/** Whether the operator lets a backend take new flows (health aside). */
+function takesNewFlows(b: StoredBackend): boolean {
+  return b.state === 'active' && b.weight > 0;
+}
+
+/** VIP_F_* flags from the effective rules and the affinity setting. */
+export function vipFlags(allow: readonly string[], deny: readonly string[], sourceAffinity: boolean): number {
+  let flags = 0;
+  if (allow.length + deny.length > 0) flags |= VIP_F_POLICY;
+  if (allow.length > 0) flags |= VIP_F_ALLOWLIST;
+  if (sourceAffinity) flags |= VIP_F_SRC_AFFINITY;
+  return flags;
+}
+
+/**
+ * The VIP's own rules followed by those of its policies, deduplicated.
+ * A policy name the snapshot lacks is an error: silently skipping a deny
+ * policy would open the VIP. Policies may mix families; only rules of the
+ * VIP's family apply (the trie holds IPv4 as ::ffff:a.b.c.d, so an IPv6
+ * rule such as ::/0 would otherwise match IPv4 sources).
+ */
+function effectiveRules(
+  v: StoredVip, policies: ReadonlyMap<string, PolicyRecord>,
+): { allow: string[]; deny: string[] } {
+  const family = v.address.includes(':') ? 6 : 4;
+  const allow = new CidrSet(family);
+  const deny = new CidrSet(family);
+  allow.addAll(v.allow, v.name);
+  deny.addAll(v.deny, v.name);
+  for (const name of v.policies) {
+    const p = policies.get(name);
+    if (!p) throw new Error(`plan: VIP ${v.name} names policy ${JSON.stringify(name)}, which does not exist`);
+    allow.addAll(p.allow, `policy ${name}`);
+    deny.addAll(p.deny, `policy ${name}`);
+  }
+  return { allow: allow.list(), deny: deny.list() };
+}
+
+/** An insertion-ordered set of canonical CIDRs of one family. */
+class CidrSet {
+  private readonly items = new Set<string>();
+
+  constructor(private readonly family: 4 | 6) {}
+
+  addAll(cidrs: readonly string[], owner: string): void {
+    for (const c of cidrs) {
+      const canon = canonicalCidr(c, owner);
+      if ((canon.includes(':') ? 6 : 4) === this.family) this.items.add(canon);
+    }
+  }
+
+  list(): string[] {
+    return [...this.items];
+  }
+}
+
+/** "network/prefix" with the host bits cleared; a bare address is a host route. */
+export function canonicalCidr(text: string, owner = 'rule'): string {
+  return memo(cidrMemo, text, () => {
+    let c: DpCidr;
+    try {
+      c = parseCidr(text.trim());
+    } catch {
+      throw new Error(`plan: ${owner}: not a CIDR: ${JSON.stringify(text)}`);
+    }
+    const bits = c.addr.family === FERRY_AF_INET ? 32 : 128;
+    const net = Buffer.from(c.addr.bytes);
+    clearHostBits(net, c.prefix, bits);
+    return `${formatAddr(c.addr.family, net)}/${c.prefix}`;
+  });
+}
+
+/** Zeroes every bit of `addr` after the first `prefix` of `bits`. */
+export function clearHostBits(addr: Buffer, prefix: number, bits: number): void {
+  for (let i = 0; i < bits / 8; i++) {
+    const keep = Math.min(Math.max(prefix - i * 8, 0), 8);
+    addr[i] = (addr[i] ?? 0) & ((0xff00 >> keep) & 0xff);
+  }
+}
+
+/** The canonical text of an address (lower case, shortest IPv6 form). */
+function canonicalAddr(text: string): string {
+  return memo(addrMemo, text, () => {
+    const a = parseAddr(text);
+    return formatAddr(a.family, a.bytes);
+  });
+}
+
+/*
+ * Canonical forms are pure functions of their text, and snapshots repeat
+ * the same texts every time: memoising them keeps a 10,000-backend plan in
+ * a few milliseconds. Bounded: cleared when it grows past MEMO_MAX.
+ */
+const MEMO_MAX = 1 << 17;
+const addrMemo = new Map<string, string>();
+const cidrMemo = new Map<string, string>();
+
+function memo(m: Map<string, string>, text: string, compute: () => string): string {
+  const hit = m.get(text);
+  if (hit !== undefined) return hit;
+  const out = compute();
+  if (m.size >= MEMO_MAX) m.clear();
+  m.set(text, out);
+  return out;
+}
+
+/** GCRA parameters of a new-flow rate limit, in nanoseconds. */
+export function rateLimitNs(rl: RateLimit | null | undefined): { rlIntervalNs: bigint; rlToleranceNs: bigint } {
+  if (!rl || !(rl.new_flows_per_sec > 0)) return { rlIntervalNs: 0n, rlToleranceNs: 0n };
+  // At least 1 ns: an interval of 0 would mean "unlimited" to the datapath.
+  const interval = BigInt(Math.max(1, Math.round(NS_PER_SEC / rl.new_flows_per_sec)));
+  const burst = BigInt(Math.max(0, Math.floor(rl.burst)));
+  return { rlIntervalNs: interval, rlToleranceNs: interval * burst };
+}
+
+/** The datapath state of a backend from its configured state and its health. */
+export function backendState(state: BackendState, health: 'up' | 'down' | undefined): DpBackendState {
+  if (state === 'disabled') return 'down';
+  if (state === 'draining') return 'draining';
+  return health === 'down' ? 'down' : 'active';
+}
+
+function planBackend(vipName: string, b: StoredBackend, health?: HealthFn): DpBackend {
+  return {
+    id: b.dp_id,
+    gen: b.dp_gen,
+    address: canonicalAddr(b.address),
+    weight: b.weight,
+    state: backendState(b.state, health?.(vipName, b.address)),
+  };
+}
+
+/**
+ * Tombstones of VIPs still planned, as draining backends. One whose VIP is
+ * gone cannot be reached (its VIP entry is removed), and one whose id a live
+ * backend holds has been superseded: both are left out.
+ */
+function planTombstones(tombstones: readonly Tombstone[], vips: readonly DpVip[]): DpTombstone[] {
+  const vipIds = new Set(vips.map((v) => v.id));
+  const liveIds = new Set(vips.flatMap((v) => v.backends.map((b) => b.id)));
+  return tombstones
+    .filter((t) => vipIds.has(t.vip_dp_id) && !liveIds.has(t.dp_id))
+    .sort((a, b) => a.dp_id - b.dp_id)
+    .map((t) => ({
+      id: t.dp_id,
+      gen: t.dp_gen,
+      address: canonicalAddr(t.address),
+      weight: 0,
+      state: 'draining' as const,
+      vipId: t.vip_dp_id,
+    }));
+}
