@@ -1,0 +1,103 @@
+/**
+ * buildApp: the REST API as a fastify instance (not listening). The daemon
+ * listens with it on the unix socket (auth null) and, when configured, on
+ * TCP (bearer tokens, TLS): one instance per listener.
+ */
+import type { Server as HttpsServer } from 'node:https';
+import Fastify, {
+  type FastifyBaseLogger, type FastifyHttpsOptions, type FastifyInstance, type FastifyServerOptions,
+} from 'fastify';
+import type { LoggerOptions } from 'pino';
+import { validatorCompiler } from './ajv.js';
+import { bearerHook } from './auth.js';
+import { registerDocs, registerOpenApi } from './openapi.js';
+import { problem, sendProblem, toProblem } from './problems.js';
+import { backendRoutes } from './routes/backends.js';
+import type { RouteContext } from './routes/common.js';
+import { infoRoutes } from './routes/info.js';
+import { policyRoutes } from './routes/policies.js';
+import { stateRoutes } from './routes/state.js';
+import { vipRoutes } from './routes/vips.js';
+import { sharedSchemas } from './schemas.js';
+import type { ApiOptions } from './types.js';
+
+export type { ApiOptions, DaemonInfo, StatsBody, StatusBody } from './types.js';
+
+const MiB = 1024 * 1024;
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;
+
+function isLogger(l: ApiOptions['logger']): l is FastifyBaseLogger {
+  return typeof l === 'object' && l !== null && typeof (l as { child?: unknown }).child === 'function'
+    && typeof (l as { info?: unknown }).info === 'function';
+}
+
+function loggerOptions(l: ApiOptions['logger']): Pick<FastifyServerOptions, 'logger' | 'loggerInstance'> {
+  if (l === false) return { logger: false };
+  if (isLogger(l)) return { loggerInstance: l };
+  const opts: LoggerOptions = { ...l };
+  const redact = ['req.headers.authorization', 'req.headers.cookie'];
+  opts.redact = Array.isArray(opts.redact) ? [...opts.redact, ...redact] : opts.redact ?? redact;
+  return { logger: opts };
+}
+
+export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
+  const bodyLimit = opts.bodyLimit ?? MiB;
+  const base: FastifyServerOptions = {
+    ...loggerOptions(opts.logger),
+    bodyLimit,
+    exposeHeadRoutes: true,
+    return503OnClosing: true,
+    // Malformed URLs (bad percent-encoding) answer a problem too.
+    frameworkErrors: (err, request, reply) => {
+      sendProblem(request, reply, toProblem(err).problem);
+    },
+  };
+  const app = (opts.https === undefined
+    ? Fastify(base)
+    : Fastify({ ...base, https: { ...opts.https } } as FastifyHttpsOptions<HttpsServer>)
+  ) as unknown as FastifyInstance;
+
+  // JSON only: anything else is 415 (fastify also knows text/plain; drop it).
+  app.removeContentTypeParser('text/plain');
+
+  app.decorateRequest('ferryActor', '');
+  app.addHook('onRequest', bearerHook(opts.auth === null ? null : opts.auth.tokens));
+
+  for (const s of sharedSchemas) app.addSchema(s);
+  app.setValidatorCompiler(validatorCompiler(sharedSchemas));
+
+  app.setErrorHandler((err, request, reply) => {
+    const { problem: p, bug } = toProblem(err);
+    if (bug) request.log.error({ err }, 'unhandled error answered as 500');
+    else if (p.status >= 500) request.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'request failed');
+    return sendProblem(request, reply, p);
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const url = request.url.split('?', 1)[0] ?? '/';
+    const allow = METHODS.filter((m) => m !== request.method && app.findRoute({ method: m, url }) !== null);
+    if (allow.length > 0) {
+      reply.header('allow', allow.join(', '));
+      return sendProblem(request, reply, problem(405, 'method-not-allowed', `${request.method} is not allowed on ${url}; allowed: ${allow.join(', ')}`));
+    }
+    return sendProblem(request, reply, problem(404, 'no-route', `no route ${request.method} ${url}`));
+  });
+
+  await registerOpenApi(app, opts.info.version);
+
+  const ctx: RouteContext = {
+    controller: opts.controller,
+    info: opts.info,
+    drainSeconds: opts.drainSeconds,
+    stateBodyLimit: Math.max(bodyLimit, opts.stateBodyLimit ?? 32 * MiB),
+  };
+  vipRoutes(app, ctx);
+  backendRoutes(app, ctx);
+  policyRoutes(app, ctx);
+  stateRoutes(app, ctx);
+  infoRoutes(app, ctx);
+  await registerDocs(app);
+
+  await app.ready();
+  return app;
+}

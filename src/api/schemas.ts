@@ -1,0 +1,217 @@
+/**
+ * Shared JSON schemas: registered with app.addSchema (so routes $ref them and
+ * the OpenAPI document lists them under components.schemas, by $id) and with
+ * the API's ajv instances. Request schemas are strict (additionalProperties
+ * false, formats for addresses); response schemas are plain (fast-json-stringify
+ * drops anything not listed, e.g. the store's datapath ids).
+ *
+ * Semantic rules (multicast/loopback VIPs, CIDR host bits, Maglev primes,
+ * duplicates, references) are the store's: they answer 422/409, not 400.
+ */
+import { MAGLEV_MAX_M, MAGLEV_PRIMES } from '../maglev/index.js';
+import { MAX_WEIGHT, NAME_PATTERN } from '../model/types.js';
+
+export type JsonSchema = Record<string, unknown>;
+
+export const ref = (id: string): JsonSchema => ({ $ref: `${id}#` });
+
+/** Largest lists accepted in one body; the store enforces the real capacities. */
+const MAX_RULES = 4096;
+const MAX_ITEMS = 100_000;
+
+export const nameSchema: JsonSchema = {
+  type: 'string', pattern: NAME_PATTERN, description: 'Lower-case name, [a-z0-9][a-z0-9._-]{0,62}.',
+};
+export const ipSchema: JsonSchema = {
+  type: 'string', maxLength: 45, anyOf: [{ format: 'ipv4' }, { format: 'ipv6' }], description: 'IPv4 or IPv6 address.',
+};
+const cidrSchema: JsonSchema = {
+  type: 'string', maxLength: 49, format: 'cidr', description: 'IPv4 or IPv6 prefix, address/length (a bare address is a host).',
+};
+const cidrList: JsonSchema = { type: 'array', maxItems: MAX_RULES, items: cidrSchema };
+const revision: JsonSchema = { type: 'integer', minimum: 0 };
+
+const rateLimit: JsonSchema = {
+  $id: 'RateLimit',
+  type: ['object', 'null'],
+  description: 'Per-VIP new-flow rate limit (token bucket); null for none.',
+  additionalProperties: false,
+  required: ['new_flows_per_sec', 'burst'],
+  properties: {
+    new_flows_per_sec: { type: 'integer', minimum: 1, maximum: 4294967295, description: 'New flows per second admitted.' },
+    burst: { type: 'integer', minimum: 0, maximum: 4294967295, description: 'Flows admitted at once above the rate.' },
+  },
+};
+
+const vipProps: Record<string, JsonSchema> = {
+  name: nameSchema,
+  address: ipSchema,
+  port: { type: 'integer', minimum: 0, maximum: 65535, description: '0 = every port of the protocol.' },
+  protocol: { type: 'string', enum: ['tcp', 'udp'] },
+  encap: { type: 'string', enum: ['ipip'], description: 'Encapsulation towards backends (default ipip: IPIP, IP6IP6, 4in6, 6in4 by family).' },
+  allow: { ...cidrList, description: 'Source prefixes allowed; when any is set, other sources are dropped.' },
+  deny: { ...cidrList, description: 'Source prefixes dropped.' },
+  policies: { type: 'array', maxItems: 64, items: nameSchema, description: 'Names of policies whose rules add to this VIP\'s.' },
+  rate_limit: ref('RateLimit'),
+  maglev_m: {
+    type: ['integer', 'null'], minimum: 1, maximum: MAGLEV_MAX_M,
+    description: `Maglev table size, one of ${MAGLEV_PRIMES.join(', ')}; null or absent: chosen from the backend count.`,
+  },
+  source_affinity: { type: 'boolean', description: 'Hash addresses only: all connections of a client reach one backend.' },
+};
+
+const backendProps: Record<string, JsonSchema> = {
+  address: ipSchema,
+  weight: { type: 'integer', minimum: 0, maximum: MAX_WEIGHT, description: 'Relative share of new flows; 0 = none. Default 100.' },
+  state: { type: 'string', enum: ['active', 'draining', 'disabled'], description: 'active (default): new and existing flows; draining: existing only; disabled: none.' },
+};
+
+const policyProps: Record<string, JsonSchema> = { name: nameSchema, allow: cidrList, deny: cidrList };
+
+const strict = (id: string, description: string, properties: Record<string, JsonSchema>, required: string[]): JsonSchema => ({
+  $id: id, type: 'object', description, additionalProperties: false, required, properties,
+});
+
+const meta: Record<string, JsonSchema> = {
+  created_revision: revision,
+  updated_revision: revision,
+  owner: { type: ['string', 'null'], description: 'null for API resources; "kubernetes:NS/NAME" for those the Kubernetes mode owns (read-only here).' },
+};
+
+const record = (id: string, description: string, properties: Record<string, JsonSchema>): JsonSchema => ({
+  $id: id, type: 'object', description, required: Object.keys(properties), properties,
+});
+
+const page = (id: string, item: string): JsonSchema => ({
+  $id: id, type: 'object', required: ['items', 'next'],
+  properties: {
+    items: { type: 'array', items: ref(item) },
+    next: { type: ['string', 'null'], description: 'Cursor of the next page (pass as ?cursor=); null on the last page.' },
+  },
+});
+
+const write = (id: string, key: string, item: string, what: string): JsonSchema => ({
+  $id: id, type: 'object', required: ['revision', key],
+  description: `Answer to a write of a ${what}: the revision now live (committed and applied) and the ${what} as stored (for DELETE: as it was).`,
+  properties: { revision, [key]: ref(item) },
+});
+
+const str = { type: 'string' };
+const int = { type: 'integer' };
+const num = { type: 'number' };
+const strList = { type: 'array', items: str };
+
+export const sharedSchemas: JsonSchema[] = [
+  {
+    $id: 'FieldError', type: 'object', required: ['field', 'reason'],
+    properties: {
+      field: { type: 'string', description: 'JSON pointer into the body ("/backends/2/weight"), or "query/NAME", "path/NAME", "header/NAME".' },
+      reason: str,
+    },
+  },
+  {
+    $id: 'Problem', type: 'object', required: ['type', 'title', 'status'],
+    description: 'RFC 9457 problem details (served as application/problem+json).',
+    properties: {
+      type: { type: 'string', description: 'https://ferry.invalid/problems/<type> or about:blank.' },
+      title: str, status: int, detail: str,
+      instance: { type: 'string', description: 'The request URL.' },
+      errors: { type: 'array', items: ref('FieldError') },
+    },
+  },
+  rateLimit,
+  strict('VipSpec', 'A VIP as written (POST /v1/vips).', vipProps, ['name', 'address', 'port', 'protocol']),
+  strict('VipReplace', 'A VIP as written to PUT /v1/vips/{name}: the name comes from the URL (if present it must match).', vipProps, ['address', 'port', 'protocol']),
+  record('VipRecord', 'A stored VIP.', {
+    name: str, address: str, port: int, protocol: str, encap: str, allow: strList, deny: strList, policies: strList,
+    rate_limit: {
+      type: ['object', 'null'], required: ['new_flows_per_sec', 'burst'],
+      properties: { new_flows_per_sec: int, burst: int },
+    },
+    maglev_m: { type: ['integer', 'null'] },
+    source_affinity: { type: 'boolean' },
+    backend_count: { type: 'integer', description: 'Backends of the VIP, any state.' },
+    ...meta,
+  }),
+  strict('BackendSpec', 'A backend as written (POST /v1/vips/{name}/backends).', backendProps, ['address']),
+  strict('BackendReplace', 'A backend as written to PUT .../backends/{address}: the address comes from the URL (if present it must match).', backendProps, []),
+  record('BackendRecord', 'A stored backend.', { vip: str, address: str, weight: int, state: str, ...meta }),
+  strict('PolicySpec', 'A named set of source rules VIPs can reference (POST /v1/policies).', policyProps, ['name']),
+  strict('PolicyReplace', 'A policy as written to PUT /v1/policies/{name}: the name comes from the URL (if present it must match).', policyProps, []),
+  record('PolicyRecord', 'A stored policy.', { name: str, allow: strList, deny: strList, ...meta }),
+  page('VipPage', 'VipRecord'),
+  page('BackendPage', 'BackendRecord'),
+  page('PolicyPage', 'PolicyRecord'),
+  write('VipWrite', 'vip', 'VipRecord', 'VIP'),
+  write('BackendWrite', 'backend', 'BackendRecord', 'backend'),
+  write('PolicyWrite', 'policy', 'PolicyRecord', 'policy'),
+  strict('VipWithBackends', 'A VIP with its backends, as in a desired state.', {
+    ...vipProps,
+    backends: { type: 'array', maxItems: MAX_ITEMS, items: ref('BackendSpec') },
+  }, ['name', 'address', 'port', 'protocol']),
+  strict('DesiredState', 'The whole desired state (PUT /v1/state, ferryctl apply -f).', {
+    vips: { type: 'array', maxItems: MAX_ITEMS, items: ref('VipWithBackends') },
+    policies: { type: 'array', maxItems: MAX_ITEMS, items: ref('PolicySpec') },
+  }, ['vips']),
+  {
+    $id: 'StateChange', type: 'object', required: ['op', 'kind', 'name'],
+    properties: {
+      op: { type: 'string', enum: ['create', 'update', 'delete'] },
+      kind: { type: 'string', enum: ['vip', 'backend', 'policy'] },
+      name: { type: 'string', description: 'VIP name, "vip/address" for backends, policy name.' },
+    },
+  },
+  {
+    $id: 'StateResult', type: 'object', required: ['revision', 'dry_run', 'changes'],
+    description: 'The diff of a declarative apply. dry_run true: nothing was changed and revision is the current one.',
+    properties: { revision, dry_run: { type: 'boolean' }, changes: { type: 'array', items: ref('StateChange') } },
+  },
+  {
+    $id: 'Status', type: 'object',
+    required: ['version', 'revision', 'applied_revision', 'uptime_seconds', 'interfaces', 'maps', 'last_reconcile'],
+    properties: {
+      version: str,
+      revision: { type: 'integer', description: 'Last revision committed in the store.' },
+      applied_revision: { type: 'integer', description: 'Revision the datapath holds.' },
+      uptime_seconds: num,
+      interfaces: {
+        type: 'array',
+        items: { type: 'object', required: ['name', 'xdp_mode'], properties: { name: str, xdp_mode: str } },
+      },
+      maps: {
+        type: 'array',
+        items: { type: 'object', required: ['name', 'max_entries'], properties: { name: str, max_entries: int, used: int } },
+      },
+      last_reconcile: {
+        type: 'object', required: ['changes', 'duration_ms'], properties: { changes: int, duration_ms: num },
+      },
+    },
+  },
+  {
+    $id: 'Stats', type: 'object', required: ['vips', 'drops'],
+    properties: {
+      vips: {
+        type: 'array',
+        items: {
+          type: 'object',
+          required: ['name', 'packets', 'bytes', 'new_flows', 'ct_hits', 'ct_misses', 'drops', 'backends'],
+          properties: {
+            name: str, packets: num, bytes: num, new_flows: num, ct_hits: num, ct_misses: num, drops: num,
+            rate_pps: { type: 'number', description: 'Packets per second over the last sampling interval.' },
+            backends: {
+              type: 'array',
+              items: {
+                type: 'object', required: ['address', 'packets', 'bytes', 'new_flows'],
+                properties: { address: str, packets: num, bytes: num, new_flows: num },
+              },
+            },
+          },
+        },
+      },
+      drops: { type: 'object', additionalProperties: num, description: 'Datapath drops by reason (packets).' },
+    },
+  },
+  {
+    $id: 'Health', type: 'object', required: ['status'], properties: { status: { type: 'string', enum: ['ok'] } },
+  },
+];

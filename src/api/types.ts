@@ -1,0 +1,90 @@
+/**
+ * What the API needs from the daemon besides the Controller: live status and
+ * counters (read from the datapath) and readiness. The daemon implements
+ * DaemonInfo; tests fake it.
+ */
+import type { FastifyBaseLogger } from 'fastify';
+import type { LoggerOptions } from 'pino';
+import type { Controller } from '../daemon/controller.js';
+
+export interface InterfaceStatus {
+  name: string;
+  /** 'native' | 'generic' | 'offload' | 'none'. */
+  xdp_mode: string;
+}
+
+export interface MapStatus {
+  name: string;
+  max_entries: number;
+  /** Entries in use, when the map can be counted cheaply. */
+  used?: number;
+}
+
+export interface StatusBody {
+  version: string;
+  /** Last revision committed in the store. */
+  revision: number;
+  /** Revision the datapath holds. */
+  applied_revision: number;
+  uptime_seconds: number;
+  interfaces: InterfaceStatus[];
+  maps: MapStatus[];
+  last_reconcile: { changes: number; duration_ms: number };
+}
+
+export interface BackendStats {
+  address: string;
+  packets: number;
+  bytes: number;
+  new_flows: number;
+}
+
+export interface VipStats {
+  name: string;
+  packets: number;
+  bytes: number;
+  new_flows: number;
+  ct_hits: number;
+  ct_misses: number;
+  drops: number;
+  /** Packets per second over the daemon's last sampling interval. */
+  rate_pps?: number;
+  backends: BackendStats[];
+}
+
+export interface StatsBody {
+  vips: VipStats[];
+  /** Datapath drops by reason (packets). */
+  drops: Record<string, number>;
+}
+
+export interface DaemonInfo {
+  status(): StatusBody;
+  stats(): StatsBody;
+  /** True once the first reconcile has completed. */
+  ready(): boolean;
+  version: string;
+}
+
+export interface TlsOptions {
+  key: string | Buffer;
+  cert: string | Buffer;
+  ca?: string | Buffer;
+}
+
+export interface ApiOptions {
+  controller: Controller;
+  info: DaemonInfo;
+  /** How long a deleted backend's flows drain (seconds). */
+  drainSeconds: number;
+  /** null: no authentication (unix socket). Otherwise every route but /healthz and /readyz needs a bearer token. */
+  auth: { tokens: string[] } | null;
+  /** pino options, a pino (or fastify) logger, or false for none. */
+  logger: LoggerOptions | FastifyBaseLogger | false;
+  /** Largest request body in bytes; default 1 MiB. */
+  bodyLimit?: number;
+  /** Largest body of PUT /v1/state in bytes (a whole desired state); default 32 MiB. */
+  stateBodyLimit?: number;
+  /** Serve HTTPS with this key and certificate (TCP listeners). */
+  https?: TlsOptions;
+}
