@@ -1,0 +1,264 @@
+/**
+ * ferryd's wiring: config → store → datapath (pinned maps, adopted) →
+ * reconcile → XDP attach → API listeners → ready. The daemon can stop or
+ * die at any point while packets keep flowing: programs hang on pinned bpf
+ * links and the maps are pinned; the next start adopts them.
+ */
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { buildApp } from '../api/app.js';
+import type { DaemonInfo, StatsBody, StatusBody } from '../api/types.js';
+import type { FerryConfig, InterfaceConfig } from '../config/index.js';
+import { DROP_REASONS } from '../datapath/abi.js';
+import { LbDatapath } from '../datapath/lb.js';
+import type { ConfigProgram } from '../datapath/program.js';
+import { plan } from '../reconcile/plan.js';
+import { Reconciler } from '../reconcile/reconciler.js';
+import { openStore } from '../store/store.js';
+import type { Store } from '../store/types.js';
+import { Controller } from './controller.js';
+import { Notifier } from './notify.js';
+import { FERRY_VERSION } from './version.js';
+
+export interface DaemonOptions {
+  config: FerryConfig;
+  logger: Logger;
+}
+
+/** Mounts bpffs at /sys/fs/bpf when missing, as systemd does on a host. */
+function ensureBpffs(pinRoot: string): void {
+  if (!pinRoot.startsWith('/sys/fs/bpf')) return;
+  try {
+    execFileSync('mountpoint', ['-q', '/sys/fs/bpf']);
+  } catch {
+    execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf']);
+  }
+}
+
+/** The datapath's global config from ferryd's config and the store's seed. */
+export function datapathConfig(c: FerryConfig, seed: number): ConfigProgram {
+  const mac = c.datapath.gateway_mac;
+  return {
+    seed,
+    src4: c.datapath.encap_source_v4,
+    src6: c.datapath.encap_source_v6,
+    ...(mac ? { gwMac: Buffer.from(mac.replace(/:/g, ''), 'hex') } : {}),
+    skipFib: c.datapath.skip_fib,
+  };
+}
+
+interface Sample {
+  at: number;
+  packets: Map<number, bigint>;
+}
+
+export class Daemon implements DaemonInfo {
+  readonly version = FERRY_VERSION;
+  private store!: Store;
+  private dp!: LbDatapath;
+  private reconciler!: Reconciler;
+  controller!: Controller;
+  private apps: FastifyInstance[] = [];
+  private timers: NodeJS.Timeout[] = [];
+  private readonly started = Date.now();
+  private isReady = false;
+  private attached: Array<{ name: string; mode: string }> = [];
+  private lastSample: Sample | undefined;
+  private readonly notifier: Notifier;
+
+  constructor(private config: FerryConfig, private readonly log: Logger) {
+    this.notifier = new Notifier(log);
+  }
+
+  async start(): Promise<void> {
+    const c = this.config;
+    this.notifier.status('opening the store');
+    mkdirSync(c.state_dir, { recursive: true });
+    this.store = openStore(join(c.state_dir, 'ferry.db'), { maxVips: c.bpf.max_vips, maxBackends: c.bpf.max_backends });
+    this.notifier.status('opening the datapath');
+    ensureBpffs(c.bpf.pin_root);
+    this.dp = LbDatapath.open({
+      pinRoot: c.bpf.pin_root,
+      sizes: {
+        maxVips: c.bpf.max_vips, maxVipAddrs: c.bpf.max_vips, maxBackends: c.bpf.max_backends,
+        ctSize: c.bpf.conntrack_entries, maxPolicyRules: c.bpf.max_policy_rules,
+      },
+    });
+    const seed = this.store.read((tx) => tx.snapshot().hash_seed);
+    this.reconciler = new Reconciler(this.dp, datapathConfig(c, seed));
+    this.controller = new Controller(this.store, this.reconciler, (snap) => plan(snap));
+    this.notifier.status('reconciling');
+    const report = this.controller.reconcile();
+    this.log.info({ revision: this.controller.appliedRevision, changes: report.changes, ms: report.durationMs }, 'datapath reconciled from the store');
+    this.attachInterfaces(c.interfaces);
+    await this.listen();
+    this.startTimers();
+    this.isReady = true;
+    this.notifier.ready(`serving revision ${this.controller.appliedRevision}`);
+    this.log.info({ version: this.version, interfaces: this.attached }, 'ferryd ready');
+  }
+
+  /** Attaches (or re-points the pinned link of) xdp_lb on each interface. */
+  private attachInterfaces(list: InterfaceConfig[]): void {
+    const done: Array<{ name: string; mode: string }> = [];
+    for (const i of list) {
+      try {
+        this.dp.attachXdp(i.name, i.mode);
+        done.push({ name: i.name, mode: i.mode });
+      } catch (err) {
+        if (!i.generic_fallback || i.mode === 'generic') throw err;
+        this.log.warn({ interface: i.name, err: (err as Error).message }, 'native XDP refused; attaching in generic mode');
+        this.dp.attachXdp(i.name, 'generic');
+        done.push({ name: i.name, mode: 'generic' });
+      }
+    }
+    this.attached = done;
+  }
+
+  private tokens(): string[] | null {
+    const file = this.config.api.tokens_file;
+    if (!file) return null;
+    const tokens = readFileSync(file, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    if (tokens.length === 0) throw new Error(`${file}: no tokens (one per line)`);
+    return tokens;
+  }
+
+  private async listen(): Promise<void> {
+    const a = this.config.api;
+    const common = {
+      controller: this.controller, info: this as DaemonInfo, drainSeconds: this.config.datapath.drain_seconds,
+      logger: this.log.child({ component: 'api' }), bodyLimit: a.body_limit,
+    };
+    const local = await buildApp({ ...common, auth: null });
+    mkdirSync(dirname(a.socket), { recursive: true });
+    rmSync(a.socket, { force: true });
+    await local.listen({ path: a.socket });
+    chmodSync(a.socket, parseInt(a.socket_mode, 8));
+    this.apps.push(local);
+    if (a.listen) {
+      const tokens = this.tokens()!;
+      const https = a.tls_cert && a.tls_key ? { cert: readFileSync(a.tls_cert), key: readFileSync(a.tls_key) } : null;
+      const remote = await buildApp({ ...common, auth: { tokens }, ...(https ? { https } : {}) });
+      const m = /^\[?(.*?)\]?:(\d+)$/.exec(a.listen)!;
+      await remote.listen({ host: m[1]!, port: Number(m[2]) });
+      this.apps.push(remote);
+    }
+  }
+
+  private startTimers(): void {
+    const every = (ms: number, fn: () => void) => {
+      const t = setInterval(() => {
+        try {
+          fn();
+        } catch (err) {
+          this.log.error({ err: (err as Error).message }, 'periodic task failed');
+        }
+      }, ms);
+      t.unref();
+      this.timers.push(t);
+    };
+    every(this.config.datapath.reconcile_interval_seconds * 1000, () => this.periodic());
+    const wd = this.notifier.watchdogIntervalMs();
+    if (wd) every(wd, () => this.notifier.watchdog());
+  }
+
+  /** Tombstone expiry and drift repair. */
+  private periodic(): void {
+    const expired = this.store.read((tx) => tx.snapshot().tombstones.filter((t) => t.expires_at <= Date.now()).length);
+    if (expired > 0) {
+      this.controller.write('ferryd', 'expire-drained-backends', (tx) => tx.expireTombstones(Date.now()));
+    }
+    const r = this.controller.reconcile();
+    if (r.changes > 0) this.log.warn({ changes: r.changes }, 'repaired datapath drift');
+  }
+
+  /** SIGHUP: applies what can change live; says what needs a restart. */
+  reload(next: FerryConfig): void {
+    const prev = this.config;
+    for (const key of ['state_dir', 'bpf', 'api'] as const) {
+      if (JSON.stringify(prev[key]) !== JSON.stringify(next[key])) {
+        this.log.warn({ key }, 'configuration change needs a restart to take effect');
+      }
+    }
+    this.config = { ...next, state_dir: prev.state_dir, bpf: prev.bpf, api: prev.api };
+    this.log.level = next.log.level;
+    const seed = this.store.read((tx) => tx.snapshot().hash_seed);
+    this.reconciler.setConfig(datapathConfig(this.config, seed));
+    const keep = new Set(next.interfaces.map((i) => i.name));
+    for (const old of prev.interfaces) if (!keep.has(old.name)) this.dp.detachXdp(old.name);
+    this.attachInterfaces(next.interfaces);
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    this.startTimers();
+    this.controller.reconcile();
+    this.log.info({ interfaces: this.attached }, 'configuration reloaded');
+  }
+
+  /** Stops serving; the datapath keeps forwarding unless detach is set. */
+  async stop(opts: { detach: boolean }): Promise<void> {
+    this.isReady = false;
+    this.notifier.stopping();
+    for (const t of this.timers) clearInterval(t);
+    for (const app of this.apps) await app.close();
+    if (opts.detach) for (const i of this.attached) this.dp.detachXdp(i.name);
+    this.dp?.close();
+    this.store?.close();
+    if (existsSync(this.config.api.socket)) rmSync(this.config.api.socket, { force: true });
+  }
+
+  // ---- DaemonInfo ------------------------------------------------------------
+
+  ready(): boolean {
+    return this.isReady;
+  }
+
+  status(): StatusBody {
+    const snap = this.store.read((tx) => tx.snapshot());
+    const s = this.dp.sizes;
+    return {
+      version: this.version,
+      revision: snap.revision,
+      applied_revision: this.controller.appliedRevision,
+      uptime_seconds: Math.round((Date.now() - this.started) / 1000),
+      interfaces: this.attached.map((i) => ({ name: i.name, xdp_mode: i.mode })),
+      maps: [
+        { name: 'ferry_vips', max_entries: s.maxVips, used: snap.vips.length },
+        { name: 'ferry_backends', max_entries: s.maxBackends, used: snap.backends.length + snap.tombstones.length },
+        { name: 'ferry_ct', max_entries: s.ctSize },
+        { name: 'ferry_policy', max_entries: s.maxPolicyRules },
+      ],
+      last_reconcile: { changes: this.controller.lastReconcile.changes, duration_ms: this.controller.lastReconcile.durationMs },
+    };
+  }
+
+  stats(): StatsBody {
+    const snap = this.store.read((tx) => tx.snapshot());
+    const now = Date.now();
+    const prev = this.lastSample;
+    const packets = new Map<number, bigint>();
+    const vips = snap.vips.map((v) => {
+      const st = this.dp.vipStats.sum(v.dp_id);
+      packets.set(v.dp_id, st.packets);
+      const before = prev?.packets.get(v.dp_id);
+      const rate = prev && before !== undefined && now > prev.at ? Number(st.packets - before) / ((now - prev.at) / 1000) : undefined;
+      return {
+        name: v.name, packets: Number(st.packets), bytes: Number(st.bytes), new_flows: Number(st.new_flows),
+        ct_hits: Number(st.ct_hits), ct_misses: Number(st.ct_misses), drops: Number(st.drops),
+        ...(rate !== undefined ? { rate_pps: Math.round(rate) } : {}),
+        backends: snap.backends.filter((b) => b.vip === v.name).map((b) => {
+          const bs = this.dp.backendStats.sum(b.dp_id);
+          return { address: b.address, packets: Number(bs.packets), bytes: Number(bs.bytes), new_flows: Number(bs.new_flows) };
+        }),
+      };
+    });
+    this.lastSample = { at: now, packets };
+    const drops = this.dp.dropCounts();
+    return {
+      vips,
+      drops: Object.fromEntries(DROP_REASONS.filter((r) => r !== 'none').map((r) => [r, Number(drops[r].packets)])),
+    };
+  }
+}
