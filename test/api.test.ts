@@ -711,3 +711,54 @@ describe('api: no request produces a 500', () => {
     }
   });
 });
+
+describe('api: backup and restore', () => {
+  let api: Api;
+  before(async () => {
+    api = await makeApi();
+    await call(api.app, {
+      method: 'PUT', url: '/v1/state',
+      body: { policies: [{ name: 'office', allow: ['192.0.2.0/24'] }], vips: [{ ...web, policies: ['office'], backends: [{ address: '198.19.0.1' }, { address: '198.19.0.2', weight: 7 }] }] },
+    });
+  });
+  after(async () => { await api.close(); });
+
+  const raw = (method: 'GET' | 'POST', url: string, payload?: Buffer, type = 'application/vnd.sqlite3') =>
+    api.app.inject({ method, url, ...(payload ? { payload, headers: { 'content-type': type } } : {}) });
+
+  it('GET /v1/backup is the database file at a revision; POST /v1/restore brings that state back as a new revision', async () => {
+    const exported = (await call(api.app, { url: '/v1/state' })).json();
+    const b = await raw('GET', '/v1/backup');
+    assert.equal(b.statusCode, 200, b.body);
+    assert.equal(b.headers['content-type'], 'application/vnd.sqlite3');
+    assert.equal(b.headers['x-ferry-revision'], String(api.store.revision()));
+    const file = b.rawPayload;
+    assert.equal(file.subarray(0, 16).toString('latin1'), 'SQLite format 3\0');
+    // Change everything, then restore.
+    await call(api.app, { method: 'PUT', url: '/v1/state', body: { vips: [{ ...web6, backends: [{ address: '2001:db8::1:1' }] }] } });
+    const rev = api.store.revision();
+    const r = await raw('POST', '/v1/restore', file);
+    assert.equal(r.statusCode, 200, r.body);
+    const body = r.json<StateBody>();
+    assert.equal(body.revision, rev + 1, 'a restore moves the revision forward');
+    assert.ok(body.changes.some((c) => c.op === 'delete' && c.name === 'web6'), JSON.stringify(body.changes));
+    assert.deepEqual((await call(api.app, { url: '/v1/state' })).json(), exported);
+    assert.deepEqual(api.applier.last?.vips.map((v) => v.name), ['web'], 'applied to the datapath');
+  });
+
+  it('refuses what is not a backup, and other content types, changing nothing', async () => {
+    const rev = api.store.revision();
+    const junk = await raw('POST', '/v1/restore', Buffer.from('definitely not sqlite'));
+    assertProblemLike(junk.statusCode, junk.body, 422, 'not a usable Ferry backup');
+    const json = await raw('POST', '/v1/restore', Buffer.from('{}'), 'application/json');
+    assert.equal(json.statusCode, 415, json.body);
+    const empty = await api.app.inject({ method: 'POST', url: '/v1/restore' });
+    assert.ok(empty.statusCode === 415 || empty.statusCode === 422, empty.body);
+    assert.equal(api.store.revision(), rev);
+  });
+});
+
+function assertProblemLike(status: number, body: string, want: number, phrase: string): void {
+  assert.equal(status, want, body);
+  assert.ok(body.includes(phrase), body);
+}

@@ -13,6 +13,7 @@ import { bearerHook } from './auth.js';
 import { registerDocs, registerOpenApi } from './openapi.js';
 import { problem, sendProblem, toProblem } from './problems.js';
 import { backendRoutes } from './routes/backends.js';
+import { backupRoutes } from './routes/backup.js';
 import type { RouteContext } from './routes/common.js';
 import { infoRoutes } from './routes/info.js';
 import { policyRoutes } from './routes/policies.js';
@@ -95,6 +96,7 @@ export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
   backendRoutes(app, ctx);
   policyRoutes(app, ctx);
   stateRoutes(app, ctx);
+  backupRoutes(app, ctx);
   infoRoutes(app, ctx);
   await registerDocs(app);
 

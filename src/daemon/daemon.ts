@@ -171,6 +171,8 @@ export class Daemon implements DaemonInfo {
     if (expired > 0) {
       this.controller.write('ferryd', 'expire-drained-backends', (tx) => tx.expireTombstones(Date.now()));
     }
+    // A full compare: the reconciler otherwise trusts its record of what it wrote.
+    this.reconciler.forget();
     const r = this.controller.reconcile();
     if (r.changes > 0) this.log.warn({ changes: r.changes }, 'repaired datapath drift');
   }

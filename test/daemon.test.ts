@@ -1,0 +1,205 @@
+/**
+ * ferryd and ferryctl for real: the daemon attaches xdp_lb to a veth in a
+ * namespace of its own, serves the API on a unix socket, and survives
+ * SIGKILL, SIGTERM and SIGHUP; ferryctl drives it with scriptable exit codes.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LbDatapath } from '../src/datapath/lb.js';
+import { formatAddr } from '../src/datapath/addr.js';
+import { bpfUnavailable } from './lib/harness.js';
+import {
+  destroyFerrydEnv, ferryctl, makeFerrydEnv, probe, startFerryd, stopFerryd, xdpProgId, type Ferryd, type FerrydEnv,
+} from './lib/ferryd.js';
+
+const skip = bpfUnavailable();
+if (skip) console.log(`# skipping daemon tests: ${skip}`);
+
+/** The VIP addresses in the daemon's pinned maps, read from outside. */
+function mapVips(e: FerrydEnv): string[] {
+  const dp = LbDatapath.open({ pinRoot: e.pinRoot, sizes: { maxVips: 64, maxVipAddrs: 64, maxBackends: 1024, ctSize: 65536, maxPolicyRules: 1024 } });
+  try {
+    return dp.vips.entries().map(([k]) => `${formatAddr(k.family, k.addr)}:${k.port}`).sort();
+  } finally {
+    dp.close();
+  }
+}
+
+describe('ferryd and ferryctl', { skip }, () => {
+  let e: FerrydEnv;
+  let d: Ferryd;
+
+  before(async () => {
+    e = makeFerrydEnv('d');
+    d = await startFerryd(e);
+  });
+  after(async () => {
+    if (d) await stopFerryd(d, 'SIGKILL');
+    if (e) destroyFerrydEnv(e);
+  });
+
+  it('attaches xdp_lb, listens on a 0660 socket, and reports status', () => {
+    assert.ok(xdpProgId(e, 'veth0') > 0, 'xdp_lb attached');
+    assert.equal(statSync(e.socket).mode & 0o777, 0o660);
+    const s = ferryctl(e, ['status', '--json']);
+    assert.equal(s.code, 0, s.err);
+    const st = JSON.parse(s.out) as { interfaces: Array<{ name: string; xdp_mode: string }>; applied_revision: number; revision: number };
+    assert.deepEqual(st.interfaces, [{ name: 'veth0', xdp_mode: 'native' }]);
+    assert.equal(st.applied_revision, st.revision);
+  });
+
+  it('ferryctl manages VIPs, backends and policies; the maps follow', () => {
+    const ok = (args: string[]) => {
+      const r = ferryctl(e, args);
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.err}`);
+      return r.out;
+    };
+    ok(['policy', 'add', 'office', '--allow', '192.0.2.0/24']);
+    assert.match(ok(['vip', 'add', 'web', '--address', '198.18.0.10', '--port', '80', '--protocol', 'tcp', '--policy', 'office']), /created vip web \(revision \d+\)/);
+    ok(['backend', 'add', 'web', '198.18.1.1']);
+    ok(['backend', 'add', 'web', '198.18.1.2', '--weight', '50']);
+    ok(['backend', 'set', 'web', '198.18.1.2', '--state', 'draining']);
+    const list = JSON.parse(ok(['backend', 'list', 'web', '--json'])) as Array<{ address: string; weight: number; state: string }>;
+    assert.deepEqual(list.map((b) => [b.address, b.weight, b.state]), [['198.18.1.1', 100, 'active'], ['198.18.1.2', 50, 'draining']]);
+    assert.match(ok(['vip', 'list']), /^NAME\s+ADDRESS.*\nweb\s+198\.18\.0\.10\s+80\s+tcp\s+2/m);
+    ok(['vip', 'set', 'web', '--port', '8080']);
+    assert.deepEqual(mapVips(e), ['198.18.0.10:8080']);
+    const stats = JSON.parse(ok(['stats', '--json'])) as { vips: Array<{ name: string; backends: unknown[] }> };
+    assert.equal(stats.vips[0]?.name, 'web');
+    assert.equal(stats.vips[0]?.backends.length, 2);
+  });
+
+  it('ferryctl exit codes: 2 for bad usage, 1 for a refused request, 3 when ferryd is unreachable', () => {
+    assert.equal(ferryctl(e, ['vip', 'add', 'x', '--port', 'eighty']).code, 2);
+    assert.equal(ferryctl(e, ['nonsense']).code, 2);
+    assert.equal(ferryctl(e, ['vip', 'add', 'x']).code, 2, 'missing required options');
+    const dup = ferryctl(e, ['vip', 'add', 'web2', '--address', '198.18.0.10', '--port', '8080', '--protocol', 'tcp']);
+    assert.equal(dup.code, 1);
+    assert.match(dup.err, /409/);
+    const bad = ferryctl(e, ['vip', 'add', 'm', '--address', '224.0.0.1', '--port', '1', '--protocol', 'udp']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.err, /422[\s\S]*\/address/);
+    const missing = ferryctl(e, ['vip', 'get', 'nope']);
+    assert.equal(missing.code, 1);
+    const away = ferryctl({ ...e, socket: join(e.dir, 'nobody.sock') }, ['status']);
+    assert.equal(away.code, 3);
+    assert.match(away.err, /cannot reach ferryd/);
+    const help = ferryctl(e, ['vip', 'add', '--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.out, /--address/);
+  });
+
+  it('apply -f: dry run shows the diff, apply replaces the state', () => {
+    const file = join(e.dir, 'state.yaml');
+    writeFileSync(file, [
+      'policies: []',
+      'vips:',
+      '  - name: dns', '    address: 2001:db8::53', '    port: 53', '    protocol: udp',
+      '    backends:', '      - address: 2001:db8:1::1', '      - address: 198.18.1.9',
+    ].join('\n'));
+    const dry = ferryctl(e, ['apply', '-f', file, '--dry-run']);
+    assert.equal(dry.code, 0, dry.err);
+    assert.match(dry.out, /delete\s+vip\s+web/);
+    assert.match(dry.out, /would be applied \(dry run\)/);
+    assert.deepEqual(mapVips(e), ['198.18.0.10:8080'], 'a dry run changes nothing');
+    const real = ferryctl(e, ['apply', '-f', file]);
+    assert.equal(real.code, 0, real.err);
+    assert.deepEqual(mapVips(e), ['2001:db8::53:53']);
+    const bad = join(e.dir, 'bad.yaml');
+    writeFileSync(bad, 'vips: [ {name: x\n');
+    assert.equal(ferryctl(e, ['apply', '-f', bad]).code, 2);
+  });
+
+  it('backup and restore round-trip the state', () => {
+    const file = join(e.dir, 'backup.db');
+    const b = ferryctl(e, ['backup', file]);
+    assert.equal(b.code, 0, b.err);
+    assert.equal(readFileSync(file).subarray(0, 15).toString(), 'SQLite format 3');
+    assert.equal(ferryctl(e, ['vip', 'rm', 'dns']).code, 0);
+    assert.deepEqual(mapVips(e), []);
+    const r = ferryctl(e, ['restore', file]);
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(mapVips(e), ['2001:db8::53:53']);
+  });
+
+  it('SIGKILL and restart: same state, no drift, the link kept its program attached throughout', async () => {
+    const before = ferryctl(e, ['vip', 'list', '--json']).out;
+    const prog = xdpProgId(e, 'veth0');
+    await stopFerryd(d, 'SIGKILL');
+    assert.equal(await probe(e.socket, '/healthz'), 0, 'the daemon is gone');
+    assert.ok(xdpProgId(e, 'veth0') > 0, 'xdp_lb stays attached without the daemon');
+    assert.deepEqual(mapVips(e), ['2001:db8::53:53'], 'the maps keep the state without the daemon');
+    d = await startFerryd(e);
+    assert.equal(ferryctl(e, ['vip', 'list', '--json']).out, before);
+    const st = JSON.parse(ferryctl(e, ['status', '--json']).out) as { last_reconcile: { changes: number } };
+    assert.equal(st.last_reconcile.changes, 0, 'the restarted daemon found no drift');
+    assert.notEqual(xdpProgId(e, 'veth0'), 0);
+    assert.ok(prog > 0);
+  });
+
+  it('repairs drift made behind its back', async () => {
+    const dp = LbDatapath.open({ pinRoot: e.pinRoot, sizes: { maxVips: 64, maxVipAddrs: 64, maxBackends: 1024, ctSize: 65536, maxPolicyRules: 1024 } });
+    try {
+      for (const [k] of dp.vips.entries()) dp.vips.delete(k);
+    } finally {
+      dp.close();
+    }
+    assert.deepEqual(mapVips(e), []);
+    const deadline = Date.now() + 10_000;
+    while (mapVips(e).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(mapVips(e), ['2001:db8::53:53'], 'the periodic reconcile put the VIP back');
+  });
+
+  it('SIGHUP reloads the config; a bad config is refused and the old one kept', async () => {
+    const original = readFileSync(e.config, 'utf8');
+    try {
+      writeFileSync(e.config, `${original}\nnot_a_key: 1\n`);
+      d.proc.kill('SIGHUP');
+      await new Promise((r) => setTimeout(r, 300));
+      assert.match(d.logs(), /not_a_key: unknown key.*reload refused/);
+      assert.equal(await probe(e.socket, '/readyz'), 200);
+      writeFileSync(e.config, original.replace('level: info', 'level: debug'));
+      d.proc.kill('SIGHUP');
+      await new Promise((r) => setTimeout(r, 300));
+      assert.match(d.logs(), /configuration reloaded/);
+    } finally {
+      writeFileSync(e.config, original);
+    }
+  });
+
+  it('SIGTERM leaves the datapath forwarding; --detach removes it', async () => {
+    assert.equal(await stopFerryd(d, 'SIGTERM'), 0);
+    assert.ok(xdpProgId(e, 'veth0') > 0, 'still attached after a clean stop');
+    d = await startFerryd(e, ['--detach']);
+    assert.equal(await stopFerryd(d, 'SIGTERM'), 0);
+    assert.equal(xdpProgId(e, 'veth0'), 0, 'detached');
+  });
+
+  it('tells systemd it is ready (sd_notify)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-sd-'));
+    const sock = join(dir, 'notify');
+    const py = spawn('python3', ['-c', [
+      'import socket', 's=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)', `s.bind(${JSON.stringify(sock)})`,
+      'print("bound", flush=True)', 's.settimeout(20)',
+      'while True:', '  m=s.recv(4096).decode()', '  print(m, flush=True)', '  if "READY=1" in m: break',
+    ].join('\n')]);
+    let out = '';
+    py.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    try {
+      while (!out.includes('bound')) await new Promise((r) => setTimeout(r, 10));
+      const exited = once(py, 'exit');
+      d = await startFerryd(e, [], { NOTIFY_SOCKET: sock });
+      await exited;
+      assert.match(out, /STATUS=opening the store/);
+      assert.match(out, /READY=1\nSTATUS=serving revision \d+/);
+    } finally {
+      py.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
