@@ -19,14 +19,7 @@ import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { Client } from '../src/cli/client.js';
 import { packageRoot } from '../src/paths.js';
-
-function argValue(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`${name} takes a positive integer`);
-  return v;
-}
+import { argValue } from './args.js';
 
 const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 const r2 = (x: number): number => Math.round(x * 100) / 100;

@@ -15,20 +15,13 @@ import { frame, TCP_ACK, TCP_SYN } from '../test/lib/packet.js';
 import { loadNative } from '../src/datapath/native.js';
 import { bpfObjectPath } from '../src/paths.js';
 import { measureMaglev } from './maglev.js';
+import { argValue } from './args.js';
 
 export interface DatapathCase {
   name: string;
   ns: number;
   baseline_ns: number;
   ratio: number;
-}
-
-function argValue(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  if (i < 0) return fallback;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`${name} takes a positive integer`);
-  return v;
 }
 
 /** Mean kernel-reported ns of `calls` single runs, after a warm-up. */

@@ -116,11 +116,44 @@ export class LbDatapath {
    * points at it, so packets see the old table or the new one, never a mix.
    */
   setMaglevTable(vipId: number, table: Uint32Array): void {
+    this.setMaglevTables([vipId], [table]);
+  }
+
+  /**
+   * Installs several tables with one batched update of the outer map. Every
+   * update of a map-in-map makes the kernel wait for an RCU grace period
+   * before returning (so no program still reads the old table); a batch
+   * waits once. Each element is still one atomic pointer swap.
+   */
+  setMaglevTables(vipIds: readonly number[], tables: readonly Uint32Array[]): void {
+    const fds: number[] = [];
+    try {
+      vipIds.forEach((id, i) => fds.push(this.createTableMap(`ferry_mg_${id}`, tables[i]!)));
+      this.pointTables(vipIds, fds);
+    } finally {
+      for (const fd of fds) this.nat.closeFd(fd);
+    }
+  }
+
+  /**
+   * Points many VIPs at one shared table holding M = 0, in one batch: the
+   * datapath treats M = 0 like a missing table (no backend), and their old
+   * tables are freed. The array of maps has no batch delete.
+   */
+  retireMaglevTables(vipIds: readonly number[]): void {
+    const retired = this.createTableMap('ferry_mg_none', new Uint32Array(0));
+    try {
+      this.pointTables(vipIds, vipIds.map(() => retired));
+    } finally {
+      this.nat.closeFd(retired);
+    }
+  }
+
+  /** A new inner array: slot 0 = M, then the M backend ids. The caller closes the fd. */
+  private createTableMap(name: string, table: Uint32Array): number {
     const m = table.length;
-    if (m === 0) throw new RangeError('a Maglev table needs at least one slot');
-    const inner = this.nat.mapCreate({
-      type: BPF_MAP_TYPE_ARRAY, name: `ferry_mg_${vipId}`.slice(0, 15), keySize: 4, valueSize: 4,
-      maxEntries: m + 1, flags: BPF_F_INNER_MAP,
+    const fd = this.nat.mapCreate({
+      type: BPF_MAP_TYPE_ARRAY, name: name.slice(0, 15), keySize: 4, valueSize: 4, maxEntries: m + 1, flags: BPF_F_INNER_MAP,
     });
     try {
       const keys = Buffer.alloc(4 * (m + 1));
@@ -128,13 +161,24 @@ export class LbDatapath {
       values.writeUInt32LE(m, 0);
       for (let i = 0; i <= m; i++) keys.writeUInt32LE(i, 4 * i);
       for (let i = 0; i < m; i++) values.writeUInt32LE(table[i]!, 4 * (i + 1));
-      this.nat.mapUpdateBatch(inner, keys, values, m + 1, 0);
-      const v = Buffer.alloc(4);
-      v.writeUInt32LE(inner, 0);
-      this.nat.mapUpdate(this.maglevFd, this.vipKey(vipId), v, 0);
-    } finally {
-      this.nat.closeFd(inner);
+      this.nat.mapUpdateBatch(fd, keys, values, m + 1, 0);
+      return fd;
+    } catch (err) {
+      this.nat.closeFd(fd);
+      throw err;
     }
+  }
+
+  /** One batched outer-map update: vipIds[i] → inner map fds[i]. */
+  private pointTables(vipIds: readonly number[], fds: readonly number[]): void {
+    if (vipIds.length === 0) return;
+    const keys = Buffer.alloc(4 * vipIds.length);
+    const values = Buffer.alloc(4 * vipIds.length);
+    vipIds.forEach((id, i) => {
+      keys.writeUInt32LE(id, 4 * i);
+      values.writeUInt32LE(fds[i]!, 4 * i);
+    });
+    this.nat.mapUpdateBatch(this.maglevFd, keys, values, vipIds.length, 0);
   }
 
   /** The installed table of a VIP (slots 1..M), or undefined. */

@@ -76,7 +76,8 @@ export interface BackendRecord extends Required<BackendSpec>, ResourceMeta {
   vip: string;
 }
 
-export interface VipRecord extends ResourceMeta {
+/** A VIP with every default filled: what the store keeps of a VipSpec. */
+export interface VipSettings {
   name: string;
   address: string;
   port: number;
@@ -88,6 +89,9 @@ export interface VipRecord extends ResourceMeta {
   rate_limit: RateLimit | null;
   maglev_m: number | null;
   source_affinity: boolean;
+}
+
+export interface VipRecord extends VipSettings, ResourceMeta {
   /** Count of backends (any state). */
   backend_count: number;
 }

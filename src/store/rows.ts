@@ -10,7 +10,7 @@ import { parseAddr } from '../datapath/addr.js';
 import {
   DEFAULT_WEIGHT,
   type BackendRecord, type BackendSpec, type BackendState, type Encap, type PolicyRecord,
-  type PolicySpec, type Protocol, type RateLimit, type VipRecord, type VipSpec,
+  type PolicySpec, type Protocol, type VipRecord, type VipSettings, type VipSpec,
 } from '../model/types.js';
 import { addressFamily, canonicalAddress, canonicalCidr } from '../model/validate.js';
 
@@ -74,19 +74,8 @@ export interface AuditRow {
 }
 
 /** A VIP spec with defaults filled and canonical addresses. */
-export interface NormVip {
-  name: string;
-  address: string;
+export interface NormVip extends VipSettings {
   family: 4 | 6;
-  port: number;
-  protocol: Protocol;
-  encap: Encap;
-  allow: string[];
-  deny: string[];
-  policies: string[];
-  rate_limit: RateLimit | null;
-  maglev_m: number | null;
-  source_affinity: boolean;
 }
 
 export interface NormBackend {

@@ -30,7 +30,7 @@ export function vipRoutes(app: FastifyInstance, ctx: RouteContext): void {
     schema: {
       tags, operationId: 'listVips', summary: 'List VIPs (by name)',
       querystring: pageQuery,
-      response: { 200: json('A page of VIPs.', ref('VipPage')), ...problems(...READ_ERRORS) },
+      response: { 200: json('A page of VIPs.', ref('VipPage')), ...problems(...LIST_ERRORS) },
     },
   }, async (request) => listing(() => controller.read((tx) => tx.listVips(toPageQuery(request.query)))));
 
