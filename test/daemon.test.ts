@@ -5,16 +5,16 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { LbDatapath } from '../src/datapath/lb.js';
 import { formatAddr } from '../src/datapath/addr.js';
 import { bpfUnavailable } from './lib/harness.js';
 import {
-  destroyFerrydEnv, ferryctl, makeFerrydEnv, probe, startFerryd, stopFerryd, xdpProgId, type Ferryd, type FerrydEnv,
+  destroyFerrydEnv, ferryctl, ferryctlInNs, makeFerrydEnv, probe, startFerryd, stopFerryd, xdpProgId, type Ferryd, type FerrydEnv,
 } from './lib/ferryd.js';
 
 const skip = bpfUnavailable();
@@ -201,5 +201,47 @@ describe('ferryd and ferryctl', { skip }, () => {
       py.kill();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('ferryd over TCP with TLS and bearer tokens', { skip }, () => {
+  let e: FerrydEnv;
+  let d: Ferryd;
+  let cert: string;
+
+  before(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-tls-'));
+    cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    const tokens = join(dir, 'tokens');
+    const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert,
+      '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
+    assert.equal(gen.status, 0, gen.stderr);
+    writeFileSync(tokens, '# operators\nsecret-token-1\n');
+    e = makeFerrydEnv('tls', ['  listen: 127.0.0.1:8443', `  tokens_file: ${tokens}`, `  tls_cert: ${cert}`, `  tls_key: ${key}`]);
+    d = await startFerryd(e);
+  });
+  after(async () => {
+    if (d) await stopFerryd(d, 'SIGKILL');
+    if (e) destroyFerrydEnv(e);
+    if (cert) rmSync(dirname(cert), { recursive: true, force: true });
+  });
+
+  it('serves HTTPS with the right token, 401 without or with a wrong one', () => {
+    const env = { NODE_EXTRA_CA_CERTS: cert };
+    const url = 'https://127.0.0.1:8443';
+    const good = ferryctlInNs(e, ['--url', url, '--token', 'secret-token-1', 'status', '--json'], env);
+    assert.equal(good.code, 0, good.err);
+    assert.equal((JSON.parse(good.out) as { interfaces: unknown[] }).interfaces.length, 1);
+    const none = ferryctlInNs(e, ['--url', url, 'status'], env);
+    assert.equal(none.code, 1);
+    assert.match(none.err, /401/);
+    const wrong = ferryctlInNs(e, ['--url', url, '--token', 'secret-token-2', 'vip', 'list'], env);
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.err, /401/);
+    const plain = ferryctlInNs(e, ['--url', 'http://127.0.0.1:8443', '--token', 'secret-token-1', 'status'], env);
+    assert.notEqual(plain.code, 0, 'plain HTTP to the TLS port fails');
+    // The unix socket still needs no token.
+    assert.equal(ferryctl(e, ['status']).code, 0);
   });
 });

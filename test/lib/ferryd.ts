@@ -26,13 +26,15 @@ const run = (cmd: string, args: string[]) => {
 };
 
 /** Namespace `ferrytest-<tag>-<pid>` with veth0 (XDP side) and veth1. */
-export function makeFerrydEnv(tag: string, extraConfig = ''): FerrydEnv {
+/** `apiExtra`: more YAML lines for the api section (indented by the caller). */
+export function makeFerrydEnv(tag: string, apiExtra: string[] = []): FerrydEnv {
   const ns = `ferrytest-${tag}-${process.pid}`;
   const dir = mkdtempSync(join(tmpdir(), `ferry-${tag}-`));
   const pinRoot = `/sys/fs/bpf/${ns}`;
   run('ip', ['netns', 'add', ns]);
   const inNs = (args: string[]) => run('nsenter', [`--net=/run/netns/${ns}`, '--', ...args]);
   inNs(['ip', 'link', 'add', 'veth0', 'type', 'veth', 'peer', 'name', 'veth1']);
+  inNs(['ip', 'link', 'set', 'lo', 'up']);
   inNs(['ip', 'link', 'set', 'veth0', 'up']);
   inNs(['ip', 'link', 'set', 'veth1', 'up']);
   const socket = join(dir, 'ferry.sock');
@@ -43,9 +45,8 @@ export function makeFerrydEnv(tag: string, extraConfig = ''): FerrydEnv {
     'interfaces:', '  - name: veth0', '    mode: native',
     'datapath:', '  encap_source_v4: 198.19.255.0/24', '  encap_source_v6: 2001:db8:ff::/112', '  drain_seconds: 1',
     '  reconcile_interval_seconds: 1',
-    'api:', `  socket: ${socket}`,
+    'api:', `  socket: ${socket}`, ...apiExtra,
     'log:', '  level: info',
-    extraConfig,
   ].join('\n'));
   return { ns, dir, socket, pinRoot, config };
 }
@@ -106,6 +107,15 @@ export async function stopFerryd(d: Ferryd, signal: NodeJS.Signals = 'SIGTERM'):
 export function ferryctl(e: FerrydEnv, args: string[], input?: string): { code: number; out: string; err: string } {
   const script = join(packageRoot(), 'dist', 'src', 'cli', 'ferryctl.js');
   const r = spawnSync(process.execPath, [script, '--socket', e.socket, ...args], { encoding: 'utf8', input, timeout: 30_000 });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+/** Runs ferryctl inside the namespace (for the TCP listener on its loopback). */
+export function ferryctlInNs(e: FerrydEnv, args: string[], env: NodeJS.ProcessEnv = {}): { code: number; out: string; err: string } {
+  const script = join(packageRoot(), 'dist', 'src', 'cli', 'ferryctl.js');
+  const r = spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', process.execPath, script, ...args], {
+    encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env },
+  });
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
