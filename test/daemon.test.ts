@@ -7,12 +7,34 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import { request } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { LbDatapath } from '../src/datapath/lb.js';
 import { formatAddr } from '../src/datapath/addr.js';
-import { bpfUnavailable } from './lib/harness.js';
+import { XDP_TX, bpfUnavailable } from './lib/harness.js';
+import { frame } from './lib/packet.js';
+
+/** GET /metrics over the unix socket. */
+function metricsText(socket: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: socket, path: '/metrics' }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve(body));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** One sample's value from an exposition text. */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
 import {
   destroyFerrydEnv, ferryctl, ferryctlInNs, makeFerrydEnv, probe, startFerryd, stopFerryd, xdpProgId, type Ferryd, type FerrydEnv,
 } from './lib/ferryd.js';
@@ -125,6 +147,35 @@ describe('ferryd and ferryctl', { skip }, () => {
     const r = ferryctl(e, ['restore', file]);
     assert.equal(r.code, 0, r.err);
     assert.deepEqual(mapVips(e), ['2001:db8::53:53']);
+  });
+
+  it('/metrics counts exactly the packets sent through the datapath', async () => {
+    // A second instance of xdp_lb on the daemon's pinned maps, driven by test runs.
+    const dp = LbDatapath.open({ pinRoot: e.pinRoot, sizes: { maxVips: 64, maxVipAddrs: 64, maxBackends: 1024, ctSize: 65536, maxPolicyRules: 1024 } });
+    const scrape = () => metricsText(e.socket);
+    try {
+      const before = await scrape();
+      const n = 37;
+      for (let i = 0; i < n; i++) {
+        const data = frame({ src: '2001:db8:100::1', dst: '2001:db8::53', proto: 'udp', sport: 20000 + i, dport: 53, payload: Buffer.from('q') });
+        assert.equal(dp.nat.progTestRun(dp.progFd, { data }).retval, XDP_TX);
+      }
+      const junk = frame({ src: '2001:db8:100::1', dst: '2001:db8::53', proto: 'udp', dport: 53 });
+      junk[14 + 6] = 44; // IPv6 fragment header: dropped by reason
+      dp.nat.progTestRun(dp.progFd, { data: junk });
+      const after = await scrape();
+      const delta = (series: string) => (sample(after, series) ?? 0) - (sample(before, series) ?? 0);
+      assert.equal(delta('ferry_vip_packets_total{vip="dns"}'), n);
+      assert.equal(delta('ferry_vip_new_flows_total{vip="dns"}'), n);
+      const perBackend = after.split('\n').filter((l) => l.startsWith('ferry_backend_new_flows_total{vip="dns"'))
+        .reduce((sum, l) => sum + Number(l.split(' ')[1]), 0)
+        - before.split('\n').filter((l) => l.startsWith('ferry_backend_new_flows_total{vip="dns"')).reduce((sum, l) => sum + Number(l.split(' ')[1]), 0);
+      assert.equal(perBackend, n, 'new flows per backend add up');
+      assert.equal(delta('ferry_drops_total{reason="fragment"}'), 1);
+      assert.match(after, /ferry_api_requests_total\{method="GET",route="\/metrics",status="200"\} \d+/);
+    } finally {
+      dp.close();
+    }
   });
 
   it('SIGKILL and restart: same state, no drift, the link kept its program attached throughout', async () => {

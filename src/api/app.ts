@@ -14,6 +14,7 @@ import { registerDocs, registerOpenApi } from './openapi.js';
 import { problem, sendProblem, toProblem } from './problems.js';
 import { backendRoutes } from './routes/backends.js';
 import { backupRoutes } from './routes/backup.js';
+import { metricsRoutes } from './routes/metrics.js';
 import type { RouteContext } from './routes/common.js';
 import { infoRoutes } from './routes/info.js';
 import { policyRoutes } from './routes/policies.js';
@@ -92,6 +93,7 @@ export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
     drainSeconds: opts.drainSeconds,
     stateBodyLimit: Math.max(bodyLimit, opts.stateBodyLimit ?? 32 * MiB),
   };
+  if (opts.metrics) metricsRoutes(app, opts.metrics);
   vipRoutes(app, ctx);
   backendRoutes(app, ctx);
   policyRoutes(app, ctx);

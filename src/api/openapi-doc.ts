@@ -7,6 +7,7 @@
 import type { Controller } from '../daemon/controller.js';
 import { buildApp } from './app.js';
 import type { DaemonInfo } from './types.js';
+import { FerryMetrics } from '../metrics/index.js';
 
 const inert = new Proxy({}, {
   get(): never {
@@ -21,7 +22,8 @@ export async function openApiText(version: string): Promise<string> {
     status: () => { throw new Error('inert'); },
     stats: () => { throw new Error('inert'); },
   };
-  const app = await buildApp({ controller: inert, info, drainSeconds: 0, auth: null, logger: false });
+  const metrics = new FerryMetrics({ counters: () => { throw new Error('inert'); }, status: () => { throw new Error('inert'); } });
+  const app = await buildApp({ controller: inert, info, drainSeconds: 0, auth: null, logger: false, metrics });
   try {
     return `${JSON.stringify(app.swagger(), null, 2)}\n`;
   } finally {

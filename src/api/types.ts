@@ -6,6 +6,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { LoggerOptions } from 'pino';
 import type { Controller } from '../daemon/controller.js';
+import type { FerryMetrics } from '../metrics/index.js';
 
 export interface InterfaceStatus {
   name: string;
@@ -87,4 +88,6 @@ export interface ApiOptions {
   stateBodyLimit?: number;
   /** Serve HTTPS with this key and certificate (TCP listeners). */
   https?: TlsOptions;
+  /** Prometheus metrics: served at /metrics, and every request observed. */
+  metrics?: FerryMetrics;
 }

@@ -24,6 +24,8 @@ export interface WriteResult<T> {
 export class Controller {
   private applied = 0;
   private lastReport: ReconcileReport = { changes: 0, durationMs: 0 };
+  /** Told of every datapath apply (metrics). */
+  onApply: ((report: ReconcileReport) => void) | undefined;
 
   constructor(
     readonly store: Store,
@@ -45,6 +47,7 @@ export class Controller {
     const snap = this.store.read((tx) => tx.snapshot());
     this.lastReport = this.applier.apply(this.planner(snap));
     this.applied = snap.revision;
+    this.onApply?.(this.lastReport);
     return this.lastReport;
   }
 
@@ -65,6 +68,7 @@ export class Controller {
       if (touchedDatapath) {
         this.applied = revision;
         this.lastReport = report;
+        this.onApply?.(report);
       }
       return { result, revision, report };
     } catch (err) {

@@ -14,11 +14,12 @@ import type { DaemonInfo, StatsBody, StatusBody } from '../api/types.js';
 import type { FerryConfig, InterfaceConfig } from '../config/index.js';
 import { DROP_REASONS } from '../datapath/abi.js';
 import { LbDatapath } from '../datapath/lb.js';
+import { FerryMetrics, type MetricsSource } from '../metrics/index.js';
 import type { ConfigProgram } from '../datapath/program.js';
 import { plan } from '../reconcile/plan.js';
 import { Reconciler } from '../reconcile/reconciler.js';
 import { openStore } from '../store/store.js';
-import type { Store } from '../store/types.js';
+import type { Store, StoredBackend } from '../store/types.js';
 import { Controller } from './controller.js';
 import { Notifier } from './notify.js';
 import { FERRY_VERSION } from './version.js';
@@ -52,10 +53,10 @@ export function datapathConfig(c: FerryConfig, seed: number): ConfigProgram {
 
 interface Sample {
   at: number;
-  packets: Map<number, bigint>;
+  packets: Map<string, number>;
 }
 
-export class Daemon implements DaemonInfo {
+export class Daemon implements DaemonInfo, MetricsSource {
   readonly version = FERRY_VERSION;
   private store!: Store;
   private dp!: LbDatapath;
@@ -68,6 +69,7 @@ export class Daemon implements DaemonInfo {
   private attached: Array<{ name: string; mode: string }> = [];
   private lastSample: Sample | undefined;
   private readonly notifier: Notifier;
+  private metrics!: FerryMetrics;
 
   constructor(private config: FerryConfig, private readonly log: Logger) {
     this.notifier = new Notifier(log);
@@ -90,6 +92,8 @@ export class Daemon implements DaemonInfo {
     const seed = this.store.read((tx) => tx.snapshot().hash_seed);
     this.reconciler = new Reconciler(this.dp, datapathConfig(c, seed));
     this.controller = new Controller(this.store, this.reconciler, (snap) => plan(snap));
+    this.metrics = new FerryMetrics(this);
+    this.controller.onApply = (r) => this.metrics.observeReconcile(r);
     this.notifier.status('reconciling');
     const report = this.controller.reconcile();
     this.log.info({ revision: this.controller.appliedRevision, changes: report.changes, ms: report.durationMs }, 'datapath reconciled from the store');
@@ -130,7 +134,7 @@ export class Daemon implements DaemonInfo {
     const a = this.config.api;
     const common = {
       controller: this.controller, info: this as DaemonInfo, drainSeconds: this.config.datapath.drain_seconds,
-      logger: this.log.child({ component: 'api' }), bodyLimit: a.body_limit,
+      logger: this.log.child({ component: 'api' }), bodyLimit: a.body_limit, metrics: this.metrics,
     };
     const local = await buildApp({ ...common, auth: null });
     mkdirSync(dirname(a.socket), { recursive: true });
@@ -236,31 +240,41 @@ export class Daemon implements DaemonInfo {
     };
   }
 
-  stats(): StatsBody {
+  /** Datapath counters per VIP and backend, and drops by reason (monotonic). */
+  counters(): StatsBody {
     const snap = this.store.read((tx) => tx.snapshot());
-    const now = Date.now();
-    const prev = this.lastSample;
-    const packets = new Map<number, bigint>();
+    const byVip = new Map<string, StoredBackend[]>();
+    for (const b of snap.backends) byVip.set(b.vip, [...(byVip.get(b.vip) ?? []), b]);
     const vips = snap.vips.map((v) => {
       const st = this.dp.vipStats.sum(v.dp_id);
-      packets.set(v.dp_id, st.packets);
-      const before = prev?.packets.get(v.dp_id);
-      const rate = prev && before !== undefined && now > prev.at ? Number(st.packets - before) / ((now - prev.at) / 1000) : undefined;
       return {
         name: v.name, packets: Number(st.packets), bytes: Number(st.bytes), new_flows: Number(st.new_flows),
         ct_hits: Number(st.ct_hits), ct_misses: Number(st.ct_misses), drops: Number(st.drops),
-        ...(rate !== undefined ? { rate_pps: Math.round(rate) } : {}),
-        backends: snap.backends.filter((b) => b.vip === v.name).map((b) => {
+        backends: (byVip.get(v.name) ?? []).map((b) => {
           const bs = this.dp.backendStats.sum(b.dp_id);
           return { address: b.address, packets: Number(bs.packets), bytes: Number(bs.bytes), new_flows: Number(bs.new_flows) };
         }),
       };
     });
-    this.lastSample = { at: now, packets };
     const drops = this.dp.dropCounts();
     return {
       vips,
       drops: Object.fromEntries(DROP_REASONS.filter((r) => r !== 'none').map((r) => [r, Number(drops[r].packets)])),
     };
+  }
+
+  /** counters() with packet rates since the previous call. */
+  stats(): StatsBody {
+    const body = this.counters();
+    const now = Date.now();
+    const prev = this.lastSample;
+    const packets = new Map<string, number>();
+    for (const v of body.vips) {
+      packets.set(v.name, v.packets);
+      const before = prev?.packets.get(v.name);
+      if (prev && before !== undefined && now > prev.at) v.rate_pps = Math.round((v.packets - before) / ((now - prev.at) / 1000));
+    }
+    this.lastSample = { at: now, packets };
+    return body;
   }
 }

@@ -71,7 +71,7 @@ export interface Api {
   close(): Promise<void>;
 }
 
-export interface ApiFixtureOptions extends Partial<Pick<ApiOptions, 'auth' | 'logger' | 'bodyLimit' | 'stateBodyLimit' | 'drainSeconds'>> {
+export interface ApiFixtureOptions extends Partial<Pick<ApiOptions, 'auth' | 'logger' | 'bodyLimit' | 'stateBodyLimit' | 'drainSeconds' | 'metrics'>> {
   maxVips?: number;
   maxBackends?: number;
 }
@@ -80,12 +80,17 @@ export async function makeApi(o: ApiFixtureOptions = {}): Promise<Api> {
   const store = openStore(':memory:', { maxVips: o.maxVips ?? 64, maxBackends: o.maxBackends ?? 1024 });
   const applier = new FakeApplier();
   const controller = new Controller(store, applier, (snap) => plan(snap));
+  if (o.metrics) {
+    const m = o.metrics;
+    controller.onApply = (r) => m.observeReconcile(r);
+  }
   controller.reconcile();
   const info = new FakeInfo(() => controller);
   const app = await buildApp({
     controller, info, drainSeconds: o.drainSeconds ?? 30, auth: o.auth ?? null, logger: o.logger ?? false,
     ...(o.bodyLimit === undefined ? {} : { bodyLimit: o.bodyLimit }),
     ...(o.stateBodyLimit === undefined ? {} : { stateBodyLimit: o.stateBodyLimit }),
+    ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
   });
   return {
     app, store, controller, applier, info,

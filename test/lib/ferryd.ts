@@ -44,6 +44,7 @@ export function makeFerrydEnv(tag: string, apiExtra: string[] = []): FerrydEnv {
     'bpf:', `  pin_root: ${pinRoot}`, '  max_vips: 64', '  max_backends: 1024', '  conntrack_entries: 65536', '  max_policy_rules: 1024',
     'interfaces:', '  - name: veth0', '    mode: native',
     'datapath:', '  encap_source_v4: 198.19.255.0/24', '  encap_source_v6: 2001:db8:ff::/112', '  drain_seconds: 1',
+    '  gateway_mac: 02:00:00:00:fe:01',
     '  reconcile_interval_seconds: 1',
     'api:', `  socket: ${socket}`, ...apiExtra,
     'log:', '  level: info',

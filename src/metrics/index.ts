@@ -1,0 +1,142 @@
+/**
+ * Prometheus metrics (prom-client). Datapath counters are read at scrape
+ * time from the pinned per-CPU maps (summed over CPUs), so they stay
+ * monotonic across daemon restarts; the control plane's own figures
+ * (reconcile durations, API requests) are observed as they happen.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { StatsBody, StatusBody } from '../api/types.js';
+import type { ReconcileReport } from '../model/dpstate.js';
+
+/** Where the scrape-time values come from (the daemon). */
+export interface MetricsSource {
+  /** Monotonic datapath counters, per VIP and backend, and drops by reason. */
+  counters(): StatsBody;
+  status(): StatusBody;
+  /** Backend health: 1 up, 0 down, per VIP and backend address; empty without health checks. */
+  health?(): Array<{ vip: string; backend: string; up: boolean }>;
+}
+
+/** A counter whose value is read from elsewhere at each scrape. */
+function mirroredCounter<L extends string>(
+  registry: Registry, name: string, help: string, labelNames: readonly L[],
+  read: () => Array<[Partial<Record<L, string>>, number]>,
+): Counter<L> {
+  return new Counter<L>({
+    name, help, labelNames, registers: [registry],
+    collect() {
+      this.reset();
+      for (const [labels, value] of read()) this.inc(labels, value);
+    },
+  });
+}
+
+/** A gauge read at each scrape. */
+function mirroredGauge<L extends string>(
+  registry: Registry, name: string, help: string, labelNames: readonly L[],
+  read: () => Array<[Partial<Record<L, string>>, number]>,
+): Gauge<L> {
+  return new Gauge<L>({
+    name, help, labelNames, registers: [registry],
+    collect() {
+      this.reset();
+      for (const [labels, value] of read()) this.set(labels, value);
+    },
+  });
+}
+
+export class FerryMetrics {
+  readonly registry = new Registry();
+  private readonly reconcileSeconds: Histogram;
+  private readonly apiRequests: Counter<'method' | 'route' | 'status'>;
+  private readonly apiSeconds: Histogram<'method' | 'route'>;
+  /** One read of the source per scrape, shared by every metric. */
+  private scrape: { counters: StatsBody; status: StatusBody } | undefined;
+
+  constructor(private readonly source: MetricsSource) {
+    collectDefaultMetrics({ register: this.registry });
+    this.reconcileSeconds = new Histogram({
+      name: 'ferry_reconcile_duration_seconds', help: 'Time to apply a desired state to the datapath.',
+      buckets: [0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [this.registry],
+    });
+    this.apiRequests = new Counter({
+      name: 'ferry_api_requests_total', help: 'API requests by method, route and status.',
+      labelNames: ['method', 'route', 'status'], registers: [this.registry],
+    });
+    this.apiSeconds = new Histogram({
+      name: 'ferry_api_request_duration_seconds', help: 'API request latency by method and route.',
+      labelNames: ['method', 'route'], buckets: [0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+      registers: [this.registry],
+    });
+    this.datapathMetrics();
+    this.controlMetrics();
+  }
+
+  private get counters(): StatsBody {
+    return this.read().counters;
+  }
+
+  private read(): { counters: StatsBody; status: StatusBody } {
+    this.scrape ??= { counters: this.source.counters(), status: this.source.status() };
+    return this.scrape;
+  }
+
+  private datapathMetrics(): void {
+    const r = this.registry;
+    const vipCounter = (name: string, help: string, pick: (v: StatsBody['vips'][number]) => number) =>
+      mirroredCounter(r, name, help, ['vip'], () => this.counters.vips.map((v) => [{ vip: v.name }, pick(v)]));
+    vipCounter('ferry_vip_packets_total', 'Packets forwarded to backends, per VIP.', (v) => v.packets);
+    vipCounter('ferry_vip_bytes_total', 'Bytes (inner IP length) forwarded to backends, per VIP.', (v) => v.bytes);
+    vipCounter('ferry_vip_new_flows_total', 'New flows (Maglev lookups), per VIP.', (v) => v.new_flows);
+    vipCounter('ferry_vip_conntrack_hits_total', 'Packets of established flows found in conntrack, per VIP.', (v) => v.ct_hits);
+    vipCounter('ferry_vip_conntrack_misses_total', 'Conntrack misses, per VIP.', (v) => v.ct_misses);
+    vipCounter('ferry_vip_drops_total', 'Packets dropped by policy, rate limit or lack of backend, per VIP.', (v) => v.drops);
+    const beCounter = (name: string, help: string, pick: (b: StatsBody['vips'][number]['backends'][number]) => number) =>
+      mirroredCounter(r, name, help, ['vip', 'backend'], () =>
+        this.counters.vips.flatMap((v) => v.backends.map((b) => [{ vip: v.name, backend: b.address }, pick(b)] as [Record<string, string>, number])));
+    beCounter('ferry_backend_packets_total', 'Packets forwarded, per backend.', (b) => b.packets);
+    beCounter('ferry_backend_bytes_total', 'Bytes forwarded, per backend.', (b) => b.bytes);
+    beCounter('ferry_backend_new_flows_total', 'New flows, per backend.', (b) => b.new_flows);
+    mirroredCounter(r, 'ferry_drops_total', 'Datapath drops by reason.', ['reason'],
+      () => Object.entries(this.counters.drops).map(([reason, n]) => [{ reason }, n]));
+    mirroredGauge(r, 'ferry_backend_up', 'Backend health: 1 up, 0 down.', ['vip', 'backend'],
+      () => (this.source.health?.() ?? []).map((h) => [{ vip: h.vip, backend: h.backend }, h.up ? 1 : 0]));
+  }
+
+  private controlMetrics(): void {
+    const r = this.registry;
+    mirroredGauge(r, 'ferry_map_capacity', 'Capacity of each datapath map.', ['map'],
+      () => this.read().status.maps.map((m) => [{ map: m.name }, m.max_entries]));
+    mirroredGauge(r, 'ferry_map_entries', 'Entries in use, for maps counted cheaply.', ['map'],
+      () => this.read().status.maps.filter((m) => m.used !== undefined).map((m) => [{ map: m.name }, m.used!]));
+    mirroredGauge(r, 'ferry_applied_revision', 'Store revision the datapath holds.', [],
+      () => [[{}, this.read().status.applied_revision]]);
+    mirroredGauge(r, 'ferry_store_revision', 'Last revision committed in the store.', [],
+      () => [[{}, this.read().status.revision]]);
+  }
+
+  /** Called after every datapath apply. */
+  observeReconcile(report: ReconcileReport): void {
+    this.reconcileSeconds.observe(report.durationMs / 1000);
+  }
+
+  /** Called once per answered API request. */
+  observeRequest(method: string, route: string, status: number, seconds: number): void {
+    this.apiRequests.inc({ method, route, status: String(status) });
+    this.apiSeconds.observe({ method, route }, seconds);
+  }
+
+  /** The exposition text; reads the datapath once. */
+  async render(): Promise<string> {
+    this.scrape = undefined;
+    try {
+      return await this.registry.metrics();
+    } finally {
+      this.scrape = undefined;
+    }
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
