@@ -3,28 +3,17 @@
  * indexes, netlink and XDP attachment are per network namespace). The lab
  * runs it as `nsenter --net=… node dist/src/lab/agent.js COMMAND ARGS`;
  * attachments are pinned bpf links or tc filters, so they outlive this process.
+ * (xdp_lb itself is attached by ferryd, which the lab runs in the lb namespace.)
  *
- *   lb     PIN_ROOT IFNAME MODE        attach xdp_lb (maps pinned in PIN_ROOT)
  *   decap  PIN_ROOT IFNAME VIP[,VIP]   attach tc_decap on ingress for these VIPs
  *   pass   PIN_PATH IFNAME             attach xdp_pass through a link pinned at PIN_PATH
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { VIP_ADDR_F_ECHO } from '../datapath/abi.js';
-import { VipAddrKey, VipAddrMeta } from '../datapath/abi.js';
+import { VIP_ADDR_F_ECHO, VipAddrKey, VipAddrMeta } from '../datapath/abi.js';
 import { parseAddr } from '../datapath/addr.js';
-import { LbDatapath, type XdpMode } from '../datapath/lb.js';
 import { loadNative } from '../datapath/native.js';
 import { bpfObjectPath } from '../paths.js';
-
-function attachLb(pinRoot: string, ifname: string, mode: XdpMode): void {
-  const dp = LbDatapath.open({ pinRoot, sizes: { ctSize: 65536 } });
-  try {
-    dp.attachXdp(ifname, mode);
-  } finally {
-    dp.close();
-  }
-}
 
 function attachDecap(pinRoot: string, ifname: string, vips: string[]): void {
   const nat = loadNative();
@@ -60,10 +49,9 @@ function attachPass(pinPath: string, ifname: string): void {
 
 function main(argv: string[]): void {
   const [cmd, a, b, c] = argv;
-  if (cmd === 'lb' && a && b) return attachLb(a, b, (c ?? 'native') as XdpMode);
   if (cmd === 'decap' && a && b && c) return attachDecap(a, b, c.split(','));
   if (cmd === 'pass' && a && b) return attachPass(a, b);
-  throw new Error(`usage: agent.js lb PIN_ROOT IFNAME [MODE] | decap PIN_ROOT IFNAME VIPS | pass PIN_PATH IFNAME (got ${argv.join(' ')})`);
+  throw new Error(`usage: agent.js decap PIN_ROOT IFNAME VIPS | pass PIN_PATH IFNAME (got ${argv.join(' ')})`);
 }
 
 try {

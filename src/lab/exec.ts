@@ -4,7 +4,7 @@
  * Namespaces are entered with `nsenter --net` only: `ip netns exec` also
  * remounts /sys, which hides /sys/fs/bpf from the command.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 
 export class CommandError extends Error {
   constructor(readonly cmd: string, readonly status: number | null, readonly stderr: string) {
@@ -29,7 +29,20 @@ export function nsRun(ns: string, cmd: string, args: readonly string[], opts: { 
   return run('nsenter', [`--net=/run/netns/${ns}`, '--', cmd, ...args], opts);
 }
 
-/** Starts a long-running process inside a namespace. */
-export function nsSpawn(ns: string, cmd: string, args: readonly string[]): ChildProcess {
-  return spawn('nsenter', [`--net=/run/netns/${ns}`, '--', cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export interface SpawnOptions {
+  /** Default: stdin ignored, stdout and stderr piped. */
+  stdio?: StdioOptions;
+  /** A session of its own: outlives this process (demo --keep) and the terminal's signals. */
+  detached?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * Starts a long-running process inside a namespace. nsenter execs the
+ * command, so the child's pid is the command's own.
+ */
+export function nsSpawn(ns: string, cmd: string, args: readonly string[], opts: SpawnOptions = {}): ChildProcess {
+  return spawn('nsenter', [`--net=/run/netns/${ns}`, '--', cmd, ...args], {
+    stdio: opts.stdio ?? ['ignore', 'pipe', 'pipe'], detached: opts.detached ?? false, env: opts.env ?? process.env,
+  });
 }

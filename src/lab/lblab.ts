@@ -1,28 +1,42 @@
 /**
- * A running lab: the topology, xdp_lb attached to the load balancer's veth
- * in native mode, tc_decap and real servers on every backend, and a handle
- * on the load balancer's pinned maps for programming VIPs.
+ * A running lab: the topology, the real ferryd in the lb namespace (it
+ * attaches xdp_lb to eth0 in native mode and serves the REST API on a unix
+ * socket in the lab's folder), tc_decap and real servers on every backend,
+ * and the tools to drive it: the API client, ferryctl, the daemon's life
+ * cycle (SIGKILL, restart, upgrade in place), traffic from the client
+ * namespace, and what the kernel counts along the way.
  */
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomInt } from 'node:crypto';
-import type { ChildProcess } from 'node:child_process';
-import { LbDatapath, type XdpMode } from '../datapath/lb.js';
-import { programConfig, programVip, type VipProgram } from '../datapath/program.js';
+import { createInterface } from 'node:readline';
+import type { StatsBody, StatusBody } from '../api/types.js';
+import { Client } from '../cli/client.js';
+import type { CounterName } from '../datapath/abi.js';
+import { LbDatapath } from '../datapath/lb.js';
+import type { BackendSpec, DesiredState, VipWithBackends } from '../model/types.js';
 import { packageRoot } from '../paths.js';
 import { nsRun, nsSpawn } from './exec.js';
-import { ENCAP_SRC4, ENCAP_SRC6, Lab, type LabHost } from './topology.js';
-import type { ClientResult } from './client.js';
+import { ferryctlScript, LabFerryd, LAB_SIZES } from './ferryd.js';
+import { Lab, ROUTER4, ROUTER6, type LabHost } from './topology.js';
+import type { ClientResult, StreamReport } from './client.js';
 
 export interface LbLabOptions {
   backends: number;
-  /** VIP addresses every backend holds on lo and decapsulates for. */
+  /** VIP addresses every backend holds on lo, decapsulates for and serves UDP on. */
   vips: string[];
-  mode?: XdpMode;
+  /** How long removed backends keep their flows (ferryd's drain_seconds; default 5). */
+  drainSeconds?: number;
 }
 
-/** Sizes of the lab's maps (the agent and this handle must agree). */
-const LAB_SIZES = { ctSize: 65536 } as const;
+export interface ClientOptions {
+  port?: number;
+  /** Local address to send from (one of the client's; see Lab.addClientAddress). */
+  source?: string;
+  timeoutMs?: number;
+  parallel?: number;
+}
 
 const script = (name: string) => join(packageRoot(), 'dist', 'src', 'lab', `${name}.js`);
 
@@ -36,21 +50,24 @@ export function repliesBypassedLb(lbRx: number, clientTx: number, clientRx: numb
 }
 
 export class LbLab {
-  readonly seed = randomInt(0, 2 ** 31);
-  private servers: ChildProcess[] = [];
+  readonly ferryd: LabFerryd;
+  /** The REST API over ferryd's unix socket. */
+  readonly api: Client;
+  private readonly servers = new Map<string, ChildProcess>();
+  private readonly streams = new Set<LabStream>();
   private dpHandle: LbDatapath | undefined;
 
-  private constructor(readonly lab: Lab) {}
-
-  get dp(): LbDatapath {
-    if (!this.dpHandle) throw new Error('lab is not running');
-    return this.dpHandle;
+  private constructor(readonly lab: Lab, private readonly opts: LbLabOptions) {
+    this.ferryd = new LabFerryd({
+      ns: lab.lb.ns, dir: lab.dir, pinRoot: join(lab.bpfRoot, 'lb'), drainSeconds: opts.drainSeconds ?? 5,
+    });
+    this.api = new Client({ socket: this.ferryd.socket });
   }
 
   static async start(opts: LbLabOptions): Promise<LbLab> {
-    const l = new LbLab(new Lab({ backends: opts.backends }));
+    const l = new LbLab(new Lab({ backends: opts.backends }), opts);
     try {
-      await l.bringUp(opts);
+      await l.bringUp();
     } catch (err) {
       l.stop();
       throw err;
@@ -58,51 +75,121 @@ export class LbLab {
     return l;
   }
 
-  private agent(host: string, args: string[]): void {
-    nsRun(host, process.execPath, [script('agent'), ...args]);
+  get socket(): string {
+    return this.ferryd.socket;
   }
 
-  private async bringUp(opts: LbLabOptions): Promise<void> {
+  private async bringUp(): Promise<void> {
     const { lab } = this;
     lab.up();
-    // veth hands XDP_TX frames on only to a peer running XDP itself.
-    this.agent(lab.sw, ['pass', join(lab.bpfRoot, 'sw', `xdp_${lab.lb.port}`), lab.lb.port]);
-    const lbPins = join(lab.bpfRoot, 'lb');
-    this.agent(lab.lb.ns, ['lb', lbPins, 'eth0', opts.mode ?? 'native']);
-    this.dpHandle = LbDatapath.open({ pinRoot: lbPins, sizes: LAB_SIZES });
-    programConfig(this.dp, { seed: this.seed, src4: ENCAP_SRC4, src6: ENCAP_SRC6 });
+    mkdirSync(join(lab.dir, 'logs'), { recursive: true });
+    const vips = this.opts.vips;
+    const agents: Array<Promise<void>> = [
+      // veth hands XDP_TX frames on only to a peer running XDP itself.
+      agent(lab.sw, ['pass', join(lab.bpfRoot, 'sw', `xdp_${lab.lb.port}`), lab.lb.port]),
+    ];
     for (const b of lab.backends) {
-      for (const v of opts.vips) lab.addVipOnBackend(b, v);
-      this.agent(b.ns, ['decap', join(lab.bpfRoot, b.name), 'eth0', opts.vips.join(',')]);
+      for (const v of vips) lab.addVipOnBackend(b, v);
+      agents.push(agent(b.ns, ['decap', join(lab.bpfRoot, b.name), 'eth0', vips.join(',')]));
       // The load balancer's fib lookups need its neighbours resolved.
       nsRun(lab.lb.ns, 'ip', ['neigh', 'replace', b.addr4, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
       nsRun(lab.lb.ns, 'ip', ['-6', 'neigh', 'replace', b.addr6, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
     }
-    await Promise.all(lab.backends.map((b) => this.startServer(b, opts.vips)));
+    await Promise.all(agents);
+    this.ferryd.writeConfig();
+    await Promise.all([this.ferryd.start(), ...lab.backends.map((b) => this.startServer(b))]);
   }
 
-  private async startServer(b: LabHost, vips: string[]): Promise<void> {
-    const p = nsSpawn(b.ns, process.execPath, [script('server'), b.name, vips.join(',')]);
-    this.servers.push(p);
-    let err = '';
-    p.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-    const ready = new Promise<void>((resolve, reject) => {
-      p.stdout?.on('data', (d: Buffer) => {
-        if (d.toString().includes('ready')) resolve();
-      });
-      p.on('exit', (code) => reject(new Error(`server on ${b.name} exited (${code}): ${err.trim()}`)));
+  // ---- the daemon ------------------------------------------------------------
+
+  /** Starts ferryd (when it is not running); resolves once it is ready. */
+  startDaemon(): Promise<void> {
+    return this.ferryd.start();
+  }
+
+  /** SIGKILL: the daemon dies mid-whatever; the datapath keeps forwarding. */
+  async killDaemon(): Promise<void> {
+    await this.ferryd.stop('SIGKILL');
+  }
+
+  /** SIGKILL, then a new ferryd against the same pinned maps and database. */
+  async restartDaemon(): Promise<void> {
+    await this.killDaemon();
+    await this.startDaemon();
+  }
+
+  /**
+   * Upgrade in place: a clean stop (SIGTERM; it must exit 0 and leave the
+   * datapath attached), then a new process — in a real upgrade, the new
+   * version — adopts the pinned maps, the pinned link and the database.
+   */
+  async upgradeDaemon(): Promise<void> {
+    const code = await this.ferryd.stop('SIGTERM');
+    if (code !== 0) throw new Error(`ferryd exited ${code} on SIGTERM:\n${this.ferryd.logTail()}`);
+    await this.startDaemon();
+  }
+
+  /** Runs the real ferryctl against the lab's daemon. */
+  ferryctl(args: readonly string[], input?: string): { code: number; out: string; err: string } {
+    const r = spawnSync(process.execPath, [ferryctlScript(), '--socket', this.socket, ...args], {
+      encoding: 'utf8', input, timeout: 30_000,
     });
-    await ready;
+    return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
   }
 
-  /** Writes a VIP into the load balancer's maps; returns its Maglev table. */
-  programVip(v: VipProgram): Uint32Array {
-    return programVip(this.dp, v, this.seed);
+  // ---- the API -----------------------------------------------------------------
+
+  /** Creates a VIP and then its backends, one call each (as an operator would). */
+  async createVip(v: VipWithBackends): Promise<void> {
+    const { backends, ...spec } = v;
+    await this.api.request('POST', '/v1/vips', { body: spec });
+    for (const b of backends ?? []) await this.addBackend(v.name, b);
   }
 
-  /** Runs the traffic client in the client namespace. */
-  async client(kind: 'http' | 'udp', vip: string, count: number): Promise<ClientResult> {
-    const p = nsSpawn(this.lab.client.ns, process.execPath, [script('client'), kind, vip, String(count)]);
+  async addBackend(vip: string, b: BackendSpec): Promise<void> {
+    await this.api.request('POST', `/v1/vips/${vip}/backends`, { body: b });
+  }
+
+  /** Changes a backend's weight and/or state (GET, then PUT with If-Match). */
+  async setBackend(vip: string, address: string, patch: Omit<BackendSpec, 'address'>): Promise<void> {
+    const path = `/v1/vips/${vip}/backends/${address}`;
+    const cur = await this.api.request<Required<BackendSpec>>('GET', path);
+    const body = { address: cur.body.address, weight: patch.weight ?? cur.body.weight, state: patch.state ?? cur.body.state };
+    await this.api.request('PUT', path, { body, headers: cur.headers.etag ? { 'if-match': String(cur.headers.etag) } : {} });
+  }
+
+  /** Removes a backend: its established flows drain for drain_seconds. */
+  async removeBackend(vip: string, address: string): Promise<void> {
+    await this.api.request('DELETE', `/v1/vips/${vip}/backends/${address}`);
+  }
+
+  /** Changes some settings of a VIP (GET, merge, PUT with If-Match). */
+  async updateVip(name: string, patch: Partial<VipWithBackends>): Promise<void> {
+    const cur = await this.api.request<Record<string, unknown>>('GET', `/v1/vips/${name}`);
+    const keep = ['name', 'address', 'port', 'protocol', 'encap', 'allow', 'deny', 'policies', 'rate_limit', 'maglev_m', 'source_affinity'];
+    const body: Record<string, unknown> = Object.fromEntries(keep.filter((k) => k in cur.body).map((k) => [k, cur.body[k]]));
+    Object.assign(body, patch);
+    await this.api.request('PUT', `/v1/vips/${name}`, { body, headers: cur.headers.etag ? { 'if-match': String(cur.headers.etag) } : {} });
+  }
+
+  stats(): Promise<StatsBody> {
+    return this.api.get<StatsBody>('/v1/stats');
+  }
+
+  status(): Promise<StatusBody> {
+    return this.api.get<StatusBody>('/v1/status');
+  }
+
+  /** The whole desired state as the API exports it. */
+  state(): Promise<DesiredState> {
+    return this.api.get<DesiredState>('/v1/state');
+  }
+
+  // ---- traffic -------------------------------------------------------------------
+
+  /** Runs the traffic client in the client namespace (http: one connection per request; udp: one datagram per source port). */
+  async client(kind: 'http' | 'udp', vip: string, count: number, o: ClientOptions = {}): Promise<ClientResult> {
+    const p = nsSpawn(this.lab.client.ns, process.execPath, [script('client'), kind, vip, String(count), ...clientArgs(o)]);
     let out = '';
     let err = '';
     p.stdout?.on('data', (d: Buffer) => (out += d.toString()));
@@ -111,6 +198,39 @@ export class LbLab {
     if (code !== 0) throw new Error(`client ${kind} ${vip} failed (${code}): ${err.trim()}`);
     return JSON.parse(out) as ClientResult;
   }
+
+  /** Opens a long-lived TCP stream from the client to the backends' echo server through the VIP. */
+  async stream(vip: string, o: ClientOptions & { rate?: number } = {}): Promise<LabStream> {
+    const args = [...clientArgs({ ...o, port: o.port ?? 7 }), ...(o.rate ? ['--rate', String(o.rate)] : [])];
+    const p = nsSpawn(this.lab.client.ns, process.execPath, [script('client'), 'stream', vip, ...args], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const s = new LabStream(p);
+    this.streams.add(s);
+    await s.connected;
+    return s;
+  }
+
+  /** ICMP echo from the client (raw sockets): how many of `count` were answered, and from where. */
+  ping(dst: string, count = 3, src?: string): { sent: number; received: number; from: Record<string, number> } {
+    const source = src ?? (dst.includes(':') ? this.lab.client.addr6 : this.lab.client.addr4);
+    return JSON.parse(nsRun(this.lab.client.ns, 'python3', [icmpScript(), 'echo', source, dst, String(count), '3'])) as {
+      sent: number; received: number; from: Record<string, number>;
+    };
+  }
+
+  /**
+   * Sends `count` ICMP frag-needed (IPv4) / packet-too-big (IPv6) to a VIP
+   * from the lab's router address on the client link, quoting a packet the
+   * backend sent for a flow (VIP:vipPort → client:clientPort), as a router
+   * on the return path would.
+   */
+  sendTooBig(vip: string, proto: 'tcp' | 'udp', vipPort: number, client: string, clientPort: number, mtu: number, count: number): void {
+    const router = vip.includes(':') ? ROUTER6 : ROUTER4;
+    nsRun(this.lab.client.ns, 'python3', [icmpScript(), 'toobig', router, vip, vip, client, proto, String(vipPort), String(clientPort), String(mtu), String(count)]);
+  }
+
+  // ---- observation -----------------------------------------------------------------
 
   /** Packet counters of a host's eth0, from the kernel. */
   linkCounters(host: LabHost): { rxPackets: number; txPackets: number } {
@@ -121,24 +241,214 @@ export class LbLab {
     return { rxPackets: s.rx.packets, txPackets: s.tx.packets };
   }
 
-  /** Leaves the lab running after this process exits (demo --keep). */
-  release(): void {
-    for (const p of this.servers) {
-      p.stdout?.destroy();
-      p.stderr?.destroy();
-      p.unref();
-    }
-    this.servers = [];
-    this.dpHandle?.close();
-    this.dpHandle = undefined;
+  /** The id of the XDP program attached to the load balancer's eth0 (0 = none). */
+  xdpProgId(): number {
+    const j = JSON.parse(nsRun(this.lab.lb.ns, 'ip', ['-j', '-d', 'link', 'show', 'eth0'])) as Array<{
+      xdp?: { prog?: { id: number }; attached?: Array<{ prog: { id: number } }> };
+    }>;
+    const x = j[0]?.xdp;
+    return x?.prog?.id ?? x?.attached?.[0]?.prog.id ?? 0;
   }
 
-  /** Stops servers, closes the map handle and removes the lab. */
-  stop(): void {
-    for (const p of this.servers) p.kill('SIGKILL');
-    this.servers = [];
+  /** A host's SNMP counters (/proc/net/snmp as "Icmp.InDestUnreachs", /proc/net/snmp6 as "Icmp6InPktTooBigs"). */
+  snmp(host: LabHost): Record<string, number> {
+    const out: Record<string, number> = {};
+    const lines = nsRun(host.ns, 'cat', ['/proc/net/snmp']).trim().split('\n');
+    for (let i = 0; i + 1 < lines.length; i += 2) {
+      const names = lines[i]!.split(/\s+/);
+      const values = lines[i + 1]!.split(/\s+/);
+      const group = names[0]!.replace(':', '');
+      for (let k = 1; k < names.length; k++) out[`${group}.${names[k]}`] = Number(values[k]);
+    }
+    for (const line of nsRun(host.ns, 'cat', ['/proc/net/snmp6']).trim().split('\n')) {
+      const [k, v] = line.trim().split(/\s+/);
+      if (k && v) out[k] = Number(v);
+    }
+    return out;
+  }
+
+  /** The backends holding an established TCP connection with these ports (server side: serverPort, peer: clientPort). */
+  tcpOwners(serverPort: number, clientPort: number): LabHost[] {
+    return this.lab.backends.filter((b) =>
+      nsRun(b.ns, 'ss', ['-Htn', 'state', 'established', `( sport = :${serverPort} and dport = :${clientPort} )`]).trim() !== '');
+  }
+
+  /**
+   * xdp_lb's global counters (echo answered, ICMP steered, tx, ...), which
+   * the API does not export: read from the pinned maps.
+   */
+  datapathCounters(): Record<CounterName, bigint> {
+    this.dpHandle ??= LbDatapath.open({ pinRoot: this.ferryd.o.pinRoot, sizes: LAB_SIZES });
+    return Object.fromEntries(Object.entries(this.dpHandle.counterValues()).map(([k, v]) => [k, v.packets])) as Record<CounterName, bigint>;
+  }
+
+  // ---- backends' servers -------------------------------------------------------------
+
+  /** Starts a backend's servers (HTTP 80, echo 7, UDP 53 on every VIP); resolves once they listen. */
+  async startServer(b: LabHost): Promise<void> {
+    if (this.servers.has(b.name)) throw new Error(`server on ${b.name} is already running`);
+    const log = join(this.lab.dir, 'logs', `server-${b.name}.log`);
+    const from = existsSync(log) ? statSync(log).size : 0;
+    const fd = openSync(log, 'a');
+    let p: ChildProcess;
+    try {
+      p = nsSpawn(b.ns, process.execPath, [script('server'), b.name, this.opts.vips.join(',')], {
+        stdio: ['ignore', fd, fd], detached: true,
+      });
+    } finally {
+      closeSync(fd);
+    }
+    this.servers.set(b.name, p);
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const text = readFileSync(log, 'utf8').slice(from);
+      if (text.includes('ready')) return;
+      if (p.exitCode !== null || p.signalCode !== null || Date.now() > deadline) {
+        throw new Error(`server on ${b.name} did not start: ${text.trim()}`);
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  /** Stops a backend's servers (nothing listens there afterwards). */
+  async stopServer(b: LabHost): Promise<void> {
+    const p = this.servers.get(b.name);
+    if (!p) return;
+    this.servers.delete(b.name);
+    if (p.exitCode === null && p.signalCode === null) {
+      const exited = once(p, 'exit');
+      p.kill('SIGKILL');
+      await exited;
+    }
+  }
+
+  // ---- life cycle ----------------------------------------------------------------------
+
+  /** Leaves the lab running (ferryd, servers) after this process exits: demo --keep. */
+  release(): void {
+    this.ferryd.release();
+    for (const p of this.servers.values()) p.unref();
+    this.servers.clear();
+    for (const s of this.streams) s.kill();
     this.dpHandle?.close();
     this.dpHandle = undefined;
-    this.lab.down();
+    this.lab.markKept();
   }
+
+  /** Stops everything the lab started and removes it (namespaces, pins, folder). Idempotent. */
+  stop(): void {
+    for (const s of this.streams) s.kill();
+    this.streams.clear();
+    this.dpHandle?.close();
+    this.dpHandle = undefined;
+    // Every process of the lab runs inside one of its namespaces: down() stops them all.
+    this.lab.down();
+    this.servers.clear();
+  }
+}
+
+/**
+ * A long-lived TCP stream from the client namespace (client.js stream): it
+ * writes a known byte sequence and checks every echoed byte.
+ */
+export class LabStream {
+  /** Resolves with the first report once connected. */
+  readonly connected: Promise<StreamReport>;
+  private readonly waiting: Array<(r: StreamReport) => void> = [];
+  private last: StreamReport | undefined;
+  private stderr = '';
+
+  constructor(private readonly proc: ChildProcess) {
+    proc.stderr?.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    const lines = createInterface({ input: proc.stdout! });
+    lines.on('line', (line) => {
+      let r: StreamReport;
+      try {
+        r = JSON.parse(line) as StreamReport;
+      } catch {
+        return;
+      }
+      this.last = r;
+      this.waiting.shift()?.(r);
+    });
+    this.connected = this.next().then((r) => {
+      if (r.event !== 'connected') throw new Error(`stream did not connect: ${JSON.stringify(r)} ${this.stderr}`);
+      return r;
+    });
+  }
+
+  get localPort(): number {
+    return this.last?.local_port ?? 0;
+  }
+
+  get localAddress(): string {
+    return this.last?.local_address ?? '';
+  }
+
+  private next(): Promise<StreamReport> {
+    return new Promise((resolve, reject) => {
+      const onExit = () => reject(new Error(`stream client exited: ${this.stderr.trim() || JSON.stringify(this.last)}`));
+      this.proc.once('exit', onExit);
+      this.waiting.push((r) => {
+        this.proc.off('exit', onExit);
+        resolve(r);
+      });
+    });
+  }
+
+  /** The stream's counters now. */
+  report(): Promise<StreamReport> {
+    const r = this.next();
+    this.proc.stdin!.write('report\n');
+    return r;
+  }
+
+  /**
+   * Waits until `bytes` more have been echoed and checked; throws as soon as
+   * the stream reports an error, a mismatch or a close, or after timeoutMs
+   * without that progress (a stalled stream).
+   */
+  async flowing(bytes = 256 * 1024, timeoutMs = 15_000): Promise<StreamReport> {
+    const start = await this.report();
+    const deadline = Date.now() + timeoutMs;
+    for (let r = start; ; r = await this.report()) {
+      if (r.error || r.first_mismatch !== null || r.closed_by_peer) throw new Error(`stream broken: ${JSON.stringify(r)}`);
+      if (r.received >= start.received + bytes) return r;
+      if (Date.now() > deadline) throw new Error(`stream stalled: ${JSON.stringify(start)} → ${JSON.stringify(r)}`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  }
+
+  /** Stops writing, waits for every byte's echo, closes; the final report. */
+  stop(): Promise<StreamReport> {
+    const r = this.next();
+    this.proc.stdin!.write('stop\n');
+    return r;
+  }
+
+  kill(): void {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL');
+  }
+}
+
+function clientArgs(o: ClientOptions): string[] {
+  const a: string[] = [];
+  if (o.port !== undefined) a.push('--port', String(o.port));
+  if (o.source) a.push('--source', o.source);
+  if (o.timeoutMs !== undefined) a.push('--timeout', String(o.timeoutMs));
+  if (o.parallel !== undefined) a.push('--parallel', String(o.parallel));
+  return a;
+}
+
+const icmpScript = (): string => join(packageRoot(), 'src', 'lab', 'icmp.py');
+
+/** Runs agent.js in a namespace (asynchronously, so several can run at once). */
+function agent(ns: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const p = nsSpawn(ns, process.execPath, [script('agent'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    p.on('error', reject);
+    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`agent ${args.join(' ')} in ${ns} failed (${code}): ${err.trim()}`))));
+  });
 }

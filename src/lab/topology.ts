@@ -11,9 +11,16 @@
  * Backends hold the VIPs on lo (arp_ignore=1, arp_announce=2, rp_filter=0)
  * and decapsulate with Ferry's tc_decap. Every link carrying encapsulated
  * frames has MTU 1600 (1500 + the outer header).
+ *
+ * Each lab owns: the namespaces <p>-*, the bpffs folder /sys/fs/bpf/<p> and
+ * the folder $TMPDIR/<p> (daemon config, state, socket, logs, and an owner
+ * record so that `demo --down` removes kept labs and those of killed runs,
+ * never one a running test or demo is using).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { run, nsRun } from './exec.js';
 
 export const LAB_MTU = 1600;
@@ -24,6 +31,12 @@ export const VIP_NET6 = '2001:db8:f::/64';
 /** Outer source prefixes the load balancer encapsulates from. */
 export const ENCAP_SRC4 = '198.19.255.0/24';
 export const ENCAP_SRC6 = '2001:db8:ff::/112';
+/**
+ * A "router" on the client's link: the source of ICMP errors the lab crafts
+ * (frag-needed / packet-too-big as a router on the path would send them).
+ */
+export const ROUTER4 = `${LAN4}.254`;
+export const ROUTER6 = `${LAN6}fe`;
 
 export interface LabHost {
   /** Role name: client, lb, be1, be2, ... */
@@ -78,9 +91,16 @@ export class Lab {
     return `/sys/fs/bpf/${this.prefix}`;
   }
 
+  /** The lab's own folder: daemon config, state, socket, logs, owner record. */
+  get dir(): string {
+    return labDir(this.prefix);
+  }
+
   /** Creates namespaces, the bridge and the links; addresses and routes. */
   up(): void {
     try {
+      mkdirSync(this.dir, { recursive: true });
+      writeFileSync(join(this.dir, OWNER_FILE), `${process.pid} ${processStart(process.pid)}\n`);
       run('ip', ['netns', 'add', this.sw]);
       nsRun(this.sw, 'ip', ['link', 'add', 'br0', 'type', 'bridge']);
       nsRun(this.sw, 'ip', ['link', 'set', 'br0', 'mtu', String(LAB_MTU), 'up']);
@@ -111,6 +131,19 @@ export class Lab {
   private configureClient(): void {
     nsRun(this.client.ns, 'ip', ['route', 'add', VIP_NET4, 'via', this.lb.addr4]);
     nsRun(this.client.ns, 'ip', ['-6', 'route', 'add', VIP_NET6, 'via', this.lb.addr6]);
+    this.addClientAddress(ROUTER4);
+    this.addClientAddress(ROUTER6);
+  }
+
+  /**
+   * One more source address on the client's link (policy tests use several
+   * clients). Only used when bound to explicitly: an IPv4 secondary is never
+   * the default source, and an IPv6 one is added deprecated (preferred_lft 0).
+   */
+  addClientAddress(addr: string): void {
+    const v6 = addr.includes(':');
+    nsRun(this.client.ns, 'ip', [...(v6 ? ['-6'] : []), 'addr', 'replace', `${addr}/${v6 ? 64 : 24}`, 'dev', 'eth0',
+      ...(v6 ? ['nodad', 'preferred_lft', '0'] : [])]);
   }
 
   /** bpf_fib_lookup answers with forwarding semantics: the LB forwards. */
@@ -133,9 +166,20 @@ export class Lab {
     nsRun(b.ns, 'ip', [...(v6 ? ['-6'] : []), 'addr', 'replace', `${vip}/${v6 ? 128 : 32}`, 'dev', 'lo', ...(v6 ? ['nodad'] : [])]);
   }
 
-  /** Removes exactly this lab's namespaces (every <prefix>-*) and pinned objects. Idempotent. */
+  /** Marks the lab as left running on purpose (demo --keep): `--down` may remove it. */
+  markKept(): void {
+    writeFileSync(join(this.dir, KEPT_FILE), `${new Date().toISOString()}\n`);
+  }
+
+  /**
+   * Removes exactly this lab: stops every process inside its namespaces (the
+   * daemon, servers, clients: they were all started by the lab, and a
+   * namespace lives on while a process is in it), deletes the namespaces
+   * (every <prefix>-*), its pinned objects and its folder. Idempotent.
+   */
   down(): void {
     const mine = existsSync('/run/netns') ? readdirSync('/run/netns').filter((ns) => ns.startsWith(`${this.prefix}-`)) : [];
+    killAll(mine.flatMap(nsPids));
     for (const ns of mine) {
       try {
         run('ip', ['netns', 'del', ns]);
@@ -144,16 +188,100 @@ export class Lab {
       }
     }
     rmSync(this.bpfRoot, { recursive: true, force: true });
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
-/** Prefixes of labs whose namespaces still exist (e.g. from a killed run). */
-export function leftoverLabs(): string[] {
-  if (!existsSync('/run/netns')) return [];
-  const prefixes = new Set<string>();
-  for (const ns of readdirSync('/run/netns')) {
-    const m = new RegExp(`^(${LAB_PREFIX_ROOT}[0-9a-f]+)-`).exec(ns);
-    if (m) prefixes.add(m[1]!);
+const OWNER_FILE = 'owner';
+const KEPT_FILE = 'kept';
+
+/** The folder of the lab with this prefix. */
+export function labDir(prefix: string): string {
+  return join(tmpdir(), prefix);
+}
+
+/** A process's start time (clock ticks since boot), to tell a live owner from a reused pid. */
+function processStart(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+  } catch {
+    return '';
   }
-  return [...prefixes];
+}
+
+/** Pids of the processes in a named network namespace. */
+function nsPids(ns: string): number[] {
+  try {
+    return run('ip', ['netns', 'pids', ns]).split('\n').map((l) => Number(l.trim())).filter((n) => Number.isInteger(n) && n > 0);
+  } catch {
+    return [];
+  }
+}
+
+/** SIGKILLs these pids and waits (up to 5 s) until they are gone. */
+function killAll(pids: number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already exited.
+    }
+  }
+  const deadline = Date.now() + 5000;
+  for (const pid of pids) {
+    while (existsSync(`/proc/${pid}`) && Date.now() < deadline) {
+      // A killed process leaves /proc once reaped; ours are reaped by their parent or init.
+      const state = processState(pid);
+      if (state === 'Z' || state === '') break;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    }
+  }
+}
+
+function processState(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  } catch {
+    return '';
+  }
+}
+
+/** Every lab prefix with namespaces, pinned objects or a folder on this machine. */
+export function existingLabs(): string[] {
+  const re = new RegExp(`^(${LAB_PREFIX_ROOT}[0-9a-f]+)(-|$)`);
+  const prefixes = new Set<string>();
+  for (const dir of ['/run/netns', '/sys/fs/bpf', tmpdir()]) {
+    if (!existsSync(dir)) continue;
+    for (const name of readdirSync(dir)) {
+      const m = re.exec(name);
+      if (m) prefixes.add(m[1]!);
+    }
+  }
+  return [...prefixes].sort();
+}
+
+/**
+ * Whether `--down` may remove a lab: it was kept on purpose (demo --keep), or
+ * the process that built it is gone (a killed run). A lab another running
+ * test or demo is using is left alone.
+ */
+export function isRemovable(prefix: string): boolean {
+  const dir = labDir(prefix);
+  if (existsSync(join(dir, KEPT_FILE))) return true;
+  let owner: string;
+  try {
+    owner = readFileSync(join(dir, OWNER_FILE), 'utf8').trim();
+  } catch {
+    return true;
+  }
+  const [pid, start] = owner.split(' ');
+  const alive = pid && existsSync(`/proc/${pid}`) && processStart(Number(pid)) === start && processState(Number(pid)) !== 'Z';
+  return !alive;
+}
+
+/** Prefixes of labs `--down` may remove (kept, or left by a killed run). */
+export function leftoverLabs(): string[] {
+  return existingLabs().filter(isRemovable);
 }
