@@ -1,13 +1,14 @@
 // Runs every compiled node:test suite under dist/test, one file at a time
 // (suites that load BPF programs or build network namespaces must not race).
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
 const dir = 'dist/test';
 const only = process.argv.slice(2);
+// Only suites whose source still exists: a deleted test's stale build output must not run.
 const files = readdirSync(dir)
-  .filter((f) => f.endsWith('.test.js'))
+  .filter((f) => f.endsWith('.test.js') && existsSync(join('test', f.replace(/\.js$/, '.ts'))))
   .filter((f) => only.length === 0 || only.some((o) => f.includes(o)))
   .sort()
   .map((f) => join(dir, f));
