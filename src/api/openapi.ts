@@ -12,6 +12,7 @@ export const OPENAPI_TAGS = [
   { name: 'backends', description: 'A VIP\'s backends; removed backends drain their flows.' },
   { name: 'policies', description: 'Named source allow/deny sets VIPs reference.' },
   { name: 'state', description: 'Declarative apply and export of the whole desired state.' },
+  { name: 'health', description: 'Health transitions of backends (each backend shows its live health).' },
   { name: 'status', description: 'Daemon status and datapath counters.' },
   { name: 'probes', description: 'Liveness and readiness (no token needed).' },
 ];

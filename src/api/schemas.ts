@@ -9,6 +9,9 @@
  * duplicates, references) are the store's: they answer 422/409, not 400.
  */
 import { MAGLEV_MAX_M, MAGLEV_PRIMES } from '../maglev/index.js';
+import {
+  ALL_DOWN_MODES, HEALTH_CHECK_TYPES, HEALTH_DEFAULTS, HEALTH_LIMITS,
+} from '../model/health.js';
 import { MAX_WEIGHT, NAME_PATTERN } from '../model/types.js';
 
 export type JsonSchema = Record<string, unknown>;
@@ -43,6 +46,66 @@ const rateLimit: JsonSchema = {
   },
 };
 
+const HEALTH_STATUSES = ['up', 'down', 'unknown', 'unchecked'];
+const nullableText = (max: number, description: string): JsonSchema => ({ type: ['string', 'null'], maxLength: max, description });
+
+/** One schema for the VIP's check and a backend's override (all_down on a backend is a 422 saying why). */
+const healthCheck: JsonSchema = {
+  $id: 'HealthCheck',
+  type: ['object', 'null'],
+  description: 'Health check of a VIP\'s backends, or of one backend (replacing its VIP\'s as a whole); null or absent: none. '
+    + 'A backend goes down after `fall` consecutive failures and comes back after `rise` consecutive passes; '
+    + 'a backend without a verdict yet (new, or after a daemon restart) is in service.',
+  additionalProperties: false,
+  required: ['type'],
+  properties: {
+    type: { type: 'string', enum: [...HEALTH_CHECK_TYPES], description: 'tcp: connect; http/https: GET; udp: request and reply; none: no check (in service).' },
+    port: { type: ['integer', 'null'], minimum: 1, maximum: 65535, description: 'Port checked on the backend\'s address; null or absent: the VIP\'s port (required for all-port VIPs).' },
+    interval_ms: { type: 'integer', minimum: HEALTH_LIMITS.intervalMs[0], maximum: HEALTH_LIMITS.intervalMs[1], description: `Between the starts of two checks, ms (default ${HEALTH_DEFAULTS.interval_ms}).` },
+    timeout_ms: { type: 'integer', minimum: HEALTH_LIMITS.timeoutMs[0], maximum: HEALTH_LIMITS.timeoutMs[1], description: `A check not done by then fails, ms; at most interval_ms (default ${HEALTH_DEFAULTS.timeout_ms}).` },
+    rise: { type: 'integer', minimum: HEALTH_LIMITS.count[0], maximum: HEALTH_LIMITS.count[1], description: `Consecutive passes to come back (default ${HEALTH_DEFAULTS.rise}).` },
+    fall: { type: 'integer', minimum: HEALTH_LIMITS.count[0], maximum: HEALTH_LIMITS.count[1], description: `Consecutive failures to go down (default ${HEALTH_DEFAULTS.fall}).` },
+    path: { type: 'string', maxLength: HEALTH_LIMITS.text, description: 'http/https: path of the GET (default "/").' },
+    host: nullableText(HEALTH_LIMITS.host, 'http/https: Host header and TLS server name (default: the backend\'s address). Certificates are not verified.'),
+    expect_status: { type: 'string', maxLength: 7, description: `http/https: accepted status, "200" or a range "200-399" (default "${HEALTH_DEFAULTS.expect_status}").` },
+    expect_body: nullableText(HEALTH_LIMITS.text, 'http/https: text the body must contain (first 256 KiB).'),
+    send: { type: 'string', maxLength: HEALTH_LIMITS.datagram, description: 'udp: the datagram sent, as text (this or send_hex).' },
+    send_hex: { type: 'string', maxLength: HEALTH_LIMITS.datagram * 2, description: 'udp: the datagram sent, as hex bytes.' },
+    expect_reply: nullableText(HEALTH_LIMITS.text, 'udp: text the reply must contain; without it any reply passes.'),
+    all_down: {
+      type: 'string', enum: [...ALL_DOWN_MODES],
+      description: 'VIP only. When every backend that takes new flows is down: keep (default) leaves them all in the table (fail open); drop takes them out and new flows are dropped (no_backend).',
+    },
+  },
+};
+
+const backendHealth: JsonSchema = {
+  $id: 'BackendHealth', type: 'object',
+  description: 'Runtime health (not stored; rebuilt by checking after a restart). unknown: no verdict yet, in service; unchecked: no check.',
+  required: ['status', 'since', 'last_check', 'last_error', 'last_duration_ms'],
+  properties: {
+    status: { type: 'string', enum: HEALTH_STATUSES },
+    since: { type: ['string', 'null'], format: 'date-time', description: 'When the status was entered.' },
+    last_check: { type: ['string', 'null'], format: 'date-time', description: 'When the last check finished.' },
+    last_error: { type: ['string', 'null'], description: 'Why the last check failed; null if it passed.' },
+    last_duration_ms: { type: ['number', 'null'], description: 'Duration of the last check.' },
+  },
+};
+
+const healthEvent: JsonSchema = {
+  $id: 'HealthEvent', type: 'object', description: 'A backend going down or coming back.',
+  required: ['id', 'time', 'vip', 'backend', 'from', 'to', 'reason'],
+  properties: {
+    id: { type: 'integer', description: 'Increases with time.' },
+    time: { type: 'string', format: 'date-time' },
+    vip: { type: 'string' },
+    backend: { type: 'string' },
+    from: { type: 'string', enum: HEALTH_STATUSES },
+    to: { type: 'string', enum: HEALTH_STATUSES },
+    reason: { type: ['string', 'null'] },
+  },
+};
+
 const vipProps: Record<string, JsonSchema> = {
   name: nameSchema,
   address: ipSchema,
@@ -58,12 +121,14 @@ const vipProps: Record<string, JsonSchema> = {
     description: `Maglev table size, one of ${MAGLEV_PRIMES.join(', ')}; null or absent: chosen from the backend count.`,
   },
   source_affinity: { type: 'boolean', description: 'Hash addresses only: all connections of a client reach one backend.' },
+  health_check: ref('HealthCheck'),
 };
 
 const backendProps: Record<string, JsonSchema> = {
   address: ipSchema,
   weight: { type: 'integer', minimum: 0, maximum: MAX_WEIGHT, description: 'Relative share of new flows; 0 = none. Default 100.' },
   state: { type: 'string', enum: ['active', 'draining', 'disabled'], description: 'active (default): new and existing flows; draining: existing only; disabled: none.' },
+  health_check: ref('HealthCheck'),
 };
 
 const policyProps: Record<string, JsonSchema> = { name: nameSchema, allow: cidrList, deny: cidrList };
@@ -78,8 +143,10 @@ const meta: Record<string, JsonSchema> = {
   owner: { type: ['string', 'null'], description: 'null for API resources; "kubernetes:NS/NAME" for those the Kubernetes mode owns (read-only here).' },
 };
 
-const record = (id: string, description: string, properties: Record<string, JsonSchema>): JsonSchema => ({
-  $id: id, type: 'object', description, required: Object.keys(properties), properties,
+const record = (
+  id: string, description: string, properties: Record<string, JsonSchema>, optional: Record<string, JsonSchema> = {},
+): JsonSchema => ({
+  $id: id, type: 'object', description, required: Object.keys(properties), properties: { ...properties, ...optional },
 });
 
 const page = (id: string, item: string): JsonSchema => ({
@@ -120,9 +187,12 @@ export const sharedSchemas: JsonSchema[] = [
     },
   },
   rateLimit,
+  healthCheck,
+  backendHealth,
+  healthEvent,
   strict('VipSpec', 'A VIP as written (POST /v1/vips).', vipProps, ['name', 'address', 'port', 'protocol']),
   strict('VipReplace', 'A VIP as written to PUT /v1/vips/{name}: the name comes from the URL (if present it must match).', vipProps, ['address', 'port', 'protocol']),
-  record('VipRecord', 'A stored VIP.', {
+  record('VipRecord', 'A stored VIP. health_check is present when configured, with every default filled.', {
     name: str, address: str, port: int, protocol: str, encap: str, allow: strList, deny: strList, policies: strList,
     rate_limit: {
       type: ['object', 'null'], required: ['new_flows_per_sec', 'burst'],
@@ -132,16 +202,20 @@ export const sharedSchemas: JsonSchema[] = [
     source_affinity: { type: 'boolean' },
     backend_count: { type: 'integer', description: 'Backends of the VIP, any state.' },
     ...meta,
-  }),
+  }, { health_check: ref('HealthCheck') }),
   strict('BackendSpec', 'A backend as written (POST /v1/vips/{name}/backends).', backendProps, ['address']),
   strict('BackendReplace', 'A backend as written to PUT .../backends/{address}: the address comes from the URL (if present it must match).', backendProps, []),
-  record('BackendRecord', 'A stored backend.', { vip: str, address: str, weight: int, state: str, ...meta }),
+  record('BackendRecord', 'A stored backend. health_check is present when it overrides its VIP\'s check; GET answers add its runtime health.', { vip: str, address: str, weight: int, state: str, ...meta }, {
+    health_check: ref('HealthCheck'),
+    health: ref('BackendHealth'),
+  }),
   strict('PolicySpec', 'A named set of source rules VIPs can reference (POST /v1/policies).', policyProps, ['name']),
   strict('PolicyReplace', 'A policy as written to PUT /v1/policies/{name}: the name comes from the URL (if present it must match).', policyProps, []),
   record('PolicyRecord', 'A stored policy.', { name: str, allow: strList, deny: strList, ...meta }),
   page('VipPage', 'VipRecord'),
   page('BackendPage', 'BackendRecord'),
   page('PolicyPage', 'PolicyRecord'),
+  page('HealthEventPage', 'HealthEvent'),
   write('VipWrite', 'vip', 'VipRecord', 'VIP'),
   write('BackendWrite', 'backend', 'BackendRecord', 'backend'),
   write('PolicyWrite', 'policy', 'PolicyRecord', 'policy'),

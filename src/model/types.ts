@@ -2,6 +2,7 @@
  * Ferry's desired state as operators write it (REST bodies, `ferryctl apply`
  * files) and as the store returns it. Field names are the API's (snake_case).
  */
+import type { HealthCheck, HealthCheckSpec } from './health.js';
 
 export type Protocol = 'tcp' | 'udp';
 
@@ -24,6 +25,8 @@ export interface BackendSpec {
   weight?: number;
   /** Default active. */
   state?: BackendState;
+  /** Replaces the VIP's health check for this backend; null or absent: the VIP's. */
+  health_check?: HealthCheckSpec | null;
 }
 
 export interface VipSpec {
@@ -45,6 +48,8 @@ export interface VipSpec {
   maglev_m?: number | null;
   /** Hash source and destination addresses only: every connection of a client on one backend. */
   source_affinity?: boolean;
+  /** Health check of the VIP's backends (a backend may override it); null or absent: none. */
+  health_check?: HealthCheckSpec | null;
 }
 
 /** A VIP with its backends, as in a declarative state file. */
@@ -72,8 +77,10 @@ export interface ResourceMeta {
   owner: string | null;
 }
 
-export interface BackendRecord extends Required<BackendSpec>, ResourceMeta {
+export interface BackendRecord extends Required<Omit<BackendSpec, 'health_check'>>, ResourceMeta {
   vip: string;
+  /** Present only when the backend overrides its VIP's check. */
+  health_check?: HealthCheck;
 }
 
 /** A VIP with every default filled: what the store keeps of a VipSpec. */
@@ -89,6 +96,8 @@ export interface VipSettings {
   rate_limit: RateLimit | null;
   maglev_m: number | null;
   source_affinity: boolean;
+  /** Present only when configured (normal form). */
+  health_check?: HealthCheck;
 }
 
 export interface VipRecord extends VipSettings, ResourceMeta {

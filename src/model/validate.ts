@@ -13,6 +13,7 @@ import { formatAddr, parseAddr, type DpAddr } from '../datapath/addr.js';
 import { FERRY_AF_INET } from '../datapath/abi.js';
 import { MAGLEV_PRIMES } from '../maglev/index.js';
 import type { FieldError } from './errors.js';
+import { healthCheckErrors } from './health.js';
 import {
   MAX_WEIGHT, NAME_PATTERN,
   type BackendSpec, type DesiredState, type PolicySpec, type VipSpec, type VipWithBackends,
@@ -285,11 +286,17 @@ export function validateVipSpec(spec: VipSpec, opts: VipValidationOptions = {}):
   if (spec.source_affinity !== undefined && typeof spec.source_affinity !== 'boolean') {
     errors.push({ field: `${p}/source_affinity`, reason: 'must be a boolean' });
   }
+  // Only against a valid port: an invalid one has its own error already.
+  const vipPort = isIntIn(spec.port, 0, 65535) ? spec.port : 1;
+  errors.push(...healthCheckErrors(spec.health_check, `${p}/health_check`, { role: 'vip', vipPort }));
   return errors;
 }
 
-/** Checks a backend; `prefix` e.g. "/vips/0/backends/2". */
-export function validateBackendSpec(spec: BackendSpec, prefix = ''): FieldError[] {
+/**
+ * Checks a backend; `prefix` e.g. "/vips/0/backends/2". `vipPort` is its
+ * VIP's port: an all-port VIP (0) needs a port in the backend's own check.
+ */
+export function validateBackendSpec(spec: BackendSpec, prefix = '', vipPort = 1): FieldError[] {
   const errors = backendAddressErrors(spec.address, `${prefix}/address`);
   if (spec.weight !== undefined && !isIntIn(spec.weight, 0, MAX_WEIGHT)) {
     errors.push({ field: `${prefix}/weight`, reason: `must be an integer 0..${MAX_WEIGHT}` });
@@ -297,6 +304,7 @@ export function validateBackendSpec(spec: BackendSpec, prefix = ''): FieldError[
   if (spec.state !== undefined && !(BACKEND_STATES as readonly unknown[]).includes(spec.state)) {
     errors.push({ field: `${prefix}/state`, reason: `must be one of ${BACKEND_STATES.join(', ')}` });
   }
+  errors.push(...healthCheckErrors(spec.health_check, `${prefix}/health_check`, { role: 'backend', vipPort }));
   return errors;
 }
 
@@ -312,9 +320,10 @@ function backendListErrors(vip: VipWithBackends, prefix: string): FieldError[] {
   const errors = nonObjectErrors(vip.backends, `${prefix}/backends`);
   if (errors.length > 0) return errors;
   const seen = new Map<string, number>();
+  const vipPort = isIntIn(vip.port, 0, 65535) ? vip.port : 1;
   vip.backends.forEach((b, i) => {
     const at = `${prefix}/backends/${i}`;
-    const own = validateBackendSpec(b, at);
+    const own = validateBackendSpec(b, at, vipPort);
     errors.push(...own);
     const addr = own.some((e) => e.field === `${at}/address`) ? null : canonicalAddress(b.address);
     if (addr === null) return;

@@ -19,6 +19,13 @@
  *  - backend state: disabled → down, draining → draining, active but
  *    health 'down' → down, else active; the weight is kept (0 = no slots,
  *    existing flows stay);
+ *  - all down: when every backend that would take new flows (active,
+ *    weight > 0) is health-down, the VIP's health_check.all_down decides:
+ *    'keep' (the default) ignores health for that VIP, so all of them stay
+ *    in the table (fail open: a broken check, e.g. a firewall dropping the
+ *    probes, must not black-hole a VIP whose servers may well be serving);
+ *    'drop' takes them all out, and the datapath drops new flows as
+ *    no_backend (counted);
  *  - tombstones → draining backends of their VIP (those of VIPs that no
  *    longer exist, or whose id a live backend holds, are left out: nothing
  *    can reach them).
@@ -69,9 +76,10 @@ function planVip(
   v: StoredVip, stored: readonly StoredBackend[], policies: ReadonlyMap<string, PolicyRecord>, health?: HealthFn,
 ): DpVip {
   const { allow, deny } = effectiveRules(v, policies);
+  const verdict = vipHealth(v, stored, health);
   const backends = [...stored]
     .sort((a, b) => a.dp_id - b.dp_id)
-    .map((b) => planBackend(v.name, b, health));
+    .map((b) => planBackend(b, verdict));
   const { rlIntervalNs, rlToleranceNs } = rateLimitNs(v.rate_limit);
   return {
     id: v.dp_id,
@@ -87,6 +95,21 @@ function planVip(
     deny,
     backends,
   };
+}
+
+/**
+ * The health verdicts the VIP's plan uses: the checker's, or none at all
+ * when every serving backend is down and the VIP keeps them (all_down keep).
+ */
+function vipHealth(
+  v: StoredVip, stored: readonly StoredBackend[], health: HealthFn | undefined,
+): (b: StoredBackend) => 'up' | 'down' | undefined {
+  if (health === undefined) return () => undefined;
+  const verdicts = new Map(stored.map((b) => [b, health(v.name, b.address)]));
+  const serving = stored.filter(takesNewFlows);
+  const allDown = serving.length > 0 && serving.every((b) => verdicts.get(b) === 'down');
+  if (allDown && (v.health_check?.all_down ?? 'keep') === 'keep') return () => undefined;
+  return (b) => verdicts.get(b);
 }
 
 /** Whether the operator lets a backend take new flows (health aside). */
@@ -211,13 +234,13 @@ export function backendState(state: BackendState, health: 'up' | 'down' | undefi
   return health === 'down' ? 'down' : 'active';
 }
 
-function planBackend(vipName: string, b: StoredBackend, health?: HealthFn): DpBackend {
+function planBackend(b: StoredBackend, verdict: (b: StoredBackend) => 'up' | 'down' | undefined): DpBackend {
   return {
     id: b.dp_id,
     gen: b.dp_gen,
     address: canonicalAddr(b.address),
     weight: b.weight,
-    state: backendState(b.state, health?.(vipName, b.address)),
+    state: backendState(b.state, verdict(b)),
   };
 }
 

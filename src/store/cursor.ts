@@ -10,7 +10,7 @@ import type { PageQuery } from './types.js';
 export const DEFAULT_PAGE_LIMIT = 100;
 export const MAX_PAGE_LIMIT = 1000;
 
-export type CursorKind = 'vip' | 'policy' | 'backend';
+export type CursorKind = 'vip' | 'policy' | 'backend' | 'event';
 
 interface CursorBody {
   k: CursorKind;

@@ -160,6 +160,29 @@ CREATE TRIGGER tombstones_free_id AFTER DELETE ON tombstones BEGIN
 END;
 `;
 
+/**
+ * Version 2: health checks. Their configuration is desired state (JSON in
+ * normal form, NULL = none configured) and goes with its VIP or backend.
+ * Health itself is runtime state rebuilt by checking; only its transitions
+ * are kept, as events, outside the revision history (a backend going down
+ * changes no desired state) and trimmed to a bounded number.
+ */
+const V2_HEALTH = `
+ALTER TABLE vips ADD COLUMN health_check TEXT;
+ALTER TABLE backends ADD COLUMN health_check TEXT;
+
+CREATE TABLE health_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,  -- monotonic even after trimming: the listing cursor
+  time TEXT NOT NULL,
+  vip TEXT NOT NULL,                     -- names, not ids: events outlive the VIP or backend
+  backend TEXT NOT NULL,
+  from_status TEXT NOT NULL CHECK (from_status IN ('up', 'down', 'unknown', 'unchecked')),
+  to_status TEXT NOT NULL CHECK (to_status IN ('up', 'down', 'unknown', 'unchecked')),
+  reason TEXT
+) STRICT;
+CREATE INDEX health_events_vip ON health_events (vip, id);
+`;
+
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   {
     version: 1,
@@ -168,6 +191,13 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       db.exec(V1_SCHEMA);
       db.prepare('INSERT INTO meta (id, revision, hash_seed, created_at) VALUES (1, 0, ?, ?)')
         .run(randomInt(0, 2 ** 32), new Date().toISOString());
+    },
+  },
+  {
+    version: 2,
+    description: 'health check configuration and health events',
+    up(db: Database.Database): void {
+      db.exec(V2_HEALTH);
     },
   },
 ]);

@@ -12,6 +12,7 @@ import {
   type BackendRecord, type BackendSpec, type BackendState, type Encap, type PolicyRecord,
   type PolicySpec, type Protocol, type VipRecord, type VipSettings, type VipSpec,
 } from '../model/types.js';
+import { normHealthCheck, type HealthCheck, type HealthEvent, type HealthStatus } from '../model/health.js';
 import { addressFamily, canonicalAddress, canonicalCidr } from '../model/validate.js';
 
 export interface MetaRow {
@@ -37,6 +38,8 @@ export interface VipRow {
   created_revision: number;
   updated_revision: number;
   dp_id: number;
+  /** JSON of a HealthCheck in normal form; null: none configured. */
+  health_check: string | null;
   backend_count: number;
 }
 
@@ -53,6 +56,8 @@ export interface BackendRow {
   updated_revision: number;
   dp_id: number;
   dp_gen: number;
+  /** JSON of the backend's own HealthCheck; null: its VIP's. */
+  health_check: string | null;
 }
 
 export interface PolicyRow {
@@ -62,6 +67,16 @@ export interface PolicyRow {
   owner: string | null;
   created_revision: number;
   updated_revision: number;
+}
+
+export interface HealthEventRow {
+  id: number;
+  time: string;
+  vip: string;
+  backend: string;
+  from_status: HealthStatus;
+  to_status: HealthStatus;
+  reason: string | null;
 }
 
 export interface AuditRow {
@@ -82,6 +97,7 @@ export interface NormBackend {
   address: string;
   weight: number;
   state: BackendState;
+  health_check?: HealthCheck;
 }
 
 export interface NormPolicy {
@@ -116,12 +132,17 @@ export function normVip(spec: VipSpec): NormVip {
     rate_limit: rl === null ? null : { new_flows_per_sec: rl.new_flows_per_sec, burst: rl.burst },
     maglev_m: spec.maglev_m ?? null,
     source_affinity: spec.source_affinity ?? false,
+    // Last and only when set: records of VIPs without checks keep their shape.
+    ...(spec.health_check ? { health_check: normHealthCheck(spec.health_check, 'vip') } : {}),
   };
 }
 
 /** Only call on a validated spec. */
 export function normBackend(spec: BackendSpec): NormBackend {
-  return { address: canon(spec.address), weight: spec.weight ?? DEFAULT_WEIGHT, state: spec.state ?? 'active' };
+  return {
+    address: canon(spec.address), weight: spec.weight ?? DEFAULT_WEIGHT, state: spec.state ?? 'active',
+    ...(spec.health_check ? { health_check: normHealthCheck(spec.health_check, 'backend') } : {}),
+  };
 }
 
 /** Only call on a validated spec. */
@@ -135,11 +156,15 @@ export function vipSpecOf(r: VipRecord): NormVip {
     name: r.name, address: r.address, family: addressFamily(r.address), port: r.port, protocol: r.protocol,
     encap: r.encap, allow: r.allow, deny: r.deny, policies: r.policies, rate_limit: r.rate_limit,
     maglev_m: r.maglev_m, source_affinity: r.source_affinity,
+    ...(r.health_check ? { health_check: r.health_check } : {}),
   };
 }
 
 export function backendSpecOf(r: BackendRecord): NormBackend {
-  return { address: r.address, weight: r.weight, state: r.state };
+  return {
+    address: r.address, weight: r.weight, state: r.state,
+    ...(r.health_check ? { health_check: r.health_check } : {}),
+  };
 }
 
 export function policySpecOf(r: PolicyRecord): NormPolicy {
@@ -160,6 +185,16 @@ function parseList(json: string): string[] {
   return JSON.parse(json) as string[];
 }
 
+/** A stored check; written by the store in normal form, so read back as is. */
+function parseCheck(json: string | null): { health_check?: HealthCheck } {
+  return json === null ? {} : { health_check: JSON.parse(json) as HealthCheck };
+}
+
+/** The column value of an optional check. */
+export function checkJson(c: HealthCheck | undefined): string | null {
+  return c === undefined ? null : JSON.stringify(c);
+}
+
 export function vipRecord(row: VipRow, policies: string[]): VipRecord {
   return {
     name: row.name,
@@ -175,6 +210,7 @@ export function vipRecord(row: VipRow, policies: string[]): VipRecord {
       : { new_flows_per_sec: row.rl_new_flows_per_sec, burst: row.rl_burst },
     maglev_m: row.maglev_m,
     source_affinity: row.source_affinity === 1,
+    ...parseCheck(row.health_check),
     backend_count: row.backend_count,
     owner: row.owner,
     created_revision: row.created_revision,
@@ -188,6 +224,7 @@ export function backendRecord(row: BackendRow): BackendRecord {
     address: row.address,
     weight: row.weight,
     state: row.state,
+    ...parseCheck(row.health_check),
     owner: row.owner,
     created_revision: row.created_revision,
     updated_revision: row.updated_revision,
@@ -209,4 +246,10 @@ export function policyRecord(row: PolicyRow): PolicyRecord {
 export function addressSortKey(canonical: string): Buffer {
   const a = parseAddr(canonical);
   return Buffer.concat([Buffer.from([a.family]), a.bytes]);
+}
+
+export function healthEvent(row: HealthEventRow): HealthEvent {
+  return {
+    id: row.id, time: row.time, vip: row.vip, backend: row.backend, from: row.from_status, to: row.to_status, reason: row.reason,
+  };
 }

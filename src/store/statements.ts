@@ -4,7 +4,7 @@
  */
 import type Database from 'better-sqlite3';
 import type { Tombstone } from './types.js';
-import type { AuditRow, BackendRow, MetaRow, PolicyRow, VipRow } from './rows.js';
+import type { AuditRow, BackendRow, HealthEventRow, MetaRow, PolicyRow, VipRow } from './rows.js';
 
 type Db = Database.Database;
 type Stmt<P extends unknown[], R = unknown> = Database.Statement<P, R>;
@@ -15,15 +15,18 @@ const VIP_SELECT = `
 
 const BACKEND_SELECT = `
   SELECT b.id, b.vip_id, v.name AS vip, b.address, b.weight, b.state, b.owner,
-         b.created_revision, b.updated_revision, b.dp_id, b.dp_gen
+         b.created_revision, b.updated_revision, b.dp_id, b.dp_gen, b.health_check
   FROM backends b JOIN vips v ON v.id = b.vip_id`;
 
 /** Columns written for a VIP, in this order, by insert and update. */
 export type VipValues = [
   name: string, address: string, family: number, port: number, protocol: string, encap: string,
   allow: string, deny: string, rl_new_flows_per_sec: number | null, rl_burst: number | null,
-  maglev_m: number | null, source_affinity: number, owner: string | null,
+  maglev_m: number | null, source_affinity: number, owner: string | null, health_check: string | null,
 ];
+
+/** Columns written for a backend's changeable fields, in this order, by insert and update. */
+export type BackendValues = [weight: number, state: string, health_check: string | null];
 
 export function prepareStatements(db: Db) {
   const p = <P extends unknown[], R = unknown>(sql: string): Stmt<P, R> => db.prepare<P, R>(sql);
@@ -42,12 +45,13 @@ export function prepareStatements(db: Db) {
     ),
     insertVip: p<[...VipValues, number, number, number], { id: number }>(`
       INSERT INTO vips (name, address, family, port, protocol, encap, allow, deny, rl_new_flows_per_sec,
-                        rl_burst, maglev_m, source_affinity, owner, created_revision, updated_revision, dp_id)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
+                        rl_burst, maglev_m, source_affinity, owner, health_check, created_revision, updated_revision,
+                        dp_id)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
     updateVip: p<[...VipValues, number, number]>(`
       UPDATE vips SET name = ?, address = ?, family = ?, port = ?, protocol = ?, encap = ?, allow = ?,
                       deny = ?, rl_new_flows_per_sec = ?, rl_burst = ?, maglev_m = ?, source_affinity = ?,
-                      owner = ?, updated_revision = ?
+                      owner = ?, health_check = ?, updated_revision = ?
       WHERE id = ?`),
     deleteVip: p<[number]>('DELETE FROM vips WHERE id = ?'),
 
@@ -82,12 +86,12 @@ export function prepareStatements(db: Db) {
     ),
     backendsOfVip: p<[number], BackendRow>(`${BACKEND_SELECT} WHERE b.vip_id = ? ORDER BY b.sort_key`),
     backendAll: p<[], BackendRow>(`${BACKEND_SELECT} ORDER BY v.name, b.sort_key`),
-    insertBackend: p<[number, string, Buffer, number, string, string | null, number, number, number, number]>(`
-      INSERT INTO backends (vip_id, address, sort_key, weight, state, owner, created_revision, updated_revision,
-                            dp_id, dp_gen)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-    updateBackend: p<[number, string, number, number]>(
-      'UPDATE backends SET weight = ?, state = ?, updated_revision = ? WHERE id = ?',
+    insertBackend: p<[number, string, Buffer, ...BackendValues, string | null, number, number, number, number]>(`
+      INSERT INTO backends (vip_id, address, sort_key, weight, state, health_check, owner, created_revision,
+                            updated_revision, dp_id, dp_gen)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+    updateBackend: p<[...BackendValues, number, number]>(
+      'UPDATE backends SET weight = ?, state = ?, health_check = ?, updated_revision = ? WHERE id = ?',
     ),
     deleteBackend: p<[number]>('DELETE FROM backends WHERE id = ?'),
 
@@ -131,6 +135,18 @@ export function prepareStatements(db: Db) {
     ),
     auditLatest: p<[number], AuditRow>('SELECT * FROM audit ORDER BY revision DESC LIMIT ?'),
     auditSince: p<[number, number], AuditRow>('SELECT * FROM audit WHERE revision > ? ORDER BY revision LIMIT ?'),
+
+    // health events (newest first; a filter parameter of NULL matches everything)
+    insertHealthEvent: p<[string, string, string, string, string, string | null]>(
+      'INSERT INTO health_events (time, vip, backend, from_status, to_status, reason) VALUES (?, ?, ?, ?, ?, ?)',
+    ),
+    trimHealthEvents: p<[number]>(
+      'DELETE FROM health_events WHERE id <= (SELECT MAX(id) FROM health_events) - ?',
+    ),
+    healthEventPage: p<[string | null, string | null, string | null, string | null, number, number], HealthEventRow>(`
+      SELECT * FROM health_events
+      WHERE (? IS NULL OR vip = ?) AND (? IS NULL OR backend = ?) AND id < ?
+      ORDER BY id DESC LIMIT ?`),
   };
 }
 

@@ -13,6 +13,7 @@ import { closeSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { ValidationError } from '../model/errors.js';
+import type { NewHealthEvent } from '../model/health.js';
 import { migrate } from './migrations.js';
 import type { AuditRow } from './rows.js';
 import { SnapshotCache } from './snapshot.js';
@@ -31,10 +32,13 @@ export interface StoreOptions {
   now?: () => number;
   /** How long to wait for another process's write lock (default 5000 ms). */
   busyTimeoutMs?: number;
+  /** Health events kept (the newest); default 10,000. */
+  healthEventRetention?: number;
 }
 
 export const DEFAULT_AUDIT_LIMIT = 100;
 export const MAX_AUDIT_LIMIT = 1000;
+export const DEFAULT_HEALTH_EVENT_RETENTION = 10_000;
 /** Pages copied per backup step: small steps keep the database writable during a backup. */
 const BACKUP_PAGES_PER_STEP = 256;
 
@@ -45,11 +49,12 @@ const BACKUP_PAGES_PER_STEP = 256;
 export function openStore(path: string, opts: StoreOptions): Store {
   checkCapacity('maxVips', opts.maxVips);
   checkCapacity('maxBackends', opts.maxBackends);
+  if (opts.healthEventRetention !== undefined) checkCapacity('healthEventRetention', opts.healthEventRetention);
   const db = openDatabase(path);
   try {
     configure(db, path, opts.busyTimeoutMs ?? 5000);
     migrate(db, path);
-    return new SqliteStore(db, {
+    return new SqliteStore(db, opts.healthEventRetention ?? DEFAULT_HEALTH_EVENT_RETENTION, {
       db,
       st: prepareStatements(db),
       maxVips: opts.maxVips,
@@ -96,7 +101,9 @@ class SqliteStore implements Store {
   private readonly st: Statements;
   private closed = false;
 
-  constructor(private readonly db: Database.Database, private readonly ctx: StoreContext) {
+  constructor(
+    private readonly db: Database.Database, private readonly eventRetention: number, private readonly ctx: StoreContext,
+  ) {
     this.st = ctx.st;
   }
 
@@ -165,6 +172,16 @@ class SqliteStore implements Store {
     }
     const rows = since === undefined ? this.st.auditLatest.all(limit).reverse() : this.st.auditSince.all(since, limit);
     return rows.map(auditEntry);
+  }
+
+  appendHealthEvents(events: readonly NewHealthEvent[]): void {
+    this.assertOpen();
+    if (events.length === 0) return;
+    // Its own short transaction: one fsync for a whole batch (a switch failing takes many backends at once).
+    this.db.transaction(() => {
+      for (const e of events) this.st.insertHealthEvent.run(e.time, e.vip, e.backend, e.from, e.to, e.reason);
+      this.st.trimHealthEvents.run(this.eventRetention);
+    }).immediate();
   }
 
   /**

@@ -19,15 +19,16 @@ import { canonicalAddress, validateBackendSpec, validatePolicySpec, validateVipS
 import { pageRequest, toPage } from './cursor.js';
 import { replaceState } from './replace.js';
 import {
-  addressSortKey, backendRecord, backendSpecOf, normBackend, normPolicy, normVip, policyRecord, policySpecOf,
-  sameSpec, vipRecord, vipSpecOf,
+  addressSortKey, backendRecord, backendSpecOf, checkJson, healthEvent, normBackend, normPolicy, normVip, policyRecord,
+  policySpecOf, sameSpec, vipRecord, vipSpecOf,
   type BackendRow, type NormBackend, type NormPolicy, type NormVip, type PolicyRow, type VipRow,
 } from './rows.js';
 import { buildState, deriveState, toSnapshot, type SnapshotCache, type SnapshotState } from './snapshot.js';
 import type { Statements, VipValues } from './statements.js';
 import type {
-  Page, PageQuery, StateChange, StoreSnapshot, StoreTx,
+  HealthEventQuery, Page, PageQuery, StateChange, StoreSnapshot, StoreTx,
 } from './types.js';
+import type { HealthEvent } from '../model/health.js';
 
 export interface StoreContext {
   db: Database.Database;
@@ -205,6 +206,7 @@ export class Tx implements StoreTx {
       }
       assertOwner('vip', row.name, row.owner, owner ?? null);
       this.assertEndpointFree(norm, row.id);
+      if (norm.port === 0) this.assertChecksHavePorts(row);
       return { record: this.updateVip(row, norm).record, created: false };
     });
   }
@@ -235,7 +237,7 @@ export class Tx implements StoreTx {
     return this.atomic((st) => {
       const vipRow = this.mustVip(vip);
       assertOwner('vip', vipRow.name, vipRow.owner, owner ?? null);
-      const norm = checkBackend(spec);
+      const norm = checkBackend(spec, vipRow.port);
       if (st.backendByAddr.get(vipRow.id, norm.address) !== undefined) {
         throw new ConflictError(`backend ${norm.address} already exists in vip "${vipRow.name}"`);
       }
@@ -247,7 +249,7 @@ export class Tx implements StoreTx {
     return this.atomic((st) => {
       const vipRow = this.mustVip(vip);
       assertOwner('vip', vipRow.name, vipRow.owner, owner ?? null);
-      const norm = checkBackend(spec);
+      const norm = checkBackend(spec, vipRow.port);
       const row = st.backendByAddr.get(vipRow.id, norm.address);
       if (row === undefined) return { record: this.insertBackend(vipRow, norm, owner ?? null), created: true };
       assertOwner('backend', `${vipRow.name}/${row.address}`, row.owner, owner ?? null);
@@ -321,6 +323,20 @@ export class Tx implements StoreTx {
     return { vips, policies };
   }
 
+  /** Health transitions, newest first (not part of the revision history). */
+  listHealthEvents(q: HealthEventQuery = {}): Page<HealthEvent> {
+    const st = this.rd;
+    const { limit, after } = pageRequest('event', q);
+    const before = after === null ? Number.MAX_SAFE_INTEGER : Number(after);
+    if (!Number.isSafeInteger(before)) {
+      throw new ValidationError([{ field: '/cursor', reason: 'not a cursor returned by this list (start again without one)' }]);
+    }
+    const vip = q.vip ?? null;
+    const backend = q.backend === undefined || q.backend === null ? null : canonicalAddress(q.backend) ?? q.backend;
+    const rows = st.healthEventPage.all(vip, vip, backend, backend, before, limit + 1);
+    return toPage(rows, limit, 'event', (r) => String(r.id), healthEvent);
+  }
+
   /**
    * Removes the tombstones whose drain has ended. This is a change (the
    * datapath must free those ids), so it bumps the revision when it removes any.
@@ -390,6 +406,20 @@ export class Tx implements StoreTx {
     return normVip(spec);
   }
 
+  /** A VIP becoming all-port: every backend's own check must name its port (a VIP check is validated with the VIP). */
+  private assertChecksHavePorts(vip: VipRow): void {
+    const errors = this.rd.backendsOfVip.all(vip.id)
+      .filter((b) => {
+        const c = backendRecord(b).health_check;
+        return c !== undefined && c.type !== 'none' && c.port === null;
+      })
+      .map((b) => ({
+        field: '/port',
+        reason: `backend ${b.address} has a health_check without a port; give it one before making the VIP all-port (0)`,
+      }));
+    if (errors.length > 0) throw new ValidationError(errors);
+  }
+
   /** {address, port, protocol} identifies a VIP: refuse one another VIP already has. */
   private assertEndpointFree(norm: NormVip, selfId: number | null): void {
     const other = this.rd.vipsAtEndpoint.all(norm.address, norm.port, norm.protocol).find((r) => r.id !== selfId);
@@ -454,7 +484,7 @@ export class Tx implements StoreTx {
     const tomb = st.tombstoneFor.get(vip.dp_id, norm.address);
     const id = tomb !== undefined ? { dpId: tomb.dp_id, gen: tomb.dp_gen } : this.allocBackendId();
     st.insertBackend.run(
-      vip.id, norm.address, addressSortKey(norm.address), norm.weight, norm.state, owner,
+      vip.id, norm.address, addressSortKey(norm.address), norm.weight, norm.state, checkJson(norm.health_check), owner,
       this.revision, this.revision, id.dpId, id.gen,
     );
     if (tomb !== undefined) st.deleteTombstone.run(tomb.dp_id);
@@ -467,8 +497,12 @@ export class Tx implements StoreTx {
   updateBackend(row: BackendRow, norm: NormBackend): Updated<BackendRecord> {
     const before = backendRecord(row);
     if (sameSpec(backendSpecOf(before), norm)) return { record: before, changed: false };
-    this.wr.updateBackend.run(norm.weight, norm.state, this.revision, row.id);
-    const after: BackendRecord = { ...before, weight: norm.weight, state: norm.state, updated_revision: this.revision };
+    this.wr.updateBackend.run(norm.weight, norm.state, checkJson(norm.health_check), this.revision, row.id);
+    const { health_check: _old, ...rest } = before;
+    const after: BackendRecord = {
+      ...rest, weight: norm.weight, state: norm.state,
+      ...(norm.health_check ? { health_check: norm.health_check } : {}), updated_revision: this.revision,
+    };
     this.changes.record(backendKey(before), before, after);
     return { record: after, changed: true };
   }
@@ -565,12 +599,12 @@ function vipValues(n: NormVip, owner: string | null): VipValues {
   return [
     n.name, n.address, n.family, n.port, n.protocol, n.encap, JSON.stringify(n.allow), JSON.stringify(n.deny),
     n.rate_limit?.new_flows_per_sec ?? null, n.rate_limit?.burst ?? null, n.maglev_m,
-    n.source_affinity ? 1 : 0, owner,
+    n.source_affinity ? 1 : 0, owner, checkJson(n.health_check),
   ];
 }
 
-function checkBackend(spec: BackendSpec): NormBackend {
-  const errors = validateBackendSpec(spec);
+function checkBackend(spec: BackendSpec, vipPort: number): NormBackend {
+  const errors = validateBackendSpec(spec, '', vipPort);
   if (errors.length > 0) throw new ValidationError(errors);
   return normBackend(spec);
 }

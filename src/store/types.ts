@@ -3,6 +3,7 @@
  * SQLite is the source of truth: every change is one transaction that bumps
  * the global revision and writes an audit row.
  */
+import type { HealthEvent, NewHealthEvent } from '../model/health.js';
 import type {
   BackendRecord, BackendSpec, DesiredState, PolicyRecord, PolicySpec, VipRecord, VipSpec,
 } from '../model/types.js';
@@ -54,6 +55,12 @@ export interface StateChange {
   kind: 'vip' | 'backend' | 'policy';
   /** vip name, "vip/address" for backends, policy name. */
   name: string;
+}
+
+/** A page of health events, newest first, optionally of one VIP and/or backend address. */
+export interface HealthEventQuery extends PageQuery {
+  vip?: string | null;
+  backend?: string | null;
 }
 
 export interface AuditEntry {
@@ -111,6 +118,9 @@ export interface StoreTx {
   /** Removes tombstones whose drain time has passed; returns how many. */
   expireTombstones(nowMs: number): number;
 
+  /** Health transitions, newest first (kept outside the revision history). */
+  listHealthEvents(q?: HealthEventQuery): Page<HealthEvent>;
+
   snapshot(): StoreSnapshot;
 }
 
@@ -128,6 +138,12 @@ export interface Store {
   /** A read-only view (no revision bump). */
   read<T>(fn: (tx: StoreTx) => T): T;
   audit(q?: { limit?: number; sinceRevision?: number }): AuditEntry[];
+  /**
+   * Appends health transitions in one transaction of their own: no revision,
+   * no audit row (health is state, not configuration). Only the newest
+   * `healthEventRetention` events are kept.
+   */
+  appendHealthEvents(events: readonly NewHealthEvent[]): void;
   /** Online backup to a file (SQLite backup API); resolves when complete. */
   backup(path: string, onProgress?: (done: number, total: number) => void): Promise<void>;
   close(): void;

@@ -1,9 +1,11 @@
 /**
  * /v1/vips/{name}/backends: a VIP's backends, addressed by IP (IPv6 in the
  * path as is). DELETE drains: the store keeps a tombstone so established
- * flows finish for drainSeconds. Writes answer {revision, backend}.
+ * flows finish for drainSeconds. Writes answer {revision, backend}; GETs add
+ * the backend's runtime health.
  */
 import type { FastifyInstance } from 'fastify';
+import { UNCHECKED, type BackendHealth } from '../../model/health.js';
 import type { BackendRecord, BackendSpec } from '../../model/types.js';
 import { etagOf, notModified } from '../etag.js';
 import { nameSchema, ref } from '../schemas.js';
@@ -23,6 +25,8 @@ const beParams = params({ name: nameSchema, address: addressParam });
 
 export function backendRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const { controller } = ctx;
+  const healthOf = (b: BackendRecord): BackendHealth => ctx.health?.backendHealth(b.vip, b.address) ?? { ...UNCHECKED };
+  const withHealth = (b: BackendRecord): BackendRecord & { health: BackendHealth } => ({ ...b, health: healthOf(b) });
 
   app.get<{ Params: VipP; Querystring: PageQs }>('/v1/vips/:name/backends', {
     schema: {
@@ -30,7 +34,11 @@ export function backendRoutes(app: FastifyInstance, ctx: RouteContext): void {
       params: nameParam, querystring: pageQuery,
       response: { 200: json('A page of backends.', ref('BackendPage')), ...problems(...LIST_ERRORS) },
     },
-  }, async (request) => listing(() => controller.read((tx) => tx.listBackends(request.params.name, toPageQuery(request.query)))));
+  }, async (request) => {
+    ctx.health?.refresh();
+    const page = listing(() => controller.read((tx) => tx.listBackends(request.params.name, toPageQuery(request.query))));
+    return { ...page, items: page.items.map(withHealth) };
+  });
 
   app.post<{ Params: VipP; Body: BackendSpec }>('/v1/vips/:name/backends', {
     schema: {
@@ -50,6 +58,7 @@ export function backendRoutes(app: FastifyInstance, ctx: RouteContext): void {
   app.get<{ Params: BeP; Headers: CondHeaders }>('/v1/vips/:name/backends/:address', {
     schema: {
       tags, operationId: 'getBackend', summary: 'Get a backend',
+      description: 'The ETag covers the stored backend (If-Match on writes); health is live, so a checked backend never answers 304.',
       params: beParams, headers: condHeaders(true),
       response: {
         200: json('The backend.', ref('BackendRecord'), etagHeader),
@@ -59,10 +68,12 @@ export function backendRoutes(app: FastifyInstance, ctx: RouteContext): void {
     },
   }, async (request, reply) => {
     const { name, address } = request.params;
-    const be = controller.read((tx) => tx.getBackend(name, canonicalIp(address)));
+    ctx.health?.refresh();
+    const be = withHealth(controller.read((tx) => tx.getBackend(name, canonicalIp(address))));
     const tag = beTag(be);
     reply.header('etag', tag);
-    if (notModified(request.headers['if-none-match'], tag)) return reply.code(304).send();
+    // The tag does not change with health (writes compare it): only a representation without live health may be 304.
+    if (be.health.status === 'unchecked' && notModified(request.headers['if-none-match'], tag)) return reply.code(304).send();
     return be;
   });
 

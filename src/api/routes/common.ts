@@ -11,13 +11,14 @@ import type { PageQuery } from '../../store/types.js';
 import { checkWritePreconditions } from '../etag.js';
 import { PROBLEM_TYPE } from '../problems.js';
 import { ipSchema, nameSchema, ref, type JsonSchema } from '../schemas.js';
-import type { DaemonInfo } from '../types.js';
+import type { DaemonInfo, HealthView } from '../types.js';
 
 export interface RouteContext {
   controller: Controller;
   info: DaemonInfo;
   drainSeconds: number;
   stateBodyLimit: number;
+  health?: HealthView;
 }
 
 export const REVISION_HEADER = 'x-ferry-revision';
