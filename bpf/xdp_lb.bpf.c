@@ -8,7 +8,8 @@
  * Anything not addressed to a VIP address goes to the stack untouched.
  * Every stage lives in lib/ by concern; each returns an XDP verdict or
  * CONTINUE. Drops carry a reason (enum ferry_drop_reason) that userspace
- * names.
+ * names; drops and sampled new flows are also reported as events
+ * (lib/events.h).
  */
 #include "common.h"
 #include "maps.h"
@@ -26,7 +27,7 @@ SEC("xdp")
 int xdp_lb(struct xdp_md *ctx)
 {
 	void *data = xdp_data(ctx), *data_end = xdp_data_end(ctx);
-	struct packet pkt = { .frame_len = xdp_frame_len(ctx) };
+	struct packet pkt = { .frame_len = xdp_frame_len(ctx), .vip_id = FERRY_VIP_NONE };
 	struct vip_addr_meta *addr;
 	struct lb_config *cfg;
 	struct vip_meta *vip;
@@ -61,6 +62,7 @@ int xdp_lb(struct xdp_md *ctx)
 	vip = vip_lookup(&pkt.flow);
 	if (!vip)
 		return pass_as(&pkt, CNT_PASS_VIP_OTHER);
+	pkt.vip_id = vip->vip_id;
 	if (!pkt.steered) {
 		action = policy_check(&pkt, vip);
 		if (action >= 0)
@@ -73,7 +75,7 @@ int xdp_lb(struct xdp_md *ctx)
 		return drop_as(&pkt, DROP_NO_ENCAP_SOURCE);
 	pkt.hash = flow_hash(&pkt.flow, vip->flags, cfg->hash_seed);
 
-	action = lb_select_backend(&pkt, vip, &be, &backend_id);
+	action = lb_select_backend(&pkt, vip, cfg, &be, &backend_id);
 	if (action >= 0)
 		return action;
 	count_forward(&pkt, vip->vip_id, backend_id);

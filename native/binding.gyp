@@ -11,6 +11,7 @@
         "src/notify.cc",
         "src/object.cc",
         "src/progs.cc",
+        "src/ring.cc",
         "src/util.cc"
       ],
       "include_dirs": [

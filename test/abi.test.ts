@@ -56,6 +56,7 @@ describe('datapath ABI', () => {
     const lower = (prefix: string) => (e: string) => e.slice(prefix.length).toLowerCase();
     assert.deepEqual(cEnum(consts, 'ferry_drop_reason').filter((e) => e !== 'DROP_MAX').map(lower('DROP_')), [...abi.DROP_REASONS]);
     assert.deepEqual(cEnum(consts, 'ferry_counter').filter((e) => e !== 'CNT_MAX').map(lower('CNT_')), [...abi.COUNTERS]);
+    assert.deepEqual(cEnum(consts, 'ferry_flow_reason').filter((e) => e !== 'FLOW_REASON_MAX').map(lower('FLOW_REASON_')), [...abi.FLOW_REASONS]);
     assert.deepEqual(
       cEnum(consts, 'ferry_decap_counter').filter((e) => e !== 'DECAP_CNT_MAX').map(lower('DECAP_CNT_')),
       [...abi.DECAP_COUNTERS],
@@ -74,6 +75,10 @@ describe('datapath ABI', () => {
       ['FERRY_MAX_BACKENDS', abi.DEFAULT_SIZES.maxBackends],
       ['FERRY_CT_SIZE', abi.DEFAULT_SIZES.ctSize],
       ['FERRY_MAX_POLICY_RULES', abi.DEFAULT_SIZES.maxPolicyRules],
+      ['FERRY_EVENTS_RING_BYTES', abi.DEFAULT_SIZES.eventRingBytes],
+      ['FERRY_VIP_NONE', abi.FERRY_VIP_NONE],
+      ['FERRY_EVENT_FLOW', abi.FERRY_EVENT_FLOW],
+      ['FERRY_EVENT_DROP', abi.FERRY_EVENT_DROP],
       ['VIP_F_POLICY', abi.VIP_F_POLICY],
       ['VIP_F_ALLOWLIST', abi.VIP_F_ALLOWLIST],
       ['VIP_F_SRC_AFFINITY', abi.VIP_F_SRC_AFFINITY],
@@ -99,6 +104,7 @@ describe('datapath ABI', () => {
       assert.equal(byName.get('ferry_ct')?.maxEntries, abi.DEFAULT_SIZES.ctSize);
       assert.equal(byName.get('ferry_drops')?.maxEntries, abi.DROP_REASONS.length);
       assert.equal(byName.get('ferry_counters')?.maxEntries, abi.COUNTERS.length);
+      assert.equal(byName.get('ferry_events')?.maxEntries, abi.DEFAULT_SIZES.eventRingBytes);
     } finally {
       obj.close();
     }

@@ -58,6 +58,8 @@ describe('config', () => {
   it('names the key of every mistake', () => {
     refuses('nope: 1\n', '/nope: unknown key');
     refuses('bpf:\n  max_vips: many\n', '/bpf/max_vips: must be integer');
+    refuses('bpf:\n  events_ring_bytes: 5000\n', '/bpf/events_ring_bytes: must be a power of 2');
+    refuses('datapath:\n  events_per_second: -1\n', '/datapath/events_per_second: must be >= 0');
     refuses('bpf:\n  max_vips: 0\n', '/bpf/max_vips: must be >= 1');
     refuses('bpf:\n  pin_root: relative\n', '/bpf/pin_root: must match pattern');
     refuses('interfaces:\n  - mode: native\n', '/interfaces/0/name: is required');

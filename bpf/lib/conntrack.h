@@ -33,9 +33,12 @@ static __always_inline void ct_touch(struct ct_value *ct)
 		ct->last_seen_ns = now;
 }
 
-/* The backend conntrack holds for this flow, or NULL to balance afresh. */
+/*
+ * The backend conntrack holds for this flow, or NULL to balance afresh;
+ * *stale is set when an entry existed but its backend is no longer valid.
+ */
 static __always_inline struct backend *ct_lookup(const struct packet *pkt, __u32 vip_id,
-						 __u32 *backend_id)
+						 __u32 *backend_id, bool *stale)
 {
 	struct vip_stats *vs = vip_stats_of(vip_id);
 	struct ct_value *ct;
@@ -50,6 +53,7 @@ static __always_inline struct backend *ct_lookup(const struct packet *pkt, __u32
 	be = bpf_map_lookup_elem(&ferry_backends, &ct->backend_id);
 	if (!be || !ct_entry_valid(ct, be, vip_id)) {
 		count_event(pkt, CNT_CT_STALE);
+		*stale = true;
 		return NULL;
 	}
 

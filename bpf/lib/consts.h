@@ -28,9 +28,15 @@
 #ifndef FERRY_MAX_POLICY_RULES
 #define FERRY_MAX_POLICY_RULES 65536   /* allow/deny CIDRs over all VIPs */
 #endif
+#ifndef FERRY_EVENTS_RING_BYTES
+#define FERRY_EVENTS_RING_BYTES 1048576 /* ferry_events ring buffer: a power of 2, >= a page */
+#endif
 
 /* A Maglev slot holding this id has no backend: packets hashed to it drop. */
 #define FERRY_BACKEND_NONE 0xffffffffU
+
+/* An event's vip_id when the packet was dropped before its VIP was known. */
+#define FERRY_VIP_NONE 0xffffffffU
 
 /* Address families as stored in keys (readable in bpftool dumps). */
 #define FERRY_AF_INET 4
@@ -59,6 +65,10 @@
 
 /* lb_config.flags */
 #define CFG_F_SKIP_FIB (1U << 0)       /* always use gw_mac, never bpf_fib_lookup */
+
+/* ferry_event.kind */
+#define FERRY_EVENT_FLOW 1             /* a sampled new flow: reason is enum ferry_flow_reason */
+#define FERRY_EVENT_DROP 2             /* a drop: reason is enum ferry_drop_reason */
 
 /* policy_value.action */
 #define POLICY_ALLOW 1
@@ -102,7 +112,20 @@ enum ferry_counter {
 	CNT_ICMP_ECHO,            /* echo requests answered */
 	CNT_ICMP_STEERED,         /* frag-needed / packet-too-big steered to a backend */
 	CNT_CT_STALE,             /* conntrack hit naming a backend no longer valid */
+	CNT_EVENTS,               /* events written to the ferry_events ring buffer */
+	CNT_EVENTS_SUPPRESSED,    /* events over the per-second cap: not written */
+	CNT_EVENTS_LOST,          /* events the full ring buffer refused (the daemon reads too slowly) */
 	CNT_MAX,
+};
+
+/*
+ * Why a new flow went to Maglev (ferry_event.reason of a flow event). Names
+ * live in src/datapath/abi.ts (FLOW_REASONS); keep both lists in the same order.
+ */
+enum ferry_flow_reason {
+	FLOW_REASON_MAGLEV = 0,   /* no conntrack entry, or a TCP SYN */
+	FLOW_REASON_CT_STALE,     /* the conntrack entry named a backend no longer valid: re-picked */
+	FLOW_REASON_MAX,
 };
 
 /* Decap program counters: index into ferry_decap_counters. */

@@ -9,6 +9,7 @@
 #include "common.h"
 #include "maps.h"
 #include "conntrack.h"
+#include "events.h"
 #include "maglev.h"
 #include "policy.h"
 #include "stats.h"
@@ -17,9 +18,11 @@
  * A new flow: rate limit, Maglev slot, then the backend it names must be
  * ACTIVE and belong to this VIP (a table computed for the old owner of a
  * reused id must not leak flows to the new one). A steered ICMP error is
- * not a flow of its own: it is neither rate limited nor recorded.
+ * not a flow of its own: it is neither rate limited nor recorded (nor
+ * reported as an event).
  */
 static __always_inline int lb_new_flow(const struct packet *pkt, const struct vip_meta *vip,
+				       const struct lb_config *cfg, enum ferry_flow_reason why,
 				       struct backend **be_out, __u32 *id_out)
 {
 	__u64 now = bpf_ktime_get_ns();
@@ -39,6 +42,7 @@ static __always_inline int lb_new_flow(const struct packet *pkt, const struct vi
 	if (!pkt->steered) {
 		ct_record(&pkt->flow, id, be, now);
 		count_new_flow(vip->vip_id, id);
+		event_new_flow(pkt, cfg, why, id);
 	}
 	*be_out = be;
 	*id_out = id;
@@ -47,18 +51,21 @@ static __always_inline int lb_new_flow(const struct packet *pkt, const struct vi
 
 /* A SYN starts a new connection: it never reuses a (possibly stale) entry. */
 static __always_inline int lb_select_backend(const struct packet *pkt, const struct vip_meta *vip,
+					     const struct lb_config *cfg,
 					     struct backend **be_out, __u32 *id_out)
 {
 	struct backend *be;
+	bool stale = false;
 
 	if (!pkt->syn) {
-		be = ct_lookup(pkt, vip->vip_id, id_out);
+		be = ct_lookup(pkt, vip->vip_id, id_out, &stale);
 		if (be) {
 			*be_out = be;
 			return CONTINUE;
 		}
 	}
-	return lb_new_flow(pkt, vip, be_out, id_out);
+	return lb_new_flow(pkt, vip, cfg, stale ? FLOW_REASON_CT_STALE : FLOW_REASON_MAGLEV,
+			   be_out, id_out);
 }
 
 #endif /* FERRY_LB_H */

@@ -124,4 +124,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ferry_counters SEC(".maps");
 
+/*
+ * Live events (events.h): struct ferry_event records for the daemon, which
+ * polls the ring (no wakeups are sent). Size in bytes, a load-time
+ * parameter like the other capacities.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, FERRY_EVENTS_RING_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_events SEC(".maps");
+
+/* The events cap's per-CPU state (one GCRA per CPU: no shared cache line). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct event_budget);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_event_budget SEC(".maps");
+
 #endif /* FERRY_MAPS_H */

@@ -30,6 +30,7 @@ struct packet {
 	struct flow_key flow;     /* 5-tuple; for a steered ICMP error, the quoted flow's */
 	__u32 frame_len;          /* frame as received: the counters' byte unit */
 	__u32 hash;               /* flow hash, set once the VIP is known */
+	__u32 vip_id;             /* set once the VIP is known, FERRY_VIP_NONE before (for events) */
 	__u16 ip_len;             /* IP header + payload as the header says (Ethernet padding excluded) */
 	__u8 l3_off;              /* IP header: 14, or 18 behind an 802.1Q tag */
 	__u8 l4_off;              /* L4 header (set by parse_l4) */
@@ -64,6 +65,10 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct packet 
 
 	if ((void *)(ip + 1) > data_end)
 		return DROP_MALFORMED_L3;
+	/* Addresses first: a drop event names the source even of a bad header. */
+	pkt->flow.src[0] = ip->saddr;
+	pkt->flow.dst[0] = ip->daddr;
+	pkt->flow.proto = ip->protocol;
 	tot_len = bpf_ntohs(ip->tot_len);
 	if (ip->version != 4 || ip->ihl < 5 || tot_len < ip->ihl * 4 ||
 	    (void *)ip + tot_len > data_end)
@@ -72,9 +77,6 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct packet 
 	pkt->ip_len = tot_len;
 	pkt->tos = ip->tos;
 	pkt->df = (ip->frag_off & bpf_htons(IPV4_DF)) != 0;
-	pkt->flow.src[0] = ip->saddr;
-	pkt->flow.dst[0] = ip->daddr;
-	pkt->flow.proto = ip->protocol;
 	return DROP_NONE;
 }
 
@@ -85,15 +87,15 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct packet 
 
 	if ((void *)(ip6 + 1) > data_end)
 		return DROP_MALFORMED_L3;
+	addr_copy(pkt->flow.src, ip6->saddr.in6_u.u6_addr32);
+	addr_copy(pkt->flow.dst, ip6->daddr.in6_u.u6_addr32);
+	pkt->flow.proto = ip6->nexthdr;
 	payload_len = bpf_ntohs(ip6->payload_len);
 	if (ip6->version != 6 || (void *)(ip6 + 1) + payload_len > data_end)
 		return DROP_MALFORMED_L3;
 
 	pkt->ip_len = sizeof(*ip6) + payload_len;
 	pkt->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-	addr_copy(pkt->flow.src, ip6->saddr.in6_u.u6_addr32);
-	addr_copy(pkt->flow.dst, ip6->daddr.in6_u.u6_addr32);
-	pkt->flow.proto = ip6->nexthdr;
 	return DROP_NONE;
 }
 

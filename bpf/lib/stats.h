@@ -12,6 +12,7 @@
 #include "common.h"
 #include "maps.h"
 #include "parse.h"
+#include "events.h"
 
 static __always_inline void counter_add(void *map, __u32 idx, __u32 bytes)
 {
@@ -34,9 +35,11 @@ static __always_inline int pass_as(const struct packet *pkt, enum ferry_counter 
 	return XDP_PASS;
 }
 
+/* Every drop is counted by reason and reported as an event (events.h). */
 static __always_inline int drop_as(const struct packet *pkt, enum ferry_drop_reason reason)
 {
 	counter_add(&ferry_drops, reason, pkt->frame_len);
+	event_drop(pkt, reason);
 	return XDP_DROP;
 }
 

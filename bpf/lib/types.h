@@ -92,6 +92,39 @@ struct lb_config {
 	__u32 src6_hostmask;
 	__u8 gw_mac[6];           /* next hop when the fib lookup fails; zero = none */
 	__u8 pad[2];
+	/* Live events (events.h). The cap is a per-CPU GCRA: each CPU emits at
+	 * most one event per events_interval_ns, with a burst allowance of
+	 * events_burst_ns; the daemon sets interval = CPUs x 1 s / cap. */
+	__u32 events_flow_sample; /* report 1 in N new flows (random); 0 = none */
+	__u64 events_interval_ns; /* per CPU; 0 = no events at all */
+	__u64 events_burst_ns;    /* per CPU GCRA tolerance */
+};
+
+/* ferry_event_budget value (per CPU, one entry): GCRA theoretical arrival time. */
+struct event_budget {
+	__u64 tat_ns;
+};
+
+/*
+ * A ferry_events ring buffer record: a sampled new flow or a drop. Fixed
+ * size; addresses and ports as in flow_key (network order). For a flow,
+ * src/sport is the client and dst/dport the VIP; for a drop, whatever was
+ * parsed before the drop (zero beyond that).
+ */
+struct ferry_event {
+	__u64 ts_ns;              /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u32 src[4];
+	__u32 dst[4];
+	__u16 sport;
+	__u16 dport;
+	__u32 vip_id;             /* FERRY_VIP_NONE when dropped before the VIP was known */
+	__u32 backend_id;         /* FERRY_BACKEND_NONE for drops */
+	__u32 frame_len;          /* frame as received */
+	__u8 kind;                /* FERRY_EVENT_FLOW / FERRY_EVENT_DROP */
+	__u8 reason;              /* enum ferry_flow_reason / enum ferry_drop_reason */
+	__u8 proto;
+	__u8 family;
+	__u32 pad;
 };
 
 /* Per-CPU counters. */

@@ -68,6 +68,12 @@ Napi::Value TcQuery(const Napi::CallbackInfo &info);
 Napi::Value IfNameToIndex(const Napi::CallbackInfo &info);
 Napi::Value SdNotify(const Napi::CallbackInfo &info);
 
+// ---- ring.cc --------------------------------------------------------------
+
+Napi::Value RingOpen(const Napi::CallbackInfo &info);
+Napi::Value RingConsume(const Napi::CallbackInfo &info);
+Napi::Value RingClose(const Napi::CallbackInfo &info);
+
 // ---- btf.cc ---------------------------------------------------------------
 
 Napi::Value BtfStructLayout(const Napi::CallbackInfo &info);

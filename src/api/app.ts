@@ -14,7 +14,9 @@ import { registerDocs, registerOpenApi } from './openapi.js';
 import { problem, sendProblem, toProblem } from './problems.js';
 import { backendRoutes } from './routes/backends.js';
 import { backupRoutes } from './routes/backup.js';
+import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
+import { monitorRoutes } from './routes/monitor.js';
 import type { RouteContext } from './routes/common.js';
 import { infoRoutes } from './routes/info.js';
 import { policyRoutes } from './routes/policies.js';
@@ -23,7 +25,7 @@ import { vipRoutes } from './routes/vips.js';
 import { sharedSchemas } from './schemas.js';
 import type { ApiOptions } from './types.js';
 
-export type { ApiOptions, DaemonInfo, StatsBody, StatusBody } from './types.js';
+export type { ApiOptions, DaemonInfo, HealthView, StatsBody, StatusBody } from './types.js';
 
 const MiB = 1024 * 1024;
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;
@@ -92,6 +94,7 @@ export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
     info: opts.info,
     drainSeconds: opts.drainSeconds,
     stateBodyLimit: Math.max(bodyLimit, opts.stateBodyLimit ?? 32 * MiB),
+    ...(opts.health === undefined ? {} : { health: opts.health }),
   };
   if (opts.metrics) metricsRoutes(app, opts.metrics);
   vipRoutes(app, ctx);
@@ -99,7 +102,9 @@ export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
   policyRoutes(app, ctx);
   stateRoutes(app, ctx);
   backupRoutes(app, ctx);
+  healthRoutes(app, ctx);
   infoRoutes(app, ctx);
+  monitorRoutes(app, opts.monitor);
   await registerDocs(app);
 
   await app.ready();

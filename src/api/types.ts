@@ -7,6 +7,8 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { LoggerOptions } from 'pino';
 import type { Controller } from '../daemon/controller.js';
 import type { FerryMetrics } from '../metrics/index.js';
+import type { MonitorSource } from '../monitor/stream.js';
+import type { BackendHealth } from '../model/health.js';
 
 export interface InterfaceStatus {
   name: string;
@@ -67,6 +69,13 @@ export interface DaemonInfo {
   version: string;
 }
 
+/** Runtime health of backends (the daemon's health monitor; absent: every backend is 'unchecked'). */
+export interface HealthView {
+  /** Catches up with writes committed since the view last looked (called once per read request). */
+  refresh(): void;
+  backendHealth(vip: string, address: string): BackendHealth;
+}
+
 export interface TlsOptions {
   key: string | Buffer;
   cert: string | Buffer;
@@ -90,4 +99,8 @@ export interface ApiOptions {
   https?: TlsOptions;
   /** Prometheus metrics: served at /metrics, and every request observed. */
   metrics?: FerryMetrics;
+  /** Live datapath events for GET /v1/monitor (absent: the route answers 503). */
+  monitor?: MonitorSource;
+  /** Backend health shown by the backend routes. */
+  health?: HealthView;
 }

@@ -3,7 +3,7 @@
  * bearer token. Answers are parsed JSON; problem+json answers become
  * ApiError carrying the status, detail and field errors.
  */
-import { request as httpRequest, type IncomingHttpHeaders, type RequestOptions } from 'node:http';
+import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 
 export interface Endpoint {
@@ -97,6 +97,48 @@ export class Client {
         });
       });
       req.end(payload);
+    });
+  }
+
+  /**
+   * A streaming GET (server-sent events): resolves with the response once a
+   * 2xx status arrived; the caller reads it until it ends and closes it with
+   * `close()`. Error answers reject as ApiError, like request().
+   */
+  stream(path: string, accept = 'text/event-stream'): Promise<{ res: IncomingMessage; close: () => void }> {
+    const headers: Record<string, string> = { accept };
+    if (this.ep.token) headers['authorization'] = `Bearer ${this.ep.token}`;
+    let req: ClientRequest;
+    if (this.ep.url) {
+      const u = new URL(path, this.ep.url);
+      req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(u, { method: 'GET', headers });
+    } else {
+      req = httpRequest({ method: 'GET', headers, socketPath: this.ep.socket, path });
+    }
+    return new Promise((resolve, reject) => {
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        const unreachable = ['ENOENT', 'ECONNREFUSED', 'EACCES', 'ECONNRESET', 'EHOSTUNREACH', 'ETIMEDOUT'].includes(err.code ?? '');
+        reject(unreachable ? new ConnectError(`cannot reach ferryd at ${this.where()}: ${err.message}`) : err);
+      });
+      req.on('response', (res) => {
+        const status = res.statusCode ?? 0;
+        if (status < 400) {
+          resolve({ res, close: () => req.destroy() });
+          return;
+        }
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          let p: Partial<Problem> = {};
+          try {
+            p = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Partial<Problem>;
+          } catch {
+            p = {};
+          }
+          reject(new ApiError({ ...p, status, title: p.title ?? res.statusMessage ?? 'error' }));
+        });
+      });
+      req.end();
     });
   }
 

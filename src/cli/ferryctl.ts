@@ -7,8 +7,10 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
+import type { BackendHealth, HealthCheckSpec, HealthEvent } from '../model/health.js';
 import type { BackendRecord, PolicyRecord, VipRecord, VipSpec } from '../model/types.js';
 import { ApiError, Client, ConnectError } from './client.js';
+import { monitorCommands } from './monitor.js';
 import { printTable, printJson } from './output.js';
 
 const EXIT_API = 1;
@@ -29,6 +31,18 @@ const intArg = (name: string, min: number, max: number) => (v: string): number =
   return n;
 };
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+/** --health-check: a JSON object, or null to remove the check. The API validates the rest. */
+const healthCheckArg = (v: string): HealthCheckSpec | null => {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(v);
+  } catch {
+    throw new InvalidArgumentError('--health-check takes JSON, e.g. \'{"type":"http","path":"/healthz"}\', or null');
+  }
+  if (parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed))) throw new InvalidArgumentError('--health-check must be a JSON object or null');
+  return parsed as HealthCheckSpec | null;
+};
+const HEALTH_CHECK_HELP = 'health check as JSON, e.g. \'{"type":"tcp","interval_ms":2000}\'; null removes it';
 const seg = (s: string): string => encodeURIComponent(s);
 
 function client(cmd: Command): { api: Client; g: Globals } {
@@ -50,6 +64,7 @@ interface VipOpts {
   burst?: number;
   maglevM?: number;
   sourceAffinity?: boolean;
+  healthCheck?: HealthCheckSpec | null;
 }
 
 function vipOptions(c: Command): Command {
@@ -63,7 +78,8 @@ function vipOptions(c: Command): Command {
     .option('--rate <n>', 'new flows per second (0 = no limit)', intArg('rate', 0, 10_000_000))
     .option('--burst <n>', 'new flows admitted at once above the rate', intArg('burst', 1, 1_000_000))
     .option('--maglev-m <m>', 'Maglev table size (a listed prime)', intArg('maglev-m', 1, 1 << 24))
-    .option('--source-affinity', 'keep every connection of a client on one backend');
+    .option('--source-affinity', 'keep every connection of a client on one backend')
+    .option('--health-check <json>', `${HEALTH_CHECK_HELP} (the default of its backends)`, healthCheckArg);
 }
 
 /** Merges command-line options over a VIP spec. */
@@ -78,6 +94,7 @@ function applyVipOpts(base: VipSpec, o: VipOpts): VipSpec {
   if (o.rate !== undefined) v.rate_limit = o.rate === 0 ? null : { new_flows_per_sec: o.rate, burst: o.burst ?? Math.max(1, o.rate) };
   if (o.maglevM !== undefined) v.maglev_m = o.maglevM;
   if (o.sourceAffinity) v.source_affinity = true;
+  if (o.healthCheck !== undefined) v.health_check = o.healthCheck;
   return v;
 }
 
@@ -85,6 +102,8 @@ function specOf(r: VipRecord): VipSpec {
   return {
     name: r.name, address: r.address, port: r.port, protocol: r.protocol, encap: r.encap, allow: r.allow, deny: r.deny,
     policies: r.policies, rate_limit: r.rate_limit, maglev_m: r.maglev_m, source_affinity: r.source_affinity,
+    // A PUT replaces the whole VIP: what `vip set` does not change must be sent back as it was.
+    ...(r.health_check ? { health_check: r.health_check } : {}),
   };
 }
 
@@ -143,21 +162,45 @@ function vipCommands(root: Command): void {
 interface BackendOpts {
   weight?: number;
   state?: 'active' | 'draining' | 'disabled';
+  healthCheck?: HealthCheckSpec | null;
 }
 
 function backendOptions(c: Command): Command {
   return c
     .option('--weight <w>', 'weight 0..65535 (0 = no new flows)', intArg('weight', 0, 65535))
-    .addOption(new Option('--state <s>', 'state').choices(['active', 'draining', 'disabled']));
+    .addOption(new Option('--state <s>', 'state').choices(['active', 'draining', 'disabled']))
+    .option('--health-check <json>', `${HEALTH_CHECK_HELP} (replaces the VIP's for this backend)`, healthCheckArg);
 }
+
+type BackendWithHealth = BackendRecord & { health?: BackendHealth };
+
+/** "down 12s", "up 3h", "unknown", "-" (unchecked). */
+function healthCell(h: BackendHealth | undefined): string {
+  if (h === undefined || h.status === 'unchecked') return '-';
+  if (h.since === null) return h.status;
+  return `${h.status} ${ago(Date.parse(h.since))}`;
+}
+
+function ago(ms: number): string {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  if (s < 172800) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86400)}d`;
+}
+
+const backendRow = (b: BackendWithHealth) => ({
+  address: b.address, weight: b.weight, state: b.state, health: healthCell(b.health),
+  last_error: b.health?.last_error ?? '', revision: b.updated_revision,
+});
 
 function backendCommands(root: Command): void {
   const be = root.command('backend').description("a VIP's backends");
   const base = (vip: string) => `/v1/vips/${seg(vip)}/backends`;
   be.command('list <vip>').description('list backends').action(async (vip: string, _o, cmd: Command) => {
     const { api, g } = client(cmd);
-    const items = await api.list<BackendRecord>(base(vip));
-    say(g, items, () => printTable(items.map((b) => ({ address: b.address, weight: b.weight, state: b.state, revision: b.updated_revision }))));
+    const items = await api.list<BackendWithHealth>(base(vip));
+    say(g, items, () => printTable(items.map(backendRow)));
   });
   be.command('get <vip> <address>').description('show one backend').action(async (vip: string, addr: string, _o, cmd: Command) => {
     const { api } = client(cmd);
@@ -166,15 +209,18 @@ function backendCommands(root: Command): void {
   backendOptions(be.command('add <vip> <address>').description('add a backend'))
     .action(async (vip: string, addr: string, o: BackendOpts, cmd: Command) => {
       const { api, g } = client(cmd);
-      const r = await api.request('POST', base(vip), { body: { address: addr, ...o } });
+      const { healthCheck, ...rest } = o;
+      const body = { address: addr, ...rest, ...(healthCheck === undefined ? {} : { health_check: healthCheck }) };
+      const r = await api.request('POST', base(vip), { body });
       say(g, r.body, () => console.log(`added backend ${addr} to ${vip} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
     });
-  backendOptions(be.command('set <vip> <address>').description('change weight or state'))
+  backendOptions(be.command('set <vip> <address>').description('change weight, state or health check'))
     .action(async (vip: string, addr: string, o: BackendOpts, cmd: Command) => {
       const { api, g } = client(cmd);
       const cur = await api.request<unknown>('GET', `${base(vip)}/${seg(addr)}`);
       const rec = recordOf<BackendRecord>(cur.body, 'backend');
-      const body = { address: rec.address, weight: o.weight ?? rec.weight, state: o.state ?? rec.state };
+      const check = o.healthCheck !== undefined ? o.healthCheck : rec.health_check ?? null;
+      const body = { address: rec.address, weight: o.weight ?? rec.weight, state: o.state ?? rec.state, health_check: check };
       const etag = cur.headers.etag;
       const r = await api.request('PUT', `${base(vip)}/${seg(addr)}`, { body, headers: etag ? { 'if-match': etag } : {} });
       say(g, r.body, () => console.log(`updated backend ${addr} of ${vip} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
@@ -235,6 +281,23 @@ function printStats(s: StatsBody): void {
   }
   const drops = Object.entries(s.drops).filter(([, n]) => n > 0);
   console.log(`\ndrops: ${drops.length ? drops.map(([r, n]) => `${r}=${n}`).join(' ') : 'none'}`);
+}
+
+function eventCommands(root: Command): void {
+  root.command('events').description('health transitions of backends, newest first')
+    .option('--vip <name>', 'only this VIP')
+    .option('--backend <address>', 'only this backend address')
+    .option('-n, --limit <n>', 'how many (default 50)', intArg('limit', 1, 1000))
+    .action(async (o: { vip?: string; backend?: string; limit?: number }, cmd: Command) => {
+      const { api, g } = client(cmd);
+      const q = new URLSearchParams({ limit: String(o.limit ?? 50) });
+      if (o.vip) q.set('vip', o.vip);
+      if (o.backend) q.set('backend', o.backend);
+      const page = await api.get<{ items: HealthEvent[] }>(`/v1/health/events?${q.toString()}`);
+      say(g, page.items, () => printTable(page.items.map((e) => ({
+        time: e.time, vip: e.vip, backend: e.backend, change: `${e.from} -> ${e.to}`, reason: e.reason ?? '',
+      }))));
+    });
 }
 
 function otherCommands(root: Command): void {
@@ -305,7 +368,9 @@ export function buildCli(): Command {
   vipCommands(root);
   backendCommands(root);
   policyCommands(root);
+  eventCommands(root);
   otherCommands(root);
+  monitorCommands(root, client);
   for (const c of allCommands(root)) c.exitOverride();
   return root;
 }

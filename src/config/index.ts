@@ -24,6 +24,7 @@ export interface FerryConfig {
     max_backends: number;
     conntrack_entries: number;
     max_policy_rules: number;
+    events_ring_bytes: number;
   };
   interfaces: InterfaceConfig[];
   datapath: {
@@ -33,6 +34,8 @@ export interface FerryConfig {
     skip_fib: boolean;
     drain_seconds: number;
     reconcile_interval_seconds: number;
+    events_flow_sample: number;
+    events_per_second: number;
   };
   api: {
     socket: string;
@@ -74,6 +77,7 @@ export const CONFIG_SCHEMA = {
         max_backends: { type: 'integer', minimum: 1, maximum: 1048576, default: 65536 },
         conntrack_entries: { type: 'integer', minimum: 1024, maximum: 100000000, default: 1000000 },
         max_policy_rules: { type: 'integer', minimum: 1, maximum: 1048576, default: 65536 },
+        events_ring_bytes: { type: 'integer', minimum: 4096, maximum: 1073741824, default: 1048576 },
       },
     },
     interfaces: {
@@ -101,6 +105,8 @@ export const CONFIG_SCHEMA = {
         skip_fib: { type: 'boolean', default: false },
         drain_seconds: { type: 'integer', minimum: 0, maximum: 86400, default: 300 },
         reconcile_interval_seconds: { type: 'integer', minimum: 1, maximum: 3600, default: 30 },
+        events_flow_sample: { type: 'integer', minimum: 0, maximum: 4294967295, default: 0 },
+        events_per_second: { type: 'integer', minimum: 0, maximum: 1000000, default: 1000 },
       },
     },
     api: {
@@ -160,6 +166,8 @@ function crossChecks(c: FerryConfig): string[] {
     if (names.has(i.name)) out.push(`/interfaces/${n}/name: ${i.name} is listed twice`);
     names.add(i.name);
   });
+  const ring = c.bpf.events_ring_bytes;
+  if ((ring & (ring - 1)) !== 0) out.push('/bpf/events_ring_bytes: must be a power of 2 (e.g. 1048576)');
   for (const [key, text] of [['encap_source_v4', c.datapath.encap_source_v4], ['encap_source_v6', c.datapath.encap_source_v6]] as const) {
     if (!text) continue;
     const prefix = Number(text.split('/')[1]);

@@ -14,7 +14,9 @@ import type { DaemonInfo, StatsBody, StatusBody } from '../api/types.js';
 import type { FerryConfig, InterfaceConfig } from '../config/index.js';
 import { DROP_REASONS } from '../datapath/abi.js';
 import { LbDatapath } from '../datapath/lb.js';
+import { HealthMonitor } from '../health/monitor.js';
 import { FerryMetrics, type MetricsSource } from '../metrics/index.js';
+import { openEventStream, type EventStream } from '../monitor/stream.js';
 import type { ConfigProgram } from '../datapath/program.js';
 import { plan } from '../reconcile/plan.js';
 import { Reconciler } from '../reconcile/reconciler.js';
@@ -48,6 +50,8 @@ export function datapathConfig(c: FerryConfig, seed: number): ConfigProgram {
     src6: c.datapath.encap_source_v6,
     ...(mac ? { gwMac: Buffer.from(mac.replace(/:/g, ''), 'hex') } : {}),
     skipFib: c.datapath.skip_fib,
+    eventsFlowSample: c.datapath.events_flow_sample,
+    eventsPerSecond: c.datapath.events_per_second,
   };
 }
 
@@ -70,6 +74,8 @@ export class Daemon implements DaemonInfo, MetricsSource {
   private lastSample: Sample | undefined;
   private readonly notifier: Notifier;
   private metrics!: FerryMetrics;
+  private events: EventStream | undefined;
+  private healthMonitor: HealthMonitor | undefined;
 
   constructor(private config: FerryConfig, private readonly log: Logger) {
     this.notifier = new Notifier(log);
@@ -86,18 +92,28 @@ export class Daemon implements DaemonInfo, MetricsSource {
       pinRoot: c.bpf.pin_root,
       sizes: {
         maxVips: c.bpf.max_vips, maxVipAddrs: c.bpf.max_vips, maxBackends: c.bpf.max_backends,
-        ctSize: c.bpf.conntrack_entries, maxPolicyRules: c.bpf.max_policy_rules,
+        ctSize: c.bpf.conntrack_entries, maxPolicyRules: c.bpf.max_policy_rules, eventRingBytes: c.bpf.events_ring_bytes,
       },
     });
+    if (this.dp.replacedPins.length) this.log.warn({ maps: this.dp.replacedPins }, 'recreated pinned maps whose layout changed');
     const seed = this.store.read((tx) => tx.snapshot().hash_seed);
     this.reconciler = new Reconciler(this.dp, datapathConfig(c, seed));
-    this.controller = new Controller(this.store, this.reconciler, (snap) => plan(snap));
+    // Health joins every plan; until the monitor runs nothing is down, so the first reconcile is the store's alone.
+    this.controller = new Controller(this.store, this.reconciler, (snap) => plan(snap, { health: this.healthMonitor?.verdict }));
+    const monitor = new HealthMonitor({
+      store: this.store, reconcile: () => this.controller.reconcile(), logger: this.log.child({ component: 'health' }),
+    });
     this.metrics = new FerryMetrics(this);
     this.controller.onApply = (r) => this.metrics.observeReconcile(r);
     this.notifier.status('reconciling');
     const report = this.controller.reconcile();
     this.log.info({ revision: this.controller.appliedRevision, changes: report.changes, ms: report.durationMs }, 'datapath reconciled from the store');
+    this.healthMonitor = monitor;
+    monitor.start();
     this.attachInterfaces(c.interfaces);
+    this.events = openEventStream(this.dp, this.store, () => this.config.datapath, {
+      onError: (err) => this.log.error({ err: (err as Error).message }, 'reading live events failed'),
+    });
     await this.listen();
     this.startTimers();
     this.isReady = true;
@@ -134,7 +150,8 @@ export class Daemon implements DaemonInfo, MetricsSource {
     const a = this.config.api;
     const common = {
       controller: this.controller, info: this as DaemonInfo, drainSeconds: this.config.datapath.drain_seconds,
-      logger: this.log.child({ component: 'api' }), bodyLimit: a.body_limit, metrics: this.metrics,
+      logger: this.log.child({ component: 'api' }), bodyLimit: a.body_limit, metrics: this.metrics, monitor: this.events,
+      ...(this.healthMonitor === undefined ? {} : { health: this.healthMonitor }),
     };
     const local = await buildApp({ ...common, auth: null });
     mkdirSync(dirname(a.socket), { recursive: true });
@@ -208,7 +225,9 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.isReady = false;
     this.notifier.stopping();
     for (const t of this.timers) clearInterval(t);
+    this.events?.stop();
     for (const app of this.apps) await app.close();
+    await this.healthMonitor?.stop();
     if (opts.detach) for (const i of this.attached) this.dp.detachXdp(i.name);
     this.dp?.close();
     this.store?.close();
@@ -238,6 +257,11 @@ export class Daemon implements DaemonInfo, MetricsSource {
       ],
       last_reconcile: { changes: this.controller.lastReconcile.changes, duration_ms: this.controller.lastReconcile.durationMs },
     };
+  }
+
+  /** Health of the checked backends (metrics: ferry_backend_up). */
+  health(): Array<{ vip: string; backend: string; up: boolean }> {
+    return this.healthMonitor?.health() ?? [];
   }
 
   /** Datapath counters per VIP and backend, and drops by reason (monotonic). */

@@ -6,6 +6,8 @@
 import { struct, u8, u16, u32, u64, be16, be32, bytes, type ValueOf } from './struct.js';
 
 export const FERRY_BACKEND_NONE = 0xffffffff;
+/** ferry_event.vip_id of a drop that happened before the VIP was known. */
+export const FERRY_VIP_NONE = 0xffffffff;
 export const FERRY_AF_INET = 4;
 export const FERRY_AF_INET6 = 6;
 export const FERRY_ENCAP_TTL = 64;
@@ -17,6 +19,8 @@ export const DEFAULT_SIZES = {
   maxBackends: 65536,
   ctSize: 1_000_000,
   maxPolicyRules: 65536,
+  /** ferry_events ring buffer bytes: a power of 2, at least a page. */
+  eventRingBytes: 1 << 20,
 } as const;
 
 export const VIP_F_POLICY = 1 << 0;
@@ -31,6 +35,10 @@ export const BACKEND_DRAINING = 2;
 export const BACKEND_DOWN = 3;
 
 export const CFG_F_SKIP_FIB = 1 << 0;
+
+/** ferry_event.kind */
+export const FERRY_EVENT_FLOW = 1;
+export const FERRY_EVENT_DROP = 2;
 
 export const POLICY_ALLOW = 1;
 export const POLICY_DENY = 2;
@@ -68,9 +76,16 @@ export const COUNTERS = [
   'icmp_echo',
   'icmp_steered',
   'ct_stale',
+  'events',
+  'events_suppressed',
+  'events_lost',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 export const counterCode = (c: CounterName): number => COUNTERS.indexOf(c);
+
+/** enum ferry_flow_reason, in order: why a new flow went to Maglev (flow events). */
+export const FLOW_REASONS = ['maglev', 'ct_stale'] as const;
+export type FlowReason = (typeof FLOW_REASONS)[number];
 
 /** enum ferry_decap_counter, in order. */
 export const DECAP_COUNTERS = ['rx', 'done', 'not_ours', 'pass', 'error'] as const;
@@ -151,6 +166,30 @@ export const LbConfig = struct('lb_config', {
   src6_hostmask: bytes(4, 4),
   gw_mac: bytes(6),
   pad: bytes(2),
+  events_flow_sample: u32(),
+  events_interval_ns: u64(),
+  events_burst_ns: u64(),
+});
+
+export const EventBudget = struct('event_budget', {
+  tat_ns: u64(),
+});
+
+/** A record of the ferry_events ring buffer. */
+export const FerryEvent = struct('ferry_event', {
+  ts_ns: u64(),
+  src: addr(),
+  dst: addr(),
+  sport: be16(),
+  dport: be16(),
+  vip_id: u32(),
+  backend_id: u32(),
+  frame_len: u32(),
+  kind: u8(),
+  reason: u8(),
+  proto: u8(),
+  family: u8(),
+  pad: u32(),
 });
 
 export const VipStats = struct('vip_stats', {
@@ -184,9 +223,10 @@ export type LbConfigV = ValueOf<typeof LbConfig>;
 export type VipStatsV = ValueOf<typeof VipStats>;
 export type BackendStatsV = ValueOf<typeof BackendStats>;
 export type CounterV = ValueOf<typeof Counter>;
+export type FerryEventV = ValueOf<typeof FerryEvent>;
 
 /** Every struct of the ABI, for the layout test. */
 export const ALL_STRUCTS = [
   VipKey, VipMeta, VipAddrKey, VipAddrMeta, Backend, FlowKey, CtValue, PolicyKey, PolicyValue,
-  RatelimitState, LbConfig, VipStats, BackendStats, Counter,
+  RatelimitState, LbConfig, VipStats, BackendStats, Counter, EventBudget, FerryEvent,
 ] as const;

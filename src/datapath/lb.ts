@@ -9,7 +9,7 @@
 import { mkdirSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  Backend, BackendStats, COUNTERS, Counter, CtValue, DEFAULT_SIZES, DROP_REASONS, FERRY_BACKEND_NONE, FlowKey,
+  Backend, BackendStats, COUNTERS, Counter, CtValue, DEFAULT_SIZES, DROP_REASONS, EventBudget, FERRY_BACKEND_NONE, FlowKey,
   LbConfig, PolicyKey, PolicyValue, RatelimitState, VipAddrKey, VipAddrMeta, VipKey, VipMeta, VipStats,
   type CounterName, type CounterV, type DropReason,
 } from './abi.js';
@@ -23,6 +23,8 @@ export interface LbSizes {
   maxBackends: number;
   ctSize: number;
   maxPolicyRules: number;
+  /** ferry_events ring buffer in bytes: a power of 2, at least a page (default 1 MiB). */
+  eventRingBytes?: number;
 }
 
 export type XdpMode = 'native' | 'generic' | 'auto';
@@ -46,10 +48,49 @@ const SIZED_MAPS: Record<string, keyof LbSizes> = {
   ferry_backend_stats: 'maxBackends',
   ferry_ct: 'ctSize',
   ferry_policy: 'maxPolicyRules',
+  ferry_events: 'eventRingBytes',
 };
 
+/**
+ * Maps the daemon rebuilds (the config) or may lose (global counters, the
+ * events ring and its budget). When a pinned one no longer matches this
+ * object's definition, because an upgrade changed its layout (live events
+ * grew lb_config and the counters) or its size changed in the config (the
+ * ring), its pin is removed and the load creates it anew. A mismatch of any
+ * other map (conntrack, VIPs, backends, ...) still fails the load: those
+ * hold the flows.
+ */
+const REPLACEABLE = new Set(['ferry_config', 'ferry_counters', 'ferry_events', 'ferry_event_budget']);
+
+function replaceStalePins(nat: NativeAddon, obj: BpfObject): string[] {
+  const replaced: string[] = [];
+  for (const m of obj.maps()) {
+    if (!REPLACEABLE.has(m.name) || m.pinPath === null || !existsSync(m.pinPath)) continue;
+    const fd = nat.objGet(m.pinPath);
+    let pinned;
+    try {
+      pinned = nat.mapInfo(fd);
+    } finally {
+      nat.closeFd(fd);
+    }
+    if (pinned.type === m.type && pinned.keySize === m.keySize && pinned.valueSize === m.valueSize
+      && pinned.maxEntries === m.maxEntries && pinned.flags === m.flags) continue;
+    rmSync(m.pinPath);
+    replaced.push(m.name);
+  }
+  return replaced;
+}
+
+const PAGE = 4096;
+
+function checkRingBytes(n: number): void {
+  if (!Number.isInteger(n) || n < PAGE || n > 2 ** 31 || (n & (n - 1)) !== 0) {
+    throw new RangeError(`eventRingBytes must be a power of 2 from ${PAGE} to 2^31, got ${n}`);
+  }
+}
+
 export class LbDatapath {
-  readonly sizes: LbSizes;
+  readonly sizes: Required<LbSizes>;
   readonly progFd: number;
   readonly config: ArrayMap<typeof LbConfig>;
   readonly vips: TypedMap<typeof VipKey, typeof VipMeta>;
@@ -62,6 +103,12 @@ export class LbDatapath {
   readonly backendStats: PerCpuArray<typeof BackendStats>;
   readonly drops: PerCpuArray<typeof Counter>;
   readonly counters: PerCpuArray<typeof Counter>;
+  /** Pinned maps open() replaced because their layout had changed (see REPLACEABLE). */
+  replacedPins: string[] = [];
+  /** The ferry_events ring buffer (struct ferry_event records); read it with nat.ringOpen. */
+  readonly eventsFd: number;
+  /** The events cap's per-CPU GCRA state. */
+  readonly eventBudget: PerCpuArray<typeof EventBudget>;
   private readonly maglevFd: number;
   private readonly key4 = Buffer.alloc(4);
 
@@ -69,7 +116,7 @@ export class LbDatapath {
     readonly nat: NativeAddon,
     private readonly obj: BpfObject,
     readonly pinRoot: string,
-    sizes: LbSizes,
+    sizes: Required<LbSizes>,
   ) {
     this.sizes = sizes;
     this.progFd = obj.programFd('xdp_lb');
@@ -86,6 +133,8 @@ export class LbDatapath {
     this.backendStats = new PerCpuArray(nat, fd('ferry_backend_stats'), 'ferry_backend_stats', BackendStats, cpus);
     this.drops = new PerCpuArray(nat, fd('ferry_drops'), 'ferry_drops', Counter, cpus);
     this.counters = new PerCpuArray(nat, fd('ferry_counters'), 'ferry_counters', Counter, cpus);
+    this.eventsFd = fd('ferry_events');
+    this.eventBudget = new PerCpuArray(nat, fd('ferry_event_budget'), 'ferry_event_budget', EventBudget, cpus);
     this.maglevFd = fd('ferry_maglev');
   }
 
@@ -96,14 +145,19 @@ export class LbDatapath {
    */
   static open(opts: LbOpenOptions): LbDatapath {
     const nat = loadNative();
-    const sizes: LbSizes = { ...DEFAULT_SIZES, ...opts.sizes };
+    const sizes: Required<LbSizes> = { ...DEFAULT_SIZES };
+    for (const [k, v] of Object.entries(opts.sizes ?? {})) if (v !== undefined) sizes[k as keyof LbSizes] = v;
+    checkRingBytes(sizes.eventRingBytes);
     const maxEntries: Record<string, number> = {};
     for (const [map, field] of Object.entries(SIZED_MAPS)) maxEntries[map] = sizes[field];
     mkdirSync(opts.pinRoot, { recursive: true });
     const obj = nat.openObject(opts.objectPath ?? bpfObjectPath('xdp_lb'), { pinRoot: opts.pinRoot, maxEntries });
     try {
+      const replaced = replaceStalePins(nat, obj);
       obj.load();
-      return new LbDatapath(nat, obj, opts.pinRoot, sizes);
+      const dp = new LbDatapath(nat, obj, opts.pinRoot, sizes);
+      dp.replacedPins = replaced;
+      return dp;
     } catch (err) {
       obj.close();
       throw err;

@@ -277,6 +277,19 @@ export interface NativeAddon {
   tcDetach(ifindex: number, direction: TcDirection, opts?: TcOptions): void;
   /** The program of a tc filter, null when there is none. */
   tcQuery(ifindex: number, direction: TcDirection, opts?: TcOptions): { progId: number } | null;
+  /**
+   * Opens a BPF ring buffer map (BPF_MAP_TYPE_RINGBUF) for reading through
+   * libbpf's ring_buffer; returns a handle. The map fd may be closed after.
+   * Only one reader should consume a ring: readers share its position.
+   */
+  ringOpen(mapFd: number): number;
+  /**
+   * The records available now, oldest first, at most maxRecords (each a copy);
+   * never waits. Records taken are gone from the ring.
+   */
+  ringConsume(handle: number, maxRecords: number): Buffer[];
+  /** Frees the handle; EBADF for one not open. */
+  ringClose(handle: number): void;
   btfStructLayout(objPath: string, structName: string): BtfStructLayout;
   ifNameToIndex(name: string): number;
   /** sd_notify(3): sends state to $NOTIFY_SOCKET; false when not run by systemd. */
@@ -304,8 +317,8 @@ const FUNCTIONS = [
   'libbpfVersion', 'numPossibleCpus', 'openObject', 'objGet', 'objPin', 'closeFd', 'mapInfo',
   'progInfo', 'mapCreate', 'mapLookup', 'mapUpdate', 'mapDelete', 'mapNextKey', 'mapLookupFd',
   'mapDumpRaw', 'mapUpdateBatch', 'mapDeleteBatch', 'progTestRun', 'xdpAttach', 'linkUpdate',
-  'linkDetach', 'linkInfo', 'xdpQuery', 'tcAttach', 'tcDetach', 'tcQuery', 'btfStructLayout',
-  'ifNameToIndex', 'sdNotify',
+  'linkDetach', 'linkInfo', 'xdpQuery', 'tcAttach', 'tcDetach', 'tcQuery', 'ringOpen', 'ringConsume',
+  'ringClose', 'btfStructLayout', 'ifNameToIndex', 'sdNotify',
 ] as const;
 
 /** Path of the built addon; FERRY_NATIVE_ADDON overrides it. */

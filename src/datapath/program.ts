@@ -3,6 +3,8 @@
  * global config. The order never lets a packet meet a half-made VIP: backends
  * first, then the table that names them, then the VIP entry that leads to it.
  */
+import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import {
   BACKEND_ACTIVE, CFG_F_SKIP_FIB, VIP_ADDR_F_ECHO, type LbConfigV,
 } from './abi.js';
@@ -43,6 +45,56 @@ export interface ConfigProgram {
   /** Next hop when the fib lookup fails (or always with skipFib). */
   gwMac?: Buffer;
   skipFib?: boolean;
+  /** Live events: report 1 in N new flows; 0 or absent = no flow events. */
+  eventsFlowSample?: number;
+  /** Live events: hard cap on events (flows and drops) per second over all CPUs; 0 or absent = no events. */
+  eventsPerSecond?: number;
+  /** CPUs the cap is split over (one budget each); default: the online CPUs. */
+  eventsCpus?: number;
+}
+
+const NS_PER_SEC = 1_000_000_000n;
+
+let online: number | undefined;
+
+/**
+ * CPUs that can run XDP: the online ones (/sys/devices/system/cpu/online,
+ * e.g. "0-3,8"), read once. Not the possible CPUs: firmware often announces
+ * many hot-pluggable ones, and splitting the cap over those would leave most
+ * of it unused. A CPU brought online later adds its share until ferryd
+ * rewrites the config (restart or reload).
+ */
+export function onlineCpus(): number {
+  if (online !== undefined) return online;
+  let n = 0;
+  try {
+    const text = readFileSync('/sys/devices/system/cpu/online', 'utf8').trim();
+    for (const part of text.split(',')) {
+      const [a, b] = part.split('-').map(Number);
+      if (a === undefined || Number.isNaN(a)) continue;
+      n += b === undefined || Number.isNaN(b) ? 1 : b - a + 1;
+    }
+  } catch {
+    n = 0;
+  }
+  online = n > 0 ? n : Math.max(1, cpus().length);
+  return online;
+}
+
+/**
+ * The per-CPU GCRA of the events cap (bpf/lib/events.h): each of `cpus`
+ * CPUs admits one event per interval (CPUs x 1 s / cap, rounded up so the
+ * sum never exceeds the cap) with a tolerance of 1 s - interval, i.e. a
+ * burst of one second's budget. Over any t seconds at most cap x (t + 1 s)
+ * events are written.
+ */
+export function eventBudget(perSecond: number, cpuCount: number): { intervalNs: bigint; burstNs: bigint } {
+  if (!Number.isInteger(perSecond) || perSecond <= 0) return { intervalNs: 0n, burstNs: 0n };
+  const n = BigInt(Math.max(1, Math.trunc(cpuCount)));
+  const cap = BigInt(perSecond);
+  const intervalNs = (n * NS_PER_SEC + cap - 1n) / cap;
+  const burstNs = intervalNs >= NS_PER_SEC ? 0n : NS_PER_SEC - intervalNs;
+  return { intervalNs, burstNs };
 }
 
 export const protoNumber = (p: 'tcp' | 'udp'): number => (p === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP);
@@ -53,6 +105,7 @@ export function encodeConfig(c: ConfigProgram): LbConfigV {
   const s6 = c.src6 === null ? undefined : parseCidr(c.src6);
   if (s4 && s4.addr.family !== 4) throw new TypeError(`src4 ${c.src4} is not IPv4`);
   if (s6 && s6.addr.family !== 6) throw new TypeError(`src6 ${c.src6} is not IPv6`);
+  const budget = eventBudget(c.eventsPerSecond ?? 0, c.eventsCpus ?? (c.eventsPerSecond ? onlineCpus() : 1));
   return {
     hash_seed: c.seed >>> 0,
     flags: c.skipFib ? CFG_F_SKIP_FIB : 0,
@@ -62,6 +115,10 @@ export function encodeConfig(c: ConfigProgram): LbConfigV {
     src6_hostmask: s6 ? hostMask(Math.max(s6.prefix - 96, 0), 32) : Buffer.alloc(4),
     gw_mac: c.gwMac ?? Buffer.alloc(6),
     pad: Buffer.alloc(2),
+    // No cap, no events: the flow sample is zeroed too, so new flows pay one branch.
+    events_flow_sample: budget.intervalNs === 0n ? 0 : Math.max(0, Math.trunc(c.eventsFlowSample ?? 0)) >>> 0,
+    events_interval_ns: budget.intervalNs,
+    events_burst_ns: budget.burstNs,
   };
 }
 

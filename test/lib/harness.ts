@@ -61,10 +61,16 @@ export class LbHarness {
     this.setConfig({});
   }
 
-  setConfig(o: { flags?: number; gwMac?: Buffer; src4?: string | null; src6?: string | null }): void {
+  /** The global config; live events stay off unless eventsPerSecond is given. */
+  setConfig(o: {
+    flags?: number; gwMac?: Buffer; src4?: string | null; src6?: string | null;
+    eventsFlowSample?: number; eventsPerSecond?: number; eventsCpus?: number;
+  }): void {
     programConfig(this.dp, {
       seed: SEED, src4: o.src4 === undefined ? SRC4 : o.src4, src6: o.src6 === undefined ? SRC6 : o.src6,
       gwMac: o.gwMac ?? GW_MAC, skipFib: (o.flags ?? CFG_F_SKIP_FIB) === CFG_F_SKIP_FIB,
+      eventsFlowSample: o.eventsFlowSample ?? 0, eventsPerSecond: o.eventsPerSecond ?? 0,
+      ...(o.eventsCpus === undefined ? {} : { eventsCpus: o.eventsCpus }),
     });
   }
 
