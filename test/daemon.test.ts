@@ -172,6 +172,7 @@ describe('ferryd and ferryctl', { skip }, () => {
         - before.split('\n').filter((l) => l.startsWith('ferry_backend_new_flows_total{vip="dns"')).reduce((sum, l) => sum + Number(l.split(' ')[1]), 0);
       assert.equal(perBackend, n, 'new flows per backend add up');
       assert.equal(delta('ferry_drops_total{reason="fragment"}'), 1);
+      assert.equal(delta('ferry_datapath_packets_total{counter="rx"}'), n + 1, 'every packet seen');
       assert.match(after, /ferry_api_requests_total\{method="GET",route="\/metrics",status="200"\} \d+/);
     } finally {
       dp.close();

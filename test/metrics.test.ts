@@ -20,6 +20,7 @@ class Source implements MetricsSource {
         backends: [{ address: '198.51.100.1', packets: this.packets, bytes: 1500, new_flows: 2 }],
       }],
       drops: { policy: 3, no_backend: 0 },
+      counters: { rx: 40, events_suppressed: 5 },
     };
   }
   status(): StatusBody {
@@ -51,6 +52,7 @@ describe('metrics', () => {
     assert.equal(value(text, 'ferry_vip_conntrack_hits_total{vip="web"}'), 8);
     assert.equal(value(text, 'ferry_backend_packets_total{vip="web",backend="198.51.100.1"}'), 10);
     assert.equal(value(text, 'ferry_drops_total{reason="policy"}'), 3);
+    assert.equal(value(text, 'ferry_datapath_packets_total{counter="events_suppressed"}'), 5);
     assert.equal(value(text, 'ferry_map_capacity{map="ferry_ct"}'), 65536);
     assert.equal(value(text, 'ferry_map_entries{map="ferry_vips"}'), 1);
     assert.equal(value(text, 'ferry_map_entries{map="ferry_ct"}'), undefined, 'no figure for maps not counted');

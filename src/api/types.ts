@@ -59,6 +59,8 @@ export interface StatsBody {
   vips: VipStats[];
   /** Datapath drops by reason (packets). */
   drops: Record<string, number>;
+  /** Global datapath counters by name (packets), when the daemon has a datapath. */
+  counters?: Record<string, number>;
 }
 
 export interface DaemonInfo {

@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { buildApp } from '../api/app.js';
 import type { DaemonInfo, StatsBody, StatusBody } from '../api/types.js';
 import type { FerryConfig, InterfaceConfig } from '../config/index.js';
-import { DROP_REASONS } from '../datapath/abi.js';
+import { COUNTERS, DROP_REASONS } from '../datapath/abi.js';
 import { LbDatapath } from '../datapath/lb.js';
 import { HealthMonitor } from '../health/monitor.js';
 import { FerryMetrics, type MetricsSource } from '../metrics/index.js';
@@ -281,9 +281,11 @@ export class Daemon implements DaemonInfo, MetricsSource {
       };
     });
     const drops = this.dp.dropCounts();
+    const counters = this.dp.counterValues();
     return {
       vips,
       drops: Object.fromEntries(DROP_REASONS.filter((r) => r !== 'none').map((r) => [r, Number(drops[r].packets)])),
+      counters: Object.fromEntries(COUNTERS.map((c) => [c, Number(counters[c].packets)])),
     };
   }
 

@@ -99,6 +99,8 @@ export class FerryMetrics {
     beCounter('ferry_backend_new_flows_total', 'New flows, per backend.', (b) => b.new_flows);
     mirroredCounter(r, 'ferry_drops_total', 'Datapath drops by reason.', ['reason'],
       () => Object.entries(this.counters.drops).map(([reason, n]) => [{ reason }, n]));
+    mirroredCounter(r, 'ferry_datapath_packets_total', 'Global datapath counters (rx, passes, tx, ICMP, events...).', ['counter'],
+      () => Object.entries(this.counters.counters ?? {}).map(([counter, n]) => [{ counter }, n]));
     mirroredGauge(r, 'ferry_backend_up', 'Backend health: 1 up, 0 down.', ['vip', 'backend'],
       () => (this.source.health?.() ?? []).map((h) => [{ vip: h.vip, backend: h.backend }, h.up ? 1 : 0]));
   }
