@@ -1,0 +1,55 @@
+/**
+ * Runs inside a test network namespace (nsenter --net) where the kernel's
+ * fib has real answers: pushes frames through xdp_lb as if they arrived on
+ * `in0`, and prints what came out as one JSON line for test/fib.test.ts.
+ *
+ *   node fib-child.js PIN_ROOT
+ */
+import { LbHarness, GW_MAC } from './harness.js';
+import { frame, parseEth, TCP_SYN } from './packet.js';
+
+const XDP_MD_SIZE = 24;
+
+function ctxFor(ifindex: number, len: number): Buffer {
+  const ctx = Buffer.alloc(XDP_MD_SIZE);
+  ctx.writeUInt32LE(0, 0); // data
+  ctx.writeUInt32LE(len, 4); // data_end
+  ctx.writeUInt32LE(0, 8); // data_meta
+  ctx.writeUInt32LE(ifindex, 12); // ingress_ifindex
+  return ctx;
+}
+
+function main(): void {
+  const pinRoot = process.argv[2]!;
+  const h = new LbHarness(pinRoot);
+  try {
+    h.setConfig({ flags: 0, gwMac: GW_MAC }); // use bpf_fib_lookup
+    h.vip({ id: 0, addr: '198.18.0.10', port: 80, proto: 'tcp', backends: [{ id: 1, addr: '198.18.2.2' }] });
+    h.vip({ id: 1, addr: '198.18.0.11', port: 80, proto: 'tcp', backends: [{ id: 2, addr: '198.18.1.2' }] });
+    const nat = h.dp.nat;
+    const in0 = nat.ifNameToIndex('in0');
+    const out0 = nat.ifNameToIndex('out0');
+    const run = (data: Buffer) => {
+      const r = nat.progTestRun(h.dp.progFd, { data, dataOutSize: data.length + 256, ctxIn: ctxFor(in0, data.length) });
+      const e = parseEth(r.data);
+      return { retval: r.retval, dst: e.dstMac.toString('hex'), src: e.srcMac.toString('hex'), len: r.data.length };
+    };
+    const small = frame({ src: '198.18.1.100', dst: '198.18.0.10', proto: 'tcp', dport: 80, tcpFlags: TCP_SYN, payload: Buffer.alloc(100) });
+    const big = frame({ src: '198.18.1.100', dst: '198.18.0.10', proto: 'tcp', dport: 80, tcpFlags: TCP_SYN, payload: Buffer.alloc(1400), df: true });
+    const sameIf = frame({ src: '198.18.1.100', dst: '198.18.0.11', proto: 'tcp', dport: 80, tcpFlags: TCP_SYN, payload: Buffer.alloc(100) });
+    const before = h.dp.dropCounts().too_big.packets;
+    const result = {
+      in0, out0,
+      redirect: run(small),
+      tooBig: run(big),
+      tx: run(sameIf),
+      tooBigDrops: Number(h.dp.dropCounts().too_big.packets - before),
+      counters: Object.fromEntries(Object.entries(h.dp.counterValues()).map(([k, v]) => [k, Number(v.packets)])),
+    };
+    console.log(JSON.stringify(result));
+  } finally {
+    h.close();
+  }
+}
+
+main();
