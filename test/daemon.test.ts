@@ -7,28 +7,12 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { request } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { LbDatapath } from '../src/datapath/lb.js';
 import { formatAddr } from '../src/datapath/addr.js';
 import { XDP_TX, bpfUnavailable } from './lib/harness.js';
 import { frame } from './lib/packet.js';
-
-/** GET /metrics over the unix socket. */
-function metricsText(socket: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, path: '/metrics' }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve(body));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 /** One sample's value from an exposition text. */
 function sample(text: string, series: string): number | undefined {
@@ -36,7 +20,7 @@ function sample(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 import {
-  destroyFerrydEnv, ferryctl, ferryctlInNs, makeFerrydEnv, probe, startFerryd, stopFerryd, xdpProgId, type Ferryd, type FerrydEnv,
+  destroyFerrydEnv, ferryctl, ferryctlInNs, getText, makeFerrydEnv, openDaemonDatapath, probe, startFerryd, stopFerryd, xdpProgId, type Ferryd, type FerrydEnv,
 } from './lib/ferryd.js';
 
 const skip = bpfUnavailable();
@@ -44,7 +28,7 @@ if (skip) console.log(`# skipping daemon tests: ${skip}`);
 
 /** The VIP addresses in the daemon's pinned maps, read from outside. */
 function mapVips(e: FerrydEnv): string[] {
-  const dp = LbDatapath.open({ pinRoot: e.pinRoot, sizes: { maxVips: 64, maxVipAddrs: 64, maxBackends: 1024, ctSize: 65536, maxPolicyRules: 1024 } });
+  const dp = openDaemonDatapath(e);
   try {
     return dp.vips.entries().map(([k]) => `${formatAddr(k.family, k.addr)}:${k.port}`).sort();
   } finally {
@@ -151,8 +135,8 @@ describe('ferryd and ferryctl', { skip }, () => {
 
   it('/metrics counts exactly the packets sent through the datapath', async () => {
     // A second instance of xdp_lb on the daemon's pinned maps, driven by test runs.
-    const dp = LbDatapath.open({ pinRoot: e.pinRoot, sizes: { maxVips: 64, maxVipAddrs: 64, maxBackends: 1024, ctSize: 65536, maxPolicyRules: 1024 } });
-    const scrape = () => metricsText(e.socket);
+    const dp = openDaemonDatapath(e);
+    const scrape = () => getText(e.socket, '/metrics');
     try {
       const before = await scrape();
       const n = 37;
@@ -195,7 +179,7 @@ describe('ferryd and ferryctl', { skip }, () => {
   });
 
   it('repairs drift made behind its back', async () => {
-    const dp = LbDatapath.open({ pinRoot: e.pinRoot, sizes: { maxVips: 64, maxVipAddrs: 64, maxBackends: 1024, ctSize: 65536, maxPolicyRules: 1024 } });
+    const dp = openDaemonDatapath(e);
     try {
       for (const [k] of dp.vips.entries()) dp.vips.delete(k);
     } finally {

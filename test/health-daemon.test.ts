@@ -9,14 +9,12 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { request } from 'node:http';
 import { createInterface } from 'node:readline';
 import { BACKEND_ACTIVE, BACKEND_DOWN } from '../src/datapath/abi.js';
 import { formatAddr } from '../src/datapath/addr.js';
-import { LbDatapath } from '../src/datapath/lb.js';
 import type { BackendHealth, HealthEvent } from '../src/model/health.js';
 import {
-  destroyFerrydEnv, ferryctl, makeFerrydEnv, startFerryd, stopFerryd, type Ferryd, type FerrydEnv,
+  destroyFerrydEnv, ferryctl, getText, makeFerrydEnv, openDaemonDatapath, startFerryd, stopFerryd, type Ferryd, type FerrydEnv,
 } from './lib/ferryd.js';
 import { bpfUnavailable } from './lib/harness.js';
 import { waitFor } from './lib/health-servers.js';
@@ -45,7 +43,7 @@ async function kill(p: ChildProcess | undefined): Promise<void> {
 
 /** What the pinned maps say of each backend address: its state and whether VIP 0's table holds it. */
 function datapathView(e: FerrydEnv): Map<string, { state: number; inTable: boolean }> {
-  const dp = LbDatapath.open({ pinRoot: e.pinRoot, sizes: { maxVips: 64, maxVipAddrs: 64, maxBackends: 1024, ctSize: 65536, maxPolicyRules: 1024 } });
+  const dp = openDaemonDatapath(e);
   try {
     const table = new Set(dp.getMaglevTable(0) ?? []);
     const out = new Map<string, { state: number; inTable: boolean }>();
@@ -70,19 +68,6 @@ const healthOf = (e: FerrydEnv): Record<string, string | undefined> => Object.fr
   (JSON.parse(ok(e, ['backend', 'list', 'web', '--json'])) as Array<{ address: string; health?: BackendHealth }>)
     .map((b) => [b.address, b.health?.status]),
 );
-
-function metrics(socket: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, path: '/metrics' }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve(body));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 describe('ferryd health checks', { skip }, () => {
   let e: FerrydEnv;
@@ -128,7 +113,7 @@ describe('ferryd health checks', { skip }, () => {
     const list = JSON.parse(ok(e, ['backend', 'list', 'web', '--json'])) as Array<{ address: string; health: BackendHealth }>;
     assert.equal(list[0]?.health.status, 'down');
     assert.equal(list[0]?.health.last_error, 'connection refused');
-    assert.match(await metrics(e.socket), /ferry_backend_up\{vip="web",backend="198\.19\.9\.1"\} 0/);
+    assert.match(await getText(e.socket, '/metrics'), /ferry_backend_up\{vip="web",backend="198\.19\.9\.1"\} 0/);
     servers.set(BACKENDS[0]!, await serveInNs(e.ns, BACKENDS[0]!));
     await waitFor('back in the table', () => datapathView(e).get(BACKENDS[0]!)?.inTable === true, 5000, 20);
     const events = JSON.parse(ok(e, ['events', '--vip', 'web', '--json'])) as HealthEvent[];

@@ -30,7 +30,7 @@ import { openStore } from '../src/store/store.js';
 import { packageRoot } from '../src/paths.js';
 import { FakeApplier, FakeInfo } from './lib/api-fixture.js';
 import { bpfUnavailable } from './lib/harness.js';
-import { destroyFerrydEnv, ferryctl, makeFerrydEnv, startFerryd, stopFerryd, type Ferryd, type FerrydEnv } from './lib/ferryd.js';
+import { destroyFerrydEnv, ferryctl, makeFerrydEnv, openDaemonDatapath, startFerryd, stopFerryd, type Ferryd, type FerrydEnv } from './lib/ferryd.js';
 import { TCP_SYN, frame } from './lib/packet.js';
 
 // ---- helpers -------------------------------------------------------------------
@@ -364,7 +364,6 @@ describe('GET /v1/monitor (API)', () => {
 const skip = bpfUnavailable();
 if (skip) console.log(`# skipping ferryd monitor tests: ${skip}`);
 
-const SIZES = { maxVips: 64, maxVipAddrs: 64, maxBackends: 1024, ctSize: 65536, maxPolicyRules: 1024 };
 const WEB = '198.18.0.10';
 const EMPTY = '198.18.0.20';
 
@@ -392,7 +391,7 @@ describe('ferryd live events', { skip }, () => {
     ok(['backend', 'add', 'web', '198.18.1.11']);
     ok(['vip', 'add', 'empty', '--address', EMPTY, '--port', '80', '--protocol', 'tcp']);
     // A second xdp_lb on the daemon's pinned maps (and ring), driven by test runs.
-    dp = LbDatapath.open({ pinRoot: e.pinRoot, sizes: SIZES });
+    dp = openDaemonDatapath(e);
     ctl = [join(packageRoot(), 'dist', 'src', 'cli', 'ferryctl.js')];
   });
   after(async () => {

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { LbDatapath } from '../../src/datapath/lb.js';
 import { packageRoot } from '../../src/paths.js';
 
 export interface FerrydEnv {
@@ -82,6 +83,28 @@ export async function startFerryd(e: FerrydEnv, args: string[] = [], env: NodeJS
     if ((await probe(e.socket, '/readyz')) === 200) return { proc, logs: () => out };
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** The map sizes every test ferryd config uses (see makeFerrydEnv). */
+export const FERRYD_SIZES = { maxVips: 64, maxVipAddrs: 64, maxBackends: 1024, ctSize: 65536, maxPolicyRules: 1024 };
+
+/** A second handle on the daemon's pinned maps (its own xdp_lb instance, unattached). */
+export function openDaemonDatapath(e: FerrydEnv): LbDatapath {
+  return LbDatapath.open({ pinRoot: e.pinRoot, sizes: FERRYD_SIZES });
+}
+
+/** The body of GET path over the unix socket. */
+export function getText(socket: string, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: socket, path }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve(body));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 /** Status code of GET path over the socket, or 0 when nothing answers. */
