@@ -1,0 +1,376 @@
+/**
+ * Kubernetes mode benchmark: how long a burst of N Service + EndpointSlice
+ * changes (N LoadBalancer Services × 10 endpoints, created at once) takes
+ * from the API server's watch streams to the store committed and the
+ * datapath applied — against the time iptables-restore takes to load the
+ * equivalent kube-proxy ruleset (iptables mode: KUBE-SERVICES, KUBE-EXT-*,
+ * KUBE-SVC-* with statistic random, KUBE-SEP-* DNAT) into an empty network
+ * namespace, measured in the same run.
+ *
+ * Ferry side: the Kubernetes API test server (test/lib/k8s-server.ts) on
+ * 127.0.0.1, the real watch client, K8sSync, a store in a file (SQLite with
+ * its fsyncs), and — as root with BTF — a real LbDatapath in a private pin
+ * directory with the real Reconciler (Maglev tables built and swapped into
+ * the maps); otherwise the fake Applier of the tests. The clock starts when
+ * the server has handed the events to its watch connections (the API
+ * server's own encoding is not counted) and stops when every Service is
+ * committed and applied.
+ *
+ * iptables side: the ruleset text is generated beforehand (kube-proxy's
+ * computing is not counted either), then `iptables-restore --noflush
+ * --counters` (as kube-proxy calls it) loads it in a namespace
+ * ferrytest-k8sbench-<pid> (entered with nsenter --net, deleted after).
+ * iptables is installed with apt-get when missing. Debian's iptables-restore
+ * is the nf_tables variant; the legacy variant is timed too when present.
+ *
+ *   node dist/bench/k8s.js [--quick] [--json] [--iptables-timeout SECONDS]
+ *     --quick   N = 1,000 only (under a minute)
+ *     --iptables-timeout  kill iptables-restore after this long (default 1800 s); the ratio is then a lower bound
+ *     --json    one object: {sizes: [...], ratio_vs_iptables} (iptables-restore ms / Ferry ms at the largest N)
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Controller } from '../src/daemon/controller.js';
+import { LbDatapath } from '../src/datapath/lb.js';
+import { K8sSync } from '../src/k8s/sync.js';
+import type { KubeObject } from '../src/k8s/types.js';
+import { K8sWatch, loadKubeConfig } from '../src/k8s/watch.js';
+import type { Applier } from '../src/model/dpstate.js';
+import { packageRoot } from '../src/paths.js';
+import { plan } from '../src/reconcile/plan.js';
+import { Reconciler } from '../src/reconcile/reconciler.js';
+import { openStore } from '../src/store/store.js';
+import { FakeApplier } from '../test/lib/api-fixture.js';
+import { argValue } from './args.js';
+import { ensureBpffs } from '../test/lib/harness.js';
+import { node, service, slice } from '../test/lib/k8s-objects.js';
+import { K8sTestServer, type ResourceName } from '../test/lib/k8s-server.js';
+
+const ENDPOINTS = 10;
+const NODE = 'bench-node';
+
+export interface SizeResult {
+  n: number;
+  endpoints_per_service: number;
+  ferry_ms: number;
+  ferry_transactions: number;
+  ferry_batches: number;
+  datapath: 'real' | 'fake';
+  iptables_restore_ms: number | null;
+  iptables_variant: string | null;
+  iptables_legacy_restore_ms: number | null;
+  iptables_rules: number;
+  iptables_chains: number;
+  /** The iptables-restore run was killed after this long (then ratio is a lower bound). */
+  iptables_restore_timeout_ms: number | null;
+  ratio: number | null;
+  ratio_is_lower_bound: boolean;
+}
+
+export interface K8sBench {
+  sizes: SizeResult[];
+  ratio_vs_iptables: number | null;
+  notes: string[];
+}
+
+const ip4 = (prefix: number, n: number): string => `${prefix}.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
+const clusterIp = (i: number): string => ip4(10, 0x600000 + i + 1); // 10.96.0.0/12-ish
+const ingressIp = (i: number): string => `198.18.${(i >> 8) & 255}.${i & 255}`;
+const podIp = (i: number, j: number): string => ip4(11, i * ENDPOINTS + j + 1);
+
+function burst(n: number): Array<readonly [ResourceName, KubeObject]> {
+  const out: Array<readonly [ResourceName, KubeObject]> = [];
+  for (let i = 0; i < n; i++) {
+    const name = `svc-${i}`;
+    out.push(['services', service(name, {
+      namespace: 'bench', type: 'LoadBalancer', clusterIP: clusterIp(i), ingress: [ingressIp(i)], allocateLoadBalancerNodePorts: false,
+    })]);
+    out.push(['endpointslices', slice(`${name}-x`, Array.from({ length: ENDPOINTS }, (_, j) => podIp(i, j)), { namespace: 'bench', service: name })]);
+  }
+  return out;
+}
+
+function bpfUsable(): boolean {
+  return process.getuid?.() === 0 && existsSync('/sys/kernel/btf/vmlinux') && existsSync(join(packageRoot(), 'build/bpf/xdp_lb.bpf.o'));
+}
+
+async function until(cond: () => boolean, what: string, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/** Ferry: burst → committed in SQLite and applied to the datapath. */
+async function ferryRun(n: number, real: boolean): Promise<{ ms: number; transactions: number; batches: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-k8s-'));
+  const pinRoot = `/sys/fs/bpf/ferry-bench-k8s-${process.pid}`;
+  const server = await K8sTestServer.start();
+  const store = openStore(join(dir, 'ferry.db'), { maxVips: 16_384, maxBackends: 262_144 });
+  let dp: LbDatapath | undefined;
+  let watch: K8sWatch | undefined;
+  let sync: K8sSync | undefined;
+  try {
+    let applier: Applier;
+    if (real) {
+      ensureBpffs();
+      rmSync(pinRoot, { recursive: true, force: true });
+      dp = LbDatapath.open({
+        pinRoot, sizes: { maxVips: 16_384, maxVipAddrs: 16_384, maxBackends: 262_144, ctSize: 65_536, maxPolicyRules: 1024 },
+      });
+      const seed = store.read((tx) => tx.snapshot().hash_seed);
+      applier = new Reconciler(dp, { seed, src4: '198.19.255.0/24', src6: '2001:db8:ff::/112', skipFib: true });
+    } else {
+      applier = new FakeApplier();
+    }
+    const controller = new Controller(store, applier, (snap) => plan(snap));
+    controller.reconcile();
+    sync = new K8sSync({ controller, translate: { nodeName: NODE }, drainSeconds: 30 });
+    watch = new K8sWatch({ kubeConfig: loadKubeConfig({ kubeconfig: server.writeKubeconfig() }), nodeName: NODE, handler: sync, resyncMs: 0 });
+    server.upsert('nodes', node(NODE, [['InternalIP', '192.0.2.1']]));
+    watch.start();
+    await watch.waitSynced();
+    const s = sync;
+    const w = watch;
+    await until(() => s.idle, 'the initial sync', 30_000);
+    const rev0 = store.revision();
+    const batches0 = s.stats.batches;
+    const objs = burst(n);
+    server.upsertMany(objs);
+    const t0 = performance.now();
+    await until(() => s.idle && w.services.cache.size === n && w.endpointSlices.cache.size === n, 'the burst', 600_000);
+    const ms = performance.now() - t0;
+    const counts = store.read((tx) => {
+      const snap = tx.snapshot();
+      return { vips: snap.vips.length, backends: snap.backends.length };
+    });
+    if (counts.vips !== n || counts.backends !== n * ENDPOINTS) throw new Error(`ferry: expected ${n} VIPs × ${ENDPOINTS}, the store has ${counts.vips} VIPs, ${counts.backends} backends`);
+    if (controller.appliedRevision !== store.revision()) throw new Error('ferry: the datapath is behind the store');
+    return { ms, transactions: store.revision() - rev0, batches: s.stats.batches - batches0 };
+  } finally {
+    await watch?.stop();
+    sync?.stop();
+    await server.close();
+    store.close();
+    dp?.close();
+    rmSync(pinRoot, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ------------------------------------------------------------- kube-proxy
+
+/** kube-proxy's chain name: prefix + the first 16 characters of base32(sha256(key)). */
+function chain(prefix: string, key: string): string {
+  const digest = createHash('sha256').update(key).digest();
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = 0;
+  let value = 0;
+  let out = '';
+  for (const byte of digest) {
+    value = (value << 8) | byte;
+    bits += 8;
+    while (bits >= 5 && out.length < 16) {
+      out += alphabet[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+    if (out.length >= 16) break;
+  }
+  return `${prefix}${out}`;
+}
+
+/** The iptables-restore input kube-proxy (iptables mode) writes for N LoadBalancer Services × E endpoints. */
+export function kubeProxyRules(n: number): { text: string; rules: number; chains: number } {
+  const filter = [
+    '*filter',
+    ':KUBE-NODEPORTS - [0:0]', ':KUBE-SERVICES - [0:0]', ':KUBE-EXTERNAL-SERVICES - [0:0]', ':KUBE-FIREWALL - [0:0]',
+    ':KUBE-FORWARD - [0:0]', ':KUBE-PROXY-FIREWALL - [0:0]',
+    '-A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP',
+    '-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP',
+    '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT',
+    '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+    'COMMIT',
+  ];
+  const chains: string[] = [':KUBE-SERVICES - [0:0]', ':KUBE-NODEPORTS - [0:0]', ':KUBE-POSTROUTING - [0:0]', ':KUBE-MARK-MASQ - [0:0]'];
+  const rules: string[] = [
+    '-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN',
+    '-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000',
+    '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
+    '-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000',
+  ];
+  const services: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const spn = `bench/svc-${i}:http`;
+    const svc = chain('KUBE-SVC-', `${spn}tcp`);
+    const ext = chain('KUBE-EXT-', `${spn}tcp`);
+    chains.push(`:${svc} - [0:0]`, `:${ext} - [0:0]`);
+    services.push(
+      `-A KUBE-SERVICES -m comment --comment "${spn} cluster IP" -m tcp -p tcp -d ${clusterIp(i)}/32 --dport 80 -j ${svc}`,
+      `-A KUBE-SERVICES -m comment --comment "${spn} loadbalancer IP" -m tcp -p tcp -d ${ingressIp(i)}/32 --dport 80 -j ${ext}`,
+    );
+    rules.push(
+      `-A ${ext} -m comment --comment "masquerade traffic for ${spn} external destinations" -j KUBE-MARK-MASQ`,
+      `-A ${ext} -j ${svc}`,
+      `-A ${svc} -m comment --comment "${spn} cluster IP" -m tcp -p tcp -d ${clusterIp(i)}/32 --dport 80 ! -s 11.0.0.0/8 -j KUBE-MARK-MASQ`,
+    );
+    for (let j = 0; j < ENDPOINTS; j++) {
+      const ep = `${podIp(i, j)}:80`;
+      const sep = chain('KUBE-SEP-', `${spn}tcp${ep}`);
+      chains.push(`:${sep} - [0:0]`);
+      const left = ENDPOINTS - j;
+      rules.push(left > 1
+        ? `-A ${svc} -m comment --comment "${spn} -> ${ep}" -m statistic --mode random --probability ${(1 / left).toFixed(10)} -j ${sep}`
+        : `-A ${svc} -m comment --comment "${spn} -> ${ep}" -j ${sep}`);
+      rules.push(
+        `-A ${sep} -m comment --comment "${spn}" -s ${podIp(i, j)}/32 -j KUBE-MARK-MASQ`,
+        `-A ${sep} -m comment --comment "${spn}" -m tcp -p tcp -j DNAT --to-destination ${ep}`,
+      );
+    }
+  }
+  services.push('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS');
+  const text = [...filter, '*nat', ...chains, ...services, ...rules, 'COMMIT', ''].join('\n');
+  return { text, rules: services.length + rules.length + 4, chains: chains.length + 6 };
+}
+
+function have(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
+/** iptables-restore, installed from Debian's iptables package when missing; null if it cannot be. */
+function ensureIptables(notes: string[]): boolean {
+  if (have('iptables-restore')) return true;
+  if (process.getuid?.() !== 0) {
+    notes.push('iptables-restore is missing and installing it needs root');
+    return false;
+  }
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  let r = spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'iptables'], { env, stdio: 'ignore' });
+  if (r.status !== 0) {
+    spawnSync('apt-get', ['update', '-qq'], { env, stdio: 'ignore' });
+    r = spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'iptables'], { env, stdio: 'ignore' });
+  }
+  if (r.status !== 0 || !have('iptables-restore')) {
+    notes.push('iptables could not be installed (apt-get install iptables failed)');
+    return false;
+  }
+  notes.push('installed Debian\'s iptables package (iptables-restore was missing)');
+  return true;
+}
+
+const NS = `ferrytest-k8sbench-${process.pid}`;
+
+function deleteNs(): void {
+  spawnSync('ip', ['netns', 'delete', NS], { stdio: 'ignore' });
+}
+
+/**
+ * Loads `text` with `cmd` in a fresh namespace; milliseconds, or null when
+ * it ran longer than timeoutMs (killed); throws with its error output.
+ */
+function timeRestore(cmd: string, text: string, expectRules: number, timeoutMs: number): number | null {
+  deleteNs();
+  execFileSync('ip', ['netns', 'add', NS]);
+  try {
+    const enter = ['--net=/run/netns/' + NS];
+    // Warm-up, not timed: loads the kernel modules and the extensions the ruleset uses.
+    const warm = kubeProxyRules(1).text;
+    const w = spawnSync('nsenter', [...enter, cmd, '--noflush', '--counters'], { input: warm });
+    if (w.status !== 0) throw new Error(`${cmd}: ${w.stderr.toString().trim()}`);
+    const t0 = performance.now();
+    const r = spawnSync('nsenter', [...enter, cmd, '--noflush', '--counters'], { input: text, maxBuffer: 64 << 20, timeout: timeoutMs, killSignal: 'SIGKILL' });
+    const ms = performance.now() - t0;
+    if (r.error !== undefined && (r.error as NodeJS.ErrnoException).code === 'ETIMEDOUT') return null;
+    if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr.toString().trim().slice(0, 500)}`);
+    const save = cmd.replace(/-restore$/, '-save');
+    const dump = spawnSync('nsenter', [...enter, save, '-t', 'nat'], { maxBuffer: 1 << 30 });
+    const loaded = dump.stdout.toString().split('\n').filter((l) => l.startsWith('-A KUBE-')).length;
+    if (loaded < expectRules - 4) throw new Error(`${cmd}: loaded ${loaded} KUBE-* nat rules, expected about ${expectRules}`);
+    return ms;
+  } finally {
+    deleteNs();
+  }
+}
+
+function variantOf(cmd: string): string {
+  const r = spawnSync(cmd, ['--version']);
+  const m = /\((\w+)\)/.exec(r.stdout.toString());
+  return m?.[1] ?? 'unknown';
+}
+
+function progress(msg: string): void {
+  process.stderr.write(`bench:k8s: ${msg}\n`);
+}
+
+export async function benchK8s(quick: boolean, iptablesTimeoutMs = 1_800_000): Promise<K8sBench> {
+  const notes: string[] = [];
+  const real = bpfUsable();
+  if (!real) notes.push('no BPF here (needs root, BTF and build/bpf/xdp_lb.bpf.o): the datapath is the fake Applier');
+  const canNs = process.getuid?.() === 0 && have('nsenter') && have('ip');
+  const ipt = canNs && ensureIptables(notes);
+  if (!canNs) notes.push('no network namespaces (needs root, ip and nsenter): iptables-restore not timed');
+  const legacy = ipt && have('iptables-legacy-restore');
+  const sizes: SizeResult[] = [];
+  process.on('exit', deleteNs);
+  for (const n of quick ? [1000] : [1000, 10_000]) {
+    progress(`N=${n}: Ferry (${real ? 'real' : 'fake'} datapath)…`);
+    const f = await ferryRun(n, real);
+    progress(`N=${n}: Ferry ${Math.round(f.ms)} ms in ${f.transactions} transactions`);
+    const rules = kubeProxyRules(n);
+    let legacyMs: number | null = null;
+    if (legacy) {
+      legacyMs = timeRestore('iptables-legacy-restore', rules.text, rules.rules, iptablesTimeoutMs);
+      progress(`N=${n}: iptables-legacy-restore ${legacyMs === null ? 'timed out' : `${Math.round(legacyMs)} ms`}`);
+    }
+    let iptMs: number | null = null;
+    let timedOut = false;
+    if (ipt) {
+      progress(`N=${n}: iptables-restore of ${rules.rules} rules (the nf_tables variant takes minutes at 10,000 Services)…`);
+      iptMs = timeRestore('iptables-restore', rules.text, rules.rules, iptablesTimeoutMs);
+      timedOut = iptMs === null;
+      progress(`N=${n}: iptables-restore ${timedOut ? `killed after ${iptablesTimeoutMs} ms` : `${Math.round(iptMs ?? 0)} ms`}`);
+    }
+    const bound = timedOut ? iptablesTimeoutMs : iptMs;
+    sizes.push({
+      n, endpoints_per_service: ENDPOINTS,
+      ferry_ms: Math.round(f.ms), ferry_transactions: f.transactions, ferry_batches: f.batches, datapath: real ? 'real' : 'fake',
+      iptables_restore_ms: iptMs === null ? null : Math.round(iptMs), iptables_variant: ipt ? variantOf('iptables-restore') : null,
+      iptables_legacy_restore_ms: legacyMs === null ? null : Math.round(legacyMs),
+      iptables_rules: rules.rules, iptables_chains: rules.chains,
+      iptables_restore_timeout_ms: timedOut ? iptablesTimeoutMs : null,
+      ratio: bound === null ? null : Math.round((bound / f.ms) * 100) / 100,
+      ratio_is_lower_bound: timedOut,
+    });
+  }
+  return { sizes, ratio_vs_iptables: sizes.at(-1)?.ratio ?? null, notes };
+}
+
+async function main(): Promise<void> {
+  const r = await benchK8s(process.argv.includes('--quick'), argValue('--iptables-timeout', 1800) * 1000);
+  if (process.argv.includes('--json')) {
+    console.log(JSON.stringify(r));
+    return;
+  }
+  console.log(`Burst of N LoadBalancer Services × ${ENDPOINTS} endpoints: Ferry (watch → store committed → datapath applied) vs iptables-restore of kube-proxy's ruleset`);
+  console.log('| N | Ferry ms (transactions) | iptables-restore ms (variant) | iptables-legacy-restore ms | kube-proxy rules / chains | ratio |');
+  console.log('|---|---|---|---|---|---|');
+  for (const s of r.sizes) {
+    const ipt = s.iptables_restore_timeout_ms !== null ? `> ${s.iptables_restore_timeout_ms} (killed)` : String(s.iptables_restore_ms ?? '–');
+    const ratio = s.ratio === null ? '–' : `${s.ratio_is_lower_bound ? '> ' : ''}${s.ratio}`;
+    const legacyRatio = s.iptables_legacy_restore_ms === null ? '' : ` (legacy ${Math.round((s.iptables_legacy_restore_ms / s.ferry_ms) * 100) / 100})`;
+    console.log(`| ${s.n} | ${s.ferry_ms} (${s.ferry_transactions}, ${s.datapath} datapath) | ${ipt} (${s.iptables_variant ?? '–'}) | ${s.iptables_legacy_restore_ms ?? '–'} | ${s.iptables_rules} / ${s.iptables_chains} | ${ratio}${legacyRatio} |`);
+  }
+  for (const n of r.notes) console.log(`note: ${n}`);
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  main().catch((err: unknown) => {
+    deleteNs();
+    console.error(`bench:k8s: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,542 @@
+/**
+ * Kubernetes events → store transactions.
+ *
+ * The informers' events update caches here and mark the affected Services
+ * dirty (an EndpointSlice marks its Service, through the
+ * kubernetes.io/service-name label; a change of this node's addresses
+ * marks every Service). Dirty Services are flushed as one batch when the
+ * oldest pending event is `maxDelayMs` old (200 ms) or `maxEvents` (10,000)
+ * have accumulated, whichever comes first, so a burst of thousands of
+ * changes becomes a few transactions. A batch:
+ *   1. translates each dirty Service (translate.ts, pure);
+ *   2. skips those whose owner-scoped desired state equals what was last
+ *      committed (an endpoint change of a ClusterIP-only Service touches
+ *      only the socket-LB list, not the store);
+ *   3. commits the rest through Controller.write('kubernetes', 'k8s.sync'):
+ *      one replaceState per Service, scoped to its owner
+ *      "kubernetes:<ns>/<name>" (a savepoint each), then the datapath is
+ *      applied once and the store commits (or both roll back). A batch is
+ *      one transaction up to 1,000 Services, and at most 8 transactions
+ *      beyond (servicesPerTransaction, maxTransactionsPerBatch: the store's
+ *      savepoints cost grows with the transaction, see the option);
+ *   4. tells the socket-LB and health-check sinks the new lists.
+ *
+ * Failures never crash the sync:
+ *   - one Service refused by the store (its address:port already used by
+ *     a VIP of the API or of another Service, a name taken, capacity): its
+ *     VIPs are retried one by one on top of those it already holds, the
+ *     refused ones are reported in skipped() with the store's reason, and
+ *     the Service is retried later (backoff with jitter), e.g. after the
+ *     other owner let go of the address;
+ *   - the whole transaction refused (the datapath refused the apply, SQLite
+ *     failed): logged, every Service of it requeued, retried after a
+ *     backoff with jitter, and split into 2, 4, … 64 transactions on
+ *     successive failures so that one poisonous Service cannot hold the
+ *     others back.
+ *
+ * Nothing is written before all three informers have listed once (a
+ * Service seen before its EndpointSlices would lose its backends). The
+ * first batch after that also removes what the store holds for Services
+ * that no longer exist (owners "kubernetes:*" left from before a restart);
+ * a periodic resync does the same and rewrites every Service (no-op writes
+ * cost no revision), repairing the store after a restore from backup.
+ */
+import type { Controller } from '../daemon/controller.js';
+import { DatapathError, FerryError } from '../model/errors.js';
+import type { DesiredState, PolicySpec, VipWithBackends } from '../model/types.js';
+import type { StoreTx } from '../store/types.js';
+import {
+  ownerOf, serviceKeyOfOwner, sliceServiceKey, translateService,
+  type ClusterIpEntry, type HealthCheckNodePort, type ServiceTranslation, type SkippedEntry, type TranslateConfig,
+} from './translate.js';
+import { objectKey, type EndpointSlice, type Node, type Service } from './types.js';
+import {
+  backoffDelay, DEFAULT_BACKOFF, silentLogger,
+  type Backoff, type EventType, type K8sEventHandler, type K8sLogger,
+} from './watch.js';
+
+export interface BatchReport {
+  /** Services translated in this batch. */
+  services: number;
+  /** Services whose store state was rewritten. */
+  written: number;
+  /** Transactions that committed a change. */
+  transactions: number;
+  /** The store revision after the batch. */
+  revision: number;
+  /** Wall time of the batch (translation + store + datapath). */
+  ms: number;
+  /** Services refused in whole or part by the store (retried later). */
+  refused: number;
+  /** Transactions that failed as a whole (requeued). */
+  failedTransactions: number;
+}
+
+export interface K8sSyncOptions {
+  controller: Controller;
+  translate: TranslateConfig;
+  /** Drain time of removed backends (their flows continue this long). */
+  drainSeconds: number;
+  /** Coalescing window, from the first pending event; default 200 ms. */
+  maxDelayMs?: number;
+  /** Flush at once when this many events are pending; default 10,000. */
+  maxEvents?: number;
+  /**
+   * A batch is split into transactions of this many Services (default
+   * 1,000), but into no more than maxTransactionsPerBatch (default 8). The
+   * store copies its change log at every savepoint (one per replaceState),
+   * so a transaction's cost grows with the square of its Services: bounded
+   * transactions keep a 10,000-Service burst near linear time at a few
+   * revisions. Raise it once savepoints are O(1) in the store.
+   */
+  servicesPerTransaction?: number;
+  maxTransactionsPerBatch?: number;
+  /** Retry delays for refused Services and failed transactions. */
+  retry?: Backoff;
+  log?: K8sLogger;
+  /** The audit actor; default "kubernetes". */
+  actor?: string;
+  /** After a batch that changed any ClusterIP entry: the whole socket-LB list and the Services it changed for. */
+  onClusterIps?(all: ClusterIpEntry[], changed: string[]): void;
+  /** After a batch that changed any health-check node port. */
+  onHealthCheckNodePorts?(all: HealthCheckNodePort[]): void;
+  onBatch?(report: BatchReport): void;
+  random?: () => number;
+}
+
+export interface SyncStats {
+  events: number;
+  batches: number;
+  /** Transactions that committed a change (store revisions consumed). */
+  transactions: number;
+  failedTransactions: number;
+  servicesWritten: number;
+  lastBatch: BatchReport | null;
+}
+
+interface WriteItem {
+  key: string;
+  owner: string;
+  desired: DesiredState & { policies: PolicySpec[] };
+  json: string;
+}
+
+interface Refusal {
+  reasons: string[];
+  attempts: number;
+  retryAt: number;
+}
+
+const EMPTY_JSON = JSON.stringify({ vips: [], policies: [] });
+const MAX_SPLIT = 64;
+const DEFAULT_PER_TX = 1000;
+const DEFAULT_MAX_TX = 8;
+
+export class K8sSync implements K8sEventHandler {
+  private readonly services = new Map<string, Service>();
+  private readonly slicesByService = new Map<string, Map<string, EndpointSlice>>();
+  /** Slice key → the Service key it was filed under (its label may change). */
+  private readonly sliceService = new Map<string, string>();
+  private nodeObj: Node | undefined;
+  private nodeAddresses = '';
+  private readonly results = new Map<string, ServiceTranslation>();
+  /** Service key → JSON of the desired state the store holds for its owner. */
+  private readonly committed = new Map<string, string>();
+  private readonly refused = new Map<string, Refusal>();
+  private dirty = new Set<string>();
+  private pendingEvents = 0;
+  private readonly syncedKinds = new Set<string>();
+  private ready = false;
+  private sweepPending = true;
+  private timer: NodeJS.Timeout | undefined;
+  private immediate: NodeJS.Immediate | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private consecutiveFailures = 0;
+  private stopped = false;
+  private clusterIpList: ClusterIpEntry[] = [];
+  private hcnpList: HealthCheckNodePort[] = [];
+  readonly stats: SyncStats = { events: 0, batches: 0, transactions: 0, failedTransactions: 0, servicesWritten: 0, lastBatch: null };
+  private readonly log: K8sLogger;
+  private readonly random: () => number;
+
+  constructor(private readonly o: K8sSyncOptions) {
+    this.log = o.log ?? silentLogger;
+    this.random = o.random ?? Math.random;
+  }
+
+  // ------------------------------------------------------------ events
+
+  service(type: EventType, obj: Service): void {
+    const key = objectKey(obj);
+    if (type === 'DELETED') this.services.delete(key);
+    else this.services.set(key, obj);
+    this.mark(key);
+  }
+
+  endpointSlice(type: EventType, obj: EndpointSlice): void {
+    const sk = objectKey(obj);
+    const before = this.sliceService.get(sk);
+    const after = type === 'DELETED' ? null : sliceServiceKey(obj);
+    if (before !== undefined && before !== after) {
+      const m = this.slicesByService.get(before);
+      m?.delete(sk);
+      if (m !== undefined && m.size === 0) this.slicesByService.delete(before);
+      this.sliceService.delete(sk);
+      this.mark(before);
+    }
+    if (after !== null) {
+      let m = this.slicesByService.get(after);
+      if (m === undefined) {
+        m = new Map();
+        this.slicesByService.set(after, m);
+      }
+      m.set(sk, obj);
+      this.sliceService.set(sk, after);
+      this.mark(after);
+    }
+  }
+
+  node(type: EventType, obj: Node): void {
+    if (obj.metadata.name !== this.o.translate.nodeName) return;
+    this.nodeObj = type === 'DELETED' ? undefined : obj;
+    // Kubelet rewrites its Node often (conditions, heartbeats): only the addresses matter here.
+    const addrs = JSON.stringify(this.nodeObj?.status?.addresses ?? null);
+    if (addrs === this.nodeAddresses) return;
+    this.nodeAddresses = addrs;
+    for (const key of this.services.keys()) this.dirty.add(key);
+    this.mark(null);
+  }
+
+  synced(kind: string): void {
+    this.syncedKinds.add(kind);
+    if (!this.ready && this.syncedKinds.size >= 3) {
+      this.ready = true;
+      this.log.info({ services: this.services.size }, 'kubernetes: caches synced; writing the store');
+      this.flushSoon();
+    }
+  }
+
+  /** Rewrites every Service and sweeps owners of Services gone (periodic; after a store restore). */
+  resync(): void {
+    this.committed.clear();
+    this.sweepPending = true;
+    for (const key of this.services.keys()) this.dirty.add(key);
+    this.mark(null);
+  }
+
+  // ------------------------------------------------------------- views
+
+  /** Whether the caches are synced and nothing is waiting to be written (refused Services may still retry). */
+  get idle(): boolean {
+    return this.ready && this.dirty.size === 0 && this.timer === undefined && this.immediate === undefined;
+  }
+
+  get isReady(): boolean {
+    return this.ready;
+  }
+
+  /** The socket-LB list (ClusterIP × port), as of the last batch. */
+  clusterIps(): ClusterIpEntry[] {
+    return this.clusterIpList;
+  }
+
+  healthCheckNodePorts(): HealthCheckNodePort[] {
+    return this.hcnpList;
+  }
+
+  /** What is not served and why: translation limits and store refusals. */
+  skipped(): SkippedEntry[] {
+    const out: SkippedEntry[] = [];
+    for (const t of this.sortedResults()) out.push(...t.skipped);
+    for (const [service, r] of this.refused) for (const reason of r.reasons) out.push({ service, reason });
+    return out;
+  }
+
+  /** The last translation of a Service. */
+  translation(key: string): ServiceTranslation | undefined {
+    return this.results.get(key);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.immediate !== undefined) clearImmediate(this.immediate);
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.timer = this.immediate = this.retryTimer = undefined;
+  }
+
+  // ---------------------------------------------------------- batching
+
+  private mark(key: string | null): void {
+    this.stats.events++;
+    if (key !== null) this.dirty.add(key);
+    this.pendingEvents++;
+    if (!this.ready || this.stopped) return;
+    if (this.pendingEvents >= (this.o.maxEvents ?? 10_000)) this.flushSoon();
+    else if (this.timer === undefined && this.immediate === undefined) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.flush();
+      }, this.o.maxDelayMs ?? 200);
+    }
+  }
+
+  private flushSoon(): void {
+    if (this.stopped || this.immediate !== undefined) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.immediate = setImmediate(() => {
+      this.immediate = undefined;
+      this.flush();
+    });
+  }
+
+  /** Writes every dirty Service now (normally called by the timers). */
+  flush(): BatchReport | null {
+    if (!this.ready || this.stopped) return null;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    const started = performance.now();
+    const keys = new Set(this.dirty);
+    this.dirty = new Set();
+    this.pendingEvents = 0;
+    const storeOwners = this.sweepPending ? this.kubernetesOwners() : null;
+    if (storeOwners !== null) {
+      for (const key of storeOwners) if (!this.services.has(key)) keys.add(key);
+      this.sweepPending = false;
+    }
+    if (keys.size === 0) return null;
+
+    const toWrite: WriteItem[] = [];
+    let socketLbChanged: string[] = [];
+    let hcnpChanged = false;
+    for (const key of [...keys].sort()) {
+      const svc = this.services.get(key);
+      const before = this.results.get(key);
+      let desired: WriteItem['desired'];
+      if (svc === undefined) {
+        this.results.delete(key);
+        desired = { vips: [], policies: [] };
+      } else {
+        const t = translateService(svc, [...(this.slicesByService.get(key)?.values() ?? [])], this.nodeObj, this.o.translate);
+        this.results.set(key, t);
+        desired = t.desired;
+      }
+      const after = this.results.get(key);
+      if (JSON.stringify(before?.clusterIps ?? []) !== JSON.stringify(after?.clusterIps ?? [])) socketLbChanged.push(key);
+      if (JSON.stringify(before?.healthCheckNodePorts ?? []) !== JSON.stringify(after?.healthCheckNodePorts ?? [])) hcnpChanged = true;
+      const json = desired.vips.length === 0 && desired.policies.length === 0 ? EMPTY_JSON : JSON.stringify(desired);
+      // Known not to be in the store (the sweep listed every owner there): nothing to remove.
+      if (!this.committed.has(key) && json === EMPTY_JSON && storeOwners !== null && !storeOwners.has(key)) {
+        this.committed.set(key, json);
+      }
+      if (this.committed.get(key) === json && !this.refused.has(key)) {
+        if (svc === undefined) this.committed.delete(key);
+        continue;
+      }
+      toWrite.push({ key, owner: ownerOf(key), desired, json });
+    }
+
+    const report = this.commit(toWrite);
+    report.services = keys.size;
+    report.ms = performance.now() - started;
+    this.stats.batches++;
+    this.stats.lastBatch = report;
+    if (socketLbChanged.length > 0) {
+      this.clusterIpList = this.sortedResults().flatMap((t) => t.clusterIps);
+      this.notify(() => this.o.onClusterIps?.(this.clusterIpList, socketLbChanged));
+      socketLbChanged = [];
+    }
+    if (hcnpChanged) {
+      this.hcnpList = this.sortedResults().flatMap((t) => t.healthCheckNodePorts);
+      this.notify(() => this.o.onHealthCheckNodePorts?.(this.hcnpList));
+    }
+    this.log.info({
+      services: report.services, written: report.written, transactions: report.transactions, revision: report.revision,
+      refused: report.refused, failed: report.failedTransactions, ms: Math.round(report.ms),
+    }, 'kubernetes: batch');
+    this.notify(() => this.o.onBatch?.(report));
+    this.scheduleRetries();
+    return report;
+  }
+
+  private sortedResults(): ServiceTranslation[] {
+    return [...this.results.keys()].sort().map((k) => this.results.get(k)!);
+  }
+
+  private notify(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'kubernetes: a sync listener failed');
+    }
+  }
+
+  /** Service keys of every "kubernetes:" owner the store holds. */
+  private kubernetesOwners(): Set<string> {
+    return this.o.controller.read((tx) => {
+      const keys = new Set<string>();
+      const add = (owner: string | null): void => {
+        const k = serviceKeyOfOwner(owner);
+        if (k !== null) keys.add(k);
+      };
+      for (let cursor: string | null = null; ;) {
+        const page = tx.listVips({ limit: 1000, cursor });
+        for (const v of page.items) add(v.owner);
+        cursor = page.next;
+        if (cursor === null) break;
+      }
+      for (let cursor: string | null = null; ;) {
+        const page = tx.listPolicies({ limit: 1000, cursor });
+        for (const p of page.items) add(p.owner);
+        cursor = page.next;
+        if (cursor === null) break;
+      }
+      return keys;
+    });
+  }
+
+  // ------------------------------------------------------------ writing
+
+  private commit(items: WriteItem[]): BatchReport {
+    const report: BatchReport = {
+      services: 0, written: 0, transactions: 0, revision: this.o.controller.store.revision(), ms: 0, refused: 0, failedTransactions: 0,
+    };
+    if (items.length === 0) return report;
+    let size = Math.max(this.o.servicesPerTransaction ?? DEFAULT_PER_TX, Math.ceil(items.length / (this.o.maxTransactionsPerBatch ?? DEFAULT_MAX_TX)));
+    if (this.consecutiveFailures > 0) size = Math.min(size, Math.ceil(items.length / Math.min(MAX_SPLIT, 2 ** this.consecutiveFailures)));
+    let failed = false;
+    for (let i = 0; i < items.length; i += size) {
+      if (!this.commitChunk(items.slice(i, i + size), report)) failed = true;
+    }
+    if (failed) {
+      this.consecutiveFailures++;
+      const delay = backoffDelay(this.o.retry ?? DEFAULT_BACKOFF, this.consecutiveFailures, this.random);
+      this.log.warn({ retryInMs: delay, attempt: this.consecutiveFailures }, 'kubernetes: batch failed; retrying');
+      const t = setTimeout(() => this.flushSoon(), delay);
+      t.unref();
+    } else {
+      this.consecutiveFailures = 0;
+    }
+    report.revision = this.o.controller.store.revision();
+    return report;
+  }
+
+  /** One transaction; false when it failed as a whole (its Services are requeued). */
+  private commitChunk(items: WriteItem[], report: BatchReport): boolean {
+    const outcomes = new Map<string, string[]>();
+    try {
+      const before = this.o.controller.store.revision();
+      const { revision } = this.o.controller.write(this.o.actor ?? 'kubernetes', 'k8s.sync', (tx) => {
+        outcomes.clear();
+        for (const it of items) outcomes.set(it.key, this.replaceOne(tx, it));
+      });
+      if (revision !== before) {
+        report.transactions++;
+        this.stats.transactions++;
+      }
+    } catch (err) {
+      report.failedTransactions++;
+      this.stats.failedTransactions++;
+      for (const it of items) this.dirty.add(it.key);
+      this.log.error({ services: items.length, err: (err as Error).message }, 'kubernetes: transaction failed; requeued');
+      return false;
+    }
+    const now = Date.now();
+    for (const it of items) {
+      const reasons = outcomes.get(it.key) ?? [];
+      report.written++;
+      this.stats.servicesWritten++;
+      if (reasons.length === 0) {
+        this.refused.delete(it.key);
+        if (this.services.has(it.key) || it.json !== EMPTY_JSON) this.committed.set(it.key, it.json);
+        else this.committed.delete(it.key);
+      } else {
+        report.refused++;
+        // What the store holds now is a subset: never equal to the desired JSON, so the retry rewrites it.
+        this.committed.delete(it.key);
+        const attempts = (this.refused.get(it.key)?.attempts ?? 0) + 1;
+        const delay = backoffDelay(this.o.retry ?? DEFAULT_BACKOFF, attempts, this.random);
+        this.refused.set(it.key, { reasons, attempts, retryAt: now + delay });
+        this.log.warn({ service: it.key, reasons, retryInMs: delay }, 'kubernetes: the store refused part of a Service');
+      }
+    }
+    return true;
+  }
+
+  /**
+   * replaceState for one owner; on a refusal, keeps what the owner already
+   * holds and adds its other VIPs one at a time (each a savepoint), so one
+   * conflicting address does not take the Service's other VIPs down.
+   * Returns the reasons of what was refused (empty = all written).
+   */
+  private replaceOne(tx: StoreTx, it: WriteItem): string[] {
+    const drain = this.o.drainSeconds;
+    try {
+      tx.replaceState(it.desired, drain, it.owner);
+      return [];
+    } catch (err) {
+      if (!(err instanceof FerryError) || err instanceof DatapathError) throw err;
+      const reasons: string[] = [];
+      let policies = it.desired.policies;
+      const held = (v: VipWithBackends): boolean => {
+        try {
+          return tx.getVip(v.name).owner === it.owner;
+        } catch {
+          return false;
+        }
+      };
+      const refs = (v: VipWithBackends): boolean => (v.policies ?? []).every((p) => policies.some((q) => q.name === p));
+      let accepted = it.desired.vips.filter(held);
+      try {
+        tx.replaceState({ vips: accepted, policies }, drain, it.owner);
+      } catch (e) {
+        if (!(e instanceof FerryError) || e instanceof DatapathError) throw e;
+        // The policy itself is refused: VIPs that need it are left out (never opened without their source ranges).
+        reasons.push(`refused by the store: ${e.message}`);
+        policies = [];
+        accepted = accepted.filter(refs);
+        try {
+          tx.replaceState({ vips: accepted, policies }, drain, it.owner);
+        } catch (e2) {
+          if (!(e2 instanceof FerryError) || e2 instanceof DatapathError) throw e2;
+          // Not even what it holds can be kept as is: leave the owner as it was, retry later.
+          reasons.push(`refused by the store: ${e2.message}`);
+          return reasons;
+        }
+      }
+      for (const v of it.desired.vips) {
+        if (accepted.includes(v)) continue;
+        if (!refs(v)) {
+          reasons.push(`VIP ${v.name} (${v.address} ${v.port}/${v.protocol}) left out: its source-range policy was refused`);
+          continue;
+        }
+        try {
+          tx.replaceState({ vips: [...accepted, v], policies }, drain, it.owner);
+          accepted.push(v);
+        } catch (e) {
+          if (!(e instanceof FerryError) || e instanceof DatapathError) throw e;
+          reasons.push(`VIP ${v.name} (${v.address} ${v.port}/${v.protocol}) refused by the store: ${e.message}`);
+        }
+      }
+      return reasons.length > 0 ? reasons : [`refused by the store: ${(err as Error).message}`];
+    }
+  }
+
+  /** Re-marks refused Services when their retry time comes. */
+  private scheduleRetries(): void {
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    if (this.refused.size === 0 || this.stopped) return;
+    let next = Infinity;
+    for (const r of this.refused.values()) next = Math.min(next, r.retryAt);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      const now = Date.now();
+      for (const [key, r] of this.refused) if (r.retryAt <= now) this.dirty.add(key);
+      if (this.dirty.size > 0) this.flushSoon();
+      else this.scheduleRetries();
+    }, Math.max(0, next - Date.now()));
+    this.retryTimer.unref();
+  }
+}

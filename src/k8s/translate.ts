@@ -1,0 +1,555 @@
+/**
+ * Kubernetes → Ferry: pure translation of Services, their EndpointSlices
+ * and this node's Node object into Ferry's desired state. No I/O, no clock:
+ * the same objects always give the same output, in a deterministic order.
+ *
+ * Ownership. Every Service is its own store owner, `kubernetes:<ns>/<name>`
+ * (the ResourceMeta.owner convention): its VIPs, their backends and its
+ * source-range policy carry that owner, so the API shows each VIP labelled
+ * with the Service it came from and refuses writes to it, and the sync can
+ * replace one Service's resources (StoreTx.replaceState scoped to that
+ * owner) without reading or rewriting the others. Names carry the
+ * namespace/name too (`k8s.<ns>.<name>.<proto><port>.<address>`, shortened
+ * with a hash when longer than 63 characters), so they are readable and
+ * cannot collide across Services.
+ *
+ * What becomes what:
+ *  - LoadBalancer ingress IPs (not hostnames, not ipMode Proxy) and
+ *    externalIPs: one VIP per Service port × address, on the Service port;
+ *  - NodePorts: one VIP per Service port × address of this node (types
+ *    InternalIP and ExternalIP by default), on the node port;
+ *  - ClusterIPs: not VIPs (no Maglev table per ClusterIP): entries of the
+ *    `clusterIps` list for the socket-level load balancer, one per
+ *    ClusterIP × Service port, with the backends' own ports;
+ *  - LoadBalancer + externalTrafficPolicy Local: a `healthCheckNodePorts`
+ *    entry with the count of ready endpoints on this node.
+ *
+ * Port translation. Ferry's XDP datapath encapsulates towards the backend
+ * and keeps the destination port (direct server return): it cannot send
+ * VIP:80 to a pod listening on 8080. A VIP therefore only takes endpoints
+ * whose port (the resolved targetPort, from the EndpointSlice) equals the
+ * VIP's port. When no endpoint does, the VIP is not created at all and the
+ * reason is listed in `skipped`; when some do not, they are left out of the
+ * VIP and listed too. NodePorts (30000-32767) almost never equal their
+ * targetPort, so NodePorts are in practice reached through the socket-LB
+ * from inside the node only, until the datapath learns port translation.
+ * The `clusterIps` list has no such limit: the socket-LB rewrites address
+ * and port at connect time.
+ *
+ * Semantics (kube-proxy's):
+ *  - endpoint conditions: ready (nil = true) → a backend; not ready but
+ *    serving and terminating → 'draining' (existing flows only) while any
+ *    ready endpoint is left, and 'active' when none is (serving-terminating
+ *    endpoints are the fallback); neither ready nor serving → left out.
+ *    The first address of an endpoint is used; FQDN slices are ignored.
+ *  - externalTrafficPolicy Local: VIPs (LB, external, NodePort) take only
+ *    endpoints on this node; internalTrafficPolicy Local does the same for
+ *    the ClusterIP list.
+ *  - sessionAffinity ClientIP: VIPs get source_affinity (Maglev on the
+ *    source address, no timeout); the timeout (default 10800 s) is carried
+ *    in the ClusterIP list.
+ *  - loadBalancerSourceRanges: a policy `k8s.<ns>.<name>.source-ranges`
+ *    referenced by the Service's LoadBalancer-ingress VIPs (not by its
+ *    NodePort or external-IP VIPs, as in kube-proxy). Host bits are cleared;
+ *    a family with no range is denied entirely (deny 0.0.0.0/0 or ::/0),
+ *    so an IPv4-only list does not leave the IPv6 address open; invalid
+ *    ranges are listed in `skipped` and left out (the rest still applies).
+ *  - dual stack: each address family uses the EndpointSlices of its
+ *    addressType; an address of a family the Service does not have is
+ *    skipped.
+ *  - Services without selectors: their EndpointSlices (whoever manages
+ *    them) count like any other, joined by the kubernetes.io/service-name
+ *    label.
+ *  - ignored: headless Services (clusterIP None), ExternalName Services,
+ *    and Services labelled service.kubernetes.io/service-proxy-name with
+ *    any value other than the configured proxyName. An ignored Service's
+ *    owner gets an empty desired state, so what it had goes away.
+ */
+import { createHash } from 'node:crypto';
+import ipaddr from 'ipaddr.js';
+import { canonicalAddress, canonicalCidr } from '../model/validate.js';
+import type { BackendSpec, DesiredState, PolicySpec, Protocol, VipWithBackends } from '../model/types.js';
+import {
+  LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, objectKey,
+  type EndpointSlice, type IpFamily, type Node, type Service, type ServicePort,
+} from './types.js';
+
+export interface TranslateConfig {
+  /** The node this daemon runs on (externalTrafficPolicy Local, NodePort addresses). */
+  nodeName: string;
+  /** Our name for service.kubernetes.io/service-proxy-name; null = we serve only unlabelled Services. */
+  proxyName?: string | null;
+  /** Node address types NodePorts listen on; default InternalIP and ExternalIP. */
+  nodePortAddressTypes?: readonly string[];
+}
+
+/** A backend of the socket-LB: its own address and port (the socket-LB translates ports). */
+export interface SocketLbBackend {
+  address: string;
+  port: number;
+}
+
+/** One ClusterIP × Service port, for the socket-level load balancer. */
+export interface ClusterIpEntry {
+  /** "namespace/name" */
+  service: string;
+  /** The Service port's name ("" when unnamed). */
+  portName: string;
+  ip: string;
+  port: number;
+  protocol: Protocol;
+  /** Sorted by address then port; empty = no usable endpoint (connections are refused). */
+  backends: SocketLbBackend[];
+  /** sessionAffinity ClientIP: how long a client stays on its backend. */
+  affinityTimeoutSeconds?: number;
+}
+
+/** A health-check node port for a load balancer in front of the nodes (externalTrafficPolicy Local). */
+export interface HealthCheckNodePort {
+  service: string;
+  port: number;
+  /** Ready endpoints on this node: the responder answers 200 when > 0, 503 otherwise. */
+  localEndpoints: number;
+}
+
+/** Something of a Service that Ferry does not serve, and why. */
+export interface SkippedEntry {
+  service: string;
+  reason: string;
+}
+
+/** Everything one Service becomes. */
+export interface ServiceTranslation {
+  /** "namespace/name" */
+  key: string;
+  /** The store owner of its resources: "kubernetes:namespace/name". */
+  owner: string;
+  /** Why the Service is not ours (then every list below is empty), or null. */
+  ignored: string | null;
+  /** This owner's resources (replaceState scope). */
+  desired: DesiredState & { policies: PolicySpec[] };
+  clusterIps: ClusterIpEntry[];
+  healthCheckNodePorts: HealthCheckNodePort[];
+  skipped: SkippedEntry[];
+}
+
+export interface TranslationInput {
+  services: readonly Service[];
+  endpointSlices: readonly EndpointSlice[];
+  /** This node (the one named by TranslateConfig.nodeName), if known. */
+  node?: Node | undefined;
+}
+
+/** The translation of a whole cluster view. */
+export interface Translation {
+  /** By Service key, sorted. */
+  services: Map<string, ServiceTranslation>;
+  clusterIps: ClusterIpEntry[];
+  healthCheckNodePorts: HealthCheckNodePort[];
+  skipped: SkippedEntry[];
+  ignored: SkippedEntry[];
+}
+
+export const OWNER_PREFIX = 'kubernetes:';
+export const DEFAULT_AFFINITY_TIMEOUT_SECONDS = 10800;
+export const DEFAULT_NODEPORT_ADDRESS_TYPES: readonly string[] = ['InternalIP', 'ExternalIP'];
+const MAX_NAME = 63;
+const HASH_CHARS = 12;
+
+/** The store owner of a Service's resources. */
+export function ownerOf(serviceKey: string): string {
+  return `${OWNER_PREFIX}${serviceKey}`;
+}
+
+/** The Service key of a Kubernetes owner string, or null for any other owner. */
+export function serviceKeyOfOwner(owner: string | null): string | null {
+  return owner !== null && owner.startsWith(OWNER_PREFIX) ? owner.slice(OWNER_PREFIX.length) : null;
+}
+
+/**
+ * A valid resource name (NAME_PATTERN) from dot-joined parts: lower case,
+ * characters outside [a-z0-9._-] replaced by "-", and when longer than 63
+ * characters cut to 50 and suffixed with "-" and 12 hex digits of the
+ * SHA-256 of the whole name (so distinct long names stay distinct).
+ */
+export function resourceName(parts: readonly string[]): string {
+  let full = parts.join('.').toLowerCase().replace(/[^a-z0-9._-]/g, '-');
+  if (!/^[a-z0-9]/.test(full)) full = `k${full}`;
+  if (full.length <= MAX_NAME) return full;
+  const hash = createHash('sha256').update(full).digest('hex').slice(0, HASH_CHARS);
+  return `${full.slice(0, MAX_NAME - HASH_CHARS - 1)}-${hash}`;
+}
+
+/** "203-0-113-10", "2001-db8--10": an address as a name part. */
+function addressLabel(address: string): string {
+  return address.replace(/[.:]/g, '-');
+}
+
+export function vipName(namespace: string, name: string, protocol: Protocol, port: number, address: string): string {
+  return resourceName(['k8s', namespace, name, `${protocol}${port}`, addressLabel(address)]);
+}
+
+export function sourceRangesPolicyName(namespace: string, name: string): string {
+  return resourceName(['k8s', namespace, name, 'source-ranges']);
+}
+
+const familyOf = (address: string): IpFamily => (address.includes(':') ? 'IPv6' : 'IPv4');
+
+function compareStrings(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+// ------------------------------------------------------------------ endpoints
+
+type EndpointState = 'ready' | 'terminating';
+
+interface ResolvedEndpoint {
+  address: string;
+  port: number;
+  state: EndpointState;
+  local: boolean;
+}
+
+/** Why a Service is not ours, or null. */
+export function ignoredReason(svc: Service, cfg: TranslateConfig): string | null {
+  const proxy = svc.metadata.labels?.[LABEL_SERVICE_PROXY_NAME];
+  if (proxy !== undefined && proxy !== (cfg.proxyName ?? null)) {
+    return `labelled ${LABEL_SERVICE_PROXY_NAME}=${proxy}: meant for another proxy`;
+  }
+  const spec = svc.spec ?? {};
+  if (spec.type === 'ExternalName') return 'ExternalName Service: resolved by DNS, nothing to proxy';
+  if (spec.clusterIP === 'None' || spec.clusterIPs?.[0] === 'None') return 'headless Service (clusterIP None): resolved by DNS, nothing to proxy';
+  return null;
+}
+
+/** The families a Service serves: spec.ipFamilies, else those of its ClusterIPs, else IPv4. */
+function serviceFamilies(svc: Service): IpFamily[] {
+  const spec = svc.spec ?? {};
+  if (spec.ipFamilies !== undefined && spec.ipFamilies.length > 0) return [...spec.ipFamilies];
+  const ips = clusterIpsOf(svc);
+  if (ips.length > 0) return [...new Set(ips.map(familyOf))];
+  return ['IPv4'];
+}
+
+function clusterIpsOf(svc: Service): string[] {
+  const spec = svc.spec ?? {};
+  const list = spec.clusterIPs !== undefined && spec.clusterIPs.length > 0 ? spec.clusterIPs : spec.clusterIP !== undefined ? [spec.clusterIP] : [];
+  return list.filter((ip) => ip !== '' && ip !== 'None');
+}
+
+const k8sProtocol = (sp: { protocol?: string | null }): string => sp.protocol ?? 'TCP';
+
+/**
+ * The endpoints serving one Service port in one family, each with the port
+ * it listens on (from its slice's port of the same name and protocol),
+ * deduplicated by address and port (a ready entry wins over a terminating
+ * one, as during a slice handover). Sorted by address, then port.
+ */
+function resolveEndpoints(
+  slices: readonly EndpointSlice[], sp: ServicePort, family: IpFamily, cfg: TranslateConfig, problems: Set<string>,
+): ResolvedEndpoint[] {
+  const byKey = new Map<string, ResolvedEndpoint>();
+  const portName = sp.name ?? '';
+  const protocol = k8sProtocol(sp);
+  for (const slice of slices) {
+    if (slice.addressType !== family) continue;
+    const ep = (slice.ports ?? []).find((p) => (p.name ?? '') === portName && k8sProtocol(p) === protocol);
+    if (ep === undefined || ep.port === undefined || ep.port === null) continue;
+    const port = ep.port;
+    for (const e of slice.endpoints ?? []) {
+      const raw = e.addresses?.[0];
+      if (raw === undefined) continue;
+      const address = canonicalAddress(raw);
+      if (address === null || familyOf(address) !== family || !usableAddress(address)) {
+        problems.add(`endpoint address ${JSON.stringify(raw)} in EndpointSlice ${slice.metadata.name} is not a usable ${family} address`);
+        continue;
+      }
+      const c = e.conditions ?? {};
+      const ready = c.ready ?? true;
+      const serving = c.serving ?? ready;
+      const terminating = c.terminating ?? false;
+      // A terminating endpoint is never ready; it may still be serving (draining).
+      let state: EndpointState;
+      if (terminating) {
+        if (!serving) continue;
+        state = 'terminating';
+      } else {
+        if (!ready) continue;
+        state = 'ready';
+      }
+      const key = `${address} ${port}`;
+      const prev = byKey.get(key);
+      if (prev !== undefined && prev.state === 'ready') continue;
+      byKey.set(key, { address, port, state, local: e.nodeName === cfg.nodeName });
+    }
+  }
+  return [...byKey.values()].sort((a, b) => compareStrings(a.address, b.address) || a.port - b.port);
+}
+
+function usableAddress(address: string): boolean {
+  const range = ipaddr.parse(address).range();
+  // The store refuses these as VIPs and backends (and IPv4-mapped IPv6, which the datapath keys as neither family).
+  return !['unspecified', 'loopback', 'multicast', 'broadcast', 'linkLocal', 'ipv4Mapped'].includes(range);
+}
+
+/**
+ * Ready endpoints take new flows and terminating ones drain; with no ready
+ * endpoint left, the serving-terminating ones take new flows (fallback).
+ */
+function choose(eps: readonly ResolvedEndpoint[], localOnly: boolean): { active: ResolvedEndpoint[]; draining: ResolvedEndpoint[] } {
+  const candidates = localOnly ? eps.filter((e) => e.local) : eps;
+  const ready = candidates.filter((e) => e.state === 'ready');
+  const terminating = candidates.filter((e) => e.state === 'terminating');
+  return ready.length > 0 ? { active: ready, draining: terminating } : { active: terminating, draining: [] };
+}
+
+// ------------------------------------------------------------ source ranges
+
+/** loadBalancerSourceRanges as a policy (null when the Service has none). */
+function sourceRangesPolicy(svc: Service, problems: Set<string>): PolicySpec | null {
+  const ranges = svc.spec?.loadBalancerSourceRanges ?? [];
+  if (ranges.length === 0) return null;
+  const allow = new Set<string>();
+  for (const raw of ranges) {
+    const cidr = normaliseRange(raw.trim());
+    if (cidr === null) problems.add(`loadBalancerSourceRanges entry ${JSON.stringify(raw)} is not a CIDR; left out`);
+    else allow.add(cidr);
+  }
+  const list = [...allow].sort(compareStrings);
+  const deny: string[] = [];
+  if (!list.some((c) => !c.includes(':'))) deny.push('0.0.0.0/0');
+  if (!list.some((c) => c.includes(':'))) deny.push('::/0');
+  return { name: sourceRangesPolicyName(svc.metadata.namespace ?? '', svc.metadata.name), allow: list, deny };
+}
+
+/** "10.0.0.1/8" → "10.0.0.0/8" (kube-proxy clears host bits too); null if not a CIDR. */
+function normaliseRange(text: string): string | null {
+  const slash = text.indexOf('/');
+  if (slash < 0) return null;
+  const addr = canonicalAddress(text.slice(0, slash));
+  if (addr === null) return null;
+  try {
+    const [ip, prefix] = ipaddr.parseCIDR(`${addr}${text.slice(slash)}`);
+    const net = ip.kind() === 'ipv4'
+      ? ipaddr.IPv4.networkAddressFromCIDR(`${ip.toString()}/${prefix}`)
+      : ipaddr.IPv6.networkAddressFromCIDR(`${ip.toString()}/${prefix}`);
+    return canonicalCidr(`${net.toString()}/${prefix}`);
+  } catch {
+    return null;
+  }
+}
+
+// --------------------------------------------------------------------- VIPs
+
+interface VipSource {
+  address: string;
+  kind: 'LoadBalancer ingress IP' | 'externalIP' | 'node address';
+}
+
+function vipSources(svc: Service, node: Node | undefined, cfg: TranslateConfig, problems: Set<string>): { lb: VipSource[]; node: VipSource[] } {
+  const spec = svc.spec ?? {};
+  const lb: VipSource[] = [];
+  if (spec.type === 'LoadBalancer') {
+    for (const ing of svc.status?.loadBalancer?.ingress ?? []) {
+      if (ing.ip === undefined || ing.ip === '') continue;
+      if (ing.ipMode === 'Proxy') continue;
+      lb.push({ address: ing.ip, kind: 'LoadBalancer ingress IP' });
+    }
+  }
+  const external: VipSource[] = (spec.externalIPs ?? []).map((address) => ({ address, kind: 'externalIP' }));
+  const nodeAddrs: VipSource[] = [];
+  const types = cfg.nodePortAddressTypes ?? DEFAULT_NODEPORT_ADDRESS_TYPES;
+  if (spec.type === 'NodePort' || spec.type === 'LoadBalancer') {
+    if (node === undefined) {
+      if ((spec.ports ?? []).some((p) => p.nodePort !== undefined)) problems.add(`node ${cfg.nodeName} is not known yet: NodePorts not served`);
+    } else {
+      for (const a of node.status?.addresses ?? []) if (types.includes(a.type)) nodeAddrs.push({ address: a.address, kind: 'node address' });
+    }
+  }
+  return { lb: [...lb, ...external], node: nodeAddrs };
+}
+
+function protocolOf(sp: ServicePort): Protocol | null {
+  const p = k8sProtocol(sp);
+  return p === 'TCP' ? 'tcp' : p === 'UDP' ? 'udp' : null;
+}
+
+/** The backend port a Service port's targetPort predicts, or null when it is a name. */
+function predictedTargetPort(sp: ServicePort): number | null {
+  if (sp.targetPort === undefined || sp.targetPort === null) return sp.port;
+  if (typeof sp.targetPort === 'number') return sp.targetPort;
+  return /^[0-9]+$/.test(sp.targetPort) ? Number(sp.targetPort) : null;
+}
+
+// ------------------------------------------------------------- translation
+
+/** Translates one Service with the EndpointSlices labelled for it. */
+export function translateService(
+  svc: Service, slices: readonly EndpointSlice[], node: Node | undefined, cfg: TranslateConfig,
+): ServiceTranslation {
+  const key = objectKey(svc);
+  const ns = svc.metadata.namespace ?? '';
+  const out: ServiceTranslation = {
+    key, owner: ownerOf(key), ignored: ignoredReason(svc, cfg),
+    desired: { vips: [], policies: [] }, clusterIps: [], healthCheckNodePorts: [], skipped: [],
+  };
+  if (out.ignored !== null) return out;
+  const problems = new Set<string>();
+  const spec = svc.spec ?? {};
+  const families = serviceFamilies(svc);
+  const sortedSlices = [...slices].sort((a, b) => compareStrings(a.metadata.name, b.metadata.name));
+  const affinity = spec.sessionAffinity === 'ClientIP';
+  const externalLocal = spec.externalTrafficPolicy === 'Local';
+  const policy = spec.type === 'LoadBalancer' ? sourceRangesPolicy(svc, problems) : null;
+  let policyUsed = false;
+  const sources = vipSources(svc, node, cfg, problems);
+  const seenEndpoints = new Set<string>();
+  const endpointCache = new Map<string, ResolvedEndpoint[]>();
+  const endpointsOf = (sp: ServicePort, family: IpFamily): ResolvedEndpoint[] => {
+    const k = `${sp.name ?? ''}/${k8sProtocol(sp)}/${family}`;
+    let eps = endpointCache.get(k);
+    if (eps === undefined) {
+      eps = resolveEndpoints(sortedSlices, sp, family, cfg, problems);
+      endpointCache.set(k, eps);
+    }
+    return eps;
+  };
+
+  for (const sp of spec.ports ?? []) {
+    const protocol = protocolOf(sp);
+    const portLabel = `port ${sp.name ? `${sp.name} (${sp.port})` : sp.port}/${k8sProtocol(sp)}`;
+    if (protocol === null) {
+      problems.add(`${portLabel}: protocol ${k8sProtocol(sp)} is not supported`);
+      continue;
+    }
+    const addVip = (src: VipSource, vipPort: number, isLb: boolean): void => {
+      const address = canonicalAddress(src.address);
+      const what = `${src.kind} ${src.address} ${portLabel}`;
+      if (address === null || !usableAddress(address)) {
+        problems.add(`${what}: not a usable VIP address`);
+        return;
+      }
+      const family = familyOf(address);
+      if (!families.includes(family)) {
+        problems.add(`${what}: the Service has no ${family} family`);
+        return;
+      }
+      const endpointKey = `${address} ${vipPort}/${protocol}`;
+      if (seenEndpoints.has(endpointKey)) return; // the same address listed twice (ingress and externalIPs)
+      seenEndpoints.add(endpointKey);
+      const all = endpointsOf(sp, family);
+      const fitting = all.filter((e) => e.port === vipPort);
+      if (all.length > 0 && fitting.length === 0) {
+        const ports = [...new Set(all.map((e) => e.port))].join(', ');
+        problems.add(`${what}: VIP port ${vipPort} but the endpoints listen on ${ports}; the XDP datapath forwards without port translation (direct server return), so it is served only through the ClusterIP socket-LB list`);
+        return;
+      }
+      if (all.length === 0) {
+        const predicted = predictedTargetPort(sp);
+        if (predicted !== null && predicted !== vipPort) {
+          problems.add(`${what}: VIP port ${vipPort} but targetPort ${predicted}; the XDP datapath forwards without port translation (direct server return), so it is served only through the ClusterIP socket-LB list`);
+          return;
+        }
+      } else if (fitting.length < all.length) {
+        const other = all.filter((e) => e.port !== vipPort);
+        problems.add(`${what}: ${other.length} endpoint(s) listen on another port (${[...new Set(other.map((e) => e.port))].join(', ')}) and are left out (no port translation in the XDP datapath)`);
+      }
+      const { active, draining } = choose(fitting, externalLocal);
+      const backends: BackendSpec[] = [
+        ...active.map((e) => ({ address: e.address, state: 'active' as const })),
+        ...draining.map((e) => ({ address: e.address, state: 'draining' as const })),
+      ].sort((a, b) => compareStrings(a.address, b.address));
+      const vip: VipWithBackends = {
+        name: vipName(ns, svc.metadata.name, protocol, vipPort, address),
+        address, port: vipPort, protocol, source_affinity: affinity, backends,
+      };
+      if (isLb && policy !== null) {
+        vip.policies = [policy.name];
+        policyUsed = true;
+      }
+      out.desired.vips.push(vip);
+    };
+    for (const src of sources.lb) addVip(src, sp.port, src.kind === 'LoadBalancer ingress IP');
+    if (sp.nodePort !== undefined && sp.nodePort !== null && sp.nodePort > 0) {
+      for (const src of sources.node) addVip(src, sp.nodePort, false);
+    }
+    // ClusterIPs: every port, any targetPort (the socket-LB translates ports).
+    for (const ip of clusterIpsOf(svc)) {
+      const address = canonicalAddress(ip);
+      if (address === null) {
+        problems.add(`clusterIP ${JSON.stringify(ip)} is not an IP address`);
+        continue;
+      }
+      const { active } = choose(endpointsOf(sp, familyOf(address)), spec.internalTrafficPolicy === 'Local');
+      const entry: ClusterIpEntry = {
+        service: key, portName: sp.name ?? '', ip: address, port: sp.port, protocol,
+        backends: active.map((e) => ({ address: e.address, port: e.port })),
+      };
+      if (affinity) entry.affinityTimeoutSeconds = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT_SECONDS;
+      out.clusterIps.push(entry);
+    }
+  }
+  if (policy !== null && policyUsed) out.desired.policies.push(policy);
+  if (spec.type === 'LoadBalancer' && externalLocal && spec.healthCheckNodePort !== undefined && spec.healthCheckNodePort > 0) {
+    out.healthCheckNodePorts.push({ service: key, port: spec.healthCheckNodePort, localEndpoints: localReadyEndpoints(sortedSlices, families[0] ?? 'IPv4', cfg) });
+  }
+  out.desired.vips.sort((a, b) => compareStrings(a.name, b.name));
+  out.skipped = [...problems].map((reason) => ({ service: key, reason }));
+  return out;
+}
+
+/** Distinct ready endpoints of this node in the primary family, whatever their ports. */
+function localReadyEndpoints(slices: readonly EndpointSlice[], family: IpFamily, cfg: TranslateConfig): number {
+  const seen = new Set<string>();
+  for (const s of slices) {
+    if (s.addressType !== family) continue;
+    for (const e of s.endpoints ?? []) {
+      const c = e.conditions ?? {};
+      const ready = (c.ready ?? true) && !(c.terminating ?? false);
+      const address = e.addresses?.[0];
+      if (ready && e.nodeName === cfg.nodeName && address !== undefined) seen.add(address);
+    }
+  }
+  return seen.size;
+}
+
+/** "namespace/name" of the Service an EndpointSlice belongs to, or null when it carries no service-name label. */
+export function sliceServiceKey(slice: EndpointSlice): string | null {
+  const name = slice.metadata.labels?.[LABEL_SERVICE_NAME];
+  if (name === undefined || name === '') return null;
+  const ns = slice.metadata.namespace;
+  return ns === undefined || ns === '' ? name : `${ns}/${name}`;
+}
+
+/** Translates a whole cluster view (every Service with its slices). */
+export function translate(input: TranslationInput, cfg: TranslateConfig): Translation {
+  const slicesBy = new Map<string, EndpointSlice[]>();
+  for (const s of input.endpointSlices) {
+    const k = sliceServiceKey(s);
+    if (k === null) continue;
+    const list = slicesBy.get(k);
+    if (list) list.push(s);
+    else slicesBy.set(k, [s]);
+  }
+  const services = [...input.services].sort((a, b) => compareStrings(objectKey(a), objectKey(b)));
+  const out: Translation = { services: new Map(), clusterIps: [], healthCheckNodePorts: [], skipped: [], ignored: [] };
+  for (const svc of services) {
+    const t = translateService(svc, slicesBy.get(objectKey(svc)) ?? [], input.node, cfg);
+    out.services.set(t.key, t);
+    out.clusterIps.push(...t.clusterIps);
+    out.healthCheckNodePorts.push(...t.healthCheckNodePorts);
+    out.skipped.push(...t.skipped);
+    if (t.ignored !== null) out.ignored.push({ service: t.key, reason: t.ignored });
+  }
+  return out;
+}
+
+/** Every owner's desired state merged into one (for display: `ferryctl`-style views, tests). */
+export function mergedDesired(t: Translation): DesiredState & { policies: PolicySpec[] } {
+  const out: DesiredState & { policies: PolicySpec[] } = { vips: [], policies: [] };
+  for (const s of t.services.values()) {
+    out.vips.push(...s.desired.vips);
+    out.policies.push(...s.desired.policies);
+  }
+  return out;
+}
