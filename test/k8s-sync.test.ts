@@ -230,7 +230,7 @@ describe('k8s sync: into the store, through the API', () => {
       seed: (s) => {
         s.upsert('services', service('web', { externalIPs: ['198.18.0.10'] }));
         s.upsert('endpointslices', slice('web-abc', ['10.244.0.1', '10.244.0.2']));
-        s.failNext(4, 503, /endpointslices\?limit/);
+        s.failNext(8, 503, /endpointslices\?limit/);
       },
     });
     const rev = r.api.store.revision();
