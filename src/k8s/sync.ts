@@ -276,7 +276,7 @@ export class K8sSync implements K8sEventHandler {
     else if (this.timer === undefined && this.immediate === undefined) {
       this.timer = setTimeout(() => {
         this.timer = undefined;
-        this.flush();
+        this.safeFlush();
       }, this.o.maxDelayMs ?? 200);
     }
   }
@@ -287,8 +287,23 @@ export class K8sSync implements K8sEventHandler {
     this.timer = undefined;
     this.immediate = setImmediate(() => {
       this.immediate = undefined;
-      this.flush();
+      this.safeFlush();
     });
+  }
+
+  /** flush() from a timer: an unexpected error is logged and the batch retried, never thrown. */
+  private safeFlush(): void {
+    const keys = [...this.dirty];
+    try {
+      this.flush();
+    } catch (err) {
+      for (const k of keys) this.dirty.add(k);
+      this.consecutiveFailures++;
+      const delay = backoffDelay(this.o.retry ?? DEFAULT_BACKOFF, this.consecutiveFailures, this.random);
+      this.log.error({ err: (err as Error).stack ?? String(err), retryInMs: delay }, 'kubernetes: batch failed unexpectedly; retrying');
+      const t = setTimeout(() => this.flushSoon(), delay);
+      t.unref();
+    }
   }
 
   /** Writes every dirty Service now (normally called by the timers). */
