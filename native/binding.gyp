@@ -12,6 +12,7 @@
         "src/object.cc",
         "src/progs.cc",
         "src/ring.cc",
+        "src/socket.cc",
         "src/util.cc"
       ],
       "include_dirs": [

@@ -98,6 +98,14 @@ describe('probes against real servers', () => {
     const r = await probeOnce(target('127.70.0.2', srv.port, { type: 'https', host: 'backend.test', timeout_ms: 2000, interval_ms: 2000 }));
     assert.deepEqual(pick(r), { ok: true, error: null });
     assert.equal(host, `backend.test:${srv.port}`);
+    if (process.getuid?.() === 0) {
+      // A marked socket (DSR checks; SO_MARK needs CAP_NET_ADMIN) carries TLS, Host and SNI the same way.
+      host = '';
+      const t = target('127.70.0.2', srv.port, { type: 'https', host: 'backend.test', timeout_ms: 2000, interval_ms: 2000 });
+      const marked = await runProbe({ ...t.probe, mark: 0x46520000 }, new AbortController().signal);
+      assert.deepEqual(pick(marked), { ok: true, error: null });
+      assert.equal(host, `backend.test:${srv.port}`);
+    }
     const plainHttp = await probeOnce(target('127.70.0.2', srv.port, { type: 'http', timeout_ms: 500, interval_ms: 1000 }));
     assert.equal(plainHttp.ok, false, 'an HTTP check against a TLS port fails');
   });
@@ -326,7 +334,7 @@ describe('health check configuration', () => {
     assert.equal(res.statusCode, 201);
     const stored = res.json<VipBody>().vip.health_check;
     assert.deepEqual(stored, {
-      type: 'http', port: null, interval_ms: 2000, timeout_ms: 1000, rise: 3, fall: 3,
+      type: 'http', port: null, interval_ms: 2000, timeout_ms: 1000, rise: 3, fall: 3, dsr: false,
       path: '/healthz', host: null, expect_status: '200-399', expect_body: 'ok', all_down: 'keep',
     });
     const rev = rig.store.revision();
@@ -352,7 +360,7 @@ describe('health check configuration', () => {
     assert.equal((cfg.health_check as { type: string }).type, 'http');
     assert.equal(cfg.backends[0]!.health_check?.['type'], 'udp');
     const again = await call(rig.app, { method: 'PUT', url: '/v1/state', body: state });
-    assert.deepEqual(again.json<{ changes: unknown[] }>().changes, [], 'export → apply round-trips health checks');
+    assert.deepEqual(again.json<{ changes: unknown[] }>().changes, [], `export → apply round-trips health checks: ${again.body}`);
     // ferryctl's "backend set" sends the override back; null removes it.
     const cleared = await call(rig.app, { method: 'PUT', url: '/v1/vips/cfg/backends/198.19.1.1', body: { health_check: null } });
     assert.equal('health_check' in cleared.json<{ backend: BeBody }>().backend, false);

@@ -12,6 +12,7 @@
 import { after, before, describe, it, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import net from 'node:net';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -952,5 +953,27 @@ describe('sdNotify', () => {
       if (saved === undefined) delete process.env['NOTIFY_SOCKET'];
       else process.env['NOTIFY_SOCKET'] = saved;
     }
+  });
+});
+
+describe('marked sockets', () => {
+  it('socketOpen makes a socket net.Socket adopts, carrying the mark; bad arguments throw EINVAL', async () => {
+    const nat = loadNative();
+    const srv = net.createServer(() => {}).listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    const port = (srv.address() as net.AddressInfo).port;
+    const sock = new net.Socket({ fd: nat.socketOpen(4, 'tcp', 0x46520007) }).connect(port, '127.0.0.1');
+    try {
+      await once(sock, 'connect');
+      const ss = execFileSync('ss', ['-tnHe', 'state', 'established', 'dst', `127.0.0.1:${port}`]).toString();
+      assert.match(ss, /fwmark:0x46520007/);
+    } finally {
+      sock.destroy();
+      srv.close();
+    }
+    for (const args of [[5, 'tcp', 1], [4, 'sctp', 1], [4, 'tcp', -1], ['4', 'tcp', 1]] as const) {
+      assert.throws(() => nat.socketOpen(...(args as unknown as [4, 'tcp', number])), { code: 'EINVAL' }, JSON.stringify(args));
+    }
+    assert.throws(() => nat.socketSetMark(-1, 1), { code: 'EINVAL' });
   });
 });

@@ -110,6 +110,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"btfStructLayout", BtfStructLayout},
       {"ifNameToIndex", IfNameToIndex},
       {"sdNotify", SdNotify},
+      {"socketOpen", SocketOpen},
+      {"socketSetMark", SocketSetMark},
   };
   for (const Fn &f : fns) {
     const char *name = f.name;

@@ -68,6 +68,11 @@ Napi::Value TcQuery(const Napi::CallbackInfo &info);
 Napi::Value IfNameToIndex(const Napi::CallbackInfo &info);
 Napi::Value SdNotify(const Napi::CallbackInfo &info);
 
+// ---- socket.cc ------------------------------------------------------------
+
+Napi::Value SocketOpen(const Napi::CallbackInfo &info);
+Napi::Value SocketSetMark(const Napi::CallbackInfo &info);
+
 // ---- ring.cc --------------------------------------------------------------
 
 Napi::Value RingOpen(const Napi::CallbackInfo &info);

@@ -72,6 +72,12 @@ const healthCheck: JsonSchema = {
     send: { type: 'string', maxLength: HEALTH_LIMITS.datagram, description: 'udp: the datagram sent, as text (this or send_hex).' },
     send_hex: { type: 'string', maxLength: HEALTH_LIMITS.datagram * 2, description: 'udp: the datagram sent, as hex bytes.' },
     expect_reply: nullableText(HEALTH_LIMITS.text, 'udp: text the reply must contain; without it any reply passes.'),
+    dsr: {
+      type: 'boolean',
+      description: 'Send the check through the direct-server-return path: to the VIP, encapsulated to the backend as client traffic is, '
+        + 'so it also covers the backend\'s decapsulation and its VIP address (default false: the backend\'s own address). '
+        + 'The backend must be of the VIP\'s address family and reached through an interface ferryd attaches to.',
+    },
     all_down: {
       type: 'string', enum: [...ALL_DOWN_MODES],
       description: 'VIP only. When every backend that takes new flows is down: keep (default) leaves them all in the table (fail open); drop takes them out and new flows are dropped (no_backend).',

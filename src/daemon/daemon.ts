@@ -15,6 +15,8 @@ import type { FerryConfig, InterfaceConfig } from '../config/index.js';
 import { COUNTERS, DROP_REASONS } from '../datapath/abi.js';
 import { LbDatapath } from '../datapath/lb.js';
 import { HealthMonitor } from '../health/monitor.js';
+import { dsrPairs, dsrProbe, type DsrUnavailable } from '../health/dsr.js';
+import { HcDatapath } from '../datapath/hc.js';
 import { FerryMetrics, type MetricsSource } from '../metrics/index.js';
 import { openEventStream, type EventStream } from '../monitor/stream.js';
 import type { ConfigProgram } from '../datapath/program.js';
@@ -76,6 +78,8 @@ export class Daemon implements DaemonInfo, MetricsSource {
   private metrics!: FerryMetrics;
   private events: EventStream | undefined;
   private healthMonitor: HealthMonitor | undefined;
+  /** The DSR health-check path (bpf/hc.bpf.c), or why it is not there. */
+  private hc: HcDatapath | DsrUnavailable = { reason: 'not loaded yet' };
 
   constructor(private config: FerryConfig, private readonly log: Logger) {
     this.notifier = new Notifier(log);
@@ -100,8 +104,11 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.reconciler = new Reconciler(this.dp, datapathConfig(c, seed));
     // Health joins every plan; until the monitor runs nothing is down, so the first reconcile is the store's alone.
     this.controller = new Controller(this.store, this.reconciler, (snap) => plan(snap, { health: this.healthMonitor?.verdict }));
+    this.hc = this.openHc();
     const monitor = new HealthMonitor({
       store: this.store, reconcile: () => this.controller.reconcile(), logger: this.log.child({ component: 'health' }),
+      checker: { probe: dsrProbe(this.hc) },
+      onTargets: (targets) => this.retainDsrPairs(targets),
     });
     this.metrics = new FerryMetrics(this);
     this.controller.onApply = (r) => this.metrics.observeReconcile(r);
@@ -121,6 +128,26 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.log.info({ version: this.version, interfaces: this.attached }, 'ferryd ready');
   }
 
+  /** Loads the DSR check path; without it only checks with `dsr: true` fail (saying why). */
+  private openHc(): HcDatapath | DsrUnavailable {
+    try {
+      return HcDatapath.open();
+    } catch (err) {
+      const reason = (err as Error).message;
+      this.log.warn({ err: reason }, 'health checks through the DSR path are unavailable');
+      return { reason };
+    }
+  }
+
+  private retainDsrPairs(targets: Parameters<typeof dsrPairs>[0]): void {
+    if (!(this.hc instanceof HcDatapath)) return;
+    try {
+      this.hc.retain(dsrPairs(targets));
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'health: freeing DSR check slots failed');
+    }
+  }
+
   /** Attaches (or re-points the pinned link of) xdp_lb on each interface. */
   private attachInterfaces(list: InterfaceConfig[]): void {
     const done: Array<{ name: string; mode: string }> = [];
@@ -133,6 +160,13 @@ export class Daemon implements DaemonInfo, MetricsSource {
         this.log.warn({ interface: i.name, err: (err as Error).message }, 'native XDP refused; attaching in generic mode');
         this.dp.attachXdp(i.name, 'generic');
         done.push({ name: i.name, mode: 'generic' });
+      }
+      if (this.hc instanceof HcDatapath) {
+        try {
+          this.hc.attach(i.name);
+        } catch (err) {
+          this.log.warn({ interface: i.name, err: (err as Error).message }, 'DSR health-check filters refused; DSR checks through it will fail');
+        }
       }
     }
     this.attached = done;
@@ -211,7 +245,11 @@ export class Daemon implements DaemonInfo, MetricsSource {
     const seed = this.store.read((tx) => tx.snapshot().hash_seed);
     this.reconciler.setConfig(datapathConfig(this.config, seed));
     const keep = new Set(next.interfaces.map((i) => i.name));
-    for (const old of prev.interfaces) if (!keep.has(old.name)) this.dp.detachXdp(old.name);
+    for (const old of prev.interfaces) {
+      if (keep.has(old.name)) continue;
+      this.dp.detachXdp(old.name);
+      if (this.hc instanceof HcDatapath) this.hc.detach(old.name);
+    }
     this.attachInterfaces(next.interfaces);
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
@@ -228,7 +266,13 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.events?.stop();
     for (const app of this.apps) await app.close();
     await this.healthMonitor?.stop();
-    if (opts.detach) for (const i of this.attached) this.dp.detachXdp(i.name);
+    if (opts.detach) {
+      for (const i of this.attached) {
+        this.dp.detachXdp(i.name);
+        if (this.hc instanceof HcDatapath) this.hc.detach(i.name);
+      }
+    }
+    if (this.hc instanceof HcDatapath) this.hc.close();
     this.dp?.close();
     this.store?.close();
     if (existsSync(this.config.api.socket)) rmSync(this.config.api.socket, { force: true });

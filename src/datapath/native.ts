@@ -294,6 +294,10 @@ export interface NativeAddon {
   ifNameToIndex(name: string): number;
   /** sd_notify(3): sends state to $NOTIFY_SOCKET; false when not run by systemd. */
   sdNotify(state: string): boolean;
+  /** A non-blocking socket (not bound, not connected) whose packets carry SO_MARK `mark`. */
+  socketOpen(family: 4 | 6, kind: 'tcp' | 'udp', mark: number): number;
+  /** Sets SO_MARK on an existing socket. */
+  socketSetMark(fd: number, mark: number): void;
   /** The constants above as the addon's C headers define them. */
   readonly constants: Readonly<Record<string, number>>;
 }
@@ -318,7 +322,7 @@ const FUNCTIONS = [
   'progInfo', 'mapCreate', 'mapLookup', 'mapUpdate', 'mapDelete', 'mapNextKey', 'mapLookupFd',
   'mapDumpRaw', 'mapUpdateBatch', 'mapDeleteBatch', 'progTestRun', 'xdpAttach', 'linkUpdate',
   'linkDetach', 'linkInfo', 'xdpQuery', 'tcAttach', 'tcDetach', 'tcQuery', 'ringOpen', 'ringConsume',
-  'ringClose', 'btfStructLayout', 'ifNameToIndex', 'sdNotify',
+  'ringClose', 'btfStructLayout', 'ifNameToIndex', 'sdNotify', 'socketOpen', 'socketSetMark',
 ] as const;
 
 /** Path of the built addon; FERRY_NATIVE_ADDON overrides it. */

@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 import { UNCHECKED, type BackendHealth, type NewHealthEvent } from '../model/health.js';
 import type { Store } from '../store/types.js';
 import { HealthChecker, type CheckerOptions, type Transition } from './checker.js';
-import { targetsOf } from './targets.js';
+import { targetsOf, type Target } from './targets.js';
 
 export interface HealthMonitorOptions {
   store: Store;
@@ -26,6 +26,8 @@ export interface HealthMonitorOptions {
   /** How often the store's revision is compared with the one the targets came from (default 250 ms). */
   syncIntervalMs?: number;
   checker?: Omit<CheckerOptions, 'onTransition'>;
+  /** Called with the targets whenever they are re-read (the DSR path frees the slots of pairs gone). */
+  onTargets?: (targets: readonly Target[]) => void;
 }
 
 /** Transitions into or out of down: the ones the datapath sees, kept as events. */
@@ -95,6 +97,7 @@ export class HealthMonitor {
     this.revision = snap.revision;
     const { targets, backends } = targetsOf(snap);
     const removed = this.checker.setTargets(targets);
+    this.opts.onTargets?.(targets);
     const at = Date.now();
     for (const r of removed) {
       // A backend whose check was removed while it was down comes back into service: that is a transition.

@@ -8,6 +8,8 @@ import dgram from 'node:dgram';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
+import tls from 'node:tls';
+import { loadNative } from '../datapath/native.js';
 
 export interface HttpExpect {
   path: string;
@@ -32,6 +34,10 @@ export interface Probe {
   timeoutMs: number;
   http?: HttpExpect;
   udp?: UdpExpect;
+  /** Through the DSR path: the VIP the tunnel delivers the check to (see dsr.ts). */
+  dsr?: { vip: string };
+  /** SO_MARK of the check's socket (set at run time for DSR checks). */
+  mark?: number;
 }
 
 export interface ProbeResult {
@@ -111,13 +117,25 @@ function start(p: Probe, finish: Finish, setPhase: (phase: string) => void): Rel
 
 /** A connection that opens passes. It is closed with a RST: no TIME_WAIT left behind per check. */
 function tcpProbe(p: Probe, finish: Finish): Release {
-  const sock = net.connect({ host: p.address, port: p.port });
+  const sock = tcpConnect(p);
   sock.once('connect', () => finish(true, null));
   sock.on('error', (err) => finish(false, describeError(err)));
   return () => {
     if (sock.readyState === 'open') sock.resetAndDestroy();
     else sock.destroy();
   };
+}
+
+/**
+ * A TCP connection to the probe's backend; a marked one when the probe has a
+ * mark. The mark must be on the socket before the SYN, and Node cannot set
+ * SO_MARK, so the addon creates the socket and net.Socket adopts it by fd.
+ */
+function tcpConnect(p: Probe): net.Socket {
+  if (p.mark === undefined) return net.connect({ host: p.address, port: p.port });
+  const fd = loadNative().socketOpen(net.isIPv6(p.address) ? 6 : 4, 'tcp', p.mark);
+  const sock = new net.Socket({ fd, readable: true, writable: true });
+  return sock.connect({ host: p.address, port: p.port });
 }
 
 /** "[2001:db8::1]:8080", "198.18.0.1" (the scheme's default port is left out, as browsers do). */
@@ -144,6 +162,17 @@ function httpProbe(p: Probe, finish: Finish, setPhase: (phase: string) => void):
     // Backends are addressed by IP and commonly carry certificates for a public name: check liveness, not identity.
     options.rejectUnauthorized = false;
     if (h.host !== null && net.isIP(h.host) === 0) options.servername = h.host;
+  }
+  if (p.mark !== undefined) {
+    // The marked socket is ours; TLS (for https) runs over it. Without an agent: an agent (even a
+    // fresh one, agent: false) opens its own connection and ignores createConnection.
+    const servername = options.servername;
+    delete options.agent;
+    options.createConnection = () => {
+      const raw = tcpConnect(p);
+      if (p.type !== 'https') return raw;
+      return tls.connect({ socket: raw, rejectUnauthorized: false, ...(servername ? { servername } : {}) });
+    };
   }
   const req = (p.type === 'https' ? https : http).request(options, (res) => onResponse(res, h, finish, setPhase));
   req.on('socket', (s) => s.once(p.type === 'https' ? 'secureConnect' : 'connect', () => setPhase('waiting for the response')));
@@ -189,11 +218,26 @@ function udpProbe(p: Probe, finish: Finish): Release {
     if (u.reply === null || msg.toString('utf8').includes(u.reply)) finish(true, null);
     else finish(false, `reply lacks ${JSON.stringify(u.reply)}`);
   });
-  sock.connect(p.port, p.address, () => {
-    sock.send(u.payload, (err) => {
-      if (err) finish(false, describeError(err));
+  const send = (): void => {
+    sock.connect(p.port, p.address, () => {
+      sock.send(u.payload, (err) => {
+        if (err) finish(false, describeError(err));
+      });
     });
-  });
+  };
+  if (p.mark === undefined) send();
+  else {
+    // Marked after bind (the socket exists from then on), before anything is sent.
+    const mark = p.mark;
+    sock.bind(0, () => {
+      try {
+        loadNative().socketSetMark(udpFd(sock), mark);
+      } catch (err) {
+        return finish(false, describeError(err));
+      }
+      send();
+    });
+  }
   return () => {
     try {
       sock.close();
@@ -201,4 +245,18 @@ function udpProbe(p: Probe, finish: Finish): Release {
       // Already closed (an error closed it first).
     }
   };
+}
+
+/**
+ * The fd of a bound dgram socket. Node does not expose it; its handle keeps
+ * it under an internal symbol (Node 20, 22). Throws a clear error when that
+ * changes instead of sending an unmarked check.
+ */
+function udpFd(sock: dgram.Socket): number {
+  for (const sym of Object.getOwnPropertySymbols(sock)) {
+    const state = (sock as unknown as Record<symbol, unknown>)[sym] as { handle?: { fd?: unknown } } | undefined;
+    const fd = state?.handle?.fd;
+    if (typeof fd === 'number' && fd >= 0) return fd;
+  }
+  throw new Error('cannot mark this UDP socket (its fd is not reachable on this Node version)');
 }

@@ -61,9 +61,10 @@ export function targetOf(vip: StoredVip, address: string, own: HealthCheck | und
   const probe: Probe = { type: c.type, address, port, timeoutMs: c.timeout_ms };
   if (d.http !== undefined) probe.http = d.http;
   if (d.udp !== undefined) probe.udp = d.udp;
+  if (c.dsr === true) probe.dsr = { vip: vip.address };
   return {
     key: targetKey(vip.name, address), vip: vip.name, address, probe,
-    intervalMs: c.interval_ms, rise: c.rise, fall: c.fall, fingerprint: `${d.json}|${port}`,
+    intervalMs: c.interval_ms, rise: c.rise, fall: c.fall, fingerprint: `${d.json}|${port}${c.dsr === true ? `|${vip.address}` : ''}`,
   };
 }
 

@@ -45,6 +45,13 @@ export interface HealthCheckSpec {
   send_hex?: string;
   /** udp: the reply must contain this text; any reply passes without it. */
   expect_reply?: string | null;
+  /**
+   * Send the check through the direct-server-return path: encapsulated to
+   * the VIP on the backend, as client traffic is, so it also covers the
+   * backend's decapsulation and its VIP address. Default false: the
+   * backend's own address.
+   */
+  dsr?: boolean;
   /** VIP only: every serving backend down → keep them all in the table (fail open, default) or drop. */
   all_down?: AllDownMode;
 }
@@ -250,6 +257,10 @@ export function healthCheckErrors(v: unknown, p: string, ctx: HealthCheckContext
   const errors = [...timingErrors(v, p), ...foreignFieldErrors(v, p, t)];
   if (t !== 'none') errors.push(...portErrors(v, p, ctx));
   else if (v['port'] !== undefined && v['port'] !== null) errors.push({ field: `${p}/port`, reason: 'not used by type none' });
+  if (v['dsr'] !== undefined) {
+    if (typeof v['dsr'] !== 'boolean') errors.push({ field: `${p}/dsr`, reason: 'must be true or false' });
+    else if (t === 'none' && v['dsr']) errors.push({ field: `${p}/dsr`, reason: 'not used by type none' });
+  }
   if (t === 'http' || t === 'https') errors.push(...httpErrors(v, p));
   if (t === 'udp') errors.push(...udpErrors(v, p));
   const allDown = v['all_down'];
@@ -275,6 +286,7 @@ export function normHealthCheck(s: HealthCheckSpec, role: 'vip' | 'backend'): He
     rise: s.rise ?? HEALTH_DEFAULTS.rise,
     fall: s.fall ?? HEALTH_DEFAULTS.fall,
   };
+  if (s.type !== 'none') out.dsr = s.dsr ?? false;
   if (s.type === 'http' || s.type === 'https') {
     out.path = s.path ?? HEALTH_DEFAULTS.path;
     out.host = s.host ?? null;

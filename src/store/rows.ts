@@ -187,7 +187,11 @@ function parseList(json: string): string[] {
 
 /** A stored check; written by the store in normal form, so read back as is. */
 function parseCheck(json: string | null): { health_check?: HealthCheck } {
-  return json === null ? {} : { health_check: JSON.parse(json) as HealthCheck };
+  if (json === null) return {};
+  const c = JSON.parse(json) as HealthCheck;
+  // Checks stored before `dsr` existed read as what they are (direct checks), in today's normal form.
+  if (c.type !== 'none' && c.dsr === undefined) return { health_check: normHealthCheck(c, c.all_down === undefined ? 'backend' : 'vip') };
+  return { health_check: c };
 }
 
 /** The column value of an optional check. */
