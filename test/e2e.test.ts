@@ -391,34 +391,43 @@ describe('end to end: real traffic through ferryd and xdp_lb', { skip }, () => {
   });
 
   describe('a backend whose server stops', () => {
-    /**
-     * Takes a backend out of rotation the way the operator does today: marks
-     * it disabled through the API. When health checks exist, this becomes
-     * "wait until the checker reports it down" and the rest of the test stays.
-     */
-    const takeOutOfRotation = (vip: string, b: LabHost) => lab.setBackend(vip, b.addr4, { state: 'disabled' });
+    type Listed = { address: string; health: { status: string } };
+    /** Waits until the health checker reports `address` of `vip` in `status` (checks every 200 ms, fall/rise 2). */
+    const healthIs = async (vip: string, address: string, status: string): Promise<void> => {
+      const started = Date.now();
+      let seen = '';
+      while (Date.now() - started < 10_000) {
+        const page = await lab.api.get<{ items: Listed[] }>(`/v1/vips/${vip}/backends`);
+        seen = page.items.find((b) => b.address === address)?.health.status ?? 'missing';
+        if (seen === status) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.fail(`${vip}/${address}: health ${seen}, waited 10 s for ${status}`);
+    };
 
-    it('gets no new flows once it is marked down; back in rotation once it serves again', async () => {
+    it('is taken out by its health check, gets no new flows, and returns once it serves again', async () => {
       const three = be.slice(0, 3);
       const victim = three[2]!;
-      await lab.createVip({ name: 'svc', address: SVC4, port: 80, protocol: 'tcp', backends: three.map((b) => ({ address: b.addr4 })) });
+      await lab.createVip({
+        name: 'svc', address: SVC4, port: 80, protocol: 'tcp',
+        health_check: { type: 'http', path: '/', interval_ms: 200, timeout_ms: 150, rise: 2, fall: 2 },
+        backends: three.map((b) => ({ address: b.addr4 })),
+      });
+      for (const b of three) await healthIs('svc', b.addr4, 'up');
       const all = await lab.client('http', SVC4, 150);
       assert.equal(all.errors, 0, json(all));
       assert.deepEqual(Object.keys(all.per_backend).sort(), ['be1', 'be2', 'be3']);
 
       await lab.stopServer(victim);
       try {
-        const broken = await lab.client('http', SVC4, 150);
-        assert.ok(broken.errors > 0 && (broken.error_kinds['ECONNREFUSED'] ?? 0) === broken.errors,
-          `its flows are refused while it is in rotation: ${json(broken)}`);
-        await takeOutOfRotation('svc', victim);
+        await healthIs('svc', victim.addr4, 'down');
         const healed = await lab.client('http', SVC4, N);
         assert.equal(healed.errors, 0, json(healed));
-        assertWeights(healed.per_backend, { be1: 1, be2: 1 }, 'with be3 out of rotation');
+        assertWeights(healed.per_backend, { be1: 1, be2: 1 }, 'with be3 down');
       } finally {
         await lab.startServer(victim);
       }
-      await lab.setBackend('svc', victim.addr4, { state: 'active' });
+      await healthIs('svc', victim.addr4, 'up');
       const back = await lab.client('http', SVC4, 150);
       assert.equal(back.errors, 0, json(back));
       assert.ok((back.per_backend[victim.name] ?? 0) > 0, json(back.per_backend));
