@@ -118,6 +118,12 @@ describe('health checks through the DSR path (lab, real ferryd)', { skip }, () =
     assert.ok(decapped(be2) > before2, 'be2 decapsulated the checks');
     const vip = await lab.api.get<{ health_check: HealthCheckSpec }>('/v1/vips/dns4');
     assert.equal(vip.health_check.dsr, true);
+    // The daemon's metrics count the packets the tunnel carried and the replies translated back.
+    const metrics = (await lab.api.request<string>('GET', '/metrics')).raw.toString();
+    const value = (result: string): number => Number(new RegExp(`^ferry_health_dsr_packets_total\\{result="${result}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+    assert.ok(value('encap') > 0, metrics);
+    assert.ok(value('reply') > 0, metrics);
+    assert.equal(value('no_target'), 0);
   });
 
   it('HTTP over IPv6: a backend that lost the VIP fails the DSR check while a direct check still passes', async () => {

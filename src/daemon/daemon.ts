@@ -304,6 +304,10 @@ export class Daemon implements DaemonInfo, MetricsSource {
   }
 
   /** Health of the checked backends (metrics: ferry_backend_up). */
+  dsrCheckPackets(): Record<string, bigint> {
+    return this.hc instanceof HcDatapath ? this.hc.counts() : {};
+  }
+
   health(): Array<{ vip: string; backend: string; up: boolean }> {
     return this.healthMonitor?.health() ?? [];
   }

@@ -15,6 +15,8 @@ export interface MetricsSource {
   status(): StatusBody;
   /** Backend health: 1 up, 0 down, per VIP and backend address; empty without health checks. */
   health?(): Array<{ vip: string; backend: string; up: boolean }>;
+  /** Packets of health checks through the DSR path by outcome (bpf/hc.bpf.c); empty when it is not loaded. */
+  dsrCheckPackets?(): Record<string, bigint>;
 }
 
 /** A counter whose value is read from elsewhere at each scrape. */
@@ -103,6 +105,9 @@ export class FerryMetrics {
       () => Object.entries(this.counters.counters ?? {}).map(([counter, n]) => [{ counter }, n]));
     mirroredGauge(r, 'ferry_backend_up', 'Backend health: 1 up, 0 down.', ['vip', 'backend'],
       () => (this.source.health?.() ?? []).map((h) => [{ vip: h.vip, backend: h.backend }, h.up ? 1 : 0]));
+    mirroredCounter(r, 'ferry_health_dsr_packets_total',
+      'Health-check packets through the DSR path: encap (sent to a VIP in the tunnel), reply (translated back), and drops by reason. Restarts from 0 with ferryd.',
+      ['result'], () => Object.entries(this.source.dsrCheckPackets?.() ?? {}).map(([result, n]) => [{ result }, Number(n)]));
   }
 
   private controlMetrics(): void {
