@@ -22,7 +22,7 @@ function printView(v: KubernetesView, only: 'all' | 'skipped' | 'ignored'): void
     line('sync', `${v.sync.events} events, ${v.sync.batches} batches, ${v.sync.transactions} transactions (${v.sync.failed_transactions} failed), `
       + `${v.sync.services_written} Service writes`);
     if (lb !== null) line('last batch', `${lb.services} Services, ${lb.written} written, ${lb.ms} ms, revision ${lb.revision}${lb.refused ? `, ${lb.refused} refused` : ''}`);
-    line('cluster IPs', `${v.cluster_ips.entries} entries${v.cluster_ips.consumer === null ? ' (kept; no socket-LB programs them)' : ` programmed by ${v.cluster_ips.consumer}`}`
+    line('cluster IPs', `${v.cluster_ips.entries} ${v.cluster_ips.entries === 1 ? 'entry' : 'entries'}${v.cluster_ips.consumer === null ? ' (kept; no socket-LB programs them)' : ` programmed by ${v.cluster_ips.consumer}`}`
       + `${v.cluster_ips.last_error === null ? '' : `; last error: ${v.cluster_ips.last_error}`}`);
     console.log('');
     printTable((['services', 'endpoint_slices', 'nodes'] as const).map((k) => {
