@@ -47,9 +47,11 @@ export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccoun
 
 /**
  * The credentials of the `kubernetes` config section: its kubeconfig, or
- * the pod's service account. Throws an Error saying what is missing.
+ * the pod's service account (KUBERNETES_SERVICE_HOST/PORT from the process
+ * environment, which the library reads, and the token and CA under
+ * `pathPrefix` + SERVICE_ACCOUNT_DIR). Throws an Error saying what is missing.
  */
-export function loadCredentials(k: Pick<KubernetesConfig, 'kubeconfig'>, env: NodeJS.ProcessEnv = process.env, saDir = SERVICE_ACCOUNT_DIR): K8sCredentials {
+export function loadCredentials(k: Pick<KubernetesConfig, 'kubeconfig'>, o: { pathPrefix?: string } = {}): K8sCredentials {
   let kc: KubeConfig;
   let source: K8sCredentials['source'];
   if (k.kubeconfig !== null) {
@@ -60,15 +62,16 @@ export function loadCredentials(k: Pick<KubernetesConfig, 'kubeconfig'>, env: No
     }
     source = 'kubeconfig';
   } else {
-    if (!env['KUBERNETES_SERVICE_HOST'] || !env['KUBERNETES_SERVICE_PORT']) {
+    if (!process.env['KUBERNETES_SERVICE_HOST'] || !process.env['KUBERNETES_SERVICE_PORT']) {
       throw new Error('kubernetes: no kubeconfig set and KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT are unset (not in a pod)');
     }
+    const dir = `${o.pathPrefix ?? ''}${SERVICE_ACCOUNT_DIR}`;
     for (const f of ['token', 'ca.crt']) {
-      if (!existsSync(join(saDir, f))) {
-        throw new Error(`kubernetes: in-cluster credentials: ${join(saDir, f)} is missing (is a service account mounted? automountServiceAccountToken must not be false)`);
+      if (!existsSync(join(dir, f))) {
+        throw new Error(`kubernetes: in-cluster credentials: ${join(dir, f)} is missing (is a service account token mounted? automountServiceAccountToken must not be false)`);
       }
     }
-    kc = loadKubeConfig({ inCluster: true });
+    kc = loadKubeConfig({ inCluster: true, ...(o.pathPrefix === undefined ? {} : { pathPrefix: o.pathPrefix }) });
     source = 'in-cluster';
   }
   return { kubeConfig: kc, source, server: kc.getCurrentCluster()?.server ?? '' };
