@@ -271,6 +271,21 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     assert.deepEqual([v.services, v.cluster_ips.entries, v.health_check_node_ports.ports.length], [1, 0, 0]);
   });
 
+  it('SIGHUP keeps the kubernetes section (a restart applies it) and stays ready', async () => {
+    const original = readFileSync(e.config, 'utf8');
+    try {
+      const changed = original.replace('  drain_seconds: 1\n  batch_delay_ms', '  drain_seconds: 7\n  batch_delay_ms');
+      assert.notEqual(changed, original);
+      writeFileSync(e.config, changed);
+      d!.proc.kill('SIGHUP');
+      await until(() => /"key":"kubernetes".*needs a restart/.test(d!.logs()) && d!.logs().includes('configuration reloaded'), 'the reload');
+      assert.equal(await probe(e.socket, '/readyz'), 200);
+      assert.equal((await view(e)).ready, true);
+    } finally {
+      writeFileSync(e.config, original);
+    }
+  });
+
   it('SIGTERM stops the watch, then the daemon, cleanly', async () => {
     assert.ok(server.watchCount >= 3, 'watching the three resources');
     const code = await stopFerryd(d!, 'SIGTERM');
