@@ -136,5 +136,6 @@ describe('config', () => {
     refuses('kubernetes:\n  health_check_addresses: [eth0]\n', '/kubernetes/health_check_addresses/0: "eth0" is not an IP address');
     refuses('kubernetes:\n  watch: true\n', '/kubernetes/watch: unknown key');
     refuses('api:\n  probe_listen: nowhere\n', '/api/probe_listen: must match pattern');
+    refuses('api:\n  listen: 127.0.0.1:8080\n  tokens_file: /t\n  probe_listen: 127.0.0.1:8080\n', '/api/probe_listen: must differ from /api/listen');
   });
 });

@@ -81,6 +81,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
   private timers: NodeJS.Timeout[] = [];
   private readonly started = Date.now();
   private isReady = false;
+  private stopping = false;
   private attached: Array<{ name: string; mode: string }> = [];
   private lastSample: Sample | undefined;
   private readonly notifier: Notifier;
@@ -262,6 +263,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
    */
   async stop(opts: { detach: boolean }): Promise<void> {
     this.isReady = false;
+    this.stopping = true;
     this.notifier.stopping();
     await this.k8s?.stop();
     for (const t of this.timers) clearInterval(t);
@@ -288,6 +290,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
   }
 
   notReadyReason(): string {
+    if (this.stopping) return 'ferryd is stopping';
     if (!this.isReady) return 'the daemon has not completed its first reconcile';
     return this.k8s?.waitingFor() ?? 'not ready';
   }

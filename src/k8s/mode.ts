@@ -175,7 +175,7 @@ export class K8sMode {
       onHealthCheckNodePorts: (all) => this.hcnp.update(all),
       onBatch: (r) => {
         o.onBatch?.(r);
-        void this.ready; // latches (and says so) as soon as the first batch ran
+        this.settle(); // latched (and logged) as soon as the first batch ran, not at the next probe
       },
     });
     this.watch = new K8sWatch({
@@ -191,6 +191,10 @@ export class K8sMode {
 
   /** Every informer listed and the first batch ran (latched: later events do not make it unready). */
   get ready(): boolean {
+    return this.settle();
+  }
+
+  private settle(): boolean {
     if (!this.settled && this.watch.synced && this.sync.isReady && (this.sync.stats.batches > 0 || this.sync.idle)) {
       this.settled = true;
       this.o.log.info({ services: this.watch.services.cache.size, revision: this.o.controller.store.revision() }, 'kubernetes: first sync done; ready');
