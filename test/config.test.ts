@@ -88,4 +88,54 @@ describe('config', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('kubernetes mode: node_name from the file or NODE_NAME, credentials from a kubeconfig or the pod', () => {
+    const c = defaultConfig();
+    assert.equal(c.mode, 'standalone');
+    assert.deepEqual(c.kubernetes, {
+      kubeconfig: null, node_name: null, proxy_name: null, drain_seconds: 30, batch_delay_ms: 200, batch_max_events: 10000,
+      resync_seconds: 600, node_port_address_types: ['InternalIP', 'ExternalIP'], health_check_addresses: ['0.0.0.0', '::'],
+    });
+    assert.equal(c.api.probe_listen, null);
+    // Standalone ignores the section's requirements (NODE_NAME is not read).
+    assert.equal(parseConfig('', 't', { NODE_NAME: 'n1' }).kubernetes.node_name, null);
+    const pod = { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' };
+    const k = parseConfig('mode: kubernetes\n', 't', { ...pod, NODE_NAME: 'worker-1.example' });
+    assert.equal(k.kubernetes.node_name, 'worker-1.example');
+    assert.equal(k.kubernetes.kubeconfig, null);
+    const fromFile = parseConfig('mode: kubernetes\nkubernetes:\n  node_name: n2\n  kubeconfig: /etc/kube.yaml\n', 't', { NODE_NAME: 'other' });
+    assert.equal(fromFile.kubernetes.node_name, 'n2', 'the file wins over NODE_NAME');
+    const env = parseConfig('', 't', {
+      FERRY_MODE: 'kubernetes', FERRY_KUBERNETES__NODE_NAME: 'n3', FERRY_KUBERNETES__KUBECONFIG: '/k', FERRY_KUBERNETES__BATCH_DELAY_MS: '50',
+      FERRY_KUBERNETES__HEALTH_CHECK_ADDRESSES: '["127.0.0.1"]',
+    });
+    assert.deepEqual([env.mode, env.kubernetes.node_name, env.kubernetes.kubeconfig, env.kubernetes.batch_delay_ms, env.kubernetes.health_check_addresses],
+      ['kubernetes', 'n3', '/k', 50, ['127.0.0.1']]);
+  });
+
+  it('kubernetes mode: names the key of every mistake', () => {
+    const refusesEnv = (text: string, env: NodeJS.ProcessEnv, ...fragments: string[]) => {
+      assert.throws(() => parseConfig(text, 'test.yaml', env), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        for (const f of fragments) assert.ok(err.message.includes(f), `${JSON.stringify(err.message)} names ${JSON.stringify(f)}`);
+        return true;
+      });
+    };
+    const pod = { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' };
+    refusesEnv('mode: kubernetes\n', pod, '/kubernetes/node_name: required in kubernetes mode', 'NODE_NAME');
+    refusesEnv('mode: kubernetes\n', { ...pod, NODE_NAME: 'Bad_Name' }, '/kubernetes/node_name: NODE_NAME="Bad_Name" is not a valid node name');
+    refusesEnv('mode: kubernetes\nkubernetes:\n  node_name: n1\n', {}, '/kubernetes/kubeconfig: not set, and not running in a pod');
+    refusesEnv('mode: kubernetes\nkubernetes:\n  node_name: n1\n', { KUBERNETES_SERVICE_HOST: '10.0.0.1' }, '/kubernetes/kubeconfig');
+    refuses('mode: cluster\n', '/mode: must be one of standalone, kubernetes');
+    refuses('kubernetes:\n  kubeconfig: relative.yaml\n', '/kubernetes/kubeconfig: must match pattern');
+    refuses('kubernetes:\n  node_name: UPPER\n', '/kubernetes/node_name: must match pattern');
+    refuses('kubernetes:\n  proxy_name: "no spaces"\n', '/kubernetes/proxy_name: must match pattern');
+    refuses('kubernetes:\n  batch_max_events: 0\n', '/kubernetes/batch_max_events: must be >= 1');
+    refuses('kubernetes:\n  drain_seconds: -1\n', '/kubernetes/drain_seconds: must be >= 0');
+    refuses('kubernetes:\n  node_port_address_types: [Hostname]\n', '/kubernetes/node_port_address_types/0: must be one of InternalIP, ExternalIP');
+    refuses('kubernetes:\n  health_check_addresses: [eth0]\n', '/kubernetes/health_check_addresses/0: "eth0" is not an IP address');
+    refuses('kubernetes:\n  watch: true\n', '/kubernetes/watch: unknown key');
+    refuses('api:\n  probe_listen: nowhere\n', '/api/probe_listen: must match pattern');
+    refuses('api:\n  listen: 127.0.0.1:8080\n  tokens_file: /t\n  probe_listen: 127.0.0.1:8080\n', '/api/probe_listen: must differ from /api/listen');
+  });
 });

@@ -19,6 +19,7 @@ import { metricsRoutes } from './routes/metrics.js';
 import { monitorRoutes } from './routes/monitor.js';
 import type { RouteContext } from './routes/common.js';
 import { infoRoutes } from './routes/info.js';
+import { kubernetesRoutes } from './routes/kubernetes.js';
 import { policyRoutes } from './routes/policies.js';
 import { stateRoutes } from './routes/state.js';
 import { vipRoutes } from './routes/vips.js';
@@ -104,6 +105,7 @@ export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
   backupRoutes(app, ctx);
   healthRoutes(app, ctx);
   infoRoutes(app, ctx);
+  kubernetesRoutes(app, ctx);
   monitorRoutes(app, opts.monitor);
   await registerDocs(app);
 

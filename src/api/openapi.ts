@@ -14,6 +14,7 @@ export const OPENAPI_TAGS = [
   { name: 'state', description: 'Declarative apply and export of the whole desired state.' },
   { name: 'health', description: 'Health transitions of backends (each backend shows its live health).' },
   { name: 'status', description: 'Daemon status and datapath counters.' },
+  { name: 'kubernetes', description: 'The Kubernetes mode (ferryd as an in-cluster proxy); its VIPs are owned by "kubernetes:NS/NAME".' },
   { name: 'probes', description: 'Liveness and readiness (no token needed).' },
 ];
 

@@ -174,6 +174,96 @@ const int = { type: 'integer' };
 const num = { type: 'number' };
 const strList = { type: 'array', items: str };
 
+const informer: JsonSchema = {
+  type: 'object',
+  required: ['synced', 'objects', 'resource_version', 'lists', 'watches', 'events', 'bookmarks', 'gone', 'errors'],
+  properties: {
+    synced: { type: 'boolean', description: 'Listed at least once.' },
+    objects: { type: 'integer', description: 'Objects in the cache.' },
+    resource_version: { type: 'string', description: 'The resourceVersion the watch resumes from.' },
+    lists: int, watches: int, events: { type: 'integer', description: 'Changes delivered to the sync.' },
+    bookmarks: int, gone: { type: 'integer', description: '410 Gone answers (each followed by a re-list).' },
+    errors: { type: 'integer', description: 'Failed lists and watches (retried with backoff).' },
+  },
+};
+
+const skippedList = (description: string): JsonSchema => ({
+  type: 'array', description,
+  items: { type: 'object', required: ['service', 'reason'], properties: { service: { type: 'string', description: 'namespace/name' }, reason: str } },
+});
+
+const kubernetes: JsonSchema = {
+  $id: 'Kubernetes', type: 'object',
+  description: 'The Kubernetes mode: watch and sync state, the ClusterIP list, health-check node ports, and what is not served and why.',
+  required: [
+    'node_name', 'proxy_name', 'credentials', 'server', 'ready', 'synced', 'services', 'informers', 'sync', 'cluster_ips',
+    'health_check_node_ports', 'skipped', 'ignored',
+  ],
+  properties: {
+    node_name: str,
+    proxy_name: { type: ['string', 'null'], description: 'The service.kubernetes.io/service-proxy-name served; null: only unlabelled Services.' },
+    credentials: { type: 'string', enum: ['kubeconfig', 'in-cluster'] },
+    server: { type: 'string', description: 'The API server\'s URL.' },
+    ready: { type: 'boolean', description: 'Every informer listed and the first batch is written (as /readyz).' },
+    synced: { type: 'boolean', description: 'Every informer listed at least once.' },
+    services: { type: 'integer', description: 'Services in the watch cache.' },
+    informers: {
+      type: 'object', required: ['services', 'endpoint_slices', 'nodes'],
+      properties: { services: informer, endpoint_slices: informer, nodes: informer },
+    },
+    sync: {
+      type: 'object', required: ['events', 'batches', 'transactions', 'failed_transactions', 'services_written', 'last_batch'],
+      properties: {
+        events: int, batches: int,
+        transactions: { type: 'integer', description: 'Store transactions that committed a change.' },
+        failed_transactions: { type: 'integer', description: 'Transactions refused as a whole (requeued, retried).' },
+        services_written: int,
+        last_batch: {
+          type: ['object', 'null'],
+          required: ['services', 'written', 'transactions', 'revision', 'ms', 'refused', 'failed_transactions'],
+          properties: { services: int, written: int, transactions: int, revision: int, ms: num, refused: int, failed_transactions: int },
+        },
+      },
+    },
+    cluster_ips: {
+      type: 'object', required: ['entries', 'consumer', 'consumer_stats', 'last_error'],
+      properties: {
+        entries: { type: 'integer', description: 'ClusterIP × port entries in the latest list (the socket-LB\'s input).' },
+        consumer: { type: ['string', 'null'], description: 'What programs them; null: the list is only kept.' },
+        consumer_stats: { type: 'object', additionalProperties: num },
+        last_error: { type: ['string', 'null'] },
+      },
+    },
+    health_check_node_ports: {
+      type: 'object', required: ['requests', 'bind_failures', 'ports'],
+      properties: {
+        requests: int,
+        bind_failures: { type: 'integer', description: 'Failed binds (each retried with backoff).' },
+        ports: {
+          type: 'array',
+          items: {
+            type: 'object', required: ['service', 'port', 'local_endpoints', 'listeners', 'conflict'],
+            properties: {
+              service: str, port: int,
+              local_endpoints: { type: 'integer', description: 'Ready endpoints on this node: 200 when > 0, else 503.' },
+              listeners: {
+                type: 'array',
+                items: {
+                  type: 'object', required: ['address', 'listening', 'error'],
+                  properties: { address: str, listening: { type: 'boolean' }, error: { type: ['string', 'null'] } },
+                },
+              },
+              conflict: { type: ['string', 'null'], description: 'Another Service holds this port; this one is not served.' },
+            },
+          },
+        },
+      },
+    },
+    skipped: skippedList('What is not served and why: translation limits (e.g. port translation) and store refusals.'),
+    ignored: skippedList('Services that are not ours: headless, ExternalName, another service-proxy-name.'),
+  },
+};
+
 export const sharedSchemas: JsonSchema[] = [
   {
     $id: 'FieldError', type: 'object', required: ['field', 'reason'],
@@ -298,4 +388,5 @@ export const sharedSchemas: JsonSchema[] = [
   {
     $id: 'Health', type: 'object', required: ['status'], properties: { status: { type: 'string', enum: ['ok'] } },
   },
+  kubernetes,
 ];

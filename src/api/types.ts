@@ -6,6 +6,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { LoggerOptions } from 'pino';
 import type { Controller } from '../daemon/controller.js';
+import type { KubernetesView } from '../k8s/mode.js';
 import type { FerryMetrics } from '../metrics/index.js';
 import type { MonitorSource } from '../monitor/stream.js';
 import type { BackendHealth } from '../model/health.js';
@@ -66,8 +67,12 @@ export interface StatsBody {
 export interface DaemonInfo {
   status(): StatusBody;
   stats(): StatsBody;
-  /** True once the first reconcile has completed. */
+  /** True once the first reconcile has completed (and, in kubernetes mode, the first sync). */
   ready(): boolean;
+  /** Why ready() is false, for /readyz. */
+  notReadyReason?(): string;
+  /** The Kubernetes mode's view; absent or null in standalone mode. */
+  kubernetes?(): KubernetesView | null;
   version: string;
 }
 

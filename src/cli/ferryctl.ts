@@ -10,6 +10,7 @@ import { parse as parseYaml } from 'yaml';
 import type { BackendHealth, HealthCheckSpec, HealthEvent } from '../model/health.js';
 import type { BackendRecord, PolicyRecord, VipRecord, VipSpec } from '../model/types.js';
 import { ApiError, Client, ConnectError } from './client.js';
+import { kubernetesCommands } from './kubernetes.js';
 import { monitorCommands } from './monitor.js';
 import { printTable, printJson } from './output.js';
 
@@ -371,6 +372,7 @@ export function buildCli(): Command {
   eventCommands(root);
   otherCommands(root);
   monitorCommands(root, client);
+  kubernetesCommands(root, client);
   for (const c of allCommands(root)) c.exitOverride();
   return root;
 }

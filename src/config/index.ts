@@ -5,6 +5,7 @@
  * and environment overrides FERRY_<PATH> with "__" between levels.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parseDocument } from 'yaml';
 
@@ -16,7 +17,28 @@ export interface InterfaceConfig {
   generic_fallback: boolean;
 }
 
+export type FerryMode = 'standalone' | 'kubernetes';
+
+/** Node address types NodePort VIPs may use. */
+export const NODE_ADDRESS_TYPES = ['InternalIP', 'ExternalIP'] as const;
+
+export interface KubernetesConfig {
+  /** A kubeconfig file; null = the pod's service account (KUBERNETES_SERVICE_HOST/PORT). */
+  kubeconfig: string | null;
+  /** This node's name; null in the file = the NODE_NAME environment variable (resolved by parseConfig). */
+  node_name: string | null;
+  /** The service.kubernetes.io/service-proxy-name value this proxy serves; null = only unlabelled Services. */
+  proxy_name: string | null;
+  drain_seconds: number;
+  batch_delay_ms: number;
+  batch_max_events: number;
+  resync_seconds: number;
+  node_port_address_types: Array<(typeof NODE_ADDRESS_TYPES)[number]>;
+  health_check_addresses: string[];
+}
+
 export interface FerryConfig {
+  mode: FerryMode;
   state_dir: string;
   bpf: {
     pin_root: string;
@@ -45,7 +67,9 @@ export interface FerryConfig {
     tls_cert: string | null;
     tls_key: string | null;
     body_limit: number;
+    probe_listen: string | null;
   };
+  kubernetes: KubernetesConfig;
   log: {
     level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
     pretty: boolean;
@@ -59,6 +83,11 @@ const nullableString = (pattern?: string) => ({
 });
 
 const CIDR4 = '^(\\d{1,3}\\.){3}\\d{1,3}/\\d{1,2}$';
+const HOST_PORT = '^(\\[[0-9a-fA-F:.]+\\]|[0-9.]+|[A-Za-z0-9.-]+):\\d{1,5}$';
+/** A Kubernetes object name (DNS subdomain, RFC 1123). */
+const K8S_NAME = '^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$';
+/** A Kubernetes label value. */
+const LABEL_VALUE = '^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$';
 const CIDR6 = '^[0-9a-fA-F:.]+/\\d{1,3}$';
 
 /** The config schema; `default`s are the documented defaults. */
@@ -66,6 +95,7 @@ export const CONFIG_SCHEMA = {
   type: 'object',
   additionalProperties: false,
   properties: {
+    mode: { enum: ['standalone', 'kubernetes'], default: 'standalone' },
     state_dir: { type: 'string', minLength: 1, default: '/var/lib/ferry' },
     bpf: {
       type: 'object',
@@ -116,11 +146,32 @@ export const CONFIG_SCHEMA = {
       properties: {
         socket: { type: 'string', pattern: '^/', default: '/run/ferry/ferry.sock' },
         socket_mode: { type: 'string', pattern: '^0?[0-7]{3}$', default: '0660' },
-        listen: nullableString('^(\\[[0-9a-fA-F:.]+\\]|[0-9.]+|[A-Za-z0-9.-]+):\\d{1,5}$'),
+        listen: nullableString(HOST_PORT),
         tokens_file: nullableString('^/'),
         tls_cert: nullableString('^/'),
         tls_key: nullableString('^/'),
         body_limit: { type: 'integer', minimum: 1024, maximum: 67108864, default: 1048576 },
+        probe_listen: nullableString(HOST_PORT),
+      },
+    },
+    kubernetes: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        kubeconfig: nullableString('^/'),
+        node_name: nullableString(K8S_NAME),
+        proxy_name: nullableString(LABEL_VALUE),
+        drain_seconds: { type: 'integer', minimum: 0, maximum: 86400, default: 30 },
+        batch_delay_ms: { type: 'integer', minimum: 0, maximum: 60000, default: 200 },
+        batch_max_events: { type: 'integer', minimum: 1, maximum: 1000000, default: 10000 },
+        resync_seconds: { type: 'integer', minimum: 0, maximum: 86400, default: 600 },
+        node_port_address_types: {
+          type: 'array', uniqueItems: true, items: { enum: [...NODE_ADDRESS_TYPES] }, default: [...NODE_ADDRESS_TYPES],
+        },
+        health_check_addresses: {
+          type: 'array', uniqueItems: true, maxItems: 16, items: { type: 'string', minLength: 2, maxLength: 45 }, default: ['0.0.0.0', '::'],
+        },
       },
     },
     log: {
@@ -155,8 +206,40 @@ function describe(e: ErrorObject): string {
   return `${path}: ${e.message ?? 'is invalid'}`;
 }
 
+const NODE_NAME_RE = new RegExp(K8S_NAME);
+
+/**
+ * The Kubernetes mode's checks. The node name comes from the file or from
+ * NODE_NAME (the DaemonSet's downward API); credentials from a kubeconfig
+ * or, without one, the pod's service account, which needs the variables
+ * every pod gets (KUBERNETES_SERVICE_HOST/PORT).
+ */
+function kubernetesChecks(c: FerryConfig, env: NodeJS.ProcessEnv): string[] {
+  const out: string[] = [];
+  const k = c.kubernetes;
+  k.health_check_addresses.forEach((a, n) => {
+    if (isIP(a) === 0) out.push(`/kubernetes/health_check_addresses/${n}: ${JSON.stringify(a)} is not an IP address`);
+  });
+  if (c.mode !== 'kubernetes') return out;
+  if (k.node_name === null) {
+    const fromEnv = env['NODE_NAME'];
+    if (fromEnv === undefined || fromEnv === '') {
+      out.push('/kubernetes/node_name: required in kubernetes mode: set it, or NODE_NAME (in a DaemonSet, from the downward API: spec.nodeName)');
+    } else if (!NODE_NAME_RE.test(fromEnv)) {
+      out.push(`/kubernetes/node_name: NODE_NAME=${JSON.stringify(fromEnv)} is not a valid node name`);
+    } else {
+      k.node_name = fromEnv;
+    }
+  }
+  if (k.kubeconfig === null && (!env['KUBERNETES_SERVICE_HOST'] || !env['KUBERNETES_SERVICE_PORT'])) {
+    out.push('/kubernetes/kubeconfig: not set, and not running in a pod (KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT unset): '
+      + 'give the path of a kubeconfig, or run ferryd in the cluster with a service account');
+  }
+  return out;
+}
+
 /** Semantic checks the schema cannot express. */
-function crossChecks(c: FerryConfig): string[] {
+function crossChecks(c: FerryConfig, env: NodeJS.ProcessEnv): string[] {
   const out: string[] = [];
   if (c.api.listen && !c.api.tokens_file) out.push('/api/listen: a TCP listener needs /api/tokens_file (bearer tokens)');
   if ((c.api.tls_cert === null) !== (c.api.tls_key === null)) out.push('/api/tls_cert, /api/tls_key: give both or neither');
@@ -176,6 +259,8 @@ function crossChecks(c: FerryConfig): string[] {
       out.push(`/datapath/${key}: prefix length must be ${key === 'encap_source_v4' ? '0..32' : '96..128 (the last 32 bits vary per flow)'}`);
     }
   }
+  if (c.api.probe_listen !== null && c.api.probe_listen === c.api.listen) out.push('/api/probe_listen: must differ from /api/listen');
+  out.push(...kubernetesChecks(c, env));
   return out;
 }
 
@@ -205,7 +290,11 @@ export function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): 
   return problems;
 }
 
-/** Parses and validates a config text. `source` names it in errors. */
+/**
+ * Parses and validates a config text. `source` names it in errors. `env`
+ * supplies FERRY_* overrides and, in kubernetes mode, NODE_NAME and the
+ * in-cluster variables (see kubernetesChecks).
+ */
 export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv = {}): FerryConfig {
   const doc = parseDocument(text, { prettyErrors: true });
   if (doc.errors.length > 0) throw new ConfigError(source, doc.errors.map((e) => e.message.split('\n')[0]!));
@@ -218,7 +307,7 @@ export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv
   if (envProblems.length) throw new ConfigError(source, envProblems);
   if (!validate(raw)) throw new ConfigError(source, (validate.errors ?? []).map(describe));
   const config = raw as unknown as FerryConfig;
-  const problems = crossChecks(config);
+  const problems = crossChecks(config, env);
   if (problems.length) throw new ConfigError(source, problems);
   return config;
 }

@@ -3,8 +3,14 @@
  * reconcile → XDP attach → API listeners → ready. The daemon can stop or
  * die at any point while packets keep flowing: programs hang on pinned bpf
  * links and the maps are pinned; the next start adopts them.
+ *
+ * In kubernetes mode the credentials are loaded first (a bad kubeconfig
+ * stops the start before anything is touched), and once the API listens
+ * the Kubernetes mode (src/k8s/mode.ts) watches the cluster and writes its
+ * Services through the same Controller; /readyz waits for its first sync.
  */
 import { execFileSync } from 'node:child_process';
+import type { Server as HttpServer } from 'node:http';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -17,6 +23,7 @@ import { LbDatapath } from '../datapath/lb.js';
 import { HealthMonitor } from '../health/monitor.js';
 import { dsrPairs, dsrProbe, type DsrUnavailable } from '../health/dsr.js';
 import { HcDatapath } from '../datapath/hc.js';
+import { K8sMode, loadCredentials, type ClusterIpConsumer, type K8sCredentials, type KubernetesView } from '../k8s/mode.js';
 import { FerryMetrics, type MetricsSource } from '../metrics/index.js';
 import { openEventStream, type EventStream } from '../monitor/stream.js';
 import type { ConfigProgram } from '../datapath/program.js';
@@ -26,12 +33,16 @@ import { openStore } from '../store/store.js';
 import type { Store, StoredBackend } from '../store/types.js';
 import { Controller } from './controller.js';
 import { Notifier } from './notify.js';
+import { listenProbes } from './probes.js';
 import { FERRY_VERSION } from './version.js';
 
 export interface DaemonOptions {
   config: FerryConfig;
   logger: Logger;
 }
+
+/** Config sections SIGHUP cannot change: a restart applies them. */
+const RESTART_KEYS = ['mode', 'state_dir', 'bpf', 'api', 'kubernetes'] as const;
 
 /** Mounts bpffs at /sys/fs/bpf when missing, as systemd does on a host. */
 function ensureBpffs(pinRoot: string): void {
@@ -72,6 +83,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
   private timers: NodeJS.Timeout[] = [];
   private readonly started = Date.now();
   private isReady = false;
+  private stopping = false;
   private attached: Array<{ name: string; mode: string }> = [];
   private lastSample: Sample | undefined;
   private readonly notifier: Notifier;
@@ -80,6 +92,13 @@ export class Daemon implements DaemonInfo, MetricsSource {
   private healthMonitor: HealthMonitor | undefined;
   /** The DSR health-check path (bpf/hc.bpf.c), or why it is not there. */
   private hc: HcDatapath | DsrUnavailable = { reason: 'not loaded yet' };
+  private k8s: K8sMode | undefined;
+  private probeServer: HttpServer | undefined;
+  /**
+   * Programs the ClusterIP list in kubernetes mode (the socket-LB); until
+   * one is set the list is only kept and counted. Set before start().
+   */
+  clusterIpConsumer: ClusterIpConsumer | undefined;
 
   constructor(private config: FerryConfig, private readonly log: Logger) {
     this.notifier = new Notifier(log);
@@ -87,6 +106,8 @@ export class Daemon implements DaemonInfo, MetricsSource {
 
   async start(): Promise<void> {
     const c = this.config;
+    // Before anything is touched: a kubeconfig that cannot be used is a start-up error.
+    const credentials = c.mode === 'kubernetes' ? loadCredentials(c.kubernetes) : undefined;
     this.notifier.status('opening the store');
     mkdirSync(c.state_dir, { recursive: true });
     this.store = openStore(join(c.state_dir, 'ferry.db'), { maxVips: c.bpf.max_vips, maxBackends: c.bpf.max_backends });
@@ -110,7 +131,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
       checker: { probe: dsrProbe(this.hc) },
       onTargets: (targets) => this.retainDsrPairs(targets),
     });
-    this.metrics = new FerryMetrics(this);
+    this.metrics = new FerryMetrics(this, { kubernetes: c.mode === 'kubernetes' });
     this.controller.onApply = (r) => this.metrics.observeReconcile(r);
     this.notifier.status('reconciling');
     const report = this.controller.reconcile();
@@ -121,11 +142,25 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.events = openEventStream(this.dp, this.store, () => this.config.datapath, {
       onError: (err) => this.log.error({ err: (err as Error).message }, 'reading live events failed'),
     });
+    if (credentials !== undefined) this.k8s = this.kubernetesMode(credentials);
     await this.listen();
+    this.k8s?.start();
     this.startTimers();
     this.isReady = true;
     this.notifier.ready(`serving revision ${this.controller.appliedRevision}`);
-    this.log.info({ version: this.version, interfaces: this.attached }, 'ferryd ready');
+    this.log.info({ version: this.version, mode: c.mode, interfaces: this.attached },
+      this.k8s === undefined ? 'ferryd ready' : 'ferryd started; ready once the Kubernetes sync has run');
+  }
+
+  private kubernetesMode(credentials: K8sCredentials): K8sMode {
+    return new K8sMode({
+      controller: this.controller,
+      config: this.config.kubernetes,
+      credentials,
+      log: this.log.child({ component: 'kubernetes' }),
+      ...(this.clusterIpConsumer === undefined ? {} : { clusterIps: this.clusterIpConsumer }),
+      onBatch: (r) => this.metrics.observeK8sBatch(r.ms),
+    });
   }
 
   /** Loads the DSR check path; without it only checks with `dsr: true` fail (saying why). */
@@ -201,6 +236,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
       await remote.listen({ host: m[1]!, port: Number(m[2]) });
       this.apps.push(remote);
     }
+    if (a.probe_listen) this.probeServer = await listenProbes(a.probe_listen, this);
   }
 
   private startTimers(): void {
@@ -235,12 +271,12 @@ export class Daemon implements DaemonInfo, MetricsSource {
   /** SIGHUP: applies what can change live; says what needs a restart. */
   reload(next: FerryConfig): void {
     const prev = this.config;
-    for (const key of ['state_dir', 'bpf', 'api'] as const) {
+    for (const key of RESTART_KEYS) {
       if (JSON.stringify(prev[key]) !== JSON.stringify(next[key])) {
         this.log.warn({ key }, 'configuration change needs a restart to take effect');
       }
     }
-    this.config = { ...next, state_dir: prev.state_dir, bpf: prev.bpf, api: prev.api };
+    this.config = { ...next, mode: prev.mode, state_dir: prev.state_dir, bpf: prev.bpf, api: prev.api, kubernetes: prev.kubernetes };
     this.log.level = next.log.level;
     const seed = this.store.read((tx) => tx.snapshot().hash_seed);
     this.reconciler.setConfig(datapathConfig(this.config, seed));
@@ -258,12 +294,25 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.log.info({ interfaces: this.attached }, 'configuration reloaded');
   }
 
-  /** Stops serving; the datapath keeps forwarding unless detach is set. */
+  /**
+   * Stops serving; the datapath keeps forwarding unless detach is set. The
+   * Kubernetes mode stops first (watch, then sync), so nothing writes to
+   * the store while it closes; its VIPs stay in the store and the maps.
+   */
   async stop(opts: { detach: boolean }): Promise<void> {
     this.isReady = false;
+    this.stopping = true;
     this.notifier.stopping();
+    await this.k8s?.stop();
     for (const t of this.timers) clearInterval(t);
     this.events?.stop();
+    if (this.probeServer !== undefined) {
+      const server = this.probeServer;
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    }
     for (const app of this.apps) await app.close();
     await this.healthMonitor?.stop();
     if (opts.detach) {
@@ -281,7 +330,17 @@ export class Daemon implements DaemonInfo, MetricsSource {
   // ---- DaemonInfo ------------------------------------------------------------
 
   ready(): boolean {
-    return this.isReady;
+    return this.isReady && (this.k8s === undefined || this.k8s.ready);
+  }
+
+  notReadyReason(): string {
+    if (this.stopping) return 'ferryd is stopping';
+    if (!this.isReady) return 'the daemon has not completed its first reconcile';
+    return this.k8s?.waitingFor() ?? 'not ready';
+  }
+
+  kubernetes(): KubernetesView | null {
+    return this.k8s?.view() ?? null;
   }
 
   status(): StatusBody {

@@ -3,8 +3,13 @@
  *
  *   ferryd --config /etc/ferry/ferry.yaml [--pretty] [--detach] [--check]
  *
- * SIGHUP reloads the config; SIGTERM/SIGINT stop serving and leave the
- * datapath forwarding (with --detach, xdp_lb is detached on the way out).
+ * SIGHUP reloads the config (interfaces, datapath, log; `mode`, `state_dir`,
+ * `bpf`, `api` and `kubernetes` need a restart and are kept, with a
+ * warning); SIGTERM/SIGINT stop serving (in kubernetes mode the watch
+ * first) and leave the datapath forwarding (with --detach, xdp_lb is
+ * detached on the way out). Exit codes: 2 invalid configuration (the key
+ * is named), 1 start failed (e.g. Kubernetes credentials that cannot be
+ * used), 0 after a clean stop.
  */
 import { Command } from 'commander';
 import { pino, type Logger } from 'pino';

@@ -6,6 +6,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { StatsBody, StatusBody } from '../api/types.js';
+import type { KubernetesView } from '../k8s/mode.js';
 import type { ReconcileReport } from '../model/dpstate.js';
 
 /** Where the scrape-time values come from (the daemon). */
@@ -17,7 +18,16 @@ export interface MetricsSource {
   health?(): Array<{ vip: string; backend: string; up: boolean }>;
   /** Packets of health checks through the DSR path by outcome (bpf/hc.bpf.c); empty when it is not loaded. */
   dsrCheckPackets?(): Record<string, bigint>;
+  /** The Kubernetes mode's figures (kubernetes mode only). */
+  kubernetes?(): KubernetesView | null;
 }
+
+export interface MetricsOptions {
+  /** Register the ferry_k8s_* metrics (kubernetes mode). */
+  kubernetes?: boolean;
+}
+
+const INFORMERS = [['services', 'services'], ['endpointslices', 'endpoint_slices'], ['nodes', 'nodes']] as const;
 
 /** A counter whose value is read from elsewhere at each scrape. */
 function mirroredCounter<L extends string>(
@@ -54,8 +64,10 @@ export class FerryMetrics {
   private readonly apiSeconds: Histogram<'method' | 'route'>;
   /** One read of the source per scrape, shared by every metric. */
   private scrape: { counters: StatsBody; status: StatusBody } | undefined;
+  private k8sScrape: { view: KubernetesView | null } | undefined;
+  private readonly k8sBatchSeconds: Histogram | undefined;
 
-  constructor(private readonly source: MetricsSource) {
+  constructor(private readonly source: MetricsSource, opts: MetricsOptions = {}) {
     collectDefaultMetrics({ register: this.registry });
     this.reconcileSeconds = new Histogram({
       name: 'ferry_reconcile_duration_seconds', help: 'Time to apply a desired state to the datapath.',
@@ -72,6 +84,13 @@ export class FerryMetrics {
     });
     this.datapathMetrics();
     this.controlMetrics();
+    if (opts.kubernetes) {
+      this.k8sBatchSeconds = new Histogram({
+        name: 'ferry_k8s_batch_duration_seconds', help: 'Time of a Kubernetes sync batch (translation, store and datapath).',
+        buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [this.registry],
+      });
+      this.kubernetesMetrics();
+    }
   }
 
   private get counters(): StatsBody {
@@ -122,6 +141,55 @@ export class FerryMetrics {
       () => [[{}, this.read().status.revision]]);
   }
 
+  private k8s(): KubernetesView | null {
+    this.k8sScrape ??= { view: this.source.kubernetes?.() ?? null };
+    return this.k8sScrape.view;
+  }
+
+  private kubernetesMetrics(): void {
+    const r = this.registry;
+    const one = (pick: (v: KubernetesView) => number) => (): Array<[Record<string, string>, number]> => {
+      const v = this.k8s();
+      return v === null ? [] : [[{}, pick(v)]];
+    };
+    mirroredGauge(r, 'ferry_k8s_ready', 'Kubernetes mode: 1 once every informer listed and the first batch is written.', [], one((v) => (v.ready ? 1 : 0)));
+    type Field = 'objects' | 'lists' | 'watches' | 'events' | 'bookmarks' | 'gone' | 'errors';
+    const perInformer = (field: Field) => (): Array<[Record<string, string>, number]> => {
+      const v = this.k8s();
+      return v === null ? [] : INFORMERS.map(([resource, key]) => [{ resource }, v.informers[key][field]]);
+    };
+    mirroredGauge(r, 'ferry_k8s_informer_objects', 'Objects in the watch cache, per resource.', ['resource'], perInformer('objects'));
+    mirroredCounter(r, 'ferry_k8s_informer_lists_total', 'Complete (re)lists, per resource.', ['resource'], perInformer('lists'));
+    mirroredCounter(r, 'ferry_k8s_informer_watches_total', 'Watch requests started, per resource.', ['resource'], perInformer('watches'));
+    mirroredCounter(r, 'ferry_k8s_informer_events_total', 'Changes delivered to the sync, per resource.', ['resource'], perInformer('events'));
+    mirroredCounter(r, 'ferry_k8s_informer_bookmarks_total', 'Watch bookmarks received, per resource.', ['resource'], perInformer('bookmarks'));
+    mirroredCounter(r, 'ferry_k8s_informer_gone_total', '410 Gone answers (each followed by a re-list), per resource.', ['resource'], perInformer('gone'));
+    mirroredCounter(r, 'ferry_k8s_informer_errors_total', 'Failed lists and watches (retried with backoff), per resource.', ['resource'], perInformer('errors'));
+    mirroredCounter(r, 'ferry_k8s_sync_events_total', 'Events the sync received.', [], one((v) => v.sync.events));
+    mirroredCounter(r, 'ferry_k8s_sync_batches_total', 'Sync batches run.', [], one((v) => v.sync.batches));
+    mirroredCounter(r, 'ferry_k8s_sync_transactions_total', 'Store transactions of the sync that committed a change.', [], one((v) => v.sync.transactions));
+    mirroredCounter(r, 'ferry_k8s_sync_failed_transactions_total', 'Sync transactions refused as a whole (requeued).', [], one((v) => v.sync.failed_transactions));
+    mirroredCounter(r, 'ferry_k8s_sync_services_written_total', 'Services whose store state the sync rewrote.', [], one((v) => v.sync.services_written));
+    mirroredGauge(r, 'ferry_k8s_services', 'Services in the watch cache.', [], one((v) => v.services));
+    mirroredGauge(r, 'ferry_k8s_skipped', 'Parts of Services not served (GET /v1/kubernetes lists why).', [], one((v) => v.skipped.length));
+    mirroredGauge(r, 'ferry_k8s_ignored_services', 'Services that are not ours (headless, ExternalName, another proxy).', [], one((v) => v.ignored.length));
+    mirroredGauge(r, 'ferry_k8s_cluster_ip_entries', 'ClusterIP × port entries in the latest list.', [], one((v) => v.cluster_ips.entries));
+    mirroredGauge(r, 'ferry_k8s_health_check_node_port_listeners', 'Health-check node port listeners by state.', ['state'], () => {
+      const v = this.k8s();
+      if (v === null) return [];
+      const all = v.health_check_node_ports.ports.flatMap((p) => p.listeners);
+      const up = all.filter((l) => l.listening).length;
+      return [[{ state: 'listening' }, up], [{ state: 'not_listening' }, all.length - up]];
+    });
+    mirroredCounter(r, 'ferry_k8s_health_check_node_port_requests_total', 'Health-check node port requests answered.', [], one((v) => v.health_check_node_ports.requests));
+    mirroredCounter(r, 'ferry_k8s_health_check_node_port_bind_failures_total', 'Failed binds of health-check node ports (retried).', [], one((v) => v.health_check_node_ports.bind_failures));
+  }
+
+  /** Called after every Kubernetes sync batch. */
+  observeK8sBatch(ms: number): void {
+    this.k8sBatchSeconds?.observe(ms / 1000);
+  }
+
   /** Called after every datapath apply. */
   observeReconcile(report: ReconcileReport): void {
     this.reconcileSeconds.observe(report.durationMs / 1000);
@@ -136,10 +204,12 @@ export class FerryMetrics {
   /** The exposition text; reads the datapath once. */
   async render(): Promise<string> {
     this.scrape = undefined;
+    this.k8sScrape = undefined;
     try {
       return await this.registry.metrics();
     } finally {
       this.scrape = undefined;
+      this.k8sScrape = undefined;
     }
   }
 

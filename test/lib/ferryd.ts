@@ -64,8 +64,8 @@ export interface Ferryd {
   logs: () => string;
 }
 
-/** Starts ferryd inside the namespace; resolves once /readyz answers 200. */
-export async function startFerryd(e: FerrydEnv, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Ferryd> {
+/** Starts ferryd inside the namespace; resolves once `until` (default /readyz) answers 200. */
+export async function startFerryd(e: FerrydEnv, args: string[] = [], env: NodeJS.ProcessEnv = {}, until = '/readyz'): Promise<Ferryd> {
   const script = join(packageRoot(), 'dist', 'src', 'daemon', 'ferryd.js');
   const proc = spawn('nsenter', [`--net=/run/netns/${e.ns}`, '--', process.execPath, script, '--config', e.config, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
@@ -80,7 +80,7 @@ export async function startFerryd(e: FerrydEnv, args: string[] = [], env: NodeJS
       proc.kill('SIGKILL');
       throw new Error(`ferryd not ready in 20 s: ${out}`);
     }
-    if ((await probe(e.socket, '/readyz')) === 200) return { proc, logs: () => out };
+    if ((await probe(e.socket, until)) === 200) return { proc, logs: () => out };
     await new Promise((r) => setTimeout(r, 50));
   }
 }

@@ -30,11 +30,12 @@ export function infoRoutes(app: FastifyInstance, ctx: RouteContext): void {
 
   app.get('/readyz', {
     schema: {
-      tags: ['probes'], operationId: 'readyz', summary: 'Readiness: 200 once the first reconcile is done', security: [],
+      tags: ['probes'], operationId: 'readyz', security: [],
+      summary: 'Readiness: 200 once the first reconcile is done (kubernetes mode: and the first sync of the cluster\'s Services)',
       response: { 200: json('Ready.', ref('Health')), ...problems(503) },
     },
   }, async (request, reply) => {
     if (info.ready()) return { status: 'ok' };
-    return sendProblem(request, reply, problem(503, 'not-ready', 'the daemon has not completed its first reconcile'));
+    return sendProblem(request, reply, problem(503, 'not-ready', info.notReadyReason?.() ?? 'the daemon has not completed its first reconcile'));
   });
 }

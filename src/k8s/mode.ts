@@ -1,0 +1,292 @@
+/**
+ * ferryd's Kubernetes mode, assembled: credentials → K8sWatch (Services,
+ * EndpointSlices, this Node) → K8sSync (batched store writes through the
+ * daemon's Controller) → the sinks: the health-check node port responder
+ * (hcnp.ts) and the ClusterIP list, kept here and handed to a
+ * ClusterIpConsumer when one is plugged in (the socket-LB).
+ *
+ * Ready once every informer has listed, the sync has its caches and its
+ * first batch has run (or found nothing to write): before that the store
+ * may lack Services or hold ones deleted while ferryd was down.
+ * Stopping: the watch first (no more events), then the sync (its timers;
+ * a batch is synchronous, so none is half done), then the responders and
+ * the consumer.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubernetesConfig } from '../config/index.js';
+import type { Controller } from '../daemon/controller.js';
+import { HealthCheckNodePorts, type HcnpStatus } from './hcnp.js';
+import { K8sSync, type BatchReport } from './sync.js';
+import type { ClusterIpEntry, SkippedEntry } from './translate.js';
+import { K8sWatch, loadKubeConfig, type InformerStats, type K8sLogger } from './watch.js';
+
+/**
+ * Whoever programs the ClusterIP list (the socket-level load balancer).
+ * apply() gets the whole list after every change; close() at shutdown.
+ */
+export interface ClusterIpConsumer {
+  /** For the API view, e.g. "socket-lb". */
+  readonly name: string;
+  apply(all: ClusterIpEntry[]): void;
+  /** Figures shown in the API view (numbers only). */
+  stats?(): Record<string, number>;
+  close(): void;
+}
+
+export interface K8sCredentials {
+  kubeConfig: KubeConfig;
+  source: 'kubeconfig' | 'in-cluster';
+  /** The API server's URL. */
+  server: string;
+}
+
+/** The service account files a pod gets (KubeConfig.loadFromCluster reads them). */
+export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+
+/**
+ * The credentials of the `kubernetes` config section: its kubeconfig, or
+ * the pod's service account (KUBERNETES_SERVICE_HOST/PORT from the process
+ * environment, which the library reads, and the token and CA under
+ * `pathPrefix` + SERVICE_ACCOUNT_DIR). Throws an Error saying what is missing.
+ */
+export function loadCredentials(k: Pick<KubernetesConfig, 'kubeconfig'>, o: { pathPrefix?: string } = {}): K8sCredentials {
+  let kc: KubeConfig;
+  let source: K8sCredentials['source'];
+  if (k.kubeconfig !== null) {
+    try {
+      kc = loadKubeConfig({ kubeconfig: k.kubeconfig });
+    } catch (err) {
+      throw new Error(`kubernetes: cannot use the kubeconfig ${k.kubeconfig}: ${(err as Error).message}`);
+    }
+    source = 'kubeconfig';
+  } else {
+    if (!process.env['KUBERNETES_SERVICE_HOST'] || !process.env['KUBERNETES_SERVICE_PORT']) {
+      throw new Error('kubernetes: no kubeconfig set and KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT are unset (not in a pod)');
+    }
+    const dir = `${o.pathPrefix ?? ''}${SERVICE_ACCOUNT_DIR}`;
+    for (const f of ['token', 'ca.crt']) {
+      if (!existsSync(join(dir, f))) {
+        throw new Error(`kubernetes: in-cluster credentials: ${join(dir, f)} is missing (is a service account token mounted? automountServiceAccountToken must not be false)`);
+      }
+    }
+    kc = loadKubeConfig({ inCluster: true, ...(o.pathPrefix === undefined ? {} : { pathPrefix: o.pathPrefix }) });
+    source = 'in-cluster';
+  }
+  return { kubeConfig: kc, source, server: kc.getCurrentCluster()?.server ?? '' };
+}
+
+export interface InformerView {
+  synced: boolean;
+  objects: number;
+  resource_version: string;
+  lists: number;
+  watches: number;
+  events: number;
+  bookmarks: number;
+  gone: number;
+  errors: number;
+}
+
+/** What GET /v1/kubernetes shows (and /metrics reads). */
+export interface KubernetesView {
+  node_name: string;
+  proxy_name: string | null;
+  credentials: 'kubeconfig' | 'in-cluster';
+  server: string;
+  ready: boolean;
+  synced: boolean;
+  /** Services in the watch cache. */
+  services: number;
+  informers: { services: InformerView; endpoint_slices: InformerView; nodes: InformerView };
+  sync: {
+    events: number;
+    batches: number;
+    transactions: number;
+    failed_transactions: number;
+    services_written: number;
+    last_batch: {
+      services: number; written: number; transactions: number; revision: number; ms: number; refused: number; failed_transactions: number;
+    } | null;
+  };
+  cluster_ips: {
+    /** ClusterIP × port entries of the latest list. */
+    entries: number;
+    /** What programs them; null = nothing yet (the list is only kept). */
+    consumer: string | null;
+    consumer_stats: Record<string, number>;
+    last_error: string | null;
+  };
+  health_check_node_ports: {
+    requests: number;
+    bind_failures: number;
+    ports: Array<{
+      service: string;
+      port: number;
+      local_endpoints: number;
+      listeners: Array<{ address: string; listening: boolean; error: string | null }>;
+      conflict: string | null;
+    }>;
+  };
+  skipped: SkippedEntry[];
+  ignored: SkippedEntry[];
+}
+
+export interface K8sModeOptions {
+  controller: Controller;
+  /** The resolved section (node_name set: parseConfig fills it from NODE_NAME). */
+  config: KubernetesConfig;
+  credentials: K8sCredentials;
+  log: K8sLogger;
+  clusterIps?: ClusterIpConsumer;
+  /** After every batch (metrics). */
+  onBatch?(report: BatchReport): void;
+}
+
+function informerView(synced: boolean, s: InformerStats & { resourceVersion: string; objects: number }): InformerView {
+  return {
+    synced, objects: s.objects, resource_version: s.resourceVersion,
+    lists: s.lists, watches: s.watches, events: s.events, bookmarks: s.bookmarks, gone: s.gone, errors: s.errors,
+  };
+}
+
+export class K8sMode {
+  readonly watch: K8sWatch;
+  readonly sync: K8sSync;
+  readonly hcnp: HealthCheckNodePorts;
+  private settled = false;
+  private consumerError: string | null = null;
+  private readonly nodeName: string;
+
+  constructor(private readonly o: K8sModeOptions) {
+    const k = o.config;
+    if (k.node_name === null) throw new Error('kubernetes: node_name is not set');
+    this.nodeName = k.node_name;
+    this.hcnp = new HealthCheckNodePorts({ addresses: k.health_check_addresses, log: o.log });
+    this.sync = new K8sSync({
+      controller: o.controller,
+      translate: { nodeName: k.node_name, proxyName: k.proxy_name, nodePortAddressTypes: k.node_port_address_types },
+      drainSeconds: k.drain_seconds,
+      maxDelayMs: k.batch_delay_ms,
+      maxEvents: k.batch_max_events,
+      log: o.log,
+      onClusterIps: (all) => this.applyClusterIps(all),
+      onHealthCheckNodePorts: (all) => this.hcnp.update(all),
+      onBatch: (r) => {
+        o.onBatch?.(r);
+        this.settle(); // latched (and logged) as soon as the first batch ran, not at the next probe
+      },
+    });
+    this.watch = new K8sWatch({
+      kubeConfig: o.credentials.kubeConfig, nodeName: k.node_name, handler: this.sync, log: o.log,
+      resyncMs: k.resync_seconds * 1000,
+    });
+  }
+
+  start(): void {
+    this.o.log.info({ server: this.o.credentials.server, credentials: this.o.credentials.source, node: this.nodeName }, 'kubernetes: watching Services, EndpointSlices and this Node');
+    this.watch.start();
+  }
+
+  /** Every informer listed and the first batch ran (latched: later events do not make it unready). */
+  get ready(): boolean {
+    return this.settle();
+  }
+
+  private settle(): boolean {
+    if (!this.settled && this.watch.synced && this.sync.isReady && (this.sync.stats.batches > 0 || this.sync.idle)) {
+      this.settled = true;
+      this.o.log.info({ services: this.watch.services.cache.size, revision: this.o.controller.store.revision() }, 'kubernetes: first sync done; ready');
+    }
+    return this.settled;
+  }
+
+  /** Why ready is false, for /readyz. */
+  waitingFor(): string {
+    const pending = ([['Services', this.watch.services], ['EndpointSlices', this.watch.endpointSlices], ['Node', this.watch.nodes]] as const)
+      .filter(([, i]) => !i.synced).map(([n]) => n);
+    if (pending.length > 0) return `waiting for the first list of ${pending.join(', ')} from the Kubernetes API server`;
+    return 'waiting for the first batch of Kubernetes Services to be written';
+  }
+
+  /** The latest ClusterIP list (the socket-LB's input). */
+  clusterIps(): ClusterIpEntry[] {
+    return this.sync.clusterIps();
+  }
+
+  view(): KubernetesView {
+    const w = this.watch;
+    const s = this.sync.stats;
+    const lb = s.lastBatch;
+    const ignored: SkippedEntry[] = [];
+    for (const key of [...w.services.cache.keys()].sort()) {
+      const reason = this.sync.translation(key)?.ignored;
+      if (reason !== undefined && reason !== null) ignored.push({ service: key, reason });
+    }
+    const c = this.o.clusterIps;
+    const ws = w.stats();
+    return {
+      node_name: this.nodeName,
+      proxy_name: this.o.config.proxy_name,
+      credentials: this.o.credentials.source,
+      server: this.o.credentials.server,
+      ready: this.ready,
+      synced: w.synced,
+      services: w.services.cache.size,
+      informers: {
+        services: informerView(w.services.synced, ws.services),
+        endpoint_slices: informerView(w.endpointSlices.synced, ws.endpointSlices),
+        nodes: informerView(w.nodes.synced, ws.nodes),
+      },
+      sync: {
+        events: s.events, batches: s.batches, transactions: s.transactions, failed_transactions: s.failedTransactions,
+        services_written: s.servicesWritten,
+        last_batch: lb === null ? null : {
+          services: lb.services, written: lb.written, transactions: lb.transactions, revision: lb.revision,
+          ms: Math.round(lb.ms * 100) / 100, refused: lb.refused, failed_transactions: lb.failedTransactions,
+        },
+      },
+      cluster_ips: {
+        entries: this.sync.clusterIps().length,
+        consumer: c?.name ?? null,
+        consumer_stats: c?.stats?.() ?? {},
+        last_error: this.consumerError,
+      },
+      health_check_node_ports: {
+        requests: this.hcnp.stats.requests,
+        bind_failures: this.hcnp.stats.bindFailures,
+        ports: this.hcnp.status().map((p: HcnpStatus) => ({
+          service: p.service, port: p.port, local_endpoints: p.localEndpoints, listeners: p.listeners, conflict: p.conflict,
+        })),
+      },
+      skipped: this.sync.skipped(),
+      ignored,
+    };
+  }
+
+  /** Watch first (no more events), then the sync's timers, then the sinks. */
+  async stop(): Promise<void> {
+    await this.watch.stop();
+    this.sync.stop();
+    await this.hcnp.close();
+    try {
+      this.o.clusterIps?.close();
+    } catch (err) {
+      this.o.log.error({ err: (err as Error).message }, 'kubernetes: closing the ClusterIP consumer failed');
+    }
+    this.o.log.info({}, 'kubernetes: stopped watching');
+  }
+
+  private applyClusterIps(all: ClusterIpEntry[]): void {
+    const c = this.o.clusterIps;
+    if (c === undefined) return;
+    try {
+      c.apply(all);
+      this.consumerError = null;
+    } catch (err) {
+      this.consumerError = (err as Error).message;
+      this.o.log.error({ consumer: c.name, entries: all.length, err: this.consumerError }, 'kubernetes: programming the ClusterIP list failed');
+    }
+  }
+}
