@@ -33,6 +33,8 @@ export interface LabFerrydOptions {
   drainSeconds?: number;
   /** Periodic full compare of maps and store (default 30: longer than a test, so status shows the start-up reconcile). */
   reconcileIntervalSeconds?: number;
+  /** More top-level YAML for the config (e.g. `mode: kubernetes` and its section). */
+  extraConfig?: readonly string[];
 }
 
 export const ferrydScript = (): string => join(packageRoot(), 'dist', 'src', 'daemon', 'ferryd.js');
@@ -74,6 +76,7 @@ export class LabFerryd {
       `  socket: ${this.socket}`,
       'log:',
       '  level: info',
+      ...(o.extraConfig ?? []),
       '',
     ].join('\n'));
   }

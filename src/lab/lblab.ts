@@ -28,6 +28,10 @@ export interface LbLabOptions {
   vips: string[];
   /** How long removed backends keep their flows (ferryd's drain_seconds; default 5). */
   drainSeconds?: number;
+  /** More top-level YAML for ferryd's config (e.g. kubernetes mode). */
+  ferrydConfig?: readonly string[];
+  /** Runs once the namespaces exist, before ferryd starts (e.g. whatever ferryd must reach to become ready). */
+  beforeDaemon?: (lab: Lab) => Promise<void>;
 }
 
 export interface ClientOptions {
@@ -60,6 +64,7 @@ export class LbLab {
   private constructor(readonly lab: Lab, private readonly opts: LbLabOptions) {
     this.ferryd = new LabFerryd({
       ns: lab.lb.ns, dir: lab.dir, pinRoot: join(lab.bpfRoot, 'lb'), drainSeconds: opts.drainSeconds ?? 5,
+      ...(opts.ferrydConfig ? { extraConfig: opts.ferrydConfig } : {}),
     });
     this.api = new Client({ socket: this.ferryd.socket });
   }
@@ -96,6 +101,7 @@ export class LbLab {
       nsRun(lab.lb.ns, 'ip', ['-6', 'neigh', 'replace', b.addr6, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
     }
     await Promise.all(agents);
+    await this.opts.beforeDaemon?.(lab);
     this.ferryd.writeConfig();
     await Promise.all([this.ferryd.start(), ...lab.backends.map((b) => this.startServer(b))]);
   }

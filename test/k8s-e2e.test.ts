@@ -1,0 +1,113 @@
+/**
+ * The in-cluster mode end to end, in the lab: ferryd runs in kubernetes mode
+ * in the lb namespace (native XDP on its veth), watching the Kubernetes API
+ * test server through a forwarder on that namespace's loopback. A
+ * LoadBalancer Service whose endpoints are the lab's backends becomes an XDP
+ * VIP: the client's real connections are balanced over the endpoints and
+ * answered directly by them; endpoint changes and the Service's deletion
+ * reach the datapath.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { LbLab, repliesBypassedLb } from '../src/lab/lblab.js';
+import type { LabHost } from '../src/lab/topology.js';
+import { bpfUnavailable } from './lib/harness.js';
+import { startNetnsForwarder, UnixGate, writeKubeconfig } from './lib/k8s-netns.js';
+import { node, service, slice } from './lib/k8s-objects.js';
+import { K8sTestServer } from './lib/k8s-server.js';
+
+const skip = bpfUnavailable();
+if (skip) console.log(`# skipping kubernetes end-to-end tests: ${skip}`);
+
+const LB_IP = '198.19.0.70';
+const API_PORT = 6443;
+const NODE = 'lab-node';
+const OWNER = 'kubernetes:default/web';
+
+interface VipItem { name: string; owner: string | null; address: string; port: number; backend_count: number }
+
+describe('kubernetes mode end to end: a LoadBalancer Service served by XDP in the lab', { skip }, () => {
+  let lab: LbLab;
+  let be: LabHost[];
+  let server: K8sTestServer;
+  let gate: UnixGate | undefined;
+  let forwarder: { stop(): Promise<void> } | undefined;
+  const kubeconfig = `/tmp/ferry-k8s-e2e-${process.pid}.kubeconfig`;
+
+  const webVips = async (): Promise<VipItem[]> =>
+    (await lab.api.get<{ items: VipItem[] }>('/v1/vips')).items.filter((v) => v.owner === OWNER);
+  const until = async (what: string, cond: () => Promise<boolean>, ms = 10_000): Promise<void> => {
+    const end = Date.now() + ms;
+    while (!(await cond())) {
+      if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  const endpoints = (hosts: readonly LabHost[]) => slice('web-abc', hosts.map((h) => [h.addr4, { node: NODE }] as const));
+
+  before(async () => {
+    server = await K8sTestServer.start({ tls: true });
+    lab = await LbLab.start({
+      backends: 3, vips: [LB_IP], drainSeconds: 1,
+      ferrydConfig: [
+        'mode: kubernetes', 'kubernetes:', `  kubeconfig: ${kubeconfig}`, `  node_name: ${NODE}`,
+        '  drain_seconds: 1', '  batch_delay_ms: 20', '  health_check_addresses: ["127.0.0.1"]',
+      ],
+      beforeDaemon: async (l) => {
+        server.upsert('nodes', node(NODE, [['InternalIP', l.lb.addr4]]));
+        server.upsert('services', service('web', {
+          type: 'LoadBalancer', clusterIP: '10.96.0.10', ingress: [LB_IP],
+          ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: 30080, protocol: 'TCP' }],
+        }));
+        server.upsert('endpointslices', endpoints(l.backends));
+        gate = await UnixGate.start(join(l.dir, 'k8s-api.sock'), server.port);
+        forwarder = await startNetnsForwarder(l.lb.ns, API_PORT, gate.path);
+        writeKubeconfig(kubeconfig, `https://127.0.0.1:${API_PORT}`, server.caFile, server.token!);
+      },
+    });
+    be = lab.lab.backends;
+  });
+  after(async () => {
+    lab?.stop();
+    await forwarder?.stop();
+    await gate?.close();
+    await server?.close();
+    rmSync(kubeconfig, { force: true });
+  });
+
+  it('the Service is a VIP owned by it, with its endpoints as backends', async () => {
+    await until('the VIP', async () => (await webVips()).some((v) => v.address === LB_IP && v.backend_count === 3));
+    const [vip] = (await webVips()).filter((v) => v.address === LB_IP);
+    assert.equal(vip?.port, 80);
+  });
+
+  it('client connections to the LoadBalancer IP are balanced over the endpoints and answered directly', async () => {
+    const lb0 = lab.linkCounters(lab.lab.lb);
+    const c0 = lab.linkCounters(lab.lab.client);
+    const r = await lab.client('http', LB_IP, 300);
+    const lb1 = lab.linkCounters(lab.lab.lb);
+    const c1 = lab.linkCounters(lab.lab.client);
+    assert.equal(r.errors, 0, JSON.stringify(r));
+    assert.deepEqual(Object.keys(r.per_backend).sort(), ['be1', 'be2', 'be3'], JSON.stringify(r.per_backend));
+    for (const n of Object.values(r.per_backend)) assert.ok(n >= 50, `each endpoint gets a share: ${JSON.stringify(r.per_backend)}`);
+    assert.ok(repliesBypassedLb(lb1.rxPackets - lb0.rxPackets, c1.txPackets - c0.txPackets, c1.rxPackets - c0.rxPackets),
+      'the replies did not cross the load balancer');
+  });
+
+  it('an endpoint leaving the EndpointSlice stops getting new connections', async () => {
+    server.upsert('endpointslices', endpoints(be.slice(0, 2)));
+    await until('two backends', async () => (await webVips()).some((v) => v.address === LB_IP && v.backend_count === 2));
+    const r = await lab.client('http', LB_IP, 200);
+    assert.equal(r.errors, 0, JSON.stringify(r));
+    assert.deepEqual(Object.keys(r.per_backend).sort(), ['be1', 'be2'], JSON.stringify(r.per_backend));
+  });
+
+  it('deleting the Service removes its VIP from the API and the datapath', async () => {
+    assert.ok(server.remove('services', 'default/web'));
+    await until('no VIP', async () => (await webVips()).length === 0);
+    const r = await lab.client('http', LB_IP, 20, { timeoutMs: 300 });
+    assert.equal(r.errors, 20, `nothing answers the address any more: ${JSON.stringify(r)}`);
+  });
+});
