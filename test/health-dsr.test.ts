@@ -22,6 +22,7 @@ import { LbLab } from '../src/lab/lblab.js';
 import type { LabHost } from '../src/lab/topology.js';
 import type { BackendHealth, HealthCheckSpec } from '../src/model/health.js';
 import { bpfObjectPath } from '../src/paths.js';
+import { assertStructsMatchBtf } from './lib/btf.js';
 import { bpfUnavailable } from './lib/harness.js';
 
 const skip = bpfUnavailable();
@@ -37,18 +38,9 @@ const DECAP_CNT_DONE = 1;
 
 describe('DSR health-check ABI', { skip }, () => {
   it('the hc structs match the BTF of bpf/hc.bpf.o', () => {
-    const nat = loadNative();
     const obj = bpfObjectPath('hc');
     assert.ok(existsSync(obj), `${obj} is built`);
-    for (const s of HC_STRUCTS) {
-      const btf = nat.btfStructLayout(obj, s.cName);
-      assert.equal(btf.size, s.size, `sizeof(struct ${s.cName})`);
-      assert.deepEqual(
-        btf.members.map((m) => ({ name: m.name, offset: m.offset, size: m.size })),
-        s.layout.map((f) => ({ name: f.name, offset: f.offset, size: f.size })),
-        `fields of struct ${s.cName}`,
-      );
-    }
+    assertStructsMatchBtf(obj, HC_STRUCTS);
   });
 });
 
