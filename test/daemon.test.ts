@@ -10,7 +10,6 @@ import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { formatAddr } from '../src/datapath/addr.js';
 import { XDP_TX, bpfUnavailable } from './lib/harness.js';
 import { frame } from './lib/packet.js';
 
@@ -20,21 +19,11 @@ function sample(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 import {
-  destroyFerrydEnv, ferryctl, ferryctlInNs, getText, makeFerrydEnv, openDaemonDatapath, probe, startFerryd, stopFerryd, xdpProgId, type Ferryd, type FerrydEnv,
+  destroyFerrydEnv, ferryctl, ferryctlInNs, getText, makeFerrydEnv, openDaemonDatapath, mapVips, probe, startFerryd, stopFerryd, xdpProgId, type Ferryd, type FerrydEnv,
 } from './lib/ferryd.js';
 
 const skip = bpfUnavailable();
 if (skip) console.log(`# skipping daemon tests: ${skip}`);
-
-/** The VIP addresses in the daemon's pinned maps, read from outside. */
-function mapVips(e: FerrydEnv): string[] {
-  const dp = openDaemonDatapath(e);
-  try {
-    return dp.vips.entries().map(([k]) => `${formatAddr(k.family, k.addr)}:${k.port}`).sort();
-  } finally {
-    dp.close();
-  }
-}
 
 describe('ferryd and ferryctl', { skip }, () => {
   let e: FerrydEnv;

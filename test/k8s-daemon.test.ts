@@ -17,12 +17,11 @@ import { appendFileSync, readFileSync, writeFileSync, existsSync } from 'node:fs
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { formatAddr } from '../src/datapath/addr.js';
 import type { KubernetesView } from '../src/k8s/mode.js';
 import { packageRoot } from '../src/paths.js';
 import { bpfUnavailable } from './lib/harness.js';
 import {
-  destroyFerrydEnv, ferryctl, getText, makeFerrydEnv, openDaemonDatapath, probe, startFerryd, stopFerryd, type Ferryd, type FerrydEnv,
+  destroyFerrydEnv, ferryctl, getText, makeFerrydEnv, mapVips, probe, startFerryd, stopFerryd, type Ferryd, type FerrydEnv,
 } from './lib/ferryd.js';
 import { startNetnsForwarder, UnixGate, writeKubeconfig } from './lib/k8s-netns.js';
 import { node, service, slice } from './lib/k8s-objects.js';
@@ -65,15 +64,6 @@ function curlInNs(ns: string, url: string): { status: number; headers: Record<st
     headers[l.slice(0, i).toLowerCase()] = l.slice(i + 1).trim();
   }
   return { status: Number(lines[0]?.split(' ')[1]), headers, body: rest.join('\r\n\r\n') };
-}
-
-function mapVips(e: FerrydEnv): string[] {
-  const dp = openDaemonDatapath(e);
-  try {
-    return dp.vips.entries().map(([k]) => `${formatAddr(k.family, k.addr)}:${k.port}`).sort();
-  } finally {
-    dp.close();
-  }
 }
 
 async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {

@@ -77,16 +77,10 @@ export function loadCredentials(k: Pick<KubernetesConfig, 'kubeconfig'>, o: { pa
   return { kubeConfig: kc, source, server: kc.getCurrentCluster()?.server ?? '' };
 }
 
-export interface InformerView {
+export interface InformerView extends InformerStats {
   synced: boolean;
   objects: number;
   resource_version: string;
-  lists: number;
-  watches: number;
-  events: number;
-  bookmarks: number;
-  gone: number;
-  errors: number;
 }
 
 /** What GET /v1/kubernetes shows (and /metrics reads). */

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { formatAddr } from '../../src/datapath/addr.js';
 import { LbDatapath } from '../../src/datapath/lb.js';
 import { packageRoot } from '../../src/paths.js';
 
@@ -91,6 +92,16 @@ export const FERRYD_SIZES = { maxVips: 64, maxVipAddrs: 64, maxBackends: 1024, c
 /** A second handle on the daemon's pinned maps (its own xdp_lb instance, unattached). */
 export function openDaemonDatapath(e: FerrydEnv): LbDatapath {
   return LbDatapath.open({ pinRoot: e.pinRoot, sizes: FERRYD_SIZES });
+}
+
+/** The VIPs ("address:port") in the daemon's pinned maps, read from outside. */
+export function mapVips(e: FerrydEnv): string[] {
+  const dp = openDaemonDatapath(e);
+  try {
+    return dp.vips.entries().map(([k]) => `${formatAddr(k.family, k.addr)}:${k.port}`).sort();
+  } finally {
+    dp.close();
+  }
 }
 
 /** The body of GET path over the unix socket. */
