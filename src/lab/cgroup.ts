@@ -10,9 +10,10 @@
  */
 import { readFileSync, readdirSync, existsSync, mkdirSync, rmdirSync, writeFileSync, statfsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { DEFAULT_SOCKLB_CGROUP } from '../datapath/socklb.js';
 
-/** Where the task says cgroup v2 lives on this machine kind (a hybrid hierarchy). */
-export const DEFAULT_CGROUP2_ROOT = '/sys/fs/cgroup/unified';
+/** The cgroup v2 hierarchy of this machine kind (a hybrid layout: v1 controllers, v2 at unified/). */
+export const DEFAULT_CGROUP2_ROOT = DEFAULT_SOCKLB_CGROUP;
 
 const CGROUP2_SUPER_MAGIC = 0x63677270;
 
