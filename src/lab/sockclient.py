@@ -2,9 +2,10 @@
 """Socket operations for the socket-LB tests and benchmark, run as a process
 of its own so that it can be placed in a cgroup before it opens a socket.
 
-  sockclient.py OPS_JSON
+  sockclient.py < OPS_JSON
 
-OPS_JSON is a list of operations, done in order; prints a JSON list with one
+OPS_JSON (on stdin: target lists outgrow a command line) is a list of
+operations, done in order; prints a JSON list with one
 result per operation. Families follow the address unless "family" (4 or 6)
 says otherwise (a v6 socket to ::ffff:a.b.c.d is family 6).
 
@@ -131,7 +132,7 @@ def op_loop(op):
 
 
 def main():
-    ops = json.loads(sys.argv[1])
+    ops = json.loads(sys.stdin.read())
     out = []
     for op in ops:
         kind = op["op"]

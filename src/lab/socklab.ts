@@ -18,7 +18,8 @@ import { createCgroup, removeCgroup, removeStaleCgroups } from './cgroup.js';
 import { run } from './exec.js';
 
 export interface BackendSpec {
-  proto: 'tcp' | 'udp';
+  /** udpsink: reads datagrams and answers none (benchmarks). */
+  proto: 'tcp' | 'udp' | 'udpsink';
   address: string;
   port: number;
   /** What the backend answers. */
@@ -117,14 +118,19 @@ export class SockLab {
     });
   }
 
+  /** Sets a sysctl of the namespace (net.*), e.g. ('net.core.somaxconn', 65535). */
+  sysctl(name: string, value: string | number): void {
+    this.nsRun('sh', ['-c', `echo ${value} > /proc/sys/${name.replaceAll('.', '/')}`]);
+  }
+
   /** Adds an IPv4 or IPv6 address to the namespace's lo (127.0.0.0/8 and ::1 are there already). */
   addAddress(cidr: string): void {
     run('ip', ['-n', this.name, 'addr', 'add', cidr, 'dev', 'lo', ...(cidr.includes(':') ? ['nodad'] : [])]);
   }
 
-  /** Runs a command inside the namespace (e.g. iptables-restore). */
-  nsRun(cmd: string, args: readonly string[], input?: string): string {
-    return run('nsenter', [`--net=/run/netns/${this.name}`, '--', cmd, ...args], { input });
+  /** Runs a command inside the namespace (e.g. iptables-restore); default timeout 60 s. */
+  nsRun(cmd: string, args: readonly string[], input?: string, timeoutMs?: number): string {
+    return run('nsenter', [`--net=/run/netns/${this.name}`, '--', cmd, ...args], { input, timeoutMs });
   }
 
   /**
@@ -132,11 +138,13 @@ export class SockLab {
    * cgroup (default) or outside it, and returns its results.
    */
   async client(ops: readonly ClientOp[], opts: { inCgroup?: boolean; timeoutMs?: number } = {}): Promise<unknown[]> {
-    const py = ['python3', script('sockclient.py'), JSON.stringify(ops)];
+    const py = ['python3', script('sockclient.py')];
     const cmd = opts.inCgroup ?? true
       ? ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', this.cgroup, ...py]
       : py;
-    const child = spawn('nsenter', [`--net=/run/netns/${this.name}`, '--', ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('nsenter', [`--net=/run/netns/${this.name}`, '--', ...cmd], { stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdin.on('error', () => {}); // a client that died early; its exit status tells
+    child.stdin.end(JSON.stringify(ops));
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Backends for the socket-LB tests and benchmark. Run inside a namespace.
 
-  sockserver.py SPEC...      SPEC = tcp|udp,ADDRESS,PORT,NAME
+  sockserver.py SPEC...      SPEC = tcp|udp|udpsink,ADDRESS,PORT,NAME
 
 Every TCP listener writes NAME to each connection and closes it; every UDP
-socket answers each datagram with NAME, from the address it is bound to.
+socket answers each datagram with NAME, from the address it is bound to; a
+udpsink socket reads datagrams and answers nothing (benchmarks).
 Prints "ready" once every socket is bound; exits when stdin closes (so it
 dies with the process that started it) or on SIGTERM.
 """
@@ -18,9 +19,12 @@ def bind(proto, address, port):
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     s = socket.socket(family, kind)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if proto == "udpsink":
+        # Room for bursts while this process serves other sockets.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     s.bind((address, port))
     if proto == "tcp":
-        s.listen(4096)
+        s.listen(65535)  # capped by net.core.somaxconn
     s.setblocking(False)
     return s
 
@@ -50,10 +54,13 @@ def main():
                         except OSError:
                             pass
                         conn.close()
-                else:
+                elif proto == "udp":
                     while True:
                         data, peer = key.fileobj.recvfrom(2048)
                         key.fileobj.sendto(name, peer)
+                else:
+                    while True:
+                        key.fileobj.recv(2048)
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError:
