@@ -15,7 +15,9 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { SOCK_COUNTERS, type SockCounterName } from '../src/datapath/socklb-abi.js';
+import {
+  SOCK_COUNTERS, SOCKLB_AF_INET, SockEndpoint, SockMemberKey, SockSlotKey, type SockCounterName,
+} from '../src/datapath/socklb-abi.js';
 import { SOCKLB_HOOKS, SocketLb, type SocketLbService } from '../src/datapath/socklb.js';
 import { loadNative } from '../src/datapath/native.js';
 import type { ClusterIpEntry } from '../src/k8s/translate.js';
@@ -351,6 +353,55 @@ describe('socket-level load balancer', { skip }, () => {
     assert.deepEqual([removed.removed, removed.unchanged, removed.slotsDeleted], [3, 1, 3 + 2]);
     assert.deepEqual(lb.entries().map((e) => `${e.protocol} ${e.ip}:${e.port}`), [`udp ${CIP}:53`]);
     assert.deepEqual(replies([await lab.tcp(CIP, 80)]), ['error ENETUNREACH'], 'a removed service is no longer translated');
+  });
+
+  it('a reopened SocketLb repairs what an interrupted apply() left: orphan slots and members, a missing slot', async () => {
+    const svc = tcpSvc(TCP_BACKENDS.slice(0, 2), 30);
+    sockLb().apply([svc]);
+    const [entry] = sockLb().entries();
+    assert.ok(entry);
+    const nat = loadNative();
+    const pinned = (name: string): number => nat.objGet(join(PIN_ROOT, name));
+    const slots = pinned('ferry_sock_slots');
+    const members = pinned('ferry_sock_members');
+    const be = (b: Named) => {
+      const a = Buffer.alloc(16);
+      Buffer.from(b.address.split('.').map(Number)).copy(a);
+      return SockEndpoint.encode({ addr: a, port: b.port, family: SOCKLB_AF_INET, pad: 0 });
+    };
+    try {
+      // A crash between writing the other buffer and flipping, slot 1 of the
+      // live buffer lost, and members of a service id nobody has.
+      const other = (entry.gen + 1) & 1;
+      nat.mapUpdate(slots, SockSlotKey.encode({ svc_id: entry.id, buf: other, index: 0 }), be(TCP_BACKENDS[3]!));
+      nat.mapUpdate(slots, SockSlotKey.encode({ svc_id: 999, buf: 0, index: 0 }), be(TCP_BACKENDS[3]!));
+      assert.ok(nat.mapDelete(slots, SockSlotKey.encode({ svc_id: entry.id, buf: entry.gen & 1, index: 1 })));
+      nat.mapUpdate(members, SockMemberKey.encode({ svc_id: 999, backend: be(TCP_BACKENDS[3]!) }), Buffer.alloc(1, 1));
+
+      sockLb().close();
+      lb = SocketLb.open({ pinRoot: PIN_ROOT, sizes: { maxServices: 16, maxSlots: 64, revnatSize: 1024, affinitySize: 64 } });
+      const r = lb.apply([svc]);
+      assert.deepEqual(
+        { updated: r.updated, unchanged: r.unchanged, slotsWritten: r.slotsWritten, graceWaits: r.graceWaits },
+        { updated: 1, unchanged: 0, slotsWritten: 2, graceWaits: 2 },
+        'the broken service is rewritten into its other buffer',
+      );
+      const fixed = lb.entries();
+      assert.deepEqual(fixed.map((e) => [e.id, e.gen, e.backends]), [[entry.id, entry.gen + 1, TCP_BACKENDS.slice(0, 2).map(ep)]]);
+      assert.equal(nat.mapDump(slots).keys.length, 2, 'only the live buffer is left');
+      assert.deepEqual(
+        nat.mapDump(members).keys.map((k) => SockMemberKey.decode(k).svc_id).sort(),
+        [entry.id, entry.id],
+        'only the members of the live service are left',
+      );
+      const again = lb.apply([svc]);
+      assert.deepEqual([again.unchanged, again.slotsWritten, again.graceWaits], [1, 0, 0]);
+    } finally {
+      nat.closeFd(slots);
+      nat.closeFd(members);
+    }
+    const seen = new Set(replies(await tcpMany(20)));
+    assert.deepEqual([...seen].filter((x) => x !== 'be1' && x !== 'be2'), []);
   });
 
   it('bad input throws a specific error and changes nothing', async () => {

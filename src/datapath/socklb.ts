@@ -165,7 +165,9 @@ interface Installed {
   id: number;
   gen: number;
   timeout: number;
-  /** Live buffer, index order; broken when a slot was missing. */
+  /** The value's count: slots 0 .. count-1 of the live buffer are the set. */
+  count: number;
+  /** Live buffer, index order (the slots found: fewer than count when broken). */
   backends: Buffer[];
   sig: string;
   broken: boolean;
@@ -310,8 +312,9 @@ export class SocketLb {
    * under pinRoot/links/socklb_<hook>, so they stay attached when the daemon
    * exits. A link already pinned for the same cgroup gets this object's
    * program in place (no moment without translation); one pinned for another
-   * cgroup is detached first. If an attach fails, the links this call created
-   * are detached again and the error is thrown.
+   * cgroup is detached first (moving to another cgroup is not atomic: its
+   * hooks are without programs for a moment). If an attach fails, the links
+   * this call created are detached again and the error is thrown.
    */
   attach(cgroupPath: string = this.defaultCgroup): void {
     const cgroupId = statSync(cgroupPath).ino;
@@ -440,7 +443,7 @@ export class SocketLb {
       if (cur !== undefined && setChanged) {
         if (!cur.reid) gen = (gen + 1) >>> 0;
         res.updated++;
-        cur.backends.forEach((_, i) => lateSlotDels.push(SockSlotKey.encode({ svc_id: id, buf: cur.gen & 1, index: i })));
+        for (let i = 0; i < cur.count; i++) lateSlotDels.push(SockSlotKey.encode({ svc_id: id, buf: cur.gen & 1, index: i }));
       }
       if (setChanged) {
         d.backends.forEach((b, i) => {
@@ -459,7 +462,8 @@ export class SocketLb {
         res.unchanged++;
       }
       next.set(keyStr, {
-        keyStr, key: d.key, id, gen, timeout: d.timeout, backends: d.backends, sig: d.sig, broken: false, reid: false,
+        keyStr, key: d.key, id, gen, timeout: d.timeout, count: d.backends.length, backends: d.backends, sig: d.sig,
+        broken: false, reid: false,
         members: wantMembers,
       });
     }
@@ -467,14 +471,14 @@ export class SocketLb {
       if (desired.has(keyStr)) continue;
       res.removed++;
       svcDels.push(cur.key);
-      cur.backends.forEach((_, i) => lateSlotDels.push(SockSlotKey.encode({ svc_id: cur.id, buf: cur.gen & 1, index: i })));
+      for (let i = 0; i < cur.count; i++) lateSlotDels.push(SockSlotKey.encode({ svc_id: cur.id, buf: cur.gen & 1, index: i }));
       for (const b of cur.members.values()) memberDels.push(SockMemberKey.encode({ svc_id: cur.id, backend: b }));
       if (!cur.reid) freed.push(cur.id);
     }
 
     // Capacity, before anything is written: the peak is every live buffer,
     // the new buffers and the leftovers, all at once.
-    const liveSlots = [...this.installed.values()].reduce((n, s) => n + s.backends.length, 0);
+    const liveSlots = [...this.installed.values()].reduce((n, s) => n + s.count, 0);
     const peakSlots = liveSlots + newSlots[0]!.length + this.staleSlots.length;
     const liveMembers = [...this.installed.values()].reduce((n, s) => n + s.members.size, 0);
     const peakMembers = liveMembers + memberAdds.length + this.staleMembers.length;
@@ -703,7 +707,7 @@ export class SocketLb {
       const keyStr = keyString(key.proto, key.family, key.addr, key.port);
       installed.set(keyStr, {
         keyStr, key: Buffer.from(k), id: v.id, gen: v.gen, timeout: v.flags & SOCK_SVC_F_AFFINITY ? v.affinity_timeout_s : 0,
-        backends: reid ? [] : backends, sig: sigOf(backends), broken, reid,
+        count: reid ? 0 : v.count, backends: reid ? [] : backends, sig: sigOf(backends), broken, reid,
         members: reid ? new Map() : members.get(v.id) ?? new Map(),
       });
       this.usedIds.add(v.id);
@@ -720,7 +724,8 @@ export class SocketLb {
       for (const b of m.values()) this.staleMembers.push(SockMemberKey.encode({ svc_id: id, backend: b }));
     }
     this.installed = installed;
-    this.nextId = this.usedIds.size === 0 ? 0 : Math.max(...this.usedIds) + 1;
+    this.nextId = 0;
+    for (const id of this.usedIds) if (id >= this.nextId) this.nextId = id + 1;
     this.freeIds = [];
     for (let id = this.nextId - 1; id >= 0; id--) if (!this.usedIds.has(id)) this.freeIds.push(id);
   }
