@@ -7,6 +7,7 @@
       "sources": [
         "src/addon.cc",
         "src/btf.cc",
+        "src/cgroup.cc",
         "src/maps.cc",
         "src/notify.cc",
         "src/object.cc",

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +23,7 @@ import { setImmediate as tick } from 'node:timers/promises';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import * as N from '../src/datapath/native.js';
+import { cgroup2Unavailable, createCgroup, inCgroup, removeCgroup, removeStaleCgroups } from '../src/lab/cgroup.js';
 import {
   BPF_ANY,
   BPF_EXIST,
@@ -200,6 +201,11 @@ describe('native addon: loading and argument validation', { skip: noAddon }, () 
     typeErr(call('btfStructLayout', '/x.o'));
     typeErr(call('closeFd', 'x'));
     rangeErr(call('ifNameToIndex', 'x'.repeat(40)));
+    typeErr(call('cgroupQuery', 5, 10));
+    typeErr(call('cgroupQuery', '/sys/fs/cgroup', '10'));
+    rangeErr(call('cgroupQuery', '/sys/fs/cgroup', -1));
+    rangeErr(call('cgroupQuery', '/sys/fs/cgroup', 100_000));
+    rangeErr(call('cgroupQuery', '', 10));
   });
 
   test('bad fds and missing things throw errno errors', () => {
@@ -252,7 +258,7 @@ describe('native addon against the kernel', { skip: noKernel ?? noAddon }, () =>
   before(() => {
     nat = loadNative();
     tmp = mkdtempSync(join(tmpdir(), 'ferry-native-'));
-    for (const name of ['prog', 'bad']) {
+    for (const name of ['prog', 'bad', 'cgroup']) {
       const out = join(tmp, `${name}.bpf.o`);
       sh('clang', [
         '-O2', '-g', '-target', 'bpf', '-Wall',
@@ -803,6 +809,124 @@ describe('native addon against the kernel', { skip: noKernel ?? noAddon }, () =>
       assert.equal(c.tc.afterDetach, null);
       assert.equal(c.tc.detachAgain, 'ENOENT');
       assert.equal(c.tc.customAfter, null);
+    });
+  });
+
+  // ---- cgroup links: a cgroup v2 directory of our own ------------------------------
+
+  describe('cgroup links', () => {
+    const noCgroup = cgroup2Unavailable();
+    let cg = '';
+    let cgObj = '';
+
+    before(() => {
+      if (noCgroup) return;
+      removeStaleCgroups('ferrytest-native-');
+      cg = createCgroup(`ferrytest-native-${process.pid}`);
+      cgObj = join(tmp, 'cgroup.bpf.o');
+    });
+
+    after(() => {
+      if (cg) removeCgroup(cg);
+    });
+
+    /** A UDP connect() to loopback (no packet is sent), from a process inside the cgroup or outside it. */
+    const udpConnect = (inside: boolean): void => {
+      const py = ['-c', 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(("127.0.0.1", 9))'];
+      const [cmd, args] = inside ? inCgroup(cg, 'python3', py) : ['python3', py];
+      const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 10_000 });
+      assert.equal(r.status, 0, `python3 failed: ${r.stderr}`);
+    };
+
+    test('attachCgroup: a link effective for the cgroup only, pinnable, updatable, detachable', { skip: noCgroup }, () => {
+      const o = nat.openObject(cgObj);
+      opened.push(o);
+      o.load();
+      const counter = o.mapFd('cg_connects');
+      const connects = (slot = 0): number => Number(nat.mapLookup(counter, u32(slot))!.readBigUInt64LE(0));
+      const progId = nat.progInfo(o.programFd('cg_connect4')).id;
+
+      const link = o.attachCgroup('cg_connect4', cg);
+      const li = nat.linkInfo(link);
+      assert.equal(li.type, N.BPF_LINK_TYPE_CGROUP);
+      assert.equal(li.progId, progId);
+      assert.equal(li.cgroupId, statSync(cg).ino, 'the cgroup id is the directory inode');
+      assert.equal(li.attachType, N.BPF_CGROUP_INET4_CONNECT);
+      assert.equal(li.ifindex, 0);
+      assert.deepEqual(nat.cgroupQuery(cg, N.BPF_CGROUP_INET4_CONNECT).progIds, [progId]);
+      assert.deepEqual(nat.cgroupQuery(cg, N.BPF_CGROUP_INET6_CONNECT).progIds, []);
+
+      const c0 = connects();
+      udpConnect(false);
+      assert.equal(connects(), c0, 'a process outside the cgroup is not seen');
+      udpConnect(true);
+      assert.equal(connects(), c0 + 1, 'a process inside the cgroup is seen');
+
+      // Pinned, the link outlives its fd; reopened, it detaches.
+      const pin = join(bpffs, 'cg_link');
+      nat.objPin(link, pin);
+      nat.closeFd(link);
+      assert.deepEqual(nat.cgroupQuery(cg, N.BPF_CGROUP_INET4_CONNECT).progIds, [progId]);
+      udpConnect(true);
+      assert.equal(connects(), c0 + 2);
+      const again = nat.objGet(pin);
+      assert.equal(nat.linkInfo(again).cgroupId, li.cgroupId);
+      // linkUpdate swaps the program in place (what a restarted daemon does).
+      const progB = o.programFd('cg_connect4_b');
+      nat.linkUpdate(again, progB);
+      assert.deepEqual(nat.cgroupQuery(cg, N.BPF_CGROUP_INET4_CONNECT).progIds, [nat.progInfo(progB).id]);
+      const b0 = connects(1);
+      udpConnect(true);
+      assert.deepEqual([connects(), connects(1)], [c0 + 2, b0 + 1], 'the replacement runs instead');
+      nat.linkUpdate(again, o.programFd('cg_connect4'), progB);
+      nat.linkDetach(again);
+      nat.closeFd(again);
+      rmSync(pin);
+      assert.deepEqual(nat.cgroupQuery(cg, N.BPF_CGROUP_INET4_CONNECT).progIds, []);
+      udpConnect(true);
+      assert.equal(connects(), c0 + 2, 'detached: no longer seen');
+
+      // A second program type of the same object, and links that stack.
+      const rel = o.attachCgroup('cg_release', cg);
+      const rel2 = o.attachCgroup('cg_release', cg);
+      try {
+        assert.equal(nat.linkInfo(rel).attachType, N.BPF_CGROUP_INET_SOCK_RELEASE);
+        const relId = nat.progInfo(o.programFd('cg_release')).id;
+        assert.deepEqual(nat.cgroupQuery(cg, N.BPF_CGROUP_INET_SOCK_RELEASE).progIds, [relId, relId]);
+      } finally {
+        for (const fd of [rel, rel2]) {
+          nat.linkDetach(fd);
+          nat.closeFd(fd);
+        }
+      }
+      assert.deepEqual(nat.cgroupQuery(cg, N.BPF_CGROUP_INET_SOCK_RELEASE).progIds, []);
+    });
+
+    test('attachCgroup and cgroupQuery refuse bad arguments with errno errors', { skip: noCgroup }, () => {
+      const o = nat.openObject(cgObj);
+      opened.push(o);
+      throwsCode(() => o.attachCgroup('cg_connect4', cg), 'EINVAL', /not loaded/);
+      o.load();
+      throwsCode(() => o.attachCgroup('no_such_prog', cg), 'ENOENT', /no program 'no_such_prog'/);
+      throwsCode(() => o.attachCgroup('cg_connect4', '/nonexistent/ferry-cgroup'), 'ENOENT', /open/);
+      throwsCode(() => o.attachCgroup('cg_connect4', join(cg, 'cgroup.procs')), 'ENOTDIR');
+      throwsCode(() => o.attachCgroup('cg_connect4', tmp), 'EINVAL', /not a cgroup v2 directory/);
+      if (existsSync('/sys/fs/cgroup/cpu')) {
+        throwsCode(() => o.attachCgroup('cg_connect4', '/sys/fs/cgroup/cpu'), 'EINVAL', /not a cgroup v2 directory/);
+      }
+      const xdp = loaded();
+      throwsCode(() => xdp.attachCgroup('xdp_test', cg), 'EINVAL', /is not a cgroup program/);
+      const untyped = o as unknown as { attachCgroup: (...a: unknown[]) => unknown };
+      assert.ok(throwsCode(() => untyped.attachCgroup(5, cg), 'EINVAL') instanceof TypeError);
+      assert.ok(throwsCode(() => untyped.attachCgroup('cg_connect4'), 'EINVAL') instanceof TypeError);
+      assert.ok(throwsCode(() => untyped.attachCgroup('cg_connect4', ''), 'EINVAL') instanceof RangeError);
+      assert.ok(throwsCode(() => untyped.attachCgroup('cg_connect4', { path: cg }), 'EINVAL') instanceof TypeError);
+      throwsCode(() => nat.cgroupQuery('/nonexistent/ferry-cgroup', N.BPF_CGROUP_INET4_CONNECT), 'ENOENT');
+      throwsCode(() => nat.cgroupQuery(tmp, N.BPF_CGROUP_INET4_CONNECT), 'EINVAL', /not a cgroup v2 directory/);
+      // Nothing was attached by any of the failures.
+      assert.deepEqual(nat.cgroupQuery(cg, N.BPF_CGROUP_INET4_CONNECT).progIds, []);
+      o.close();
+      throwsCode(() => o.attachCgroup('cg_connect4', cg), 'EBADF');
     });
   });
 });

@@ -60,6 +60,17 @@ Napi::Object Constants(Napi::Env env) {
   C(BPF_PROG_TYPE_SCHED_CLS);
   C(BPF_PROG_TYPE_CGROUP_SOCK_ADDR);
   C(BPF_LINK_TYPE_XDP);
+  C(BPF_LINK_TYPE_CGROUP);
+  C(BPF_PROG_TYPE_CGROUP_SOCK);
+  C(BPF_CGROUP_INET4_CONNECT);
+  C(BPF_CGROUP_INET6_CONNECT);
+  C(BPF_CGROUP_UDP4_SENDMSG);
+  C(BPF_CGROUP_UDP6_SENDMSG);
+  C(BPF_CGROUP_UDP4_RECVMSG);
+  C(BPF_CGROUP_UDP6_RECVMSG);
+  C(BPF_CGROUP_INET4_GETPEERNAME);
+  C(BPF_CGROUP_INET6_GETPEERNAME);
+  C(BPF_CGROUP_INET_SOCK_RELEASE);
   C(XDP_ABORTED);
   C(XDP_DROP);
   C(XDP_PASS);
@@ -100,6 +111,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"linkUpdate", LinkUpdate},
       {"linkDetach", LinkDetach},
       {"linkInfo", LinkInfo},
+      {"cgroupQuery", CgroupQuery},
       {"xdpQuery", XdpQuery},
       {"tcAttach", TcAttach},
       {"tcDetach", TcDetach},

@@ -34,6 +34,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
                            InstanceMethod<&BpfObject::MapFd>("mapFd"),
                            InstanceMethod<&BpfObject::Programs>("programs"),
                            InstanceMethod<&BpfObject::ProgramFd>("programFd"),
+                           InstanceMethod<&BpfObject::AttachCgroup>("attachCgroup"),
                            InstanceMethod<&BpfObject::Close>("close"),
                            InstanceAccessor<&BpfObject::Closed>("closed"),
                            InstanceAccessor<&BpfObject::Loaded>("loaded"),
@@ -170,6 +171,23 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
                                "' is not loaded (EINVAL)",
                            EINVAL, "BpfObject.programFd");
     return Napi::Number::New(env, fd);
+  }
+
+  // attachCgroup(program, cgroupPath) → link fd (the caller's: pin it to
+  // outlive the process, closeFd it, linkDetach to detach).
+  Napi::Value AttachCgroup(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    const std::string fn = "BpfObject.attachCgroup";
+    std::string name = ArgString(info[0], fn + ": program");
+    std::string path = ArgString(info[1], fn + ": cgroupPath");
+    struct bpf_object *obj = Live(env, "attachCgroup");
+    struct bpf_program *prog =
+        bpf_object__find_program_by_name(obj, name.c_str());
+    if (prog == nullptr)
+      throw MakeCodedError(env,
+                           fn + ": no program '" + name + "' in '" + path_ + "' (ENOENT)",
+                           ENOENT, fn);
+    return Napi::Number::New(env, AttachCgroupLink(env, prog, path, fn));
   }
 
   Napi::Value Close(const Napi::CallbackInfo &info) {

@@ -7,6 +7,8 @@
 
 #include <napi.h>
 
+struct bpf_program;
+
 #include <cstdint>
 #include <string>
 
@@ -78,6 +80,17 @@ Napi::Value SocketSetMark(const Napi::CallbackInfo &info);
 Napi::Value RingOpen(const Napi::CallbackInfo &info);
 Napi::Value RingConsume(const Napi::CallbackInfo &info);
 Napi::Value RingClose(const Napi::CallbackInfo &info);
+
+// ---- cgroup.cc ------------------------------------------------------------
+
+// A read-only fd of a cgroup v2 directory (the caller closes it); throws
+// ENOENT / ENOTDIR / EACCES from open(), EINVAL for a non-cgroup2 directory.
+int OpenCgroupDir(Napi::Env env, const std::string &path, const std::string &op);
+// bpf_program__attach_cgroup for a loaded cgroup program (the attach type
+// comes from its section); returns a link fd the caller owns.
+int AttachCgroupLink(Napi::Env env, struct bpf_program *prog, const std::string &cgroupPath,
+                     const std::string &op);
+Napi::Value CgroupQuery(const Napi::CallbackInfo &info);
 
 // ---- btf.cc ---------------------------------------------------------------
 

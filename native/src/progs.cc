@@ -202,6 +202,10 @@ Napi::Value LinkInfo(const Napi::CallbackInfo &info) {
   o.Set("progId", li.prog_id);
   o.Set("type", li.type);
   o.Set("ifindex", li.type == BPF_LINK_TYPE_XDP ? li.xdp.ifindex : 0);
+  // cgroup ids are the cgroup directory's inode number: well below 2^53.
+  const bool cg = li.type == BPF_LINK_TYPE_CGROUP;
+  o.Set("cgroupId", cg ? static_cast<double>(li.cgroup.cgroup_id) : 0);
+  o.Set("attachType", cg ? static_cast<int>(li.cgroup.attach_type) : -1);
   return o;
 }
 

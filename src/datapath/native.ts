@@ -51,9 +51,22 @@ export const BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1;
 
 export const BPF_PROG_TYPE_SCHED_CLS = 3;
 export const BPF_PROG_TYPE_XDP = 6;
+export const BPF_PROG_TYPE_CGROUP_SOCK = 9;
 export const BPF_PROG_TYPE_CGROUP_SOCK_ADDR = 18;
 
+export const BPF_LINK_TYPE_CGROUP = 3;
 export const BPF_LINK_TYPE_XDP = 6;
+
+/** cgroup attach types (enum bpf_attach_type) of the socket hooks, for cgroupQuery and linkInfo. */
+export const BPF_CGROUP_INET4_CONNECT = 10;
+export const BPF_CGROUP_INET6_CONNECT = 11;
+export const BPF_CGROUP_UDP4_SENDMSG = 14;
+export const BPF_CGROUP_UDP6_SENDMSG = 15;
+export const BPF_CGROUP_UDP4_RECVMSG = 19;
+export const BPF_CGROUP_UDP6_RECVMSG = 20;
+export const BPF_CGROUP_INET4_GETPEERNAME = 29;
+export const BPF_CGROUP_INET6_GETPEERNAME = 30;
+export const BPF_CGROUP_INET_SOCK_RELEASE = 34;
 
 /** XDP verdicts (enum xdp_action). */
 export const XDP_ABORTED = 0;
@@ -119,6 +132,17 @@ export interface LinkInfo {
   type: number;
   /** For XDP links; 0 otherwise. */
   ifindex: number;
+  /** For cgroup links: the cgroup's id (its directory's inode number); 0 otherwise. */
+  cgroupId: number;
+  /** For cgroup links: the attach type (BPF_CGROUP_*); -1 otherwise. */
+  attachType: number;
+}
+
+export interface CgroupQueryResult {
+  /** Programs attached directly to the cgroup for the attach type (links and plain attachments). */
+  progIds: number[];
+  /** BPF_F_ALLOW_OVERRIDE / BPF_F_ALLOW_MULTI of the attachment (0 when only links are attached). */
+  attachFlags: number;
 }
 
 export interface XdpQueryResult {
@@ -206,6 +230,16 @@ export interface BpfObject {
   mapFd(name: string): number;
   programs(): ObjectProgram[];
   programFd(name: string): number;
+  /**
+   * bpf_program__attach_cgroup: attaches a loaded cgroup program (the attach
+   * type comes from its section, e.g. cgroup/connect4) to a cgroup v2
+   * directory through a bpf link, and returns the link fd. The fd is the
+   * caller's (closeFd it); the link outlives this process only if pinned
+   * (objPin), and goes with linkDetach. Errors: ENOENT (no such program or
+   * directory), ENOTDIR, EINVAL (not loaded, not a cgroup program, not a
+   * cgroup v2 directory), and the kernel's.
+   */
+  attachCgroup(program: string, cgroupPath: string): number;
   /** Idempotent. Methods called afterwards throw EBADF. */
   close(): void;
   readonly closed: boolean;
@@ -270,6 +304,8 @@ export interface NativeAddon {
   linkUpdate(linkFd: number, progFd: number, oldProgFd?: number): void;
   linkDetach(linkFd: number): void;
   linkInfo(fd: number): LinkInfo;
+  /** The programs attached directly to a cgroup v2 directory for an attach type (bpf_prog_query). */
+  cgroupQuery(cgroupPath: string, attachType: number): CgroupQueryResult;
   xdpQuery(ifindex: number): XdpQueryResult;
   /** clsact hook (created if missing) + direct-action filter, replacing one at the same handle/priority. */
   tcAttach(progFd: number, ifindex: number, direction: TcDirection, opts?: TcOptions): void;
@@ -321,7 +357,7 @@ const FUNCTIONS = [
   'libbpfVersion', 'numPossibleCpus', 'openObject', 'objGet', 'objPin', 'closeFd', 'mapInfo',
   'progInfo', 'mapCreate', 'mapLookup', 'mapUpdate', 'mapDelete', 'mapNextKey', 'mapLookupFd',
   'mapDumpRaw', 'mapUpdateBatch', 'mapDeleteBatch', 'progTestRun', 'xdpAttach', 'linkUpdate',
-  'linkDetach', 'linkInfo', 'xdpQuery', 'tcAttach', 'tcDetach', 'tcQuery', 'ringOpen', 'ringConsume',
+  'linkDetach', 'linkInfo', 'cgroupQuery', 'xdpQuery', 'tcAttach', 'tcDetach', 'tcQuery', 'ringOpen', 'ringConsume',
   'ringClose', 'btfStructLayout', 'ifNameToIndex', 'sdNotify', 'socketOpen', 'socketSetMark',
 ] as const;
 

@@ -1,0 +1,761 @@
+/**
+ * The socket-level load balancer for Kubernetes ClusterIPs as the daemon
+ * sees it: bpf/sock_lb.bpf.o opened with its maps pinned under a bpffs
+ * directory, its programs attached to a cgroup v2 directory through pinned
+ * bpf links, and `apply(all)`, which turns the whole ClusterIP list into the
+ * smallest set of map writes.
+ *
+ * Atomicity. A service's value names its live backend buffer (gen & 1) and
+ * its count. apply() fills the other buffer completely, then replaces the
+ * value in one map update, so a connect uses the old set or the new one.
+ * Before a buffer is emptied or reused, apply() waits for an RCU grace
+ * period (an update of ferry_sock_grace, an array of maps, returns only when
+ * every program that might still read the old value has finished), so no
+ * connect can read a slot that is being rewritten. At most one wait per
+ * apply() that changed a backend set or removed a service.
+ *
+ * Nothing here knows about Kubernetes: `SocketLbService` is the shape of
+ * src/k8s/translate.ts's ClusterIpEntry, which apply() takes as it is.
+ */
+import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import ipaddr from 'ipaddr.js';
+import {
+  SOCK_COUNTERS, SOCK_SVC_F_AFFINITY, SOCKLB_AF_INET, SOCKLB_AF_INET6, SOCKLB_DEFAULT_SIZES, SockCounter, SockEndpoint,
+  SockMemberKey, SockSlotKey, SockSvc, SockSvcKey, type SockCounterName, type SockFamily,
+} from './socklb-abi.js';
+import { PerCpuArray } from './maps.js';
+import {
+  BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET4_GETPEERNAME, BPF_CGROUP_INET6_CONNECT, BPF_CGROUP_INET6_GETPEERNAME,
+  BPF_CGROUP_INET_SOCK_RELEASE, BPF_CGROUP_UDP4_RECVMSG, BPF_CGROUP_UDP4_SENDMSG, BPF_CGROUP_UDP6_RECVMSG,
+  BPF_CGROUP_UDP6_SENDMSG, BPF_MAP_TYPE_ARRAY, loadNative, type BpfObject, type NativeAddon,
+} from './native.js';
+import { bpfObjectPath } from '../paths.js';
+
+/** The cgroup the programs attach to unless told otherwise (cgroup v2 on this machine kind). */
+export const DEFAULT_SOCKLB_CGROUP = '/sys/fs/cgroup/unified';
+
+/** The programs of sock_lb.bpf.o and the socket hook each one serves. */
+export const SOCKLB_HOOKS = [
+  { hook: 'connect4', program: 'socklb_conn4', attachType: BPF_CGROUP_INET4_CONNECT },
+  { hook: 'connect6', program: 'socklb_conn6', attachType: BPF_CGROUP_INET6_CONNECT },
+  { hook: 'sendmsg4', program: 'socklb_send4', attachType: BPF_CGROUP_UDP4_SENDMSG },
+  { hook: 'sendmsg6', program: 'socklb_send6', attachType: BPF_CGROUP_UDP6_SENDMSG },
+  { hook: 'recvmsg4', program: 'socklb_recv4', attachType: BPF_CGROUP_UDP4_RECVMSG },
+  { hook: 'recvmsg6', program: 'socklb_recv6', attachType: BPF_CGROUP_UDP6_RECVMSG },
+  { hook: 'getpeername4', program: 'socklb_peer4', attachType: BPF_CGROUP_INET4_GETPEERNAME },
+  { hook: 'getpeername6', program: 'socklb_peer6', attachType: BPF_CGROUP_INET6_GETPEERNAME },
+  { hook: 'sock_release', program: 'socklb_release', attachType: BPF_CGROUP_INET_SOCK_RELEASE },
+] as const;
+export type SocketLbHook = (typeof SOCKLB_HOOKS)[number]['hook'];
+
+export interface SocketLbSizes {
+  maxServices: number;
+  maxSlots: number;
+  revnatSize: number;
+  affinitySize: number;
+}
+
+/** Map name → the sizes field that sets its capacity. */
+const SIZED_MAPS: Record<string, keyof SocketLbSizes> = {
+  ferry_sock_svcs: 'maxServices',
+  ferry_sock_slots: 'maxSlots',
+  ferry_sock_members: 'maxSlots',
+  ferry_sock_revnat: 'revnatSize',
+  ferry_sock_affinity: 'affinitySize',
+};
+
+export interface SocketLbOpenOptions {
+  /** bpffs directory for maps and links, e.g. the daemon's /sys/fs/bpf/ferry. */
+  pinRoot: string;
+  sizes?: Partial<SocketLbSizes>;
+  /** The cgroup v2 directory attach() uses by default (DEFAULT_SOCKLB_CGROUP). */
+  cgroupPath?: string;
+  /** Defaults to build/bpf/sock_lb.bpf.o of this package. */
+  objectPath?: string;
+}
+
+export interface SocketLbBackend {
+  address: string;
+  port: number;
+}
+
+/**
+ * One ClusterIP × port × protocol. src/k8s/translate.ts's ClusterIpEntry is
+ * one of these (service and portName only name it in error messages).
+ */
+export interface SocketLbService {
+  service?: string;
+  portName?: string;
+  ip: string;
+  port: number;
+  protocol: 'tcp' | 'udp';
+  /** Empty: connect() and sendmsg() fail with ECONNREFUSED. Same family as ip. */
+  backends: readonly SocketLbBackend[];
+  /** sessionAffinity ClientIP: seconds a client stays on its backend (1 .. 86400). */
+  affinityTimeoutSeconds?: number;
+}
+
+export interface SocketLbApplyResult {
+  /** Services in the maps afterwards. */
+  services: number;
+  added: number;
+  /** Backend set changed (a buffer flip). */
+  updated: number;
+  /** Only the affinity timeout changed (the value rewritten, the buffer kept). */
+  retimed: number;
+  removed: number;
+  unchanged: number;
+  slotsWritten: number;
+  slotsDeleted: number;
+  /** RCU grace periods waited for (0 or 1, 2 after adopting leftovers). */
+  graceWaits: number;
+  ms: number;
+}
+
+export interface SocketLbStats {
+  services: number;
+  /** Backends over all services (live slots). */
+  backends: number;
+  affinityServices: number;
+  /** ferry_sock_counters summed over CPUs. */
+  counters: Record<SockCounterName, number>;
+  applies: number;
+  lastApply: SocketLbApplyResult | null;
+  /** The cgroup attach() attached to in this process, or null. */
+  cgroupPath: string | null;
+}
+
+/** What the maps hold for one service (entries()). */
+export interface SocketLbEntry {
+  ip: string;
+  port: number;
+  protocol: 'tcp' | 'udp';
+  backends: SocketLbBackend[];
+  affinityTimeoutSeconds?: number;
+  id: number;
+  gen: number;
+}
+
+const IPPROTO_TCP = 6;
+const IPPROTO_UDP = 17;
+const MAX_AFFINITY_TIMEOUT_S = 86400;
+
+/** A service as apply() wants it. */
+interface Desired {
+  keyStr: string;
+  key: Buffer;
+  family: SockFamily;
+  /** Encoded struct sock_endpoint, in the order given. */
+  backends: Buffer[];
+  sig: string;
+  timeout: number;
+}
+
+/** An entry's text (timeout and backends) and what it parsed into. */
+interface Parsed {
+  text: string;
+  d: Desired;
+}
+
+/** A service as the maps hold it. */
+interface Installed {
+  keyStr: string;
+  key: Buffer;
+  id: number;
+  gen: number;
+  timeout: number;
+  /** The value's count: slots 0 .. count-1 of the live buffer are the set. */
+  count: number;
+  /** Live buffer, index order (the slots found: fewer than count when broken). */
+  backends: Buffer[];
+  sig: string;
+  broken: boolean;
+  /** Its id is another service's too: it moves to a new id. */
+  reid: boolean;
+  /** ferry_sock_members of this id: endpoint hex → encoded endpoint. */
+  members: Map<string, Buffer>;
+}
+
+const sigOf = (backends: readonly Buffer[]): string => backends.map((b) => b.toString('hex')).join(',');
+
+function keyString(proto: number, family: number, addr: Buffer, port: number): string {
+  const text = formatAddr(family, addr);
+  return `${proto === IPPROTO_TCP ? 'tcp' : proto === IPPROTO_UDP ? 'udp' : `proto${proto}`} ${family === SOCKLB_AF_INET6 ? `[${text}]` : text}:${port}`;
+}
+
+function formatAddr(family: number, addr: Buffer): string {
+  return ipaddr.fromByteArray([...addr.subarray(0, family === SOCKLB_AF_INET ? 4 : 16)]).toString();
+}
+
+/** An address as the program compares it: IPv4-mapped IPv6 becomes IPv4 (as the program normalises). */
+function parseAddress(text: unknown, what: string): { family: SockFamily; addr: Buffer } {
+  if (typeof text !== 'string' || !ipaddr.isValid(text)) throw new TypeError(`${what}: not an IP address: ${JSON.stringify(text)}`);
+  const ip = ipaddr.process(text);
+  const addr = Buffer.alloc(16);
+  Buffer.from(ip.toByteArray()).copy(addr);
+  return { family: ip.kind() === 'ipv4' ? SOCKLB_AF_INET : SOCKLB_AF_INET6, addr };
+}
+
+function checkPort(port: unknown, what: string): number {
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new RangeError(`${what}: port must be an integer from 1 to 65535, got ${JSON.stringify(port)}`);
+  }
+  return port;
+}
+
+function replaceStalePins(nat: NativeAddon, obj: BpfObject): string[] {
+  const replaced: string[] = [];
+  for (const m of obj.maps()) {
+    if (m.pinPath === null || !existsSync(m.pinPath)) continue;
+    const fd = nat.objGet(m.pinPath);
+    let pinned;
+    try {
+      pinned = nat.mapInfo(fd);
+    } finally {
+      nat.closeFd(fd);
+    }
+    if (pinned.type === m.type && pinned.keySize === m.keySize && pinned.valueSize === m.valueSize
+      && pinned.maxEntries === m.maxEntries && pinned.flags === m.flags) continue;
+    rmSync(m.pinPath);
+    replaced.push(m.name);
+  }
+  return replaced;
+}
+
+export class SocketLb {
+  readonly sizes: Required<SocketLbSizes>;
+  /**
+   * Pinned maps open() replaced because their definition changed (sizes in
+   * the config, or an upgrade). Every socket-LB map may be replaced: the
+   * services come back with the next apply(); reverse and affinity entries of
+   * the old maps are lost (getpeername of an older connection then shows the
+   * backend, and affinities start anew).
+   */
+  replacedPins: string[] = [];
+  readonly counters: PerCpuArray<typeof SockCounter>;
+  private readonly svcsFd: number;
+  private readonly slotsFd: number;
+  private readonly membersFd: number;
+  private readonly graceFd: number;
+  private readonly graceInnerFd: number;
+  private installed = new Map<string, Installed>();
+  private usedIds = new Set<number>();
+  private nextId = 0;
+  private freeIds: number[] = [];
+  /** Leftovers found in the maps (a crash mid-apply): removed by the next apply(). */
+  private staleSlots: Buffer[] = [];
+  private staleMembers: Buffer[] = [];
+  /** validate()'s results of the last apply(), by "protocol ip port". */
+  private parsed = new Map<string, Parsed>();
+  private applies = 0;
+  private lastApply: SocketLbApplyResult | null = null;
+  private attachedPath: string | null = null;
+
+  private constructor(
+    readonly nat: NativeAddon,
+    private readonly obj: BpfObject,
+    readonly pinRoot: string,
+    private readonly defaultCgroup: string,
+    sizes: Required<SocketLbSizes>,
+  ) {
+    this.sizes = sizes;
+    this.svcsFd = obj.mapFd('ferry_sock_svcs');
+    this.slotsFd = obj.mapFd('ferry_sock_slots');
+    this.membersFd = obj.mapFd('ferry_sock_members');
+    this.graceFd = obj.mapFd('ferry_sock_grace');
+    this.counters = new PerCpuArray(nat, obj.mapFd('ferry_sock_counters'), 'ferry_sock_counters', SockCounter, nat.numPossibleCpus());
+    this.graceInnerFd = nat.mapCreate({ type: BPF_MAP_TYPE_ARRAY, name: 'ferry_sock_gi', keySize: 4, valueSize: 4, maxEntries: 1 });
+  }
+
+  /**
+   * Opens and loads sock_lb. Maps already pinned under pinRoot are adopted
+   * with their contents (a restarted daemon keeps every service, reverse
+   * entry and affinity), and the next apply() writes only the difference.
+   * Attaching is separate: attach().
+   */
+  static open(opts: SocketLbOpenOptions): SocketLb {
+    const nat = loadNative();
+    const sizes: Required<SocketLbSizes> = { ...SOCKLB_DEFAULT_SIZES };
+    for (const [k, v] of Object.entries(opts.sizes ?? {})) {
+      if (v === undefined) continue;
+      if (!Number.isInteger(v) || v < 1 || v > 2 ** 31) throw new RangeError(`socket-LB size ${k} must be an integer from 1 to 2^31, got ${v}`);
+      sizes[k as keyof SocketLbSizes] = v;
+    }
+    const maxEntries: Record<string, number> = {};
+    for (const [map, field] of Object.entries(SIZED_MAPS)) maxEntries[map] = sizes[field];
+    mkdirSync(opts.pinRoot, { recursive: true });
+    const obj = nat.openObject(opts.objectPath ?? bpfObjectPath('sock_lb'), { pinRoot: opts.pinRoot, maxEntries });
+    let lb: SocketLb | undefined;
+    try {
+      const replaced = replaceStalePins(nat, obj);
+      obj.load();
+      lb = new SocketLb(nat, obj, opts.pinRoot, opts.cgroupPath ?? DEFAULT_SOCKLB_CGROUP, sizes);
+      lb.replacedPins = replaced;
+      lb.resync();
+      return lb;
+    } catch (err) {
+      if (lb) lb.close();
+      else obj.close();
+      throw err;
+    }
+  }
+
+  // ---- attachment ---------------------------------------------------------------
+
+  private linkPath(hook: SocketLbHook): string {
+    return join(this.pinRoot, 'links', `socklb_${hook}`);
+  }
+
+  /**
+   * Attaches the nine programs to a cgroup v2 directory through links pinned
+   * under pinRoot/links/socklb_<hook>, so they stay attached when the daemon
+   * exits. A link already pinned for the same cgroup gets this object's
+   * program in place (no moment without translation); one pinned for another
+   * cgroup is detached first (moving to another cgroup is not atomic: its
+   * hooks are without programs for a moment). If an attach fails, the links
+   * this call created are detached again and the error is thrown.
+   */
+  attach(cgroupPath: string = this.defaultCgroup): void {
+    const cgroupId = statSync(cgroupPath).ino;
+    const created: string[] = [];
+    mkdirSync(join(this.pinRoot, 'links'), { recursive: true });
+    try {
+      for (const h of SOCKLB_HOOKS) {
+        const path = this.linkPath(h.hook);
+        const progFd = this.obj.programFd(h.program);
+        if (existsSync(path)) {
+          const link = this.nat.objGet(path);
+          try {
+            const info = this.nat.linkInfo(link);
+            if (info.cgroupId === cgroupId && info.attachType === h.attachType) {
+              if (info.progId !== this.nat.progInfo(progFd).id) this.nat.linkUpdate(link, progFd);
+              continue;
+            }
+            this.nat.linkDetach(link);
+          } finally {
+            this.nat.closeFd(link);
+          }
+          rmSync(path, { force: true });
+        }
+        const link = this.obj.attachCgroup(h.program, cgroupPath);
+        try {
+          this.nat.objPin(link, path);
+          created.push(path);
+        } catch (err) {
+          this.nat.linkDetach(link);
+          throw err;
+        } finally {
+          this.nat.closeFd(link);
+        }
+      }
+    } catch (err) {
+      for (const path of created) this.detachPinned(path);
+      throw err;
+    }
+    this.attachedPath = cgroupPath;
+  }
+
+  /** Detaches every pinned link of the socket-LB and removes the pins; returns how many there were. */
+  detach(): number {
+    let n = 0;
+    for (const h of SOCKLB_HOOKS) if (this.detachPinned(this.linkPath(h.hook))) n++;
+    this.attachedPath = null;
+    return n;
+  }
+
+  private detachPinned(path: string): boolean {
+    if (!existsSync(path)) return false;
+    const link = this.nat.objGet(path);
+    try {
+      this.nat.linkDetach(link);
+    } finally {
+      this.nat.closeFd(link);
+      rmSync(path, { force: true });
+    }
+    return true;
+  }
+
+  /** The cgroup id (inode) the pinned links are attached to, per hook; absent hooks are missing. */
+  attachedHooks(): Partial<Record<SocketLbHook, { cgroupId: number; progId: number }>> {
+    const out: Partial<Record<SocketLbHook, { cgroupId: number; progId: number }>> = {};
+    for (const h of SOCKLB_HOOKS) {
+      const path = this.linkPath(h.hook);
+      if (!existsSync(path)) continue;
+      const link = this.nat.objGet(path);
+      try {
+        const info = this.nat.linkInfo(link);
+        out[h.hook] = { cgroupId: info.cgroupId, progId: info.progId };
+      } finally {
+        this.nat.closeFd(link);
+      }
+    }
+    return out;
+  }
+
+  // ---- services ------------------------------------------------------------------
+
+  /**
+   * Makes the maps hold exactly `all`. Validation and capacity are checked
+   * first: a bad entry throws a TypeError/RangeError naming it and changes
+   * nothing. Unchanged services cost nothing; a changed backend set is one
+   * buffer flip; writes are batched. If the kernel refuses a write midway,
+   * every service is still either as before or as wanted (never a mix), the
+   * in-memory view is re-read from the maps, and the error is thrown: the
+   * next apply() converges.
+   */
+  apply(all: readonly SocketLbService[]): SocketLbApplyResult {
+    const started = performance.now();
+    const { desired, parsed } = this.validate(all);
+    const res: SocketLbApplyResult = {
+      services: desired.size, added: 0, updated: 0, retimed: 0, removed: 0, unchanged: 0,
+      slotsWritten: 0, slotsDeleted: 0, graceWaits: 0, ms: 0,
+    };
+    const newSlots: Buffer[][] = [[], []];
+    const memberAdds: Buffer[] = [];
+    const memberDels: Buffer[] = [];
+    const svcKeys: Buffer[] = [];
+    const svcValues: Buffer[] = [];
+    const svcDels: Buffer[] = [];
+    const lateSlotDels: Buffer[] = [];
+    const freed: number[] = [];
+    const next = new Map<string, Installed>();
+    const allocated: number[] = [];
+
+    // Plan: what to write, in which order, and the state afterwards.
+    for (const [keyStr, d] of desired) {
+      const cur = this.installed.get(keyStr);
+      const flags = d.timeout > 0 ? SOCK_SVC_F_AFFINITY : 0;
+      const wantMembers = new Map<string, Buffer>();
+      if (d.timeout > 0) for (const b of d.backends) wantMembers.set(b.toString('hex'), b);
+      let id: number;
+      let gen: number;
+      if (cur === undefined || cur.reid) {
+        id = this.allocId();
+        allocated.push(id);
+        gen = 0;
+        if (cur === undefined) res.added++;
+      } else {
+        id = cur.id;
+        gen = cur.gen;
+      }
+      const setChanged = cur === undefined || cur.broken || cur.sig !== d.sig;
+      if (cur !== undefined && setChanged) {
+        if (!cur.reid) gen = (gen + 1) >>> 0;
+        res.updated++;
+        for (let i = 0; i < cur.count; i++) lateSlotDels.push(SockSlotKey.encode({ svc_id: id, buf: cur.gen & 1, index: i }));
+      }
+      if (setChanged) {
+        d.backends.forEach((b, i) => {
+          newSlots[0]!.push(SockSlotKey.encode({ svc_id: id, buf: gen & 1, index: i }));
+          newSlots[1]!.push(b);
+        });
+      }
+      const have = cur?.members ?? new Map<string, Buffer>();
+      for (const [hex, b] of wantMembers) if (!have.has(hex)) memberAdds.push(SockMemberKey.encode({ svc_id: id, backend: b }));
+      for (const [hex, b] of have) if (!wantMembers.has(hex)) memberDels.push(SockMemberKey.encode({ svc_id: id, backend: b }));
+      if (setChanged || cur === undefined || cur.timeout !== d.timeout) {
+        if (!setChanged) res.retimed++;
+        svcKeys.push(d.key);
+        svcValues.push(SockSvc.encode({ id, count: d.backends.length, gen, affinity_timeout_s: d.timeout, flags }));
+      } else {
+        res.unchanged++;
+      }
+      next.set(keyStr, {
+        keyStr, key: d.key, id, gen, timeout: d.timeout, count: d.backends.length, backends: d.backends, sig: d.sig,
+        broken: false, reid: false,
+        members: wantMembers,
+      });
+    }
+    for (const [keyStr, cur] of this.installed) {
+      if (desired.has(keyStr)) continue;
+      res.removed++;
+      svcDels.push(cur.key);
+      for (let i = 0; i < cur.count; i++) lateSlotDels.push(SockSlotKey.encode({ svc_id: cur.id, buf: cur.gen & 1, index: i }));
+      for (const b of cur.members.values()) memberDels.push(SockMemberKey.encode({ svc_id: cur.id, backend: b }));
+      if (!cur.reid) freed.push(cur.id);
+    }
+
+    // Capacity, before anything is written: the peak is every live buffer,
+    // the new buffers and the leftovers, all at once.
+    const liveSlots = [...this.installed.values()].reduce((n, s) => n + s.count, 0);
+    const peakSlots = liveSlots + newSlots[0]!.length + this.staleSlots.length;
+    const liveMembers = [...this.installed.values()].reduce((n, s) => n + s.members.size, 0);
+    const peakMembers = liveMembers + memberAdds.length + this.staleMembers.length;
+    const problem = desired.size > this.sizes.maxServices
+      ? `${desired.size} services exceed maxServices ${this.sizes.maxServices}`
+      : peakSlots > this.sizes.maxSlots
+        ? `${peakSlots} backend slots (both buffers during the update) exceed maxSlots ${this.sizes.maxSlots}`
+        : peakMembers > this.sizes.maxSlots
+          ? `${peakMembers} affinity members exceed maxSlots ${this.sizes.maxSlots}`
+          : null;
+    if (problem !== null) {
+      for (const id of allocated) this.releaseId(id);
+      throw new RangeError(`socket-LB apply: ${problem}; nothing was changed`);
+    }
+
+    try {
+      if (this.staleSlots.length > 0) {
+        this.grace(res);
+        res.slotsDeleted += this.deleteBatch(this.slotsFd, this.staleSlots);
+        this.staleSlots = [];
+      }
+      if (this.staleMembers.length > 0) {
+        this.deleteBatch(this.membersFd, this.staleMembers);
+        this.staleMembers = [];
+      }
+      // New buffers and members first, then the values that name them.
+      this.updateBatch(this.slotsFd, newSlots[0]!, newSlots[1]!);
+      res.slotsWritten = newSlots[0]!.length;
+      this.updateBatch(this.membersFd, memberAdds, memberAdds.map(() => Buffer.alloc(1, 1)));
+      this.updateBatch(this.svcsFd, svcKeys, svcValues);
+      this.deleteBatch(this.svcsFd, svcDels);
+      // A member that left: an affinity entry naming it now re-picks.
+      this.deleteBatch(this.membersFd, memberDels);
+      // Old buffers go only when no connect can still be reading them.
+      if (lateSlotDels.length > 0 || svcDels.length > 0) {
+        this.grace(res);
+        res.slotsDeleted += this.deleteBatch(this.slotsFd, lateSlotDels);
+      }
+    } catch (err) {
+      this.resync();
+      throw err;
+    }
+    for (const id of freed) this.releaseId(id);
+    this.installed = next;
+    this.parsed = parsed;
+    this.applies++;
+    res.ms = performance.now() - started;
+    this.lastApply = res;
+    return res;
+  }
+
+  /** What the maps hold, read back from them (sorted by protocol, address, port). */
+  entries(): SocketLbEntry[] {
+    const slots = this.dumpSlots().byId;
+    const out: SocketLbEntry[] = [];
+    const { keys, values } = this.nat.mapDump(this.svcsFd);
+    keys.forEach((k, i) => {
+      const key = SockSvcKey.decode(k);
+      const v = SockSvc.decode(values[i]!);
+      const buf = slots.get(v.id)?.[v.gen & 1];
+      const backends: SocketLbBackend[] = [];
+      for (let j = 0; j < v.count; j++) {
+        const raw = buf?.get(j);
+        if (raw === undefined) continue;
+        const e = SockEndpoint.decode(raw);
+        backends.push({ address: formatAddr(e.family, e.addr), port: e.port });
+      }
+      const entry: SocketLbEntry = {
+        ip: formatAddr(key.family, key.addr), port: key.port, protocol: key.proto === IPPROTO_TCP ? 'tcp' : 'udp',
+        backends, id: v.id, gen: v.gen,
+      };
+      if (v.flags & SOCK_SVC_F_AFFINITY) entry.affinityTimeoutSeconds = v.affinity_timeout_s;
+      out.push(entry);
+    });
+    return out.sort((a, b) => a.protocol.localeCompare(b.protocol) || a.ip.localeCompare(b.ip) || a.port - b.port);
+  }
+
+  counterValues(): Record<SockCounterName, number> {
+    return Object.fromEntries(SOCK_COUNTERS.map((c, i) => [c, Number(this.counters.sum(i).count)])) as Record<SockCounterName, number>;
+  }
+
+  stats(): SocketLbStats {
+    let backends = 0;
+    let affinityServices = 0;
+    for (const s of this.installed.values()) {
+      backends += s.backends.length;
+      if (s.timeout > 0) affinityServices++;
+    }
+    return {
+      services: this.installed.size, backends, affinityServices, counters: this.counterValues(),
+      applies: this.applies, lastApply: this.lastApply, cgroupPath: this.attachedPath,
+    };
+  }
+
+  /** Closes this process's handles; pinned maps and links stay (programs keep translating). */
+  close(): void {
+    if (this.obj.closed) return;
+    this.nat.closeFd(this.graceInnerFd);
+    this.obj.close();
+  }
+
+  /** Detaches, closes, and removes every pin of the socket-LB (maps and links) under pinRoot. */
+  destroy(): void {
+    this.detach();
+    const maps = this.obj.closed ? [] : this.obj.maps();
+    this.close();
+    for (const m of maps) if (m.pinPath !== null) rmSync(m.pinPath, { force: true });
+  }
+
+  // ---- internals -----------------------------------------------------------------
+
+  /**
+   * Entries → desired services by key; throws naming the first bad entry.
+   * Parsing addresses and encoding is the costly part at 10k services, so an
+   * entry whose text equals the one of the last apply() reuses its result.
+   */
+  private validate(all: readonly SocketLbService[]): { desired: Map<string, Desired>; parsed: Map<string, Parsed> } {
+    if (!Array.isArray(all)) throw new TypeError('socket-LB apply: expected an array of services');
+    const desired = new Map<string, Desired>();
+    const parsed = new Map<string, Parsed>();
+    all.forEach((e, i) => {
+      const what = `socket-LB service #${i}${e?.service ? ` (${e.service}${e.portName ? ` port ${e.portName}` : ''})` : ''}`;
+      if (typeof e !== 'object' || e === null) throw new TypeError(`${what}: not an object`);
+      if (typeof e.ip !== 'string') throw new TypeError(`${what}: ip must be a string, got ${JSON.stringify(e.ip)}`);
+      const port = checkPort(e.port, what);
+      const proto = e.protocol === 'tcp' ? IPPROTO_TCP : e.protocol === 'udp' ? IPPROTO_UDP : -1;
+      if (proto < 0) throw new RangeError(`${what}: protocol must be 'tcp' or 'udp', got ${JSON.stringify(e.protocol)}`);
+      if (!Array.isArray(e.backends)) throw new TypeError(`${what}: backends must be an array`);
+      let timeout = 0;
+      if (e.affinityTimeoutSeconds !== undefined && e.affinityTimeoutSeconds !== null) {
+        timeout = e.affinityTimeoutSeconds;
+        if (!Number.isInteger(timeout) || timeout < 1 || timeout > MAX_AFFINITY_TIMEOUT_S) {
+          throw new RangeError(`${what}: affinityTimeoutSeconds must be an integer from 1 to ${MAX_AFFINITY_TIMEOUT_S}, got ${JSON.stringify(e.affinityTimeoutSeconds)}`);
+        }
+      }
+      let text = `${timeout}`;
+      e.backends.forEach((b: SocketLbBackend, j: number) => {
+        const bw = `${what} backend #${j}`;
+        if (typeof b !== 'object' || b === null) throw new TypeError(`${bw}: not an object`);
+        if (typeof b.address !== 'string') throw new TypeError(`${bw}: address must be a string, got ${JSON.stringify(b.address)}`);
+        text += `|${b.address} ${checkPort(b.port, bw)}`;
+      });
+      const rawKey = `${e.protocol} ${e.ip} ${port}`;
+      const prev = this.parsed.get(rawKey);
+      const d = prev !== undefined && prev.text === text ? prev.d : this.parseEntry(e, what, proto, port, timeout);
+      if (desired.has(d.keyStr)) throw new RangeError(`${what}: ${d.keyStr} appears twice`);
+      desired.set(d.keyStr, d);
+      parsed.set(rawKey, { text, d });
+    });
+    return { desired, parsed };
+  }
+
+  /** The addresses of an entry whose types and numbers validate() has checked. */
+  private parseEntry(e: SocketLbService, what: string, proto: number, port: number, timeout: number): Desired {
+    const { family, addr } = parseAddress(e.ip, `${what} ip`);
+    const backends = e.backends.map((b, j) => {
+      const bw = `${what} backend #${j}`;
+      const a = parseAddress(b.address, bw);
+      if (a.family !== family) throw new RangeError(`${bw}: ${b.address} is not of the family of ${e.ip}`);
+      return SockEndpoint.encode({ addr: a.addr, port: b.port, family: a.family, pad: 0 });
+    });
+    return {
+      keyStr: keyString(proto, family, addr, port), key: SockSvcKey.encode({ addr, port, proto, family }), family, backends,
+      sig: sigOf(backends), timeout,
+    };
+  }
+
+  /** svc id → [buffer 0, buffer 1] → index → encoded endpoint; keys naming no buffer 0/1 apart. */
+  private dumpSlots(): { byId: Map<number, [Map<number, Buffer>, Map<number, Buffer>]>; invalid: Buffer[] } {
+    const byId = new Map<number, [Map<number, Buffer>, Map<number, Buffer>]>();
+    const invalid: Buffer[] = [];
+    const { keys, values } = this.nat.mapDump(this.slotsFd);
+    keys.forEach((k, i) => {
+      const sk = SockSlotKey.decode(k);
+      if (sk.buf > 1) {
+        invalid.push(Buffer.from(k));
+        return;
+      }
+      let bufs = byId.get(sk.svc_id);
+      if (!bufs) byId.set(sk.svc_id, (bufs = [new Map(), new Map()]));
+      bufs[sk.buf]!.set(sk.index, Buffer.from(values[i]!));
+    });
+    return { byId, invalid };
+  }
+
+  /**
+   * Rebuilds the in-memory view from the maps: the services with their live
+   * buffers and members, the id allocator, and the leftovers (slots of the
+   * other buffer or of unknown ids, members of unknown ids) that the next
+   * apply() removes.
+   */
+  private resync(): void {
+    const installed = new Map<string, Installed>();
+    this.usedIds = new Set();
+    this.staleSlots = [];
+    this.staleMembers = [];
+    const members = new Map<number, Map<string, Buffer>>();
+    {
+      const { keys } = this.nat.mapDump(this.membersFd);
+      for (const k of keys) {
+        const mk = SockMemberKey.decode(k);
+        let m = members.get(mk.svc_id);
+        if (!m) members.set(mk.svc_id, (m = new Map()));
+        m.set(mk.backend.toString('hex'), Buffer.from(mk.backend));
+      }
+    }
+    const liveSlot = new Set<string>();
+    const { keys, values } = this.nat.mapDump(this.svcsFd);
+    const { byId: slots, invalid } = this.dumpSlots();
+    this.staleSlots.push(...invalid);
+    keys.forEach((k, i) => {
+      const key = SockSvcKey.decode(k);
+      const v = SockSvc.decode(values[i]!);
+      // Two services naming one id (never written so, but repaired if found):
+      // the second gets a new id and fresh buffers at the next apply.
+      const reid = this.usedIds.has(v.id);
+      const buf = slots.get(v.id)?.[v.gen & 1];
+      const backends: Buffer[] = [];
+      let broken = reid;
+      for (let j = 0; j < v.count; j++) {
+        const raw = buf?.get(j);
+        if (raw === undefined) broken = true;
+        else backends.push(raw);
+        liveSlot.add(`${v.id}/${v.gen & 1}/${j}`);
+      }
+      const keyStr = keyString(key.proto, key.family, key.addr, key.port);
+      installed.set(keyStr, {
+        keyStr, key: Buffer.from(k), id: v.id, gen: v.gen, timeout: v.flags & SOCK_SVC_F_AFFINITY ? v.affinity_timeout_s : 0,
+        count: reid ? 0 : v.count, backends: reid ? [] : backends, sig: sigOf(backends), broken, reid,
+        members: reid ? new Map() : members.get(v.id) ?? new Map(),
+      });
+      this.usedIds.add(v.id);
+    });
+    for (const [id, bufs] of slots) {
+      bufs.forEach((buf, b) => {
+        for (const index of buf.keys()) {
+          if (!liveSlot.has(`${id}/${b}/${index}`)) this.staleSlots.push(SockSlotKey.encode({ svc_id: id, buf: b, index }));
+        }
+      });
+    }
+    for (const [id, m] of members) {
+      if (this.usedIds.has(id)) continue;
+      for (const b of m.values()) this.staleMembers.push(SockMemberKey.encode({ svc_id: id, backend: b }));
+    }
+    this.installed = installed;
+    this.nextId = 0;
+    for (const id of this.usedIds) if (id >= this.nextId) this.nextId = id + 1;
+    this.freeIds = [];
+    for (let id = this.nextId - 1; id >= 0; id--) if (!this.usedIds.has(id)) this.freeIds.push(id);
+  }
+
+  private allocId(): number {
+    const id = this.freeIds.pop() ?? this.nextId++;
+    this.usedIds.add(id);
+    return id;
+  }
+
+  private releaseId(id: number): void {
+    if (!this.usedIds.delete(id)) return;
+    this.freeIds.push(id);
+  }
+
+  /** Waits for an RCU grace period: no program still runs with a value read before this call. */
+  private grace(res: SocketLbApplyResult): void {
+    const fd = Buffer.alloc(4);
+    fd.writeUInt32LE(this.graceInnerFd, 0);
+    this.nat.mapUpdate(this.graceFd, Buffer.alloc(4), fd, 0);
+    res.graceWaits++;
+  }
+
+  private updateBatch(fd: number, keys: readonly Buffer[], values: readonly Buffer[]): void {
+    if (keys.length === 0) return;
+    this.nat.mapUpdateBatch(fd, Buffer.concat(keys), Buffer.concat(values), keys.length, 0);
+  }
+
+  private deleteBatch(fd: number, keys: readonly Buffer[]): number {
+    if (keys.length === 0) return 0;
+    return this.nat.mapDeleteBatch(fd, Buffer.concat(keys), keys.length);
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * The socket-LB's TypeScript mirror is exact: struct sizes and field offsets
+ * against the BTF of build/bpf/sock_lb.bpf.o, constants and the counter enum
+ * against bpf/lib/socklb_types.h, map capacities and programs against the
+ * object itself.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as abi from '../src/datapath/socklb-abi.js';
+import { SOCKLB_HOOKS } from '../src/datapath/socklb.js';
+import { BPF_PROG_TYPE_CGROUP_SOCK, BPF_PROG_TYPE_CGROUP_SOCK_ADDR, loadNative } from '../src/datapath/native.js';
+import { bpfObjectPath, packageRoot } from '../src/paths.js';
+
+const header = readFileSync(join(packageRoot(), 'bpf', 'lib', 'socklb_types.h'), 'utf8');
+const object = bpfObjectPath('sock_lb');
+
+function cEnum(src: string, name: string): string[] {
+  const m = new RegExp(`enum ${name} \\{([^}]*)\\}`, 's').exec(src);
+  assert.ok(m, `enum ${name} found`);
+  return m[1]!
+    .split('\n')
+    .map((l) => l.replace(/\/\*.*?\*\//g, '').trim())
+    .filter((l) => l.length > 0)
+    .map((l) => l.split(/[\s=,]/)[0]!);
+}
+
+function cDefine(src: string, name: string): number {
+  const m = new RegExp(`#define ${name}\\s+([^\\n/]+)`).exec(src);
+  assert.ok(m, `#define ${name} found`);
+  const expr = m[1]!.trim().replace(/([0-9a-fA-F])(?:ULL|UL|U|LL|L)\b/g, '$1');
+  assert.match(expr, /^[0-9a-fA-Fx()<\s]+$/, `${name} is a plain constant`);
+  return Number(Function(`return (${expr});`)());
+}
+
+describe('socket-LB ABI', () => {
+  it('every struct matches the BTF of sock_lb.bpf.o', () => {
+    const nat = loadNative();
+    for (const s of abi.SOCKLB_STRUCTS) {
+      const btf = nat.btfStructLayout(object, s.cName);
+      assert.equal(btf.size, s.size, `sizeof(struct ${s.cName})`);
+      assert.deepEqual(
+        btf.members.map((m) => ({ name: m.name, offset: m.offset, size: m.size })),
+        s.layout.map((f) => ({ name: f.name, offset: f.offset, size: f.size })),
+        `fields of struct ${s.cName}`,
+      );
+    }
+  });
+
+  it('counters are in the C order and constants match socklb_types.h', () => {
+    assert.deepEqual(
+      cEnum(header, 'sock_counter_id').filter((e) => e !== 'SOCK_CNT_MAX').map((e) => e.slice('SOCK_CNT_'.length).toLowerCase()),
+      [...abi.SOCK_COUNTERS],
+    );
+    const pairs: Array<[string, number]> = [
+      ['SOCKLB_AF_INET', abi.SOCKLB_AF_INET],
+      ['SOCKLB_AF_INET6', abi.SOCKLB_AF_INET6],
+      ['SOCK_SVC_F_AFFINITY', abi.SOCK_SVC_F_AFFINITY],
+      ['SOCKLB_AFFINITY_TOUCH_NS', abi.SOCKLB_AFFINITY_TOUCH_NS],
+      ['SOCKLB_MAX_SERVICES', abi.SOCKLB_DEFAULT_SIZES.maxServices],
+      ['SOCKLB_MAX_SLOTS', abi.SOCKLB_DEFAULT_SIZES.maxSlots],
+      ['SOCKLB_REVNAT_SIZE', abi.SOCKLB_DEFAULT_SIZES.revnatSize],
+      ['SOCKLB_AFFINITY_SIZE', abi.SOCKLB_DEFAULT_SIZES.affinitySize],
+    ];
+    for (const [name, value] of pairs) assert.equal(cDefine(header, name), value, name);
+  });
+
+  it('the object has the documented capacities and one program per hook', () => {
+    const nat = loadNative();
+    const obj = nat.openObject(object);
+    try {
+      const maps = new Map(obj.maps().map((m) => [m.name, m]));
+      assert.equal(maps.get('ferry_sock_svcs')?.maxEntries, abi.SOCKLB_DEFAULT_SIZES.maxServices);
+      assert.equal(maps.get('ferry_sock_slots')?.maxEntries, abi.SOCKLB_DEFAULT_SIZES.maxSlots);
+      assert.equal(maps.get('ferry_sock_members')?.maxEntries, abi.SOCKLB_DEFAULT_SIZES.maxSlots);
+      assert.equal(maps.get('ferry_sock_revnat')?.maxEntries, abi.SOCKLB_DEFAULT_SIZES.revnatSize);
+      assert.equal(maps.get('ferry_sock_affinity')?.maxEntries, abi.SOCKLB_DEFAULT_SIZES.affinitySize);
+      assert.equal(maps.get('ferry_sock_counters')?.maxEntries, abi.SOCK_COUNTERS.length);
+      assert.deepEqual(
+        obj.programs().map((p) => [p.name, p.section, p.type]),
+        SOCKLB_HOOKS.map((h) => [
+          h.program, `cgroup/${h.hook}`, h.hook === 'sock_release' ? BPF_PROG_TYPE_CGROUP_SOCK : BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+        ]),
+      );
+    } finally {
+      obj.close();
+    }
+  });
+});
