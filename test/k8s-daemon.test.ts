@@ -23,6 +23,7 @@ import { bpfUnavailable } from './lib/harness.js';
 import {
   destroyFerrydEnv, ferryctl, getText, makeFerrydEnv, mapVips, probe, startFerryd, stopFerryd, type Ferryd, type FerrydEnv,
 } from './lib/ferryd.js';
+import { createCgroup, DEFAULT_CGROUP2_ROOT, removeCgroup, removeStaleCgroups } from '../src/lab/cgroup.js';
 import { startNetnsForwarder, UnixGate, writeKubeconfig } from './lib/k8s-netns.js';
 import { node, service, slice } from './lib/k8s-objects.js';
 import { K8sTestServer } from './lib/k8s-server.js';
@@ -115,8 +116,12 @@ describe('ferryd in kubernetes mode', { skip }, () => {
   let gate: UnixGate;
   let forwarder: { stop(): Promise<void> } | undefined;
   let d: Ferryd | undefined;
+  /** The socket-LB serves this cgroup only (not the whole host). */
+  const cgroup = join(DEFAULT_CGROUP2_ROOT, `ferrytest-k8sd-${process.pid}`);
 
   before(async () => {
+    removeStaleCgroups('ferrytest-k8sd-');
+    createCgroup(`ferrytest-k8sd-${process.pid}`);
     server = await K8sTestServer.start({ tls: true });
     server.upsert('nodes', node('node-a', [['InternalIP', '198.18.0.1']]));
     server.upsert('services', service('web', {
@@ -134,7 +139,7 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     writeKubeconfig(kubeconfig, `https://127.0.0.1:${API_PORT}`, server.caFile, server.token!);
     appendFileSync(e.config, [
       '', 'mode: kubernetes', 'kubernetes:', `  kubeconfig: ${kubeconfig}`, '  drain_seconds: 1', '  batch_delay_ms: 20',
-      '  health_check_addresses: ["127.0.0.1"]', '',
+      '  health_check_addresses: ["127.0.0.1"]', '  socket_lb:', `    cgroup: ${cgroup}`, '',
     ].join('\n'));
   });
 
@@ -144,6 +149,7 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     await gate?.close();
     await server?.close();
     if (e) destroyFerrydEnv(e);
+    removeCgroup(cgroup);
   });
 
   it('/readyz answers 503 until the cluster is listed and written, then 200 (API socket and probe port)', async () => {
@@ -201,7 +207,9 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     assert.deepEqual([v.ready, v.synced, v.services], [true, true, 2]);
     assert.deepEqual([v.informers.services.objects, v.informers.endpoint_slices.objects, v.informers.nodes.objects], [2, 1, 1]);
     assert.ok(v.sync.batches >= 1 && v.sync.transactions >= 1 && v.sync.services_written >= 1);
-    assert.deepEqual(v.cluster_ips, { entries: 1, consumer: null, consumer_stats: {}, last_error: null }, 'web\'s ClusterIP, kept for the socket-LB');
+    assert.deepEqual([v.cluster_ips.entries, v.cluster_ips.consumer, v.cluster_ips.last_error], [1, 'socket-lb', null], 'web\'s ClusterIP, programmed');
+    const cs = v.cluster_ips.consumer_stats;
+    assert.deepEqual([cs['services'], cs['backends']], [1, 3], `the socket-LB holds web's ClusterIP with every endpoint: ${JSON.stringify(cs)}`);
     assert.deepEqual(v.ignored.map((i) => i.service), ['default/dns']);
     assert.match(v.ignored[0]!.reason, /headless/);
     assert.ok(v.skipped.some((s) => s.service === 'default/web' && /node address 198\.18\.0\.1 .*VIP port 30080 but the endpoints listen on 80/.test(s.reason)),
@@ -209,7 +217,7 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     const text = ferryctl(e, ['kubernetes']);
     assert.equal(text.code, 0, text.err);
     assert.match(text.out, /^ready\s+yes$/m);
-    assert.match(text.out, /^cluster IPs\s+1 entry \(kept; no socket-LB programs them\)$/m);
+    assert.match(text.out, /^cluster IPs\s+1 entry programmed by socket-lb$/m);
     assert.match(text.out, /skipped \(not served, and why\):\nSERVICE\s+REASON\ndefault\/web\s+node address 198\.18\.0\.1 port http \(80\)\/TCP: VIP port 30080/);
     assert.match(text.out, /ignored Services:\nSERVICE\s+REASON\ndefault\/dns\s+headless/);
     const ignored = ferryctl(e, ['kubernetes', 'ignored', '--json']);
@@ -259,6 +267,7 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     await until(() => curlInNs(e.ns, `http://127.0.0.1:${HCNP}/`).status === 0, 'the port to close');
     const v = await view(e);
     assert.deepEqual([v.services, v.cluster_ips.entries, v.health_check_node_ports.ports.length], [1, 0, 0]);
+    assert.equal(v.cluster_ips.consumer_stats['services'], 0, 'and the socket-LB forgot it');
   });
 
   it('SIGHUP keeps the kubernetes section (a restart applies it) and stays ready', async () => {

@@ -5,12 +5,17 @@
  * LoadBalancer Service whose endpoints are the lab's backends becomes an XDP
  * VIP: the client's real connections are balanced over the endpoints and
  * answered directly by them; endpoint changes and the Service's deletion
- * reach the datapath.
+ * reach the datapath. The Service's ClusterIP is served by the socket-LB
+ * ferryd attaches to a cgroup of the test's own: a process in it, in the lb
+ * namespace (which has no route to the ClusterIP), connects to the ClusterIP
+ * and reaches an endpoint.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { createCgroup, inCgroup, removeCgroup, removeStaleCgroups } from '../src/lab/cgroup.js';
 import { LbLab, repliesBypassedLb } from '../src/lab/lblab.js';
 import type { LabHost } from '../src/lab/topology.js';
 import { bpfUnavailable } from './lib/harness.js';
@@ -22,19 +27,37 @@ const skip = bpfUnavailable();
 if (skip) console.log(`# skipping kubernetes end-to-end tests: ${skip}`);
 
 const LB_IP = '198.19.0.70';
+const CLUSTER_IP = '10.96.0.10';
 const API_PORT = 6443;
 const NODE = 'lab-node';
 const OWNER = 'kubernetes:default/web';
 
 interface VipItem { name: string; owner: string | null; address: string; port: number; backend_count: number }
 
-describe('kubernetes mode end to end: a LoadBalancer Service served by XDP in the lab', { skip }, () => {
+describe('kubernetes mode end to end: a LoadBalancer Service through XDP and its ClusterIP through the socket-LB, in the lab', { skip }, () => {
   let lab: LbLab;
   let be: LabHost[];
   let server: K8sTestServer;
   let gate: UnixGate | undefined;
   let forwarder: { stop(): Promise<void> } | undefined;
   const kubeconfig = `/tmp/ferry-k8s-e2e-${process.pid}.kubeconfig`;
+  let cgroup = '';
+  /** curl http://CLUSTER_IP/ from the lb namespace, inside the test's cgroup or not: exit code and body. */
+  const curlClusterIp = (inside: boolean): { code: number | null; body: string } => {
+    const curl = ['curl', '-s', '--max-time', '3', `http://${CLUSTER_IP}/`] as const;
+    const [cmd, args] = inside ? inCgroup(cgroup, curl[0], curl.slice(1)) : [curl[0], curl.slice(1)];
+    const r = spawnSync('nsenter', [`--net=/run/netns/${lab.lab.lb.ns}`, '--', cmd, ...args], { encoding: 'utf8' });
+    return { code: r.status, body: r.stdout.trim() };
+  };
+  const clusterIpSpread = (n: number): Record<string, number> => {
+    const per: Record<string, number> = {};
+    for (let i = 0; i < n; i++) {
+      const r = curlClusterIp(true);
+      assert.equal(r.code, 0, `curl ${CLUSTER_IP} from the cgroup: exit ${r.code}`);
+      per[r.body] = (per[r.body] ?? 0) + 1;
+    }
+    return per;
+  };
 
   const webVips = async (): Promise<VipItem[]> =>
     (await lab.api.get<{ items: VipItem[] }>('/v1/vips')).items.filter((v) => v.owner === OWNER);
@@ -48,17 +71,20 @@ describe('kubernetes mode end to end: a LoadBalancer Service served by XDP in th
   const endpoints = (hosts: readonly LabHost[]) => slice('web-abc', hosts.map((h) => [h.addr4, { node: NODE }] as const));
 
   before(async () => {
+    removeStaleCgroups('ferrytest-k8se2e-');
+    cgroup = createCgroup(`ferrytest-k8se2e-${process.pid}`);
     server = await K8sTestServer.start({ tls: true });
     lab = await LbLab.start({
       backends: 3, vips: [LB_IP], drainSeconds: 1,
       ferrydConfig: [
         'mode: kubernetes', 'kubernetes:', `  kubeconfig: ${kubeconfig}`, `  node_name: ${NODE}`,
         '  drain_seconds: 1', '  batch_delay_ms: 20', '  health_check_addresses: ["127.0.0.1"]',
+        '  socket_lb:', `    cgroup: ${cgroup}`,
       ],
       beforeDaemon: async (l) => {
         server.upsert('nodes', node(NODE, [['InternalIP', l.lb.addr4]]));
         server.upsert('services', service('web', {
-          type: 'LoadBalancer', clusterIP: '10.96.0.10', ingress: [LB_IP],
+          type: 'LoadBalancer', clusterIP: CLUSTER_IP, ingress: [LB_IP],
           ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: 30080, protocol: 'TCP' }],
         }));
         server.upsert('endpointslices', endpoints(l.backends));
@@ -75,6 +101,7 @@ describe('kubernetes mode end to end: a LoadBalancer Service served by XDP in th
     await gate?.close();
     await server?.close();
     rmSync(kubeconfig, { force: true });
+    if (cgroup) removeCgroup(cgroup);
   });
 
   it('the Service is a VIP owned by it, with its endpoints as backends', async () => {
@@ -96,12 +123,22 @@ describe('kubernetes mode end to end: a LoadBalancer Service served by XDP in th
       'the replies did not cross the load balancer');
   });
 
+  it('a process in a cgroup of its own reaches the endpoints through the ClusterIP (socket-LB)', async () => {
+    const per = clusterIpSpread(30);
+    assert.ok(Object.keys(per).every((n) => ['be1', 'be2', 'be3'].includes(n)), JSON.stringify(per));
+    assert.ok(Object.keys(per).length >= 2, `spread over the endpoints: ${JSON.stringify(per)}`);
+    // Outside the cgroup nothing translates, and the namespace has no route to the ClusterIP.
+    assert.notEqual(curlClusterIp(false).code, 0, 'a process outside the cgroup does not reach the ClusterIP');
+  });
+
   it('an endpoint leaving the EndpointSlice stops getting new connections', async () => {
     server.upsert('endpointslices', endpoints(be.slice(0, 2)));
     await until('two backends', async () => (await webVips()).some((v) => v.address === LB_IP && v.backend_count === 2));
     const r = await lab.client('http', LB_IP, 200);
     assert.equal(r.errors, 0, JSON.stringify(r));
     assert.deepEqual(Object.keys(r.per_backend).sort(), ['be1', 'be2'], JSON.stringify(r.per_backend));
+    const per = clusterIpSpread(20);
+    assert.ok(Object.keys(per).every((n) => n === 'be1' || n === 'be2'), `the ClusterIP follows: ${JSON.stringify(per)}`);
   });
 
   it('deleting the Service removes its VIP from the API and the datapath', async () => {
@@ -109,5 +146,7 @@ describe('kubernetes mode end to end: a LoadBalancer Service served by XDP in th
     await until('no VIP', async () => (await webVips()).length === 0);
     const r = await lab.client('http', LB_IP, 20, { timeoutMs: 300 });
     assert.equal(r.errors, 20, `nothing answers the address any more: ${JSON.stringify(r)}`);
+    // The socket-LB forgot the ClusterIP: a connect to it fails (curl: exit 7, could not connect).
+    await until('the ClusterIP to stop answering', async () => curlClusterIp(true).code === 7);
   });
 });

@@ -35,6 +35,12 @@ export interface KubernetesConfig {
   resync_seconds: number;
   node_port_address_types: Array<(typeof NODE_ADDRESS_TYPES)[number]>;
   health_check_addresses: string[];
+  /** ClusterIPs through the socket-level load balancer (cgroup sock_addr programs). */
+  socket_lb: {
+    enabled: boolean;
+    /** The cgroup v2 directory whose processes (and descendants') are served; null = the hierarchy's root. */
+    cgroup: string | null;
+  };
 }
 
 export interface FerryConfig {
@@ -171,6 +177,15 @@ export const CONFIG_SCHEMA = {
         },
         health_check_addresses: {
           type: 'array', uniqueItems: true, maxItems: 16, items: { type: 'string', minLength: 2, maxLength: 45 }, default: ['0.0.0.0', '::'],
+        },
+        socket_lb: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            enabled: { type: 'boolean', default: true },
+            cgroup: nullableString('^/'),
+          },
         },
       },
     },

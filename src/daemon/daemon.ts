@@ -23,6 +23,7 @@ import { LbDatapath } from '../datapath/lb.js';
 import { HealthMonitor } from '../health/monitor.js';
 import { dsrPairs, dsrProbe, type DsrUnavailable } from '../health/dsr.js';
 import { HcDatapath } from '../datapath/hc.js';
+import { openSocketLbConsumer, type SocketLbConsumer } from '../k8s/socklb-consumer.js';
 import { K8sMode, loadCredentials, type ClusterIpConsumer, type K8sCredentials, type KubernetesView } from '../k8s/mode.js';
 import { FerryMetrics, type MetricsSource } from '../metrics/index.js';
 import { openEventStream, type EventStream } from '../monitor/stream.js';
@@ -99,6 +100,8 @@ export class Daemon implements DaemonInfo, MetricsSource {
    * one is set the list is only kept and counted. Set before start().
    */
   clusterIpConsumer: ClusterIpConsumer | undefined;
+  /** The socket-LB ferryd opened itself (kubernetes.socket_lb); `stop --detach` detaches it. */
+  private socketLb: SocketLbConsumer | undefined;
 
   constructor(private config: FerryConfig, private readonly log: Logger) {
     this.notifier = new Notifier(log);
@@ -121,6 +124,11 @@ export class Daemon implements DaemonInfo, MetricsSource {
       },
     });
     if (this.dp.replacedPins.length) this.log.warn({ maps: this.dp.replacedPins }, 'recreated pinned maps whose layout changed');
+    if (c.mode === 'kubernetes' && this.clusterIpConsumer === undefined && c.kubernetes.socket_lb.enabled) {
+      this.notifier.status('attaching the socket-LB');
+      this.socketLb = openSocketLbConsumer(c.bpf.pin_root, c.kubernetes.socket_lb.cgroup);
+      this.clusterIpConsumer = this.socketLb;
+    }
     const seed = this.store.read((tx) => tx.snapshot().hash_seed);
     this.reconciler = new Reconciler(this.dp, datapathConfig(c, seed));
     // Health joins every plan; until the monitor runs nothing is down, so the first reconcile is the store's alone.
@@ -316,6 +324,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
     for (const app of this.apps) await app.close();
     await this.healthMonitor?.stop();
     if (opts.detach) {
+      this.socketLb?.socketLb.detach();
       for (const i of this.attached) {
         this.dp.detachXdp(i.name);
         if (this.hc instanceof HcDatapath) this.hc.detach(i.name);
