@@ -37,7 +37,7 @@ async function main(): Promise<void> {
     .version(FERRY_VERSION)
     .option('-c, --config <path>', 'configuration file', '/etc/ferry/ferry.yaml')
     .option('--pretty', 'human-readable logs instead of JSON')
-    .option('--detach', 'detach xdp_lb from the interfaces on exit')
+    .option('--detach', 'detach xdp_lb (and the socket-LB in kubernetes mode) on exit')
     .option('--check', 'validate the configuration and exit')
     .showHelpAfterError();
   program.parse();
