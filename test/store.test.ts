@@ -149,6 +149,62 @@ describe('open and migrations', () => {
     db.close();
   });
 
+  it('upgrades a version 2 database holding rows to version 3: owner indexes added, rows and revision kept', () => {
+    const path = join(tmpDir(), 'v2.db');
+    const opts = { maxVips: 64, maxBackends: 256, now: () => 1_700_000_000_000 };
+    // Rows written by the store, in a database whose schema is then exactly what version 2 built.
+    let store = openStore(path, opts);
+    w(store, (tx) => {
+      tx.replaceState({ vips: [{ ...vip('api'), backends: [{ address: '10.0.0.1' }] }], policies: [{ name: 'p', deny: ['192.0.2.0/24'] }] }, 0);
+      tx.replaceState({
+        vips: [{ ...vip('k8s', { port: 81, policies: ['kr'] }), backends: [{ address: '10.1.0.1' }, { address: '10.1.0.2' }] }],
+        policies: [{ name: 'kr', allow: ['10.0.0.0/8'] }],
+      }, 0, 'kubernetes:ns/k8s');
+    });
+    w(store, (tx) => tx.deleteBackend('k8s', '10.1.0.2', 30, 'kubernetes:ns/k8s'));
+    const before = r(store, (tx) => tx.snapshot());
+    const audit = store.audit();
+    store.close();
+    let db = new Database(path);
+    db.exec('DROP INDEX vips_owner; DROP INDEX policies_owner');
+    db.pragma('user_version = 2');
+    const schemaOf = (d: Database.Database): string[] => d.prepare<[], string>(
+      "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name != 'sqlite_sequence' ORDER BY name",
+    ).pluck().all();
+    const v2 = new Database(':memory:');
+    migrate(v2, ':memory:', MIGRATIONS.filter((m) => m.version <= 2));
+    assert.deepEqual(schemaOf(db), schemaOf(v2));
+    v2.close();
+    // Version-2 code refuses it once upgraded; before, it is its own version.
+    assert.deepEqual(migrate(db, path, MIGRATIONS.filter((m) => m.version <= 2)), []);
+    db.close();
+
+    store = openStore(path, opts);
+    assert.deepEqual(r(store, (tx) => tx.snapshot()), before);
+    assert.deepEqual(store.audit(), audit);
+    assert.deepEqual(r(store, (tx) => tx.exportState('kubernetes:ns/k8s').vips.map((v) => v.name)), ['k8s']);
+    assert.deepEqual(r(store, (tx) => tx.exportState().policies?.map((p) => p.name)), ['p']);
+    // Writes go on from the same revision, owner-scoped as before.
+    assert.equal(store.write('k', 'sync', (tx) => tx.replaceState({ vips: [] }, 0, 'kubernetes:ns/k8s')).revision, 3);
+    assert.deepEqual(r(store, (tx) => tx.listVips().items.map((v) => v.name)), ['api']);
+    store.close();
+
+    db = new Database(path);
+    assert.equal(db.pragma('user_version', { simple: true }), 3);
+    const plan = (sql: string): string => db.prepare<[null], { detail: string }>(`EXPLAIN QUERY PLAN ${sql}`).all(null)
+      .map((row) => row.detail).join('; ');
+    assert.match(plan('SELECT * FROM vips WHERE owner IS ? ORDER BY name'), /USING INDEX vips_owner \(owner=\?\)/);
+    assert.doesNotMatch(plan('SELECT * FROM vips WHERE owner IS ? ORDER BY name'), /TEMP B-TREE/);
+    assert.match(plan('SELECT * FROM policies WHERE owner IS ? ORDER BY name'), /USING INDEX policies_owner \(owner=\?\)/);
+    assert.throws(() => migrate(db, path, MIGRATIONS.filter((m) => m.version <= 2)), (err: unknown) => {
+      assert.ok(err instanceof SchemaTooNewError);
+      assert.deepEqual([err.found, err.known], [3, 2]);
+      return true;
+    });
+    assert.equal(db.pragma('user_version', { simple: true }), 3);
+    db.close();
+  });
+
   it('refuses a foreign SQLite database and a file that is not a database', () => {
     const dir = tmpDir();
     const foreign = join(dir, 'foreign.db');
