@@ -325,6 +325,8 @@ export class K8sSync implements K8sEventHandler {
 
   /** flush() from a timer: an unexpected error is logged and the batch retried, never thrown. */
   private safeFlush(): void {
+    // A running batch flushes what became dirty meanwhile when it ends.
+    if (this.running !== undefined) return;
     const keys = [...this.dirty];
     try {
       this.flush();
