@@ -22,10 +22,20 @@
  * ferrytest-k8sbench-<pid> (entered with nsenter --net, deleted after).
  * iptables is installed with apt-get when missing. Debian's iptables-restore
  * is the nf_tables variant; the legacy variant is timed too when present.
+ * The nf_tables variant needs far more than 10 minutes at N = 10,000 on the
+ * development machine: every run is killed after --iptables-timeout and
+ * reported as "did not finish within X s" (the ratio then a lower bound).
  *
- *   node dist/bench/k8s.js [--quick] [--json] [--iptables-timeout SECONDS]
+ * Ferry's event-loop delay during the burst is measured too (its maximum is
+ * the longest the daemon could not answer the API or a health check), with
+ * the longest single store transaction.
+ *
+ *   node dist/bench/k8s.js [--quick] [--json] [--iptables-timeout SECONDS] [--ferry-only]
+ *                          [--services-per-tx N] [--max-tx-per-batch N]
  *     --quick   N = 1,000 only (under a minute)
- *     --iptables-timeout  kill iptables-restore after this long (default 1800 s); the ratio is then a lower bound
+ *     --iptables-timeout  kill iptables-restore after this long (default 180 s; the full run takes about 5 minutes)
+ *     --ferry-only        skip iptables-restore (e.g. to compare K8sSync settings)
+ *     --services-per-tx, --max-tx-per-batch  K8sSync's caps (default: its defaults)
  *     --json    one object: {sizes: [...], ratio_vs_iptables} (iptables-restore ms / Ferry ms at the largest N)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -59,16 +69,33 @@ export interface SizeResult {
   ferry_ms: number;
   ferry_transactions: number;
   ferry_batches: number;
+  /** The longest step of a batch (translation, store transaction, datapath apply), ms. */
+  ferry_longest_step_ms: number;
+  /** Event-loop delay during the burst, ms: the longest the process could not run anything else, and p99. */
+  ferry_loop_delay_max_ms: number;
+  ferry_loop_delay_p99_ms: number;
   datapath: 'real' | 'fake';
   iptables_restore_ms: number | null;
   iptables_variant: string | null;
   iptables_legacy_restore_ms: number | null;
   iptables_rules: number;
   iptables_chains: number;
-  /** The iptables-restore run was killed after this long (then ratio is a lower bound). */
+  /** The iptables-restore run did not finish within this long and was killed (then ratio is a lower bound). */
   iptables_restore_timeout_ms: number | null;
+  iptables_legacy_restore_timeout_ms: number | null;
+  /** iptables-restore's outcome in words: "12345 ms" or "did not finish within 180 s". */
+  iptables_restore_result: string | null;
+  iptables_legacy_restore_result: string | null;
   ratio: number | null;
   ratio_is_lower_bound: boolean;
+  /** iptables-legacy-restore ms / Ferry ms (a lower bound if it did not finish). */
+  legacy_ratio: number | null;
+  legacy_ratio_is_lower_bound: boolean;
+}
+
+export interface SyncCaps {
+  servicesPerTransaction?: number;
+  maxTransactionsPerBatch?: number;
 }
 
 export interface K8sBench {
@@ -98,6 +125,30 @@ function bpfUsable(): boolean {
   return process.getuid?.() === 0 && existsSync('/sys/kernel/btf/vmlinux') && existsSync(join(packageRoot(), 'build/bpf/xdp_lb.bpf.o'));
 }
 
+/**
+ * Event-loop delay: a 10 ms interval timer notes how late each tick runs.
+ * The longest lateness is the longest the process could not answer
+ * anything else (an API request, a health check's reply).
+ */
+function loopDelayProbe(): { stop(): { maxMs: number; p99Ms: number } } {
+  const period = 10;
+  const late: number[] = [];
+  let last = performance.now();
+  const t = setInterval(() => {
+    const now = performance.now();
+    late.push(Math.max(0, now - last - period));
+    last = now;
+  }, period);
+  return {
+    stop() {
+      clearInterval(t);
+      late.push(Math.max(0, performance.now() - last - period));
+      late.sort((a, b) => a - b);
+      return { maxMs: late.at(-1) ?? 0, p99Ms: late[Math.floor(0.99 * (late.length - 1))] ?? 0 };
+    },
+  };
+}
+
 async function until(cond: () => boolean, what: string, ms: number): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
@@ -107,7 +158,16 @@ async function until(cond: () => boolean, what: string, ms: number): Promise<voi
 }
 
 /** Ferry: burst → committed in SQLite and applied to the datapath. */
-async function ferryRun(n: number, real: boolean): Promise<{ ms: number; transactions: number; batches: number }> {
+interface FerryResult {
+  ms: number;
+  transactions: number;
+  batches: number;
+  longestStepMs: number;
+  loopDelayMaxMs: number;
+  loopDelayP99Ms: number;
+}
+
+async function ferryRun(n: number, real: boolean, caps: SyncCaps): Promise<FerryResult> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-k8s-'));
   const pinRoot = `/sys/fs/bpf/ferry-bench-k8s-${process.pid}`;
   const server = await K8sTestServer.start();
@@ -130,7 +190,14 @@ async function ferryRun(n: number, real: boolean): Promise<{ ms: number; transac
     }
     const controller = new Controller(store, applier, (snap) => plan(snap));
     controller.reconcile();
-    sync = new K8sSync({ controller, translate: { nodeName: NODE }, drainSeconds: 30 });
+    let longest = 0;
+    let measuring = false;
+    sync = new K8sSync({
+      controller, translate: { nodeName: NODE }, drainSeconds: 30, ...caps,
+      onBatch: (b) => {
+        if (measuring) longest = Math.max(longest, b.longestStepMs);
+      },
+    });
     watch = new K8sWatch({ kubeConfig: loadKubeConfig({ kubeconfig: server.writeKubeconfig() }), nodeName: NODE, handler: sync, resyncMs: 0 });
     server.upsert('nodes', node(NODE, [['InternalIP', '192.0.2.1']]));
     watch.start();
@@ -141,17 +208,24 @@ async function ferryRun(n: number, real: boolean): Promise<{ ms: number; transac
     const rev0 = store.revision();
     const batches0 = s.stats.batches;
     const objs = burst(n);
+    const probe = loopDelayProbe();
+    measuring = true;
     server.upsertMany(objs);
     const t0 = performance.now();
     await until(() => s.idle && w.services.cache.size === n && w.endpointSlices.cache.size === n, 'the burst', 600_000);
     const ms = performance.now() - t0;
+    const delay = probe.stop();
+    measuring = false;
     const counts = store.read((tx) => {
       const snap = tx.snapshot();
       return { vips: snap.vips.length, backends: snap.backends.length };
     });
     if (counts.vips !== n || counts.backends !== n * ENDPOINTS) throw new Error(`ferry: expected ${n} VIPs × ${ENDPOINTS}, the store has ${counts.vips} VIPs, ${counts.backends} backends`);
     if (controller.appliedRevision !== store.revision()) throw new Error('ferry: the datapath is behind the store');
-    return { ms, transactions: store.revision() - rev0, batches: s.stats.batches - batches0 };
+    return {
+      ms, transactions: store.revision() - rev0, batches: s.stats.batches - batches0, longestStepMs: longest,
+      loopDelayMaxMs: delay.maxMs, loopDelayP99Ms: delay.p99Ms,
+    };
   } finally {
     await watch?.stop();
     sync?.stop();
@@ -306,63 +380,97 @@ function progress(msg: string): void {
   process.stderr.write(`bench:k8s: ${msg}\n`);
 }
 
-export async function benchK8s(quick: boolean, iptablesTimeoutMs = 1_800_000): Promise<K8sBench> {
+export interface BenchOptions {
+  quick: boolean;
+  iptablesTimeoutMs: number;
+  ferryOnly: boolean;
+  caps: SyncCaps;
+}
+
+const round = (v: number, digits = 0): number => Math.round(v * 10 ** digits) / 10 ** digits;
+
+/** "1234 ms", or "did not finish within 180 s" for a run that was killed. */
+function outcome(ms: number | null, timeoutMs: number): string {
+  return ms === null ? `did not finish within ${round(timeoutMs / 1000, 1)} s` : `${Math.round(ms)} ms`;
+}
+
+export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
   const notes: string[] = [];
   const real = bpfUsable();
   if (!real) notes.push('no BPF here (needs root, BTF and build/bpf/xdp_lb.bpf.o): the datapath is the fake Applier');
-  const canNs = process.getuid?.() === 0 && have('nsenter') && have('ip');
+  const canNs = !o.ferryOnly && process.getuid?.() === 0 && have('nsenter') && have('ip');
   const ipt = canNs && ensureIptables(notes);
-  if (!canNs) notes.push('no network namespaces (needs root, ip and nsenter): iptables-restore not timed');
+  if (o.ferryOnly) notes.push('--ferry-only: iptables-restore not timed');
+  else if (!canNs) notes.push('no network namespaces (needs root, ip and nsenter): iptables-restore not timed');
   const legacy = ipt && have('iptables-legacy-restore');
+  const timeoutMs = o.iptablesTimeoutMs;
   const sizes: SizeResult[] = [];
   process.on('exit', deleteNs);
-  for (const n of quick ? [1000] : [1000, 10_000]) {
+  for (const n of o.quick ? [1000] : [1000, 10_000]) {
     progress(`N=${n}: Ferry (${real ? 'real' : 'fake'} datapath)…`);
-    const f = await ferryRun(n, real);
-    progress(`N=${n}: Ferry ${Math.round(f.ms)} ms in ${f.transactions} transactions`);
+    const f = await ferryRun(n, real, o.caps);
+    progress(`N=${n}: Ferry ${Math.round(f.ms)} ms in ${f.transactions} transactions (longest ${Math.round(f.longestStepMs)} ms, ` +
+      `event-loop delay max ${Math.round(f.loopDelayMaxMs)} ms)`);
     const rules = kubeProxyRules(n);
     let legacyMs: number | null = null;
     if (legacy) {
-      legacyMs = timeRestore('iptables-legacy-restore', rules.text, rules.rules, iptablesTimeoutMs);
-      progress(`N=${n}: iptables-legacy-restore ${legacyMs === null ? 'timed out' : `${Math.round(legacyMs)} ms`}`);
+      legacyMs = timeRestore('iptables-legacy-restore', rules.text, rules.rules, timeoutMs);
+      progress(`N=${n}: iptables-legacy-restore ${outcome(legacyMs, timeoutMs)}`);
     }
     let iptMs: number | null = null;
-    let timedOut = false;
     if (ipt) {
-      progress(`N=${n}: iptables-restore of ${rules.rules} rules (the nf_tables variant takes minutes at 10,000 Services)…`);
-      iptMs = timeRestore('iptables-restore', rules.text, rules.rules, iptablesTimeoutMs);
-      timedOut = iptMs === null;
-      progress(`N=${n}: iptables-restore ${timedOut ? `killed after ${iptablesTimeoutMs} ms` : `${Math.round(iptMs ?? 0)} ms`}`);
+      progress(`N=${n}: iptables-restore of ${rules.rules} rules (at most ${round(timeoutMs / 1000, 1)} s)…`);
+      iptMs = timeRestore('iptables-restore', rules.text, rules.rules, timeoutMs);
+      progress(`N=${n}: iptables-restore ${outcome(iptMs, timeoutMs)}`);
     }
-    const bound = timedOut ? iptablesTimeoutMs : iptMs;
+    const timedOut = ipt && iptMs === null;
+    const legacyTimedOut = legacy && legacyMs === null;
+    const ratio = (ms: number | null, out: boolean): number | null => (ms === null && !out ? null : round((ms ?? timeoutMs) / f.ms, 2));
     sizes.push({
       n, endpoints_per_service: ENDPOINTS,
-      ferry_ms: Math.round(f.ms), ferry_transactions: f.transactions, ferry_batches: f.batches, datapath: real ? 'real' : 'fake',
+      ferry_ms: Math.round(f.ms), ferry_transactions: f.transactions, ferry_batches: f.batches,
+      ferry_longest_step_ms: Math.round(f.longestStepMs),
+      ferry_loop_delay_max_ms: Math.round(f.loopDelayMaxMs), ferry_loop_delay_p99_ms: Math.round(f.loopDelayP99Ms),
+      datapath: real ? 'real' : 'fake',
       iptables_restore_ms: iptMs === null ? null : Math.round(iptMs), iptables_variant: ipt ? variantOf('iptables-restore') : null,
       iptables_legacy_restore_ms: legacyMs === null ? null : Math.round(legacyMs),
       iptables_rules: rules.rules, iptables_chains: rules.chains,
-      iptables_restore_timeout_ms: timedOut ? iptablesTimeoutMs : null,
-      ratio: bound === null ? null : Math.round((bound / f.ms) * 100) / 100,
-      ratio_is_lower_bound: timedOut,
+      iptables_restore_timeout_ms: timedOut ? timeoutMs : null,
+      iptables_legacy_restore_timeout_ms: legacyTimedOut ? timeoutMs : null,
+      iptables_restore_result: ipt ? outcome(iptMs, timeoutMs) : null,
+      iptables_legacy_restore_result: legacy ? outcome(legacyMs, timeoutMs) : null,
+      ratio: ratio(iptMs, timedOut), ratio_is_lower_bound: timedOut,
+      legacy_ratio: ratio(legacyMs, legacyTimedOut), legacy_ratio_is_lower_bound: legacyTimedOut,
     });
   }
   return { sizes, ratio_vs_iptables: sizes.at(-1)?.ratio ?? null, notes };
 }
 
+function optional(name: string): number | undefined {
+  return process.argv.includes(name) ? argValue(name, 1) : undefined;
+}
+
 async function main(): Promise<void> {
-  const r = await benchK8s(process.argv.includes('--quick'), argValue('--iptables-timeout', 1800) * 1000);
+  const spt = optional('--services-per-tx');
+  const mtb = optional('--max-tx-per-batch');
+  const r = await benchK8s({
+    quick: process.argv.includes('--quick'),
+    iptablesTimeoutMs: argValue('--iptables-timeout', 180) * 1000,
+    ferryOnly: process.argv.includes('--ferry-only'),
+    caps: { ...(spt !== undefined ? { servicesPerTransaction: spt } : {}), ...(mtb !== undefined ? { maxTransactionsPerBatch: mtb } : {}) },
+  });
   if (process.argv.includes('--json')) {
     console.log(JSON.stringify(r));
     return;
   }
   console.log(`Burst of N LoadBalancer Services × ${ENDPOINTS} endpoints: Ferry (watch → store committed → datapath applied) vs iptables-restore of kube-proxy's ruleset`);
-  console.log('| N | Ferry ms (transactions) | iptables-restore ms (variant) | iptables-legacy-restore ms | kube-proxy rules / chains | ratio |');
+  console.log('| N | Ferry ms (transactions; longest; loop delay max) | iptables-restore (variant) | iptables-legacy-restore | kube-proxy rules / chains | ratio (legacy) |');
   console.log('|---|---|---|---|---|---|');
   for (const s of r.sizes) {
-    const ipt = s.iptables_restore_timeout_ms !== null ? `> ${s.iptables_restore_timeout_ms} (killed)` : String(s.iptables_restore_ms ?? '–');
-    const ratio = s.ratio === null ? '–' : `${s.ratio_is_lower_bound ? '> ' : ''}${s.ratio}`;
-    const legacyRatio = s.iptables_legacy_restore_ms === null ? '' : ` (legacy ${Math.round((s.iptables_legacy_restore_ms / s.ferry_ms) * 100) / 100})`;
-    console.log(`| ${s.n} | ${s.ferry_ms} (${s.ferry_transactions}, ${s.datapath} datapath) | ${ipt} (${s.iptables_variant ?? '–'}) | ${s.iptables_legacy_restore_ms ?? '–'} | ${s.iptables_rules} / ${s.iptables_chains} | ${ratio}${legacyRatio} |`);
+    const ratio = (v: number | null, lower: boolean): string => (v === null ? '–' : `${lower ? '> ' : ''}${v}`);
+    console.log(`| ${s.n} | ${s.ferry_ms} (${s.ferry_transactions}; ${s.ferry_longest_step_ms} ms; ${s.ferry_loop_delay_max_ms} ms; ${s.datapath} datapath) ` +
+      `| ${s.iptables_restore_result ?? '–'} (${s.iptables_variant ?? '–'}) | ${s.iptables_legacy_restore_result ?? '–'} ` +
+      `| ${s.iptables_rules} / ${s.iptables_chains} | ${ratio(s.ratio, s.ratio_is_lower_bound)} (${ratio(s.legacy_ratio, s.legacy_ratio_is_lower_bound)}) |`);
   }
   for (const n of r.notes) console.log(`note: ${n}`);
 }

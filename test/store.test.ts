@@ -18,7 +18,9 @@ import {
 import type { BackendSpec, DesiredState, PolicySpec, VipSpec } from '../src/model/types.js';
 import { validateDesiredState } from '../src/model/validate.js';
 import { MIGRATIONS, SchemaTooNewError, latestVersion, migrate, type Migration } from '../src/store/migrations.js';
+import { ChangeLog, type LogEntry } from '../src/store/changelog.js';
 import { openStore, type StoreOptions } from '../src/store/store.js';
+import { Tx } from '../src/store/tx.js';
 import type { Store, StoreSnapshot, StoreTx } from '../src/store/types.js';
 
 // ------------------------------------------------------------------ helpers
@@ -144,6 +146,62 @@ describe('open and migrations', () => {
     assert.equal(db.pragma('user_version', { simple: true }), 2);
     const t3 = db.prepare<[], number>("SELECT COUNT(*) FROM sqlite_schema WHERE name = 't3'").pluck().get();
     assert.equal(t3, 0);
+    db.close();
+  });
+
+  it('upgrades a version 2 database holding rows to version 3: owner indexes added, rows and revision kept', () => {
+    const path = join(tmpDir(), 'v2.db');
+    const opts = { maxVips: 64, maxBackends: 256, now: () => 1_700_000_000_000 };
+    // Rows written by the store, in a database whose schema is then exactly what version 2 built.
+    let store = openStore(path, opts);
+    w(store, (tx) => {
+      tx.replaceState({ vips: [{ ...vip('api'), backends: [{ address: '10.0.0.1' }] }], policies: [{ name: 'p', deny: ['192.0.2.0/24'] }] }, 0);
+      tx.replaceState({
+        vips: [{ ...vip('k8s', { port: 81, policies: ['kr'] }), backends: [{ address: '10.1.0.1' }, { address: '10.1.0.2' }] }],
+        policies: [{ name: 'kr', allow: ['10.0.0.0/8'] }],
+      }, 0, 'kubernetes:ns/k8s');
+    });
+    w(store, (tx) => tx.deleteBackend('k8s', '10.1.0.2', 30, 'kubernetes:ns/k8s'));
+    const before = r(store, (tx) => tx.snapshot());
+    const audit = store.audit();
+    store.close();
+    let db = new Database(path);
+    db.exec('DROP INDEX vips_owner; DROP INDEX policies_owner');
+    db.pragma('user_version = 2');
+    const schemaOf = (d: Database.Database): string[] => d.prepare<[], string>(
+      "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name != 'sqlite_sequence' ORDER BY name",
+    ).pluck().all();
+    const v2 = new Database(':memory:');
+    migrate(v2, ':memory:', MIGRATIONS.filter((m) => m.version <= 2));
+    assert.deepEqual(schemaOf(db), schemaOf(v2));
+    v2.close();
+    // Version-2 code refuses it once upgraded; before, it is its own version.
+    assert.deepEqual(migrate(db, path, MIGRATIONS.filter((m) => m.version <= 2)), []);
+    db.close();
+
+    store = openStore(path, opts);
+    assert.deepEqual(r(store, (tx) => tx.snapshot()), before);
+    assert.deepEqual(store.audit(), audit);
+    assert.deepEqual(r(store, (tx) => tx.exportState('kubernetes:ns/k8s').vips.map((v) => v.name)), ['k8s']);
+    assert.deepEqual(r(store, (tx) => tx.exportState().policies?.map((p) => p.name)), ['p']);
+    // Writes go on from the same revision, owner-scoped as before.
+    assert.equal(store.write('k', 'sync', (tx) => tx.replaceState({ vips: [] }, 0, 'kubernetes:ns/k8s')).revision, 3);
+    assert.deepEqual(r(store, (tx) => tx.listVips().items.map((v) => v.name)), ['api']);
+    store.close();
+
+    db = new Database(path);
+    assert.equal(db.pragma('user_version', { simple: true }), 3);
+    const plan = (sql: string): string => db.prepare<[null], { detail: string }>(`EXPLAIN QUERY PLAN ${sql}`).all(null)
+      .map((row) => row.detail).join('; ');
+    assert.match(plan('SELECT * FROM vips WHERE owner IS ? ORDER BY name'), /USING INDEX vips_owner \(owner=\?\)/);
+    assert.doesNotMatch(plan('SELECT * FROM vips WHERE owner IS ? ORDER BY name'), /TEMP B-TREE/);
+    assert.match(plan('SELECT * FROM policies WHERE owner IS ? ORDER BY name'), /USING INDEX policies_owner \(owner=\?\)/);
+    assert.throws(() => migrate(db, path, MIGRATIONS.filter((m) => m.version <= 2)), (err: unknown) => {
+      assert.ok(err instanceof SchemaTooNewError);
+      assert.deepEqual([err.found, err.known], [3, 2]);
+      return true;
+    });
+    assert.equal(db.pragma('user_version', { simple: true }), 3);
     db.close();
   });
 
@@ -611,6 +669,182 @@ describe('revisions, transactions and audit', () => {
     store.close();
     store.close();
     assert.throws(() => store.read((tx) => tx.listVips()), /closed/);
+  });
+});
+
+// ---------------------------------------------------------------- savepoints
+
+describe('savepoints', () => {
+  /** The change log of a write transaction (the audit row and the next snapshot come from it). */
+  function log(tx: StoreTx): Array<[string, LogEntry]> {
+    assert.ok(tx instanceof Tx);
+    return structuredClone(tx.changes.list());
+  }
+
+  it('ChangeLog: rollbackTo restores keys, order and values as of the mark; release keeps; marks end innermost first', () => {
+    const c = new ChangeLog();
+    c.record('vip/a', null, 'a1');
+    c.record('vip/b', 'b0', 'b1');
+    const atOuter = structuredClone(c.list());
+    const outer = c.savepoint();
+    c.record('vip/a', 'ignored: a keeps its first before', 'a2');
+    c.record('vip/c', null, 'c1');
+    const atInner = structuredClone(c.list());
+    const inner = c.savepoint();
+    c.record('vip/c', 'ignored', 'c2');
+    c.record('vip/d', null, 'd1');
+    c.record('vip/b', 'ignored', null);
+    c.record('vip/d', 'ignored', 'd2');
+    assert.equal(c.depth, 2);
+    assert.throws(() => c.rollbackTo(outer), /savepoint 1 is not the innermost open one \(2 open\)/);
+    c.rollbackTo(inner);
+    assert.deepEqual(c.list(), atInner);
+    assert.deepEqual([...c.keys()], ['vip/a', 'vip/b', 'vip/c']);
+    // A released inner savepoint keeps its records ... until the enclosing one rolls back.
+    const inner2 = c.savepoint();
+    c.record('vip/e', null, 'e1');
+    c.record('vip/a', 'ignored', 'a3');
+    c.release(inner2);
+    assert.deepEqual(c.list(), [
+      ['vip/a', { before: null, after: 'a3' }], ['vip/b', { before: 'b0', after: 'b1' }],
+      ['vip/c', { before: null, after: 'c1' }], ['vip/e', { before: null, after: 'e1' }],
+    ]);
+    c.rollbackTo(outer);
+    assert.deepEqual(c.list(), atOuter);
+    assert.equal(c.depth, 0);
+    assert.throws(() => c.release(outer), /not the innermost open one \(0 open\)/);
+    // Released savepoints keep everything; with none open, nothing is journaled.
+    const m = c.savepoint();
+    c.record('vip/f', null, 'f1');
+    c.release(m);
+    assert.deepEqual([...c.keys()], ['vip/a', 'vip/b', 'vip/f']);
+    assert.deepEqual(c.audit(), {
+      before: { 'vip/a': null, 'vip/b': 'b0', 'vip/f': null }, after: { 'vip/a': 'a1', 'vip/b': 'b1', 'vip/f': 'f1' },
+    });
+  });
+
+  it('nested savepoints in a write: an inner rollback undoes rows and log back to its start, the outer one keeps going', () => {
+    const store = mem();
+    w(store, (tx) => tx.createVip(vip('base', { port: 1 })));
+    const res = store.write('t', 'nested', (tx) => {
+      tx.createVip(vip('a', { port: 10 }));
+      const atOuter = log(tx);
+      const kept = tx.savepoint((sp) => {
+        sp.putVip(vip('a', { port: 11 }));
+        sp.createBackend('a', { address: '10.0.0.1' });
+        const atInner = log(tx);
+        assert.throws(() => sp.savepoint((inner) => {
+          inner.createVip(vip('b', { port: 20 }));
+          inner.putBackend('a', { address: '10.0.0.1', weight: 5 });
+          inner.deleteVip('base');
+          throw new Error('inner fails');
+        }), /inner fails/);
+        assert.deepEqual(log(tx), atInner);
+        assert.deepEqual(sp.listVips().items.map((v) => [v.name, v.port]), [['a', 11], ['base', 1]]);
+        assert.equal(sp.getBackend('a', '10.0.0.1').weight, 100);
+        // A failing mutating call is itself a savepoint nested in this one.
+        assert.throws(() => sp.createVip(vip('a')), ConflictError);
+        assert.deepEqual(log(tx), atInner);
+        return 'kept';
+      });
+      assert.equal(kept, 'kept');
+      assert.deepEqual(log(tx).map(([k]) => k), ['vip/a', 'backend/a/10.0.0.1']);
+      // The released savepoint's changes are kept, but an enclosing rollback takes them back too.
+      assert.throws(() => tx.savepoint((sp) => {
+        sp.savepoint((inner) => inner.createVip(vip('c', { port: 30 })));
+        sp.deleteBackend('a', '10.0.0.1', 0);
+        assert.deepEqual(log(tx).map(([k]) => k), ['vip/a', 'backend/a/10.0.0.1', 'vip/c']);
+        throw new Error('outer fails');
+      }), /outer fails/);
+      assert.deepEqual(log(tx).map(([k]) => k), ['vip/a', 'backend/a/10.0.0.1']);
+      assert.notDeepEqual(log(tx), atOuter);
+      return tx.snapshot();
+    });
+    assert.equal(res.revision, 2);
+    assert.deepEqual(res.result.vips.map((v) => [v.name, v.port]), [['a', 11], ['base', 1]]);
+    assert.deepEqual(res.result.backends.map((b) => [b.vip, b.address, b.weight]), [['a', '10.0.0.1', 100]]);
+    // The audit row is the log as kept: one create of a (port 11) and its backend, nothing of b, c or base.
+    const audit = store.audit()[1];
+    assert.deepEqual(Object.keys(audit?.after as object), ['vip/a', 'backend/a/10.0.0.1']);
+    assert.deepEqual((audit?.before as Record<string, unknown>)['vip/a'], null);
+    assert.equal(((audit?.after as Record<string, { port: number }>)['vip/a'])?.port, 11);
+    // The committed state is what the transaction's last snapshot saw.
+    const committed = r(store, (tx) => tx.snapshot());
+    assert.deepEqual([committed.vips, committed.backends], [res.result.vips, res.result.backends]);
+  });
+
+  it('a rollback to a savepoint leaves the log exactly as it was there, also for keys touched before it', () => {
+    const store = mem();
+    w(store, (tx) => tx.replaceState({ vips: [{ ...vip('web'), backends: [{ address: '10.0.0.1' }] }] }, 0));
+    store.write('t', 'x', (tx) => {
+      tx.putBackend('web', { address: '10.0.0.1', weight: 7 });
+      const at = log(tx);
+      assert.throws(() => tx.savepoint((sp) => {
+        sp.putBackend('web', { address: '10.0.0.1', weight: 9 });
+        sp.deleteBackend('web', '10.0.0.1', 30);
+        throw new Error('no');
+      }), /no/);
+      assert.deepEqual(log(tx), at);
+      assert.equal((log(tx)[0]?.[1].after as { weight: number }).weight, 7);
+    });
+    assert.equal(r(store, (tx) => tx.getBackend('web', '10.0.0.1').weight), 7);
+    assert.deepEqual(r(store, (tx) => tx.snapshot().tombstones), []);
+    assert.equal((store.audit()[1]?.after as { weight: number }).weight, 7);
+  });
+
+  it('one savepoint per Service: a Service that fails keeps the earlier ones and does not stop the later ones', () => {
+    const store = mem({ maxBackends: 8 });
+    w(store, (tx) => tx.createVip(vip('api-owned', { address: '198.18.0.4' })));
+    const svc = (i: number, backends: number): DesiredState => ({
+      vips: [{ ...vip(`svc${i}`, { address: `198.18.0.${i}` }), backends: Array.from({ length: backends }, (_, j) => ({ address: `10.0.${i}.${j + 1}` })) }],
+      policies: [{ name: `svc${i}-ranges`, allow: ['10.0.0.0/8'] }],
+    });
+    const outcomes = store.write('kubernetes', 'k8s.sync', (tx) => {
+      const out: string[] = [];
+      const specs: Array<[number, number]> = [[1, 2], [2, 2], [3, 2], [4, 1], [5, 3], [6, 2]];
+      for (const [i, n] of specs) {
+        const keysBefore = log(tx).map(([k]) => k);
+        try {
+          tx.replaceState(svc(i, n), 30, `kubernetes:default/svc${i}`);
+          out.push(`svc${i} ok`);
+        } catch (err) {
+          assert.deepEqual(log(tx).map(([k]) => k), keysBefore);
+          out.push(`svc${i} ${(err as Error).constructor.name}`);
+        }
+      }
+      return out;
+    }).result;
+    // svc4's address is the API's VIP's; svc5 needs 3 of the 2 ids left; svc6 fits again.
+    assert.deepEqual(outcomes, ['svc1 ok', 'svc2 ok', 'svc3 ok', 'svc4 ConflictError', 'svc5 CapacityError', 'svc6 ok']);
+    const snap = r(store, (tx) => tx.snapshot());
+    assert.deepEqual(snap.vips.map((v) => v.name), ['api-owned', 'svc1', 'svc2', 'svc3', 'svc6']);
+    assert.deepEqual(snap.policies.map((p) => p.name), ['svc1-ranges', 'svc2-ranges', 'svc3-ranges', 'svc6-ranges']);
+    assert.equal(snap.backends.length, 8);
+    assert.deepEqual(snap.backends.map((b) => b.dp_id).sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7]);
+    const audit = store.audit()[1];
+    assert.deepEqual(Object.keys(audit?.after as object).filter((k) => k.startsWith('vip/')), ['vip/svc1', 'vip/svc2', 'vip/svc3', 'vip/svc6']);
+    assert.equal(Object.keys(audit?.after as object).length, 4 + 4 + 8);
+  });
+
+  it('thousands of savepoints in one transaction, the last rolled back', () => {
+    const store = mem({ maxVips: 4096, maxBackends: 4096 });
+    const n = 3000;
+    store.write('t', 'many', (tx) => {
+      for (let i = 0; i < n; i++) tx.replaceState({ vips: [vip(`v${i}`, { port: i + 1 })] }, 0, `kubernetes:ns/v${i}`);
+      assert.throws(() => tx.savepoint((sp) => {
+        for (let i = 0; i < n; i++) sp.replaceState({ vips: [] }, 0, `kubernetes:ns/v${i}`);
+        assert.equal(sp.listVips().items.length, 0);
+        throw new Error('undo all');
+      }), /undo all/);
+    });
+    const audit = store.audit()[0];
+    assert.equal(Object.keys(audit?.after as object).length, n);
+    assert.equal(r(store, (tx) => tx.snapshot().vips.length), n);
+  });
+
+  it('a read transaction has no savepoints', () => {
+    const store = mem();
+    assert.throws(() => r(store, (tx) => tx.savepoint(() => 1)), /write in a read-only transaction/);
   });
 });
 

@@ -183,6 +183,18 @@ CREATE TABLE health_events (
 CREATE INDEX health_events_vip ON health_events (vip, id);
 `;
 
+/**
+ * Version 3: indexes for the owner-scoped reads. Every replaceState lists
+ * its owner's VIPs and policies (`owner IS ? ORDER BY name`); without
+ * these that is a scan of the whole table, so a Kubernetes burst of N
+ * Services (one replaceState each) cost O(N²). With (owner, name) the read
+ * is a range of the index already in name order.
+ */
+const V3_OWNER_INDEXES = `
+CREATE INDEX vips_owner ON vips (owner, name);
+CREATE INDEX policies_owner ON policies (owner, name);
+`;
+
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   {
     version: 1,
@@ -198,6 +210,13 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
     description: 'health check configuration and health events',
     up(db: Database.Database): void {
       db.exec(V2_HEALTH);
+    },
+  },
+  {
+    version: 3,
+    description: 'indexes on the owner of VIPs and policies',
+    up(db: Database.Database): void {
+      db.exec(V3_OWNER_INDEXES);
     },
   },
 ]);

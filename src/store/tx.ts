@@ -5,8 +5,10 @@
  * stored content actually differs (so an identical PUT changes nothing and
  * the revision is not bumped), and records what it changed in `changes`,
  * which becomes the audit row. Each mutating method runs in its own
- * SAVEPOINT: if it throws halfway, its partial writes are undone even when
- * the caller catches the error and carries on.
+ * SAVEPOINT: if it throws halfway, its partial writes and log entries are
+ * undone even when the caller catches the error and carries on. A
+ * savepoint costs O(its own changes) (changelog.ts), so a transaction may
+ * hold thousands of them.
  */
 import type Database from 'better-sqlite3';
 import {
@@ -16,6 +18,7 @@ import type {
   BackendRecord, BackendSpec, DesiredState, PolicyRecord, PolicySpec, VipRecord, VipSpec, VipWithBackends,
 } from '../model/types.js';
 import { canonicalAddress, validateBackendSpec, validatePolicySpec, validateVipSpec } from '../model/validate.js';
+import { ChangeLog } from './changelog.js';
 import { pageRequest, toPage } from './cursor.js';
 import { replaceState } from './replace.js';
 import {
@@ -38,56 +41,6 @@ export interface StoreContext {
   /** Clock for tombstone expiry and audit times (ms since the epoch). */
   now: () => number;
   cache: SnapshotCache;
-}
-
-/**
- * What one transaction changed, keyed "vip/NAME", "backend/VIP/ADDRESS",
- * "policy/NAME" or "tombstones". A key touched twice keeps its first
- * `before` and its last `after`.
- */
-export class ChangeLog {
-  private readonly entries = new Map<string, { before: unknown; after: unknown }>();
-
-  record(key: string, before: unknown, after: unknown): void {
-    const e = this.entries.get(key);
-    if (e !== undefined) e.after = after;
-    else this.entries.set(key, { before, after });
-  }
-
-  get size(): number {
-    return this.entries.size;
-  }
-
-  keys(): IterableIterator<string> {
-    return this.entries.keys();
-  }
-
-  /** Copies the log, to restore it when a savepoint rolls back. */
-  save(): Map<string, { before: unknown; after: unknown }> {
-    return new Map([...this.entries].map(([k, v]) => [k, { ...v }]));
-  }
-
-  restore(saved: Map<string, { before: unknown; after: unknown }>): void {
-    this.entries.clear();
-    for (const [k, v] of saved) this.entries.set(k, v);
-  }
-
-  /**
-   * The audit row's before/after: the resource's JSON when one resource
-   * changed (null before a create, null after a delete); otherwise objects
-   * keyed like the log, holding each changed resource before and after.
-   */
-  audit(): { before: unknown; after: unknown } {
-    const first = this.entries.values().next();
-    if (this.entries.size === 1 && first.done !== true) return first.value;
-    const before: Record<string, unknown> = {};
-    const after: Record<string, unknown> = {};
-    for (const [k, v] of this.entries) {
-      before[k] = v.before;
-      after[k] = v.after;
-    }
-    return { before, after };
-  }
 }
 
 /** The result of an update that may have been a no-op. */
@@ -162,16 +115,26 @@ export class Tx implements StoreTx {
     return st;
   }
 
-  /** Runs one mutation in a savepoint, so a throw undoes its partial writes and log entries. */
+  /**
+   * Runs one mutation in a savepoint (SQLite's, and the change log's), so a
+   * throw undoes its partial writes and log entries; savepoints nest.
+   */
   private atomic<R>(body: (st: Statements) => R): R {
     const st = this.wr;
-    const saved = this.changes.save();
+    const mark = this.changes.savepoint();
+    let result: R;
     try {
-      return this.ctx.db.transaction(() => body(st))();
+      result = this.ctx.db.transaction(() => body(st))();
     } catch (err) {
-      this.changes.restore(saved);
+      this.changes.rollbackTo(mark);
       throw err;
     }
+    this.changes.release(mark);
+    return result;
+  }
+
+  savepoint<R>(fn: (tx: StoreTx) => R): R {
+    return this.atomic(() => fn(this));
   }
 
   // ----------------------------------------------------------------- VIPs

@@ -115,6 +115,14 @@ export interface StoreTx {
   /** The whole state of resources with this owner, in the DesiredState shape. */
   exportState(owner?: string | null): DesiredState;
 
+  /**
+   * Runs fn in a savepoint of this transaction: if fn throws, everything it
+   * changed (rows and what the audit row will say) is undone and the error
+   * rethrown, and the transaction goes on. Every mutating method above is
+   * such a savepoint already; this groups several. Write transactions only.
+   */
+  savepoint<R>(fn: (tx: StoreTx) => R): R;
+
   /** Removes tombstones whose drain time has passed; returns how many. */
   expireTombstones(nowMs: number): number;
 
