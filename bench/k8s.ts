@@ -32,7 +32,8 @@
  *
  *   node dist/bench/k8s.js [--quick] [--json] [--iptables-timeout SECONDS] [--ferry-only]
  *                          [--services-per-tx N] [--max-tx-per-batch N]
- *     --quick   N = 1,000 only (under a minute)
+ *     --quick   N = 1,000 only, and the ClusterIP comparison at 1,000 Services in one round (about a minute)
+ *     --no-connect  skip the ClusterIP per-connection comparison (socket-LB vs iptables DNAT, bench/k8s-connect.ts)
  *     --iptables-timeout  kill iptables-restore after this long (default 180 s; the full run takes about 5 minutes)
  *     --ferry-only        skip iptables-restore (e.g. to compare K8sSync settings)
  *     --services-per-tx, --max-tx-per-batch  K8sSync's caps (default: its defaults)
@@ -56,6 +57,7 @@ import { Reconciler } from '../src/reconcile/reconciler.js';
 import { openStore } from '../src/store/store.js';
 import { FakeApplier } from '../test/lib/api-fixture.js';
 import { argValue } from './args.js';
+import { measureK8sConnect, type K8sConnectResult } from './k8s-connect.js';
 import { ensureBpffs } from '../test/lib/harness.js';
 import { node, service, slice } from '../test/lib/k8s-objects.js';
 import { K8sTestServer, type ResourceName } from '../test/lib/k8s-server.js';
@@ -101,6 +103,8 @@ export interface SyncCaps {
 export interface K8sBench {
   sizes: SizeResult[];
   ratio_vs_iptables: number | null;
+  /** Per-connection cost of a ClusterIP: socket-LB vs kube-proxy's iptables chain (bench/k8s-connect.ts); null when skipped. */
+  connect: K8sConnectResult | null;
   notes: string[];
 }
 
@@ -382,6 +386,8 @@ function progress(msg: string): void {
 
 export interface BenchOptions {
   quick: boolean;
+  /** Skip the per-connection ClusterIP comparison. */
+  noConnect?: boolean;
   iptablesTimeoutMs: number;
   ferryOnly: boolean;
   caps: SyncCaps;
@@ -443,7 +449,16 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
       legacy_ratio: ratio(legacyMs, legacyTimedOut), legacy_ratio_is_lower_bound: legacyTimedOut,
     });
   }
-  return { sizes, ratio_vs_iptables: sizes.at(-1)?.ratio ?? null, notes };
+  let connect: K8sConnectResult | null = null;
+  if (o.noConnect) notes.push('--no-connect: the per-connection ClusterIP comparison was not run');
+  else if (!ipt) notes.push('no iptables in a namespace: the per-connection ClusterIP comparison was not run');
+  else {
+    // --quick: fewer Services and one short round, to stay within a minute.
+    const services = o.quick ? 1000 : 10_000;
+    progress(`ClusterIP per-connection cost at ${services} Services: socket-LB vs iptables…`);
+    connect = await measureK8sConnect({ services, seconds: o.quick ? 1 : 2, rounds: o.quick ? 1 : 3, log: progress });
+  }
+  return { sizes, ratio_vs_iptables: sizes.at(-1)?.ratio ?? null, connect, notes };
 }
 
 function optional(name: string): number | undefined {
@@ -457,6 +472,7 @@ async function main(): Promise<void> {
     quick: process.argv.includes('--quick'),
     iptablesTimeoutMs: argValue('--iptables-timeout', 180) * 1000,
     ferryOnly: process.argv.includes('--ferry-only'),
+    noConnect: process.argv.includes('--no-connect'),
     caps: { ...(spt !== undefined ? { servicesPerTransaction: spt } : {}), ...(mtb !== undefined ? { maxTransactionsPerBatch: mtb } : {}) },
   });
   if (process.argv.includes('--json')) {
@@ -471,6 +487,17 @@ async function main(): Promise<void> {
     console.log(`| ${s.n} | ${s.ferry_ms} (${s.ferry_transactions}; ${s.ferry_longest_step_ms} ms; ${s.ferry_loop_delay_max_ms} ms; ${s.datapath} datapath) ` +
       `| ${s.iptables_restore_result ?? '–'} (${s.iptables_variant ?? '–'}) | ${s.iptables_legacy_restore_result ?? '–'} ` +
       `| ${s.iptables_rules} / ${s.iptables_chains} | ${ratio(s.ratio, s.ratio_is_lower_bound)} (${ratio(s.legacy_ratio, s.legacy_ratio_is_lower_bound)}) |`);
+  }
+  const c = r.connect;
+  if (c !== null) {
+    console.log('');
+    console.log(`ClusterIP per new connection at ${c.services} Services (${c.service_ports} ports; kube-proxy: ${c.iptables_rules} rules), ns, median of ${c.rounds} round(s)`);
+    console.log('| | direct | socket-LB | iptables DNAT | iptables ÷ socket-LB |');
+    console.log('|---|---|---|---|---|');
+    for (const [name, p] of [['TCP connect + close', c.tcp], ['UDP new socket + datagram', c.udp]] as const) {
+      if (p === null) continue;
+      console.log(`| ${name} | ${p.direct.ns_per_connection} | ${p.socket_lb.ns_per_connection} | ${p.iptables.ns_per_connection} | ${p.ratio_iptables_to_socket_lb} |`);
+    }
   }
   for (const n of r.notes) console.log(`note: ${n}`);
 }
