@@ -37,8 +37,9 @@ export const GenState = struct('gen_state', {
   next_ps: u64(),
   first_ns: u64(),
   last_ns: u64(),
+  lagged_ns: u64(),
   in_group: u32(),
-  pad: u32(),
+  lags: u32(),
 });
 
 export type GenConfigV = ValueOf<typeof GenConfig>;
@@ -130,7 +131,7 @@ export class BenchObject {
     if (!this.genConfig) throw new Error('setGen first');
     const st = this.genState();
     const limit = st.seq + BigInt(count);
-    this.nat.mapUpdate(this.obj.mapFd('bench_gen_state'), key(0), GenState.encode({ ...st, next_ps: 0n, first_ns: 0n, last_ns: 0n, in_group: 0 }), 0);
+    this.nat.mapUpdate(this.obj.mapFd('bench_gen_state'), key(0), GenState.encode({ ...st, next_ps: 0n, first_ns: 0n, last_ns: 0n, lagged_ns: 0n, in_group: 0, lags: 0 }), 0);
     this.genConfig.interval_ps = rate > 0 ? BigInt(Math.round(1e12 / rate)) : 0n;
     this.genConfig.limit = limit;
     this.genConfig.group = Math.max(1, Math.min(group, 256));

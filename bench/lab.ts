@@ -75,6 +75,8 @@ export interface LabBench {
   ratio_ferry_to: { iptables: number; nftables: number };
   by_kind: Record<TrafficKind, Record<LbMode, number>>;
   offered_pps: number;
+  /** What the generator achieved in the equal-load windows (median per kind and mode). */
+  achieved_pps: Record<TrafficKind, Record<LbMode, number>>;
   group: number;
   backends: number;
   rounds: number;
@@ -174,7 +176,13 @@ async function searchLossless(rig: RateRig, o: Options, kind: TrafficKind, b: Ba
   return { pps: best, limit, lb_busy_at_loss: w ? round2(w.lb_cpu_ns / (w.gen_ms * 1e6)) : null };
 }
 
-async function equalLoad(rig: RateRig, o: Options, rate: number, rounds: number): Promise<{ byKind: Record<TrafficKind, Record<LbMode, number>>; windows: Window[] }> {
+interface EqualLoad {
+  byKind: Record<TrafficKind, Record<LbMode, number>>;
+  /** The rate the generator achieved in those windows (median): it may fall a little behind when its CPU is busy. */
+  achievedByKind: Record<TrafficKind, Record<LbMode, number>>;
+}
+
+async function equalLoad(rig: RateRig, o: Options, rate: number, rounds: number): Promise<EqualLoad> {
   const modes: LbMode[] = ['floor', ...BALANCERS];
   const windows: Window[] = [];
   for (let r = 0; r < rounds; r++) {
@@ -197,14 +205,17 @@ async function equalLoad(rig: RateRig, o: Options, rate: number, rounds: number)
     }
   }
   const byKind = {} as Record<TrafficKind, Record<LbMode, number>>;
+  const achievedByKind = {} as Record<TrafficKind, Record<LbMode, number>>;
   for (const kind of KINDS) {
     byKind[kind] = {} as Record<LbMode, number>;
+    achievedByKind[kind] = {} as Record<LbMode, number>;
     for (const mode of modes) {
       const ws = windows.filter((w) => w.kind === kind && w.mode === mode && w.forwarded > 0);
       byKind[kind][mode] = Math.round(median(ws.map((w) => w.lb_cpu_ns / w.forwarded)));
+      achievedByKind[kind][mode] = Math.round(median(ws.map(achieved)));
     }
   }
-  return { byKind, windows };
+  return { byKind, achievedByKind };
 }
 
 function httpFigures(rs: RateResult[]): HttpFigures {
@@ -266,13 +277,13 @@ export async function benchLab(o: Options): Promise<LabBench> {
     const rate = o.rate ?? Math.max(10_000, Math.floor(lowest / 2 / 10_000) * 10_000);
     const rounds = o.quick ? 1 : 3;
     progress(`CPU per packet at ${kpps(rate)} pps offered, ${rounds} round(s)`);
-    const { byKind } = await equalLoad(rig, o, rate, rounds);
+    const { byKind, achievedByKind } = await equalLoad(rig, o, rate, rounds);
     // SYN and UDP weigh the same.
     const cpu = Object.fromEntries(BALANCERS.map((b) => [b, Math.round((byKind.syn[b] + byKind.udp[b]) / 2)])) as Record<BalancerName, number>;
     result = {
       cpu_ns_per_pkt: cpu,
       ratio_ferry_to: { iptables: round2(cpu.ferry / cpu.iptables), nftables: round2(cpu.ferry / cpu.nftables) },
-      by_kind: byKind, offered_pps: rate, group: o.group, backends: o.backends, rounds,
+      by_kind: byKind, offered_pps: rate, achieved_pps: achievedByKind, group: o.group, backends: o.backends, rounds,
       lossless_pps: lossless, lb_idle_ns_per_s: Math.round(idle), generator_pps: genMax, iptables_variant: rig.iptablesVariant,
     };
   } finally {
@@ -287,8 +298,10 @@ function printTables(r: LabBench): void {
   const ratio = (b: BalancerName) => (b === 'ferry' ? '1' : String(round2(r.cpu_ns_per_pkt.ferry / r.cpu_ns_per_pkt[b])));
   const above = (b: BalancerName) => r.cpu_ns_per_pkt[b] - floor;
   const ratioAbove = (b: BalancerName) => (b === 'ferry' ? '1' : String(round2(above('ferry') / above(b))));
+  const got = KINDS.flatMap((k) => Object.values(r.achieved_pps[k]));
   console.log(`CPU per forwarded packet on the load balancer at ${kpps(r.offered_pps)} pps offered `
-    + `(${r.backends} backends, groups of ${r.group}, median of ${r.rounds} round(s)); floor = receive and drop`);
+    + `(achieved ${kpps(Math.min(...got))}–${kpps(Math.max(...got))}; ${r.backends} backends, groups of ${r.group}, `
+    + `median of ${r.rounds} round(s)); floor = receive and drop`);
   console.log('| balancer | SYN ns/packet | UDP ns/packet | mean | Ferry ÷ this | mean above floor | Ferry ÷ this above floor | highest lossless SYN pps | highest lossless UDP pps |');
   console.log('|---|---|---|---|---|---|---|---|---|');
   const ll = (x: LosslessResult) => `${x.limit === 'generator' ? '≥ ' : ''}${x.pps.toLocaleString('en-US')}`

@@ -55,8 +55,9 @@ struct gen_state {
 	__u64 next_ps;            /* when the next group is due (0: at the next run) */
 	__u64 first_ns;           /* first group of this window, ktime */
 	__u64 last_ns;            /* latest group */
+	__u64 lagged_ns;          /* schedule skipped because the generator fell too far behind */
 	__u32 in_group;           /* frames of the current group still to emit */
-	__u32 pad;
+	__u32 lags;               /* how often that happened */
 };
 
 struct {
@@ -131,8 +132,11 @@ static __always_inline bool gen_due(const struct gen_config *cfg, struct gen_sta
 	}
 	if (now_ps < st->next_ps)
 		return false;
-	if (now_ps > st->next_ps + cfg->max_lag_ps)
+	if (now_ps > st->next_ps + cfg->max_lag_ps) {
+		st->lagged_ns += (now_ps - st->next_ps) / 1000;
+		st->lags++;
 		st->next_ps = now_ps;
+	}
 	st->next_ps += cfg->interval_ps * cfg->group;
 	st->last_ns = now_ps / 1000;
 	st->in_group = cfg->group > 0 ? cfg->group - 1 : 0;
