@@ -26,6 +26,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import type { RateResult } from '../src/lab/client.js';
+import { Lab, labsOfThisProcess } from '../src/lab/topology.js';
 import { argValue } from './args.js';
 import { HTTP_BACKENDS, IptablesHttpLab, httpRate, startFerryHttp } from './lab-http.js';
 import {
@@ -88,10 +89,14 @@ export interface LabBench {
   iptables_variant: string;
 }
 
-/** What to undo if the process exits early (Ctrl-C, an error): each lab's stop(). */
+/**
+ * What to undo if the process exits early (Ctrl-C, an error): each lab's
+ * stop(), then any lab of this process still there (one that was starting).
+ */
 const cleanups = new Set<() => void>();
 process.on('exit', () => {
   for (const c of cleanups) c();
+  for (const prefix of labsOfThisProcess()) new Lab({ backends: 0, prefix }).down();
 });
 
 const progress = (msg: string): void => {

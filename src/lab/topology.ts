@@ -290,6 +290,17 @@ export function isRemovable(prefix: string): boolean {
   return !alive;
 }
 
+/** Prefixes of the labs this process built (its owner record), e.g. to remove them all on an early exit. */
+export function labsOfThisProcess(): string[] {
+  return existingLabs().filter((prefix) => {
+    try {
+      return readFileSync(join(labDir(prefix), OWNER_FILE), 'utf8').split(' ')[0] === String(process.pid);
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** Prefixes of labs `--down` may remove (kept, or left by a killed run). */
 export function leftoverLabs(): string[] {
   return existingLabs().filter(isRemovable);
