@@ -7,6 +7,9 @@
  *
  *   decap  PIN_ROOT IFNAME VIP[,VIP]   attach tc_decap on ingress for these VIPs
  *   pass   PIN_PATH IFNAME             attach xdp_pass through a link pinned at PIN_PATH
+ *   xdp    PROG_PIN LINK_PIN IFNAME    attach a pinned XDP program (native) through a link pinned at
+ *                                      LINK_PIN; whoever holds the link pin can swap the program
+ *                                      (linkUpdate) from any namespace
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -47,11 +50,25 @@ function attachPass(pinPath: string, ifname: string): void {
   }
 }
 
+function attachPinned(progPin: string, linkPin: string, ifname: string): void {
+  const nat = loadNative();
+  const prog = nat.objGet(progPin);
+  try {
+    const link = nat.xdpAttach(prog, nat.ifNameToIndex(ifname), 'native');
+    mkdirSync(dirname(linkPin), { recursive: true });
+    nat.objPin(link, linkPin);
+    nat.closeFd(link);
+  } finally {
+    nat.closeFd(prog);
+  }
+}
+
 function main(argv: string[]): void {
   const [cmd, a, b, c] = argv;
   if (cmd === 'decap' && a && b && c) return attachDecap(a, b, c.split(','));
   if (cmd === 'pass' && a && b) return attachPass(a, b);
-  throw new Error(`usage: agent.js decap PIN_ROOT IFNAME VIPS | pass PIN_PATH IFNAME (got ${argv.join(' ')})`);
+  if (cmd === 'xdp' && a && b && c) return attachPinned(a, b, c);
+  throw new Error(`usage: agent.js decap PIN_ROOT IFNAME VIPS | pass PIN_PATH IFNAME | xdp PROG_PIN LINK_PIN IFNAME (got ${argv.join(' ')})`);
 }
 
 try {

@@ -4,13 +4,17 @@
  *   node dist/src/lab/client.js http VIP COUNT [OPTIONS]   one new connection per request
  *   node dist/src/lab/client.js udp VIP COUNT [OPTIONS]    one datagram per new source port
  *   node dist/src/lab/client.js stream VIP [OPTIONS]       one long-lived TCP stream to the echo server
+ *   node dist/src/lab/client.js rate VIP MS [OPTIONS]      HTTP, one new connection per request, for MS ms
  *
  * Options: --port N (80 / 53 / 7 by mode), --source ADDR (local address to
  * send from), --timeout MS (per request, default 2000), --parallel N (16),
  * --rate BYTES_PER_SEC (stream, default 1,600,000).
  *
  * http and udp print one JSON object (ClientResult): answers per backend,
- * the addresses replies came from, errors by kind.
+ * the addresses replies came from, errors by kind. rate keeps --parallel
+ * requests in flight until MS have passed and prints a RateResult: the
+ * ClientResult plus the elapsed time and latency percentiles (connect to
+ * last body byte, successful requests only).
  *
  * stream writes a known byte sequence continuously (paced, never more than
  * 256 KiB unacknowledged in the socket) and checks every echoed byte. It
@@ -32,6 +36,13 @@ export interface ClientResult {
   sources: Record<string, number>;
   /** Error code or message → count. */
   error_kinds: Record<string, number>;
+}
+
+export interface RateResult extends ClientResult {
+  elapsed_ms: number;
+  /** Successful requests per second of elapsed time. */
+  per_second: number;
+  latency_ms: { p50: number; p90: number; p99: number; max: number };
 }
 
 export interface StreamReport {
@@ -116,6 +127,46 @@ async function drive(count: number, o: Options, once: () => Promise<{ name: stri
   };
   await Promise.all(Array.from({ length: Math.min(o.parallel, count) }, worker));
   return out;
+}
+
+/** The value below which a fraction q of the sorted samples lie (nearest rank). */
+function percentile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
+
+async function rate(vip: string, ms: number, o: Options): Promise<RateResult> {
+  const out: ClientResult = { requests: 0, errors: 0, per_backend: {}, sources: {}, error_kinds: {} };
+  const inc = (m: Record<string, number>, k: string) => (m[k] = (m[k] ?? 0) + 1);
+  const latencies: number[] = [];
+  const t0 = performance.now();
+  const end = t0 + ms;
+  const worker = async () => {
+    while (performance.now() < end) {
+      const start = performance.now();
+      out.requests++;
+      try {
+        const r = await httpOnce(vip, o);
+        latencies.push(performance.now() - start);
+        inc(out.per_backend, r.name);
+        inc(out.sources, r.from);
+      } catch (err) {
+        out.errors++;
+        inc(out.error_kinds, (err as NodeJS.ErrnoException).code ?? (err as Error).message);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: o.parallel }, worker));
+  const elapsed = performance.now() - t0;
+  latencies.sort((a, b) => a - b);
+  const r3 = (x: number) => Math.round(x * 1000) / 1000;
+  return {
+    ...out, elapsed_ms: Math.round(elapsed), per_second: Math.round((latencies.length * 1000) / elapsed),
+    latency_ms: {
+      p50: r3(percentile(latencies, 0.5)), p90: r3(percentile(latencies, 0.9)),
+      p99: r3(percentile(latencies, 0.99)), max: r3(latencies.at(-1) ?? 0),
+    },
+  };
 }
 
 // ---- stream ----------------------------------------------------------------
@@ -248,7 +299,7 @@ function parseOptions(args: string[]): Options {
   return o;
 }
 
-const USAGE = 'usage: client.js http|udp VIP COUNT [--port N] [--source ADDR] [--timeout MS] [--parallel N] | stream VIP [--port N] [--source ADDR] [--rate B/S]';
+const USAGE = 'usage: client.js http|udp VIP COUNT [--port N] [--source ADDR] [--timeout MS] [--parallel N] | rate VIP MS [--port N] [--parallel N] | stream VIP [--port N] [--source ADDR] [--rate B/S]';
 
 async function main(): Promise<void> {
   const [kind, vip, ...rest] = process.argv.slice(2);
@@ -256,6 +307,11 @@ async function main(): Promise<void> {
   if (kind === 'stream') return stream(vip, parseOptions(rest));
   const [countText, ...opts] = rest;
   const count = Number(countText);
+  if (kind === 'rate') {
+    if (!Number.isInteger(count) || count <= 0) throw new Error(USAGE);
+    console.log(JSON.stringify(await rate(vip, count, parseOptions(opts))));
+    return;
+  }
   if ((kind !== 'http' && kind !== 'udp') || !Number.isInteger(count) || count <= 0) throw new Error(USAGE);
   const o = parseOptions(opts);
   const result = await drive(count, o, kind === 'http' ? () => httpOnce(vip, o) : () => udpOnce(vip, o));

@@ -91,11 +91,11 @@ export class LbLab {
     const vips = this.opts.vips;
     const agents: Array<Promise<void>> = [
       // veth hands XDP_TX frames on only to a peer running XDP itself.
-      agent(lab.sw, ['pass', join(lab.bpfRoot, 'sw', `xdp_${lab.lb.port}`), lab.lb.port]),
+      runAgent(lab.sw, ['pass', join(lab.bpfRoot, 'sw', `xdp_${lab.lb.port}`), lab.lb.port]),
     ];
     for (const b of lab.backends) {
       for (const v of vips) lab.addVipOnBackend(b, v);
-      agents.push(agent(b.ns, ['decap', join(lab.bpfRoot, b.name), 'eth0', vips.join(',')]));
+      agents.push(runAgent(b.ns, ['decap', join(lab.bpfRoot, b.name), 'eth0', vips.join(',')]));
       // The load balancer's fib lookups need its neighbours resolved.
       nsRun(lab.lb.ns, 'ip', ['neigh', 'replace', b.addr4, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
       nsRun(lab.lb.ns, 'ip', ['-6', 'neigh', 'replace', b.addr6, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
@@ -449,7 +449,7 @@ function clientArgs(o: ClientOptions): string[] {
 const icmpScript = (): string => join(packageRoot(), 'src', 'lab', 'icmp.py');
 
 /** Runs agent.js in a namespace (asynchronously, so several can run at once). */
-function agent(ns: string, args: string[]): Promise<void> {
+export function runAgent(ns: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     const p = nsSpawn(ns, process.execPath, [script('agent'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';

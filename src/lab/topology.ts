@@ -99,8 +99,7 @@ export class Lab {
   /** Creates namespaces, the bridge and the links; addresses and routes. */
   up(): void {
     try {
-      mkdirSync(this.dir, { recursive: true });
-      writeFileSync(join(this.dir, OWNER_FILE), `${process.pid} ${processStart(process.pid)}\n`);
+      this.claim();
       run('ip', ['netns', 'add', this.sw]);
       nsRun(this.sw, 'ip', ['link', 'add', 'br0', 'type', 'bridge']);
       nsRun(this.sw, 'ip', ['link', 'set', 'br0', 'mtu', String(LAB_MTU), 'up']);
@@ -112,6 +111,16 @@ export class Lab {
       this.down();
       throw err;
     }
+  }
+
+  /**
+   * Creates the lab's folder with the owner record (this process), so that
+   * `demo --down` leaves the lab alone while this process lives and removes
+   * it after a kill. up() calls it; other topologies under this prefix too.
+   */
+  claim(): void {
+    mkdirSync(this.dir, { recursive: true });
+    writeFileSync(join(this.dir, OWNER_FILE), `${process.pid} ${processStart(process.pid)}\n`);
   }
 
   private addHost(h: LabHost): void {
@@ -279,6 +288,17 @@ export function isRemovable(prefix: string): boolean {
   const [pid, start] = owner.split(' ');
   const alive = pid && existsSync(`/proc/${pid}`) && processStart(Number(pid)) === start && processState(Number(pid)) !== 'Z';
   return !alive;
+}
+
+/** Prefixes of the labs this process built (its owner record), e.g. to remove them all on an early exit. */
+export function labsOfThisProcess(): string[] {
+  return existingLabs().filter((prefix) => {
+    try {
+      return readFileSync(join(labDir(prefix), OWNER_FILE), 'utf8').split(' ')[0] === String(process.pid);
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** Prefixes of labs `--down` may remove (kept, or left by a killed run). */
