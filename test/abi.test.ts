@@ -5,34 +5,13 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import * as abi from '../src/datapath/abi.js';
 import { loadNative } from '../src/datapath/native.js';
-import { assertStructsMatchBtf } from './lib/btf.js';
-import { bpfObjectPath, packageRoot } from '../src/paths.js';
+import { assertStructsMatchBtf, bpfHeader, cDefine, cEnum } from './lib/abi-check.js';
+import { bpfObjectPath } from '../src/paths.js';
 
-const header = (name: string) => readFileSync(join(packageRoot(), 'bpf', 'lib', name), 'utf8');
-
-/** The enumerators of a C enum, in order. */
-function cEnum(src: string, name: string): string[] {
-  const m = new RegExp(`enum ${name} \\{([^}]*)\\}`, 's').exec(src);
-  assert.ok(m, `enum ${name} found`);
-  return m[1]!
-    .split('\n')
-    .map((l) => l.replace(/\/\*.*?\*\//g, '').trim())
-    .filter((l) => l.length > 0)
-    .map((l) => l.split(/[\s=,]/)[0]!);
-}
-
-/** The value of a #define (decimal, hex, shifts and ULL suffixes). */
-function cDefine(src: string, name: string): number {
-  const m = new RegExp(`#define ${name}\\s+([^\\n/]+)`).exec(src);
-  assert.ok(m, `#define ${name} found`);
-  const expr = m[1]!.trim().replace(/([0-9a-fA-F])(?:ULL|UL|U|LL|L)\b/g, '$1');
-  assert.match(expr, /^[0-9a-fA-Fx()<\s]+$/, `${name} is a plain constant`);
-  return Number(Function(`return (${expr}) >>> 0;`)());
-}
+const header = bpfHeader;
 
 describe('datapath ABI', () => {
   const objects = ['xdp_lb', 'decap'].map(bpfObjectPath);

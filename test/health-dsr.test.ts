@@ -22,7 +22,7 @@ import { LbLab } from '../src/lab/lblab.js';
 import type { LabHost } from '../src/lab/topology.js';
 import type { BackendHealth, HealthCheckSpec } from '../src/model/health.js';
 import { bpfObjectPath } from '../src/paths.js';
-import { assertStructsMatchBtf } from './lib/btf.js';
+import { assertStructsMatchBtf } from './lib/abi-check.js';
 import { bpfUnavailable } from './lib/harness.js';
 
 const skip = bpfUnavailable();

@@ -6,46 +6,18 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import * as abi from '../src/datapath/socklb-abi.js';
 import { SOCKLB_HOOKS } from '../src/datapath/socklb.js';
 import { BPF_PROG_TYPE_CGROUP_SOCK, BPF_PROG_TYPE_CGROUP_SOCK_ADDR, loadNative } from '../src/datapath/native.js';
-import { bpfObjectPath, packageRoot } from '../src/paths.js';
+import { bpfObjectPath } from '../src/paths.js';
+import { assertStructsMatchBtf, bpfHeader, cDefine, cEnum } from './lib/abi-check.js';
 
-const header = readFileSync(join(packageRoot(), 'bpf', 'lib', 'socklb_types.h'), 'utf8');
+const header = bpfHeader('socklb_types.h');
 const object = bpfObjectPath('sock_lb');
-
-function cEnum(src: string, name: string): string[] {
-  const m = new RegExp(`enum ${name} \\{([^}]*)\\}`, 's').exec(src);
-  assert.ok(m, `enum ${name} found`);
-  return m[1]!
-    .split('\n')
-    .map((l) => l.replace(/\/\*.*?\*\//g, '').trim())
-    .filter((l) => l.length > 0)
-    .map((l) => l.split(/[\s=,]/)[0]!);
-}
-
-function cDefine(src: string, name: string): number {
-  const m = new RegExp(`#define ${name}\\s+([^\\n/]+)`).exec(src);
-  assert.ok(m, `#define ${name} found`);
-  const expr = m[1]!.trim().replace(/([0-9a-fA-F])(?:ULL|UL|U|LL|L)\b/g, '$1');
-  assert.match(expr, /^[0-9a-fA-Fx()<\s]+$/, `${name} is a plain constant`);
-  return Number(Function(`return (${expr});`)());
-}
 
 describe('socket-LB ABI', () => {
   it('every struct matches the BTF of sock_lb.bpf.o', () => {
-    const nat = loadNative();
-    for (const s of abi.SOCKLB_STRUCTS) {
-      const btf = nat.btfStructLayout(object, s.cName);
-      assert.equal(btf.size, s.size, `sizeof(struct ${s.cName})`);
-      assert.deepEqual(
-        btf.members.map((m) => ({ name: m.name, offset: m.offset, size: m.size })),
-        s.layout.map((f) => ({ name: f.name, offset: f.offset, size: f.size })),
-        `fields of struct ${s.cName}`,
-      );
-    }
+    assertStructsMatchBtf(object, abi.SOCKLB_STRUCTS);
   });
 
   it('counters are in the C order and constants match socklb_types.h', () => {

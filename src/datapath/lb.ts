@@ -16,6 +16,7 @@ import {
 import { ArrayMap, PerCpuArray, TypedMap } from './maps.js';
 import { BPF_F_INNER_MAP, BPF_MAP_TYPE_ARRAY, loadNative, type BpfObject, type NativeAddon } from './native.js';
 import { bpfObjectPath } from '../paths.js';
+import { replaceStalePins } from './pins.js';
 
 export interface LbSizes {
   maxVips: number;
@@ -61,25 +62,6 @@ const SIZED_MAPS: Record<string, keyof LbSizes> = {
  * hold the flows.
  */
 const REPLACEABLE = new Set(['ferry_config', 'ferry_counters', 'ferry_events', 'ferry_event_budget']);
-
-function replaceStalePins(nat: NativeAddon, obj: BpfObject): string[] {
-  const replaced: string[] = [];
-  for (const m of obj.maps()) {
-    if (!REPLACEABLE.has(m.name) || m.pinPath === null || !existsSync(m.pinPath)) continue;
-    const fd = nat.objGet(m.pinPath);
-    let pinned;
-    try {
-      pinned = nat.mapInfo(fd);
-    } finally {
-      nat.closeFd(fd);
-    }
-    if (pinned.type === m.type && pinned.keySize === m.keySize && pinned.valueSize === m.valueSize
-      && pinned.maxEntries === m.maxEntries && pinned.flags === m.flags) continue;
-    rmSync(m.pinPath);
-    replaced.push(m.name);
-  }
-  return replaced;
-}
 
 const PAGE = 4096;
 
@@ -153,7 +135,7 @@ export class LbDatapath {
     mkdirSync(opts.pinRoot, { recursive: true });
     const obj = nat.openObject(opts.objectPath ?? bpfObjectPath('xdp_lb'), { pinRoot: opts.pinRoot, maxEntries });
     try {
-      const replaced = replaceStalePins(nat, obj);
+      const replaced = replaceStalePins(nat, obj, (name) => REPLACEABLE.has(name));
       obj.load();
       const dp = new LbDatapath(nat, obj, opts.pinRoot, sizes);
       dp.replacedPins = replaced;

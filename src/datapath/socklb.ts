@@ -31,6 +31,7 @@ import {
   BPF_CGROUP_UDP6_SENDMSG, BPF_MAP_TYPE_ARRAY, loadNative, type BpfObject, type NativeAddon,
 } from './native.js';
 import { bpfObjectPath } from '../paths.js';
+import { replaceStalePins } from './pins.js';
 
 /** The cgroup the programs attach to unless told otherwise (cgroup v2 on this machine kind). */
 export const DEFAULT_SOCKLB_CGROUP = '/sys/fs/cgroup/unified';
@@ -204,25 +205,6 @@ function checkPort(port: unknown, what: string): number {
   return port;
 }
 
-function replaceStalePins(nat: NativeAddon, obj: BpfObject): string[] {
-  const replaced: string[] = [];
-  for (const m of obj.maps()) {
-    if (m.pinPath === null || !existsSync(m.pinPath)) continue;
-    const fd = nat.objGet(m.pinPath);
-    let pinned;
-    try {
-      pinned = nat.mapInfo(fd);
-    } finally {
-      nat.closeFd(fd);
-    }
-    if (pinned.type === m.type && pinned.keySize === m.keySize && pinned.valueSize === m.valueSize
-      && pinned.maxEntries === m.maxEntries && pinned.flags === m.flags) continue;
-    rmSync(m.pinPath);
-    replaced.push(m.name);
-  }
-  return replaced;
-}
-
 export class SocketLb {
   readonly sizes: Required<SocketLbSizes>;
   /**
@@ -288,7 +270,7 @@ export class SocketLb {
     const obj = nat.openObject(opts.objectPath ?? bpfObjectPath('sock_lb'), { pinRoot: opts.pinRoot, maxEntries });
     let lb: SocketLb | undefined;
     try {
-      const replaced = replaceStalePins(nat, obj);
+      const replaced = replaceStalePins(nat, obj, () => true);
       obj.load();
       lb = new SocketLb(nat, obj, opts.pinRoot, opts.cgroupPath ?? DEFAULT_SOCKLB_CGROUP, sizes);
       lb.replacedPins = replaced;

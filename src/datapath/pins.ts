@@ -1,0 +1,28 @@
+/**
+ * Pinned maps across upgrades and resizes: before an object loads, a pinned
+ * map whose definition (type, key and value size, capacity, flags) no longer
+ * matches the object's is unpinned, so the load creates it anew instead of
+ * failing. Which maps may be dropped that way is the caller's decision.
+ */
+import { existsSync, rmSync } from 'node:fs';
+import type { BpfObject, NativeAddon } from './native.js';
+
+/** Unpins the stale maps `replaceable` allows; returns their names. */
+export function replaceStalePins(nat: NativeAddon, obj: BpfObject, replaceable: (name: string) => boolean): string[] {
+  const replaced: string[] = [];
+  for (const m of obj.maps()) {
+    if (!replaceable(m.name) || m.pinPath === null || !existsSync(m.pinPath)) continue;
+    const fd = nat.objGet(m.pinPath);
+    let pinned;
+    try {
+      pinned = nat.mapInfo(fd);
+    } finally {
+      nat.closeFd(fd);
+    }
+    if (pinned.type === m.type && pinned.keySize === m.keySize && pinned.valueSize === m.valueSize
+      && pinned.maxEntries === m.maxEntries && pinned.flags === m.flags) continue;
+    rmSync(m.pinPath);
+    replaced.push(m.name);
+  }
+  return replaced;
+}
