@@ -27,6 +27,12 @@
 #define HC_MAX_SLOTS 65536
 /* Concurrent check connections whose replies are translated back. */
 #define HC_MAX_FLOWS 65536
+/*
+ * A connection not seen leaving for this long is no longer a check (the
+ * longest check timeout is 60 s): its entry must not translate replies of
+ * a later connection that happens to reuse the local port.
+ */
+#define HC_FLOW_TTL_NS (65ULL * 1000000000ULL)
 
 /* One checked (VIP, backend) pair: written by ferryd before the first check. */
 struct hc_target {
@@ -50,6 +56,7 @@ struct hc_flow_key {
 
 struct hc_flow {
 	__u32 backend[4];         /* the reply's source becomes this again */
+	__u64 seen_ns;            /* last packet of the check sent (bpf_ktime_get_ns) */
 };
 
 enum hc_counter {

@@ -112,6 +112,13 @@ static __always_inline int hc_set_addr(struct __sk_buff *skb, struct hc_pkt *p, 
 
 	if (diff < 0 || bpf_l4_csum_replace(skb, hc_l4_csum_off(p), 0, diff, l4_flags))
 		return -1;
+	/*
+	 * IPv6 has no header checksum: the address (+diff) and the L4 checksum
+	 * (-diff) cancel out in a full-packet checksum (CHECKSUM_COMPLETE), but
+	 * the pseudo-header replace above took diff off skb->csum (the IPv4
+	 * rule; BPF_F_IPV6 says so only from 6.16 on). Put it back.
+	 */
+	bpf_csum_update(skb, diff);
 	return bpf_skb_store_bytes(skb, off, to, 16, 0);
 }
 

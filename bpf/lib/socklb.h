@@ -191,14 +191,15 @@ static __always_inline bool affinity_get(const struct sock_svc *svc, const struc
 	if (!a)
 		return false;
 	last = a->last_ns;
-	if (now - last > (__u64)svc->affinity_timeout_s * NSEC_PER_SEC)
+	/* Signed: another CPU may have refreshed the entry after `now` was read. */
+	if ((__s64)(now - last) > (__s64)((__u64)svc->affinity_timeout_s * NSEC_PER_SEC))
 		return false;
 	mk.backend = a->backend;
 	if (!bpf_map_lookup_elem(&ferry_sock_members, &mk))
 		return false;
 	/* Refreshed in place, at most once a second: a timeout counts from
 	 * the client's last connection, as kube-proxy's "recent" match. */
-	if (now - last > SOCKLB_AFFINITY_TOUCH_NS)
+	if ((__s64)(now - last) > (__s64)SOCKLB_AFFINITY_TOUCH_NS)
 		a->last_ns = now;
 	*be = mk.backend;
 	return true;

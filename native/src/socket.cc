@@ -7,6 +7,7 @@
 // (the TCP SYN), so TCP sockets are created here and handed to net.Socket
 // by fd; UDP sockets are marked after bind, before anything is sent.
 #include <napi.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,7 +25,7 @@ static void SetMark(Napi::Env env, int fd, uint32_t mark, const std::string &fn)
 }
 
 // socketOpen(family 4|6, kind "tcp"|"udp", mark) → fd: non-blocking,
-// close-on-exec, marked, not yet bound or connected.
+// close-on-exec, marked, not connected; a TCP one bound to an ephemeral port.
 Napi::Value SocketOpen(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   const std::string fn = "socketOpen";
@@ -41,6 +42,28 @@ Napi::Value SocketOpen(const Napi::CallbackInfo &info) {
     int err = errno;
     close(fd);
     ThrowErrno(env, fn + ": setsockopt(SO_MARK)", err);
+  }
+  // A TCP socket takes its local port now, by bind: a port taken by bind is
+  // its alone, whereas connect() may give two sockets the same local port
+  // towards different peers, and the DSR check path tells check connections
+  // apart by (local address, local port, VIP, VIP port).
+  if (kind == "tcp") {
+    struct sockaddr_storage ss = {};
+    socklen_t len;
+    if (family == 4) {
+      auto *a = reinterpret_cast<struct sockaddr_in *>(&ss);
+      a->sin_family = AF_INET;
+      len = sizeof(*a);
+    } else {
+      auto *a = reinterpret_cast<struct sockaddr_in6 *>(&ss);
+      a->sin6_family = AF_INET6;
+      len = sizeof(*a);
+    }
+    if (bind(fd, reinterpret_cast<struct sockaddr *>(&ss), len) < 0) {
+      int err = errno;
+      close(fd);
+      ThrowErrno(env, fn + ": bind", err);
+    }
   }
   return Napi::Number::New(env, fd);
 }

@@ -39,14 +39,19 @@ export const HcFlowKey = struct('hc_flow_key', {
   pad: bytes(2),
 });
 
-export const HcFlow = struct('hc_flow', { backend: addr() });
+export const HcFlow = struct('hc_flow', { backend: addr(), seen_ns: u64() });
 
 export const U32Key = struct('__u32', { v: u32() });
 
 export const HC_STRUCTS = [HcTarget, HcFlowKey, HcFlow] as const;
 
-/** The filters' place on an interface: out of the way of an operator's own handle-1/priority-1 filters. */
-export const HC_TC: Readonly<Required<TcOptions>> = Object.freeze({ handle: 1, priority: 49152 });
+/**
+ * The filters' place on an interface: a handle and priority of their own
+ * ("FR"), not the defaults of `tc filter add ... bpf` (priority 49152,
+ * handle 1) nor 1/1, so an operator's filter is never replaced. The programs
+ * answer TC_ACT_UNSPEC for packets not theirs: later filters still run.
+ */
+export const HC_TC: Readonly<Required<TcOptions>> = Object.freeze({ handle: 0x4652, priority: 0x4652 });
 
 export type HcTargetV = ValueOf<typeof HcTarget>;
 

@@ -330,7 +330,7 @@ export interface NativeAddon {
   ifNameToIndex(name: string): number;
   /** sd_notify(3): sends state to $NOTIFY_SOCKET; false when not run by systemd. */
   sdNotify(state: string): boolean;
-  /** A non-blocking socket (not bound, not connected) whose packets carry SO_MARK `mark`. */
+  /** A non-blocking socket (not connected; TCP ones bound to an ephemeral port of their own) whose packets carry SO_MARK `mark`. */
   socketOpen(family: 4 | 6, kind: 'tcp' | 'udp', mark: number): number;
   /** Sets SO_MARK on an existing socket. */
   socketSetMark(fd: number, mark: number): void;

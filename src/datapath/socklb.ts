@@ -490,10 +490,12 @@ export class SocketLb {
       this.updateBatch(this.slotsFd, newSlots[0]!, newSlots[1]!);
       res.slotsWritten = newSlots[0]!.length;
       this.updateBatch(this.membersFd, memberAdds, memberAdds.map(() => Buffer.alloc(1, 1)));
+      // A member that leaves goes before the values flip: from then on an affinity entry naming it
+      // re-picks (from the old buffer until the flip, which still holds it: harmless), and no connect
+      // that reads the new value can follow affinity to it.
+      this.deleteBatch(this.membersFd, memberDels);
       this.updateBatch(this.svcsFd, svcKeys, svcValues);
       this.deleteBatch(this.svcsFd, svcDels);
-      // A member that left: an affinity entry naming it now re-picks.
-      this.deleteBatch(this.membersFd, memberDels);
       // Old buffers go only when no connect can still be reading them.
       if (lateSlotDels.length > 0 || svcDels.length > 0) {
         this.grace(res);
