@@ -123,20 +123,24 @@ describe('k8s mode: assembled', () => {
     assert.deepEqual(res.json(), JSON.parse(JSON.stringify(v)), 'the response schema carries every field of the view');
     assert.equal(v.credentials, 'in-cluster');
     assert.deepEqual(v.ignored, [{ service: 'default/external', reason: 'ExternalName Service: resolved by DNS, nothing to proxy' }]);
-    assert.deepEqual(v.cluster_ips, { entries: 1, consumer: 'recording', consumer_stats: { applied: 1 }, last_error: null });
+    // Applied by the first batch, and once more in full when the first sync completes (stale pinned entries go).
+    assert.deepEqual(v.cluster_ips, { entries: 1, consumer: 'recording', consumer_stats: { applied: 2 }, last_error: null });
     assert.deepEqual(consumer.lists.at(-1)?.map((e) => [e.service, e.ip, e.port, e.backends.map((b) => b.address)]),
       [['default/web', '10.96.0.10', 80, ['10.244.0.1', '10.244.0.2']]]);
     assert.equal((await call(api.app, { url: '/v1/vips' })).json<{ items: Array<{ owner: string }> }>().items[0]?.owner, 'kubernetes:default/web');
 
-    // A failing consumer is reported, not fatal; the next change that applies clears it.
+    // A failing consumer is reported, not fatal, and the whole list is applied again until it goes through.
     consumer.failing = 'map full';
     server.upsert('endpointslices', slice('web-abc', ['10.244.0.1']));
     await until(() => mode.view().cluster_ips.last_error === 'map full', 'the failure to show');
     assert.equal(mode.ready, true, 'readiness is latched');
     consumer.failing = null;
+    await until(() => mode.view().cluster_ips.last_error === null, 'the retry to apply the list', 10_000);
+    assert.deepEqual(consumer.lists.at(-1)?.[0]?.backends.map((b) => b.address), ['10.244.0.1'], 'with no other change');
     server.upsert('endpointslices', slice('web-abc', ['10.244.0.1', '10.244.0.3']));
-    await until(() => mode.view().cluster_ips.last_error === null, 'the failure to clear');
+    await until(() => consumer.lists.at(-1)?.[0]?.backends.length === 2, 'the next change to apply');
     assert.deepEqual(consumer.lists.at(-1)?.[0]?.backends.map((b) => b.address), ['10.244.0.1', '10.244.0.3']);
+    assert.equal(mode.view().cluster_ips.last_error, null);
 
     assert.ok(server.watchCount >= 3);
     await mode.stop();
@@ -147,5 +151,38 @@ describe('k8s mode: assembled', () => {
     server.upsert('endpointslices', slice('web-abc', ['10.244.0.9']));
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(mode.sync.stats.batches, batches, 'nothing is written after stop()');
+  });
+});
+
+describe('k8s mode: readiness needs a written first sync', () => {
+  it('a first batch the store refuses as a whole does not make it ready; the retry that commits does', async () => {
+    const server = await K8sTestServer.start({ tls: true });
+    cleanups.push(() => server.close());
+    server.upsert('nodes', node('node-a', [['InternalIP', '10.0.0.1']]));
+    server.upsert('services', service('web', { type: 'LoadBalancer', clusterIP: '10.96.0.10', ingress: ['198.18.0.10'] }));
+    server.upsert('endpointslices', slice('web-abc', ['10.244.0.1']));
+    const api = await makeApi();
+    cleanups.push(() => api.close());
+    const sa = server.writeServiceAccount();
+    setEnv(sa.env);
+    const config: KubernetesConfig = { ...defaultConfig().kubernetes, node_name: 'node-a', batch_delay_ms: 10, health_check_addresses: [] };
+    const controller = api.controller;
+    const write = controller.write.bind(controller);
+    let failing = true;
+    controller.write = ((...args: Parameters<typeof write>) => {
+      if (failing) throw new Error('disk I/O error');
+      return write(...args);
+    }) as typeof controller.write;
+    const mode = new K8sMode({
+      controller, config, credentials: loadCredentials(config, { pathPrefix: sa.pathPrefix }),
+      log: { debug() {}, info() {}, warn() {}, error() {} },
+    });
+    cleanups.push(() => mode.stop());
+    mode.start();
+    await until(() => mode.view().sync.batches >= 2, 'two failed batches (the first and a retry)', 20_000);
+    assert.equal(mode.ready, false, 'not ready on batches that wrote nothing');
+    failing = false;
+    await until(() => mode.ready, 'the next retry to commit', 20_000);
+    assert.equal((await call(api.app, { url: '/v1/vips' })).json<{ items: Array<{ owner: string }> }>().items[0]?.owner, 'kubernetes:default/web');
   });
 });

@@ -11,7 +11,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import type { Server as HttpServer } from 'node:http';
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -45,13 +45,22 @@ export interface DaemonOptions {
 /** Config sections SIGHUP cannot change: a restart applies them. */
 const RESTART_KEYS = ['mode', 'state_dir', 'bpf', 'api', 'kubernetes'] as const;
 
-/** Mounts bpffs at /sys/fs/bpf when missing, as systemd does on a host. */
+const BPF_FS_MAGIC = 0xcafe4a11;
+
+/**
+ * Mounts bpffs at /sys/fs/bpf when missing, as systemd does on a host. A
+ * mount point of another kind (a container's bind mount of a host folder
+ * without bpffs) is an error saying so: pins there would not be pins.
+ */
 function ensureBpffs(pinRoot: string): void {
   if (!pinRoot.startsWith('/sys/fs/bpf')) return;
   try {
     execFileSync('mountpoint', ['-q', '/sys/fs/bpf']);
   } catch {
     execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf']);
+  }
+  if (statfsSync('/sys/fs/bpf').type !== BPF_FS_MAGIC) {
+    throw new Error('/sys/fs/bpf is mounted but is not a bpf filesystem: mount bpffs there on the host (mount -t bpf bpf /sys/fs/bpf) before mounting it into the container');
   }
 }
 

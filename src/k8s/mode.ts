@@ -26,6 +26,9 @@ import { K8sWatch, loadKubeConfig, type InformerStats, type K8sLogger } from './
  * Whoever programs the ClusterIP list (the socket-level load balancer).
  * apply() gets the whole list after every change; close() at shutdown.
  */
+/** How often a ClusterIP list the consumer refused is applied again. */
+const CLUSTER_IP_RETRY_MS = 2000;
+
 export interface ClusterIpConsumer {
   /** For the API view, e.g. "socket-lb". */
   readonly name: string;
@@ -151,6 +154,7 @@ export class K8sMode {
   readonly hcnp: HealthCheckNodePorts;
   private settled = false;
   private consumerError: string | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
   private readonly nodeName: string;
 
   constructor(private readonly o: K8sModeOptions) {
@@ -179,6 +183,11 @@ export class K8sMode {
   }
 
   start(): void {
+    // A failed ClusterIP apply is retried with the whole list until it goes through.
+    this.retryTimer = setInterval(() => {
+      if (this.consumerError !== null) this.applyClusterIps(this.sync.clusterIps());
+    }, CLUSTER_IP_RETRY_MS);
+    this.retryTimer.unref();
     this.o.log.info({ server: this.o.credentials.server, credentials: this.o.credentials.source, node: this.nodeName }, 'kubernetes: watching Services, EndpointSlices and this Node');
     this.watch.start();
   }
@@ -189,8 +198,14 @@ export class K8sMode {
   }
 
   private settle(): boolean {
-    if (!this.settled && this.watch.synced && this.sync.isReady && (this.sync.stats.batches > 0 || this.sync.idle)) {
+    // A first batch that failed as a whole (the store refused its transactions) is not a sync.
+    const last = this.sync.stats.lastBatch;
+    const written = this.sync.stats.batches > 0 && last !== null && last.failedTransactions === 0;
+    if (!this.settled && this.watch.synced && this.sync.isReady && (written || this.sync.idle)) {
       this.settled = true;
+      // Once in full, whatever changed: the socket-LB's pinned maps may hold a previous run's entries
+      // (Services deleted meanwhile) that no change of this run's list would touch.
+      this.applyClusterIps(this.sync.clusterIps());
       this.o.log.info({ services: this.watch.services.cache.size, revision: this.o.controller.store.revision() }, 'kubernetes: first sync done; ready');
     }
     return this.settled;
@@ -261,6 +276,8 @@ export class K8sMode {
 
   /** Watch first (no more events), then the sync's timers, then the sinks. */
   async stop(): Promise<void> {
+    if (this.retryTimer !== null) clearInterval(this.retryTimer);
+    this.retryTimer = null;
     await this.watch.stop();
     this.sync.stop();
     await this.hcnp.close();

@@ -352,6 +352,16 @@ export class K8sSync implements K8sEventHandler {
   /** After an unexpected error: `keys` are dirty again and the next batch waits for a backoff. */
   private recover(keys: string[], err: unknown): void {
     for (const k of keys) this.dirty.add(k);
+    // The lost batch may have translated ClusterIP or health-check node port changes that its end would have
+    // published; the sinks take whole lists, so publishing them now loses nothing and repeats nothing.
+    try {
+      this.clusterIpList = this.sortedResults().flatMap((t) => t.clusterIps);
+      this.hcnpList = this.sortedResults().flatMap((t) => t.healthCheckNodePorts);
+      this.notify(() => this.o.onClusterIps?.(this.clusterIpList, []));
+      this.notify(() => this.o.onHealthCheckNodePorts?.(this.hcnpList));
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'kubernetes: publishing the lists after a failed batch failed');
+    }
     this.consecutiveFailures++;
     const delay = backoffDelay(this.o.retry ?? DEFAULT_BACKOFF, this.consecutiveFailures, this.random);
     this.log.error({ err: (err as Error).stack ?? String(err), retryInMs: delay }, 'kubernetes: batch failed unexpectedly; retrying');

@@ -87,6 +87,9 @@ function configure(db: Database.Database, path: string, busyTimeoutMs: number): 
   if (mode !== 'wal' && !db.memory) throw new Error(`store ${path}: cannot enable WAL (journal_mode is ${String(mode)})`);
   db.pragma('synchronous = FULL');
   db.pragma('foreign_keys = ON');
+  // Savepoints' undo data and sorts stay in memory: a read-only root filesystem (the DaemonSet's) has no
+  // temporary directory SQLite could spill to, and every nested write would fail there.
+  db.pragma('temp_store = MEMORY');
 }
 
 /** SQLite's "file is not a database" says nothing about which file; say it. */
