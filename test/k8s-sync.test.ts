@@ -36,7 +36,7 @@ interface RigOptions {
   maxVips?: number;
   maxBackends?: number;
   maxDelayMs?: number;
-  caps?: Pick<K8sSyncOptions, 'servicesPerTransaction' | 'maxTransactionsPerBatch'>;
+  caps?: Pick<K8sSyncOptions, 'servicesPerTransaction' | 'maxTransactionsPerBatch' | 'retry'>;
   seed?: (s: K8sTestServer) => void;
   before?: (api: Api) => void;
 }
@@ -225,6 +225,25 @@ describe('k8s sync: into the store, through the API', () => {
     assert.deepEqual(await vips(r), []);
     r.api.applier.failing = null;
     await until(() => r.api.store.revision() > 0 && r.sync.idle, 'the retry');
+    await settle(r);
+    assert.deepEqual((await vips(r)).map((v) => v.name), [WEB_VIP]);
+  });
+
+  it('while a failed batch waits for its backoff, new events do not start batches of their own', async () => {
+    const r = await rig({ caps: { retry: { initialMs: 2000, maxMs: 2000 } } });
+    await settle(r);
+    r.api.applier.failing = 'maps are full';
+    r.server.upsert('services', service('web', { externalIPs: ['198.18.0.10'] }));
+    await until(() => r.sync.stats.failedTransactions >= 1, 'the first failure');
+    const failedAt = r.sync.stats.batches;
+    // Events every 20 ms (the batch delay) for 300 ms: within the backoff (1 to 2 s with jitter), none may start a batch.
+    for (let i = 0; i < 15; i++) {
+      r.server.upsert('endpointslices', slice('web-abc', [`10.244.0.${i + 1}`]));
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.equal(r.sync.stats.batches, failedAt, 'no batch ran during the backoff');
+    r.api.applier.failing = null;
+    await until(() => r.api.store.revision() > 0 && r.sync.idle, 'the retry after the backoff');
     await settle(r);
     assert.deepEqual((await vips(r)).map((v) => v.name), [WEB_VIP]);
   });

@@ -181,6 +181,8 @@ export class K8sSync implements K8sEventHandler {
   private running: RunningBatch | undefined;
   private nextStep: NodeJS.Immediate | undefined;
   private consecutiveFailures = 0;
+  /** The retry after a failed batch: until it fires, new events wait for it instead of starting a batch. */
+  private backoffTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private clusterIpList: ClusterIpEntry[] = [];
   private hcnpList: HealthCheckNodePort[] = [];
@@ -293,7 +295,8 @@ export class K8sSync implements K8sEventHandler {
     if (this.immediate !== undefined) clearImmediate(this.immediate);
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     if (this.nextStep !== undefined) clearImmediate(this.nextStep);
-    this.timer = this.immediate = this.retryTimer = this.nextStep = undefined;
+    if (this.backoffTimer !== undefined) clearTimeout(this.backoffTimer);
+    this.timer = this.immediate = this.retryTimer = this.nextStep = this.backoffTimer = undefined;
     this.running = undefined;
   }
 
@@ -303,7 +306,7 @@ export class K8sSync implements K8sEventHandler {
     this.stats.events++;
     if (key !== null) this.dirty.add(key);
     this.pendingEvents++;
-    if (!this.ready || this.stopped) return;
+    if (!this.ready || this.stopped || this.backoffTimer !== undefined) return;
     if (this.pendingEvents >= (this.o.maxEvents ?? 10_000)) this.flushSoon();
     else if (this.timer === undefined && this.immediate === undefined) {
       this.timer = setTimeout(() => {
@@ -363,10 +366,20 @@ export class K8sSync implements K8sEventHandler {
       this.log.error({ err: (e as Error).message }, 'kubernetes: publishing the lists after a failed batch failed');
     }
     this.consecutiveFailures++;
-    const delay = backoffDelay(this.o.retry ?? DEFAULT_BACKOFF, this.consecutiveFailures, this.random);
+    const delay = this.backoff();
     this.log.error({ err: (err as Error).stack ?? String(err), retryInMs: delay }, 'kubernetes: batch failed unexpectedly; retrying');
-    const t = setTimeout(() => this.flushSoon(), delay);
-    t.unref();
+  }
+
+  /** Schedules the next batch after the backoff of the current failure count; returns the delay. */
+  private backoff(): number {
+    const delay = backoffDelay(this.o.retry ?? DEFAULT_BACKOFF, this.consecutiveFailures, this.random);
+    if (this.backoffTimer !== undefined) clearTimeout(this.backoffTimer);
+    this.backoffTimer = setTimeout(() => {
+      this.backoffTimer = undefined;
+      this.flushSoon();
+    }, delay);
+    this.backoffTimer.unref();
+    return delay;
   }
 
   /**
@@ -460,10 +473,8 @@ export class K8sSync implements K8sEventHandler {
     const { report } = b;
     if (b.failed) {
       this.consecutiveFailures++;
-      const delay = backoffDelay(this.o.retry ?? DEFAULT_BACKOFF, this.consecutiveFailures, this.random);
+      const delay = this.backoff();
       this.log.warn({ retryInMs: delay, attempt: this.consecutiveFailures }, 'kubernetes: batch failed; retrying');
-      const t = setTimeout(() => this.flushSoon(), delay);
-      t.unref();
     } else if (b.report.written > 0) {
       this.consecutiveFailures = 0;
     }
