@@ -6,7 +6,7 @@
  * Nothing here knows about the store or the API; the reconciler decides what
  * to write, this module knows how.
  */
-import { mkdirSync, existsSync, rmSync } from 'node:fs';
+import { mkdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   Backend, BackendStats, COUNTERS, Counter, CtValue, DEFAULT_SIZES, DROP_REASONS, EventBudget, FERRY_BACKEND_NONE, FlowKey,
@@ -16,7 +16,7 @@ import {
 import { ArrayMap, PerCpuArray, TypedMap } from './maps.js';
 import { BPF_F_INNER_MAP, BPF_MAP_TYPE_ARRAY, loadNative, type BpfObject, type NativeAddon } from './native.js';
 import { bpfObjectPath } from '../paths.js';
-import { replaceStalePins } from './pins.js';
+import { detachPinnedLink, replaceStalePins } from './pins.js';
 
 export interface LbSizes {
   maxVips: number;
@@ -282,16 +282,7 @@ export class LbDatapath {
 
   /** Detaches xdp_lb from an interface and removes the pinned link. */
   detachXdp(ifname: string): boolean {
-    const path = this.linkPath(ifname);
-    if (!existsSync(path)) return false;
-    const link = this.nat.objGet(path);
-    try {
-      this.nat.linkDetach(link);
-    } finally {
-      this.nat.closeFd(link);
-      rmSync(path, { force: true });
-    }
-    return true;
+    return detachPinnedLink(this.nat, this.linkPath(ifname));
   }
 
   /** Closes this process's handles; pinned maps and links stay. */

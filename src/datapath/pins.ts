@@ -26,3 +26,16 @@ export function replaceStalePins(nat: NativeAddon, obj: BpfObject, replaceable: 
   }
   return replaced;
 }
+
+/** Detaches the bpf link pinned at `path` and removes the pin; false when there is none. */
+export function detachPinnedLink(nat: NativeAddon, path: string): boolean {
+  if (!existsSync(path)) return false;
+  const link = nat.objGet(path);
+  try {
+    nat.linkDetach(link);
+  } finally {
+    nat.closeFd(link);
+    rmSync(path, { force: true });
+  }
+  return true;
+}

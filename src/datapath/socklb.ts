@@ -31,7 +31,7 @@ import {
   BPF_CGROUP_UDP6_SENDMSG, BPF_MAP_TYPE_ARRAY, loadNative, type BpfObject, type NativeAddon,
 } from './native.js';
 import { bpfObjectPath } from '../paths.js';
-import { replaceStalePins } from './pins.js';
+import { detachPinnedLink, replaceStalePins } from './pins.js';
 
 /** The cgroup the programs attach to unless told otherwise (cgroup v2 on this machine kind). */
 export const DEFAULT_SOCKLB_CGROUP = '/sys/fs/cgroup/unified';
@@ -332,7 +332,7 @@ export class SocketLb {
         }
       }
     } catch (err) {
-      for (const path of created) this.detachPinned(path);
+      for (const path of created) detachPinnedLink(this.nat, path);
       throw err;
     }
     this.attachedPath = cgroupPath;
@@ -341,22 +341,11 @@ export class SocketLb {
   /** Detaches every pinned link of the socket-LB and removes the pins; returns how many there were. */
   detach(): number {
     let n = 0;
-    for (const h of SOCKLB_HOOKS) if (this.detachPinned(this.linkPath(h.hook))) n++;
+    for (const h of SOCKLB_HOOKS) if (detachPinnedLink(this.nat, this.linkPath(h.hook))) n++;
     this.attachedPath = null;
     return n;
   }
 
-  private detachPinned(path: string): boolean {
-    if (!existsSync(path)) return false;
-    const link = this.nat.objGet(path);
-    try {
-      this.nat.linkDetach(link);
-    } finally {
-      this.nat.closeFd(link);
-      rmSync(path, { force: true });
-    }
-    return true;
-  }
 
   /** The cgroup id (inode) the pinned links are attached to, per hook; absent hooks are missing. */
   attachedHooks(): Partial<Record<SocketLbHook, { cgroupId: number; progId: number }>> {
