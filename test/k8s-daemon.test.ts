@@ -207,9 +207,10 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     assert.deepEqual([v.ready, v.synced, v.services], [true, true, 2]);
     assert.deepEqual([v.informers.services.objects, v.informers.endpoint_slices.objects, v.informers.nodes.objects], [2, 1, 1]);
     assert.ok(v.sync.batches >= 1 && v.sync.transactions >= 1 && v.sync.services_written >= 1);
-    assert.deepEqual([v.cluster_ips.entries, v.cluster_ips.consumer, v.cluster_ips.last_error], [1, 'socket-lb', null], 'web\'s ClusterIP, programmed');
+    // web's ClusterIP, and for sockets on the node its LoadBalancer IP and NodePort: 3 entries, 3 endpoints each.
+    assert.deepEqual([v.cluster_ips.entries, v.cluster_ips.consumer, v.cluster_ips.last_error], [3, 'socket-lb', null], 'programmed');
     const cs = v.cluster_ips.consumer_stats;
-    assert.deepEqual([cs['services'], cs['backends']], [1, 3], `the socket-LB holds web's ClusterIP with every endpoint: ${JSON.stringify(cs)}`);
+    assert.deepEqual([cs['services'], cs['backends']], [3, 9], `the socket-LB holds them with every endpoint: ${JSON.stringify(cs)}`);
     assert.deepEqual(v.ignored.map((i) => i.service), ['default/dns']);
     assert.match(v.ignored[0]!.reason, /headless/);
     assert.ok(v.skipped.some((s) => s.service === 'default/web' && /node address 198\.18\.0\.1 .*VIP port 30080 but the endpoints listen on 80/.test(s.reason)),
@@ -217,7 +218,7 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     const text = ferryctl(e, ['kubernetes']);
     assert.equal(text.code, 0, text.err);
     assert.match(text.out, /^ready\s+yes$/m);
-    assert.match(text.out, /^cluster IPs\s+1 entry programmed by socket-lb$/m);
+    assert.match(text.out, /^cluster IPs\s+3 entries programmed by socket-lb$/m);
     assert.match(text.out, /skipped \(not served, and why\):\nSERVICE\s+REASON\ndefault\/web\s+node address 198\.18\.0\.1 port http \(80\)\/TCP: VIP port 30080/);
     assert.match(text.out, /ignored Services:\nSERVICE\s+REASON\ndefault\/dns\s+headless/);
     const ignored = ferryctl(e, ['kubernetes', 'ignored', '--json']);
@@ -235,7 +236,7 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     assert.ok((sample(m, 'ferry_k8s_sync_batches_total') ?? 0) >= 1);
     assert.ok((sample(m, 'ferry_k8s_sync_transactions_total') ?? 0) >= 1);
     assert.equal(sample(m, 'ferry_k8s_ignored_services'), 1);
-    assert.equal(sample(m, 'ferry_k8s_cluster_ip_entries'), 1);
+    assert.equal(sample(m, 'ferry_k8s_cluster_ip_entries'), 3);
     assert.ok((sample(m, 'ferry_k8s_batch_duration_seconds_count') ?? 0) >= 1);
     assert.equal(sample(m, 'ferry_k8s_health_check_node_port_listeners{state="listening"}'), 1);
   });

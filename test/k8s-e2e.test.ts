@@ -28,6 +28,7 @@ if (skip) console.log(`# skipping kubernetes end-to-end tests: ${skip}`);
 
 const LB_IP = '198.19.0.70';
 const CLUSTER_IP = '10.96.0.10';
+const NODE_PORT = 30080;
 const API_PORT = 6443;
 const NODE = 'lab-node';
 const OWNER = 'kubernetes:default/web';
@@ -42,9 +43,9 @@ describe('kubernetes mode end to end: a LoadBalancer Service through XDP and its
   let forwarder: { stop(): Promise<void> } | undefined;
   const kubeconfig = `/tmp/ferry-k8s-e2e-${process.pid}.kubeconfig`;
   let cgroup = '';
-  /** curl http://CLUSTER_IP/ from the lb namespace, inside the test's cgroup or not: exit code and body. */
-  const curlClusterIp = (inside: boolean): { code: number | null; body: string } => {
-    const curl = ['curl', '-s', '--max-time', '3', `http://${CLUSTER_IP}/`] as const;
+  /** curl http://CLUSTER_IP/ (or another URL) from the lb namespace, inside the test's cgroup or not: exit code and body. */
+  const curlClusterIp = (inside: boolean, url = `http://${CLUSTER_IP}/`): { code: number | null; body: string } => {
+    const curl = ['curl', '-s', '--max-time', '3', url] as const;
     const [cmd, args] = inside ? inCgroup(cgroup, curl[0], curl.slice(1)) : [curl[0], curl.slice(1)];
     const r = spawnSync('nsenter', [`--net=/run/netns/${lab.lab.lb.ns}`, '--', cmd, ...args], { encoding: 'utf8' });
     return { code: r.status, body: r.stdout.trim() };
@@ -85,7 +86,7 @@ describe('kubernetes mode end to end: a LoadBalancer Service through XDP and its
         server.upsert('nodes', node(NODE, [['InternalIP', l.lb.addr4]]));
         server.upsert('services', service('web', {
           type: 'LoadBalancer', clusterIP: CLUSTER_IP, ingress: [LB_IP],
-          ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: 30080, protocol: 'TCP' }],
+          ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: NODE_PORT, protocol: 'TCP' }],
         }));
         server.upsert('endpointslices', endpoints(l.backends));
         gate = await UnixGate.start(join(l.dir, 'k8s-api.sock'), server.port);
@@ -129,6 +130,19 @@ describe('kubernetes mode end to end: a LoadBalancer Service through XDP and its
     assert.ok(Object.keys(per).length >= 2, `spread over the endpoints: ${JSON.stringify(per)}`);
     // Outside the cgroup nothing translates, and the namespace has no route to the ClusterIP.
     assert.notEqual(curlClusterIp(false).code, 0, 'a process outside the cgroup does not reach the ClusterIP');
+  });
+
+  it('a process on the node reaches the NodePort on the node\'s address, translated to the endpoints\' port (socket-LB)', async () => {
+    const url = `http://${lab.lab.lb.addr4}:${NODE_PORT}/`;
+    const names = new Set<string>();
+    for (let i = 0; i < 12; i++) {
+      const r = curlClusterIp(true, url);
+      assert.equal(r.code, 0, `curl ${url} from the cgroup: exit ${r.code}`);
+      names.add(r.body);
+    }
+    assert.ok([...names].every((n) => ['be1', 'be2', 'be3'].includes(n)), [...names].join(','));
+    // Nothing listens on the node port itself: outside the cgroup the connection is refused (curl: 7).
+    assert.equal(curlClusterIp(false, url).code, 7);
   });
 
   it('an endpoint leaving the EndpointSlice stops getting new connections', async () => {

@@ -124,9 +124,10 @@ describe('k8s mode: assembled', () => {
     assert.equal(v.credentials, 'in-cluster');
     assert.deepEqual(v.ignored, [{ service: 'default/external', reason: 'ExternalName Service: resolved by DNS, nothing to proxy' }]);
     // Applied by the first batch, and once more in full when the first sync completes (stale pinned entries go).
-    assert.deepEqual(v.cluster_ips, { entries: 1, consumer: 'recording', consumer_stats: { applied: 2 }, last_error: null });
+    // The ClusterIP, and the LoadBalancer IP for sockets on this node.
+    assert.deepEqual(v.cluster_ips, { entries: 2, consumer: 'recording', consumer_stats: { applied: 2 }, last_error: null });
     assert.deepEqual(consumer.lists.at(-1)?.map((e) => [e.service, e.ip, e.port, e.backends.map((b) => b.address)]),
-      [['default/web', '10.96.0.10', 80, ['10.244.0.1', '10.244.0.2']]]);
+      [['default/web', '10.96.0.10', 80, ['10.244.0.1', '10.244.0.2']], ['default/web', '198.18.0.10', 80, ['10.244.0.1', '10.244.0.2']]]);
     assert.equal((await call(api.app, { url: '/v1/vips' })).json<{ items: Array<{ owner: string }> }>().items[0]?.owner, 'kubernetes:default/web');
 
     // A failing consumer is reported, not fatal, and the whole list is applied again until it goes through.

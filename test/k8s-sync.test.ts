@@ -150,8 +150,9 @@ describe('k8s sync: into the store, through the API', () => {
     const apply = await call(r.api.app, { method: 'PUT', url: '/v1/state', body: { vips: [] } });
     assert.equal(apply.statusCode, 200, apply.body);
     assert.equal((await vips(r)).length, 1);
-    // The socket-LB list got the ClusterIP.
-    assert.deepEqual(r.clusterIps.at(-1)?.map((c) => [c.service, c.ip, c.port, c.backends.length, c.affinityTimeoutSeconds]), [['default/web', '10.96.0.10', 80, 3, 10800]]);
+    // The socket-LB list got the ClusterIP, and the Service's outside address for sockets on this node.
+    assert.deepEqual(r.clusterIps.at(-1)?.map((c) => [c.service, c.ip, c.port, c.backends.length, c.affinityTimeoutSeconds]),
+      [['default/web', '10.96.0.10', 80, 3, 10800], ['default/web', '198.18.0.10', 80, 3, 10800]]);
   });
 
   it('endpoint changes follow: terminating endpoints drain, removed ones go, and a deleted Service takes its VIPs along', async () => {
@@ -371,7 +372,8 @@ describe('k8s sync: a burst', () => {
     // batch than the Service itself is written twice, and every batch may end on a partial step.
     const batches = r.sync.stats.batches - batches0;
     assert.ok(revisions >= N / 500 && revisions <= (2 * N) / 500 + batches, `${revisions} revisions in ${batches} batches`);
-    assert.equal(r.sync.clusterIps().length, N);
+    // Each Service's ClusterIP and its external IP for local sockets.
+    assert.equal(r.sync.clusterIps().length, 2 * N);
     assert.equal(r.api.controller.appliedRevision, r.api.store.revision());
   });
 });

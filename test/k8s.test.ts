@@ -124,6 +124,22 @@ describe('k8s translate: NodePorts', () => {
     assert.match(reasons(t), /node address 10\.0\.0\.1 port http \(80\)\/TCP: VIP port 31000 but the endpoints listen on 80/);
   });
 
+  it('sockets on the node reach the NodePort, LoadBalancer IPs and externalIPs through the socket-LB, with the targetPort', () => {
+    const svc = service('np', {
+      type: 'LoadBalancer', clusterIP: '10.96.0.7', ingress: ['198.18.0.7'], externalIPs: ['198.18.0.8', '198.18.0.7'],
+      sessionAffinity: 'ClientIP', ports: [port(80, { name: 'http', targetPort: 8080, nodePort: 31000 })],
+    });
+    const t = tr(svc, [slice('np-1', ['10.244.0.1', '10.244.0.2'], { ports: [{ name: 'http', port: 8080 }] })]);
+    assert.equal(t.desired.vips.length, 0, 'no XDP VIP: the port differs');
+    const backends = [{ address: '10.244.0.1', port: 8080 }, { address: '10.244.0.2', port: 8080 }];
+    const entry = (ip: string, p: number) => ({ service: 'default/np', portName: 'http', ip, port: p, protocol: 'tcp', backends, affinityTimeoutSeconds: 10800 });
+    assert.deepEqual(t.clusterIps, [entry('10.96.0.7', 80)]);
+    // Ingress and externalIPs once each (198.18.0.7 is in both); the node's IPv4 addresses of the default types
+    // (the IPv6 one is not of the Service's family).
+    assert.deepEqual(t.localAddresses, [entry('198.18.0.7', 80), entry('198.18.0.8', 80), entry('10.0.0.1', 31000), entry('203.0.113.1', 31000)]);
+    assert.match(reasons(t), /only this node's own sockets reach it \(socket-LB\)/);
+  });
+
   it('the node\'s address types are configurable; an unknown node is reported', () => {
     const svc = service('np', { type: 'NodePort', ports: [port(31000, { targetPort: 31000, nodePort: 31000 })] });
     const t = tr(svc, [], { nodeName: 'node-a', nodePortAddressTypes: ['ExternalIP'] });

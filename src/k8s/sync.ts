@@ -57,6 +57,11 @@ import {
   type Backoff, type EventType, type K8sEventHandler, type K8sLogger,
 } from './watch.js';
 
+/** What a Service gives the socket-LB: its ClusterIPs, then its outside addresses for local sockets. */
+function socketLbEntries(t: ServiceTranslation): ClusterIpEntry[] {
+  return t.localAddresses.length === 0 ? t.clusterIps : [...t.clusterIps, ...t.localAddresses];
+}
+
 export interface BatchReport {
   /** Services translated in this batch. */
   services: number;
@@ -358,7 +363,7 @@ export class K8sSync implements K8sEventHandler {
     // The lost batch may have translated ClusterIP or health-check node port changes that its end would have
     // published; the sinks take whole lists, so publishing them now loses nothing and repeats nothing.
     try {
-      this.clusterIpList = this.sortedResults().flatMap((t) => t.clusterIps);
+      this.clusterIpList = this.sortedResults().flatMap(socketLbEntries);
       this.hcnpList = this.sortedResults().flatMap((t) => t.healthCheckNodePorts);
       this.notify(() => this.o.onClusterIps?.(this.clusterIpList, []));
       this.notify(() => this.o.onHealthCheckNodePorts?.(this.hcnpList));
@@ -452,7 +457,7 @@ export class K8sSync implements K8sEventHandler {
         desired = t.desired;
       }
       const after = this.results.get(key);
-      if (JSON.stringify(before?.clusterIps ?? []) !== JSON.stringify(after?.clusterIps ?? [])) b.socketLbChanged.push(key);
+      if (JSON.stringify(before ? socketLbEntries(before) : []) !== JSON.stringify(after ? socketLbEntries(after) : [])) b.socketLbChanged.push(key);
       if (JSON.stringify(before?.healthCheckNodePorts ?? []) !== JSON.stringify(after?.healthCheckNodePorts ?? [])) b.hcnpChanged = true;
       const json = desired.vips.length === 0 && desired.policies.length === 0 ? EMPTY_JSON : JSON.stringify(desired);
       // Known not to be in the store (the sweep listed every owner there): nothing to remove.
@@ -483,7 +488,7 @@ export class K8sSync implements K8sEventHandler {
     this.stats.batches++;
     this.stats.lastBatch = report;
     if (b.socketLbChanged.length > 0) {
-      this.clusterIpList = this.sortedResults().flatMap((t) => t.clusterIps);
+      this.clusterIpList = this.sortedResults().flatMap(socketLbEntries);
       this.notify(() => this.o.onClusterIps?.(this.clusterIpList, b.socketLbChanged));
     }
     if (b.hcnpChanged) {

@@ -21,6 +21,9 @@
  *  - ClusterIPs: not VIPs (no Maglev table per ClusterIP): entries of the
  *    `clusterIps` list for the socket-level load balancer, one per
  *    ClusterIP × Service port, with the backends' own ports;
+ *  - the same LoadBalancer ingress IPs, externalIPs and node address ×
+ *    NodePort, for sockets on this node: `localAddresses`, socket-LB entries
+ *    like the ClusterIPs' (any targetPort, the ClusterIP's endpoints);
  *  - LoadBalancer + externalTrafficPolicy Local: a `healthCheckNodePorts`
  *    entry with the count of ready endpoints on this node.
  *
@@ -32,7 +35,8 @@
  * reason is listed in `skipped`; when some do not, they are left out of the
  * VIP and listed too. NodePorts (30000-32767) almost never equal their
  * targetPort, so NodePorts are in practice reached through the socket-LB
- * from inside the node only, until the datapath learns port translation.
+ * (`localAddresses`) from inside the node only, until the datapath learns
+ * port translation.
  * The `clusterIps` list has no such limit: the socket-LB rewrites address
  * and port at connect time.
  *
@@ -129,6 +133,12 @@ export interface ServiceTranslation {
   /** This owner's resources (replaceState scope). */
   desired: DesiredState & { policies: PolicySpec[] };
   clusterIps: ClusterIpEntry[];
+  /**
+   * The Service's LoadBalancer ingress IPs, externalIPs and this node's
+   * addresses × NodePort as socket-LB entries: sockets on this node reach
+   * them with any targetPort, as a ClusterIP (its endpoints, affinity).
+   */
+  localAddresses: ClusterIpEntry[];
   healthCheckNodePorts: HealthCheckNodePort[];
   skipped: SkippedEntry[];
 }
@@ -145,6 +155,7 @@ export interface Translation {
   /** By Service key, sorted. */
   services: Map<string, ServiceTranslation>;
   clusterIps: ClusterIpEntry[];
+  localAddresses: ClusterIpEntry[];
   healthCheckNodePorts: HealthCheckNodePort[];
   skipped: SkippedEntry[];
   ignored: SkippedEntry[];
@@ -391,7 +402,7 @@ export function translateService(
   const ns = svc.metadata.namespace ?? '';
   const out: ServiceTranslation = {
     key, owner: ownerOf(key), ignored: ignoredReason(svc, cfg),
-    desired: { vips: [], policies: [] }, clusterIps: [], healthCheckNodePorts: [], skipped: [],
+    desired: { vips: [], policies: [] }, clusterIps: [], localAddresses: [], healthCheckNodePorts: [], skipped: [],
   };
   if (out.ignored !== null) return out;
   const problems = new Set<string>();
@@ -441,13 +452,13 @@ export function translateService(
       const fitting = all.filter((e) => e.port === vipPort);
       if (all.length > 0 && fitting.length === 0) {
         const ports = [...new Set(all.map((e) => e.port))].join(', ');
-        problems.add(`${what}: VIP port ${vipPort} but the endpoints listen on ${ports}; the XDP datapath forwards without port translation (direct server return), so it is served only through the ClusterIP socket-LB list`);
+        problems.add(`${what}: VIP port ${vipPort} but the endpoints listen on ${ports}; the XDP datapath forwards without port translation (direct server return), so only this node's own sockets reach it (socket-LB)`);
         return;
       }
       if (all.length === 0) {
         const predicted = predictedTargetPort(sp);
         if (predicted !== null && predicted !== vipPort) {
-          problems.add(`${what}: VIP port ${vipPort} but targetPort ${predicted}; the XDP datapath forwards without port translation (direct server return), so it is served only through the ClusterIP socket-LB list`);
+          problems.add(`${what}: VIP port ${vipPort} but targetPort ${predicted}; the XDP datapath forwards without port translation (direct server return), so only this node's own sockets reach it (socket-LB)`);
           return;
         }
       } else if (fitting.length < all.length) {
@@ -470,24 +481,39 @@ export function translateService(
       out.desired.vips.push(vip);
     };
     for (const src of sources.lb) addVip(src, sp.port, src.kind === 'LoadBalancer ingress IP');
-    if (sp.nodePort !== undefined && sp.nodePort !== null && sp.nodePort > 0) {
-      for (const src of sources.node) addVip(src, sp.nodePort, false);
+    const nodePort = sp.nodePort !== undefined && sp.nodePort !== null && sp.nodePort > 0 ? sp.nodePort : null;
+    if (nodePort !== null) {
+      for (const src of sources.node) addVip(src, nodePort, false);
     }
-    // ClusterIPs: every port, any targetPort (the socket-LB translates ports).
+    // Socket-LB entries: any targetPort (the socket-LB translates ports), the ClusterIP's endpoints.
+    const socketEntry = (address: string, port: number): ClusterIpEntry => {
+      const { active } = choose(endpointsOf(sp, familyOf(address)), spec.internalTrafficPolicy === 'Local');
+      const entry: ClusterIpEntry = {
+        service: key, portName: sp.name ?? '', ip: address, port, protocol,
+        backends: active.map((e) => ({ address: e.address, port: e.port })),
+      };
+      if (affinity) entry.affinityTimeoutSeconds = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT_SECONDS;
+      return entry;
+    };
     for (const ip of clusterIpsOf(svc)) {
       const address = canonicalAddress(ip);
       if (address === null) {
         problems.add(`clusterIP ${JSON.stringify(ip)} is not an IP address`);
         continue;
       }
-      const { active } = choose(endpointsOf(sp, familyOf(address)), spec.internalTrafficPolicy === 'Local');
-      const entry: ClusterIpEntry = {
-        service: key, portName: sp.name ?? '', ip: address, port: sp.port, protocol,
-        backends: active.map((e) => ({ address: e.address, port: e.port })),
-      };
-      if (affinity) entry.affinityTimeoutSeconds = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT_SECONDS;
-      out.clusterIps.push(entry);
+      out.clusterIps.push(socketEntry(address, sp.port));
     }
+    // The same Service on its outside addresses, for this node's own sockets (no XDP on the way out).
+    const local = new Set<string>();
+    const addLocal = (src: VipSource, port: number): void => {
+      const address = canonicalAddress(src.address);
+      if (address === null || !usableAddress(address) || !families.includes(familyOf(address))) return;
+      if (local.has(`${address} ${port}`)) return;
+      local.add(`${address} ${port}`);
+      out.localAddresses.push(socketEntry(address, port));
+    };
+    for (const src of sources.lb) addLocal(src, sp.port);
+    if (nodePort !== null) for (const src of sources.node) addLocal(src, nodePort);
   }
   if (policy !== null && policyUsed) out.desired.policies.push(policy);
   if (spec.type === 'LoadBalancer' && externalLocal && spec.healthCheckNodePort !== undefined && spec.healthCheckNodePort > 0) {
@@ -532,11 +558,12 @@ export function translate(input: TranslationInput, cfg: TranslateConfig): Transl
     else slicesBy.set(k, [s]);
   }
   const services = [...input.services].sort((a, b) => compareStrings(objectKey(a), objectKey(b)));
-  const out: Translation = { services: new Map(), clusterIps: [], healthCheckNodePorts: [], skipped: [], ignored: [] };
+  const out: Translation = { services: new Map(), clusterIps: [], localAddresses: [], healthCheckNodePorts: [], skipped: [], ignored: [] };
   for (const svc of services) {
     const t = translateService(svc, slicesBy.get(objectKey(svc)) ?? [], input.node, cfg);
     out.services.set(t.key, t);
     out.clusterIps.push(...t.clusterIps);
+    out.localAddresses.push(...t.localAddresses);
     out.healthCheckNodePorts.push(...t.healthCheckNodePorts);
     out.skipped.push(...t.skipped);
     if (t.ignored !== null) out.ignored.push({ service: t.key, reason: t.ignored });
