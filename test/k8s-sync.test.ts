@@ -335,6 +335,9 @@ describe('k8s sync: a burst', () => {
     const inside = [...seen].filter((v) => v > rev0 && !batchEnds.has(v));
     assert.ok(inside.length > 0, `timers saw only batch ends: ${[...seen].sort((a, b) => a - b).join(',')}`);
     for (const b of r.batches) assert.ok(b.longestStepMs > 0 && b.longestStepMs <= b.ms);
+    // The socket-LB is fed after every step, not once a batch: more lists than batches, the last one complete.
+    assert.ok(r.clusterIps.length > r.batches.length, `${r.clusterIps.length} lists for ${r.batches.length} batches`);
+    assert.deepEqual(r.clusterIps.at(-1), r.sync.clusterIps());
     // Everything is written, including the change made while its batch was running.
     const list = await vips(r);
     assert.equal(list.length, N);

@@ -149,6 +149,8 @@ interface RunningBatch {
   report: BatchReport;
   started: number;
   socketLbChanged: string[];
+  /** How many of socketLbChanged the socket-LB has been given (it is fed after every step). */
+  socketLbPublished: number;
   hcnpChanged: boolean;
 }
 
@@ -413,7 +415,7 @@ export class K8sSync implements K8sEventHandler {
     let size = Math.max(this.o.servicesPerTransaction ?? DEFAULT_PER_TX, Math.ceil(sorted.length / (this.o.maxTransactionsPerBatch ?? DEFAULT_MAX_TX)));
     if (this.consecutiveFailures > 0) size = Math.min(size, Math.ceil(sorted.length / Math.min(MAX_SPLIT, 2 ** this.consecutiveFailures)));
     const batch: RunningBatch = {
-      keys: sorted, next: 0, size: Math.max(1, size), storeOwners, failed: false, started, socketLbChanged: [], hcnpChanged: false,
+      keys: sorted, next: 0, size: Math.max(1, size), storeOwners, failed: false, started, socketLbChanged: [], socketLbPublished: 0, hcnpChanged: false,
       report: { services: keys.size, written: 0, transactions: 0, revision: 0, ms: 0, refused: 0, failedTransactions: 0, longestStepMs: 0 },
     };
     this.running = batch;
@@ -430,6 +432,8 @@ export class K8sSync implements K8sEventHandler {
     const items = this.translateChunk(chunk, b);
     if (items.length > 0 && !this.commitChunk(items, b.report)) b.failed = true;
     b.report.longestStepMs = Math.max(b.report.longestStepMs, performance.now() - t0);
+    // The socket-LB holds no store state: it gets each step's changes at once, not at the end of a long batch.
+    this.publishSocketLb(b);
     if (b.next < b.keys.length) {
       this.nextStep = setImmediate(() => this.safeStep());
       return;
@@ -473,6 +477,15 @@ export class K8sSync implements K8sEventHandler {
     return toWrite;
   }
 
+  /** Hands the socket-LB the whole list when the batch changed it since the last time. */
+  private publishSocketLb(b: RunningBatch): void {
+    if (b.socketLbChanged.length === b.socketLbPublished) return;
+    const changed = b.socketLbChanged.slice(b.socketLbPublished);
+    b.socketLbPublished = b.socketLbChanged.length;
+    this.clusterIpList = this.sortedResults().flatMap(socketLbEntries);
+    this.notify(() => this.o.onClusterIps?.(this.clusterIpList, changed));
+  }
+
   /** A batch is written: retry policy, report, listeners; then whatever became dirty meanwhile. */
   private finish(b: RunningBatch): void {
     const { report } = b;
@@ -487,10 +500,7 @@ export class K8sSync implements K8sEventHandler {
     report.ms = performance.now() - b.started;
     this.stats.batches++;
     this.stats.lastBatch = report;
-    if (b.socketLbChanged.length > 0) {
-      this.clusterIpList = this.sortedResults().flatMap(socketLbEntries);
-      this.notify(() => this.o.onClusterIps?.(this.clusterIpList, b.socketLbChanged));
-    }
+    this.publishSocketLb(b);
     if (b.hcnpChanged) {
       this.hcnpList = this.sortedResults().flatMap((t) => t.healthCheckNodePorts);
       this.notify(() => this.o.onHealthCheckNodePorts?.(this.hcnpList));
