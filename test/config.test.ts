@@ -95,7 +95,7 @@ describe('config', () => {
     assert.deepEqual(c.kubernetes, {
       kubeconfig: null, node_name: null, proxy_name: null, drain_seconds: 30, batch_delay_ms: 200, batch_max_events: 10000,
       resync_seconds: 600, node_port_address_types: ['InternalIP', 'ExternalIP'], health_check_addresses: ['0.0.0.0', '::'],
-      socket_lb: { enabled: true, cgroup: null },
+      socket_lb: { enabled: true, cgroup: null }, nat: { enabled: true },
     });
     assert.equal(c.api.probe_listen, null);
     // Standalone ignores the section's requirements (NODE_NAME is not read).

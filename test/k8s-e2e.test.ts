@@ -5,7 +5,9 @@
  * LoadBalancer Service whose endpoints are the lab's backends becomes an XDP
  * VIP: the client's real connections are balanced over the endpoints and
  * answered directly by them; endpoint changes and the Service's deletion
- * reach the datapath. The Service's ClusterIP is served by the socket-LB
+ * reach the datapath. Its NodePort (30080 → endpoints on 80, which the XDP
+ * datapath cannot translate) is served to outside clients by the kernel's
+ * NAT in ferryd's nftables table. The Service's ClusterIP is served by the socket-LB
  * ferryd attaches to a cgroup of the test's own: a process in it, in the lb
  * namespace (which has no route to the ClusterIP), connects to the ClusterIP
  * and reaches an endpoint.
@@ -35,7 +37,7 @@ const OWNER = 'kubernetes:default/web';
 
 interface VipItem { name: string; owner: string | null; address: string; port: number; backend_count: number }
 
-describe('kubernetes mode end to end: a LoadBalancer Service through XDP and its ClusterIP through the socket-LB, in the lab', { skip }, () => {
+describe('kubernetes mode end to end in the lab: LoadBalancer IP through XDP, ClusterIP and local NodePort through the socket-LB, outside NodePort through the kernel NAT', { skip }, () => {
   let lab: LbLab;
   let be: LabHost[];
   let server: K8sTestServer;
@@ -145,6 +147,14 @@ describe('kubernetes mode end to end: a LoadBalancer Service through XDP and its
     assert.equal(curlClusterIp(false, url).code, 7);
   });
 
+  it('clients outside reach the NodePort on the node\'s address through the kernel NAT, balanced, port translated', async () => {
+    const view = await lab.api.get<{ nat: { enabled: boolean; entries: number; last_error: string | null } }>('/v1/kubernetes');
+    assert.deepEqual(view.nat, { enabled: true, entries: 1, last_error: null }, 'the NodePort (port 30080 → endpoints on 80)');
+    const r = await lab.client('http', lab.lab.lb.addr4, 90, { port: NODE_PORT });
+    assert.equal(r.errors, 0, JSON.stringify(r));
+    assert.deepEqual(Object.keys(r.per_backend).sort(), ['be1', 'be2', 'be3'], JSON.stringify(r.per_backend));
+  });
+
   it('an endpoint leaving the EndpointSlice stops getting new connections', async () => {
     server.upsert('endpointslices', endpoints(be.slice(0, 2)));
     await until('two backends', async () => (await webVips()).some((v) => v.address === LB_IP && v.backend_count === 2));
@@ -162,5 +172,10 @@ describe('kubernetes mode end to end: a LoadBalancer Service through XDP and its
     assert.equal(r.errors, 20, `nothing answers the address any more: ${JSON.stringify(r)}`);
     // The socket-LB forgot the ClusterIP: a connect to it fails (curl: exit 7, could not connect).
     await until('the ClusterIP to stop answering', async () => curlClusterIp(true).code === 7);
+    // And the kernel NAT its NodePort.
+    const view = await lab.api.get<{ nat: { entries: number } }>('/v1/kubernetes');
+    assert.equal(view.nat.entries, 0);
+    const np = await lab.client('http', lab.lab.lb.addr4, 5, { port: NODE_PORT, timeoutMs: 300 });
+    assert.equal(np.errors, 5, JSON.stringify(np));
   });
 });

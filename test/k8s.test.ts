@@ -137,7 +137,15 @@ describe('k8s translate: NodePorts', () => {
     // Ingress and externalIPs once each (198.18.0.7 is in both); the node's IPv4 addresses of the default types
     // (the IPv6 one is not of the Service's family).
     assert.deepEqual(t.localAddresses, [entry('198.18.0.7', 80), entry('198.18.0.8', 80), entry('10.0.0.1', 31000), entry('203.0.113.1', 31000)]);
-    assert.match(reasons(t), /only this node's own sockets reach it \(socket-LB\)/);
+    assert.match(reasons(t), /the kernel's NAT serves it \(nftables\), and this node's own sockets the socket-LB/);
+    // Clients outside the node: the kernel's NAT, same endpoints, masqueraded (externalTrafficPolicy Cluster).
+    const nat = (address: string, p: number) => ({ service: 'default/np', address, port: p, protocol: 'tcp', backends, masquerade: true });
+    assert.deepEqual(t.nat, [nat('198.18.0.7', 80), nat('198.18.0.8', 80), nat('10.0.0.1', 31000), nat('203.0.113.1', 31000)]);
+    // externalTrafficPolicy Local: this node's endpoints only, the client's address kept.
+    const local = tr({ ...svc, spec: { ...svc.spec, externalTrafficPolicy: 'Local' } },
+      [slice('np-1', [['10.244.0.1', { node: 'node-a' }], ['10.244.0.2', { node: 'node-b' }]], { ports: [{ name: 'http', port: 8080 }] })]);
+    assert.deepEqual(local.nat.map((e) => [e.address, e.backends.map((b) => b.address), e.masquerade]),
+      [['198.18.0.7', ['10.244.0.1'], false], ['198.18.0.8', ['10.244.0.1'], false], ['10.0.0.1', ['10.244.0.1'], false], ['203.0.113.1', ['10.244.0.1'], false]]);
   });
 
   it('the node\'s address types are configurable; an unknown node is reported', () => {

@@ -197,7 +197,7 @@ const kubernetes: JsonSchema = {
   description: 'The Kubernetes mode: watch and sync state, the ClusterIP list, health-check node ports, and what is not served and why.',
   required: [
     'node_name', 'proxy_name', 'credentials', 'server', 'ready', 'synced', 'services', 'informers', 'sync', 'cluster_ips',
-    'health_check_node_ports', 'skipped', 'ignored',
+    'nat', 'health_check_node_ports', 'skipped', 'ignored',
   ],
   properties: {
     node_name: str,
@@ -232,6 +232,15 @@ const kubernetes: JsonSchema = {
         consumer: { type: ['string', 'null'], description: 'What programs them; null: the list is only kept.' },
         consumer_stats: { type: 'object', additionalProperties: num },
         last_error: { type: ['string', 'null'] },
+      },
+    },
+    nat: {
+      type: 'object', required: ['enabled', 'entries', 'last_error'],
+      description: 'The kernel\'s NAT (nftables table inet ferry_k8s) for NodePorts, LoadBalancer IPs and externalIPs whose endpoints listen on another port.',
+      properties: {
+        enabled: { type: 'boolean' },
+        entries: { type: 'integer', description: 'Addresses × ports with endpoints in the table.' },
+        last_error: { type: ['string', 'null'], description: 'Why the last update failed (retried); null when it applied.' },
       },
     },
     health_check_node_ports: {

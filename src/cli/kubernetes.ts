@@ -24,6 +24,9 @@ function printView(v: KubernetesView, only: 'all' | 'skipped' | 'ignored'): void
     if (lb !== null) line('last batch', `${lb.services} Services, ${lb.written} written, ${lb.ms} ms, revision ${lb.revision}${lb.refused ? `, ${lb.refused} refused` : ''}`);
     line('cluster IPs', `${v.cluster_ips.entries} ${v.cluster_ips.entries === 1 ? 'entry' : 'entries'}${v.cluster_ips.consumer === null ? ' (kept; no socket-LB programs them)' : ` programmed by ${v.cluster_ips.consumer}`}`
       + `${v.cluster_ips.last_error === null ? '' : `; last error: ${v.cluster_ips.last_error}`}`);
+    line('kernel NAT', v.nat.enabled
+      ? `${v.nat.entries} ${v.nat.entries === 1 ? 'entry' : 'entries'} (nftables inet ferry_k8s)${v.nat.last_error === null ? '' : `; last error: ${v.nat.last_error}`}`
+      : 'off');
     console.log('');
     printTable((['services', 'endpoint_slices', 'nodes'] as const).map((k) => {
       const i = v.informers[k];

@@ -35,6 +35,8 @@ export interface KubernetesConfig {
   resync_seconds: number;
   node_port_address_types: Array<(typeof NODE_ADDRESS_TYPES)[number]>;
   health_check_addresses: string[];
+  /** NodePorts and other outside addresses whose endpoints listen on another port: DNAT in an nftables table. */
+  nat: { enabled: boolean };
   /** ClusterIPs through the socket-level load balancer (cgroup sock_addr programs). */
   socket_lb: {
     enabled: boolean;
@@ -177,6 +179,12 @@ export const CONFIG_SCHEMA = {
         },
         health_check_addresses: {
           type: 'array', uniqueItems: true, maxItems: 16, items: { type: 'string', minLength: 2, maxLength: 45 }, default: ['0.0.0.0', '::'],
+        },
+        nat: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: { enabled: { type: 'boolean', default: true } },
         },
         socket_lb: {
           type: 'object',

@@ -24,6 +24,7 @@ import { HealthMonitor } from '../health/monitor.js';
 import { dsrPairs, dsrProbe, type DsrUnavailable } from '../health/dsr.js';
 import { HcDatapath } from '../datapath/hc.js';
 import { openSocketLbConsumer, type SocketLbConsumer } from '../k8s/socklb-consumer.js';
+import { NatTable } from '../k8s/nat.js';
 import { K8sMode, loadCredentials, type ClusterIpConsumer, type K8sCredentials, type KubernetesView } from '../k8s/mode.js';
 import { FerryMetrics, type MetricsSource } from '../metrics/index.js';
 import { openEventStream, type EventStream } from '../monitor/stream.js';
@@ -111,6 +112,8 @@ export class Daemon implements DaemonInfo, MetricsSource {
   clusterIpConsumer: ClusterIpConsumer | undefined;
   /** The socket-LB ferryd opened itself (kubernetes.socket_lb); `stop --detach` detaches it. */
   private socketLb: SocketLbConsumer | undefined;
+  /** The kernel's NAT for ports the XDP datapath cannot translate (kubernetes.nat). */
+  private nat: NatTable | undefined;
 
   constructor(private config: FerryConfig, private readonly log: Logger) {
     this.notifier = new Notifier(log);
@@ -138,6 +141,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
       this.socketLb = openSocketLbConsumer(c.bpf.pin_root, c.kubernetes.socket_lb.cgroup);
       this.clusterIpConsumer = this.socketLb;
     }
+    if (c.mode === 'kubernetes' && c.kubernetes.nat.enabled) this.nat = new NatTable();
     const seed = this.store.read((tx) => tx.snapshot().hash_seed);
     this.reconciler = new Reconciler(this.dp, datapathConfig(c, seed));
     // Health joins every plan; until the monitor runs nothing is down, so the first reconcile is the store's alone.
@@ -176,6 +180,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
       credentials,
       log: this.log.child({ component: 'kubernetes' }),
       ...(this.clusterIpConsumer === undefined ? {} : { clusterIps: this.clusterIpConsumer }),
+      ...(this.nat === undefined ? {} : { nat: this.nat }),
       onBatch: (r) => this.metrics.observeK8sBatch(r.ms),
     });
   }
@@ -334,6 +339,11 @@ export class Daemon implements DaemonInfo, MetricsSource {
     await this.healthMonitor?.stop();
     if (opts.detach) {
       this.socketLb?.socketLb.detach();
+      try {
+        this.nat?.remove();
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'removing the kernel NAT table failed');
+      }
       for (const i of this.attached) {
         this.dp.detachXdp(i.name);
         if (this.hc instanceof HcDatapath) this.hc.detach(i.name);

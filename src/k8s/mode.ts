@@ -18,8 +18,9 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { KubernetesConfig } from '../config/index.js';
 import type { Controller } from '../daemon/controller.js';
 import { HealthCheckNodePorts, type HcnpStatus } from './hcnp.js';
+import type { NatTable } from './nat.js';
 import { K8sSync, type BatchReport } from './sync.js';
-import type { ClusterIpEntry, SkippedEntry } from './translate.js';
+import type { ClusterIpEntry, NatEntry, SkippedEntry } from './translate.js';
 import { K8sWatch, loadKubeConfig, type InformerStats, type K8sLogger } from './watch.js';
 
 /**
@@ -115,6 +116,13 @@ export interface KubernetesView {
     consumer_stats: Record<string, number>;
     last_error: string | null;
   };
+  nat: {
+    /** Whether ferryd programs the kernel's NAT (kubernetes.nat.enabled). */
+    enabled: boolean;
+    /** Addresses × ports with endpoints in the nftables table. */
+    entries: number;
+    last_error: string | null;
+  };
   health_check_node_ports: {
     requests: number;
     bind_failures: number;
@@ -137,6 +145,8 @@ export interface K8sModeOptions {
   credentials: K8sCredentials;
   log: K8sLogger;
   clusterIps?: ClusterIpConsumer;
+  /** The kernel's NAT for what the XDP datapath cannot serve (nat.ts); absent: not programmed. */
+  nat?: NatTable;
   /** After every batch (metrics). */
   onBatch?(report: BatchReport): void;
 }
@@ -171,6 +181,7 @@ export class K8sMode {
       log: o.log,
       onClusterIps: (all) => this.applyClusterIps(all),
       onHealthCheckNodePorts: (all) => this.hcnp.update(all),
+      onNat: (all) => this.applyNat(all),
       onBatch: (r) => {
         o.onBatch?.(r);
         this.settle(); // latched (and logged) as soon as the first batch ran, not at the next probe
@@ -186,6 +197,7 @@ export class K8sMode {
     // A failed ClusterIP apply is retried with the whole list until it goes through.
     this.retryTimer = setInterval(() => {
       if (this.consumerError !== null) this.applyClusterIps(this.sync.clusterIps());
+      if (this.o.nat?.failed) this.applyNat(this.sync.nat());
     }, CLUSTER_IP_RETRY_MS);
     this.retryTimer.unref();
     this.o.log.info({ server: this.o.credentials.server, credentials: this.o.credentials.source, node: this.nodeName }, 'kubernetes: watching Services, EndpointSlices and this Node');
@@ -262,6 +274,7 @@ export class K8sMode {
         consumer_stats: c?.stats?.() ?? {},
         last_error: this.consumerError,
       },
+      nat: { enabled: this.o.nat !== undefined, entries: this.o.nat?.entries ?? 0, last_error: this.o.nat?.lastError ?? null },
       health_check_node_ports: {
         requests: this.hcnp.stats.requests,
         bind_failures: this.hcnp.stats.bindFailures,
@@ -287,6 +300,16 @@ export class K8sMode {
       this.o.log.error({ err: (err as Error).message }, 'kubernetes: closing the ClusterIP consumer failed');
     }
     this.o.log.info({}, 'kubernetes: stopped watching');
+  }
+
+  private applyNat(all: NatEntry[]): void {
+    const nat = this.o.nat;
+    if (nat === undefined) return;
+    try {
+      nat.apply(all);
+    } catch (err) {
+      this.o.log.error({ entries: all.length, err: (err as Error).message }, 'kubernetes: programming the kernel NAT failed; retrying');
+    }
   }
 
   private applyClusterIps(all: ClusterIpEntry[]): void {

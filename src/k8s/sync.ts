@@ -49,7 +49,7 @@ import type { DesiredState, PolicySpec, VipWithBackends } from '../model/types.j
 import type { StoreTx } from '../store/types.js';
 import {
   ownerOf, serviceKeyOfOwner, sliceServiceKey, translateService,
-  type ClusterIpEntry, type HealthCheckNodePort, type ServiceTranslation, type SkippedEntry, type TranslateConfig,
+  type ClusterIpEntry, type HealthCheckNodePort, type NatEntry, type ServiceTranslation, type SkippedEntry, type TranslateConfig,
 } from './translate.js';
 import { objectKey, type EndpointSlice, type Node, type Service } from './types.js';
 import {
@@ -114,6 +114,8 @@ export interface K8sSyncOptions {
   onClusterIps?(all: ClusterIpEntry[], changed: string[]): void;
   /** After a batch that changed any health-check node port. */
   onHealthCheckNodePorts?(all: HealthCheckNodePort[]): void;
+  /** The whole kernel-NAT list (translate.ts NatEntry) after a batch that changed it. */
+  onNat?(all: NatEntry[]): void;
   onBatch?(report: BatchReport): void;
   random?: () => number;
 }
@@ -152,6 +154,7 @@ interface RunningBatch {
   /** How many of socketLbChanged the socket-LB has been given (it is fed after every step). */
   socketLbPublished: number;
   hcnpChanged: boolean;
+  natChanged: boolean;
 }
 
 interface Refusal {
@@ -193,6 +196,7 @@ export class K8sSync implements K8sEventHandler {
   private stopped = false;
   private clusterIpList: ClusterIpEntry[] = [];
   private hcnpList: HealthCheckNodePort[] = [];
+  private natList: NatEntry[] = [];
   readonly stats: SyncStats = { events: 0, batches: 0, transactions: 0, failedTransactions: 0, servicesWritten: 0, lastBatch: null };
   private readonly log: K8sLogger;
   private readonly random: () => number;
@@ -283,6 +287,11 @@ export class K8sSync implements K8sEventHandler {
     return this.hcnpList;
   }
 
+  /** The kernel-NAT list as last published. */
+  nat(): NatEntry[] {
+    return this.natList;
+  }
+
   /** What is not served and why: translation limits and store refusals. */
   skipped(): SkippedEntry[] {
     const out: SkippedEntry[] = [];
@@ -367,8 +376,10 @@ export class K8sSync implements K8sEventHandler {
     try {
       this.clusterIpList = this.sortedResults().flatMap(socketLbEntries);
       this.hcnpList = this.sortedResults().flatMap((t) => t.healthCheckNodePorts);
+      this.natList = this.sortedResults().flatMap((t) => t.nat);
       this.notify(() => this.o.onClusterIps?.(this.clusterIpList, []));
       this.notify(() => this.o.onHealthCheckNodePorts?.(this.hcnpList));
+      this.notify(() => this.o.onNat?.(this.natList));
     } catch (e) {
       this.log.error({ err: (e as Error).message }, 'kubernetes: publishing the lists after a failed batch failed');
     }
@@ -415,7 +426,7 @@ export class K8sSync implements K8sEventHandler {
     let size = Math.max(this.o.servicesPerTransaction ?? DEFAULT_PER_TX, Math.ceil(sorted.length / (this.o.maxTransactionsPerBatch ?? DEFAULT_MAX_TX)));
     if (this.consecutiveFailures > 0) size = Math.min(size, Math.ceil(sorted.length / Math.min(MAX_SPLIT, 2 ** this.consecutiveFailures)));
     const batch: RunningBatch = {
-      keys: sorted, next: 0, size: Math.max(1, size), storeOwners, failed: false, started, socketLbChanged: [], socketLbPublished: 0, hcnpChanged: false,
+      keys: sorted, next: 0, size: Math.max(1, size), storeOwners, failed: false, started, socketLbChanged: [], socketLbPublished: 0, hcnpChanged: false, natChanged: false,
       report: { services: keys.size, written: 0, transactions: 0, revision: 0, ms: 0, refused: 0, failedTransactions: 0, longestStepMs: 0 },
     };
     this.running = batch;
@@ -463,6 +474,7 @@ export class K8sSync implements K8sEventHandler {
       const after = this.results.get(key);
       if (JSON.stringify(before ? socketLbEntries(before) : []) !== JSON.stringify(after ? socketLbEntries(after) : [])) b.socketLbChanged.push(key);
       if (JSON.stringify(before?.healthCheckNodePorts ?? []) !== JSON.stringify(after?.healthCheckNodePorts ?? [])) b.hcnpChanged = true;
+      if (JSON.stringify(before?.nat ?? []) !== JSON.stringify(after?.nat ?? [])) b.natChanged = true;
       const json = desired.vips.length === 0 && desired.policies.length === 0 ? EMPTY_JSON : JSON.stringify(desired);
       // Known not to be in the store (the sweep listed every owner there): nothing to remove.
       if (!this.committed.has(key) && json === EMPTY_JSON && b.storeOwners !== null && !b.storeOwners.has(key)) {
@@ -501,6 +513,10 @@ export class K8sSync implements K8sEventHandler {
     this.stats.batches++;
     this.stats.lastBatch = report;
     this.publishSocketLb(b);
+    if (b.natChanged) {
+      this.natList = this.sortedResults().flatMap((t) => t.nat);
+      this.notify(() => this.o.onNat?.(this.natList));
+    }
     if (b.hcnpChanged) {
       this.hcnpList = this.sortedResults().flatMap((t) => t.healthCheckNodePorts);
       this.notify(() => this.o.onHealthCheckNodePorts?.(this.hcnpList));

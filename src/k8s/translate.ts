@@ -139,8 +139,26 @@ export interface ServiceTranslation {
    * them with any targetPort, as a ClusterIP (its endpoints, affinity).
    */
   localAddresses: ClusterIpEntry[];
+  /** Outside addresses the XDP datapath cannot serve (port ≠ targetPort), for the kernel's NAT (nat.ts). */
+  nat: NatEntry[];
   healthCheckNodePorts: HealthCheckNodePort[];
   skipped: SkippedEntry[];
+}
+
+/**
+ * A NodePort, LoadBalancer IP or externalIP whose endpoints listen on
+ * another port: served by DNAT in the kernel (an nftables table of ferryd's)
+ * instead of the XDP datapath, which keeps ports (direct server return).
+ */
+export interface NatEntry {
+  service: string;
+  address: string;
+  port: number;
+  protocol: Protocol;
+  /** The endpoints with their own ports (externalTrafficPolicy Local: this node's only). */
+  backends: SocketLbBackend[];
+  /** externalTrafficPolicy Cluster: the source becomes the node's, so replies come back through it to be un-NATed. */
+  masquerade: boolean;
 }
 
 export interface TranslationInput {
@@ -156,6 +174,7 @@ export interface Translation {
   services: Map<string, ServiceTranslation>;
   clusterIps: ClusterIpEntry[];
   localAddresses: ClusterIpEntry[];
+  nat: NatEntry[];
   healthCheckNodePorts: HealthCheckNodePort[];
   skipped: SkippedEntry[];
   ignored: SkippedEntry[];
@@ -402,7 +421,7 @@ export function translateService(
   const ns = svc.metadata.namespace ?? '';
   const out: ServiceTranslation = {
     key, owner: ownerOf(key), ignored: ignoredReason(svc, cfg),
-    desired: { vips: [], policies: [] }, clusterIps: [], localAddresses: [], healthCheckNodePorts: [], skipped: [],
+    desired: { vips: [], policies: [] }, clusterIps: [], localAddresses: [], nat: [], healthCheckNodePorts: [], skipped: [],
   };
   if (out.ignored !== null) return out;
   const problems = new Set<string>();
@@ -452,7 +471,12 @@ export function translateService(
       const fitting = all.filter((e) => e.port === vipPort);
       if (all.length > 0 && fitting.length === 0) {
         const ports = [...new Set(all.map((e) => e.port))].join(', ');
-        problems.add(`${what}: VIP port ${vipPort} but the endpoints listen on ${ports}; the XDP datapath forwards without port translation (direct server return), so only this node's own sockets reach it (socket-LB)`);
+        problems.add(`${what}: VIP port ${vipPort} but the endpoints listen on ${ports}; the XDP datapath forwards without port translation (direct server return), so the kernel's NAT serves it (nftables), and this node's own sockets the socket-LB`);
+        const { active } = choose(all, externalLocal);
+        out.nat.push({
+          service: key, address, port: vipPort, protocol,
+          backends: active.map((e) => ({ address: e.address, port: e.port })), masquerade: !externalLocal,
+        });
         return;
       }
       if (all.length === 0) {
@@ -558,12 +582,13 @@ export function translate(input: TranslationInput, cfg: TranslateConfig): Transl
     else slicesBy.set(k, [s]);
   }
   const services = [...input.services].sort((a, b) => compareStrings(objectKey(a), objectKey(b)));
-  const out: Translation = { services: new Map(), clusterIps: [], localAddresses: [], healthCheckNodePorts: [], skipped: [], ignored: [] };
+  const out: Translation = { services: new Map(), clusterIps: [], localAddresses: [], nat: [], healthCheckNodePorts: [], skipped: [], ignored: [] };
   for (const svc of services) {
     const t = translateService(svc, slicesBy.get(objectKey(svc)) ?? [], input.node, cfg);
     out.services.set(t.key, t);
     out.clusterIps.push(...t.clusterIps);
     out.localAddresses.push(...t.localAddresses);
+    out.nat.push(...t.nat);
     out.healthCheckNodePorts.push(...t.healthCheckNodePorts);
     out.skipped.push(...t.skipped);
     if (t.ignored !== null) out.ignored.push({ service: t.key, reason: t.ignored });
