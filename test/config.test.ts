@@ -95,7 +95,7 @@ describe('config', () => {
     assert.deepEqual(c.kubernetes, {
       kubeconfig: null, node_name: null, proxy_name: null, drain_seconds: 30, batch_delay_ms: 200, batch_max_events: 10000,
       resync_seconds: 600, node_port_address_types: ['InternalIP', 'ExternalIP'], health_check_addresses: ['0.0.0.0', '::'],
-      socket_lb: { enabled: true, cgroup: null }, nat: { enabled: true },
+      socket_lb: { enabled: true, cgroup: null }, nat: { enabled: true }, external_path: 'xdp',
     });
     assert.equal(c.api.probe_listen, null);
     // Standalone ignores the section's requirements (NODE_NAME is not read).
@@ -136,6 +136,9 @@ describe('config', () => {
     refuses('kubernetes:\n  node_port_address_types: [Hostname]\n', '/kubernetes/node_port_address_types/0: must be one of InternalIP, ExternalIP');
     refuses('kubernetes:\n  health_check_addresses: [eth0]\n', '/kubernetes/health_check_addresses/0: "eth0" is not an IP address');
     refuses('kubernetes:\n  watch: true\n', '/kubernetes/watch: unknown key');
+    refuses('kubernetes:\n  external_path: nat\n  nat:\n    enabled: false\n', '/kubernetes/external_path: "nat" serves outside addresses through the kernel\'s NAT');
+    refuses('kubernetes:\n  external_path: ipvs\n', '/kubernetes/external_path: must be one of xdp, nat');
+    refuses('kubernetes:\n  socket_lb:\n    cgroup: relative\n', '/kubernetes/socket_lb/cgroup: must match pattern');
     refuses('api:\n  probe_listen: nowhere\n', '/api/probe_listen: must match pattern');
     refuses('api:\n  listen: 127.0.0.1:8080\n  tokens_file: /t\n  probe_listen: 127.0.0.1:8080\n', '/api/probe_listen: must differ from /api/listen');
   });

@@ -15,7 +15,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCgroup, inCgroup, removeCgroup, removeStaleCgroups } from '../src/lab/cgroup.js';
 import { LbLab, repliesBypassedLb } from '../src/lab/lblab.js';
@@ -165,16 +165,38 @@ describe('kubernetes mode end to end in the lab: LoadBalancer IP through XDP, Cl
     assert.ok(Object.keys(per).every((n) => n === 'be1' || n === 'be2'), `the ClusterIP follows: ${JSON.stringify(per)}`);
   });
 
-  it('deleting the Service removes its VIP from the API and the datapath', async () => {
+  it('external_path nat: after a restart with it, the LoadBalancer IP is served by the kernel NAT, not XDP', async () => {
+    const cfg = readFileSync(lab.ferryd.config, 'utf8');
+    writeFileSync(lab.ferryd.config, cfg.replace('\nkubernetes:\n', '\nkubernetes:\n  external_path: nat\n'));
+    try {
+      await lab.upgradeDaemon();
+      await until('the VIP to go and the NAT to take both addresses', async () => {
+        const v = await lab.api.get<{ nat: { entries: number } }>('/v1/kubernetes');
+        return (await webVips()).length === 0 && v.nat.entries === 2;
+      });
+      const lb0 = lab.linkCounters(lab.lab.lb);
+      const c0 = lab.linkCounters(lab.lab.client);
+      const r = await lab.client('http', LB_IP, 60);
+      const lb1 = lab.linkCounters(lab.lab.lb);
+      const c1 = lab.linkCounters(lab.lab.client);
+      assert.equal(r.errors, 0, JSON.stringify(r));
+      assert.deepEqual(Object.keys(r.per_backend).sort(), ['be1', 'be2'], JSON.stringify(r.per_backend));
+      assert.ok(!repliesBypassedLb(lb1.rxPackets - lb0.rxPackets, c1.txPackets - c0.txPackets, c1.rxPackets - c0.rxPackets),
+        'masqueraded: the replies come back through the node');
+    } finally {
+      writeFileSync(lab.ferryd.config, cfg);
+    }
+  });
+
+  it('deleting the Service removes what served it: NAT entries, the ClusterIP, the NodePort', async () => {
     assert.ok(server.remove('services', 'default/web'));
-    await until('no VIP', async () => (await webVips()).length === 0);
+    // No VIP (XDP) and no NAT entry (its LoadBalancer IP and NodePort, since external_path nat) left.
+    await until('no VIP and no NAT entry', async () =>
+      (await webVips()).length === 0 && (await lab.api.get<{ nat: { entries: number } }>('/v1/kubernetes')).nat.entries === 0);
     const r = await lab.client('http', LB_IP, 20, { timeoutMs: 300 });
     assert.equal(r.errors, 20, `nothing answers the address any more: ${JSON.stringify(r)}`);
     // The socket-LB forgot the ClusterIP: a connect to it fails (curl: exit 7, could not connect).
     await until('the ClusterIP to stop answering', async () => curlClusterIp(true).code === 7);
-    // And the kernel NAT its NodePort.
-    const view = await lab.api.get<{ nat: { entries: number } }>('/v1/kubernetes');
-    assert.equal(view.nat.entries, 0);
     const np = await lab.client('http', lab.lab.lb.addr4, 5, { port: NODE_PORT, timeoutMs: 300 });
     assert.equal(np.errors, 5, JSON.stringify(np));
   });

@@ -148,6 +148,23 @@ describe('k8s translate: NodePorts', () => {
       [['198.18.0.7', ['10.244.0.1'], false], ['198.18.0.8', ['10.244.0.1'], false], ['10.0.0.1', ['10.244.0.1'], false], ['203.0.113.1', ['10.244.0.1'], false]]);
   });
 
+  it('external_path nat: every outside address through the kernel\'s NAT, none as an XDP VIP (ordinary pods)', () => {
+    const svc = service('web', {
+      type: 'LoadBalancer', clusterIP: '10.96.0.9', ingress: ['198.18.0.9'], ports: [port(80, { name: 'http', targetPort: 80, nodePort: 31080 })],
+    });
+    const slices = [slice('web-1', ['10.244.0.1'])];
+    assert.equal(tr(svc, slices).desired.vips.length, 1, 'xdp (default): the LoadBalancer IP is a VIP (ports equal)');
+    const t = tr(svc, slices, { ...CFG, externalPath: 'nat' });
+    assert.deepEqual(t.desired.vips, []);
+    assert.deepEqual(t.nat.map((e) => [e.address, e.port, e.backends]), [
+      ['198.18.0.9', 80, [{ address: '10.244.0.1', port: 80 }]],
+      ['10.0.0.1', 31080, [{ address: '10.244.0.1', port: 80 }]],
+      ['203.0.113.1', 31080, [{ address: '10.244.0.1', port: 80 }]],
+    ]);
+    assert.doesNotMatch(reasons(t), /endpoints listen on|port translation/, 'nothing is skipped for its ports');
+    assert.equal(t.clusterIps.length, 1, 'ClusterIPs are the socket-LB\'s either way');
+  });
+
   it('the node\'s address types are configurable; an unknown node is reported', () => {
     const svc = service('np', { type: 'NodePort', ports: [port(31000, { targetPort: 31000, nodePort: 31000 })] });
     const t = tr(svc, [], { nodeName: 'node-a', nodePortAddressTypes: ['ExternalIP'] });

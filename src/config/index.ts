@@ -37,6 +37,8 @@ export interface KubernetesConfig {
   health_check_addresses: string[];
   /** NodePorts and other outside addresses whose endpoints listen on another port: DNAT in an nftables table. */
   nat: { enabled: boolean };
+  /** Outside addresses as XDP VIPs where ports allow (endpoints decapsulate), or all through the kernel's NAT. */
+  external_path: 'xdp' | 'nat';
   /** ClusterIPs through the socket-level load balancer (cgroup sock_addr programs). */
   socket_lb: {
     enabled: boolean;
@@ -186,6 +188,7 @@ export const CONFIG_SCHEMA = {
           default: {},
           properties: { enabled: { type: 'boolean', default: true } },
         },
+        external_path: { enum: ['xdp', 'nat'], default: 'xdp' },
         socket_lb: {
           type: 'object',
           additionalProperties: false,
@@ -243,6 +246,9 @@ function kubernetesChecks(c: FerryConfig, env: NodeJS.ProcessEnv): string[] {
   k.health_check_addresses.forEach((a, n) => {
     if (isIP(a) === 0) out.push(`/kubernetes/health_check_addresses/${n}: ${JSON.stringify(a)} is not an IP address`);
   });
+  if (k.external_path === 'nat' && !k.nat.enabled) {
+    out.push('/kubernetes/external_path: "nat" serves outside addresses through the kernel\'s NAT, which /kubernetes/nat/enabled turns off');
+  }
   if (c.mode !== 'kubernetes') return out;
   if (k.node_name === null) {
     const fromEnv = env['NODE_NAME'];

@@ -174,7 +174,7 @@ export class K8sMode {
     this.hcnp = new HealthCheckNodePorts({ addresses: k.health_check_addresses, log: o.log });
     this.sync = new K8sSync({
       controller: o.controller,
-      translate: { nodeName: k.node_name, proxyName: k.proxy_name, nodePortAddressTypes: k.node_port_address_types },
+      translate: { nodeName: k.node_name, proxyName: k.proxy_name, nodePortAddressTypes: k.node_port_address_types, externalPath: k.external_path },
       drainSeconds: k.drain_seconds,
       maxDelayMs: k.batch_delay_ms,
       maxEvents: k.batch_max_events,

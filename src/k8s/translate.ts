@@ -85,6 +85,13 @@ export interface TranslateConfig {
   proxyName?: string | null;
   /** Node address types NodePorts listen on; default InternalIP and ExternalIP. */
   nodePortAddressTypes?: readonly string[];
+  /**
+   * How outside addresses (LoadBalancer IPs, externalIPs, NodePorts) are
+   * served: 'xdp' (default) as XDP VIPs where the ports allow (direct server
+   * return: the endpoints must decapsulate and hold the VIP), the rest by the
+   * kernel's NAT; 'nat' all by the kernel's NAT (ordinary pods).
+   */
+  externalPath?: 'xdp' | 'nat';
 }
 
 /** A backend of the socket-LB: its own address and port (the socket-LB translates ports). */
@@ -468,15 +475,19 @@ export function translateService(
       if (seenEndpoints.has(endpointKey)) return; // the same address listed twice (ingress and externalIPs)
       seenEndpoints.add(endpointKey);
       const all = endpointsOf(sp, family);
+      const natEntry = (): NatEntry => ({
+        service: key, address, port: vipPort, protocol,
+        backends: choose(all, externalLocal).active.map((e) => ({ address: e.address, port: e.port })), masquerade: !externalLocal,
+      });
+      if (cfg.externalPath === 'nat') {
+        if (all.length > 0) out.nat.push(natEntry());
+        return;
+      }
       const fitting = all.filter((e) => e.port === vipPort);
       if (all.length > 0 && fitting.length === 0) {
         const ports = [...new Set(all.map((e) => e.port))].join(', ');
         problems.add(`${what}: VIP port ${vipPort} but the endpoints listen on ${ports}; the XDP datapath forwards without port translation (direct server return), so the kernel's NAT serves it (nftables), and this node's own sockets the socket-LB`);
-        const { active } = choose(all, externalLocal);
-        out.nat.push({
-          service: key, address, port: vipPort, protocol,
-          backends: active.map((e) => ({ address: e.address, port: e.port })), masquerade: !externalLocal,
-        });
+        out.nat.push(natEntry());
         return;
       }
       if (all.length === 0) {
