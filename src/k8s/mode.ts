@@ -305,22 +305,32 @@ export class K8sMode {
   private applyNat(all: NatEntry[]): void {
     const nat = this.o.nat;
     if (nat === undefined) return;
+    const before = nat.lastError;
     try {
       nat.apply(all);
+      if (before !== null) this.o.log.info({ entries: all.length }, 'kubernetes: the kernel NAT is programmed again');
     } catch (err) {
-      this.o.log.error({ entries: all.length, err: (err as Error).message }, 'kubernetes: programming the kernel NAT failed; retrying');
+      // Retried every few seconds: said once per distinct error, not at every retry.
+      if ((err as Error).message !== before) {
+        this.o.log.error({ entries: all.length, err: (err as Error).message }, 'kubernetes: programming the kernel NAT failed; retrying');
+      }
     }
   }
 
   private applyClusterIps(all: ClusterIpEntry[]): void {
     const c = this.o.clusterIps;
     if (c === undefined) return;
+    const before = this.consumerError;
     try {
       c.apply(all);
       this.consumerError = null;
+      if (before !== null) this.o.log.info({ consumer: c.name, entries: all.length }, 'kubernetes: the ClusterIP list is programmed again');
     } catch (err) {
       this.consumerError = (err as Error).message;
-      this.o.log.error({ consumer: c.name, entries: all.length, err: this.consumerError }, 'kubernetes: programming the ClusterIP list failed');
+      // Retried every few seconds: said once per distinct error, not at every retry.
+      if (this.consumerError !== before) {
+        this.o.log.error({ consumer: c.name, entries: all.length, err: this.consumerError }, 'kubernetes: programming the ClusterIP list failed');
+      }
     }
   }
 }
