@@ -18,6 +18,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCgroup, inCgroup, removeCgroup, removeStaleCgroups } from '../src/lab/cgroup.js';
+import type { ClientResult } from '../src/lab/client.js';
 import { LbLab, repliesBypassedLb } from '../src/lab/lblab.js';
 import type { LabHost } from '../src/lab/topology.js';
 import { bpfUnavailable } from './lib/harness.js';
@@ -71,6 +72,15 @@ describe('kubernetes mode end to end in the lab: LoadBalancer IP through XDP, Cl
       await new Promise((r) => setTimeout(r, 50));
     }
   };
+  /** HTTP requests to the LoadBalancer IP from the client; whether the replies bypassed the node (interface counters). */
+  const httpToLbIp = async (n: number): Promise<{ r: ClientResult; bypassed: boolean }> => {
+    const lb0 = lab.linkCounters(lab.lab.lb);
+    const c0 = lab.linkCounters(lab.lab.client);
+    const r = await lab.client('http', LB_IP, n);
+    const lb1 = lab.linkCounters(lab.lab.lb);
+    const c1 = lab.linkCounters(lab.lab.client);
+    return { r, bypassed: repliesBypassedLb(lb1.rxPackets - lb0.rxPackets, c1.txPackets - c0.txPackets, c1.rxPackets - c0.rxPackets) };
+  };
   const endpoints = (hosts: readonly LabHost[]) => slice('web-abc', hosts.map((h) => [h.addr4, { node: NODE }] as const));
 
   before(async () => {
@@ -114,15 +124,11 @@ describe('kubernetes mode end to end in the lab: LoadBalancer IP through XDP, Cl
   });
 
   it('client connections to the LoadBalancer IP are balanced over the endpoints and answered directly', async () => {
-    const lb0 = lab.linkCounters(lab.lab.lb);
-    const c0 = lab.linkCounters(lab.lab.client);
-    const r = await lab.client('http', LB_IP, 300);
-    const lb1 = lab.linkCounters(lab.lab.lb);
-    const c1 = lab.linkCounters(lab.lab.client);
+    const { r, bypassed } = await httpToLbIp(300);
     assert.equal(r.errors, 0, JSON.stringify(r));
     assert.deepEqual(Object.keys(r.per_backend).sort(), ['be1', 'be2', 'be3'], JSON.stringify(r.per_backend));
     for (const n of Object.values(r.per_backend)) assert.ok(n >= 50, `each endpoint gets a share: ${JSON.stringify(r.per_backend)}`);
-    assert.ok(repliesBypassedLb(lb1.rxPackets - lb0.rxPackets, c1.txPackets - c0.txPackets, c1.rxPackets - c0.rxPackets),
+    assert.ok(bypassed,
       'the replies did not cross the load balancer');
   });
 
@@ -174,15 +180,10 @@ describe('kubernetes mode end to end in the lab: LoadBalancer IP through XDP, Cl
         const v = await lab.api.get<{ nat: { entries: number } }>('/v1/kubernetes');
         return (await webVips()).length === 0 && v.nat.entries === 2;
       });
-      const lb0 = lab.linkCounters(lab.lab.lb);
-      const c0 = lab.linkCounters(lab.lab.client);
-      const r = await lab.client('http', LB_IP, 60);
-      const lb1 = lab.linkCounters(lab.lab.lb);
-      const c1 = lab.linkCounters(lab.lab.client);
+      const { r, bypassed } = await httpToLbIp(60);
       assert.equal(r.errors, 0, JSON.stringify(r));
       assert.deepEqual(Object.keys(r.per_backend).sort(), ['be1', 'be2'], JSON.stringify(r.per_backend));
-      assert.ok(!repliesBypassedLb(lb1.rxPackets - lb0.rxPackets, c1.txPackets - c0.txPackets, c1.rxPackets - c0.rxPackets),
-        'masqueraded: the replies come back through the node');
+      assert.ok(!bypassed, 'masqueraded: the replies come back through the node');
     } finally {
       writeFileSync(lab.ferryd.config, cfg);
     }
