@@ -3,7 +3,7 @@
  * it renders, and the table as nftables holds it after real applies in a
  * network namespace of the test's own (ferrytest-nat-<pid>): replaced as a
  * whole, unchanged lists not re-applied, a refused script changing nothing,
- * removal.
+ * lists queued while nft runs, removal.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,22 +16,27 @@ const noNft = spawnSync('nft', ['--version']).status !== 0 ? 'nft is not install
 if (noNft) console.log(`# skipping kernel NAT tests: ${noNft}`);
 
 const web: NatEntry = {
-  service: 'default/web', address: '198.18.0.2', port: 30080, protocol: 'tcp', masquerade: true,
+  service: 'default/web', address: '198.18.0.2', port: 30080, protocol: 'tcp', masquerade: true, affinity: false, sourceRanges: null,
   backends: [{ address: '10.244.0.1', port: 8080 }, { address: '10.244.0.2', port: 8080 }],
 };
 const dns: NatEntry = {
-  service: 'default/dns', address: 'fd00::2', port: 30053, protocol: 'udp', masquerade: false,
+  service: 'default/dns', address: 'fd00::2', port: 30053, protocol: 'udp', masquerade: false, affinity: true, sourceRanges: null,
   backends: [{ address: 'fd00:244::1', port: 53 }],
 };
+const guarded: NatEntry = { ...web, service: 'default/lb', address: '198.19.0.9', port: 443, sourceRanges: ['192.0.2.0/24', '198.51.100.0/24'] };
+const closed6: NatEntry = { ...dns, service: 'default/lb', address: 'fd00::9', port: 443, protocol: 'tcp', sourceRanges: [] };
 
 describe('kernel NAT: the script', () => {
-  it('one DNAT rule per entry with endpoints; a conntrack mark for the masqueraded; IPv6 as ip6', () => {
-    const script = renderNat([web, dns, { ...web, address: '198.18.0.3', backends: [] }]);
+  it('a DNAT rule per entry with endpoints; a mark bit for the masqueraded; a hash for affinity; source ranges first', () => {
+    const script = renderNat([web, dns, guarded, closed6, { ...web, address: '198.18.0.3', backends: [] }]);
     assert.match(script, /^table inet ferry_k8s\ndelete table inet ferry_k8s\ntable inet ferry_k8s \{/);
-    assert.ok(script.includes('ip daddr 198.18.0.2 tcp dport 30080 ct mark set 0x4652 dnat ip to numgen random mod 2 map { 0 : 10.244.0.1 . 8080, 1 : 10.244.0.2 . 8080 }'), script);
-    assert.ok(script.includes('ip6 daddr fd00::2 udp dport 30053 dnat ip6 to numgen random mod 1 map { 0 : fd00:244::1 . 53 }'), script);
+    const has = (line: string): void => assert.ok(script.includes(line), `${line}\n---\n${script}`);
+    has('ip daddr 198.18.0.2 tcp dport 30080 ct mark set ct mark | 0x10000000 dnat ip to numgen random mod 2 map { 0 : 10.244.0.1 . 8080, 1 : 10.244.0.2 . 8080 }');
+    has('ip6 daddr fd00::2 udp dport 30053 dnat ip6 to jhash ip6 saddr mod 1 seed 0x4652 map { 0 : fd00:244::1 . 53 }');
+    has('ip daddr 198.19.0.9 tcp dport 443 ip saddr != { 192.0.2.0/24, 198.51.100.0/24 } drop');
+    has('ip6 daddr fd00::9 tcp dport 443 drop');
+    has('ct mark & 0x10000000 == 0x10000000 masquerade');
     assert.ok(!script.includes('198.18.0.3'), 'an entry without endpoints has no rule');
-    assert.ok(script.includes('ct mark 0x4652 masquerade'));
   });
 });
 
@@ -45,30 +50,40 @@ describe('kernel NAT: applied in a namespace', { skip: noNft }, () => {
     spawnSync('ip', ['netns', 'del', NS]);
   });
 
-  it('replaces the table as a whole, skips unchanged lists, keeps the last good table when nft refuses, removes it', () => {
+  it('replaces the table as a whole, skips unchanged lists, keeps the last good table when nft refuses, removes it', async () => {
     let runs = 0;
     const run = nftRunner(NS);
-    const table = new NatTable((script) => {
+    const table = new NatTable(async (script) => {
       runs++;
-      run(script);
+      await run(script);
     });
-    table.apply([web, dns]);
-    assert.equal(table.entries, 2);
+    await table.apply([web, dns, guarded, closed6]);
+    assert.equal(table.entries, 4);
     let text = list();
-    assert.match(text, /ip daddr 198\.18\.0\.2 tcp dport 30080 ct mark set 0x00004652 dnat ip to numgen random mod 2 map \{ 0 : 10\.244\.0\.1 \. 8080, 1 : 10\.244\.0\.2 \. 8080 \}/);
-    assert.match(text, /ip6 daddr fd00::2 udp dport 30053 dnat ip6 to numgen random mod 1 map \{ 0 : fd00:244::1 \. 53 \}/);
-    table.apply([web, dns]);
+    assert.match(text, /ip daddr 198\.18\.0\.2 tcp dport 30080 ct mark set ct mark \| 0x10000000 dnat ip to numgen random mod 2 map \{ 0 : 10\.244\.0\.1 \. 8080, 1 : 10\.244\.0\.2 \. 8080 \}/);
+    assert.match(text, /ip6 daddr fd00::2 udp dport 30053 dnat ip6 to jhash ip6 saddr mod 1 seed 0x4652 map \{ 0 : fd00:244::1 \. 53 \}/);
+    assert.match(text, /ip daddr 198\.19\.0\.9 tcp dport 443 ip saddr != \{ 192\.0\.2\.0\/24, 198\.51\.100\.0\/24 \} drop/);
+    await table.apply([web, dns, guarded, closed6]);
     assert.equal(runs, 1, 'an unchanged list is not applied again');
-    table.apply([web]);
+    // Lists given while nft runs: the last one wins, the one in between is never applied.
+    const a = table.apply([web, dns]);
+    const b = table.apply([dns]);
+    const c = table.apply([web]);
+    await Promise.all([a, b, c]);
+    assert.equal(runs, 3, 'the first run, then only the latest pending list');
     text = list();
-    assert.ok(!text.includes('fd00::2'), 'the table holds exactly the new list');
-    assert.throws(() => table.apply([{ ...web, address: '198.18.0.999' }]), /^Error: nft: /);
+    assert.ok(!text.includes('fd00::2') && text.includes('198.18.0.2'), 'the table holds exactly the latest list');
+    await assert.rejects(table.apply([{ ...web, address: '198.18.0.999' }]), /^Error: nft: /);
     assert.match(table.lastError ?? '', /^nft: /);
     assert.equal(table.failed, true);
     assert.match(list(), /198\.18\.0\.2 tcp dport 30080/, 'a refused script changes nothing (one transaction)');
-    table.apply([web]);
+    await table.apply([web]);
     assert.equal(table.failed, false);
-    table.remove();
+    table.invalidate();
+    await table.apply([web]);
+    assert.equal(runs, 5, 'after invalidate() the same list is written again');
+    await table.remove();
     assert.notEqual(spawnSync('nsenter', [`--net=/run/netns/${NS}`, '--', 'nft', 'list', 'table', 'inet', 'ferry_k8s']).status, 0, 'the table is gone');
+    await table.remove();
   });
 });

@@ -139,7 +139,7 @@ describe('k8s translate: NodePorts', () => {
     assert.deepEqual(t.localAddresses, [entry('198.18.0.7', 80), entry('198.18.0.8', 80), entry('10.0.0.1', 31000), entry('203.0.113.1', 31000)]);
     assert.match(reasons(t), /the kernel's NAT serves it \(nftables\), and this node's own sockets the socket-LB/);
     // Clients outside the node: the kernel's NAT, same endpoints, masqueraded (externalTrafficPolicy Cluster).
-    const nat = (address: string, p: number) => ({ service: 'default/np', address, port: p, protocol: 'tcp', backends, masquerade: true });
+    const nat = (address: string, p: number) => ({ service: 'default/np', address, port: p, protocol: 'tcp', backends, masquerade: true, affinity: true, sourceRanges: null });
     assert.deepEqual(t.nat, [nat('198.18.0.7', 80), nat('198.18.0.8', 80), nat('10.0.0.1', 31000), nat('203.0.113.1', 31000)]);
     // externalTrafficPolicy Local: this node's endpoints only, the client's address kept.
     const local = tr({ ...svc, spec: { ...svc.spec, externalTrafficPolicy: 'Local' } },
@@ -163,6 +163,9 @@ describe('k8s translate: NodePorts', () => {
     ]);
     assert.doesNotMatch(reasons(t), /endpoints listen on|port translation/, 'nothing is skipped for its ports');
     assert.equal(t.clusterIps.length, 1, 'ClusterIPs are the socket-LB\'s either way');
+    // loadBalancerSourceRanges hold on the NAT path too: the LoadBalancer IP's entry carries them; NodePorts do not.
+    const ranged = tr({ ...svc, spec: { ...svc.spec, loadBalancerSourceRanges: ['192.0.2.0/24', '2001:db8::/32'] } }, slices, { ...CFG, externalPath: 'nat' });
+    assert.deepEqual(ranged.nat.map((e) => [e.address, e.sourceRanges]), [['198.18.0.9', ['192.0.2.0/24']], ['10.0.0.1', null], ['203.0.113.1', null]]);
   });
 
   it('the node\'s address types are configurable; an unknown node is reported', () => {

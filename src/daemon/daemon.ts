@@ -142,6 +142,10 @@ export class Daemon implements DaemonInfo, MetricsSource {
       this.clusterIpConsumer = this.socketLb;
     }
     if (c.mode === 'kubernetes' && c.kubernetes.nat.enabled) this.nat = new NatTable();
+    else if (c.mode === 'kubernetes') {
+      // NAT turned off: a table an earlier run left must not keep serving (best effort; nft may be absent).
+      new NatTable().remove().catch(() => {});
+    }
     const seed = this.store.read((tx) => tx.snapshot().hash_seed);
     this.reconciler = new Reconciler(this.dp, datapathConfig(c, seed));
     // Health joins every plan; until the monitor runs nothing is down, so the first reconcile is the store's alone.
@@ -340,7 +344,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
     if (opts.detach) {
       this.socketLb?.socketLb.detach();
       try {
-        this.nat?.remove();
+        await this.nat?.remove();
       } catch (err) {
         this.log.error({ err: (err as Error).message }, 'removing the kernel NAT table failed');
       }

@@ -215,9 +215,11 @@ export class K8sMode {
     const written = this.sync.stats.batches > 0 && last !== null && last.failedTransactions === 0;
     if (!this.settled && this.watch.synced && this.sync.isReady && (written || this.sync.idle)) {
       this.settled = true;
-      // Once in full, whatever changed: the socket-LB's pinned maps may hold a previous run's entries
-      // (Services deleted meanwhile) that no change of this run's list would touch.
+      // Once in full, whatever changed: the socket-LB's pinned maps and the NAT table may hold a previous
+      // run's entries (Services deleted meanwhile) that no change of this run's lists would touch.
       this.applyClusterIps(this.sync.clusterIps());
+      this.o.nat?.invalidate();
+      this.applyNat(this.sync.nat());
       this.o.log.info({ services: this.watch.services.cache.size, revision: this.o.controller.store.revision() }, 'kubernetes: first sync done; ready');
     }
     return this.settled;
@@ -306,15 +308,14 @@ export class K8sMode {
     const nat = this.o.nat;
     if (nat === undefined) return;
     const before = nat.lastError;
-    try {
-      nat.apply(all);
+    nat.apply(all).then(() => {
       if (before !== null) this.o.log.info({ entries: all.length }, 'kubernetes: the kernel NAT is programmed again');
-    } catch (err) {
+    }, (err: unknown) => {
       // Retried every few seconds: said once per distinct error, not at every retry.
       if ((err as Error).message !== before) {
         this.o.log.error({ entries: all.length, err: (err as Error).message }, 'kubernetes: programming the kernel NAT failed; retrying');
       }
-    }
+    });
   }
 
   private applyClusterIps(all: ClusterIpEntry[]): void {

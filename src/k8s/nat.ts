@@ -1,38 +1,62 @@
 /**
- * The kernel's NAT for what the XDP datapath cannot serve: NodePorts,
+ * The kernel's NAT for what the XDP datapath does not serve: NodePorts,
  * LoadBalancer IPs and externalIPs whose endpoints listen on another port
- * (the datapath keeps ports: direct server return). ferryd owns one
- * nftables table, `inet ferry_k8s`, and replaces it as a whole in one nft
- * transaction whenever the list changes:
+ * (the datapath keeps ports: direct server return), or all of them with
+ * `kubernetes.external_path: nat`. ferryd owns one nftables table,
+ * `inet ferry_k8s`, and replaces it as a whole in one nft transaction
+ * whenever the list changes:
  *
- *   prerouting (dstnat): daddr + port → numgen random over the endpoints,
- *     DNAT to endpoint address . endpoint port; externalTrafficPolicy
- *     Cluster also sets a conntrack mark,
- *   postrouting (srcnat): that mark → masquerade, so the endpoint answers
- *     the node, which un-NATs the reply (Local keeps the client's address;
- *     its endpoints are on this node, so replies pass it anyway).
+ *   prerouting, filter (before NAT): loadBalancerSourceRanges — sources
+ *     outside a LoadBalancer IP's ranges are dropped;
+ *   prerouting, dstnat: daddr + port → one of the endpoints (random, or a
+ *     hash of the client's address with sessionAffinity ClientIP), DNAT to
+ *     endpoint address . port; externalTrafficPolicy Cluster also sets a
+ *     conntrack mark bit;
+ *   postrouting, srcnat: that bit → masquerade, so the endpoint answers the
+ *     node, which un-NATs the reply (Local keeps the client's address; its
+ *     endpoints are on this node, so replies pass it anyway).
  *
  * Packets reach these rules because xdp_lb passes everything that is not
  * one of its VIPs. Nothing else of the host's netfilter state is touched.
+ * nft runs as a child process, one run at a time, without blocking the
+ * daemon; a list that arrives meanwhile replaces any older pending one.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { isIPv6 } from 'node:net';
 import type { NatEntry } from './translate.js';
 
 export const NAT_TABLE = 'ferry_k8s';
-/** The conntrack mark of connections to masquerade ("FR"). */
-export const NAT_MASQ_MARK = 0x4652;
+/** The conntrack mark bit of connections to masquerade (one bit: other users' bits are kept). */
+export const NAT_MASQ_BIT = 0x10000000;
+/** Seed of the affinity hash: fixed, so a restart keeps clients on their endpoints. */
+const AFFINITY_SEED = 0x4652;
 
-const endpoint = (address: string, port: number): string => `${address} . ${port}`;
+const hex = (n: number): string => `0x${n.toString(16)}`;
 
-/** One prerouting rule; null for an entry without endpoints (nothing to send it to). */
-function rule(e: NatEntry): string | null {
+/** "ip daddr 198.18.0.2 tcp dport 30080": what one entry matches. */
+function match(e: NatEntry): string {
+  const fam = isIPv6(e.address) ? 'ip6' : 'ip';
+  return `${fam} daddr ${e.address} ${e.protocol} dport ${e.port}`;
+}
+
+/** The source-range rule of an entry, or null when any source may come. */
+function filterRule(e: NatEntry): string | null {
+  if (e.sourceRanges === null) return null;
+  const fam = isIPv6(e.address) ? 'ip6' : 'ip';
+  if (e.sourceRanges.length === 0) return `${match(e)} drop`;
+  return `${match(e)} ${fam} saddr != { ${e.sourceRanges.join(', ')} } drop`;
+}
+
+/** One DNAT rule; null for an entry without endpoints (nothing to send it to). */
+function natRule(e: NatEntry): string | null {
   if (e.backends.length === 0) return null;
-  const v6 = isIPv6(e.address);
-  const fam = v6 ? 'ip6' : 'ip';
-  const map = e.backends.map((b, i) => `${i} : ${endpoint(b.address, b.port)}`).join(', ');
-  const mark = e.masquerade ? `ct mark set 0x${NAT_MASQ_MARK.toString(16)} ` : '';
-  return `${fam} daddr ${e.address} ${e.protocol} dport ${e.port} ${mark}dnat ${fam} to numgen random mod ${e.backends.length} map { ${map} }`;
+  const fam = isIPv6(e.address) ? 'ip6' : 'ip';
+  const map = e.backends.map((b, i) => `${i} : ${b.address} . ${b.port}`).join(', ');
+  const pick = e.affinity
+    ? `jhash ${fam} saddr mod ${e.backends.length} seed ${hex(AFFINITY_SEED)}`
+    : `numgen random mod ${e.backends.length}`;
+  const mark = e.masquerade ? `ct mark set ct mark | ${hex(NAT_MASQ_BIT)} ` : '';
+  return `${match(e)} ${mark}dnat ${fam} to ${pick} map { ${map} }`;
 }
 
 /**
@@ -40,66 +64,90 @@ function rule(e: NatEntry): string | null {
  * table if missing, deletes it and declares it anew, in one transaction.
  */
 export function renderNat(entries: readonly NatEntry[]): string {
-  const rules = entries.map(rule).filter((r): r is string => r !== null);
+  const filters = entries.map(filterRule).filter((r): r is string => r !== null);
+  const rules = entries.map(natRule).filter((r): r is string => r !== null);
   return [
     `table inet ${NAT_TABLE}`,
     `delete table inet ${NAT_TABLE}`,
     `table inet ${NAT_TABLE} {`,
+    '  chain source_ranges {',
+    '    type filter hook prerouting priority dstnat - 10; policy accept;',
+    ...filters.map((r) => `    ${r}`),
+    '  }',
     '  chain prerouting {',
     '    type nat hook prerouting priority dstnat; policy accept;',
     ...rules.map((r) => `    ${r}`),
     '  }',
     '  chain postrouting {',
     '    type nat hook postrouting priority srcnat; policy accept;',
-    `    ct mark 0x${NAT_MASQ_MARK.toString(16)} masquerade`,
+    `    ct mark & ${hex(NAT_MASQ_BIT)} == ${hex(NAT_MASQ_BIT)} masquerade`,
     '  }',
     '}',
     '',
   ].join('\n');
 }
 
-/** Runs an nft script; throws with nft's own message. */
-export type NftRunner = (script: string) => void;
+/** Runs an nft script; rejects with nft's own message. */
+export type NftRunner = (script: string) => Promise<void>;
 
 /** nft in this process's network namespace, or in a named one (/run/netns/<ns>; tests). */
 export function nftRunner(netns?: string): NftRunner {
-  return (script) => {
+  return (script) => new Promise((resolve, reject) => {
     const [cmd, args] = netns === undefined ? ['nft', ['-f', '-']] : ['nsenter', [`--net=/run/netns/${netns}`, '--', 'nft', '-f', '-']];
-    try {
-      execFileSync(cmd, args, { input: script, stdio: ['pipe', 'ignore', 'pipe'], timeout: 30_000 });
-    } catch (err) {
-      const e = err as { stderr?: Buffer; message: string };
-      const detail = e.stderr?.toString().trim() || e.message;
-      throw new Error(`nft: ${detail}`);
-    }
-  };
+    const child = execFile(cmd, args, { timeout: 120_000, maxBuffer: 1 << 20 }, (err, _stdout, stderr) => {
+      if (err === null) return resolve();
+      reject(new Error(`nft: ${stderr.trim() || err.message}`));
+    });
+    child.stdin?.end(script);
+  });
 }
 
-/** ferryd's NAT table: applied when the list changes; the last error is kept for the API view. */
+/**
+ * ferryd's NAT table. `apply` queues the list (only the latest pending one
+ * is kept) and resolves once it, or a later list, is in the kernel; the last
+ * error is kept for the API view and the retry.
+ */
 export class NatTable {
   private applied: string | null = null;
+  private running: Promise<void> | null = null;
+  private pending: string | null = null;
   lastError: string | null = null;
   entries = 0;
+  private pendingEntries = 0;
 
   constructor(private readonly run: NftRunner = nftRunner()) {}
 
-  /** Makes the table hold `entries`; a list equal to the applied one costs nothing. Throws nft's error. */
-  apply(entries: readonly NatEntry[]): void {
-    const script = renderNat(entries);
-    if (script === this.applied) {
-      // The table holds it (a refused script changed nothing): whatever failed since no longer matters.
+  /** Makes the table hold `entries`; an unchanged list costs nothing. Rejects with nft's error. */
+  apply(entries: readonly NatEntry[]): Promise<void> {
+    this.pending = renderNat(entries);
+    this.pendingEntries = entries.filter((e) => e.backends.length > 0).length;
+    this.running ??= this.drain().finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.pending !== null) {
+      const script = this.pending;
+      const count = this.pendingEntries;
+      this.pending = null;
+      if (script === this.applied) {
+        // The table holds it (a refused script changed nothing): whatever failed since no longer matters.
+        this.lastError = null;
+        continue;
+      }
+      try {
+        await this.run(script);
+      } catch (err) {
+        this.lastError = (err as Error).message;
+        if (this.pending === null) throw err;
+        continue; // a newer list came meanwhile: try that one
+      }
+      this.applied = script;
+      this.entries = count;
       this.lastError = null;
-      return;
     }
-    try {
-      this.run(script);
-    } catch (err) {
-      this.lastError = (err as Error).message;
-      throw err;
-    }
-    this.applied = script;
-    this.entries = entries.filter((e) => e.backends.length > 0).length;
-    this.lastError = null;
   }
 
   /** Whether the last apply failed (the caller retries with the current list). */
@@ -107,9 +155,14 @@ export class NatTable {
     return this.lastError !== null;
   }
 
-  /** Removes the table (ferryd --detach). */
-  remove(): void {
-    this.run(`table inet ${NAT_TABLE}\ndelete table inet ${NAT_TABLE}\n`);
+  /** Forgets what was applied: the next apply rewrites the table (a leftover of an earlier run, or one removed by hand). */
+  invalidate(): void {
+    this.applied = null;
+  }
+
+  /** Removes the table (ferryd --detach, or NAT turned off); no table is not an error. */
+  async remove(): Promise<void> {
+    await this.run(`table inet ${NAT_TABLE}\ndelete table inet ${NAT_TABLE}\n`);
     this.applied = null;
     this.entries = 0;
   }

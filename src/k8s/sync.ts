@@ -682,8 +682,9 @@ export class K8sSync implements K8sEventHandler {
       this.retryTimer = undefined;
       const now = Date.now();
       for (const [key, r] of this.refused) if (r.retryAt <= now) this.dirty.add(key);
-      if (this.dirty.size > 0) this.flushSoon();
-      else this.scheduleRetries();
+      // During a failed batch's backoff the dirty Services wait for it (it flushes them).
+      if (this.dirty.size > 0 && this.backoffTimer === undefined) this.flushSoon();
+      else if (this.dirty.size === 0) this.scheduleRetries();
     }, Math.max(0, next - Date.now()));
     this.retryTimer.unref();
   }

@@ -166,6 +166,10 @@ export interface NatEntry {
   backends: SocketLbBackend[];
   /** externalTrafficPolicy Cluster: the source becomes the node's, so replies come back through it to be un-NATed. */
   masquerade: boolean;
+  /** sessionAffinity ClientIP: the endpoint follows from the client's address (a hash), not a random pick. */
+  affinity: boolean;
+  /** loadBalancerSourceRanges of a LoadBalancer IP: the only sources let in ([] = none of this family); null: any. */
+  sourceRanges: string[] | null;
 }
 
 export interface TranslationInput {
@@ -478,6 +482,9 @@ export function translateService(
       const natEntry = (): NatEntry => ({
         service: key, address, port: vipPort, protocol,
         backends: choose(all, externalLocal).active.map((e) => ({ address: e.address, port: e.port })), masquerade: !externalLocal,
+        affinity,
+        // The policy the XDP VIP would carry: its allow list, this address's family only.
+        sourceRanges: isLb && policy !== null ? policy.allow!.filter((c) => familyOf(c) === family) : null,
       });
       if (cfg.externalPath === 'nat') {
         if (all.length > 0) out.nat.push(natEntry());
