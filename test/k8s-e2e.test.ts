@@ -184,6 +184,19 @@ describe('kubernetes mode end to end in the lab: LoadBalancer IP through XDP, Cl
       assert.equal(r.errors, 0, JSON.stringify(r));
       assert.deepEqual(Object.keys(r.per_backend).sort(), ['be1', 'be2'], JSON.stringify(r.per_backend));
       assert.ok(!bypassed, 'masqueraded: the replies come back through the node');
+      // loadBalancerSourceRanges hold on this path too: a range without the client shuts it out, one with it lets it in.
+      const withRanges = (ranges: string[]) => service('web', {
+        type: 'LoadBalancer', clusterIP: CLUSTER_IP, ingress: [LB_IP], loadBalancerSourceRanges: ranges,
+        ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: NODE_PORT, protocol: 'TCP' }],
+      });
+      const natApplied = async (): Promise<boolean> => {
+        const v = await lab.api.get<{ nat: { last_error: string | null } }>('/v1/kubernetes');
+        return v.nat.last_error === null;
+      };
+      server.upsert('services', withRanges(['203.0.113.0/24']));
+      await until('the client to be shut out', async () => (await natApplied()) && (await lab.client('http', LB_IP, 3, { timeoutMs: 300 })).errors === 3);
+      server.upsert('services', withRanges([`${lab.lab.client.addr4}/32`]));
+      await until('the client to be let in', async () => (await natApplied()) && (await lab.client('http', LB_IP, 3, { timeoutMs: 1000 })).errors === 0);
     } finally {
       writeFileSync(lab.ferryd.config, cfg);
     }
