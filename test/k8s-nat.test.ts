@@ -8,7 +8,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { NatTable, nftRunner, renderNat } from '../src/k8s/nat.js';
+import { NatTable, nftHasTable, nftRunner, renderNat } from '../src/k8s/nat.js';
 import type { NatEntry } from '../src/k8s/translate.js';
 
 const NS = `ferrytest-nat-${process.pid}`;
@@ -82,6 +82,13 @@ describe('kernel NAT: applied in a namespace', { skip: noNft }, () => {
     table.invalidate();
     await table.apply([web]);
     assert.equal(runs, 5, 'after invalidate() the same list is written again');
+    const present = () => nftHasTable(NS);
+    assert.equal(await table.lost(present), false, 'the table is there');
+    execFileSync('nsenter', [`--net=/run/netns/${NS}`, '--', 'nft', 'flush', 'ruleset']);
+    assert.equal(await table.lost(present), true, 'a flushed ruleset is noticed');
+    await table.apply([web]);
+    assert.equal(runs, 6, 'and the list written again');
+    assert.match(list(), /198\.18\.0\.2 tcp dport 30080/);
     await table.remove();
     assert.notEqual(spawnSync('nsenter', [`--net=/run/netns/${NS}`, '--', 'nft', 'list', 'table', 'inet', 'ferry_k8s']).status, 0, 'the table is gone');
     await table.remove();

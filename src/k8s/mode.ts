@@ -29,6 +29,8 @@ import { K8sWatch, loadKubeConfig, type InformerStats, type K8sLogger } from './
  */
 /** How often a ClusterIP list the consumer refused is applied again. */
 const CLUSTER_IP_RETRY_MS = 2000;
+/** Every this many retry ticks (30 s), the NAT table's presence is checked. */
+const NAT_CHECK_TICKS = 15;
 
 export interface ClusterIpConsumer {
   /** For the API view, e.g. "socket-lb". */
@@ -195,9 +197,19 @@ export class K8sMode {
 
   start(): void {
     // A failed ClusterIP apply is retried with the whole list until it goes through.
+    let ticks = 0;
     this.retryTimer = setInterval(() => {
       if (this.consumerError !== null) this.applyClusterIps(this.sync.clusterIps());
-      if (this.o.nat?.failed) this.applyNat(this.sync.nat());
+      const nat = this.o.nat;
+      if (nat?.failed) this.applyNat(this.sync.nat());
+      else if (nat !== undefined && ++ticks % NAT_CHECK_TICKS === 0) {
+        // A table removed behind ferryd's back (nft flush ruleset) is written again.
+        nat.lost().then((lost) => {
+          if (!lost) return;
+          this.o.log.warn({}, 'kubernetes: the kernel NAT table was removed from outside; writing it again');
+          this.applyNat(this.sync.nat());
+        }, () => {});
+      }
     }, CLUSTER_IP_RETRY_MS);
     this.retryTimer.unref();
     this.o.log.info({ server: this.o.credentials.server, credentials: this.o.credentials.source, node: this.nodeName }, 'kubernetes: watching Services, EndpointSlices and this Node');

@@ -90,6 +90,18 @@ export function renderNat(entries: readonly NatEntry[]): string {
 /** Runs an nft script; rejects with nft's own message. */
 export type NftRunner = (script: string) => Promise<void>;
 
+/** Whether the table exists (`nft list tables inet`), in this network namespace or a named one. */
+export function nftHasTable(netns?: string): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const list = ['nft', 'list', 'tables', 'inet'];
+    const [cmd, args] = netns === undefined ? [list[0]!, list.slice(1)] : ['nsenter', [`--net=/run/netns/${netns}`, '--', ...list]];
+    execFile(cmd, args, { timeout: 30_000 }, (err, stdout, stderr) => {
+      if (err !== null) return reject(new Error(`nft: ${stderr.trim() || err.message}`));
+      resolve(stdout.split('\n').some((l) => l.trim() === `table inet ${NAT_TABLE}`));
+    });
+  });
+}
+
 /** nft in this process's network namespace, or in a named one (/run/netns/<ns>; tests). */
 export function nftRunner(netns?: string): NftRunner {
   return (script) => new Promise((resolve, reject) => {
@@ -158,6 +170,17 @@ export class NatTable {
   /** Forgets what was applied: the next apply rewrites the table (a leftover of an earlier run, or one removed by hand). */
   invalidate(): void {
     this.applied = null;
+  }
+
+  /**
+   * Whether a table this process applied went missing (`nft flush ruleset`, an nftables service restart):
+   * then it forgets it, and the caller applies the list again.
+   */
+  async lost(hasTable: () => Promise<boolean> = () => nftHasTable()): Promise<boolean> {
+    if (this.applied === null || this.running !== null) return false;
+    if (await hasTable()) return false;
+    this.applied = null;
+    return true;
   }
 
   /** Removes the table (ferryd --detach, or NAT turned off); no table is not an error. */
