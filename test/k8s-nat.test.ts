@@ -36,6 +36,9 @@ describe('kernel NAT: the script', () => {
     has('ip daddr 198.19.0.9 tcp dport 443 ip saddr != { 192.0.2.0/24, 198.51.100.0/24 } drop');
     has('ip6 daddr fd00::9 tcp dport 443 drop');
     has('ct mark & 0x10000000 == 0x10000000 masquerade');
+    // externalTrafficPolicy Local: only an endpoint reaching its own Service is masqueraded (hairpin).
+    has('ip6 daddr fd00::2 udp dport 30053 ip6 saddr { fd00:244::1 } ct mark set ct mark | 0x10000000');
+    assert.ok(!script.includes('ip daddr 198.18.0.2 tcp dport 30080 ip saddr {'), 'Cluster entries need no hairpin rule');
     assert.ok(!script.includes('198.18.0.3'), 'an entry without endpoints has no rule');
   });
 });

@@ -47,6 +47,19 @@ function filterRule(e: NatEntry): string | null {
   return `${match(e)} ${fam} saddr != { ${e.sourceRanges.join(', ')} } drop`;
 }
 
+/**
+ * Hairpin of an externalTrafficPolicy Local entry: an endpoint reaching its
+ * own Service through this node may be sent to itself; its source must then
+ * become the node's, or the reply would never pass the node to be un-NATed.
+ * (Cluster entries are masqueraded anyway.)
+ */
+function hairpinRule(e: NatEntry): string | null {
+  if (e.masquerade || e.backends.length === 0) return null;
+  const fam = isIPv6(e.address) ? 'ip6' : 'ip';
+  const sources = [...new Set(e.backends.map((b) => b.address))].join(', ');
+  return `${match(e)} ${fam} saddr { ${sources} } ct mark set ct mark | ${hex(NAT_MASQ_BIT)}`;
+}
+
 /** One DNAT rule; null for an entry without endpoints (nothing to send it to). */
 function natRule(e: NatEntry): string | null {
   if (e.backends.length === 0) return null;
@@ -65,7 +78,7 @@ function natRule(e: NatEntry): string | null {
  */
 export function renderNat(entries: readonly NatEntry[]): string {
   const filters = entries.map(filterRule).filter((r): r is string => r !== null);
-  const rules = entries.map(natRule).filter((r): r is string => r !== null);
+  const rules = entries.flatMap((e) => [hairpinRule(e), natRule(e)]).filter((r): r is string => r !== null);
   return [
     `table inet ${NAT_TABLE}`,
     `delete table inet ${NAT_TABLE}`,
