@@ -8,11 +8,12 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { NatTable, nftHasTable, nftRunner, renderNat } from '../src/k8s/nat.js';
+import { NatTable, conntrackFlushes, conntrackRunner, nftHasTable, nftRunner, renderNat } from '../src/k8s/nat.js';
 import type { NatEntry } from '../src/k8s/translate.js';
 
 const NS = `ferrytest-nat-${process.pid}`;
-const noNft = spawnSync('nft', ['--version']).status !== 0 ? 'nft is not installed' : process.getuid?.() !== 0 ? 'needs root' : undefined;
+const noNft = spawnSync('nft', ['--version']).status !== 0 ? 'nft is not installed'
+  : spawnSync('conntrack', ['--version']).status !== 0 ? 'conntrack is not installed' : process.getuid?.() !== 0 ? 'needs root' : undefined;
 if (noNft) console.log(`# skipping kernel NAT tests: ${noNft}`);
 
 const web: NatEntry = {
@@ -43,6 +44,20 @@ describe('kernel NAT: the script', () => {
   });
 });
 
+describe('kernel NAT: UDP conntrack flushes', () => {
+  const udp4: NatEntry = { ...web, service: 'default/dns', port: 30053, protocol: 'udp', backends: [{ address: '10.244.0.1', port: 53 }, { address: '10.244.0.2', port: 53 }] };
+  it('an endpoint that left, a Service that got its first endpoint, a Service gone; TCP never', () => {
+    const base = ['-D', '-p', 'udp', '--orig-dst', '198.18.0.2', '--orig-port-dst', '30053'];
+    assert.deepEqual(conntrackFlushes([udp4, web], [{ ...udp4, backends: [udp4.backends[0]!] }, { ...web, backends: [] }]),
+      [[...base, '--reply-src', '10.244.0.2', '--reply-port-src', '53']]);
+    assert.deepEqual(conntrackFlushes([{ ...udp4, backends: [] }], [udp4]), [base], 'flows that passed un-NATed');
+    assert.deepEqual(conntrackFlushes([], [udp4]), [base]);
+    assert.deepEqual(conntrackFlushes([udp4], []), udp4.backends.map((b) => [...base, '--reply-src', b.address, '--reply-port-src', '53']));
+    assert.deepEqual(conntrackFlushes([dns], [{ ...dns, backends: [] }])[0]?.slice(0, 3), ['-D', '-f', 'ipv6']);
+    assert.deepEqual(conntrackFlushes([udp4], [udp4]), []);
+  });
+});
+
 describe('kernel NAT: applied in a namespace', { skip: noNft }, () => {
   const list = (): string => execFileSync('nsenter', [`--net=/run/netns/${NS}`, '--', 'nft', 'list', 'table', 'inet', 'ferry_k8s'], { encoding: 'utf8' });
   before(() => {
@@ -59,7 +74,7 @@ describe('kernel NAT: applied in a namespace', { skip: noNft }, () => {
     const table = new NatTable(async (script) => {
       runs++;
       await run(script);
-    });
+    }, conntrackRunner(NS));
     await table.apply([web, dns, guarded, closed6]);
     assert.equal(table.entries, 4);
     let text = list();
@@ -94,6 +109,24 @@ describe('kernel NAT: applied in a namespace', { skip: noNft }, () => {
     assert.match(list(), /198\.18\.0\.2 tcp dport 30080/);
     await table.remove();
     assert.notEqual(spawnSync('nsenter', [`--net=/run/netns/${NS}`, '--', 'nft', 'list', 'table', 'inet', 'ferry_k8s']).status, 0, 'the table is gone');
+    await table.remove();
+  });
+
+  it('a UDP flow DNATed to an endpoint that leaves is deleted from conntrack; others stay', async () => {
+    const ct = (...args: string[]) => spawnSync('nsenter', [`--net=/run/netns/${NS}`, '--', 'conntrack', ...args], { encoding: 'utf8' });
+    const flow = (sport: number, backend: string) => ct('-I', '-p', 'udp', '-s', '192.0.2.1', '-d', '198.18.0.2', '--sport', String(sport), '--dport', '30053',
+      '-r', backend, '-q', '192.0.2.1', '--reply-port-src', '53', '--reply-port-dst', String(sport), '-t', '60');
+    const flows = (): string => ct('-L', '-p', 'udp').stdout;
+    const udp4: NatEntry = { ...web, port: 30053, protocol: 'udp', backends: [{ address: '10.244.0.1', port: 53 }, { address: '10.244.0.2', port: 53 }] };
+    const table = new NatTable(nftRunner(NS), conntrackRunner(NS));
+    await table.apply([udp4]);
+    assert.equal(flow(5001, '10.244.0.1').status, 0, 'a flow to the first endpoint');
+    assert.equal(flow(5002, '10.244.0.2').status, 0, 'and one to the second');
+    assert.match(flows(), /sport=5001/);
+    await table.apply([{ ...udp4, backends: [udp4.backends[0]!] }]);
+    const left = flows();
+    assert.match(left, /sport=5001/, 'the flow of the endpoint that stays');
+    assert.doesNotMatch(left, /sport=5002/, 'the flow of the endpoint that left is gone');
     await table.remove();
   });
 });

@@ -127,6 +127,42 @@ export function nftRunner(netns?: string): NftRunner {
   });
 }
 
+/** Runs conntrack with these arguments; resolves however it exits (best effort: no match exits 1). */
+export type ConntrackRunner = (args: readonly string[]) => Promise<void>;
+
+export function conntrackRunner(netns?: string): ConntrackRunner {
+  return (args) => new Promise((resolve) => {
+    const [cmd, argv] = netns === undefined ? ['conntrack', [...args]] : ['nsenter', [`--net=/run/netns/${netns}`, '--', 'conntrack', ...args]];
+    execFile(cmd, argv, { timeout: 30_000 }, () => resolve());
+  });
+}
+
+/**
+ * The conntrack deletions a change of the list calls for (UDP only, as
+ * kube-proxy: a UDP client keeps its flow as long as it keeps sending, so
+ * a flow DNATed to an endpoint that left, or one that passed un-NATed while
+ * the Service had no endpoint, would never end by itself).
+ */
+export function conntrackFlushes(before: readonly NatEntry[], after: readonly NatEntry[]): string[][] {
+  const key = (e: NatEntry): string => `${e.address}|${e.port}`;
+  const udp = (list: readonly NatEntry[]) => new Map(list.filter((e) => e.protocol === 'udp').map((e) => [key(e), e]));
+  const old = udp(before);
+  const out: string[][] = [];
+  const base = (e: NatEntry): string[] => ['-D', ...(isIPv6(e.address) ? ['-f', 'ipv6'] : []), '-p', 'udp', '--orig-dst', e.address, '--orig-port-dst', String(e.port)];
+  for (const [k, e] of udp(after)) {
+    const was = old.get(k);
+    if (e.backends.length > 0 && (was === undefined || was.backends.length === 0)) out.push(base(e));
+    if (was === undefined) continue;
+    const now = new Set(e.backends.map((b) => `${b.address}|${b.port}`));
+    for (const b of was.backends) if (!now.has(`${b.address}|${b.port}`)) out.push([...base(e), '--reply-src', b.address, '--reply-port-src', String(b.port)]);
+  }
+  for (const [k, was] of old) {
+    if (udp(after).has(k)) continue;
+    for (const b of was.backends) out.push([...base(was), '--reply-src', b.address, '--reply-port-src', String(b.port)]);
+  }
+  return out;
+}
+
 /**
  * ferryd's NAT table. `apply` queues the list (only the latest pending one
  * is kept) and resolves once it, or a later list, is in the kernel; the last
@@ -138,14 +174,16 @@ export class NatTable {
   private pending: string | null = null;
   lastError: string | null = null;
   entries = 0;
-  private pendingEntries = 0;
+  private pendingList: readonly NatEntry[] = [];
+  /** The list the table holds (what conntrack flushes compare with). */
+  private appliedList: readonly NatEntry[] = [];
 
-  constructor(private readonly run: NftRunner = nftRunner()) {}
+  constructor(private readonly run: NftRunner = nftRunner(), private readonly conntrack: ConntrackRunner = conntrackRunner()) {}
 
   /** Makes the table hold `entries`; an unchanged list costs nothing. Rejects with nft's error. */
   apply(entries: readonly NatEntry[]): Promise<void> {
     this.pending = renderNat(entries);
-    this.pendingEntries = entries.filter((e) => e.backends.length > 0).length;
+    this.pendingList = entries;
     this.running ??= this.drain().finally(() => {
       this.running = null;
     });
@@ -155,7 +193,7 @@ export class NatTable {
   private async drain(): Promise<void> {
     while (this.pending !== null) {
       const script = this.pending;
-      const count = this.pendingEntries;
+      const list = this.pendingList;
       this.pending = null;
       if (script === this.applied) {
         // The table holds it (a refused script changed nothing): whatever failed since no longer matters.
@@ -170,8 +208,11 @@ export class NatTable {
         continue; // a newer list came meanwhile: try that one
       }
       this.applied = script;
-      this.entries = count;
+      this.entries = list.filter((e) => e.backends.length > 0).length;
       this.lastError = null;
+      const flushes = conntrackFlushes(this.appliedList, list);
+      this.appliedList = list;
+      for (const args of flushes) await this.conntrack(args);
     }
   }
 
@@ -200,6 +241,7 @@ export class NatTable {
   async remove(): Promise<void> {
     await this.run(`table inet ${NAT_TABLE}\ndelete table inet ${NAT_TABLE}\n`);
     this.applied = null;
+    this.appliedList = [];
     this.entries = 0;
   }
 }
