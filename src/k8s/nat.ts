@@ -147,9 +147,10 @@ export function conntrackFlushes(before: readonly NatEntry[], after: readonly Na
   const key = (e: NatEntry): string => `${e.address}|${e.port}`;
   const udp = (list: readonly NatEntry[]) => new Map(list.filter((e) => e.protocol === 'udp').map((e) => [key(e), e]));
   const old = udp(before);
+  const next = udp(after);
   const out: string[][] = [];
   const base = (e: NatEntry): string[] => ['-D', ...(isIPv6(e.address) ? ['-f', 'ipv6'] : []), '-p', 'udp', '--orig-dst', e.address, '--orig-port-dst', String(e.port)];
-  for (const [k, e] of udp(after)) {
+  for (const [k, e] of next) {
     const was = old.get(k);
     if (e.backends.length > 0 && (was === undefined || was.backends.length === 0)) out.push(base(e));
     if (was === undefined) continue;
@@ -157,7 +158,7 @@ export function conntrackFlushes(before: readonly NatEntry[], after: readonly Na
     for (const b of was.backends) if (!now.has(`${b.address}|${b.port}`)) out.push([...base(e), '--reply-src', b.address, '--reply-port-src', String(b.port)]);
   }
   for (const [k, was] of old) {
-    if (udp(after).has(k)) continue;
+    if (next.has(k)) continue;
     for (const b of was.backends) out.push([...base(was), '--reply-src', b.address, '--reply-port-src', String(b.port)]);
   }
   return out;
