@@ -100,4 +100,18 @@ static __always_inline bool addr_is_zero(const __u32 *a)
 	return (a[0] | a[1] | a[2] | a[3]) == 0;
 }
 
+/*
+ * Adds one packet of `bytes` to entry idx of a per-CPU array of struct
+ * counter: per-CPU, so a plain increment is exact.
+ */
+static __always_inline void counter_add(void *map, __u32 idx, __u32 bytes)
+{
+	struct counter *c = bpf_map_lookup_elem(map, &idx);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
 #endif /* FERRY_COMMON_H */

@@ -35,13 +35,7 @@ enum tunnel_kind {
 
 static __always_inline void decap_count(enum ferry_decap_counter idx, __u32 bytes)
 {
-	__u32 key = idx;
-	struct counter *c = bpf_map_lookup_elem(&ferry_decap_counters, &key);
-
-	if (c) {
-		c->packets++;
-		c->bytes += bytes;
-	}
+	counter_add(&ferry_decap_counters, idx, bytes);
 }
 
 /* The inner family an outer protocol / next header announces, or 0. */

@@ -46,13 +46,7 @@
 /* stats.h's count_event, which cannot be included here (stats.h includes us). */
 static __always_inline void events_count(const struct packet *pkt, enum ferry_counter cnt)
 {
-	__u32 idx = cnt;
-	struct counter *c = bpf_map_lookup_elem(&ferry_counters, &idx);
-
-	if (c) {
-		c->packets++;
-		c->bytes += pkt->frame_len;
-	}
+	counter_add(&ferry_counters, cnt, pkt->frame_len);
 }
 
 /* This CPU's share of the cap: true if an event may be written now. */

@@ -16,10 +16,7 @@
 #ifndef FERRY_HC_MAPS_H
 #define FERRY_HC_MAPS_H
 
-#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
-#include "consts.h"
-#include "types.h"
+#include "common.h"
 
 /* Marks of check sockets: the upper 16 bits say "ours", the lower 16 the slot. */
 #define HC_MARK_BASE 0x46520000u  /* "FR" */
@@ -92,13 +89,7 @@ struct {
 
 static __always_inline void hc_count(enum hc_counter idx, __u32 bytes)
 {
-	__u32 key = idx;
-	struct counter *c = bpf_map_lookup_elem(&ferry_hc_counters, &key);
-
-	if (c) {
-		c->packets++;
-		c->bytes += bytes;
-	}
+	counter_add(&ferry_hc_counters, idx, bytes);
 }
 
 #endif /* FERRY_HC_MAPS_H */

@@ -14,16 +14,6 @@
 #include "parse.h"
 #include "events.h"
 
-static __always_inline void counter_add(void *map, __u32 idx, __u32 bytes)
-{
-	struct counter *c = bpf_map_lookup_elem(map, &idx);
-
-	if (c) {
-		c->packets++;
-		c->bytes += bytes;
-	}
-}
-
 static __always_inline void count_event(const struct packet *pkt, enum ferry_counter cnt)
 {
 	counter_add(&ferry_counters, cnt, pkt->frame_len);
