@@ -140,10 +140,10 @@ export class LabFerryd {
   }
 }
 
-/** Status code of GET path over a unix socket, or 0 when nothing answers. */
-export function probe(socket: string, path: string): Promise<number> {
+/** Status code of GET path over a unix socket, or 0 when nothing answers (within timeoutMs). */
+export function probe(socket: string, path: string, timeoutMs = 2000): Promise<number> {
   return new Promise((resolve) => {
-    const req = request({ socketPath: socket, path, timeout: 2000 }, (res) => {
+    const req = request({ socketPath: socket, path, timeout: timeoutMs }, (res) => {
       res.resume();
       resolve(res.statusCode ?? 0);
     });

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatAddr } from '../../src/datapath/addr.js';
 import { LbDatapath } from '../../src/datapath/lb.js';
+import { probe as labProbe } from '../../src/lab/ferryd.js';
 import { packageRoot } from '../../src/paths.js';
 
 export interface FerrydEnv {
@@ -118,18 +119,8 @@ export function getText(socket: string, path: string): Promise<string> {
   });
 }
 
-/** Status code of GET path over the socket, or 0 when nothing answers. */
-export function probe(socket: string, path: string): Promise<number> {
-  return new Promise((resolve) => {
-    const req = request({ socketPath: socket, path, timeout: 1000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
-    req.on('error', () => resolve(0));
-    req.on('timeout', () => req.destroy());
-    req.end();
-  });
-}
+/** Status code of GET path over the socket, or 0 when nothing answers within a second. */
+export const probe = (socket: string, path: string): Promise<number> => labProbe(socket, path, 1000);
 
 export async function stopFerryd(d: Ferryd, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
   if (d.proc.exitCode !== null) return d.proc.exitCode;
