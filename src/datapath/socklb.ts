@@ -17,7 +17,7 @@
  * Nothing here knows about Kubernetes: `SocketLbService` is the shape of
  * src/k8s/translate.ts's ClusterIpEntry, which apply() takes as it is.
  */
-import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import ipaddr from 'ipaddr.js';
 import {
@@ -35,6 +35,17 @@ import { detachPinnedLink, replaceStalePins } from './pins.js';
 
 /** The cgroup the programs attach to unless told otherwise (cgroup v2 on this machine kind). */
 export const DEFAULT_SOCKLB_CGROUP = '/sys/fs/cgroup/unified';
+
+const CGROUP2_SUPER_MAGIC = 0x63677270;
+
+/** Whether dir is a directory of a cgroup v2 hierarchy (what the programs can attach to). */
+export function isCgroup2(dir: string): boolean {
+  try {
+    return existsSync(dir) && statfsSync(dir).type === CGROUP2_SUPER_MAGIC;
+  } catch {
+    return false;
+  }
+}
 
 /** The programs of sock_lb.bpf.o and the socket hook each one serves. */
 export const SOCKLB_HOOKS = [

@@ -4,22 +4,14 @@
  * the programs keep translating while ferryd restarts), fed the whole
  * ClusterIP list after every change, closed (not detached) at stop.
  */
-import { existsSync, statfsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { SocketLb } from '../datapath/socklb.js';
+import { isCgroup2, SocketLb } from '../datapath/socklb.js';
 import type { ClusterIpConsumer } from './mode.js';
-
-const CGROUP2_SUPER_MAGIC = 0x63677270;
 
 /** Where cgroup v2 is mounted: /sys/fs/cgroup/unified on hybrid hosts, else /sys/fs/cgroup. */
 export function cgroup2Root(): string {
-  for (const dir of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
-    try {
-      if (existsSync(dir) && statfsSync(dir).type === CGROUP2_SUPER_MAGIC) return dir;
-    } catch {
-      // Not readable: try the next.
-    }
-  }
+  for (const dir of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) if (isCgroup2(dir)) return dir;
   throw new Error('no cgroup v2 hierarchy at /sys/fs/cgroup/unified or /sys/fs/cgroup: mount one, or set kubernetes.socket_lb.cgroup');
 }
 

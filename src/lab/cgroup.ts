@@ -8,20 +8,18 @@
  * that with a shell that writes its own pid to cgroup.procs and then execs
  * the command.
  */
-import { readFileSync, readdirSync, existsSync, mkdirSync, rmdirSync, writeFileSync, statfsSync } from 'node:fs';
+import { readFileSync, readdirSync, existsSync, mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { DEFAULT_SOCKLB_CGROUP } from '../datapath/socklb.js';
+import { DEFAULT_SOCKLB_CGROUP, isCgroup2 } from '../datapath/socklb.js';
 
 /** The cgroup v2 hierarchy of this machine kind (a hybrid layout: v1 controllers, v2 at unified/). */
 export const DEFAULT_CGROUP2_ROOT = DEFAULT_SOCKLB_CGROUP;
-
-const CGROUP2_SUPER_MAGIC = 0x63677270;
 
 /** Why no cgroup v2 directory can be used under root, or undefined. */
 export function cgroup2Unavailable(root = DEFAULT_CGROUP2_ROOT): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (cgroups, BPF)';
   if (!existsSync(root)) return `no cgroup v2 hierarchy at ${root}`;
-  if (statfsSync(root).type !== CGROUP2_SUPER_MAGIC) return `${root} is not a cgroup v2 filesystem`;
+  if (!isCgroup2(root)) return `${root} is not a cgroup v2 filesystem`;
   return undefined;
 }
 
