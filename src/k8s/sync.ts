@@ -374,9 +374,10 @@ export class K8sSync implements K8sEventHandler {
     // The lost batch may have translated ClusterIP or health-check node port changes that its end would have
     // published; the sinks take whole lists, so publishing them now loses nothing and repeats nothing.
     try {
-      this.clusterIpList = this.sortedResults().flatMap(socketLbEntries);
-      this.hcnpList = this.sortedResults().flatMap((t) => t.healthCheckNodePorts);
-      this.natList = this.sortedResults().flatMap((t) => t.nat);
+      const results = this.sortedResults();
+      this.clusterIpList = results.flatMap(socketLbEntries);
+      this.hcnpList = results.flatMap((t) => t.healthCheckNodePorts);
+      this.natList = results.flatMap((t) => t.nat);
       this.notify(() => this.o.onClusterIps?.(this.clusterIpList, []));
       this.notify(() => this.o.onHealthCheckNodePorts?.(this.hcnpList));
       this.notify(() => this.o.onNat?.(this.natList));
