@@ -46,7 +46,7 @@ import { runAgent } from '../src/lab/lblab.js';
 import { ENCAP_SRC4, Lab } from '../src/lab/topology.js';
 import { chooseMaglevM } from '../src/maglev/index.js';
 import { bpfObjectPath, packageRoot } from '../src/paths.js';
-import { ensureBpffs } from '../test/lib/harness.js';
+import { ensureBpffs, liveFramesUnavailable } from '../test/lib/harness.js';
 import { frame, TCP_SYN } from '../test/lib/packet.js';
 import { BenchObject, GEN_FRAME_LEN, type SinkCounts } from './lab-bpf.js';
 
@@ -617,4 +617,9 @@ export function rigUnavailable(): string | undefined {
   }
   if (!existsSync(bpfObjectPath('bench'))) return 'build/bpf/bench.bpf.o is missing (npm run build)';
   return undefined;
+}
+
+/** Why the packet-rate rig cannot run: its generator needs live frames too. */
+export function rateRigUnavailable(): string | undefined {
+  return rigUnavailable() ?? liveFramesUnavailable();
 }

@@ -30,7 +30,7 @@ import { Lab, labsOfThisProcess } from '../src/lab/topology.js';
 import { argValue } from './args.js';
 import { HTTP_BACKENDS, IptablesHttpLab, httpRate, startFerryHttp } from './lab-http.js';
 import {
-  BALANCERS, DEFAULT_GROUP, RateRig, rigUnavailable,
+  BALANCERS, DEFAULT_GROUP, RateRig, rateRigUnavailable,
   type BalancerName, type LbMode, type TrafficKind, type Window,
 } from './lab-rig.js';
 
@@ -344,7 +344,7 @@ async function main(): Promise<void> {
   const o = parseOptions();
   if (o.group > 256) throw new Error('--group takes 1 to 256');
   if (o.backends > 9) throw new Error('--backends takes 1 to 9');
-  const why = rigUnavailable();
+  const why = rateRigUnavailable();
   if (why) {
     console.error(`bench:lab: ${why}`);
     process.exit(2);

@@ -22,13 +22,15 @@ import { bpfObjectPath, packageRoot } from '../src/paths.js';
 import { GenConfig, GenState, SINK_IPIP, SINK_MAX, SINK_PASSED, SINK_TCP, SINK_UDP } from '../bench/lab-bpf.js';
 import { HTTP_VIP, IptablesHttpLab, httpRate } from '../bench/lab-http.js';
 import {
-  HASH_SEED, PORT_BASE, RateRig, rigUnavailable, SRC_BASE, SYN_PORTS, TCP_PORT, UDP_PORT, VIP,
+  HASH_SEED, PORT_BASE, RateRig, rateRigUnavailable, rigUnavailable, SRC_BASE, SYN_PORTS, TCP_PORT, UDP_PORT, VIP,
   type TrafficKind, type Window,
 } from '../bench/lab-rig.js';
 import { flowOf } from './lib/harness.js';
 
 const skip = rigUnavailable();
-if (skip) console.log(`# skipping bench:lab rig tests: ${skip}`);
+if (skip) console.log(`# skipping bench:lab tests: ${skip}`);
+const rigSkip = skip ?? rateRigUnavailable();
+if (!skip && rigSkip) console.log(`# skipping bench:lab packet-rate rig tests: ${rigSkip}`);
 
 const BACKENDS = 3;
 const SOURCES = 256;
@@ -80,7 +82,7 @@ describe('bench:lab BPF mirror', { skip }, () => {
   });
 });
 
-describe('bench:lab packet-rate rig: each balancer forwards to the backends', { skip }, () => {
+describe('bench:lab packet-rate rig: each balancer forwards to the backends', { skip: rigSkip }, () => {
   let rig: RateRig;
 
   before(async () => {

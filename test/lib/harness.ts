@@ -10,6 +10,8 @@ import { FERRY_AF_INET, FERRY_AF_INET6, CFG_F_SKIP_FIB, type FlowKeyV } from '..
 import { hostMask, parseAddr, parseCidr } from '../../src/datapath/addr.js';
 import { flowHash } from '../../src/datapath/hash.js';
 import { LbDatapath, type LbSizes } from '../../src/datapath/lb.js';
+import { BPF_F_TEST_XDP_LIVE_FRAMES, loadNative } from '../../src/datapath/native.js';
+import { bpfObjectPath } from '../../src/paths.js';
 import {
   programBackend, programConfig, programTable, programVip, type BackendProgram, type VipProgram,
 } from '../../src/datapath/program.js';
@@ -31,6 +33,34 @@ export function bpfUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (BPF and bpffs)';
   if (!existsSync('/sys/kernel/btf/vmlinux')) return 'kernel has no BTF';
   return undefined;
+}
+
+let liveFramesProbe: { why: string | undefined } | undefined;
+
+/**
+ * Why BPF_PROG_TEST_RUN's live-frames mode cannot run here, or undefined when
+ * it can. Some kernels refuse it (EPERM on 6.18 builds without it) while
+ * every other test-run works; the answer is probed once, with the baseline
+ * program passing one non-IP frame to lo's stack, which discards it.
+ */
+export function liveFramesUnavailable(): string | undefined {
+  if (liveFramesProbe) return liveFramesProbe.why;
+  const nat = loadNative();
+  const obj = nat.openObject(bpfObjectPath('baseline'));
+  try {
+    obj.load();
+    const frame = Buffer.alloc(64);
+    frame.fill(0xff, 0, 6);
+    frame.writeUInt16BE(0x88b5, 12); // a local experimental ethertype: no protocol takes it
+    nat.progTestRun(obj.programFd('xdp_baseline'), { data: frame, flags: BPF_F_TEST_XDP_LIVE_FRAMES, repeat: 1 });
+    liveFramesProbe = { why: undefined };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    liveFramesProbe = { why: `the kernel refuses BPF_PROG_TEST_RUN in live-frames mode (${code})` };
+  } finally {
+    obj.close();
+  }
+  return liveFramesProbe.why;
 }
 
 /** Mounts bpffs at /sys/fs/bpf when it is missing, as systemd would. */
