@@ -18,7 +18,6 @@
 #include "vip.h"
 #include "icmp.h"
 #include "policy.h"
-#include "hash.h"
 #include "lb.h"
 #include "encap.h"
 #include "fib.h"
@@ -36,6 +35,10 @@ int xdp_lb(struct xdp_md *ctx)
 	int reason, action;
 
 	count_event(&pkt, CNT_RX);
+	/* An array map always has element 0: this only satisfies the verifier. */
+	cfg = config_get();
+	if (!cfg)
+		return XDP_PASS;
 
 	/* Headers: IP that is ours or malformed; the rest is the stack's. */
 	if (!parse_eth(data, data_end, &pkt))
@@ -43,7 +46,7 @@ int xdp_lb(struct xdp_md *ctx)
 	reason = parse_ip(data, data_end, &pkt);
 	if (reason != DROP_NONE)
 		return drop_as(&pkt, reason);
-	addr = vip_addr_lookup(pkt.flow.dst, pkt.flow.family);
+	addr = vip_addr_lookup(cfg, pkt.flow.dst, pkt.flow.family);
 	if (!addr)
 		return pass_as(&pkt, CNT_PASS_NON_VIP);
 	reason = parse_l4(data, data_end, &pkt);
@@ -59,7 +62,7 @@ int xdp_lb(struct xdp_md *ctx)
 
 	/* The VIP, and whether this source may use it. A steered ICMP error
 	 * comes from a router, not the client: policy is not about it. */
-	vip = vip_lookup(&pkt.flow);
+	vip = vip_lookup(cfg, &pkt.flow);
 	if (!vip)
 		return pass_as(&pkt, CNT_PASS_VIP_OTHER);
 	pkt.vip_id = vip->vip_id;
@@ -68,12 +71,6 @@ int xdp_lb(struct xdp_md *ctx)
 		if (action >= 0)
 			return action;
 	}
-
-	/* An array map always has element 0; a zeroed config has no prefixes. */
-	cfg = config_get();
-	if (!cfg)
-		return drop_as(&pkt, DROP_NO_ENCAP_SOURCE);
-	pkt.hash = flow_hash(&pkt.flow, vip->flags, cfg->hash_seed);
 
 	action = lb_select_backend(&pkt, vip, cfg, &be, &backend_id);
 	if (action >= 0)
@@ -85,7 +82,7 @@ int xdp_lb(struct xdp_md *ctx)
 		return action;
 	if (pkt.steered)
 		count_event(&pkt, CNT_ICMP_STEERED);
-	return next_hop(ctx, &pkt, be->family, encap_outer_len(&pkt, be->family), cfg);
+	return next_hop(ctx, &pkt, be, backend_id, encap_outer_len(&pkt, be->family), cfg);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import * as abi from '../src/datapath/abi.js';
 import { loadNative } from '../src/datapath/native.js';
+import { ctBucketCount } from '../src/datapath/conntrack.js';
 import { assertStructsMatchBtf, bpfHeader, cDefine, cEnum } from './lib/abi-check.js';
 import { bpfObjectPath } from '../src/paths.js';
 
@@ -41,6 +42,11 @@ describe('datapath ABI', () => {
       ['FERRY_AF_INET', abi.FERRY_AF_INET],
       ['FERRY_AF_INET6', abi.FERRY_AF_INET6],
       ['FERRY_ENCAP_TTL', abi.FERRY_ENCAP_TTL],
+      ['FERRY_INDEX_WAYS', abi.FERRY_INDEX_WAYS],
+      ['FERRY_NEXTHOP_SLOTS', abi.FERRY_NEXTHOP_SLOTS],
+      ['FERRY_CT_TOUCH_JIFFIES', abi.FERRY_CT_TOUCH_JIFFIES],
+      ['FERRY_CT_WAYS', abi.FERRY_CT_WAYS],
+      ['FERRY_CT_BUCKETS', ctBucketCount(abi.DEFAULT_SIZES.ctSize)],
       ['FERRY_MAX_VIPS', abi.DEFAULT_SIZES.maxVips],
       ['FERRY_MAX_VIP_ADDRS', abi.DEFAULT_SIZES.maxVipAddrs],
       ['FERRY_MAX_BACKENDS', abi.DEFAULT_SIZES.maxBackends],
@@ -72,7 +78,10 @@ describe('datapath ABI', () => {
       const byName = new Map(obj.maps().map((m) => [m.name, m]));
       assert.equal(byName.get('ferry_vips')?.maxEntries, abi.DEFAULT_SIZES.maxVips);
       assert.equal(byName.get('ferry_backends')?.maxEntries, abi.DEFAULT_SIZES.maxBackends);
-      assert.equal(byName.get('ferry_ct')?.maxEntries, abi.DEFAULT_SIZES.ctSize);
+      assert.equal(byName.get('ferry_ct')?.maxEntries, ctBucketCount(abi.DEFAULT_SIZES.ctSize));
+      assert.equal(byName.get('ferry_vip_index')?.maxEntries, abi.DEFAULT_SIZES.maxVips);
+      assert.equal(byName.get('ferry_addr_index')?.maxEntries, abi.DEFAULT_SIZES.maxVipAddrs);
+      assert.equal(byName.get('ferry_nexthops')?.maxEntries, abi.FERRY_NEXTHOP_SLOTS);
       assert.equal(byName.get('ferry_drops')?.maxEntries, abi.DROP_REASONS.length);
       assert.equal(byName.get('ferry_counters')?.maxEntries, abi.COUNTERS.length);
       assert.equal(byName.get('ferry_events')?.maxEntries, abi.DEFAULT_SIZES.eventRingBytes);

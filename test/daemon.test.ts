@@ -170,7 +170,7 @@ describe('ferryd and ferryctl', { skip }, () => {
   it('repairs drift made behind its back', async () => {
     const dp = openDaemonDatapath(e);
     try {
-      for (const [k] of dp.vips.entries()) dp.vips.delete(k);
+      for (const [k] of dp.vipIndex.entries()) dp.vipIndex.delete(k);
     } finally {
       dp.close();
     }

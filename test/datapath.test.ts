@@ -6,13 +6,14 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, FERRY_AF_INET, FERRY_BACKEND_NONE, POLICY_ALLOW, POLICY_DENY,
-  VIP_F_ALLOWLIST, VIP_F_POLICY, VIP_F_SRC_AFFINITY, type DropReason, type CounterName,
+  VIP_F_ALLOWLIST, VIP_F_POLICY, VIP_F_SRC_AFFINITY, VipKey, type DropReason, type CounterName, type FlowKeyV,
 } from '../src/datapath/abi.js';
 import { mappedBytes, parseAddr, parseCidr } from '../src/datapath/addr.js';
-import { flowHash } from '../src/datapath/hash.js';
+import { ctHash } from '../src/datapath/hash.js';
+import { indexBucketsOf } from '../src/datapath/vipindex.js';
 import type { BackendProgram } from '../src/datapath/program.js';
 import {
-  GW_MAC, LbHarness, SEED, XDP_DROP, XDP_PASS, XDP_TX, bpfUnavailable, expectedOuterSource, flowOf,
+  GW_MAC, LbHarness, XDP_DROP, XDP_PASS, XDP_TX, bpfUnavailable, expectedOuterSource, flowOf,
 } from './lib/harness.js';
 import {
   ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
@@ -69,7 +70,8 @@ describe('xdp_lb', { skip }, () => {
   after(() => h?.close());
 
   /** Checks an encapsulated frame against the frame that went in; returns the backend id it went to. */
-  function assertEncap(input: Buffer, out: Buffer, flowHashValue: number): number {
+  function assertEncap(input: Buffer, out: Buffer, flow: FlowKeyV): number {
+    const flowHashValue = ctHash(flow).outerHash;
     const inEth = parseEth(input);
     const outEth = parseEth(out);
     assert.deepEqual(outEth.dstMac, GW_MAC, 'next hop MAC is the gateway');
@@ -82,14 +84,14 @@ describe('xdp_lb', { skip }, () => {
     assert.equal(outer.proto, inner.version === 4 ? IPPROTO_IPIP : IPPROTO_IPV6, 'outer protocol names the inner family');
     assert.equal(outer.ttl, 64);
     assert.equal(outer.tos, inner.tos, 'DSCP/ECN copied');
-    assert.deepEqual(outer.src, expectedOuterSource(outer.version, flowHashValue), 'outer source from the flow hash');
+    assert.deepEqual(outer.src, expectedOuterSource(outer.version, flowHashValue), 'outer source from the flow\'s conntrack hash');
     if (outer.version === 4) {
       assert.equal(outer.lenField, innerLen + 20);
       assert.ok(outer.checksumOk, 'outer IPv4 checksum');
       assert.equal(outer.fragWord, inner.version === 4 ? inner.fragWord & 0x4000 : 0, 'DF follows the inner packet');
     } else {
       assert.equal(outer.lenField, innerLen);
-      assert.equal(outer.flowLabel, flowHashValue & 0xfffff, 'flow label from the flow hash');
+      assert.equal(outer.flowLabel, flowHashValue & 0xfffff, 'flow label from the flow\'s conntrack hash');
     }
     assert.equal(out.length, input.length + (outer.version === 4 ? 20 : 40));
     assert.deepEqual(outer.payload, inEth.l3, 'inner packet unchanged byte for byte');
@@ -116,7 +118,7 @@ describe('xdp_lb', { skip }, () => {
         const r = h.run(input);
         assert.equal(r.retval, XDP_TX);
         const flow = flowOf(c.client, c.vip.addr, sport, c.port, IPPROTO_TCP);
-        const id = assertEncap(input, r.out, flowHash(flow, SEED));
+        const id = assertEncap(input, r.out, flow);
         assert.equal(id, h.expectedBackend(c.vip.id, flow), `flow ${sport} goes where the TypeScript table says`);
         assert.ok(l4ChecksumOk(parseIp(parseIp(parseEth(r.out).l3).payload)), 'inner TCP checksum still valid');
         seen.add(id);
@@ -131,9 +133,9 @@ describe('xdp_lb', { skip }, () => {
       const flow = flowOf(CLIENT4, UDP4.addr, sport, 53, IPPROTO_UDP);
       const first = h.run(input);
       assert.equal(first.retval, XDP_TX);
-      const id = assertEncap(input, first.out, flowHash(flow, SEED));
+      const id = assertEncap(input, first.out, flow);
       assert.equal(id, h.expectedBackend(UDP4.id, flow));
-      assert.equal(assertEncap(input, h.run(input).out, flowHash(flow, SEED)), id);
+      assert.equal(assertEncap(input, h.run(input).out, flow), id);
     }
   });
 
@@ -143,7 +145,7 @@ describe('xdp_lb', { skip }, () => {
       const r = h.run(input);
       assert.equal(r.retval, XDP_TX, `port ${port}`);
       const flow = flowOf(CLIENT4, ALLPORT.addr, 41000, port, IPPROTO_TCP);
-      assert.equal(assertEncap(input, r.out, flowHash(flow, SEED)), h.expectedBackend(ALLPORT.id, flow));
+      assert.equal(assertEncap(input, r.out, flow), h.expectedBackend(ALLPORT.id, flow));
     }
     // An exact VIP on the address wins over nothing: UDP to the all-port TCP VIP passes.
     const before = counters();
@@ -159,7 +161,7 @@ describe('xdp_lb', { skip }, () => {
     const r = h.run(input);
     assert.equal(r.retval, XDP_TX);
     const flow = flowOf(CLIENT4, V4.addr, 31000, 80, IPPROTO_TCP);
-    assert.equal(assertEncap(input, r.out, flowHash(flow, SEED)), h.expectedBackend(V4.id, flow));
+    assert.equal(assertEncap(input, r.out, flow), h.expectedBackend(V4.id, flow));
     assert.equal(parseEth(r.out).vlan, 42);
   });
 
@@ -178,6 +180,46 @@ describe('xdp_lb', { skip }, () => {
     assert.equal(cntDelta(before, 'pass_vip_other'), 1n);
   });
 
+  it('finds VIPs whose two buckets are full through the overflow map; misses and removals stay exact', () => {
+    // Nine VIPs whose keys share both buckets of the index: eight fit, the ninth overflows.
+    const mask = h.dp.vipIndex.mask;
+    const groups = new Map<string, string[]>();
+    let addrs: string[] = [];
+    for (let n = 0; addrs.length < 9; n++) {
+      const addr = `198.18.${60 + (n >> 8)}.${n & 255}`;
+      const [b1, b2] = indexBucketsOf(VipKey.encode({ addr: parseAddr(addr).bytes, port: 80, proto: IPPROTO_TCP, family: 4 }), mask);
+      if (b1 === b2) continue;
+      const group = groups.get(`${b1}/${b2}`) ?? [];
+      group.push(addr);
+      groups.set(`${b1}/${b2}`, group);
+      if (group.length === 9) addrs = group;
+    }
+    const vips = addrs.map((addr, i) => ({ id: 40 + i, addr, port: 80, proto: 'tcp' as const, backends: [{ id: 400 + i, addr: `198.18.2.${i}` }] }));
+    for (const v of vips) {
+      h.vip(v);
+      idByAddr.set(parseAddr(v.backends[0]!.addr).bytes.toString('hex'), v.backends[0]!.id);
+    }
+    assert.ok(h.dp.vipIndex.overflowed >= 1, 'a key lives in the overflow map');
+    const sendTo = (addr: string, dport = 80) => {
+      const input = tcp(CLIENT4, addr, 33000, dport);
+      return { input, r: h.run(input) };
+    };
+    for (const v of vips) {
+      const { input, r } = sendTo(v.addr);
+      assert.equal(r.retval, XDP_TX, v.addr);
+      assert.equal(assertEncap(input, r.out, flowOf(CLIENT4, v.addr, 33000, 80, IPPROTO_TCP)), v.backends[0]!.id);
+      assert.equal(sendTo(v.addr, 81).r.retval, XDP_PASS, 'no VIP on this port');
+    }
+    // Removing VIPs leaves the others exactly as they were, overflowed or not.
+    for (const v of vips.slice(0, 4)) h.dp.vipIndex.delete({ addr: parseAddr(v.addr).bytes, port: 80, proto: IPPROTO_TCP, family: 4 });
+    for (const v of vips.slice(0, 4)) assert.equal(sendTo(v.addr).r.retval, XDP_PASS, `${v.addr} removed`);
+    for (const v of vips.slice(4)) assert.equal(sendTo(v.addr).r.retval, XDP_TX, `${v.addr} kept`);
+    for (const v of vips.slice(4)) h.dp.vipIndex.delete({ addr: parseAddr(v.addr).bytes, port: 80, proto: IPPROTO_TCP, family: 4 });
+    for (const v of vips) h.dp.addrIndex.delete({ addr: parseAddr(v.addr).bytes, family: 4, pad: Buffer.alloc(3) });
+    assert.equal(h.dp.vipIndex.overflowed, 0);
+    assert.deepEqual(h.dp.vipIndex.read(), h.dp.vipIndex.known(), 'the maps hold what the index wrote');
+  });
+
   it('keeps an established flow on its backend when the table changes; new flows follow the new table', () => {
     const vip = { id: 10, addr: '198.18.0.20', port: 80, proto: 'tcp' as const, backends: be4(100, 2) };
     h.vip(vip);
@@ -187,7 +229,7 @@ describe('xdp_lb', { skip }, () => {
     for (const sport of flows) {
       const input = tcp(CLIENT4, vip.addr, sport, 80, TCP_SYN);
       const flow = flowOf(CLIENT4, vip.addr, sport, 80, IPPROTO_TCP);
-      owner.set(sport, assertEncap(input, h.run(input).out, flowHash(flow, SEED)));
+      owner.set(sport, assertEncap(input, h.run(input).out, flow));
     }
     // Add three backends: the table changes for most slots.
     const added = be4(102, 3);
@@ -201,7 +243,7 @@ describe('xdp_lb', { skip }, () => {
     for (const sport of flows) {
       const flow = flowOf(CLIENT4, vip.addr, sport, 80, IPPROTO_TCP);
       const ack = tcp(CLIENT4, vip.addr, sport, 80, TCP_ACK);
-      assert.equal(assertEncap(ack, h.run(ack).out, flowHash(flow, SEED)), owner.get(sport), 'established flow stays');
+      assert.equal(assertEncap(ack, h.run(ack).out, flow), owner.get(sport), 'established flow stays');
       if (h.expectedBackend(vip.id, flow) !== owner.get(sport)) moved++;
     }
     assert.ok(moved > 10, `the new table moves flows (${moved} of ${flows.length})`);
@@ -209,13 +251,13 @@ describe('xdp_lb', { skip }, () => {
     for (const sport of flows) {
       const flow = flowOf(CLIENT4, vip.addr, sport, 80, IPPROTO_TCP);
       const syn = tcp(CLIENT4, vip.addr, sport, 80, TCP_SYN);
-      assert.equal(assertEncap(syn, h.run(syn).out, flowHash(flow, SEED)), h.expectedBackend(vip.id, flow));
+      assert.equal(assertEncap(syn, h.run(syn).out, flow), h.expectedBackend(vip.id, flow));
     }
     // Brand-new flows follow the new table.
     for (let sport = 50000; sport < 50030; sport++) {
       const flow = flowOf(CLIENT4, vip.addr, sport, 80, IPPROTO_TCP);
       const syn = tcp(CLIENT4, vip.addr, sport, 80, TCP_SYN);
-      assert.equal(assertEncap(syn, h.run(syn).out, flowHash(flow, SEED)), h.expectedBackend(vip.id, flow));
+      assert.equal(assertEncap(syn, h.run(syn).out, flow), h.expectedBackend(vip.id, flow));
     }
   });
 
@@ -223,7 +265,7 @@ describe('xdp_lb', { skip }, () => {
     const vipBefore = h.dp.vipStats.sum(V4.id);
     const input = tcp(CLIENT4, V4.addr, 32000, 80, TCP_SYN);
     const flow = flowOf(CLIENT4, V4.addr, 32000, 80, IPPROTO_TCP);
-    const id = assertEncap(input, h.run(input).out, flowHash(flow, SEED));
+    const id = assertEncap(input, h.run(input).out, flow);
     const beBefore = h.dp.backendStats.sum(id);
     const ack = tcp(CLIENT4, V4.addr, 32000, 80, TCP_ACK);
     for (let i = 0; i < 5; i++) h.run(ack);
@@ -255,14 +297,14 @@ describe('xdp_lb', { skip }, () => {
       const flow = flowOf(CLIENT4, vip.addr, sport, 80, IPPROTO_TCP);
       if (h.expectedBackend(vip.id, flow) !== 110) continue;
       const syn = tcp(CLIENT4, vip.addr, sport, 80);
-      assert.equal(assertEncap(syn, h.run(syn).out, flowHash(flow, SEED)), 110);
+      assert.equal(assertEncap(syn, h.run(syn).out, flow), 110);
       mine.push(sport);
     }
     const go = (sport: number, flags: number) => {
       const p = tcp(CLIENT4, vip.addr, sport, 80, flags);
       const r = h.run(p);
       assert.equal(r.retval, XDP_TX);
-      return assertEncap(p, r.out, flowHash(flowOf(CLIENT4, vip.addr, sport, 80, IPPROTO_TCP), SEED));
+      return assertEncap(p, r.out, flowOf(CLIENT4, vip.addr, sport, 80, IPPROTO_TCP));
     };
     // Draining: out of the table, existing flows stay.
     vip.backends[0]!.state = BACKEND_DRAINING;
@@ -331,7 +373,7 @@ describe('xdp_lb', { skip }, () => {
     for (let sport = 7000; sport < 7020; sport++) {
       const flow = flowOf(CLIENT4, vip.addr, sport, 80, IPPROTO_TCP);
       const syn = tcp(CLIENT4, vip.addr, sport, 80);
-      assert.equal(assertEncap(syn, h.run(syn).out, flowHash(flow, SEED)), h.expectedBackend(13, flow));
+      assert.equal(assertEncap(syn, h.run(syn).out, flow), h.expectedBackend(13, flow));
     }
   });
 
@@ -343,7 +385,7 @@ describe('xdp_lb', { skip }, () => {
     for (let sport = 100; sport < 120; sport++) {
       const flow = flowOf(CLIENT4, vip.addr, sport, 5201, IPPROTO_TCP);
       const syn = tcp(CLIENT4, vip.addr, sport, 5201);
-      ids.add(assertEncap(syn, h.run(syn).out, flowHash(flow, SEED, true)));
+      ids.add(assertEncap(syn, h.run(syn).out, flow));
       assert.equal([...ids][0], h.expectedBackend(14, flow, true));
     }
     assert.equal(ids.size, 1, 'every connection of one client on one backend');
@@ -429,7 +471,7 @@ describe('xdp_lb', { skip }, () => {
       const sport = 33333;
       const syn = tcp(c.client, c.vip.addr, sport, 80);
       const flow = flowOf(c.client, c.vip.addr, sport, 80, IPPROTO_TCP);
-      const owner = assertEncap(syn, h.run(syn).out, flowHash(flow, SEED));
+      const owner = assertEncap(syn, h.run(syn).out, flow);
       // The backend's reply (VIP → client) as a router quotes it.
       const reply = ipPacket({ src: c.vip.addr, dst: c.client, proto: 'tcp', sport: 80, dport: sport, tcpFlags: TCP_ACK, payload: Buffer.alloc(64) });
       const quote = reply.subarray(0, (reply[0]! >> 4) === 4 ? 28 + 20 : 40 + 20);
@@ -439,7 +481,7 @@ describe('xdp_lb', { skip }, () => {
       const icmp = frame({ src: router, dst: c.vip.addr, proto: 'icmp', icmpType: c.type, icmpCode: c.code, icmpRest: mtu, payload: quote });
       const r = h.run(icmp);
       assert.equal(r.retval, XDP_TX);
-      assert.equal(assertEncap(icmp, r.out, flowHash(flow, SEED)), owner, 'same backend as the flow');
+      assert.equal(assertEncap(icmp, r.out, flow), owner, 'same backend as the flow');
     }
     assert.equal(cntDelta(before, 'icmp_steered'), 2n);
     // A quote that cannot be parsed is dropped and counted.

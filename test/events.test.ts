@@ -9,13 +9,15 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  BACKEND_DOWN, COUNTERS, CtValue, DROP_REASONS, FERRY_AF_INET, FERRY_AF_INET6, FERRY_BACKEND_NONE, FERRY_EVENT_DROP,
+  BACKEND_DOWN, COUNTERS, CtBucket, CtEntry, DROP_REASONS, FERRY_AF_INET, FERRY_AF_INET6, FERRY_BACKEND_NONE, FERRY_EVENT_DROP,
   FERRY_EVENT_FLOW, FERRY_VIP_NONE, FLOW_REASONS, FerryEvent, FlowKey, LbConfig, POLICY_DENY, VIP_F_POLICY,
   type CounterName, type DropReason, type FerryEventV,
 } from '../src/datapath/abi.js';
 import { mappedBytes, parseAddr, parseCidr } from '../src/datapath/addr.js';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { LbDatapath } from '../src/datapath/lb.js';
+import { ctHash } from '../src/datapath/hash.js';
+import { u32 } from '../src/reconcile/known.js';
 import { eventBudget, onlineCpus } from '../src/datapath/program.js';
 import {
   BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF, isNativeError,
@@ -308,7 +310,7 @@ describe('live events', { skip }, () => {
     assert.equal(existsSync(bad), false);
   });
 
-  it('an upgrade recreates pinned maps whose layout changed (config, counters, ring) and keeps conntrack', () => {
+  it('an upgrade recreates pinned maps whose layout changed (config, counters, ring, conntrack); a restart keeps conntrack', () => {
     const nat = h.dp.nat;
     const root = `/sys/fs/bpf/ferry-test-ev-up-${process.pid}`;
     const sizes = { ctSize: 4096, maxBackends: 1024, maxVips: 64, maxVipAddrs: 64, maxPolicyRules: 256 };
@@ -319,30 +321,35 @@ describe('live events', { skip }, () => {
       nat.objPin(fd, `${root}/${name}`);
       return fd;
     };
-    // The layouts before live events: a 44-byte lb_config, 10 counters; and a 64 KiB ring.
+    // The layouts before live events: a 44-byte lb_config, 10 counters; a 64 KiB ring; an LRU conntrack.
     const fds = [
       pin('ferry_config', BPF_MAP_TYPE_ARRAY, 4, 44, 1),
       pin('ferry_counters', BPF_MAP_TYPE_PERCPU_ARRAY, 4, 16, 10),
       pin('ferry_events', BPF_MAP_TYPE_RINGBUF, 0, 0, 65536),
-      pin('ferry_ct', BPF_MAP_TYPE_LRU_HASH, FlowKey.size, CtValue.size, 4096),
+      pin('ferry_ct', BPF_MAP_TYPE_LRU_HASH, FlowKey.size, 16, 4096),
     ];
-    const flow = flowOf(CLIENT4, V4.addr, 1234, 80, IPPROTO_TCP);
-    nat.mapUpdate(fds[3]!, FlowKey.encode(flow), CtValue.encode({ backend_id: 7, backend_gen: 3, last_seen_ns: 5n }));
     for (const fd of fds) nat.closeFd(fd);
+    const flow = flowOf(CLIENT4, V4.addr, 1234, 80, IPPROTO_TCP);
     let dp: LbDatapath | undefined;
     try {
       dp = LbDatapath.open({ pinRoot: root, sizes });
-      assert.deepEqual(dp.replacedPins.sort(), ['ferry_config', 'ferry_counters', 'ferry_events']);
-      assert.deepEqual(dp.ct.get(flow), { backend_id: 7, backend_gen: 3, last_seen_ns: 5n }, 'flows survive');
+      assert.deepEqual(dp.replacedPins.sort(), ['ferry_config', 'ferry_counters', 'ferry_ct', 'ferry_events']);
       assert.equal(nat.mapInfo(dp.config.fd).valueSize, LbConfig.size);
       assert.equal(nat.mapInfo(dp.eventsFd).maxEntries, 1 << 20);
+      // An entry as xdp_lb writes it, in the flow's bucket.
+      const { bucketHash, fingerprint } = ctHash(flow);
+      const bucket = Buffer.alloc(CtBucket.size);
+      CtEntry.encodeInto({ fp: fingerprint, backend_id: 7, backend_gen: 3 }, bucket, 0);
+      nat.mapUpdate(dp.ct.fd, u32((bucketHash & (dp.ct.buckets - 1)) >>> 0), bucket, 0);
       dp.close();
       dp = LbDatapath.open({ pinRoot: root, sizes });
       assert.deepEqual(dp.replacedPins, [], 'a matching pin is reused');
+      assert.deepEqual(dp.ct.get(flow), { backend_id: 7, backend_gen: 3, last_seen: 0 }, 'flows survive a restart');
       dp.close();
-      dp = undefined;
-      // A changed conntrack size is not papered over: that map holds the flows.
-      assert.throws(() => LbDatapath.open({ pinRoot: root, sizes: { ...sizes, ctSize: 8192 } }));
+      // A changed conntrack size starts an empty table: flows then follow their Maglev backend.
+      dp = LbDatapath.open({ pinRoot: root, sizes: { ...sizes, ctSize: 8192 } });
+      assert.deepEqual(dp.replacedPins, ['ferry_ct']);
+      assert.equal(dp.ct.get(flow), undefined);
     } finally {
       dp?.close();
       rmSync(root, { recursive: true, force: true });

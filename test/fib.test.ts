@@ -18,6 +18,8 @@ if (skip) console.log(`# skipping fib tests: ${skip}`);
 const NS = `ferrytest-fib-${process.pid}`;
 const IN_PEER_MAC = '02fe000000a1';
 const OUT_PEER_MAC = '02fe000000b1';
+/** The in0 neighbour's MAC after it changes (the next-hop cache test). */
+const NEW_IN_PEER_MAC = '02fe000000a2';
 
 function sh(args: string[]): void {
   const r = spawnSync(args[0]!, args.slice(1), { encoding: 'utf8' });
@@ -32,6 +34,7 @@ describe('xdp_lb next hop through the kernel fib', { skip }, () => {
     tooBig: { retval: number };
     tx: { retval: number; dst: string };
     counters: Record<string, number>;
+    cache: { repeatLookups: number; rightAfter: string; later: string; uncachedLookups: number };
   };
 
   before(() => {
@@ -47,7 +50,7 @@ describe('xdp_lb next hop through the kernel fib', { skip }, () => {
     inNs(['ip', 'neigh', 'replace', '198.18.1.2', 'lladdr', IN_PEER_MAC.match(/../g)!.join(':'), 'dev', 'in0', 'nud', 'permanent']);
     inNs(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
     const child = join(packageRoot(), 'dist', 'test', 'lib', 'fib-child.js');
-    const r = spawnSync('nsenter', [`--net=/run/netns/${NS}`, '--', process.execPath, child, `/sys/fs/bpf/${NS}`], { encoding: 'utf8' });
+    const r = spawnSync('nsenter', [`--net=/run/netns/${NS}`, '--', process.execPath, child, `/sys/fs/bpf/${NS}`, NEW_IN_PEER_MAC], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     out = JSON.parse(r.stdout) as typeof out;
   });
@@ -66,6 +69,13 @@ describe('xdp_lb next hop through the kernel fib', { skip }, () => {
     assert.equal(out.tx.retval, XDP_TX);
     assert.equal(out.tx.dst, IN_PEER_MAC);
     assert.equal(out.counters['fib_fallback'], 0, 'no gateway fallback: the fib answered');
+  });
+
+  it('reuses a backend\'s next hop, sees a neighbour change within the cache\'s lifetime, asks every time without it', () => {
+    assert.equal(out.cache.repeatLookups, 0, 'ten repeats: no fib lookup');
+    assert.equal(out.cache.rightAfter, IN_PEER_MAC, 'the cached MAC right after the change');
+    assert.equal(out.cache.later, NEW_IN_PEER_MAC, 'the new MAC once the entry expired');
+    assert.equal(out.cache.uncachedLookups, 10, 'cache off: one lookup per packet');
   });
 
   it('drops an encapsulated packet larger than the egress MTU, counted as too_big', () => {

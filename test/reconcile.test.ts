@@ -287,7 +287,7 @@ const vipIn = (s: DpState, name: string): DpVip => {
 
 /** Every map's raw contents, to check that something changed nothing. */
 function dumpAll(dp: LbDatapath): string {
-  const maps = [dp.vips.fd, dp.vipAddrs.fd, dp.backends.fd, dp.policy.fd, dp.config.fd];
+  const maps = [dp.vipIndex.indexFd, dp.vipIndex.overflowFd, dp.addrIndex.indexFd, dp.addrIndex.overflowFd, dp.backends.fd, dp.policy.fd, dp.config.fd];
   const parts = maps.map((fd) => {
     const { keys, values } = dp.nat.mapDump(fd);
     return keys.map((k, i) => `${k.toString('hex')}=${values[i]!.toString('hex')}`).sort().join(',');
@@ -337,9 +337,9 @@ describe('Reconciler', { skip }, () => {
     assert.deepEqual(r.tablesWritten.sort(), [0, 1, 2, 3]);
 
     // ferry_config
-    assert.deepEqual(dp.config.get(0), LbConfig.decode(LbConfig.encode(encodeConfig(CONFIG))));
+    assert.deepEqual(dp.config.get(0), LbConfig.decode(LbConfig.encode(encodeConfig(CONFIG, dp.sizes))));
     // ferry_vips
-    const vips = dp.vips.entries().map(([k, v]) => [formatAddr(k.family, k.addr), k.port, k.proto, v.vip_id, v.flags, v.rl_interval_ns, v.rl_tolerance_ns]);
+    const vips = dp.vipIndex.entries().map(([k, v]) => [formatAddr(k.family, k.addr), k.port, k.proto, v.vip_id, v.flags, v.rl_interval_ns, v.rl_tolerance_ns]);
     assert.deepEqual(vips.sort((a, b) => Number(a[3]) - Number(b[3])), [
       ['198.18.0.10', 80, 6, 0, 0, 0n, 0n],
       ['2001:db8::10', 443, 6, 1, VIP_F_POLICY | VIP_F_SRC_AFFINITY, 0n, 0n],
@@ -347,7 +347,7 @@ describe('Reconciler', { skip }, () => {
       ['198.18.0.11', 0, 6, 3, 0, 0n, 0n],
     ]);
     // ferry_vip_addrs: one entry per distinct address
-    const addrs = dp.vipAddrs.entries().map(([k, v]) => `${formatAddr(k.family, k.addr)}=${v.flags}`).sort();
+    const addrs = dp.addrIndex.entries().map(([k, v]) => `${formatAddr(k.family, k.addr)}=${v.flags}`).sort();
     assert.deepEqual(addrs, [`198.18.0.10=${VIP_ADDR_F_ECHO}`, `198.18.0.11=${VIP_ADDR_F_ECHO}`, `2001:db8::10=${VIP_ADDR_F_ECHO}`]);
     // ferry_backends
     const want = [
@@ -440,18 +440,18 @@ describe('Reconciler', { skip }, () => {
     const noDns = snapshot({ ...snap, vips: snap.vips.filter((v) => v.name !== 'dns'), backends: snap.backends.filter((b) => b.vip !== 'dns') });
     let state = plan(noDns);
     rec.apply(state);
-    assert.equal(dp.vips.entries().length, 3);
+    assert.equal(dp.vipIndex.entries().length, 3);
     assert.equal(dp.getMaglevTable(2), undefined, 'table removed');
     assert.ok(Backend.encode(dp.backends.get(5)).equals(Buffer.alloc(Backend.size)), 'backend 5 freed (zero)');
     assert.equal(dp.policy.entries().length, 1, 'the allow rule of dns removed');
-    assert.equal(dp.vipAddrs.entries().length, 3, 'address still used by web');
+    assert.equal(dp.addrIndex.entries().length, 3, 'address still used by web');
     assert.equal(send(dp, '198.18.200.5', '198.18.0.10', 1000, 53, 0, 'udp').retval, 2 /* XDP_PASS */);
     assert.deepEqual(rec.verify(state), []);
     // Drop web as well: the address goes.
     const noWeb = snapshot({ ...noDns, vips: noDns.vips.filter((v) => v.name !== 'web'), backends: noDns.backends.filter((b) => b.vip !== 'web') });
     state = plan(noWeb);
     rec.apply(state);
-    assert.deepEqual(dp.vipAddrs.entries().map(([k]) => formatAddr(k.family, k.addr)).sort(), ['198.18.0.11', '2001:db8::10']);
+    assert.deepEqual(dp.addrIndex.entries().map(([k]) => formatAddr(k.family, k.addr)).sort(), ['198.18.0.11', '2001:db8::10']);
     for (const id of [0, 1, 2]) assert.equal(dp.backends.get(id).state, 0, `backend ${id} free`);
     assert.deepEqual(rec.verify(state), []);
   });
@@ -669,8 +669,8 @@ describe('Reconciler', { skip }, () => {
     dp.backends.set(4, { ...b4, addr: parseAddr('2001:db8:1::99').bytes });                        // wrong address
     dp.backends.set(40, { addr: parseAddr('198.18.9.9').bytes, family: 4, state: 1, pad: 0, vip_id: 9, gen: 1 }); // stray id
     const stale = parseAddr('198.18.0.99');
-    dp.vips.set({ addr: stale.bytes, port: 80, proto: 6, family: 4 }, { vip_id: 9, flags: 0, rl_interval_ns: 0n, rl_tolerance_ns: 0n });
-    dp.vipAddrs.set({ addr: stale.bytes, family: 4, pad: Buffer.alloc(3) }, { flags: VIP_ADDR_F_ECHO });
+    dp.vipIndex.set({ addr: stale.bytes, port: 80, proto: 6, family: 4 }, { vip_id: 9, flags: 0, rl_interval_ns: 0n, rl_tolerance_ns: 0n });
+    dp.addrIndex.set({ addr: stale.bytes, family: 4, pad: Buffer.alloc(3) }, { flags: VIP_ADDR_F_ECHO });
     dp.setMaglevTable(9, new Uint32Array(251).fill(40));                                              // stale VIP + table
     dp.deleteMaglevTable(2);                                                                          // missing table
     corruptSlot(dp, 1, 17, 0);                                                                        // wrong slot
@@ -756,7 +756,7 @@ describe('Reconciler at 1,000 VIPs × 10 backends', { skip }, () => {
     const first: ApplyReport = rec.apply(state);
     t.diagnostic(`plan: ${planMs.toFixed(1)} ms; apply from empty: ${first.durationMs.toFixed(1)} ms, ${first.changes} changes`);
     assert.equal(first.tablesWritten.length, VIPS);
-    assert.equal(dp.vips.entries().length, VIPS);
+    assert.equal(dp.vipIndex.entries().length, VIPS);
 
     const same = rec.apply(state);
     t.diagnostic(`apply of the same state: ${same.durationMs.toFixed(1)} ms, ${same.changes} changes`);
@@ -788,7 +788,7 @@ describe('Reconciler at 1,000 VIPs × 10 backends', { skip }, () => {
     const halfState = plan(half);
     const removed = rec.apply(halfState);
     t.diagnostic(`remove ${VIPS / 2} VIPs: apply ${removed.durationMs.toFixed(1)} ms, ${removed.changes} changes`);
-    assert.equal(dp.vips.entries().length, VIPS / 2);
+    assert.equal(dp.vipIndex.entries().length, VIPS / 2);
     assert.equal(dp.getMaglevTable(VIPS - 1)?.length ?? 0, 0, 'retired table: no slots');
     assert.equal(send(dp, CLIENT4, '198.18.103.231', 1, 80).retval, 2 /* XDP_PASS: vip-999 gone */);
     assert.deepEqual(rec.verify(halfState), []);

@@ -100,6 +100,11 @@ static __always_inline bool addr_is_zero(const __u32 *a)
 	return (a[0] | a[1] | a[2] | a[3]) == 0;
 }
 
+static __always_inline __u32 rol32(__u32 word, unsigned int shift)
+{
+	return (word << shift) | (word >> (32 - shift));
+}
+
 /*
  * Adds one packet of `bytes` to entry idx of a per-CPU array of struct
  * counter: per-CPU, so a plain increment is exact.

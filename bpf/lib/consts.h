@@ -23,8 +23,10 @@
 #define FERRY_MAX_BACKENDS 65536       /* backend ids 0 .. FERRY_MAX_BACKENDS-1 */
 #endif
 #ifndef FERRY_CT_SIZE
-#define FERRY_CT_SIZE 1000000          /* LRU conntrack entries */
+#define FERRY_CT_SIZE 1000000          /* conntrack entries (at least) */
 #endif
+/* ferry_ct buckets for FERRY_CT_SIZE: a power of 2, times FERRY_CT_WAYS >= the entries. */
+#define FERRY_CT_BUCKETS 524288
 #ifndef FERRY_MAX_POLICY_RULES
 #define FERRY_MAX_POLICY_RULES 65536   /* allow/deny CIDRs over all VIPs */
 #endif
@@ -45,9 +47,19 @@
 /* Outer header fields of encapsulated packets. */
 #define FERRY_ENCAP_TTL 64
 
-/* A conntrack entry's last_seen is refreshed at most this often, so that an
- * established flow does not write its cache line on every packet. */
-#define FERRY_CT_TOUCH_NS 1000000000ULL
+/* A conntrack entry's last_seen is refreshed at most this often (jiffies:
+ * 0.25 to 2.5 s by the kernel's HZ), so that an established flow does not
+ * write its cache line on every packet. */
+#define FERRY_CT_TOUCH_JIFFIES 250
+
+/* Entries per conntrack bucket (conntrack.h): three fill a cache line. */
+#define FERRY_CT_WAYS 3
+
+/* Slots per bucket of the VIP index (index.h). */
+#define FERRY_INDEX_WAYS 4
+
+/* Per-CPU next-hop cache slots (fib.h): backend ids share slot id % this. */
+#define FERRY_NEXTHOP_SLOTS 4096
 
 /* vip_meta.flags */
 #define VIP_F_POLICY (1U << 0)         /* consult the policy trie for this VIP */
@@ -115,6 +127,7 @@ enum ferry_counter {
 	CNT_EVENTS,               /* events written to the ferry_events ring buffer */
 	CNT_EVENTS_SUPPRESSED,    /* events over the per-second cap: not written */
 	CNT_EVENTS_LOST,          /* events the full ring buffer refused (the daemon reads too slowly) */
+	CNT_FIB_LOOKUP,           /* next hops asked of bpf_fib_lookup (the rest came from ferry_nexthops) */
 	CNT_MAX,
 };
 

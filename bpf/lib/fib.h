@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Next hop of an encapsulated packet: the kernel's FIB and neighbour table
- * (bpf_fib_lookup) give the egress interface and both MACs. Without an
- * answer, the configured gateway MAC is used and the frame leaves through
- * the interface it came in on.
+ * (bpf_fib_lookup) give the egress interface, both MACs and the route's
+ * MTU, cached per backend (below). Without an answer, the configured
+ * gateway MAC is used and the frame leaves through the interface it came
+ * in on.
  *
  * The lookup runs with forwarding semantics (flags 0, iif = ingress), so
  * the host must have forwarding enabled for the outer family: otherwise
@@ -73,16 +74,14 @@ static __always_inline bool fits_mtu(struct xdp_md *ctx, __u32 ifindex, __u32 l3
 
 /* XDP_TX out of the ingress interface, or a redirect to another one. */
 static __always_inline int fib_send(struct xdp_md *ctx, const struct packet *pkt,
-				    __u32 ifindex, __u32 l3_len)
+				    __u32 ifindex, __u32 mtu, __u32 l3_len)
 {
+	if (l3_len > mtu)
+		return drop_as(pkt, DROP_TOO_BIG);
 	if (ifindex == ctx->ingress_ifindex) {
-		if (!fits_mtu(ctx, 0, l3_len))
-			return drop_as(pkt, DROP_TOO_BIG);
 		count_event(pkt, CNT_TX);
 		return XDP_TX;
 	}
-	if (!fits_mtu(ctx, ifindex, l3_len))
-		return drop_as(pkt, DROP_TOO_BIG);
 	count_event(pkt, CNT_REDIRECT);
 	return bpf_redirect(ifindex, 0);
 }
@@ -112,24 +111,88 @@ static __always_inline int gw_send(struct xdp_md *ctx, const struct packet *pkt,
 	return XDP_TX;
 }
 
-static __always_inline int next_hop(struct xdp_md *ctx, const struct packet *pkt, __u8 family,
-				    __u32 l3_len, const struct lb_config *cfg)
+/*
+ * The next-hop cache. bpf_fib_lookup costs a route and a neighbour lookup
+ * on every packet, while a backend's next hop changes rarely: its answer
+ * (interface, MACs, route MTU) is kept per backend in a per-CPU slot for
+ * lb_config.nexthop_ttl jiffies, then asked again. A route or neighbour
+ * change therefore reaches the datapath within the TTL. Per CPU, because a
+ * slot is rewritten by whichever packet finds it expired, and a reader on
+ * another CPU must never see half a MAC.
+ */
+static __always_inline struct nexthop *nexthop_slot(const struct lb_config *cfg, __u32 backend_id)
+{
+	__u32 slot = backend_id % FERRY_NEXTHOP_SLOTS;
+
+	if (!cfg->nexthop_ttl)
+		return NULL;
+	return bpf_map_lookup_elem(&ferry_nexthops, &slot);
+}
+
+/* A zeroed slot has ifindex 0: it never answers, whatever the jiffies. */
+static __always_inline bool nexthop_fresh(const struct nexthop *nh, __u32 backend_id,
+					  const struct backend *be)
+{
+	return nh->ifindex && nh->backend_id == backend_id && nh->backend_gen == be->gen &&
+	       (__s32)(nh->expires - (__u32)bpf_jiffies64()) > 0;
+}
+
+static __always_inline void nexthop_store(struct nexthop *nh, const struct lb_config *cfg,
+					  const struct bpf_fib_lookup *fib, __u32 backend_id,
+					  const struct backend *be)
+{
+	nh->backend_id = backend_id;
+	nh->backend_gen = be->gen;
+	nh->ifindex = fib->ifindex;
+	nh->mtu = fib->mtu_result;
+	nh->expires = (__u32)bpf_jiffies64() + cfg->nexthop_ttl;
+	__builtin_memcpy(nh->dmac, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(nh->smac, fib->smac, ETH_ALEN);
+}
+
+/* Asks the FIB (with forwarding semantics) and remembers the answer in nh. */
+static __always_inline int next_hop_fib(struct xdp_md *ctx, const struct packet *pkt,
+					const struct backend *be, __u32 backend_id, __u32 l3_len,
+					const struct lb_config *cfg, struct nexthop *nh)
 {
 	struct bpf_fib_lookup fib = {};
 	struct ethhdr *eth;
 
-	if (cfg->flags & CFG_F_SKIP_FIB)
-		return gw_send(ctx, pkt, cfg, false, l3_len);
-	if (fib_query_fill(ctx, pkt, family, &fib) < 0)
+	if (fib_query_fill(ctx, pkt, be->family, &fib) < 0)
 		return drop_as(pkt, DROP_ENCAP_FAILED);
+	count_event(pkt, CNT_FIB_LOOKUP);
 	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return gw_send(ctx, pkt, cfg, true, l3_len);
+	/* On success the kernel leaves the route's MTU in mtu_result. */
+	if (nh)
+		nexthop_store(nh, cfg, &fib, backend_id, be);
 
 	eth = fib_eth(ctx);
 	if (!eth)
 		return drop_as(pkt, DROP_ENCAP_FAILED);
 	eth_set_macs(eth, fib.dmac, fib.smac);
-	return fib_send(ctx, pkt, fib.ifindex, l3_len);
+	return fib_send(ctx, pkt, fib.ifindex, fib.mtu_result, l3_len);
+}
+
+/* Where the encapsulated packet (l3_len bytes of outer IP) goes next. */
+static __always_inline int next_hop(struct xdp_md *ctx, const struct packet *pkt,
+				    const struct backend *be, __u32 backend_id, __u32 l3_len,
+				    const struct lb_config *cfg)
+{
+	struct nexthop *nh;
+	struct ethhdr *eth;
+
+	if (cfg->flags & CFG_F_SKIP_FIB)
+		return gw_send(ctx, pkt, cfg, false, l3_len);
+	nh = nexthop_slot(cfg, backend_id);
+	if (!nh || !nexthop_fresh(nh, backend_id, be))
+		return next_hop_fib(ctx, pkt, be, backend_id, l3_len, cfg, nh);
+
+	eth = fib_eth(ctx);
+	if (!eth)
+		return drop_as(pkt, DROP_ENCAP_FAILED);
+	eth_set_macs(eth, nh->dmac, nh->smac);
+	return fib_send(ctx, pkt, nh->ifindex, nh->mtu, l3_len);
 }
 
 #endif /* FERRY_FIB_H */

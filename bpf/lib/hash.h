@@ -16,11 +16,6 @@
 
 _Static_assert(sizeof(struct flow_key) == 40, "flow hash is defined over 10 words");
 
-static __always_inline __u32 rol32(__u32 word, unsigned int shift)
-{
-	return (word << shift) | (word >> (32 - shift));
-}
-
 static __always_inline void jhash_mix(__u32 *a, __u32 *b, __u32 *c)
 {
 	*a -= *c; *a ^= rol32(*c, 4);  *c += *b;

@@ -10,29 +10,29 @@
 #include "maps.h"
 #include "conntrack.h"
 #include "events.h"
+#include "hash.h"
 #include "maglev.h"
 #include "policy.h"
 #include "stats.h"
 
 /*
- * A new flow: rate limit, Maglev slot, then the backend it names must be
- * ACTIVE and belong to this VIP (a table computed for the old owner of a
- * reused id must not leak flows to the new one). A steered ICMP error is
- * not a flow of its own: it is neither rate limited nor recorded (nor
- * reported as an event).
+ * A new flow: rate limit, flow hash, Maglev slot, then the backend it
+ * names must be ACTIVE and belong to this VIP (a table computed for the old
+ * owner of a reused id must not leak flows to the new one). A steered ICMP
+ * error is not a flow of its own: it is neither rate limited nor recorded
+ * (nor reported as an event).
  */
 static __always_inline int lb_new_flow(const struct packet *pkt, const struct vip_meta *vip,
-				       const struct lb_config *cfg, enum ferry_flow_reason why,
-				       struct backend **be_out, __u32 *id_out)
+				       const struct lb_config *cfg, const struct ct_where *ct,
+				       enum ferry_flow_reason why, struct backend **be_out, __u32 *id_out)
 {
-	__u64 now = bpf_ktime_get_ns();
 	struct backend *be;
 	__u32 id;
 
-	if (!pkt->steered && !ratelimit_admit(vip, now))
+	if (!pkt->steered && !ratelimit_admit(vip))
 		return drop_vip_as(pkt, vip->vip_id, DROP_RATE_LIMIT);
 
-	id = maglev_backend_id(vip->vip_id, pkt->hash);
+	id = maglev_backend_id(vip->vip_id, flow_hash(&pkt->flow, vip->flags, cfg->hash_seed));
 	if (id == FERRY_BACKEND_NONE)
 		return drop_vip_as(pkt, vip->vip_id, DROP_NO_BACKEND);
 	be = bpf_map_lookup_elem(&ferry_backends, &id);
@@ -40,7 +40,8 @@ static __always_inline int lb_new_flow(const struct packet *pkt, const struct vi
 		return drop_vip_as(pkt, vip->vip_id, DROP_BAD_BACKEND);
 
 	if (!pkt->steered) {
-		ct_record(&pkt->flow, id, be, now);
+		if (ct)
+			ct_record(ct, id, be);
 		count_new_flow(vip->vip_id, id);
 		event_new_flow(pkt, cfg, why, id);
 	}
@@ -49,23 +50,28 @@ static __always_inline int lb_new_flow(const struct packet *pkt, const struct vi
 	return CONTINUE;
 }
 
-/* A SYN starts a new connection: it never reuses a (possibly stale) entry. */
-static __always_inline int lb_select_backend(const struct packet *pkt, const struct vip_meta *vip,
+/*
+ * A SYN starts a new connection: it never reuses a (possibly stale) entry.
+ * Sets pkt->hash (conntrack's hash of the flow) for the outer header.
+ */
+static __always_inline int lb_select_backend(struct packet *pkt, const struct vip_meta *vip,
 					     const struct lb_config *cfg,
 					     struct backend **be_out, __u32 *id_out)
 {
+	struct ct_where ct;
+	bool have_ct = ct_locate(pkt, cfg, &ct);
 	struct backend *be;
 	bool stale = false;
 
-	if (!pkt->syn) {
-		be = ct_lookup(pkt, vip->vip_id, id_out, &stale);
+	if (!pkt->syn && have_ct) {
+		be = ct_lookup(pkt, &ct, vip->vip_id, id_out, &stale);
 		if (be) {
 			*be_out = be;
 			return CONTINUE;
 		}
 	}
-	return lb_new_flow(pkt, vip, cfg, stale ? FLOW_REASON_CT_STALE : FLOW_REASON_MAGLEV,
-			   be_out, id_out);
+	return lb_new_flow(pkt, vip, cfg, have_ct ? &ct : NULL,
+			   stale ? FLOW_REASON_CT_STALE : FLOW_REASON_MAGLEV, be_out, id_out);
 }
 
 #endif /* FERRY_LB_H */

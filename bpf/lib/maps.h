@@ -20,6 +20,28 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ferry_config SEC(".maps");
 
+/*
+ * The VIP index (index.h): buckets probed inline. Bucket counts are powers
+ * of 2 (lb_config holds the masks), at least the entries they are for, so
+ * each index is at most a quarter full.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FERRY_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, struct vip_bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_vip_index SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FERRY_MAX_VIP_ADDRS);
+	__type(key, __u32);
+	__type(value, struct vip_addr_bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_addr_index SEC(".maps");
+
+/* The keys neither of whose buckets had room (see struct vip_bucket). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, FERRY_MAX_VIPS);
@@ -67,13 +89,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ferry_backends SEC(".maps");
 
+/*
+ * Conntrack (conntrack.h): buckets of one cache line each. Mmapable, because
+ * the kernel then places the values page-aligned, so no bucket straddles
+ * two cache lines.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, FERRY_CT_SIZE);
-	__type(key, struct flow_key);
-	__type(value, struct ct_value);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FERRY_CT_BUCKETS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct ct_bucket);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ferry_ct SEC(".maps");
+
+/* Next hops from bpf_fib_lookup, reused for lb_config.nexthop_ttl (fib.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FERRY_NEXTHOP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct nexthop);
+} ferry_nexthops SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

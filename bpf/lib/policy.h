@@ -51,10 +51,10 @@ static __always_inline int policy_check(const struct packet *pkt, const struct v
  * a burst may exceed the limit by up to one flow per CPU. That is accepted
  * for a DoS guard; a lock or atomics would cost every new flow.
  */
-static __always_inline bool ratelimit_admit(const struct vip_meta *vip, __u64 now)
+static __always_inline bool ratelimit_admit(const struct vip_meta *vip)
 {
 	struct ratelimit_state *rl;
-	__u64 tat;
+	__u64 now, tat;
 
 	if (!vip->rl_interval_ns)
 		return true;
@@ -63,6 +63,7 @@ static __always_inline bool ratelimit_admit(const struct vip_meta *vip, __u64 no
 	if (!rl)
 		return true;
 
+	now = bpf_ktime_get_ns();   /* only a limited VIP pays for the clock */
 	tat = rl->tat_ns > now ? rl->tat_ns : now;
 	if (tat - now > vip->rl_tolerance_ns)
 		return false;

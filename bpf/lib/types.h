@@ -12,6 +12,7 @@
 #define FERRY_TYPES_H
 
 #include <linux/types.h>
+#include "consts.h"
 
 /* ferry_vips key: one VIP. port 0 = all ports of the protocol. */
 struct vip_key {
@@ -39,6 +40,36 @@ struct vip_addr_meta {
 	__u32 flags;              /* VIP_ADDR_F_* */
 };
 
+/*
+ * The VIP index (index.h): buckets of FERRY_INDEX_WAYS slots in an array
+ * map, probed inline, so that finding a VIP costs no hash-map call. A key
+ * lives in one of its two buckets; one that fits in neither lives in the
+ * hash map of its kind (ferry_vips / ferry_vip_addrs) and counts in its
+ * first bucket's `overflow`. A slot whose key has family 0 is empty.
+ */
+struct vip_slot {
+	struct vip_key key;
+	__u32 pad;
+	struct vip_meta meta;
+};
+
+struct vip_bucket {
+	struct vip_slot slot[FERRY_INDEX_WAYS];
+	__u32 overflow;           /* keys whose first bucket this is that live in ferry_vips */
+	__u32 pad;
+};
+
+struct vip_addr_slot {
+	struct vip_addr_key key;
+	struct vip_addr_meta meta;
+};
+
+struct vip_addr_bucket {
+	struct vip_addr_slot slot[FERRY_INDEX_WAYS];
+	__u32 overflow;           /* likewise, living in ferry_vip_addrs */
+	__u32 pad;
+};
+
 /* ferry_backends value, indexed by backend id. */
 struct backend {
 	__u32 addr[4];
@@ -60,10 +91,32 @@ struct flow_key {
 	__u16 pad;
 };
 
-struct ct_value {
+/* A conntrack entry (conntrack.h): a flow's fingerprint and its backend. */
+struct ct_entry {
+	__u64 fp;                 /* 0 = empty, 1 = being written, else the flow's fingerprint */
 	__u32 backend_id;
 	__u32 backend_gen;        /* must equal backends[id].gen for a hit to count */
-	__u64 last_seen_ns;       /* bpf_ktime_get_ns(), refreshed every FERRY_CT_TOUCH_NS */
+};
+
+/* ferry_ct value: one cache line. */
+struct ct_bucket {
+	struct ct_entry e[FERRY_CT_WAYS];
+	__u32 last_seen[FERRY_CT_WAYS]; /* jiffies (low 32 bits), refreshed every FERRY_CT_TOUCH_JIFFIES */
+	__u32 pad;
+};
+
+/*
+ * ferry_nexthops value (per CPU, slot backend_id % FERRY_NEXTHOP_SLOTS): a
+ * bpf_fib_lookup answer for a backend, reused until `expires` (jiffies).
+ */
+struct nexthop {
+	__u32 backend_id;
+	__u32 backend_gen;        /* the slot answers only for this id and generation */
+	__u32 ifindex;            /* egress interface */
+	__u32 mtu;                /* the route's MTU (L3 bytes) */
+	__u32 expires;            /* jiffies, low 32 bits */
+	__u8 dmac[6];
+	__u8 smac[6];
 };
 
 /* ferry_policy key: LPM over (vip_id, source address). */
@@ -98,6 +151,10 @@ struct lb_config {
 	__u32 events_flow_sample; /* report 1 in N new flows (random); 0 = none */
 	__u64 events_interval_ns; /* per CPU; 0 = no events at all */
 	__u64 events_burst_ns;    /* per CPU GCRA tolerance */
+	__u32 vip_index_mask;     /* buckets of ferry_vip_index - 1 (a power of 2 minus 1) */
+	__u32 addr_index_mask;    /* buckets of ferry_addr_index - 1 */
+	__u32 nexthop_ttl;        /* jiffies a next hop is reused; 0 = bpf_fib_lookup on every packet */
+	__u32 ct_mask;            /* buckets of ferry_ct - 1 (a power of 2 minus 1) */
 };
 
 /* ferry_event_budget value (per CPU, one entry): GCRA theoretical arrival time. */

@@ -64,6 +64,7 @@ export interface FerryConfig {
     encap_source_v6: string | null;
     gateway_mac: string | null;
     skip_fib: boolean;
+    nexthop_cache: boolean;
     drain_seconds: number;
     reconcile_interval_seconds: number;
     events_flow_sample: number;
@@ -143,6 +144,7 @@ export const CONFIG_SCHEMA = {
         encap_source_v6: nullableString(CIDR6),
         gateway_mac: nullableString('^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$'),
         skip_fib: { type: 'boolean', default: false },
+        nexthop_cache: { type: 'boolean', default: true },
         drain_seconds: { type: 'integer', minimum: 0, maximum: 86400, default: 300 },
         reconcile_interval_seconds: { type: 'integer', minimum: 1, maximum: 3600, default: 30 },
         events_flow_sample: { type: 'integer', minimum: 0, maximum: 4294967295, default: 0 },

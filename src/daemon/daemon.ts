@@ -74,6 +74,7 @@ export function datapathConfig(c: FerryConfig, seed: number): ConfigProgram {
     src6: c.datapath.encap_source_v6,
     ...(mac ? { gwMac: Buffer.from(mac.replace(/:/g, ''), 'hex') } : {}),
     skipFib: c.datapath.skip_fib,
+    nexthopCache: c.datapath.nexthop_cache,
     eventsFlowSample: c.datapath.events_flow_sample,
     eventsPerSecond: c.datapath.events_per_second,
   };

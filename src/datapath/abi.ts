@@ -11,6 +11,14 @@ export const FERRY_VIP_NONE = 0xffffffff;
 export const FERRY_AF_INET = 4;
 export const FERRY_AF_INET6 = 6;
 export const FERRY_ENCAP_TTL = 64;
+/** Entries per conntrack bucket (bpf/lib/conntrack.h). */
+export const FERRY_CT_WAYS = 3;
+/** Slots per bucket of the VIP index (bpf/lib/index.h). */
+export const FERRY_INDEX_WAYS = 4;
+/** Per-CPU next-hop cache slots (bpf/lib/fib.h). */
+export const FERRY_NEXTHOP_SLOTS = 4096;
+/** A conntrack entry's last_seen is refreshed at most this often (jiffies). */
+export const FERRY_CT_TOUCH_JIFFIES = 250;
 
 /** Default map capacities compiled into the object (load-time overridable). */
 export const DEFAULT_SIZES = {
@@ -79,6 +87,7 @@ export const COUNTERS = [
   'events',
   'events_suppressed',
   'events_lost',
+  'fib_lookup',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 export const counterCode = (c: CounterName): number => COUNTERS.indexOf(c);
@@ -118,6 +127,30 @@ export const VipAddrMeta = struct('vip_addr_meta', {
   flags: u32(),
 });
 
+/** A slot of ferry_vip_index: key, then meta at offset 24. */
+export const VipSlot = struct('vip_slot', {
+  key: bytes(VipKey.size, 4),
+  pad: u32(),
+  meta: bytes(VipMeta.size, 8),
+});
+
+export const VipBucket = struct('vip_bucket', {
+  slot: bytes(FERRY_INDEX_WAYS * VipSlot.size, 8),
+  overflow: u32(),
+  pad: u32(),
+});
+
+export const VipAddrSlot = struct('vip_addr_slot', {
+  key: bytes(VipAddrKey.size, 4),
+  meta: bytes(VipAddrMeta.size, 4),
+});
+
+export const VipAddrBucket = struct('vip_addr_bucket', {
+  slot: bytes(FERRY_INDEX_WAYS * VipAddrSlot.size, 4),
+  overflow: u32(),
+  pad: u32(),
+});
+
 export const Backend = struct('backend', {
   addr: addr(),
   family: u8(),
@@ -137,10 +170,26 @@ export const FlowKey = struct('flow_key', {
   pad: u16(),
 });
 
-export const CtValue = struct('ct_value', {
+export const CtEntry = struct('ct_entry', {
+  fp: u64(),
   backend_id: u32(),
   backend_gen: u32(),
-  last_seen_ns: u64(),
+});
+
+export const CtBucket = struct('ct_bucket', {
+  e: bytes(FERRY_CT_WAYS * CtEntry.size, 8),
+  last_seen: bytes(4 * FERRY_CT_WAYS, 4),
+  pad: u32(),
+});
+
+export const Nexthop = struct('nexthop', {
+  backend_id: u32(),
+  backend_gen: u32(),
+  ifindex: u32(),
+  mtu: u32(),
+  expires: u32(),
+  dmac: bytes(6),
+  smac: bytes(6),
 });
 
 export const PolicyKey = struct('policy_key', {
@@ -169,6 +218,10 @@ export const LbConfig = struct('lb_config', {
   events_flow_sample: u32(),
   events_interval_ns: u64(),
   events_burst_ns: u64(),
+  vip_index_mask: u32(),
+  addr_index_mask: u32(),
+  nexthop_ttl: u32(),
+  ct_mask: u32(),
 });
 
 export const EventBudget = struct('event_budget', {
@@ -217,7 +270,6 @@ export type VipMetaV = ValueOf<typeof VipMeta>;
 export type VipAddrKeyV = ValueOf<typeof VipAddrKey>;
 export type BackendV = ValueOf<typeof Backend>;
 export type FlowKeyV = ValueOf<typeof FlowKey>;
-export type CtValueV = ValueOf<typeof CtValue>;
 export type PolicyKeyV = ValueOf<typeof PolicyKey>;
 export type LbConfigV = ValueOf<typeof LbConfig>;
 export type VipStatsV = ValueOf<typeof VipStats>;
@@ -227,6 +279,7 @@ export type FerryEventV = ValueOf<typeof FerryEvent>;
 
 /** Every struct of the ABI, for the layout test. */
 export const ALL_STRUCTS = [
-  VipKey, VipMeta, VipAddrKey, VipAddrMeta, Backend, FlowKey, CtValue, PolicyKey, PolicyValue,
-  RatelimitState, LbConfig, VipStats, BackendStats, Counter, EventBudget, FerryEvent,
+  VipKey, VipMeta, VipAddrKey, VipAddrMeta, VipSlot, VipBucket, VipAddrSlot, VipAddrBucket, Backend, FlowKey,
+  CtEntry, CtBucket, Nexthop, PolicyKey, PolicyValue, RatelimitState, LbConfig, VipStats, BackendStats, Counter, EventBudget,
+  FerryEvent,
 ] as const;

@@ -52,9 +52,42 @@ export function jhash2(words: Uint32Array, seed: number): number {
  * left out, so every connection of a client lands on the same backend.
  */
 export function flowHash(flow: FlowKeyV, seed: number, srcAffinity = false): number {
-  const key = srcAffinity ? { ...flow, sport: 0, dport: 0 } : flow;
-  const buf = FlowKey.encode(key);
+  return jhash2(flowWords(srcAffinity ? { ...flow, sport: 0, dport: 0 } : flow), seed);
+}
+
+/** Conntrack's hash seed (CT_SEED of bpf/lib/conntrack.h): fixed, unlike the Maglev seed. */
+export const CT_SEED = 0x466572727943544fn;
+
+const M64 = (1n << 64n) - 1n;
+const rol64 = (w: bigint, s: bigint): bigint => ((w << s) | (w >> (64n - s))) & M64;
+
+/** ct_hash() of bpf/lib/conntrack.h: 64 bits over the key's five 64-bit words. */
+export function ctHash64(flow: FlowKeyV): bigint {
+  const buf = FlowKey.encode(flow);
+  let h = CT_SEED;
+  for (let i = 0; i < buf.length; i += 8) {
+    h ^= buf.readBigUInt64LE(i);
+    h = rol64((h * 0x9e3779b97f4a7c15n) & M64, 31n);
+  }
+  h ^= h >> 33n;
+  h = (h * 0xff51afd7ed558ccdn) & M64;
+  h ^= h >> 33n;
+  h = (h * 0xc4ceb9fe1a85ec53n) & M64;
+  return h ^ (h >> 33n);
+}
+
+/**
+ * Where conntrack keeps a flow: the hash's high half picks the bucket, the
+ * whole is the fingerprint (bit 1 set), the low half varies the outer source.
+ */
+export function ctHash(flow: FlowKeyV): { bucketHash: number; fingerprint: bigint; outerHash: number } {
+  const h = ctHash64(flow);
+  return { bucketHash: Number(h >> 32n), fingerprint: h | 2n, outerHash: Number(h & 0xffffffffn) };
+}
+
+function flowWords(flow: FlowKeyV): Uint32Array {
+  const buf = FlowKey.encode(flow);
   const words = new Uint32Array(buf.length / 4);
   for (let i = 0; i < words.length; i++) words[i] = buf.readUInt32LE(i * 4);
-  return jhash2(words, seed);
+  return words;
 }

@@ -9,11 +9,13 @@
 import { mkdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  Backend, BackendStats, COUNTERS, Counter, CtValue, DEFAULT_SIZES, DROP_REASONS, EventBudget, FERRY_BACKEND_NONE, FlowKey,
-  LbConfig, PolicyKey, PolicyValue, RatelimitState, VipAddrKey, VipAddrMeta, VipKey, VipMeta, VipStats,
+  Backend, BackendStats, COUNTERS, Counter, DEFAULT_SIZES, DROP_REASONS, EventBudget, FERRY_BACKEND_NONE,
+  LbConfig, PolicyKey, PolicyValue, RatelimitState, VipStats,
   type CounterName, type CounterV, type DropReason,
 } from './abi.js';
+import { ADDR_SHAPE, indexBucketCount, KeyIndex, VIP_SHAPE, type AddrIndex, type VipIndex } from './vipindex.js';
 import { ArrayMap, PerCpuArray, TypedMap } from './maps.js';
+import { Conntrack, ctBucketCount } from './conntrack.js';
 import { BPF_F_INNER_MAP, BPF_MAP_TYPE_ARRAY, loadNative, type BpfObject, type NativeAddon } from './native.js';
 import { bpfObjectPath } from '../paths.js';
 import { detachPinnedLink, replaceStalePins } from './pins.js';
@@ -47,21 +49,22 @@ const SIZED_MAPS: Record<string, keyof LbSizes> = {
   ferry_vip_addrs: 'maxVipAddrs',
   ferry_backends: 'maxBackends',
   ferry_backend_stats: 'maxBackends',
-  ferry_ct: 'ctSize',
   ferry_policy: 'maxPolicyRules',
   ferry_events: 'eventRingBytes',
 };
 
 /**
  * Maps the daemon rebuilds (the config) or may lose (global counters, the
- * events ring and its budget). When a pinned one no longer matches this
- * object's definition, because an upgrade changed its layout (live events
- * grew lb_config and the counters) or its size changed in the config (the
- * ring), its pin is removed and the load creates it anew. A mismatch of any
- * other map (conntrack, VIPs, backends, ...) still fails the load: those
- * hold the flows.
+ * events ring and its budget, conntrack). When a pinned one no longer
+ * matches this object's definition, because an upgrade changed its layout
+ * (live events grew lb_config and the counters; conntrack became a flow
+ * table) or its size changed in the config (the ring, conntrack), its pin
+ * is removed and the load creates it anew. Losing conntrack is survivable:
+ * established flows then follow the Maglev table, which names the backend
+ * they already have unless it changed since they began. A mismatch of any
+ * other map (VIPs, backends, ...) still fails the load.
  */
-const REPLACEABLE = new Set(['ferry_config', 'ferry_counters', 'ferry_events', 'ferry_event_budget']);
+const REPLACEABLE = new Set(['ferry_config', 'ferry_counters', 'ferry_events', 'ferry_event_budget', 'ferry_ct']);
 
 const PAGE = 4096;
 
@@ -75,10 +78,12 @@ export class LbDatapath {
   readonly sizes: Required<LbSizes>;
   readonly progFd: number;
   readonly config: ArrayMap<typeof LbConfig>;
-  readonly vips: TypedMap<typeof VipKey, typeof VipMeta>;
-  readonly vipAddrs: TypedMap<typeof VipAddrKey, typeof VipAddrMeta>;
+  /** VIPs by {address, port, protocol}: the inline-probed index and its overflow map (vipindex.ts). */
+  readonly vipIndex: VipIndex;
+  /** VIP addresses, likewise. */
+  readonly addrIndex: AddrIndex;
   readonly backends: ArrayMap<typeof Backend>;
-  readonly ct: TypedMap<typeof FlowKey, typeof CtValue>;
+  readonly ct: Conntrack;
   readonly policy: TypedMap<typeof PolicyKey, typeof PolicyValue>;
   readonly ratelimit: ArrayMap<typeof RatelimitState>;
   readonly vipStats: PerCpuArray<typeof VipStats>;
@@ -105,10 +110,12 @@ export class LbDatapath {
     const fd = (name: string) => obj.mapFd(name);
     const cpus = nat.numPossibleCpus();
     this.config = new ArrayMap(nat, fd('ferry_config'), 'ferry_config', LbConfig);
-    this.vips = new TypedMap(nat, fd('ferry_vips'), 'ferry_vips', VipKey, VipMeta);
-    this.vipAddrs = new TypedMap(nat, fd('ferry_vip_addrs'), 'ferry_vip_addrs', VipAddrKey, VipAddrMeta);
+    this.vipIndex = new KeyIndex(nat, fd('ferry_vip_index'), fd('ferry_vips'), indexBucketCount(sizes.maxVips), VIP_SHAPE);
+    this.addrIndex = new KeyIndex(
+      nat, fd('ferry_addr_index'), fd('ferry_vip_addrs'), indexBucketCount(sizes.maxVipAddrs), ADDR_SHAPE,
+    );
     this.backends = new ArrayMap(nat, fd('ferry_backends'), 'ferry_backends', Backend);
-    this.ct = new TypedMap(nat, fd('ferry_ct'), 'ferry_ct', FlowKey, CtValue);
+    this.ct = new Conntrack(nat, fd('ferry_ct'), ctBucketCount(sizes.ctSize));
     this.policy = new TypedMap(nat, fd('ferry_policy'), 'ferry_policy', PolicyKey, PolicyValue);
     this.ratelimit = new ArrayMap(nat, fd('ferry_ratelimit'), 'ferry_ratelimit', RatelimitState);
     this.vipStats = new PerCpuArray(nat, fd('ferry_vip_stats'), 'ferry_vip_stats', VipStats, cpus);
@@ -132,6 +139,9 @@ export class LbDatapath {
     checkRingBytes(sizes.eventRingBytes);
     const maxEntries: Record<string, number> = {};
     for (const [map, field] of Object.entries(SIZED_MAPS)) maxEntries[map] = sizes[field];
+    maxEntries.ferry_ct = ctBucketCount(sizes.ctSize);
+    maxEntries.ferry_vip_index = indexBucketCount(sizes.maxVips);
+    maxEntries.ferry_addr_index = indexBucketCount(sizes.maxVipAddrs);
     mkdirSync(opts.pinRoot, { recursive: true });
     const obj = nat.openObject(opts.objectPath ?? bpfObjectPath('xdp_lb'), { pinRoot: opts.pinRoot, maxEntries });
     try {

@@ -5,6 +5,13 @@
 import type { NativeAddon } from './native.js';
 import type { AnyStruct, ValueOf } from './struct.js';
 
+/** The smallest power of 2 at least n (and at least 1): bucket counts of the array-backed tables. */
+export function ceilPow2(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
 /** A hash or array map with struct keys and values. */
 export class TypedMap<K extends AnyStruct, V extends AnyStruct> {
   constructor(

@@ -9,7 +9,9 @@ import {
   BACKEND_ACTIVE, CFG_F_SKIP_FIB, VIP_ADDR_F_ECHO, type LbConfigV,
 } from './abi.js';
 import { hostMask, parseAddr, parseCidr } from './addr.js';
-import type { LbDatapath } from './lb.js';
+import type { LbDatapath, LbSizes } from './lb.js';
+import { indexBucketCount } from './vipindex.js';
+import { ctBucketCount } from './conntrack.js';
 import { buildMaglevTable } from '../maglev/index.js';
 
 export const IPPROTO_TCP = 6;
@@ -45,6 +47,8 @@ export interface ConfigProgram {
   /** Next hop when the fib lookup fails (or always with skipFib). */
   gwMac?: Buffer;
   skipFib?: boolean;
+  /** Reuse each backend's bpf_fib_lookup answer for NEXTHOP_TTL_JIFFIES (default true). */
+  nexthopCache?: boolean;
   /** Live events: report 1 in N new flows; 0 or absent = no flow events. */
   eventsFlowSample?: number;
   /** Live events: hard cap on events (flows and drops) per second over all CPUs; 0 or absent = no events. */
@@ -54,6 +58,13 @@ export interface ConfigProgram {
 }
 
 const NS_PER_SEC = 1_000_000_000n;
+
+/**
+ * How long a backend's next hop is reused before bpf_fib_lookup is asked
+ * again, in jiffies: 64 to 640 ms by the kernel's HZ (1000 to 100). A route
+ * or neighbour change reaches the datapath within that time.
+ */
+export const NEXTHOP_TTL_JIFFIES = 64;
 
 let online: number | undefined;
 
@@ -99,8 +110,11 @@ export function eventBudget(perSecond: number, cpuCount: number): { intervalNs: 
 
 export const protoNumber = (p: 'tcp' | 'udp'): number => (p === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP);
 
-/** Encodes the global config. IPv6 sources vary in the last 32 bits at most. */
-export function encodeConfig(c: ConfigProgram): LbConfigV {
+/**
+ * Encodes the global config for maps of the given sizes (the VIP index's
+ * bucket masks follow them). IPv6 sources vary in the last 32 bits at most.
+ */
+export function encodeConfig(c: ConfigProgram, sizes: Pick<LbSizes, 'maxVips' | 'maxVipAddrs' | 'ctSize'>): LbConfigV {
   const s4 = c.src4 === null ? undefined : parseCidr(c.src4);
   const s6 = c.src6 === null ? undefined : parseCidr(c.src6);
   if (s4 && s4.addr.family !== 4) throw new TypeError(`src4 ${c.src4} is not IPv4`);
@@ -119,11 +133,15 @@ export function encodeConfig(c: ConfigProgram): LbConfigV {
     events_flow_sample: budget.intervalNs === 0n ? 0 : Math.max(0, Math.trunc(c.eventsFlowSample ?? 0)) >>> 0,
     events_interval_ns: budget.intervalNs,
     events_burst_ns: budget.burstNs,
+    vip_index_mask: indexBucketCount(sizes.maxVips) - 1,
+    addr_index_mask: indexBucketCount(sizes.maxVipAddrs) - 1,
+    nexthop_ttl: c.nexthopCache === false ? 0 : NEXTHOP_TTL_JIFFIES,
+    ct_mask: ctBucketCount(sizes.ctSize) - 1,
   };
 }
 
 export function programConfig(dp: LbDatapath, c: ConfigProgram): void {
-  dp.config.set(0, encodeConfig(c));
+  dp.config.set(0, encodeConfig(c, dp.sizes));
 }
 
 /** Writes a backend's entry. */
@@ -147,8 +165,8 @@ export function programVip(dp: LbDatapath, v: VipProgram, seed: number): Uint32A
   for (const b of v.backends) programBackend(dp, v.id, b);
   const table = programTable(dp, v, seed);
   const a = parseAddr(v.addr);
-  dp.vipAddrs.set({ addr: a.bytes, family: a.family, pad: Buffer.alloc(3) }, { flags: VIP_ADDR_F_ECHO });
-  dp.vips.set(
+  dp.addrIndex.set({ addr: a.bytes, family: a.family, pad: Buffer.alloc(3) }, { flags: VIP_ADDR_F_ECHO });
+  dp.vipIndex.set(
     { addr: a.bytes, port: v.port, proto: protoNumber(v.proto), family: a.family },
     { vip_id: v.id, flags: v.flags ?? 0, rl_interval_ns: v.rlIntervalNs ?? 0n, rl_tolerance_ns: v.rlToleranceNs ?? 0n },
   );

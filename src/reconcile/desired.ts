@@ -18,6 +18,8 @@ import { clearHostBits } from './plan.js';
 export interface Capacity {
   maxVips: number;
   maxVipAddrs: number;
+  /** Conntrack entries: sizes ferry_ct, whose bucket mask the config carries. */
+  ctSize: number;
   maxBackends: number;
   maxPolicyRules: number;
 }
@@ -118,7 +120,7 @@ export class DesireCache {
 /** Encodes and checks a whole state. */
 export function desire(state: DpState, config: ConfigProgram, cap: Capacity, cache = new DesireCache()): Desired {
   const d: Desired = {
-    config: LbConfig.encode(encodeConfig(config)),
+    config: LbConfig.encode(encodeConfig(config, cap)),
     seed: config.seed >>> 0,
     backends: new Map(),
     vips: new Map(),

@@ -29,8 +29,9 @@ export interface Known {
   tables: Map<number, string>;
   /** Why a table is foreign, for verify(). */
   tableNotes: Map<number, string>;
-  /** ferry_vips by key (hex). */
+  /** The VIP index (ferry_vip_index and its overflow ferry_vips) by key (hex). */
   vips: Map<string, HashEntry>;
+  /** The address index (ferry_addr_index, ferry_vip_addrs) by key (hex). */
   addrs: Map<string, HashEntry>;
   /** ferry_policy by key (hex, bits beyond the prefix cleared). */
   policy: Map<string, HashEntry>;
@@ -51,8 +52,8 @@ export function observe(dp: LbDatapath, desired: Desired): Known {
     backends: new Map(),
     tables: new Map(),
     tableNotes: new Map(),
-    vips: dumpHash(dp, dp.vips.fd),
-    addrs: dumpHash(dp, dp.vipAddrs.fd),
+    vips: reload(dp.vipIndex),
+    addrs: reload(dp.addrIndex),
     policy: dumpHash(dp, dp.policy.fd, normalizePolicyKey),
     vipNames: new Map(),
   };
@@ -97,6 +98,12 @@ function tableMismatch(have: Uint32Array, want: Uint32Array): string | undefined
   }
   if (diff === 0) return undefined;
   return `${diff} of ${want.length} slots differ (first: slot ${first} holds ${have[first]}, want ${want[first]})`;
+}
+
+/** An index read afresh (repairing what an interrupted write left), as key hex → entry. */
+function reload(index: { load(): void; known(): Map<string, HashEntry> }): Map<string, HashEntry> {
+  index.load();
+  return index.known();
 }
 
 /** A hash map (or the trie) as key hex → entry, keys optionally normalized. */

@@ -31,6 +31,8 @@ import { performance } from 'node:perf_hooks';
 import { Backend, BackendStats, RatelimitState, VipStats } from '../datapath/abi.js';
 import type { LbDatapath } from '../datapath/lb.js';
 import type { NativeAddon } from '../datapath/native.js';
+import type { AnyStruct } from '../datapath/struct.js';
+import type { KeyIndex } from '../datapath/vipindex.js';
 import type { ConfigProgram } from '../datapath/program.js';
 import type { Applier, DpState, ReconcileReport } from '../model/dpstate.js';
 import { DesireCache, desire, type Desired, type VipEntry } from './desired.js';
@@ -132,12 +134,12 @@ class Run {
     this.writeBackends(ops.backendUps);
     this.writeTables(ops);
     this.putKeyed(this.dp.policy.fd, ops.policyPuts, this.known.policy);
-    this.putKeyed(this.dp.vipAddrs.fd, ops.addrPuts, this.known.addrs);
+    this.putIndex(this.dp.addrIndex, ops.addrPuts, this.known.addrs);
     this.writeVips(ops);
     this.writeBackends(ops.backendDowns);
     this.deleteVips(ops.vipDeletes);
     this.deleteTables(ops.tableDeletes);
-    this.deleteKeyed(this.dp.vipAddrs.fd, ops.addrDeletes, this.known.addrs);
+    this.deleteIndex(this.dp.addrIndex, ops.addrDeletes, this.known.addrs);
     this.deleteKeyed(this.dp.policy.fd, ops.policyDeletes, this.known.policy);
     this.freeBackends(ops.backendFrees);
     this.rememberNames();
@@ -179,8 +181,23 @@ class Run {
       const zero = Buffer.alloc(RatelimitState.size);
       this.updateBatch(this.dp.ratelimit.fd, resetRate.map(u32), resetRate.map(() => zero));
     }
-    this.updateBatch(this.dp.vips.fd, ops.vipPuts.map((w) => w.entry.key), ops.vipPuts.map((w) => w.entry.value));
+    this.dp.vipIndex.write(ops.vipPuts.map((w) => ({ key: w.entry.key, value: w.entry.value })), []);
     for (const w of ops.vipPuts) this.known.vips.set(w.entry.keyHex, { key: w.entry.key, value: w.entry.value });
+    this.changes += ops.vipPuts.length;
+  }
+
+  private putIndex(index: KeyIndex<AnyStruct, AnyStruct>, puts: KeyedWrite[], into: Map<string, HashEntry>): void {
+    if (puts.length === 0) return;
+    index.write(puts.map((p) => ({ key: p.entry.key, value: p.entry.value })), []);
+    for (const p of puts) into.set(p.keyHex, { key: p.entry.key, value: p.entry.value });
+    this.changes += puts.length;
+  }
+
+  private deleteIndex(index: KeyIndex<AnyStruct, AnyStruct>, dels: Removal[], from: Map<string, HashEntry>): void {
+    if (dels.length === 0) return;
+    index.write([], dels.map((r) => r.entry.key));
+    for (const r of dels) from.delete(r.keyHex);
+    this.changes += dels.length;
   }
 
   private putKeyed(fd: number, puts: KeyedWrite[], into: Map<string, HashEntry>): void {
@@ -190,7 +207,7 @@ class Run {
   }
 
   private deleteVips(dels: Removal[]): void {
-    this.deleteKeyed(this.dp.vips.fd, dels, this.known.vips);
+    this.deleteIndex(this.dp.vipIndex, dels, this.known.vips);
   }
 
   private deleteKeyed(fd: number, dels: Removal[], from: Map<string, HashEntry>): void {

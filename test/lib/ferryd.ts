@@ -99,7 +99,7 @@ export function openDaemonDatapath(e: FerrydEnv): LbDatapath {
 export function mapVips(e: FerrydEnv): string[] {
   const dp = openDaemonDatapath(e);
   try {
-    return dp.vips.entries().map(([k]) => `${formatAddr(k.family, k.addr)}:${k.port}`).sort();
+    return dp.vipIndex.entries().map(([k]) => `${formatAddr(k.family, k.addr)}:${k.port}`).sort();
   } finally {
     dp.close();
   }

@@ -3,8 +3,9 @@
  * fib has real answers: pushes frames through xdp_lb as if they arrived on
  * `in0`, and prints what came out as one JSON line for test/fib.test.ts.
  *
- *   node fib-child.js PIN_ROOT
+ *   node fib-child.js PIN_ROOT NEW_NEIGHBOUR_MAC
  */
+import { execFileSync } from 'node:child_process';
 import { LbHarness, GW_MAC } from './harness.js';
 import { frame, parseEth, TCP_SYN } from './packet.js';
 
@@ -38,6 +39,7 @@ function main(): void {
     const big = frame({ src: '198.18.1.100', dst: '198.18.0.10', proto: 'tcp', dport: 80, tcpFlags: TCP_SYN, payload: Buffer.alloc(1400), df: true });
     const sameIf = frame({ src: '198.18.1.100', dst: '198.18.0.11', proto: 'tcp', dport: 80, tcpFlags: TCP_SYN, payload: Buffer.alloc(100) });
     const before = h.dp.dropCounts().too_big.packets;
+    const lookups = () => Number(h.dp.counterValues().fib_lookup.packets);
     const result = {
       in0, out0,
       redirect: run(small),
@@ -45,11 +47,32 @@ function main(): void {
       tx: run(sameIf),
       tooBigDrops: Number(h.dp.dropCounts().too_big.packets - before),
       counters: Object.fromEntries(Object.entries(h.dp.counterValues()).map(([k, v]) => [k, Number(v.packets)])),
+      cache: nexthopCache(h, () => run(sameIf), lookups),
     };
     console.log(JSON.stringify(result));
   } finally {
     h.close();
   }
+}
+
+/**
+ * The next-hop cache: repeats are answered without a fib lookup; a changed
+ * neighbour is seen once the entry expired (64 jiffies, 640 ms at most);
+ * with the cache off every packet asks the fib.
+ */
+function nexthopCache(h: LbHarness, send: () => { dst: string }, lookups: () => number) {
+  const l0 = lookups();
+  for (let i = 0; i < 10; i++) send();
+  const repeatLookups = lookups() - l0;
+  const mac = process.argv[3]!.match(/../g)!.join(':');
+  execFileSync('ip', ['neigh', 'replace', '198.18.1.2', 'lladdr', mac, 'dev', 'in0', 'nud', 'permanent']);
+  const rightAfter = send().dst;
+  execFileSync('sleep', ['1']);
+  const later = send().dst;
+  h.setConfig({ flags: 0, gwMac: GW_MAC, nexthopCache: false });
+  const l1 = lookups();
+  for (let i = 0; i < 10; i++) send();
+  return { repeatLookups, rightAfter, later, uncachedLookups: lookups() - l1 };
 }
 
 main();
