@@ -19,6 +19,7 @@
 #include "icmp.h"
 #include "policy.h"
 #include "lb.h"
+#include "maglev.h"
 #include "encap.h"
 #include "fib.h"
 
@@ -83,6 +84,13 @@ int xdp_lb(struct xdp_md *ctx)
 	if (pkt.steered)
 		count_event(&pkt, CNT_ICMP_STEERED);
 	return next_hop(ctx, &pkt, be, backend_id, encap_outer_len(&pkt, be->family), cfg);
+}
+
+/* The daemon's table switch (maglev.h), run with BPF_PROG_RUN. */
+SEC("syscall")
+int ferry_maglev_publish(struct maglev_publish *args)
+{
+	return maglev_publish(args);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

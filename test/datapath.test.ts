@@ -3,6 +3,7 @@
  * real kernel, and the bytes that come out are checked field by field.
  */
 import { after, before, describe, it } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import assert from 'node:assert/strict';
 import {
   BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, FERRY_AF_INET, FERRY_BACKEND_NONE, POLICY_ALLOW, POLICY_DENY,
@@ -375,6 +376,63 @@ describe('xdp_lb', { skip }, () => {
       const syn = tcp(CLIENT4, vip.addr, sport, 80);
       assert.equal(assertEncap(syn, h.run(syn).out, flow), h.expectedBackend(13, flow));
     }
+  });
+
+  it('reuses a replaced table\'s slots only after a grace period has passed, without waiting for one', async () => {
+    const m = h.dp.maglev;
+    await m.settle();
+    const table = (id: number) => new Uint32Array(251).fill(id);
+    h.dp.setMaglevTable(16, table(160));
+    const a = m.startOf(16);
+    h.dp.setMaglevTable(16, table(161));
+    const b = m.startOf(16);
+    h.dp.setMaglevTable(16, table(162));
+    const c = m.startOf(16);
+    assert.ok(a > 0 && new Set([a, b, c]).size === 3, `three places: ${a}, ${b}, ${c}`);
+    assert.equal(m.stats.syncFences, 0, 'no write waited');
+    await m.settle();
+    h.dp.setMaglevTable(16, table(163));
+    assert.equal(m.startOf(16), Math.min(a, b), 'the first freed slots are taken again');
+    h.dp.deleteMaglevTable(16);
+  });
+
+  it('switches tables under traffic: every packet meets a whole table, slots are reused only after a grace period', async (t) => {
+    // A thread sends SYNs through xdp_lb while this one replaces the VIP's table
+    // again and again: each table sends everything to one backend of a pool, and
+    // M changes with every switch, so a packet that read M of one table and a
+    // slot of another (or slots being rewritten) would drop or go elsewhere.
+    const pool = be4(150, 4);
+    const vip = { id: 15, addr: '198.18.0.25', port: 80, proto: 'tcp' as const, m: 251, backends: pool };
+    h.vip(vip);
+    for (const b of pool) idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
+    const before = drops();
+    const worker = new Worker(new URL('./lib/send-worker.js', import.meta.url), {
+      workerData: { progFd: h.dp.progFd, frame: tcp(CLIENT4, vip.addr, 9000, 80), ms: 1500 },
+    });
+    const result = new Promise<{ sent: number; dsts: Record<string, number>; others: number }>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    const sizes = [251, 509, 1021, 2039];
+    let switches = 0;
+    let done = false;
+    void result.then(() => (done = true));
+    while (!done) {
+      const id = pool[switches % pool.length]!.id;
+      h.dp.setMaglevTable(vip.id, new Uint32Array(sizes[switches % sizes.length]!).fill(id));
+      switches++;
+      if (switches % 64 === 0) await new Promise((r) => setImmediate(r));
+    }
+    const r = await result;
+    await h.dp.maglev.settle();
+    t.diagnostic(`${r.sent} packets during ${switches} table switches; ${h.dp.maglev.stats.fences} grace periods observed`);
+    assert.ok(r.sent > 1000 && switches > 100, `${r.sent} packets, ${switches} switches`);
+    assert.equal(r.others, 0, 'every packet was forwarded');
+    const wanted = new Set(pool.map((b) => b.addr));
+    for (const dst of Object.keys(r.dsts)) assert.ok(wanted.has(dst), `went to ${dst}`);
+    for (const reason of ['no_backend', 'bad_backend'] as const) assert.equal(dropDelta(before, reason), 0n, reason);
+    assert.ok(h.dp.maglev.stats.fences > 0, 'old tables were freed after grace periods');
+    h.dp.setMaglevTable(vip.id, h.rebuildTable(vip.id));
   });
 
   it('source affinity hashes addresses only', () => {

@@ -703,20 +703,16 @@ describe('Reconciler', { skip }, () => {
 
 /** Overwrites one slot of an installed table (1-based slots after M) behind the reconciler's back. */
 function corruptSlot(dp: LbDatapath, vipId: number, slot: number, backendId: number): void {
-  const outer = dp.nat.objGet(join(dp.pinRoot, 'ferry_maglev'));
-  const key = Buffer.alloc(4);
-  key.writeUInt32LE(vipId, 0);
-  const inner = dp.nat.mapLookupFd(outer, key);
-  assert.ok(inner !== null);
+  // Behind the daemon's back, through the pins: the table's start, then the slot.
+  const fds = ['ferry_maglev_at', 'ferry_maglev'].map((n) => dp.nat.objGet(join(dp.pinRoot, n)));
   try {
-    const k = Buffer.alloc(4);
-    k.writeUInt32LE(slot + 1, 0);
-    const v = Buffer.alloc(4);
-    v.writeUInt32LE(backendId, 0);
-    dp.nat.mapUpdate(inner, k, v, 0);
+    const at = new Uint32Array(dp.nat.mapMmap(fds[0]!));
+    const slots = new Uint32Array(dp.nat.mapMmap(fds[1]!));
+    const start = at[2 * vipId]!; // u32 array elements lie 8 bytes apart
+    assert.ok(start > 0, `VIP ${vipId} has a table`);
+    slots[start + 1 + slot] = backendId;
   } finally {
-    dp.nat.closeFd(inner);
-    dp.nat.closeFd(outer);
+    for (const fd of fds) dp.nat.closeFd(fd);
   }
 }
 

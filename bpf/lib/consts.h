@@ -30,6 +30,9 @@
 #ifndef FERRY_MAX_POLICY_RULES
 #define FERRY_MAX_POLICY_RULES 65536   /* allow/deny CIDRs over all VIPs */
 #endif
+#ifndef FERRY_MAGLEV_SLOTS
+#define FERRY_MAGLEV_SLOTS 4194304     /* u32 slots for every Maglev table (16 MiB) */
+#endif
 #ifndef FERRY_EVENTS_RING_BYTES
 #define FERRY_EVENTS_RING_BYTES 1048576 /* ferry_events ring buffer: a power of 2, >= a page */
 #endif
@@ -54,6 +57,12 @@
 
 /* Entries per conntrack bucket (conntrack.h): three fill a cache line. */
 #define FERRY_CT_WAYS 3
+
+/* Maglev slots per element of ferry_maglev: one cache line. */
+#define FERRY_MAGLEV_BLOCK 16
+
+/* Table pointers one run of ferry_maglev_publish sets. */
+#define FERRY_MAGLEV_PUBLISH_MAX 64
 
 /* Slots per bucket of the VIP index (index.h). */
 #define FERRY_INDEX_WAYS 4

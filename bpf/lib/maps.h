@@ -59,27 +59,34 @@ struct {
 } ferry_vip_addrs SEC(".maps");
 
 /*
- * Maglev tables: one inner array per VIP, indexed by vip id. Inner arrays
- * have M+1 u32 slots: slot 0 holds M, slots 1..M hold backend ids. Keeping
- * M inside the table makes a table swap (one update of the outer map) atomic
- * even when M changes. BPF_F_INNER_MAP lets inner arrays differ in size, so
- * memory follows the VIPs in use and the M each one chose.
+ * Maglev tables (maglev.h): every VIP's table lives in ferry_maglev, one
+ * flat run of u32 slots, as M+1 consecutive slots (M, then the M backend
+ * ids); ferry_maglev_at[vip_id] is the slot where the VIP's table starts,
+ * 0 for none (slot 0 always holds 0, an empty table). The daemon writes a
+ * new table into free slots, then points the VIP at it with one 4-byte
+ * store (ferry_maglev_publish), and reuses the old slots only after an RCU
+ * grace period. Both are mmapable: the daemon reads and fills tables as
+ * memory. Slots come in blocks of FERRY_MAGLEV_BLOCK, because the kernel
+ * spaces array elements 8 bytes apart at least: u32 elements would take
+ * twice the memory and leave gaps in the mapping.
  */
-struct maglev_inner {
+struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, FERRY_MAGLEV_SLOTS / FERRY_MAGLEV_BLOCK);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
-	__type(value, __u32);
-};
+	__type(value, struct maglev_block);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_maglev SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, FERRY_MAX_VIPS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
+	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__array(values, struct maglev_inner);   /* a flexible array: must come last */
-} ferry_maglev SEC(".maps");
+} ferry_maglev_at SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

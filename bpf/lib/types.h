@@ -119,6 +119,23 @@ struct nexthop {
 	__u8 smac[6];
 };
 
+/* ferry_maglev value: FERRY_MAGLEV_BLOCK consecutive Maglev slots. */
+struct maglev_block {
+	__u32 slot[FERRY_MAGLEV_BLOCK];
+};
+
+/* ferry_maglev_publish's argument: ferry_maglev_at[vip_id] = at, for each item. */
+struct maglev_publish_item {
+	__u32 vip_id;
+	__u32 at;
+};
+
+struct maglev_publish {
+	__u32 count;              /* items used, at most FERRY_MAGLEV_PUBLISH_MAX */
+	__u32 pad;
+	struct maglev_publish_item item[FERRY_MAGLEV_PUBLISH_MAX];
+};
+
 /* ferry_policy key: LPM over (vip_id, source address). */
 struct policy_key {
 	__u32 prefixlen;          /* 32 (vip_id) + prefix bits of the 128-bit address */

@@ -6,11 +6,13 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <limits.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ops.h"
@@ -546,6 +548,98 @@ Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info) {
                err);
   }
   return Napi::Number::New(env, deleted);
+}
+
+}  // namespace ferry
+
+namespace ferry {
+
+// ---- mmap and asynchronous update ---------------------------------------------
+
+// Maps the values of a BPF_F_MMAPABLE array into this process: an
+// ArrayBuffer over the kernel's own memory, unmapped when the ArrayBuffer is
+// collected. The kernel spaces elements by the value size rounded up to 8
+// bytes: element i is at i * roundup(valueSize, 8). Reads and writes are plain
+// memory accesses, concurrent with the programs using the map.
+Napi::Value MapMmap(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info[0], "mapMmap: fd");
+  MapMeta m = GetMapMeta(env, fd, "mapMmap", true);
+  if (m.type != BPF_MAP_TYPE_ARRAY || (m.flags & BPF_F_MMAPABLE) == 0)
+    ThrowRange(env, "mapMmap: " + Describe(m, fd) +
+                        " is not an array map created with BPF_F_MMAPABLE");
+  long page = sysconf(_SC_PAGESIZE);
+  size_t elem = (static_cast<size_t>(m.valueSize) + 7) / 8 * 8;
+  size_t bytes = static_cast<size_t>(m.maxEntries) * elem;
+  size_t len = (bytes + page - 1) / page * page;
+  void *p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED)
+    ThrowMapErr(env, fd, "mapMmap: mmap of " + Describe(m, fd), errno);
+  return Napi::ArrayBuffer::New(
+      env, p, bytes, [](Napi::Env, void *data, size_t *len) {
+        munmap(data, *len);
+        delete len;
+      },
+      new size_t(len));
+}
+
+namespace {
+
+// bpf_map_update_elem on a thread of the libuv pool: an update that waits
+// (a map-in-map update waits for an RCU grace period) without blocking JS.
+class UpdateWorker : public Napi::AsyncWorker {
+ public:
+  UpdateWorker(Napi::Env env, int fd, std::vector<uint8_t> key, std::vector<uint8_t> value,
+               uint64_t flags, std::string what)
+      : Napi::AsyncWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        fd_(fd),
+        key_(std::move(key)),
+        value_(std::move(value)),
+        flags_(flags),
+        what_(std::move(what)) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    int r = bpf_map_update_elem(fd_, key_.empty() ? nullptr : key_.data(), value_.data(), flags_);
+    err_ = r < 0 ? ErrOf(r) : 0;
+  }
+  void OnOK() override {
+    if (err_ == 0)
+      deferred_.Resolve(Env().Undefined());
+    else
+      deferred_.Reject(MakeErrnoError(Env(), what_, err_).Value());
+  }
+  void OnError(const Napi::Error &e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  int fd_;
+  std::vector<uint8_t> key_, value_;
+  uint64_t flags_;
+  std::string what_;
+  int err_ = 0;
+};
+
+}  // namespace
+
+// mapUpdate on the thread pool: resolves once the kernel has answered.
+Napi::Value MapUpdateAsync(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info[0], "mapUpdateAsync: fd");
+  Bytes key = ArgBuffer(info[1], "mapUpdateAsync: key");
+  Bytes value = ArgBuffer(info[2], "mapUpdateAsync: value");
+  uint64_t flags = IsAbsent(info[3]) ? 0 : ArgU32(info[3], "mapUpdateAsync: flags");
+  MapMeta m = GetMapMeta(env, fd, "mapUpdateAsync");
+  CheckSize(env, "mapUpdateAsync: key", key.size, m.keySize, m, fd);
+  CheckSize(env, "mapUpdateAsync: value", value.size, m.valueBufSize, m, fd);
+  auto *w = new UpdateWorker(env, fd, std::vector<uint8_t>(key.data, key.data + key.size),
+                             std::vector<uint8_t>(value.data, value.data + value.size), flags,
+                             "mapUpdateAsync: bpf_map_update_elem on " + Describe(m, fd));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
 }
 
 }  // namespace ferry

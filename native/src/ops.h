@@ -55,10 +55,13 @@ Napi::Value MapLookupFd(const Napi::CallbackInfo &info);
 Napi::Value MapDumpRaw(const Napi::CallbackInfo &info);
 Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info);
 Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info);
+Napi::Value MapMmap(const Napi::CallbackInfo &info);
+Napi::Value MapUpdateAsync(const Napi::CallbackInfo &info);
 
 // ---- progs.cc -------------------------------------------------------------
 
 Napi::Value ProgTestRun(const Napi::CallbackInfo &info);
+Napi::Value ProgRunSyscall(const Napi::CallbackInfo &info);
 Napi::Value XdpAttach(const Napi::CallbackInfo &info);
 Napi::Value LinkUpdate(const Napi::CallbackInfo &info);
 Napi::Value LinkDetach(const Napi::CallbackInfo &info);

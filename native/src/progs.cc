@@ -126,6 +126,26 @@ Napi::Value ProgTestRun(const Napi::CallbackInfo &info) {
   return res;
 }
 
+// Runs a BPF_PROG_TYPE_SYSCALL program once with ctx as its argument (the
+// kernel copies the program's changes to ctx back); returns its retval.
+Napi::Value ProgRunSyscall(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  const std::string fn = "progRunSyscall";
+  int progFd = ArgFd(info[0], fn + ": progFd");
+  Bytes ctx = ArgBuffer(info[1], fn + ": ctx");
+  if (ctx.size == 0 || ctx.size > 65535) ThrowRange(env, fn + ": ctx must be 1 to 65535 bytes");
+  auto opts = Opts<bpf_test_run_opts>();
+  opts.ctx_in = ctx.data;
+  opts.ctx_size_in = static_cast<uint32_t>(ctx.size);
+  int r = bpf_prog_test_run_opts(progFd, &opts);
+  if (r < 0) {
+    int err = ErrOf(r);
+    if (err == EINVAL || err == EBADF || err == EBADFD) ExpectFdKind(env, progFd, FdKind::Prog, fn);
+    ThrowErrno(env, fn + ": bpf_prog_test_run_opts(prog fd " + Fd(progFd) + ")", err);
+  }
+  return Napi::Number::New(env, opts.retval);
+}
+
 Napi::Value XdpAttach(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   const std::string fn = "xdpAttach";

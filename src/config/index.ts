@@ -56,6 +56,7 @@ export interface FerryConfig {
     max_backends: number;
     conntrack_entries: number;
     max_policy_rules: number;
+    maglev_slots: number;
     events_ring_bytes: number;
   };
   interfaces: InterfaceConfig[];
@@ -118,6 +119,7 @@ export const CONFIG_SCHEMA = {
         max_backends: { type: 'integer', minimum: 1, maximum: 1048576, default: 65536 },
         conntrack_entries: { type: 'integer', minimum: 1024, maximum: 100000000, default: 1000000 },
         max_policy_rules: { type: 'integer', minimum: 1, maximum: 1048576, default: 65536 },
+        maglev_slots: { type: 'integer', minimum: 1024, maximum: 268435456, default: 4194304 },
         events_ring_bytes: { type: 'integer', minimum: 4096, maximum: 1073741824, default: 1048576 },
       },
     },

@@ -134,6 +134,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
       sizes: {
         maxVips: c.bpf.max_vips, maxVipAddrs: c.bpf.max_vips, maxBackends: c.bpf.max_backends,
         ctSize: c.bpf.conntrack_entries, maxPolicyRules: c.bpf.max_policy_rules, eventRingBytes: c.bpf.events_ring_bytes,
+        maglevSlots: c.bpf.maglev_slots,
       },
     });
     if (this.dp.replacedPins.length) this.log.warn({ maps: this.dp.replacedPins }, 'recreated pinned maps whose layout changed');

@@ -11,6 +11,10 @@ export const FERRY_VIP_NONE = 0xffffffff;
 export const FERRY_AF_INET = 4;
 export const FERRY_AF_INET6 = 6;
 export const FERRY_ENCAP_TTL = 64;
+/** Maglev slots per element of ferry_maglev. */
+export const FERRY_MAGLEV_BLOCK = 16;
+/** Table pointers one run of ferry_maglev_publish sets. */
+export const FERRY_MAGLEV_PUBLISH_MAX = 64;
 /** Entries per conntrack bucket (bpf/lib/conntrack.h). */
 export const FERRY_CT_WAYS = 3;
 /** Slots per bucket of the VIP index (bpf/lib/index.h). */
@@ -27,6 +31,8 @@ export const DEFAULT_SIZES = {
   maxBackends: 65536,
   ctSize: 1_000_000,
   maxPolicyRules: 65536,
+  /** u32 slots of ferry_maglev: every Maglev table, M + 1 slots each. */
+  maglevSlots: 4_194_304,
   /** ferry_events ring buffer bytes: a power of 2, at least a page. */
   eventRingBytes: 1 << 20,
 } as const;
@@ -192,6 +198,21 @@ export const Nexthop = struct('nexthop', {
   smac: bytes(6),
 });
 
+export const MaglevBlock = struct('maglev_block', {
+  slot: bytes(4 * FERRY_MAGLEV_BLOCK, 4),
+});
+
+export const MaglevPublishItem = struct('maglev_publish_item', {
+  vip_id: u32(),
+  at: u32(),
+});
+
+export const MaglevPublish = struct('maglev_publish', {
+  count: u32(),
+  pad: u32(),
+  item: bytes(FERRY_MAGLEV_PUBLISH_MAX * MaglevPublishItem.size, 4),
+});
+
 export const PolicyKey = struct('policy_key', {
   prefixlen: u32(),
   vip_id: be32(),
@@ -280,6 +301,6 @@ export type FerryEventV = ValueOf<typeof FerryEvent>;
 /** Every struct of the ABI, for the layout test. */
 export const ALL_STRUCTS = [
   VipKey, VipMeta, VipAddrKey, VipAddrMeta, VipSlot, VipBucket, VipAddrSlot, VipAddrBucket, Backend, FlowKey,
-  CtEntry, CtBucket, Nexthop, PolicyKey, PolicyValue, RatelimitState, LbConfig, VipStats, BackendStats, Counter, EventBudget,
+  CtEntry, CtBucket, Nexthop, MaglevBlock, MaglevPublishItem, MaglevPublish, PolicyKey, PolicyValue, RatelimitState, LbConfig, VipStats, BackendStats, Counter, EventBudget,
   FerryEvent,
 ] as const;

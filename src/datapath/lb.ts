@@ -9,14 +9,15 @@
 import { mkdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  Backend, BackendStats, COUNTERS, Counter, DEFAULT_SIZES, DROP_REASONS, EventBudget, FERRY_BACKEND_NONE,
+  Backend, BackendStats, COUNTERS, Counter, DEFAULT_SIZES, DROP_REASONS, EventBudget, FERRY_MAGLEV_BLOCK,
   LbConfig, PolicyKey, PolicyValue, RatelimitState, VipStats,
   type CounterName, type CounterV, type DropReason,
 } from './abi.js';
 import { ADDR_SHAPE, indexBucketCount, KeyIndex, VIP_SHAPE, type AddrIndex, type VipIndex } from './vipindex.js';
 import { ArrayMap, PerCpuArray, TypedMap } from './maps.js';
 import { Conntrack, ctBucketCount } from './conntrack.js';
-import { BPF_F_INNER_MAP, BPF_MAP_TYPE_ARRAY, loadNative, type BpfObject, type NativeAddon } from './native.js';
+import { loadNative, type BpfObject, type NativeAddon } from './native.js';
+import { maglevBlocks, MaglevTables } from './maglevtables.js';
 import { bpfObjectPath } from '../paths.js';
 import { detachPinnedLink, replaceStalePins } from './pins.js';
 
@@ -26,6 +27,8 @@ export interface LbSizes {
   maxBackends: number;
   ctSize: number;
   maxPolicyRules: number;
+  /** u32 slots for all Maglev tables together (a table of M takes M + 1; default 4,194,304 = 16 MiB). */
+  maglevSlots: number;
   /** ferry_events ring buffer in bytes: a power of 2, at least a page (default 1 MiB). */
   eventRingBytes?: number;
 }
@@ -43,7 +46,7 @@ export interface LbOpenOptions {
 /** Map name → the sizes field that sets its capacity. */
 const SIZED_MAPS: Record<string, keyof LbSizes> = {
   ferry_vips: 'maxVips',
-  ferry_maglev: 'maxVips',
+  ferry_maglev_at: 'maxVips',
   ferry_ratelimit: 'maxVips',
   ferry_vip_stats: 'maxVips',
   ferry_vip_addrs: 'maxVipAddrs',
@@ -62,9 +65,14 @@ const SIZED_MAPS: Record<string, keyof LbSizes> = {
  * is removed and the load creates it anew. Losing conntrack is survivable:
  * established flows then follow the Maglev table, which names the backend
  * they already have unless it changed since they began. A mismatch of any
- * other map (VIPs, backends, ...) still fails the load.
+ * other map (VIPs, backends, ...) still fails the load. The Maglev tables
+ * (they became one flat array; their size is the config's) are rebuilt by
+ * the first reconcile, before the new program is attached: the running one
+ * keeps the maps it was loaded with until then.
  */
-const REPLACEABLE = new Set(['ferry_config', 'ferry_counters', 'ferry_events', 'ferry_event_budget', 'ferry_ct']);
+const REPLACEABLE = new Set([
+  'ferry_config', 'ferry_counters', 'ferry_events', 'ferry_event_budget', 'ferry_ct', 'ferry_maglev', 'ferry_maglev_at',
+]);
 
 const PAGE = 4096;
 
@@ -96,8 +104,8 @@ export class LbDatapath {
   readonly eventsFd: number;
   /** The events cap's per-CPU GCRA state. */
   readonly eventBudget: PerCpuArray<typeof EventBudget>;
-  private readonly maglevFd: number;
-  private readonly key4 = Buffer.alloc(4);
+  /** Every VIP's Maglev table (ferry_maglev, ferry_maglev_at). */
+  readonly maglev: MaglevTables;
 
   private constructor(
     readonly nat: NativeAddon,
@@ -124,7 +132,10 @@ export class LbDatapath {
     this.counters = new PerCpuArray(nat, fd('ferry_counters'), 'ferry_counters', Counter, cpus);
     this.eventsFd = fd('ferry_events');
     this.eventBudget = new PerCpuArray(nat, fd('ferry_event_budget'), 'ferry_event_budget', EventBudget, cpus);
-    this.maglevFd = fd('ferry_maglev');
+    this.maglev = new MaglevTables(
+      nat, fd('ferry_maglev'), fd('ferry_maglev_at'), obj.programFd('ferry_maglev_publish'),
+      maglevBlocks(sizes.maglevSlots) * FERRY_MAGLEV_BLOCK, sizes.maxVips,
+    );
   }
 
   /**
@@ -140,6 +151,7 @@ export class LbDatapath {
     const maxEntries: Record<string, number> = {};
     for (const [map, field] of Object.entries(SIZED_MAPS)) maxEntries[map] = sizes[field];
     maxEntries.ferry_ct = ctBucketCount(sizes.ctSize);
+    maxEntries.ferry_maglev = maglevBlocks(sizes.maglevSlots);
     maxEntries.ferry_vip_index = indexBucketCount(sizes.maxVips);
     maxEntries.ferry_addr_index = indexBucketCount(sizes.maxVipAddrs);
     mkdirSync(opts.pinRoot, { recursive: true });
@@ -157,97 +169,34 @@ export class LbDatapath {
   }
 
   /**
-   * Installs a VIP's Maglev table in one step: a new inner array is filled
-   * completely (slot 0 = M, then the M backend ids) before the outer map
-   * points at it, so packets see the old table or the new one, never a mix.
+   * Installs a VIP's Maglev table: written whole into free slots, then the
+   * VIP pointed at it with one store (maglevtables.ts), so packets see the
+   * old table or the new one, never a mix. Nothing waits for the kernel.
    */
   setMaglevTable(vipId: number, table: Uint32Array): void {
-    this.setMaglevTables([vipId], [table]);
+    this.maglev.set([vipId], [table]);
   }
 
-  /**
-   * Installs several tables with one batched update of the outer map. Every
-   * update of a map-in-map makes the kernel wait for an RCU grace period
-   * before returning (so no program still reads the old table); a batch
-   * waits once. Each element is still one atomic pointer swap.
-   */
+  /** Installs several tables; each VIP switches to its new table whole. */
   setMaglevTables(vipIds: readonly number[], tables: readonly Uint32Array[]): void {
-    const fds: number[] = [];
-    try {
-      vipIds.forEach((id, i) => fds.push(this.createTableMap(`ferry_mg_${id}`, tables[i]!)));
-      this.pointTables(vipIds, fds);
-    } finally {
-      for (const fd of fds) this.nat.closeFd(fd);
-    }
+    this.maglev.set(vipIds, tables);
   }
 
-  /**
-   * Points many VIPs at one shared table holding M = 0, in one batch: the
-   * datapath treats M = 0 like a missing table (no backend), and their old
-   * tables are freed. The array of maps has no batch delete.
-   */
-  retireMaglevTables(vipIds: readonly number[]): void {
-    const retired = this.createTableMap('ferry_mg_none', new Uint32Array(0));
-    try {
-      this.pointTables(vipIds, vipIds.map(() => retired));
-    } finally {
-      this.nat.closeFd(retired);
-    }
-  }
-
-  /** A new inner array: slot 0 = M, then the M backend ids. The caller closes the fd. */
-  private createTableMap(name: string, table: Uint32Array): number {
-    const m = table.length;
-    const fd = this.nat.mapCreate({
-      type: BPF_MAP_TYPE_ARRAY, name: name.slice(0, 15), keySize: 4, valueSize: 4, maxEntries: m + 1, flags: BPF_F_INNER_MAP,
-    });
-    try {
-      const keys = Buffer.alloc(4 * (m + 1));
-      const values = Buffer.alloc(4 * (m + 1));
-      values.writeUInt32LE(m, 0);
-      for (let i = 0; i <= m; i++) keys.writeUInt32LE(i, 4 * i);
-      for (let i = 0; i < m; i++) values.writeUInt32LE(table[i]!, 4 * (i + 1));
-      this.nat.mapUpdateBatch(fd, keys, values, m + 1, 0);
-      return fd;
-    } catch (err) {
-      this.nat.closeFd(fd);
-      throw err;
-    }
-  }
-
-  /** One batched outer-map update: vipIds[i] → inner map fds[i]. */
-  private pointTables(vipIds: readonly number[], fds: readonly number[]): void {
-    if (vipIds.length === 0) return;
-    const keys = Buffer.alloc(4 * vipIds.length);
-    const values = Buffer.alloc(4 * vipIds.length);
-    vipIds.forEach((id, i) => {
-      keys.writeUInt32LE(id, 4 * i);
-      values.writeUInt32LE(fds[i]!, 4 * i);
-    });
-    this.nat.mapUpdateBatch(this.maglevFd, keys, values, vipIds.length, 0);
-  }
-
-  /** The installed table of a VIP (slots 1..M), or undefined. */
+  /** The installed table of a VIP (its M backend ids), or undefined. */
   getMaglevTable(vipId: number): Uint32Array | undefined {
-    const inner = this.nat.mapLookupFd(this.maglevFd, this.vipKey(vipId));
-    if (inner === null) return undefined;
-    try {
-      const { keys, values } = this.nat.mapDump(inner);
-      const m = values.length > 0 ? this.slotOf(keys, values, 0) : 0;
-      const out = new Uint32Array(m).fill(FERRY_BACKEND_NONE);
-      keys.forEach((k, i) => {
-        const slot = k.readUInt32LE(0);
-        if (slot >= 1 && slot <= m) out[slot - 1] = values[i]!.readUInt32LE(0);
-      });
-      return out;
-    } finally {
-      this.nat.closeFd(inner);
-    }
+    return this.maglev.get(vipId);
   }
 
-  /** Removes a VIP's table: its packets then drop as no_backend. */
+  /** Removes VIPs' tables: their packets then drop as no_backend. */
+  deleteMaglevTables(vipIds: readonly number[]): void {
+    this.maglev.remove(vipIds);
+  }
+
+  /** Removes a VIP's table; false when it had none. */
   deleteMaglevTable(vipId: number): boolean {
-    return this.nat.mapDelete(this.maglevFd, this.vipKey(vipId));
+    const had = this.maglev.get(vipId) !== undefined;
+    this.maglev.remove([vipId]);
+    return had;
   }
 
   dropCounts(): Record<DropReason, CounterV> {
@@ -297,16 +246,7 @@ export class LbDatapath {
 
   /** Closes this process's handles; pinned maps and links stay. */
   close(): void {
+    this.maglev.close();
     this.obj.close();
-  }
-
-  private vipKey(vipId: number): Buffer {
-    this.key4.writeUInt32LE(vipId, 0);
-    return this.key4;
-  }
-
-  private slotOf(keys: Buffer[], values: Buffer[], slot: number): number {
-    const i = keys.findIndex((k) => k.readUInt32LE(0) === slot);
-    return i < 0 ? 0 : values[i]!.readUInt32LE(0);
   }
 }

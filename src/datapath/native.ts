@@ -45,6 +45,8 @@ export const BPF_F_LOCK = 4;
 export const BPF_F_NO_PREALLOC = 1;
 export const BPF_F_RDONLY_PROG = 1 << 7;
 export const BPF_F_INNER_MAP = 1 << 12;
+/** Array values mappable into userspace (mapMmap); the kernel page-aligns them. */
+export const BPF_F_MMAPABLE = 1 << 10;
 
 /** progTestRun flag: run XDP frames for real (needs ctxIn, returns no data). */
 export const BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1;
@@ -297,7 +299,16 @@ export interface NativeAddon {
   mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, flags?: number): void;
   /** Deletes count concatenated keys, skipping absent ones; returns how many were deleted. */
   mapDeleteBatch(fd: number, keys: Buffer, count: number): number;
+  /**
+   * The values of a BPF_F_MMAPABLE array map as memory shared with the
+   * kernel (element i at i * valueSize rounded up to 8); unmapped when collected.
+   */
+  mapMmap(fd: number): ArrayBuffer;
+  /** mapUpdate on the thread pool: for updates that wait in the kernel (map-in-map: an RCU grace period). */
+  mapUpdateAsync(fd: number, key: Buffer, value: Buffer, flags?: number): Promise<void>;
   progTestRun(progFd: number, opts: TestRunOptions): TestRunResult;
+  /** Runs a BPF_PROG_TYPE_SYSCALL program once with ctx as its argument; returns its retval. */
+  progRunSyscall(progFd: number, ctx: Buffer): number;
   /** bpf_link_create(BPF_XDP); returns the link fd (pin it to outlive the process). */
   xdpAttach(progFd: number, ifindex: number, mode: XdpMode): number;
   /** Atomic program replacement; with oldProgFd only if that program is still attached. */
@@ -356,7 +367,8 @@ type RawAddon = Omit<NativeAddon, 'mapDump'> & {
 const FUNCTIONS = [
   'libbpfVersion', 'numPossibleCpus', 'openObject', 'objGet', 'objPin', 'closeFd', 'mapInfo',
   'progInfo', 'mapCreate', 'mapLookup', 'mapUpdate', 'mapDelete', 'mapNextKey', 'mapLookupFd',
-  'mapDumpRaw', 'mapUpdateBatch', 'mapDeleteBatch', 'progTestRun', 'xdpAttach', 'linkUpdate',
+  'mapDumpRaw', 'mapUpdateBatch', 'mapDeleteBatch', 'mapMmap', 'mapUpdateAsync', 'progTestRun', 'progRunSyscall',
+  'xdpAttach', 'linkUpdate',
   'linkDetach', 'linkInfo', 'cgroupQuery', 'xdpQuery', 'tcAttach', 'tcDetach', 'tcQuery', 'ringOpen', 'ringConsume',
   'ringClose', 'btfStructLayout', 'ifNameToIndex', 'sdNotify', 'socketOpen', 'socketSetMark',
 ] as const;

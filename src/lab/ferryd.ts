@@ -15,12 +15,14 @@ import { nsSpawn } from './exec.js';
 import { ENCAP_SRC4, ENCAP_SRC6 } from './topology.js';
 
 /** Map capacities of the lab's daemon: small, so start-up and restarts stay quick. */
-export const LAB_BPF = { max_vips: 64, max_backends: 1024, conntrack_entries: 65536, max_policy_rules: 1024 } as const;
+export const LAB_BPF = {
+  max_vips: 64, max_backends: 1024, conntrack_entries: 65536, max_policy_rules: 1024, maglev_slots: 262144,
+} as const;
 
 /** The same capacities as LbDatapath.open wants them (the daemon uses max_vips for VIP addresses too). */
 export const LAB_SIZES: LbSizes = {
   maxVips: LAB_BPF.max_vips, maxVipAddrs: LAB_BPF.max_vips, maxBackends: LAB_BPF.max_backends,
-  ctSize: LAB_BPF.conntrack_entries, maxPolicyRules: LAB_BPF.max_policy_rules,
+  ctSize: LAB_BPF.conntrack_entries, maxPolicyRules: LAB_BPF.max_policy_rules, maglevSlots: LAB_BPF.maglev_slots,
 };
 
 export interface LabFerrydOptions {

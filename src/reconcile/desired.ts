@@ -20,6 +20,8 @@ export interface Capacity {
   maxVipAddrs: number;
   /** Conntrack entries: sizes ferry_ct, whose bucket mask the config carries. */
   ctSize: number;
+  /** Slots of ferry_maglev, which holds every VIP's table (M + 1 slots each). */
+  maglevSlots: number;
   maxBackends: number;
   maxPolicyRules: number;
 }
@@ -288,5 +290,12 @@ function checkCapacity(d: Desired, cap: Capacity): void {
   }
   if (d.policy.size > cap.maxPolicyRules) {
     throw new ReconcileError(`${d.policy.size} policy rules exceed ferry_policy (${cap.maxPolicyRules})`);
+  }
+  let slots = 1; // slot 0 is the empty table
+  for (const v of d.vips.values()) slots += v.vip.m + 1;
+  if (slots > cap.maglevSlots) {
+    throw new ReconcileError(
+      `the Maglev tables of ${d.vips.size} VIPs need ${slots} slots, more than ferry_maglev holds (bpf.maglev_slots: ${cap.maglevSlots})`,
+    );
   }
 }

@@ -86,7 +86,7 @@ export class LbHarness {
     mkdirSync(pinRoot, { recursive: true });
     this.dp = LbDatapath.open({
       pinRoot,
-      sizes: { ctSize: 4096, maxBackends: 1024, maxVips: 64, maxVipAddrs: 64, maxPolicyRules: 256, ...sizes },
+      sizes: { ctSize: 4096, maxBackends: 1024, maxVips: 64, maxVipAddrs: 64, maxPolicyRules: 256, maglevSlots: 1 << 20, ...sizes },
     });
     this.setConfig({});
   }
