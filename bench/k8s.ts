@@ -185,7 +185,9 @@ async function ferryRun(n: number, real: boolean, caps: SyncCaps): Promise<Ferry
       ensureBpffs();
       rmSync(pinRoot, { recursive: true, force: true });
       dp = LbDatapath.open({
-        pinRoot, sizes: { maxVips: 16_384, maxVipAddrs: 16_384, maxBackends: 262_144, ctSize: 65_536, maxPolicyRules: 1024 },
+        pinRoot, sizes: {
+          maxVips: 16_384, maxVipAddrs: 16_384, maxBackends: 262_144, ctSize: 65_536, maxPolicyRules: 1024, maglevSlots: 16_384 * 1024,
+        },
       });
       const seed = store.read((tx) => tx.snapshot().hash_seed);
       applier = new Reconciler(dp, { seed, src4: '198.19.255.0/24', src6: '2001:db8:ff::/112', skipFib: true });
