@@ -39,20 +39,21 @@
  *     --services-per-tx, --max-tx-per-batch  K8sSync's caps (default: its defaults)
  *     --json    one object: {sizes: [...], ratio_vs_iptables} (iptables-restore ms / Ferry ms at the largest N)
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Controller } from '../src/daemon/controller.js';
 import { LbDatapath } from '../src/datapath/lb.js';
-import { K8sSync } from '../src/k8s/sync.js';
+import { K8sSync, type BatchReport } from '../src/k8s/sync.js';
+import { Client } from '../src/cli/client.js';
 import type { KubeObject } from '../src/k8s/types.js';
 import { K8sWatch, loadKubeConfig } from '../src/k8s/watch.js';
 import type { Applier } from '../src/model/dpstate.js';
 import { packageRoot } from '../src/paths.js';
-import { plan } from '../src/reconcile/plan.js';
+import { IncrementalPlanner } from '../src/reconcile/plan.js';
 import { Reconciler } from '../src/reconcile/reconciler.js';
 import { openStore } from '../src/store/store.js';
 import { FakeApplier } from '../test/lib/api-fixture.js';
@@ -77,6 +78,10 @@ export interface SizeResult {
   ferry_loop_delay_max_ms: number;
   ferry_loop_delay_p99_ms: number;
   datapath: 'real' | 'fake';
+  /** At 10,000 Services: one endpoint change at a time (null at smaller sizes). */
+  one_change: OneChange | null;
+  /** At 10,000 Services with the real datapath: a real ferryd in Kubernetes mode syncing them all. */
+  ferryd: FerrydRss | null;
   iptables_restore_ms: number | null;
   iptables_variant: string | null;
   iptables_legacy_restore_ms: number | null;
@@ -125,6 +130,54 @@ function burst(n: number): Array<readonly [ResourceName, KubeObject]> {
   return out;
 }
 
+/**
+ * Starts a real ferryd in Kubernetes mode against the test API server, which
+ * holds the burst: how long until it is ready (everything listed, written
+ * and applied) and its resident memory then. No interface is attached, and
+ * the socket-LB and the kernel NAT are off (they would act on this host).
+ */
+async function measureFerrydRss(server: K8sTestServer, n: number): Promise<FerrydRss> {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-k8sd-'));
+  const pinRoot = `/sys/fs/bpf/ferry-bench-k8sd-${process.pid}`;
+  const socket = join(dir, 'ferry.sock');
+  const config = join(dir, 'ferry.yaml');
+  writeFileSync(config, [
+    'mode: kubernetes', `state_dir: ${dir}/state`,
+    'bpf:', `  pin_root: ${pinRoot}`, '  max_vips: 16384', '  max_backends: 262144', '  conntrack_entries: 65536',
+    `  maglev_slots: ${16_384 * 1024}`,
+    'datapath:', '  encap_source_v4: 198.19.255.0/24', '  reconcile_interval_seconds: 3600',
+    'api:', `  socket: ${socket}`,
+    'log:', '  level: warn',
+    'kubernetes:', `  kubeconfig: ${server.writeKubeconfig()}`, `  node_name: ${NODE}`,
+    '  health_check_addresses: ["127.0.0.1"]', '  socket_lb:', '    enabled: false', '  nat:', '    enabled: false',
+  ].join('\n'));
+  const t0 = performance.now();
+  const proc = spawn(process.execPath, [join(packageRoot(), 'dist/src/daemon/ferryd.js'), '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const api = new Client({ socket });
+  try {
+    for (;;) {
+      if (proc.exitCode !== null) throw new Error(`ferryd exited: ${err}`);
+      if (performance.now() - t0 > 300_000) throw new Error(`ferryd not ready in 300 s: ${err}`);
+      const ready = await api.get('/readyz').then(() => true, () => false);
+      if (ready) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const readyMs = performance.now() - t0;
+    const status = await api.get<{ maps?: Array<{ name: string; used?: number }> }>('/v1/status');
+    const vips = status.maps?.find((m) => m.name === 'ferry_vips')?.used;
+    if (vips !== n) throw new Error(`ferryd holds ${String(vips)} VIPs, expected ${n}`);
+    const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'))?.[1] ?? 0);
+    return { ready_ms: Math.round(readyMs), rss_mib: Math.round(kb / 1024) };
+  } finally {
+    proc.kill('SIGTERM');
+    await new Promise((r) => proc.once('exit', r));
+    rmSync(pinRoot, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 function bpfUsable(): boolean {
   return process.getuid?.() === 0 && existsSync('/sys/kernel/btf/vmlinux') && existsSync(join(packageRoot(), 'build/bpf/xdp_lb.bpf.o'));
 }
@@ -169,7 +222,33 @@ interface FerryResult {
   longestStepMs: number;
   loopDelayMaxMs: number;
   loopDelayP99Ms: number;
+  oneChange: OneChange | null;
+  ferrydRss: FerrydRss | null;
 }
+
+/** One endpoint of one Service changed at a time, at the burst's size. */
+export interface OneChange {
+  changes: number;
+  /** The change committed and applied: translation, store transaction (fsync included), planning, datapath apply. */
+  applied_ms_p50: number;
+  applied_ms_p99: number;
+  /** The whole batch: also publishing the socket-LB, health-check node port and NAT lists. */
+  batch_ms_p50: number;
+  batch_ms_p99: number;
+  /** From the API server's event to applied: also holds the sync's coalescing window (batch_delay_ms, 200 ms). */
+  end_to_end_ms_p50: number;
+  end_to_end_ms_p99: number;
+}
+
+/** A real ferryd in Kubernetes mode started against the same API server, with the whole burst to sync. */
+export interface FerrydRss {
+  /** From start to /readyz 200 (the first list and batch written). */
+  ready_ms: number;
+  rss_mib: number;
+}
+
+/** Endpoint changes measured after the burst at the largest size. */
+const ONE_CHANGES = 100;
 
 async function ferryRun(n: number, real: boolean, caps: SyncCaps): Promise<FerryResult> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-k8s-'));
@@ -194,13 +273,16 @@ async function ferryRun(n: number, real: boolean, caps: SyncCaps): Promise<Ferry
     } else {
       applier = new FakeApplier();
     }
-    const controller = new Controller(store, applier, (snap) => plan(snap));
+    const planner = new IncrementalPlanner();
+    const controller = new Controller(store, applier, (state) => planner.plan(state));
     controller.reconcile();
     let longest = 0;
     let measuring = false;
+    let lastBatch: BatchReport | undefined;
     sync = new K8sSync({
       controller, translate: { nodeName: NODE }, drainSeconds: 30, ...caps,
       onBatch: (b) => {
+        lastBatch = b;
         if (measuring) longest = Math.max(longest, b.longestStepMs);
       },
     });
@@ -228,9 +310,39 @@ async function ferryRun(n: number, real: boolean, caps: SyncCaps): Promise<Ferry
     });
     if (counts.vips !== n || counts.backends !== n * ENDPOINTS) throw new Error(`ferry: expected ${n} VIPs × ${ENDPOINTS}, the store has ${counts.vips} VIPs, ${counts.backends} backends`);
     if (controller.appliedRevision !== store.revision()) throw new Error('ferry: the datapath is behind the store');
+    const transactions = store.revision() - rev0;
+    const batches = s.stats.batches - batches0;
+
+    // One endpoint of one Service at a time, as a rolling update changes them.
+    let oneChange: OneChange | null = null;
+    if (n >= 10_000) {
+      const batchMs: number[] = [];
+      const appliedMs: number[] = [];
+      const endToEnd: number[] = [];
+      for (let k = 0; k < ONE_CHANGES; k++) {
+        const i = (k * 7919) % n;
+        const eps = Array.from({ length: ENDPOINTS }, (_, j) => podIp(i, j));
+        eps[k % ENDPOINTS] = ip4(12, k + 1);
+        const rev = store.revision();
+        const before = lastBatch;
+        const t = performance.now();
+        server.upsert('endpointslices', slice(`svc-${i}-x`, eps, { namespace: 'bench', service: `svc-${i}` }));
+        await until(() => lastBatch !== before && store.revision() > rev && controller.appliedRevision === store.revision(), 'an endpoint change', 30_000);
+        endToEnd.push(performance.now() - t);
+        batchMs.push(lastBatch!.ms);
+        appliedMs.push(lastBatch!.longestStepMs);
+      }
+      const q = (xs: number[], p: number) => round([...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!, 2);
+      oneChange = {
+        changes: ONE_CHANGES, applied_ms_p50: q(appliedMs, 0.5), applied_ms_p99: q(appliedMs, 0.99),
+        batch_ms_p50: q(batchMs, 0.5), batch_ms_p99: q(batchMs, 0.99),
+        end_to_end_ms_p50: q(endToEnd, 0.5), end_to_end_ms_p99: q(endToEnd, 0.99),
+      };
+    }
+    const ferrydRss = n >= 10_000 && real ? await measureFerrydRss(server, n) : null;
     return {
-      ms, transactions: store.revision() - rev0, batches: s.stats.batches - batches0, longestStepMs: longest,
-      loopDelayMaxMs: delay.maxMs, loopDelayP99Ms: delay.p99Ms,
+      ms, transactions, batches, longestStepMs: longest,
+      loopDelayMaxMs: delay.maxMs, loopDelayP99Ms: delay.p99Ms, oneChange, ferrydRss,
     };
   } finally {
     await watch?.stop();
@@ -419,6 +531,12 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
     const f = await ferryRun(n, real, o.caps);
     progress(`N=${n}: Ferry ${Math.round(f.ms)} ms in ${f.transactions} transactions (longest ${Math.round(f.longestStepMs)} ms, ` +
       `event-loop delay max ${Math.round(f.loopDelayMaxMs)} ms)`);
+    if (f.oneChange) {
+      progress(`N=${n}: one endpoint change: committed + applied p50 ${f.oneChange.applied_ms_p50} ms, p99 ${f.oneChange.applied_ms_p99} ms; ` +
+        `batch p50 ${f.oneChange.batch_ms_p50} ms, p99 ${f.oneChange.batch_ms_p99} ms; ` +
+        `event to applied p50 ${f.oneChange.end_to_end_ms_p50} ms, p99 ${f.oneChange.end_to_end_ms_p99} ms`);
+    }
+    if (f.ferrydRss) progress(`N=${n}: ferryd in Kubernetes mode ready in ${f.ferrydRss.ready_ms} ms, RSS ${f.ferrydRss.rss_mib} MiB`);
     const rules = kubeProxyRules(n);
     let legacyMs: number | null = null;
     if (legacy) {
@@ -439,7 +557,7 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
       ferry_ms: Math.round(f.ms), ferry_transactions: f.transactions, ferry_batches: f.batches,
       ferry_longest_step_ms: Math.round(f.longestStepMs),
       ferry_loop_delay_max_ms: Math.round(f.loopDelayMaxMs), ferry_loop_delay_p99_ms: Math.round(f.loopDelayP99Ms),
-      datapath: real ? 'real' : 'fake',
+      datapath: real ? 'real' : 'fake', one_change: f.oneChange, ferryd: f.ferrydRss,
       iptables_restore_ms: iptMs === null ? null : Math.round(iptMs), iptables_variant: ipt ? variantOf('iptables-restore') : null,
       iptables_legacy_restore_ms: legacyMs === null ? null : Math.round(legacyMs),
       iptables_rules: rules.rules, iptables_chains: rules.chains,
@@ -500,6 +618,16 @@ async function main(): Promise<void> {
       if (p === null) continue;
       console.log(`| ${name} | ${p.direct.ns_per_connection} | ${p.socket_lb.ns_per_connection} | ${p.iptables.ns_per_connection} | ${p.ratio_iptables_to_socket_lb} |`);
     }
+  }
+  for (const s of r.sizes) {
+    if (s.one_change) {
+      const o = s.one_change;
+      console.log(`\nOne endpoint change at ${s.n} Services (${o.changes} changes, one at a time): committed + applied ` +
+        `(translation, store, plan, datapath) p50 ${o.applied_ms_p50} ms, p99 ${o.applied_ms_p99} ms; the whole batch (also the ` +
+        `socket-LB and NAT lists) p50 ${o.batch_ms_p50} ms, p99 ${o.batch_ms_p99} ms; from the API server's event to applied ` +
+        `p50 ${o.end_to_end_ms_p50} ms, p99 ${o.end_to_end_ms_p99} ms (with the 200 ms coalescing window)`);
+    }
+    if (s.ferryd) console.log(`ferryd in Kubernetes mode with ${s.n} Services: ready in ${s.ferryd.ready_ms} ms, RSS ${s.ferryd.rss_mib} MiB`);
   }
   for (const n of r.notes) console.log(`note: ${n}`);
 }

@@ -25,7 +25,7 @@ import { LbDatapath } from '../src/datapath/lb.js';
 import { XDP_DROP, XDP_TX } from '../src/datapath/native.js';
 import { formatEvent, matches, nameTable, toMonitorEvent, type MonitorEvent } from '../src/monitor/events.js';
 import { EventStream, TooManySubscribers, type RingReader } from '../src/monitor/stream.js';
-import { plan } from '../src/reconcile/plan.js';
+import { planState } from '../src/reconcile/plan.js';
 import { openStore } from '../src/store/store.js';
 import { packageRoot } from '../src/paths.js';
 import { FakeApplier, FakeInfo } from './lib/api-fixture.js';
@@ -264,7 +264,7 @@ describe('GET /v1/monitor (API)', () => {
     ring = new FakeRing();
     stream = new EventStream(ring, () => NAMES, () => ({ flow_sample: 4, events_per_second: 500 }), { intervalMs: 20 });
     stream.start();
-    const controller = new Controller(store, new FakeApplier(), (snap) => plan(snap));
+    const controller = new Controller(store, new FakeApplier(), (state) => planState(state));
     controller.reconcile();
     app = await buildApp({
       controller, info: new FakeInfo(() => controller), drainSeconds: 1, auth: null, logger: false, monitor: stream,
@@ -320,7 +320,7 @@ describe('GET /v1/monitor (API)', () => {
       assert.equal(r.statusCode, 400, `${url}: ${r.body}`);
       assert.match(String(r.headers['content-type']), /problem\+json/);
     }
-    const controller = new Controller(store, new FakeApplier(), (snap) => plan(snap));
+    const controller = new Controller(store, new FakeApplier(), (state) => planState(state));
     const bare = await buildApp({ controller, info: new FakeInfo(() => controller), drainSeconds: 1, auth: null, logger: false });
     try {
       const r = await bare.inject({ url: '/v1/monitor' });
@@ -335,7 +335,7 @@ describe('GET /v1/monitor (API)', () => {
   });
 
   it('needs the bearer token on TCP listeners like every route', async () => {
-    const controller = new Controller(store, new FakeApplier(), (snap) => plan(snap));
+    const controller = new Controller(store, new FakeApplier(), (state) => planState(state));
     const tcp = await buildApp({ controller, info: new FakeInfo(() => controller), drainSeconds: 1, auth: { tokens: ['s3cret'] }, logger: false, monitor: stream });
     try {
       assert.equal((await tcp.inject({ url: '/v1/monitor' })).statusCode, 401);
@@ -346,7 +346,7 @@ describe('GET /v1/monitor (API)', () => {
   });
 
   it('closing the app ends open streams instead of waiting for them', async () => {
-    const controller = new Controller(store, new FakeApplier(), (snap) => plan(snap));
+    const controller = new Controller(store, new FakeApplier(), (state) => planState(state));
     const other = await buildApp({ controller, info: new FakeInfo(() => controller), drainSeconds: 1, auth: null, logger: false, monitor: stream });
     const path = join(dir, 'other.sock');
     await other.listen({ path });

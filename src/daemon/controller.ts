@@ -7,12 +7,13 @@
  */
 import type { Applier, DpState, ReconcileReport } from '../model/dpstate.js';
 import { DatapathError, FerryError } from '../model/errors.js';
-import type { Store, StoreSnapshot, StoreTx } from '../store/types.js';
+import type { Store, StoreState, StoreTx } from '../store/types.js';
 
 /** Thrown inside a dry-run transaction to roll it back. */
 const DRY_RUN = Symbol('dry-run');
 
-export type Planner = (snap: StoreSnapshot) => DpState;
+/** The desired datapath contents of a committed (or about to be committed) state. */
+export type Planner = (state: StoreState) => DpState;
 
 export interface WriteResult<T> {
   result: T;
@@ -44,9 +45,9 @@ export class Controller {
 
   /** Applies the committed state to the datapath (start-up, periodic drift repair, health changes). */
   reconcile(): ReconcileReport {
-    const snap = this.store.read((tx) => tx.snapshot());
-    this.lastReport = this.applier.apply(this.planner(snap));
-    this.applied = snap.revision;
+    const state = this.store.read((tx) => tx.state());
+    this.lastReport = this.applier.apply(this.planner(state));
+    this.applied = state.revision;
     this.onApply?.(this.lastReport);
     return this.lastReport;
   }
@@ -59,7 +60,7 @@ export class Controller {
       const { result, revision } = this.store.write(actor, action, fn, (tx) => {
         touchedDatapath = true;
         try {
-          report = this.applier.apply(this.planner(tx.snapshot()));
+          report = this.applier.apply(this.planner(tx.state()));
         } catch (err) {
           if (err instanceof FerryError) throw err;
           throw new DatapathError(`datapath refused the change: ${err instanceof Error ? err.message : String(err)}`);

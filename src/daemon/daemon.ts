@@ -29,7 +29,7 @@ import { K8sMode, loadCredentials, type ClusterIpConsumer, type K8sCredentials, 
 import { FerryMetrics, type MetricsSource } from '../metrics/index.js';
 import { openEventStream, type EventStream } from '../monitor/stream.js';
 import type { ConfigProgram } from '../datapath/program.js';
-import { plan } from '../reconcile/plan.js';
+import { IncrementalPlanner } from '../reconcile/plan.js';
 import { Reconciler } from '../reconcile/reconciler.js';
 import { openStore } from '../store/store.js';
 import type { Store, StoredBackend } from '../store/types.js';
@@ -151,7 +151,10 @@ export class Daemon implements DaemonInfo, MetricsSource {
     const seed = this.store.read((tx) => tx.snapshot().hash_seed);
     this.reconciler = new Reconciler(this.dp, datapathConfig(c, seed));
     // Health joins every plan; until the monitor runs nothing is down, so the first reconcile is the store's alone.
-    this.controller = new Controller(this.store, this.reconciler, (snap) => plan(snap, { health: this.healthMonitor?.verdict }));
+    const planner = new IncrementalPlanner();
+    this.controller = new Controller(this.store, this.reconciler, (state) => planner.plan(state, {
+      health: this.healthMonitor?.verdict, healthEpoch: this.healthMonitor?.epoch, healthChanges: this.healthMonitor?.changedSince,
+    }));
     this.hc = this.openHc();
     const monitor = new HealthMonitor({
       store: this.store, reconcile: () => this.controller.reconcile(), logger: this.log.child({ component: 'health' }),

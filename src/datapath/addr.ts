@@ -14,8 +14,12 @@ export interface DpAddr {
 
 /** Parses an IPv4 or IPv6 address; throws a TypeError naming the input. */
 export function parseAddr(text: string): DpAddr {
-  if (!ipaddr.isValid(text)) throw new TypeError(`not an IP address: ${JSON.stringify(text)}`);
-  const ip = ipaddr.parse(text);
+  let ip: ipaddr.IPv4 | ipaddr.IPv6;
+  try {
+    ip = ipaddr.parse(text); // throws for what isValid() refuses: one parse instead of two
+  } catch {
+    throw new TypeError(`not an IP address: ${JSON.stringify(text)}`);
+  }
   const bytes = Buffer.alloc(16);
   if (ip.kind() === 'ipv4') {
     Buffer.from(ip.toByteArray()).copy(bytes, 0);

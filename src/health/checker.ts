@@ -82,6 +82,12 @@ export class HealthChecker {
   private seq = 0;
   private checks = 0;
   private failures = 0;
+  /** Per VIP: a fresh number whenever a verdict of one of its backends may have changed (vipEpoch). */
+  private readonly epochs = new Map<string, number>();
+  private epochSeq = 0;
+  /** The VIPs of the latest bumps, in order: bump number logStart + i + 1 is log[i] (changedSince). */
+  private log: string[] = [];
+  private logStart = 0;
 
   constructor(private readonly opts: CheckerOptions = {}) {
     this.maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
@@ -103,6 +109,7 @@ export class HealthChecker {
       if (next.has(key)) continue;
       e.running?.abort();
       this.entries.delete(key);
+      this.bump(e.target.vip);
       removed.push({ key, vip: e.target.vip, backend: e.target.address, status: e.health.status });
     }
     const now = this.now();
@@ -111,6 +118,7 @@ export class HealthChecker {
       if (e === undefined) {
         const entry: Entry = { target: t, health: initialHealth(now), seq: 0, epoch: 0, running: null };
         this.entries.set(t.key, entry);
+        this.bump(t.vip);
         this.schedule(entry, now + this.random() * t.intervalMs);
       } else if (e.target.fingerprint !== t.fingerprint) {
         e.target = t;
@@ -121,6 +129,8 @@ export class HealthChecker {
         e.target = t;
       }
     }
+    const vips = new Set(targets.map((t) => t.vip));
+    for (const vip of this.epochs.keys()) if (!vips.has(vip)) this.epochs.delete(vip);
     this.arm();
     return removed;
   }
@@ -137,6 +147,35 @@ export class HealthChecker {
     this.timer = null;
     for (const e of this.entries.values()) e.running?.abort();
     await Promise.allSettled([...this.pending]);
+  }
+
+  /**
+   * A number that changes whenever a verdict of one of the VIP's backends
+   * may have changed (a check added or removed, a status changed), so the
+   * planner can keep the VIP's plan without asking about every backend.
+   */
+  vipEpoch(vip: string): number {
+    return this.epochs.get(vip) ?? 0;
+  }
+
+  /**
+   * The VIPs whose verdicts may have changed since bump number `since`
+   * (0: since the start), and the number to ask with next time; null when
+   * so much has changed that the log no longer reaches back (then any may have).
+   */
+  changedSince(since: number): { seq: number; vips: Set<string> | null } {
+    if (since < this.logStart) return { seq: this.epochSeq, vips: null };
+    return { seq: this.epochSeq, vips: new Set(this.log.slice(since - this.logStart)) };
+  }
+
+  /** A number never handed out before, so a forgotten VIP's epoch never comes back. */
+  private bump(vip: string): void {
+    this.epochs.set(vip, ++this.epochSeq);
+    this.log.push(vip);
+    if (this.log.length > 8192) {
+      this.log = this.log.slice(4096);
+      this.logStart += 4096;
+    }
   }
 
   /** The planner's view: 'down' only when checks said so; undefined (in service) otherwise. */
@@ -227,7 +266,9 @@ export class HealthChecker {
       this.schedule(e, now + this.random() * e.target.intervalMs);
       return this.pump();
     }
+    const before = e.health.status;
     const change = recordResult(e.health, r.ok, r.error, r.durationMs, now, e.target.rise, e.target.fall);
+    if (e.health.status !== before) this.bump(e.target.vip);
     if (change !== null) {
       this.opts.onTransition?.({ vip: e.target.vip, backend: e.target.address, ...change, at: now });
     }

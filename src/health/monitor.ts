@@ -67,6 +67,12 @@ export class HealthMonitor {
   /** The planner's HealthFn (an arrow: passed around unbound). */
   readonly verdict = (vip: string, address: string): 'up' | 'down' | undefined => this.checker.verdict(vip, address);
 
+  /** The planner's healthEpoch: changes when any verdict of the VIP may have. */
+  readonly epoch = (vip: string): number => this.checker.vipEpoch(vip);
+
+  /** The planner's healthChanges: the VIPs whose verdicts may have changed since a point. */
+  readonly changedSince = (since: number): { seq: number; vips: Set<string> | null } => this.checker.changedSince(since);
+
   /** What the API shows for a backend. */
   backendHealth(vip: string, address: string): BackendHealth {
     return this.checker.health(vip, address) ?? { ...UNCHECKED };

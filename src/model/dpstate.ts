@@ -46,6 +46,21 @@ export interface DpTombstone extends DpBackend {
 export interface DpState {
   vips: DpVip[];
   tombstones: DpTombstone[];
+  /** Numbers the plans of one planner, when it keeps track (IncrementalPlanner). */
+  serial?: number;
+  /**
+   * What changed since the plan numbered `since`: VIPs planned anew (new or
+   * changed DpVip objects) and the ids of VIPs gone. Every other VIP is the
+   * same object as in that plan. An applier that applied plan `since` may
+   * apply just this; any other applies `vips` whole.
+   */
+  changes?: DpChanges;
+}
+
+export interface DpChanges {
+  since: number;
+  vips: DpVip[];
+  removed: number[];
 }
 
 /** What one reconcile did. */

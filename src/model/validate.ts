@@ -60,9 +60,18 @@ function parseStrict(text: unknown): Ip | string {
  * Stored addresses are in this form, so lookups accept any spelling.
  */
 export function canonicalAddress(text: string): string | null {
+  const hit = canonicalMemo.get(text);
+  if (hit !== undefined) return hit;
   const ip = parseStrict(text);
-  return typeof ip === 'string' ? null : ip.toString();
+  const out = typeof ip === 'string' ? null : ip.toString();
+  // Writes spell the same addresses again and again (a backend is validated, normalised, then looked
+  // up): parsing is the cost, so the answers are kept. Bounded: cleared when full.
+  if (canonicalMemo.size >= 1 << 17) canonicalMemo.clear();
+  canonicalMemo.set(text, out);
+  return out;
 }
+
+const canonicalMemo = new Map<string, string | null>();
 
 /** The kinds of address that can never be a VIP or a backend, and what to call them. */
 const UNUSABLE_RANGES: Readonly<Record<string, string>> = {

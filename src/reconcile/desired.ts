@@ -11,7 +11,7 @@ import {
 import { mappedBytes, parseAddr, parseCidr, type DpAddr, type DpCidr } from '../datapath/addr.js';
 import { encodeConfig, protoNumber, type ConfigProgram } from '../datapath/program.js';
 import { MAGLEV_MAX_WEIGHT, validateMaglevM, type MaglevBackend } from '../maglev/index.js';
-import type { DpBackend, DpBackendState, DpState, DpVip } from '../model/dpstate.js';
+import type { DpBackend, DpBackendState, DpChanges, DpState, DpTombstone, DpVip } from '../model/dpstate.js';
 import { clearHostBits } from './plan.js';
 
 /** Map capacities the desired state must fit in (LbDatapath.sizes). */
@@ -57,9 +57,11 @@ export interface KeyedEntry {
   label: string;
 }
 
+/** The maps' desired contents (DesiredState keeps them; diff and observe read them). */
 export interface Desired {
   config: Buffer;
   seed: number;
+  /** Live backends and tombstones, by id. */
   backends: Map<number, BackendEntry>;
   /** By VIP key (hex). */
   vips: Map<string, VipEntry>;
@@ -68,6 +70,19 @@ export interface Desired {
   addrs: Map<string, KeyedEntry>;
   /** By policy key (hex). */
   policy: Map<string, KeyedEntry>;
+}
+
+/**
+ * What an update changed: the keys of every map entry that may differ
+ * from before, which are all diff has to look at. `full`: look at all.
+ */
+export interface Scope {
+  full: boolean;
+  backends: Set<number>;
+  vipKeys: Set<string>;
+  vipIds: Set<number>;
+  addrs: Set<string>;
+  policy: Set<string>;
 }
 
 /** Thrown for a state the datapath cannot hold; nothing has been written. */
@@ -99,8 +114,12 @@ export class AddrCache {
   }
 }
 
-/** One VIP's share of the desired maps, memoised by the fingerprint of its inputs. */
+/** One VIP's share of the desired maps. */
 interface VipParts {
+  /** The DpVip these were made from: the same object again means the same parts. */
+  dp: DpVip;
+  /** The update() that last saw this VIP id. */
+  seen: number;
   fingerprint: string;
   entry: VipEntry;
   backends: BackendEntry[];
@@ -110,40 +129,233 @@ interface VipParts {
 }
 
 /**
- * What desire() can reuse from one apply to the next: parsed addresses and,
- * per VIP id, the encoded entries of a VIP whose inputs did not change (a
- * one-backend change then re-encodes one VIP, not all of them).
+ * The desired maps, kept from one apply to the next and updated by what
+ * changed: a VIP whose DpVip is the same object as last time (the
+ * incremental planner hands back unchanged VIPs as they were), or whose
+ * inputs print the same, keeps its encoded entries and costs a lookup; a
+ * changed one is re-encoded and its entries replaced. update() returns the
+ * keys it touched, so diff and the writes cost what changed.
  */
-export class DesireCache {
-  readonly addrs = new AddrCache();
-  vips = new Map<number, VipParts>();
+export class DesiredState implements Desired {
+  config: Buffer = Buffer.alloc(0);
+  seed = -1;
+  readonly backends = new Map<number, BackendEntry>();
+  readonly vips = new Map<string, VipEntry>();
+  readonly vipById = new Map<number, VipEntry>();
+  readonly addrs = new Map<string, KeyedEntry>();
+  readonly policy = new Map<string, KeyedEntry>();
+  private readonly addrRefs = new Map<string, number>();
+  private readonly parts = new Map<number, VipParts>();
+  private tombstones: BackendEntry[] = [];
+  /** Maglev slots the tables need (slot 0 is the empty table). */
+  private slots = 1;
+  private readonly addrCache = new AddrCache();
+  private serial = 0;
+
+  /**
+   * Makes this the desired contents of `state`. Everything a write could
+   * trip over is checked first; a state the maps cannot hold throws
+   * ReconcileError and leaves this as it was.
+   */
+  update(state: DpState, config: ConfigProgram, cap: Capacity): Scope {
+    const configBuf = LbConfig.encode(encodeConfig(config, cap));
+    const seed = config.seed >>> 0;
+    const full = seed !== this.seed;
+    if (full) this.clear();
+    // Every VIP of the state marks its parts as seen; what is left unmarked is gone. No allocation per
+    // unchanged VIP: this loop runs over every VIP on every full apply.
+    const serial = ++this.serial;
+    const changed: VipParts[] = [];
+    let matched = 0;
+    for (const v of state.vips) {
+      const old = this.parts.get(v.id);
+      if (old !== undefined) {
+        if (old.seen === serial) throw new ReconcileError(`VIP ${v.name}: id ${v.id} is also VIP ${this.nameOfId(state, v)}`);
+        old.seen = serial;
+        matched++;
+      }
+      const p = this.partsFor(v, old, seed, cap);
+      if (p !== old) changed.push(p);
+    }
+    const removed: VipParts[] = [];
+    if (this.parts.size > matched) for (const p of this.parts.values()) if (p.seen !== serial) removed.push(p);
+    return this.commit(changed, removed, state.tombstones, configBuf, seed, cap, full);
+  }
+
+  /**
+   * Like update(), from the changes since the plan this last took (DpState
+   * changes): costs what changed. The caller makes sure this holds that
+   * plan (the seed too: a new seed needs update()).
+   */
+  updateChanges(changes: DpChanges, tombstones: readonly DpTombstone[], config: ConfigProgram, cap: Capacity): Scope {
+    const configBuf = LbConfig.encode(encodeConfig(config, cap));
+    const seed = config.seed >>> 0;
+    if (seed !== this.seed) throw new Error('DesiredState.updateChanges: the seed changed; update() in full');
+    const changed: VipParts[] = [];
+    const ids = new Set<number>();
+    for (const v of changes.vips) {
+      if (ids.has(v.id)) throw new ReconcileError(`VIP ${v.name}: id ${v.id} is also another changed VIP`);
+      ids.add(v.id);
+      const old = this.parts.get(v.id);
+      const p = this.partsFor(v, old, seed, cap);
+      if (p !== old) changed.push(p);
+    }
+    const removed: VipParts[] = [];
+    for (const id of changes.removed) {
+      const p = this.parts.get(id);
+      if (p !== undefined && !ids.has(id)) removed.push(p);
+    }
+    return this.commit(changed, removed, tombstones, configBuf, seed, cap, false);
+  }
+
+  /** The parts of v: the old ones when v is the same object or prints the same, else new ones. */
+  private partsFor(v: DpVip, old: VipParts | undefined, seed: number, cap: Capacity): VipParts {
+    if (old?.dp === v) return old;
+    const fingerprint = vipFingerprint(v, seed);
+    if (old?.fingerprint === fingerprint && old.entry.vip.id === v.id) {
+      old.dp = v;
+      return old;
+    }
+    return vipParts(v, fingerprint, seed, cap, this.addrCache);
+  }
+
+  /** Replaces removed and changed VIPs' entries and the tombstones; undoes everything if a check fails. */
+  private commit(
+    changed: VipParts[], removed: VipParts[], tombstoneList: readonly DpTombstone[], configBuf: Buffer, seed: number,
+    cap: Capacity, full: boolean,
+  ): Scope {
+    const scope: Scope = {
+      full, backends: new Set(), vipKeys: new Set(), vipIds: new Set(), addrs: new Set(), policy: new Set(),
+    };
+    const tombstones = tombstoneList.map((t) =>
+      backendEntry({ ...t, state: 'draining' }, t.vipId, cap, this.addrCache, `tombstone ${t.address} of VIP id ${t.vipId}`));
+    const out: VipParts[] = [...removed, ...changed.map((p) => this.parts.get(p.entry.vip.id)).filter((p): p is VipParts => !!p)];
+    const oldTombstones = this.tombstones;
+    const added: VipParts[] = [];
+    let tombstonesIn = false;
+    try {
+      for (const t of oldTombstones) this.backends.delete(t.id);
+      for (const p of out) this.removeParts(p, scope);
+      for (const p of changed) {
+        this.addParts(p, scope);
+        added.push(p);
+      }
+      for (const t of tombstones) this.addBackendEntry(t);
+      tombstonesIn = true;
+      this.checkCapacity(cap);
+    } catch (err) {
+      if (tombstonesIn) for (const t of tombstones) this.backends.delete(t.id);
+      for (const p of added) this.removeParts(p, scope);
+      for (const p of out) this.addParts(p, scope);
+      for (const t of oldTombstones) this.backends.set(t.id, t);
+      throw err;
+    }
+    for (const t of [...oldTombstones, ...tombstones]) scope.backends.add(t.id);
+    this.tombstones = tombstones;
+    this.config = configBuf;
+    this.seed = seed;
+    return scope;
+  }
+
+  private nameOfId(state: DpState, v: DpVip): string {
+    return state.vips.find((x) => x.id === v.id && x !== v)?.name ?? '?';
+  }
+
+  private clear(): void {
+    this.backends.clear();
+    this.vips.clear();
+    this.vipById.clear();
+    this.addrs.clear();
+    this.addrRefs.clear();
+    this.policy.clear();
+    this.parts.clear();
+    this.tombstones = [];
+    this.slots = 1;
+  }
+
+  /** Adds one VIP's entries, refusing ids and keys another VIP already has. */
+  private addParts(p: VipParts, scope: Scope): void {
+    const { vip, keyHex } = p.entry;
+    const where = `VIP ${vip.name}`;
+    const sameId = this.vipById.get(vip.id);
+    if (sameId) throw new ReconcileError(`${where}: id ${vip.id} is also VIP ${sameId.vip.name}`);
+    const sameKey = this.vips.get(keyHex);
+    if (sameKey) throw new ReconcileError(`${where}: ${vip.address}:${vip.port}/${vip.protocol} is also VIP ${sameKey.vip.name}`);
+    const added: number[] = [];
+    try {
+      for (const b of p.backends) {
+        this.addBackendEntry(b);
+        added.push(b.id);
+      }
+    } catch (err) {
+      for (const id of added) this.backends.delete(id);
+      throw err;
+    }
+    this.vips.set(keyHex, p.entry);
+    this.vipById.set(vip.id, p.entry);
+    this.parts.set(vip.id, p);
+    const refs = (this.addrRefs.get(p.addrHex) ?? 0) + 1;
+    this.addrRefs.set(p.addrHex, refs);
+    if (refs === 1) this.addrs.set(p.addrHex, p.addr);
+    for (const [k, r] of p.rules) this.policy.set(k, r);
+    this.slots += vip.m + 1;
+    this.touch(p, scope);
+  }
+
+  private removeParts(p: VipParts, scope: Scope): void {
+    const { vip, keyHex } = p.entry;
+    if (this.parts.get(vip.id) !== p) return;
+    this.parts.delete(vip.id);
+    this.vips.delete(keyHex);
+    this.vipById.delete(vip.id);
+    for (const b of p.backends) this.backends.delete(b.id);
+    const refs = (this.addrRefs.get(p.addrHex) ?? 1) - 1;
+    if (refs <= 0) {
+      this.addrRefs.delete(p.addrHex);
+      this.addrs.delete(p.addrHex);
+    } else {
+      this.addrRefs.set(p.addrHex, refs);
+    }
+    for (const k of p.rules.keys()) this.policy.delete(k);
+    this.slots -= vip.m + 1;
+    this.touch(p, scope);
+  }
+
+  private touch(p: VipParts, scope: Scope): void {
+    scope.vipKeys.add(p.entry.keyHex);
+    scope.vipIds.add(p.entry.vip.id);
+    scope.addrs.add(p.addrHex);
+    for (const b of p.backends) scope.backends.add(b.id);
+    for (const k of p.rules.keys()) scope.policy.add(k);
+  }
+
+  /** Adds a backend entry; ids are unique over every VIP and tombstone. */
+  private addBackendEntry(e: BackendEntry): void {
+    const other = this.backends.get(e.id);
+    if (other) throw new ReconcileError(`backend ${e.label}: id ${e.id} is also backend ${other.label}`);
+    this.backends.set(e.id, e);
+  }
+
+  /** Entry counts against the maps' sizes, so a full map fails before any write. */
+  private checkCapacity(cap: Capacity): void {
+    if (this.addrs.size > cap.maxVipAddrs) {
+      throw new ReconcileError(`${this.addrs.size} VIP addresses exceed ferry_vip_addrs (${cap.maxVipAddrs})`);
+    }
+    if (this.policy.size > cap.maxPolicyRules) {
+      throw new ReconcileError(`${this.policy.size} policy rules exceed ferry_policy (${cap.maxPolicyRules})`);
+    }
+    if (this.slots > cap.maglevSlots) {
+      throw new ReconcileError(
+        `the Maglev tables of ${this.vips.size} VIPs need ${this.slots} slots, more than ferry_maglev holds (bpf.maglev_slots: ${cap.maglevSlots})`,
+      );
+    }
+  }
 }
 
-/** Encodes and checks a whole state. */
-export function desire(state: DpState, config: ConfigProgram, cap: Capacity, cache = new DesireCache()): Desired {
-  const d: Desired = {
-    config: LbConfig.encode(encodeConfig(config, cap)),
-    seed: config.seed >>> 0,
-    backends: new Map(),
-    vips: new Map(),
-    vipById: new Map(),
-    addrs: new Map(),
-    policy: new Map(),
-  };
-  const memo = new Map<number, VipParts>();
-  for (const v of state.vips) {
-    const fingerprint = vipFingerprint(v, d.seed);
-    const old = cache.vips.get(v.id);
-    const parts = old?.fingerprint === fingerprint ? old : vipParts(v, fingerprint, d.seed, cap, cache.addrs);
-    addParts(d, parts);
-    memo.set(v.id, parts);
-  }
-  for (const t of state.tombstones) {
-    const label = `tombstone ${t.address} of VIP id ${t.vipId}`;
-    addBackendEntry(d, backendEntry({ ...t, state: 'draining' }, t.vipId, cap, cache.addrs, label));
-  }
-  checkCapacity(d, cap);
-  cache.vips = memo;
+/** The desired contents of a whole state, computed afresh (verify, tests). */
+export function desire(state: DpState, config: ConfigProgram, cap: Capacity): Desired {
+  const d = new DesiredState();
+  d.update(state, config, cap);
   return d;
 }
 
@@ -177,30 +389,10 @@ function vipParts(v: DpVip, fingerprint: string, seed: number, cap: Capacity, ad
   };
   const addrKey = VipAddrKey.encode({ addr: a.bytes, family: a.family, pad: Buffer.alloc(3) });
   const addr = { key: addrKey, value: VipAddrMeta.encode({ flags: VIP_ADDR_F_ECHO }), label: `address ${v.address}` };
-  return { fingerprint, entry, backends, addrHex: addrKey.toString('hex'), addr, rules: vipRules(v) };
+  return { dp: v, seen: 0, fingerprint, entry, backends, addrHex: addrKey.toString('hex'), addr, rules: vipRules(v) };
 }
 
-/** Adds one VIP's entries, refusing ids and keys another VIP already has. */
-function addParts(d: Desired, p: VipParts): void {
-  const { vip, keyHex } = p.entry;
-  const where = `VIP ${vip.name}`;
-  const sameId = d.vipById.get(vip.id);
-  if (sameId) throw new ReconcileError(`${where}: id ${vip.id} is also VIP ${sameId.vip.name}`);
-  const sameKey = d.vips.get(keyHex);
-  if (sameKey) throw new ReconcileError(`${where}: ${vip.address}:${vip.port}/${vip.protocol} is also VIP ${sameKey.vip.name}`);
-  d.vips.set(keyHex, p.entry);
-  d.vipById.set(vip.id, p.entry);
-  for (const b of p.backends) addBackendEntry(d, b);
-  if (!d.addrs.has(p.addrHex)) d.addrs.set(p.addrHex, p.addr);
-  for (const [k, r] of p.rules) d.policy.set(k, r);
-}
 
-/** Adds a backend entry; ids are unique over every VIP and tombstone. */
-function addBackendEntry(d: Desired, e: BackendEntry): void {
-  const other = d.backends.get(e.id);
-  if (other) throw new ReconcileError(`backend ${e.label}: id ${e.id} is also backend ${other.label}`);
-  d.backends.set(e.id, e);
-}
 
 /** Encodes and checks one backend. */
 function backendEntry(b: DpBackend, vipId: number, cap: Capacity, addrs: AddrCache, label: string): BackendEntry {
@@ -283,19 +475,3 @@ function checkId(id: number, max: number, what: string): void {
   }
 }
 
-/** Entry counts against the maps' sizes, so a full map fails before any write. */
-function checkCapacity(d: Desired, cap: Capacity): void {
-  if (d.addrs.size > cap.maxVipAddrs) {
-    throw new ReconcileError(`${d.addrs.size} VIP addresses exceed ferry_vip_addrs (${cap.maxVipAddrs})`);
-  }
-  if (d.policy.size > cap.maxPolicyRules) {
-    throw new ReconcileError(`${d.policy.size} policy rules exceed ferry_policy (${cap.maxPolicyRules})`);
-  }
-  let slots = 1; // slot 0 is the empty table
-  for (const v of d.vips.values()) slots += v.vip.m + 1;
-  if (slots > cap.maglevSlots) {
-    throw new ReconcileError(
-      `the Maglev tables of ${d.vips.size} VIPs need ${slots} slots, more than ferry_maglev holds (bpf.maglev_slots: ${cap.maglevSlots})`,
-    );
-  }
-}

@@ -8,7 +8,7 @@ import {
   POLICY_DENY, PolicyKey, PolicyValue, VipAddrKey, VipKey, VipMeta,
 } from '../datapath/abi.js';
 import { formatAddr } from '../datapath/addr.js';
-import type { BackendEntry, Desired, KeyedEntry, VipEntry } from './desired.js';
+import type { BackendEntry, Desired, KeyedEntry, Scope, VipEntry } from './desired.js';
 import type { HashEntry, Known } from './known.js';
 
 export interface BackendWrite {
@@ -64,50 +64,75 @@ const RANK: Record<number, number> = {
   [BACKEND_FREE]: 0, [BACKEND_DOWN]: 1, [BACKEND_DRAINING]: 2, [BACKEND_ACTIVE]: 3,
 };
 
-/** Everything that differs between desired and known. */
-export function diff(d: Desired, k: Known): Ops {
+/**
+ * What differs between desired and known: everywhere, or (with a scope) only
+ * among the keys the scope names, which are all that can have changed
+ * since the last apply made the maps equal to the desired contents.
+ */
+export function diff(d: Desired, k: Known, scope?: Scope): Ops {
   const ops: Ops = {
     config: k.config?.equals(d.config) ? undefined : d.config,
     vipEarlyDeletes: [], backendUps: [], tables: [], policyPuts: [], addrPuts: [], vipPuts: [],
     backendDowns: [], vipDeletes: [], tableDeletes: [], addrDeletes: [], policyDeletes: [], backendFrees: [],
   };
-  diffBackends(d, k, ops);
-  diffVips(d, k, ops);
-  for (const v of d.vips.values()) if (k.tables.get(v.vip.id) !== v.digest) ops.tables.push(v);
-  for (const id of k.tables.keys()) if (!d.vipById.has(id)) ops.tableDeletes.push(id);
-  diffKeyed(d.addrs, k.addrs, ops.addrPuts, ops.addrDeletes);
-  diffKeyed(d.policy, k.policy, ops.policyPuts, ops.policyDeletes);
+  const backendIds = scope?.backends ?? union(d.backends.keys(), k.backends.keys());
+  for (const id of backendIds) diffBackend(d.backends.get(id), k.backends.get(id), id, ops);
+  diffVips(d, k, ops, scope);
+  const vipIds = scope?.vipIds ?? union(d.vipById.keys(), k.tables.keys());
+  for (const id of vipIds) {
+    const v = d.vipById.get(id);
+    if (v && k.tables.get(id) !== v.digest) ops.tables.push(v);
+    else if (!v && k.tables.has(id)) ops.tableDeletes.push(id);
+  }
+  diffKeyed(d.addrs, k.addrs, scope?.addrs, ops.addrPuts, ops.addrDeletes);
+  diffKeyed(d.policy, k.policy, scope?.policy, ops.policyPuts, ops.policyDeletes);
   return ops;
 }
 
-function diffBackends(d: Desired, k: Known, ops: Ops): void {
-  for (const e of d.backends.values()) {
-    const have = k.backends.get(e.id);
-    if (have?.equals(e.value)) continue;
-    const h = have ? Backend.decode(have) : undefined;
-    const resetStats = !h || h.state === BACKEND_FREE || h.gen !== e.gen;
-    const sameHolder = h !== undefined && !resetStats && h.vip_id === e.vipId && h.addr.equals(e.value.subarray(0, 16));
-    const down = sameHolder && (RANK[e.state] ?? 0) < (RANK[h.state] ?? 0);
-    (down ? ops.backendDowns : ops.backendUps).push({ entry: e, have, resetStats });
-  }
-  for (const id of k.backends.keys()) if (!d.backends.has(id)) ops.backendFrees.push(id);
+function union<T>(a: Iterable<T>, b: Iterable<T>): Set<T> {
+  const out = new Set(a);
+  for (const x of b) out.add(x);
+  return out;
 }
 
-function diffVips(d: Desired, k: Known, ops: Ops): void {
-  const knownIds = new Set<number>();
-  for (const e of k.vips.values()) knownIds.add(vipIdOf(e.value));
-  for (const v of d.vips.values()) {
-    const have = k.vips.get(v.keyHex)?.value;
+function diffBackend(e: BackendEntry | undefined, have: Buffer | undefined, id: number, ops: Ops): void {
+  if (!e) {
+    if (have) ops.backendFrees.push(id);
+    return;
+  }
+  if (have?.equals(e.value)) return;
+  const h = have ? Backend.decode(have) : undefined;
+  const resetStats = !h || h.state === BACKEND_FREE || h.gen !== e.gen;
+  const sameHolder = h !== undefined && !resetStats && h.vip_id === e.vipId && h.addr.equals(e.value.subarray(0, 16));
+  const down = sameHolder && (RANK[e.state] ?? 0) < (RANK[h.state] ?? 0);
+  (down ? ops.backendDowns : ops.backendUps).push({ entry: e, have, resetStats });
+}
+
+function diffVips(d: Desired, k: Known, ops: Ops, scope: Scope | undefined): void {
+  // Without a scope, whether an id was in the maps at all; with one, the name it was last written for says it.
+  let knownIds: Set<number> | undefined;
+  if (!scope) {
+    knownIds = new Set();
+    for (const e of k.vips.values()) knownIds.add(vipIdOf(e.value));
+  }
+  const keys = scope?.vipKeys ?? union(d.vips.keys(), k.vips.keys());
+  for (const keyHex of keys) {
+    const v = d.vips.get(keyHex);
+    if (!v) continue;
+    const have = k.vips.get(keyHex)?.value;
     if (have?.equals(v.value)) continue;
     const name = k.vipNames.get(v.vip.id);
-    const resetStats = !knownIds.has(v.vip.id) || (name !== undefined && name !== v.vip.name);
+    const resetStats = knownIds
+      ? !knownIds.has(v.vip.id) || (name !== undefined && name !== v.vip.name)
+      : name !== v.vip.name;
     const rateChanged = !have || !have.subarray(8).equals(v.value.subarray(8));
     ops.vipPuts.push({ entry: v, have, resetStats, resetRate: resetStats || rateChanged });
   }
-  for (const [keyHex, e] of k.vips) {
+  for (const keyHex of keys) {
+    const e = k.vips.get(keyHex);
+    if (!e) continue;
     const want = d.vips.get(keyHex);
-    const haveId = vipIdOf(e.value);
-    const owner = d.vipById.get(haveId);
+    const owner = d.vipById.get(vipIdOf(e.value));
     // This entry leads to an id whose table and backends another key is about to get.
     const misled = owner !== undefined && owner.keyHex !== keyHex;
     if (misled) ops.vipEarlyDeletes.push({ keyHex, entry: e });
@@ -118,12 +143,15 @@ function diffVips(d: Desired, k: Known, ops: Ops): void {
 /** vip_meta.vip_id (the first u32). */
 const vipIdOf = (value: Buffer): number => value.readUInt32LE(0);
 
-function diffKeyed(want: Map<string, KeyedEntry>, have: Map<string, HashEntry>, puts: KeyedWrite[], dels: Removal[]): void {
-  for (const [keyHex, e] of want) {
-    const h = have.get(keyHex)?.value;
-    if (!h?.equals(e.value)) puts.push({ keyHex, entry: e, have: h });
+function diffKeyed(
+  want: Map<string, KeyedEntry>, have: Map<string, HashEntry>, scope: Set<string> | undefined, puts: KeyedWrite[], dels: Removal[],
+): void {
+  for (const keyHex of scope ?? union(want.keys(), have.keys())) {
+    const e = want.get(keyHex);
+    const h = have.get(keyHex);
+    if (e && !h?.value.equals(e.value)) puts.push({ keyHex, entry: e, have: h?.value });
+    else if (!e && h) dels.push({ keyHex, entry: h });
   }
-  for (const [keyHex, e] of have) if (!want.has(keyHex)) dels.push({ keyHex, entry: e });
 }
 
 /** The number of writes and deletes in ops (stats resets not included). */

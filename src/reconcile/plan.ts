@@ -39,25 +39,241 @@ import { formatAddr, parseAddr, parseCidr, type DpCidr } from '../datapath/addr.
 import { chooseMaglevM } from '../maglev/index.js';
 import type { DpBackend, DpBackendState, DpState, DpTombstone, DpVip } from '../model/dpstate.js';
 import type { BackendState, PolicyRecord, RateLimit } from '../model/types.js';
-import type { StoreSnapshot, StoredBackend, StoredVip, Tombstone } from '../store/types.js';
+import type { StoreSnapshot, StoreState, StoredBackend, StoredVip, Tombstone } from '../store/types.js';
 
 /** Health verdict for one backend of one VIP; undefined = not checked (treated as up). */
 export type HealthFn = (vipName: string, address: string) => 'up' | 'down' | undefined;
 
 export interface PlanOptions {
   health?: HealthFn;
+  /**
+   * A number that changes whenever any health verdict of the VIP may have
+   * changed: lets IncrementalPlanner keep a VIP's plan without asking
+   * `health` about each of its backends.
+   */
+  healthEpoch?: (vipName: string) => number;
+  /**
+   * The VIPs whose verdicts may have changed since a point (0: the start),
+   * and the point to ask from next time; vips null when it cannot tell.
+   * Lets IncrementalPlanner look at those VIPs only.
+   */
+  healthChanges?: (since: number) => { seq: number; vips: ReadonlySet<string> | null };
 }
 
 const NS_PER_SEC = 1e9;
 
-/** Builds the desired datapath contents of a snapshot. */
+/** Builds the desired datapath contents of a snapshot, VIPs in id order. */
 export function plan(snap: StoreSnapshot, opts: PlanOptions = {}): DpState {
   const policies = new Map(snap.policies.map((p) => [p.name, p]));
   const backendsByVip = groupBackends(snap.backends);
   const vips = [...snap.vips]
     .sort((a, b) => a.dp_id - b.dp_id)
     .map((v) => planVip(v, backendsByVip.get(v.name) ?? [], policies, opts.health));
-  return { vips, tombstones: planTombstones(snap.tombstones, vips) };
+  return { vips, tombstones: tombstonesOf(snap.tombstones, vips) };
+}
+
+/** plan() of a StoreState (VIPs in the state's order). */
+export function planState(state: StoreState, opts: PlanOptions = {}): DpState {
+  const vips = [...state.vips.values()].map((v) => planVip(v, state.backends.get(v.name) ?? [], state.policies, opts.health));
+  return { vips, tombstones: tombstonesOf(state.tombstones, vips) };
+}
+
+function tombstonesOf(tombstones: readonly Tombstone[], vips: readonly DpVip[]): DpTombstone[] {
+  if (tombstones.length === 0) return [];
+  const vipIds = new Set(vips.map((v) => v.id));
+  const live = new Set<number>();
+  for (const v of vips) for (const b of v.backends) live.add(b.id);
+  return planTombstones(tombstones, (id) => vipIds.has(id), (id) => live.has(id));
+}
+
+interface VipMemo {
+  stored: StoredVip;
+  backends: readonly StoredBackend[] | undefined;
+  policies: Array<PolicyRecord | undefined>;
+  epoch: number;
+  out: DpVip;
+  /** The plan() call that last saw this VIP (full passes). */
+  seen: number;
+  /** Where `out` is in the planner's list. */
+  index: number;
+}
+
+/**
+ * plan() with a memory, for the controller. Each plan says what changed
+ * since the previous one (DpState.changes), so the reconciler applies just
+ * that, and costs what changed itself:
+ *  - when the store derived the state from the one planned last (a write's
+ *    state, StoreState.delta), only the VIPs it names, those using the
+ *    policies it names, and those whose health changed are looked at;
+ *  - otherwise every VIP is compared with its last plan by identity: the
+ *    same stored record, backend list, policies and health epoch give back
+ *    the same DpVip object, without allocating (the store shares unchanged
+ *    objects between revisions).
+ */
+export class IncrementalPlanner {
+  private readonly memo = new Map<string, VipMemo>();
+  /** Every planned VIP, in no particular order (a removal moves the last one into its place). */
+  private readonly list: DpVip[] = [];
+  private readonly names: string[] = [];
+  /** VIP names by the policy names they use. */
+  private readonly users = new Map<string, Set<string>>();
+  /** How many planned VIPs hold each backend id, and the planned VIP ids (for tombstones). */
+  private readonly live = new Map<number, number>();
+  private readonly vipIds = new Map<number, number>();
+  private serial = 0;
+  private revision: number | undefined;
+  private healthSeq = 0;
+  /** Plans made from the delta alone, and by a pass over every VIP. */
+  readonly stats = { byDelta: 0, full: 0 };
+
+  plan(state: StoreState, opts: PlanOptions = {}): DpState {
+    const serial = ++this.serial;
+    const changed: DpVip[] = [];
+    const removed: number[] = [];
+    const healthVips = this.healthChanges(opts);
+    const candidates = healthVips === null ? null : this.candidates(state, healthVips);
+    if (candidates === null) {
+      this.stats.full++;
+      this.planAll(state, opts, serial, changed, removed);
+    } else {
+      this.stats.byDelta++;
+      for (const name of candidates) this.planOne(name, state, opts, healthVips!.has(name), changed, removed);
+    }
+    this.revision = state.revision;
+    const tombstones = planTombstones(state.tombstones, (id) => this.vipIds.has(id), (id) => this.live.has(id));
+    return { vips: this.list.slice(), tombstones, serial, changes: { since: serial - 1, vips: changed, removed } };
+  }
+
+  /** The VIPs whose health may have changed since the last plan; null: any may have. */
+  private healthChanges(opts: PlanOptions): ReadonlySet<string> | null {
+    if (opts.health === undefined) return new Set();
+    if (opts.healthChanges === undefined) return null;
+    const h = opts.healthChanges(this.healthSeq);
+    this.healthSeq = h.seq;
+    return h.vips;
+  }
+
+  /** The only VIPs that can differ from the last plan, when that can be known. */
+  private candidates(state: StoreState, health: ReadonlySet<string>): Set<string> | null {
+    if (this.revision === undefined) return null;
+    const out = new Set(health);
+    // The state planned last (a revision's state is always the same): only health can differ.
+    if (state.revision === this.revision) return out;
+    const d = state.delta;
+    if (d === undefined || d.from !== this.revision) return null;
+    for (const name of d.vips) out.add(name);
+    for (const p of d.policies) for (const name of this.users.get(p) ?? []) out.add(name);
+    return out;
+  }
+
+  /** Every VIP against its memo (a pass over all of them, allocating only for what changed). */
+  private planAll(state: StoreState, opts: PlanOptions, serial: number, changed: DpVip[], removed: number[]): void {
+    const reusable = opts.health === undefined || opts.healthEpoch !== undefined;
+    for (const [name, stored] of state.vips) {
+      const m = this.memo.get(name);
+      if (reusable && m !== undefined && this.unchanged(m, name, stored, state, opts)) {
+        m.seen = serial;
+        continue;
+      }
+      this.replan(name, stored, state, opts, changed, removed).seen = serial;
+    }
+    if (this.memo.size > state.vips.size) {
+      for (const [name, m] of this.memo) if (m.seen !== serial) this.forget(name, m, removed);
+    }
+  }
+
+  /** One VIP the delta names: gone, unchanged, or planned anew. */
+  private planOne(
+    name: string, state: StoreState, opts: PlanOptions, healthChanged: boolean, changed: DpVip[], removed: number[],
+  ): void {
+    const stored = state.vips.get(name);
+    const m = this.memo.get(name);
+    if (stored === undefined) {
+      if (m !== undefined) this.forget(name, m, removed);
+      return;
+    }
+    if (m !== undefined && !healthChanged && this.unchanged(m, name, stored, state, opts)) return;
+    this.replan(name, stored, state, opts, changed, removed);
+  }
+
+  private unchanged(m: VipMemo, name: string, stored: StoredVip, state: StoreState, opts: PlanOptions): boolean {
+    return m.stored === stored && m.backends === state.backends.get(name) && m.epoch === (opts.healthEpoch?.(name) ?? 0) &&
+      samePolicies(m.policies, stored.policies, state.policies);
+  }
+
+  private replan(
+    name: string, stored: StoredVip, state: StoreState, opts: PlanOptions, changed: DpVip[], removed: number[],
+  ): VipMemo {
+    const backends = state.backends.get(name);
+    const out = planVip(stored, backends ?? [], state.policies, opts.health);
+    const old = this.memo.get(name);
+    const policies = stored.policies.map((p) => state.policies.get(p));
+    const m: VipMemo = { stored, backends, policies, epoch: opts.healthEpoch?.(name) ?? 0, out, seen: 0, index: this.list.length };
+    if (old !== undefined) {
+      this.count(old.out, -1);
+      this.use(name, old.stored.policies, false);
+      if (old.out.id !== out.id) removed.push(old.out.id);
+      m.index = old.index;
+      this.list[old.index] = out;
+    } else {
+      this.list.push(out);
+      this.names.push(name);
+    }
+    this.count(out, 1);
+    this.use(name, stored.policies, true);
+    this.memo.set(name, m);
+    changed.push(out);
+    return m;
+  }
+
+  private forget(name: string, m: VipMemo, removed: number[]): void {
+    this.count(m.out, -1);
+    this.use(name, m.stored.policies, false);
+    removed.push(m.out.id);
+    this.memo.delete(name);
+    const last = this.list.length - 1;
+    if (m.index !== last) {
+      const moved = this.names[last]!;
+      this.list[m.index] = this.list[last]!;
+      this.names[m.index] = moved;
+      this.memo.get(moved)!.index = m.index;
+    }
+    this.list.pop();
+    this.names.pop();
+  }
+
+  private use(name: string, policies: readonly string[], add: boolean): void {
+    for (const p of policies) {
+      let set = this.users.get(p);
+      if (add) {
+        if (set === undefined) this.users.set(p, (set = new Set()));
+        set.add(name);
+      } else if (set !== undefined) {
+        set.delete(name);
+        if (set.size === 0) this.users.delete(p);
+      }
+    }
+  }
+
+  private count(v: DpVip, n: number): void {
+    bump(this.vipIds, v.id, n);
+    for (const b of v.backends) bump(this.live, b.id, n);
+  }
+}
+
+function bump(m: Map<number, number>, key: number, n: number): void {
+  const c = (m.get(key) ?? 0) + n;
+  if (c > 0) m.set(key, c);
+  else m.delete(key);
+}
+
+/** Whether the VIP's policies are still the records `had` holds (no allocation: called for every VIP). */
+function samePolicies(
+  had: ReadonlyArray<PolicyRecord | undefined>, names: readonly string[], policies: ReadonlyMap<string, PolicyRecord>,
+): boolean {
+  if (had.length !== names.length) return false;
+  for (let i = 0; i < names.length; i++) if (had[i] !== policies.get(names[i]!)) return false;
+  return true;
 }
 
 /** Backends grouped by the name of their VIP. */
@@ -249,11 +465,11 @@ function planBackend(b: StoredBackend, verdict: (b: StoredBackend) => 'up' | 'do
  * gone cannot be reached (its VIP entry is removed), and one whose id a live
  * backend holds has been superseded: both are left out.
  */
-function planTombstones(tombstones: readonly Tombstone[], vips: readonly DpVip[]): DpTombstone[] {
-  const vipIds = new Set(vips.map((v) => v.id));
-  const liveIds = new Set(vips.flatMap((v) => v.backends.map((b) => b.id)));
+function planTombstones(
+  tombstones: readonly Tombstone[], isVip: (vipId: number) => boolean, isLive: (backendId: number) => boolean,
+): DpTombstone[] {
   return tombstones
-    .filter((t) => vipIds.has(t.vip_dp_id) && !liveIds.has(t.dp_id))
+    .filter((t) => isVip(t.vip_dp_id) && !isLive(t.dp_id))
     .sort((a, b) => a.dp_id - b.dp_id)
     .map((t) => ({
       id: t.dp_id,

@@ -35,7 +35,7 @@ import type { AnyStruct } from '../datapath/struct.js';
 import type { KeyIndex } from '../datapath/vipindex.js';
 import type { ConfigProgram } from '../datapath/program.js';
 import type { Applier, DpState, ReconcileReport } from '../model/dpstate.js';
-import { DesireCache, desire, type Desired, type VipEntry } from './desired.js';
+import { DesiredState, desire, type Desired, type Scope, type VipEntry } from './desired.js';
 import { describe, diff, type BackendWrite, type KeyedWrite, type Ops, type Removal } from './diff.js';
 import { buildTable, observe, u32, type HashEntry, type Known } from './known.js';
 import { installTables, removeTables } from './tables.js';
@@ -44,6 +44,8 @@ import { installTables, removeTables } from './tables.js';
 export interface ApplyReport extends ReconcileReport {
   /** The maps were read and compared in full (first apply, after forget() or a failure). */
   full: boolean;
+  /** Only the plan's changes since the plan the maps held were looked at. */
+  byChanges: boolean;
   /** VIP ids whose Maglev table was (re)installed. */
   tablesWritten: number[];
   /** Per-CPU counter slots zeroed (ids that changed hands). */
@@ -53,7 +55,9 @@ export interface ApplyReport extends ReconcileReport {
 export class Reconciler implements Applier {
   private known: Known | undefined;
   private config: ConfigProgram;
-  private readonly cache = new DesireCache();
+  private readonly desired = new DesiredState();
+  /** The plan (DpState.serial) the maps hold, when the last apply succeeded. */
+  private appliedPlan: number | undefined;
 
   /**
    * @param dp the opened datapath (its maps may hold anything: the first
@@ -73,6 +77,7 @@ export class Reconciler implements Applier {
   /** Drops what this instance knows of the maps: the next apply compares them in full. */
   forget(): void {
     this.known = undefined;
+    this.appliedPlan = undefined;
   }
 
   /**
@@ -82,16 +87,23 @@ export class Reconciler implements Applier {
    */
   apply(state: DpState): ApplyReport {
     const t0 = performance.now();
-    const desired = this.desire(state);
-    const full = this.known === undefined;
+    const byChanges = state.changes !== undefined && this.known !== undefined && this.appliedPlan === state.changes.since &&
+      this.desired.seed === this.config.seed >>> 0;
+    this.appliedPlan = undefined;
+    const scope = byChanges
+      ? this.desired.updateChanges(state.changes!, state.tombstones, this.config, this.dp.sizes)
+      : this.desired.update(state, this.config, this.dp.sizes);
+    const desired = this.desired;
+    const full = this.known === undefined || scope.full;
     try {
       const known = this.known ?? observe(this.dp, desired);
       this.known = known;
-      const ops = diff(desired, known);
-      const run = new Run(this.dp, known, desired);
+      const ops = diff(desired, known, full ? undefined : scope);
+      const run = new Run(this.dp, known, desired, full ? undefined : scope);
       run.execute(ops);
+      this.appliedPlan = state.serial;
       return {
-        changes: run.changes, durationMs: performance.now() - t0, full,
+        changes: run.changes, durationMs: performance.now() - t0, full, byChanges,
         tablesWritten: ops.tables.map((v) => v.vip.id), statsReset: run.statsReset,
       };
     } catch (err) {
@@ -102,13 +114,9 @@ export class Reconciler implements Applier {
 
   /** Every difference between the maps and `state`, read from the maps now; empty = no drift. */
   verify(state: DpState): string[] {
-    const desired = this.desire(state);
+    const desired = desire(state, this.config, this.dp.sizes);
     const known = observe(this.dp, desired);
     return describe(diff(desired, known), known);
-  }
-
-  private desire(state: DpState): Desired {
-    return desire(state, this.config, this.dp.sizes, this.cache);
   }
 }
 
@@ -119,10 +127,12 @@ class Run {
   private readonly nat: NativeAddon;
   private readonly cpus: number;
 
+  /** @param scope what changed (undefined: everything may have) */
   constructor(
     private readonly dp: LbDatapath,
     private readonly known: Known,
     private readonly desired: Desired,
+    private readonly scope?: Scope,
   ) {
     this.nat = dp.nat;
     this.cpus = dp.nat.numPossibleCpus();
@@ -236,6 +246,14 @@ class Run {
 
   /** Records which VIP each id now serves, to recognise an id changing hands later. */
   private rememberNames(): void {
+    if (this.scope) {
+      for (const id of this.scope.vipIds) {
+        const v = this.desired.vipById.get(id);
+        if (v) this.known.vipNames.set(id, v.vip.name);
+        else this.known.vipNames.delete(id);
+      }
+      return;
+    }
     this.known.vipNames.clear();
     for (const v of this.desired.vipById.values()) this.known.vipNames.set(v.vip.id, v.vip.name);
   }

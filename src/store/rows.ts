@@ -249,7 +249,10 @@ export function policyRecord(row: PolicyRow): PolicyRecord {
 /** Family byte then the 16 address bytes: orders backends numerically (IPv4 first). */
 export function addressSortKey(canonical: string): Buffer {
   const a = parseAddr(canonical);
-  return Buffer.concat([Buffer.from([a.family]), a.bytes]);
+  const key = Buffer.alloc(17);
+  key[0] = a.family;
+  a.bytes.copy(key, 1);
+  return key;
 }
 
 export function healthEvent(row: HealthEventRow): HealthEvent {

@@ -16,7 +16,7 @@
 import type { PolicyRecord } from '../model/types.js';
 import { backendRecord, policyRecord, vipRecord, type BackendRow, type VipRow } from './rows.js';
 import type { Statements } from './statements.js';
-import type { StoreSnapshot, StoredBackend, StoredVip, Tombstone } from './types.js';
+import type { StateDelta, StoreSnapshot, StoredBackend, StoredVip, Tombstone } from './types.js';
 
 export interface SnapshotState {
   revision: number;
@@ -26,6 +26,8 @@ export interface SnapshotState {
   backends: Map<string, StoredBackend[]>;
   policies: Map<string, PolicyRecord>;
   tombstones: Tombstone[];
+  /** Set by deriveState: what changed since the base state (see StoreState.delta). */
+  delta?: StateDelta;
 }
 
 /** Holds the state of one committed revision. */
@@ -124,7 +126,10 @@ export function deriveState(
     if (row === undefined) policies.delete(name);
     else policies.set(name, deepFreeze(policyRecord(row)));
   }
-  return { revision, hash_seed: base.hash_seed, vips, backends, policies, tombstones: tombstones(st) };
+  return {
+    revision, hash_seed: base.hash_seed, vips, backends, policies, tombstones: tombstones(st),
+    delta: { from: base.revision, vips: t.vips, policies: t.policies },
+  };
 }
 
 function byName<T>(m: Map<string, T>): string[] {

@@ -86,10 +86,11 @@ export function prepareStatements(db: Db) {
     ),
     backendsOfVip: p<[number], BackendRow>(`${BACKEND_SELECT} WHERE b.vip_id = ? ORDER BY b.sort_key`),
     backendAll: p<[], BackendRow>(`${BACKEND_SELECT} ORDER BY v.name, b.sort_key`),
-    insertBackend: p<[number, string, Buffer, ...BackendValues, string | null, number, number, number, number]>(`
+    insertBackend: p<[number, string, Buffer, ...BackendValues, string | null, number, number, number, number], Omit<BackendRow, 'vip'>>(`
       INSERT INTO backends (vip_id, address, sort_key, weight, state, health_check, owner, created_revision,
                             updated_revision, dp_id, dp_gen)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      RETURNING id, vip_id, address, weight, state, owner, created_revision, updated_revision, dp_id, dp_gen, health_check`),
     updateBackend: p<[...BackendValues, number, number]>(
       'UPDATE backends SET weight = ?, state = ?, health_check = ?, updated_revision = ? WHERE id = ?',
     ),

@@ -320,6 +320,11 @@ export class Tx implements StoreTx {
    * from the cached snapshot of the committed revision when there is one.
    */
   snapshot(): StoreSnapshot {
+    return toSnapshot(this.state());
+  }
+
+  /** The state behind snapshot(), by name; derived from the cached state of the committed revision when there is one. */
+  state(): SnapshotState {
     const st = this.rd;
     const meta = st.meta.get();
     if (meta === undefined) throw new Error('store: meta row missing');
@@ -332,7 +337,7 @@ export class Tx implements StoreTx {
     // Only states of a committed revision may be cached: a read's, or the final one of a write (after commit).
     if (this.mode === 'read') this.ctx.cache.put(state);
     if (this.mode === 'sealed') this.finalState = state;
-    return toSnapshot(state);
+    return state;
   }
 
   // ---------------------------------------------- lookups (used by replace.ts)
@@ -446,12 +451,13 @@ export class Tx implements StoreTx {
     const st = this.wr;
     const tomb = st.tombstoneFor.get(vip.dp_id, norm.address);
     const id = tomb !== undefined ? { dpId: tomb.dp_id, gen: tomb.dp_gen } : this.allocBackendId();
-    st.insertBackend.run(
+    const inserted = st.insertBackend.get(
       vip.id, norm.address, addressSortKey(norm.address), norm.weight, norm.state, checkJson(norm.health_check), owner,
       this.revision, this.revision, id.dpId, id.gen,
     );
+    if (inserted === undefined) throw new Error('store: insert returned no row');
     if (tomb !== undefined) st.deleteTombstone.run(tomb.dp_id);
-    const record = backendRecord(this.mustBackend(vip, norm.address));
+    const record = backendRecord({ ...inserted, vip: vip.name });
     this.changes.record(backendKey(record), null, record);
     return record;
   }

@@ -49,6 +49,34 @@ export interface StoreSnapshot {
   tombstones: Tombstone[];
 }
 
+/**
+ * The same state as StoreSnapshot, by name, neither copied nor sorted:
+ * objects that did not change are shared (frozen) from one revision's state
+ * to the next, backend lists included, so a consumer can tell by identity
+ * what changed (the incremental planner does).
+ */
+export interface StoreState {
+  revision: number;
+  hash_seed: number;
+  vips: ReadonlyMap<string, StoredVip>;
+  /** By VIP name, in address order. */
+  backends: ReadonlyMap<string, readonly StoredBackend[]>;
+  policies: ReadonlyMap<string, PolicyRecord>;
+  tombstones: readonly Tombstone[];
+  /**
+   * When this state was derived from that of revision `from` by reloading
+   * only what a write touched: the VIP names (a VIP or one of its backends)
+   * and policy names it touched. Everything else is the same objects.
+   */
+  delta?: StateDelta;
+}
+
+export interface StateDelta {
+  from: number;
+  vips: ReadonlySet<string>;
+  policies: ReadonlySet<string>;
+}
+
 /** One entry of the diff `PUT /v1/state` answers with. */
 export interface StateChange {
   op: 'create' | 'update' | 'delete';
@@ -130,6 +158,9 @@ export interface StoreTx {
   listHealthEvents(q?: HealthEventQuery): Page<HealthEvent>;
 
   snapshot(): StoreSnapshot;
+
+  /** The snapshot's state by name, without copying (see StoreState). */
+  state(): StoreState;
 }
 
 export interface Store {

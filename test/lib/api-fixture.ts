@@ -9,7 +9,7 @@ import { buildApp } from '../../src/api/app.js';
 import type { ApiOptions, DaemonInfo, StatsBody, StatusBody } from '../../src/api/types.js';
 import { Controller } from '../../src/daemon/controller.js';
 import type { Applier, DpState, ReconcileReport } from '../../src/model/dpstate.js';
-import { plan } from '../../src/reconcile/plan.js';
+import { planState } from '../../src/reconcile/plan.js';
 import { openStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 
@@ -79,7 +79,7 @@ export interface ApiFixtureOptions extends Partial<Pick<ApiOptions, 'auth' | 'lo
 export async function makeApi(o: ApiFixtureOptions = {}): Promise<Api> {
   const store = openStore(':memory:', { maxVips: o.maxVips ?? 64, maxBackends: o.maxBackends ?? 1024 });
   const applier = new FakeApplier();
-  const controller = new Controller(store, applier, (snap) => plan(snap));
+  const controller = new Controller(store, applier, (state) => planState(state));
   if (o.metrics) {
     const m = o.metrics;
     controller.onApply = (r) => m.observeReconcile(r);

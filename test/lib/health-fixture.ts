@@ -13,7 +13,7 @@ import { Controller } from '../../src/daemon/controller.js';
 import { HealthMonitor } from '../../src/health/monitor.js';
 import { runProbe, type ProbeFn } from '../../src/health/probe.js';
 import type { DpBackendState } from '../../src/model/dpstate.js';
-import { plan } from '../../src/reconcile/plan.js';
+import { planState } from '../../src/reconcile/plan.js';
 import { openStore } from '../../src/store/store.js';
 import type { Store } from '../../src/store/types.js';
 import { FakeApplier, FakeInfo } from './api-fixture.js';
@@ -41,7 +41,7 @@ export async function makeHealthRig(o: { store?: Store; probe?: ProbeFn } = {}):
   const store = o.store ?? openStore(':memory:', { maxVips: 64, maxBackends: 1024 });
   const applier = new FakeApplier();
   let monitor: HealthMonitor | undefined;
-  const controller = new Controller(store, applier, (snap) => plan(snap, { health: monitor?.verdict }));
+  const controller = new Controller(store, applier, (state) => planState(state, { health: monitor?.verdict }));
   controller.reconcile();
   monitor = new HealthMonitor({
     store, reconcile: () => controller.reconcile(), logger: pino({ level: 'silent' }), syncIntervalMs: 20,
