@@ -51,6 +51,8 @@ import { K8sSync, type BatchReport } from '../src/k8s/sync.js';
 import { Client } from '../src/cli/client.js';
 import type { KubeObject } from '../src/k8s/types.js';
 import { K8sWatch, loadKubeConfig } from '../src/k8s/watch.js';
+import { NatTable, nftRunner } from '../src/k8s/nat.js';
+import type { NatEntry } from '../src/k8s/translate.js';
 import type { Applier } from '../src/model/dpstate.js';
 import { packageRoot } from '../src/paths.js';
 import { IncrementalPlanner } from '../src/reconcile/plan.js';
@@ -105,8 +107,24 @@ export interface SyncCaps {
   maxTransactionsPerBatch?: number;
 }
 
+/** The kernel NAT table (src/k8s/nat.ts) at 10,000 entries: written whole once, then one entry changed at a time. */
+export interface NatBench {
+  entries: number;
+  full_write_ms: number;
+  one_change_ms_p50: number;
+  one_change_ms_p99: number;
+  changes: number;
+  /**
+   * The baseline in the same run: the same entries as one chain of rules
+   * (one DNAT rule each, matched in turn), written whole, which is what
+   * every change cost when the table was replaced as a whole.
+   */
+  one_chain_write_ms: number;
+}
+
 export interface K8sBench {
   sizes: SizeResult[];
+  nat: NatBench | null;
   ratio_vs_iptables: number | null;
   /** Per-connection cost of a ClusterIP: socket-LB vs kube-proxy's iptables chain (bench/k8s-connect.ts); null when skipped. */
   connect: K8sConnectResult | null;
@@ -578,7 +596,60 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
     progress(`ClusterIP per-connection cost at ${services} Services: socket-LB vs iptables…`);
     connect = await measureK8sConnect({ services, seconds: o.quick ? 1 : 2, rounds: o.quick ? 1 : 3, log: progress });
   }
-  return { sizes, ratio_vs_iptables: sizes.at(-1)?.ratio ?? null, connect, notes };
+  let nat: NatBench | null = null;
+  if (process.getuid?.() === 0 && have('nft') && have('nsenter')) {
+    const entries = o.quick ? 1000 : 10_000;
+    progress(`kernel NAT table of ${entries} entries: written whole, then one entry at a time…`);
+    nat = await measureNat(entries);
+  } else {
+    notes.push('no nft (or not root): the kernel NAT table was not measured');
+  }
+  return { sizes, nat, ratio_vs_iptables: sizes.at(-1)?.ratio ?? null, connect, notes };
+}
+
+/** NatTable in a namespace of its own: the whole table once, then single-entry changes. */
+export async function measureNat(n: number): Promise<NatBench> {
+  const ns = `ferrytest-k8snat-${process.pid}`;
+  spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  execFileSync('ip', ['netns', 'add', ns]);
+  try {
+    const table = new NatTable(nftRunner(ns), async () => undefined);
+    const entry = (i: number, backend: number): NatEntry => ({
+      service: `bench/svc-${i}`, address: '192.0.2.1', port: 1024 + i, protocol: 'tcp', masquerade: true, affinity: false,
+      sourceRanges: null, backends: [{ address: ip4(11, 2 * i + backend), port: 8080 }, { address: ip4(11, 2 * i + 1), port: 8080 }],
+    });
+    const list = Array.from({ length: n }, (_, i) => entry(i, 0));
+    let t = performance.now();
+    await table.apply(list);
+    const fullMs = performance.now() - t;
+    const changes = 50;
+    const times: number[] = [];
+    for (let k = 0; k < changes; k++) {
+      const i = (k * 7919) % n;
+      list[i] = entry(i, 10_000 + k); // a new endpoint each time: every apply is a change
+      t = performance.now();
+      await table.apply([...list]);
+      times.push(performance.now() - t);
+    }
+    if (table.stats.full !== 1 || table.stats.incremental !== changes) throw new Error(`nat: ${JSON.stringify(table.stats)}`);
+    times.sort((a, b) => a - b);
+    await table.remove();
+    // The baseline: one chain, one rule per entry, replaced as a whole.
+    const rules = list.map((e) => `    ip daddr ${e.address} tcp dport ${e.port} ct mark set ct mark | 0x10000000 dnat ip to numgen random mod 2 ` +
+      `map { 0 : ${e.backends[0]!.address} . 8080, 1 : ${e.backends[1]!.address} . 8080 }`);
+    const script = ['table inet ferry_bench_one', 'delete table inet ferry_bench_one', 'table inet ferry_bench_one {', '  chain prerouting {',
+      '    type nat hook prerouting priority dstnat; policy accept;', ...rules, '  }', '}', ''].join('\n');
+    t = performance.now();
+    await nftRunner(ns)(script);
+    const oneChainMs = performance.now() - t;
+    return {
+      entries: n, full_write_ms: Math.round(fullMs), changes,
+      one_change_ms_p50: round(times[Math.floor(changes / 2)]!, 1), one_change_ms_p99: round(times[changes - 1]!, 1),
+      one_chain_write_ms: Math.round(oneChainMs),
+    };
+  } finally {
+    spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  }
 }
 
 function optional(name: string): number | undefined {
@@ -628,6 +699,11 @@ async function main(): Promise<void> {
         `p50 ${o.end_to_end_ms_p50} ms, p99 ${o.end_to_end_ms_p99} ms (with the 200 ms coalescing window)`);
     }
     if (s.ferryd) console.log(`ferryd in Kubernetes mode with ${s.n} Services: ready in ${s.ferryd.ready_ms} ms, RSS ${s.ferryd.rss_mib} MiB`);
+  }
+  if (r.nat) {
+    console.log(`\nKernel NAT table (nftables, ${r.nat.entries} entries): written whole in ${r.nat.full_write_ms} ms; one entry changed: ` +
+      `p50 ${r.nat.one_change_ms_p50} ms, p99 ${r.nat.one_change_ms_p99} ms (${r.nat.changes} changes, nft included); the same entries ` +
+      `as one chain of rules, replaced whole on every change as before: ${r.nat.one_chain_write_ms} ms`);
   }
   for (const n of r.notes) console.log(`note: ${n}`);
 }

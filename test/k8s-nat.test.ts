@@ -1,9 +1,10 @@
 /**
  * The kernel's NAT of the Kubernetes mode (src/k8s/nat.ts): the nft script
  * it renders, and the table as nftables holds it after real applies in a
- * network namespace of the test's own (ferrytest-nat-<pid>): replaced as a
- * whole, unchanged lists not re-applied, a refused script changing nothing,
- * lists queued while nft runs, removal.
+ * network namespace of the test's own (ferrytest-nat-<pid>): written whole
+ * once, then changed entry by entry (one entry's change touches only its
+ * chains and elements), unchanged lists not re-applied, a refused script
+ * changing nothing, lists queued while nft runs, removal.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,19 +29,30 @@ const guarded: NatEntry = { ...web, service: 'default/lb', address: '198.19.0.9'
 const closed6: NatEntry = { ...dns, service: 'default/lb', address: 'fd00::9', port: 443, protocol: 'tcp', sourceRanges: [] };
 
 describe('kernel NAT: the script', () => {
-  it('a DNAT rule per entry with endpoints; a mark bit for the masqueraded; a hash for affinity; source ranges first', () => {
-    const script = renderNat([web, dns, guarded, closed6, { ...web, address: '198.18.0.3', backends: [] }]);
+  it('a chain per entry, found through a verdict map: DNAT, a mark bit for the masqueraded, a hash for affinity, source ranges first', () => {
+    const empty = { ...web, address: '198.18.0.3', backends: [] };
+    const script = renderNat([web, dns, guarded, closed6, empty]);
     assert.match(script, /^table inet ferry_k8s\ndelete table inet ferry_k8s\ntable inet ferry_k8s \{/);
-    const has = (line: string): void => assert.ok(script.includes(line), `${line}\n---\n${script}`);
-    has('ip daddr 198.18.0.2 tcp dport 30080 ct mark set ct mark | 0x10000000 dnat ip to numgen random mod 2 map { 0 : 10.244.0.1 . 8080, 1 : 10.244.0.2 . 8080 }');
-    has('ip6 daddr fd00::2 udp dport 30053 dnat ip6 to jhash ip6 saddr mod 1 seed 0x4652 map { 0 : fd00:244::1 . 53 }');
-    has('ip daddr 198.19.0.9 tcp dport 443 ip saddr != { 192.0.2.0/24, 198.51.100.0/24 } drop');
-    has('ip6 daddr fd00::9 tcp dport 443 drop');
-    has('ct mark & 0x10000000 == 0x10000000 masquerade');
+    const has = (re: RegExp): void => assert.match(script, re);
+    const esc = (t: string) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    // A rule inside a chain of the entry's own; an element of a verdict map going to such a chain.
+    const rule = (chain: string, text: string) => new RegExp(`^  chain ${chain}_[0-9a-f]{16} \\{\\n(    .*\\n)*?    ${esc(text)}$`, 'm');
+    const elem = (map: string, el: string, chain: string) => new RegExp(`^  map ${map} \\{[^\\n]*elements = \\{[^\\n]*${esc(el)} : goto ${chain}_[0-9a-f]{16}`, 'm');
+    has(/ip daddr \. meta l4proto \. th dport vmap @nat4/);
+    has(/ip6 daddr \. meta l4proto \. th dport vmap @ranges6/);
+    has(elem('nat4', '198.18.0.2 . tcp . 30080', 'svc'));
+    has(rule('svc', 'meta l4proto tcp ct mark set ct mark | 0x10000000 dnat ip to numgen random mod 2 map { 0 : 10.244.0.1 . 8080, 1 : 10.244.0.2 . 8080 }'));
+    has(rule('svc', 'meta l4proto udp dnat ip6 to jhash ip6 saddr mod 1 seed 0x4652 map { 0 : fd00:244::1 . 53 }'));
+    has(elem('ranges4', '198.19.0.9 . tcp . 443', 'src'));
+    has(rule('src', 'ip saddr != { 192.0.2.0/24, 198.51.100.0/24 } drop'));
+    has(elem('ranges6', 'fd00::9 . tcp . 443', 'src'));
+    has(rule('src', 'drop'));
+    has(/ct mark & 0x10000000 == 0x10000000 masquerade/);
     // externalTrafficPolicy Local: only an endpoint reaching its own Service is masqueraded (hairpin).
-    has('ip6 daddr fd00::2 udp dport 30053 ip6 saddr { fd00:244::1 } ct mark set ct mark | 0x10000000');
-    assert.ok(!script.includes('ip daddr 198.18.0.2 tcp dport 30080 ip saddr {'), 'Cluster entries need no hairpin rule');
-    assert.ok(!script.includes('198.18.0.3'), 'an entry without endpoints has no rule');
+    has(new RegExp(`^    ${esc('ip6 saddr { fd00:244::1 } ct mark set ct mark | 0x10000000')}$`, 'm'));
+    assert.ok(!/ip saddr \{ 10\.244\.0\.1/.test(script), 'Cluster entries need no hairpin rule');
+    has(elem('nat4', '198.18.0.3 . tcp . 30080', 'svc'));
+    assert.ok(!/dnat ip to numgen random mod 0/.test(script), 'an entry without endpoints has no DNAT rule: its packets pass');
   });
 });
 
@@ -68,21 +80,34 @@ describe('kernel NAT: applied in a namespace', { skip: noNft }, () => {
     spawnSync('ip', ['netns', 'del', NS]);
   });
 
-  it('replaces the table as a whole, skips unchanged lists, keeps the last good table when nft refuses, removes it', async () => {
+  it('writes the table once, then only what changed; skips unchanged lists; keeps the last good table when nft refuses; removes it', async () => {
     let runs = 0;
+    const scripts: string[] = [];
     const run = nftRunner(NS);
     const table = new NatTable(async (script) => {
       runs++;
+      scripts.push(script);
       await run(script);
     }, conntrackRunner(NS));
     await table.apply([web, dns, guarded, closed6]);
     assert.equal(table.entries, 4);
     let text = list();
-    assert.match(text, /ip daddr 198\.18\.0\.2 tcp dport 30080 ct mark set ct mark \| 0x10000000 dnat ip to numgen random mod 2 map \{ 0 : 10\.244\.0\.1 \. 8080, 1 : 10\.244\.0\.2 \. 8080 \}/);
-    assert.match(text, /ip6 daddr fd00::2 udp dport 30053 dnat ip6 to jhash ip6 saddr mod 1 seed 0x4652 map \{ 0 : fd00:244::1 \. 53 \}/);
-    assert.match(text, /ip daddr 198\.19\.0\.9 tcp dport 443 ip saddr != \{ 192\.0\.2\.0\/24, 198\.51\.100\.0\/24 \} drop/);
+    assert.match(text, /ct mark set ct mark \| 0x10000000 dnat ip to numgen random mod 2 map \{ 0 : 10\.244\.0\.1 \. 8080, 1 : 10\.244\.0\.2 \. 8080 \}/);
+    assert.match(text, /dnat ip6 to jhash ip6 saddr mod 1 seed 0x4652 map \{ 0 : fd00:244::1 \. 53 \}/);
+    assert.match(text, /ip saddr != \{ 192\.0\.2\.0\/24, 198\.51\.100\.0\/24 \} drop/);
+    assert.match(text, /198\.18\.0\.2 \. tcp \. 30080 : goto svc_/);
     await table.apply([web, dns, guarded, closed6]);
     assert.equal(runs, 1, 'an unchanged list is not applied again');
+    // One entry changed: only its chain is rewritten, in a script that names nothing else.
+    const moved = { ...web, backends: [web.backends[0]!] };
+    await table.apply([moved, dns, guarded, closed6]);
+    assert.equal(runs, 2);
+    assert.doesNotMatch(scripts[1]!, /delete table|fd00|198\.19\.0\.9/, scripts[1]);
+    assert.match(scripts[1]!, /^flush chain inet ferry_k8s svc_/m);
+    assert.match(list(), /dnat ip to numgen random mod 1 map \{ 0 : 10\.244\.0\.1 \. 8080 \}/);
+    assert.deepEqual(table.stats, { full: 1, incremental: 1 });
+    await table.apply([web, dns, guarded, closed6]);
+    runs = 1;
     // Lists given while nft runs: the last one wins, the one in between is never applied.
     const a = table.apply([web, dns]);
     const b = table.apply([dns]);
@@ -94,19 +119,20 @@ describe('kernel NAT: applied in a namespace', { skip: noNft }, () => {
     await assert.rejects(table.apply([{ ...web, address: '198.18.0.999' }]), /^Error: nft: /);
     assert.match(table.lastError ?? '', /^nft: /);
     assert.equal(table.failed, true);
-    assert.match(list(), /198\.18\.0\.2 tcp dport 30080/, 'a refused script changes nothing (one transaction)');
+    assert.match(list(), /198\.18\.0\.2 \. tcp \. 30080 : goto svc_/, 'a refused script changes nothing (one transaction)');
     await table.apply([web]);
     assert.equal(table.failed, false);
+    assert.equal(runs, 5, 'after a refusal the table is written whole again');
     table.invalidate();
     await table.apply([web]);
-    assert.equal(runs, 5, 'after invalidate() the same list is written again');
+    assert.equal(runs, 6, 'after invalidate() the same list is written again');
     const present = () => nftHasTable(NS);
     assert.equal(await table.lost(present), false, 'the table is there');
     execFileSync('nsenter', [`--net=/run/netns/${NS}`, '--', 'nft', 'flush', 'ruleset']);
     assert.equal(await table.lost(present), true, 'a flushed ruleset is noticed');
     await table.apply([web]);
-    assert.equal(runs, 6, 'and the list written again');
-    assert.match(list(), /198\.18\.0\.2 tcp dport 30080/);
+    assert.equal(runs, 7, 'and the list written again');
+    assert.match(list(), /198\.18\.0\.2 \. tcp \. 30080 : goto svc_/);
     await table.remove();
     assert.notEqual(spawnSync('nsenter', [`--net=/run/netns/${NS}`, '--', 'nft', 'list', 'table', 'inet', 'ferry_k8s']).status, 0, 'the table is gone');
     await table.remove();

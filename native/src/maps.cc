@@ -242,19 +242,32 @@ Napi::Value MapLookup(const Napi::CallbackInfo &info) {
   return value;
 }
 
+// The arguments of mapUpdate and mapUpdateAsync: fd, key, value, flags,
+// checked against the map's sizes.
+struct UpdateArgs {
+  int fd;
+  Bytes key;
+  Bytes value;
+  uint64_t flags;
+  MapMeta meta;
+};
+
+static UpdateArgs ArgsOfUpdate(const Napi::CallbackInfo &info, const std::string &fn) {
+  Napi::Env env = info.Env();
+  UpdateArgs a{ArgFd(info[0], fn + ": fd"), ArgBuffer(info[1], fn + ": key"), ArgBuffer(info[2], fn + ": value"),
+               IsAbsent(info[3]) ? 0 : ArgU32(info[3], fn + ": flags"), {}};
+  a.meta = GetMapMeta(env, a.fd, fn);
+  CheckSize(env, fn + ": key", a.key.size, a.meta.keySize, a.meta, a.fd);
+  CheckSize(env, fn + ": value", a.value.size, a.meta.valueBufSize, a.meta, a.fd);
+  return a;
+}
+
 Napi::Value MapUpdate(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  int fd = ArgFd(info[0], "mapUpdate: fd");
-  Bytes key = ArgBuffer(info[1], "mapUpdate: key");
-  Bytes value = ArgBuffer(info[2], "mapUpdate: value");
-  uint64_t flags = IsAbsent(info[3]) ? 0 : ArgU32(info[3], "mapUpdate: flags");
-  MapMeta m = GetMapMeta(env, fd, "mapUpdate");
-  CheckSize(env, "mapUpdate: key", key.size, m.keySize, m, fd);
-  CheckSize(env, "mapUpdate: value", value.size, m.valueBufSize, m, fd);
-  int r = bpf_map_update_elem(fd, KeyPtr(key), value.data, flags);
+  UpdateArgs a = ArgsOfUpdate(info, "mapUpdate");
+  int r = bpf_map_update_elem(a.fd, KeyPtr(a.key), a.value.data, a.flags);
   if (r < 0)
-    ThrowMapErr(env, fd, "mapUpdate: bpf_map_update_elem on " + Describe(m, fd),
-               ErrOf(r));
+    ThrowMapErr(env, a.fd, "mapUpdate: bpf_map_update_elem on " + Describe(a.meta, a.fd), ErrOf(r));
   return env.Undefined();
 }
 
@@ -627,16 +640,10 @@ class UpdateWorker : public Napi::AsyncWorker {
 // mapUpdate on the thread pool: resolves once the kernel has answered.
 Napi::Value MapUpdateAsync(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  int fd = ArgFd(info[0], "mapUpdateAsync: fd");
-  Bytes key = ArgBuffer(info[1], "mapUpdateAsync: key");
-  Bytes value = ArgBuffer(info[2], "mapUpdateAsync: value");
-  uint64_t flags = IsAbsent(info[3]) ? 0 : ArgU32(info[3], "mapUpdateAsync: flags");
-  MapMeta m = GetMapMeta(env, fd, "mapUpdateAsync");
-  CheckSize(env, "mapUpdateAsync: key", key.size, m.keySize, m, fd);
-  CheckSize(env, "mapUpdateAsync: value", value.size, m.valueBufSize, m, fd);
-  auto *w = new UpdateWorker(env, fd, std::vector<uint8_t>(key.data, key.data + key.size),
-                             std::vector<uint8_t>(value.data, value.data + value.size), flags,
-                             "mapUpdateAsync: bpf_map_update_elem on " + Describe(m, fd));
+  UpdateArgs a = ArgsOfUpdate(info, "mapUpdateAsync");
+  auto *w = new UpdateWorker(env, a.fd, std::vector<uint8_t>(a.key.data, a.key.data + a.key.size),
+                             std::vector<uint8_t>(a.value.data, a.value.data + a.value.size), a.flags,
+                             "mapUpdateAsync: bpf_map_update_elem on " + Describe(a.meta, a.fd));
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

@@ -3,18 +3,24 @@
  * LoadBalancer IPs and externalIPs whose endpoints listen on another port
  * (the datapath keeps ports: direct server return), or all of them with
  * `kubernetes.external_path: nat`. ferryd owns one nftables table,
- * `inet ferry_k8s`, and replaces it as a whole in one nft transaction
- * whenever the list changes:
+ * `inet ferry_k8s`:
  *
- *   prerouting, filter (before NAT): loadBalancerSourceRanges — sources
- *     outside a LoadBalancer IP's ranges are dropped;
- *   prerouting, dstnat: daddr + port → one of the endpoints (random, or a
- *     hash of the client's address with sessionAffinity ClientIP), DNAT to
- *     endpoint address . port; externalTrafficPolicy Cluster also sets a
- *     conntrack mark bit;
+ *   prerouting, filter (before NAT): daddr . protocol . port looked up in a
+ *     verdict map (ranges4 / ranges6) that jumps to the entry's own chain
+ *     src_<id>: loadBalancerSourceRanges — other sources are dropped;
+ *   prerouting, dstnat: the same lookup in nat4 / nat6 goes to svc_<id>,
+ *     which DNATs to one of the endpoints (random, or a hash of the client's
+ *     address with sessionAffinity ClientIP), to endpoint address . port;
+ *     externalTrafficPolicy Cluster also sets a conntrack mark bit;
  *   postrouting, srcnat: that bit → masquerade, so the endpoint answers the
  *     node, which un-NATs the reply (Local keeps the client's address; its
  *     endpoints are on this node, so replies pass it anyway).
+ *
+ * One map lookup per packet finds its entry, however many there are, and
+ * a change rewrites only the chains and map elements of the entries that
+ * changed, in one nft transaction: a Service's change costs its own rules
+ * (as kube-proxy's nftables mode does), not the table. The whole table is
+ * written only the first time, after a failure, or when it went missing.
  *
  * Packets reach these rules because xdp_lb passes everything that is not
  * one of its VIPs. Nothing else of the host's netfilter state is touched.
@@ -22,6 +28,7 @@
  * daemon; a list that arrives meanwhile replaces any older pending one.
  */
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { isIPv6 } from 'node:net';
 import type { NatEntry } from './translate.js';
 
@@ -31,20 +38,27 @@ export const NAT_MASQ_BIT = 0x10000000;
 /** Seed of the affinity hash: fixed, so a restart keeps clients on their endpoints. */
 const AFFINITY_SEED = 0x4652;
 
+const T = `inet ${NAT_TABLE}`;
 const hex = (n: number): string => `0x${n.toString(16)}`;
+const fam = (e: NatEntry): 'ip' | 'ip6' => (isIPv6(e.address) ? 'ip6' : 'ip');
+const suffix = (e: NatEntry): '4' | '6' => (isIPv6(e.address) ? '6' : '4');
 
-/** "ip daddr 198.18.0.2 tcp dport 30080": what one entry matches. */
-function match(e: NatEntry): string {
-  const fam = isIPv6(e.address) ? 'ip6' : 'ip';
-  return `${fam} daddr ${e.address} ${e.protocol} dport ${e.port}`;
+/** What identifies an entry: its address, protocol and port. */
+const keyOf = (e: NatEntry): string => `${e.address}|${e.protocol}|${e.port}`;
+
+/** The map element that finds an entry: "198.18.0.2 . tcp . 30080". */
+const element = (e: NatEntry): string => `${e.address} . ${e.protocol} . ${e.port}`;
+
+/** An entry's chains are named after its key, so the same entry keeps its chains across runs. */
+function chainId(e: NatEntry): string {
+  return createHash('sha256').update(keyOf(e)).digest('hex').slice(0, 16);
 }
 
-/** The source-range rule of an entry, or null when any source may come. */
-function filterRule(e: NatEntry): string | null {
+/** The rule of src_<id>: drop sources outside the ranges; null when any source may come. */
+function sourceRule(e: NatEntry): string | null {
   if (e.sourceRanges === null) return null;
-  const fam = isIPv6(e.address) ? 'ip6' : 'ip';
-  if (e.sourceRanges.length === 0) return `${match(e)} drop`;
-  return `${match(e)} ${fam} saddr != { ${e.sourceRanges.join(', ')} } drop`;
+  if (e.sourceRanges.length === 0) return 'drop';
+  return `${fam(e)} saddr != { ${e.sourceRanges.join(', ')} } drop`;
 }
 
 /**
@@ -55,21 +69,100 @@ function filterRule(e: NatEntry): string | null {
  */
 function hairpinRule(e: NatEntry): string | null {
   if (e.masquerade || e.backends.length === 0) return null;
-  const fam = isIPv6(e.address) ? 'ip6' : 'ip';
   const sources = [...new Set(e.backends.map((b) => b.address))].join(', ');
-  return `${match(e)} ${fam} saddr { ${sources} } ct mark set ct mark | ${hex(NAT_MASQ_BIT)}`;
+  return `${fam(e)} saddr { ${sources} } ct mark set ct mark | ${hex(NAT_MASQ_BIT)}`;
 }
 
-/** One DNAT rule; null for an entry without endpoints (nothing to send it to). */
+/** The DNAT rule; null for an entry without endpoints (its packets pass un-NATed). */
 function natRule(e: NatEntry): string | null {
   if (e.backends.length === 0) return null;
-  const fam = isIPv6(e.address) ? 'ip6' : 'ip';
   const map = e.backends.map((b, i) => `${i} : ${b.address} . ${b.port}`).join(', ');
   const pick = e.affinity
-    ? `jhash ${fam} saddr mod ${e.backends.length} seed ${hex(AFFINITY_SEED)}`
+    ? `jhash ${fam(e)} saddr mod ${e.backends.length} seed ${hex(AFFINITY_SEED)}`
     : `numgen random mod ${e.backends.length}`;
   const mark = e.masquerade ? `ct mark set ct mark | ${hex(NAT_MASQ_BIT)} ` : '';
-  return `${match(e)} ${mark}dnat ${fam} to ${pick} map { ${map} }`;
+  // nft takes "address . port" DNAT targets only after a transport protocol match.
+  return `meta l4proto ${e.protocol} ${mark}dnat ${fam(e)} to ${pick} map { ${map} }`;
+}
+
+/** What the table holds for one entry. */
+interface Rendered {
+  entry: NatEntry;
+  id: string;
+  nat: string[];
+  source: string | null;
+}
+
+function render(e: NatEntry): Rendered {
+  return {
+    entry: e, id: chainId(e),
+    nat: [hairpinRule(e), natRule(e)].filter((r): r is string => r !== null),
+    source: sourceRule(e),
+  };
+}
+
+const sameRendering = (a: Rendered, b: Rendered): boolean =>
+  a.source === b.source && a.nat.length === b.nat.length && a.nat.every((r, i) => r === b.nat[i]);
+
+/** The commands that give an entry its chains and elements (over whatever it had). */
+function putEntry(r: Rendered, had: Rendered | undefined): string[] {
+  const e = r.entry;
+  const out = [`add chain ${T} svc_${r.id}`, `flush chain ${T} svc_${r.id}`, ...r.nat.map((rule) => `add rule ${T} svc_${r.id} ${rule}`)];
+  if (had === undefined) out.push(`add element ${T} nat${suffix(e)} { ${element(e)} : goto svc_${r.id} }`);
+  if (r.source !== null) {
+    out.push(`add chain ${T} src_${r.id}`, `flush chain ${T} src_${r.id}`, `add rule ${T} src_${r.id} ${r.source}`);
+    if (had?.source == null) out.push(`add element ${T} ranges${suffix(e)} { ${element(e)} : goto src_${r.id} }`);
+  } else if (had?.source != null) {
+    out.push(`delete element ${T} ranges${suffix(e)} { ${element(e)} }`, `delete chain ${T} src_${r.id}`);
+  }
+  return out;
+}
+
+/** The commands that take an entry out of the table. */
+function deleteEntry(r: Rendered): string[] {
+  const e = r.entry;
+  const out = [`delete element ${T} nat${suffix(e)} { ${element(e)} }`, `delete chain ${T} svc_${r.id}`];
+  if (r.source !== null) out.push(`delete element ${T} ranges${suffix(e)} { ${element(e)} }`, `delete chain ${T} src_${r.id}`);
+  return out;
+}
+
+/**
+ * The whole table, declared in one block: its maps (with their elements),
+ * the chains that look entries up, the masquerade, and every entry's chains.
+ */
+function wholeTable(entries: readonly Rendered[]): string[] {
+  /** Map `name` (its last character the family) with the elements of the entries `pick` takes. */
+  const map = (name: string, addr: string, chain: string, pick: (r: Rendered) => boolean) => {
+    const els = entries.filter((r) => pick(r) && suffix(r.entry) === name.slice(-1)).map((r) => `${element(r.entry)} : goto ${chain}_${r.id}`);
+    const body = els.length === 0 ? '' : ` elements = { ${els.join(', ')} };`;
+    return `  map ${name} { type ${addr} . inet_proto . inet_service : verdict;${body} }`;
+  };
+  const chains: string[] = [];
+  for (const r of entries) {
+    chains.push(`  chain svc_${r.id} {`, ...r.nat.map((rule) => `    ${rule}`), '  }');
+    if (r.source !== null) chains.push(`  chain src_${r.id} {`, `    ${r.source}`, '  }');
+  }
+  return [
+    `table ${T} {`,
+    map('nat4', 'ipv4_addr', 'svc', () => true), map('nat6', 'ipv6_addr', 'svc', () => true),
+    map('ranges4', 'ipv4_addr', 'src', (r) => r.source !== null), map('ranges6', 'ipv6_addr', 'src', (r) => r.source !== null),
+    ...chains,
+    '  chain source_ranges {',
+    '    type filter hook prerouting priority dstnat - 10; policy accept;',
+    '    ip daddr . meta l4proto . th dport vmap @ranges4',
+    '    ip6 daddr . meta l4proto . th dport vmap @ranges6',
+    '  }',
+    '  chain prerouting {',
+    '    type nat hook prerouting priority dstnat; policy accept;',
+    '    ip daddr . meta l4proto . th dport vmap @nat4',
+    '    ip6 daddr . meta l4proto . th dport vmap @nat6',
+    '  }',
+    '  chain postrouting {',
+    '    type nat hook postrouting priority srcnat; policy accept;',
+    `    ct mark & ${hex(NAT_MASQ_BIT)} == ${hex(NAT_MASQ_BIT)} masquerade`,
+    '  }',
+    '}',
+  ];
 }
 
 /**
@@ -77,27 +170,22 @@ function natRule(e: NatEntry): string | null {
  * table if missing, deletes it and declares it anew, in one transaction.
  */
 export function renderNat(entries: readonly NatEntry[]): string {
-  const filters = entries.map(filterRule).filter((r): r is string => r !== null);
-  const rules = entries.flatMap((e) => [hairpinRule(e), natRule(e)]).filter((r): r is string => r !== null);
-  return [
-    `table inet ${NAT_TABLE}`,
-    `delete table inet ${NAT_TABLE}`,
-    `table inet ${NAT_TABLE} {`,
-    '  chain source_ranges {',
-    '    type filter hook prerouting priority dstnat - 10; policy accept;',
-    ...filters.map((r) => `    ${r}`),
-    '  }',
-    '  chain prerouting {',
-    '    type nat hook prerouting priority dstnat; policy accept;',
-    ...rules.map((r) => `    ${r}`),
-    '  }',
-    '  chain postrouting {',
-    '    type nat hook postrouting priority srcnat; policy accept;',
-    `    ct mark & ${hex(NAT_MASQ_BIT)} == ${hex(NAT_MASQ_BIT)} masquerade`,
-    '  }',
-    '}',
-    '',
-  ].join('\n');
+  return `${[`table ${T}`, `delete table ${T}`, ...wholeTable(entries.map(render))].join('\n')}\n`;
+}
+
+/**
+ * The nft script that turns the table holding `before` into one holding
+ * `after` (keyed by entry), touching only the entries that differ; null
+ * when nothing does.
+ */
+function renderChanges(before: ReadonlyMap<string, Rendered>, after: ReadonlyMap<string, Rendered>): string | null {
+  const lines: string[] = [];
+  for (const [key, r] of before) if (!after.has(key)) lines.push(...deleteEntry(r));
+  for (const [key, r] of after) {
+    const had = before.get(key);
+    if (had === undefined || !sameRendering(had, r)) lines.push(...putEntry(r, had));
+  }
+  return lines.length === 0 ? null : `${lines.join('\n')}\n`;
 }
 
 /** Runs an nft script; rejects with nft's own message. */
@@ -167,15 +255,18 @@ export function conntrackFlushes(before: readonly NatEntry[], after: readonly Na
 /**
  * ferryd's NAT table. `apply` queues the list (only the latest pending one
  * is kept) and resolves once it, or a later list, is in the kernel; the last
- * error is kept for the API view and the retry.
+ * error is kept for the API view and the retry. After the first full write,
+ * each apply changes only the entries that differ from what the table holds.
  */
 export class NatTable {
-  private applied: string | null = null;
+  /** What the table holds, by entry key; null: unknown (the next apply writes the whole table). */
+  private applied: Map<string, Rendered> | null = null;
   private running: Promise<void> | null = null;
-  private pending: string | null = null;
+  private pending: readonly NatEntry[] | null = null;
   lastError: string | null = null;
   entries = 0;
-  private pendingList: readonly NatEntry[] = [];
+  /** nft runs: whole tables written, and changes of a few entries. */
+  readonly stats = { full: 0, incremental: 0 };
   /** The list the table holds (what conntrack flushes compare with). */
   private appliedList: readonly NatEntry[] = [];
 
@@ -183,8 +274,7 @@ export class NatTable {
 
   /** Makes the table hold `entries`; an unchanged list costs nothing. Rejects with nft's error. */
   apply(entries: readonly NatEntry[]): Promise<void> {
-    this.pending = renderNat(entries);
-    this.pendingList = entries;
+    this.pending = entries;
     this.running ??= this.drain().finally(() => {
       this.running = null;
     });
@@ -193,10 +283,11 @@ export class NatTable {
 
   private async drain(): Promise<void> {
     while (this.pending !== null) {
-      const script = this.pending;
-      const list = this.pendingList;
+      const list = this.pending;
       this.pending = null;
-      if (script === this.applied) {
+      const want = new Map(list.map((e) => [keyOf(e), render(e)]));
+      const script = this.applied === null ? renderNat(list) : renderChanges(this.applied, want);
+      if (script === null) {
         // The table holds it (a refused script changed nothing): whatever failed since no longer matters.
         this.lastError = null;
         continue;
@@ -204,11 +295,17 @@ export class NatTable {
       try {
         await this.run(script);
       } catch (err) {
+        // nft applies a script whole or not at all: the table holds what it held. Whether that is what
+        // this process thinks (a table removed from outside fails every change) is no longer sure:
+        // the next apply writes the whole table.
+        this.applied = null;
         this.lastError = (err as Error).message;
         if (this.pending === null) throw err;
         continue; // a newer list came meanwhile: try that one
       }
-      this.applied = script;
+      if (this.applied === null) this.stats.full++;
+      else this.stats.incremental++;
+      this.applied = want;
       this.entries = list.filter((e) => e.backends.length > 0).length;
       this.lastError = null;
       const flushes = conntrackFlushes(this.appliedList, list);
@@ -240,7 +337,7 @@ export class NatTable {
 
   /** Removes the table (ferryd --detach, or NAT turned off); no table is not an error. */
   async remove(): Promise<void> {
-    await this.run(`table inet ${NAT_TABLE}\ndelete table inet ${NAT_TABLE}\n`);
+    await this.run(`table ${T}\ndelete table ${T}\n`);
     this.applied = null;
     this.appliedList = [];
     this.entries = 0;
