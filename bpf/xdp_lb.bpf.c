@@ -28,9 +28,9 @@ int xdp_lb(struct xdp_md *ctx)
 {
 	void *data = xdp_data(ctx), *data_end = xdp_data_end(ctx);
 	struct packet pkt = { .frame_len = xdp_frame_len(ctx), .vip_id = FERRY_VIP_NONE };
-	struct vip_addr_meta *addr;
+	struct vip_addr_meta addr;
 	struct lb_config *cfg;
-	struct vip_meta *vip;
+	struct vip_meta vip;
 	struct backend *be;
 	__u32 backend_id;
 	int reason, action;
@@ -47,8 +47,7 @@ int xdp_lb(struct xdp_md *ctx)
 	reason = parse_ip(data, data_end, &pkt);
 	if (reason != DROP_NONE)
 		return drop_as(&pkt, reason);
-	addr = vip_addr_lookup(cfg, pkt.flow.dst, pkt.flow.family);
-	if (!addr)
+	if (!vip_addr_lookup(cfg, pkt.flow.dst, pkt.flow.family, &addr))
 		return pass_as(&pkt, CNT_PASS_NON_VIP);
 	reason = parse_l4(data, data_end, &pkt);
 	if (reason != DROP_NONE)
@@ -56,27 +55,26 @@ int xdp_lb(struct xdp_md *ctx)
 
 	/* ICMP: answer echo; an MTU error continues as the flow it quotes. */
 	if (pkt_is_icmp(&pkt)) {
-		action = icmp_process(ctx, &pkt, addr);
+		action = icmp_process(ctx, &pkt, &addr);
 		if (action >= 0)
 			return action;
 	}
 
 	/* The VIP, and whether this source may use it. A steered ICMP error
 	 * comes from a router, not the client: policy is not about it. */
-	vip = vip_lookup(cfg, &pkt.flow);
-	if (!vip)
+	if (!vip_lookup(cfg, &pkt.flow, &vip))
 		return pass_as(&pkt, CNT_PASS_VIP_OTHER);
-	pkt.vip_id = vip->vip_id;
+	pkt.vip_id = vip.vip_id;
 	if (!pkt.steered) {
-		action = policy_check(&pkt, vip);
+		action = policy_check(&pkt, &vip);
 		if (action >= 0)
 			return action;
 	}
 
-	action = lb_select_backend(&pkt, vip, cfg, &be, &backend_id);
+	action = lb_select_backend(&pkt, &vip, cfg, &be, &backend_id);
 	if (action >= 0)
 		return action;
-	count_forward(&pkt, vip->vip_id, backend_id);
+	count_forward(&pkt, vip.vip_id, backend_id);
 
 	action = encap(ctx, &pkt, be, cfg);
 	if (action >= 0)

@@ -42,6 +42,20 @@ describe('Maglev table slots', { skip }, () => {
     assert.deepEqual(dp.getMaglevTable(0), t(500, 3));
   });
 
+  it('replaces several tables at once with room for one beside its old one: the rest go where the replaced were', () => {
+    const t = (m: number, id: number) => new Uint32Array(m).fill(id);
+    dp.setMaglevTable(4, t(200, 40));
+    dp.setMaglevTable(5, t(100, 50));
+    const fences = dp.maglev.stats.syncFences;
+    // 1 + 501 (VIP 0) + 201 + 101 in use, 220 free: the first new table fits beside its old one, the
+    // second only once the first is switched to and its old slots have waited out a grace period.
+    dp.setMaglevTables([4, 5], [t(200, 41), t(100, 51)]);
+    assert.deepEqual(dp.getMaglevTable(4), t(200, 41));
+    assert.deepEqual(dp.getMaglevTable(5), t(100, 51));
+    assert.ok(dp.maglev.stats.syncFences > fences, 'it waited for a grace period');
+    dp.deleteMaglevTables([4, 5]);
+  });
+
   it('refuses a table that cannot fit, naming the limit, and keeps the old one', () => {
     assert.throws(() => dp.setMaglevTable(1, new Uint32Array(2000)), (e: unknown) => {
       assert.ok(e instanceof MaglevSlotsFull);

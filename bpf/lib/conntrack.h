@@ -14,7 +14,8 @@
  *     fixed seed: conntrack must not move when the Maglev seed does), about
  *     twice as fast as jhash2. The hash is the fingerprint stored instead
  *     of the 40-byte key, and its high half picks the bucket. Two flows of
- *     a bucket share a fingerprint with odds of 1 in 2^63 per pair.
+ *     a bucket share a fingerprint with odds of about 1 in 2^(63 - bucket
+ *     bits) per pair (the bits that chose the bucket are the same).
  *   - A bucket holds FERRY_CT_WAYS entries and when each was last seen
  *     (jiffies). A new flow takes a free entry or the least recently seen
  *     one: eviction is per bucket, an LRU in miniature. An evicted flow
@@ -26,7 +27,11 @@
  *     publish the fingerprint. Readers read the fingerprint, the backend,
  *     and the fingerprint again: if it changed, the entry was being
  *     replaced and the packet is balanced afresh. x86-64 keeps stores and
- *     loads in program order (TSO), which this relies on.
+ *     loads in program order (TSO), which this relies on (an arm64 port
+ *     needs acquire and release). Left open: the entry evicted and its own
+ *     flow recorded again, both while one reader is between its two
+ *     fingerprint reads (two writes from other CPUs within nanoseconds),
+ *     which could give that one packet the evicting flow's backend.
  */
 #ifndef FERRY_CONNTRACK_H
 #define FERRY_CONNTRACK_H
@@ -75,6 +80,7 @@ static __always_inline __u64 ct_hash(const struct flow_key *key)
 
 #define READ_ONCE64(x) (*(volatile __u64 *)&(x))
 #define READ_ONCE32(x) (*(volatile __u32 *)&(x))
+#define WRITE_ONCE32(x, v) (*(volatile __u32 *)&(x) = (v))
 
 /* Where a flow lives in the table: its bucket and fingerprint. */
 struct ct_where {
@@ -184,8 +190,9 @@ static __always_inline void ct_record(const struct ct_where *w, __u32 backend_id
 	old = READ_ONCE64(*fp);
 	if (old == CT_FP_BUSY || __sync_val_compare_and_swap(fp, old, CT_FP_BUSY) != old)
 		return;
-	b->e[way].backend_id = backend_id;
-	b->e[way].backend_gen = be->gen;
+	/* Volatile stores: the compiler keeps them before the publishing one. */
+	WRITE_ONCE32(b->e[way].backend_id, backend_id);
+	WRITE_ONCE32(b->e[way].backend_gen, be->gen);
 	b->last_seen[way] = bpf_jiffies64();
 	*(volatile __u64 *)fp = w->fp;
 }

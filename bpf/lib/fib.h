@@ -114,7 +114,8 @@ static __always_inline int gw_send(struct xdp_md *ctx, const struct packet *pkt,
 /*
  * The next-hop cache. bpf_fib_lookup costs a route and a neighbour lookup
  * on every packet, while a backend's next hop changes rarely: its answer
- * (interface, MACs, route MTU) is kept per backend in a per-CPU slot for
+ * (interface, MACs, route MTU) is kept per backend and ingress interface
+ * (policy routing may answer by it) in a per-CPU slot for
  * lb_config.nexthop_ttl jiffies, then asked again. A route or neighbour
  * change therefore reaches the datapath within the TTL. Per CPU, because a
  * slot is rewritten by whichever packet finds it expired, and a reader on
@@ -130,19 +131,20 @@ static __always_inline struct nexthop *nexthop_slot(const struct lb_config *cfg,
 }
 
 /* A zeroed slot has ifindex 0: it never answers, whatever the jiffies. */
-static __always_inline bool nexthop_fresh(const struct nexthop *nh, __u32 backend_id,
-					  const struct backend *be)
+static __always_inline bool nexthop_fresh(const struct xdp_md *ctx, const struct nexthop *nh,
+					  __u32 backend_id, const struct backend *be)
 {
 	return nh->ifindex && nh->backend_id == backend_id && nh->backend_gen == be->gen &&
-	       (__s32)(nh->expires - (__u32)bpf_jiffies64()) > 0;
+	       nh->iif == ctx->ingress_ifindex && (__s32)(nh->expires - (__u32)bpf_jiffies64()) > 0;
 }
 
-static __always_inline void nexthop_store(struct nexthop *nh, const struct lb_config *cfg,
-					  const struct bpf_fib_lookup *fib, __u32 backend_id,
-					  const struct backend *be)
+static __always_inline void nexthop_store(const struct xdp_md *ctx, struct nexthop *nh,
+					  const struct lb_config *cfg, const struct bpf_fib_lookup *fib,
+					  __u32 backend_id, const struct backend *be)
 {
 	nh->backend_id = backend_id;
 	nh->backend_gen = be->gen;
+	nh->iif = ctx->ingress_ifindex;
 	nh->ifindex = fib->ifindex;
 	nh->mtu = fib->mtu_result;
 	nh->expires = (__u32)bpf_jiffies64() + cfg->nexthop_ttl;
@@ -165,7 +167,7 @@ static __always_inline int next_hop_fib(struct xdp_md *ctx, const struct packet 
 		return gw_send(ctx, pkt, cfg, true, l3_len);
 	/* On success the kernel leaves the route's MTU in mtu_result. */
 	if (nh)
-		nexthop_store(nh, cfg, &fib, backend_id, be);
+		nexthop_store(ctx, nh, cfg, &fib, backend_id, be);
 
 	eth = fib_eth(ctx);
 	if (!eth)
@@ -185,7 +187,7 @@ static __always_inline int next_hop(struct xdp_md *ctx, const struct packet *pkt
 	if (cfg->flags & CFG_F_SKIP_FIB)
 		return gw_send(ctx, pkt, cfg, false, l3_len);
 	nh = nexthop_slot(cfg, backend_id);
-	if (!nh || !nexthop_fresh(nh, backend_id, be))
+	if (!nh || !nexthop_fresh(ctx, nh, backend_id, be))
 		return next_hop_fib(ctx, pkt, be, backend_id, l3_len, cfg, nh);
 
 	eth = fib_eth(ctx);

@@ -112,6 +112,7 @@ struct ct_bucket {
 struct nexthop {
 	__u32 backend_id;
 	__u32 backend_gen;        /* the slot answers only for this id and generation */
+	__u32 iif;                /* and for packets that came in here (policy routing may look at it) */
 	__u32 ifindex;            /* egress interface */
 	__u32 mtu;                /* the route's MTU (L3 bytes) */
 	__u32 expires;            /* jiffies, low 32 bits */

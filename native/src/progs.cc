@@ -143,7 +143,8 @@ Napi::Value ProgRunSyscall(const Napi::CallbackInfo &info) {
     if (err == EINVAL || err == EBADF || err == EBADFD) ExpectFdKind(env, progFd, FdKind::Prog, fn);
     ThrowErrno(env, fn + ": bpf_prog_test_run_opts(prog fd " + Fd(progFd) + ")", err);
   }
-  return Napi::Number::New(env, opts.retval);
+  // A syscall program returns an int: negative values are its errors.
+  return Napi::Number::New(env, static_cast<int32_t>(opts.retval));
 }
 
 Napi::Value XdpAttach(const Napi::CallbackInfo &info) {

@@ -191,6 +191,7 @@ export const CtBucket = struct('ct_bucket', {
 export const Nexthop = struct('nexthop', {
   backend_id: u32(),
   backend_gen: u32(),
+  iif: u32(),
   ifindex: u32(),
   mtu: u32(),
   expires: u32(),

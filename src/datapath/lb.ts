@@ -74,6 +74,13 @@ const REPLACEABLE = new Set([
   'ferry_config', 'ferry_counters', 'ferry_events', 'ferry_event_budget', 'ferry_ct', 'ferry_maglev', 'ferry_maglev_at',
 ]);
 
+/**
+ * Replaced together: the table and the offsets into it; conntrack and the
+ * config that holds its bucket mask (the program still attached until the
+ * first reconcile must not read a new mask against its old table).
+ */
+const REPLACED_TOGETHER = [['ferry_maglev', 'ferry_maglev_at'], ['ferry_ct', 'ferry_config']] as const;
+
 const PAGE = 4096;
 
 function checkRingBytes(n: number): void {
@@ -157,7 +164,7 @@ export class LbDatapath {
     mkdirSync(opts.pinRoot, { recursive: true });
     const obj = nat.openObject(opts.objectPath ?? bpfObjectPath('xdp_lb'), { pinRoot: opts.pinRoot, maxEntries });
     try {
-      const replaced = replaceStalePins(nat, obj, (name) => REPLACEABLE.has(name));
+      const replaced = replaceStalePins(nat, obj, (name) => REPLACEABLE.has(name), REPLACED_TOGETHER);
       obj.load();
       const dp = new LbDatapath(nat, obj, opts.pinRoot, sizes);
       dp.replacedPins = replaced;

@@ -128,25 +128,37 @@ export class MaglevTables {
   }
 
   /**
-   * Installs tables: each written whole into free slots, then every VIP
-   * pointed at its new table, then the old tables retired.
+   * Installs tables: each written whole into free slots, then its VIP
+   * pointed at it (in batches), then the old table retired. When the slots
+   * run out midway, the tables written so far are switched to first, so
+   * that what they replace can be freed by the grace period allocate()
+   * then waits for.
    */
   set(vipIds: readonly number[], tables: readonly Uint32Array[]): void {
-    const runs: Run[] = [];
-    try {
-      vipIds.forEach((id, i) => {
-        if (!Number.isInteger(id) || id < 0 || id >= this.maxVips) throw new RangeError(`VIP id ${id} out of range 0..${this.maxVips - 1}`);
-        const table = tables[i]!;
-        const run = this.allocate(MaglevTables.size(table.length));
-        runs.push(run);
-        this.slab[run.start] = table.length;
-        this.slab.set(table, run.start + 1);
-      });
-    } catch (err) {
-      for (const r of runs) this.release(r);
-      throw err;
+    for (const id of vipIds) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.maxVips) throw new RangeError(`VIP id ${id} out of range 0..${this.maxVips - 1}`);
     }
-    this.point(vipIds, runs.map((r) => r.start));
+    let ids: number[] = [];
+    let starts: number[] = [];
+    const flush = () => {
+      this.point(ids, starts);
+      ids = [];
+      starts = [];
+    };
+    vipIds.forEach((id, i) => {
+      const table = tables[i]!;
+      const size = MaglevTables.size(table.length);
+      let run = this.take(size);
+      if (!run) {
+        flush();
+        run = this.allocate(size);
+      }
+      this.slab[run.start] = table.length;
+      this.slab.set(table, run.start + 1);
+      ids.push(id);
+      starts.push(run.start);
+    });
+    flush();
   }
 
   /** Points VIPs at no table (their packets then drop as no_backend); retires their tables. */
@@ -167,10 +179,15 @@ export class MaglevTables {
     }
   }
 
+  /** Closes the fence maps, once no grace period is being observed through them (the worker uses their fds). */
   close(): void {
     this.closed = true;
-    this.nat.closeFd(this.fenceOuter);
-    this.nat.closeFd(this.fenceInner);
+    const closeFds = (): void => {
+      this.nat.closeFd(this.fenceOuter);
+      this.nat.closeFd(this.fenceInner);
+    };
+    if (this.fenceInFlight) void this.fenceInFlight.finally(closeFds);
+    else closeFds();
   }
 
   /** Publishes pointers in batches, then retires what they replaced. */
@@ -240,7 +257,8 @@ export class MaglevTables {
 
   /** Observes a grace period on the thread pool; what was retired before it is then free. */
   private startFence(): void {
-    this.fencing = this.retired;
+    // Runs of a fence that failed are still here: they wait for this one.
+    this.fencing = [...this.fencing, ...this.retired];
     this.retired = [];
     const done = (): void => {
       this.fenceInFlight = undefined;

@@ -307,7 +307,7 @@ export interface NativeAddon {
   /** mapUpdate on the thread pool: for updates that wait in the kernel (map-in-map: an RCU grace period). */
   mapUpdateAsync(fd: number, key: Buffer, value: Buffer, flags?: number): Promise<void>;
   progTestRun(progFd: number, opts: TestRunOptions): TestRunResult;
-  /** Runs a BPF_PROG_TYPE_SYSCALL program once with ctx as its argument; returns its retval. */
+  /** Runs a BPF_PROG_TYPE_SYSCALL program once with ctx as its argument; returns its retval (a signed int). */
   progRunSyscall(progFd: number, ctx: Buffer): number;
   /** bpf_link_create(BPF_XDP); returns the link fd (pin it to outlive the process). */
   xdpAttach(progFd: number, ifindex: number, mode: XdpMode): number;

@@ -7,8 +7,14 @@
 import { existsSync, rmSync } from 'node:fs';
 import type { BpfObject, NativeAddon } from './native.js';
 
-/** Unpins the stale maps `replaceable` allows; returns their names. */
-export function replaceStalePins(nat: NativeAddon, obj: BpfObject, replaceable: (name: string) => boolean): string[] {
+/**
+ * Unpins the stale maps `replaceable` allows; returns their names. Maps of
+ * one group are only meaningful together (a table and the offsets into it):
+ * when one of them is replaced, so are the others.
+ */
+export function replaceStalePins(
+  nat: NativeAddon, obj: BpfObject, replaceable: (name: string) => boolean, groups: readonly (readonly string[])[] = [],
+): string[] {
   const replaced: string[] = [];
   for (const m of obj.maps()) {
     if (!replaceable(m.name) || m.pinPath === null || !existsSync(m.pinPath)) continue;
@@ -23,6 +29,14 @@ export function replaceStalePins(nat: NativeAddon, obj: BpfObject, replaceable: 
       && pinned.maxEntries === m.maxEntries && pinned.flags === m.flags) continue;
     rmSync(m.pinPath);
     replaced.push(m.name);
+  }
+  for (const group of groups) {
+    if (!group.some((name) => replaced.includes(name))) continue;
+    for (const m of obj.maps()) {
+      if (!group.includes(m.name) || replaced.includes(m.name) || m.pinPath === null || !existsSync(m.pinPath)) continue;
+      rmSync(m.pinPath);
+      replaced.push(m.name);
+    }
   }
   return replaced;
 }

@@ -172,14 +172,22 @@ export class KeyIndex<K extends AnyStruct, V extends AnyStruct> {
       counts[b1]! += 1;
       this.places.set(keyHex, { overflow: b1 });
     });
+    // A count may go up at once (a lookup then also asks the map), but down only with the second
+    // write, once the keys that moved into slots are published there.
+    const lower: number[] = [];
     for (let b = 0; b < this.count; b++) {
-      if (this.buckets[b]!.readUInt32LE(this.overflowAt) !== counts[b]) {
+      const had = this.buckets[b]!.readUInt32LE(this.overflowAt);
+      if (had === counts[b]) continue;
+      if (counts[b]! > had) {
         this.buckets[b]!.writeUInt32LE(counts[b]!, this.overflowAt);
         dirty.add(b);
+      } else {
+        lower.push(b);
       }
     }
     this.writeBuckets([...dirty]);
-    this.publish(publish);
+    for (const b of lower) this.buckets[b]!.writeUInt32LE(counts[b]!, this.overflowAt);
+    this.publish(publish, lower);
   }
 
   /** Every entry, read from the maps now (not from this mirror). */

@@ -10,7 +10,7 @@ import {
 } from '../datapath/abi.js';
 import { mappedBytes, parseAddr, parseCidr, type DpAddr, type DpCidr } from '../datapath/addr.js';
 import { encodeConfig, protoNumber, type ConfigProgram } from '../datapath/program.js';
-import { MAGLEV_MAX_WEIGHT, validateMaglevM, type MaglevBackend } from '../maglev/index.js';
+import { MAGLEV_MAX_WEIGHT, MAGLEV_PRIMES, validateMaglevM, type MaglevBackend } from '../maglev/index.js';
 import type { DpBackend, DpBackendState, DpChanges, DpState, DpTombstone, DpVip } from '../model/dpstate.js';
 import { clearHostBits } from './plan.js';
 
@@ -84,6 +84,9 @@ export interface Scope {
   addrs: Set<string>;
   policy: Set<string>;
 }
+
+/** Slots of the largest Maglev table (the largest M of MAGLEV_PRIMES, plus M itself). */
+const MAGLEV_MAX_SLOTS = Math.max(...MAGLEV_PRIMES) + 1;
 
 /** Thrown for a state the datapath cannot hold; nothing has been written. */
 export class ReconcileError extends Error {
@@ -193,10 +196,15 @@ export class DesiredState implements Desired {
     if (seed !== this.seed) throw new Error('DesiredState.updateChanges: the seed changed; update() in full');
     const changed: VipParts[] = [];
     const ids = new Set<number>();
+    const removedIds = new Set(changes.removed);
     for (const v of changes.vips) {
       if (ids.has(v.id)) throw new ReconcileError(`VIP ${v.name}: id ${v.id} is also another changed VIP`);
       ids.add(v.id);
       const old = this.parts.get(v.id);
+      // The id held by a VIP that neither changes nor goes: two VIPs would share it.
+      if (old !== undefined && old.dp.name !== v.name && !removedIds.has(v.id) && !changes.vips.some((x) => x.name === old.dp.name)) {
+        throw new ReconcileError(`VIP ${v.name}: id ${v.id} is also VIP ${old.dp.name}`);
+      }
       const p = this.partsFor(v, old, seed, cap);
       if (p !== old) changed.push(p);
     }
@@ -232,7 +240,7 @@ export class DesiredState implements Desired {
     const out: VipParts[] = [...removed, ...changed.map((p) => this.parts.get(p.entry.vip.id)).filter((p): p is VipParts => !!p)];
     const oldTombstones = this.tombstones;
     const added: VipParts[] = [];
-    let tombstonesIn = false;
+    const addedTombstones: BackendEntry[] = [];
     try {
       for (const t of oldTombstones) this.backends.delete(t.id);
       for (const p of out) this.removeParts(p, scope);
@@ -240,11 +248,13 @@ export class DesiredState implements Desired {
         this.addParts(p, scope);
         added.push(p);
       }
-      for (const t of tombstones) this.addBackendEntry(t);
-      tombstonesIn = true;
+      for (const t of tombstones) {
+        this.addBackendEntry(t);
+        addedTombstones.push(t);
+      }
       this.checkCapacity(cap);
     } catch (err) {
-      if (tombstonesIn) for (const t of tombstones) this.backends.delete(t.id);
+      for (const t of addedTombstones) this.backends.delete(t.id);
       for (const p of added) this.removeParts(p, scope);
       for (const p of out) this.addParts(p, scope);
       for (const t of oldTombstones) this.backends.set(t.id, t);
@@ -261,7 +271,9 @@ export class DesiredState implements Desired {
     return state.vips.find((x) => x.id === v.id && x !== v)?.name ?? '?';
   }
 
+  /** Empties everything; until an update succeeds, the next one starts afresh too (seed -1). */
   private clear(): void {
+    this.seed = -1;
     this.backends.clear();
     this.vips.clear();
     this.vipById.clear();
@@ -344,9 +356,18 @@ export class DesiredState implements Desired {
     if (this.policy.size > cap.maxPolicyRules) {
       throw new ReconcileError(`${this.policy.size} policy rules exceed ferry_policy (${cap.maxPolicyRules})`);
     }
-    if (this.slots > cap.maglevSlots) {
+    // Replacing a table needs room for the new one beside the old until a grace period has passed:
+    // keep room for the largest (counted only near the limit: it costs a pass over the VIPs).
+    let need = this.slots;
+    if (need + MAGLEV_MAX_SLOTS > cap.maglevSlots) {
+      let largest = 0;
+      for (const v of this.vips.values()) largest = Math.max(largest, v.vip.m + 1);
+      need += largest;
+    }
+    if (need > cap.maglevSlots) {
       throw new ReconcileError(
-        `the Maglev tables of ${this.vips.size} VIPs need ${this.slots} slots, more than ferry_maglev holds (bpf.maglev_slots: ${cap.maglevSlots})`,
+        `the Maglev tables of ${this.vips.size} VIPs need ${need} slots (the largest twice, to be replaced), ` +
+        `more than ferry_maglev holds (bpf.maglev_slots: ${cap.maglevSlots})`,
       );
     }
   }

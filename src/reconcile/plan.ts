@@ -121,6 +121,8 @@ export class IncrementalPlanner {
   private readonly live = new Map<number, number>();
   private readonly vipIds = new Map<number, number>();
   private serial = 0;
+  /** The state planned last, and its revision (undefined: plan the next one by a full pass). */
+  private last: StoreState | undefined;
   private revision: number | undefined;
   private healthSeq = 0;
   /** Plans made from the delta alone, and by a pass over every VIP. */
@@ -132,6 +134,10 @@ export class IncrementalPlanner {
     const removed: number[] = [];
     const healthVips = this.healthChanges(opts);
     const candidates = healthVips === null ? null : this.candidates(state, healthVips);
+    // A plan that throws half way (a policy it cannot find) has changed part of the memory: the next
+    // one makes a full pass, which compares every VIP with what is remembered.
+    this.last = undefined;
+    this.revision = undefined;
     if (candidates === null) {
       this.stats.full++;
       this.planAll(state, opts, serial, changed, removed);
@@ -139,6 +145,7 @@ export class IncrementalPlanner {
       this.stats.byDelta++;
       for (const name of candidates) this.planOne(name, state, opts, healthVips!.has(name), changed, removed);
     }
+    this.last = state;
     this.revision = state.revision;
     const tombstones = planTombstones(state.tombstones, (id) => this.vipIds.has(id), (id) => this.live.has(id));
     return { vips: this.list.slice(), tombstones, serial, changes: { since: serial - 1, vips: changed, removed } };
@@ -157,8 +164,9 @@ export class IncrementalPlanner {
   private candidates(state: StoreState, health: ReadonlySet<string>): Set<string> | null {
     if (this.revision === undefined) return null;
     const out = new Set(health);
-    // The state planned last (a revision's state is always the same): only health can differ.
-    if (state.revision === this.revision) return out;
+    // The very state planned last (the store hands out one object per committed revision): only health
+    // can differ. Not the same revision number alone: a rolled-back write's number is used again.
+    if (state === this.last) return out;
     const d = state.delta;
     if (d === undefined || d.from !== this.revision) return null;
     for (const name of d.vips) out.add(name);

@@ -8,13 +8,15 @@
  *      would otherwise reach that VIP's new table and backends)
  *   3. backend entries gaining use (new, reallocated, back to a more usable
  *      state; tombstones as DRAINING)
- *   4. Maglev tables (built from the active backends, installed by an
- *      atomic inner-map swap)
+ *   4. Maglev tables: those of VIP ids no longer wanted are removed first,
+ *      so that their slots can hold the new tables (those VIPs are going:
+ *      their packets drop as no_backend until their entries go in step 9);
+ *      then the changed ones, each switched to whole (maglevtables.ts)
  *   5. policy rules to add, 6. VIP address entries, 7. VIP entries
  *   8. backend entries losing use (active → draining/down): only now that
  *      the new tables no longer name them, so no new flow meets them
- *   9. removals: VIP entries → their tables → unused addresses → stale
- *      policy rules → backend ids referenced by nothing (zeroed, FREE).
+ *   9. removals: VIP entries → unused addresses → stale policy rules →
+ *      backend ids referenced by nothing (zeroed, FREE).
  * When an id changes hands (a backend's new generation, a VIP id new to the
  * maps or now another VIP's), its per-CPU counters are zeroed before the id
  * is written; otherwise counters are never touched.
@@ -142,13 +144,13 @@ class Run {
     if (ops.config) this.writeConfig(ops.config);
     this.deleteVips(ops.vipEarlyDeletes);
     this.writeBackends(ops.backendUps);
+    this.deleteTables(ops.tableDeletes);
     this.writeTables(ops);
     this.putKeyed(this.dp.policy.fd, ops.policyPuts, this.known.policy);
     this.putIndex(this.dp.addrIndex, ops.addrPuts, this.known.addrs);
     this.writeVips(ops);
     this.writeBackends(ops.backendDowns);
     this.deleteVips(ops.vipDeletes);
-    this.deleteTables(ops.tableDeletes);
     this.deleteIndex(this.dp.addrIndex, ops.addrDeletes, this.known.addrs);
     this.deleteKeyed(this.dp.policy.fd, ops.policyDeletes, this.known.policy);
     this.freeBackends(ops.backendFrees);
