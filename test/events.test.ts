@@ -17,7 +17,7 @@ import { mappedBytes, parseAddr, parseCidr } from '../src/datapath/addr.js';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { LbDatapath } from '../src/datapath/lb.js';
 import { ctHash } from '../src/datapath/hash.js';
-import { u32 } from '../src/reconcile/known.js';
+import { u32 } from '../src/datapath/maps.js';
 import { eventBudget, onlineCpus } from '../src/datapath/program.js';
 import {
   BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF, isNativeError,

@@ -13,7 +13,7 @@ import { FERRY_INDEX_WAYS, VipBucket, VipKey, VipMeta, VipSlot, type VipMetaV } 
 import { parseAddr } from '../src/datapath/addr.js';
 import { LbDatapath } from '../src/datapath/lb.js';
 import { indexBucketsOf } from '../src/datapath/vipindex.js';
-import { u32 } from '../src/reconcile/known.js';
+import { u32 } from '../src/datapath/maps.js';
 import { bpfUnavailable, ensureBpffs } from './lib/harness.js';
 
 const skip = bpfUnavailable();

@@ -60,16 +60,16 @@ static __always_inline struct ethhdr *fib_eth(struct xdp_md *ctx)
 }
 
 /*
- * bpf_check_mtu() compares an L3 length with the MTU of ifindex (0: the
- * ingress device), so a VLAN tag does not count against it. Under
- * BPF_PROG_TEST_RUN the ingress device is lo (MTU 65536): the check then
- * only bites when the FIB chose a real egress device.
+ * The gateway path's MTU check: bpf_check_mtu() compares an L3 length with
+ * the ingress device's MTU (ifindex 0), so a VLAN tag does not count
+ * against it. (The FIB path compares with the route MTU the FIB gave.)
+ * Under BPF_PROG_TEST_RUN the ingress device is lo (MTU 65536).
  */
-static __always_inline bool fits_mtu(struct xdp_md *ctx, __u32 ifindex, __u32 l3_len)
+static __always_inline bool fits_ingress_mtu(struct xdp_md *ctx, __u32 l3_len)
 {
 	__u32 mtu_len = l3_len;
 
-	return bpf_check_mtu(ctx, ifindex, &mtu_len, 0, 0) == BPF_MTU_CHK_RET_SUCCESS;
+	return bpf_check_mtu(ctx, 0, &mtu_len, 0, 0) == BPF_MTU_CHK_RET_SUCCESS;
 }
 
 /* XDP_TX out of the ingress interface, or a redirect to another one. */
@@ -103,7 +103,7 @@ static __always_inline int gw_send(struct xdp_md *ctx, const struct packet *pkt,
 	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, cfg->gw_mac, ETH_ALEN);
 
-	if (!fits_mtu(ctx, 0, l3_len))
+	if (!fits_ingress_mtu(ctx, l3_len))
 		return drop_as(pkt, DROP_TOO_BIG);
 	if (lookup_failed)
 		count_event(pkt, CNT_FIB_FALLBACK);

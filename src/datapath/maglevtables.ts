@@ -15,6 +15,7 @@
  * out does a write wait for one synchronously.
  */
 import { FERRY_MAGLEV_BLOCK, FERRY_MAGLEV_PUBLISH_MAX } from './abi.js';
+import { u32 } from './maps.js';
 import { BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_ARRAY_OF_MAPS, type NativeAddon } from './native.js';
 
 /** Elements of ferry_maglev for at least `slots` slots. */
@@ -273,10 +274,4 @@ export class MaglevTables {
       this.fenceInFlight = undefined;
     });
   }
-}
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n, 0);
-  return b;
 }

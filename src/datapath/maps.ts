@@ -5,6 +5,13 @@
 import type { NativeAddon } from './native.js';
 import type { AnyStruct, ValueOf } from './struct.js';
 
+/** A u32 array-map key (or value), as the kernel reads it. */
+export function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n, 0);
+  return b;
+}
+
 /** The smallest power of 2 at least n (and at least 1): bucket counts of the array-backed tables. */
 export function ceilPow2(n: number): number {
   let p = 1;

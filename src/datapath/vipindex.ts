@@ -17,7 +17,7 @@
  * nanoseconds of the copy; no key ever leads elsewhere.
  */
 import { FERRY_INDEX_WAYS, VipAddrBucket, VipAddrKey, VipAddrMeta, VipAddrSlot, VipBucket, VipKey, VipMeta, VipSlot } from './abi.js';
-import { ceilPow2 } from './maps.js';
+import { ceilPow2, u32 } from './maps.js';
 import type { NativeAddon } from './native.js';
 import type { AnyStruct, ValueOf } from './struct.js';
 
@@ -49,7 +49,6 @@ export function indexBucketCount(entries: number): number {
 
 /** Where a kind of key sits in its bucket (see struct vip_slot / vip_addr_slot). */
 export interface IndexShape<K extends AnyStruct, V extends AnyStruct> {
-  name: string;
   key: K;
   value: V;
   bucket: AnyStruct;
@@ -61,13 +60,13 @@ export interface IndexShape<K extends AnyStruct, V extends AnyStruct> {
 }
 
 export const VIP_SHAPE: IndexShape<typeof VipKey, typeof VipMeta> = {
-  name: 'ferry_vip_index', key: VipKey, value: VipMeta, bucket: VipBucket, slotSize: VipSlot.size,
+  key: VipKey, value: VipMeta, bucket: VipBucket, slotSize: VipSlot.size,
   valueOffset: VipSlot.layout.find((f) => f.name === 'meta')!.offset,
   familyOffset: VipKey.layout.find((f) => f.name === 'family')!.offset,
 };
 
 export const ADDR_SHAPE: IndexShape<typeof VipAddrKey, typeof VipAddrMeta> = {
-  name: 'ferry_addr_index', key: VipAddrKey, value: VipAddrMeta, bucket: VipAddrBucket, slotSize: VipAddrSlot.size,
+  key: VipAddrKey, value: VipAddrMeta, bucket: VipAddrBucket, slotSize: VipAddrSlot.size,
   valueOffset: VipAddrSlot.layout.find((f) => f.name === 'meta')!.offset,
   familyOffset: VipAddrKey.layout.find((f) => f.name === 'family')!.offset,
 };
@@ -237,15 +236,14 @@ export class KeyIndex<K extends AnyStruct, V extends AnyStruct> {
 
   /**
    * Adds or changes `puts` and removes `deletes` (absent keys are ignored),
-   * in the two steps described above. Returns the number of map writes.
+   * in the two steps described above.
    */
-  write(puts: readonly IndexEntry[], deletes: readonly Buffer[]): number {
+  write(puts: readonly IndexEntry[], deletes: readonly Buffer[]): void {
     this.ensureLoaded();
     const prepare = new Set<number>();
     const publish: Publish[] = [];
     const zero: Array<[number, number]> = [];
     const freed = new Set<string>();
-    let writes = 0;
 
     for (const key of deletes) {
       const keyHex = key.toString('hex');
@@ -254,7 +252,6 @@ export class KeyIndex<K extends AnyStruct, V extends AnyStruct> {
       this.places.delete(keyHex);
       if ('overflow' in p) {
         this.nat.mapDelete(this.overflowFd, key);
-        writes++;
         this.addOverflow(p.overflow, -1);
         prepare.add(p.overflow);
         continue;
@@ -263,10 +260,7 @@ export class KeyIndex<K extends AnyStruct, V extends AnyStruct> {
       prepare.add(p.bucket);
       zero.push([p.bucket, p.slot]);
       freed.add(`${p.bucket}/${p.slot}`);
-      if (p.shadow) {
-        this.nat.mapDelete(this.overflowFd, key);
-        writes++;
-      }
+      if (p.shadow) this.nat.mapDelete(this.overflowFd, key);
     }
 
     for (const { key, value } of puts) {
@@ -274,32 +268,28 @@ export class KeyIndex<K extends AnyStruct, V extends AnyStruct> {
       const p = this.places.get(keyHex);
       if (p && 'overflow' in p) {
         this.nat.mapUpdate(this.overflowFd, key, value, 0);
-        writes++;
       } else if (p) {
         value.copy(this.buckets[p.bucket]!, p.slot * this.shape.slotSize + this.shape.valueOffset);
         prepare.add(p.bucket);
-        if (p.shadow) {
-          this.nat.mapUpdate(this.overflowFd, key, value, 0);
-          writes++;
-        }
+        if (p.shadow) this.nat.mapUpdate(this.overflowFd, key, value, 0);
       } else {
-        writes += this.place(key, keyHex, value, freed, prepare, publish);
+        this.place(key, keyHex, value, freed, prepare, publish);
       }
     }
 
-    writes += this.writeBuckets([...prepare]);
+    this.writeBuckets([...prepare]);
     for (const [b, s] of zero) this.clearSlot(b, s);
-    return writes + this.publish(publish, zero.map(([b]) => b));
+    this.publish(publish, zero.map(([b]) => b));
   }
 
   /** The second step: gives published slots their family byte; writes them and `also`. */
-  private publish(publish: readonly Publish[], also: readonly number[] = []): number {
+  private publish(publish: readonly Publish[], also: readonly number[] = []): void {
     const second = new Set<number>(also);
     for (const { bucket, slot, family } of publish) {
       this.buckets[bucket]![slot * this.shape.slotSize + this.shape.familyOffset] = family;
       second.add(bucket);
     }
-    return this.writeBuckets([...second]);
+    this.writeBuckets([...second]);
   }
 
   /** Typed single-entry helpers (tests, benchmarks). */
@@ -329,14 +319,14 @@ export class KeyIndex<K extends AnyStruct, V extends AnyStruct> {
 
   /** A new key: a free slot of b1, else of b2, else the overflow map (counted in b1). */
   private place(key: Buffer, keyHex: string, value: Buffer, freed: Set<string>,
-    prepare: Set<number>, publish: Publish[]): number {
+    prepare: Set<number>, publish: Publish[]): void {
     const slot = this.freeSlot(key, freed);
     if (slot) {
       this.fill(slot.bucket, slot.slot, key, value);
       this.places.set(keyHex, { ...slot, shadow: false });
       prepare.add(slot.bucket);
       publish.push({ ...slot, family: key[this.shape.familyOffset]! });
-      return 0;
+      return;
     }
     const [b1] = indexBucketsOf(key, this.mask);
     // The map first, then the count that sends misses of b1 to it.
@@ -344,7 +334,6 @@ export class KeyIndex<K extends AnyStruct, V extends AnyStruct> {
     this.addOverflow(b1, 1);
     prepare.add(b1);
     this.places.set(keyHex, { overflow: b1 });
-    return 1;
   }
 
   /** The mirror is read at the first use, not at construction: opening a datapath writes nothing. */
@@ -405,23 +394,16 @@ export class KeyIndex<K extends AnyStruct, V extends AnyStruct> {
   }
 
   /** Writes whole buckets from the mirror: one update, or one batch for several. */
-  private writeBuckets(ids: number[]): number {
-    if (ids.length === 0) return 0;
+  private writeBuckets(ids: number[]): void {
+    if (ids.length === 0) return;
     if (ids.length === 1) {
       this.nat.mapUpdate(this.indexFd, u32(ids[0]!), this.buckets[ids[0]!]!, 0);
-      return 1;
+      return;
     }
     const keys = Buffer.concat(ids.map(u32));
     const values = Buffer.concat(ids.map((b) => this.buckets[b]!));
     this.nat.mapUpdateBatch(this.indexFd, keys, values, ids.length, 0);
-    return ids.length;
   }
-}
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n, 0);
-  return b;
 }
 
 export type VipIndex = KeyIndex<typeof VipKey, typeof VipMeta>;

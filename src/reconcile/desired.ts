@@ -220,7 +220,7 @@ export class DesiredState implements Desired {
   private partsFor(v: DpVip, old: VipParts | undefined, seed: number, cap: Capacity): VipParts {
     if (old?.dp === v) return old;
     const fingerprint = vipFingerprint(v, seed);
-    if (old?.fingerprint === fingerprint && old.entry.vip.id === v.id) {
+    if (old?.fingerprint === fingerprint) {
       old.dp = v;
       return old;
     }

@@ -8,10 +8,10 @@
  */
 import { Backend } from '../datapath/abi.js';
 import type { LbDatapath } from '../datapath/lb.js';
+import { u32 } from '../datapath/maps.js';
 import { buildMaglevTable } from '../maglev/index.js';
 import type { Desired, VipEntry } from './desired.js';
 import { normalizePolicyKey } from './desired.js';
-import { readTable } from './tables.js';
 
 /** An installed table whose inputs are unknown (or do not match): it must be rewritten. */
 export const TABLE_FOREIGN = '#foreign';
@@ -69,7 +69,7 @@ export function observe(dp: LbDatapath, desired: Desired): Known {
 
 /** One VIP id's installed table, if any, against the desired one. */
 function observeTable(dp: LbDatapath, desired: Desired, known: Known, id: number): void {
-  const installed = readTable(dp, id);
+  const installed = dp.getMaglevTable(id);
   if (!installed) return;
   const want = desired.vipById.get(id);
   if (!want) {
@@ -119,10 +119,4 @@ function dumpHash(dp: LbDatapath, fd: number, norm: (k: Buffer) => Buffer = (k) 
 
 function copy(b: Buffer | null): Buffer | undefined {
   return b ? Buffer.from(b) : undefined;
-}
-
-export function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n, 0);
-  return b;
 }

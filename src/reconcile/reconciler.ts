@@ -32,6 +32,7 @@
 import { performance } from 'node:perf_hooks';
 import { Backend, BackendStats, RatelimitState, VipStats } from '../datapath/abi.js';
 import type { LbDatapath } from '../datapath/lb.js';
+import { u32 } from '../datapath/maps.js';
 import type { NativeAddon } from '../datapath/native.js';
 import type { AnyStruct } from '../datapath/struct.js';
 import type { KeyIndex } from '../datapath/vipindex.js';
@@ -39,7 +40,7 @@ import type { ConfigProgram } from '../datapath/program.js';
 import type { Applier, DpState, ReconcileReport } from '../model/dpstate.js';
 import { DesiredState, desire, type Desired, type Scope, type VipEntry } from './desired.js';
 import { describe, diff, type BackendWrite, type KeyedWrite, type Ops, type Removal } from './diff.js';
-import { buildTable, observe, u32, type HashEntry, type Known } from './known.js';
+import { buildTable, observe, type HashEntry, type Known } from './known.js';
 import { installTables, removeTables } from './tables.js';
 
 /** A ReconcileReport with what the apply did in detail. */

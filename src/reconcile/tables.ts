@@ -29,8 +29,3 @@ export function removeTables(dp: LbDatapath, ids: readonly number[], done: (vipI
   dp.deleteMaglevTables(ids);
   ids.forEach(done);
 }
-
-/** A table as read back, or undefined when absent. */
-export function readTable(dp: LbDatapath, vipId: number): Uint32Array | undefined {
-  return dp.getMaglevTable(vipId);
-}
