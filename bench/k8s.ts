@@ -36,6 +36,7 @@
  *     --no-connect  skip the ClusterIP per-connection comparison (socket-LB vs iptables DNAT, bench/k8s-connect.ts)
  *     --iptables-timeout  kill iptables-restore after this long (default 180 s; the full run takes about 5 minutes)
  *     --ferry-only        skip iptables-restore (e.g. to compare K8sSync settings)
+ *     --burst-only        only the bursts: not the one-change series or ferryd's RSS
  *     --services-per-tx, --max-tx-per-batch  K8sSync's caps (default: its defaults)
  *     --json    one object: {sizes: [...], ratio_vs_iptables} (iptables-restore ms / Ferry ms at the largest N)
  */
@@ -268,7 +269,7 @@ export interface FerrydRss {
 /** Endpoint changes measured after the burst at the largest size. */
 const ONE_CHANGES = 100;
 
-async function ferryRun(n: number, real: boolean, caps: SyncCaps): Promise<FerryResult> {
+export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOnly = false): Promise<FerryResult> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-k8s-'));
   const pinRoot = `/sys/fs/bpf/ferry-bench-k8s-${process.pid}`;
   const server = await K8sTestServer.start();
@@ -333,7 +334,7 @@ async function ferryRun(n: number, real: boolean, caps: SyncCaps): Promise<Ferry
 
     // One endpoint of one Service at a time, as a rolling update changes them.
     let oneChange: OneChange | null = null;
-    if (n >= 10_000) {
+    if (n >= 10_000 && !burstOnly) {
       const batchMs: number[] = [];
       const appliedMs: number[] = [];
       const endToEnd: number[] = [];
@@ -357,7 +358,7 @@ async function ferryRun(n: number, real: boolean, caps: SyncCaps): Promise<Ferry
         end_to_end_ms_p50: q(endToEnd, 0.5), end_to_end_ms_p99: q(endToEnd, 0.99),
       };
     }
-    const ferrydRss = n >= 10_000 && real ? await measureFerrydRss(server, n) : null;
+    const ferrydRss = n >= 10_000 && real && !burstOnly ? await measureFerrydRss(server, n) : null;
     return {
       ms, transactions, batches, longestStepMs: longest,
       loopDelayMaxMs: delay.maxMs, loopDelayP99Ms: delay.p99Ms, oneChange, ferrydRss,
@@ -522,6 +523,8 @@ export interface BenchOptions {
   noConnect?: boolean;
   iptablesTimeoutMs: number;
   ferryOnly: boolean;
+  /** Only the burst: not the one-change series or ferryd's RSS (for profiling). */
+  burstOnly?: boolean;
   caps: SyncCaps;
 }
 
@@ -546,7 +549,7 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
   process.on('exit', deleteNs);
   for (const n of o.quick ? [1000] : [1000, 10_000]) {
     progress(`N=${n}: Ferry (${real ? 'real' : 'fake'} datapath)…`);
-    const f = await ferryRun(n, real, o.caps);
+    const f = await ferryRun(n, real, o.caps, o.burstOnly);
     progress(`N=${n}: Ferry ${Math.round(f.ms)} ms in ${f.transactions} transactions (longest ${Math.round(f.longestStepMs)} ms, ` +
       `event-loop delay max ${Math.round(f.loopDelayMaxMs)} ms)`);
     if (f.oneChange) {
@@ -664,6 +667,7 @@ async function main(): Promise<void> {
     iptablesTimeoutMs: argValue('--iptables-timeout', 180) * 1000,
     ferryOnly: process.argv.includes('--ferry-only'),
     noConnect: process.argv.includes('--no-connect'),
+    burstOnly: process.argv.includes('--burst-only'),
     caps: { ...(spt !== undefined ? { servicesPerTransaction: spt } : {}), ...(mtb !== undefined ? { maxTransactionsPerBatch: mtb } : {}) },
   });
   if (process.argv.includes('--json')) {

@@ -1051,6 +1051,25 @@ describe('datapath ids and tombstones', () => {
     assert.equal(r(store, (tx) => tx.getBackend('web', '10.0.0.2').weight), 3);
   });
 
+  it('one replaceState revives a tombstone, reuses a free id (gen + 1) and takes fresh ids, lowest first', () => {
+    const c = clock();
+    const store = mem({ maxBackends: 5, now: c.now });
+    const state = (addrs: string[]) => ({ vips: [{ ...vip('web'), backends: addrs.map((address) => ({ address })) }] });
+    w(store, (tx) => tx.replaceState(state(['10.0.0.1', '10.0.0.2', '10.0.0.3']), 0));
+    assert.deepEqual(ids(store), [['10.0.0.1', 0, 1], ['10.0.0.2', 1, 1], ['10.0.0.3', 2, 1]]);
+    w(store, (tx) => tx.deleteBackend('web', '10.0.0.1', 0)); // id 0 free at once
+    w(store, (tx) => tx.deleteBackend('web', '10.0.0.2', 60)); // id 1 held by a tombstone
+    w(store, (tx) => tx.replaceState(state(['10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5', '10.0.0.6']), 0));
+    assert.deepEqual(ids(store), [['10.0.0.2', 1, 1], ['10.0.0.3', 2, 1], ['10.0.0.4', 0, 2], ['10.0.0.5', 3, 1], ['10.0.0.6', 4, 1]]);
+    assert.deepEqual(r(store, (tx) => tx.snapshot().tombstones), []);
+    // One more than the slots left: refused whole, nothing written.
+    const rev = store.revision();
+    throwsKind(() => w(store, (tx) => tx.replaceState(state(['10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5', '10.0.0.6', '10.0.0.7']), 0)),
+      CapacityError, 'all 5 datapath backend slots are in use, including draining tombstones (capacity max_backends = 5)', 507);
+    assert.equal(store.revision(), rev);
+    assert.equal(ids(store).length, 5);
+  });
+
   it('deleting a VIP frees its backends\' ids and tombstones at once', () => {
     const c = clock();
     const store = mem({ maxBackends: 2, now: c.now });

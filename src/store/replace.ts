@@ -151,16 +151,13 @@ function syncBackends(
     }
   }
   for (const { vipRow, backends, current } of plans) {
+    const added: NormBackend[] = [];
     for (const b of backends) {
       const row = current.get(b.address);
-      const name = `${vipRow.name}/${b.address}`;
-      if (row === undefined) {
-        tx.insertBackend(vipRow, b, owner);
-        changes.push({ op: 'create', kind: 'backend', name });
-      } else if (tx.updateBackend(row, b).changed) {
-        changes.push({ op: 'update', kind: 'backend', name });
-      }
+      if (row === undefined) added.push(b);
+      else if (tx.updateBackend(row, b).changed) changes.push({ op: 'update', kind: 'backend', name: `${vipRow.name}/${b.address}` });
     }
+    for (const b of tx.insertBackends(vipRow, added, owner)) changes.push({ op: 'create', kind: 'backend', name: `${vipRow.name}/${b.address}` });
   }
 }
 

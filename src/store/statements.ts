@@ -86,11 +86,10 @@ export function prepareStatements(db: Db) {
     ),
     backendsOfVip: p<[number], BackendRow>(`${BACKEND_SELECT} WHERE b.vip_id = ? ORDER BY b.sort_key`),
     backendAll: p<[], BackendRow>(`${BACKEND_SELECT} ORDER BY v.name, b.sort_key`),
-    insertBackend: p<[number, string, Buffer, ...BackendValues, string | null, number, number, number, number], Omit<BackendRow, 'vip'>>(`
+    insertBackend: p<[number, string, Buffer, ...BackendValues, string | null, number, number, number, number]>(`
       INSERT INTO backends (vip_id, address, sort_key, weight, state, health_check, owner, created_revision,
                             updated_revision, dp_id, dp_gen)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-      RETURNING id, vip_id, address, weight, state, owner, created_revision, updated_revision, dp_id, dp_gen, health_check`),
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     updateBackend: p<[...BackendValues, number, number]>(
       'UPDATE backends SET weight = ?, state = ?, health_check = ?, updated_revision = ? WHERE id = ?',
     ),
@@ -102,11 +101,12 @@ export function prepareStatements(db: Db) {
     ).pluck(),
     nextVipId: p<[], number>('SELECT COALESCE(MAX(dp_id) + 1, 0) FROM vip_ids').pluck(),
     addVipId: p<[number]>('INSERT INTO vip_ids (dp_id, in_use) VALUES (?, 0)'),
-    freeBackendId: p<[number], number>(
-      'SELECT dp_id FROM backend_ids WHERE in_use = 0 AND dp_id < ? ORDER BY dp_id LIMIT 1',
+    freeBackendIds: p<[number, number], number>(
+      'SELECT dp_id FROM backend_ids WHERE in_use = 0 AND dp_id < ? ORDER BY dp_id LIMIT ?',
     ).pluck(),
     nextBackendId: p<[], number>('SELECT COALESCE(MAX(dp_id) + 1, 0) FROM backend_ids').pluck(),
-    addBackendId: p<[number]>('INSERT INTO backend_ids (dp_id, gen, in_use) VALUES (?, 0, 0)'),
+    // A new id starts at generation 1 (0 is never used).
+    addBackendId: p<[number]>('INSERT INTO backend_ids (dp_id, gen, in_use) VALUES (?, 1, 0)'),
     // u32 generations; 0 is never used so a zeroed map entry never matches.
     bumpGen: p<[number], number>(`
       UPDATE backend_ids SET gen = CASE WHEN gen >= 4294967295 THEN 1 ELSE gen + 1 END
@@ -118,8 +118,8 @@ export function prepareStatements(db: Db) {
     insertTombstone: p<[number, number, number, string, number]>(
       'INSERT INTO tombstones (dp_id, dp_gen, vip_dp_id, address, expires_at) VALUES (?, ?, ?, ?, ?)',
     ),
-    tombstoneFor: p<[number, string], Tombstone>(
-      'SELECT dp_id, dp_gen, vip_dp_id, address, expires_at FROM tombstones WHERE vip_dp_id = ? AND address = ?',
+    tombstonesOfVip: p<[number], Tombstone>(
+      'SELECT dp_id, dp_gen, vip_dp_id, address, expires_at FROM tombstones WHERE vip_dp_id = ?',
     ),
     deleteTombstone: p<[number]>('DELETE FROM tombstones WHERE dp_id = ?'),
     expiredTombstones: p<[number], Tombstone>(
