@@ -572,6 +572,19 @@ describe('xdp_lb', { skip }, () => {
     }
   });
 
+  it('leaves Ethernet padding out of the tunnel', () => {
+    for (const c of cases) {
+      // A bare ACK: 40 (IPv4) or 60 (IPv6) bytes of IP, padded as a short frame is.
+      const packet = tcp(c.client, c.vip.addr, 45000, c.port, TCP_ACK, { payload: Buffer.alloc(0) });
+      const input = Buffer.concat([packet, Buffer.alloc(Math.max(6, 60 - packet.length), 0xee)]);
+      const r = h.run(input);
+      assert.equal(r.retval, XDP_TX, c.name);
+      const outer = parseIp(parseEth(r.out).l3);
+      assert.deepEqual(outer.payload, parseEth(packet).l3, `${c.name}: the inner packet, without the padding`);
+      assert.equal(r.out.length, packet.length + (outer.version === 4 ? 20 : 40), `${c.name}: nothing after the outer packet`);
+    }
+  });
+
   describe('malformed and unsupported packets', () => {
     const good4 = tcp(CLIENT4, V4.addr, 44444, 80);
     const good6 = tcp(CLIENT6, V6.addr, 44444, 80);

@@ -21,6 +21,20 @@
 #define IPV6_FLOWLABEL_MASK 0xfffff
 
 /*
+ * Ethernet padding is not part of the packet (a 40-byte TCP ACK arrives in
+ * a 60-byte frame): cut it, so the tunnel carries the outer packet and
+ * nothing after it.
+ */
+static __always_inline bool trim_padding(struct xdp_md *ctx, const struct packet *pkt)
+{
+	__u32 end = (__u32)pkt->l3_off + pkt->ip_len;
+
+	if (pkt->frame_len <= end)
+		return true;
+	return bpf_xdp_adjust_tail(ctx, -(int)(pkt->frame_len - end)) == 0;
+}
+
+/*
  * Opens room bytes between the L2 header and the IP header: the frame
  * grows at the front, the L2 header (tag included) is copied down to the
  * new start with the outer family as its ethertype, and the inner packet
@@ -32,7 +46,7 @@ static __always_inline void *encap_push(struct xdp_md *ctx, const struct packet 
 	bool vlan = pkt->l3_off == L2_VLAN_LEN;
 	void *data, *data_end, *outer;
 
-	if (bpf_xdp_adjust_head(ctx, -(int)room))
+	if (!trim_padding(ctx, pkt) || bpf_xdp_adjust_head(ctx, -(int)room))
 		return NULL;
 	data = xdp_data(ctx);
 	data_end = xdp_data_end(ctx);

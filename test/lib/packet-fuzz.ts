@@ -119,6 +119,8 @@ const validFrame: fc.Arbitrary<FuzzFrame> = fc.record({
   vlan: fc.option(fc.integer({ min: 0, max: 4095 }), { nil: undefined }),
   tos: fc.integer({ min: 0, max: 255 }),
   df: fc.boolean(),
+  // Ethernet padding after the IP packet (a short frame is padded to 60 bytes).
+  padding: fc.oneof({ weight: 3, arbitrary: fc.constant(Buffer.alloc(0)) }, { weight: 1, arbitrary: bytesArb(1, 24) }),
 }).map((r): FuzzFrame => {
   const o: PacketOpts = {
     src: r.v6 ? r.src6 : r.src4, dst: r.v6 ? r.dst6 : r.dst4, proto: r.proto as PacketOpts['proto'],
@@ -126,7 +128,8 @@ const validFrame: fc.Arbitrary<FuzzFrame> = fc.record({
     ...(r.proto === 'icmp' ? { icmpType: r.icmpType, icmpCode: r.icmpCode } : {}),
     ...(r.vlan !== undefined ? { vlan: r.vlan } : {}),
   };
-  return { kind: `valid ${r.v6 ? 'v6' : 'v4'} ${r.proto}`, bytes: ethFrame(ipPacket(o), r.v6 ? ETH_P_IPV6 : ETH_P_IP, o) };
+  const bytes = Buffer.concat([ethFrame(ipPacket(o), r.v6 ? ETH_P_IPV6 : ETH_P_IP, o), r.padding]);
+  return { kind: `valid ${r.v6 ? 'v6' : 'v4'} ${r.proto}${r.padding.length ? ` padded ${r.padding.length}` : ''}`, bytes };
 });
 
 /** IPv4 with options (IHL 6..15), or an IPv4 fragment. */
