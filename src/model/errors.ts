@@ -59,3 +59,13 @@ export class CapacityError extends FerryError {
   readonly status = 507;
   readonly type = 'capacity';
 }
+
+/**
+ * The state store cannot be written (disk full, read-only or failing
+ * filesystem): nothing was changed; reads and the datapath keep working,
+ * and writes succeed again once the filesystem does (503 in the API).
+ */
+export class StorageError extends FerryError {
+  readonly status = 503;
+  readonly type = 'storage-unavailable';
+}

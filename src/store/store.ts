@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { ValidationError } from '../model/errors.js';
+import { StorageError, ValidationError } from '../model/errors.js';
 import type { NewHealthEvent } from '../model/health.js';
 import { migrate } from './migrations.js';
 import type { AuditRow } from './rows.js';
@@ -137,7 +137,7 @@ class SqliteStore implements Store {
         tx.close();
       }
     });
-    const out = run.immediate();
+    const out = writing(() => run.immediate());
     // Committed: the snapshot afterWrite planned from is now the state of this revision.
     if (tx?.finalState !== null && tx?.finalState !== undefined) this.ctx.cache.put(tx.finalState);
     return out;
@@ -181,10 +181,10 @@ class SqliteStore implements Store {
     this.assertOpen();
     if (events.length === 0) return;
     // Its own short transaction: one fsync for a whole batch (a switch failing takes many backends at once).
-    this.db.transaction(() => {
+    writing(() => this.db.transaction(() => {
       for (const e of events) this.st.insertHealthEvent.run(e.time, e.vip, e.backend, e.from, e.to, e.reason);
       this.st.trimHealthEvents.run(this.eventRetention);
-    }).immediate();
+    }).immediate());
   }
 
   /**
@@ -233,6 +233,32 @@ class SqliteStore implements Store {
 
   private assertOpen(): void {
     if (this.closed) throw new Error('store: closed');
+  }
+}
+
+/** What a failing filesystem means for the operator, by SQLite's primary result code. */
+const STORAGE_FAILURES: Readonly<Record<string, string>> = {
+  SQLITE_FULL: 'the filesystem holding the state directory is full',
+  SQLITE_READONLY: 'the state directory is read-only',
+  SQLITE_IOERR: 'the state directory\'s filesystem failed a read or write',
+  SQLITE_CANTOPEN: 'a file in the state directory cannot be opened',
+};
+
+/**
+ * Runs a write; a filesystem failure becomes a StorageError. SQLite has
+ * rolled the transaction back by then, so nothing was changed, and the
+ * connection stays usable: the next write succeeds once the disk does.
+ */
+function writing<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (!(err instanceof Database.SqliteError)) throw err;
+    const primary = /^SQLITE_[A-Z]+/.exec(err.code)?.[0] ?? '';
+    const what = STORAGE_FAILURES[primary];
+    if (what === undefined) throw err;
+    throw new StorageError(`the change was not saved: ${what} (${err.code}: ${err.message}); nothing was changed, ` +
+      'reads and the datapath keep working, and writes succeed again once the filesystem does');
   }
 }
 
