@@ -12,6 +12,7 @@ import { mappedBytes, parseAddr, parseCidr, type DpAddr, type DpCidr } from '../
 import { encodeConfig, protoNumber, type ConfigProgram } from '../datapath/program.js';
 import { MAGLEV_MAX_WEIGHT, MAGLEV_PRIMES, validateMaglevM, type MaglevBackend } from '../maglev/index.js';
 import type { DpBackend, DpBackendState, DpChanges, DpState, DpTombstone, DpVip } from '../model/dpstate.js';
+import { CapacityError } from '../model/errors.js';
 import { clearHostBits } from './plan.js';
 
 /** Map capacities the desired state must fit in (LbDatapath.sizes). */
@@ -348,13 +349,18 @@ export class DesiredState implements Desired {
     this.backends.set(e.id, e);
   }
 
-  /** Entry counts against the maps' sizes, so a full map fails before any write. */
+  /**
+   * Entry counts against the maps' sizes, so a full map fails before any
+   * write, as a CapacityError naming the setting to raise (507 in the API).
+   * VIP addresses need no check: there are never more than VIPs, whose ids
+   * the store already caps at bpf.max_vips.
+   */
   private checkCapacity(cap: Capacity): void {
-    if (this.addrs.size > cap.maxVipAddrs) {
-      throw new ReconcileError(`${this.addrs.size} VIP addresses exceed ferry_vip_addrs (${cap.maxVipAddrs})`);
-    }
     if (this.policy.size > cap.maxPolicyRules) {
-      throw new ReconcileError(`${this.policy.size} policy rules exceed ferry_policy (${cap.maxPolicyRules})`);
+      throw new CapacityError(
+        `the source rules of every VIP and policy need ${this.policy.size} datapath policy entries, more than ` +
+        `ferry_policy holds (capacity bpf.max_policy_rules = ${cap.maxPolicyRules})`,
+      );
     }
     // Replacing a table needs room for the new one beside the old until a grace period has passed:
     // keep room for the largest (counted only near the limit: it costs a pass over the VIPs).
@@ -365,9 +371,9 @@ export class DesiredState implements Desired {
       need += largest;
     }
     if (need > cap.maglevSlots) {
-      throw new ReconcileError(
+      throw new CapacityError(
         `the Maglev tables of ${this.vips.size} VIPs need ${need} slots (the largest twice, to be replaced), ` +
-        `more than ferry_maglev holds (bpf.maglev_slots: ${cap.maglevSlots})`,
+        `more than ferry_maglev holds (capacity bpf.maglev_slots = ${cap.maglevSlots})`,
       );
     }
   }

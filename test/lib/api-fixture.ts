@@ -74,12 +74,14 @@ export interface Api {
 export interface ApiFixtureOptions extends Partial<Pick<ApiOptions, 'auth' | 'logger' | 'bodyLimit' | 'stateBodyLimit' | 'drainSeconds' | 'metrics'>> {
   maxVips?: number;
   maxBackends?: number;
+  /** The datapath side (default: a FakeApplier, which `applier` then is). */
+  applier?: Applier;
 }
 
 export async function makeApi(o: ApiFixtureOptions = {}): Promise<Api> {
   const store = openStore(':memory:', { maxVips: o.maxVips ?? 64, maxBackends: o.maxBackends ?? 1024 });
   const applier = new FakeApplier();
-  const controller = new Controller(store, applier, (state) => planState(state));
+  const controller = new Controller(store, o.applier ?? applier, (state) => planState(state));
   if (o.metrics) {
     const m = o.metrics;
     controller.onApply = (r) => m.observeReconcile(r);
