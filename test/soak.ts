@@ -1,14 +1,20 @@
 /**
  * The soak: the CI fuzzing suites with many more cases.
  *
- *   npm run soak -- [--packets N] [--seed S] [--json]
+ *   npm run soak -- [--packets N] [--api N] [--seed S] [--json]
  *     --packets  fuzzed frames through xdp_lb (default 10,000,000; test/lib/packet-fuzz.ts)
+ *     --api      generated API requests (default 100,000; test/lib/api-fuzz.ts)
  *     --seed     fast-check seed (default: the time, printed so a failure can be replayed)
- *     --json     one object on stdout: {seed, packets: {...tally, seconds, per_second}}
+ *     --json     one object on stdout: {seed, packets: {...tally, seconds, per_second}, api: {...}}
  *
  * Progress goes to stderr. Exits 1 on the first broken invariant, with
  * fast-check's report (seed and path replay it); 2 when BPF is unusable.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fuzzApi, seedApi, type ApiTally } from './lib/api-fuzz.js';
+import { makeApi } from './lib/api-fixture.js';
 import { LbHarness, bpfUnavailable } from './lib/harness.js';
 import { fuzzPackets, programFuzzWorld, type FuzzTally } from './lib/packet-fuzz.js';
 
@@ -26,6 +32,31 @@ function arg(name: string, fallback: number): number {
 interface SoakReport {
   seed: number;
   packets: FuzzTally & { seconds: number; per_second: number };
+  api: ApiTally & { seconds: number };
+}
+
+async function soakApi(runs: number, seed: number): Promise<SoakReport['api']> {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-soak-api-'));
+  const dbPath = join(dir, 'ferry.db');
+  const api = await makeApi({ dbPath });
+  try {
+    await seedApi(api);
+    const t0 = performance.now();
+    const total: ApiTally = { requests: 0, byStatus: {} };
+    for (let done = 0; done < runs;) {
+      const n = Math.min(5000, runs - done);
+      const t = await fuzzApi(api.app, dbPath, { seed: seed + done, runs: n });
+      total.requests += t.requests;
+      for (const [s, c] of Object.entries(t.byStatus)) total.byStatus[s] = (total.byStatus[s] ?? 0) + c;
+      api.applier.states.length = 0; // the fake datapath keeps every state it was given
+      done += n;
+      console.error(`soak: api ${done}/${runs} (${JSON.stringify(total.byStatus)})`);
+    }
+    return { ...total, seconds: Math.round((performance.now() - t0) / 100) / 10 };
+  } finally {
+    await api.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function soakPackets(runs: number, seed: number): SoakReport['packets'] {
@@ -49,7 +80,7 @@ function soakPackets(runs: number, seed: number): SoakReport['packets'] {
   }
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const why = bpfUnavailable();
   if (why !== undefined) {
     console.error(`soak: cannot run: ${why}`);
@@ -57,15 +88,17 @@ function main(): void {
   }
   const seed = arg('--seed', Date.now() % 2 ** 31);
   const runs = arg('--packets', 10_000_000);
+  const apiRuns = arg('--api', 100_000);
   console.error(`soak: seed ${seed}`);
-  const report: SoakReport = { seed, packets: soakPackets(runs, seed) };
+  const report: SoakReport = { seed, packets: soakPackets(runs, seed), api: await soakApi(apiRuns, seed) };
   if (process.argv.includes('--json')) console.log(JSON.stringify(report));
-  else console.log(`packets: ${report.packets.cases} frames in ${report.packets.seconds} s, every invariant held: ${JSON.stringify(report.packets)}`);
+  else {
+    console.log(`packets: ${report.packets.cases} frames in ${report.packets.seconds} s, every invariant held: ${JSON.stringify(report.packets)}`);
+    console.log(`api: ${report.api.requests} requests in ${report.api.seconds} s, no 5xx, refusals changed nothing: ${JSON.stringify(report.api.byStatus)}`);
+  }
 }
 
-try {
-  main();
-} catch (err) {
+main().catch((err: unknown) => {
   console.error(`soak: FAILED: ${err instanceof Error ? err.message : String(err)}`);
   process.exit(1);
-}
+});

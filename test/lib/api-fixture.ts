@@ -76,10 +76,12 @@ export interface ApiFixtureOptions extends Partial<Pick<ApiOptions, 'auth' | 'lo
   maxBackends?: number;
   /** The datapath side (default: a FakeApplier, which `applier` then is). */
   applier?: Applier;
+  /** A database file instead of memory. */
+  dbPath?: string;
 }
 
 export async function makeApi(o: ApiFixtureOptions = {}): Promise<Api> {
-  const store = openStore(':memory:', { maxVips: o.maxVips ?? 64, maxBackends: o.maxBackends ?? 1024 });
+  const store = openStore(o.dbPath ?? ':memory:', { maxVips: o.maxVips ?? 64, maxBackends: o.maxBackends ?? 1024 });
   const applier = new FakeApplier();
   const controller = new Controller(store, o.applier ?? applier, (state) => planState(state));
   if (o.metrics) {
