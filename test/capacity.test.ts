@@ -18,6 +18,8 @@ import { IPPROTO_TCP, TCP_ACK, TCP_SYN, frame, parseEth, parseIp } from './lib/p
 const skip = bpfUnavailable();
 if (skip) console.log(`# skipping capacity tests: ${skip}`);
 
+const CONFIG = { seed: 1, src4: '198.19.255.0/24', src6: '2001:db8:ff::/112', skipFib: true };
+
 describe('capacity: the API refuses what the maps cannot hold (real datapath)', { skip }, () => {
   const pinRoot = `/sys/fs/bpf/ferry-test-capacity-${process.pid}`;
   let dp: LbDatapath;
@@ -28,7 +30,7 @@ describe('capacity: the API refuses what the maps cannot hold (real datapath)', 
     rmSync(pinRoot, { recursive: true, force: true });
     // Room for 8 source rules and for one 251-slot table beside its replacement (+ a spare slot), not two.
     dp = LbDatapath.open({ pinRoot, sizes: { maxVips: 8, maxVipAddrs: 8, maxBackends: 64, ctSize: 1024, maxPolicyRules: 8, maglevSlots: 600 } });
-    const applier = new Reconciler(dp, { seed: 1, src4: '198.19.255.0/24', src6: '2001:db8:ff::/112', skipFib: true });
+    const applier = new Reconciler(dp, CONFIG);
     api = await makeApi({ maxVips: 8, maxBackends: 64, applier });
   });
   after(async () => {
@@ -40,7 +42,7 @@ describe('capacity: the API refuses what the maps cannot hold (real datapath)', 
   /** The maps equal the committed state: nothing of a refused change stayed behind. */
   function assertMapsMatchStore(): void {
     const state = api.store.read((tx) => tx.state());
-    const reconciler = new Reconciler(dp, { seed: 1, src4: '198.19.255.0/24', src6: '2001:db8:ff::/112', skipFib: true });
+    const reconciler = new Reconciler(dp, CONFIG);
     assert.deepEqual(reconciler.verify(planState(state)), []);
   }
 

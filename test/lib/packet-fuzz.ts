@@ -20,13 +20,14 @@
  */
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, DROP_REASONS, type DropReason } from '../../src/datapath/abi.js';
+import { BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, DROP_REASONS, FERRY_AF_INET, type DropReason } from '../../src/datapath/abi.js';
 import { parseAddr, parseCidr } from '../../src/datapath/addr.js';
 import type { BackendProgram } from '../../src/datapath/program.js';
+import { clearHostBits } from '../../src/reconcile/plan.js';
 import { GW_MAC, LbHarness, SRC4, SRC6, XDP_DROP, XDP_PASS, XDP_TX } from './harness.js';
 import {
   ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
-  csumAdd, csumFinish, ethFrame, ipPacket, parseEth, parseIp, type PacketOpts,
+  csumAdd, csumFinish, ethFrame, ipPacket, l4ChecksumOk, parseEth, parseIp, type PacketOpts,
 } from './packet.js';
 
 // ------------------------------------------------------------- the world
@@ -192,7 +193,7 @@ const icmpError: fc.Arbitrary<FuzzFrame> = fc.record({
   // The quote is the reply the backend sent (VIP → client), or bytes of any kind.
   const quoted = r.garbage ?? ipPacket({ src: vip, dst: client, proto: r.qproto as PacketOpts['proto'], sport: r.dport, dport: r.sport });
   const quote = quoted.subarray(0, Math.max(0, quoted.length - r.cut));
-  const rest = Buffer.concat([Buffer.from(r.v6 ? [0, 0, 5, 0xdc] : [0, 0, 5, 0xdc]), quote]);
+  const rest = Buffer.concat([Buffer.from([0, 0, 5, 0xdc]) /* MTU 1500, in either family's layout */, quote]);
   const o: PacketOpts = {
     src: r.v6 ? '2001:db8:fe::1' : '192.0.2.254', dst: vip, proto: 'icmp',
     icmpType: r.v6 ? 2 : 3, icmpCode: r.wrongCode ? 3 : r.v6 ? 0 : 4, icmpRest: rest,
@@ -299,7 +300,7 @@ export class PacketChecker {
     assert.deepEqual(outer.dst, req.src, `${what}: echo reply to the sender`);
     assert.equal(outer.payload[0], outer.version === 4 ? 0 : 129, `${what}: echo reply type`);
     assert.ok(outer.checksumOk, `${what}: echo reply IPv4 header checksum`);
-    assert.equal(icmpChecksumOk(outer), icmpChecksumOk(req), `${what}: echo reply checksum as valid as the request's`);
+    assert.equal(l4ChecksumOk(outer), l4ChecksumOk(req), `${what}: echo reply checksum as valid as the request's`);
     this.tally.echoReplies++;
   }
 
@@ -388,23 +389,13 @@ function pad16(b: Buffer): string {
   return Buffer.concat([b, Buffer.alloc(16 - b.length)]).toString('hex');
 }
 
+/** Whether `addr` (4 or 16 bytes) lies in the prefix `c`. */
 function prefixHolds(c: ReturnType<typeof parseCidr>, addr: Buffer): boolean {
-  const a = pad16(addr);
-  const bits = c.prefix;
-  const net = c.addr.bytes;
-  const x = Buffer.from(a, 'hex');
-  for (let i = 0; i < Math.ceil(bits / 8); i++) {
-    const keep = Math.min(8, bits - i * 8);
-    const mask = (0xff << (8 - keep)) & 0xff;
-    if ((x[i]! & mask) !== (net[i]! & mask)) return false;
-  }
-  return true;
+  const bits = c.addr.family === FERRY_AF_INET ? 32 : 128;
+  const x = Buffer.alloc(16);
+  addr.copy(x);
+  const net = Buffer.from(c.addr.bytes);
+  clearHostBits(x, c.prefix, bits);
+  clearHostBits(net, c.prefix, bits);
+  return x.equals(net);
 }
-
-function icmpChecksumOk(ip: ReturnType<typeof parseIp>): boolean {
-  if (ip.version === 4) return csumAdd(ip.payload) === 0xffff;
-  const p = Buffer.alloc(40);
-  ip.src.copy(p, 0); ip.dst.copy(p, 16); p.writeUInt32BE(ip.payload.length, 32); p[39] = IPPROTO_ICMPV6;
-  return csumAdd(ip.payload, csumAdd(p)) === 0xffff;
-}
-
