@@ -1,7 +1,8 @@
 /**
- * Addresses as the datapath stores them, parsed with ipaddr.js.
+ * Addresses as the datapath stores them: a family code and 16 bytes. Parsing
+ * and canonical text live in src/net/addr.ts.
  */
-import ipaddr from 'ipaddr.js';
+import { formatIp, parseCidr as parseNetCidr, parseIp } from '../net/addr.js';
 import { FERRY_AF_INET, FERRY_AF_INET6 } from './abi.js';
 
 export type Family = typeof FERRY_AF_INET | typeof FERRY_AF_INET6;
@@ -14,25 +15,16 @@ export interface DpAddr {
 
 /** Parses an IPv4 or IPv6 address; throws a TypeError naming the input. */
 export function parseAddr(text: string): DpAddr {
-  let ip: ipaddr.IPv4 | ipaddr.IPv6;
-  try {
-    ip = ipaddr.parse(text); // throws for what isValid() refuses: one parse instead of two
-  } catch {
-    throw new TypeError(`not an IP address: ${JSON.stringify(text)}`);
-  }
+  const ip = parseIp(text);
+  if (typeof ip === 'string') throw new TypeError(`not an IP address: ${JSON.stringify(text)}`);
   const bytes = Buffer.alloc(16);
-  if (ip.kind() === 'ipv4') {
-    Buffer.from(ip.toByteArray()).copy(bytes, 0);
-    return { family: FERRY_AF_INET, bytes };
-  }
-  Buffer.from(ip.toByteArray()).copy(bytes, 0);
-  return { family: FERRY_AF_INET6, bytes };
+  ip.bytes.copy(bytes, 0);
+  return { family: ip.family === 4 ? FERRY_AF_INET : FERRY_AF_INET6, bytes };
 }
 
 /** The text form of a datapath address. */
 export function formatAddr(family: number, bytes: Buffer): string {
-  if (family === FERRY_AF_INET) return ipaddr.fromByteArray([...bytes.subarray(0, 4)]).toString();
-  return ipaddr.fromByteArray([...bytes.subarray(0, 16)]).toString();
+  return formatIp(family === FERRY_AF_INET ? 4 : 6, bytes);
 }
 
 /** IPv4 as ::ffff:a.b.c.d, IPv6 unchanged: the policy trie's address space. */
@@ -50,22 +42,13 @@ export interface DpCidr {
   prefix: number;
 }
 
-/** Parses "a.b.c.d/n" or "x::/n" (a bare address is a host route). */
+/** Parses "a.b.c.d/n" or "x::/n" (a bare address is a host route); throws a TypeError naming the input. */
 export function parseCidr(text: string): DpCidr {
-  const slash = text.indexOf('/');
-  if (slash < 0) {
-    const addr = parseAddr(text);
-    return { addr, prefix: addr.family === FERRY_AF_INET ? 32 : 128 };
-  }
-  let parsed: [ipaddr.IPv4 | ipaddr.IPv6, number];
-  try {
-    parsed = ipaddr.parseCIDR(text);
-  } catch {
-    throw new TypeError(`not a CIDR: ${JSON.stringify(text)}`);
-  }
-  const [ip, prefix] = parsed;
-  const addr = parseAddr(ip.toString());
-  return { addr, prefix };
+  const c = parseNetCidr(text, 'clear');
+  if (typeof c === 'string') throw new TypeError(`not a CIDR: ${JSON.stringify(text)}`);
+  const bytes = Buffer.alloc(16);
+  c.network.copy(bytes, 0);
+  return { addr: { family: c.family === 4 ? FERRY_AF_INET : FERRY_AF_INET6, bytes }, prefix: c.prefix };
 }
 
 /** The network-order mask of the host part of a prefix, `bits` wide. */

@@ -19,7 +19,6 @@
  */
 import { existsSync, mkdirSync, rmSync, statSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
-import ipaddr from 'ipaddr.js';
 import {
   SOCK_COUNTERS, SOCK_SVC_F_AFFINITY, SOCKLB_AF_INET, SOCKLB_AF_INET6, SOCKLB_DEFAULT_SIZES, SockCounter, SockEndpoint,
   SockMemberKey, SockSlotKey, SockSvc, SockSvcKey, type SockCounterName, type SockFamily,
@@ -30,6 +29,7 @@ import {
   BPF_CGROUP_INET_SOCK_RELEASE, BPF_CGROUP_UDP4_RECVMSG, BPF_CGROUP_UDP4_SENDMSG, BPF_CGROUP_UDP6_RECVMSG,
   BPF_CGROUP_UDP6_SENDMSG, BPF_MAP_TYPE_ARRAY, loadNative, type BpfObject, type NativeAddon,
 } from './native.js';
+import { formatIp, parseIp, unmappedIpv4 } from '../net/addr.js';
 import { bpfObjectPath } from '../paths.js';
 import { detachPinnedLink, replaceStalePins } from './pins.js';
 
@@ -197,16 +197,17 @@ function keyString(proto: number, family: number, addr: Buffer, port: number): s
 }
 
 function formatAddr(family: number, addr: Buffer): string {
-  return ipaddr.fromByteArray([...addr.subarray(0, family === SOCKLB_AF_INET ? 4 : 16)]).toString();
+  return formatIp(family === SOCKLB_AF_INET ? 4 : 6, addr);
 }
 
 /** An address as the program compares it: IPv4-mapped IPv6 becomes IPv4 (as the program normalises). */
 function parseAddress(text: unknown, what: string): { family: SockFamily; addr: Buffer } {
-  if (typeof text !== 'string' || !ipaddr.isValid(text)) throw new TypeError(`${what}: not an IP address: ${JSON.stringify(text)}`);
-  const ip = ipaddr.process(text);
+  const parsed = parseIp(text);
+  if (typeof parsed === 'string') throw new TypeError(`${what}: not an IP address: ${JSON.stringify(text)}`);
+  const ip = unmappedIpv4(parsed) ?? parsed;
   const addr = Buffer.alloc(16);
-  Buffer.from(ip.toByteArray()).copy(addr);
-  return { family: ip.kind() === 'ipv4' ? SOCKLB_AF_INET : SOCKLB_AF_INET6, addr };
+  ip.bytes.copy(addr);
+  return { family: ip.family === 4 ? SOCKLB_AF_INET : SOCKLB_AF_INET6, addr };
 }
 
 function checkPort(port: unknown, what: string): number {

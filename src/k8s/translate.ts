@@ -70,8 +70,7 @@
  *    owner gets an empty desired state, so what it had goes away.
  */
 import { createHash } from 'node:crypto';
-import ipaddr from 'ipaddr.js';
-import { canonicalAddress, canonicalCidr } from '../model/validate.js';
+import { canonicalIp, parseCidr, parseIp } from '../net/addr.js';
 import type { BackendSpec, DesiredState, PolicySpec, Protocol, VipWithBackends } from '../model/types.js';
 import {
   LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, objectKey,
@@ -300,7 +299,7 @@ function resolveEndpoints(
     for (const e of slice.endpoints ?? []) {
       const raw = e.addresses?.[0];
       if (raw === undefined) continue;
-      const address = canonicalAddress(raw);
+      const address = canonicalIp(raw);
       if (address === null || familyOf(address) !== family || !usableAddress(address)) {
         problems.add(`endpoint address ${JSON.stringify(raw)} in EndpointSlice ${slice.metadata.name} is not a usable ${family} address`);
         continue;
@@ -328,10 +327,12 @@ function resolveEndpoints(
 }
 
 function usableAddress(address: string): boolean {
-  const range = ipaddr.parse(address).range();
+  const ip = parseIp(address);
   // The store refuses these as VIPs and backends (and IPv4-mapped IPv6, which the datapath keys as neither family).
-  return !['unspecified', 'loopback', 'multicast', 'broadcast', 'linkLocal', 'ipv4Mapped'].includes(range);
+  return typeof ip !== 'string' && !UNUSABLE_RANGES.has(ip.range);
 }
+
+const UNUSABLE_RANGES = new Set(['unspecified', 'loopback', 'multicast', 'broadcast', 'linkLocal', 'ipv4Mapped']);
 
 /**
  * Ready endpoints take new flows and terminating ones drain; with no ready
@@ -363,21 +364,11 @@ function sourceRangesPolicy(svc: Service, problems: Set<string>): PolicySpec | n
   return { name: sourceRangesPolicyName(svc.metadata.namespace ?? '', svc.metadata.name), allow: list, deny };
 }
 
-/** "10.0.0.1/8" → "10.0.0.0/8" (kube-proxy clears host bits too); null if not a CIDR. */
+/** "10.0.0.1/8" → "10.0.0.0/8" (kube-proxy clears host bits too); null if not a CIDR (a bare address is not). */
 function normaliseRange(text: string): string | null {
-  const slash = text.indexOf('/');
-  if (slash < 0) return null;
-  const addr = canonicalAddress(text.slice(0, slash));
-  if (addr === null) return null;
-  try {
-    const [ip, prefix] = ipaddr.parseCIDR(`${addr}${text.slice(slash)}`);
-    const net = ip.kind() === 'ipv4'
-      ? ipaddr.IPv4.networkAddressFromCIDR(`${ip.toString()}/${prefix}`)
-      : ipaddr.IPv6.networkAddressFromCIDR(`${ip.toString()}/${prefix}`);
-    return canonicalCidr(`${net.toString()}/${prefix}`);
-  } catch {
-    return null;
-  }
+  if (!text.includes('/')) return null;
+  const cidr = parseCidr(text, 'clear');
+  return typeof cidr === 'string' ? null : cidr.text;
 }
 
 // --------------------------------------------------------------------- VIPs
@@ -464,7 +455,7 @@ export function translateService(
       continue;
     }
     const addVip = (src: VipSource, vipPort: number, isLb: boolean): void => {
-      const address = canonicalAddress(src.address);
+      const address = canonicalIp(src.address);
       const what = `${src.kind} ${src.address} ${portLabel}`;
       if (address === null || !usableAddress(address)) {
         problems.add(`${what}: not a usable VIP address`);
@@ -538,7 +529,7 @@ export function translateService(
       return entry;
     };
     for (const ip of clusterIpsOf(svc)) {
-      const address = canonicalAddress(ip);
+      const address = canonicalIp(ip);
       if (address === null) {
         problems.add(`clusterIP ${JSON.stringify(ip)} is not an IP address`);
         continue;
@@ -548,7 +539,7 @@ export function translateService(
     // The same Service on its outside addresses, for this node's own sockets (no XDP on the way out).
     const local = new Set<string>();
     const addLocal = (src: VipSource, port: number): void => {
-      const address = canonicalAddress(src.address);
+      const address = canonicalIp(src.address);
       if (address === null || !usableAddress(address) || !families.includes(familyOf(address))) return;
       if (local.has(`${address} ${port}`)) return;
       local.add(`${address} ${port}`);

@@ -8,9 +8,7 @@
  * The store calls these before every write and throws ValidationError; the
  * API may call them too to answer before opening a transaction.
  */
-import ipaddr from 'ipaddr.js';
-import { formatAddr, parseAddr, type DpAddr } from '../datapath/addr.js';
-import { FERRY_AF_INET } from '../datapath/abi.js';
+import { canonicalIp, ipFamily, parseCidr, parseIp, unmappedIpv4 } from '../net/addr.js';
 import { MAGLEV_PRIMES } from '../maglev/index.js';
 import type { FieldError } from './errors.js';
 import { healthCheckErrors } from './health.js';
@@ -24,54 +22,11 @@ export const RATE_LIMIT_MAX_BURST = 1_000_000;
 export const BACKEND_STATES = ['active', 'draining', 'disabled'] as const;
 
 const NAME_RE = new RegExp(NAME_PATTERN);
-/** Prefix lengths are plain decimal: "/08" would be read differently by different tools. */
-const PREFIX_RE = /^(0|[1-9][0-9]{0,2})$/;
-
-type Ip = ipaddr.IPv4 | ipaddr.IPv6;
 
 /** Looks up whether a policy name exists outside the object being validated. */
 export type PolicyLookup = (name: string) => boolean;
 
 // ---------------------------------------------------------------- addresses
-
-/**
- * Parses an address strictly: IPv4 only as four decimal octets (ipaddr.js
- * would read "010.0.0.1" as octal 8.0.0.1 and "10.1" as 10.0.0.1: an
- * operator never means that), IPv6 without a zone index. Returns the
- * parsed address or the reason it is not one.
- */
-function parseStrict(text: unknown): Ip | string {
-  if (typeof text !== 'string') return 'must be a string';
-  if (text.includes(':')) {
-    if (!ipaddr.IPv6.isValid(text)) return `not an IP address: ${JSON.stringify(text)}`;
-    const ip = ipaddr.IPv6.parse(text);
-    if (ip.zoneId !== undefined) return `must not carry a zone index ("%${ip.zoneId}")`;
-    return ip;
-  }
-  if (!ipaddr.IPv4.isValidFourPartDecimal(text)) {
-    return `not an IP address: ${JSON.stringify(text)} (IPv4 is written as four decimal octets, a.b.c.d)`;
-  }
-  return ipaddr.IPv4.parse(text);
-}
-
-/**
- * The canonical text of an address (dotted quad; RFC 5952 compressed
- * lowercase IPv6, e.g. "2001:db8::1"), or null if it does not parse.
- * Stored addresses are in this form, so lookups accept any spelling.
- */
-export function canonicalAddress(text: string): string | null {
-  const hit = canonicalMemo.get(text);
-  if (hit !== undefined) return hit;
-  const ip = parseStrict(text);
-  const out = typeof ip === 'string' ? null : ip.toString();
-  // Writes spell the same addresses again and again (a backend is validated, normalised, then looked
-  // up): parsing is the cost, so the answers are kept. Bounded: cleared when full.
-  if (canonicalMemo.size >= 1 << 17) canonicalMemo.clear();
-  canonicalMemo.set(text, out);
-  return out;
-}
-
-const canonicalMemo = new Map<string, string | null>();
 
 /** The kinds of address that can never be a VIP or a backend, and what to call them. */
 const UNUSABLE_RANGES: Readonly<Record<string, string>> = {
@@ -84,14 +39,13 @@ const UNUSABLE_RANGES: Readonly<Record<string, string>> = {
 
 /** Why `text` cannot be a VIP or backend address, or null if it can. */
 function unicastProblem(text: unknown, role: 'VIP' | 'backend'): string | null {
-  const ip = parseStrict(text);
+  const ip = parseIp(text);
   if (typeof ip === 'string') return ip;
-  if (ip.kind() === 'ipv6' && (ip as ipaddr.IPv6).isIPv4MappedAddress()) {
-    // The datapath keys IPv4 and IPv6 apart; a mapped address would be neither.
-    return `is an IPv4-mapped IPv6 address; write it as ${(ip as ipaddr.IPv6).toIPv4Address().toString()}`;
-  }
-  const what = UNUSABLE_RANGES[ip.range()];
-  if (what !== undefined) return `${ip.toString()} is ${what} and cannot be a ${role} address`;
+  const v4 = unmappedIpv4(ip);
+  // The datapath keys IPv4 and IPv6 apart; a mapped address would be neither.
+  if (v4 !== null) return `is an IPv4-mapped IPv6 address; write it as ${v4.text}`;
+  const what = UNUSABLE_RANGES[ip.range];
+  if (what !== undefined) return `${ip.text} is ${what} and cannot be a ${role} address`;
   return null;
 }
 
@@ -109,56 +63,6 @@ export function backendAddressErrors(text: unknown, field = '/address'): FieldEr
 
 // -------------------------------------------------------------------- CIDRs
 
-interface ParsedCidr {
-  /** Canonical "network/prefix". */
-  text: string;
-  family: 4 | 6;
-}
-
-/** Clears the host bits of a 16-byte datapath address. */
-function maskBytes(addr: DpAddr, prefix: number): Buffer {
-  const out = Buffer.from(addr.bytes);
-  const width = addr.family === FERRY_AF_INET ? 4 : 16;
-  for (let i = 0; i < width; i++) {
-    const keep = Math.max(0, Math.min(8, prefix - i * 8));
-    out[i] = (out[i] ?? 0) & ((0xff << (8 - keep)) & 0xff);
-  }
-  return out;
-}
-
-/**
- * Parses a CIDR ("10.0.0.0/8", "2001:db8::/32"; a bare address is a host
- * route) into its canonical form, or returns the reason it is not valid.
- */
-function parseCidrStrict(text: unknown): ParsedCidr | string {
-  if (typeof text !== 'string') return 'must be a string';
-  const slash = text.indexOf('/');
-  const ip = parseStrict(slash < 0 ? text : text.slice(0, slash));
-  if (typeof ip === 'string') return `not a CIDR: ${JSON.stringify(text)}`;
-  const bits = ip.kind() === 'ipv4' ? 32 : 128;
-  const prefixText = slash < 0 ? String(bits) : text.slice(slash + 1);
-  const prefix = Number(prefixText);
-  if (!PREFIX_RE.test(prefixText) || prefix > bits) {
-    return `not a CIDR: ${JSON.stringify(text)} (prefix length must be 0..${bits})`;
-  }
-  const addr = parseAddr(ip.toString());
-  const network = formatAddr(addr.family, maskBytes(addr, prefix));
-  if (network !== ip.toString()) return `has host bits set; did you mean ${network}/${prefix}?`;
-  return { text: `${network}/${prefix}`, family: bits === 32 ? 4 : 6 };
-}
-
-/** The canonical form of a valid CIDR ("10.0.0.1" → "10.0.0.1/32"); throws on an invalid one. */
-export function canonicalCidr(text: string): string {
-  const parsed = parseCidrStrict(text);
-  if (typeof parsed === 'string') throw new TypeError(`${JSON.stringify(text)}: ${parsed}`);
-  return parsed.text;
-}
-
-/** The family (4 or 6) of a valid address. */
-export function addressFamily(text: string): 4 | 6 {
-  return text.includes(':') ? 6 : 4;
-}
-
 /**
  * Checks one CIDR list; `family` (the VIP's) makes other families an error.
  * Returns the errors and the canonical forms seen (to cross-check allow/deny).
@@ -171,7 +75,7 @@ function cidrListErrors(
   if (list === undefined || list === null) return { errors, seen };
   if (!Array.isArray(list)) return { errors: [{ field, reason: 'must be an array of CIDRs' }], seen };
   list.forEach((item: unknown, i) => {
-    const parsed = parseCidrStrict(item);
+    const parsed = parseCidr(item);
     if (typeof parsed === 'string') {
       errors.push({ field: `${field}/${i}`, reason: parsed });
     } else if (family !== null && parsed.family !== family) {
@@ -287,7 +191,7 @@ export function validateVipSpec(spec: VipSpec, opts: VipValidationOptions = {}):
   if (spec.protocol !== 'tcp' && spec.protocol !== 'udp') errors.push({ field: `${p}/protocol`, reason: 'must be "tcp" or "udp"' });
   if (spec.encap !== undefined && spec.encap !== 'ipip') errors.push({ field: `${p}/encap`, reason: 'must be "ipip"' });
   // CIDRs are family-checked only against a valid VIP address.
-  const family = errors.some((e) => e.field === `${p}/address`) ? null : addressFamily(spec.address);
+  const family = errors.some((e) => e.field === `${p}/address`) ? null : ipFamily(spec.address);
   errors.push(...allowDenyErrors(spec, p, family));
   errors.push(...policyRefErrors(spec.policies, `${p}/policies`, opts.policyExists));
   errors.push(...rateLimitErrors(spec.rate_limit, `${p}/rate_limit`));
@@ -334,7 +238,7 @@ function backendListErrors(vip: VipWithBackends, prefix: string): FieldError[] {
     const at = `${prefix}/backends/${i}`;
     const own = validateBackendSpec(b, at, vipPort);
     errors.push(...own);
-    const addr = own.some((e) => e.field === `${at}/address`) ? null : canonicalAddress(b.address);
+    const addr = own.some((e) => e.field === `${at}/address`) ? null : canonicalIp(b.address);
     if (addr === null) return;
     const first = seen.get(addr);
     if (first !== undefined) {
@@ -348,7 +252,7 @@ function backendListErrors(vip: VipWithBackends, prefix: string): FieldError[] {
 
 /** "address port/protocol" identity of a VIP, or null if its parts are invalid. */
 export function endpointKey(spec: Pick<VipSpec, 'address' | 'port' | 'protocol'>): string | null {
-  const addr = canonicalAddress(String(spec.address));
+  const addr = canonicalIp(String(spec.address));
   if (addr === null) return null;
   return `${addr} ${spec.port}/${spec.protocol}`;
 }

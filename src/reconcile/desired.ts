@@ -13,7 +13,7 @@ import { encodeConfig, protoNumber, type ConfigProgram } from '../datapath/progr
 import { MAGLEV_MAX_WEIGHT, MAGLEV_PRIMES, validateMaglevM, type MaglevBackend } from '../maglev/index.js';
 import type { DpBackend, DpBackendState, DpChanges, DpState, DpTombstone, DpVip } from '../model/dpstate.js';
 import { CapacityError } from '../model/errors.js';
-import { clearHostBits } from './plan.js';
+import { clearHostBits } from '../net/addr.js';
 
 /** Map capacities the desired state must fit in (LbDatapath.sizes). */
 export interface Capacity {

@@ -1,4 +1,4 @@
 /** The planner (store snapshot → DpState) and the reconciler (DpState → BPF maps). */
-export { plan, backendState, canonicalCidr, rateLimitNs, vipFlags, type HealthFn, type PlanOptions } from './plan.js';
+export { plan, backendState, rateLimitNs, vipFlags, type HealthFn, type PlanOptions } from './plan.js';
 export { Reconciler, type ApplyReport } from './reconciler.js';
 export { ReconcileError, tableDigest } from './desired.js';

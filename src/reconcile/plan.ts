@@ -33,11 +33,11 @@
  * be the same text on every Ferry host.
  */
 import {
-  FERRY_AF_INET, VIP_F_ALLOWLIST, VIP_F_POLICY, VIP_F_SRC_AFFINITY,
+  VIP_F_ALLOWLIST, VIP_F_POLICY, VIP_F_SRC_AFFINITY,
 } from '../datapath/abi.js';
-import { formatAddr, parseAddr, parseCidr, type DpCidr } from '../datapath/addr.js';
 import { chooseMaglevM } from '../maglev/index.js';
 import type { DpBackend, DpBackendState, DpState, DpTombstone, DpVip } from '../model/dpstate.js';
+import { canonicalIp, ipFamily, parseCidr, type Cidr } from '../net/addr.js';
 import type { BackendState, PolicyRecord, RateLimit } from '../model/types.js';
 import type { StoreSnapshot, StoreState, StoredBackend, StoredVip, Tombstone } from '../store/types.js';
 
@@ -360,7 +360,7 @@ export function vipFlags(allow: readonly string[], deny: readonly string[], sour
 function effectiveRules(
   v: StoredVip, policies: ReadonlyMap<string, PolicyRecord>,
 ): { allow: string[]; deny: string[] } {
-  const family = v.address.includes(':') ? 6 : 4;
+  const family = ipFamily(v.address);
   const allow = new CidrSet(family);
   const deny = new CidrSet(family);
   allow.addAll(v.allow, v.name);
@@ -382,8 +382,8 @@ class CidrSet {
 
   addAll(cidrs: readonly string[], owner: string): void {
     for (const c of cidrs) {
-      const canon = canonicalCidr(c, owner);
-      if ((canon.includes(':') ? 6 : 4) === this.family) this.items.add(canon);
+      const cidr = ruleCidr(c, owner);
+      if (cidr.family === this.family) this.items.add(cidr.text);
     }
   }
 
@@ -392,54 +392,18 @@ class CidrSet {
   }
 }
 
-/** "network/prefix" with the host bits cleared; a bare address is a host route. */
-export function canonicalCidr(text: string, owner = 'rule'): string {
-  return memo(cidrMemo, text, () => {
-    let c: DpCidr;
-    try {
-      c = parseCidr(text.trim());
-    } catch {
-      throw new Error(`plan: ${owner}: not a CIDR: ${JSON.stringify(text)}`);
-    }
-    const bits = c.addr.family === FERRY_AF_INET ? 32 : 128;
-    const net = Buffer.from(c.addr.bytes);
-    clearHostBits(net, c.prefix, bits);
-    return `${formatAddr(c.addr.family, net)}/${c.prefix}`;
-  });
+/** A rule's CIDR, host bits cleared; throws naming the owner (the store validated it). */
+function ruleCidr(text: string, owner: string): Cidr {
+  const c = parseCidr(text.trim(), 'clear');
+  if (typeof c === 'string') throw new Error(`plan: ${owner}: ${c}`);
+  return c;
 }
 
-/** Zeroes every bit of `addr` after the first `prefix` of `bits`. */
-export function clearHostBits(addr: Buffer, prefix: number, bits: number): void {
-  for (let i = 0; i < bits / 8; i++) {
-    const keep = Math.min(Math.max(prefix - i * 8, 0), 8);
-    addr[i] = (addr[i] ?? 0) & ((0xff00 >> keep) & 0xff);
-  }
-}
-
-/** The canonical text of an address (lower case, shortest IPv6 form). */
+/** The canonical text of a stored address; throws on one that does not parse (the store validated it). */
 function canonicalAddr(text: string): string {
-  return memo(addrMemo, text, () => {
-    const a = parseAddr(text);
-    return formatAddr(a.family, a.bytes);
-  });
-}
-
-/*
- * Canonical forms are pure functions of their text, and snapshots repeat
- * the same texts every time: memoising them keeps a 10,000-backend plan in
- * a few milliseconds. Bounded: cleared when it grows past MEMO_MAX.
- */
-const MEMO_MAX = 1 << 17;
-const addrMemo = new Map<string, string>();
-const cidrMemo = new Map<string, string>();
-
-function memo(m: Map<string, string>, text: string, compute: () => string): string {
-  const hit = m.get(text);
-  if (hit !== undefined) return hit;
-  const out = compute();
-  if (m.size >= MEMO_MAX) m.clear();
-  m.set(text, out);
-  return out;
+  const c = canonicalIp(text);
+  if (c === null) throw new Error(`plan: not an IP address: ${JSON.stringify(text)}`);
+  return c;
 }
 
 /** GCRA parameters of a new-flow rate limit, in nanoseconds. */

@@ -13,7 +13,7 @@ import {
   type PolicySpec, type Protocol, type VipRecord, type VipSettings, type VipSpec,
 } from '../model/types.js';
 import { normHealthCheck, type HealthCheck, type HealthEvent, type HealthStatus } from '../model/health.js';
-import { addressFamily, canonicalAddress, canonicalCidr } from '../model/validate.js';
+import { canonicalCidr, canonicalIp, ipFamily } from '../net/addr.js';
 
 export interface MetaRow {
   revision: number;
@@ -110,7 +110,7 @@ export interface NormPolicy {
 
 /** Canonical address of an already validated address. */
 function canon(address: string): string {
-  const c = canonicalAddress(address);
+  const c = canonicalIp(address);
   if (c === null) throw new TypeError(`store: unvalidated address ${JSON.stringify(address)}`);
   return c;
 }
@@ -122,7 +122,7 @@ export function normVip(spec: VipSpec): NormVip {
   return {
     name: spec.name,
     address,
-    family: addressFamily(address),
+    family: ipFamily(address),
     port: spec.port,
     protocol: spec.protocol,
     encap: spec.encap ?? 'ipip',
@@ -153,7 +153,7 @@ export function normPolicy(spec: PolicySpec): NormPolicy {
 /** The normalized spec a stored VIP record was written from. */
 export function vipSpecOf(r: VipRecord): NormVip {
   return {
-    name: r.name, address: r.address, family: addressFamily(r.address), port: r.port, protocol: r.protocol,
+    name: r.name, address: r.address, family: ipFamily(r.address), port: r.port, protocol: r.protocol,
     encap: r.encap, allow: r.allow, deny: r.deny, policies: r.policies, rate_limit: r.rate_limit,
     maglev_m: r.maglev_m, source_affinity: r.source_affinity,
     ...(r.health_check ? { health_check: r.health_check } : {}),

@@ -17,7 +17,8 @@ import {
 import type {
   BackendRecord, BackendSpec, DesiredState, PolicyRecord, PolicySpec, VipRecord, VipSpec, VipWithBackends,
 } from '../model/types.js';
-import { canonicalAddress, validateBackendSpec, validatePolicySpec, validateVipSpec } from '../model/validate.js';
+import { validateBackendSpec, validatePolicySpec, validateVipSpec } from '../model/validate.js';
+import { canonicalIp } from '../net/addr.js';
 import { ChangeLog } from './changelog.js';
 import { pageRequest, toPage } from './cursor.js';
 import { replaceState } from './replace.js';
@@ -295,7 +296,7 @@ export class Tx implements StoreTx {
       throw new ValidationError([{ field: '/cursor', reason: 'not a cursor returned by this list (start again without one)' }]);
     }
     const vip = q.vip ?? null;
-    const backend = q.backend === undefined || q.backend === null ? null : canonicalAddress(q.backend) ?? q.backend;
+    const backend = q.backend === undefined || q.backend === null ? null : canonicalIp(q.backend) ?? q.backend;
     const rows = st.healthEventPage.all(vip, vip, backend, backend, before, limit + 1);
     return toPage(rows, limit, 'event', (r) => String(r.id), healthEvent);
   }
@@ -349,7 +350,7 @@ export class Tx implements StoreTx {
   }
 
   private mustBackend(vip: VipRow, address: string): BackendRow {
-    const canonical = canonicalAddress(address);
+    const canonical = canonicalIp(address);
     const row = canonical === null ? undefined : this.rd.backendByAddr.get(vip.id, canonical);
     if (row === undefined) throw new NotFoundError(`backend ${address} not found in vip "${vip.name}"`);
     return row;
@@ -606,7 +607,7 @@ function checkPolicy(spec: PolicySpec): NormPolicy {
 
 /** A backend cursor holds an address; one that does not parse was not issued by us. */
 function cursorSortKey(address: string): Buffer {
-  const canonical = canonicalAddress(address);
+  const canonical = canonicalIp(address);
   if (canonical === null) {
     throw new ValidationError([{ field: '/cursor', reason: 'not a cursor returned by this list (start again without one)' }]);
   }

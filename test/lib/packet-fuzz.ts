@@ -23,7 +23,7 @@ import fc from 'fast-check';
 import { BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, DROP_REASONS, FERRY_AF_INET, type DropReason } from '../../src/datapath/abi.js';
 import { parseAddr, parseCidr } from '../../src/datapath/addr.js';
 import type { BackendProgram } from '../../src/datapath/program.js';
-import { clearHostBits } from '../../src/reconcile/plan.js';
+import { clearHostBits } from '../../src/net/addr.js';
 import { GW_MAC, LbHarness, SRC4, SRC6, XDP_DROP, XDP_PASS, XDP_TX } from './harness.js';
 import {
   ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,

@@ -10,8 +10,8 @@ import type { BackendRecord, BackendSpec } from '../../model/types.js';
 import { etagOf, notModified } from '../etag.js';
 import { nameSchema, ref } from '../schemas.js';
 import {
-  addressParam, canonicalIp, condHeaders, listing, LIST_ERRORS, etagHeader, json, locationHeader, nameParam, pageQuery, params, preconditions,
-  problems, READ_ERRORS, revisionHeader, sameIp, sameKey, toPageQuery, WRITE_ERRORS, wrote,
+  addressParam, condHeaders, listing, LIST_ERRORS, etagHeader, json, locationHeader, nameParam, pageQuery, params, preconditions,
+  problems, READ_ERRORS, revisionHeader, sameIp, sameKey, toPageQuery, urlIp, WRITE_ERRORS, wrote,
   type CondHeaders, type PageQs, type RouteContext,
 } from './common.js';
 
@@ -69,7 +69,7 @@ export function backendRoutes(app: FastifyInstance, ctx: RouteContext): void {
   }, async (request, reply) => {
     const { name, address } = request.params;
     ctx.health?.refresh();
-    const be = withHealth(controller.read((tx) => tx.getBackend(name, canonicalIp(address))));
+    const be = withHealth(controller.read((tx) => tx.getBackend(name, urlIp(address))));
     const tag = beTag(be);
     reply.header('etag', tag);
     // The tag does not change with health (writes compare it): only a representation without live health may be 304.
@@ -89,7 +89,7 @@ export function backendRoutes(app: FastifyInstance, ctx: RouteContext): void {
     },
   }, async (request, reply) => {
     const { name } = request.params;
-    const address = canonicalIp(request.params.address);
+    const address = urlIp(request.params.address);
     sameKey('address', address, request.body.address, sameIp);
     const spec: BackendSpec = { ...request.body, address };
     const w = controller.write(request.ferryActor, 'backend.put', (tx) => {
@@ -112,7 +112,7 @@ export function backendRoutes(app: FastifyInstance, ctx: RouteContext): void {
     },
   }, async (request, reply) => {
     const { name } = request.params;
-    const address = canonicalIp(request.params.address);
+    const address = urlIp(request.params.address);
     const w = controller.write(request.ferryActor, 'backend.delete', (tx) => {
       preconditions(request.headers, () => beTag(tx.getBackend(name, address)));
       return tx.deleteBackend(name, address, ctx.drainSeconds, null);

@@ -3,10 +3,10 @@
  * schema fragments (query, params, conditional headers, problem responses)
  * and the helpers that put revision, ETag and Location on writes.
  */
-import ipaddr from 'ipaddr.js';
 import type { FastifyReply } from 'fastify';
 import type { Controller } from '../../daemon/controller.js';
 import { NotFoundError, ValidationError } from '../../model/errors.js';
+import { canonicalIp } from '../../net/addr.js';
 import type { PageQuery } from '../../store/types.js';
 import { checkWritePreconditions } from '../etag.js';
 import { PROBLEM_TYPE } from '../problems.js';
@@ -147,11 +147,11 @@ export function sameKey(field: string, inUrl: string, inBody: string | undefined
   }
 }
 
-/** An address in the canonical text form (lower case, RFC 5952 for IPv6). Input is already format-checked. */
-export function canonicalIp(text: string): string {
-  return ipaddr.parse(text).toString();
+/** A URL's address in its canonical text (lookups accept any spelling); unchanged if it does not parse. */
+export function urlIp(text: string): string {
+  return canonicalIp(text) ?? text;
 }
 
-export const sameIp = (a: string, b: string): boolean => canonicalIp(a) === canonicalIp(b);
+export const sameIp = (a: string, b: string): boolean => urlIp(a) === urlIp(b);
 
 export type { Controller };

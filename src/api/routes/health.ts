@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { ipSchema, nameSchema, ref, type JsonSchema } from '../schemas.js';
-import { canonicalIp, json, listing, LIST_ERRORS, problems, type RouteContext } from './common.js';
+import { json, listing, LIST_ERRORS, problems, urlIp, type RouteContext } from './common.js';
 
 interface EventsQs {
   vip?: string;
@@ -40,7 +40,7 @@ export function healthRoutes(app: FastifyInstance, ctx: RouteContext): void {
       limit: q.limit ?? 100,
       ...(q.cursor === undefined ? {} : { cursor: q.cursor }),
       ...(q.vip === undefined ? {} : { vip: q.vip }),
-      ...(q.backend === undefined ? {} : { backend: canonicalIp(q.backend) }),
+      ...(q.backend === undefined ? {} : { backend: urlIp(q.backend) }),
     })));
   });
 }

@@ -1,0 +1,139 @@
+/**
+ * IP addresses and CIDRs: the one place that parses them and names their
+ * canonical text (dotted quad; RFC 5952 compressed lowercase IPv6).
+ *
+ * Strict by design: IPv4 only as four decimal octets (ipaddr.js alone would
+ * read "010.0.0.1" as octal 8.0.0.1 and "10.1" as 10.0.0.1, which an operator
+ * never means), IPv6 without a zone index. Parses are memoised in one bounded
+ * cache: one write spells the same addresses again and again (validated,
+ * normalised, stored, planned, written into maps) and parsing was the cost.
+ */
+import ipaddr from 'ipaddr.js';
+
+export type IpFamily = 4 | 6;
+
+/** A parsed address. Shared through the cache: never modify `bytes`. */
+export interface Ip {
+  readonly family: IpFamily;
+  /** Network order: 4 bytes for IPv4, 16 for IPv6. */
+  readonly bytes: Buffer;
+  /** The canonical text. */
+  readonly text: string;
+  /** ipaddr.js's name for the range ("unicast", "loopback", "ipv4Mapped", ...). */
+  readonly range: string;
+}
+
+/** A parsed CIDR: the network with its host bits clear. */
+export interface Cidr {
+  readonly family: IpFamily;
+  /** Network order, 4 or 16 bytes, host bits zero. */
+  readonly network: Buffer;
+  readonly prefix: number;
+  /** The canonical "network/prefix". */
+  readonly text: string;
+}
+
+const FOUR_DECIMAL_OCTETS = /^(0|[1-9][0-9]{0,2})(\.(0|[1-9][0-9]{0,2})){3}$/;
+/** Prefix lengths are plain decimal: "/08" would be read differently by different tools. */
+const PREFIX_RE = /^(0|[1-9][0-9]{0,2})$/;
+const MEMO_LIMIT = 1 << 18;
+const memo = new Map<string, Ip | string>();
+
+/** Parses an address; returns it, or the reason it is not one. */
+export function parseIp(text: unknown): Ip | string {
+  if (typeof text !== 'string') return 'must be a string';
+  const hit = memo.get(text);
+  if (hit !== undefined) return hit;
+  const out = parseUncached(text);
+  if (memo.size >= MEMO_LIMIT) memo.clear();
+  memo.set(text, out);
+  return out;
+}
+
+function parseUncached(text: string): Ip | string {
+  let ip: ipaddr.IPv4 | ipaddr.IPv6;
+  if (text.includes(':')) {
+    try {
+      ip = ipaddr.IPv6.parse(text);
+    } catch {
+      return `not an IP address: ${JSON.stringify(text)}`;
+    }
+    if (ip.zoneId !== undefined) return `must not carry a zone index ("%${ip.zoneId}")`;
+  } else {
+    const notV4 = `not an IP address: ${JSON.stringify(text)} (IPv4 is written as four decimal octets, a.b.c.d)`;
+    if (!FOUR_DECIMAL_OCTETS.test(text)) return notV4;
+    try {
+      ip = ipaddr.IPv4.parse(text); // throws for an octet over 255
+    } catch {
+      return notV4;
+    }
+  }
+  return Object.freeze({
+    family: ip.kind() === 'ipv4' ? 4 : 6,
+    bytes: Buffer.from(ip.toByteArray()),
+    text: ip.toString(),
+    range: ip.range(),
+  });
+}
+
+/** The canonical text of an address, or null if it does not parse; lookups accept any spelling. */
+export function canonicalIp(text: string): string | null {
+  const ip = parseIp(text);
+  return typeof ip === 'string' ? null : ip.text;
+}
+
+/** The family of an address already known to be valid. */
+export function ipFamily(text: string): IpFamily {
+  return text.includes(':') ? 6 : 4;
+}
+
+/** The canonical text of the first 4 (IPv4) or 16 (IPv6) bytes of `bytes`. */
+export function formatIp(family: IpFamily, bytes: Uint8Array): string {
+  return ipaddr.fromByteArray([...bytes.subarray(0, family === 4 ? 4 : 16)]).toString();
+}
+
+/** The IPv4 address inside an IPv4-mapped IPv6 one (::ffff:a.b.c.d), or null. */
+export function unmappedIpv4(ip: Ip): Ip | null {
+  if (ip.range !== 'ipv4Mapped') return null;
+  const v4 = parseIp(formatIp(4, ip.bytes.subarray(12)));
+  return typeof v4 === 'string' ? null : v4;
+}
+
+/** Zeroes every bit of `addr` after the first `prefix` of `bits`. */
+export function clearHostBits(addr: Uint8Array, prefix: number, bits: number): void {
+  for (let i = 0; i < bits / 8; i++) {
+    const keep = Math.min(Math.max(prefix - i * 8, 0), 8);
+    addr[i] = (addr[i] ?? 0) & ((0xff00 >> keep) & 0xff);
+  }
+}
+
+/**
+ * Parses "10.0.0.0/8" or "2001:db8::/32" (a bare address is a host route).
+ * Host bits are refused with the network meant ("did you mean ...?"), or with
+ * `hostBits: 'clear'` cleared (as kube-proxy does with source ranges).
+ * Returns the CIDR or the reason it is not one.
+ */
+export function parseCidr(text: unknown, hostBits: 'refuse' | 'clear' = 'refuse'): Cidr | string {
+  if (typeof text !== 'string') return 'must be a string';
+  const slash = text.indexOf('/');
+  const ip = parseIp(slash < 0 ? text : text.slice(0, slash));
+  if (typeof ip === 'string') return `not a CIDR: ${JSON.stringify(text)}`;
+  const bits = ip.family === 4 ? 32 : 128;
+  const prefixText = slash < 0 ? String(bits) : text.slice(slash + 1);
+  const prefix = Number(prefixText);
+  if (!PREFIX_RE.test(prefixText) || prefix > bits) {
+    return `not a CIDR: ${JSON.stringify(text)} (prefix length must be 0..${bits})`;
+  }
+  const network = Buffer.from(ip.bytes);
+  clearHostBits(network, prefix, bits);
+  const netText = network.equals(ip.bytes) ? ip.text : formatIp(ip.family, network);
+  if (hostBits === 'refuse' && netText !== ip.text) return `has host bits set; did you mean ${netText}/${prefix}?`;
+  return Object.freeze({ family: ip.family, network, prefix, text: `${netText}/${prefix}` });
+}
+
+/** The canonical form of a valid CIDR ("10.0.0.1" → "10.0.0.1/32"); throws a TypeError on an invalid one. */
+export function canonicalCidr(text: string): string {
+  const c = parseCidr(text);
+  if (typeof c === 'string') throw new TypeError(`${JSON.stringify(text)}: ${c}`);
+  return c.text;
+}
