@@ -229,6 +229,8 @@ describe('ferryd and ferryctl', { skip }, () => {
   });
 });
 
+const RATE_MAX = 20;
+
 describe('ferryd over TCP with TLS and bearer tokens', { skip }, () => {
   let e: FerrydEnv;
   let d: Ferryd;
@@ -243,7 +245,10 @@ describe('ferryd over TCP with TLS and bearer tokens', { skip }, () => {
       '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
     assert.equal(gen.status, 0, gen.stderr);
     writeFileSync(tokens, '# operators\nsecret-token-1\n');
-    e = makeFerrydEnv('tls', ['  listen: 127.0.0.1:8443', `  tokens_file: ${tokens}`, `  tls_cert: ${cert}`, `  tls_key: ${key}`]);
+    e = makeFerrydEnv('tls', ['  listen: 127.0.0.1:8443', `  tokens_file: ${tokens}`, `  tls_cert: ${cert}`, `  tls_key: ${key}`,
+      '  rate_limit:', `    max: ${RATE_MAX}`, '    window_seconds: 600']);
+    // Everything ferryd can log, so that the no-secrets check below sees it all.
+    writeFileSync(e.config, readFileSync(e.config, 'utf8').replace('level: info', 'level: trace'));
     d = await startFerryd(e);
   });
   after(async () => {
@@ -268,5 +273,36 @@ describe('ferryd over TCP with TLS and bearer tokens', { skip }, () => {
     assert.notEqual(plain.code, 0, 'plain HTTP to the TLS port fails');
     // The unix socket still needs no token.
     assert.equal(ferryctl(e, ['status']).code, 0);
+  });
+
+  /** curl inside the namespace: one status line per request, with the Retry-After header when there is one. */
+  const curl = (urls: string[], token: string) => spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'curl', '-s', '--cacert', cert,
+    '-H', `Authorization: Bearer ${token}`, '-w', '%{http_code} %header{retry-after}\\n', ...urls.flatMap((u) => ['-o', '/dev/null', u])],
+  { encoding: 'utf8', timeout: 60_000 });
+
+  it('writes no token to its log, whatever the client sends', async () => {
+    const r = curl(['https://127.0.0.1:8443/v1/vips?token=secret-token-1', 'https://127.0.0.1:8443/v1/secret-token-1',
+      'https://127.0.0.1:8443/v1/status?access_token=secret-token-2'], 'secret-token-2');
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.split(' ')[0]), ['401', '401', '401']);
+    const r2 = curl(['https://127.0.0.1:8443/v1/status?token=secret-token-1'], 'secret-token-1');
+    assert.equal(r2.stdout.split(' ')[0], '200');
+    // The log arrives through a pipe: wait for the last request's line.
+    for (let i = 0; i < 100 && (d.logs().match(/request completed/g) ?? []).length < 4; i++) await new Promise((r) => setTimeout(r, 50));
+    const logs = d.logs();
+    assert.match(logs, /"url":"\/v1\/status\?token=\[redacted\]"/, 'requests are logged, tokens replaced');
+    assert.ok(!logs.includes('secret-token'), `a token reached the log: ${logs.split('\n').find((l) => l.includes('secret-token'))}`);
+  });
+
+  it('answers 429 with Retry-After once a client passes the rate limit (last: it uses the window up)', () => {
+    const r = curl(Array.from({ length: RATE_MAX + 5 }, () => 'https://127.0.0.1:8443/v1/status'), 'secret-token-1');
+    assert.equal(r.status, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    const ok = lines.filter((l) => l.startsWith('200')).length;
+    assert.ok(ok >= 1 && ok < RATE_MAX, `${ok} answered 200`);
+    const limited = lines.filter((l) => l.startsWith('429'));
+    assert.equal(ok + limited.length, lines.length, r.stdout);
+    assert.ok(limited.length >= 5 && limited.every((l) => Number(l.split(' ')[1]) > 0), r.stdout);
+    assert.equal(ferryctl(e, ['status']).code, 0, 'the unix socket is not limited');
   });
 });

@@ -5,11 +5,12 @@
  */
 import type { Server as HttpsServer } from 'node:https';
 import Fastify, {
-  type FastifyBaseLogger, type FastifyHttpsOptions, type FastifyInstance, type FastifyServerOptions,
+  type FastifyBaseLogger, type FastifyHttpsOptions, type FastifyInstance, type FastifyRequest, type FastifyServerOptions,
 } from 'fastify';
 import type { LoggerOptions } from 'pino';
 import { validatorCompiler } from './ajv.js';
-import { bearerHook } from './auth.js';
+import { bearerHook, requestLogFields } from './auth.js';
+import { registerRateLimit, requestDeadlines, tlsServerOptions } from './limits.js';
 import { registerDocs, registerOpenApi } from './openapi.js';
 import { problem, sendProblem, toProblem } from './problems.js';
 import { backendRoutes } from './routes/backends.js';
@@ -36,10 +37,12 @@ function isLogger(l: ApiOptions['logger']): l is FastifyBaseLogger {
     && typeof (l as { info?: unknown }).info === 'function';
 }
 
-function loggerOptions(l: ApiOptions['logger']): Pick<FastifyServerOptions, 'logger' | 'loggerInstance'> {
+function loggerOptions(l: ApiOptions['logger'], secrets: readonly string[]): Pick<FastifyServerOptions, 'logger' | 'loggerInstance'> {
   if (l === false) return { logger: false };
-  if (isLogger(l)) return { loggerInstance: l };
-  const opts: LoggerOptions = { ...l };
+  const serializers = { req: (request: FastifyRequest) => requestLogFields(request, secrets) };
+  // A child's serializers take precedence over fastify's own request serializer.
+  if (isLogger(l)) return { loggerInstance: l.child({}, { serializers }) };
+  const opts: LoggerOptions = { ...l, serializers: { ...l.serializers, ...serializers } };
   const redact = ['req.headers.authorization', 'req.headers.cookie'];
   opts.redact = Array.isArray(opts.redact) ? [...opts.redact, ...redact] : opts.redact ?? redact;
   return { logger: opts };
@@ -47,9 +50,11 @@ function loggerOptions(l: ApiOptions['logger']): Pick<FastifyServerOptions, 'log
 
 export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
   const bodyLimit = opts.bodyLimit ?? MiB;
+  const deadlines = requestDeadlines(opts.requestTimeoutMs ?? 30_000);
   const base: FastifyServerOptions = {
-    ...loggerOptions(opts.logger),
+    ...loggerOptions(opts.logger, opts.auth?.tokens ?? []),
     bodyLimit,
+    requestTimeout: deadlines.requestTimeout,
     exposeHeadRoutes: true,
     return503OnClosing: true,
     // Malformed URLs (bad percent-encoding) answer a problem too.
@@ -58,14 +63,15 @@ export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
     },
   };
   const app = (opts.https === undefined
-    ? Fastify(base)
-    : Fastify({ ...base, https: { ...opts.https } } as FastifyHttpsOptions<HttpsServer>)
+    ? Fastify({ ...base, http: deadlines })
+    : Fastify({ ...base, https: { ...tlsServerOptions(opts.https), ...deadlines } } as FastifyHttpsOptions<HttpsServer>)
   ) as unknown as FastifyInstance;
 
   // JSON only: anything else is 415 (fastify also knows text/plain; drop it).
   app.removeContentTypeParser('text/plain');
 
   app.decorateRequest('ferryActor', '');
+  if (opts.rateLimit !== undefined) await registerRateLimit(app, opts.rateLimit);
   app.addHook('onRequest', bearerHook(opts.auth === null ? null : opts.auth.tokens));
 
   for (const s of sharedSchemas) app.addSchema(s);

@@ -2,8 +2,9 @@
  * Bearer-token authentication for TCP listeners. Tokens are compared in
  * constant time: both sides are hashed with SHA-256 (equal lengths) and
  * compared with timingSafeEqual, against every configured token without
- * stopping early. Tokens never reach the log (the request serializer logs
- * no headers, and authorization is redacted anyway).
+ * stopping early. Tokens never reach the log: the request serializer
+ * (requestLogFields) logs no headers, no query values, and no configured
+ * token even where a client put one into the path.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
@@ -62,4 +63,15 @@ export function bearerHook(tokens: readonly string[] | null): Hook {
     request.ferryActor = `api:token#${index + 1}`;
     done();
   };
+}
+
+/** What the log records of a request: no headers, query values replaced, configured tokens cut out of the path. */
+export function requestLogFields(request: FastifyRequest, secrets: readonly string[]): Record<string, unknown> {
+  const [path = '', query] = request.url.split(/\?(.*)/s, 2);
+  let url = path;
+  for (const s of secrets) if (s !== '' && url.includes(s)) url = url.split(s).join('[redacted]');
+  if (query !== undefined) {
+    url += `?${query.split('&').map((kv) => `${kv.split('=', 1)[0]}=[redacted]`).join('&')}`;
+  }
+  return { method: request.method, url, host: request.host, remoteAddress: request.ip, remotePort: request.socket?.remotePort };
 }

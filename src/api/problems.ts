@@ -116,6 +116,7 @@ const FASTIFY_CODES: Record<string, string> = {
   FST_ERR_CTP_EMPTY_JSON_BODY: 'bad-json',
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'bad-request',
   FST_ERR_BAD_URL: 'bad-url',
+  FERRY_RATE_LIMITED: 'rate-limited',
 };
 
 const DETAILS: Record<string, string> = {

@@ -9,6 +9,7 @@ import type { Controller } from '../daemon/controller.js';
 import type { KubernetesView } from '../k8s/mode.js';
 import type { FerryMetrics } from '../metrics/index.js';
 import type { MonitorSource } from '../monitor/stream.js';
+import type { RateLimit } from './limits.js';
 import type { BackendHealth } from '../model/health.js';
 
 export interface InterfaceStatus {
@@ -87,6 +88,8 @@ export interface TlsOptions {
   key: string | Buffer;
   cert: string | Buffer;
   ca?: string | Buffer;
+  /** Oldest protocol version accepted; default TLSv1.2. */
+  minVersion?: 'TLSv1.2' | 'TLSv1.3';
 }
 
 export interface ApiOptions {
@@ -104,6 +107,10 @@ export interface ApiOptions {
   stateBodyLimit?: number;
   /** Serve HTTPS with this key and certificate (TCP listeners). */
   https?: TlsOptions;
+  /** Requests per client address and window (TCP listeners); absent: unlimited. */
+  rateLimit?: RateLimit;
+  /** The headers and then the whole request must arrive within this; default 30 s. */
+  requestTimeoutMs?: number;
   /** Prometheus metrics: served at /metrics, and every request observed. */
   metrics?: FerryMetrics;
   /** Live datapath events for GET /v1/monitor (absent: the route answers 503). */

@@ -78,7 +78,10 @@ export interface FerryConfig {
     tokens_file: string | null;
     tls_cert: string | null;
     tls_key: string | null;
+    tls_min_version: 'TLSv1.2' | 'TLSv1.3';
     body_limit: number;
+    request_timeout_seconds: number;
+    rate_limit: { max: number; window_seconds: number };
     probe_listen: string | null;
   };
   kubernetes: KubernetesConfig;
@@ -164,7 +167,18 @@ export const CONFIG_SCHEMA = {
         tokens_file: nullableString('^/'),
         tls_cert: nullableString('^/'),
         tls_key: nullableString('^/'),
+        tls_min_version: { enum: ['TLSv1.2', 'TLSv1.3'], default: 'TLSv1.2' },
         body_limit: { type: 'integer', minimum: 1024, maximum: 67108864, default: 1048576 },
+        request_timeout_seconds: { type: 'integer', minimum: 1, maximum: 3600, default: 30 },
+        rate_limit: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            max: { type: 'integer', minimum: 0, maximum: 1000000, default: 600 },
+            window_seconds: { type: 'integer', minimum: 1, maximum: 3600, default: 10 },
+          },
+        },
         probe_listen: nullableString(HOST_PORT),
       },
     },

@@ -58,7 +58,12 @@ function ensureBpffs(pinRoot: string): void {
   try {
     execFileSync('mountpoint', ['-q', '/sys/fs/bpf']);
   } catch {
-    execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf']);
+    try {
+      execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf'], { stdio: 'pipe' });
+    } catch (err) {
+      // ferry.service's system call filter forbids mounting: systemd mounts bpffs at boot.
+      throw new Error(`/sys/fs/bpf is not mounted and mounting it failed (${(err as Error).message.trim()}): mount bpffs there first (mount -t bpf bpf /sys/fs/bpf)`);
+    }
   }
   if (statfsSync('/sys/fs/bpf').type !== BPF_FS_MAGIC) {
     throw new Error('/sys/fs/bpf is mounted but is not a bpf filesystem: mount bpffs there on the host (mount -t bpf bpf /sys/fs/bpf) before mounting it into the container');
@@ -251,6 +256,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
     const common = {
       controller: this.controller, info: this as DaemonInfo, drainSeconds: this.config.datapath.drain_seconds,
       logger: this.log.child({ component: 'api' }), bodyLimit: a.body_limit, metrics: this.metrics, monitor: this.events,
+      requestTimeoutMs: a.request_timeout_seconds * 1000,
       ...(this.healthMonitor === undefined ? {} : { health: this.healthMonitor }),
     };
     const local = await buildApp({ ...common, auth: null });
@@ -261,8 +267,11 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.apps.push(local);
     if (a.listen) {
       const tokens = this.tokens()!;
-      const https = a.tls_cert && a.tls_key ? { cert: readFileSync(a.tls_cert), key: readFileSync(a.tls_key) } : null;
-      const remote = await buildApp({ ...common, auth: { tokens }, ...(https ? { https } : {}) });
+      const https = a.tls_cert && a.tls_key
+        ? { cert: readFileSync(a.tls_cert), key: readFileSync(a.tls_key), minVersion: a.tls_min_version }
+        : null;
+      const limit = a.rate_limit.max > 0 ? { rateLimit: { max: a.rate_limit.max, windowMs: a.rate_limit.window_seconds * 1000 } } : {};
+      const remote = await buildApp({ ...common, auth: { tokens }, ...limit, ...(https ? { https } : {}) });
       const m = /^\[?(.*?)\]?:(\d+)$/.exec(a.listen)!;
       await remote.listen({ host: m[1]!, port: Number(m[2]) });
       this.apps.push(remote);

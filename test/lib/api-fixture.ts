@@ -71,7 +71,7 @@ export interface Api {
   close(): Promise<void>;
 }
 
-export interface ApiFixtureOptions extends Partial<Pick<ApiOptions, 'auth' | 'logger' | 'bodyLimit' | 'stateBodyLimit' | 'drainSeconds' | 'metrics'>> {
+export interface ApiFixtureOptions extends Partial<Pick<ApiOptions, 'auth' | 'logger' | 'bodyLimit' | 'stateBodyLimit' | 'drainSeconds' | 'metrics' | 'rateLimit' | 'requestTimeoutMs' | 'https'>> {
   maxVips?: number;
   maxBackends?: number;
   /** The datapath side (default: a FakeApplier, which `applier` then is). */
@@ -95,6 +95,9 @@ export async function makeApi(o: ApiFixtureOptions = {}): Promise<Api> {
     ...(o.bodyLimit === undefined ? {} : { bodyLimit: o.bodyLimit }),
     ...(o.stateBodyLimit === undefined ? {} : { stateBodyLimit: o.stateBodyLimit }),
     ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
+    ...(o.rateLimit === undefined ? {} : { rateLimit: o.rateLimit }),
+    ...(o.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: o.requestTimeoutMs }),
+    ...(o.https === undefined ? {} : { https: o.https }),
   });
   return {
     app, store, controller, applier, info,

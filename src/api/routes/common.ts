@@ -77,6 +77,7 @@ const PROBLEM_TEXT: Record<number, string> = {
   413: 'Body too large.',
   415: 'Content-Type is not application/json.',
   422: 'Semantically invalid (errors name each field), or a cursor this list did not issue.',
+  429: 'Too many requests from this client address (TCP listener, api.rate_limit); Retry-After says when to try again.',
   503: 'The datapath refused the change; nothing was changed.',
   507: 'Datapath capacity exhausted (too many VIPs or backends).',
 };
@@ -84,7 +85,8 @@ const PROBLEM_TEXT: Record<number, string> = {
 /** Problem responses for the OpenAPI document (the body is always a Problem). */
 export function problems(...codes: number[]): Record<string, JsonSchema> {
   const out: Record<string, JsonSchema> = {};
-  for (const c of codes) {
+  // Whatever needs a token on TCP is also rate-limited there.
+  for (const c of codes.includes(401) ? [...codes, 429] : codes) {
     out[String(c)] = {
       description: PROBLEM_TEXT[c] ?? 'Error.',
       content: { [PROBLEM_TYPE]: { schema: ref('Problem') } },
