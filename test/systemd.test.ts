@@ -31,6 +31,14 @@ describe('systemd', () => {
     }
   });
 
+  it('has an exposure score of at most 3.0 (systemd-analyze security)', { skip: analyze ? false : 'systemd-analyze not installed' }, () => {
+    const r = spawnSync('systemd-analyze', ['security', '--offline=true', '--no-pager', unit], { encoding: 'utf8' });
+    const m = /Overall exposure level for ferry\.service: (\d+\.\d)/.exec(r.stdout);
+    assert.ok(m, r.stdout + r.stderr);
+    console.log(`# systemd-analyze security: exposure ${m[1]}`);
+    assert.ok(Number(m[1]) <= 3.0, `exposure ${m[1]}`);
+  });
+
   it('declares what the issue asks of it', () => {
     const text = readFileSync(unit, 'utf8');
     for (const line of ['Type=notify', 'WatchdogSec=', 'Restart=on-failure', 'StateDirectory=ferry', 'RuntimeDirectory=ferry',
