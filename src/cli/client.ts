@@ -75,6 +75,12 @@ export class Client {
       });
       req.on('response', (res) => {
         const chunks: Buffer[] = [];
+        // ferryd gone mid-answer (killed, restarted): say so instead of waiting for an end that never comes.
+        const lost = (why: string) => reject(new ConnectError(`lost ferryd at ${this.where()} during its answer: ${why}`));
+        res.on('error', (err) => lost(err.message));
+        res.on('close', () => {
+          if (!res.complete) lost('the connection closed early');
+        });
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
           const raw = Buffer.concat(chunks);
