@@ -21,6 +21,7 @@ import { MIGRATIONS, SchemaTooNewError, latestVersion, migrate, type Migration }
 import { ChangeLog, type LogEntry } from '../src/store/changelog.js';
 import { openStore, type StoreOptions } from '../src/store/store.js';
 import { Tx } from '../src/store/tx.js';
+import { mulberry32 } from './lib/rng.js';
 import type { Store, StoreSnapshot, StoreTx } from '../src/store/types.js';
 
 // ------------------------------------------------------------------ helpers
@@ -1242,17 +1243,6 @@ describe('replaceState and exportState', () => {
 // ------------------------------------------------------------ snapshot cache
 
 describe('incremental snapshots', () => {
-  /** Deterministic PRNG (mulberry32), so a failure replays. */
-  function rng(seed: number): (n: number) => number {
-    let a = seed >>> 0;
-    return (n) => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
-    };
-  }
 
   /** One random change (or a refused one): every kind of write the store has. */
   function randomChange(tx: StoreTx, rnd: (n: number) => number, now: number): void {
@@ -1282,7 +1272,7 @@ describe('incremental snapshots', () => {
     const c = clock();
     const a = openStore(path, { maxVips: 8, maxBackends: 24, now: c.now });
     const b = openStore(path, { maxVips: 8, maxBackends: 24, now: c.now });
-    const rnd = rng(42);
+    const rnd = mulberry32(42);
     let changed = 0;
     for (let i = 0; i < 600; i++) {
       c.advance(1000);
