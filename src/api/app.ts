@@ -4,6 +4,7 @@
  * TCP (bearer tokens, TLS): one instance per listener.
  */
 import type { Server as HttpsServer } from 'node:https';
+import { tmpdir } from 'node:os';
 import Fastify, {
   type FastifyBaseLogger, type FastifyHttpsOptions, type FastifyInstance, type FastifyRequest, type FastifyServerOptions,
 } from 'fastify';
@@ -101,6 +102,7 @@ export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
     info: opts.info,
     drainSeconds: opts.drainSeconds,
     stateBodyLimit: Math.max(bodyLimit, opts.stateBodyLimit ?? 32 * MiB),
+    scratchDir: opts.scratchDir ?? tmpdir(),
     ...(opts.health === undefined ? {} : { health: opts.health }),
   };
   if (opts.metrics) metricsRoutes(app, opts.metrics);

@@ -107,6 +107,8 @@ export interface ApiOptions {
   stateBodyLimit?: number;
   /** Serve HTTPS with this key and certificate (TCP listeners). */
   https?: TlsOptions;
+  /** Where backups and restores are staged; default the system's temporary folder. */
+  scratchDir?: string;
   /** Requests per client address and window (TCP listeners); absent: unlimited. */
   rateLimit?: RateLimit;
   /** The headers and then the whole request must arrive within this; default 30 s. */

@@ -243,6 +243,14 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.attached = done;
   }
 
+  /** state_dir/scratch, emptied: what a killed ferryd was staging (a backup, a restore) is not kept. */
+  private scratchDir(): string {
+    const dir = join(this.config.state_dir, 'scratch');
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    return dir;
+  }
+
   private tokens(): string[] | null {
     const file = this.config.api.tokens_file;
     if (!file) return null;
@@ -256,7 +264,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
     const common = {
       controller: this.controller, info: this as DaemonInfo, drainSeconds: this.config.datapath.drain_seconds,
       logger: this.log.child({ component: 'api' }), bodyLimit: a.body_limit, metrics: this.metrics, monitor: this.events,
-      requestTimeoutMs: a.request_timeout_seconds * 1000,
+      requestTimeoutMs: a.request_timeout_seconds * 1000, scratchDir: this.scratchDir(),
       ...(this.healthMonitor === undefined ? {} : { health: this.healthMonitor }),
     };
     const local = await buildApp({ ...common, auth: null });

@@ -6,7 +6,6 @@
  * revision moving forward (never back) and the diff in the answer.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { ValidationError } from '../../model/errors.js';
@@ -20,9 +19,9 @@ const tags = ['state'];
 /** Capacities for reading a backup: only the allocator uses them, and it does not run here. */
 const READ_ONLY_CAPACITY = 1 << 24;
 
-/** Runs fn with a private temporary folder, removed afterwards. */
-async function withTempDir<T>(fn: (dir: string) => Promise<T> | T): Promise<T> {
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-backup-'));
+/** Runs fn with a private folder under `scratch`, removed afterwards. */
+async function withTempDir<T>(scratch: string, fn: (dir: string) => Promise<T> | T): Promise<T> {
+  const dir = mkdtempSync(join(scratch, 'ferry-backup-'));
   try {
     return await fn(dir);
   } finally {
@@ -55,7 +54,7 @@ export function backupRoutes(app: FastifyInstance, ctx: RouteContext): void {
         ...problems(401),
       },
     },
-  }, async (_request, reply) => withTempDir(async (dir) => {
+  }, async (_request, reply) => withTempDir(ctx.scratchDir, async (dir) => {
     const file = join(dir, 'ferry-backup.db');
     await controller.store.backup(file);
     const { revision } = readBackup(file);
@@ -78,7 +77,7 @@ export function backupRoutes(app: FastifyInstance, ctx: RouteContext): void {
           ...problems(400, 401, 403, 409, 413, 415, 422, 503, 507),
         },
       },
-    }, async (request, reply) => withTempDir((dir) => {
+    }, async (request, reply) => withTempDir(ctx.scratchDir, (dir) => {
       if (!Buffer.isBuffer(request.body) || request.body.length === 0) {
         throw new ValidationError([{ field: '/', reason: `the body must be a database file (${SQLITE_TYPE})` }]);
       }

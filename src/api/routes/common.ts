@@ -18,6 +18,8 @@ export interface RouteContext {
   info: DaemonInfo;
   drainSeconds: number;
   stateBodyLimit: number;
+  /** Where backups and restores are staged (ferryd: a folder of its state directory, emptied at start). */
+  scratchDir: string;
   health?: HealthView;
 }
 
