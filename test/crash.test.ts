@@ -7,14 +7,15 @@
  *  - every acknowledged revision is in the audit log, the revision is the
  *    last acknowledged one or the one write that was in flight, and at the
  *    last acknowledged revision the state is exactly what was acknowledged;
- *  - the maps equal what the store plans (read back from the pinned maps);
+ *  - the maps equal what the store plans (read back from the pinned maps),
+ *    and nothing a killed backup or restore staged is left behind;
  *  - a verified long-lived TCP stream through the lab never stalls, never
  *    resets and stays on its backend (the datapath runs on without ferryd).
  * TEST_CRASH_ITERATIONS and TEST_CRASH_SEED change the run (`npm run soak`
  * runs more).
  */
 import assert from 'node:assert/strict';
-import { existsSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
@@ -239,6 +240,7 @@ describe('crash matrix: SIGKILL at random points, then a restart', { skip }, () 
     if (revision === last && known !== undefined) assert.deepEqual(await lab.state(), known, `${what}: the acknowledged state`);
     const status = await lab.status();
     assert.equal(status.applied_revision, status.revision, `${what}: applied`);
+    assert.deepEqual(readdirSync(join(lab.lab.dir, 'state', 'scratch')), [], `${what}: staged backups or restores kept`);
     const store = openStore(dbPath, { maxVips: LAB_SIZES.maxVips, maxBackends: LAB_SIZES.maxBackends });
     try {
       const snap = store.read((tx) => tx.snapshot());
@@ -258,6 +260,8 @@ describe('crash matrix: SIGKILL at random points, then a restart', { skip }, () 
       tally[kind] = (tally[kind] ?? 0) + 1;
       await crash(kind, rnd);
       assert.ok(existsSync(dbPath));
+      const scratch = join(lab.lab.dir, 'state', 'scratch');
+      if (existsSync(scratch) && readdirSync(scratch).length > 0) tally['kills that left staged files'] = (tally['kills that left staged files'] ?? 0) + 1;
       await lab.startDaemon();
       // At most one write was in flight when the kill came (restores are followed by one more write).
       await check(`iteration ${i} (${kind}, seed ${SEED})`, 1);
