@@ -8,6 +8,7 @@
         "src/addon.cc",
         "src/btf.cc",
         "src/cgroup.cc",
+        "src/flood.cc",
         "src/maps.cc",
         "src/notify.cc",
         "src/object.cc",

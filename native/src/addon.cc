@@ -127,6 +127,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"sdNotify", SdNotify},
       {"socketOpen", SocketOpen},
       {"socketSetMark", SocketSetMark},
+      {"packetFlood", PacketFlood},
   };
   for (const Fn &f : fns) {
     const char *name = f.name;

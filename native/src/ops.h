@@ -73,6 +73,10 @@ Napi::Value TcQuery(const Napi::CallbackInfo &info);
 Napi::Value IfNameToIndex(const Napi::CallbackInfo &info);
 Napi::Value SdNotify(const Napi::CallbackInfo &info);
 
+// ---- flood.cc -------------------------------------------------------------
+
+Napi::Value PacketFlood(const Napi::CallbackInfo &info);
+
 // ---- socket.cc ------------------------------------------------------------
 
 Napi::Value SocketOpen(const Napi::CallbackInfo &info);

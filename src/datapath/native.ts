@@ -345,8 +345,30 @@ export interface NativeAddon {
   socketOpen(family: 4 | 6, kind: 'tcp' | 'udp', mark: number): number;
   /** Sets SO_MARK on an existing socket. */
   socketSetMark(fd: number, mark: number): void;
+  /**
+   * Lab traffic (the flood tests): IPv4 TCP SYNs or UDP datagrams to dstIp:dstPort, each from a random
+   * address in srcNet/srcPrefix and a random port, written to `ifname` with AF_PACKET sendmmsg until
+   * `count` frames were taken or `milliseconds` passed. Blocks the calling thread.
+   */
+  packetFlood(o: PacketFloodOptions): { sent: number; refused: number; ns: number };
   /** The constants above as the addon's C headers define them. */
   readonly constants: Readonly<Record<string, number>>;
+}
+
+export interface PacketFloodOptions {
+  ifname: string;
+  dstMac: Buffer;
+  srcMac: Buffer;
+  dstIp: Buffer;
+  dstPort: number;
+  proto: 'tcp' | 'udp';
+  srcNet: Buffer;
+  /** 8..32 (default 16). */
+  srcPrefix?: number;
+  count?: number;
+  /** Default 1000. */
+  milliseconds?: number;
+  seed?: number;
 }
 
 // ---- loading -----------------------------------------------------------------
@@ -370,7 +392,7 @@ const FUNCTIONS = [
   'mapDumpRaw', 'mapUpdateBatch', 'mapDeleteBatch', 'mapMmap', 'mapUpdateAsync', 'progTestRun', 'progRunSyscall',
   'xdpAttach', 'linkUpdate',
   'linkDetach', 'linkInfo', 'cgroupQuery', 'xdpQuery', 'tcAttach', 'tcDetach', 'tcQuery', 'ringOpen', 'ringConsume',
-  'ringClose', 'btfStructLayout', 'ifNameToIndex', 'sdNotify', 'socketOpen', 'socketSetMark',
+  'ringClose', 'btfStructLayout', 'ifNameToIndex', 'sdNotify', 'socketOpen', 'socketSetMark', 'packetFlood',
 ] as const;
 
 /** Path of the built addon; FERRY_NATIVE_ADDON overrides it. */

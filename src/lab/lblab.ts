@@ -21,6 +21,7 @@ import { nsRun, nsSpawn } from './exec.js';
 import { ferryctlScript, LabFerryd, LAB_SIZES } from './ferryd.js';
 import { Lab, ROUTER4, ROUTER6, type LabHost } from './topology.js';
 import type { ClientResult, StreamReport } from './client.js';
+import type { FloodResult, FloodSpec } from './flood.js';
 
 export interface LbLabOptions {
   backends: number;
@@ -203,6 +204,19 @@ export class LbLab {
     const [code] = (await once(p, 'exit')) as [number | null];
     if (code !== 0) throw new Error(`client ${kind} ${vip} failed (${code}): ${err.trim()}`);
     return JSON.parse(out) as ClientResult;
+  }
+
+  /** A flood of SYNs or UDP datagrams from random sources in srcNet to vip:port, from the client (src/lab/flood.ts). */
+  async flood(spec: Omit<FloodSpec, 'dstMac' | 'srcMac'>): Promise<FloodResult> {
+    const full: FloodSpec = { ...spec, dstMac: this.lab.lb.mac, srcMac: this.lab.client.mac };
+    const p = nsSpawn(this.lab.client.ns, process.execPath, [script('flood'), JSON.stringify(full)]);
+    let out = '';
+    let err = '';
+    p.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    const [code] = (await once(p, 'exit')) as [number | null];
+    if (code !== 0) throw new Error(`flood ${spec.kind} ${spec.vip} failed (${code}): ${err.trim()}`);
+    return JSON.parse(out) as FloodResult;
   }
 
   /** Opens a long-lived TCP stream from the client to the backends' echo server through the VIP. */
