@@ -36,6 +36,8 @@ describe('net/addr', () => {
     const a = parseIp('2001:db8::42');
     assert.equal(parseIp('2001:db8::42'), a);
     assert.ok(Object.isFrozen(a));
+    const long = `${'1'.repeat(100)}.0.0.1`;
+    assert.match(parseIp(long) as string, /not an IP address/);
   });
 
   it('finds the IPv4 address inside an IPv4-mapped one', () => {

@@ -37,11 +37,14 @@ const FOUR_DECIMAL_OCTETS = /^(0|[1-9][0-9]{0,2})(\.(0|[1-9][0-9]{0,2})){3}$/;
 /** Prefix lengths are plain decimal: "/08" would be read differently by different tools. */
 const PREFIX_RE = /^(0|[1-9][0-9]{0,2})$/;
 const MEMO_LIMIT = 1 << 18;
+/** Longer than any address's text (IPv6 with an embedded IPv4 is 45): such input is answered, not kept. */
+const MEMO_MAX_TEXT = 64;
 const memo = new Map<string, Ip | string>();
 
 /** Parses an address; returns it, or the reason it is not one. */
 export function parseIp(text: unknown): Ip | string {
   if (typeof text !== 'string') return 'must be a string';
+  if (text.length > MEMO_MAX_TEXT) return parseUncached(text);
   const hit = memo.get(text);
   if (hit !== undefined) return hit;
   const out = parseUncached(text);
