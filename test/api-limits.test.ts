@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { assertProblem, makeApi, type Api } from './lib/api-fixture.js';
+import { selfSignedCert } from './lib/tls.js';
 
 describe('API rate limit per client', () => {
   let api: Api;
@@ -85,11 +86,9 @@ describe('API TLS defaults', { skip: haveOpenssl ? false : 'openssl not installe
   let key: Buffer;
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'ferry-tls-limits-'));
-    const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'key.pem'),
-      '-out', join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
-    assert.equal(gen.status, 0, gen.stderr);
-    cert = readFileSync(join(dir, 'cert.pem'));
-    key = readFileSync(join(dir, 'key.pem'));
+    const pem = selfSignedCert(dir);
+    cert = readFileSync(pem.cert);
+    key = readFileSync(pem.key);
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 

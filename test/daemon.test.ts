@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { XDP_TX, bpfUnavailable } from './lib/harness.js';
 import { frame } from './lib/packet.js';
+import { selfSignedCert } from './lib/tls.js';
 
 /** One sample's value from an exposition text. */
 function sample(text: string, series: string): number | undefined {
@@ -238,12 +239,10 @@ describe('ferryd over TCP with TLS and bearer tokens', { skip }, () => {
 
   before(async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ferry-tls-'));
-    cert = join(dir, 'cert.pem');
-    const key = join(dir, 'key.pem');
+    const pem = selfSignedCert(dir);
+    cert = pem.cert;
+    const key = pem.key;
     const tokens = join(dir, 'tokens');
-    const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert,
-      '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
-    assert.equal(gen.status, 0, gen.stderr);
     writeFileSync(tokens, '# operators\nsecret-token-1\n');
     e = makeFerrydEnv('tls', ['  listen: 127.0.0.1:8443', `  tokens_file: ${tokens}`, `  tls_cert: ${cert}`, `  tls_key: ${key}`,
       '  rate_limit:', `    max: ${RATE_MAX}`, '    window_seconds: 600']);

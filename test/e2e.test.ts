@@ -170,7 +170,7 @@ describe('end to end: real traffic through ferryd and xdp_lb', { skip }, () => {
     const weights: Record<string, number> = {};
 
     /** The backends holding the stream's connection: always exactly the one it started on. */
-    const assertOwner = () => assert.deepEqual(lab.tcpOwners(7, s.localPort).map((b) => b.name), [owner.name], 'the stream stays on its backend');
+    const assertOwner = () => assert.equal(lab.streamOwner(s).name, owner.name, 'the stream stays on its backend');
     /** New HTTP flows to the stream's VIP: all answered, by backends that take new flows. */
     const newFlows = async (n = 200): Promise<ClientResult> => {
       const r = await lab.client('http', STREAM4, n);
@@ -183,9 +183,7 @@ describe('end to end: real traffic through ferryd and xdp_lb', { skip }, () => {
       await lab.createVip({ name: 'stream', address: STREAM4, port: 0, protocol: 'tcp', backends: be.slice(0, 3).map((b) => ({ address: b.addr4 })) });
       for (const b of be.slice(0, 3)) weights[b.name] = 100;
       s = await lab.stream(STREAM4);
-      const owners = lab.tcpOwners(7, s.localPort);
-      assert.equal(owners.length, 1, `one backend holds the stream (${owners.map((b) => b.name)})`);
-      owner = owners[0]!;
+      owner = lab.streamOwner(s);
       removed = be.slice(0, 3).find((b) => b !== owner)!;
       await s.flowing();
     });
@@ -360,9 +358,7 @@ describe('end to end: real traffic through ferryd and xdp_lb', { skip }, () => {
         const s = await lab.stream(vip, { rate: 100_000 });
         try {
           await s.flowing(64 * 1024);
-          const owners = lab.tcpOwners(7, s.localPort);
-          assert.equal(owners.length, 1);
-          const owner = owners[0]!;
+          const owner = lab.streamOwner(s);
           const ownerAddr = vip.includes(':') ? owner.addr6 : owner.addr4;
           // Maglev would send no new flow to a draining backend: only the flow's conntrack entry leads there.
           await lab.setBackend(vipName, ownerAddr, { state: 'draining' });

@@ -70,7 +70,8 @@
  *    owner gets an empty desired state, so what it had goes away.
  */
 import { createHash } from 'node:crypto';
-import { canonicalIp, parseCidr, parseIp } from '../net/addr.js';
+import { backendAddressErrors } from '../model/validate.js';
+import { canonicalIp, parseCidr } from '../net/addr.js';
 import type { BackendSpec, DesiredState, PolicySpec, Protocol, VipWithBackends } from '../model/types.js';
 import {
   LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, objectKey,
@@ -326,13 +327,10 @@ function resolveEndpoints(
   return [...byKey.values()].sort((a, b) => compareStrings(a.address, b.address) || a.port - b.port);
 }
 
+/** Whether the store would take the address as a backend (and so as a VIP: the same ranges are refused). */
 function usableAddress(address: string): boolean {
-  const ip = parseIp(address);
-  // The store refuses these as VIPs and backends (and IPv4-mapped IPv6, which the datapath keys as neither family).
-  return typeof ip !== 'string' && !UNUSABLE_RANGES.has(ip.range);
+  return backendAddressErrors(address).length === 0;
 }
-
-const UNUSABLE_RANGES = new Set(['unspecified', 'loopback', 'multicast', 'broadcast', 'linkLocal', 'ipv4Mapped']);
 
 /**
  * Ready endpoints take new flows and terminating ones drain; with no ready

@@ -287,6 +287,13 @@ export class LbLab {
     return out;
   }
 
+  /** The one backend holding a stream's connection (to the echo port, 7); throws unless exactly one does. */
+  streamOwner(s: LabStream): LabHost {
+    const owners = this.tcpOwners(7, s.localPort);
+    if (owners.length !== 1) throw new Error(`${owners.length} backends hold the stream from port ${s.localPort}: ${owners.map((b) => b.name).join(', ')}`);
+    return owners[0]!;
+  }
+
   /** The backends holding an established TCP connection with these ports (server side: serverPort, peer: clientPort). */
   tcpOwners(serverPort: number, clientPort: number): LabHost[] {
     return this.lab.backends.filter((b) =>

@@ -85,6 +85,13 @@ export function canonicalIp(text: string): string | null {
   return typeof ip === 'string' ? null : ip.text;
 }
 
+/** The canonical text of an address already validated; throws a TypeError naming one that does not parse. */
+export function validatedIp(text: string): string {
+  const c = canonicalIp(text);
+  if (c === null) throw new TypeError(`not a validated IP address: ${JSON.stringify(text)}`);
+  return c;
+}
+
 /** The family of an address already known to be valid. */
 export function ipFamily(text: string): IpFamily {
   return text.includes(':') ? 6 : 4;

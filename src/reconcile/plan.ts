@@ -37,7 +37,7 @@ import {
 } from '../datapath/abi.js';
 import { chooseMaglevM } from '../maglev/index.js';
 import type { DpBackend, DpBackendState, DpState, DpTombstone, DpVip } from '../model/dpstate.js';
-import { canonicalIp, ipFamily, parseCidr, type Cidr } from '../net/addr.js';
+import { ipFamily, parseCidr, validatedIp, type Cidr } from '../net/addr.js';
 import type { BackendState, PolicyRecord, RateLimit } from '../model/types.js';
 import type { StoreSnapshot, StoreState, StoredBackend, StoredVip, Tombstone } from '../store/types.js';
 
@@ -308,7 +308,7 @@ function planVip(
   return {
     id: v.dp_id,
     name: v.name,
-    address: canonicalAddr(v.address),
+    address: validatedIp(v.address),
     port: v.port,
     protocol: v.protocol,
     flags: vipFlags(allow, deny, v.source_affinity),
@@ -399,13 +399,6 @@ function ruleCidr(text: string, owner: string): Cidr {
   return c;
 }
 
-/** The canonical text of a stored address; throws on one that does not parse (the store validated it). */
-function canonicalAddr(text: string): string {
-  const c = canonicalIp(text);
-  if (c === null) throw new Error(`plan: not an IP address: ${JSON.stringify(text)}`);
-  return c;
-}
-
 /** GCRA parameters of a new-flow rate limit, in nanoseconds. */
 export function rateLimitNs(rl: RateLimit | null | undefined): { rlIntervalNs: bigint; rlToleranceNs: bigint } {
   if (!rl || !(rl.new_flows_per_sec > 0)) return { rlIntervalNs: 0n, rlToleranceNs: 0n };
@@ -426,7 +419,7 @@ function planBackend(b: StoredBackend, verdict: (b: StoredBackend) => 'up' | 'do
   return {
     id: b.dp_id,
     gen: b.dp_gen,
-    address: canonicalAddr(b.address),
+    address: validatedIp(b.address),
     weight: b.weight,
     state: backendState(b.state, verdict(b)),
   };
@@ -446,7 +439,7 @@ function planTombstones(
     .map((t) => ({
       id: t.dp_id,
       gen: t.dp_gen,
-      address: canonicalAddr(t.address),
+      address: validatedIp(t.address),
       weight: 0,
       state: 'draining' as const,
       vipId: t.vip_dp_id,

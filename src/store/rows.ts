@@ -13,7 +13,7 @@ import {
   type PolicySpec, type Protocol, type VipRecord, type VipSettings, type VipSpec,
 } from '../model/types.js';
 import { normHealthCheck, type HealthCheck, type HealthEvent, type HealthStatus } from '../model/health.js';
-import { canonicalCidr, canonicalIp, ipFamily } from '../net/addr.js';
+import { canonicalCidr, ipFamily, validatedIp } from '../net/addr.js';
 
 export interface MetaRow {
   revision: number;
@@ -108,16 +108,9 @@ export interface NormPolicy {
 
 // ------------------------------------------------------------ normalization
 
-/** Canonical address of an already validated address. */
-function canon(address: string): string {
-  const c = canonicalIp(address);
-  if (c === null) throw new TypeError(`store: unvalidated address ${JSON.stringify(address)}`);
-  return c;
-}
-
 /** Only call on a validated spec. */
 export function normVip(spec: VipSpec): NormVip {
-  const address = canon(spec.address);
+  const address = validatedIp(spec.address);
   const rl = spec.rate_limit ?? null;
   return {
     name: spec.name,
@@ -140,7 +133,7 @@ export function normVip(spec: VipSpec): NormVip {
 /** Only call on a validated spec. */
 export function normBackend(spec: BackendSpec): NormBackend {
   return {
-    address: canon(spec.address), weight: spec.weight ?? DEFAULT_WEIGHT, state: spec.state ?? 'active',
+    address: validatedIp(spec.address), weight: spec.weight ?? DEFAULT_WEIGHT, state: spec.state ?? 'active',
     ...(spec.health_check ? { health_check: normHealthCheck(spec.health_check, 'backend') } : {}),
   };
 }
