@@ -123,6 +123,10 @@ export function benchDatapath(calls: number, ifname: string): DatapathCase[] {
     // Every SYN a flow of its own: the conntrack write lands in a cold cache line.
     let next = 0;
     add('tcp_syn_new_flows', t.pair(baseFd, h.dp.progFd, syn, calls, () => setFlow(syn, next++)));
+    // The same with record_tcp_flows: after_handshake (a SYN flood's cost): balanced, nothing written.
+    h.setConfig({ flags: 0, recordAfterHandshake: true });
+    add('tcp_syn_new_flows_after_handshake', t.pair(baseFd, h.dp.progFd, syn, calls, () => setFlow(syn, next++)));
+    h.setConfig({ flags: 0 });
     // One established flow, over and over: every lookup hits a hot cache.
     t.run(h.dp.progFd, ack); // a non-SYN without entry makes one
     add('established_ct_hit', t.pair(baseFd, h.dp.progFd, ack, calls));
@@ -217,10 +221,11 @@ async function main(): Promise<void> {
     return;
   }
   console.log(`xdp_lb under BPF_PROG_TEST_RUN, ${calls} single runs per figure, alternating with the baseline (mean ns per packet)`);
-  console.log('case                    xdp_lb ns  baseline ns  ratio  (memory floor ns, ratio to it)');
+  const width = Math.max(...cases.map((c) => c.name.length));
+  console.log(`${'case'.padEnd(width)}  xdp_lb ns  baseline ns  ratio  (memory floor ns, ratio to it)`);
   for (const c of cases) {
     const floor = c.memory_floor_ns === undefined ? '' : `  (${c.memory_floor_ns}, ${c.ratio_to_memory_floor})`;
-    console.log(`${c.name.padEnd(22)} ${String(c.ns).padStart(10)} ${String(c.baseline_ns).padStart(12)} ${String(c.ratio).padStart(6)}${floor}`);
+    console.log(`${c.name.padEnd(width)} ${String(c.ns).padStart(10)} ${String(c.baseline_ns).padStart(12)} ${String(c.ratio).padStart(6)}${floor}`);
   }
   console.log('\nMaglev table build, M = 65537 (median ms)');
   for (const r of maglev) console.log(`${String(r.backends).padStart(5)} backends${r.weighted ? ', weights 1..4' : ''}: ${r.ms} ms`);

@@ -70,6 +70,7 @@ describe('config', () => {
     refuses('datapath:\n  encap_source_v6: 2001:db8::/64\n', '/datapath/encap_source_v6: prefix length must be 96..128');
     refuses('datapath:\n  gateway_mac: 02:00:00:00:00\n', '/datapath/gateway_mac');
     refuses('datapath:\n  drain_seconds: -1\n', '/datapath/drain_seconds: must be >= 0');
+    refuses('datapath:\n  record_tcp_flows: later\n', '/datapath/record_tcp_flows: must be one of on_syn, after_handshake');
     refuses('api:\n  listen: 127.0.0.1:8080\n', '/api/listen: a TCP listener needs /api/tokens_file');
     refuses('api:\n  listen: 127.0.0.1:8080\n  tokens_file: /etc/t\n  tls_cert: /c\n', 'give both or neither');
     refuses('api:\n  socket_mode: 999\n', '/api/socket_mode: must be string');

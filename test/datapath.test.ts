@@ -498,6 +498,65 @@ describe('xdp_lb', { skip }, () => {
     assert.equal(h.run(tcp(CLIENT4, vip.addr, 1, 80, TCP_ACK)).retval, XDP_TX, 'established flow unaffected');
   });
 
+  it('records a TCP flow after its handshake when told to: the SYN leaves no entry, its first ACK does', () => {
+    const vip = {
+      id: 18, addr: '198.18.0.28', port: 80, proto: 'tcp' as const, backends: be4(180, 3),
+      rlIntervalNs: 10_000_000_000n, rlToleranceNs: 10_000_000_000n,
+    };
+    h.vip(vip);
+    for (const b of vip.backends) idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
+    h.setConfig({ recordAfterHandshake: true });
+    try {
+      const cBefore = counters();
+      const dBefore = drops();
+      const sBefore = h.dp.vipStats.sum(vip.id);
+      // Rate limit: burst of one plus the first flow. SYNs take the tokens.
+      const flow = (s: number) => flowOf(CLIENT4, vip.addr, s, 80, IPPROTO_TCP);
+      const owners = new Map<number, number>();
+      for (const s of [1, 2, 3, 4]) {
+        const syn = tcp(CLIENT4, vip.addr, s, 80, TCP_SYN);
+        const r = h.run(syn);
+        if (r.retval === XDP_TX) owners.set(s, assertEncap(syn, r.out, flow(s)));
+        assert.equal(h.dp.ct.get(flow(s)), undefined, `SYN ${s} left no conntrack entry`);
+      }
+      assert.deepEqual([...owners.keys()], [1, 2], 'the rate limit still applies to SYNs');
+      assert.equal(dropDelta(dBefore, 'rate_limit'), 2n);
+      assert.equal(cntDelta(cBefore, 'syn_unrecorded'), 2n);
+      assert.equal(h.dp.vipStats.sum(vip.id).new_flows - sBefore.new_flows, 0n, 'a SYN alone is not yet a flow');
+      // The handshake's ACK: the same backend, now recorded and counted, and no token taken (none is left).
+      for (const [s, owner] of owners) {
+        const ack = tcp(CLIENT4, vip.addr, s, 80, TCP_ACK);
+        assert.equal(assertEncap(ack, h.run(ack).out, flow(s)), owner, 'the ACK follows its SYN');
+        assert.equal(h.dp.ct.get(flow(s))?.backend_id, owner, `flow ${s} recorded by its ACK`);
+      }
+      assert.equal(dropDelta(dBefore, 'rate_limit'), 2n, 'the recording ACKs took no token');
+      assert.equal(h.dp.vipStats.sum(vip.id).new_flows - sBefore.new_flows, 2n);
+      // Recorded flows keep their backend when the table changes.
+      const added = be4(183, 3);
+      vip.backends.push(...added);
+      for (const b of added) {
+        h.backend(vip.id, b);
+        idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
+      }
+      h.rebuildTable(vip.id);
+      for (const [s, owner] of owners) {
+        const ack = tcp(CLIENT4, vip.addr, s, 80, TCP_ACK);
+        assert.equal(assertEncap(ack, h.run(ack).out, flow(s)), owner, 'established flow stays after the table changed');
+      }
+      // UDP has no handshake: its first datagram records the flow as before.
+      const udpFlow = flowOf(CLIENT4, UDP4.addr, 4000, 53, IPPROTO_UDP);
+      const dgram = frame({ src: CLIENT4, dst: UDP4.addr, proto: 'udp', sport: 4000, dport: 53, payload: Buffer.from('q') });
+      assert.equal(h.run(dgram).retval, XDP_TX);
+      assert.ok(h.dp.ct.get(udpFlow), 'a UDP flow is recorded at once');
+    } finally {
+      h.setConfig({});
+    }
+    // Back to recording on SYN.
+    const syn = tcp(CLIENT4, V4.addr, 33000, 80, TCP_SYN);
+    assert.equal(h.run(syn).retval, XDP_TX);
+    assert.ok(h.dp.ct.get(flowOf(CLIENT4, V4.addr, 33000, 80, IPPROTO_TCP)), 'on_syn records the SYN');
+  });
+
   it('answers ICMP echo requests to a VIP address', () => {
     const before = counters();
     for (const [src, dst] of [[CLIENT4, V4.addr], [CLIENT6, V6.addr]] as const) {

@@ -86,6 +86,7 @@
 
 /* lb_config.flags */
 #define CFG_F_SKIP_FIB (1U << 0)       /* always use gw_mac, never bpf_fib_lookup */
+#define CFG_F_RECORD_AFTER_HANDSHAKE (1U << 1) /* TCP flows recorded by their first packet without SYN */
 
 /* ferry_event.kind */
 #define FERRY_EVENT_FLOW 1             /* a sampled new flow: reason is enum ferry_flow_reason */
@@ -137,6 +138,7 @@ enum ferry_counter {
 	CNT_EVENTS_SUPPRESSED,    /* events over the per-second cap: not written */
 	CNT_EVENTS_LOST,          /* events the full ring buffer refused (the daemon reads too slowly) */
 	CNT_FIB_LOOKUP,           /* next hops asked of bpf_fib_lookup (the rest came from ferry_nexthops) */
+	CNT_SYN_UNRECORDED,       /* SYNs balanced but not recorded (record_tcp_flows: after_handshake) */
 	CNT_MAX,
 };
 

@@ -15,21 +15,42 @@
 #include "policy.h"
 #include "stats.h"
 
+/* What balancing a packet afresh does besides picking its backend. */
+#define LB_ADMIT (1U << 0)   /* takes a token of the VIP's new-flow rate limit */
+#define LB_RECORD (1U << 1)  /* recorded in conntrack, counted and reported as a new flow */
+
+/*
+ * A steered ICMP error is not a flow of its own: neither admitted nor
+ * recorded. With CFG_F_RECORD_AFTER_HANDSHAKE a TCP SYN is admitted and
+ * balanced but not recorded, and the flow is recorded by its first packet
+ * without SYN (the table still names the same backend): a SYN flood from
+ * spoofed sources then writes nothing into conntrack. That packet takes no
+ * token, its SYN took one; packets without SYN that no handshake preceded
+ * (an ACK flood) are recorded unlimited, as no state tells them apart.
+ */
+static __always_inline __u32 lb_duties(const struct packet *pkt, const struct lb_config *cfg)
+{
+	if (pkt->steered)
+		return 0;
+	if (!(cfg->flags & CFG_F_RECORD_AFTER_HANDSHAKE) || pkt->flow.proto != IPPROTO_TCP)
+		return LB_ADMIT | LB_RECORD;
+	return pkt->syn ? LB_ADMIT : LB_RECORD;
+}
+
 /*
  * A new flow: rate limit, flow hash, Maglev slot, then the backend it
  * names must be ACTIVE and belong to this VIP (a table computed for the old
- * owner of a reused id must not leak flows to the new one). A steered ICMP
- * error is not a flow of its own: it is neither rate limited nor recorded
- * (nor reported as an event).
+ * owner of a reused id must not leak flows to the new one).
  */
 static __always_inline int lb_new_flow(const struct packet *pkt, const struct vip_meta *vip,
 				       const struct lb_config *cfg, const struct ct_where *ct,
-				       enum ferry_flow_reason why, struct backend **be_out, __u32 *id_out)
+				       enum ferry_flow_reason why, __u32 duties,
+				       struct backend **be_out, __u32 *id_out)
 {
 	struct backend *be;
 	__u32 id;
 
-	if (!pkt->steered && !ratelimit_admit(vip))
+	if ((duties & LB_ADMIT) && !ratelimit_admit(vip))
 		return drop_vip_as(pkt, vip->vip_id, DROP_RATE_LIMIT);
 
 	id = maglev_backend_id(vip->vip_id, flow_hash(&pkt->flow, vip->flags, cfg->hash_seed));
@@ -39,11 +60,13 @@ static __always_inline int lb_new_flow(const struct packet *pkt, const struct vi
 	if (!be || be->state != BACKEND_ACTIVE || be->vip_id != vip->vip_id)
 		return drop_vip_as(pkt, vip->vip_id, DROP_BAD_BACKEND);
 
-	if (!pkt->steered) {
+	if (duties & LB_RECORD) {
 		if (ct)
 			ct_record(ct, id, be);
 		count_new_flow(vip->vip_id, id);
 		event_new_flow(pkt, cfg, why, id);
+	} else if (duties & LB_ADMIT) {
+		count_event(pkt, CNT_SYN_UNRECORDED);
 	}
 	*be_out = be;
 	*id_out = id;
@@ -71,7 +94,8 @@ static __always_inline int lb_select_backend(struct packet *pkt, const struct vi
 		}
 	}
 	return lb_new_flow(pkt, vip, cfg, have_ct ? &ct : NULL,
-			   stale ? FLOW_REASON_CT_STALE : FLOW_REASON_MAGLEV, be_out, id_out);
+			   stale ? FLOW_REASON_CT_STALE : FLOW_REASON_MAGLEV, lb_duties(pkt, cfg),
+			   be_out, id_out);
 }
 
 #endif /* FERRY_LB_H */

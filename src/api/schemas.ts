@@ -390,7 +390,7 @@ export const sharedSchemas: JsonSchema[] = [
       drops: { type: 'object', additionalProperties: num, description: 'Datapath drops by reason (packets).' },
       counters: {
         type: 'object', additionalProperties: num,
-        description: 'Global datapath counters (packets): rx, passes by kind, tx, redirect, fib_fallback, icmp_echo, icmp_steered, ct_stale, events, events_suppressed, events_lost.',
+        description: 'Global datapath counters (packets): rx, passes by kind, tx, redirect, fib_fallback, icmp_echo, icmp_steered, ct_stale, events, events_suppressed, events_lost, fib_lookup, syn_unrecorded.',
       },
     },
   },

@@ -66,6 +66,7 @@ export interface FerryConfig {
     gateway_mac: string | null;
     skip_fib: boolean;
     nexthop_cache: boolean;
+    record_tcp_flows: 'on_syn' | 'after_handshake';
     drain_seconds: number;
     reconcile_interval_seconds: number;
     events_flow_sample: number;
@@ -150,6 +151,7 @@ export const CONFIG_SCHEMA = {
         gateway_mac: nullableString('^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$'),
         skip_fib: { type: 'boolean', default: false },
         nexthop_cache: { type: 'boolean', default: true },
+        record_tcp_flows: { type: 'string', enum: ['on_syn', 'after_handshake'], default: 'on_syn' },
         drain_seconds: { type: 'integer', minimum: 0, maximum: 86400, default: 300 },
         reconcile_interval_seconds: { type: 'integer', minimum: 1, maximum: 3600, default: 30 },
         events_flow_sample: { type: 'integer', minimum: 0, maximum: 4294967295, default: 0 },

@@ -80,6 +80,7 @@ export function datapathConfig(c: FerryConfig, seed: number): ConfigProgram {
     ...(mac ? { gwMac: Buffer.from(mac.replace(/:/g, ''), 'hex') } : {}),
     skipFib: c.datapath.skip_fib,
     nexthopCache: c.datapath.nexthop_cache,
+    recordAfterHandshake: c.datapath.record_tcp_flows === 'after_handshake',
     eventsFlowSample: c.datapath.events_flow_sample,
     eventsPerSecond: c.datapath.events_per_second,
   };

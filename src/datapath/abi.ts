@@ -49,6 +49,7 @@ export const BACKEND_DRAINING = 2;
 export const BACKEND_DOWN = 3;
 
 export const CFG_F_SKIP_FIB = 1 << 0;
+export const CFG_F_RECORD_AFTER_HANDSHAKE = 1 << 1;
 
 /** ferry_event.kind */
 export const FERRY_EVENT_FLOW = 1;
@@ -94,6 +95,7 @@ export const COUNTERS = [
   'events_suppressed',
   'events_lost',
   'fib_lookup',
+  'syn_unrecorded',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 export const counterCode = (c: CounterName): number => COUNTERS.indexOf(c);

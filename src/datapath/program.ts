@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import {
-  BACKEND_ACTIVE, CFG_F_SKIP_FIB, VIP_ADDR_F_ECHO, type LbConfigV,
+  BACKEND_ACTIVE, CFG_F_RECORD_AFTER_HANDSHAKE, CFG_F_SKIP_FIB, VIP_ADDR_F_ECHO, type LbConfigV,
 } from './abi.js';
 import { hostMask, parseAddr, parseCidr } from './addr.js';
 import type { LbDatapath, LbSizes } from './lb.js';
@@ -49,6 +49,8 @@ export interface ConfigProgram {
   skipFib?: boolean;
   /** Reuse each backend's bpf_fib_lookup answer for NEXTHOP_TTL_JIFFIES (default true). */
   nexthopCache?: boolean;
+  /** TCP flows enter conntrack at their first packet without SYN, not at the SYN (a SYN-flood defence). */
+  recordAfterHandshake?: boolean;
   /** Live events: report 1 in N new flows; 0 or absent = no flow events. */
   eventsFlowSample?: number;
   /** Live events: hard cap on events (flows and drops) per second over all CPUs; 0 or absent = no events. */
@@ -122,7 +124,7 @@ export function encodeConfig(c: ConfigProgram, sizes: Pick<LbSizes, 'maxVips' | 
   const budget = eventBudget(c.eventsPerSecond ?? 0, c.eventsCpus ?? (c.eventsPerSecond ? onlineCpus() : 1));
   return {
     hash_seed: c.seed >>> 0,
-    flags: c.skipFib ? CFG_F_SKIP_FIB : 0,
+    flags: (c.skipFib ? CFG_F_SKIP_FIB : 0) | (c.recordAfterHandshake ? CFG_F_RECORD_AFTER_HANDSHAKE : 0),
     src4_prefix: s4 ? s4.addr.bytes.subarray(0, 4) : Buffer.alloc(4),
     src4_hostmask: s4 ? hostMask(s4.prefix, 32) : Buffer.alloc(4),
     src6_prefix: s6 ? s6.addr.bytes : Buffer.alloc(16),

@@ -94,11 +94,12 @@ export class LbHarness {
   /** The global config; live events stay off unless eventsPerSecond is given. */
   setConfig(o: {
     flags?: number; gwMac?: Buffer; src4?: string | null; src6?: string | null; nexthopCache?: boolean;
-    eventsFlowSample?: number; eventsPerSecond?: number; eventsCpus?: number;
+    eventsFlowSample?: number; eventsPerSecond?: number; eventsCpus?: number; recordAfterHandshake?: boolean;
   }): void {
     programConfig(this.dp, {
       seed: SEED, src4: o.src4 === undefined ? SRC4 : o.src4, src6: o.src6 === undefined ? SRC6 : o.src6,
       gwMac: o.gwMac ?? GW_MAC, skipFib: (o.flags ?? CFG_F_SKIP_FIB) === CFG_F_SKIP_FIB, nexthopCache: o.nexthopCache ?? true,
+      recordAfterHandshake: o.recordAfterHandshake ?? false,
       eventsFlowSample: o.eventsFlowSample ?? 0, eventsPerSecond: o.eventsPerSecond ?? 0,
       ...(o.eventsCpus === undefined ? {} : { eventsCpus: o.eventsCpus }),
     });
