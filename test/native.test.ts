@@ -323,6 +323,21 @@ describe('native addon against the kernel', { skip: noKernel ?? noAddon }, () =>
     assert.equal(pi.name, 'xdp_test');
     assert.equal(pi.type, N.BPF_PROG_TYPE_XDP);
     assert.ok(pi.id > 0);
+    // The same program by id; run-time statistics count its runs only while enableStats' fd is open.
+    const byId = nat.progFdById(pi.id);
+    const stats = nat.enableStats();
+    try {
+      const before = nat.progInfo(byId);
+      assert.equal(before.id, pi.id);
+      nat.progTestRun(byId, { data: Buffer.alloc(64), repeat: 3 });
+      const after = nat.progInfo(byId);
+      assert.equal(after.runCount - before.runCount, 3, 'three runs counted');
+      assert.ok(after.runTimeNs > before.runTimeNs, 'their time counted');
+    } finally {
+      nat.closeFd(stats);
+      nat.closeFd(byId);
+    }
+    throwsCode(() => nat.progFdById(0x7ffffff0), 'ENOENT', /bpf_prog_get_fd_by_id/);
 
     throwsCode(() => obj.mapFd('no_such_map'), 'ENOENT', /no map 'no_such_map'/);
     throwsCode(() => obj.programFd('no_such_prog'), 'ENOENT');

@@ -97,6 +97,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"closeFd", CloseFd},
       {"mapInfo", MapInfo},
       {"progInfo", ProgInfo},
+      {"progFdById", ProgFdById},
+      {"enableStats", EnableStats},
       {"mapCreate", MapCreate},
       {"mapLookup", MapLookup},
       {"mapUpdate", MapUpdate},

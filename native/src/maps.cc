@@ -190,7 +190,26 @@ Napi::Value ProgInfo(const Napi::CallbackInfo &info) {
   o.Set("id", pi.id);
   o.Set("name", std::string(pi.name, strnlen(pi.name, sizeof(pi.name))));
   o.Set("type", pi.type);
+  // Zero unless run-time statistics are on (enableStats or kernel.bpf_stats_enabled).
+  o.Set("runTimeNs", static_cast<double>(pi.run_time_ns));
+  o.Set("runCount", static_cast<double>(pi.run_cnt));
   return o;
+}
+
+Napi::Value ProgFdById(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  uint32_t id = static_cast<uint32_t>(ArgInt(info[0], "progFdById: id", 1, UINT32_MAX));
+  int fd = bpf_prog_get_fd_by_id(id);
+  if (fd < 0) ThrowErrno(env, "progFdById: bpf_prog_get_fd_by_id(" + std::to_string(id) + ")", ErrOf(fd));
+  return Napi::Number::New(env, fd);
+}
+
+// Run-time statistics of every BPF program while the returned fd stays open.
+Napi::Value EnableStats(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+  if (fd < 0) ThrowErrno(env, "enableStats: bpf_enable_stats(BPF_STATS_RUN_TIME)", ErrOf(fd));
+  return Napi::Number::New(env, fd);
 }
 
 // ---- single-element operations ---------------------------------------------

@@ -46,6 +46,8 @@ Napi::Value ObjPin(const Napi::CallbackInfo &info);
 Napi::Value CloseFd(const Napi::CallbackInfo &info);
 Napi::Value MapInfo(const Napi::CallbackInfo &info);
 Napi::Value ProgInfo(const Napi::CallbackInfo &info);
+Napi::Value ProgFdById(const Napi::CallbackInfo &info);
+Napi::Value EnableStats(const Napi::CallbackInfo &info);
 Napi::Value MapCreate(const Napi::CallbackInfo &info);
 Napi::Value MapLookup(const Napi::CallbackInfo &info);
 Napi::Value MapUpdate(const Napi::CallbackInfo &info);

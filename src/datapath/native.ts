@@ -93,6 +93,9 @@ export interface ProgInfo {
   id: number;
   name: string;
   type: number;
+  /** Time spent in the program and its runs; zero unless run-time statistics are on (enableStats). */
+  runTimeNs: number;
+  runCount: number;
 }
 
 export interface TestRunResult {
@@ -279,6 +282,10 @@ export interface NativeAddon {
   closeFd(fd: number): void;
   mapInfo(fd: number): MapInfo;
   progInfo(fd: number): ProgInfo;
+  /** An fd of the loaded program with this id (bpf_prog_get_fd_by_id). */
+  progFdById(id: number): number;
+  /** Turns on run-time statistics of every BPF program until the returned fd is closed (closeFd). */
+  enableStats(): number;
   mapCreate(opts: MapCreateOptions): number;
   /** null when the key is absent. */
   mapLookup(fd: number, key: Buffer): Buffer | null;
@@ -388,7 +395,7 @@ type RawAddon = Omit<NativeAddon, 'mapDump'> & {
 
 const FUNCTIONS = [
   'libbpfVersion', 'numPossibleCpus', 'openObject', 'objGet', 'objPin', 'closeFd', 'mapInfo',
-  'progInfo', 'mapCreate', 'mapLookup', 'mapUpdate', 'mapDelete', 'mapNextKey', 'mapLookupFd',
+  'progInfo', 'progFdById', 'enableStats', 'mapCreate', 'mapLookup', 'mapUpdate', 'mapDelete', 'mapNextKey', 'mapLookupFd',
   'mapDumpRaw', 'mapUpdateBatch', 'mapDeleteBatch', 'mapMmap', 'mapUpdateAsync', 'progTestRun', 'progRunSyscall',
   'xdpAttach', 'linkUpdate',
   'linkDetach', 'linkInfo', 'cgroupQuery', 'xdpQuery', 'tcAttach', 'tcDetach', 'tcQuery', 'ringOpen', 'ringConsume',

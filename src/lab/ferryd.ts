@@ -37,6 +37,8 @@ export interface LabFerrydOptions {
   reconcileIntervalSeconds?: number;
   /** More top-level YAML for the config (e.g. `mode: kubernetes` and its section). */
   extraConfig?: readonly string[];
+  /** More keys of the config's datapath section (e.g. record_tcp_flows). */
+  datapath?: Readonly<Record<string, string | number | boolean>>;
 }
 
 export const ferrydScript = (): string => join(packageRoot(), 'dist', 'src', 'daemon', 'ferryd.js');
@@ -74,6 +76,7 @@ export class LabFerryd {
       `  encap_source_v6: ${ENCAP_SRC6}`,
       `  drain_seconds: ${o.drainSeconds ?? 5}`,
       `  reconcile_interval_seconds: ${o.reconcileIntervalSeconds ?? 30}`,
+      ...Object.entries(o.datapath ?? {}).map(([k, v]) => `  ${k}: ${String(v)}`),
       'api:',
       `  socket: ${this.socket}`,
       'log:',

@@ -136,6 +136,19 @@ export class LbLab {
     await this.startDaemon();
   }
 
+  /**
+   * How an operator changes a setting: a clean stop, the config's datapath
+   * section changed (these keys replace the previous ones), a start. The
+   * datapath forwards throughout, as in upgradeDaemon.
+   */
+  async reconfigureDaemon(datapath: Readonly<Record<string, string | number | boolean>>): Promise<void> {
+    const code = await this.ferryd.stop('SIGTERM');
+    if (code !== 0) throw new Error(`ferryd exited ${code} on SIGTERM:\n${this.ferryd.logTail()}`);
+    this.ferryd.o.datapath = datapath;
+    this.ferryd.writeConfig();
+    await this.startDaemon();
+  }
+
   /** Runs the real ferryctl against the lab's daemon. */
   ferryctl(args: readonly string[], input?: string): { code: number; out: string; err: string } {
     const r = spawnSync(process.execPath, [ferryctlScript(), '--socket', this.socket, ...args], {
@@ -305,8 +318,36 @@ export class LbLab {
    * the API does not export: read from the pinned maps.
    */
   datapathCounters(): Record<CounterName, bigint> {
+    return Object.fromEntries(Object.entries(this.datapath().counterValues()).map(([k, v]) => [k, v.packets])) as Record<CounterName, bigint>;
+  }
+
+  /**
+   * The datapath over the lab's pinned maps, with a program instance of its
+   * own for BPF_PROG_TEST_RUN (its packets meet the daemon's maps and config).
+   */
+  datapath(): LbDatapath {
     this.dpHandle ??= LbDatapath.open({ pinRoot: this.ferryd.o.pinRoot, sizes: LAB_SIZES });
-    return Object.fromEntries(Object.entries(this.dpHandle.counterValues()).map(([k, v]) => [k, v.packets])) as Record<CounterName, bigint>;
+    return this.dpHandle;
+  }
+
+  /**
+   * The run time of the xdp_lb attached to the load balancer's eth0 and its
+   * runs: zero unless run-time statistics are on (the addon's enableStats).
+   */
+  xdpRunTime(): { ns: number; runs: number } {
+    const nat = this.datapath().nat;
+    const link = nat.objGet(join(this.ferryd.o.pinRoot, 'links', 'xdp_eth0'));
+    try {
+      const prog = nat.progFdById(nat.linkInfo(link).progId);
+      try {
+        const info = nat.progInfo(prog);
+        return { ns: info.runTimeNs, runs: info.runCount };
+      } finally {
+        nat.closeFd(prog);
+      }
+    } finally {
+      nat.closeFd(link);
+    }
   }
 
   // ---- backends' servers -------------------------------------------------------------
