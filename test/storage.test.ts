@@ -157,3 +157,21 @@ describe('store files that turn read-only under a running store', () => {
     }
   });
 });
+
+describe('a state directory that is read-only from the start', () => {
+  const root = process.getuid?.() === 0 ? undefined : 'needs root (mount)';
+  if (root) console.log(`# skipping read-only start test: ${root}`);
+
+  it('refuses to open, naming the read-only filesystem', { skip: root }, () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-rostart-'));
+    const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'ferrytest-ro', dir], { encoding: 'utf8' });
+    assert.equal(m.status, 0, m.stderr);
+    try {
+      assert.throws(() => openStore(join(dir, 'ferry.db'), { maxVips: 16, maxBackends: 16 }),
+        new RegExp(`cannot open: .*\\(the state directory ${dir} is on a read-only filesystem\\)`));
+    } finally {
+      spawnSync('umount', [dir]);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -9,7 +9,7 @@
  * and writes one audit row.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
+import { accessSync, closeSync, constants, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { StorageError, ValidationError } from '../model/errors.js';
@@ -76,7 +76,22 @@ function openDatabase(path: string): Database.Database {
   try {
     return new Database(path);
   } catch (err) {
-    throw new Error(`store ${path}: cannot open: ${err instanceof Error ? err.message : String(err)}`);
+    const why = unwritableDir(dirname(path));
+    throw new Error(`store ${path}: cannot open: ${err instanceof Error ? err.message : String(err)}${why ? ` (${why})` : ''}`);
+  }
+}
+
+/** Why SQLite cannot write in `dir`, when the filesystem says so (its own message names no cause). */
+function unwritableDir(dir: string): string | null {
+  try {
+    accessSync(dir, constants.W_OK);
+    return null;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EROFS') return `the state directory ${dir} is on a read-only filesystem`;
+    if (code === 'EACCES' || code === 'EPERM') return `the state directory ${dir} is not writable by this user`;
+    if (code === 'ENOENT') return `the state directory ${dir} does not exist`;
+    return null;
   }
 }
 
