@@ -210,16 +210,25 @@ describe('socket-level load balancer', { skip }, () => {
     const onA = replies(await tcpMany(30));
     assert.deepEqual([...new Set(onA)].sort(), a.map((x) => x.name));
     const gen0 = sockLb().entries()[0]!.gen;
+    const fences = sockLb().fenceStats.fences;
     const r = sockLb().apply([tcpSvc(b)]);
     assert.equal(r.updated, 1);
-    assert.equal(r.graceWaits, 1, 'the old buffer went after one grace period');
+    assert.equal(r.graceWaits, 0, 'the write did not wait for a grace period');
     const entry = sockLb().entries()[0]!;
     assert.equal(entry.gen, gen0 + 1);
     assert.deepEqual(entry.backends, b.map(ep));
-    // Only the live buffer remains in the slots map.
     const nat = loadNative();
     const slotsFd = nat.objGet(join(PIN_ROOT, 'ferry_sock_slots'));
     try {
+      assert.equal(nat.mapDump(slotsFd).keys.length, a.length + b.length, 'the old buffer waits for a grace period');
+      // Changed again at once: the next buffer is the retired one, so this apply waits for it.
+      const back = sockLb().apply([tcpSvc(a)]);
+      assert.equal(back.graceWaits, 1, 'a retired buffer is reused only after a grace period');
+      assert.deepEqual(sockLb().entries()[0]!.backends, a.map(ep));
+      sockLb().apply([tcpSvc(b)]);
+      await sockLb().settled();
+      assert.ok(sockLb().fenceStats.fences > fences, 'a grace period was observed off the event loop');
+      // Only the live buffer remains in the slots map.
       assert.equal(nat.mapDump(slotsFd).keys.length, b.length);
     } finally {
       nat.closeFd(slotsFd);
@@ -332,7 +341,8 @@ describe('socket-level load balancer', { skip }, () => {
     assert.deepEqual([retimed.retimed, retimed.slotsWritten, retimed.graceWaits], [1, 0, 0]);
     const entries = sockLb().entries();
 
-    // The daemon goes away: the pinned links keep translating.
+    // The daemon goes away (once the buffers the first apply retired are gone): the pinned links keep translating.
+    await sockLb().settled();
     sockLb().close();
     lb = undefined;
     assert.equal((await lab.tcp(CIP6, 80)).peer?.[0], CIP6);
@@ -350,7 +360,10 @@ describe('socket-level load balancer', { skip }, () => {
     const adopted = lb.apply([{ ...list[0]!, affinityTimeoutSeconds: 60 }, ...list.slice(1)]);
     assert.deepEqual([adopted.unchanged, adopted.slotsWritten, adopted.graceWaits], [4, 0, 0], 'nothing to write after a restart');
     const removed = lb.apply(list.slice(1, 2));
-    assert.deepEqual([removed.removed, removed.unchanged, removed.slotsDeleted], [3, 1, 3 + 2]);
+    assert.deepEqual([removed.removed, removed.unchanged, removed.graceWaits], [3, 1, 0]);
+    const deleted = lb.fenceStats.slotsDeleted;
+    await lb.settled();
+    assert.equal(lb.fenceStats.slotsDeleted - deleted, 3 + 2, 'the removed services\' slots went after a grace period');
     assert.deepEqual(lb.entries().map((e) => `${e.protocol} ${e.ip}:${e.port}`), [`udp ${CIP}:53`]);
     assert.deepEqual(replies([await lab.tcp(CIP, 80)]), ['error ENETUNREACH'], 'a removed service is no longer translated');
   });
@@ -383,9 +396,10 @@ describe('socket-level load balancer', { skip }, () => {
       const r = lb.apply([svc]);
       assert.deepEqual(
         { updated: r.updated, unchanged: r.unchanged, slotsWritten: r.slotsWritten, graceWaits: r.graceWaits },
-        { updated: 1, unchanged: 0, slotsWritten: 2, graceWaits: 2 },
-        'the broken service is rewritten into its other buffer',
+        { updated: 1, unchanged: 0, slotsWritten: 2, graceWaits: 1 },
+        'the broken service is rewritten into its other buffer (the leftovers went after one grace period)',
       );
+      await lb.settled();
       const fixed = lb.entries();
       assert.deepEqual(fixed.map((e) => [e.id, e.gen, e.backends]), [[entry.id, entry.gen + 1, TCP_BACKENDS.slice(0, 2).map(ep)]]);
       assert.equal(nat.mapDump(slots).keys.length, 2, 'only the live buffer is left');

@@ -8,11 +8,16 @@
  * Atomicity. A service's value names its live backend buffer (gen & 1) and
  * its count. apply() fills the other buffer completely, then replaces the
  * value in one map update, so a connect uses the old set or the new one.
- * Before a buffer is emptied or reused, apply() waits for an RCU grace
- * period (an update of ferry_sock_grace, an array of maps, returns only when
- * every program that might still read the old value has finished), so no
- * connect can read a slot that is being rewritten. At most one wait per
- * apply() that changed a backend set or removed a service.
+ * A buffer is emptied or reused only after an RCU grace period (an update
+ * of ferry_sock_grace, an array of maps, returns only when every program
+ * that might still read the old value has finished), so no connect can read
+ * a slot that is being rewritten. That grace period is observed, not waited
+ * for, as for the Maglev tables: the old buffers (and the ids of removed
+ * services) are retired, an update of ferry_sock_grace runs on the thread
+ * pool, and when it returns they are deleted (and the ids freed). apply()
+ * waits synchronously only when it must write into a buffer still retired
+ * (the same service changed again within a grace period), when retired
+ * slots stand in the way of capacity, or for leftovers found at start.
  *
  * Nothing here knows about Kubernetes: `SocketLbService` is the shape of
  * src/k8s/translate.ts's ClusterIpEntry, which apply() takes as it is.
@@ -120,7 +125,7 @@ export interface SocketLbApplyResult {
   unchanged: number;
   slotsWritten: number;
   slotsDeleted: number;
-  /** RCU grace periods waited for (0 or 1, 2 after adopting leftovers). */
+  /** RCU grace periods this apply() waited for synchronously (0 unless a retired buffer had to be reused, or leftovers). */
   graceWaits: number;
   ms: number;
 }
@@ -240,6 +245,13 @@ export class SocketLb {
   /** Leftovers found in the maps (a crash mid-apply): removed by the next apply(). */
   private staleSlots: Buffer[] = [];
   private staleMembers: Buffer[] = [];
+  /** Retired since the grace period in flight began, and retired before it (deleted when it ends). */
+  private retired: Retired = emptyRetired();
+  private fencing: Retired = emptyRetired();
+  private fenceInFlight: Promise<void> | undefined;
+  private closing = false;
+  /** Grace periods observed off the event loop, and the slots they let go (tests, status). */
+  readonly fenceStats = { fences: 0, slotsDeleted: 0 };
   /** validate()'s results of the last apply(), by "protocol ip port". */
   private parsed = new Map<string, Parsed>();
   private applies = 0;
@@ -401,7 +413,9 @@ export class SocketLb {
     const svcValues: Buffer[] = [];
     const svcDels: Buffer[] = [];
     const lateSlotDels: Buffer[] = [];
+    const flipped: number[] = [];
     const freed: number[] = [];
+    let reusesRetired = false;
     const next = new Map<string, Installed>();
     const allocated: number[] = [];
 
@@ -426,6 +440,8 @@ export class SocketLb {
       if (cur !== undefined && setChanged) {
         if (!cur.reid) gen = (gen + 1) >>> 0;
         res.updated++;
+        if (this.isRetired(id)) reusesRetired = true;
+        flipped.push(id);
         for (let i = 0; i < cur.count; i++) lateSlotDels.push(SockSlotKey.encode({ svc_id: id, buf: cur.gen & 1, index: i }));
       }
       if (setChanged) {
@@ -462,7 +478,10 @@ export class SocketLb {
     // Capacity, before anything is written: the peak is every live buffer,
     // the new buffers and the leftovers, all at once.
     const liveSlots = [...this.installed.values()].reduce((n, s) => n + s.count, 0);
-    const peakSlots = liveSlots + newSlots[0]!.length + this.staleSlots.length;
+    let peakSlots = liveSlots + newSlots[0]!.length + this.staleSlots.length + this.retiredSlots();
+    // Retired buffers in the way: wait for them now rather than refuse.
+    const mustWait = reusesRetired || (peakSlots > this.sizes.maxSlots && this.retiredSlots() > 0);
+    if (mustWait) peakSlots -= this.retiredSlots();
     const liveMembers = [...this.installed.values()].reduce((n, s) => n + s.members.size, 0);
     const peakMembers = liveMembers + memberAdds.length + this.staleMembers.length;
     const problem = desired.size > this.sizes.maxServices
@@ -478,11 +497,7 @@ export class SocketLb {
     }
 
     try {
-      if (this.staleSlots.length > 0) {
-        this.grace(res);
-        res.slotsDeleted += this.deleteBatch(this.slotsFd, this.staleSlots);
-        this.staleSlots = [];
-      }
+      if (mustWait || this.staleSlots.length > 0) this.fenceNow(res);
       if (this.staleMembers.length > 0) {
         this.deleteBatch(this.membersFd, this.staleMembers);
         this.staleMembers = [];
@@ -497,16 +512,12 @@ export class SocketLb {
       this.deleteBatch(this.membersFd, memberDels);
       this.updateBatch(this.svcsFd, svcKeys, svcValues);
       this.deleteBatch(this.svcsFd, svcDels);
-      // Old buffers go only when no connect can still be reading them.
-      if (lateSlotDels.length > 0 || svcDels.length > 0) {
-        this.grace(res);
-        res.slotsDeleted += this.deleteBatch(this.slotsFd, lateSlotDels);
-      }
     } catch (err) {
       this.resync();
       throw err;
     }
-    for (const id of freed) this.releaseId(id);
+    // Old buffers go, and removed services' ids are reused, only when no connect can still be reading them.
+    this.retire(lateSlotDels, flipped, freed);
     this.installed = next;
     this.parsed = parsed;
     this.applies++;
@@ -558,11 +569,26 @@ export class SocketLb {
     };
   }
 
-  /** Closes this process's handles; pinned maps and links stay (programs keep translating). */
+  /**
+   * Closes this process's handles; pinned maps and links stay (programs keep
+   * translating). Buffers still retired stay in the maps: the next open
+   * finds them as leftovers and its first apply() removes them.
+   */
   close(): void {
-    if (this.obj.closed) return;
-    this.nat.closeFd(this.graceInnerFd);
-    this.obj.close();
+    if (this.obj.closed || this.closing) return;
+    this.closing = true;
+    const closeAll = (): void => {
+      this.nat.closeFd(this.graceInnerFd);
+      this.obj.close();
+    };
+    // The thread pool uses ferry_sock_grace's fd until the grace period in flight ends.
+    if (this.fenceInFlight) void this.fenceInFlight.finally(closeAll);
+    else closeAll();
+  }
+
+  /** Resolves once every retired buffer is deleted (tests; a clean stop need not wait). */
+  async settled(): Promise<void> {
+    while (this.fenceInFlight) await this.fenceInFlight;
   }
 
   /** Detaches, closes, and removes every pin of the socket-LB (maps and links) under pinRoot. */
@@ -660,6 +686,9 @@ export class SocketLb {
     this.usedIds = new Set();
     this.staleSlots = [];
     this.staleMembers = [];
+    // What the maps hold is the truth: retired buffers come back below as leftovers, retired ids as free.
+    this.retired = emptyRetired();
+    this.fencing = emptyRetired();
     const members = new Map<number, Map<string, Buffer>>();
     {
       const { keys } = this.nat.mapDump(this.membersFd);
@@ -726,6 +755,72 @@ export class SocketLb {
     this.freeIds.push(id);
   }
 
+  private isRetired(id: number): boolean {
+    return this.retired.svcIds.has(id) || this.fencing.svcIds.has(id);
+  }
+
+  private retiredSlots(): number {
+    return this.retired.slots.length + this.fencing.slots.length;
+  }
+
+  /** Hands old buffers and freed ids to the next grace period; starts observing one if none is in flight. */
+  private retire(slots: readonly Buffer[], svcIds: readonly number[], ids: readonly number[]): void {
+    if (slots.length === 0 && ids.length === 0) return;
+    this.retired.slots.push(...slots);
+    for (const id of svcIds) this.retired.svcIds.add(id);
+    this.retired.ids.push(...ids);
+    if (!this.fenceInFlight) this.startFence();
+  }
+
+  /** Observes a grace period on the thread pool; what was retired before it began is then deleted. */
+  private startFence(): void {
+    this.fencing = mergeRetired(this.fencing, this.retired);
+    this.retired = emptyRetired();
+    const fd = Buffer.alloc(4);
+    fd.writeUInt32LE(this.graceInnerFd, 0);
+    const done = (): void => {
+      this.fenceInFlight = undefined;
+      if (this.closing) return; // another process may own the maps now: its open() repairs leftovers
+      this.fenceStats.fences++;
+      this.release(this.fencing);
+      this.fencing = emptyRetired();
+      if (this.retired.slots.length > 0 || this.retired.ids.length > 0) this.startFence();
+    };
+    this.fenceInFlight = this.nat.mapUpdateAsync(this.graceFd, Buffer.alloc(4), fd, 0).then(done, () => {
+      // Still fencing: the next apply() that needs these buffers waits synchronously.
+      this.fenceInFlight = undefined;
+    });
+  }
+
+  /** Waits for a grace period now: everything retired so far and the leftovers are deleted (throws as apply() does). */
+  private fenceNow(res: SocketLbApplyResult): void {
+    this.grace(res);
+    const all = mergeRetired(this.fencing, this.retired);
+    this.fencing = emptyRetired();
+    this.retired = emptyRetired();
+    res.slotsDeleted += this.deleteBatch(this.slotsFd, [...all.slots, ...this.staleSlots]);
+    this.staleSlots = [];
+    for (const id of all.ids) this.releaseId(id);
+  }
+
+  /**
+   * After an observed grace period: deletes retired slots and frees retired
+   * ids. Never throws (it runs outside any apply()): if the kernel refuses,
+   * the view is re-read from the maps, which lists the slots as leftovers.
+   */
+  private release(r: Retired): void {
+    try {
+      this.fenceStats.slotsDeleted += this.deleteBatch(this.slotsFd, r.slots);
+      for (const id of r.ids) this.releaseId(id);
+    } catch {
+      try {
+        this.resync();
+      } catch {
+        // The maps cannot be read either: the next apply() fails and resyncs.
+      }
+    }
+  }
+
   /** Waits for an RCU grace period: no program still runs with a value read before this call. */
   private grace(res: SocketLbApplyResult): void {
     const fd = Buffer.alloc(4);
@@ -743,4 +838,19 @@ export class SocketLb {
     if (keys.length === 0) return 0;
     return this.nat.mapDeleteBatch(fd, Buffer.concat(keys), keys.length);
   }
+}
+
+/** Old buffers' slots, the services they belonged to, and the ids of removed services. */
+interface Retired {
+  slots: Buffer[];
+  svcIds: Set<number>;
+  ids: number[];
+}
+
+function emptyRetired(): Retired {
+  return { slots: [], svcIds: new Set(), ids: [] };
+}
+
+function mergeRetired(a: Retired, b: Retired): Retired {
+  return { slots: [...a.slots, ...b.slots], svcIds: new Set([...a.svcIds, ...b.svcIds]), ids: [...a.ids, ...b.ids] };
 }
