@@ -14,7 +14,7 @@ import { ctHash } from '../src/datapath/hash.js';
 import { indexBucketsOf } from '../src/datapath/vipindex.js';
 import type { BackendProgram } from '../src/datapath/program.js';
 import {
-  GW_MAC, LbHarness, XDP_DROP, XDP_PASS, XDP_TX, bpfUnavailable, expectedOuterSource, flowOf,
+  GW_MAC, LbHarness, XDP_DROP, XDP_PASS, XDP_TX, bpfUnavailable, expectedOuterSource, flowOf, type VipSpec,
 } from './lib/harness.js';
 import {
   ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
@@ -52,6 +52,22 @@ describe('xdp_lb', { skip }, () => {
     drops()[r].packets - before[r].packets;
   const cntDelta = (before: Record<CounterName, { packets: bigint }>, c: CounterName) =>
     counters()[c].packets - before[c].packets;
+  /** Remembers backends' addresses, so assertEncap can name the one a frame went to. */
+  const know = (...backends: BackendProgram[]) => {
+    for (const b of backends) idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
+  };
+  /** Declares a VIP with its backends and table. */
+  const declare = (spec: VipSpec) => {
+    h.vip(spec);
+    know(...spec.backends);
+  };
+  /** Adds backends to a declared VIP and rebuilds its table. */
+  const grow = (spec: VipSpec & { backends: BackendProgram[] }, added: BackendProgram[]) => {
+    spec.backends.push(...added);
+    for (const b of added) h.backend(spec.id, b);
+    know(...added);
+    h.rebuildTable(spec.id);
+  };
 
   before(() => {
     h = new LbHarness(`/sys/fs/bpf/ferry-test-dp-${process.pid}`);
@@ -63,10 +79,7 @@ describe('xdp_lb', { skip }, () => {
       { ...UDP4, port: 53, proto: 'udp' as const, backends: be4(50, 3) },
       { ...ALLPORT, port: 0, proto: 'tcp' as const, backends: be4(60, 3) },
     ];
-    for (const s of specs) {
-      h.vip(s);
-      for (const b of s.backends) idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
-    }
+    for (const s of specs) declare(s);
   });
   after(() => h?.close());
 
@@ -198,7 +211,7 @@ describe('xdp_lb', { skip }, () => {
     const vips = addrs.map((addr, i) => ({ id: 40 + i, addr, port: 80, proto: 'tcp' as const, backends: [{ id: 400 + i, addr: `198.18.2.${i}` }] }));
     for (const v of vips) {
       h.vip(v);
-      idByAddr.set(parseAddr(v.backends[0]!.addr).bytes.toString('hex'), v.backends[0]!.id);
+      know(v.backends[0]!);
     }
     assert.ok(h.dp.vipIndex.overflowed >= 1, 'a key lives in the overflow map');
     const sendTo = (addr: string, dport = 80) => {
@@ -223,8 +236,7 @@ describe('xdp_lb', { skip }, () => {
 
   it('keeps an established flow on its backend when the table changes; new flows follow the new table', () => {
     const vip = { id: 10, addr: '198.18.0.20', port: 80, proto: 'tcp' as const, backends: be4(100, 2) };
-    h.vip(vip);
-    for (const b of vip.backends) idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
+    declare(vip);
     const flows = Array.from({ length: 60 }, (_, i) => 20000 + i);
     const owner = new Map<number, number>();
     for (const sport of flows) {
@@ -234,12 +246,7 @@ describe('xdp_lb', { skip }, () => {
     }
     // Add three backends: the table changes for most slots.
     const added = be4(102, 3);
-    vip.backends.push(...added);
-    for (const b of added) {
-      h.backend(vip.id, b);
-      idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
-    }
-    h.rebuildTable(vip.id);
+    grow(vip, added);
     let moved = 0;
     for (const sport of flows) {
       const flow = flowOf(CLIENT4, vip.addr, sport, 80, IPPROTO_TCP);
@@ -290,8 +297,7 @@ describe('xdp_lb', { skip }, () => {
 
   it('drains: a draining backend keeps its flows, a down or reallocated one loses them', () => {
     const vip = { id: 11, addr: '198.18.0.21', port: 80, proto: 'tcp' as const, backends: be4(110, 3) };
-    h.vip(vip);
-    for (const b of vip.backends) idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
+    declare(vip);
     // Find flows owned by backend 110.
     const mine: number[] = [];
     for (let sport = 1000; mine.length < 5; sport++) {
@@ -331,7 +337,7 @@ describe('xdp_lb', { skip }, () => {
       flows111.push(sport);
     }
     vip.backends[1] = { id: 111, addr: '198.18.1.211', gen: 2 };
-    idByAddr.set(parseAddr('198.18.1.211').bytes.toString('hex'), 111);
+    know(vip.backends[1]!);
     h.backend(vip.id, vip.backends[1]!);
     h.rebuildTable(vip.id);
     const stale1 = counters().ct_stale.packets;
@@ -364,8 +370,7 @@ describe('xdp_lb', { skip }, () => {
 
   it('replaces a Maglev table atomically, including a change of M', () => {
     const vip = { id: 13, addr: '198.18.0.23', port: 80, proto: 'tcp' as const, m: 251, backends: be4(130, 4) };
-    h.vip(vip);
-    for (const b of vip.backends) idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
+    declare(vip);
     assert.deepEqual(h.dp.getMaglevTable(13), h.tables.get(13));
     vip.m = 509;
     const t = h.rebuildTable(13);
@@ -403,8 +408,7 @@ describe('xdp_lb', { skip }, () => {
     // slot of another (or slots being rewritten) would drop or go elsewhere.
     const pool = be4(150, 4);
     const vip = { id: 15, addr: '198.18.0.25', port: 80, proto: 'tcp' as const, m: 251, backends: pool };
-    h.vip(vip);
-    for (const b of pool) idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
+    declare(vip);
     const before = drops();
     const worker = new Worker(new URL('./lib/send-worker.js', import.meta.url), {
       workerData: { progFd: h.dp.progFd, frame: tcp(CLIENT4, vip.addr, 9000, 80), ms: 1500 },
@@ -437,8 +441,7 @@ describe('xdp_lb', { skip }, () => {
 
   it('source affinity hashes addresses only', () => {
     const vip = { id: 14, addr: '198.18.0.24', port: 5201, proto: 'tcp' as const, flags: VIP_F_SRC_AFFINITY, backends: be4(140, 4) };
-    h.vip(vip);
-    for (const b of vip.backends) idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
+    declare(vip);
     const ids = new Set<number>();
     for (let sport = 100; sport < 120; sport++) {
       const flow = flowOf(CLIENT4, vip.addr, sport, 5201, IPPROTO_TCP);
@@ -451,8 +454,7 @@ describe('xdp_lb', { skip }, () => {
 
   it('applies per-VIP deny and allow rules by longest prefix', () => {
     const vip = { id: 15, addr: '198.18.0.25', port: 80, proto: 'tcp' as const, flags: VIP_F_POLICY, backends: be4(150, 2) };
-    h.vip(vip);
-    for (const b of vip.backends) idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
+    declare(vip);
     const rule = (cidr: string, vipId: number, action: number) => {
       const c = parseCidr(cidr);
       const bits = c.addr.family === FERRY_AF_INET ? 96 + c.prefix : c.prefix;
@@ -472,8 +474,7 @@ describe('xdp_lb', { skip }, () => {
     assert.equal(h.dp.vipStats.sum(15).drops - vipDrops, 1n);
     // Allow-list mode: only matching allow rules pass.
     const v6 = { id: 16, addr: '2001:db8::26', port: 80, proto: 'tcp' as const, flags: VIP_F_POLICY | VIP_F_ALLOWLIST, backends: be6(160, 2) };
-    h.vip(v6);
-    for (const b of v6.backends) idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
+    declare(v6);
     rule('2001:db8:300::/48', 16, POLICY_ALLOW);
     assert.equal(h.run(tcp('2001:db8:300::5', v6.addr, 1, 80)).retval, XDP_TX);
     assert.equal(h.run(tcp('2001:db8:301::5', v6.addr, 1, 80)).retval, XDP_DROP);
@@ -489,8 +490,7 @@ describe('xdp_lb', { skip }, () => {
       id: 17, addr: '198.18.0.27', port: 80, proto: 'tcp' as const, backends: be4(170, 2),
       rlIntervalNs: 10_000_000_000n, rlToleranceNs: 10_000_000_000n,
     };
-    h.vip(vip);
-    for (const b of vip.backends) idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
+    declare(vip);
     const before = drops();
     const results = [1, 2, 3, 4].map((s) => h.run(tcp(CLIENT4, vip.addr, s, 80)).retval);
     assert.equal(results.filter((r) => r === XDP_TX).length, 2, `burst of 1 plus the first flow: ${results}`);
@@ -503,8 +503,7 @@ describe('xdp_lb', { skip }, () => {
       id: 18, addr: '198.18.0.28', port: 80, proto: 'tcp' as const, backends: be4(180, 3),
       rlIntervalNs: 10_000_000_000n, rlToleranceNs: 10_000_000_000n,
     };
-    h.vip(vip);
-    for (const b of vip.backends) idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
+    declare(vip);
     h.setConfig({ recordAfterHandshake: true });
     try {
       const cBefore = counters();
@@ -533,12 +532,7 @@ describe('xdp_lb', { skip }, () => {
       assert.equal(h.dp.vipStats.sum(vip.id).new_flows - sBefore.new_flows, 2n);
       // Recorded flows keep their backend when the table changes.
       const added = be4(183, 3);
-      vip.backends.push(...added);
-      for (const b of added) {
-        h.backend(vip.id, b);
-        idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
-      }
-      h.rebuildTable(vip.id);
+      grow(vip, added);
       for (const [s, owner] of owners) {
         const ack = tcp(CLIENT4, vip.addr, s, 80, TCP_ACK);
         assert.equal(assertEncap(ack, h.run(ack).out, flow(s)), owner, 'established flow stays after the table changed');
