@@ -214,7 +214,8 @@ export class LbDatapath {
     return Object.fromEntries(COUNTERS.map((c, i) => [c, this.counters.sum(i)])) as Record<CounterName, CounterV>;
   }
 
-  private linkPath(ifname: string): string {
+  /** Where the bpf link attaching xdp_lb to `ifname` is pinned. */
+  linkPath(ifname: string): string {
     return join(this.pinRoot, 'links', `xdp_${ifname}`);
   }
 

@@ -335,8 +335,9 @@ export class LbLab {
    * runs: zero unless run-time statistics are on (the addon's enableStats).
    */
   xdpRunTime(): { ns: number; runs: number } {
-    const nat = this.datapath().nat;
-    const link = nat.objGet(join(this.ferryd.o.pinRoot, 'links', 'xdp_eth0'));
+    const dp = this.datapath();
+    const nat = dp.nat;
+    const link = nat.objGet(dp.linkPath('eth0'));
     try {
       const prog = nat.progFdById(nat.linkInfo(link).progId);
       try {

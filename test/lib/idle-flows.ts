@@ -11,11 +11,12 @@
  * frames go nowhere (no live frames). Prints {"flows": [[src, sport], ...]}.
  */
 import { LbDatapath } from '../../src/datapath/lb.js';
+import { XDP_REDIRECT, XDP_TX } from '../../src/datapath/native.js';
 import { LAB_SIZES } from '../../src/lab/ferryd.js';
 import { frame, TCP_ACK, TCP_SYN } from './packet.js';
 
 /** Balanced and forwarded: XDP_TX, or XDP_REDIRECT here (the test run's ingress is lo, the backends are on eth0). */
-const FORWARDED = new Set([3, 4]);
+const FORWARDED = new Set([XDP_TX, XDP_REDIRECT]);
 
 export interface IdleFlowsSpec {
   pinRoot: string;
