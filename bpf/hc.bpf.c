@@ -15,7 +15,7 @@
  * back; every packet sent refreshes it. A TCP reset ends the check: its
  * entry goes at once (nothing answers a reset).
  */
-static __always_inline void hc_remember(struct __sk_buff *skb, const struct hc_pkt *p, const struct hc_target *t)
+static __always_inline void hc_remember(struct __sk_buff *skb, const struct skb_tuple *p, const struct hc_target *t)
 {
 	struct hc_flow_key key = {
 		.local_port = p->sport, .vip_port = p->dport, .family = p->family, .proto = p->proto,
@@ -36,7 +36,7 @@ static __always_inline void hc_remember(struct __sk_buff *skb, const struct hc_p
 SEC("tc")
 int tc_hc_egress(struct __sk_buff *skb)
 {
-	struct hc_pkt p = {};
+	struct skb_tuple p = {};
 	struct hc_target *t;
 	__u32 slot, len = skb->len;
 
@@ -61,7 +61,7 @@ int tc_hc_egress(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	hc_remember(skb, &p, t);
-	if (hc_set_addr(skb, &p, true, t->vip) || hc_encap(skb, &p, t->backend)) {
+	if (skb_set_addr(skb, &p, true, t->vip) || hc_encap(skb, &p, t->backend)) {
 		hc_count(HC_CNT_ERROR, len);
 		return TC_ACT_SHOT;
 	}
@@ -74,7 +74,7 @@ SEC("tc")
 int tc_hc_ingress(struct __sk_buff *skb)
 {
 	struct hc_flow_key key = {};
-	struct hc_pkt p = {};
+	struct skb_tuple p = {};
 	struct hc_flow *f;
 
 	if (!hc_parse(skb, &p))
@@ -93,7 +93,7 @@ int tc_hc_ingress(struct __sk_buff *skb)
 		bpf_map_delete_elem(&ferry_hc_flows, &key);
 		return TC_ACT_UNSPEC;
 	}
-	if (hc_set_addr(skb, &p, false, f->backend)) {
+	if (skb_set_addr(skb, &p, false, f->backend)) {
 		hc_count(HC_CNT_ERROR, skb->len);
 		return TC_ACT_SHOT;
 	}

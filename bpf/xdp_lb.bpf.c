@@ -4,6 +4,8 @@
  *
  *   parse -> VIP address? -> (ICMP: echo / steer) -> VIP -> policy
  *         -> backend (conntrack, else Maglev) -> encapsulate -> next hop
+ *                                                             (or up the stack
+ *                                                             for a local backend)
  *
  * Anything not addressed to a VIP address goes to the stack untouched.
  * Every stage lives in lib/ by concern; each returns an XDP verdict or
@@ -81,6 +83,8 @@ int xdp_lb(struct xdp_md *ctx)
 		return action;
 	if (pkt.steered)
 		count_event(&pkt, CNT_ICMP_STEERED);
+	if (be->flags & BACKEND_F_LOCAL)
+		return pass_as(&pkt, CNT_LOCAL);
 	return next_hop(ctx, &pkt, be, backend_id, encap_outer_len(&pkt, be->family), cfg);
 }
 

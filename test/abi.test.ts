@@ -59,6 +59,7 @@ describe('datapath ABI', () => {
       ['VIP_F_POLICY', abi.VIP_F_POLICY],
       ['VIP_F_ALLOWLIST', abi.VIP_F_ALLOWLIST],
       ['VIP_F_SRC_AFFINITY', abi.VIP_F_SRC_AFFINITY],
+      ['BACKEND_F_LOCAL', abi.BACKEND_F_LOCAL],
       ['VIP_ADDR_F_ECHO', abi.VIP_ADDR_F_ECHO],
       ['BACKEND_FREE', abi.BACKEND_FREE],
       ['BACKEND_ACTIVE', abi.BACKEND_ACTIVE],

@@ -1,7 +1,8 @@
 /**
  * xdp_lb's next hop with a real fib: in a namespace of its own, a backend
  * reached through another interface is XDP_REDIRECTed there with the
- * neighbour's MAC, one on the ingress link goes out with XDP_TX, and an
+ * neighbour's MAC, one on the ingress link goes out with XDP_TX, one behind
+ * a host of its own (via) goes to that host's MAC, and an
  * encapsulated packet larger than the egress MTU is dropped as too_big.
  */
 import { after, before, describe, it } from 'node:test';
@@ -33,6 +34,7 @@ describe('xdp_lb next hop through the kernel fib', { skip }, () => {
     redirect: { retval: number; dst: string; len: number };
     tooBig: { retval: number };
     tx: { retval: number; dst: string };
+    via: { retval: number; dst: string; outerDst: string };
     counters: Record<string, number>;
     cache: { repeatLookups: number; rightAfter: string; later: string; uncachedLookups: number };
   };
@@ -76,6 +78,12 @@ describe('xdp_lb next hop through the kernel fib', { skip }, () => {
     assert.equal(out.cache.rightAfter, IN_PEER_MAC, 'the cached MAC right after the change');
     assert.equal(out.cache.later, NEW_IN_PEER_MAC, 'the new MAC once the entry expired');
     assert.equal(out.cache.uncachedLookups, 10, 'cache off: one lookup per packet');
+  });
+
+  it('reaches a backend behind its host through the host, the outer destination still the backend', () => {
+    assert.equal(out.via.retval, XDP_REDIRECT);
+    assert.equal(out.via.dst, OUT_PEER_MAC, 'the host\'s MAC: the route and neighbour of via');
+    assert.equal(out.via.outerDst, '10.244.7.7');
   });
 
   it('drops an encapsulated packet larger than the egress MTU, counted as too_big', () => {

@@ -33,6 +33,12 @@
 #ifndef FERRY_MAGLEV_SLOTS
 #define FERRY_MAGLEV_SLOTS 4194304     /* u32 slots for every Maglev table (16 MiB) */
 #endif
+#ifndef FERRY_MAX_NODE_ENDPOINTS
+#define FERRY_MAX_NODE_ENDPOINTS 65536 /* ferry_node_endpoints: (frontend, local endpoint) pairs */
+#endif
+#ifndef FERRY_NAT_REV_ENTRIES
+#define FERRY_NAT_REV_ENTRIES 262144   /* ferry_nat_rev: translated connections remembered */
+#endif
 #ifndef FERRY_EVENTS_RING_BYTES
 #define FERRY_EVENTS_RING_BYTES 1048576 /* ferry_events ring buffer: a power of 2, >= a page */
 #endif
@@ -83,6 +89,13 @@
 #define BACKEND_ACTIVE 1               /* new and existing flows */
 #define BACKEND_DRAINING 2             /* existing flows only */
 #define BACKEND_DOWN 3                 /* no flows: existing ones are re-chosen */
+
+/*
+ * backend.flags. A local backend runs on this host: its encapsulated
+ * packets go up the stack (XDP_PASS), where tc_node_in (node.bpf.c) takes
+ * the outer header off and translates them to the backend's own port.
+ */
+#define BACKEND_F_LOCAL (1U << 0)
 
 /* lb_config.flags */
 #define CFG_F_SKIP_FIB (1U << 0)       /* always use gw_mac, never bpf_fib_lookup */
@@ -139,6 +152,7 @@ enum ferry_counter {
 	CNT_EVENTS_LOST,          /* events the full ring buffer refused (the daemon reads too slowly) */
 	CNT_FIB_LOOKUP,           /* next hops asked of bpf_fib_lookup (the rest came from ferry_nexthops) */
 	CNT_SYN_UNRECORDED,       /* SYNs balanced but not recorded (record_tcp_flows: after_handshake) */
+	CNT_LOCAL,                /* encapsulated for a backend on this host: passed up to tc_node_in */
 	CNT_MAX,
 };
 
@@ -160,6 +174,15 @@ enum ferry_decap_counter {
 	DECAP_CNT_PASS,           /* not a tunnel packet: passed untouched */
 	DECAP_CNT_ERROR,          /* adjust failure or truncated inner header: dropped */
 	DECAP_CNT_MAX,
+};
+
+/* Node program counters (node.bpf.c): index into ferry_node_counters. */
+enum ferry_node_counter {
+	NODE_CNT_DNAT = 0,        /* tc_node_in: decapsulated and translated to a local endpoint */
+	NODE_CNT_NOT_OURS,        /* tc_node_in: a tunnel packet no endpoint entry names: passed */
+	NODE_CNT_REV_NAT,         /* tc_node_out: an endpoint's reply given back the VIP and port */
+	NODE_CNT_ERROR,           /* a rewrite the kernel refused, or a cut inner header: dropped */
+	NODE_CNT_MAX,
 };
 
 #endif /* FERRY_CONSTS_H */

@@ -50,6 +50,21 @@ static __always_inline int fib_query_fill(struct xdp_md *ctx, const struct packe
 	return 0;
 }
 
+/*
+ * A backend behind a host of its own (a pod behind its node) is reached
+ * through that host: the route and neighbour asked for are the host's,
+ * while the outer header keeps the backend's address.
+ */
+static __always_inline void fib_query_via(struct bpf_fib_lookup *fib, const struct backend *be)
+{
+	if (addr_is_zero(be->via))
+		return;
+	if (fib->family == AF_INET)
+		fib->ipv4_dst = be->via[0];
+	else
+		addr_copy(fib->ipv6_dst, be->via);
+}
+
 static __always_inline struct ethhdr *fib_eth(struct xdp_md *ctx)
 {
 	struct ethhdr *eth = xdp_data(ctx);
@@ -162,6 +177,7 @@ static __always_inline int next_hop_fib(struct xdp_md *ctx, const struct packet 
 
 	if (fib_query_fill(ctx, pkt, be->family, &fib) < 0)
 		return drop_as(pkt, DROP_ENCAP_FAILED);
+	fib_query_via(&fib, be);
 	count_event(pkt, CNT_FIB_LOOKUP);
 	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return gw_send(ctx, pkt, cfg, true, l3_len);

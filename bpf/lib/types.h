@@ -72,12 +72,14 @@ struct vip_addr_bucket {
 
 /* ferry_backends value, indexed by backend id. */
 struct backend {
-	__u32 addr[4];
+	__u32 addr[4];            /* the outer destination of its packets */
 	__u8 family;
 	__u8 state;               /* BACKEND_* */
-	__u16 pad;
+	__u8 flags;               /* BACKEND_F_* */
+	__u8 pad;
 	__u32 vip_id;             /* the VIP this id serves */
 	__u32 gen;                /* bumped whenever the id is reallocated */
+	__u32 via[4];             /* its host: the next hop is looked up for this (0: addr itself) */
 };
 
 /* 5-tuple: conntrack key and flow hash input (hashed as 10 u32 words). */

@@ -48,6 +48,9 @@ export const BACKEND_ACTIVE = 1;
 export const BACKEND_DRAINING = 2;
 export const BACKEND_DOWN = 3;
 
+/** backend.flags: the backend runs on this host (its packets go up the stack to tc_node_in). */
+export const BACKEND_F_LOCAL = 1 << 0;
+
 export const CFG_F_SKIP_FIB = 1 << 0;
 export const CFG_F_RECORD_AFTER_HANDSHAKE = 1 << 1;
 
@@ -96,6 +99,7 @@ export const COUNTERS = [
   'events_lost',
   'fib_lookup',
   'syn_unrecorded',
+  'local',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 export const counterCode = (c: CounterName): number => COUNTERS.indexOf(c);
@@ -163,9 +167,11 @@ export const Backend = struct('backend', {
   addr: addr(),
   family: u8(),
   state: u8(),
-  pad: u16(),
+  flags: u8(),
+  pad: u8(),
   vip_id: u32(),
   gen: u32(),
+  via: addr(),
 });
 
 export const FlowKey = struct('flow_key', {

@@ -23,6 +23,10 @@ export interface BackendProgram {
   weight?: number;
   state?: number;
   gen?: number;
+  /** BACKEND_F_* */
+  flags?: number;
+  /** Its host, the next hop (same family as addr). */
+  via?: string;
 }
 
 export interface VipProgram {
@@ -150,7 +154,8 @@ export function programConfig(dp: LbDatapath, c: ConfigProgram): void {
 export function programBackend(dp: LbDatapath, vipId: number, b: BackendProgram): void {
   const a = parseAddr(b.addr);
   dp.backends.set(b.id, {
-    addr: a.bytes, family: a.family, state: b.state ?? BACKEND_ACTIVE, pad: 0, vip_id: vipId, gen: b.gen ?? 1,
+    addr: a.bytes, family: a.family, state: b.state ?? BACKEND_ACTIVE, flags: b.flags ?? 0, pad: 0, vip_id: vipId, gen: b.gen ?? 1,
+    via: b.via === undefined ? Buffer.alloc(16) : parseAddr(b.via).bytes,
   });
 }
 

@@ -433,7 +433,9 @@ function backendEntry(b: DpBackend, vipId: number, cap: Capacity, addrs: AddrCac
   const a = addrs.parse(b.address, `backend ${label}`);
   const state = STATE_CODE[b.state];
   if (state === undefined) throw new ReconcileError(`backend ${label}: unknown state ${JSON.stringify(b.state)}`);
-  const value = Backend.encode({ addr: a.bytes, family: a.family, state, pad: 0, vip_id: vipId, gen: b.gen });
+  const value = Backend.encode({
+    addr: a.bytes, family: a.family, state, flags: 0, pad: 0, vip_id: vipId, gen: b.gen, via: Buffer.alloc(16),
+  });
   return { id: b.id, vipId, state, gen: b.gen, value, label };
 }
 

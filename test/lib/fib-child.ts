@@ -7,7 +7,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { LbHarness, GW_MAC } from './harness.js';
-import { frame, parseEth, TCP_SYN } from './packet.js';
+import { frame, parseEth, parseIp, TCP_SYN } from './packet.js';
 
 const XDP_MD_SIZE = 24;
 
@@ -27,16 +27,20 @@ function main(): void {
     h.setConfig({ flags: 0, gwMac: GW_MAC }); // use bpf_fib_lookup
     h.vip({ id: 0, addr: '198.18.0.10', port: 80, proto: 'tcp', backends: [{ id: 1, addr: '198.18.2.2' }] });
     h.vip({ id: 1, addr: '198.18.0.11', port: 80, proto: 'tcp', backends: [{ id: 2, addr: '198.18.1.2' }] });
+    // A pod with no route of its own, reached through its node (out0's neighbour).
+    h.vip({ id: 2, addr: '198.18.0.12', port: 80, proto: 'tcp', backends: [{ id: 3, addr: '10.244.7.7', via: '198.18.2.2' }] });
     const nat = h.dp.nat;
     const in0 = nat.ifNameToIndex('in0');
     const out0 = nat.ifNameToIndex('out0');
     const run = (data: Buffer) => {
       const r = nat.progTestRun(h.dp.progFd, { data, dataOutSize: data.length + 256, ctxIn: ctxFor(in0, data.length) });
       const e = parseEth(r.data);
-      return { retval: r.retval, dst: e.dstMac.toString('hex'), src: e.srcMac.toString('hex'), len: r.data.length };
+      const outerDst = [...parseIp(e.l3).dst].join('.');
+      return { retval: r.retval, dst: e.dstMac.toString('hex'), src: e.srcMac.toString('hex'), len: r.data.length, outerDst };
     };
     const small = frame({ src: '198.18.1.100', dst: '198.18.0.10', proto: 'tcp', dport: 80, tcpFlags: TCP_SYN, payload: Buffer.alloc(100) });
     const big = frame({ src: '198.18.1.100', dst: '198.18.0.10', proto: 'tcp', dport: 80, tcpFlags: TCP_SYN, payload: Buffer.alloc(1400), df: true });
+    const viaNode = frame({ src: '198.18.1.100', dst: '198.18.0.12', proto: 'tcp', dport: 80, tcpFlags: TCP_SYN });
     const sameIf = frame({ src: '198.18.1.100', dst: '198.18.0.11', proto: 'tcp', dport: 80, tcpFlags: TCP_SYN, payload: Buffer.alloc(100) });
     const before = h.dp.dropCounts().too_big.packets;
     const lookups = () => Number(h.dp.counterValues().fib_lookup.packets);
@@ -45,6 +49,7 @@ function main(): void {
       redirect: run(small),
       tooBig: run(big),
       tx: run(sameIf),
+      via: run(viaNode),
       tooBigDrops: Number(h.dp.dropCounts().too_big.packets - before),
       counters: Object.fromEntries(Object.entries(h.dp.counterValues()).map(([k, v]) => [k, Number(v.packets)])),
       cache: nexthopCache(h, () => run(sameIf), lookups),
