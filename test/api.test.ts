@@ -280,6 +280,20 @@ describe('api: backends', () => {
     assert.deepEqual(fields(p), ['/address']);
   });
 
+  it('a backend on a port of its own, on this host: stored, planned with its port and host; without a host 422', async () => {
+    const res = await call(api.app, { method: 'POST', url: '/v1/vips/web/backends', body: { address: '10.244.1.5', port: 8080, host: 'local' } });
+    assert.equal(res.statusCode, 201, res.body);
+    const b = res.json<BeBody>().backend as BeBody['backend'] & { port?: number; host?: string };
+    assert.deepEqual([b.port, b.host], [8080, 'local']);
+    const planned = api.applier.last?.vips.find((v) => v.name === 'web')?.backends.find((x) => x.address === '10.244.1.5');
+    assert.deepEqual([planned?.port, planned?.host], [8080, 'local']);
+    const p = problemOf(await call(api.app, { method: 'POST', url: '/v1/vips/web/backends', body: { address: '10.244.1.6', port: 8080 } }), 422, 'invalid');
+    assert.deepEqual(fields(p), ['/port']);
+    problemOf(await call(api.app, { method: 'POST', url: '/v1/vips/web/backends', body: { address: '10.244.1.6', port: 65536, host: 'local' } }), 400);
+    problemOf(await call(api.app, { method: 'POST', url: '/v1/vips/web/backends', body: { address: '10.244.1.6', host: 7 } }), 400);
+    await call(api.app, { method: 'DELETE', url: '/v1/vips/web/backends/10.244.1.5' });
+  });
+
   it('backend addresses and weights are checked; an IPv6 backend of an IPv4 VIP is fine (4in6)', async () => {
     problemOf(await call(api.app, { method: 'POST', url: '/v1/vips/web/backends', body: { address: '224.0.0.5' } }), 422, 'invalid');
     problemOf(await call(api.app, { method: 'POST', url: '/v1/vips/web/backends', body: { address: '::' } }), 422, 'invalid');

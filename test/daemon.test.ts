@@ -11,6 +11,9 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { XDP_TX, bpfUnavailable } from './lib/harness.js';
+import { BACKEND_F_LOCAL } from '../src/datapath/abi.js';
+import { formatAddr } from '../src/datapath/addr.js';
+import { NodeDatapath } from '../src/datapath/node.js';
 import { frame } from './lib/packet.js';
 import { selfSignedCert } from './lib/tls.js';
 
@@ -20,7 +23,7 @@ function sample(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 import {
-  destroyFerrydEnv, ferryctl, ferryctlInNs, getText, makeFerrydEnv, openDaemonDatapath, mapVips, probe, startFerryd, stopFerryd, xdpProgId, type Ferryd, type FerrydEnv,
+  FERRYD_SIZES, destroyFerrydEnv, ferryctl, ferryctlInNs, getText, makeFerrydEnv, openDaemonDatapath, mapVips, probe, startFerryd, stopFerryd, xdpProgId, type Ferryd, type FerrydEnv,
 } from './lib/ferryd.js';
 
 const skip = bpfUnavailable();
@@ -68,6 +71,43 @@ describe('ferryd and ferryctl', { skip }, () => {
     const stats = JSON.parse(ok(['stats', '--json'])) as { vips: Array<{ name: string; backends: unknown[] }> };
     assert.equal(stats.vips[0]?.name, 'web');
     assert.equal(stats.vips[0]?.backends.length, 2);
+  });
+
+  it('a backend on this host on a port of its own: the node programs go on veth0 and hold its pair', () => {
+    const ok = (args: string[]) => {
+      const r = ferryctl(e, args);
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.err}`);
+      return r.out;
+    };
+    const filters = (dir: string) => spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'tc', 'filter', 'show', 'dev', 'veth0', dir], { encoding: 'utf8' }).stdout;
+    ok(['vip', 'add', 'np', '--address', '198.18.0.40', '--port', '30080', '--protocol', 'tcp']);
+    ok(['backend', 'add', 'np', '10.244.1.5', '--port', '8080', '--host', 'local']);
+    assert.match(filters('ingress'), /tc_node_in/);
+    assert.match(filters('egress'), /tc_node_out/);
+    const pairs = () => {
+      const node = NodeDatapath.open({ pinRoot: e.pinRoot });
+      try {
+        return node.endpoints.entries().map(([k, v]) => `${formatAddr(k.family, k.vip)}:${k.vip_port} ${formatAddr(k.family, k.backend)}:${v.port}`);
+      } finally {
+        node.close();
+      }
+    };
+    assert.deepEqual(pairs(), ['198.18.0.40:30080 10.244.1.5:8080']);
+    const dp = openDaemonDatapath(e);
+    try {
+      const ids = Array.from({ length: FERRYD_SIZES.maxBackends }, (_, i) => dp.backends.get(i));
+      const b = ids.find((v) => v.state !== 0 && formatAddr(v.family, v.addr) === '10.244.1.5');
+      assert.equal(b?.flags, BACKEND_F_LOCAL, 'xdp_lb hands its packets up the stack');
+    } finally {
+      dp.close();
+    }
+    ok(['backend', 'set', 'np', '10.244.1.5', '--weight', '5']);
+    const list = JSON.parse(ok(['backend', 'list', 'np', '--json'])) as Array<{ weight: number; port?: number; host?: string }>;
+    assert.deepEqual(list.map((b) => [b.weight, b.port, b.host]), [[5, 8080, 'local']], 'set keeps port and host');
+    ok(['backend', 'set', 'np', '10.244.1.5', '--port', '9090']);
+    assert.deepEqual(pairs(), ['198.18.0.40:30080 10.244.1.5:9090']);
+    ok(['vip', 'rm', 'np']);
+    assert.deepEqual(pairs(), [], 'the pair goes with its VIP');
   });
 
   it('ferryctl exit codes: 2 for bad usage, 1 for a refused request, 3 when ferryd is unreachable', () => {

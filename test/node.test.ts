@@ -161,6 +161,8 @@ describe('node programs', { skip }, () => {
     assert.throws(() => node.setEndpoints([{ ...list[0]!, port: 70000 }]), /0\.\.65535/);
     assert.throws(() => node.setEndpoints([list[0]!, { ...list[0]!, port: 1 }]), /two ports/);
     assert.equal(node.endpoints.entries().length, 2, 'a refused list changes nothing');
+    assert.deepEqual(node.setEndpoints([list[2]!]), { written: 1, removed: 2 });
+    assert.equal(node.endpoints.entries().length, 1);
     node.setEndpoints(list);
   });
 });

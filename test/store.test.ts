@@ -168,6 +168,7 @@ describe('open and migrations', () => {
     store.close();
     let db = new Database(path);
     db.exec('DROP INDEX vips_owner; DROP INDEX policies_owner');
+    db.exec('ALTER TABLE backends DROP COLUMN port; ALTER TABLE backends DROP COLUMN host');
     db.pragma('user_version = 2');
     const schemaOf = (d: Database.Database): string[] => d.prepare<[], string>(
       "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name != 'sqlite_sequence' ORDER BY name",
@@ -191,7 +192,7 @@ describe('open and migrations', () => {
     store.close();
 
     db = new Database(path);
-    assert.equal(db.pragma('user_version', { simple: true }), 3);
+    assert.equal(db.pragma('user_version', { simple: true }), latestVersion());
     const plan = (sql: string): string => db.prepare<[null], { detail: string }>(`EXPLAIN QUERY PLAN ${sql}`).all(null)
       .map((row) => row.detail).join('; ');
     assert.match(plan('SELECT * FROM vips WHERE owner IS ? ORDER BY name'), /USING INDEX vips_owner \(owner=\?\)/);
@@ -199,11 +200,37 @@ describe('open and migrations', () => {
     assert.match(plan('SELECT * FROM policies WHERE owner IS ? ORDER BY name'), /USING INDEX policies_owner \(owner=\?\)/);
     assert.throws(() => migrate(db, path, MIGRATIONS.filter((m) => m.version <= 2)), (err: unknown) => {
       assert.ok(err instanceof SchemaTooNewError);
-      assert.deepEqual([err.found, err.known], [3, 2]);
+      assert.deepEqual([err.found, err.known], [latestVersion(), 2]);
       return true;
     });
-    assert.equal(db.pragma('user_version', { simple: true }), 3);
+    assert.equal(db.pragma('user_version', { simple: true }), latestVersion());
     db.close();
+  });
+
+  it('upgrades a version 3 database to version 4: backends keep their rows and get port 0, no host', () => {
+    const path = join(tmpDir(), 'v3.db');
+    const opts = { maxVips: 64, maxBackends: 256, now: () => 1_700_000_000_000 };
+    let store = openStore(path, opts);
+    w(store, (tx) => tx.replaceState({ vips: [{ ...vip('api'), backends: [{ address: '10.0.0.1', weight: 7 }] }] }, 0));
+    const before = r(store, (tx) => tx.snapshot());
+    store.close();
+    const db = new Database(path);
+    db.exec('ALTER TABLE backends DROP COLUMN port; ALTER TABLE backends DROP COLUMN host');
+    db.pragma('user_version = 3');
+    const v3 = new Database(':memory:');
+    migrate(v3, ':memory:', MIGRATIONS.filter((m) => m.version <= 3));
+    const schemaOf = (d: Database.Database): string[] => d.prepare<[], string>(
+      "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name != 'sqlite_sequence' ORDER BY name",
+    ).pluck().all();
+    assert.deepEqual(schemaOf(db), schemaOf(v3), 'the database is exactly what version 3 built');
+    v3.close();
+    db.close();
+
+    store = openStore(path, opts);
+    assert.deepEqual(r(store, (tx) => tx.snapshot()), before, 'records unchanged: no port, no host');
+    const b = w(store, (tx) => tx.createBackend('api', { address: '10.0.0.2', port: 8080, host: 'local' }));
+    assert.deepEqual([b.port, b.host], [8080, 'local']);
+    store.close();
   });
 
   it('refuses a foreign SQLite database and a file that is not a database', () => {
@@ -487,6 +514,39 @@ describe('backends', () => {
     throwsKind(() => r(store, (tx) => tx.getBackend('web', 'garbage')), NotFoundError, 'not found');
     throwsKind(() => w(store, (tx) => tx.createBackend('nope', { address: '10.0.0.1' })), NotFoundError, 'vip "nope" not found');
     assert.equal(r(store, (tx) => tx.getVip('web').backend_count), 1);
+  });
+
+  it('port and host: stored only when set, a PUT of the same is a no-op, bad combinations named', () => {
+    const store = mem();
+    w(store, (tx) => tx.createVip(vip('web')));
+    w(store, (tx) => tx.createVip(vip('all', { address: '198.18.0.20', port: 0 })));
+    const local = w(store, (tx) => tx.createBackend('web', { address: '10.244.1.5', port: 8080, host: 'local' }));
+    assert.deepEqual(local, {
+      vip: 'web', address: '10.244.1.5', weight: 100, state: 'active', port: 8080, host: 'local',
+      owner: null, created_revision: 3, updated_revision: 3,
+    });
+    const via = w(store, (tx) => tx.createBackend('web', { address: '10.244.2.5', port: 8080, host: '192.0.2.2' }));
+    assert.equal(via.host, '192.0.2.2');
+    // The VIP's port written out is no port of its own; a host alone is allowed.
+    const same = w(store, (tx) => tx.createBackend('web', { address: '10.244.3.5', port: 0, host: null }));
+    assert.deepEqual([same.port, same.host], [undefined, undefined]);
+    const rev = store.revision();
+    const again = store.write('t', 'put', (tx) => tx.putBackend('web', { address: '10.244.1.5', port: 8080, host: 'local' }));
+    assert.deepEqual([again.result.created, again.revision], [false, rev]);
+    const moved = store.write('t', 'put', (tx) => tx.putBackend('web', { address: '10.244.1.5', port: 9090, host: 'local' }));
+    assert.equal(moved.result.record.port, 9090);
+    const plain = store.write('t', 'put', (tx) => tx.putBackend('web', { address: '10.244.1.5' }));
+    assert.deepEqual([plain.result.record.port, plain.result.record.host], [undefined, undefined]);
+    const snap = r(store, (tx) => tx.snapshot());
+    assert.deepEqual(snap.backends.filter((b) => b.host !== undefined).map((b) => [b.address, b.port, b.host]), [['10.244.2.5', 8080, '192.0.2.2']]);
+
+    throwsField(() => w(store, (tx) => tx.createBackend('web', { address: '10.0.0.9', port: 8080 })), '/port', 'translated on the backend\'s host');
+    throwsField(() => w(store, (tx) => tx.createBackend('all', { address: '10.0.0.9', port: 8080, host: 'local' })), '/port', 'keeps the client\'s port');
+    throwsField(() => w(store, (tx) => tx.createBackend('web', { address: '10.0.0.9', port: 70000, host: 'local' })), '/port', '0..65535');
+    throwsField(() => w(store, (tx) => tx.createBackend('web', { address: '10.0.0.9', host: '2001:db8::1' })), '/host', 'family');
+    throwsField(() => w(store, (tx) => tx.createBackend('web', { address: '10.0.0.9', host: '10.0.0.9' })), '/host', 'the backend itself');
+    throwsField(() => w(store, (tx) => tx.createBackend('web', { address: '10.0.0.9', host: 'elsewhere' })), '/host', '"local" or an address');
+    assert.equal(store.revision(), plain.revision, 'refused writes change nothing');
   });
 
   it('PUT creates, updates and is a no-op when identical', () => {

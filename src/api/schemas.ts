@@ -134,6 +134,14 @@ const backendProps: Record<string, JsonSchema> = {
   address: ipSchema,
   weight: { type: 'integer', minimum: 0, maximum: MAX_WEIGHT, description: 'Relative share of new flows; 0 = none. Default 100.' },
   state: { type: 'string', enum: ['active', 'draining', 'disabled'], description: 'active (default): new and existing flows; draining: existing only; disabled: none.' },
+  port: {
+    type: 'integer', minimum: 0, maximum: 65535,
+    description: 'The port it listens on when not the VIP\'s; its host translates (needs host). 0 or absent: the VIP\'s port.',
+  },
+  host: {
+    type: ['string', 'null'], maxLength: 64,
+    description: 'Where it runs when it is not its own host: "local" (this host) or the address of its host (the next hop; a node running Ferry translates). Absent or null: it decapsulates itself.',
+  },
   health_check: ref('HealthCheck'),
 };
 
@@ -311,6 +319,8 @@ export const sharedSchemas: JsonSchema[] = [
   strict('BackendSpec', 'A backend as written (POST /v1/vips/{name}/backends).', backendProps, ['address']),
   strict('BackendReplace', 'A backend as written to PUT .../backends/{address}: the address comes from the URL (if present it must match).', backendProps, []),
   record('BackendRecord', 'A stored backend. health_check is present when it overrides its VIP\'s check; GET answers add its runtime health.', { vip: str, address: str, weight: int, state: str, ...meta }, {
+    port: { type: 'integer', description: 'Present when not the VIP\'s port.' },
+    host: { type: 'string', description: 'Present when set: "local" or its host\'s address.' },
     health_check: ref('HealthCheck'),
     health: ref('BackendHealth'),
   }),

@@ -163,6 +163,8 @@ function vipCommands(root: Command): void {
 interface BackendOpts {
   weight?: number;
   state?: 'active' | 'draining' | 'disabled';
+  port?: number;
+  host?: string;
   healthCheck?: HealthCheckSpec | null;
 }
 
@@ -170,6 +172,8 @@ function backendOptions(c: Command): Command {
   return c
     .option('--weight <w>', 'weight 0..65535 (0 = no new flows)', intArg('weight', 0, 65535))
     .addOption(new Option('--state <s>', 'state').choices(['active', 'draining', 'disabled']))
+    .option('--port <p>', "the port it listens on when not the VIP's (0 = the VIP's; needs --host)", intArg('port', 0, 65535))
+    .option('--host <h>', '"local" (this host) or the address of its host, which translates; "none" = itself')
     .option('--health-check <json>', `${HEALTH_CHECK_HELP} (replaces the VIP's for this backend)`, healthCheckArg);
 }
 
@@ -191,7 +195,7 @@ function ago(ms: number): string {
 }
 
 const backendRow = (b: BackendWithHealth) => ({
-  address: b.address, weight: b.weight, state: b.state, health: healthCell(b.health),
+  address: b.address, weight: b.weight, state: b.state, port: b.port ?? '', host: b.host ?? '', health: healthCell(b.health),
   last_error: b.health?.last_error ?? '', revision: b.updated_revision,
 });
 
@@ -210,18 +214,25 @@ function backendCommands(root: Command): void {
   backendOptions(be.command('add <vip> <address>').description('add a backend'))
     .action(async (vip: string, addr: string, o: BackendOpts, cmd: Command) => {
       const { api, g } = client(cmd);
-      const { healthCheck, ...rest } = o;
-      const body = { address: addr, ...rest, ...(healthCheck === undefined ? {} : { health_check: healthCheck }) };
+      const { healthCheck, host, ...rest } = o;
+      const body = {
+        address: addr, ...rest, ...(host === undefined ? {} : { host: host === 'none' ? null : host }),
+        ...(healthCheck === undefined ? {} : { health_check: healthCheck }),
+      };
       const r = await api.request('POST', base(vip), { body });
       say(g, r.body, () => console.log(`added backend ${addr} to ${vip} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
     });
-  backendOptions(be.command('set <vip> <address>').description('change weight, state or health check'))
+  backendOptions(be.command('set <vip> <address>').description('change weight, state, port, host or health check'))
     .action(async (vip: string, addr: string, o: BackendOpts, cmd: Command) => {
       const { api, g } = client(cmd);
       const cur = await api.request<unknown>('GET', `${base(vip)}/${seg(addr)}`);
       const rec = recordOf<BackendRecord>(cur.body, 'backend');
       const check = o.healthCheck !== undefined ? o.healthCheck : rec.health_check ?? null;
-      const body = { address: rec.address, weight: o.weight ?? rec.weight, state: o.state ?? rec.state, health_check: check };
+      const host = o.host === undefined ? rec.host ?? null : o.host === 'none' ? null : o.host;
+      const body = {
+        address: rec.address, weight: o.weight ?? rec.weight, state: o.state ?? rec.state, port: o.port ?? rec.port ?? 0, host,
+        health_check: check,
+      };
       const etag = cur.headers.etag;
       const r = await api.request('PUT', `${base(vip)}/${seg(addr)}`, { body, headers: etag ? { 'if-match': etag } : {} });
       say(g, r.body, () => console.log(`updated backend ${addr} of ${vip} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));

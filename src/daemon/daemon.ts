@@ -23,6 +23,7 @@ import { LbDatapath } from '../datapath/lb.js';
 import { HealthMonitor } from '../health/monitor.js';
 import { dsrPairs, dsrProbe, type DsrUnavailable } from '../health/dsr.js';
 import { HcDatapath } from '../datapath/hc.js';
+import { NodePrograms } from '../datapath/node.js';
 import { openSocketLbConsumer, type SocketLbConsumer } from '../k8s/socklb-consumer.js';
 import { NatTable } from '../k8s/nat.js';
 import { K8sMode, loadCredentials, type ClusterIpConsumer, type K8sCredentials, type KubernetesView } from '../k8s/mode.js';
@@ -31,6 +32,7 @@ import { openEventStream, type EventStream } from '../monitor/stream.js';
 import type { ConfigProgram } from '../datapath/program.js';
 import { IncrementalPlanner } from '../reconcile/plan.js';
 import { Reconciler } from '../reconcile/reconciler.js';
+import { NodeEndpoints } from '../reconcile/node.js';
 import { openStore } from '../store/store.js';
 import type { Store, StoredBackend } from '../store/types.js';
 import { Controller } from './controller.js';
@@ -96,6 +98,9 @@ export class Daemon implements DaemonInfo, MetricsSource {
   private store!: Store;
   private dp!: LbDatapath;
   private reconciler!: Reconciler;
+  /** Port translation on this host (bpf/node.bpf.c), fed by every apply. */
+  private node!: NodePrograms;
+  private nodeEndpoints!: NodeEndpoints;
   controller!: Controller;
   private apps: FastifyInstance[] = [];
   private timers: NodeJS.Timeout[] = [];
@@ -156,9 +161,11 @@ export class Daemon implements DaemonInfo, MetricsSource {
     }
     const seed = this.store.read((tx) => tx.snapshot().hash_seed);
     this.reconciler = new Reconciler(this.dp, datapathConfig(c, seed));
+    this.node = new NodePrograms({ pinRoot: c.bpf.pin_root });
+    this.nodeEndpoints = new NodeEndpoints(this.reconciler, this.node);
     // Health joins every plan; until the monitor runs nothing is down, so the first reconcile is the store's alone.
     const planner = new IncrementalPlanner();
-    this.controller = new Controller(this.store, this.reconciler, (state) => planner.plan(state, {
+    this.controller = new Controller(this.store, this.nodeEndpoints, (state) => planner.plan(state, {
       health: this.healthMonitor?.verdict, healthEpoch: this.healthMonitor?.epoch, healthChanges: this.healthMonitor?.changedSince,
     }));
     this.hc = this.openHc();
@@ -240,6 +247,11 @@ export class Daemon implements DaemonInfo, MetricsSource {
           this.log.warn({ interface: i.name, err: (err as Error).message }, 'DSR health-check filters refused; DSR checks through it will fail');
         }
       }
+      try {
+        this.node.attach(i.name);
+      } catch (err) {
+        this.log.warn({ interface: i.name, err: (err as Error).message }, 'port-translation filters refused; local backends behind it get no traffic');
+      }
     }
     this.attached = done;
   }
@@ -313,6 +325,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
     }
     // A full compare: the reconciler otherwise trusts its record of what it wrote.
     this.reconciler.forget();
+    this.nodeEndpoints.forget();
     const r = this.controller.reconcile();
     if (r.changes > 0) this.log.warn({ changes: r.changes }, 'repaired datapath drift');
   }
@@ -334,6 +347,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
       if (keep.has(old.name)) continue;
       this.dp.detachXdp(old.name);
       if (this.hc instanceof HcDatapath) this.hc.detach(old.name);
+      this.node.detach(old.name);
     }
     this.attachInterfaces(next.interfaces);
     for (const t of this.timers) clearInterval(t);
@@ -374,9 +388,11 @@ export class Daemon implements DaemonInfo, MetricsSource {
       for (const i of this.attached) {
         this.dp.detachXdp(i.name);
         if (this.hc instanceof HcDatapath) this.hc.detach(i.name);
+        this.node?.detach(i.name);
       }
     }
     if (this.hc instanceof HcDatapath) this.hc.close();
+    this.node?.close();
     this.dp?.close();
     this.store?.close();
     if (existsSync(this.config.api.socket)) rmSync(this.config.api.socket, { force: true });

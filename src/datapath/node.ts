@@ -5,7 +5,8 @@
  * (frontend, local endpoint) pairs they translate, written as a difference.
  * test/node.test.ts checks the structs against the object's BTF.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { Counter } from './abi.js';
 import { formatAddr, parseAddr } from './addr.js';
 import { PerCpuArray, TypedMap } from './maps.js';
@@ -68,7 +69,8 @@ export interface NodeSizes {
 
 export const DEFAULT_NODE_SIZES: Readonly<NodeSizes> = Object.freeze({ maxEndpoints: 65_536, revNatEntries: 262_144 });
 
-const endpointKey = (e: NodeEndpoint): string => `${e.vip}|${e.vipPort}|${e.protocol}|${e.backend}`;
+/** What names a pair (its port is the value). */
+export const endpointKey = (e: NodeEndpoint): string => `${e.vip}|${e.vipPort}|${e.protocol}|${e.backend}`;
 
 export class NodeDatapath {
   readonly endpoints: TypedMap<typeof NodeEpKey, typeof NodeEp>;
@@ -85,6 +87,12 @@ export class NodeDatapath {
     this.endpoints = new TypedMap(nat, obj.mapFd('ferry_node_endpoints'), 'ferry_node_endpoints', NodeEpKey, NodeEp);
     this.revNat = new TypedMap(nat, obj.mapFd('ferry_nat_rev'), 'ferry_nat_rev', NatRevKey, NatRev);
     this.counters = new PerCpuArray(nat, obj.mapFd('ferry_node_counters'), 'ferry_node_counters', Counter, nat.numPossibleCpus());
+    this.reread();
+  }
+
+  /** Learns what the map holds (at open, and before repairing drift). */
+  reread(): void {
+    this.known.clear();
     for (const [k, v] of this.endpoints.entries()) this.known.set(endpointKey(decodeKey(k)), v.port);
   }
 
@@ -159,7 +167,7 @@ export class NodeDatapath {
       throw new RangeError(`more than ${this.sizes.maxEndpoints} node endpoints (kubernetes.node_endpoints)`);
     }
     for (const k of dels) {
-      this.endpoints.delete(encodeKey(parseEndpointKey(k)));
+      this.endpoints.delete(rawKey(parseEndpointKey(k)));
       this.known.delete(k);
     }
     for (const [k, { e, key }] of adds) {
@@ -188,16 +196,21 @@ export class NodeDatapath {
   }
 }
 
+/** A pair's key, the pair checked first. */
 function encodeKey(e: NodeEndpoint): ValueOf<typeof NodeEpKey> {
-  const vip = parseAddr(e.vip);
-  const backend = parseAddr(e.backend);
   const where = `${e.vip}:${e.vipPort}/${e.protocol} → ${e.backend}:${e.port}`;
-  if (vip.family !== backend.family) throw new RangeError(`${where}: the frontend and the endpoint must be of one family`);
   for (const [name, p] of [['port', e.vipPort], ['endpoint port', e.port]] as const) {
     if (!Number.isInteger(p) || p < 0 || p > 65535) throw new RangeError(`${where}: ${name} must be 0..65535`);
   }
   if ((e.vipPort === 0) !== (e.port === 0)) throw new RangeError(`${where}: only a frontend of every port (0) keeps the client's port (0)`);
-  return { vip: vip.bytes, backend: backend.bytes, vip_port: e.vipPort, proto: protoNumber(e.protocol), family: vip.family };
+  const key = rawKey(e);
+  if (parseAddr(e.vip).family !== parseAddr(e.backend).family) throw new RangeError(`${where}: the frontend and the endpoint must be of one family`);
+  return key;
+}
+
+function rawKey(e: NodeEndpoint): ValueOf<typeof NodeEpKey> {
+  const vip = parseAddr(e.vip);
+  return { vip: vip.bytes, backend: parseAddr(e.backend).bytes, vip_port: e.vipPort, proto: protoNumber(e.protocol), family: vip.family };
 }
 
 function decodeKey(k: ValueOf<typeof NodeEpKey>): NodeEndpoint {
@@ -208,4 +221,61 @@ function decodeKey(k: ValueOf<typeof NodeEpKey>): NodeEndpoint {
 function parseEndpointKey(k: string): NodeEndpoint {
   const [vip, vipPort, protocol, backend] = k.split('|') as [string, string, Protocol, string];
   return { vip, vipPort: Number(vipPort), protocol, backend, port: 0 };
+}
+
+/**
+ * The node programs as ferryd uses them: loaded and attached to its
+ * interfaces when the first pair needs them (a load balancer without local
+ * backends pays nothing on its interfaces), or at once when an earlier run
+ * left pinned pairs, so that those are brought up to date.
+ */
+export class NodePrograms {
+  private dp: NodeDatapath | undefined;
+  private readonly ifnames = new Set<string>();
+
+  constructor(private readonly opts: { pinRoot: string; sizes?: Partial<NodeSizes> }) {
+    if (existsSync(join(opts.pinRoot, 'ferry_node_endpoints'))) this.load();
+  }
+
+  get loaded(): NodeDatapath | undefined {
+    return this.dp;
+  }
+
+  setEndpoints(list: readonly NodeEndpoint[]): void {
+    if (this.dp === undefined && list.length === 0) return;
+    this.load().setEndpoints(list);
+  }
+
+  forget(): void {
+    this.dp?.reread();
+  }
+
+  /** Ferry's interfaces: the filters go on each once the programs are loaded. */
+  attach(ifname: string): void {
+    this.ifnames.add(ifname);
+    this.dp?.attach(ifname);
+  }
+
+  detach(ifname: string): void {
+    this.ifnames.delete(ifname);
+    this.dp?.detach(ifname);
+  }
+
+  close(): void {
+    this.dp?.close();
+    this.dp = undefined;
+  }
+
+  private load(): NodeDatapath {
+    if (this.dp !== undefined) return this.dp;
+    const dp = NodeDatapath.open(this.opts);
+    try {
+      for (const i of this.ifnames) dp.attach(i);
+    } catch (err) {
+      dp.close();
+      throw err;
+    }
+    this.dp = dp;
+    return dp;
+  }
 }

@@ -50,21 +50,29 @@ function derive(c: HealthCheck): Derived {
   return d;
 }
 
-/** The target of one backend under its VIP, or null when it is not checked. */
-export function targetOf(vip: StoredVip, address: string, own: HealthCheck | undefined): Target | null {
+/**
+ * The target of one backend under its VIP, or null when it is not checked.
+ * A backend on a port of its own is checked there; one on a host other
+ * than itself is checked directly (the DSR path would reach its host, not
+ * it).
+ */
+export function targetOf(
+  vip: StoredVip, address: string, own: HealthCheck | undefined, path: { port?: number; host?: string } = {},
+): Target | null {
   const c = effectiveCheck(vip.health_check, own);
   if (c === null || c.type === 'none') return null;
-  const port = c.port ?? vip.port;
+  const dsr = c.dsr === true && path.host === undefined;
+  const port = c.port ?? (path.port || vip.port);
   // Validation requires a port for all-port VIPs; a stored exception is skipped, not checked on port 0.
   if (port === 0) return null;
   const d = derive(c);
   const probe: Probe = { type: c.type, address, port, timeoutMs: c.timeout_ms };
   if (d.http !== undefined) probe.http = d.http;
   if (d.udp !== undefined) probe.udp = d.udp;
-  if (c.dsr === true) probe.dsr = { vip: vip.address };
+  if (dsr) probe.dsr = { vip: vip.address };
   return {
     key: targetKey(vip.name, address), vip: vip.name, address, probe,
-    intervalMs: c.interval_ms, rise: c.rise, fall: c.fall, fingerprint: `${d.json}|${port}${c.dsr === true ? `|${vip.address}` : ''}`,
+    intervalMs: c.interval_ms, rise: c.rise, fall: c.fall, fingerprint: `${d.json}|${port}${dsr ? `|${vip.address}` : ''}`,
   };
 }
 
@@ -77,7 +85,7 @@ export function targetsOf(snap: StoreSnapshot): { targets: Target[]; backends: S
     backends.add(targetKey(b.vip, b.address));
     const vip = vips.get(b.vip);
     if (vip === undefined) continue;
-    const t = targetOf(vip, b.address, b.health_check);
+    const t = targetOf(vip, b.address, b.health_check, b);
     if (t !== null) targets.push(t);
   }
   return { targets, backends };

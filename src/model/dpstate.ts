@@ -17,6 +17,10 @@ export interface DpBackend {
   address: string;
   weight: number;
   state: DpBackendState;
+  /** The port it listens on; 0 or absent: the VIP's (translated on its host). */
+  port?: number;
+  /** "local" (this host), its host's address (the next hop), or absent/null: itself. */
+  host?: string | null;
 }
 
 export interface DpVip {

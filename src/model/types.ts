@@ -25,6 +25,18 @@ export interface BackendSpec {
   weight?: number;
   /** Default active. */
   state?: BackendState;
+  /**
+   * The port it listens on, when not the VIP's: its host translates (see
+   * `host`). 0 or absent: the VIP's port.
+   */
+  port?: number;
+  /**
+   * Where it runs when it is not its own host: "local" (this host: its
+   * packets go up the stack here to be translated) or the address of its
+   * host (a Kubernetes node running Ferry, the next hop of its packets).
+   * Absent or null: it receives the tunnel itself and decapsulates.
+   */
+  host?: string | null;
   /** Replaces the VIP's health check for this backend; null or absent: the VIP's. */
   health_check?: HealthCheckSpec | null;
 }
@@ -77,8 +89,12 @@ export interface ResourceMeta {
   owner: string | null;
 }
 
-export interface BackendRecord extends Required<Omit<BackendSpec, 'health_check'>>, ResourceMeta {
+export interface BackendRecord extends Required<Omit<BackendSpec, 'health_check' | 'port' | 'host'>>, ResourceMeta {
   vip: string;
+  /** Present only when not the VIP's. */
+  port?: number;
+  /** Present only when set. */
+  host?: string;
   /** Present only when the backend overrides its VIP's check. */
   health_check?: HealthCheck;
 }
@@ -112,5 +128,7 @@ export interface PolicyRecord extends ResourceMeta {
 }
 
 export const DEFAULT_WEIGHT = 100;
+/** BackendSpec.host of a backend on this host. */
+export const LOCAL_HOST = 'local';
 export const MAX_WEIGHT = 65535;
 export const NAME_PATTERN = '^[a-z0-9][a-z0-9._-]{0,62}$';

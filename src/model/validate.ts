@@ -13,7 +13,7 @@ import { MAGLEV_PRIMES } from '../maglev/index.js';
 import type { FieldError } from './errors.js';
 import { healthCheckErrors } from './health.js';
 import {
-  MAX_WEIGHT, NAME_PATTERN,
+  LOCAL_HOST, MAX_WEIGHT, NAME_PATTERN,
   type BackendSpec, type DesiredState, type PolicySpec, type VipSpec, type VipWithBackends,
 } from './types.js';
 
@@ -38,7 +38,7 @@ const UNUSABLE_RANGES: Readonly<Record<string, string>> = {
 };
 
 /** Why `text` cannot be a VIP or backend address, or null if it can. */
-function unicastProblem(text: unknown, role: 'VIP' | 'backend'): string | null {
+function unicastProblem(text: unknown, role: 'VIP' | 'backend' | 'host'): string | null {
   const ip = parseIp(text);
   if (typeof ip === 'string') return ip;
   const v4 = unmappedIpv4(ip);
@@ -217,7 +217,43 @@ export function validateBackendSpec(spec: BackendSpec, prefix = '', vipPort = 1)
   if (spec.state !== undefined && !(BACKEND_STATES as readonly unknown[]).includes(spec.state)) {
     errors.push({ field: `${prefix}/state`, reason: `must be one of ${BACKEND_STATES.join(', ')}` });
   }
+  errors.push(...backendPathErrors(spec, prefix, vipPort));
   errors.push(...healthCheckErrors(spec.health_check, `${prefix}/health_check`, { role: 'backend', vipPort }));
+  return errors;
+}
+
+/**
+ * A backend's port and host. Another port is translated on the backend's
+ * host (bpf/node.bpf.c), so it needs one; a VIP of every port keeps the
+ * client's port. A host address is of the backend's family and not the
+ * backend itself.
+ */
+function backendPathErrors(spec: BackendSpec, prefix: string, vipPort: number): FieldError[] {
+  const errors: FieldError[] = [];
+  const host = spec.host ?? null;
+  if (host !== null && host !== LOCAL_HOST) {
+    const reason = unicastProblem(host, 'host');
+    if (reason !== null) {
+      errors.push({ field: `${prefix}/host`, reason: `must be "${LOCAL_HOST}" or an address: ${reason}` });
+    } else if (unicastProblem(spec.address, 'backend') === null) {
+      if (ipFamily(canonicalIp(host)!) !== ipFamily(canonicalIp(spec.address)!)) {
+        errors.push({ field: `${prefix}/host`, reason: 'must be of the backend address\'s family' });
+      } else if (canonicalIp(host) === canonicalIp(spec.address)) {
+        errors.push({ field: `${prefix}/host`, reason: 'is the backend itself: leave host out' });
+      }
+    }
+  }
+  if (spec.port === undefined || spec.port === 0) return errors;
+  if (!isIntIn(spec.port, 0, 65535)) {
+    errors.push({ field: `${prefix}/port`, reason: 'must be an integer 0..65535 (0 = the VIP\'s port)' });
+  } else if (vipPort === 0) {
+    errors.push({ field: `${prefix}/port`, reason: 'a VIP of every port (0) keeps the client\'s port: its backends take none' });
+  } else if (host === null) {
+    errors.push({
+      field: `${prefix}/port`,
+      reason: `another port is translated on the backend's host: set host ("${LOCAL_HOST}" for this one, or the address of its node running Ferry)`,
+    });
+  }
   return errors;
 }
 

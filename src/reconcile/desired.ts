@@ -5,7 +5,7 @@
  * before the reconciler touches a single entry.
  */
 import {
-  Backend, BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, FERRY_AF_INET, FERRY_BACKEND_NONE, LbConfig, PolicyKey,
+  Backend, BACKEND_ACTIVE, BACKEND_F_LOCAL, BACKEND_DOWN, BACKEND_DRAINING, FERRY_AF_INET, FERRY_BACKEND_NONE, LbConfig, PolicyKey,
   PolicyValue, POLICY_ALLOW, POLICY_DENY, VIP_ADDR_F_ECHO, VipAddrKey, VipAddrMeta, VipKey, VipMeta,
 } from '../datapath/abi.js';
 import { mappedBytes, parseAddr, parseCidr, type DpAddr, type DpCidr } from '../datapath/addr.js';
@@ -13,6 +13,7 @@ import { encodeConfig, protoNumber, type ConfigProgram } from '../datapath/progr
 import { MAGLEV_MAX_WEIGHT, MAGLEV_PRIMES, validateMaglevM, type MaglevBackend } from '../maglev/index.js';
 import type { DpBackend, DpBackendState, DpChanges, DpState, DpTombstone, DpVip } from '../model/dpstate.js';
 import { CapacityError } from '../model/errors.js';
+import { LOCAL_HOST } from '../model/types.js';
 import { clearHostBits } from '../net/addr.js';
 
 /** Map capacities the desired state must fit in (LbDatapath.sizes). */
@@ -421,6 +422,8 @@ function vipParts(v: DpVip, fingerprint: string, seed: number, cap: Capacity, ad
 
 
 
+const NO_VIA: Buffer = Buffer.alloc(16);
+
 /** Encodes and checks one backend. */
 function backendEntry(b: DpBackend, vipId: number, cap: Capacity, addrs: AddrCache, label: string): BackendEntry {
   checkId(b.id, cap.maxBackends, `backend ${label}: id`);
@@ -433,8 +436,15 @@ function backendEntry(b: DpBackend, vipId: number, cap: Capacity, addrs: AddrCac
   const a = addrs.parse(b.address, `backend ${label}`);
   const state = STATE_CODE[b.state];
   if (state === undefined) throw new ReconcileError(`backend ${label}: unknown state ${JSON.stringify(b.state)}`);
+  const host = b.host ?? null;
+  let via: Buffer = NO_VIA;
+  if (host !== null && host !== LOCAL_HOST) {
+    const h = addrs.parse(host, `backend ${label}: host`);
+    if (h.family !== a.family) throw new ReconcileError(`backend ${label}: host ${host} is not of the backend's family`);
+    via = h.bytes;
+  }
   const value = Backend.encode({
-    addr: a.bytes, family: a.family, state, flags: 0, pad: 0, vip_id: vipId, gen: b.gen, via: Buffer.alloc(16),
+    addr: a.bytes, family: a.family, state, flags: host === LOCAL_HOST ? BACKEND_F_LOCAL : 0, pad: 0, vip_id: vipId, gen: b.gen, via,
   });
   return { id: b.id, vipId, state, gen: b.gen, value, label };
 }

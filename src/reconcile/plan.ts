@@ -422,6 +422,8 @@ function planBackend(b: StoredBackend, verdict: (b: StoredBackend) => 'up' | 'do
     address: validatedIp(b.address),
     weight: b.weight,
     state: backendState(b.state, verdict(b)),
+    ...(b.port !== undefined ? { port: b.port } : {}),
+    ...(b.host !== undefined ? { host: b.host } : {}),
   };
 }
 

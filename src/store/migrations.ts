@@ -195,6 +195,16 @@ CREATE INDEX vips_owner ON vips (owner, name);
 CREATE INDEX policies_owner ON policies (owner, name);
 `;
 
+/**
+ * Version 4: port translation. A backend may listen on a port of its own
+ * (0: the VIP's) and run on a host other than itself ("local", or its
+ * host's address): that host translates (bpf/node.bpf.c).
+ */
+const V4_BACKEND_PATH = `
+ALTER TABLE backends ADD COLUMN port INTEGER NOT NULL DEFAULT 0 CHECK (port BETWEEN 0 AND 65535);
+ALTER TABLE backends ADD COLUMN host TEXT;
+`;
+
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   {
     version: 1,
@@ -217,6 +227,13 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
     description: 'indexes on the owner of VIPs and policies',
     up(db: Database.Database): void {
       db.exec(V3_OWNER_INDEXES);
+    },
+  },
+  {
+    version: 4,
+    description: 'backend port and host (port translation)',
+    up(db: Database.Database): void {
+      db.exec(V4_BACKEND_PATH);
     },
   },
 ]);

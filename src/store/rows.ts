@@ -8,7 +8,7 @@
  */
 import { parseAddr } from '../datapath/addr.js';
 import {
-  DEFAULT_WEIGHT,
+  DEFAULT_WEIGHT, LOCAL_HOST,
   type BackendRecord, type BackendSpec, type BackendState, type Encap, type PolicyRecord,
   type PolicySpec, type Protocol, type VipRecord, type VipSettings, type VipSpec,
 } from '../model/types.js';
@@ -58,6 +58,10 @@ export interface BackendRow {
   dp_gen: number;
   /** JSON of the backend's own HealthCheck; null: its VIP's. */
   health_check: string | null;
+  /** 0: the VIP's. */
+  port: number;
+  /** "local", an address, or null. */
+  host: string | null;
 }
 
 export interface PolicyRow {
@@ -97,6 +101,10 @@ export interface NormBackend {
   address: string;
   weight: number;
   state: BackendState;
+  /** Only when not 0. */
+  port?: number;
+  /** Only when set: "local" or a canonical address. */
+  host?: string;
   health_check?: HealthCheck;
 }
 
@@ -134,6 +142,7 @@ export function normVip(spec: VipSpec): NormVip {
 export function normBackend(spec: BackendSpec): NormBackend {
   return {
     address: validatedIp(spec.address), weight: spec.weight ?? DEFAULT_WEIGHT, state: spec.state ?? 'active',
+    ...pathOf(spec.port ?? 0, spec.host === undefined || spec.host === null ? null : spec.host === LOCAL_HOST ? LOCAL_HOST : validatedIp(spec.host)),
     ...(spec.health_check ? { health_check: normHealthCheck(spec.health_check, 'backend') } : {}),
   };
 }
@@ -155,9 +164,14 @@ export function vipSpecOf(r: VipRecord): NormVip {
 
 export function backendSpecOf(r: BackendRecord): NormBackend {
   return {
-    address: r.address, weight: r.weight, state: r.state,
+    address: r.address, weight: r.weight, state: r.state, ...pathOf(r.port ?? 0, r.host ?? null),
     ...(r.health_check ? { health_check: r.health_check } : {}),
   };
+}
+
+/** A backend's port and host in normal form: present only when set, in this order. */
+function pathOf(port: number, host: string | null): { port?: number; host?: string } {
+  return { ...(port !== 0 ? { port } : {}), ...(host !== null ? { host } : {}) };
 }
 
 export function policySpecOf(r: PolicyRecord): NormPolicy {
@@ -221,6 +235,7 @@ export function backendRecord(row: BackendRow): BackendRecord {
     address: row.address,
     weight: row.weight,
     state: row.state,
+    ...pathOf(row.port, row.host),
     ...parseCheck(row.health_check),
     owner: row.owner,
     created_revision: row.created_revision,

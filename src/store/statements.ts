@@ -15,7 +15,7 @@ const VIP_SELECT = `
 
 const BACKEND_SELECT = `
   SELECT b.id, b.vip_id, v.name AS vip, b.address, b.weight, b.state, b.owner,
-         b.created_revision, b.updated_revision, b.dp_id, b.dp_gen, b.health_check
+         b.created_revision, b.updated_revision, b.dp_id, b.dp_gen, b.health_check, b.port, b.host
   FROM backends b JOIN vips v ON v.id = b.vip_id`;
 
 /** Columns written for a VIP, in this order, by insert and update. */
@@ -26,7 +26,7 @@ export type VipValues = [
 ];
 
 /** Columns written for a backend's changeable fields, in this order, by insert and update. */
-export type BackendValues = [weight: number, state: string, health_check: string | null];
+export type BackendValues = [weight: number, state: string, health_check: string | null, port: number, host: string | null];
 
 export function prepareStatements(db: Db) {
   const p = <P extends unknown[], R = unknown>(sql: string): Stmt<P, R> => db.prepare<P, R>(sql);
@@ -87,11 +87,11 @@ export function prepareStatements(db: Db) {
     backendsOfVip: p<[number], BackendRow>(`${BACKEND_SELECT} WHERE b.vip_id = ? ORDER BY b.sort_key`),
     backendAll: p<[], BackendRow>(`${BACKEND_SELECT} ORDER BY v.name, b.sort_key`),
     insertBackend: p<[number, string, Buffer, ...BackendValues, string | null, number, number, number, number]>(`
-      INSERT INTO backends (vip_id, address, sort_key, weight, state, health_check, owner, created_revision,
-                            updated_revision, dp_id, dp_gen)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      INSERT INTO backends (vip_id, address, sort_key, weight, state, health_check, port, host, owner,
+                            created_revision, updated_revision, dp_id, dp_gen)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     updateBackend: p<[...BackendValues, number, number]>(
-      'UPDATE backends SET weight = ?, state = ?, health_check = ?, updated_revision = ? WHERE id = ?',
+      'UPDATE backends SET weight = ?, state = ?, health_check = ?, port = ?, host = ?, updated_revision = ? WHERE id = ?',
     ),
     deleteBackend: p<[number]>('DELETE FROM backends WHERE id = ?'),
 

@@ -460,12 +460,13 @@ export class Tx implements StoreTx {
       const tomb = tombs.get(norm.address);
       const id = tomb !== undefined ? { dpId: tomb.dp_id, gen: tomb.dp_gen } : ids[next++]!;
       st.insertBackend.run(
-        vip.id, norm.address, addressSortKey(norm.address), norm.weight, norm.state, checkJson(norm.health_check), owner,
-        this.revision, this.revision, id.dpId, id.gen,
+        vip.id, norm.address, addressSortKey(norm.address), norm.weight, norm.state, checkJson(norm.health_check),
+        norm.port ?? 0, norm.host ?? null, owner, this.revision, this.revision, id.dpId, id.gen,
       );
       if (tomb !== undefined) st.deleteTombstone.run(tomb.dp_id);
       const record: BackendRecord = {
         vip: vip.name, address: norm.address, weight: norm.weight, state: norm.state,
+        ...(norm.port !== undefined ? { port: norm.port } : {}), ...(norm.host !== undefined ? { host: norm.host } : {}),
         ...(norm.health_check !== undefined ? { health_check: norm.health_check } : {}),
         owner, created_revision: this.revision, updated_revision: this.revision,
       };
@@ -478,10 +479,13 @@ export class Tx implements StoreTx {
   updateBackend(row: BackendRow, norm: NormBackend): Updated<BackendRecord> {
     const before = backendRecord(row);
     if (sameSpec(backendSpecOf(before), norm)) return { record: before, changed: false };
-    this.wr.updateBackend.run(norm.weight, norm.state, checkJson(norm.health_check), this.revision, row.id);
-    const { health_check: _old, ...rest } = before;
+    this.wr.updateBackend.run(
+      norm.weight, norm.state, checkJson(norm.health_check), norm.port ?? 0, norm.host ?? null, this.revision, row.id,
+    );
+    const { health_check: _old, port: _port, host: _host, ...rest } = before;
     const after: BackendRecord = {
       ...rest, weight: norm.weight, state: norm.state,
+      ...(norm.port !== undefined ? { port: norm.port } : {}), ...(norm.host !== undefined ? { host: norm.host } : {}),
       ...(norm.health_check ? { health_check: norm.health_check } : {}), updated_revision: this.revision,
     };
     this.changes.record(backendKey(before), before, after);
