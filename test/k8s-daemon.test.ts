@@ -35,6 +35,7 @@ const API_PORT = 6443;
 const HCNP = 32100;
 const PROBES = '127.0.0.1:9402';
 const VIP = 'k8s.default.web.tcp80.198-18-0-10';
+const NODE_PORT_VIP = 'k8s.default.web.tcp30080.198-18-0-1';
 
 /** A request over the daemon's unix socket. */
 function call(socket: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: string }> {
@@ -174,7 +175,9 @@ describe('ferryd in kubernetes mode', { skip }, () => {
 
   it('a LoadBalancer Service becomes a VIP owned by its Service: REST, ferryctl and the maps', async () => {
     const list = await vips(e);
-    assert.deepEqual(list.map((v) => [v.name, v.owner, v.address, v.port, v.backend_count]), [[VIP, 'kubernetes:default/web', '198.18.0.10', 80, 2]]);
+    assert.deepEqual(list.map((v) => [v.name, v.owner, v.address, v.port, v.backend_count]), [
+      [NODE_PORT_VIP, 'kubernetes:default/web', '198.18.0.1', 30080, 2], [VIP, 'kubernetes:default/web', '198.18.0.10', 80, 2],
+    ]);
     // externalTrafficPolicy Local: this node's endpoints only.
     assert.deepEqual(await backends(e, VIP), [
       ['10.244.0.1', 'active', 'kubernetes:default/web'], ['10.244.0.2', 'active', 'kubernetes:default/web'],
@@ -182,7 +185,12 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     const ctl = ferryctl(e, ['vip', 'list']);
     assert.equal(ctl.code, 0, ctl.err);
     assert.match(ctl.out, new RegExp(`^${VIP.replace(/\./g, '\\.')}\\s+198\\.18\\.0\\.10\\s+80\\s+tcp\\s+2\\s.*kubernetes:default/web$`, 'm'));
-    assert.deepEqual(mapVips(e), ['198.18.0.10:80'], 'in the datapath');
+    assert.deepEqual(mapVips(e), ['198.18.0.10:80', '198.18.0.1:30080'], 'in the datapath');
+    // The NodePort's endpoints listen on 80 on this node: translated here, by the node programs on veth0.
+    const np = await call(e.socket, 'GET', `/v1/vips/${NODE_PORT_VIP}/backends/10.244.0.1`);
+    assert.deepEqual((({ port, host }) => ({ port, host }))(JSON.parse(np.body) as { port?: number; host?: string }), { port: 80, host: 'local' });
+    const filters = spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'tc', 'filter', 'show', 'dev', 'veth0', 'ingress'], { encoding: 'utf8' });
+    assert.match(filters.stdout, /tc_node_in/);
     const st = JSON.parse(ferryctl(e, ['status', '--json']).out) as { revision: number; applied_revision: number };
     assert.equal(st.applied_revision, st.revision);
   });
@@ -195,8 +203,8 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     const add = ferryctl(e, ['backend', 'add', VIP, '10.244.9.9']);
     assert.equal(add.code, 1);
     assert.match(add.err, /403/);
-    assert.deepEqual(mapVips(e), ['198.18.0.10:80']);
-    assert.equal((await vips(e))[0]?.backend_count, 2);
+    assert.deepEqual(mapVips(e), ['198.18.0.10:80', '198.18.0.1:30080']);
+    assert.equal((await vips(e))[1]?.backend_count, 2);
   });
 
   it('GET /v1/kubernetes and ferryctl kubernetes show the sync, the ClusterIP list, skipped and ignored Services', async () => {
@@ -213,13 +221,12 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     assert.deepEqual([cs['services'], cs['backends']], [3, 9], `the socket-LB holds them with every endpoint: ${JSON.stringify(cs)}`);
     assert.deepEqual(v.ignored.map((i) => i.service), ['default/dns']);
     assert.match(v.ignored[0]!.reason, /headless/);
-    assert.ok(v.skipped.some((s) => s.service === 'default/web' && /node address 198\.18\.0\.1 .*VIP port 30080 but the endpoints listen on 80/.test(s.reason)),
-      JSON.stringify(v.skipped));
+    assert.deepEqual(v.skipped.filter((s) => s.service === 'default/web'), [], 'served whole: the NodePort\'s port is translated');
+    assert.deepEqual(v.node_endpoints, { entries: 0, last_error: null }, 'externalTrafficPolicy Local: no other node sends here');
     const text = ferryctl(e, ['kubernetes']);
     assert.equal(text.code, 0, text.err);
     assert.match(text.out, /^ready\s+yes$/m);
     assert.match(text.out, /^cluster IPs\s+3 entries programmed by socket-lb$/m);
-    assert.match(text.out, /skipped \(not served, and why\):\nSERVICE\s+REASON\ndefault\/web\s+node address 198\.18\.0\.1 port http \(80\)\/TCP: VIP port 30080/);
     assert.match(text.out, /ignored Services:\nSERVICE\s+REASON\ndefault\/dns\s+headless/);
     const ignored = ferryctl(e, ['kubernetes', 'ignored', '--json']);
     assert.deepEqual(JSON.parse(ignored.out), v.ignored);

@@ -295,7 +295,7 @@ describe('k8s watch: credentials', () => {
 });
 
 describe('k8s watch: K8sWatch (three informers)', () => {
-  it('watches only this node, reports each kind synced, and resyncs periodically', async () => {
+  it('watches every node, reports each kind synced, and resyncs periodically', async () => {
     const server = await K8sTestServer.start();
     try {
       server.upsert('nodes', node('node-a', [['InternalIP', '10.0.0.1']]));
@@ -318,17 +318,17 @@ describe('k8s watch: K8sWatch (three informers)', () => {
       w.start();
       await w.waitSynced();
       assert.equal(w.synced, true);
-      assert.deepEqual(seen.sort(), ['ADDED EndpointSlice default/web-1', 'ADDED Node node-a', 'ADDED Service default/web']);
+      assert.deepEqual(seen.sort(), ['ADDED EndpointSlice default/web-1', 'ADDED Node node-a', 'ADDED Node node-b', 'ADDED Service default/web']);
       assert.deepEqual(synced.sort(), ['EndpointSlice', 'Node', 'Service']);
-      assert.equal(server.listRequests('nodes')[0]?.query.fieldSelector, 'metadata.name=node-a');
+      assert.equal(server.listRequests('nodes')[0]?.query.fieldSelector, undefined, 'no field selector: endpoints live on every node');
       server.upsert('nodes', node('node-b', [['InternalIP', '10.0.0.3']]));
       server.upsert('nodes', node('node-a', [['InternalIP', '10.0.0.4']]));
-      await until(() => seen.length === 4, 'the node-a change');
-      assert.equal(seen[3], 'MODIFIED Node node-a');
+      await until(() => seen.length === 6, 'the node changes');
+      assert.deepEqual(seen.slice(4), ['MODIFIED Node node-b', 'MODIFIED Node node-a']);
       await until(() => resyncs >= 2, 'resyncs');
       const stats = w.stats();
       assert.equal(stats.services.objects, 1);
-      assert.equal(stats.nodes.objects, 1);
+      assert.equal(stats.nodes.objects, 2);
       await w.stop();
     } finally {
       await server.close();

@@ -20,8 +20,14 @@ const CFG: TranslateConfig = { nodeName: 'node-a' };
 const NODE: Node = node('node-a', [['InternalIP', '10.0.0.1'], ['ExternalIP', '203.0.113.1'], ['Hostname', 'node-a'], ['InternalIP', 'fd00::1']]);
 const NAME_RE = new RegExp(NAME_PATTERN);
 
-function tr(svc: Service, slices: EndpointSlice[] = [], cfg: TranslateConfig = CFG, n: Node | null = NODE): ServiceTranslation {
-  const t = translateService(svc, slices, n ?? undefined, cfg);
+/** Other nodes of the cluster: node-b has both families, node-c only its name. */
+const NODE_B: Node = node('node-b', [['InternalIP', '10.0.0.2'], ['InternalIP', 'fd00::2'], ['ExternalIP', '203.0.113.2']]);
+
+function tr(
+  svc: Service, slices: EndpointSlice[] = [], cfg: TranslateConfig = CFG, n: Node | null = NODE, others: Node[] = [NODE_B],
+): ServiceTranslation {
+  const nodes = new Map([...(n === null ? [] : [n]), ...others].map((x) => [x.metadata.name, x]));
+  const t = translateService(svc, slices, n ?? undefined, cfg, nodes);
   assert.deepEqual(validateDesiredState(t.desired), [], `invalid desired state: ${JSON.stringify(t.desired)}`);
   for (const v of t.desired.vips) assert.match(v.name, NAME_RE);
   for (const p of t.desired.policies) assert.match(p.name, NAME_RE);
@@ -85,25 +91,44 @@ describe('k8s translate: VIPs from LoadBalancer ingress and externalIPs', () => 
     const t = tr(svc, [a, b]);
     assert.deepEqual(backendsOf(vipAt(t, '198.18.0.7', 80)), [['10.244.0.1', 'active'], ['10.244.0.2', 'active']]);
     assert.deepEqual(backendsOf(vipAt(t, '198.18.0.7', 443)), [['10.244.0.1', 'active'], ['10.244.0.2', 'active'], ['10.244.0.3', 'active']]);
-    assert.match(reasons(t), /1 endpoint\(s\) listen on another port \(8080\)/);
+    // 10.244.0.3 names no node: reached as its own host, which cannot translate 80 → 8080.
+    assert.match(reasons(t), /endpoint 10\.244\.0\.3 listens on 8080 and its node \(none named\) is not known with an IPv4 address: left out/);
   });
 });
 
-describe('k8s translate: port != targetPort (no port translation in the DSR datapath)', () => {
-  it('a VIP whose endpoints all listen on another port is not created; the reason is listed; the ClusterIP list still serves it', () => {
+describe('k8s translate: port translation on the endpoint\'s node', () => {
+  it('each endpoint with its own port and where it lives: this node "local", another its node\'s address; an unknown node\'s is left out', () => {
     const svc = service('web', { type: 'LoadBalancer', clusterIP: '10.96.0.5', ingress: ['198.18.0.5'], ports: [port(80, { name: 'http', targetPort: 8080 })] });
-    const t = tr(svc, [slice('web-1', ['10.244.0.1'], { ports: [{ name: 'http', port: 8080 }] })]);
-    assert.equal(vipAt(t, '198.18.0.5', 80), undefined);
-    assert.match(reasons(t), /LoadBalancer ingress IP 198\.18\.0\.5 port http \(80\)\/TCP: VIP port 80 but the endpoints listen on 8080.*without port translation/);
-    assert.deepEqual(t.clusterIps, [{ service: 'default/web', portName: 'http', ip: '10.96.0.5', port: 80, protocol: 'tcp', backends: [{ address: '10.244.0.1', port: 8080 }] }]);
+    const eps = slice('web-1', [['10.244.0.1', { node: 'node-a' }], ['10.244.1.1', { node: 'node-b' }], ['10.244.2.1', { node: 'node-c' }]], {
+      ports: [{ name: 'http', port: 8080 }],
+    });
+    const t = tr(svc, [eps]);
+    assert.deepEqual(vipAt(t, '198.18.0.5', 80)?.backends, [
+      { address: '10.244.0.1', host: 'local', port: 8080, state: 'active' },
+      { address: '10.244.1.1', host: '10.0.0.2', port: 8080, state: 'active' },
+    ]);
+    assert.match(reasons(t), /endpoint 10\.244\.2\.1 listens on 8080 and its node \(node-c\) is not known with an IPv4 address: left out/);
+    assert.deepEqual(t.clusterIps[0]?.backends.map((b) => b.address), ['10.244.0.1', '10.244.1.1', '10.244.2.1'], 'the socket-LB takes them all');
+    assert.deepEqual(t.nat, [], 'no kernel NAT on the XDP path');
   });
 
-  it('with no endpoints yet, a numeric targetPort decides; a named one gives an empty VIP', () => {
+  it('the VIP\'s own port is no port of the backend; a node is reached on the endpoint\'s family; a hostNetwork endpoint is its own host', () => {
+    const svc = service('dual', {
+      type: 'LoadBalancer', ingress: ['198.18.0.6', '2001:db8::6'], ipFamilies: ['IPv4', 'IPv6'], ports: [port(80, { name: 'http' })],
+    });
+    const v4 = slice('dual-4', [['10.244.1.2', { node: 'node-b' }], ['10.0.0.2', { node: 'node-b' }]], { ports: [{ name: 'http', port: 80 }] });
+    const v6 = slice('dual-6', [['fd00:244::2', { node: 'node-b' }]], { ports: [{ name: 'http', port: 80 }], addressType: 'IPv6' });
+    const t = tr(svc, [v4, v6]);
+    assert.deepEqual(vipAt(t, '198.18.0.6', 80)?.backends, [
+      { address: '10.0.0.2', host: '10.0.0.2', state: 'active' },
+      { address: '10.244.1.2', host: '10.0.0.2', state: 'active' },
+    ]);
+    assert.deepEqual(vipAt(t, '2001:db8::6', 80)?.backends, [{ address: 'fd00:244::2', host: 'fd00::2', state: 'active' }]);
+  });
+
+  it('with no endpoints yet the VIP is there, empty, whatever the targetPort', () => {
     const numeric = tr(service('a', { externalIPs: ['198.18.0.1'], ports: [port(80, { targetPort: 8080 })] }));
-    assert.equal(numeric.desired.vips.length, 0);
-    assert.match(reasons(numeric), /VIP port 80 but targetPort 8080/);
-    const same = tr(service('b', { externalIPs: ['198.18.0.1'], ports: [port(80)] }));
-    assert.deepEqual(same.desired.vips.map((v) => [v.port, v.backends?.length]), [[80, 0]]);
+    assert.deepEqual(numeric.desired.vips.map((v) => [v.port, v.backends?.length]), [[80, 0]]);
     const named = tr(service('c', { externalIPs: ['198.18.0.1'], ports: [port(80, { targetPort: 'http' })] }));
     assert.deepEqual(named.desired.vips.map((v) => [v.port, v.backends?.length]), [[80, 0]]);
   });
@@ -117,11 +142,23 @@ describe('k8s translate: NodePorts', () => {
     assert.match(reasons(t), /node address fd00::1 .*no IPv6 family/);
   });
 
-  it('a NodePort whose targetPort differs is skipped with the reason (the usual case: 30000-32767 vs the pod port)', () => {
+  it('a NodePort reaches endpoints on their own port; other nodes\' NodePorts reach this node\'s endpoints (node pairs)', () => {
     const svc = service('np', { type: 'NodePort', ports: [port(80, { name: 'http', targetPort: 80, nodePort: 31000 })] });
-    const t = tr(svc, [slice('np-1', ['10.244.0.1'])]);
-    assert.equal(t.desired.vips.length, 0);
-    assert.match(reasons(t), /node address 10\.0\.0\.1 port http \(80\)\/TCP: VIP port 31000 but the endpoints listen on 80/);
+    const eps = slice('np-1', [['10.244.0.1', { node: 'node-a' }], ['10.244.1.1', { node: 'node-b' }]]);
+    const t = tr(svc, [eps]);
+    assert.deepEqual(vipAt(t, '10.0.0.1', 31000)?.backends, [
+      { address: '10.244.0.1', host: 'local', port: 80, state: 'active' },
+      { address: '10.244.1.1', host: '10.0.0.2', port: 80, state: 'active' },
+    ]);
+    // node-b's IPv4 addresses × 31000 to this node's endpoint (node-b's XDP sends them here).
+    assert.deepEqual(t.nodeEndpoints, [
+      { vip: '10.0.0.2', vipPort: 31000, protocol: 'tcp', backend: '10.244.0.1', port: 80 },
+      { vip: '203.0.113.2', vipPort: 31000, protocol: 'tcp', backend: '10.244.0.1', port: 80 },
+    ]);
+    const local = tr({ ...svc, spec: { ...svc.spec, externalTrafficPolicy: 'Local' } }, [eps]);
+    assert.deepEqual(backendsOf(vipAt(local, '10.0.0.1', 31000)), [['10.244.0.1', 'active']], 'Local: this node\'s endpoints only');
+    assert.deepEqual(local.nodeEndpoints, [], 'Local: other nodes send only to their own endpoints');
+    assert.deepEqual(tr(svc, [eps], { ...CFG, externalPath: 'nat' }).nodeEndpoints, [], 'none on the NAT path');
   });
 
   it('sockets on the node reach the NodePort, LoadBalancer IPs and externalIPs through the socket-LB, with the targetPort', () => {
@@ -129,21 +166,21 @@ describe('k8s translate: NodePorts', () => {
       type: 'LoadBalancer', clusterIP: '10.96.0.7', ingress: ['198.18.0.7'], externalIPs: ['198.18.0.8', '198.18.0.7'],
       sessionAffinity: 'ClientIP', ports: [port(80, { name: 'http', targetPort: 8080, nodePort: 31000 })],
     });
-    const t = tr(svc, [slice('np-1', ['10.244.0.1', '10.244.0.2'], { ports: [{ name: 'http', port: 8080 }] })]);
-    assert.equal(t.desired.vips.length, 0, 'no XDP VIP: the port differs');
+    const slices = [slice('np-1', ['10.244.0.1', '10.244.0.2'], { ports: [{ name: 'http', port: 8080 }] })];
+    const t = tr(svc, slices);
     const backends = [{ address: '10.244.0.1', port: 8080 }, { address: '10.244.0.2', port: 8080 }];
     const entry = (ip: string, p: number) => ({ service: 'default/np', portName: 'http', ip, port: p, protocol: 'tcp', backends, affinityTimeoutSeconds: 10800 });
     assert.deepEqual(t.clusterIps, [entry('10.96.0.7', 80)]);
     // Ingress and externalIPs once each (198.18.0.7 is in both); the node's IPv4 addresses of the default types
     // (the IPv6 one is not of the Service's family).
     assert.deepEqual(t.localAddresses, [entry('198.18.0.7', 80), entry('198.18.0.8', 80), entry('10.0.0.1', 31000), entry('203.0.113.1', 31000)]);
-    assert.match(reasons(t), /the kernel's NAT serves it \(nftables\), and this node's own sockets the socket-LB/);
-    // Clients outside the node: the kernel's NAT, same endpoints, masqueraded (externalTrafficPolicy Cluster).
+    // With external_path nat, clients outside the node: the kernel's NAT, same endpoints, masqueraded (externalTrafficPolicy Cluster).
+    const NAT = { ...CFG, externalPath: 'nat' as const };
     const nat = (address: string, p: number) => ({ service: 'default/np', address, port: p, protocol: 'tcp', backends, masquerade: true, affinity: true, sourceRanges: null });
-    assert.deepEqual(t.nat, [nat('198.18.0.7', 80), nat('198.18.0.8', 80), nat('10.0.0.1', 31000), nat('203.0.113.1', 31000)]);
+    assert.deepEqual(tr(svc, slices, NAT).nat, [nat('198.18.0.7', 80), nat('198.18.0.8', 80), nat('10.0.0.1', 31000), nat('203.0.113.1', 31000)]);
     // externalTrafficPolicy Local: this node's endpoints only, the client's address kept.
     const local = tr({ ...svc, spec: { ...svc.spec, externalTrafficPolicy: 'Local' } },
-      [slice('np-1', [['10.244.0.1', { node: 'node-a' }], ['10.244.0.2', { node: 'node-b' }]], { ports: [{ name: 'http', port: 8080 }] })]);
+      [slice('np-1', [['10.244.0.1', { node: 'node-a' }], ['10.244.0.2', { node: 'node-b' }]], { ports: [{ name: 'http', port: 8080 }] })], NAT);
     assert.deepEqual(local.nat.map((e) => [e.address, e.backends.map((b) => b.address), e.masquerade]),
       [['198.18.0.7', ['10.244.0.1'], false], ['198.18.0.8', ['10.244.0.1'], false], ['10.0.0.1', ['10.244.0.1'], false], ['203.0.113.1', ['10.244.0.1'], false]]);
   });
@@ -153,7 +190,7 @@ describe('k8s translate: NodePorts', () => {
       type: 'LoadBalancer', clusterIP: '10.96.0.9', ingress: ['198.18.0.9'], ports: [port(80, { name: 'http', targetPort: 80, nodePort: 31080 })],
     });
     const slices = [slice('web-1', ['10.244.0.1'])];
-    assert.equal(tr(svc, slices).desired.vips.length, 1, 'xdp (default): the LoadBalancer IP is a VIP (ports equal)');
+    assert.equal(tr(svc, slices).desired.vips.length, 3, 'xdp (default): the LoadBalancer IP and the NodePorts are VIPs');
     const t = tr(svc, slices, { ...CFG, externalPath: 'nat' });
     assert.deepEqual(t.desired.vips, []);
     assert.deepEqual(t.nat.map((e) => [e.address, e.port, e.backends]), [

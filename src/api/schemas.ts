@@ -205,7 +205,7 @@ const kubernetes: JsonSchema = {
   description: 'The Kubernetes mode: watch and sync state, the ClusterIP list, health-check node ports, and what is not served and why.',
   required: [
     'node_name', 'proxy_name', 'credentials', 'server', 'ready', 'synced', 'services', 'informers', 'sync', 'cluster_ips',
-    'nat', 'health_check_node_ports', 'skipped', 'ignored',
+    'nat', 'node_endpoints', 'health_check_node_ports', 'skipped', 'ignored',
   ],
   properties: {
     node_name: str,
@@ -244,11 +244,19 @@ const kubernetes: JsonSchema = {
     },
     nat: {
       type: 'object', required: ['enabled', 'entries', 'last_error'],
-      description: 'The kernel\'s NAT (nftables table inet ferry_k8s) for NodePorts, LoadBalancer IPs and externalIPs whose endpoints listen on another port.',
+      description: 'The kernel\'s NAT (nftables table inet ferry_k8s) for NodePorts, LoadBalancer IPs and externalIPs (kubernetes.external_path nat).',
       properties: {
         enabled: { type: 'boolean' },
         entries: { type: 'integer', description: 'Addresses × ports with endpoints in the table.' },
         last_error: { type: ['string', 'null'], description: 'Why the last update failed (retried); null when it applied.' },
+      },
+    },
+    node_endpoints: {
+      type: 'object', required: ['entries', 'last_error'],
+      description: 'Pairs this node\'s port-translation programs hold for frontends that are no VIP here: other nodes\' addresses × NodePort to this node\'s endpoints.',
+      properties: {
+        entries: int,
+        last_error: { type: ['string', 'null'], description: 'Why the last write failed (retried with the next batch); null when it applied.' },
       },
     },
     health_check_node_ports: {

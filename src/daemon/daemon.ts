@@ -203,6 +203,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
       log: this.log.child({ component: 'kubernetes' }),
       ...(this.clusterIpConsumer === undefined ? {} : { clusterIps: this.clusterIpConsumer }),
       ...(this.nat === undefined ? {} : { nat: this.nat }),
+      nodeEndpoints: (all) => this.nodeEndpoints.setExtra(all),
       onBatch: (r) => this.metrics.observeK8sBatch(r.ms),
     });
   }

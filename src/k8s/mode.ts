@@ -19,6 +19,7 @@ import type { KubernetesConfig } from '../config/index.js';
 import type { Controller } from '../daemon/controller.js';
 import { HealthCheckNodePorts, type HcnpStatus } from './hcnp.js';
 import type { NatTable } from './nat.js';
+import type { NodeEndpoint } from '../datapath/node.js';
 import { K8sSync, type BatchReport } from './sync.js';
 import type { ClusterIpEntry, NatEntry, SkippedEntry } from './translate.js';
 import { K8sWatch, loadKubeConfig, type InformerStats, type K8sLogger } from './watch.js';
@@ -125,6 +126,11 @@ export interface KubernetesView {
     entries: number;
     last_error: string | null;
   };
+  node_endpoints: {
+    /** Pairs of other nodes' NodePorts to this node's endpoints. */
+    entries: number;
+    last_error: string | null;
+  };
   health_check_node_ports: {
     requests: number;
     bind_failures: number;
@@ -147,8 +153,10 @@ export interface K8sModeOptions {
   credentials: K8sCredentials;
   log: K8sLogger;
   clusterIps?: ClusterIpConsumer;
-  /** The kernel's NAT for what the XDP datapath cannot serve (nat.ts); absent: not programmed. */
+  /** The kernel's NAT (external_path nat, nat.ts); absent: not programmed. */
   nat?: NatTable;
+  /** Takes the node programs' extra pairs (translate.ts nodeEndpoints); a throw is kept as the view's last_error. */
+  nodeEndpoints?(all: NodeEndpoint[]): void;
   /** After every batch (metrics). */
   onBatch?(report: BatchReport): void;
 }
@@ -166,6 +174,7 @@ export class K8sMode {
   readonly hcnp: HealthCheckNodePorts;
   private settled = false;
   private consumerError: string | null = null;
+  private nodeEndpointsError: string | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly nodeName: string;
 
@@ -184,6 +193,7 @@ export class K8sMode {
       onClusterIps: (all) => this.applyClusterIps(all),
       onHealthCheckNodePorts: (all) => this.hcnp.update(all),
       onNat: (all) => this.applyNat(all),
+      onNodeEndpoints: (all) => this.applyNodeEndpoints(all),
       onBatch: (r) => {
         o.onBatch?.(r);
         this.settle(); // latched (and logged) as soon as the first batch ran, not at the next probe
@@ -196,10 +206,11 @@ export class K8sMode {
   }
 
   start(): void {
-    // A failed ClusterIP apply is retried with the whole list until it goes through.
+    // A failed ClusterIP or node-pair apply is retried with the whole list until it goes through.
     let ticks = 0;
     this.retryTimer = setInterval(() => {
       if (this.consumerError !== null) this.applyClusterIps(this.sync.clusterIps());
+      if (this.nodeEndpointsError !== null) this.applyNodeEndpoints(this.sync.nodeEndpoints());
       const nat = this.o.nat;
       if (nat?.failed) this.applyNat(this.sync.nat());
       else if (nat !== undefined && ++ticks % NAT_CHECK_TICKS === 0) {
@@ -212,7 +223,7 @@ export class K8sMode {
       }
     }, CLUSTER_IP_RETRY_MS);
     this.retryTimer.unref();
-    this.o.log.info({ server: this.o.credentials.server, credentials: this.o.credentials.source, node: this.nodeName }, 'kubernetes: watching Services, EndpointSlices and this Node');
+    this.o.log.info({ server: this.o.credentials.server, credentials: this.o.credentials.source, node: this.nodeName }, 'kubernetes: watching Services, EndpointSlices and Nodes');
     this.watch.start();
   }
 
@@ -289,6 +300,7 @@ export class K8sMode {
         last_error: this.consumerError,
       },
       nat: { enabled: this.o.nat !== undefined, entries: this.o.nat?.entries ?? 0, last_error: this.o.nat?.lastError ?? null },
+      node_endpoints: { entries: this.sync.nodeEndpoints().length, last_error: this.nodeEndpointsError },
       health_check_node_ports: {
         requests: this.hcnp.stats.requests,
         bind_failures: this.hcnp.stats.bindFailures,
@@ -314,6 +326,17 @@ export class K8sMode {
       this.o.log.error({ err: (err as Error).message }, 'kubernetes: closing the ClusterIP consumer failed');
     }
     this.o.log.info({}, 'kubernetes: stopped watching');
+  }
+
+  private applyNodeEndpoints(all: NodeEndpoint[]): void {
+    if (this.o.nodeEndpoints === undefined) return;
+    try {
+      this.o.nodeEndpoints(all);
+      this.nodeEndpointsError = null;
+    } catch (err) {
+      this.nodeEndpointsError = (err as Error).message;
+      this.o.log.error({ err: this.nodeEndpointsError }, 'kubernetes: writing the node programs\' pairs failed');
+    }
   }
 
   private applyNat(all: NatEntry[]): void {

@@ -52,6 +52,7 @@ import {
   type ClusterIpEntry, type HealthCheckNodePort, type NatEntry, type ServiceTranslation, type SkippedEntry, type TranslateConfig,
 } from './translate.js';
 import { objectKey, type EndpointSlice, type Node, type Service } from './types.js';
+import type { NodeEndpoint } from '../datapath/node.js';
 import {
   backoffDelay, DEFAULT_BACKOFF, silentLogger,
   type Backoff, type EventType, type K8sEventHandler, type K8sLogger,
@@ -116,6 +117,8 @@ export interface K8sSyncOptions {
   onHealthCheckNodePorts?(all: HealthCheckNodePort[]): void;
   /** The whole kernel-NAT list (translate.ts NatEntry) after a batch that changed it. */
   onNat?(all: NatEntry[]): void;
+  /** The node programs' pairs no VIP of this node names (translate.ts nodeEndpoints), after a batch that changed them. */
+  onNodeEndpoints?(all: NodeEndpoint[]): void;
   onBatch?(report: BatchReport): void;
   random?: () => number;
 }
@@ -155,6 +158,7 @@ interface RunningBatch {
   socketLbPublished: number;
   hcnpChanged: boolean;
   natChanged: boolean;
+  nodeEndpointsChanged: boolean;
 }
 
 interface Refusal {
@@ -174,7 +178,9 @@ export class K8sSync implements K8sEventHandler {
   /** Slice key → the Service key it was filed under (its label may change). */
   private readonly sliceService = new Map<string, string>();
   private nodeObj: Node | undefined;
-  private nodeAddresses = '';
+  /** Every node, by name, and the JSON of each one's addresses (all that matters of a Node here). */
+  private readonly nodes = new Map<string, Node>();
+  private readonly nodeAddresses = new Map<string, string>();
   private readonly results = new Map<string, ServiceTranslation>();
   /** Service key → JSON of the desired state the store holds for its owner. */
   private readonly committed = new Map<string, string>();
@@ -197,6 +203,7 @@ export class K8sSync implements K8sEventHandler {
   private clusterIpList: ClusterIpEntry[] = [];
   private hcnpList: HealthCheckNodePort[] = [];
   private natList: NatEntry[] = [];
+  private nodeEndpointList: NodeEndpoint[] = [];
   readonly stats: SyncStats = { events: 0, batches: 0, transactions: 0, failedTransactions: 0, servicesWritten: 0, lastBatch: null };
   private readonly log: K8sLogger;
   private readonly random: () => number;
@@ -238,13 +245,21 @@ export class K8sSync implements K8sEventHandler {
     }
   }
 
+  /**
+   * Any node: this one's addresses are its NodePort VIPs, the others' are
+   * where endpoints live and their NodePorts' pairs. Kubelet rewrites its
+   * Node often (conditions, heartbeats): only a change of addresses (or a
+   * node coming or going) re-translates, and then every Service.
+   */
   node(type: EventType, obj: Node): void {
-    if (obj.metadata.name !== this.o.translate.nodeName) return;
-    this.nodeObj = type === 'DELETED' ? undefined : obj;
-    // Kubelet rewrites its Node often (conditions, heartbeats): only the addresses matter here.
-    const addrs = JSON.stringify(this.nodeObj?.status?.addresses ?? null);
-    if (addrs === this.nodeAddresses) return;
-    this.nodeAddresses = addrs;
+    const name = obj.metadata.name;
+    if (type === 'DELETED') this.nodes.delete(name);
+    else this.nodes.set(name, obj);
+    if (name === this.o.translate.nodeName) this.nodeObj = type === 'DELETED' ? undefined : obj;
+    const addrs = type === 'DELETED' ? null : JSON.stringify(obj.status?.addresses ?? null);
+    if ((this.nodeAddresses.get(name) ?? null) === addrs) return;
+    if (addrs === null) this.nodeAddresses.delete(name);
+    else this.nodeAddresses.set(name, addrs);
     for (const key of this.services.keys()) this.dirty.add(key);
     this.mark(null);
   }
@@ -290,6 +305,11 @@ export class K8sSync implements K8sEventHandler {
   /** The kernel-NAT list as last published. */
   nat(): NatEntry[] {
     return this.natList;
+  }
+
+  /** The node programs' extra pairs as last published. */
+  nodeEndpoints(): NodeEndpoint[] {
+    return this.nodeEndpointList;
   }
 
   /** What is not served and why: translation limits and store refusals. */
@@ -378,9 +398,11 @@ export class K8sSync implements K8sEventHandler {
       this.clusterIpList = results.flatMap(socketLbEntries);
       this.hcnpList = results.flatMap((t) => t.healthCheckNodePorts);
       this.natList = results.flatMap((t) => t.nat);
+      this.nodeEndpointList = results.flatMap((t) => t.nodeEndpoints);
       this.notify(() => this.o.onClusterIps?.(this.clusterIpList, []));
       this.notify(() => this.o.onHealthCheckNodePorts?.(this.hcnpList));
       this.notify(() => this.o.onNat?.(this.natList));
+      this.notify(() => this.o.onNodeEndpoints?.(this.nodeEndpointList));
     } catch (e) {
       this.log.error({ err: (e as Error).message }, 'kubernetes: publishing the lists after a failed batch failed');
     }
@@ -428,6 +450,7 @@ export class K8sSync implements K8sEventHandler {
     if (this.consecutiveFailures > 0) size = Math.min(size, Math.ceil(sorted.length / Math.min(MAX_SPLIT, 2 ** this.consecutiveFailures)));
     const batch: RunningBatch = {
       keys: sorted, next: 0, size: Math.max(1, size), storeOwners, failed: false, started, socketLbChanged: [], socketLbPublished: 0, hcnpChanged: false, natChanged: false,
+      nodeEndpointsChanged: false,
       report: { services: keys.size, written: 0, transactions: 0, revision: 0, ms: 0, refused: 0, failedTransactions: 0, longestStepMs: 0 },
     };
     this.running = batch;
@@ -468,7 +491,7 @@ export class K8sSync implements K8sEventHandler {
         this.results.delete(key);
         desired = { vips: [], policies: [] };
       } else {
-        const t = translateService(svc, [...(this.slicesByService.get(key)?.values() ?? [])], this.nodeObj, this.o.translate);
+        const t = translateService(svc, [...(this.slicesByService.get(key)?.values() ?? [])], this.nodeObj, this.o.translate, this.nodes);
         this.results.set(key, t);
         desired = t.desired;
       }
@@ -476,6 +499,7 @@ export class K8sSync implements K8sEventHandler {
       if (JSON.stringify(before ? socketLbEntries(before) : []) !== JSON.stringify(after ? socketLbEntries(after) : [])) b.socketLbChanged.push(key);
       if (JSON.stringify(before?.healthCheckNodePorts ?? []) !== JSON.stringify(after?.healthCheckNodePorts ?? [])) b.hcnpChanged = true;
       if (JSON.stringify(before?.nat ?? []) !== JSON.stringify(after?.nat ?? [])) b.natChanged = true;
+      if (JSON.stringify(before?.nodeEndpoints ?? []) !== JSON.stringify(after?.nodeEndpoints ?? [])) b.nodeEndpointsChanged = true;
       const json = desired.vips.length === 0 && desired.policies.length === 0 ? EMPTY_JSON : JSON.stringify(desired);
       // Known not to be in the store (the sweep listed every owner there): nothing to remove.
       if (!this.committed.has(key) && json === EMPTY_JSON && b.storeOwners !== null && !b.storeOwners.has(key)) {
@@ -514,6 +538,10 @@ export class K8sSync implements K8sEventHandler {
     this.stats.batches++;
     this.stats.lastBatch = report;
     this.publishSocketLb(b);
+    if (b.nodeEndpointsChanged) {
+      this.nodeEndpointList = this.sortedResults().flatMap((t) => t.nodeEndpoints);
+      this.notify(() => this.o.onNodeEndpoints?.(this.nodeEndpointList));
+    }
     if (b.natChanged) {
       this.natList = this.sortedResults().flatMap((t) => t.nat);
       this.notify(() => this.o.onNat?.(this.natList));

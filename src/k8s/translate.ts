@@ -27,18 +27,18 @@
  *  - LoadBalancer + externalTrafficPolicy Local: a `healthCheckNodePorts`
  *    entry with the count of ready endpoints on this node.
  *
- * Port translation. Ferry's XDP datapath encapsulates towards the backend
- * and keeps the destination port (direct server return): it cannot send
- * VIP:80 to a pod listening on 8080. A VIP therefore only takes endpoints
- * whose port (the resolved targetPort, from the EndpointSlice) equals the
- * VIP's port. When no endpoint does, the VIP is not created at all and the
- * reason is listed in `skipped`; when some do not, they are left out of the
- * VIP and listed too. NodePorts (30000-32767) almost never equal their
- * targetPort, so NodePorts are in practice reached through the socket-LB
- * (`localAddresses`) from inside the node only, until the datapath learns
- * port translation.
- * The `clusterIps` list has no such limit: the socket-LB rewrites address
- * and port at connect time.
+ * Port translation. Every node runs Ferry. A VIP's backends are its
+ * endpoints with their own ports (the resolved targetPort) and where they
+ * live: "local" on this node, else their node's address as host. xdp_lb
+ * encapsulates the client's packet to the endpoint through its node, whose
+ * tc_node_in decapsulates it and translates it to the endpoint's address
+ * and port; the reply gets the VIP and port back on its way out of that
+ * node and goes straight to the client (bpf/README.md). Other nodes'
+ * addresses × NodePort reach this node's endpoints too: `nodeEndpoints`
+ * lists those pairs for this node's programs. With external_path nat the
+ * outside addresses go to the kernel's NAT instead (`nat`).
+ * The `clusterIps` list is served at the socket: the socket-LB rewrites
+ * address and port at connect time.
  *
  * Semantics (kube-proxy's):
  *  - endpoint conditions: ready (nil = true) → a backend; not ready but
@@ -72,7 +72,8 @@
 import { createHash } from 'node:crypto';
 import { backendAddressErrors } from '../model/validate.js';
 import { canonicalIp, parseCidr } from '../net/addr.js';
-import type { BackendSpec, DesiredState, PolicySpec, Protocol, VipWithBackends } from '../model/types.js';
+import { LOCAL_HOST, type BackendSpec, type DesiredState, type PolicySpec, type Protocol, type VipWithBackends } from '../model/types.js';
+import type { NodeEndpoint } from '../datapath/node.js';
 import {
   LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, objectKey,
   type EndpointSlice, type IpFamily, type Node, type Service, type ServicePort,
@@ -87,9 +88,9 @@ export interface TranslateConfig {
   nodePortAddressTypes?: readonly string[];
   /**
    * How outside addresses (LoadBalancer IPs, externalIPs, NodePorts) are
-   * served: 'xdp' (default) as XDP VIPs where the ports allow (direct server
-   * return: the endpoints must decapsulate and hold the VIP), the rest by the
-   * kernel's NAT; 'nat' all by the kernel's NAT (ordinary pods).
+   * served: 'xdp' (default) as XDP VIPs, direct server return with the port
+   * translated on the endpoint's node (bpf/node.bpf.c: every node runs
+   * Ferry); 'nat' by the kernel's NAT (nftables), the fallback.
    */
   externalPath?: 'xdp' | 'nat';
 }
@@ -146,8 +147,14 @@ export interface ServiceTranslation {
    * them with any targetPort, as a ClusterIP (its endpoints, affinity).
    */
   localAddresses: ClusterIpEntry[];
-  /** Outside addresses the XDP datapath cannot serve (port ≠ targetPort), for the kernel's NAT (nat.ts). */
+  /** Outside addresses served by the kernel's NAT (external_path nat), for nat.ts. */
   nat: NatEntry[];
+  /**
+   * Pairs this node's programs translate although no VIP of this node
+   * names them: other nodes' addresses × NodePort, to this node's
+   * endpoints (those nodes' XDP sends them here).
+   */
+  nodeEndpoints: NodeEndpoint[];
   healthCheckNodePorts: HealthCheckNodePort[];
   skipped: SkippedEntry[];
 }
@@ -177,6 +184,8 @@ export interface TranslationInput {
   endpointSlices: readonly EndpointSlice[];
   /** This node (the one named by TranslateConfig.nodeName), if known. */
   node?: Node | undefined;
+  /** Every node, this one included: where endpoints live. */
+  nodes?: readonly Node[];
 }
 
 /** The translation of a whole cluster view. */
@@ -186,6 +195,7 @@ export interface Translation {
   clusterIps: ClusterIpEntry[];
   localAddresses: ClusterIpEntry[];
   nat: NatEntry[];
+  nodeEndpoints: NodeEndpoint[];
   healthCheckNodePorts: HealthCheckNodePort[];
   skipped: SkippedEntry[];
   ignored: SkippedEntry[];
@@ -249,6 +259,8 @@ interface ResolvedEndpoint {
   port: number;
   state: EndpointState;
   local: boolean;
+  /** The node it runs on, when the slice says. */
+  nodeName: string | null;
 }
 
 /** Why a Service is not ours, or null. */
@@ -321,7 +333,7 @@ function resolveEndpoints(
       const key = `${address} ${port}`;
       const prev = byKey.get(key);
       if (prev !== undefined && prev.state === 'ready') continue;
-      byKey.set(key, { address, port, state, local: e.nodeName === cfg.nodeName });
+      byKey.set(key, { address, port, state, local: e.nodeName === cfg.nodeName, nodeName: e.nodeName ?? null });
     }
   }
   return [...byKey.values()].sort((a, b) => compareStrings(a.address, b.address) || a.port - b.port);
@@ -404,25 +416,68 @@ function protocolOf(sp: ServicePort): Protocol | null {
   return p === 'TCP' ? 'tcp' : p === 'UDP' ? 'udp' : null;
 }
 
-/** The backend port a Service port's targetPort predicts, or null when it is a name. */
-function predictedTargetPort(sp: ServicePort): number | null {
-  if (sp.targetPort === undefined || sp.targetPort === null) return sp.port;
-  if (typeof sp.targetPort === 'number') return sp.targetPort;
-  return /^[0-9]+$/.test(sp.targetPort) ? Number(sp.targetPort) : null;
-}
-
 // ------------------------------------------------------------- translation
 
-/** Translates one Service with the EndpointSlices labelled for it. */
+/**
+ * A VIP's backend for an endpoint: on this node "local"; on another its
+ * node's address as host, so that node translates (for a hostNetwork
+ * endpoint that is its own address); an endpoint whose
+ * node is not known is reached as its own host, which only works on the
+ * VIP's port (it must decapsulate): on another port it is left out.
+ */
+function endpointBackend(
+  e: ResolvedEndpoint, vipPort: number, family: IpFamily, nodes: ReadonlyMap<string, Node>, types: readonly string[],
+  what: string, problems: Set<string>,
+): BackendSpec | null {
+  const port = e.port !== vipPort ? { port: e.port } : {};
+  if (e.local) return { address: e.address, host: LOCAL_HOST, ...port };
+  const host = e.nodeName === null ? null : nodeAddress(nodes.get(e.nodeName), family, types);
+  if (host !== null) return { address: e.address, host, ...port };
+  if (e.port === vipPort) return { address: e.address };
+  problems.add(`${what} listens on ${e.port} and its node (${e.nodeName ?? 'none named'}) is not known with an ${family} address: left out`);
+  return null;
+}
+
+/** A node's first address of the family among the types (in the types' order). */
+function nodeAddress(node: Node | undefined, family: IpFamily, types: readonly string[]): string | null {
+  for (const type of types) {
+    for (const a of node?.status?.addresses ?? []) {
+      if (a.type !== type) continue;
+      const address = canonicalIp(a.address);
+      if (address !== null && familyOf(address) === family) return address;
+    }
+  }
+  return null;
+}
+
+/** Every address of the types of every node but this one, in the family. */
+function otherNodeAddresses(nodes: ReadonlyMap<string, Node>, self: string, family: IpFamily, types: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const [name, node] of nodes) {
+    if (name === self) continue;
+    for (const a of node.status?.addresses ?? []) {
+      const address = types.includes(a.type) ? canonicalIp(a.address) : null;
+      if (address !== null && familyOf(address) === family && usableAddress(address)) out.push(address);
+    }
+  }
+  return [...new Set(out)].sort(compareStrings);
+}
+
+/**
+ * Translates one Service with the EndpointSlices labelled for it. `node`
+ * is this node; `nodes` every node by name (where endpoints live).
+ */
 export function translateService(
   svc: Service, slices: readonly EndpointSlice[], node: Node | undefined, cfg: TranslateConfig,
+  nodes: ReadonlyMap<string, Node> = new Map(),
 ): ServiceTranslation {
   const key = objectKey(svc);
   const ns = svc.metadata.namespace ?? '';
   const out: ServiceTranslation = {
     key, owner: ownerOf(key), ignored: ignoredReason(svc, cfg),
-    desired: { vips: [], policies: [] }, clusterIps: [], localAddresses: [], nat: [], healthCheckNodePorts: [], skipped: [],
+    desired: { vips: [], policies: [] }, clusterIps: [], localAddresses: [], nat: [], nodeEndpoints: [], healthCheckNodePorts: [], skipped: [],
   };
+  const types = cfg.nodePortAddressTypes ?? DEFAULT_NODEPORT_ADDRESS_TYPES;
   if (out.ignored !== null) return out;
   const problems = new Set<string>();
   const spec = svc.spec ?? {};
@@ -479,28 +534,19 @@ export function translateService(
         if (all.length > 0) out.nat.push(natEntry());
         return;
       }
-      const fitting = all.filter((e) => e.port === vipPort);
-      if (all.length > 0 && fitting.length === 0) {
-        const ports = [...new Set(all.map((e) => e.port))].join(', ');
-        problems.add(`${what}: VIP port ${vipPort} but the endpoints listen on ${ports}; the XDP datapath forwards without port translation (direct server return), so the kernel's NAT serves it (nftables), and this node's own sockets the socket-LB`);
-        out.nat.push(natEntry());
-        return;
-      }
-      if (all.length === 0) {
-        const predicted = predictedTargetPort(sp);
-        if (predicted !== null && predicted !== vipPort) {
-          problems.add(`${what}: VIP port ${vipPort} but targetPort ${predicted}; the XDP datapath forwards without port translation (direct server return), so only this node's own sockets reach it (socket-LB)`);
-          return;
+      const { active, draining } = choose(all, externalLocal);
+      const backends: BackendSpec[] = [];
+      const taken = new Set<string>();
+      for (const [list, state] of [[active, 'active'], [draining, 'draining']] as const) {
+        for (const e of list) {
+          if (taken.has(e.address)) continue; // one address on two ports: the first (ready) one
+          const b = endpointBackend(e, vipPort, family, nodes, types, `${what}: endpoint ${e.address}`, problems);
+          if (b === null) continue;
+          taken.add(e.address);
+          backends.push({ ...b, state });
         }
-      } else if (fitting.length < all.length) {
-        const other = all.filter((e) => e.port !== vipPort);
-        problems.add(`${what}: ${other.length} endpoint(s) listen on another port (${[...new Set(other.map((e) => e.port))].join(', ')}) and are left out (no port translation in the XDP datapath)`);
       }
-      const { active, draining } = choose(fitting, externalLocal);
-      const backends: BackendSpec[] = [
-        ...active.map((e) => ({ address: e.address, state: 'active' as const })),
-        ...draining.map((e) => ({ address: e.address, state: 'draining' as const })),
-      ].sort((a, b) => compareStrings(a.address, b.address));
+      backends.sort((a, b) => compareStrings(a.address, b.address));
       const vip: VipWithBackends = {
         name: vipName(ns, svc.metadata.name, protocol, vipPort, address),
         address, port: vipPort, protocol, source_affinity: affinity, backends,
@@ -515,6 +561,16 @@ export function translateService(
     const nodePort = sp.nodePort !== undefined && sp.nodePort !== null && sp.nodePort > 0 ? sp.nodePort : null;
     if (nodePort !== null) {
       for (const src of sources.node) addVip(src, nodePort, false);
+      // Other nodes send their NodePort's packets to this node's endpoints too (externalTrafficPolicy Cluster).
+      if (cfg.externalPath !== 'nat' && !externalLocal) {
+        for (const family of families) {
+          const mine = endpointsOf(sp, family).filter((e) => e.local);
+          if (mine.length === 0) continue;
+          for (const address of otherNodeAddresses(nodes, cfg.nodeName, family, types)) {
+            for (const e of mine) out.nodeEndpoints.push({ vip: address, vipPort: nodePort, protocol, backend: e.address, port: e.port });
+          }
+        }
+      }
     }
     // Socket-LB entries: any targetPort (the socket-LB translates ports), the ClusterIP's endpoints.
     const socketEntry = (address: string, port: number): ClusterIpEntry => {
@@ -589,13 +645,17 @@ export function translate(input: TranslationInput, cfg: TranslateConfig): Transl
     else slicesBy.set(k, [s]);
   }
   const services = [...input.services].sort((a, b) => compareStrings(objectKey(a), objectKey(b)));
-  const out: Translation = { services: new Map(), clusterIps: [], localAddresses: [], nat: [], healthCheckNodePorts: [], skipped: [], ignored: [] };
+  const out: Translation = {
+    services: new Map(), clusterIps: [], localAddresses: [], nat: [], nodeEndpoints: [], healthCheckNodePorts: [], skipped: [], ignored: [],
+  };
+  const nodes = new Map((input.nodes ?? (input.node ? [input.node] : [])).map((n) => [n.metadata.name, n]));
   for (const svc of services) {
-    const t = translateService(svc, slicesBy.get(objectKey(svc)) ?? [], input.node, cfg);
+    const t = translateService(svc, slicesBy.get(objectKey(svc)) ?? [], input.node, cfg, nodes);
     out.services.set(t.key, t);
     out.clusterIps.push(...t.clusterIps);
     out.localAddresses.push(...t.localAddresses);
     out.nat.push(...t.nat);
+    out.nodeEndpoints.push(...t.nodeEndpoints);
     out.healthCheckNodePorts.push(...t.healthCheckNodePorts);
     out.skipped.push(...t.skipped);
     if (t.ignored !== null) out.ignored.push({ service: t.key, reason: t.ignored });

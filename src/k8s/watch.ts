@@ -1,5 +1,5 @@
 /**
- * List+watch of Services, EndpointSlices and this node's Node: the
+ * List+watch of Services, EndpointSlices and Nodes: the
  * reflector/informer loop of client-go, over the credentials of
  * @kubernetes/client-node's KubeConfig (in-cluster service account with its
  * rotating token file, or a kubeconfig file: certificates, tokens, exec
@@ -509,7 +509,7 @@ export interface K8sEventHandler {
 
 export interface K8sWatchOptions {
   kubeConfig: KubeConfig;
-  /** Only this Node is watched (fieldSelector metadata.name). */
+  /** This node (every Node is watched). */
   nodeName: string;
   handler: K8sEventHandler;
   log?: K8sLogger;
@@ -550,9 +550,10 @@ export class K8sWatch {
     this.endpointSlices = new Informer<EndpointSlice>(client, { ...common, path: ENDPOINTSLICES_PATH, kind: 'EndpointSlice' }, {
       onEvent: (t, obj, old) => h.endpointSlice(t, obj, old), onSynced: () => h.synced?.('EndpointSlice'),
     });
-    this.nodes = new Informer<Node>(client, {
-      ...common, path: NODES_PATH, kind: 'Node', fieldSelector: `metadata.name=${o.nodeName}`,
-    }, { onEvent: (t, obj, old) => h.node(t, obj, old), onSynced: () => h.synced?.('Node') });
+    // Every node: endpoints live on them, and their NodePorts reach this node's endpoints.
+    this.nodes = new Informer<Node>(client, { ...common, path: NODES_PATH, kind: 'Node' }, {
+      onEvent: (t, obj, old) => h.node(t, obj, old), onSynced: () => h.synced?.('Node'),
+    });
   }
 
   get synced(): boolean {

@@ -225,8 +225,8 @@ export function validateBackendSpec(spec: BackendSpec, prefix = '', vipPort = 1)
 /**
  * A backend's port and host. Another port is translated on the backend's
  * host (bpf/node.bpf.c), so it needs one; a VIP of every port keeps the
- * client's port. A host address is of the backend's family and not the
- * backend itself.
+ * client's port. A host address is of the backend's family (the backend's
+ * own address: it runs Ferry's node programs itself, a hostNetwork pod).
  */
 function backendPathErrors(spec: BackendSpec, prefix: string, vipPort: number): FieldError[] {
   const errors: FieldError[] = [];
@@ -238,8 +238,6 @@ function backendPathErrors(spec: BackendSpec, prefix: string, vipPort: number): 
     } else if (unicastProblem(spec.address, 'backend') === null) {
       if (ipFamily(canonicalIp(host)!) !== ipFamily(canonicalIp(spec.address)!)) {
         errors.push({ field: `${prefix}/host`, reason: 'must be of the backend address\'s family' });
-      } else if (canonicalIp(host) === canonicalIp(spec.address)) {
-        errors.push({ field: `${prefix}/host`, reason: 'is the backend itself: leave host out' });
       }
     }
   }
