@@ -353,15 +353,18 @@ export class LbLab {
 
   // ---- backends' servers -------------------------------------------------------------
 
-  /** Starts a backend's servers (HTTP 80, echo 7, UDP 53 on every VIP); resolves once they listen. */
-  async startServer(b: LabHost): Promise<void> {
+  /**
+   * Starts a host's servers (HTTP 80, echo 7, UDP 53 on each of `vips`,
+   * by default every VIP: a backend holds them); resolves once they listen.
+   */
+  async startServer(b: LabHost, vips: readonly string[] = this.opts.vips): Promise<void> {
     if (this.servers.has(b.name)) throw new Error(`server on ${b.name} is already running`);
     const log = join(this.lab.dir, 'logs', `server-${b.name}.log`);
     const from = existsSync(log) ? statSync(log).size : 0;
     const fd = openSync(log, 'a');
     let p: ChildProcess;
     try {
-      p = nsSpawn(b.ns, process.execPath, [script('server'), b.name, this.opts.vips.join(',')], {
+      p = nsSpawn(b.ns, process.execPath, [script('server'), b.name, vips.join(',')], {
         stdio: ['ignore', fd, fd], detached: true,
       });
     } finally {

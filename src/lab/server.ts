@@ -5,7 +5,7 @@
  *   - a UDP echo server on port 53 for each VIP, bound to the VIP address so
  *     replies leave from the address the client sent to.
  *
- *   node dist/src/lab/server.js NAME VIP[,VIP...]
+ *   node dist/src/lab/server.js NAME VIP[,VIP...]   (or "" for a pod, which holds no VIP)
  * Prints "ready" once every socket listens.
  */
 import { createServer as createHttpServer } from 'node:http';
@@ -19,7 +19,7 @@ export const UDP_PORT = 53;
 
 async function main(): Promise<void> {
   const [name, vipList] = process.argv.slice(2);
-  if (!name || !vipList) throw new Error('usage: server.js NAME VIP[,VIP...]');
+  if (!name || vipList === undefined) throw new Error('usage: server.js NAME VIP[,VIP...] (an empty list for an ordinary pod)');
   const http = createHttpServer((req, res) => {
     res.setHeader('content-type', 'text/plain');
     res.setHeader('x-backend', name);
@@ -34,7 +34,7 @@ async function main(): Promise<void> {
   });
   echo.listen(ECHO_PORT, '::');
   await once(echo, 'listening');
-  for (const vip of vipList.split(',')) {
+  for (const vip of vipList.split(',').filter((v) => v !== '')) {
     const udp = createSocket(vip.includes(':') ? 'udp6' : 'udp4');
     udp.on('message', (msg, rinfo) => udp.send(Buffer.concat([Buffer.from(`${name} `), msg]), rinfo.port, rinfo.address));
     udp.bind(UDP_PORT, vip);

@@ -175,6 +175,28 @@ export class Lab {
     nsRun(b.ns, 'ip', [...(v6 ? ['-6'] : []), 'addr', 'replace', `${vip}/${v6 ? 128 : 32}`, 'dev', 'lo', ...(v6 ? ['nodad'] : [])]);
   }
 
+  /**
+   * An ordinary pod behind a host (its node): a namespace of its own on a
+   * veth, `addr4` in `${net}.0/24` where the node's side is `${net}.1` and
+   * its default route. Nothing of Ferry runs in it. down() removes it with
+   * the rest (its namespace has the lab's prefix).
+   */
+  addPod(node: LabHost, name: string, net: string, host: number): LabHost {
+    const pod: LabHost = {
+      name, ns: `${this.prefix}-${name}`, ifname: 'eth0', port: `v-${name}`, addr4: `${net}.${host}`, addr6: '', mac: '',
+    };
+    run('ip', ['netns', 'add', pod.ns]);
+    run('ip', ['link', 'add', 'eth0', 'netns', pod.ns, 'type', 'veth', 'peer', 'name', pod.port, 'netns', node.ns]);
+    nsRun(pod.ns, 'ip', ['link', 'set', 'lo', 'up']);
+    nsRun(pod.ns, 'ip', ['link', 'set', 'eth0', 'up']);
+    nsRun(pod.ns, 'ip', ['addr', 'add', `${pod.addr4}/24`, 'dev', 'eth0']);
+    nsRun(pod.ns, 'ip', ['route', 'add', 'default', 'via', `${net}.1`]);
+    nsRun(node.ns, 'ip', ['link', 'set', pod.port, 'up']);
+    nsRun(node.ns, 'ip', ['addr', 'replace', `${net}.1/24`, 'dev', pod.port]);
+    nsRun(node.ns, 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
+    return pod;
+  }
+
   /** Marks the lab as left running on purpose (demo --keep): `--down` may remove it. */
   markKept(): void {
     writeFileSync(join(this.dir, KEPT_FILE), `${new Date().toISOString()}\n`);
