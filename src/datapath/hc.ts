@@ -8,6 +8,7 @@ import { Counter } from './abi.js';
 import { parseAddr } from './addr.js';
 import { PerCpuArray, TypedMap } from './maps.js';
 import { loadNative, type BpfObject, type NativeAddon, type TcOptions } from './native.js';
+import { attachTcFilters, detachTcFilters } from './tc.js';
 import { struct, u32, u8, u64, be16, bytes, type ValueOf } from './struct.js';
 import { bpfObjectPath } from '../paths.js';
 
@@ -71,7 +72,6 @@ export class HcDatapath {
   private readonly slots = new Map<string, number>();
   private readonly free: number[] = [];
   private nextSlot = 0;
-  private readonly attached = new Set<number>();
 
   private constructor(readonly nat: NativeAddon, private readonly obj: BpfObject) {
     this.egressFd = obj.programFd('tc_hc_egress');
@@ -95,28 +95,12 @@ export class HcDatapath {
 
   /** Puts the filters on an interface (replacing a previous daemon's). */
   attach(ifname: string): void {
-    const ifindex = this.nat.ifNameToIndex(ifname);
-    this.nat.tcAttach(this.egressFd, ifindex, 'egress', HC_TC);
-    this.nat.tcAttach(this.ingressFd, ifindex, 'ingress', HC_TC);
-    this.attached.add(ifindex);
+    attachTcFilters(this.nat, ifname, [['egress', this.egressFd], ['ingress', this.ingressFd]], HC_TC);
   }
 
   /** Takes the filters off; an interface that is gone or has none is not an error. */
   detach(ifname: string): void {
-    let ifindex: number;
-    try {
-      ifindex = this.nat.ifNameToIndex(ifname);
-    } catch {
-      return;
-    }
-    for (const dir of ['egress', 'ingress'] as const) {
-      try {
-        this.nat.tcDetach(ifindex, dir, HC_TC);
-      } catch {
-        // Not attached (or removed by hand): nothing to undo.
-      }
-    }
-    this.attached.delete(ifindex);
+    detachTcFilters(this.nat, ifname, HC_TC);
   }
 
   /** The mark of a pair's check sockets, allocating and writing its slot on first use. */
