@@ -27,6 +27,7 @@ import { createCgroup, DEFAULT_CGROUP2_ROOT, removeCgroup, removeStaleCgroups } 
 import { startNetnsForwarder, UnixGate, writeKubeconfig } from './lib/k8s-netns.js';
 import { node, service, slice } from './lib/k8s-objects.js';
 import { K8sTestServer } from './lib/k8s-server.js';
+import { until } from './lib/until.js';
 
 const skip = bpfUnavailable();
 if (skip) console.log(`# skipping kubernetes daemon tests: ${skip}`);
@@ -68,13 +69,6 @@ function curlInNs(ns: string, url: string): { status: number; headers: Record<st
   return { status: Number(lines[0]?.split(' ')[1]), headers, body: rest.join('\r\n\r\n') };
 }
 
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 async function view(e: FerrydEnv): Promise<KubernetesView> {
   const r = await call(e.socket, 'GET', '/v1/kubernetes');

@@ -26,6 +26,7 @@ import { bpfUnavailable } from './lib/harness.js';
 import { startNetnsForwarder, UnixGate, writeKubeconfig } from './lib/k8s-netns.js';
 import { node, service, slice } from './lib/k8s-objects.js';
 import { K8sTestServer } from './lib/k8s-server.js';
+import { until } from './lib/until.js';
 
 const skip = bpfUnavailable();
 if (skip) console.log(`# skipping kubernetes end-to-end tests: ${skip}`);
@@ -66,13 +67,6 @@ describe('kubernetes mode end to end in the lab: LoadBalancer IP through XDP, Cl
 
   const webVips = async (): Promise<VipItem[]> =>
     (await lab.api.get<{ items: VipItem[] }>('/v1/vips')).items.filter((v) => v.owner === OWNER);
-  const until = async (what: string, cond: () => Promise<boolean>, ms = 10_000): Promise<void> => {
-    const end = Date.now() + ms;
-    while (!(await cond())) {
-      if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  };
   /** HTTP requests to the LoadBalancer IP from the client; whether the replies bypassed the node (interface counters). */
   const httpToLbIp = async (n: number): Promise<{ r: ClientResult; bypassed: boolean }> => {
     const lb0 = lab.linkCounters(lab.lab.lb);
@@ -121,7 +115,7 @@ describe('kubernetes mode end to end in the lab: LoadBalancer IP through XDP, Cl
   });
 
   it('the Service is a VIP owned by it, with its endpoints as backends', async () => {
-    await until('the VIP', async () => (await webVips()).some((v) => v.address === LB_IP && v.backend_count === 3));
+    await until(async () => (await webVips()).some((v) => v.address === LB_IP && v.backend_count === 3), 'the VIP');
     const [vip] = (await webVips()).filter((v) => v.address === LB_IP);
     assert.equal(vip?.port, 80);
   });
@@ -165,7 +159,7 @@ describe('kubernetes mode end to end in the lab: LoadBalancer IP through XDP, Cl
 
   it('an endpoint leaving the EndpointSlice stops getting new connections', async () => {
     server.upsert('endpointslices', endpoints(be.slice(0, 2)));
-    await until('two backends', async () => (await webVips()).some((v) => v.address === LB_IP && v.backend_count === 2));
+    await until(async () => (await webVips()).some((v) => v.address === LB_IP && v.backend_count === 2), 'two backends');
     const r = await lab.client('http', LB_IP, 200);
     assert.equal(r.errors, 0, JSON.stringify(r));
     assert.deepEqual(Object.keys(r.per_backend).sort(), ['be1', 'be2'], JSON.stringify(r.per_backend));
@@ -178,10 +172,10 @@ describe('kubernetes mode end to end in the lab: LoadBalancer IP through XDP, Cl
     writeFileSync(lab.ferryd.config, cfg.replace('\nkubernetes:\n', '\nkubernetes:\n  external_path: nat\n'));
     try {
       await lab.upgradeDaemon();
-      await until('the VIP to go and the NAT to take both addresses', async () => {
+      await until(async () => {
         const v = await lab.api.get<{ nat: { entries: number } }>('/v1/kubernetes');
         return (await webVips()).length === 0 && v.nat.entries === 2;
-      });
+      }, 'the VIP to go and the NAT to take both addresses');
       const { r, bypassed } = await httpToLbIp(60);
       assert.equal(r.errors, 0, JSON.stringify(r));
       assert.deepEqual(Object.keys(r.per_backend).sort(), ['be1', 'be2'], JSON.stringify(r.per_backend));
@@ -200,9 +194,9 @@ describe('kubernetes mode end to end in the lab: LoadBalancer IP through XDP, Cl
         return v.nat.last_error === null;
       };
       server.upsert('services', withRanges(['203.0.113.0/24']));
-      await until('the client to be shut out', async () => (await natApplied()) && (await lab.client('http', LB_IP, 3, { timeoutMs: 300 })).errors === 3);
+      await until(async () => (await natApplied()) && (await lab.client('http', LB_IP, 3, { timeoutMs: 300 })).errors === 3, 'the client to be shut out');
       server.upsert('services', withRanges([`${lab.lab.client.addr4}/32`]));
-      await until('the client to be let in', async () => (await natApplied()) && (await lab.client('http', LB_IP, 3, { timeoutMs: 1000 })).errors === 0);
+      await until(async () => (await natApplied()) && (await lab.client('http', LB_IP, 3, { timeoutMs: 1000 })).errors === 0, 'the client to be let in');
     } finally {
       writeFileSync(lab.ferryd.config, cfg);
     }
@@ -211,12 +205,12 @@ describe('kubernetes mode end to end in the lab: LoadBalancer IP through XDP, Cl
   it('deleting the Service removes what served it: NAT entries, the ClusterIP, the NodePort', async () => {
     assert.ok(server.remove('services', 'default/web'));
     // No VIP (XDP) and no NAT entry (its LoadBalancer IP and NodePort, since external_path nat) left.
-    await until('no VIP and no NAT entry', async () =>
-      (await webVips()).length === 0 && (await lab.api.get<{ nat: { entries: number } }>('/v1/kubernetes')).nat.entries === 0);
+    await until(async () =>
+      (await webVips()).length === 0 && (await lab.api.get<{ nat: { entries: number } }>('/v1/kubernetes')).nat.entries === 0, 'no VIP and no NAT entry');
     const r = await lab.client('http', LB_IP, 20, { timeoutMs: 300 });
     assert.equal(r.errors, 20, `nothing answers the address any more: ${JSON.stringify(r)}`);
     // The socket-LB forgot the ClusterIP: a connect to it fails (curl: exit 7, could not connect).
-    await until('the ClusterIP to stop answering', async () => curlClusterIp(true).code === 7);
+    await until(async () => curlClusterIp(true).code === 7, 'the ClusterIP to stop answering');
     const np = await lab.client('http', lab.lab.lb.addr4, 5, { port: NODE_PORT, timeoutMs: 300 });
     assert.equal(np.errors, 5, JSON.stringify(np));
   });

@@ -18,6 +18,7 @@ import type { ClusterIpEntry } from '../src/k8s/translate.js';
 import { call, makeApi, problemOf } from './lib/api-fixture.js';
 import { node, service, slice } from './lib/k8s-objects.js';
 import { K8sTestServer } from './lib/k8s-server.js';
+import { until } from './lib/until.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -39,13 +40,6 @@ function setEnv(vars: Record<string, string | undefined>): void {
   });
 }
 
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 class RecordingConsumer implements ClusterIpConsumer {
   readonly name = 'recording';

@@ -18,6 +18,7 @@ import type { KubeObject } from '../src/k8s/types.js';
 import { call, makeApi, problemOf, type Api } from './lib/api-fixture.js';
 import { node, port, service, slice } from './lib/k8s-objects.js';
 import { K8sTestServer, type ResourceName } from './lib/k8s-server.js';
+import { until } from './lib/until.js';
 
 interface Rig {
   server: K8sTestServer;
@@ -77,13 +78,6 @@ afterEach(async () => {
   for (const r of [...rigs]) await r.close();
 });
 
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** The informers hold what the server holds, and the sync has written all of it. */
 async function settle(r: Rig, ms = 10_000): Promise<void> {
