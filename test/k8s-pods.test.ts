@@ -18,6 +18,7 @@ import { bpfUnavailable } from './lib/harness.js';
 import { startNetnsForwarder, UnixGate, writeKubeconfig } from './lib/k8s-netns.js';
 import { node, service, slice } from './lib/k8s-objects.js';
 import { K8sTestServer } from './lib/k8s-server.js';
+import { until } from './lib/until.js';
 
 const skip = bpfUnavailable();
 if (skip) console.log(`# skipping kubernetes pod tests: ${skip}`);
@@ -36,21 +37,10 @@ describe('kubernetes mode: ordinary pods served through XDP with the port transl
   let forwarder: { stop(): Promise<void> } | undefined;
   const kubeconfig = `/tmp/ferry-k8s-pods-${process.pid}.kubeconfig`;
 
-  const nodeCounts = (): Record<NodeCounterName, bigint> => {
-    const n = NodeDatapath.open({ pinRoot: lab.ferryd.o.pinRoot });
-    try {
-      return n.counts();
-    } finally {
-      n.close();
-    }
-  };
-  const until = async (what: string, cond: () => Promise<boolean>, ms = 10_000): Promise<void> => {
-    const end = Date.now() + ms;
-    while (!(await cond())) {
-      if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  };
+  /** The node programs' pinned maps, opened once ferryd has made them (the first test waits for that). */
+  let nodeDp: NodeDatapath | undefined;
+  const nodeMaps = (): NodeDatapath => (nodeDp ??= NodeDatapath.open({ pinRoot: lab.ferryd.o.pinRoot }));
+  const nodeCounts = (): Record<NodeCounterName, bigint> => nodeMaps().counts();
 
   before(async () => {
     server = await K8sTestServer.start({ tls: true });
@@ -77,6 +67,7 @@ describe('kubernetes mode: ordinary pods served through XDP with the port transl
     server.upsert('endpointslices', slice('web-abc', [[pod.addr4, { node: NODE }]]));
   });
   after(async () => {
+    nodeDp?.close();
     lab?.stop();
     await forwarder?.stop();
     await gate?.close();
@@ -86,10 +77,10 @@ describe('kubernetes mode: ordinary pods served through XDP with the port transl
 
   it('the NodePort and the LoadBalancer IP take the pod as a local backend on its own port', async () => {
     type Item = { address: string; port: number; backend_count: number; name: string };
-    await until('both VIPs with the pod', async () => {
+    await until(async () => {
       const items = (await lab.api.get<{ items: Item[] }>('/v1/vips')).items;
       return items.filter((v) => v.backend_count === 1).length === 2;
-    });
+    }, 'both VIPs with the pod');
     const np = (await lab.api.get<{ items: Item[] }>('/v1/vips')).items.find((v) => v.port === NODE_PORT)!;
     const b = await lab.api.get<{ port?: number; host?: string }>(`/v1/vips/${np.name}/backends/${pod.addr4}`);
     assert.deepEqual([b.port, b.host], [80, 'local']);
@@ -118,14 +109,10 @@ describe('kubernetes mode: ordinary pods served through XDP with the port transl
 
   it('the pod leaving the Service stops new connections; its pair goes with it', async () => {
     server.upsert('endpointslices', slice('web-abc', []));
-    await until('no pair left', async () => {
-      const n = NodeDatapath.open({ pinRoot: lab.ferryd.o.pinRoot });
-      try {
-        return n.endpointCount === 0;
-      } finally {
-        n.close();
-      }
-    });
+    await until(() => {
+      nodeMaps().reread();
+      return nodeMaps().endpointCount === 0;
+    }, 'no pair left');
     const r = await lab.client('http', lab.lab.lb.addr4, 3, { port: NODE_PORT, timeoutMs: 300 });
     assert.equal(r.errors, 3, JSON.stringify(r));
   });

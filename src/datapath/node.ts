@@ -12,6 +12,7 @@ import { formatAddr, parseAddr } from './addr.js';
 import { PerCpuArray, TypedMap } from './maps.js';
 import { loadNative, type BpfObject, type NativeAddon, type TcOptions } from './native.js';
 import { protoNumber } from './program.js';
+import { attachTcFilters, detachTcFilters } from './tc.js';
 import { struct, u8, u16, be16, bytes, type ValueOf } from './struct.js';
 import { bpfObjectPath } from '../paths.js';
 import type { Protocol } from '../model/types.js';
@@ -123,26 +124,12 @@ export class NodeDatapath {
 
   /** Puts the filters on an interface (replacing a previous daemon's). */
   attach(ifname: string): void {
-    const ifindex = this.nat.ifNameToIndex(ifname);
-    this.nat.tcAttach(this.inFd, ifindex, 'ingress', NODE_TC);
-    this.nat.tcAttach(this.outFd, ifindex, 'egress', NODE_TC);
+    attachTcFilters(this.nat, ifname, [['ingress', this.inFd], ['egress', this.outFd]], NODE_TC);
   }
 
   /** Takes the filters off; an interface that is gone or has none is not an error. */
   detach(ifname: string): void {
-    let ifindex: number;
-    try {
-      ifindex = this.nat.ifNameToIndex(ifname);
-    } catch {
-      return;
-    }
-    for (const dir of ['ingress', 'egress'] as const) {
-      try {
-        this.nat.tcDetach(ifindex, dir, NODE_TC);
-      } catch {
-        // Not attached (or removed by hand): nothing to undo.
-      }
-    }
+    detachTcFilters(this.nat, ifname, NODE_TC);
   }
 
   /**
@@ -235,10 +222,6 @@ export class NodePrograms {
 
   constructor(private readonly opts: { pinRoot: string; sizes?: Partial<NodeSizes> }) {
     if (existsSync(join(opts.pinRoot, 'ferry_node_endpoints'))) this.load();
-  }
-
-  get loaded(): NodeDatapath | undefined {
-    return this.dp;
   }
 
   setEndpoints(list: readonly NodeEndpoint[]): void {

@@ -178,9 +178,8 @@ export class K8sSync implements K8sEventHandler {
   /** Slice key → the Service key it was filed under (its label may change). */
   private readonly sliceService = new Map<string, string>();
   private nodeObj: Node | undefined;
-  /** Every node, by name, and the JSON of each one's addresses (all that matters of a Node here). */
+  /** Every node, by name. */
   private readonly nodes = new Map<string, Node>();
-  private readonly nodeAddresses = new Map<string, string>();
   private readonly results = new Map<string, ServiceTranslation>();
   /** Service key → JSON of the desired state the store holds for its owner. */
   private readonly committed = new Map<string, string>();
@@ -253,13 +252,13 @@ export class K8sSync implements K8sEventHandler {
    */
   node(type: EventType, obj: Node): void {
     const name = obj.metadata.name;
-    if (type === 'DELETED') this.nodes.delete(name);
-    else this.nodes.set(name, obj);
-    if (name === this.o.translate.nodeName) this.nodeObj = type === 'DELETED' ? undefined : obj;
-    const addrs = type === 'DELETED' ? null : JSON.stringify(obj.status?.addresses ?? null);
-    if ((this.nodeAddresses.get(name) ?? null) === addrs) return;
-    if (addrs === null) this.nodeAddresses.delete(name);
-    else this.nodeAddresses.set(name, addrs);
+    const addresses = (n: Node | undefined): string | null => (n === undefined ? null : JSON.stringify(n.status?.addresses ?? null));
+    const before = addresses(this.nodes.get(name));
+    const now = type === 'DELETED' ? undefined : obj;
+    if (now === undefined) this.nodes.delete(name);
+    else this.nodes.set(name, now);
+    if (name === this.o.translate.nodeName) this.nodeObj = now;
+    if (addresses(now) === before) return;
     for (const key of this.services.keys()) this.dirty.add(key);
     this.mark(null);
   }

@@ -70,12 +70,6 @@ export class NodeEndpoints implements Applier {
     this.sink.setEndpoints(this.flatten(this.byVip));
   }
 
-  get count(): number {
-    let n = this.extra.length;
-    for (const l of this.byVip.values()) n += l.length;
-    return n;
-  }
-
   /**
    * The per-VIP pairs of a plan: from its changes when they follow the
    * last plan (the same map when no VIP's pairs changed), else whole.
@@ -83,16 +77,16 @@ export class NodeEndpoints implements Applier {
   private next(state: DpState): Map<number, NodeEndpoint[]> {
     const c = state.changes;
     if (c !== undefined && this.serial !== undefined && c.since === this.serial) {
-      const touched = c.removed.some((id) => this.byVip.has(id)) ||
-        c.vips.some((v) => !samePairs(this.byVip.get(v.id), vipNodeEndpoints(v)));
+      const lists = c.vips.map((v) => [v.id, vipNodeEndpoints(v)] as const);
+      const touched = c.removed.some((id) => this.byVip.has(id)) || lists.some(([id, l]) => !samePairs(this.byVip.get(id), l));
       if (!touched) return this.byVip;
       const next = new Map(this.byVip);
       for (const id of c.removed) next.delete(id);
-      for (const v of c.vips) set(next, v);
+      for (const [id, l] of lists) put(next, id, l);
       return next;
     }
     const next = new Map<number, NodeEndpoint[]>();
-    for (const v of state.vips) set(next, v);
+    for (const v of state.vips) put(next, v.id, vipNodeEndpoints(v));
     return next;
   }
 
@@ -117,8 +111,7 @@ function samePairs(a: readonly NodeEndpoint[] | undefined, b: readonly NodeEndpo
   return x.length === b.length && x.every((e, i) => endpointKey(e) === endpointKey(b[i]!) && e.port === b[i]!.port);
 }
 
-function set(m: Map<number, NodeEndpoint[]>, v: DpVip): void {
-  const list = vipNodeEndpoints(v);
-  if (list.length > 0) m.set(v.id, list);
-  else m.delete(v.id);
+function put(m: Map<number, NodeEndpoint[]>, id: number, list: NodeEndpoint[]): void {
+  if (list.length > 0) m.set(id, list);
+  else m.delete(id);
 }
