@@ -67,7 +67,7 @@ function ferryctlFor(v: VipWithBackends): string[] {
 }
 
 const merge = (...rs: ClientResult[]): ClientResult => {
-  const out: ClientResult = { requests: 0, errors: 0, per_backend: {}, sources: {}, error_kinds: {} };
+  const out: ClientResult = { requests: 0, errors: 0, per_backend: {}, sources: {}, error_kinds: {}, peers: {} };
   for (const r of rs) {
     out.requests += r.requests;
     out.errors += r.errors;

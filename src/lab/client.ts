@@ -11,8 +11,9 @@
  * --rate BYTES_PER_SEC (stream, default 1,600,000).
  *
  * http and udp print one JSON object (ClientResult): answers per backend,
- * the addresses replies came from, errors by kind. rate keeps --parallel
- * requests in flight until MS have passed and prints a RateResult: the
+ * the addresses replies came from, the client addresses the backends saw
+ * (http), errors by kind. rate keeps --parallel requests in flight until
+ * MS have passed and prints a RateResult: the
  * ClientResult plus the elapsed time and latency percentiles (connect to
  * last body byte, successful requests only).
  *
@@ -36,6 +37,8 @@ export interface ClientResult {
   sources: Record<string, number>;
   /** Error code or message → count. */
   error_kinds: Record<string, number>;
+  /** http: the client address the backend saw (its x-peer header) → count: kept, or translated on the way. */
+  peers: Record<string, number>;
 }
 
 export interface RateResult extends ClientResult {
@@ -72,17 +75,24 @@ interface Options {
 
 const DEFAULT_PORTS = { http: 80, udp: 53, stream: 7 } as const;
 
-function httpOnce(vip: string, o: Options): Promise<{ name: string; from: string }> {
+interface Answer {
+  name: string;
+  from: string;
+  peer?: string;
+}
+
+function httpOnce(vip: string, o: Options): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = request({
       host: vip, port: o.port ?? DEFAULT_PORTS.http, path: '/', agent: false, timeout: o.timeoutMs,
       ...(o.source ? { localAddress: o.source } : {}),
     }, (res) => {
       const from = res.socket.remoteAddress ?? '';
+      const peer = res.headers['x-peer'];
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ name: body.trim(), from }));
+      res.on('end', () => resolve({ name: body.trim(), from, ...(typeof peer === 'string' ? { peer } : {}) }));
       res.on('error', reject);
     });
     req.on('timeout', () => req.destroy(new Error('timeout')));
@@ -91,10 +101,10 @@ function httpOnce(vip: string, o: Options): Promise<{ name: string; from: string
   });
 }
 
-function udpOnce(vip: string, o: Options): Promise<{ name: string; from: string }> {
+function udpOnce(vip: string, o: Options): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const sock = createSocket(vip.includes(':') ? 'udp6' : 'udp4');
-    const done = (err: Error | null, value?: { name: string; from: string }) => {
+    const done = (err: Error | null, value?: Answer) => {
       clearTimeout(timer);
       sock.close();
       if (err) reject(err);
@@ -108,8 +118,8 @@ function udpOnce(vip: string, o: Options): Promise<{ name: string; from: string 
   });
 }
 
-async function drive(count: number, o: Options, once: () => Promise<{ name: string; from: string }>): Promise<ClientResult> {
-  const out: ClientResult = { requests: count, errors: 0, per_backend: {}, sources: {}, error_kinds: {} };
+async function drive(count: number, o: Options, once: () => Promise<Answer>): Promise<ClientResult> {
+  const out: ClientResult = { requests: count, errors: 0, per_backend: {}, sources: {}, error_kinds: {}, peers: {} };
   const inc = (m: Record<string, number>, k: string) => (m[k] = (m[k] ?? 0) + 1);
   let next = 0;
   const worker = async () => {
@@ -119,6 +129,7 @@ async function drive(count: number, o: Options, once: () => Promise<{ name: stri
         const r = await once();
         inc(out.per_backend, r.name);
         inc(out.sources, r.from);
+        if (r.peer !== undefined) inc(out.peers, r.peer);
       } catch (err) {
         out.errors++;
         inc(out.error_kinds, (err as NodeJS.ErrnoException).code ?? (err as Error).message);
@@ -136,7 +147,7 @@ function percentile(sorted: number[], q: number): number {
 }
 
 async function rate(vip: string, ms: number, o: Options): Promise<RateResult> {
-  const out: ClientResult = { requests: 0, errors: 0, per_backend: {}, sources: {}, error_kinds: {} };
+  const out: ClientResult = { requests: 0, errors: 0, per_backend: {}, sources: {}, error_kinds: {}, peers: {} };
   const inc = (m: Record<string, number>, k: string) => (m[k] = (m[k] ?? 0) + 1);
   const latencies: number[] = [];
   const t0 = performance.now();

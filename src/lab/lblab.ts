@@ -33,6 +33,12 @@ export interface LbLabOptions {
   ferrydConfig?: readonly string[];
   /** Runs once the namespaces exist, before ferryd starts (e.g. whatever ferryd must reach to become ready). */
   beforeDaemon?: (lab: Lab) => Promise<void>;
+  /**
+   * Backends are other hosts (e.g. Kubernetes nodes running a ferryd of their
+   * own): no VIP on their lo, no decap, no servers; the load balancer still
+   * knows their MAC addresses.
+   */
+  plainBackends?: boolean;
 }
 
 export interface ClientOptions {
@@ -94,9 +100,12 @@ export class LbLab {
       // veth hands XDP_TX frames on only to a peer running XDP itself.
       runAgent(lab.sw, ['pass', join(lab.bpfRoot, 'sw', `xdp_${lab.lb.port}`), lab.lb.port]),
     ];
+    const plain = this.opts.plainBackends ?? false;
     for (const b of lab.backends) {
-      for (const v of vips) lab.addVipOnBackend(b, v);
-      agents.push(runAgent(b.ns, ['decap', join(lab.bpfRoot, b.name), 'eth0', vips.join(',')]));
+      if (!plain) {
+        for (const v of vips) lab.addVipOnBackend(b, v);
+        agents.push(runAgent(b.ns, ['decap', join(lab.bpfRoot, b.name), 'eth0', vips.join(',')]));
+      }
       // The load balancer's fib lookups need its neighbours resolved.
       nsRun(lab.lb.ns, 'ip', ['neigh', 'replace', b.addr4, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
       nsRun(lab.lb.ns, 'ip', ['-6', 'neigh', 'replace', b.addr6, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
@@ -104,7 +113,7 @@ export class LbLab {
     await Promise.all(agents);
     await this.opts.beforeDaemon?.(lab);
     this.ferryd.writeConfig();
-    await Promise.all([this.ferryd.start(), ...lab.backends.map((b) => this.startServer(b))]);
+    await Promise.all([this.ferryd.start(), ...(plain ? [] : lab.backends.map((b) => this.startServer(b)))]);
   }
 
   // ---- the daemon ------------------------------------------------------------

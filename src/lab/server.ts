@@ -1,6 +1,7 @@
 /**
  * The lab's backend servers, one process per backend namespace:
- *   - HTTP on port 80 (all addresses) answering with the backend's name;
+ *   - HTTP on port 80 (all addresses) answering with the backend's name
+ *     (and, in the x-peer header, the client address it saw);
  *   - a TCP echo server on port 7 (long-lived streams echo byte for byte);
  *   - a UDP echo server on port 53 for each VIP, bound to the VIP address so
  *     replies leave from the address the client sent to.
@@ -23,6 +24,8 @@ async function main(): Promise<void> {
   const http = createHttpServer((req, res) => {
     res.setHeader('content-type', 'text/plain');
     res.setHeader('x-backend', name);
+    // A dual-stack socket sees IPv4 clients as ::ffff:a.b.c.d.
+    res.setHeader('x-peer', (req.socket.remoteAddress ?? '').replace(/^::ffff:/, ''));
     res.end(`${name}\n`);
   });
   http.keepAliveTimeout = 1000;
