@@ -2,10 +2,12 @@
 /*
  * xdp_lb: Ferry's load balancer, one packet's journey.
  *
- *   parse -> VIP address? -> (ICMP: echo / steer) -> VIP -> policy
+ *   parse -> (a reply to source NAT: back to the client)
+ *         -> VIP address? -> (ICMP: echo / steer) -> VIP -> policy
  *         -> backend (conntrack, else Maglev) -> encapsulate -> next hop
- *                                                             (or up the stack
- *                                                             for a local backend)
+ *                                                  (or up the stack for a
+ *                                                  local backend; or source
+ *                                                  NAT for a VIP_F_SNAT VIP)
  *
  * Anything not addressed to a VIP address goes to the stack untouched.
  * Every stage lives in lib/ by concern; each returns an XDP verdict or
@@ -24,6 +26,7 @@
 #include "maglev.h"
 #include "encap.h"
 #include "fib.h"
+#include "snat.h"
 
 SEC("xdp")
 int xdp_lb(struct xdp_md *ctx)
@@ -49,6 +52,9 @@ int xdp_lb(struct xdp_md *ctx)
 	reason = parse_ip(data, data_end, &pkt);
 	if (reason != DROP_NONE)
 		return drop_as(&pkt, reason);
+	action = snat_reply(ctx, &pkt, cfg);
+	if (action >= 0)
+		return action;
 	if (!vip_addr_lookup(cfg, pkt.flow.dst, pkt.flow.family, &addr))
 		return pass_as(&pkt, CNT_PASS_NON_VIP);
 	reason = parse_l4(data, data_end, &pkt);
@@ -77,6 +83,12 @@ int xdp_lb(struct xdp_md *ctx)
 	if (action >= 0)
 		return action;
 	count_forward(&pkt, vip.vip_id, backend_id);
+	if ((vip.flags & VIP_F_SNAT) && !(be->flags & BACKEND_F_LOCAL)) {
+		/* An ICMP error about a translated flow is not translated (yet). */
+		if (pkt.steered)
+			return pass_as(&pkt, CNT_PASS_VIP_OTHER);
+		return snat_forward(ctx, &pkt, be, backend_id, cfg);
+	}
 
 	action = encap(ctx, &pkt, be, cfg);
 	if (action >= 0)

@@ -53,12 +53,14 @@ describe('datapath ABI', () => {
       ['FERRY_CT_SIZE', abi.DEFAULT_SIZES.ctSize],
       ['FERRY_MAX_POLICY_RULES', abi.DEFAULT_SIZES.maxPolicyRules],
       ['FERRY_EVENTS_RING_BYTES', abi.DEFAULT_SIZES.eventRingBytes],
+      ['FERRY_SNAT_ENTRIES', abi.DEFAULT_SIZES.snatEntries],
       ['FERRY_VIP_NONE', abi.FERRY_VIP_NONE],
       ['FERRY_EVENT_FLOW', abi.FERRY_EVENT_FLOW],
       ['FERRY_EVENT_DROP', abi.FERRY_EVENT_DROP],
       ['VIP_F_POLICY', abi.VIP_F_POLICY],
       ['VIP_F_ALLOWLIST', abi.VIP_F_ALLOWLIST],
       ['VIP_F_SRC_AFFINITY', abi.VIP_F_SRC_AFFINITY],
+      ['VIP_F_SNAT', abi.VIP_F_SNAT],
       ['BACKEND_F_LOCAL', abi.BACKEND_F_LOCAL],
       ['VIP_ADDR_F_ECHO', abi.VIP_ADDR_F_ECHO],
       ['BACKEND_FREE', abi.BACKEND_FREE],
@@ -86,6 +88,8 @@ describe('datapath ABI', () => {
       assert.equal(byName.get('ferry_drops')?.maxEntries, abi.DROP_REASONS.length);
       assert.equal(byName.get('ferry_counters')?.maxEntries, abi.COUNTERS.length);
       assert.equal(byName.get('ferry_events')?.maxEntries, abi.DEFAULT_SIZES.eventRingBytes);
+      assert.equal(byName.get('ferry_snat_fwd')?.maxEntries, abi.DEFAULT_SIZES.snatEntries);
+      assert.equal(byName.get('ferry_snat_rev')?.maxEntries, abi.DEFAULT_SIZES.snatEntries);
     } finally {
       obj.close();
     }

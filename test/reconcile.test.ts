@@ -667,7 +667,7 @@ describe('Reconciler', { skip }, () => {
     // Corrupt the maps behind the reconciler's back.
     const b4 = dp.backends.get(4);
     dp.backends.set(4, { ...b4, addr: parseAddr('2001:db8:1::99').bytes });                        // wrong address
-    dp.backends.set(40, { addr: parseAddr('198.18.9.9').bytes, family: 4, state: 1, flags: 0, pad: 0, vip_id: 9, gen: 1, via: Buffer.alloc(16) }); // stray id
+    dp.backends.set(40, { addr: parseAddr('198.18.9.9').bytes, family: 4, state: 1, flags: 0, pad: 0, vip_id: 9, gen: 1, via: Buffer.alloc(16), port: 0, pad2: 0 }); // stray id
     const stale = parseAddr('198.18.0.99');
     dp.vipIndex.set({ addr: stale.bytes, port: 80, proto: 6, family: 4 }, { vip_id: 9, flags: 0, rl_interval_ns: 0n, rl_tolerance_ns: 0n });
     dp.addrIndex.set({ addr: stale.bytes, family: 4, pad: Buffer.alloc(3) }, { flags: VIP_ADDR_F_ECHO });

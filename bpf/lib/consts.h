@@ -39,6 +39,9 @@
 #ifndef FERRY_NAT_REV_ENTRIES
 #define FERRY_NAT_REV_ENTRIES 262144   /* ferry_nat_rev: translated connections remembered */
 #endif
+#ifndef FERRY_SNAT_ENTRIES
+#define FERRY_SNAT_ENTRIES 262144      /* ferry_snat_fwd / ferry_snat_rev: translated connections */
+#endif
 #ifndef FERRY_EVENTS_RING_BYTES
 #define FERRY_EVENTS_RING_BYTES 1048576 /* ferry_events ring buffer: a power of 2, >= a page */
 #endif
@@ -80,6 +83,7 @@
 #define VIP_F_POLICY (1U << 0)         /* consult the policy trie for this VIP */
 #define VIP_F_ALLOWLIST (1U << 1)      /* no matching rule means deny */
 #define VIP_F_SRC_AFFINITY (1U << 2)   /* hash source+destination address only */
+#define VIP_F_SNAT (1U << 3)           /* source NAT to the backend, replies return through this host */
 
 /* vip_addr_meta.flags */
 #define VIP_ADDR_F_ECHO (1U << 0)      /* answer ICMP echo requests */
@@ -129,6 +133,8 @@ enum ferry_drop_reason {
 	DROP_TOO_BIG,             /* encapsulated packet would exceed the egress MTU */
 	DROP_NO_ROUTE,            /* fib lookup failed and no gateway MAC configured */
 	DROP_ICMP_MALFORMED,      /* ICMP error to a VIP whose quoted packet cannot be parsed */
+	DROP_NO_SNAT_SOURCE,      /* source NAT without this host's address of the family, or to another family */
+	DROP_NO_SNAT_PORT,        /* source NAT found no free port for the backend */
 	DROP_MAX,
 };
 
@@ -153,6 +159,8 @@ enum ferry_counter {
 	CNT_FIB_LOOKUP,           /* next hops asked of bpf_fib_lookup (the rest came from ferry_nexthops) */
 	CNT_SYN_UNRECORDED,       /* SYNs balanced but not recorded (record_tcp_flows: after_handshake) */
 	CNT_LOCAL,                /* encapsulated for a backend on this host: passed up to tc_node_in */
+	CNT_SNAT,                 /* translated to a backend (source NAT) */
+	CNT_SNAT_REPLY,           /* a backend's reply translated back to the client */
 	CNT_MAX,
 };
 

@@ -168,6 +168,27 @@ struct {
 } ferry_counters SEC(".maps");
 
 /*
+ * Source NAT (snat.h): the port each translated flow took, and the way
+ * back for its replies. LRU: a connection nobody uses any more is evicted
+ * when room is needed.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FERRY_SNAT_ENTRIES);
+	__type(key, struct flow_key);
+	__type(value, struct snat_fwd);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_snat_fwd SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FERRY_SNAT_ENTRIES);
+	__type(key, struct snat_rev_key);
+	__type(value, struct snat_rev);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_snat_rev SEC(".maps");
+
+/*
  * Live events (events.h): struct ferry_event records for the daemon, which
  * polls the ring (no wakeups are sent). Size in bytes, a load-time
  * parameter like the other capacities.

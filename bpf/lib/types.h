@@ -80,6 +80,8 @@ struct backend {
 	__u32 vip_id;             /* the VIP this id serves */
 	__u32 gen;                /* bumped whenever the id is reallocated */
 	__u32 via[4];             /* its host: the next hop is looked up for this (0: addr itself) */
+	__be16 port;              /* its own port (VIP_F_SNAT); 0: the packet's */
+	__u16 pad2;
 };
 
 /* 5-tuple: conntrack key and flow hash input (hashed as 10 u32 words). */
@@ -175,6 +177,39 @@ struct lb_config {
 	__u32 addr_index_mask;    /* buckets of ferry_addr_index - 1 */
 	__u32 nexthop_ttl;        /* jiffies a next hop is reused; 0 = bpf_fib_lookup on every packet */
 	__u32 ct_mask;            /* buckets of ferry_ct - 1 (a power of 2 minus 1) */
+	/* Source NAT (snat.h): this host's addresses and the ports it takes
+	 * (host order, inclusive); snat_port_max 0 = no VIP translates. */
+	__u32 snat_src4;
+	__u32 snat_src6[4];
+	__u16 snat_port_min;
+	__u16 snat_port_max;
+};
+
+/* ferry_snat_fwd value, keyed by the client's flow_key: the port it took. */
+struct snat_fwd {
+	__u32 backend[4];         /* the backend address and port it was taken for */
+	__be16 backend_port;
+	__be16 port;              /* this host's port for the flow */
+	__u32 pad;
+};
+
+/* ferry_snat_rev key: a reply as it arrives (from the backend to this host's port). */
+struct snat_rev_key {
+	__u32 backend[4];
+	__be16 backend_port;
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+	__u16 pad;
+};
+
+/* ferry_snat_rev value: what the reply's addresses and ports become. */
+struct snat_rev {
+	__u32 client[4];
+	__u32 vip[4];
+	__be16 client_port;
+	__be16 vip_port;
+	__u32 pad;
 };
 
 /* ferry_event_budget value (per CPU, one entry): GCRA theoretical arrival time. */

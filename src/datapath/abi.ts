@@ -35,11 +35,15 @@ export const DEFAULT_SIZES = {
   maglevSlots: 4_194_304,
   /** ferry_events ring buffer bytes: a power of 2, at least a page. */
   eventRingBytes: 1 << 20,
+  /** ferry_snat_fwd / ferry_snat_rev entries: connections source NAT keeps. */
+  snatEntries: 262_144,
 } as const;
 
 export const VIP_F_POLICY = 1 << 0;
 export const VIP_F_ALLOWLIST = 1 << 1;
 export const VIP_F_SRC_AFFINITY = 1 << 2;
+/** Source NAT to the backends: replies return through this host (bpf/lib/snat.h). */
+export const VIP_F_SNAT = 1 << 3;
 
 export const VIP_ADDR_F_ECHO = 1 << 0;
 
@@ -78,6 +82,8 @@ export const DROP_REASONS = [
   'too_big',
   'no_route',
   'icmp_malformed',
+  'no_snat_source',
+  'no_snat_port',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 export const dropCode = (r: DropReason): number => DROP_REASONS.indexOf(r);
@@ -100,6 +106,8 @@ export const COUNTERS = [
   'fib_lookup',
   'syn_unrecorded',
   'local',
+  'snat',
+  'snat_reply',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 export const counterCode = (c: CounterName): number => COUNTERS.indexOf(c);
@@ -172,6 +180,8 @@ export const Backend = struct('backend', {
   vip_id: u32(),
   gen: u32(),
   via: addr(),
+  port: be16(),
+  pad2: u16(),
 });
 
 export const FlowKey = struct('flow_key', {
@@ -252,6 +262,35 @@ export const LbConfig = struct('lb_config', {
   addr_index_mask: u32(),
   nexthop_ttl: u32(),
   ct_mask: u32(),
+  snat_src4: bytes(4, 4),
+  snat_src6: bytes(16, 4),
+  snat_port_min: u16(),
+  snat_port_max: u16(),
+});
+
+/** ferry_snat_fwd value (key: the client's FlowKey). */
+export const SnatFwd = struct('snat_fwd', {
+  backend: addr(),
+  backend_port: be16(),
+  port: be16(),
+  pad: u32(),
+});
+
+export const SnatRevKey = struct('snat_rev_key', {
+  backend: addr(),
+  backend_port: be16(),
+  port: be16(),
+  proto: u8(),
+  family: u8(),
+  pad: u16(),
+});
+
+export const SnatRev = struct('snat_rev', {
+  client: addr(),
+  vip: addr(),
+  client_port: be16(),
+  vip_port: be16(),
+  pad: u32(),
 });
 
 export const EventBudget = struct('event_budget', {
@@ -311,5 +350,5 @@ export type FerryEventV = ValueOf<typeof FerryEvent>;
 export const ALL_STRUCTS = [
   VipKey, VipMeta, VipAddrKey, VipAddrMeta, VipSlot, VipBucket, VipAddrSlot, VipAddrBucket, Backend, FlowKey,
   CtEntry, CtBucket, Nexthop, MaglevBlock, MaglevPublishItem, MaglevPublish, PolicyKey, PolicyValue, RatelimitState, LbConfig, VipStats, BackendStats, Counter, EventBudget,
-  FerryEvent,
+  FerryEvent, SnatFwd, SnatRevKey, SnatRev,
 ] as const;

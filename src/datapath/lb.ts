@@ -31,6 +31,8 @@ export interface LbSizes {
   maglevSlots: number;
   /** ferry_events ring buffer in bytes: a power of 2, at least a page (default 1 MiB). */
   eventRingBytes?: number;
+  /** Connections source NAT keeps (ferry_snat_fwd and ferry_snat_rev each; default 262,144). */
+  snatEntries?: number;
 }
 
 export type XdpMode = 'native' | 'generic' | 'auto';
@@ -54,6 +56,8 @@ const SIZED_MAPS: Record<string, keyof LbSizes> = {
   ferry_backend_stats: 'maxBackends',
   ferry_policy: 'maxPolicyRules',
   ferry_events: 'eventRingBytes',
+  ferry_snat_fwd: 'snatEntries',
+  ferry_snat_rev: 'snatEntries',
 };
 
 /**
@@ -65,13 +69,18 @@ const SIZED_MAPS: Record<string, keyof LbSizes> = {
  * is removed and the load creates it anew. Losing conntrack is survivable:
  * established flows then follow the Maglev table, which names the backend
  * they already have unless it changed since they began. A mismatch of any
- * other map (VIPs, backends, ...) still fails the load. The Maglev tables
+ * other map (VIPs, policies, ...) still fails the load. The Maglev tables
  * (they became one flat array; their size is the config's) are rebuilt by
  * the first reconcile, before the new program is attached: the running one
  * keeps the maps it was loaded with until then.
  */
 const REPLACEABLE = new Set([
   'ferry_config', 'ferry_counters', 'ferry_events', 'ferry_event_budget', 'ferry_ct', 'ferry_maglev', 'ferry_maglev_at',
+  // Written whole from the store by the first reconcile (ids and generations are the store's, so conntrack
+  // entries still match); struct backend grew for port translation and source NAT.
+  'ferry_backends',
+  // Source NAT's connections: like conntrack, lost on a resize (those connections are reset).
+  'ferry_snat_fwd', 'ferry_snat_rev',
 ]);
 
 /**

@@ -27,6 +27,8 @@ export interface BackendProgram {
   flags?: number;
   /** Its host, the next hop (same family as addr). */
   via?: string;
+  /** Its own port (source NAT); absent: the packet's. */
+  port?: number;
 }
 
 export interface VipProgram {
@@ -61,6 +63,8 @@ export interface ConfigProgram {
   eventsPerSecond?: number;
   /** CPUs the cap is split over (one budget each); default: the online CPUs. */
   eventsCpus?: number;
+  /** Source NAT (VIPs with forwarding snat): this host's addresses and the ports it takes; absent: none. */
+  snat?: { src4: string | null; src6: string | null; portMin: number; portMax: number };
 }
 
 const NS_PER_SEC = 1_000_000_000n;
@@ -143,6 +147,20 @@ export function encodeConfig(c: ConfigProgram, sizes: Pick<LbSizes, 'maxVips' | 
     addr_index_mask: indexBucketCount(sizes.maxVipAddrs) - 1,
     nexthop_ttl: c.nexthopCache === false ? 0 : NEXTHOP_TTL_JIFFIES,
     ct_mask: ctBucketCount(sizes.ctSize) - 1,
+    ...encodeSnat(c.snat),
+  };
+}
+
+function encodeSnat(s: ConfigProgram['snat']): Pick<LbConfigV, 'snat_src4' | 'snat_src6' | 'snat_port_min' | 'snat_port_max'> {
+  const src4 = s?.src4 ? parseAddr(s.src4) : undefined;
+  const src6 = s?.src6 ? parseAddr(s.src6) : undefined;
+  if (src4 && src4.family !== 4) throw new TypeError(`snat src4 ${s?.src4} is not IPv4`);
+  if (src6 && src6.family !== 6) throw new TypeError(`snat src6 ${s?.src6} is not IPv6`);
+  return {
+    snat_src4: src4 ? src4.bytes.subarray(0, 4) : Buffer.alloc(4),
+    snat_src6: src6 ? src6.bytes : Buffer.alloc(16),
+    snat_port_min: s?.portMin ?? 0,
+    snat_port_max: s?.portMax ?? 0,
   };
 }
 
@@ -155,7 +173,7 @@ export function programBackend(dp: LbDatapath, vipId: number, b: BackendProgram)
   const a = parseAddr(b.addr);
   dp.backends.set(b.id, {
     addr: a.bytes, family: a.family, state: b.state ?? BACKEND_ACTIVE, flags: b.flags ?? 0, pad: 0, vip_id: vipId, gen: b.gen ?? 1,
-    via: b.via === undefined ? Buffer.alloc(16) : parseAddr(b.via).bytes,
+    via: b.via === undefined ? Buffer.alloc(16) : parseAddr(b.via).bytes, port: b.port ?? 0, pad2: 0,
   });
 }
 

@@ -445,6 +445,7 @@ function backendEntry(b: DpBackend, vipId: number, cap: Capacity, addrs: AddrCac
   }
   const value = Backend.encode({
     addr: a.bytes, family: a.family, state, flags: host === LOCAL_HOST ? BACKEND_F_LOCAL : 0, pad: 0, vip_id: vipId, gen: b.gen, via,
+    port: b.port ?? 0, pad2: 0,
   });
   return { id: b.id, vipId, state, gen: b.gen, value, label };
 }

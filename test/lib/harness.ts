@@ -13,7 +13,7 @@ import { LbDatapath, type LbSizes } from '../../src/datapath/lb.js';
 import { BPF_F_TEST_XDP_LIVE_FRAMES, loadNative } from '../../src/datapath/native.js';
 import { bpfObjectPath } from '../../src/paths.js';
 import {
-  programBackend, programConfig, programTable, programVip, type BackendProgram, type VipProgram,
+  programBackend, programConfig, programTable, programVip, type BackendProgram, type ConfigProgram, type VipProgram,
 } from '../../src/datapath/program.js';
 
 export const BPFFS = '/sys/fs/bpf';
@@ -95,6 +95,7 @@ export class LbHarness {
   setConfig(o: {
     flags?: number; gwMac?: Buffer; src4?: string | null; src6?: string | null; nexthopCache?: boolean;
     eventsFlowSample?: number; eventsPerSecond?: number; eventsCpus?: number; recordAfterHandshake?: boolean;
+    snat?: ConfigProgram['snat'];
   }): void {
     programConfig(this.dp, {
       seed: SEED, src4: o.src4 === undefined ? SRC4 : o.src4, src6: o.src6 === undefined ? SRC6 : o.src6,
@@ -102,6 +103,7 @@ export class LbHarness {
       recordAfterHandshake: o.recordAfterHandshake ?? false,
       eventsFlowSample: o.eventsFlowSample ?? 0, eventsPerSecond: o.eventsPerSecond ?? 0,
       ...(o.eventsCpus === undefined ? {} : { eventsCpus: o.eventsCpus }),
+      ...(o.snat ? { snat: o.snat } : {}),
     });
   }
 
