@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { openApiText } from '../src/api/openapi-doc.js';
 import { call, fields, makeApi, problemOf, type Api } from './lib/api-fixture.js';
+import { VIP_F_SNAT } from '../src/datapath/abi.js';
 
 interface VipBody { revision: number; vip: Record<string, unknown> & { name: string; updated_revision: number } }
 interface BeBody { revision: number; backend: Record<string, unknown> & { address: string; updated_revision: number } }
@@ -292,6 +293,24 @@ describe('api: backends', () => {
     problemOf(await call(api.app, { method: 'POST', url: '/v1/vips/web/backends', body: { address: '10.244.1.6', port: 65536, host: 'local' } }), 400);
     problemOf(await call(api.app, { method: 'POST', url: '/v1/vips/web/backends', body: { address: '10.244.1.6', host: 7 } }), 400);
     await call(api.app, { method: 'DELETE', url: '/v1/vips/web/backends/10.244.1.5' });
+  });
+
+  it('forwarding snat: backends take their own port without a host; the VIP goes back to dsr only when they have one', async () => {
+    const created = await call(api.app, { method: 'POST', url: '/v1/vips', body: { name: 'nat', address: '198.18.0.77', port: 80, protocol: 'tcp', forwarding: 'snat' } });
+    assert.equal(created.statusCode, 201, created.body);
+    assert.equal(created.json<{ vip: { forwarding?: string } }>().vip.forwarding, 'snat');
+    const b = await call(api.app, { method: 'POST', url: '/v1/vips/nat/backends', body: { address: '10.244.1.7', port: 8080 } });
+    assert.equal(b.statusCode, 201, b.body);
+    const planned = api.applier.last?.vips.find((v) => v.name === 'nat');
+    assert.ok(planned && (planned.flags & VIP_F_SNAT) !== 0, 'planned with VIP_F_SNAT');
+    assert.equal(planned.backends[0]?.port, 8080);
+    const rev = api.store.revision();
+    const p = problemOf(await call(api.app, { method: 'PUT', url: '/v1/vips/nat', body: { address: '198.18.0.77', port: 80, protocol: 'tcp' } }), 422, 'invalid');
+    assert.deepEqual(fields(p), ['/forwarding']);
+    assert.match(JSON.stringify(p), /backend 10\.244\.1\.7/);
+    assert.equal(api.store.revision(), rev, 'nothing changed');
+    problemOf(await call(api.app, { method: 'POST', url: '/v1/vips', body: { name: 'bad', address: '198.18.0.78', port: 80, protocol: 'tcp', forwarding: 'tunnel' } }), 400);
+    assert.equal((await call(api.app, { method: 'DELETE', url: '/v1/vips/nat' })).statusCode, 200);
   });
 
   it('backend addresses and weights are checked; an IPv6 backend of an IPv4 VIP is fine (4in6)', async () => {

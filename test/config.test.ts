@@ -138,7 +138,7 @@ describe('config', () => {
     refuses('kubernetes:\n  health_check_addresses: [eth0]\n', '/kubernetes/health_check_addresses/0: "eth0" is not an IP address');
     refuses('kubernetes:\n  watch: true\n', '/kubernetes/watch: unknown key');
     refuses('kubernetes:\n  external_path: nat\n  nat:\n    enabled: false\n', '/kubernetes/external_path: "nat" serves outside addresses through the kernel\'s NAT');
-    refuses('kubernetes:\n  external_path: ipvs\n', '/kubernetes/external_path: must be one of xdp, nat');
+    refuses('kubernetes:\n  external_path: ipvs\n', '/kubernetes/external_path: must be one of xdp, snat, nat');
     refuses('kubernetes:\n  socket_lb:\n    cgroup: relative\n', '/kubernetes/socket_lb/cgroup: must match pattern');
     refuses('api:\n  probe_listen: nowhere\n', '/api/probe_listen: must match pattern');
     refuses('api:\n  listen: 127.0.0.1:8080\n  tokens_file: /t\n  probe_listen: 127.0.0.1:8080\n', '/api/probe_listen: must differ from /api/listen');

@@ -1,8 +1,9 @@
 /**
- * Two Kubernetes nodes, each with its own ferryd in kubernetes mode, and
- * ordinary pods (nothing of Ferry inside) on the second one only:
+ * Kubernetes nodes, two with a ferryd of their own in kubernetes mode, and
+ * ordinary pods (nothing of Ferry inside) on the second and third:
  *
- *   client ── node-a (lb: ferryd, xdp_lb) ── node-b (be1: ferryd, pods behind it)
+ *   client ── node-a (lb: ferryd, xdp_lb) ─┬─ node-b (be1: ferryd, pods behind it)
+ *                                          └─ node-c (be2: nothing of Ferry, a pod behind it)
  *
  * A client's packet reaches node-a's XDP, which encapsulates it unchanged to
  * the pod through node-b; node-b's tc_node_in translates it to the pod's
@@ -12,6 +13,11 @@
  * externalTrafficPolicy Cluster and Local, session affinity and
  * loadBalancerSourceRanges, all through XDP (counters prove which stage
  * served them), with the client's own address kept up to the pod.
+ *
+ * A Service annotated for source NAT reaches the pod on node-c, which runs
+ * nothing of Ferry: node-a's XDP sends the client's packet to the pod from
+ * node-a's address and a port of its own, and translates the pod's reply
+ * back on its way in, so replies cross node-a.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -43,6 +49,9 @@ const STICKY_NODE_PORT = 30081;
 /** local: externalTrafficPolicy Local (its endpoint lives on node-b only). */
 const LOCAL_LB = '198.19.0.74';
 const LOCAL_NODE_PORT = 30082;
+/** natted: annotated ferry.io/external-path snat, its endpoint on node-c (no Ferry there). */
+const NAT_LB = '198.19.0.75';
+const NAT_NODE_PORT = 30083;
 /** A second client address, outside sticky's source range. */
 const STRANGER = '198.18.0.77';
 
@@ -52,11 +61,13 @@ const kubeSection = (kubeconfig: string, nodeName: string): string[] => [
   '  socket_lb:', '    enabled: false',
 ];
 
-describe('kubernetes mode on two nodes: pods on another node served through XDP, replies leave from their node', { skip }, () => {
+describe('kubernetes mode on three nodes: pods on other nodes served through XDP, by direct return or source NAT', { skip }, () => {
   let lab: LbLab;
   let nodeB: LabHost;
   let ferrydB: LabFerryd;
   let pods: LabHost[];
+  let nodeC: LabHost;
+  let podC: LabHost;
   let server: K8sTestServer;
   let gate: UnixGate | undefined;
   const forwarders: Array<{ stop(): Promise<void> }> = [];
@@ -71,12 +82,13 @@ describe('kubernetes mode on two nodes: pods on another node served through XDP,
   before(async () => {
     server = await K8sTestServer.start({ tls: true });
     lab = await LbLab.start({
-      backends: 1, vips: [], drainSeconds: 1, plainBackends: true,
+      backends: 2, vips: [], drainSeconds: 1, plainBackends: true,
       ferrydConfig: kubeSection(kubeconfig, 'node-a'),
       beforeDaemon: async (l) => {
         const b = l.backends[0]!;
         server.upsert('nodes', node('node-a', [['InternalIP', l.lb.addr4]]));
         server.upsert('nodes', node('node-b', [['InternalIP', b.addr4]]));
+        server.upsert('nodes', node('node-c', [['InternalIP', l.backends[1]!.addr4]]));
         server.upsert('services', service('web', {
           type: 'LoadBalancer', clusterIP: '10.96.0.11', ingress: [WEB_LB], externalIPs: [WEB_EXTERNAL],
           ports: [{ name: 'http', port: WEB_PORT, targetPort: 80, nodePort: WEB_NODE_PORT, protocol: 'TCP' }],
@@ -90,6 +102,12 @@ describe('kubernetes mode on two nodes: pods on another node served through XDP,
           type: 'LoadBalancer', clusterIP: '10.96.0.13', ingress: [LOCAL_LB], externalTrafficPolicy: 'Local',
           ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: LOCAL_NODE_PORT, protocol: 'TCP' }],
         }));
+        const natted = service('natted', {
+          type: 'LoadBalancer', clusterIP: '10.96.0.14', ingress: [NAT_LB],
+          ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: NAT_NODE_PORT, protocol: 'TCP' }],
+        });
+        natted.metadata.annotations = { 'ferry.io/external-path': 'snat' };
+        server.upsert('services', natted);
         gate = await UnixGate.start(join(l.dir, 'k8s-api.sock'), server.port);
         forwarders.push(await startNetnsForwarder(l.lb.ns, API_PORT, gate.path));
         forwarders.push(await startNetnsForwarder(b.ns, API_PORT, gate.path));
@@ -97,8 +115,10 @@ describe('kubernetes mode on two nodes: pods on another node served through XDP,
       },
     });
     nodeB = lab.lab.backends[0]!;
+    nodeC = lab.lab.backends[1]!;
     pods = [lab.lab.addPod(nodeB, 'podb1', '10.244.1', 5), lab.lab.addPod(nodeB, 'podb2', '10.244.2', 5)];
-    for (const p of pods) await lab.startServer(p, []);
+    podC = lab.lab.addPod(nodeC, 'podc1', '10.244.3', 5);
+    for (const p of [...pods, podC]) await lab.startServer(p, []);
     ferrydB = new LabFerryd({
       ns: nodeB.ns, dir: join(lab.lab.dir, 'node-b'), pinRoot: join(lab.lab.bpfRoot, 'node-b'), drainSeconds: 1,
       extraConfig: kubeSection(kubeconfig, 'node-b'),
@@ -110,6 +130,7 @@ describe('kubernetes mode on two nodes: pods on another node served through XDP,
     server.upsert('endpointslices', slice('web-abc', pods.map(onB)));
     server.upsert('endpointslices', slice('sticky-abc', pods.map(onB)));
     server.upsert('endpointslices', slice('local-abc', [onB(pods[0]!)]));
+    server.upsert('endpointslices', slice('natted-abc', [[podC.addr4, { node: 'node-c' }]]));
   });
   after(async () => {
     nodeDp?.close();
@@ -122,7 +143,8 @@ describe('kubernetes mode on two nodes: pods on another node served through XDP,
 
   it('node-a takes the pods with their node as host; node-b takes them as local', async () => {
     await until(async () => (await vipsOf(lab.api)).filter((v) => v.backend_count === 2).length === 5, 'web and sticky on node-a with both pods');
-    await until(async () => (await vipsOf(apiB)).filter((v) => v.backend_count >= 1).length === 7, 'every VIP of node-b with its pods');
+    await until(async () => (await vipsOf(lab.api)).filter((v) => v.backend_count === 1).length === 2, 'natted on node-a with its pod');
+    await until(async () => (await vipsOf(apiB)).filter((v) => v.backend_count >= 1).length === 9, 'every VIP of node-b with its pods');
     const a = await vipsOf(lab.api);
     const np = a.find((v) => v.port === WEB_NODE_PORT)!;
     const b = await lab.api.get<{ port?: number; host?: string }>(`/v1/vips/${np.name}/backends/${pods[0]!.addr4}`);
@@ -187,5 +209,29 @@ describe('kubernetes mode on two nodes: pods on another node served through XDP,
     const refused = await lab.client('http', STICKY_LB, 3, { source: STRANGER, timeoutMs: 300 });
     assert.equal(refused.errors, 3, JSON.stringify(refused));
     assert.ok(((await lab.stats()).drops.policy ?? 0) > d0, 'node-a\'s XDP dropped them by policy');
+  });
+
+  it('source NAT: the pod on a node without Ferry is served; its replies come back through node-a, translated there', async () => {
+    const a = await vipsOf(lab.api);
+    const np = a.find((v) => v.port === NAT_NODE_PORT)!;
+    const rec = await lab.api.get<{ forwarding?: string }>(`/v1/vips/${np.name}`);
+    assert.equal(rec.forwarding, 'snat');
+    for (const [address, port] of [[lab.lab.lb.addr4, NAT_NODE_PORT], [NAT_LB, 80]] as const) {
+      const c0 = lab.datapathCounters();
+      const lb0 = lab.linkCounters(lab.lab.lb);
+      const cl0 = lab.linkCounters(lab.lab.client);
+      const r = await lab.client('http', address, 30, { port });
+      const lb1 = lab.linkCounters(lab.lab.lb);
+      const cl1 = lab.linkCounters(lab.lab.client);
+      const c1 = lab.datapathCounters();
+      assert.equal(r.errors, 0, `${address}:${port}: ${JSON.stringify(r)}`);
+      assert.deepEqual(r.per_backend, { podc1: 30 });
+      assert.deepEqual(r.sources, { [address]: 30 }, 'replies from the address the client used');
+      assert.deepEqual(r.peers, { [lab.lab.lb.addr4]: 30 }, 'the pod saw node-a\'s address (source NAT)');
+      assert.ok(c1.snat - c0.snat >= 30n * 3n, `node-a translated the client's packets: ${c1.snat - c0.snat}`);
+      assert.ok(c1.snat_reply - c0.snat_reply >= 30n * 2n, `node-a translated the replies back: ${c1.snat_reply - c0.snat_reply}`);
+      const lbRx = lb1.rxPackets - lb0.rxPackets;
+      assert.ok(!repliesBypassedLb(lbRx, cl1.txPackets - cl0.txPackets, cl1.rxPackets - cl0.rxPackets), `the replies crossed node-a: ${lbRx} received`);
+    }
   });
 });

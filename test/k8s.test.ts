@@ -161,6 +161,30 @@ describe('k8s translate: NodePorts', () => {
     assert.deepEqual(tr(svc, [eps], { ...CFG, externalPath: 'nat' }).nodeEndpoints, [], 'none on the NAT path');
   });
 
+  it('source NAT (node default or the Service\'s annotation): VIPs forward by snat, endpoints of unknown nodes kept, no node pairs', () => {
+    const svc = service('np', { type: 'NodePort', ports: [port(80, { name: 'http', targetPort: 80, nodePort: 31000 })] });
+    const eps = slice('np-1', [['10.244.0.1', { node: 'node-a' }], ['10.244.1.1', { node: 'node-b' }], ['10.244.2.1', { node: 'node-c' }]]);
+    const expectSnat = (t: ReturnType<typeof tr>) => {
+      const v = vipAt(t, '10.0.0.1', 31000);
+      assert.equal(v?.forwarding, 'snat');
+      assert.deepEqual(v?.backends, [
+        { address: '10.244.0.1', host: 'local', port: 80, state: 'active' },
+        { address: '10.244.1.1', host: '10.0.0.2', port: 80, state: 'active' },
+        { address: '10.244.2.1', port: 80, state: 'active' },
+      ], 'the unknown node\'s endpoint is reached by this node\'s routes');
+      assert.deepEqual(t.nodeEndpoints, [], 'other nodes translate their own NodePort traffic');
+    };
+    expectSnat(tr(svc, [eps], { ...CFG, externalPath: 'snat' }));
+    const annotated = { ...svc, metadata: { ...svc.metadata, annotations: { 'ferry.io/external-path': 'snat' } } };
+    expectSnat(tr(annotated, [eps]));
+    assert.equal(vipAt(tr(annotated, [eps], { ...CFG, externalPath: 'nat' }), '10.0.0.1', 31000)?.forwarding, 'snat', 'over a nat default too');
+    const direct = { ...svc, metadata: { ...svc.metadata, annotations: { 'ferry.io/external-path': 'xdp' } } };
+    assert.equal(vipAt(tr(direct, [eps], { ...CFG, externalPath: 'snat' }), '10.0.0.1', 31000)?.forwarding, undefined, 'xdp over a snat default');
+    const bad = tr({ ...svc, metadata: { ...svc.metadata, annotations: { 'ferry.io/external-path': 'ipvs' } } }, [eps]);
+    assert.match(reasons(bad), /annotation ferry\.io\/external-path="ipvs" is not xdp or snat: xdp applies/);
+    assert.equal(vipAt(bad, '10.0.0.1', 31000)?.forwarding, undefined);
+  });
+
   it('sockets on the node reach the NodePort, LoadBalancer IPs and externalIPs through the socket-LB, with the targetPort', () => {
     const svc = service('np', {
       type: 'LoadBalancer', clusterIP: '10.96.0.7', ingress: ['198.18.0.7'], externalIPs: ['198.18.0.8', '198.18.0.7'],

@@ -168,6 +168,7 @@ describe('open and migrations', () => {
     store.close();
     let db = new Database(path);
     db.exec('DROP INDEX vips_owner; DROP INDEX policies_owner');
+    db.exec('ALTER TABLE vips DROP COLUMN forwarding');
     db.exec('ALTER TABLE backends DROP COLUMN port; ALTER TABLE backends DROP COLUMN host');
     db.pragma('user_version = 2');
     const schemaOf = (d: Database.Database): string[] => d.prepare<[], string>(
@@ -215,6 +216,7 @@ describe('open and migrations', () => {
     const before = r(store, (tx) => tx.snapshot());
     store.close();
     const db = new Database(path);
+    db.exec('ALTER TABLE vips DROP COLUMN forwarding');
     db.exec('ALTER TABLE backends DROP COLUMN port; ALTER TABLE backends DROP COLUMN host');
     db.pragma('user_version = 3');
     const v3 = new Database(':memory:');
@@ -230,6 +232,34 @@ describe('open and migrations', () => {
     assert.deepEqual(r(store, (tx) => tx.snapshot()), before, 'records unchanged: no port, no host');
     const b = w(store, (tx) => tx.createBackend('api', { address: '10.0.0.2', port: 8080, host: 'local' }));
     assert.deepEqual([b.port, b.host], [8080, 'local']);
+    store.close();
+  });
+
+  it('upgrades a version 4 database to version 5: VIPs keep their rows and forward by direct return', () => {
+    const path = join(tmpDir(), 'v4.db');
+    const opts = { maxVips: 64, maxBackends: 256, now: () => 1_700_000_000_000 };
+    let store = openStore(path, opts);
+    w(store, (tx) => tx.replaceState({ vips: [{ ...vip('api'), backends: [{ address: '10.0.0.1', port: 8080, host: 'local' }] }] }, 0));
+    const before = r(store, (tx) => tx.snapshot());
+    store.close();
+    const db = new Database(path);
+    db.exec('ALTER TABLE vips DROP COLUMN forwarding');
+    db.pragma('user_version = 4');
+    const v4 = new Database(':memory:');
+    migrate(v4, ':memory:', MIGRATIONS.filter((m) => m.version <= 4));
+    const schemaOf = (d: Database.Database): string[] => d.prepare<[], string>(
+      "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name != 'sqlite_sequence' ORDER BY name",
+    ).pluck().all();
+    assert.deepEqual(schemaOf(db), schemaOf(v4), 'the database is exactly what version 4 built');
+    v4.close();
+    db.close();
+
+    store = openStore(path, opts);
+    assert.deepEqual(r(store, (tx) => tx.snapshot()), before, 'records unchanged: no forwarding (dsr)');
+    const v = w(store, (tx) => tx.createVip({ ...vip('nat'), address: '198.51.100.9', forwarding: 'snat' }));
+    assert.equal(v.forwarding, 'snat');
+    const b = w(store, (tx) => tx.createBackend('nat', { address: '10.0.0.2', port: 8080 }));
+    assert.deepEqual([b.port, b.host], [8080, undefined], 'source NAT translates the port here: no host needed');
     store.close();
   });
 

@@ -12,7 +12,7 @@ import { MAGLEV_MAX_M, MAGLEV_PRIMES } from '../maglev/index.js';
 import {
   ALL_DOWN_MODES, HEALTH_CHECK_TYPES, HEALTH_DEFAULTS, HEALTH_LIMITS,
 } from '../model/health.js';
-import { MAX_WEIGHT, NAME_PATTERN } from '../model/types.js';
+import { FORWARDINGS, MAX_WEIGHT, NAME_PATTERN } from '../model/types.js';
 
 export type JsonSchema = Record<string, unknown>;
 
@@ -118,6 +118,11 @@ const vipProps: Record<string, JsonSchema> = {
   port: { type: 'integer', minimum: 0, maximum: 65535, description: '0 = every port of the protocol.' },
   protocol: { type: 'string', enum: ['tcp', 'udp'] },
   encap: { type: 'string', enum: ['ipip'], description: 'Encapsulation towards backends (default ipip: IPIP, IP6IP6, 4in6, 6in4 by family).' },
+  forwarding: {
+    type: 'string', enum: [...FORWARDINGS],
+    description: 'dsr (default): encapsulated, backends answer clients directly. snat: source NAT to the backend\'s address and port, '
+      + 'for backends that cannot decapsulate; replies return through this host.',
+  },
   allow: { ...cidrList, description: 'Source prefixes allowed; when any is set, other sources are dropped.' },
   deny: { ...cidrList, description: 'Source prefixes dropped.' },
   policies: { type: 'array', maxItems: 64, items: nameSchema, description: 'Names of policies whose rules add to this VIP\'s.' },
@@ -136,7 +141,7 @@ const backendProps: Record<string, JsonSchema> = {
   state: { type: 'string', enum: ['active', 'draining', 'disabled'], description: 'active (default): new and existing flows; draining: existing only; disabled: none.' },
   port: {
     type: 'integer', minimum: 0, maximum: 65535,
-    description: 'The port it listens on when not the VIP\'s; its host translates (needs host). 0 or absent: the VIP\'s port.',
+    description: 'The port it listens on when not the VIP\'s: its host translates (needs host), or this host with forwarding snat. 0 or absent: the VIP\'s port.',
   },
   host: {
     type: ['string', 'null'], maxLength: 64,
@@ -323,7 +328,7 @@ export const sharedSchemas: JsonSchema[] = [
     source_affinity: { type: 'boolean' },
     backend_count: { type: 'integer', description: 'Backends of the VIP, any state.' },
     ...meta,
-  }, { health_check: ref('HealthCheck') }),
+  }, { health_check: ref('HealthCheck'), forwarding: { type: 'string', enum: [...FORWARDINGS], description: 'Present when not dsr.' } }),
   strict('BackendSpec', 'A backend as written (POST /v1/vips/{name}/backends).', backendProps, ['address']),
   strict('BackendReplace', 'A backend as written to PUT .../backends/{address}: the address comes from the URL (if present it must match).', backendProps, []),
   record('BackendRecord', 'A stored backend. health_check is present when it overrides its VIP\'s check; GET answers add its runtime health.', { vip: str, address: str, weight: int, state: str, ...meta }, {

@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import type { BackendHealth, HealthCheckSpec, HealthEvent } from '../model/health.js';
-import type { BackendRecord, PolicyRecord, VipRecord, VipSpec } from '../model/types.js';
+import { FORWARDINGS, type BackendRecord, type Forwarding, type PolicyRecord, type VipRecord, type VipSpec } from '../model/types.js';
 import { ApiError, Client, ConnectError } from './client.js';
 import { kubernetesCommands } from './kubernetes.js';
 import { monitorCommands } from './monitor.js';
@@ -65,6 +65,7 @@ interface VipOpts {
   burst?: number;
   maglevM?: number;
   sourceAffinity?: boolean;
+  forwarding?: Forwarding;
   healthCheck?: HealthCheckSpec | null;
 }
 
@@ -80,6 +81,8 @@ function vipOptions(c: Command): Command {
     .option('--burst <n>', 'new flows admitted at once above the rate', intArg('burst', 1, 1_000_000))
     .option('--maglev-m <m>', 'Maglev table size (a listed prime)', intArg('maglev-m', 1, 1 << 24))
     .option('--source-affinity', 'keep every connection of a client on one backend')
+    .addOption(new Option('--forwarding <how>', 'dsr: backends answer clients directly; snat: source NAT, replies return through this host')
+      .choices([...FORWARDINGS]))
     .option('--health-check <json>', `${HEALTH_CHECK_HELP} (the default of its backends)`, healthCheckArg);
 }
 
@@ -95,6 +98,7 @@ function applyVipOpts(base: VipSpec, o: VipOpts): VipSpec {
   if (o.rate !== undefined) v.rate_limit = o.rate === 0 ? null : { new_flows_per_sec: o.rate, burst: o.burst ?? Math.max(1, o.rate) };
   if (o.maglevM !== undefined) v.maglev_m = o.maglevM;
   if (o.sourceAffinity) v.source_affinity = true;
+  if (o.forwarding !== undefined) v.forwarding = o.forwarding;
   if (o.healthCheck !== undefined) v.health_check = o.healthCheck;
   return v;
 }
@@ -103,6 +107,7 @@ function specOf(r: VipRecord): VipSpec {
   return {
     name: r.name, address: r.address, port: r.port, protocol: r.protocol, encap: r.encap, allow: r.allow, deny: r.deny,
     policies: r.policies, rate_limit: r.rate_limit, maglev_m: r.maglev_m, source_affinity: r.source_affinity,
+    ...(r.forwarding ? { forwarding: r.forwarding } : {}),
     // A PUT replaces the whole VIP: what `vip set` does not change must be sent back as it was.
     ...(r.health_check ? { health_check: r.health_check } : {}),
   };

@@ -37,8 +37,12 @@ export interface KubernetesConfig {
   health_check_addresses: string[];
   /** NodePorts and other outside addresses whose endpoints listen on another port: DNAT in an nftables table. */
   nat: { enabled: boolean };
-  /** Outside addresses as XDP VIPs where ports allow (endpoints decapsulate), or all through the kernel's NAT. */
-  external_path: 'xdp' | 'nat';
+  /**
+   * How outside addresses reach endpoints: xdp (direct return, every node runs Ferry), snat (XDP source NAT:
+   * replies return through this node, endpoints' nodes need nothing) or nat (the kernel's NAT). A Service may
+   * choose for itself with the annotation ferry.io/external-path (xdp or snat).
+   */
+  external_path: 'xdp' | 'snat' | 'nat';
   /** ClusterIPs through the socket-level load balancer (cgroup sock_addr programs). */
   socket_lb: {
     enabled: boolean;
@@ -58,6 +62,7 @@ export interface FerryConfig {
     max_policy_rules: number;
     maglev_slots: number;
     events_ring_bytes: number;
+    snat_entries: number;
   };
   interfaces: InterfaceConfig[];
   datapath: {
@@ -71,6 +76,11 @@ export interface FerryConfig {
     reconcile_interval_seconds: number;
     events_flow_sample: number;
     events_per_second: number;
+    /** This host's address for source NAT (VIPs with forwarding snat); null: the first interface's. */
+    snat_source_v4: string | null;
+    snat_source_v6: string | null;
+    /** Ports source NAT takes, "MIN-MAX": keep them out of net.ipv4.ip_local_port_range. */
+    snat_ports: string;
   };
   api: {
     socket: string;
@@ -125,6 +135,7 @@ export const CONFIG_SCHEMA = {
         max_policy_rules: { type: 'integer', minimum: 1, maximum: 1048576, default: 65536 },
         maglev_slots: { type: 'integer', minimum: 1024, maximum: 268435456, default: 4194304 },
         events_ring_bytes: { type: 'integer', minimum: 4096, maximum: 1073741824, default: 1048576 },
+        snat_entries: { type: 'integer', minimum: 1024, maximum: 100000000, default: 262144 },
       },
     },
     interfaces: {
@@ -156,6 +167,9 @@ export const CONFIG_SCHEMA = {
         reconcile_interval_seconds: { type: 'integer', minimum: 1, maximum: 3600, default: 30 },
         events_flow_sample: { type: 'integer', minimum: 0, maximum: 4294967295, default: 0 },
         events_per_second: { type: 'integer', minimum: 0, maximum: 1000000, default: 1000 },
+        snat_source_v4: nullableString('^(\\d{1,3}\\.){3}\\d{1,3}$'),
+        snat_source_v6: nullableString('^[0-9a-fA-F:.]+$'),
+        snat_ports: { type: 'string', pattern: '^\\d{1,5}-\\d{1,5}$', default: '61000-65535' },
       },
     },
     api: {
@@ -208,7 +222,7 @@ export const CONFIG_SCHEMA = {
           default: {},
           properties: { enabled: { type: 'boolean', default: true } },
         },
-        external_path: { enum: ['xdp', 'nat'], default: 'xdp' },
+        external_path: { enum: ['xdp', 'snat', 'nat'], default: 'xdp' },
         socket_lb: {
           type: 'object',
           additionalProperties: false,
@@ -287,6 +301,27 @@ function kubernetesChecks(c: FerryConfig, env: NodeJS.ProcessEnv): string[] {
   return out;
 }
 
+/** The ports range "MIN-MAX" of /datapath/snat_ports (checked by snatChecks). */
+export function snatPortRange(text: string): { min: number; max: number } {
+  const [min, max] = text.split('-').map(Number) as [number, number];
+  return { min, max };
+}
+
+function snatChecks(c: FerryConfig): string[] {
+  const out: string[] = [];
+  const { min, max } = snatPortRange(c.datapath.snat_ports);
+  if (!(min >= 1024 && min <= max && max <= 65535)) {
+    out.push(`/datapath/snat_ports: ${c.datapath.snat_ports} must be MIN-MAX with 1024 <= MIN <= MAX <= 65535`);
+  }
+  if (c.datapath.snat_source_v4 !== null && isIP(c.datapath.snat_source_v4) !== 4) {
+    out.push(`/datapath/snat_source_v4: ${c.datapath.snat_source_v4} is not an IPv4 address`);
+  }
+  if (c.datapath.snat_source_v6 !== null && isIP(c.datapath.snat_source_v6) !== 6) {
+    out.push(`/datapath/snat_source_v6: ${c.datapath.snat_source_v6} is not an IPv6 address`);
+  }
+  return out;
+}
+
 /** Semantic checks the schema cannot express. */
 function crossChecks(c: FerryConfig, env: NodeJS.ProcessEnv): string[] {
   const out: string[] = [];
@@ -309,6 +344,7 @@ function crossChecks(c: FerryConfig, env: NodeJS.ProcessEnv): string[] {
     }
   }
   if (c.api.probe_listen !== null && c.api.probe_listen === c.api.listen) out.push('/api/probe_listen: must differ from /api/listen');
+  out.push(...snatChecks(c));
   out.push(...kubernetesChecks(c, env));
   return out;
 }

@@ -12,12 +12,13 @@
 import { execFileSync } from 'node:child_process';
 import type { Server as HttpServer } from 'node:http';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from '../api/app.js';
 import type { DaemonInfo, StatsBody, StatusBody } from '../api/types.js';
-import type { FerryConfig, InterfaceConfig } from '../config/index.js';
+import { snatPortRange, type FerryConfig, type InterfaceConfig } from '../config/index.js';
 import { COUNTERS, DROP_REASONS } from '../datapath/abi.js';
 import { LbDatapath } from '../datapath/lb.js';
 import { HealthMonitor } from '../health/monitor.js';
@@ -85,7 +86,33 @@ export function datapathConfig(c: FerryConfig, seed: number): ConfigProgram {
     recordAfterHandshake: c.datapath.record_tcp_flows === 'after_handshake',
     eventsFlowSample: c.datapath.events_flow_sample,
     eventsPerSecond: c.datapath.events_per_second,
+    snat: { ...snatSources(c), portMin: snatPortRange(c.datapath.snat_ports).min, portMax: snatPortRange(c.datapath.snat_ports).max },
   };
+}
+
+/**
+ * This host's addresses for source NAT: the configured ones, else the first
+ * interface's first global address of each family (what a node's peers
+ * route back to).
+ */
+export function snatSources(c: FerryConfig, nics = networkInterfaces()): { src4: string | null; src6: string | null } {
+  const first = c.interfaces[0] ? nics[c.interfaces[0].name] ?? [] : [];
+  const pick = (family: 'IPv4' | 'IPv6'): string | null =>
+    first.find((a) => a.family === family && !a.internal && !a.address.toLowerCase().startsWith('fe80:'))?.address ?? null;
+  return { src4: c.datapath.snat_source_v4 ?? pick('IPv4'), src6: c.datapath.snat_source_v6 ?? pick('IPv6') };
+}
+
+/** Where source NAT's ports overlap the host's own ephemeral ports (which connections of the host could then meet). */
+function snatPortOverlap(c: FerryConfig): string | null {
+  let text: string;
+  try {
+    text = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8');
+  } catch {
+    return null;
+  }
+  const [lo, hi] = text.trim().split(/\s+/).map(Number) as [number, number];
+  const { min, max } = snatPortRange(c.datapath.snat_ports);
+  return lo <= max && min <= hi ? `${Math.max(lo, min)}-${Math.min(hi, max)}` : null;
 }
 
 interface Sample {
@@ -145,7 +172,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
       sizes: {
         maxVips: c.bpf.max_vips, maxVipAddrs: c.bpf.max_vips, maxBackends: c.bpf.max_backends,
         ctSize: c.bpf.conntrack_entries, maxPolicyRules: c.bpf.max_policy_rules, eventRingBytes: c.bpf.events_ring_bytes,
-        maglevSlots: c.bpf.maglev_slots,
+        maglevSlots: c.bpf.maglev_slots, snatEntries: c.bpf.snat_entries,
       },
     });
     if (this.dp.replacedPins.length) this.log.warn({ maps: this.dp.replacedPins }, 'recreated pinned maps whose layout changed');
@@ -161,6 +188,10 @@ export class Daemon implements DaemonInfo, MetricsSource {
     }
     const seed = this.store.read((tx) => tx.snapshot().hash_seed);
     this.reconciler = new Reconciler(this.dp, datapathConfig(c, seed));
+    const overlap = snatPortOverlap(c);
+    if (overlap !== null) {
+      this.log.warn({ snat_ports: c.datapath.snat_ports, overlap }, 'source NAT ports overlap net.ipv4.ip_local_port_range: narrow one of them');
+    }
     this.node = new NodePrograms({ pinRoot: c.bpf.pin_root });
     this.nodeEndpoints = new NodeEndpoints(this.reconciler, this.node);
     // Health joins every plan; until the monitor runs nothing is down, so the first reconcile is the store's alone.

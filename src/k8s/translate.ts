@@ -75,7 +75,7 @@ import { canonicalIp, parseCidr } from '../net/addr.js';
 import { LOCAL_HOST, type BackendSpec, type DesiredState, type PolicySpec, type Protocol, type VipWithBackends } from '../model/types.js';
 import type { NodeEndpoint } from '../datapath/node.js';
 import {
-  LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, objectKey,
+  ANNOTATION_EXTERNAL_PATH, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, objectKey,
   type EndpointSlice, type IpFamily, type Node, type Service, type ServicePort,
 } from './types.js';
 
@@ -90,9 +90,12 @@ export interface TranslateConfig {
    * How outside addresses (LoadBalancer IPs, externalIPs, NodePorts) are
    * served: 'xdp' (default) as XDP VIPs, direct server return with the port
    * translated on the endpoint's node (bpf/node.bpf.c: every node runs
-   * Ferry); 'nat' by the kernel's NAT (nftables), the fallback.
+   * Ferry); 'snat' as XDP VIPs with source NAT (forwarding snat: replies
+   * return through this node, the endpoint's node needs nothing); 'nat' by
+   * the kernel's NAT (nftables), the fallback. A Service's annotation
+   * ferry.io/external-path (xdp or snat) overrides it for that Service.
    */
-  externalPath?: 'xdp' | 'nat';
+  externalPath?: ExternalPath;
 }
 
 /** A backend of the socket-LB: its own address and port (the socket-LB translates ports). */
@@ -427,15 +430,28 @@ function protocolOf(sp: ServicePort): Protocol | null {
  */
 function endpointBackend(
   e: ResolvedEndpoint, vipPort: number, family: IpFamily, nodes: ReadonlyMap<string, Node>, types: readonly string[],
-  what: string, problems: Set<string>,
+  snat: boolean, what: string, problems: Set<string>,
 ): BackendSpec | null {
   const port = e.port !== vipPort ? { port: e.port } : {};
   if (e.local) return { address: e.address, host: LOCAL_HOST, ...port };
   const host = e.nodeName === null ? null : nodeAddress(nodes.get(e.nodeName), family, types);
   if (host !== null) return { address: e.address, host, ...port };
-  if (e.port === vipPort) return { address: e.address };
+  // Without its node, source NAT sends to the endpoint by this node's routes (the pod network's).
+  if (e.port === vipPort || snat) return { address: e.address, ...port };
   problems.add(`${what} listens on ${e.port} and its node (${e.nodeName ?? 'none named'}) is not known with an ${family} address: left out`);
   return null;
+}
+
+export type ExternalPath = 'xdp' | 'snat' | 'nat';
+
+/** The Service's external path: its annotation (xdp or snat), else the node's. */
+function externalPathOf(svc: Service, cfg: TranslateConfig, problems: Set<string>): ExternalPath {
+  const fallback = cfg.externalPath ?? 'xdp';
+  const own = svc.metadata.annotations?.[ANNOTATION_EXTERNAL_PATH];
+  if (own === undefined) return fallback;
+  if (own === 'xdp' || own === 'snat') return own;
+  problems.add(`annotation ${ANNOTATION_EXTERNAL_PATH}=${JSON.stringify(own)} is not xdp or snat: ${fallback} applies`);
+  return fallback;
 }
 
 /** A node's first address of the family among the types (in the types' order). */
@@ -485,6 +501,7 @@ export function translateService(
   const sortedSlices = [...slices].sort((a, b) => compareStrings(a.metadata.name, b.metadata.name));
   const affinity = spec.sessionAffinity === 'ClientIP';
   const externalLocal = spec.externalTrafficPolicy === 'Local';
+  const path = externalPathOf(svc, cfg, problems);
   const policy = spec.type === 'LoadBalancer' ? sourceRangesPolicy(svc, problems) : null;
   let policyUsed = false;
   const sources = vipSources(svc, node, cfg, problems);
@@ -530,7 +547,7 @@ export function translateService(
         // The policy the XDP VIP would carry: its allow list, this address's family only.
         sourceRanges: isLb && policy !== null ? policy.allow!.filter((c) => familyOf(c) === family) : null,
       });
-      if (cfg.externalPath === 'nat') {
+      if (path === 'nat') {
         if (all.length > 0) out.nat.push(natEntry());
         return;
       }
@@ -540,7 +557,7 @@ export function translateService(
       for (const [list, state] of [[active, 'active'], [draining, 'draining']] as const) {
         for (const e of list) {
           if (taken.has(e.address)) continue; // one address on two ports: the first (ready) one
-          const b = endpointBackend(e, vipPort, family, nodes, types, `${what}: endpoint ${e.address}`, problems);
+          const b = endpointBackend(e, vipPort, family, nodes, types, path === 'snat', `${what}: endpoint ${e.address}`, problems);
           if (b === null) continue;
           taken.add(e.address);
           backends.push({ ...b, state });
@@ -549,7 +566,7 @@ export function translateService(
       backends.sort((a, b) => compareStrings(a.address, b.address));
       const vip: VipWithBackends = {
         name: vipName(ns, svc.metadata.name, protocol, vipPort, address),
-        address, port: vipPort, protocol, source_affinity: affinity, backends,
+        address, port: vipPort, protocol, source_affinity: affinity, ...(path === 'snat' ? { forwarding: 'snat' } : {}), backends,
       };
       if (isLb && policy !== null) {
         vip.policies = [policy.name];
@@ -561,8 +578,9 @@ export function translateService(
     const nodePort = sp.nodePort !== undefined && sp.nodePort !== null && sp.nodePort > 0 ? sp.nodePort : null;
     if (nodePort !== null) {
       for (const src of sources.node) addVip(src, nodePort, false);
-      // Other nodes send their NodePort's packets to this node's endpoints too (externalTrafficPolicy Cluster).
-      if (cfg.externalPath !== 'nat' && !externalLocal) {
+      // Other nodes send their NodePort's packets to this node's endpoints too (externalTrafficPolicy Cluster,
+      // direct return: with source NAT they arrive translated already).
+      if (path === 'xdp' && !externalLocal) {
         for (const family of families) {
           const mine = endpointsOf(sp, family).filter((e) => e.local);
           if (mine.length === 0) continue;

@@ -126,6 +126,8 @@ export interface Node extends KubeObject {
 export const LABEL_SERVICE_NAME = 'kubernetes.io/service-name';
 /** Services (and their slices) carrying this label are meant for the named proxy only. */
 export const LABEL_SERVICE_PROXY_NAME = 'service.kubernetes.io/service-proxy-name';
+/** A Service's own choice of external path (xdp or snat), over kubernetes.external_path. */
+export const ANNOTATION_EXTERNAL_PATH = 'ferry.io/external-path';
 
 /** "namespace/name" of a namespaced object, "name" of a cluster-scoped one. */
 export function objectKey(o: KubeObject): string {

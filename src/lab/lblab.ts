@@ -195,7 +195,7 @@ export class LbLab {
   /** Changes some settings of a VIP (GET, merge, PUT with If-Match). */
   async updateVip(name: string, patch: Partial<VipWithBackends>): Promise<void> {
     const cur = await this.api.request<Record<string, unknown>>('GET', `/v1/vips/${name}`);
-    const keep = ['name', 'address', 'port', 'protocol', 'encap', 'allow', 'deny', 'policies', 'rate_limit', 'maglev_m', 'source_affinity'];
+    const keep = ['name', 'address', 'port', 'protocol', 'encap', 'allow', 'deny', 'policies', 'rate_limit', 'maglev_m', 'source_affinity', 'forwarding'];
     const body: Record<string, unknown> = Object.fromEntries(keep.filter((k) => k in cur.body).map((k) => [k, cur.body[k]]));
     Object.assign(body, patch);
     await this.api.request('PUT', `/v1/vips/${name}`, { body, headers: cur.headers.etag ? { 'if-match': String(cur.headers.etag) } : {} });

@@ -11,6 +11,13 @@ export type BackendState = 'active' | 'draining' | 'disabled';
 
 /** Encapsulation towards backends: IPIP, IP6IP6, 4in6 or 6in4 by the families involved. */
 export type Encap = 'ipip';
+/**
+ * How packets reach a VIP's backends: dsr (encapsulated; the backend, or the
+ * node programs of its host, answer the client directly) or snat (source NAT
+ * to the backend's address and port; replies return through this host).
+ */
+export type Forwarding = 'dsr' | 'snat';
+export const FORWARDINGS: readonly Forwarding[] = ['dsr', 'snat'];
 
 export interface RateLimit {
   /** New flows per second admitted for the VIP. */
@@ -50,6 +57,8 @@ export interface VipSpec {
   protocol: Protocol;
   /** Default ipip. */
   encap?: Encap;
+  /** Default dsr. */
+  forwarding?: Forwarding;
   /** Source CIDRs; when any allow rule applies, sources not allowed are dropped. */
   allow?: string[];
   deny?: string[];
@@ -112,6 +121,8 @@ export interface VipSettings {
   rate_limit: RateLimit | null;
   maglev_m: number | null;
   source_affinity: boolean;
+  /** Present only when not dsr (normal form). */
+  forwarding?: Forwarding;
   /** Present only when configured (normal form). */
   health_check?: HealthCheck;
 }

@@ -13,7 +13,7 @@ import { MAGLEV_PRIMES } from '../maglev/index.js';
 import type { FieldError } from './errors.js';
 import { healthCheckErrors } from './health.js';
 import {
-  LOCAL_HOST, MAX_WEIGHT, NAME_PATTERN,
+  FORWARDINGS, LOCAL_HOST, MAX_WEIGHT, NAME_PATTERN,
   type BackendSpec, type DesiredState, type PolicySpec, type VipSpec, type VipWithBackends,
 } from './types.js';
 
@@ -190,6 +190,9 @@ export function validateVipSpec(spec: VipSpec, opts: VipValidationOptions = {}):
   if (!isIntIn(spec.port, 0, 65535)) errors.push({ field: `${p}/port`, reason: 'must be an integer 0..65535 (0 = all ports)' });
   if (spec.protocol !== 'tcp' && spec.protocol !== 'udp') errors.push({ field: `${p}/protocol`, reason: 'must be "tcp" or "udp"' });
   if (spec.encap !== undefined && spec.encap !== 'ipip') errors.push({ field: `${p}/encap`, reason: 'must be "ipip"' });
+  if (spec.forwarding !== undefined && !FORWARDINGS.includes(spec.forwarding)) {
+    errors.push({ field: `${p}/forwarding`, reason: `must be one of ${FORWARDINGS.join(', ')}` });
+  }
   // CIDRs are family-checked only against a valid VIP address.
   const family = errors.some((e) => e.field === `${p}/address`) ? null : ipFamily(spec.address);
   errors.push(...allowDenyErrors(spec, p, family));
@@ -208,8 +211,9 @@ export function validateVipSpec(spec: VipSpec, opts: VipValidationOptions = {}):
 /**
  * Checks a backend; `prefix` e.g. "/vips/0/backends/2". `vipPort` is its
  * VIP's port: an all-port VIP (0) needs a port in the backend's own check.
+ * `snat`: its VIP translates ports itself (forwarding snat).
  */
-export function validateBackendSpec(spec: BackendSpec, prefix = '', vipPort = 1): FieldError[] {
+export function validateBackendSpec(spec: BackendSpec, prefix = '', vipPort = 1, snat = false): FieldError[] {
   const errors = backendAddressErrors(spec.address, `${prefix}/address`);
   if (spec.weight !== undefined && !isIntIn(spec.weight, 0, MAX_WEIGHT)) {
     errors.push({ field: `${prefix}/weight`, reason: `must be an integer 0..${MAX_WEIGHT}` });
@@ -217,18 +221,19 @@ export function validateBackendSpec(spec: BackendSpec, prefix = '', vipPort = 1)
   if (spec.state !== undefined && !(BACKEND_STATES as readonly unknown[]).includes(spec.state)) {
     errors.push({ field: `${prefix}/state`, reason: `must be one of ${BACKEND_STATES.join(', ')}` });
   }
-  errors.push(...backendPathErrors(spec, prefix, vipPort));
+  errors.push(...backendPathErrors(spec, prefix, vipPort, snat));
   errors.push(...healthCheckErrors(spec.health_check, `${prefix}/health_check`, { role: 'backend', vipPort }));
   return errors;
 }
 
 /**
  * A backend's port and host. Another port is translated on the backend's
- * host (bpf/node.bpf.c), so it needs one; a VIP of every port keeps the
- * client's port. A host address is of the backend's family (the backend's
- * own address: it runs Ferry's node programs itself, a hostNetwork pod).
+ * host (bpf/node.bpf.c), so it needs one, unless the VIP translates it here
+ * (snat); a VIP of every port keeps the client's port. A host address is of
+ * the backend's family (the backend's own address: it runs Ferry's node
+ * programs itself, a hostNetwork pod).
  */
-function backendPathErrors(spec: BackendSpec, prefix: string, vipPort: number): FieldError[] {
+function backendPathErrors(spec: BackendSpec, prefix: string, vipPort: number, snat: boolean): FieldError[] {
   const errors: FieldError[] = [];
   const host = spec.host ?? null;
   if (host !== null && host !== LOCAL_HOST) {
@@ -246,10 +251,10 @@ function backendPathErrors(spec: BackendSpec, prefix: string, vipPort: number): 
     errors.push({ field: `${prefix}/port`, reason: 'must be an integer 0..65535 (0 = the VIP\'s port)' });
   } else if (vipPort === 0) {
     errors.push({ field: `${prefix}/port`, reason: 'a VIP of every port (0) keeps the client\'s port: its backends take none' });
-  } else if (host === null) {
+  } else if (host === null && !snat) {
     errors.push({
       field: `${prefix}/port`,
-      reason: `another port is translated on the backend's host: set host ("${LOCAL_HOST}" for this one, or the address of its node running Ferry)`,
+      reason: `another port is translated on the backend's host: set host ("${LOCAL_HOST}" for this one, or the address of its node running Ferry), or make the VIP's forwarding snat`,
     });
   }
   return errors;
@@ -270,7 +275,7 @@ function backendListErrors(vip: VipWithBackends, prefix: string): FieldError[] {
   const vipPort = isIntIn(vip.port, 0, 65535) ? vip.port : 1;
   vip.backends.forEach((b, i) => {
     const at = `${prefix}/backends/${i}`;
-    const own = validateBackendSpec(b, at, vipPort);
+    const own = validateBackendSpec(b, at, vipPort, vip.forwarding === 'snat');
     errors.push(...own);
     const addr = own.some((e) => e.field === `${at}/address`) ? null : canonicalIp(b.address);
     if (addr === null) return;

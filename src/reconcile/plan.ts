@@ -8,7 +8,8 @@
  *    plus those of the policies it names, in that order, canonical
  *    ("network/prefix", host bits cleared) and without duplicates;
  *  - flags: VIP_F_POLICY when any rule applies, VIP_F_ALLOWLIST when any
- *    allow rule does, VIP_F_SRC_AFFINITY from source_affinity;
+ *    allow rule does, VIP_F_SRC_AFFINITY from source_affinity, VIP_F_SNAT from
+ *    forwarding snat;
  *  - m = maglev_m, else chooseMaglevM(backends that take new flows by
  *    configuration: state active and weight > 0). Health is left out of
  *    that count on purpose: a health flap must not resize the table (a new
@@ -33,7 +34,7 @@
  * be the same text on every Ferry host.
  */
 import {
-  VIP_F_ALLOWLIST, VIP_F_POLICY, VIP_F_SRC_AFFINITY,
+  VIP_F_ALLOWLIST, VIP_F_POLICY, VIP_F_SNAT, VIP_F_SRC_AFFINITY,
 } from '../datapath/abi.js';
 import { chooseMaglevM } from '../maglev/index.js';
 import type { DpBackend, DpBackendState, DpState, DpTombstone, DpVip } from '../model/dpstate.js';
@@ -311,7 +312,7 @@ function planVip(
     address: validatedIp(v.address),
     port: v.port,
     protocol: v.protocol,
-    flags: vipFlags(allow, deny, v.source_affinity),
+    flags: vipFlags(allow, deny, v.source_affinity, v.forwarding === 'snat'),
     m: v.maglev_m ?? chooseMaglevM(stored.filter(takesNewFlows).length),
     rlIntervalNs,
     rlToleranceNs,
@@ -341,12 +342,13 @@ function takesNewFlows(b: StoredBackend): boolean {
   return b.state === 'active' && b.weight > 0;
 }
 
-/** VIP_F_* flags from the effective rules and the affinity setting. */
-export function vipFlags(allow: readonly string[], deny: readonly string[], sourceAffinity: boolean): number {
+/** VIP_F_* flags from the effective rules, the affinity setting and the forwarding. */
+export function vipFlags(allow: readonly string[], deny: readonly string[], sourceAffinity: boolean, snat: boolean): number {
   let flags = 0;
   if (allow.length + deny.length > 0) flags |= VIP_F_POLICY;
   if (allow.length > 0) flags |= VIP_F_ALLOWLIST;
   if (sourceAffinity) flags |= VIP_F_SRC_AFFINITY;
+  if (snat) flags |= VIP_F_SNAT;
   return flags;
 }
 

@@ -205,6 +205,11 @@ ALTER TABLE backends ADD COLUMN port INTEGER NOT NULL DEFAULT 0 CHECK (port BETW
 ALTER TABLE backends ADD COLUMN host TEXT;
 `;
 
+/** Version 5: source NAT. A VIP forwards by direct return (dsr, encapsulated) or by source NAT (snat). */
+const V5_VIP_FORWARDING = `
+ALTER TABLE vips ADD COLUMN forwarding TEXT NOT NULL DEFAULT 'dsr' CHECK (forwarding IN ('dsr', 'snat'));
+`;
+
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   {
     version: 1,
@@ -234,6 +239,13 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
     description: 'backend port and host (port translation)',
     up(db: Database.Database): void {
       db.exec(V4_BACKEND_PATH);
+    },
+  },
+  {
+    version: 5,
+    description: 'VIP forwarding (source NAT)',
+    up(db: Database.Database): void {
+      db.exec(V5_VIP_FORWARDING);
     },
   },
 ]);

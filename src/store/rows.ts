@@ -9,7 +9,7 @@
 import { parseAddr } from '../datapath/addr.js';
 import {
   DEFAULT_WEIGHT, LOCAL_HOST,
-  type BackendRecord, type BackendSpec, type BackendState, type Encap, type PolicyRecord,
+  type BackendRecord, type BackendSpec, type BackendState, type Encap, type Forwarding, type PolicyRecord,
   type PolicySpec, type Protocol, type VipRecord, type VipSettings, type VipSpec,
 } from '../model/types.js';
 import { normHealthCheck, type HealthCheck, type HealthEvent, type HealthStatus } from '../model/health.js';
@@ -34,6 +34,7 @@ export interface VipRow {
   rl_burst: number | null;
   maglev_m: number | null;
   source_affinity: 0 | 1;
+  forwarding: Forwarding;
   owner: string | null;
   created_revision: number;
   updated_revision: number;
@@ -133,6 +134,7 @@ export function normVip(spec: VipSpec): NormVip {
     rate_limit: rl === null ? null : { new_flows_per_sec: rl.new_flows_per_sec, burst: rl.burst },
     maglev_m: spec.maglev_m ?? null,
     source_affinity: spec.source_affinity ?? false,
+    ...forwardingOf(spec.forwarding ?? 'dsr'),
     // Last and only when set: records of VIPs without checks keep their shape.
     ...(spec.health_check ? { health_check: normHealthCheck(spec.health_check, 'vip') } : {}),
   };
@@ -157,9 +159,14 @@ export function vipSpecOf(r: VipRecord): NormVip {
   return {
     name: r.name, address: r.address, family: ipFamily(r.address), port: r.port, protocol: r.protocol,
     encap: r.encap, allow: r.allow, deny: r.deny, policies: r.policies, rate_limit: r.rate_limit,
-    maglev_m: r.maglev_m, source_affinity: r.source_affinity,
+    maglev_m: r.maglev_m, source_affinity: r.source_affinity, ...forwardingOf(r.forwarding ?? 'dsr'),
     ...(r.health_check ? { health_check: r.health_check } : {}),
   };
+}
+
+/** A VIP's forwarding in normal form: present only when not the default (dsr). */
+function forwardingOf(f: Forwarding): { forwarding?: Forwarding } {
+  return f === 'dsr' ? {} : { forwarding: f };
 }
 
 export function backendSpecOf(r: BackendRecord): NormBackend {
@@ -221,6 +228,7 @@ export function vipRecord(row: VipRow, policies: string[]): VipRecord {
       : { new_flows_per_sec: row.rl_new_flows_per_sec, burst: row.rl_burst },
     maglev_m: row.maglev_m,
     source_affinity: row.source_affinity === 1,
+    ...forwardingOf(row.forwarding),
     ...parseCheck(row.health_check),
     backend_count: row.backend_count,
     owner: row.owner,

@@ -22,7 +22,7 @@ const BACKEND_SELECT = `
 export type VipValues = [
   name: string, address: string, family: number, port: number, protocol: string, encap: string,
   allow: string, deny: string, rl_new_flows_per_sec: number | null, rl_burst: number | null,
-  maglev_m: number | null, source_affinity: number, owner: string | null, health_check: string | null,
+  maglev_m: number | null, source_affinity: number, owner: string | null, health_check: string | null, forwarding: string,
 ];
 
 /** Columns written for a backend's changeable fields, in this order, by insert and update. */
@@ -45,13 +45,13 @@ export function prepareStatements(db: Db) {
     ),
     insertVip: p<[...VipValues, number, number, number], { id: number }>(`
       INSERT INTO vips (name, address, family, port, protocol, encap, allow, deny, rl_new_flows_per_sec,
-                        rl_burst, maglev_m, source_affinity, owner, health_check, created_revision, updated_revision,
-                        dp_id)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
+                        rl_burst, maglev_m, source_affinity, owner, health_check, forwarding, created_revision,
+                        updated_revision, dp_id)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
     updateVip: p<[...VipValues, number, number]>(`
       UPDATE vips SET name = ?, address = ?, family = ?, port = ?, protocol = ?, encap = ?, allow = ?,
                       deny = ?, rl_new_flows_per_sec = ?, rl_burst = ?, maglev_m = ?, source_affinity = ?,
-                      owner = ?, health_check = ?, updated_revision = ?
+                      owner = ?, health_check = ?, forwarding = ?, updated_revision = ?
       WHERE id = ?`),
     deleteVip: p<[number]>('DELETE FROM vips WHERE id = ?'),
 

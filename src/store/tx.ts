@@ -171,6 +171,7 @@ export class Tx implements StoreTx {
       assertOwner('vip', row.name, row.owner, owner ?? null);
       this.assertEndpointFree(norm, row.id);
       if (norm.port === 0) this.assertChecksHavePorts(row);
+      this.assertBackendPorts(row, norm);
       return { record: this.updateVip(row, norm).record, created: false };
     });
   }
@@ -201,7 +202,7 @@ export class Tx implements StoreTx {
     return this.atomic((st) => {
       const vipRow = this.mustVip(vip);
       assertOwner('vip', vipRow.name, vipRow.owner, owner ?? null);
-      const norm = checkBackend(spec, vipRow.port);
+      const norm = checkBackend(spec, vipRow);
       if (st.backendByAddr.get(vipRow.id, norm.address) !== undefined) {
         throw new ConflictError(`backend ${norm.address} already exists in vip "${vipRow.name}"`);
       }
@@ -213,7 +214,7 @@ export class Tx implements StoreTx {
     return this.atomic((st) => {
       const vipRow = this.mustVip(vip);
       assertOwner('vip', vipRow.name, vipRow.owner, owner ?? null);
-      const norm = checkBackend(spec, vipRow.port);
+      const norm = checkBackend(spec, vipRow);
       const row = st.backendByAddr.get(vipRow.id, norm.address);
       if (row === undefined) return { record: this.insertBackends(vipRow, [norm], owner ?? null)[0]!, created: true };
       assertOwner('backend', `${vipRow.name}/${row.address}`, row.owner, owner ?? null);
@@ -386,6 +387,20 @@ export class Tx implements StoreTx {
         field: '/port',
         reason: `backend ${b.address} has a health_check without a port; give it one before making the VIP all-port (0)`,
       }));
+    if (errors.length > 0) throw new ValidationError(errors);
+  }
+
+  /**
+   * The VIP's new port and forwarding must still suit its backends' own
+   * ports: none for a VIP of every port; under dsr, a host to translate them.
+   */
+  private assertBackendPorts(vip: VipRow, norm: NormVip): void {
+    const errors = this.rd.backendsOfVip.all(vip.id).flatMap((b) => {
+      const spec = backendSpecOf(backendRecord(b));
+      return validateBackendSpec(spec, '', norm.port, norm.forwarding === 'snat')
+        .filter((e) => e.field === '/port')
+        .map((e) => ({ field: norm.port === 0 ? '/port' : '/forwarding', reason: `backend ${b.address}: ${e.reason}` }));
+    });
     if (errors.length > 0) throw new ValidationError(errors);
   }
 
@@ -593,12 +608,12 @@ function vipValues(n: NormVip, owner: string | null): VipValues {
   return [
     n.name, n.address, n.family, n.port, n.protocol, n.encap, JSON.stringify(n.allow), JSON.stringify(n.deny),
     n.rate_limit?.new_flows_per_sec ?? null, n.rate_limit?.burst ?? null, n.maglev_m,
-    n.source_affinity ? 1 : 0, owner, checkJson(n.health_check),
+    n.source_affinity ? 1 : 0, owner, checkJson(n.health_check), n.forwarding ?? 'dsr',
   ];
 }
 
-function checkBackend(spec: BackendSpec, vipPort: number): NormBackend {
-  const errors = validateBackendSpec(spec, '', vipPort);
+function checkBackend(spec: BackendSpec, vip: VipRow): NormBackend {
+  const errors = validateBackendSpec(spec, '', vip.port, vip.forwarding === 'snat');
   if (errors.length > 0) throw new ValidationError(errors);
   return normBackend(spec);
 }
