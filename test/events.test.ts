@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   BACKEND_DOWN, COUNTERS, CtBucket, CtEntry, DROP_REASONS, FERRY_AF_INET, FERRY_AF_INET6, FERRY_BACKEND_NONE, FERRY_EVENT_DROP,
-  FERRY_EVENT_FLOW, FERRY_VIP_NONE, FLOW_REASONS, FerryEvent, FlowKey, LbConfig, POLICY_DENY, VIP_F_POLICY,
+  FERRY_EVENT_FLOW, FERRY_VIP_NONE, FLOW_REASONS, FerryEvent, FlowKey, LbConfig, POLICY_DENY, VIP_F_POLICY, VIP_F_SNAT,
   type CounterName, type DropReason, type FerryEventV,
 } from '../src/datapath/abi.js';
 import { mappedBytes, parseAddr, parseCidr } from '../src/datapath/addr.js';
@@ -18,7 +18,7 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { LbDatapath } from '../src/datapath/lb.js';
 import { ctHash } from '../src/datapath/hash.js';
 import { u32 } from '../src/datapath/maps.js';
-import { eventBudget, onlineCpus } from '../src/datapath/program.js';
+import { eventBudget, onlineCpus, type ConfigProgram } from '../src/datapath/program.js';
 import {
   BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF, isNativeError,
 } from '../src/datapath/native.js';
@@ -40,6 +40,7 @@ const POL = { id: 3, addr: '198.18.0.13', port: 80 };
 const RL = { id: 4, addr: '198.18.0.14', port: 80 };
 const EMPTY = { id: 5, addr: '198.18.0.15', port: 80 };
 const FOREIGN = { id: 6, addr: '198.18.0.16', port: 80 };
+const NAT = { id: 7, addr: '198.18.0.17', port: 80 };
 
 const be4 = (base: number, n: number) => Array.from({ length: n }, (_, i) => ({ id: base + i, addr: `198.18.1.${base + i}` }));
 const be6 = (base: number, n: number) => Array.from({ length: n }, (_, i) => ({ id: base + i, addr: `2001:db8:1::${(base + i).toString(16)}` }));
@@ -56,7 +57,7 @@ describe('live events', { skip }, () => {
   });
   const counter = (c: CounterName) => h.dp.counterValues()[c].packets;
   /** Events on: every flow, a cap far above what a test sends; the budget starts full. */
-  const eventsOn = (o: { eventsFlowSample?: number; eventsPerSecond?: number; eventsCpus?: number } = {}) => {
+  const eventsOn = (o: { eventsFlowSample?: number; eventsPerSecond?: number; eventsCpus?: number; snat?: ConfigProgram['snat'] } = {}) => {
     h.setConfig({ eventsFlowSample: 1, eventsPerSecond: 1_000_000, ...o });
     h.dp.eventBudget.reset(0);
   };
@@ -73,6 +74,7 @@ describe('live events', { skip }, () => {
     h.vip({ ...EMPTY, proto: 'tcp', backends: [] });
     h.vip({ ...FOREIGN, proto: 'tcp', backends: [] });
     h.dp.setMaglevTable(FOREIGN.id, new Uint32Array(251).fill(10)); // backend 10 is V4's
+    h.vip({ ...NAT, proto: 'tcp', flags: VIP_F_SNAT, backends: [{ id: 70, addr: '10.244.0.70', port: 8080 }] });
     const c = parseCidr('198.18.200.0/24');
     h.dp.policy.set({ prefixlen: 32 + 96 + c.prefix, vip_id: POL.id, addr: mappedBytes(c.addr) }, { action: POLICY_DENY });
     ring = h.dp.nat.ringOpen(h.dp.eventsFd);
@@ -224,6 +226,16 @@ describe('live events', { skip }, () => {
         setup: () => { h.setConfig({ gwMac: Buffer.alloc(6), eventsFlowSample: 0, eventsPerSecond: 1_000_000 }); },
         undo: () => eventsOn() },
       { reason: 'icmp_malformed', frame: badQuote, src: '198.18.99.1', sport: 0, vip: FERRY_VIP_NONE },
+      // No source NAT configured. (Flow events off: the flow was balanced before the drop, as for no_encap_source.)
+      { reason: 'no_snat_source', frame: tcp(CLIENT4, NAT.addr, 5008, 80), src: CLIENT4, sport: 5008, vip: NAT.id,
+        setup: () => eventsOn({ eventsFlowSample: 0 }), undo: () => eventsOn() },
+      { reason: 'no_snat_port', frame: tcp(CLIENT4, NAT.addr, 5010, 80), src: CLIENT4, sport: 5010, vip: NAT.id,
+        setup: () => {
+          eventsOn({ eventsFlowSample: 0, snat: { src4: '198.18.0.2', src6: null, portMin: 61000, portMax: 61000 } });
+          assert.equal(h.run(tcp(CLIENT4, NAT.addr, 5009, 80)).retval, XDP_TX, 'the one port taken');
+          take();
+        },
+        undo: () => eventsOn() },
     ];
     for (const c of cases) {
       c.setup?.();

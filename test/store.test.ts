@@ -168,7 +168,7 @@ describe('open and migrations', () => {
     store.close();
     let db = new Database(path);
     db.exec('DROP INDEX vips_owner; DROP INDEX policies_owner');
-    db.exec('ALTER TABLE vips DROP COLUMN forwarding');
+    db.exec('ALTER TABLE vips DROP COLUMN forwarding; ALTER TABLE tombstones DROP COLUMN port; ALTER TABLE tombstones DROP COLUMN host');
     db.exec('ALTER TABLE backends DROP COLUMN port; ALTER TABLE backends DROP COLUMN host');
     db.pragma('user_version = 2');
     const schemaOf = (d: Database.Database): string[] => d.prepare<[], string>(
@@ -216,7 +216,7 @@ describe('open and migrations', () => {
     const before = r(store, (tx) => tx.snapshot());
     store.close();
     const db = new Database(path);
-    db.exec('ALTER TABLE vips DROP COLUMN forwarding');
+    db.exec('ALTER TABLE vips DROP COLUMN forwarding; ALTER TABLE tombstones DROP COLUMN port; ALTER TABLE tombstones DROP COLUMN host');
     db.exec('ALTER TABLE backends DROP COLUMN port; ALTER TABLE backends DROP COLUMN host');
     db.pragma('user_version = 3');
     const v3 = new Database(':memory:');
@@ -243,7 +243,7 @@ describe('open and migrations', () => {
     const before = r(store, (tx) => tx.snapshot());
     store.close();
     const db = new Database(path);
-    db.exec('ALTER TABLE vips DROP COLUMN forwarding');
+    db.exec('ALTER TABLE vips DROP COLUMN forwarding; ALTER TABLE tombstones DROP COLUMN port; ALTER TABLE tombstones DROP COLUMN host');
     db.pragma('user_version = 4');
     const v4 = new Database(':memory:');
     migrate(v4, ':memory:', MIGRATIONS.filter((m) => m.version <= 4));
@@ -1095,6 +1095,17 @@ describe('datapath ids and tombstones', () => {
     assert.equal(r(store, (tx) => tx.snapshot().vips.find((v) => v.name === 'd')?.dp_id), 1);
   });
 
+  it('a draining backend keeps its port and host, so its flows still go the way they went', () => {
+    const store = mem({});
+    w(store, (tx) => {
+      tx.createVip(vip('np'));
+      tx.createBackend('np', { address: '10.244.0.5', port: 8080, host: 'local' });
+    });
+    w(store, (tx) => tx.deleteBackend('np', '10.244.0.5', 30));
+    const t = r(store, (tx) => tx.snapshot().tombstones);
+    assert.deepEqual(t.map((x) => [x.address, x.port, x.host]), [['10.244.0.5', 8080, 'local']]);
+  });
+
   it('keeps a deleted backend\'s id until its tombstone expires, then reuses it with gen + 1', () => {
     const c = clock();
     const store = mem({ maxBackends: 2, now: c.now });
@@ -1106,7 +1117,7 @@ describe('datapath ids and tombstones', () => {
     assert.deepEqual(ids(store), [['10.0.0.1', 0, 1], ['10.0.0.2', 1, 1]]);
     w(store, (tx) => tx.deleteBackend('web', '10.0.0.1', 30));
     assert.deepEqual(r(store, (tx) => tx.snapshot().tombstones),
-      [{ dp_id: 0, dp_gen: 1, vip_dp_id: 0, address: '10.0.0.1', expires_at: c.value() + 30_000 }]);
+      [{ dp_id: 0, dp_gen: 1, vip_dp_id: 0, address: '10.0.0.1', expires_at: c.value() + 30_000, port: 0, host: null }]);
     throwsKind(() => w(store, (tx) => tx.createBackend('web', { address: '10.0.0.3' })), CapacityError,
       'all 2 datapath backend slots are in use, including draining tombstones (capacity max_backends = 2)', 507);
     // Not yet expired: nothing to do, no revision.

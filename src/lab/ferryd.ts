@@ -39,6 +39,12 @@ export interface LabFerrydOptions {
   extraConfig?: readonly string[];
   /** More keys of the config's datapath section (e.g. record_tcp_flows). */
   datapath?: Readonly<Record<string, string | number | boolean>>;
+  /**
+   * Source NAT addresses written into the config (ferryd would take its
+   * interface's anyway; written, a test process outside the namespace
+   * computes the same datapath config).
+   */
+  snatSource?: { v4: string; v6: string };
 }
 
 export const ferrydScript = (): string => join(packageRoot(), 'dist', 'src', 'daemon', 'ferryd.js');
@@ -76,6 +82,7 @@ export class LabFerryd {
       `  encap_source_v6: ${ENCAP_SRC6}`,
       `  drain_seconds: ${o.drainSeconds ?? 5}`,
       `  reconcile_interval_seconds: ${o.reconcileIntervalSeconds ?? 30}`,
+      ...(o.snatSource ? [`  snat_source_v4: ${o.snatSource.v4}`, `  snat_source_v6: "${o.snatSource.v6}"`] : []),
       ...Object.entries(o.datapath ?? {}).map(([k, v]) => `  ${k}: ${String(v)}`),
       'api:',
       `  socket: ${this.socket}`,

@@ -71,6 +71,7 @@ export class LbLab {
   private constructor(readonly lab: Lab, private readonly opts: LbLabOptions) {
     this.ferryd = new LabFerryd({
       ns: lab.lb.ns, dir: lab.dir, pinRoot: join(lab.bpfRoot, 'lb'), drainSeconds: opts.drainSeconds ?? 5,
+      snatSource: { v4: lab.lb.addr4, v6: lab.lb.addr6 },
       ...(opts.ferrydConfig ? { extraConfig: opts.ferrydConfig } : {}),
     });
     this.api = new Client({ socket: this.ferryd.socket });

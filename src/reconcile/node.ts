@@ -8,8 +8,10 @@
  * before the XDP maps (the first packet xdp_lb hands up must find its
  * pair), pairs it drops after (packets of the old table may still come).
  * Pairs are kept per VIP, so a plan with changes costs what changed.
+ * A removed local backend keeps its pair while it drains (its tombstone),
+ * so its established flows still reach it.
  */
-import type { Applier, DpState, DpVip, ReconcileReport } from '../model/dpstate.js';
+import type { Applier, DpState, DpTombstone, DpVip, ReconcileReport } from '../model/dpstate.js';
 import { LOCAL_HOST } from '../model/types.js';
 import { endpointKey, type NodeEndpoint } from '../datapath/node.js';
 
@@ -25,14 +27,30 @@ export function vipNodeEndpoints(v: DpVip): NodeEndpoint[] {
   const out: NodeEndpoint[] = [];
   for (const b of v.backends) {
     if (b.host !== LOCAL_HOST || b.state === 'down') continue;
-    out.push({ vip: v.address, vipPort: v.port, protocol: v.protocol, backend: b.address, port: v.port === 0 ? 0 : b.port || v.port });
+    out.push(pairOf(v, b));
   }
   return out;
+}
+
+function pairOf(v: DpVip, b: { address: string; port?: number }): NodeEndpoint {
+  return { vip: v.address, vipPort: v.port, protocol: v.protocol, backend: b.address, port: v.port === 0 ? 0 : b.port || v.port };
+}
+
+/** Pairs of removed local backends whose flows still drain (the VIPs are looked up only when there are any). */
+export function drainingNodeEndpoints(tombstones: readonly DpTombstone[], vips: readonly DpVip[]): NodeEndpoint[] {
+  const local = tombstones.filter((t) => t.host === LOCAL_HOST);
+  if (local.length === 0) return [];
+  const byId = new Map(vips.map((v) => [v.id, v]));
+  return local.flatMap((t) => {
+    const v = byId.get(t.vipId);
+    return v === undefined ? [] : [pairOf(v, t)];
+  });
 }
 
 export class NodeEndpoints implements Applier {
   private byVip = new Map<number, NodeEndpoint[]>();
   private extra: readonly NodeEndpoint[] = [];
+  private draining: readonly NodeEndpoint[] = [];
   /** The plan (DpState.serial) byVip was made from. */
   private serial: number | undefined;
 
@@ -40,9 +58,10 @@ export class NodeEndpoints implements Applier {
 
   apply(state: DpState): ReconcileReport {
     const next = this.next(state);
-    const changed = next !== this.byVip;
+    const draining = drainingNodeEndpoints(state.tombstones, state.vips);
+    const changed = next !== this.byVip || !samePairs(this.draining, draining);
     // Old and new together first (a pair whose port changes takes the new one).
-    if (changed) this.sink.setEndpoints(union(this.flatten(this.byVip), this.flatten(next)));
+    if (changed) this.sink.setEndpoints(union(this.flatten(this.byVip), this.flatten(next, draining)));
     let report: ReconcileReport;
     try {
       report = this.inner.apply(state);
@@ -52,6 +71,7 @@ export class NodeEndpoints implements Applier {
     }
     if (changed) {
       this.byVip = next;
+      this.draining = draining;
       this.sink.setEndpoints(this.flatten(next));
     }
     this.serial = state.serial;
@@ -90,9 +110,9 @@ export class NodeEndpoints implements Applier {
     return next;
   }
 
-  /** The outside source's pairs, then the VIPs' (a VIP's pair wins over the same one of the outside source). */
-  private flatten(byVip: Map<number, NodeEndpoint[]>): NodeEndpoint[] {
-    const all = [...this.extra];
+  /** The outside source's pairs, the draining ones, then the VIPs' (later ones win over the same pair). */
+  private flatten(byVip: Map<number, NodeEndpoint[]>, draining = this.draining): NodeEndpoint[] {
+    const all = [...this.extra, ...draining];
     for (const l of byVip.values()) all.push(...l);
     return union(all, []);
   }

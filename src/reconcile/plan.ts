@@ -447,5 +447,7 @@ function planTombstones(
       weight: 0,
       state: 'draining' as const,
       vipId: t.vip_dp_id,
+      ...(t.port !== 0 ? { port: t.port } : {}),
+      ...(t.host !== null ? { host: t.host } : {}),
     }));
 }

@@ -205,9 +205,15 @@ ALTER TABLE backends ADD COLUMN port INTEGER NOT NULL DEFAULT 0 CHECK (port BETW
 ALTER TABLE backends ADD COLUMN host TEXT;
 `;
 
-/** Version 5: source NAT. A VIP forwards by direct return (dsr, encapsulated) or by source NAT (snat). */
+/**
+ * Version 5: source NAT. A VIP forwards by direct return (dsr, encapsulated)
+ * or by source NAT (snat). A draining backend keeps its port and host (its
+ * flows still go the way they went).
+ */
 const V5_VIP_FORWARDING = `
 ALTER TABLE vips ADD COLUMN forwarding TEXT NOT NULL DEFAULT 'dsr' CHECK (forwarding IN ('dsr', 'snat'));
+ALTER TABLE tombstones ADD COLUMN port INTEGER NOT NULL DEFAULT 0 CHECK (port BETWEEN 0 AND 65535);
+ALTER TABLE tombstones ADD COLUMN host TEXT;
 `;
 
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
@@ -243,7 +249,7 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
   },
   {
     version: 5,
-    description: 'VIP forwarding (source NAT)',
+    description: 'VIP forwarding (source NAT); port and host of draining backends',
     up(db: Database.Database): void {
       db.exec(V5_VIP_FORWARDING);
     },

@@ -115,19 +115,19 @@ export function prepareStatements(db: Db) {
     vipIdsInUse: p<[], number>('SELECT COUNT(*) FROM vip_ids WHERE in_use = 1').pluck(),
 
     // tombstones
-    insertTombstone: p<[number, number, number, string, number]>(
-      'INSERT INTO tombstones (dp_id, dp_gen, vip_dp_id, address, expires_at) VALUES (?, ?, ?, ?, ?)',
+    insertTombstone: p<[number, number, number, string, number, number, string | null]>(
+      'INSERT INTO tombstones (dp_id, dp_gen, vip_dp_id, address, expires_at, port, host) VALUES (?, ?, ?, ?, ?, ?, ?)',
     ),
     tombstonesOfVip: p<[number], Tombstone>(
-      'SELECT dp_id, dp_gen, vip_dp_id, address, expires_at FROM tombstones WHERE vip_dp_id = ?',
+      'SELECT dp_id, dp_gen, vip_dp_id, address, expires_at, port, host FROM tombstones WHERE vip_dp_id = ?',
     ),
     deleteTombstone: p<[number]>('DELETE FROM tombstones WHERE dp_id = ?'),
     expiredTombstones: p<[number], Tombstone>(
-      'SELECT dp_id, dp_gen, vip_dp_id, address, expires_at FROM tombstones WHERE expires_at <= ? ORDER BY dp_id',
+      'SELECT dp_id, dp_gen, vip_dp_id, address, expires_at, port, host FROM tombstones WHERE expires_at <= ? ORDER BY dp_id',
     ),
     deleteExpiredTombstones: p<[number]>('DELETE FROM tombstones WHERE expires_at <= ?'),
     tombstoneAll: p<[], Tombstone>(
-      'SELECT dp_id, dp_gen, vip_dp_id, address, expires_at FROM tombstones ORDER BY dp_id',
+      'SELECT dp_id, dp_gen, vip_dp_id, address, expires_at, port, host FROM tombstones ORDER BY dp_id',
     ),
 
     // audit

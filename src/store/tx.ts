@@ -513,7 +513,7 @@ export class Tx implements StoreTx {
     const before = backendRecord(row);
     if (drainSeconds > 0) {
       const expires = this.ctx.now() + Math.ceil(drainSeconds * 1000);
-      st.insertTombstone.run(row.dp_id, row.dp_gen, vip.dp_id, row.address, expires);
+      st.insertTombstone.run(row.dp_id, row.dp_gen, vip.dp_id, row.address, expires, row.port, row.host);
     }
     st.deleteBackend.run(row.id);
     this.changes.record(backendKey(before), before, null);

@@ -37,6 +37,9 @@ export interface Tombstone {
   vip_dp_id: number;
   address: string;
   expires_at: number;
+  /** The backend's own port (0: the VIP's) and host (null: itself), as it had them. */
+  port: number;
+  host: string | null;
 }
 
 /** Everything the planner needs, read in one transaction. */

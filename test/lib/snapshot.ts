@@ -25,7 +25,7 @@ export function policyRec(name: string, allow: string[] = [], deny: string[] = [
 }
 
 export function tombstone(vipDpId: number, address: string, dpId: number, gen = 1): Tombstone {
-  return { dp_id: dpId, dp_gen: gen, vip_dp_id: vipDpId, address, expires_at: Date.now() + 60_000 };
+  return { dp_id: dpId, dp_gen: gen, vip_dp_id: vipDpId, address, expires_at: Date.now() + 60_000, port: 0, host: null };
 }
 
 export interface SnapshotParts {
