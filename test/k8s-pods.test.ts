@@ -45,7 +45,7 @@ describe('kubernetes mode: ordinary pods served through XDP with the port transl
   before(async () => {
     server = await K8sTestServer.start({ tls: true });
     lab = await LbLab.start({
-      backends: 1, vips: [LB_IP], drainSeconds: 1,
+      backends: 1, vips: [LB_IP], drainSeconds: 1, reconcileIntervalSeconds: 2,
       ferrydConfig: [
         'mode: kubernetes', 'kubernetes:', `  kubeconfig: ${kubeconfig}`, `  node_name: ${NODE}`,
         '  drain_seconds: 1', '  batch_delay_ms: 20', '  health_check_addresses: []',
@@ -107,13 +107,16 @@ describe('kubernetes mode: ordinary pods served through XDP with the port transl
     assert.ok(nodeCounts().dnat - n0.dnat >= 20n * 3n);
   });
 
-  it('the pod leaving the Service stops new connections; its pair goes with it', async () => {
+  it('the pod leaving the Service stops new connections; its pair stays while it drains, then goes', async () => {
     server.upsert('endpointslices', slice('web-abc', []));
+    await until(async () => (await lab.api.get<{ items: Array<{ backend_count: number }> }>('/v1/vips')).items.every((v) => v.backend_count === 0), 'the pod removed');
+    nodeMaps().reread();
+    assert.equal(nodeMaps().endpointCount, 2, 'both pairs kept for the draining connections');
+    const r = await lab.client('http', lab.lab.lb.addr4, 3, { port: NODE_PORT, timeoutMs: 300 });
+    assert.equal(r.errors, 3, JSON.stringify(r));
     await until(() => {
       nodeMaps().reread();
       return nodeMaps().endpointCount === 0;
-    }, 'no pair left');
-    const r = await lab.client('http', lab.lab.lb.addr4, 3, { port: NODE_PORT, timeoutMs: 300 });
-    assert.equal(r.errors, 3, JSON.stringify(r));
+    }, 'no pair left once the drain (1 s) has ended');
   });
 });

@@ -51,6 +51,28 @@ function vip(name: string, over: Partial<VipSpec> = {}): VipSpec {
   return { name, address: '198.18.0.1', port: 80, protocol: 'tcp', ...over };
 }
 
+/** What each migration added, undone: a database as an older version left it. */
+const UNDO: Record<number, string> = {
+  5: 'ALTER TABLE vips DROP COLUMN forwarding; ALTER TABLE tombstones DROP COLUMN port; ALTER TABLE tombstones DROP COLUMN host',
+  4: 'ALTER TABLE backends DROP COLUMN port; ALTER TABLE backends DROP COLUMN host',
+  3: 'DROP INDEX vips_owner; DROP INDEX policies_owner',
+};
+
+function schemaOf(d: Database.Database): string[] {
+  return d.prepare<[], string>("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name != 'sqlite_sequence' ORDER BY name")
+    .pluck().all();
+}
+
+/** Takes a database back to `version` and checks it is exactly what that version built. */
+function downgrade(db: Database.Database, version: number): void {
+  for (let v = latestVersion(); v > version; v--) db.exec(UNDO[v]!);
+  db.pragma(`user_version = ${version}`);
+  const older = new Database(':memory:');
+  migrate(older, ':memory:', MIGRATIONS.filter((m) => m.version <= version));
+  assert.deepEqual(schemaOf(db), schemaOf(older), `the database is exactly what version ${version} built`);
+  older.close();
+}
+
 /** Runs one change. */
 function w<T>(store: Store, fn: (tx: StoreTx) => T): T {
   return store.write('test', 'test', fn).result;
@@ -167,17 +189,7 @@ describe('open and migrations', () => {
     const audit = store.audit();
     store.close();
     let db = new Database(path);
-    db.exec('DROP INDEX vips_owner; DROP INDEX policies_owner');
-    db.exec('ALTER TABLE vips DROP COLUMN forwarding; ALTER TABLE tombstones DROP COLUMN port; ALTER TABLE tombstones DROP COLUMN host');
-    db.exec('ALTER TABLE backends DROP COLUMN port; ALTER TABLE backends DROP COLUMN host');
-    db.pragma('user_version = 2');
-    const schemaOf = (d: Database.Database): string[] => d.prepare<[], string>(
-      "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name != 'sqlite_sequence' ORDER BY name",
-    ).pluck().all();
-    const v2 = new Database(':memory:');
-    migrate(v2, ':memory:', MIGRATIONS.filter((m) => m.version <= 2));
-    assert.deepEqual(schemaOf(db), schemaOf(v2));
-    v2.close();
+    downgrade(db, 2);
     // Version-2 code refuses it once upgraded; before, it is its own version.
     assert.deepEqual(migrate(db, path, MIGRATIONS.filter((m) => m.version <= 2)), []);
     db.close();
@@ -216,16 +228,7 @@ describe('open and migrations', () => {
     const before = r(store, (tx) => tx.snapshot());
     store.close();
     const db = new Database(path);
-    db.exec('ALTER TABLE vips DROP COLUMN forwarding; ALTER TABLE tombstones DROP COLUMN port; ALTER TABLE tombstones DROP COLUMN host');
-    db.exec('ALTER TABLE backends DROP COLUMN port; ALTER TABLE backends DROP COLUMN host');
-    db.pragma('user_version = 3');
-    const v3 = new Database(':memory:');
-    migrate(v3, ':memory:', MIGRATIONS.filter((m) => m.version <= 3));
-    const schemaOf = (d: Database.Database): string[] => d.prepare<[], string>(
-      "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name != 'sqlite_sequence' ORDER BY name",
-    ).pluck().all();
-    assert.deepEqual(schemaOf(db), schemaOf(v3), 'the database is exactly what version 3 built');
-    v3.close();
+    downgrade(db, 3);
     db.close();
 
     store = openStore(path, opts);
@@ -243,15 +246,7 @@ describe('open and migrations', () => {
     const before = r(store, (tx) => tx.snapshot());
     store.close();
     const db = new Database(path);
-    db.exec('ALTER TABLE vips DROP COLUMN forwarding; ALTER TABLE tombstones DROP COLUMN port; ALTER TABLE tombstones DROP COLUMN host');
-    db.pragma('user_version = 4');
-    const v4 = new Database(':memory:');
-    migrate(v4, ':memory:', MIGRATIONS.filter((m) => m.version <= 4));
-    const schemaOf = (d: Database.Database): string[] => d.prepare<[], string>(
-      "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name != 'sqlite_sequence' ORDER BY name",
-    ).pluck().all();
-    assert.deepEqual(schemaOf(db), schemaOf(v4), 'the database is exactly what version 4 built');
-    v4.close();
+    downgrade(db, 4);
     db.close();
 
     store = openStore(path, opts);

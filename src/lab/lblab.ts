@@ -29,6 +29,8 @@ export interface LbLabOptions {
   vips: string[];
   /** How long removed backends keep their flows (ferryd's drain_seconds; default 5). */
   drainSeconds?: number;
+  /** ferryd's periodic compare, which also ends drained backends (default 30 s). */
+  reconcileIntervalSeconds?: number;
   /** More top-level YAML for ferryd's config (e.g. kubernetes mode). */
   ferrydConfig?: readonly string[];
   /** Runs once the namespaces exist, before ferryd starts (e.g. whatever ferryd must reach to become ready). */
@@ -72,6 +74,7 @@ export class LbLab {
     this.ferryd = new LabFerryd({
       ns: lab.lb.ns, dir: lab.dir, pinRoot: join(lab.bpfRoot, 'lb'), drainSeconds: opts.drainSeconds ?? 5,
       snatSource: { v4: lab.lb.addr4, v6: lab.lb.addr6 },
+      ...(opts.reconcileIntervalSeconds ? { reconcileIntervalSeconds: opts.reconcileIntervalSeconds } : {}),
       ...(opts.ferrydConfig ? { extraConfig: opts.ferrydConfig } : {}),
     });
     this.api = new Client({ socket: this.ferryd.socket });
