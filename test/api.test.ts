@@ -301,6 +301,8 @@ describe('api: backends', () => {
     assert.equal(created.json<{ vip: { forwarding?: string } }>().vip.forwarding, 'snat');
     const b = await call(api.app, { method: 'POST', url: '/v1/vips/nat/backends', body: { address: '10.244.1.7', port: 8080 } });
     assert.equal(b.statusCode, 201, b.body);
+    const other = problemOf(await call(api.app, { method: 'POST', url: '/v1/vips/nat/backends', body: { address: 'fd00::7', port: 8080 } }), 422, 'invalid');
+    assert.deepEqual(fields(other), ['/address'], 'source NAT keeps the family');
     const planned = api.applier.last?.vips.find((v) => v.name === 'nat');
     assert.ok(planned && (planned.flags & VIP_F_SNAT) !== 0, 'planned with VIP_F_SNAT');
     assert.equal(planned.backends[0]?.port, 8080);

@@ -211,9 +211,10 @@ export function validateVipSpec(spec: VipSpec, opts: VipValidationOptions = {}):
 /**
  * Checks a backend; `prefix` e.g. "/vips/0/backends/2". `vipPort` is its
  * VIP's port: an all-port VIP (0) needs a port in the backend's own check.
- * `snat`: its VIP translates ports itself (forwarding snat).
+ * `snat`: its VIP forwards by source NAT, with addresses of this family
+ * (the VIP's), translating ports itself.
  */
-export function validateBackendSpec(spec: BackendSpec, prefix = '', vipPort = 1, snat = false): FieldError[] {
+export function validateBackendSpec(spec: BackendSpec, prefix = '', vipPort = 1, snat: 4 | 6 | null = null): FieldError[] {
   const errors = backendAddressErrors(spec.address, `${prefix}/address`);
   if (spec.weight !== undefined && !isIntIn(spec.weight, 0, MAX_WEIGHT)) {
     errors.push({ field: `${prefix}/weight`, reason: `must be an integer 0..${MAX_WEIGHT}` });
@@ -233,8 +234,11 @@ export function validateBackendSpec(spec: BackendSpec, prefix = '', vipPort = 1,
  * the backend's family (the backend's own address: it runs Ferry's node
  * programs itself, a hostNetwork pod).
  */
-function backendPathErrors(spec: BackendSpec, prefix: string, vipPort: number, snat: boolean): FieldError[] {
+function backendPathErrors(spec: BackendSpec, prefix: string, vipPort: number, snat: 4 | 6 | null): FieldError[] {
   const errors: FieldError[] = [];
+  if (snat !== null && unicastProblem(spec.address, 'backend') === null && ipFamily(canonicalIp(spec.address)!) !== snat) {
+    errors.push({ field: `${prefix}/address`, reason: `source NAT keeps the address family: the backend must be IPv${snat} like its VIP` });
+  }
   const host = spec.host ?? null;
   if (host !== null && host !== LOCAL_HOST) {
     const reason = unicastProblem(host, 'host');
@@ -251,7 +255,7 @@ function backendPathErrors(spec: BackendSpec, prefix: string, vipPort: number, s
     errors.push({ field: `${prefix}/port`, reason: 'must be an integer 0..65535 (0 = the VIP\'s port)' });
   } else if (vipPort === 0) {
     errors.push({ field: `${prefix}/port`, reason: 'a VIP of every port (0) keeps the client\'s port: its backends take none' });
-  } else if (host === null && !snat) {
+  } else if (host === null && snat === null) {
     errors.push({
       field: `${prefix}/port`,
       reason: `another port is translated on the backend's host: set host ("${LOCAL_HOST}" for this one, or the address of its node running Ferry), or make the VIP's forwarding snat`,
@@ -275,7 +279,7 @@ function backendListErrors(vip: VipWithBackends, prefix: string): FieldError[] {
   const vipPort = isIntIn(vip.port, 0, 65535) ? vip.port : 1;
   vip.backends.forEach((b, i) => {
     const at = `${prefix}/backends/${i}`;
-    const own = validateBackendSpec(b, at, vipPort, vip.forwarding === 'snat');
+    const own = validateBackendSpec(b, at, vipPort, vip.forwarding === 'snat' && canonicalIp(vip.address) !== null ? ipFamily(canonicalIp(vip.address)!) : null);
     errors.push(...own);
     const addr = own.some((e) => e.field === `${at}/address`) ? null : canonicalIp(b.address);
     if (addr === null) return;

@@ -391,15 +391,16 @@ export class Tx implements StoreTx {
   }
 
   /**
-   * The VIP's new port and forwarding must still suit its backends' own
-   * ports: none for a VIP of every port; under dsr, a host to translate them.
+   * The VIP's new port and forwarding must still suit its backends: no own
+   * port for a VIP of every port; under dsr, a host to translate it; under
+   * snat, the VIP's address family.
    */
   private assertBackendPorts(vip: VipRow, norm: NormVip): void {
     const errors = this.rd.backendsOfVip.all(vip.id).flatMap((b) => {
       const spec = backendSpecOf(backendRecord(b));
-      return validateBackendSpec(spec, '', norm.port, norm.forwarding === 'snat')
-        .filter((e) => e.field === '/port')
-        .map((e) => ({ field: norm.port === 0 ? '/port' : '/forwarding', reason: `backend ${b.address}: ${e.reason}` }));
+      return validateBackendSpec(spec, '', norm.port, norm.forwarding === 'snat' ? norm.family : null)
+        .filter((e) => e.field === '/port' || e.field === '/address')
+        .map((e) => ({ field: e.field === '/port' && norm.port === 0 ? '/port' : '/forwarding', reason: `backend ${b.address}: ${e.reason}` }));
     });
     if (errors.length > 0) throw new ValidationError(errors);
   }
@@ -613,7 +614,7 @@ function vipValues(n: NormVip, owner: string | null): VipValues {
 }
 
 function checkBackend(spec: BackendSpec, vip: VipRow): NormBackend {
-  const errors = validateBackendSpec(spec, '', vip.port, vip.forwarding === 'snat');
+  const errors = validateBackendSpec(spec, '', vip.port, vip.forwarding === 'snat' ? vip.family : null);
   if (errors.length > 0) throw new ValidationError(errors);
   return normBackend(spec);
 }
