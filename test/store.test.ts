@@ -73,6 +73,23 @@ function downgrade(db: Database.Database, version: number): void {
   older.close();
 }
 
+/**
+ * A store file written with `state`, taken back to `version` and opened
+ * again (so migrated up): the store, and its snapshot before.
+ */
+function upgradedFrom(version: number, state: DesiredState): { store: Store; before: StoreSnapshot } {
+  const path = join(tmpDir(), `v${version}.db`);
+  const opts = { maxVips: 64, maxBackends: 256, now: () => 1_700_000_000_000 };
+  const first = openStore(path, opts);
+  w(first, (tx) => tx.replaceState(state, 0));
+  const before = r(first, (tx) => tx.snapshot());
+  first.close();
+  const db = new Database(path);
+  downgrade(db, version);
+  db.close();
+  return { store: openStore(path, opts), before };
+}
+
 /** Runs one change. */
 function w<T>(store: Store, fn: (tx: StoreTx) => T): T {
   return store.write('test', 'test', fn).result;
@@ -221,17 +238,7 @@ describe('open and migrations', () => {
   });
 
   it('upgrades a version 3 database to version 4: backends keep their rows and get port 0, no host', () => {
-    const path = join(tmpDir(), 'v3.db');
-    const opts = { maxVips: 64, maxBackends: 256, now: () => 1_700_000_000_000 };
-    let store = openStore(path, opts);
-    w(store, (tx) => tx.replaceState({ vips: [{ ...vip('api'), backends: [{ address: '10.0.0.1', weight: 7 }] }] }, 0));
-    const before = r(store, (tx) => tx.snapshot());
-    store.close();
-    const db = new Database(path);
-    downgrade(db, 3);
-    db.close();
-
-    store = openStore(path, opts);
+    const { store, before } = upgradedFrom(3, { vips: [{ ...vip('api'), backends: [{ address: '10.0.0.1', weight: 7 }] }] });
     assert.deepEqual(r(store, (tx) => tx.snapshot()), before, 'records unchanged: no port, no host');
     const b = w(store, (tx) => tx.createBackend('api', { address: '10.0.0.2', port: 8080, host: 'local' }));
     assert.deepEqual([b.port, b.host], [8080, 'local']);
@@ -239,17 +246,7 @@ describe('open and migrations', () => {
   });
 
   it('upgrades a version 4 database to version 5: VIPs keep their rows and forward by direct return', () => {
-    const path = join(tmpDir(), 'v4.db');
-    const opts = { maxVips: 64, maxBackends: 256, now: () => 1_700_000_000_000 };
-    let store = openStore(path, opts);
-    w(store, (tx) => tx.replaceState({ vips: [{ ...vip('api'), backends: [{ address: '10.0.0.1', port: 8080, host: 'local' }] }] }, 0));
-    const before = r(store, (tx) => tx.snapshot());
-    store.close();
-    const db = new Database(path);
-    downgrade(db, 4);
-    db.close();
-
-    store = openStore(path, opts);
+    const { store, before } = upgradedFrom(4, { vips: [{ ...vip('api'), backends: [{ address: '10.0.0.1', port: 8080, host: 'local' }] }] });
     assert.deepEqual(r(store, (tx) => tx.snapshot()), before, 'records unchanged: no forwarding (dsr)');
     const v = w(store, (tx) => tx.createVip({ ...vip('nat'), address: '198.51.100.9', forwarding: 'snat' }));
     assert.equal(v.forwarding, 'snat');

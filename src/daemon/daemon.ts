@@ -76,6 +76,7 @@ function ensureBpffs(pinRoot: string): void {
 /** The datapath's global config from ferryd's config and the store's seed. */
 export function datapathConfig(c: FerryConfig, seed: number): ConfigProgram {
   const mac = c.datapath.gateway_mac;
+  const ports = snatPortRange(c.datapath.snat_ports);
   return {
     seed,
     src4: c.datapath.encap_source_v4,
@@ -86,7 +87,7 @@ export function datapathConfig(c: FerryConfig, seed: number): ConfigProgram {
     recordAfterHandshake: c.datapath.record_tcp_flows === 'after_handshake',
     eventsFlowSample: c.datapath.events_flow_sample,
     eventsPerSecond: c.datapath.events_per_second,
-    snat: { ...snatSources(c), portMin: snatPortRange(c.datapath.snat_ports).min, portMax: snatPortRange(c.datapath.snat_ports).max },
+    snat: { ...snatSources(c), portMin: ports.min, portMax: ports.max },
   };
 }
 

@@ -277,9 +277,11 @@ function backendListErrors(vip: VipWithBackends, prefix: string): FieldError[] {
   if (errors.length > 0) return errors;
   const seen = new Map<string, number>();
   const vipPort = isIntIn(vip.port, 0, 65535) ? vip.port : 1;
+  const vipAddress = canonicalIp(vip.address);
+  const snatFamily = vip.forwarding === 'snat' && vipAddress !== null ? ipFamily(vipAddress) : null;
   vip.backends.forEach((b, i) => {
     const at = `${prefix}/backends/${i}`;
-    const own = validateBackendSpec(b, at, vipPort, vip.forwarding === 'snat' && canonicalIp(vip.address) !== null ? ipFamily(canonicalIp(vip.address)!) : null);
+    const own = validateBackendSpec(b, at, vipPort, snatFamily);
     errors.push(...own);
     const addr = own.some((e) => e.field === `${at}/address`) ? null : canonicalIp(b.address);
     if (addr === null) return;

@@ -216,6 +216,11 @@ ALTER TABLE tombstones ADD COLUMN port INTEGER NOT NULL DEFAULT 0 CHECK (port BE
 ALTER TABLE tombstones ADD COLUMN host TEXT;
 `;
 
+/** A migration that is one SQL script. */
+function script(version: number, description: string, sql: string): Migration {
+  return { version, description, up: (db) => db.exec(sql) };
+}
+
 export const MIGRATIONS: readonly Migration[] = Object.freeze([
   {
     version: 1,
@@ -226,34 +231,10 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
         .run(randomInt(0, 2 ** 32), new Date().toISOString());
     },
   },
-  {
-    version: 2,
-    description: 'health check configuration and health events',
-    up(db: Database.Database): void {
-      db.exec(V2_HEALTH);
-    },
-  },
-  {
-    version: 3,
-    description: 'indexes on the owner of VIPs and policies',
-    up(db: Database.Database): void {
-      db.exec(V3_OWNER_INDEXES);
-    },
-  },
-  {
-    version: 4,
-    description: 'backend port and host (port translation)',
-    up(db: Database.Database): void {
-      db.exec(V4_BACKEND_PATH);
-    },
-  },
-  {
-    version: 5,
-    description: 'VIP forwarding (source NAT); port and host of draining backends',
-    up(db: Database.Database): void {
-      db.exec(V5_VIP_FORWARDING);
-    },
-  },
+  script(2, 'health check configuration and health events', V2_HEALTH),
+  script(3, 'indexes on the owner of VIPs and policies', V3_OWNER_INDEXES),
+  script(4, 'backend port and host (port translation)', V4_BACKEND_PATH),
+  script(5, 'VIP forwarding (source NAT); port and host of draining backends', V5_VIP_FORWARDING),
 ]);
 
 /** The schema version this code writes. */
