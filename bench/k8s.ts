@@ -38,6 +38,8 @@
  *     --ferry-only        skip iptables-restore (e.g. to compare K8sSync settings)
  *     --burst-only        only the bursts: not the one-change series or ferryd's RSS
  *     --services-per-tx, --max-tx-per-batch  K8sSync's caps (default: its defaults)
+ *     --no-nodeport  skip the NodePort paths (bench/k8s-paths.ts: XDP vs the nftables NAT, per packet and per change)
+ *     --nodeport-rate PPS  the rate both NodePort paths are offered (default 50,000)
  *     --json    one object: {sizes: [...], ratio_vs_iptables} (iptables-restore ms / Ferry ms at the largest N)
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -62,6 +64,8 @@ import { openStore } from '../src/store/store.js';
 import { FakeApplier } from '../test/lib/api-fixture.js';
 import { argValue } from './args.js';
 import { measureK8sConnect, type K8sConnectResult } from './k8s-connect.js';
+import { measureNodePortChanges, measureNodePortPackets, type NodePortPackets, type PathChange } from './k8s-paths.js';
+import { rigUnavailable } from './lab-rig.js';
 import { ensureBpffs } from '../test/lib/harness.js';
 import { node, service, slice } from '../test/lib/k8s-objects.js';
 import { K8sTestServer, type ResourceName } from '../test/lib/k8s-server.js';
@@ -129,6 +133,8 @@ export interface K8sBench {
   ratio_vs_iptables: number | null;
   /** Per-connection cost of a ClusterIP: socket-LB vs kube-proxy's iptables chain (bench/k8s-connect.ts); null when skipped. */
   connect: K8sConnectResult | null;
+  /** NodePorts on the XDP path and on the nftables NAT path (bench/k8s-paths.ts); null when skipped. */
+  nodeport: { packets: NodePortPackets | null; changes: PathChange[] } | null;
   notes: string[];
 }
 
@@ -518,6 +524,8 @@ function progress(msg: string): void {
 }
 
 export interface BenchOptions {
+  noNodePort: boolean;
+  nodePortRate: number;
   quick: boolean;
   /** Skip the per-connection ClusterIP comparison. */
   noConnect?: boolean;
@@ -599,6 +607,30 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
     progress(`ClusterIP per-connection cost at ${services} Services: socket-LB vs iptables…`);
     connect = await measureK8sConnect({ services, seconds: o.quick ? 1 : 2, rounds: o.quick ? 1 : 3, log: progress });
   }
+  let nodeport: K8sBench['nodeport'] = null;
+  if (o.noNodePort) notes.push('--no-nodeport: the NodePort paths were not compared');
+  else {
+    const services = o.quick ? 1000 : 10_000;
+    const canNat = process.getuid?.() === 0 && have('nft');
+    if (!canNat) notes.push('no nft (or not root): the NodePort nat path was not measured');
+    const changes: PathChange[] = [];
+    for (const path of canNat ? (['xdp', 'nat'] as const) : (['xdp'] as const)) {
+      const c = await measureNodePortChanges(path, services, o.quick ? 10 : 50, real);
+      progress(`NodePort ${path} path, one endpoint change at ${services} Services: applied p50 ${c.applied_ms_p50} ms, ` +
+        `p99 ${c.applied_ms_p99} ms; from the event p50 ${c.end_to_end_ms_p50} ms, p99 ${c.end_to_end_ms_p99} ms`);
+      changes.push(c);
+    }
+    const why = rigUnavailable();
+    let packets: NodePortPackets | null = null;
+    if (why) notes.push(`the NodePort paths' per-packet cost was not measured: ${why}`);
+    else {
+      progress(`NodePort paths per packet at ${o.nodePortRate} pps (packet-rate rig)…`);
+      packets = await measureNodePortPackets({ quick: o.quick, rate: o.nodePortRate });
+      progress(`NodePort per packet: xdp ${packets.mean_ns_per_pkt['ferry-nodeport']} ns, nat ${packets.mean_ns_per_pkt['nft-nat']} ns, ` +
+        `floor ${packets.mean_ns_per_pkt.floor} ns (nat ÷ xdp ${packets.ratio_nat_to_xdp})`);
+    }
+    nodeport = { packets, changes };
+  }
   let nat: NatBench | null = null;
   if (process.getuid?.() === 0 && have('nft') && have('nsenter')) {
     const entries = o.quick ? 1000 : 10_000;
@@ -607,7 +639,7 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
   } else {
     notes.push('no nft (or not root): the kernel NAT table was not measured');
   }
-  return { sizes, nat, ratio_vs_iptables: sizes.at(-1)?.ratio ?? null, connect, notes };
+  return { sizes, nat, ratio_vs_iptables: sizes.at(-1)?.ratio ?? null, connect, nodeport, notes };
 }
 
 /** NatTable in a namespace of its own: the whole table once, then single-entry changes. */
@@ -668,6 +700,8 @@ async function main(): Promise<void> {
     ferryOnly: process.argv.includes('--ferry-only'),
     noConnect: process.argv.includes('--no-connect'),
     burstOnly: process.argv.includes('--burst-only'),
+    noNodePort: process.argv.includes('--no-nodeport'),
+    nodePortRate: argValue('--nodeport-rate', 50_000),
     caps: { ...(spt !== undefined ? { servicesPerTransaction: spt } : {}), ...(mtb !== undefined ? { maxTransactionsPerBatch: mtb } : {}) },
   });
   if (process.argv.includes('--json')) {
@@ -708,6 +742,22 @@ async function main(): Promise<void> {
     console.log(`\nKernel NAT table (nftables, ${r.nat.entries} entries): written whole in ${r.nat.full_write_ms} ms; one entry changed: ` +
       `p50 ${r.nat.one_change_ms_p50} ms, p99 ${r.nat.one_change_ms_p99} ms (${r.nat.changes} changes, nft included); the same entries ` +
       `as one chain of rules, replaced whole on every change as before: ${r.nat.one_chain_write_ms} ms`);
+  }
+  const np = r.nodeport;
+  if (np) {
+    if (np.packets) {
+      const p = np.packets;
+      console.log(`\nNodePort per packet, balancing node's receive thread, ns (${p.offered_pps} pps offered, ${p.backends} pods, median of ${p.rounds} round(s), ${p.generator} generator)`);
+      console.log('| path | SYN | UDP | mean | ÷ XDP |');
+      console.log('|---|---|---|---|---|');
+      for (const [name, m] of [['XDP (ferry-nodeport)', 'ferry-nodeport'], ['nftables NAT (nft-nat)', 'nft-nat'], ['floor (receive, drop)', 'floor']] as const) {
+        console.log(`| ${name} | ${p.ns_per_pkt.syn[m]} | ${p.ns_per_pkt.udp[m]} | ${p.mean_ns_per_pkt[m]} | ${m === 'floor' ? '' : Math.round((p.mean_ns_per_pkt[m] / p.mean_ns_per_pkt['ferry-nodeport']) * 100) / 100} |`);
+      }
+    }
+    for (const c of np.changes) {
+      console.log(`NodePort ${c.path} path, one endpoint change at ${c.services} Services (${c.changes} changes): applied p50 ${c.applied_ms_p50} ms, ` +
+        `p99 ${c.applied_ms_p99} ms; from the API server's event p50 ${c.end_to_end_ms_p50} ms, p99 ${c.end_to_end_ms_p99} ms (state in: ${c.datapath})`);
+    }
   }
   for (const n of r.notes) console.log(`note: ${n}`);
 }

@@ -16,13 +16,46 @@
  * kernel checks for signals between batches and returns EINTR). The parent
  * sends SIGUSR2 once xdp_gen has emitted what it was armed for. Answers
  * {"ms":ELAPSED} per line; prints "ready" once the program is found.
+ *
+ *   node dist/bench/lab-gen.js --packet IFNAME
+ *
+ * The same rig's generator where the kernel refuses live-frames runs: for
+ * each line {"flood":{...}} (the addon's packetFlood options, its buffers as
+ * hex) it sends the frames out of IFNAME through an AF_PACKET socket, paced,
+ * with the flows numbered as xdp_gen numbers them, and answers
+ * {"sent","refused","ms"}.
  */
 import { createInterface } from 'node:readline';
-import { BPF_F_TEST_XDP_LIVE_FRAMES, loadNative } from '../src/datapath/native.js';
+import { BPF_F_TEST_XDP_LIVE_FRAMES, loadNative, type PacketFloodOptions } from '../src/datapath/native.js';
 
 const MAX_RUNS = 2 ** 31 - 1;
 
+/** packetFlood's options with its buffers as hex strings, as the parent writes them. */
+type FloodRequest = Omit<PacketFloodOptions, 'dstMac' | 'srcMac' | 'dstIp' | 'srcNet' | 'ifname'> &
+  Record<'dstMac' | 'srcMac' | 'dstIp' | 'srcNet', string>;
+
+function packetMode(ifname: string): void {
+  const nat = loadNative();
+  nat.ifNameToIndex(ifname); // fails now, not at the first window, when it is missing
+  const lines = createInterface({ input: process.stdin });
+  lines.on('line', (line) => {
+    const { flood } = JSON.parse(line) as { flood?: FloodRequest };
+    if (!flood || typeof flood !== 'object') throw new Error(`bad command: ${line}`);
+    const hex = (s: string): Buffer => Buffer.from(s, 'hex');
+    const r = nat.packetFlood({
+      ...flood, ifname, dstMac: hex(flood.dstMac), srcMac: hex(flood.srcMac), dstIp: hex(flood.dstIp), srcNet: hex(flood.srcNet),
+    });
+    process.stdout.write(`${JSON.stringify({ sent: r.sent, refused: r.refused, ms: r.ns / 1e6 })}\n`);
+  });
+  lines.on('close', () => process.exit(0));
+  process.stdout.write('ready\n');
+}
+
 function main(): void {
+  if (process.argv[2] === '--packet') {
+    packetMode(process.argv[3] ?? 'eth0');
+    return;
+  }
   const [progPin, ifname] = process.argv.slice(2);
   if (!progPin || !ifname) throw new Error('usage: lab-gen.js PROG_PIN IFNAME');
   const nat = loadNative();

@@ -7,6 +7,18 @@
  *   <p>-gen  eth0 ══ i<tag>  <p>-lb  b1 ══ s1<tag> <p>-be1
  *                                     b2 ══ s2<tag> <p>-be2  ...
  *
+ * The generator injects XDP live frames (xdp_gen) where the kernel allows
+ * those test runs, and otherwise sends the same numbered flows through an
+ * AF_PACKET socket (the addon's packetFlood), paced the same way: either way
+ * the frames reach the load balancer's veth as XDP frames.
+ *
+ * Two more modes compare Kubernetes' NodePort paths (bench:k8s): traffic to
+ * a NodePort of the load balancer's own address, served by "pods" behind
+ * the backend namespaces (their nodes) either by Ferry (xdp_lb encapsulates
+ * to the pod through its node; the node program would translate the port
+ * there) or by the nftables table Ferry's Kubernetes mode writes for its
+ * `external_path: nat` (src/k8s/nat.ts: DNAT to the pod's port, masquerade).
+ *
  * - The generator link is a veth pair straight into the load balancer, so
  *   frames arrive there as a NIC would hand them over: as XDP frames, before
  *   any socket buffer exists. xdp_lb handles them in place; for the netfilter
@@ -46,12 +58,17 @@ import { runAgent } from '../src/lab/lblab.js';
 import { ENCAP_SRC4, Lab } from '../src/lab/topology.js';
 import { chooseMaglevM } from '../src/maglev/index.js';
 import { bpfObjectPath, packageRoot } from '../src/paths.js';
+import { renderNat } from '../src/k8s/nat.js';
+import type { NatEntry } from '../src/k8s/translate.js';
 import { ensureBpffs, liveFramesUnavailable } from '../test/lib/harness.js';
 import { frame, TCP_SYN } from '../test/lib/packet.js';
 import { BenchObject, GEN_FRAME_LEN, type SinkCounts } from './lab-bpf.js';
 
 export const BALANCERS = ['ferry', 'iptables', 'nftables'] as const;
 export type BalancerName = (typeof BALANCERS)[number];
+/** Kubernetes NodePort paths: Ferry's XDP (ferry-nodeport) and its nftables fallback (nft-nat). */
+export const NODEPORT_PATHS = ['ferry-nodeport', 'nft-nat'] as const;
+export type NodePortPath = (typeof NODEPORT_PATHS)[number];
 export type TrafficKind = 'syn' | 'udp';
 
 export const VIP = '198.19.0.10';
@@ -73,13 +90,33 @@ const macText = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0')
 
 export const backendAddr = (i: number): string => `198.18.${16 + i}.2`;
 const lbLinkAddr = (i: number): string => `198.18.${16 + i}.1`;
+/** The load balancer's own address (the NodePort paths' frontend). */
+export const LB_ADDR = '198.18.1.2';
+/** The NodePorts; the pods listen on TCP_PORT and UDP_PORT. */
+export const NODE_PORT_TCP = 30080;
+export const NODE_PORT_UDP = 30053;
+/** A "pod" behind backend namespace i, its node (a /24 the load balancer routes through the node). */
+export const podAddr = (i: number): string => `198.18.${48 + i}.2`;
+
+/** Where a mode's traffic goes: address, TCP port, UDP port. */
+export interface Frontend {
+  addr: string;
+  tcp: number;
+  udp: number;
+}
+
+export function frontendOf(mode: LbMode): Frontend {
+  return (NODEPORT_PATHS as readonly string[]).includes(mode)
+    ? { addr: LB_ADDR, tcp: NODE_PORT_TCP, udp: NODE_PORT_UDP }
+    : { addr: VIP, tcp: TCP_PORT, udp: UDP_PORT };
+}
 
 /** The frame the generator varies (source address and port) for each kind, padded to GEN_FRAME_LEN as on the wire. */
-export function template(kind: TrafficKind): Buffer {
-  const common = { src: SRC_BASE, dst: VIP, sport: PORT_BASE, srcMac: GEN_MAC, dstMac: LB_MAC };
+export function template(kind: TrafficKind, to: Frontend = frontendOf('ferry')): Buffer {
+  const common = { src: SRC_BASE, dst: to.addr, sport: PORT_BASE, srcMac: GEN_MAC, dstMac: LB_MAC };
   const f = kind === 'syn'
-    ? frame({ ...common, proto: 'tcp', dport: TCP_PORT, tcpFlags: TCP_SYN })
-    : frame({ ...common, proto: 'udp', dport: UDP_PORT, payload: Buffer.alloc(18, 0x61) });
+    ? frame({ ...common, proto: 'tcp', dport: to.tcp, tcpFlags: TCP_SYN })
+    : frame({ ...common, proto: 'udp', dport: to.udp, payload: Buffer.alloc(18, 0x61) });
   return Buffer.concat([f, Buffer.alloc(GEN_FRAME_LEN - f.length)]);
 }
 
@@ -153,6 +190,19 @@ export function nftRules(backends: readonly string[]): string {
   ].join('\n');
 }
 
+/**
+ * The nftables table Ferry's Kubernetes mode writes (src/k8s/nat.ts) for a
+ * NodePort Service of externalTrafficPolicy Cluster on the load balancer's
+ * address: DNAT to a pod and its port, masqueraded.
+ */
+export function natPathRules(backends: number): string {
+  const entry = (protocol: 'tcp' | 'udp', port: number, target: number): NatEntry => ({
+    service: `bench/nodeport:${protocol}`, address: LB_ADDR, port, protocol, masquerade: true, affinity: false, sourceRanges: null,
+    backends: Array.from({ length: backends }, (_, i) => ({ address: podAddr(i), port: target })),
+  });
+  return renderNat([entry('tcp', NODE_PORT_TCP, TCP_PORT), entry('udp', NODE_PORT_UDP, UDP_PORT)]);
+}
+
 // ---- the generator process ------------------------------------------------------
 
 /** lab-gen.js in the generator namespace: one run at a time. */
@@ -194,6 +244,13 @@ class Generator {
       await Promise.race([answer, sleep(50)]);
     }
     await answer;
+  }
+
+  /** The AF_PACKET generator (lab-gen.js --packet): one paced run of numbered flows. */
+  async flood(req: Record<string, number | string>): Promise<{ sent: number; refused: number; ms: number }> {
+    const answer = this.next();
+    this.proc.stdin!.write(`${JSON.stringify({ flood: req })}\n`);
+    return JSON.parse(await answer) as { sent: number; refused: number; ms: number };
   }
 
   stop(): void {
@@ -252,6 +309,8 @@ function pin(tid: number, cpu: number): void {
 
 export interface RigOptions {
   backends: number;
+  /** The generator; default live frames where the kernel allows them, else an AF_PACKET socket. */
+  generator?: GeneratorKind;
   /** Source addresses (default 4,096). */
   sources?: number;
   /** UDP source ports per source address (default 16): sources × udpPorts UDP flows repeat (established flows). */
@@ -263,7 +322,10 @@ export interface RigOptions {
  * (xdp_sink on its interface: every frame received and dropped at once,
  * the cost any balancer pays before doing anything).
  */
-export type LbMode = BalancerName | 'floor';
+export type LbMode = BalancerName | NodePortPath | 'floor';
+
+/** How frames are made: xdp_gen in live-frames test runs, or AF_PACKET sendmmsg (the addon's packetFlood). */
+export type GeneratorKind = 'live-frames' | 'packet-socket';
 
 export interface Window {
   mode: LbMode;
@@ -313,6 +375,9 @@ export class RateRig {
   private sinks: BenchObject[] = [];
   private passObj: BpfObject | undefined;
   private generator: Generator | undefined;
+  readonly generatorKind: GeneratorKind;
+  /** The packet-socket generator's next frame number (xdp_gen keeps its own). */
+  private packetSeq = 0;
   private readonly tag = process.pid.toString(36);
   readonly iptablesVariant: string;
   active: LbMode | undefined;
@@ -334,6 +399,7 @@ export class RateRig {
     this.lbIf = `i${this.tag}`;
     this.lbCpu = Math.max(0, cpus().length - 1);
     this.iptablesVariant = /\((\w+)\)/.exec(run('iptables', ['--version']))?.[1] ?? 'unknown';
+    this.generatorKind = o.generator ?? (liveFramesUnavailable() ? 'packet-socket' : 'live-frames');
   }
 
   static async start(o: RigOptions): Promise<RateRig> {
@@ -387,6 +453,8 @@ export class RateRig {
       // (its thread) instead of the backlog of the CPU that sends it.
       nsRun(this.lb, 'ethtool', ['-K', `b${i + 1}`, 'tx', 'off']);
       nsRun(this.lb, 'ip', ['neigh', 'replace', backendAddr(i), 'lladdr', macText(beMac(i)), 'dev', `b${i + 1}`, 'nud', 'permanent']);
+      // The node's pods: the nftables path routes to them through it (Ferry's names the node as `via`).
+      nsRun(this.lb, 'ip', ['route', 'add', `${podAddr(i).replace(/\.2$/, '.0')}/24`, 'via', backendAddr(i)]);
     });
 
     // Backends: xdp_sink, each with its own counters.
@@ -423,6 +491,13 @@ export class RateRig {
       };
       this.tables.set(proto === 'tcp' ? 'syn' : 'udp', programVip(this.dp, v, HASH_SEED));
     }
+    // The NodePort path: the load balancer's own address, each pod reached through its node.
+    for (const [id, proto, port] of [[2, 'tcp', NODE_PORT_TCP], [3, 'udp', NODE_PORT_UDP]] as const) {
+      programVip(this.dp, {
+        id, addr: LB_ADDR, port, proto, m: chooseMaglevM(this.backends.length),
+        backends: this.backends.map((node, i) => ({ id: id * 16 + i, addr: podAddr(i), via: node })),
+      }, HASH_SEED);
+    }
 
     // Threads: the balancer's receive on the last CPU, backends' with the generator on CPU 0.
     this.lbThread = threadedNapi(this.lb, this.lbIf);
@@ -432,9 +507,13 @@ export class RateRig {
     // The generator: CPU 0 at the highest ordinary priority, so that the rest of
     // the machine's work does not thin out the offered rate (the backends'
     // real-time threads still preempt it).
-    this.genObj = new BenchObject(join(lab.bpfRoot, 'gen'));
+    let genArgs = ['--packet', 'eth0'];
+    if (this.generatorKind === 'live-frames') {
+      this.genObj = new BenchObject(join(lab.bpfRoot, 'gen'));
+      genArgs = [this.genObj.progPin('xdp_gen'), 'eth0'];
+    }
     const proc = spawn('nice', ['-n', '-20', 'taskset', '-c', '0', 'nsenter', `--net=/run/netns/${this.gen}`, '--',
-      process.execPath, join(packageRoot(), 'dist', 'bench', 'lab-gen.js'), this.genObj.progPin('xdp_gen'), 'eth0'], {
+      process.execPath, join(packageRoot(), 'dist', 'bench', 'lab-gen.js'), ...genArgs], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     this.generator = new Generator(proc);
@@ -464,7 +543,8 @@ export class RateRig {
   activate(mode: LbMode): void {
     const nat = loadNative();
     const link = nat.objGet(this.linkPin);
-    const prog = mode === 'ferry' ? this.dp!.progFd : mode === 'floor' ? nat.objGet(this.floorObj!.progPin('xdp_sink')) : this.passObj!.programFd('xdp_pass');
+    const ferry = mode === 'ferry' || mode === 'ferry-nodeport';
+    const prog = ferry ? this.dp!.progFd : mode === 'floor' ? nat.objGet(this.floorObj!.progPin('xdp_sink')) : this.passObj!.programFd('xdp_pass');
     try {
       nat.linkUpdate(link, prog);
     } finally {
@@ -474,13 +554,18 @@ export class RateRig {
     this.clearNetfilter();
     if (mode === 'iptables') nsRun(this.lb, 'iptables-restore', ['--noflush'], { input: kubeProxyRules(this.backends) });
     if (mode === 'nftables') nsRun(this.lb, 'nft', ['-f', '-'], { input: nftRules(this.backends) });
+    if (mode === 'nft-nat') nsRun(this.lb, 'nft', ['-f', '-'], { input: natPathRules(this.backends.length) });
+    // The sinks count what reaches a pod: Ferry's encapsulated packet keeps the
+    // NodePort (its node translates it), the nftables path's carries the pod's port.
+    const counted = mode === 'ferry-nodeport' ? frontendOf(mode) : { tcp: TCP_PORT, udp: UDP_PORT };
+    for (const sink of this.sinks) sink.setSinkPorts(counted.tcp, counted.udp);
     this.active = mode;
   }
 
   /** The rule set the active netfilter balancer runs, as its tool lists it. */
   listRules(): string {
     if (this.active === 'iptables') return nsRun(this.lb, 'iptables-save', ['-c', '-t', 'nat']);
-    if (this.active === 'nftables') return nsRun(this.lb, 'nft', ['list', 'ruleset']);
+    if (this.active === 'nftables' || this.active === 'nft-nat') return nsRun(this.lb, 'nft', ['list', 'ruleset']);
     return '';
   }
 
@@ -491,9 +576,44 @@ export class RateRig {
 
   // ---- traffic --------------------------------------------------------------------
 
-  /** Sets the generator's flows for a kind of traffic. */
-  setTraffic(kind: TrafficKind): void {
-    this.genObj!.setGen(template(kind), { srcCount: this.sources, portCount: kind === 'syn' ? SYN_PORTS : this.udpPorts });
+  /** The generator's flows for a kind of traffic: sources, and ports per source. */
+  private flows(kind: TrafficKind): { srcCount: number; portCount: number } {
+    return { srcCount: this.sources, portCount: kind === 'syn' ? SYN_PORTS : this.udpPorts };
+  }
+
+  /**
+   * Sends `count` frames of `kind` to the active mode's frontend at `rate`
+   * (0: as fast as the generator can) in groups; the first frame's number,
+   * how many went out and over how long (ms).
+   */
+  private async emit(kind: TrafficKind, rate: number, count: number, group: number): Promise<{ first: number; offered: number; ms: number }> {
+    const to = frontendOf(this.active!);
+    const timeoutMs = rate > 0 ? (count / rate) * 3000 + 2000 : 60_000;
+    if (this.generatorKind === 'packet-socket') {
+      const first = this.packetSeq;
+      const f = template(kind, to);
+      const r = await this.generator!.flood({
+        dstMac: macText(LB_MAC).replaceAll(':', ''), srcMac: macText(GEN_MAC).replaceAll(':', ''),
+        dstIp: f.subarray(30, 34).toString('hex'), srcNet: f.subarray(26, 30).toString('hex'),
+        dstPort: kind === 'syn' ? to.tcp : to.udp, proto: kind === 'syn' ? 'tcp' : 'udp',
+        ...this.flows(kind), portBase: PORT_BASE, first, count, rate, group: Math.min(group, 64), milliseconds: Math.ceil(timeoutMs),
+      });
+      this.packetSeq += r.sent;
+      return { first, offered: r.sent, ms: r.ms };
+    }
+    const gen = this.genObj!;
+    gen.setGen(template(kind, to), this.flows(kind));
+    const seq0 = gen.genState().seq;
+    const stopAt = gen.armGen(rate, count, group);
+    const tRun = performance.now();
+    let tDone = 0;
+    const done = () => gen.genState().seq >= stopAt && (tDone = performance.now()) > 0;
+    await this.generator!.run(template(kind, to), done, timeoutMs);
+    const st = gen.genState();
+    // Paced: from the first group's start to the last group's end. Unpaced:
+    // as the parent saw it (to within its 5 ms polling).
+    const ms = rate > 0 ? Number(st.last_ns - st.first_ns) / 1e6 + (group * 1000) / rate : (tDone || performance.now()) - tRun;
+    return { first: Number(seq0), offered: Number(st.seq - seq0), ms };
   }
 
   /** UDP flows the generator cycles through. */
@@ -540,41 +660,30 @@ export class RateRig {
     const mode = this.active;
     if (!mode) throw new Error('no balancer is active');
     const count = 'count' in limit ? limit.count : Math.round((rate * limit.ms) / 1000);
-    const gen = this.genObj!;
-    this.setTraffic(kind);
     await this.settle();
-    const seq0 = gen.genState().seq;
     const c0 = this.counted();
     const l0 = this.links();
     const t0 = process.hrtime.bigint();
     const r0 = taskRuntimeNs(this.lbThread);
-    const stopAt = gen.armGen(rate, count, group);
-    const tRun = performance.now();
-    let tDone = 0;
-    const done = () => gen.genState().seq >= stopAt && (tDone = performance.now()) > 0;
-    await this.generator!.run(template(kind), done, rate > 0 ? (count / rate) * 3000 + 2000 : 60_000);
+    const sent = await this.emit(kind, rate, count, group);
     await this.settle();
     const r1 = taskRuntimeNs(this.lbThread);
     const t1 = process.hrtime.bigint();
     const c1 = this.counted();
     const l1 = this.links();
-    const st = gen.genState();
     const key = kind === 'syn' ? 'tcp' : 'udp';
     const per = c1.map((c, i) => c[key] - c0[i]![key]);
-    const offered = Number(st.seq - seq0);
+    const { offered } = sent;
     const forwarded = per.reduce((a, b) => a + b, 0);
     const ingress = l1.genTxDropped - l0.genTxDropped;
-    const sent = mode === 'floor' ? forwarded : l1.lbTxToBackends - l0.lbTxToBackends;
+    const toBackends = mode === 'floor' ? forwarded : l1.lbTxToBackends - l0.lbTxToBackends;
     return {
-      mode, kind, first_seq: Number(seq0), rate, group, offered,
-      // Paced: from the first group's start to the last group's end. Unpaced:
-      // as the parent saw it (to within its 5 ms polling).
-      gen_ms: rate > 0 ? Number(st.last_ns - st.first_ns) / 1e6 + (group * 1000) / rate : (tDone || performance.now()) - tRun,
+      mode, kind, first_seq: sent.first, rate, group, offered, gen_ms: sent.ms,
       forwarded, per_backend: per,
       ipip: c1.reduce((a, c, i) => a + c.ipip - c0[i]!.ipip, 0),
       lost_ingress: ingress,
-      lost_in_lb: Math.max(0, offered - ingress - sent),
-      lost_downstream: Math.max(0, sent - forwarded),
+      lost_in_lb: Math.max(0, offered - ingress - toBackends),
+      lost_downstream: Math.max(0, toBackends - forwarded),
       lb_cpu_ns: r1 - r0, wall_ns: Number(t1 - t0),
     };
   }
@@ -604,7 +713,7 @@ export class RateRig {
   }
 }
 
-/** Whether this machine can run the rig, or why not. */
+/** Whether this machine can run the rig, or why not (without live frames its generator uses an AF_PACKET socket). */
 export function rigUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (network namespaces, BPF)';
   if (!existsSync('/sys/kernel/btf/vmlinux')) return 'kernel has no BTF';
@@ -619,7 +728,3 @@ export function rigUnavailable(): string | undefined {
   return undefined;
 }
 
-/** Why the packet-rate rig cannot run: its generator needs live frames too. */
-export function rateRigUnavailable(): string | undefined {
-  return rigUnavailable() ?? liveFramesUnavailable();
-}

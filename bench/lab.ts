@@ -30,7 +30,7 @@ import { Lab, labsOfThisProcess } from '../src/lab/topology.js';
 import { argValue } from './args.js';
 import { HTTP_BACKENDS, IptablesHttpLab, httpRate, startFerryHttp } from './lab-http.js';
 import {
-  BALANCERS, DEFAULT_GROUP, RateRig, rateRigUnavailable,
+  BALANCERS, DEFAULT_GROUP, RateRig, rigUnavailable,
   type BalancerName, type LbMode, type TrafficKind, type Window,
 } from './lab-rig.js';
 
@@ -112,7 +112,7 @@ const median = (xs: number[]): number => {
 const round2 = (x: number): number => Math.round(x * 100) / 100;
 const kpps = (x: number): string => `${Math.round(x / 1000)}k`;
 
-function windowMs(o: Options, kind: TrafficKind, rate: number): number {
+function windowMs(o: Pick<Options, 'quick'>, kind: TrafficKind, rate: number): number {
   const ms = o.quick ? 300 : 1000;
   return kind === 'syn' ? Math.min(ms, (MAX_NEW_FLOWS / rate) * 1000) : ms;
 }
@@ -181,14 +181,21 @@ async function searchLossless(rig: RateRig, o: Options, kind: TrafficKind, b: Ba
   return { pps: best, limit, lb_busy_at_loss: w ? round2(w.lb_cpu_ns / (w.gen_ms * 1e6)) : null };
 }
 
-interface EqualLoad {
+export interface EqualLoad {
   byKind: Record<TrafficKind, Record<LbMode, number>>;
   /** The rate the generator achieved in those windows (median): it may fall a little behind when its CPU is busy. */
   achievedByKind: Record<TrafficKind, Record<LbMode, number>>;
 }
 
-async function equalLoad(rig: RateRig, o: Options, rate: number, rounds: number): Promise<EqualLoad> {
-  const modes: LbMode[] = ['floor', ...BALANCERS];
+/**
+ * CPU per forwarded packet of each mode at the same offered rate, in rounds
+ * that interleave the modes (median of the rounds); also used by bench:k8s
+ * for the NodePort paths.
+ */
+export async function equalLoad(
+  rig: RateRig, o: Pick<Options, 'quick' | 'group'>, rate: number, rounds: number,
+  modes: readonly LbMode[] = ['floor', ...BALANCERS], log: (msg: string) => void = progress,
+): Promise<EqualLoad> {
   const windows: Window[] = [];
   for (let r = 0; r < rounds; r++) {
     for (const kind of KINDS) {
@@ -199,7 +206,7 @@ async function equalLoad(rig: RateRig, o: Options, rate: number, rounds: number)
         for (let attempt = 1; ; attempt++) {
           await prepare(rig, kind, rate, o.group);
           const w = await rig.offer(kind, rate, { ms: windowMs(o, kind, rate) }, o.group);
-          progress(`round ${r + 1} ${kind} ${mode}: ${Math.round(w.lb_cpu_ns / Math.max(1, w.forwarded))} ns/packet, `
+          log(`round ${r + 1} ${kind} ${mode}: ${Math.round(w.lb_cpu_ns / Math.max(1, w.forwarded))} ns/packet, `
             + `${w.forwarded}/${w.offered} forwarded at ${kpps(achieved(w))} pps${describeLoss(w)}`);
           if (lossless(w) || attempt === ATTEMPTS) {
             windows.push(w);
@@ -344,7 +351,7 @@ async function main(): Promise<void> {
   const o = parseOptions();
   if (o.group > 256) throw new Error('--group takes 1 to 256');
   if (o.backends > 9) throw new Error('--backends takes 1 to 9');
-  const why = rateRigUnavailable();
+  const why = rigUnavailable();
   if (why) {
     console.error(`bench:lab: ${why}`);
     process.exit(2);

@@ -22,15 +22,14 @@ import { bpfObjectPath, packageRoot } from '../src/paths.js';
 import { GenConfig, GenState, SINK_IPIP, SINK_MAX, SINK_PASSED, SINK_TCP, SINK_UDP } from '../bench/lab-bpf.js';
 import { HTTP_VIP, IptablesHttpLab, httpRate } from '../bench/lab-http.js';
 import {
-  HASH_SEED, PORT_BASE, RateRig, rateRigUnavailable, rigUnavailable, SRC_BASE, SYN_PORTS, TCP_PORT, UDP_PORT, VIP,
+  HASH_SEED, NODE_PORT_TCP, podAddr, PORT_BASE, RateRig, rigUnavailable, SRC_BASE, SYN_PORTS, TCP_PORT, UDP_PORT, VIP,
   type TrafficKind, type Window,
 } from '../bench/lab-rig.js';
+import { nsRun } from '../src/lab/exec.js';
 import { flowOf } from './lib/harness.js';
 
 const skip = rigUnavailable();
 if (skip) console.log(`# skipping bench:lab tests: ${skip}`);
-const rigSkip = skip ?? rateRigUnavailable();
-if (!skip && rigSkip) console.log(`# skipping bench:lab packet-rate rig tests: ${rigSkip}`);
 
 const BACKENDS = 3;
 const SOURCES = 256;
@@ -82,7 +81,7 @@ describe('bench:lab BPF mirror', { skip }, () => {
   });
 });
 
-describe('bench:lab packet-rate rig: each balancer forwards to the backends', { skip: rigSkip }, () => {
+describe('bench:lab packet-rate rig: each balancer forwards to the backends', { skip }, () => {
   let rig: RateRig;
 
   before(async () => {
@@ -161,6 +160,34 @@ describe('bench:lab packet-rate rig: each balancer forwards to the backends', { 
       assertUniform(first!.per_backend, `${b} UDP flows`);
     });
   }
+
+  it('NodePort through Ferry: to the load balancer\'s own address and NodePort, encapsulated to each pod through its node', async () => {
+    rig.activate('ferry-nodeport');
+    const [syn] = await offerWhole('syn', SYNS);
+    assert.equal(syn!.forwarded, SYNS, `every SYN reached a pod with the NodePort kept: ${JSON.stringify(syn)}`);
+    assert.equal(syn!.ipip, SYNS, 'encapsulated');
+    assertUniform(syn!.per_backend, 'ferry-nodeport SYN');
+    const [first] = await udpTwice();
+    assert.equal(first!.ipip, UDP_FLOWS);
+    assert.equal(rig.conntrackCount(), 0, 'no netfilter connection tracking on Ferry\'s path');
+  });
+
+  it('NodePort through the nftables table Ferry writes for external_path nat: DNAT to the pods\' port, masqueraded', async () => {
+    rig.activate('nft-nat');
+    const [syn] = await offerWhole('syn', SYNS);
+    assert.equal(syn!.forwarded, SYNS, `every SYN reached a pod's own port: ${JSON.stringify(syn)}`);
+    assert.equal(syn!.ipip, 0, 'plain packets, no encapsulation');
+    assertUniform(syn!.per_backend, 'nft-nat SYN');
+    assert.match(rig.listRules(), /table inet ferry_k8s/);
+    assert.match(rig.listRules(), new RegExp(`dnat ip to numgen random mod ${BACKENDS} map`));
+    // conntrack's reply tuple: the pod answers the balancer's own address on its link (masquerade), not the client.
+    const tracked = nsRun(rig.lb, 'conntrack', ['-L', '-p', 'tcp', '--dport', String(NODE_PORT_TCP)]);
+    const reply = new RegExp(`dport=${NODE_PORT_TCP} \\[UNREPLIED\\] src=${podAddr(0).replaceAll('.', '\\.')} dst=198\\.18\\.16\\.1 sport=${TCP_PORT} `);
+    assert.ok(reply.test(tracked), `a masqueraded entry for pod 0 among ${tracked.split('\n').length} entries`);
+    assert.ok(rig.conntrackCount() >= SYNS, 'every SYN made a connection tracking entry');
+    const [first] = await udpTwice();
+    assertUniform(first!.per_backend, 'nft-nat UDP flows');
+  });
 });
 
 describe('bench:lab HTTP lab: the iptables balancer serves real connections', { skip }, () => {

@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// A traffic generator for the lab's flood tests: IPv4 TCP SYNs or UDP
-// datagrams to one VIP and port, each from its own random source address
-// (inside a given prefix) and port, written to an interface through an
-// AF_PACKET socket with sendmmsg, as fast as the interface takes them. The
-// kernel's live-frames test runs would be faster, but not every kernel
+// A traffic generator for the lab: IPv4 TCP SYNs or UDP datagrams to one
+// address and port, written to an interface through an AF_PACKET socket with
+// sendmmsg. Sources are random (inside a given prefix, random ports: the
+// flood tests) or numbered as the packet-rate rig's xdp_gen numbers them
+// (frame n from the n % srcCount-th address and the (n / srcCount) %
+// portCount-th port), so that either generator makes the same flows. Paced to
+// `rate` frames per second in groups, or as fast as the interface takes them.
+// The kernel's live-frames test runs would be faster, but not every kernel
 // allows them. Runs in the caller's thread until `count` frames were handed
 // to the interface or `milliseconds` passed; frames the device queue refused
-// (ENOBUFS) are counted apart.
+// (ENOBUFS) are counted apart and, when numbered, sent again.
 #include <arpa/inet.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
@@ -56,7 +59,23 @@ struct Spec {
   uint32_t hostMask;  // host bits of the source prefix
   uint16_t dstPort;
   bool tcp;
+  // Numbered flows (srcCount > 0): sources from srcNet as given, ports from portBase.
+  uint32_t srcCount, portCount;
+  uint16_t portBase;
 };
+
+// Frame n's source address (host order) and port when flows are numbered.
+void Numbered(const Spec &s, uint32_t net, uint64_t n, uint32_t *src, uint16_t *sport) {
+  *src = net + uint32_t(n % s.srcCount);
+  *sport = uint16_t(s.portBase + (n / s.srcCount) % s.portCount);
+}
+
+// Sleeps until CLOCK_MONOTONIC reaches `ns`.
+void SleepUntil(uint64_t ns) {
+  timespec ts{time_t(ns / 1000000000ull), long(ns % 1000000000ull)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+  }
+}
 
 // Writes one frame from source address `src` (host order) and port `sport`.
 void Build(uint8_t *f, const Spec &s, uint32_t src, uint16_t sport) {
@@ -107,7 +126,8 @@ void Bytes6(const Napi::Object &o, const char *key, uint8_t *out, size_t n, cons
 }  // namespace
 
 // packetFlood({ifname, dstMac, srcMac, dstIp, srcNet, srcPrefix, dstPort,
-// proto: "tcp"|"udp", count, milliseconds, seed}) → {sent, refused, ns}.
+// proto: "tcp"|"udp", count, milliseconds, seed, rate, group, srcCount,
+// portCount, portBase, first}) → {sent, refused, ns}.
 Napi::Value PacketFlood(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   const std::string fn = "packetFlood";
@@ -127,6 +147,12 @@ Napi::Value PacketFlood(const Napi::CallbackInfo &info) {
   uint64_t count = uint64_t(OptInt(o, "count", fn + ": count", 1, int64_t(1) << 40, int64_t(1) << 40));
   uint64_t limitNs = uint64_t(OptInt(o, "milliseconds", fn + ": milliseconds", 1, 3600000, 1000)) * 1000000ull;
   uint32_t rnd = uint32_t(OptInt(o, "seed", fn + ": seed", 1, 0xffffffffll, 1));
+  uint64_t rate = uint64_t(OptInt(o, "rate", fn + ": rate", 0, 100000000, 0));
+  size_t group = size_t(OptInt(o, "group", fn + ": group", 1, int64_t(kBatch), int64_t(kBatch)));
+  s.srcCount = uint32_t(OptInt(o, "srcCount", fn + ": srcCount", 0, 1 << 24, 0));
+  s.portCount = uint32_t(OptInt(o, "portCount", fn + ": portCount", 1, 65535, 1));
+  s.portBase = uint16_t(OptInt(o, "portBase", fn + ": portBase", 1, 65535, 1024));
+  uint64_t first = uint64_t(OptInt(o, "first", fn + ": first", 0, int64_t(1) << 52, 0));
 
   unsigned ifindex = if_nametoindex(ifname.c_str());
   if (ifindex == 0) ThrowErrno(env, fn + ": no interface " + ifname, errno);
@@ -144,18 +170,27 @@ Napi::Value PacketFlood(const Napi::CallbackInfo &info) {
     ThrowErrno(env, fn + ": bind " + ifname, err);
   }
 
-  uint32_t net = (uint32_t(s.srcNet[0]) << 24 | uint32_t(s.srcNet[1]) << 16 | uint32_t(s.srcNet[2]) << 8 | s.srcNet[3]) & ~s.hostMask;
+  uint32_t addr = uint32_t(s.srcNet[0]) << 24 | uint32_t(s.srcNet[1]) << 16 | uint32_t(s.srcNet[2]) << 8 | s.srcNet[3];
+  uint32_t net = s.srcCount ? addr : addr & ~s.hostMask;
   std::vector<uint8_t> frames(kBatch * kFrameLen);
   iovec iov[kBatch];
   mmsghdr msgs[kBatch];
   uint64_t sent = 0, refused = 0;
   uint64_t t0 = NowNs(), now = t0;
   while (sent < count && now - t0 < limitNs) {
-    size_t n = size_t(std::min<uint64_t>(kBatch, count - sent));
+    // Paced: group k leaves at t0 + k * group / rate.
+    if (rate) SleepUntil(t0 + sent * 1000000000ull / rate);
+    size_t n = size_t(std::min<uint64_t>(group, count - sent));
     for (size_t i = 0; i < n; i++) {
-      rnd ^= rnd << 13, rnd ^= rnd >> 17, rnd ^= rnd << 5;  // xorshift32
-      uint32_t src = net | (rnd & s.hostMask);
-      uint16_t sport = uint16_t(1024 + (rnd >> 8) % 64000);
+      uint32_t src;
+      uint16_t sport;
+      if (s.srcCount) {
+        Numbered(s, net, first + sent + i, &src, &sport);
+      } else {
+        rnd ^= rnd << 13, rnd ^= rnd >> 17, rnd ^= rnd << 5;  // xorshift32
+        src = net | (rnd & s.hostMask);
+        sport = uint16_t(1024 + (rnd >> 8) % 64000);
+      }
       uint8_t *f = &frames[i * kFrameLen];
       Build(f, s, src, sport);
       iov[i] = {f, kFrameLen};

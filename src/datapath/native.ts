@@ -353,9 +353,10 @@ export interface NativeAddon {
   /** Sets SO_MARK on an existing socket. */
   socketSetMark(fd: number, mark: number): void;
   /**
-   * Lab traffic (the flood tests): IPv4 TCP SYNs or UDP datagrams to dstIp:dstPort, each from a random
-   * address in srcNet/srcPrefix and a random port, written to `ifname` with AF_PACKET sendmmsg until
-   * `count` frames were taken or `milliseconds` passed. Blocks the calling thread.
+   * Lab traffic (the flood tests, the packet-rate rig): IPv4 TCP SYNs or UDP datagrams to dstIp:dstPort,
+   * each from a random address in srcNet/srcPrefix and a random port (or numbered flows: srcCount),
+   * written to `ifname` with AF_PACKET sendmmsg, paced to `rate` or as fast as the interface takes them,
+   * until `count` frames were taken or `milliseconds` passed. Blocks the calling thread.
    */
   packetFlood(o: PacketFloodOptions): { sent: number; refused: number; ns: number };
   /** The constants above as the addon's C headers define them. */
@@ -376,6 +377,17 @@ export interface PacketFloodOptions {
   /** Default 1000. */
   milliseconds?: number;
   seed?: number;
+  /** Frames per second, sent in groups of `group` (1..64, default 64); 0 or absent: as fast as the interface takes them. */
+  rate?: number;
+  group?: number;
+  /**
+   * Numbered flows instead of random ones: frame n (counting from `first`) comes from srcNet + n % srcCount
+   * and port portBase (default 1024) + (n / srcCount) % portCount (default 1), as the rig's xdp_gen numbers them.
+   */
+  srcCount?: number;
+  portCount?: number;
+  portBase?: number;
+  first?: number;
 }
 
 // ---- loading -----------------------------------------------------------------
