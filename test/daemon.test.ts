@@ -270,6 +270,45 @@ describe('ferryd and ferryctl', { skip }, () => {
   });
 });
 
+describe('ferryd ends a drain when it ends', { skip }, () => {
+  let e: FerrydEnv;
+  let d: Ferryd;
+
+  before(async () => {
+    e = makeFerrydEnv('dr');
+    // The periodic pass far away: only the drain timer can end the drain in time.
+    d = await startFerryd(e, [], { FERRY_DATAPATH__RECONCILE_INTERVAL_SECONDS: '3600', FERRY_DATAPATH__DRAIN_SECONDS: '2' });
+  });
+  after(async () => {
+    if (d) await stopFerryd(d, 'SIGKILL');
+    if (e) destroyFerrydEnv(e);
+  });
+
+  it('a removed backend keeps its id while it drains, and loses it at the drain\'s end', async () => {
+    const ok = (args: string[]) => assert.equal(ferryctl(e, args).code, 0, args.join(' '));
+    ok(['vip', 'add', 'web', '--address', '198.18.0.10', '--port', '80', '--protocol', 'tcp']);
+    ok(['backend', 'add', 'web', '198.18.1.1']);
+    ok(['backend', 'add', 'web', '198.18.1.2']);
+    const inMap = (addr: string): boolean => {
+      const dp = openDaemonDatapath(e);
+      try {
+        return Array.from({ length: FERRYD_SIZES.maxBackends }, (_, i) => dp.backends.get(i)).some((v) => v.state !== 0 && formatAddr(v.family, v.addr) === addr);
+      } finally {
+        dp.close();
+      }
+    };
+    const removed = Date.now();
+    ok(['backend', 'rm', 'web', '198.18.1.2']);
+    assert.ok(inMap('198.18.1.2'), 'draining: its flows still find it');
+    while (inMap('198.18.1.2')) {
+      assert.ok(Date.now() - removed < 15_000, 'the drain of 2 s ended within 15 s (the periodic pass is an hour away)');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(Date.now() - removed >= 1900, 'not before the drain ended');
+    assert.ok(inMap('198.18.1.1'), 'the other backend stays');
+  });
+});
+
 const RATE_MAX = 20;
 
 describe('ferryd over TCP with TLS and bearer tokens', { skip }, () => {

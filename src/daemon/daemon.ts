@@ -132,6 +132,9 @@ export class Daemon implements DaemonInfo, MetricsSource {
   controller!: Controller;
   private apps: FastifyInstance[] = [];
   private timers: NodeJS.Timeout[] = [];
+  /** The timer that ends the earliest drain, and when it fires (ms since the epoch). */
+  private drainTimer: NodeJS.Timeout | undefined;
+  private drainTimerAt = 0;
   private readonly started = Date.now();
   private isReady = false;
   private stopping = false;
@@ -207,7 +210,10 @@ export class Daemon implements DaemonInfo, MetricsSource {
       onTargets: (targets) => this.retainDsrPairs(targets),
     });
     this.metrics = new FerryMetrics(this, { kubernetes: c.mode === 'kubernetes' });
-    this.controller.onApply = (r) => this.metrics.observeReconcile(r);
+    this.controller.onApply = (r) => {
+      this.metrics.observeReconcile(r);
+      this.armDrainTimer();
+    };
     this.notifier.status('reconciling');
     const report = this.controller.reconcile();
     this.log.info({ revision: this.controller.appliedRevision, changes: report.changes, ms: report.durationMs }, 'datapath reconciled from the store');
@@ -350,12 +356,44 @@ export class Daemon implements DaemonInfo, MetricsSource {
     if (wd) every(wd, () => this.notifier.watchdog());
   }
 
-  /** Tombstone expiry and drift repair. */
-  private periodic(): void {
-    const expired = this.store.read((tx) => tx.snapshot().tombstones.filter((t) => t.expires_at <= Date.now()).length);
-    if (expired > 0) {
-      this.controller.write('ferryd', 'expire-drained-backends', (tx) => tx.expireTombstones(Date.now()));
+  /**
+   * Arms one timer at the earliest drain's end (after every apply), so a
+   * removed backend's flows, and its node pair, end when its drain does and
+   * not at the next periodic pass.
+   */
+  private armDrainTimer(): void {
+    if (this.stopping) return;
+    const at = this.store.read((tx) => tx.nextDrainEnd());
+    if (at === null || (this.drainTimer && this.drainTimerAt === at)) return;
+    clearTimeout(this.drainTimer);
+    this.drainTimerAt = at;
+    // A few ms late, so the drain has surely ended by the store's clock; setTimeout's limit is ~24.8 days.
+    this.drainTimer = setTimeout(() => {
+      this.drainTimer = undefined;
+      try {
+        this.expireDrains();
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'ending drained backends failed');
+        this.armDrainTimer();
+      }
+    }, Math.min(Math.max(0, at - Date.now()) + 5, 2 ** 31 - 1));
+    this.drainTimer.unref();
+  }
+
+  /** Removes the backends whose drain has ended (their tombstones): a write, so the datapath frees their ids. */
+  private expireDrains(): void {
+    const now = Date.now();
+    const next = this.store.read((tx) => tx.nextDrainEnd());
+    if (next !== null && next <= now) {
+      this.controller.write('ferryd', 'expire-drained-backends', (tx) => tx.expireTombstones(now));
+    } else {
+      this.armDrainTimer();
     }
+  }
+
+  /** Tombstone expiry (a backstop to the drain timer) and drift repair. */
+  private periodic(): void {
+    this.expireDrains();
     // A full compare: the reconciler otherwise trusts its record of what it wrote.
     this.reconciler.forget();
     this.nodeEndpoints.forget();
@@ -401,6 +439,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.notifier.stopping();
     await this.k8s?.stop();
     for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.drainTimer);
     this.events?.stop();
     if (this.probeServer !== undefined) {
       const server = this.probeServer;

@@ -126,6 +126,7 @@ export function prepareStatements(db: Db) {
       'SELECT dp_id, dp_gen, vip_dp_id, address, expires_at, port, host FROM tombstones WHERE expires_at <= ? ORDER BY dp_id',
     ),
     deleteExpiredTombstones: p<[number]>('DELETE FROM tombstones WHERE expires_at <= ?'),
+    nextTombstoneExpiry: p<[], number | null>('SELECT MIN(expires_at) FROM tombstones').pluck(),
     tombstoneAll: p<[], Tombstone>(
       'SELECT dp_id, dp_gen, vip_dp_id, address, expires_at, port, host FROM tombstones ORDER BY dp_id',
     ),

@@ -302,6 +302,11 @@ export class Tx implements StoreTx {
     return toPage(rows, limit, 'event', (r) => String(r.id), healthEvent);
   }
 
+  /** When the earliest drain ends (ms since the epoch), or null while nothing drains. */
+  nextDrainEnd(): number | null {
+    return this.rd.nextTombstoneExpiry.get() ?? null;
+  }
+
   /**
    * Removes the tombstones whose drain has ended. This is a change (the
    * datapath must free those ids), so it bumps the revision when it removes any.

@@ -154,6 +154,9 @@ export interface StoreTx {
    */
   savepoint<R>(fn: (tx: StoreTx) => R): R;
 
+  /** When the earliest drain ends (ms since the epoch), or null while nothing drains. */
+  nextDrainEnd(): number | null;
+
   /** Removes tombstones whose drain time has passed; returns how many. */
   expireTombstones(nowMs: number): number;
 
