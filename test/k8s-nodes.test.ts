@@ -28,6 +28,7 @@ import { NodeDatapath, type NodeCounterName } from '../src/datapath/node.js';
 import { LabFerryd } from '../src/lab/ferryd.js';
 import { LbLab, repliesBypassedLb } from '../src/lab/lblab.js';
 import type { LabHost } from '../src/lab/topology.js';
+import { getText } from './lib/ferryd.js';
 import { bpfUnavailable } from './lib/harness.js';
 import { startNetnsForwarder, UnixGate, writeKubeconfig } from './lib/k8s-netns.js';
 import { node, service, slice } from './lib/k8s-objects.js';
@@ -170,6 +171,12 @@ describe('kubernetes mode on three nodes: pods on other nodes served through XDP
     assert.ok(n1.dnat - n0.dnat >= 60n * 3n, `node-b translated the client's packets: ${n1.dnat - n0.dnat}`);
     assert.ok(n1.rev_nat - n0.rev_nat >= 60n * 2n, `node-b translated the replies: ${n1.rev_nat - n0.rev_nat}`);
     assert.equal(n1.error - n0.error, 0n);
+    // node-b's ferryd reports the same counters in /metrics.
+    const metrics = await getText(ferrydB.socket, '/metrics');
+    for (const counter of ['dnat', 'rev_nat'] as const) {
+      const m = new RegExp(`^ferry_node_packets_total\\{counter="${counter}"\\} (\\d+)$`, 'm').exec(metrics);
+      assert.ok(m && BigInt(m[1]!) >= n1[counter], `ferry_node_packets_total{counter="${counter}"} in node-b's /metrics`);
+    }
     const lbRx = lb1.rxPackets - lb0.rxPackets;
     const clientTx = c1.txPackets - c0.txPackets;
     const clientRx = c1.rxPackets - c0.rxPackets;

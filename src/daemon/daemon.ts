@@ -505,11 +505,17 @@ export class Daemon implements DaemonInfo, MetricsSource {
     };
   }
 
-  /** Health of the checked backends (metrics: ferry_backend_up). */
+  /** Health-check packets through the DSR path by outcome (metrics: ferry_health_dsr_packets_total). */
   dsrCheckPackets(): Record<string, bigint> {
     return this.hc instanceof HcDatapath ? this.hc.counts() : {};
   }
 
+  /** Port translation on this host by counter (metrics: ferry_node_packets_total). */
+  nodePackets(): Partial<Record<string, bigint>> {
+    return this.node.counts();
+  }
+
+  /** Health of the checked backends (metrics: ferry_backend_up). */
   health(): Array<{ vip: string; backend: string; up: boolean }> {
     return this.healthMonitor?.health() ?? [];
   }

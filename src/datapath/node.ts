@@ -233,6 +233,11 @@ export class NodePrograms {
     this.dp?.reread();
   }
 
+  /** The node programs' counters, summed over CPUs; empty while they are not loaded (no local endpoint yet). */
+  counts(): Partial<Record<NodeCounterName, bigint>> {
+    return this.dp?.counts() ?? {};
+  }
+
   /** Ferry's interfaces: the filters go on each once the programs are loaded. */
   attach(ifname: string): void {
     this.ifnames.add(ifname);

@@ -18,6 +18,8 @@ export interface MetricsSource {
   health?(): Array<{ vip: string; backend: string; up: boolean }>;
   /** Packets of health checks through the DSR path by outcome (bpf/hc.bpf.c); empty when it is not loaded. */
   dsrCheckPackets?(): Record<string, bigint>;
+  /** Packets of the node programs (bpf/node.bpf.c: port translation where the endpoint lives) by counter. */
+  nodePackets?(): Partial<Record<string, bigint>>;
   /** The Kubernetes mode's figures (kubernetes mode only). */
   kubernetes?(): KubernetesView | null;
 }
@@ -127,6 +129,9 @@ export class FerryMetrics {
     mirroredCounter(r, 'ferry_health_dsr_packets_total',
       'Health-check packets through the DSR path: encap (sent to a VIP in the tunnel), reply (translated back), and drops by reason. Restarts from 0 with ferryd.',
       ['result'], () => Object.entries(this.source.dsrCheckPackets?.() ?? {}).map(([result, n]) => [{ result }, Number(n)]));
+    mirroredCounter(r, 'ferry_node_packets_total',
+      'Port translation where the endpoint lives (tc_node_in / tc_node_out): dnat (a tunnel packet translated to a local endpoint), rev_nat (a reply given the frontend address), not_ours, error.',
+      ['counter'], () => Object.entries(this.source.nodePackets?.() ?? {}).map(([counter, n]) => [{ counter }, Number(n ?? 0n)]));
   }
 
   private controlMetrics(): void {
