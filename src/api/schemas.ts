@@ -386,6 +386,7 @@ export const sharedSchemas: JsonSchema[] = [
       },
       last_reconcile: {
         type: 'object', required: ['changes', 'duration_ms'], properties: { changes: int, duration_ms: num },
+        description: 'The last comparison of the maps with the store (start-up, the periodic pass, health changes): map entries it changed, i.e. drift repaired, and its time. Writes are not counted here.',
       },
     },
   },

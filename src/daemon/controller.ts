@@ -39,6 +39,7 @@ export class Controller {
     return this.applied;
   }
 
+  /** The last reconcile()'s report (start-up, periodic pass, health changes): drift it repaired; writes do not count. */
   get lastReconcile(): ReconcileReport {
     return this.lastReport;
   }
@@ -68,7 +69,6 @@ export class Controller {
       });
       if (touchedDatapath) {
         this.applied = revision;
-        this.lastReport = report;
         this.onApply?.(report);
       }
       return { result, revision, report };
