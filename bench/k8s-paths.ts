@@ -25,24 +25,13 @@
  *    its own finished), from the sync's batch and from the API server's event.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Controller } from '../src/daemon/controller.js';
-import { LbDatapath } from '../src/datapath/lb.js';
 import { NatTable, nftRunner } from '../src/k8s/nat.js';
-import { K8sSync, type BatchReport } from '../src/k8s/sync.js';
+import type { BatchReport } from '../src/k8s/sync.js';
 import type { ExternalPath, NatEntry } from '../src/k8s/translate.js';
 import type { KubeObject } from '../src/k8s/types.js';
-import { K8sWatch, loadKubeConfig } from '../src/k8s/watch.js';
-import type { Applier } from '../src/model/dpstate.js';
-import { IncrementalPlanner } from '../src/reconcile/plan.js';
-import { Reconciler } from '../src/reconcile/reconciler.js';
-import { openStore } from '../src/store/store.js';
-import { FakeApplier } from '../test/lib/api-fixture.js';
-import { ensureBpffs } from '../test/lib/harness.js';
-import { node, service, slice } from '../test/lib/k8s-objects.js';
-import { K8sTestServer, type ResourceName } from '../test/lib/k8s-server.js';
+import { service, slice } from '../test/lib/k8s-objects.js';
+import type { ResourceName } from '../test/lib/k8s-server.js';
+import { BENCH_NODE, quantile, SyncRig, until } from './k8s-sync.js';
 import { equalLoad } from './lab.js';
 import { RateRig, type GeneratorKind, type NodePortPath, type TrafficKind } from './lab-rig.js';
 
@@ -103,7 +92,6 @@ export async function measureNodePortPackets(o: { quick: boolean; rate: number; 
   }
 }
 
-const NODE = 'bench-node';
 const OTHER = 'bench-node-b';
 const ENDPOINTS = 10;
 const ip4 = (prefix: number, n: number): string => `${prefix}.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
@@ -129,71 +117,41 @@ function endpoints(i: number, addrs: readonly string[]): KubeObject {
   });
 }
 
-async function until(cond: () => boolean, what: string, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
-
-const quantile = (xs: number[], p: number): number => round([...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!, 2);
-
 /** One path: N NodePort Services synced, then `changes` endpoint changes one at a time. */
 export async function measureNodePortChanges(path: ExternalPath, n: number, changes: number, real: boolean): Promise<PathChange> {
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-k8sp-'));
-  const pinRoot = `/sys/fs/bpf/ferry-bench-k8sp-${process.pid}`;
   const ns = `ferrytest-k8spath-${process.pid}`;
-  const server = await K8sTestServer.start();
-  const store = openStore(join(dir, 'ferry.db'), { maxVips: 16_384, maxBackends: 262_144 });
-  let dp: LbDatapath | undefined;
-  let watch: K8sWatch | undefined;
-  let sync: K8sSync | undefined;
+  // The nat path's table lives in a namespace of its own; its runs are timed as they finish.
+  let nat: NatTable | undefined;
+  let natRuns = 0;
+  let natMs = 0;
+  let natDone = Promise.resolve();
+  if (path === 'nat') {
+    spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+    execFileSync('ip', ['netns', 'add', ns]);
+    nat = new NatTable(nftRunner(ns), async () => undefined);
+  }
+  let lastBatch: BatchReport | undefined;
+  let rig: SyncRig | undefined;
   try {
-    let applier: Applier = new FakeApplier();
-    if (real && path !== 'nat') {
-      ensureBpffs();
-      rmSync(pinRoot, { recursive: true, force: true });
-      dp = LbDatapath.open({
-        pinRoot, sizes: { maxVips: 16_384, maxVipAddrs: 16_384, maxBackends: 262_144, ctSize: 65_536, maxPolicyRules: 1024, maglevSlots: 16_384 * 1024 },
-      });
-      applier = new Reconciler(dp, { seed: store.read((tx) => tx.snapshot().hash_seed), src4: '198.19.255.0/24', src6: null, skipFib: true });
-    }
-    // The nat path's table lives in a namespace of its own; its runs are timed as they finish.
-    let nat: NatTable | undefined;
-    let natRuns = 0;
-    let natMs = 0;
-    let natDone = Promise.resolve();
-    if (path === 'nat') {
-      spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
-      execFileSync('ip', ['netns', 'add', ns]);
-      nat = new NatTable(nftRunner(ns), async () => undefined);
-    }
-    const planner = new IncrementalPlanner();
-    const controller = new Controller(store, applier, (state) => planner.plan(state));
-    controller.reconcile();
-    let lastBatch: BatchReport | undefined;
-    sync = new K8sSync({
-      controller, translate: { nodeName: NODE, externalPath: path }, drainSeconds: 30,
-      onBatch: (b) => (lastBatch = b),
-      onNat: (list: NatEntry[]) => {
-        const t = performance.now();
-        natDone = nat!.apply(list).then(() => {
-          natMs = performance.now() - t;
-          natRuns++;
-        });
+    rig = await SyncRig.start({
+      real: real && path !== 'nat', nodes: [[BENCH_NODE, '192.0.2.1'], [OTHER, '192.0.2.2']],
+      sync: {
+        translate: { nodeName: BENCH_NODE, externalPath: path }, drainSeconds: 30,
+        onBatch: (b) => (lastBatch = b),
+        onNat: (list: NatEntry[]) => {
+          const t = performance.now();
+          natDone = nat!.apply(list).then(() => {
+            natMs = performance.now() - t;
+            natRuns++;
+          });
+        },
       },
     });
-    watch = new K8sWatch({ kubeConfig: loadKubeConfig({ kubeconfig: server.writeKubeconfig() }), nodeName: NODE, handler: sync, resyncMs: 0 });
-    server.upsert('nodes', node(NODE, [['InternalIP', '192.0.2.1']]));
-    server.upsert('nodes', node(OTHER, [['InternalIP', '192.0.2.2']]));
-    watch.start();
-    await watch.waitSynced();
-    const s = sync;
-    const w = watch;
+    const { server, store, controller } = rig;
+    const r = rig;
     progress(`${path} path: ${n} NodePort Services × ${ENDPOINTS} endpoints…`);
     server.upsertMany(nodePortServices(n));
-    await until(() => s.idle && w.services.cache.size === n && w.endpointSlices.cache.size === n, 'the NodePort Services', 600_000);
+    await until(() => r.settled(n), 'the NodePort Services', 600_000);
     await natDone;
     if (path === 'nat' && nat!.stats.full !== 1) throw new Error(`nat: the whole table was not written: ${JSON.stringify(nat!.stats)}`);
     if (path !== 'nat') {
@@ -223,18 +181,12 @@ export async function measureNodePortChanges(path: ExternalPath, n: number, chan
     }
     if (path === 'nat' && nat!.stats.incremental < changes) throw new Error(`nat: ${JSON.stringify(nat!.stats)}`);
     return {
-      path, services: n, changes, datapath: path === 'nat' ? 'nftables' : dp ? 'real' : 'fake',
+      path, services: n, changes, datapath: path === 'nat' ? 'nftables' : rig.dp ? 'real' : 'fake',
       applied_ms_p50: quantile(applied, 0.5), applied_ms_p99: quantile(applied, 0.99),
       end_to_end_ms_p50: quantile(endToEnd, 0.5), end_to_end_ms_p99: quantile(endToEnd, 0.99),
     };
   } finally {
-    await watch?.stop();
-    sync?.stop();
-    await server.close();
-    store.close();
-    dp?.close();
-    rmSync(pinRoot, { recursive: true, force: true });
-    rmSync(dir, { recursive: true, force: true });
+    await rig?.close();
     if (path === 'nat') spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
   }
 }

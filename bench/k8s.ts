@@ -48,30 +48,21 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Controller } from '../src/daemon/controller.js';
-import { LbDatapath } from '../src/datapath/lb.js';
-import { K8sSync, type BatchReport } from '../src/k8s/sync.js';
 import { Client } from '../src/cli/client.js';
-import type { KubeObject } from '../src/k8s/types.js';
-import { K8sWatch, loadKubeConfig } from '../src/k8s/watch.js';
 import { NatTable, nftRunner } from '../src/k8s/nat.js';
+import type { BatchReport } from '../src/k8s/sync.js';
 import type { NatEntry } from '../src/k8s/translate.js';
-import type { Applier } from '../src/model/dpstate.js';
+import type { KubeObject } from '../src/k8s/types.js';
 import { packageRoot } from '../src/paths.js';
-import { IncrementalPlanner } from '../src/reconcile/plan.js';
-import { Reconciler } from '../src/reconcile/reconciler.js';
-import { openStore } from '../src/store/store.js';
-import { FakeApplier } from '../test/lib/api-fixture.js';
+import { service, slice } from '../test/lib/k8s-objects.js';
+import type { K8sTestServer, ResourceName } from '../test/lib/k8s-server.js';
 import { argValue } from './args.js';
 import { measureK8sConnect, type K8sConnectResult } from './k8s-connect.js';
 import { measureNodePortChanges, measureNodePortPackets, type NodePortPackets, type PathChange } from './k8s-paths.js';
+import { BENCH_NODE as NODE, quantile, SyncRig, until } from './k8s-sync.js';
 import { rigUnavailable } from './lab-rig.js';
-import { ensureBpffs } from '../test/lib/harness.js';
-import { node, service, slice } from '../test/lib/k8s-objects.js';
-import { K8sTestServer, type ResourceName } from '../test/lib/k8s-server.js';
 
 const ENDPOINTS = 10;
-const NODE = 'bench-node';
 
 export interface SizeResult {
   n: number;
@@ -231,14 +222,6 @@ function loopDelayProbe(): { stop(): { maxMs: number; p99Ms: number } } {
   };
 }
 
-async function until(cond: () => boolean, what: string, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
-
 /** Ferry: burst → committed in SQLite and applied to the datapath. */
 interface FerryResult {
   ms: number;
@@ -276,48 +259,21 @@ export interface FerrydRss {
 const ONE_CHANGES = 100;
 
 export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOnly = false): Promise<FerryResult> {
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-k8s-'));
-  const pinRoot = `/sys/fs/bpf/ferry-bench-k8s-${process.pid}`;
-  const server = await K8sTestServer.start();
-  const store = openStore(join(dir, 'ferry.db'), { maxVips: 16_384, maxBackends: 262_144 });
-  let dp: LbDatapath | undefined;
-  let watch: K8sWatch | undefined;
-  let sync: K8sSync | undefined;
-  try {
-    let applier: Applier;
-    if (real) {
-      ensureBpffs();
-      rmSync(pinRoot, { recursive: true, force: true });
-      dp = LbDatapath.open({
-        pinRoot, sizes: {
-          maxVips: 16_384, maxVipAddrs: 16_384, maxBackends: 262_144, ctSize: 65_536, maxPolicyRules: 1024, maglevSlots: 16_384 * 1024,
-        },
-      });
-      const seed = store.read((tx) => tx.snapshot().hash_seed);
-      applier = new Reconciler(dp, { seed, src4: '198.19.255.0/24', src6: '2001:db8:ff::/112', skipFib: true });
-    } else {
-      applier = new FakeApplier();
-    }
-    const planner = new IncrementalPlanner();
-    const controller = new Controller(store, applier, (state) => planner.plan(state));
-    controller.reconcile();
-    let longest = 0;
-    let measuring = false;
-    let lastBatch: BatchReport | undefined;
-    sync = new K8sSync({
-      controller, translate: { nodeName: NODE }, drainSeconds: 30, ...caps,
+  let longest = 0;
+  let measuring = false;
+  let lastBatch: BatchReport | undefined;
+  const rig = await SyncRig.start({
+    real, sync: {
+      translate: { nodeName: NODE }, drainSeconds: 30, ...caps,
       onBatch: (b) => {
         lastBatch = b;
         if (measuring) longest = Math.max(longest, b.longestStepMs);
       },
-    });
-    watch = new K8sWatch({ kubeConfig: loadKubeConfig({ kubeconfig: server.writeKubeconfig() }), nodeName: NODE, handler: sync, resyncMs: 0 });
-    server.upsert('nodes', node(NODE, [['InternalIP', '192.0.2.1']]));
-    watch.start();
-    await watch.waitSynced();
-    const s = sync;
-    const w = watch;
-    await until(() => s.idle, 'the initial sync', 30_000);
+    },
+  });
+  const { server, store, controller } = rig;
+  const s = rig.sync!;
+  try {
     const rev0 = store.revision();
     const batches0 = s.stats.batches;
     const objs = burst(n);
@@ -325,7 +281,7 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
     measuring = true;
     server.upsertMany(objs);
     const t0 = performance.now();
-    await until(() => s.idle && w.services.cache.size === n && w.endpointSlices.cache.size === n, 'the burst', 600_000);
+    await until(() => rig.settled(n), 'the burst', 600_000);
     const ms = performance.now() - t0;
     const delay = probe.stop();
     measuring = false;
@@ -357,11 +313,10 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
         batchMs.push(lastBatch!.ms);
         appliedMs.push(lastBatch!.longestStepMs);
       }
-      const q = (xs: number[], p: number) => round([...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!, 2);
       oneChange = {
-        changes: ONE_CHANGES, applied_ms_p50: q(appliedMs, 0.5), applied_ms_p99: q(appliedMs, 0.99),
-        batch_ms_p50: q(batchMs, 0.5), batch_ms_p99: q(batchMs, 0.99),
-        end_to_end_ms_p50: q(endToEnd, 0.5), end_to_end_ms_p99: q(endToEnd, 0.99),
+        changes: ONE_CHANGES, applied_ms_p50: quantile(appliedMs, 0.5), applied_ms_p99: quantile(appliedMs, 0.99),
+        batch_ms_p50: quantile(batchMs, 0.5), batch_ms_p99: quantile(batchMs, 0.99),
+        end_to_end_ms_p50: quantile(endToEnd, 0.5), end_to_end_ms_p99: quantile(endToEnd, 0.99),
       };
     }
     const ferrydRss = n >= 10_000 && real && !burstOnly ? await measureFerrydRss(server, n) : null;
@@ -370,13 +325,7 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
       loopDelayMaxMs: delay.maxMs, loopDelayP99Ms: delay.p99Ms, oneChange, ferrydRss,
     };
   } finally {
-    await watch?.stop();
-    sync?.stop();
-    await server.close();
-    store.close();
-    dp?.close();
-    rmSync(pinRoot, { recursive: true, force: true });
-    rmSync(dir, { recursive: true, force: true });
+    await rig.close();
   }
 }
 

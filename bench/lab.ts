@@ -31,7 +31,7 @@ import { argValue } from './args.js';
 import { HTTP_BACKENDS, IptablesHttpLab, httpRate, startFerryHttp } from './lab-http.js';
 import {
   BALANCERS, DEFAULT_GROUP, RateRig, rigUnavailable,
-  type BalancerName, type LbMode, type TrafficKind, type Window,
+  type BalancerName, type GeneratorKind, type LbMode, type TrafficKind, type Window,
 } from './lab-rig.js';
 
 const KINDS: readonly TrafficKind[] = ['syn', 'udp'];
@@ -86,6 +86,8 @@ export interface LabBench {
   lb_idle_ns_per_s: number;
   /** The generator's top rate (frames it emits into the floor as fast as it can). */
   generator_pps: number;
+  /** Live frames (xdp_gen) or the AF_PACKET socket where the kernel refuses those. */
+  generator: GeneratorKind;
   iptables_variant: string;
 }
 
@@ -279,7 +281,7 @@ export async function benchLab(o: Options): Promise<LabBench> {
   try {
     const idle = await rig.idleNsPerSecond(o.quick ? 300 : 1000);
     const genMax = await probeGenerator(rig);
-    progress(`generator: up to ${kpps(genMax)} pps`);
+    progress(`generator (${rig.generatorKind}): up to ${kpps(genMax)} pps`);
     const lossless = {} as Record<TrafficKind, Record<BalancerName, LosslessResult>>;
     for (const kind of KINDS) {
       lossless[kind] = {} as Record<BalancerName, LosslessResult>;
@@ -296,7 +298,7 @@ export async function benchLab(o: Options): Promise<LabBench> {
       cpu_ns_per_pkt: cpu,
       ratio_ferry_to: { iptables: round2(cpu.ferry / cpu.iptables), nftables: round2(cpu.ferry / cpu.nftables) },
       by_kind: byKind, offered_pps: rate, achieved_pps: achievedByKind, group: o.group, backends: o.backends, rounds,
-      lossless_pps: lossless, lb_idle_ns_per_s: Math.round(idle), generator_pps: genMax, iptables_variant: rig.iptablesVariant,
+      lossless_pps: lossless, lb_idle_ns_per_s: Math.round(idle), generator_pps: genMax, generator: rig.generatorKind, iptables_variant: rig.iptablesVariant,
     };
   } finally {
     cleanups.delete(stop);
@@ -333,7 +335,7 @@ function printTables(r: LabBench): void {
   console.log(`| Ferry (DSR) | ${r.http.ferry.conn_per_s} | ${r.http.ferry.p50_ms} | ${r.http.ferry.p99_ms} | ${r.http.ferry.errors} |`);
   console.log(`| iptables DNAT | ${r.http.iptables.conn_per_s} | ${r.http.iptables.p50_ms} | ${r.http.iptables.p99_ms} | ${r.http.iptables.errors} |`);
   console.log(`\niptables: ${r.iptables_variant} variant; load balancer thread idle: ${r.lb_idle_ns_per_s} ns/s; `
-    + `generator top rate ${kpps(r.generator_pps)} pps`);
+    + `generator (${r.generator}) top rate ${kpps(r.generator_pps)} pps`);
 }
 
 function parseOptions(): Options {
