@@ -373,8 +373,8 @@ export class Daemon implements DaemonInfo, MetricsSource {
       try {
         this.expireDrains();
       } catch (err) {
+        // Not re-armed (it would fire again at once): the periodic pass retries, and so does the next apply.
         this.log.error({ err: (err as Error).message }, 'ending drained backends failed');
-        this.armDrainTimer();
       }
     }, Math.min(Math.max(0, at - Date.now()) + 5, 2 ** 31 - 1));
     this.drainTimer.unref();
