@@ -31,7 +31,7 @@ import type { ExternalPath, NatEntry } from '../src/k8s/translate.js';
 import type { KubeObject } from '../src/k8s/types.js';
 import { service, slice } from '../test/lib/k8s-objects.js';
 import type { ResourceName } from '../test/lib/k8s-server.js';
-import { BENCH_NODE, quantile, SyncRig, until } from './k8s-sync.js';
+import { BENCH_NODE, changedEndpoints, ENDPOINTS, ip4, podIp, quantile, SyncRig, until } from './k8s-sync.js';
 import { equalLoad } from './lab.js';
 import { RateRig, type GeneratorKind, type NodePortPath, type TrafficKind } from './lab-rig.js';
 
@@ -93,9 +93,6 @@ export async function measureNodePortPackets(o: { quick: boolean; rate: number; 
 }
 
 const OTHER = 'bench-node-b';
-const ENDPOINTS = 10;
-const ip4 = (prefix: number, n: number): string => `${prefix}.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
-const podIp = (i: number, j: number): string => ip4(11, i * ENDPOINTS + j + 1);
 const nodePort = (i: number): number => 20_000 + i;
 
 /** N NodePort Services (port 80 → the pods' 8080), their endpoints on the other node. */
@@ -162,9 +159,7 @@ export async function measureNodePortChanges(path: ExternalPath, n: number, chan
     const applied: number[] = [];
     const endToEnd: number[] = [];
     for (let k = 0; k < changes; k++) {
-      const i = (k * 7919) % n;
-      const eps = Array.from({ length: ENDPOINTS }, (_, j) => podIp(i, j));
-      eps[k % ENDPOINTS] = ip4(12, k + 1);
+      const { i, eps } = changedEndpoints(k, n);
       const before = lastBatch;
       const rev = store.revision();
       const runs = natRuns;

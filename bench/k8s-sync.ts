@@ -23,6 +23,20 @@ import { node } from '../test/lib/k8s-objects.js';
 import { K8sTestServer } from '../test/lib/k8s-server.js';
 
 export const BENCH_NODE = 'bench-node';
+/** Endpoints per Service in the Kubernetes benchmarks. */
+export const ENDPOINTS = 10;
+
+/** An IPv4 address: the first octet, then n's low 24 bits. */
+export const ip4 = (prefix: number, n: number): string => `${prefix}.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
+/** Endpoint j of Service i (11.0.0.0/8). */
+export const podIp = (i: number, j: number): string => ip4(11, i * ENDPOINTS + j + 1);
+/** The k-th change of a one-change series: Service i's endpoints with one replaced by a new address (12.0.0.0/8). */
+export function changedEndpoints(k: number, services: number): { i: number; eps: string[] } {
+  const i = (k * 7919) % services;
+  const eps = Array.from({ length: ENDPOINTS }, (_, j) => podIp(i, j));
+  eps[k % ENDPOINTS] = ip4(12, k + 1);
+  return { i, eps };
+}
 
 export interface SyncRigOptions {
   /** A real LbDatapath (root, BTF, the built object) or the fake Applier. */

@@ -59,10 +59,9 @@ import type { K8sTestServer, ResourceName } from '../test/lib/k8s-server.js';
 import { argValue } from './args.js';
 import { measureK8sConnect, type K8sConnectResult } from './k8s-connect.js';
 import { measureNodePortChanges, measureNodePortPackets, type NodePortPackets, type PathChange } from './k8s-paths.js';
-import { BENCH_NODE as NODE, quantile, SyncRig, until } from './k8s-sync.js';
+import { BENCH_NODE as NODE, changedEndpoints, ENDPOINTS, ip4, podIp, quantile, SyncRig, until } from './k8s-sync.js';
 import { rigUnavailable } from './lab-rig.js';
 
-const ENDPOINTS = 10;
 
 export interface SizeResult {
   n: number;
@@ -129,10 +128,8 @@ export interface K8sBench {
   notes: string[];
 }
 
-const ip4 = (prefix: number, n: number): string => `${prefix}.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
 const clusterIp = (i: number): string => ip4(10, 0x600000 + i + 1); // 10.96.0.0/12-ish
 const ingressIp = (i: number): string => `198.18.${(i >> 8) & 255}.${i & 255}`;
-const podIp = (i: number, j: number): string => ip4(11, i * ENDPOINTS + j + 1);
 
 function burst(n: number): Array<readonly [ResourceName, KubeObject]> {
   const out: Array<readonly [ResourceName, KubeObject]> = [];
@@ -301,9 +298,7 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
       const appliedMs: number[] = [];
       const endToEnd: number[] = [];
       for (let k = 0; k < ONE_CHANGES; k++) {
-        const i = (k * 7919) % n;
-        const eps = Array.from({ length: ENDPOINTS }, (_, j) => podIp(i, j));
-        eps[k % ENDPOINTS] = ip4(12, k + 1);
+        const { i, eps } = changedEndpoints(k, n);
         const rev = store.revision();
         const before = lastBatch;
         const t = performance.now();

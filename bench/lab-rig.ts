@@ -59,6 +59,7 @@ import { ENCAP_SRC4, Lab } from '../src/lab/topology.js';
 import { chooseMaglevM } from '../src/maglev/index.js';
 import { bpfObjectPath, packageRoot } from '../src/paths.js';
 import { renderNat } from '../src/k8s/nat.js';
+import { parseIp } from '../src/net/addr.js';
 import type { NatEntry } from '../src/k8s/translate.js';
 import { ensureBpffs, liveFramesUnavailable } from '../test/lib/harness.js';
 import { frame, TCP_SYN } from '../test/lib/packet.js';
@@ -86,6 +87,12 @@ export const HASH_SEED = 0x5eed1234;
 const GEN_MAC = Buffer.from('02fe00000101', 'hex');
 const LB_MAC = Buffer.from('02fe00000102', 'hex');
 const beMac = (i: number) => Buffer.from(`02fe000002${(i + 1).toString(16).padStart(2, '0')}`, 'hex');
+/** An address's bytes in hex, as the generator process takes them. */
+function ipHex(text: string): string {
+  const ip = parseIp(text);
+  if (typeof ip === 'string') throw new Error(`${text}: ${ip}`);
+  return ip.bytes.toString('hex');
+}
 const macText = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 
 export const backendAddr = (i: number): string => `198.18.${16 + i}.2`;
@@ -591,10 +598,8 @@ export class RateRig {
     const timeoutMs = rate > 0 ? (count / rate) * 3000 + 2000 : 60_000;
     if (this.generatorKind === 'packet-socket') {
       const first = this.packetSeq;
-      const f = template(kind, to);
       const r = await this.generator!.flood({
-        dstMac: macText(LB_MAC).replaceAll(':', ''), srcMac: macText(GEN_MAC).replaceAll(':', ''),
-        dstIp: f.subarray(30, 34).toString('hex'), srcNet: f.subarray(26, 30).toString('hex'),
+        dstMac: LB_MAC.toString('hex'), srcMac: GEN_MAC.toString('hex'), dstIp: ipHex(to.addr), srcNet: ipHex(SRC_BASE),
         dstPort: kind === 'syn' ? to.tcp : to.udp, proto: kind === 'syn' ? 'tcp' : 'udp',
         ...this.flows(kind), portBase: PORT_BASE, first, count, rate, group: Math.min(group, 64), milliseconds: Math.ceil(timeoutMs),
       });

@@ -179,7 +179,8 @@ Napi::Value PacketFlood(const Napi::CallbackInfo &info) {
   uint64_t t0 = NowNs(), now = t0;
   while (sent < count && now - t0 < limitNs) {
     // Paced: group k leaves at t0 + k * group / rate.
-    if (rate) SleepUntil(t0 + sent * 1000000000ull / rate);
+    // (Whole seconds first: sent * 1e9 would overflow past ~1.8e10 frames.)
+    if (rate) SleepUntil(t0 + sent / rate * 1000000000ull + sent % rate * 1000000000ull / rate);
     size_t n = size_t(std::min<uint64_t>(group, count - sent));
     for (size_t i = 0; i < n; i++) {
       uint32_t src;
