@@ -30,6 +30,8 @@ for b in ferryd ferryctl; do
 done
 [[ -f $prefix/etc/ferry/ferry.yaml ]] || install -m 0640 config/ferry.yaml "$prefix/etc/ferry/ferry.yaml"
 install -m 0644 systemd/ferry.service "$prefix/etc/systemd/system/ferry.service"
+# BIRD beside ferryd, for bgp.enabled (not enabled here: systemctl enable --now ferry-bird).
+install -m 0644 systemd/ferry-bird.service "$prefix/etc/systemd/system/ferry-bird.service"
 if [[ -z $prefix ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
   systemctl daemon-reload
   echo "installed; edit /etc/ferry/ferry.yaml, then: systemctl enable --now ferry"

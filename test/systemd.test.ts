@@ -8,6 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseConfig } from '../src/config/index.js';
 import { packageRoot } from '../src/paths.js';
 
 const unit = join(packageRoot(), 'systemd', 'ferry.service');
@@ -24,6 +25,26 @@ describe('systemd', () => {
       const text = readFileSync(unit, 'utf8').replace('/usr/local/bin/ferryd', exe);
       writeFileSync(join(dir, 'ferry.service'), text);
       const r = spawnSync('systemd-analyze', ['verify', join(dir, 'ferry.service')], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stderr.trim(), '', 'no warnings');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('ferry-bird.service (BIRD beside ferryd) passes systemd-analyze verify, on ferryd\'s default paths', { skip: analyze ? false : 'systemd-analyze not installed' }, () => {
+    const birdUnit = join(packageRoot(), 'systemd', 'ferry-bird.service');
+    const text = readFileSync(birdUnit, 'utf8');
+    const defaults = parseConfig('{}', 'defaults').bgp;
+    assert.ok(text.includes(`-c ${defaults.bird_config} -s ${defaults.bird_socket}`), 'ExecStart uses bgp.bird_config and bgp.bird_socket');
+    assert.ok(text.includes(`ConditionPathExists=${defaults.bird_config}`));
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-unit-'));
+    try {
+      const exe = join(dir, 'bird');
+      writeFileSync(exe, '#!/bin/sh\n');
+      chmodSync(exe, 0o755);
+      writeFileSync(join(dir, 'ferry-bird.service'), text.replaceAll('/usr/sbin/birdc', exe).replaceAll('/usr/sbin/bird', exe));
+      const r = spawnSync('systemd-analyze', ['verify', join(dir, 'ferry-bird.service')], { encoding: 'utf8' });
       assert.equal(r.status, 0, r.stderr);
       assert.equal(r.stderr.trim(), '', 'no warnings');
     } finally {
@@ -50,7 +71,7 @@ describe('systemd', () => {
     const prefix = mkdtempSync(join(tmpdir(), 'ferry-install-'));
     try {
       execFileSync('bash', [join(packageRoot(), 'scripts', 'install-system.sh'), '--prefix', prefix], { stdio: 'pipe' });
-      for (const f of ['usr/local/bin/ferryd', 'usr/local/bin/ferryctl', 'etc/ferry/ferry.yaml', 'etc/systemd/system/ferry.service',
+      for (const f of ['usr/local/bin/ferryd', 'usr/local/bin/ferryctl', 'etc/ferry/ferry.yaml', 'etc/systemd/system/ferry.service', 'etc/systemd/system/ferry-bird.service',
         'opt/ferry/dist/src/daemon/ferryd.js', 'opt/ferry/native/build/Release/ferry_native.node', 'opt/ferry/build/bpf/xdp_lb.bpf.o']) {
         assert.ok(existsSync(join(prefix, f)), f);
       }

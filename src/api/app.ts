@@ -22,6 +22,7 @@ import { monitorRoutes } from './routes/monitor.js';
 import type { RouteContext } from './routes/common.js';
 import { infoRoutes } from './routes/info.js';
 import { kubernetesRoutes } from './routes/kubernetes.js';
+import { bgpRoutes } from './routes/bgp.js';
 import { policyRoutes } from './routes/policies.js';
 import { stateRoutes } from './routes/state.js';
 import { vipRoutes } from './routes/vips.js';
@@ -104,6 +105,7 @@ export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
     stateBodyLimit: Math.max(bodyLimit, opts.stateBodyLimit ?? 32 * MiB),
     scratchDir: opts.scratchDir ?? tmpdir(),
     ...(opts.health === undefined ? {} : { health: opts.health }),
+    ...(opts.bgp === undefined ? {} : { bgp: opts.bgp }),
   };
   if (opts.metrics) metricsRoutes(app, opts.metrics);
   vipRoutes(app, ctx);
@@ -114,6 +116,7 @@ export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
   healthRoutes(app, ctx);
   infoRoutes(app, ctx);
   kubernetesRoutes(app, ctx);
+  bgpRoutes(app, ctx);
   monitorRoutes(app, opts.monitor);
   await registerDocs(app);
 

@@ -15,6 +15,7 @@ export const OPENAPI_TAGS = [
   { name: 'health', description: 'Health transitions of backends (each backend shows its live health).' },
   { name: 'status', description: 'Daemon status and datapath counters.' },
   { name: 'kubernetes', description: 'The Kubernetes mode (ferryd as an in-cluster proxy); its VIPs are owned by "kubernetes:NS/NAME".' },
+  { name: 'bgp', description: 'Announcing this host\'s VIPs by BGP through BIRD (bgp.enabled), and the host drain.' },
   { name: 'probes', description: 'Liveness and readiness (no token needed).' },
 ];
 

@@ -294,6 +294,68 @@ const kubernetes: JsonSchema = {
   },
 };
 
+const nullableStr: JsonSchema = { type: ['string', 'null'] };
+
+const bgp: JsonSchema = {
+  $id: 'Bgp', type: 'object',
+  description: 'The BGP announcement of this host\'s VIPs through BIRD: every VIP address, announced or why not; the sessions; the host drain.',
+  required: ['router_id', 'local_as', 'drained', 'announced', 'prefixes', 'neighbors', 'bird'],
+  properties: {
+    router_id: str,
+    local_as: int,
+    drained: {
+      type: ['object', 'null'], required: ['since', 'reason'],
+      description: 'Set by PUT /v1/bgp/drain (ferryctl drain-host): every VIP withdrawn until DELETE; null: not drained.',
+      properties: { since: { type: 'string', format: 'date-time' }, reason: nullableStr },
+    },
+    announced: { type: 'integer', description: 'Addresses announced now.' },
+    prefixes: {
+      type: 'array',
+      items: {
+        type: 'object', required: ['prefix', 'announced', 'reason', 'vips', 'serving'],
+        properties: {
+          prefix: str,
+          announced: { type: 'boolean' },
+          reason: {
+            type: ['string', 'null'], enum: ['no active backend', 'host drained', 'outside bgp.prefixes', 'address of this host', null],
+            description: 'Why it is not announced; null when it is.',
+          },
+          vips: { type: 'integer', description: 'VIPs on this address.' },
+          serving: { type: 'integer', description: 'Those with an active backend (up, weight > 0).' },
+        },
+      },
+    },
+    neighbors: {
+      type: 'array',
+      items: {
+        type: 'object', required: ['protocol', 'address', 'as', 'state', 'session', 'established', 'since', 'info'],
+        properties: {
+          protocol: { type: 'string', description: 'BIRD\'s protocol name.' },
+          address: str, as: int,
+          state: { ...nullableStr, description: 'BIRD\'s protocol state (up, start, down); null: BIRD not asked yet or unreachable.' },
+          session: { ...nullableStr, description: 'Established, Active, Connect, Idle, ...' },
+          established: { type: 'boolean' },
+          since: nullableStr,
+          info: { ...nullableStr, description: 'BIRD\'s last error on the session.' },
+        },
+      },
+    },
+    bird: {
+      type: 'object',
+      required: ['config', 'socket', 'reachable', 'in_sync', 'reloads', 'failed_reloads', 'last_reload_at', 'last_error'],
+      properties: {
+        config: { type: 'string', description: 'The config file ferryd writes for BIRD.' },
+        socket: { type: 'string', description: 'BIRD\'s control socket.' },
+        reachable: { type: 'boolean', description: 'BIRD answered on its socket.' },
+        in_sync: { type: 'boolean', description: 'BIRD has loaded the current file.' },
+        reloads: int, failed_reloads: int,
+        last_reload_at: nullableStr,
+        last_error: { ...nullableStr, description: 'Why the last reload failed (retried); null when it succeeded.' },
+      },
+    },
+  },
+};
+
 export const sharedSchemas: JsonSchema[] = [
   {
     $id: 'FieldError', type: 'object', required: ['field', 'reason'],
@@ -422,4 +484,5 @@ export const sharedSchemas: JsonSchema[] = [
     $id: 'Health', type: 'object', required: ['status'], properties: { status: { type: 'string', enum: ['ok'] } },
   },
   kubernetes,
+  bgp,
 ];

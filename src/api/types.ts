@@ -10,6 +10,7 @@ import type { KubernetesView } from '../k8s/mode.js';
 import type { FerryMetrics } from '../metrics/index.js';
 import type { MonitorSource } from '../monitor/stream.js';
 import type { RateLimit } from './limits.js';
+import type { BgpControl } from './routes/bgp.js';
 import type { BackendHealth } from '../model/health.js';
 
 export interface InterfaceStatus {
@@ -119,4 +120,6 @@ export interface ApiOptions {
   monitor?: MonitorSource;
   /** Backend health shown by the backend routes. */
   health?: HealthView;
+  /** The BGP announcement for /v1/bgp (absent: the routes answer 404). */
+  bgp?: BgpControl;
 }

@@ -10,6 +10,7 @@ import { parse as parseYaml } from 'yaml';
 import type { BackendHealth, HealthCheckSpec, HealthEvent } from '../model/health.js';
 import { FORWARDINGS, type BackendRecord, type Forwarding, type PolicyRecord, type VipRecord, type VipSpec } from '../model/types.js';
 import { ApiError, Client, ConnectError } from './client.js';
+import { bgpCommands } from './bgp.js';
 import { kubernetesCommands } from './kubernetes.js';
 import { monitorCommands } from './monitor.js';
 import { printTable, printJson } from './output.js';
@@ -389,6 +390,7 @@ export function buildCli(): Command {
   otherCommands(root);
   monitorCommands(root, client);
   kubernetesCommands(root, client);
+  bgpCommands(root, client);
   for (const c of allCommands(root)) c.exitOverride();
   return root;
 }

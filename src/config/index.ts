@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parseDocument } from 'yaml';
+import { canonicalIp, parseCidr } from '../net/addr.js';
 
 export type XdpModeName = 'native' | 'generic' | 'auto';
 
@@ -51,6 +52,48 @@ export interface KubernetesConfig {
   };
 }
 
+/** A BGP peer of this host (a router): one BIRD protocol. */
+export interface BgpNeighbor {
+  address: string;
+  as: number;
+  port: number;
+  /** TCP MD5 signature shared with the router; null = none. */
+  password: string | null;
+  /** eBGP multihop TTL when the router is not on a directly connected network; null = directly connected. */
+  multihop: number | null;
+}
+
+/**
+ * Announcing VIPs by BGP through BIRD 2 (src/bgp): ferryd writes BIRD's
+ * whole config (`bird_config`) and has BIRD reload it (`birdc configure`
+ * on `bird_socket`) whenever the set of announced VIP addresses changes.
+ */
+export interface BgpConfig {
+  enabled: boolean;
+  bird_config: string;
+  bird_socket: string;
+  birdc: string;
+  /** BIRD's router id (an IPv4 address); null = this host's first IPv4 address on the first interface. */
+  router_id: string | null;
+  local_as: number;
+  neighbors: BgpNeighbor[];
+  hold_time_seconds: number;
+  connect_retry_seconds: number;
+  /** MULTI_EXIT_DISC on every announced VIP; null = none. */
+  med: number | null;
+  /** "ASN:VALUE" standard communities and "ASN:X:Y" large communities added to every announced VIP. */
+  communities: string[];
+  /** Next hop of announced IPv4 / IPv6 VIPs; null = this host (BIRD's next hop self). */
+  next_hop_v4: string | null;
+  next_hop_v6: string | null;
+  /** Only VIP addresses inside these CIDRs are announced; [] = all. This host's own addresses never are. */
+  prefixes: string[];
+  /** A BIRD config file the rendered one includes (site-specific filters, BFD, ...); null = none. */
+  include: string | null;
+  /** How often BIRD's sessions are read for the API and /metrics. */
+  status_interval_seconds: number;
+}
+
 export interface FerryConfig {
   mode: FerryMode;
   state_dir: string;
@@ -81,6 +124,8 @@ export interface FerryConfig {
     snat_source_v6: string | null;
     /** Ports source NAT takes, "MIN-MAX": keep them out of net.ipv4.ip_local_port_range. */
     snat_ports: string;
+    /** The Maglev and flow hash seed; null = the store's own (random at creation). Hosts behind one ECMP router share one. */
+    hash_seed: number | null;
   };
   api: {
     socket: string;
@@ -96,6 +141,7 @@ export interface FerryConfig {
     probe_listen: string | null;
   };
   kubernetes: KubernetesConfig;
+  bgp: BgpConfig;
   log: {
     level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
     pretty: boolean;
@@ -170,6 +216,7 @@ export const CONFIG_SCHEMA = {
         snat_source_v4: nullableString('^(\\d{1,3}\\.){3}\\d{1,3}$'),
         snat_source_v6: nullableString('^[0-9a-fA-F:.]+$'),
         snat_ports: { type: 'string', pattern: '^\\d{1,5}-\\d{1,5}$', default: '61000-65535' },
+        hash_seed: { type: ['integer', 'null'], minimum: 0, maximum: 4294967295, default: null },
       },
     },
     api: {
@@ -232,6 +279,48 @@ export const CONFIG_SCHEMA = {
             cgroup: nullableString('^/'),
           },
         },
+      },
+    },
+    bgp: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        enabled: { type: 'boolean', default: false },
+        bird_config: { type: 'string', pattern: '^/', default: '/var/lib/ferry/bird.conf' },
+        bird_socket: { type: 'string', pattern: '^/', default: '/run/ferry-bird/bird.ctl' },
+        birdc: { type: 'string', minLength: 1, default: 'birdc' },
+        router_id: nullableString('^(\\d{1,3}\\.){3}\\d{1,3}$'),
+        local_as: { type: 'integer', minimum: 1, maximum: 4294967295, default: 65001 },
+        neighbors: {
+          type: 'array',
+          maxItems: 64,
+          default: [],
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['address', 'as'],
+            properties: {
+              address: { type: 'string', minLength: 2, maxLength: 45 },
+              as: { type: 'integer', minimum: 1, maximum: 4294967295 },
+              port: { type: 'integer', minimum: 1, maximum: 65535, default: 179 },
+              password: { type: ['string', 'null'], pattern: '^[\\x21\\x23-\\x5b\\x5d-\\x7e]{1,80}$', description: 'printable ASCII without quote or backslash', default: null },
+              multihop: { type: ['integer', 'null'], minimum: 1, maximum: 255, default: null },
+            },
+          },
+        },
+        hold_time_seconds: { type: 'integer', minimum: 3, maximum: 65535, default: 9 },
+        connect_retry_seconds: { type: 'integer', minimum: 1, maximum: 3600, default: 5 },
+        med: { type: ['integer', 'null'], minimum: 0, maximum: 4294967295, default: null },
+        communities: {
+          type: 'array', uniqueItems: true, maxItems: 32, default: [],
+          items: { type: 'string', pattern: '^\\d{1,10}:\\d{1,10}(:\\d{1,10})?$' },
+        },
+        next_hop_v4: nullableString('^(\\d{1,3}\\.){3}\\d{1,3}$'),
+        next_hop_v6: nullableString('^[0-9a-fA-F:.]+$'),
+        prefixes: { type: 'array', uniqueItems: true, maxItems: 256, default: [], items: { type: 'string', minLength: 3, maxLength: 49 } },
+        include: nullableString('^/'),
+        status_interval_seconds: { type: 'integer', minimum: 1, maximum: 3600, default: 5 },
       },
     },
     log: {
@@ -322,6 +411,36 @@ function snatChecks(c: FerryConfig): string[] {
   return out;
 }
 
+const U16 = 65535;
+const U32 = 4294967295;
+
+/** The BGP section's checks: addresses and CIDRs parse, communities fit their fields, a session to speak with. */
+function bgpChecks(c: FerryConfig): string[] {
+  const out: string[] = [];
+  const b = c.bgp;
+  const seen = new Set<string>();
+  b.neighbors.forEach((n, i) => {
+    const ip = canonicalIp(n.address);
+    if (ip === null) out.push(`/bgp/neighbors/${i}/address: ${JSON.stringify(n.address)} is not an IP address`);
+    else if (seen.has(ip)) out.push(`/bgp/neighbors/${i}/address: ${ip} is listed twice`);
+    else seen.add(ip);
+  });
+  if (b.router_id !== null && isIP(b.router_id) !== 4) out.push(`/bgp/router_id: ${b.router_id} is not an IPv4 address`);
+  if (b.next_hop_v4 !== null && isIP(b.next_hop_v4) !== 4) out.push(`/bgp/next_hop_v4: ${b.next_hop_v4} is not an IPv4 address`);
+  if (b.next_hop_v6 !== null && isIP(b.next_hop_v6) !== 6) out.push(`/bgp/next_hop_v6: ${b.next_hop_v6} is not an IPv6 address`);
+  b.communities.forEach((text, i) => {
+    const parts = text.split(':').map(Number);
+    const ok = parts.length === 2 ? parts.every((p) => p <= U16) : parts.every((p) => p <= U32);
+    if (!ok) out.push(`/bgp/communities/${i}: ${text}: a standard community is ASN:VALUE with both <= ${U16}, a large one ASN:X:Y with each <= ${U32}`);
+  });
+  b.prefixes.forEach((text, i) => {
+    const r = parseCidr(text);
+    if (typeof r === 'string') out.push(`/bgp/prefixes/${i}: ${r}`);
+  });
+  if (b.enabled && b.neighbors.length === 0) out.push('/bgp/neighbors: bgp is enabled but names no neighbor to announce the VIPs to');
+  return out;
+}
+
 /** Semantic checks the schema cannot express. */
 function crossChecks(c: FerryConfig, env: NodeJS.ProcessEnv): string[] {
   const out: string[] = [];
@@ -345,6 +464,7 @@ function crossChecks(c: FerryConfig, env: NodeJS.ProcessEnv): string[] {
   }
   if (c.api.probe_listen !== null && c.api.probe_listen === c.api.listen) out.push('/api/probe_listen: must differ from /api/listen');
   out.push(...snatChecks(c));
+  out.push(...bgpChecks(c));
   out.push(...kubernetesChecks(c, env));
   return out;
 }

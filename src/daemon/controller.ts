@@ -25,8 +25,8 @@ export interface WriteResult<T> {
 export class Controller {
   private applied = 0;
   private lastReport: ReconcileReport = { changes: 0, durationMs: 0 };
-  /** Told of every datapath apply (metrics). */
-  onApply: ((report: ReconcileReport) => void) | undefined;
+  /** Told of every datapath apply and the plan it applied (metrics, drain timer, BGP announcements). */
+  onApply: ((report: ReconcileReport, plan: DpState) => void) | undefined;
 
   constructor(
     readonly store: Store,
@@ -47,29 +47,32 @@ export class Controller {
   /** Applies the committed state to the datapath (start-up, periodic drift repair, health changes). */
   reconcile(): ReconcileReport {
     const state = this.store.read((tx) => tx.state());
-    this.lastReport = this.applier.apply(this.planner(state));
+    const plan = this.planner(state);
+    this.lastReport = this.applier.apply(plan);
     this.applied = state.revision;
-    this.onApply?.(this.lastReport);
+    this.onApply?.(this.lastReport, plan);
     return this.lastReport;
   }
 
   /** Runs a change in one transaction and applies it before committing. */
   write<T>(actor: string, action: string, fn: (tx: StoreTx) => T): WriteResult<T> {
     let report: ReconcileReport = { changes: 0, durationMs: 0 };
+    let plan: DpState | undefined;
     let touchedDatapath = false;
     try {
       const { result, revision } = this.store.write(actor, action, fn, (tx) => {
         touchedDatapath = true;
         try {
-          report = this.applier.apply(this.planner(tx.state()));
+          plan = this.planner(tx.state());
+          report = this.applier.apply(plan);
         } catch (err) {
           if (err instanceof FerryError) throw err;
           throw new DatapathError(`datapath refused the change: ${err instanceof Error ? err.message : String(err)}`);
         }
       });
-      if (touchedDatapath) {
+      if (touchedDatapath && plan !== undefined) {
         this.applied = revision;
-        this.onApply?.(report);
+        this.onApply?.(report, plan);
       }
       return { result, revision, report };
     } catch (err) {

@@ -36,6 +36,10 @@ import { Reconciler } from '../reconcile/reconciler.js';
 import { NodeEndpoints } from '../reconcile/node.js';
 import { openStore } from '../store/store.js';
 import type { Store, StoredBackend } from '../store/types.js';
+import { Announcer } from '../bgp/announcer.js';
+import { Birdc } from '../bgp/bird.js';
+import type { BgpView } from '../model/bgp.js';
+import { canonicalIp } from '../net/addr.js';
 import { Controller } from './controller.js';
 import { Notifier } from './notify.js';
 import { listenProbes } from './probes.js';
@@ -47,7 +51,7 @@ export interface DaemonOptions {
 }
 
 /** Config sections SIGHUP cannot change: a restart applies them. */
-const RESTART_KEYS = ['mode', 'state_dir', 'bpf', 'api', 'kubernetes'] as const;
+const RESTART_KEYS = ['mode', 'state_dir', 'bpf', 'api', 'kubernetes', 'bgp'] as const;
 
 const BPF_FS_MAGIC = 0xcafe4a11;
 
@@ -74,7 +78,8 @@ function ensureBpffs(pinRoot: string): void {
 }
 
 /** The datapath's global config from ferryd's config and the store's seed. */
-export function datapathConfig(c: FerryConfig, seed: number): ConfigProgram {
+export function datapathConfig(c: FerryConfig, storeSeed: number): ConfigProgram {
+  const seed = c.datapath.hash_seed ?? storeSeed;
   const mac = c.datapath.gateway_mac;
   const ports = snatPortRange(c.datapath.snat_ports);
   return {
@@ -101,6 +106,27 @@ export function snatSources(c: FerryConfig, nics = networkInterfaces()): { src4:
   const pick = (family: 'IPv4' | 'IPv6'): string | null =>
     first.find((a) => a.family === family && !a.internal && !a.address.toLowerCase().startsWith('fe80:'))?.address ?? null;
   return { src4: c.datapath.snat_source_v4 ?? pick('IPv4'), src6: c.datapath.snat_source_v6 ?? pick('IPv6') };
+}
+
+/** Every address of this host's interfaces, canonical: never announced by BGP (NodePort VIPs are on them). */
+function hostAddresses(nics = networkInterfaces()): Set<string> {
+  const out = new Set<string>();
+  for (const list of Object.values(nics)) {
+    for (const a of list ?? []) {
+      const ip = canonicalIp(a.address);
+      if (ip !== null) out.add(ip);
+    }
+  }
+  return out;
+}
+
+/** BIRD's router id: the configured one, else the first interface's first IPv4 address. */
+export function bgpRouterId(c: FerryConfig, nics = networkInterfaces()): string {
+  if (c.bgp.router_id !== null) return c.bgp.router_id;
+  const first = c.interfaces[0] ? nics[c.interfaces[0].name] ?? [] : [];
+  const v4 = first.find((a) => a.family === 'IPv4' && !a.internal)?.address;
+  if (v4 === undefined) throw new Error('bgp.router_id is not set and the first interface has no IPv4 address to take it from: set bgp.router_id');
+  return v4;
 }
 
 /** Where source NAT's ports overlap the host's own ephemeral ports (which connections of the host could then meet). */
@@ -157,6 +183,8 @@ export class Daemon implements DaemonInfo, MetricsSource {
   private socketLb: SocketLbConsumer | undefined;
   /** The kernel's NAT for ports the XDP datapath cannot translate (kubernetes.nat). */
   private nat: NatTable | undefined;
+  /** The VIPs' BGP announcement through BIRD (bgp.enabled). */
+  private bgp: Announcer | undefined;
 
   constructor(private config: FerryConfig, private readonly log: Logger) {
     this.notifier = new Notifier(log);
@@ -209,10 +237,17 @@ export class Daemon implements DaemonInfo, MetricsSource {
       checker: { probe: dsrProbe(this.hc) },
       onTargets: (targets) => this.retainDsrPairs(targets),
     });
-    this.metrics = new FerryMetrics(this, { kubernetes: c.mode === 'kubernetes' });
-    this.controller.onApply = (r) => {
+    this.metrics = new FerryMetrics(this, { kubernetes: c.mode === 'kubernetes', bgp: c.bgp.enabled });
+    if (c.bgp.enabled) {
+      this.bgp = new Announcer({
+        config: c.bgp, routerId: bgpRouterId(c), bird: new Birdc(c.bgp.birdc, c.bgp.bird_socket),
+        drainFile: join(c.state_dir, 'bgp-drain.json'), localAddresses: () => hostAddresses(), log: this.log.child({ component: 'bgp' }),
+      });
+    }
+    this.controller.onApply = (r, plan) => {
       this.metrics.observeReconcile(r);
       this.armDrainTimer();
+      this.bgp?.observe(plan);
     };
     this.notifier.status('reconciling');
     const report = this.controller.reconcile();
@@ -220,6 +255,8 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.healthMonitor = monitor;
     monitor.start();
     this.attachInterfaces(c.interfaces);
+    // Announced only once the datapath is attached and holds the store's state.
+    this.bgp?.start();
     this.events = openEventStream(this.dp, this.store, () => this.config.datapath, {
       onError: (err) => this.log.error({ err: (err as Error).message }, 'reading live events failed'),
     });
@@ -318,6 +355,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
       logger: this.log.child({ component: 'api' }), bodyLimit: a.body_limit, metrics: this.metrics, monitor: this.events,
       requestTimeoutMs: a.request_timeout_seconds * 1000, scratchDir: this.scratchDir(),
       ...(this.healthMonitor === undefined ? {} : { health: this.healthMonitor }),
+      ...(this.bgp === undefined ? {} : { bgp: this.bgp }),
     };
     const local = await buildApp({ ...common, auth: null });
     mkdirSync(dirname(a.socket), { recursive: true });
@@ -450,6 +488,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
     }
     for (const app of this.apps) await app.close();
     await this.healthMonitor?.stop();
+    await this.bgp?.stop();
     if (opts.detach) {
       this.socketLb?.socketLb.detach();
       try {
@@ -513,6 +552,11 @@ export class Daemon implements DaemonInfo, MetricsSource {
   /** Port translation on this host by counter (metrics: ferry_node_packets_total). */
   nodePackets(): Partial<Record<string, bigint>> {
     return this.node.counts();
+  }
+
+  /** The BGP announcement (metrics: ferry_bgp_*); null when bgp is not enabled. */
+  bgpView(): BgpView | null {
+    return this.bgp?.view() ?? null;
   }
 
   /** Health of the checked backends (metrics: ferry_backend_up). */

@@ -6,6 +6,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { StatsBody, StatusBody } from '../api/types.js';
+import type { BgpView } from '../model/bgp.js';
 import type { KubernetesView } from '../k8s/mode.js';
 import type { ReconcileReport } from '../model/dpstate.js';
 
@@ -22,11 +23,15 @@ export interface MetricsSource {
   nodePackets?(): Partial<Record<string, bigint>>;
   /** The Kubernetes mode's figures (kubernetes mode only). */
   kubernetes?(): KubernetesView | null;
+  /** The BGP announcement (bgp.enabled only). */
+  bgpView?(): BgpView | null;
 }
 
 export interface MetricsOptions {
   /** Register the ferry_k8s_* metrics (kubernetes mode). */
   kubernetes?: boolean;
+  /** Register the ferry_bgp_* metrics (bgp.enabled). */
+  bgp?: boolean;
 }
 
 const INFORMERS = [['services', 'services'], ['endpointslices', 'endpoint_slices'], ['nodes', 'nodes']] as const;
@@ -67,6 +72,7 @@ export class FerryMetrics {
   /** One read of the source per scrape, shared by every metric. */
   private scrape: { counters: StatsBody; status: StatusBody } | undefined;
   private k8sScrape: { view: KubernetesView | null } | undefined;
+  private bgpScrape: { view: BgpView | null } | undefined;
   private readonly k8sBatchSeconds: Histogram | undefined;
 
   constructor(private readonly source: MetricsSource, opts: MetricsOptions = {}) {
@@ -93,6 +99,7 @@ export class FerryMetrics {
       });
       this.kubernetesMetrics();
     }
+    if (opts.bgp) this.bgpMetrics();
   }
 
   private get counters(): StatsBody {
@@ -190,6 +197,27 @@ export class FerryMetrics {
     mirroredCounter(r, 'ferry_k8s_health_check_node_port_bind_failures_total', 'Failed binds of health-check node ports (retried).', [], one((v) => v.health_check_node_ports.bind_failures));
   }
 
+  private bgpMetrics(): void {
+    const r = this.registry;
+    const view = (): BgpView | null => {
+      this.bgpScrape ??= { view: this.source.bgpView?.() ?? null };
+      return this.bgpScrape.view;
+    };
+    const one = (pick: (v: BgpView) => number) => (): Array<[Record<string, string>, number]> => {
+      const v = view();
+      return v === null ? [] : [[{}, pick(v)]];
+    };
+    mirroredGauge(r, 'ferry_bgp_announced_prefixes', 'VIP addresses this host announces by BGP now.', [], one((v) => v.announced));
+    mirroredGauge(r, 'ferry_bgp_host_drained', '1 while the host is drained (ferryctl drain-host): every VIP withdrawn.', [], one((v) => (v.drained === null ? 0 : 1)));
+    mirroredGauge(r, 'ferry_bgp_neighbor_established', 'BGP sessions through BIRD: 1 established, 0 not.', ['neighbor'],
+      () => (view()?.neighbors ?? []).map((n) => [{ neighbor: n.address }, n.established ? 1 : 0]));
+    mirroredGauge(r, 'ferry_bgp_bird_in_sync', '1 when BIRD has loaded the announced set ferryd wrote last.', [], one((v) => (v.bird.in_sync ? 1 : 0)));
+    mirroredCounter(r, 'ferry_bgp_bird_reloads_total', 'BIRD reloads asked (birdc configure) by result.', ['result'], () => {
+      const v = view();
+      return v === null ? [] : [[{ result: 'ok' }, v.bird.reloads - v.bird.failed_reloads], [{ result: 'failed' }, v.bird.failed_reloads]];
+    });
+  }
+
   /** Called after every Kubernetes sync batch. */
   observeK8sBatch(ms: number): void {
     this.k8sBatchSeconds?.observe(ms / 1000);
@@ -210,11 +238,13 @@ export class FerryMetrics {
   async render(): Promise<string> {
     this.scrape = undefined;
     this.k8sScrape = undefined;
+    this.bgpScrape = undefined;
     try {
       return await this.registry.metrics();
     } finally {
       this.scrape = undefined;
       this.k8sScrape = undefined;
+      this.bgpScrape = undefined;
     }
   }
 

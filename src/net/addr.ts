@@ -147,3 +147,11 @@ export function canonicalCidr(text: string): string {
   if (typeof c === 'string') throw new TypeError(`${JSON.stringify(text)}: ${c}`);
   return c.text;
 }
+
+/** Whether the address lies inside the CIDR (families must match). */
+export function cidrContains(cidr: Cidr, ip: Ip): boolean {
+  if (cidr.family !== ip.family) return false;
+  const bytes = Buffer.from(ip.bytes);
+  clearHostBits(bytes, cidr.prefix, ip.family === 4 ? 32 : 128);
+  return bytes.equals(cidr.network);
+}

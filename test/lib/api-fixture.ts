@@ -71,7 +71,7 @@ export interface Api {
   close(): Promise<void>;
 }
 
-export interface ApiFixtureOptions extends Partial<Pick<ApiOptions, 'auth' | 'logger' | 'bodyLimit' | 'stateBodyLimit' | 'drainSeconds' | 'metrics' | 'rateLimit' | 'requestTimeoutMs' | 'https'>> {
+export interface ApiFixtureOptions extends Partial<Pick<ApiOptions, 'auth' | 'logger' | 'bodyLimit' | 'stateBodyLimit' | 'drainSeconds' | 'metrics' | 'rateLimit' | 'requestTimeoutMs' | 'https' | 'bgp'>> {
   maxVips?: number;
   maxBackends?: number;
   /** The datapath side (default: a FakeApplier, which `applier` then is). */
@@ -98,6 +98,7 @@ export async function makeApi(o: ApiFixtureOptions = {}): Promise<Api> {
     ...(o.rateLimit === undefined ? {} : { rateLimit: o.rateLimit }),
     ...(o.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: o.requestTimeoutMs }),
     ...(o.https === undefined ? {} : { https: o.https }),
+    ...(o.bgp === undefined ? {} : { bgp: o.bgp }),
   });
   return {
     app, store, controller, applier, info,

@@ -12,6 +12,7 @@ import { checkWritePreconditions } from '../etag.js';
 import { PROBLEM_TYPE } from '../problems.js';
 import { ipSchema, nameSchema, ref, type JsonSchema } from '../schemas.js';
 import type { DaemonInfo, HealthView } from '../types.js';
+import type { BgpControl } from './bgp.js';
 
 export interface RouteContext {
   controller: Controller;
@@ -21,6 +22,8 @@ export interface RouteContext {
   /** Where backups and restores are staged (ferryd: a folder of its state directory, emptied at start). */
   scratchDir: string;
   health?: HealthView;
+  /** The BGP announcement (absent: bgp is not enabled). */
+  bgp?: BgpControl;
 }
 
 export const REVISION_HEADER = 'x-ferry-revision';
