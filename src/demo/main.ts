@@ -11,6 +11,7 @@
  * prints `ferryctl stats`, and tears everything down (unless --keep).
  *
  *   npm run demo [-- --json] [-- --keep] [-- --requests N]
+ *   npm run demo -- --fleet [--json] [--keep]   three hosts behind ECMP with BGP (src/demo/fleet.ts)
  *   npm run demo -- --down [PREFIX]   remove labs left by --keep or by a killed run
  *
  * --json prints exactly one JSON object on stdout:
@@ -19,6 +20,7 @@
 import type { StatsBody } from '../api/types.js';
 import type { VipWithBackends } from '../model/types.js';
 import { ferryctlScript } from '../lab/ferryd.js';
+import { fleetDemo } from './fleet.js';
 import { LbLab, repliesBypassedLb } from '../lab/lblab.js';
 import { existingLabs, Lab, leftoverLabs } from '../lab/topology.js';
 import type { ClientResult } from '../lab/client.js';
@@ -30,20 +32,23 @@ interface DemoOptions {
   json: boolean;
   keep: boolean;
   requests: number;
+  /** Three hosts behind a router with ECMP and BGP instead of one (src/demo/fleet.ts). */
+  fleet: boolean;
 }
 
 function parseArgs(argv: string[]): DemoOptions | { down: string | null } {
-  const o: DemoOptions = { json: false, keep: false, requests: 300 };
+  const o: DemoOptions = { json: false, keep: false, requests: 300, fleet: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--json') o.json = true;
     else if (a === '--keep') o.keep = true;
+    else if (a === '--fleet') o.fleet = true;
     else if (a === '--down') return { down: argv[i + 1] ?? null };
     else if (a === '--requests') {
       const n = Number(argv[++i]);
       if (!Number.isInteger(n) || n < 1 || n > 100000) throw new Error('--requests takes an integer from 1 to 100000');
       o.requests = n;
-    } else throw new Error(`unknown option ${a} (options: --json --keep --down [PREFIX] --requests N)`);
+    } else throw new Error(`unknown option ${a} (options: --json --keep --fleet --down [PREFIX] --requests N)`);
   }
   return o;
 }
@@ -190,7 +195,7 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the demo builds network namespaces and loads XDP programs: run it as root');
   const o = parseArgs(process.argv.slice(2));
   if ('down' in o) return down(o.down);
-  if (!(await demo(o))) process.exitCode = 1;
+  if (!(await (o.fleet ? fleetDemo(o) : demo(o)))) process.exitCode = 1;
 }
 
 main().catch((err: unknown) => {

@@ -51,7 +51,7 @@ export interface ClientOptions {
   parallel?: number;
 }
 
-const script = (name: string) => join(packageRoot(), 'dist', 'src', 'lab', `${name}.js`);
+export const script = (name: string): string => join(packageRoot(), 'dist', 'src', 'lab', `${name}.js`);
 
 /**
  * Direct server return, from interface counters over a traffic run: the load
@@ -221,15 +221,8 @@ export class LbLab {
   // ---- traffic -------------------------------------------------------------------
 
   /** Runs the traffic client in the client namespace (http: one connection per request; udp: one datagram per source port). */
-  async client(kind: 'http' | 'udp', vip: string, count: number, o: ClientOptions = {}): Promise<ClientResult> {
-    const p = nsSpawn(this.lab.client.ns, process.execPath, [script('client'), kind, vip, String(count), ...clientArgs(o)]);
-    let out = '';
-    let err = '';
-    p.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-    const [code] = (await once(p, 'exit')) as [number | null];
-    if (code !== 0) throw new Error(`client ${kind} ${vip} failed (${code}): ${err.trim()}`);
-    return JSON.parse(out) as ClientResult;
+  client(kind: 'http' | 'udp', vip: string, count: number, o: ClientOptions = {}): Promise<ClientResult> {
+    return runClient(this.lab.client.ns, kind, vip, count, o);
   }
 
   /** A flood of SYNs or UDP datagrams from random sources in srcNet to vip:port, from the client (src/lab/flood.ts). */
@@ -322,8 +315,7 @@ export class LbLab {
 
   /** The backends holding an established TCP connection with these ports (server side: serverPort, peer: clientPort). */
   tcpOwners(serverPort: number, clientPort: number): LabHost[] {
-    return this.lab.backends.filter((b) =>
-      nsRun(b.ns, 'ss', ['-Htn', 'state', 'established', `( sport = :${serverPort} and dport = :${clientPort} )`]).trim() !== '');
+    return tcpOwners(this.lab.backends, serverPort, clientPort);
   }
 
   /**
@@ -372,27 +364,7 @@ export class LbLab {
    */
   async startServer(b: LabHost, vips: readonly string[] = this.opts.vips): Promise<void> {
     if (this.servers.has(b.name)) throw new Error(`server on ${b.name} is already running`);
-    const log = join(this.lab.dir, 'logs', `server-${b.name}.log`);
-    const from = existsSync(log) ? statSync(log).size : 0;
-    const fd = openSync(log, 'a');
-    let p: ChildProcess;
-    try {
-      p = nsSpawn(b.ns, process.execPath, [script('server'), b.name, vips.join(',')], {
-        stdio: ['ignore', fd, fd], detached: true,
-      });
-    } finally {
-      closeSync(fd);
-    }
-    this.servers.set(b.name, p);
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const text = readFileSync(log, 'utf8').slice(from);
-      if (text.includes('ready')) return;
-      if (p.exitCode !== null || p.signalCode !== null || Date.now() > deadline) {
-        throw new Error(`server on ${b.name} did not start: ${text.trim()}`);
-      }
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    this.servers.set(b.name, await spawnServer(this.lab, b, vips));
   }
 
   /** Stops a backend's servers (nothing listens there afterwards). */
@@ -516,7 +488,7 @@ export class LabStream {
   }
 }
 
-function clientArgs(o: ClientOptions): string[] {
+export function clientArgs(o: ClientOptions): string[] {
   const a: string[] = [];
   if (o.port !== undefined) a.push('--port', String(o.port));
   if (o.source) a.push('--source', o.source);
@@ -526,6 +498,51 @@ function clientArgs(o: ClientOptions): string[] {
 }
 
 const icmpScript = (): string => join(packageRoot(), 'src', 'lab', 'icmp.py');
+
+/** Runs the traffic client (src/lab/client.ts) in a namespace: http, one connection per request; udp, one datagram per source port. */
+export async function runClient(ns: string, kind: 'http' | 'udp', vip: string, count: number, o: ClientOptions = {}): Promise<ClientResult> {
+  const p = nsSpawn(ns, process.execPath, [script('client'), kind, vip, String(count), ...clientArgs(o)]);
+  let out = '';
+  let err = '';
+  p.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  p.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const [code] = (await once(p, 'exit')) as [number | null];
+  if (code !== 0) throw new Error(`client ${kind} ${vip} failed (${code}): ${err.trim()}`);
+  return JSON.parse(out) as ClientResult;
+}
+
+/** The hosts holding an established TCP connection with these ports (server side: serverPort, peer: clientPort). */
+export function tcpOwners(hosts: readonly LabHost[], serverPort: number, clientPort: number): LabHost[] {
+  return hosts.filter((b) =>
+    nsRun(b.ns, 'ss', ['-Htn', 'state', 'established', `( sport = :${serverPort} and dport = :${clientPort} )`]).trim() !== '');
+}
+
+/**
+ * Starts a host's servers (src/lab/server.ts: HTTP 80, echo 7, UDP 53 on
+ * each VIP), logging into the lab's folder; resolves once they listen.
+ */
+export async function spawnServer(lab: Lab, b: LabHost, vips: readonly string[]): Promise<ChildProcess> {
+  const log = join(lab.dir, 'logs', `server-${b.name}.log`);
+  mkdirSync(join(lab.dir, 'logs'), { recursive: true });
+  const from = existsSync(log) ? statSync(log).size : 0;
+  const fd = openSync(log, 'a');
+  let p: ChildProcess;
+  try {
+    p = nsSpawn(b.ns, process.execPath, [script('server'), b.name, vips.join(',')], { stdio: ['ignore', fd, fd], detached: true });
+  } finally {
+    closeSync(fd);
+  }
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const text = readFileSync(log, 'utf8').slice(from);
+    if (text.includes('ready')) return p;
+    if (p.exitCode !== null || p.signalCode !== null || Date.now() > deadline) {
+      p.kill('SIGKILL');
+      throw new Error(`server on ${b.name} did not start: ${text.trim()}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
 
 /** Runs agent.js in a namespace (asynchronously, so several can run at once). */
 export function runAgent(ns: string, args: string[]): Promise<void> {

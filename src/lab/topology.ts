@@ -56,7 +56,20 @@ export interface LabOptions {
   backends: number;
   /** Namespace prefix; a random one when omitted. */
   prefix?: string;
+  /** Load balancer hosts (default 1: `lb`; more: `lb1`..`lbN`, a fleet behind the router). */
+  lbs?: number;
+  /**
+   * The client sits behind a router instead of on the bridge (a fleet):
+   * `router` joins the bridge and has a link of its own to the client; the
+   * VIPs' routes on it are whatever its BGP speaker learns; backends return
+   * to the client through it.
+   */
+  routed?: boolean;
 }
+
+/** The client's network behind the router (routed labs). */
+export const CLIENT_NET4 = '198.18.20';
+export const CLIENT_NET6 = '2001:db8:20::';
 
 /** Every lab prefix starts with this, so leftovers can be found and removed. */
 export const LAB_PREFIX_ROOT = 'ferrylab';
@@ -65,8 +78,12 @@ export class Lab {
   readonly prefix: string;
   readonly sw: string;
   readonly client: LabHost;
+  /** The first load balancer host; `lbs` holds them all. */
   readonly lb: LabHost;
+  readonly lbs: LabHost[];
   readonly backends: LabHost[];
+  /** The router in front of the load balancers (routed labs only). */
+  readonly router: LabHost | undefined;
 
   constructor(opts: LabOptions) {
     this.prefix = opts.prefix ?? `${LAB_PREFIX_ROOT}${randomBytes(3).toString('hex')}`;
@@ -77,13 +94,21 @@ export class Lab {
       addr4: `${LAN4}.${octet}`, addr6: `${LAN6}${octet.toString(16)}`,
       mac: `02:fe:00:00:00:${octet.toString(16).padStart(2, '0')}`,
     });
+    const lbs = opts.lbs ?? 1;
+    if (!(lbs >= 1 && lbs <= 8)) throw new Error(`lbs must be 1..8, not ${lbs}`);
     this.client = host('client', 1);
-    this.lb = host('lb', 2);
+    if (opts.routed) {
+      this.router = host('router', 250);
+      this.client = { ...this.client, port: '', addr4: `${CLIENT_NET4}.2`, addr6: `${CLIENT_NET6}2` };
+    }
+    this.lbs = Array.from({ length: lbs }, (_, i) => host(lbs === 1 ? 'lb' : `lb${i + 1}`, 2 + i));
+    this.lb = this.lbs[0]!;
     this.backends = Array.from({ length: opts.backends }, (_, i) => host(`be${i + 1}`, 11 + i));
   }
 
+  /** Every host on the bridge (the client too unless it is routed). */
   get hosts(): LabHost[] {
-    return [this.client, this.lb, ...this.backends];
+    return [...(this.router ? [this.router] : [this.client]), ...this.lbs, ...this.backends];
   }
 
   /** The bpffs folder for this lab's pinned objects. */
@@ -104,8 +129,9 @@ export class Lab {
       nsRun(this.sw, 'ip', ['link', 'add', 'br0', 'type', 'bridge']);
       nsRun(this.sw, 'ip', ['link', 'set', 'br0', 'mtu', String(LAB_MTU), 'up']);
       for (const h of this.hosts) this.addHost(h);
-      this.configureClient();
-      this.configureLb();
+      if (this.router) this.configureRouter(this.router);
+      else this.configureClient();
+      for (const lb of this.lbs) this.configureLb(lb);
       for (const b of this.backends) this.configureBackend(b);
     } catch (err) {
       this.down();
@@ -155,10 +181,35 @@ export class Lab {
       ...(v6 ? ['nodad', 'preferred_lft', '0'] : [])]);
   }
 
+  /**
+   * The router: forwards, spreads flows over equal-cost next hops by their
+   * ports too (fib_multipath_hash_policy 1: a fleet's ECMP), and links the
+   * client; backends answer the client through it (direct return).
+   */
+  private configureRouter(r: LabHost): void {
+    const c = this.client;
+    run('ip', ['netns', 'add', c.ns]);
+    run('ip', ['link', 'add', 'eth0', 'netns', c.ns, 'address', c.mac, 'type', 'veth', 'peer', 'name', 'eth1', 'netns', r.ns]);
+    for (const [ns, dev, a4, a6] of [[c.ns, 'eth0', c.addr4, c.addr6], [r.ns, 'eth1', `${CLIENT_NET4}.1`, `${CLIENT_NET6}1`]] as const) {
+      nsRun(ns, 'ip', ['link', 'set', 'lo', 'up']);
+      nsRun(ns, 'ip', ['link', 'set', dev, 'up']);
+      nsRun(ns, 'ip', ['addr', 'add', `${a4}/24`, 'dev', dev]);
+      nsRun(ns, 'ip', ['-6', 'addr', 'add', `${a6}/64`, 'dev', dev, 'nodad']);
+    }
+    nsRun(c.ns, 'ip', ['route', 'add', 'default', 'via', `${CLIENT_NET4}.1`]);
+    nsRun(c.ns, 'ip', ['-6', 'route', 'add', 'default', 'via', `${CLIENT_NET6}1`]);
+    for (const key of ['net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1', 'net.ipv4.fib_multipath_hash_policy=1', 'net.ipv6.fib_multipath_hash_policy=1']) {
+      nsRun(r.ns, 'sysctl', ['-q', '-w', key]);
+    }
+    // Frames the router forwards to a load balancer become XDP frames there: full checksums, as from a NIC.
+    nsRun(r.ns, 'ethtool', ['-K', 'eth1', 'tx', 'off']);
+    nsRun(c.ns, 'ethtool', ['-K', 'eth0', 'tx', 'off']);
+  }
+
   /** bpf_fib_lookup answers with forwarding semantics: the LB forwards. */
-  private configureLb(): void {
-    nsRun(this.lb.ns, 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
-    nsRun(this.lb.ns, 'sysctl', ['-q', '-w', 'net.ipv6.conf.all.forwarding=1']);
+  private configureLb(lb: LabHost): void {
+    nsRun(lb.ns, 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
+    nsRun(lb.ns, 'sysctl', ['-q', '-w', 'net.ipv6.conf.all.forwarding=1']);
   }
 
   private configureBackend(b: LabHost): void {
@@ -167,6 +218,10 @@ export class Lab {
       ['net.ipv4.conf.all.rp_filter', '0'], ['net.ipv4.conf.default.rp_filter', '0'],
       ['net.ipv4.conf.eth0.rp_filter', '0'], ['net.ipv4.conf.lo.rp_filter', '0'],
     ]) nsRun(b.ns, 'sysctl', ['-q', '-w', `${key}=${value}`]);
+    if (this.router) {
+      nsRun(b.ns, 'ip', ['route', 'add', `${CLIENT_NET4}.0/24`, 'via', this.router.addr4]);
+      nsRun(b.ns, 'ip', ['-6', 'route', 'add', `${CLIENT_NET6}/64`, 'via', this.router.addr6]);
+    }
   }
 
   /** Puts VIP addresses on a backend's lo so it accepts and answers for them. */

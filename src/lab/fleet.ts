@@ -1,0 +1,274 @@
+/**
+ * A fleet lab: several Ferry hosts behind one router with ECMP, as Maglev
+ * was designed to run.
+ *
+ *   client ── router ─┬─ bridge ─┬─ lb1..lbN  (ferryd + BIRD each; same hash seed, same VIPs)
+ *   (routed)  (BIRD,  │          └─ be1..beM  (tc_decap, servers; answer the client via the router)
+ *             ECMP)   ┘
+ *
+ * Every load balancer runs the real ferryd with `bgp.enabled`: it writes
+ * its BIRD's config and reloads it; its BIRD peers with the router's BIRD,
+ * which merges the equal routes into one multipath route in the kernel
+ * (`merge paths`) and hashes flows over them by their ports too. The
+ * router's BIRD is the lab's, not Ferry's: it stands for the operator's
+ * router.
+ */
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client } from '../cli/client.js';
+import type { BgpView } from '../model/bgp.js';
+import type { VipWithBackends } from '../model/types.js';
+import { nsRun, nsSpawn } from './exec.js';
+import { ferryctlScript, LabFerryd } from './ferryd.js';
+import type { ClientResult } from './client.js';
+import { clientArgs, LabStream, runAgent, runClient, script, spawnServer, tcpOwners, type ClientOptions } from './lblab.js';
+import { Lab, type LabHost } from './topology.js';
+
+export const ROUTER_AS = 65000;
+export const FLEET_AS = 65001;
+
+export interface FleetOptions {
+  /** Load balancer hosts (2 or 3 make a fleet). */
+  hosts: number;
+  backends: number;
+  /** VIP addresses every backend holds on lo and decapsulates for. */
+  vips: string[];
+  /** The shared Maglev seed (datapath.hash_seed); 'own' gives each host its store's random one (a misconfigured fleet). */
+  hashSeed?: number | 'own';
+  /** More keys of each ferryd's bgp section (e.g. `med: 50`). */
+  bgp?: readonly string[];
+}
+
+export interface FleetMember {
+  host: LabHost;
+  ferryd: LabFerryd;
+  api: Client;
+  /** BIRD beside this ferryd (started after it: ferryd writes its config first). */
+  bird: ChildProcess | undefined;
+  birdConfig: string;
+  birdSocket: string;
+}
+
+const DEFAULT_SEED = 0x5eed_f1ee;
+
+export class FleetLab {
+  readonly members: FleetMember[];
+  private readonly streams = new Set<LabStream>();
+
+  private constructor(readonly lab: Lab, private readonly o: FleetOptions) {
+    this.members = lab.lbs.map((host) => {
+      const dir = join(lab.dir, host.name);
+      const birdConfig = join(dir, 'bird.conf');
+      const birdSocket = join(dir, 'bird.ctl');
+      const ferryd = new LabFerryd({
+        ns: host.ns, dir, pinRoot: join(lab.bpfRoot, host.name),
+        ...(o.hashSeed === 'own' ? {} : { datapath: { hash_seed: o.hashSeed ?? DEFAULT_SEED } }),
+        extraConfig: [
+          'bgp:',
+          '  enabled: true',
+          `  bird_config: ${birdConfig}`,
+          `  bird_socket: ${birdSocket}`,
+          `  router_id: ${host.addr4}`,
+          `  local_as: ${FLEET_AS}`,
+          '  neighbors:',
+          `    - { address: ${lab.router!.addr4}, as: ${ROUTER_AS} }`,
+          '  hold_time_seconds: 3',
+          '  connect_retry_seconds: 1',
+          '  status_interval_seconds: 1',
+          ...(o.bgp ?? []).map((l) => `  ${l}`),
+        ],
+      });
+      return { host, ferryd, api: new Client({ socket: ferryd.socket }), bird: undefined, birdConfig, birdSocket };
+    });
+  }
+
+  static async start(o: FleetOptions): Promise<FleetLab> {
+    const f = new FleetLab(new Lab({ backends: o.backends, lbs: o.hosts, routed: true }), o);
+    try {
+      await f.bringUp();
+    } catch (err) {
+      f.stop();
+      throw err;
+    }
+    return f;
+  }
+
+  get router(): LabHost {
+    return this.lab.router!;
+  }
+
+  private async bringUp(): Promise<void> {
+    const { lab } = this;
+    lab.up();
+    const vips = this.o.vips;
+    // veth hands XDP_TX frames on only to a peer running XDP itself.
+    const agents = lab.lbs.map((lb) => runAgent(lab.sw, ['pass', join(lab.bpfRoot, 'sw', `xdp_${lb.port}`), lb.port]));
+    for (const b of lab.backends) {
+      for (const v of vips) lab.addVipOnBackend(b, v);
+      agents.push(runAgent(b.ns, ['decap', join(lab.bpfRoot, b.name), 'eth0', vips.join(',')]));
+      for (const lb of lab.lbs) nsRun(lb.ns, 'ip', ['neigh', 'replace', b.addr4, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
+    }
+    await Promise.all(agents);
+    this.startRouterBird();
+    for (const m of this.members) m.ferryd.writeConfig();
+    await Promise.all([
+      ...this.members.map(async (m) => {
+        await m.ferryd.start();
+        this.startBird(m);
+      }),
+      ...lab.backends.map((b) => spawnServer(lab, b, vips)),
+    ]);
+  }
+
+  private spawnBird(ns: string, config: string, socket: string, name: string): ChildProcess {
+    const fd = openSync(join(this.lab.dir, `bird-${name}.log`), 'a');
+    try {
+      return nsSpawn(ns, 'bird', ['-f', '-c', config, '-s', socket], { stdio: ['ignore', fd, fd], detached: true });
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** The router's BIRD: one session per load balancer, their equal routes merged into one ECMP route. */
+  private startRouterBird(): void {
+    const dir = join(this.lab.dir, 'router');
+    mkdirSync(dir, { recursive: true });
+    const conf = join(dir, 'bird.conf');
+    writeFileSync(conf, [
+      `router id ${this.router.addr4};`,
+      'timeformat protocol iso long;',
+      'protocol device {}',
+      'protocol kernel { ipv4 { import none; export all; }; merge paths on; }',
+      'template bgp ferry {',
+      `  local as ${ROUTER_AS};`,
+      '  direct;',
+      '  hold time 3; keepalive time 1;',
+      '  connect delay time 1; connect retry time 1; error wait time 1, 5;',
+      '  ipv4 { import all; export none; };',
+      '}',
+      ...this.lab.lbs.map((lb) => `protocol bgp ${lb.name} from ferry { neighbor ${lb.addr4} as ${FLEET_AS}; }`),
+      '',
+    ].join('\n'));
+    this.spawnBird(this.router.ns, conf, join(dir, 'bird.ctl'), 'router');
+  }
+
+  private startBird(m: FleetMember): void {
+    m.bird = this.spawnBird(m.host.ns, m.birdConfig, m.birdSocket, m.host.name);
+  }
+
+  /** birdc on the router's BIRD. */
+  routerBirdc(args: readonly string[]): string {
+    return nsRun(this.router.ns, 'birdc', ['-s', join(this.lab.dir, 'router', 'bird.ctl'), ...args]);
+  }
+
+  /** The next hops (load balancer addresses) of the router's kernel route to a VIP; [] when it has none. */
+  nexthops(vip: string): string[] {
+    const routes = JSON.parse(nsRun(this.router.ns, 'ip', ['-j', 'route', 'show', `${vip}/32`])) as Array<{
+      gateway?: string; nexthops?: Array<{ gateway: string }>;
+    }>;
+    const r = routes[0];
+    if (r === undefined) return [];
+    return (r.nexthops?.map((n) => n.gateway) ?? (r.gateway ? [r.gateway] : [])).sort();
+  }
+
+  /** Waits until the router routes the VIP over exactly these load balancers. */
+  async untilNexthops(vip: string, hosts: readonly LabHost[], timeoutMs = 20_000): Promise<void> {
+    const want = hosts.map((h) => h.addr4).sort().join(',');
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const got = this.nexthops(vip).join(',');
+      if (got === want) return;
+      if (Date.now() > deadline) throw new Error(`router routes ${vip} via [${got}], not [${want}]:\n${this.routerBirdc(['show', 'protocols'])}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** The load balancer the router sends a TCP flow from the client to (its multipath hash of the ports). */
+  nexthopOf(vip: string, port: number, clientPort: number): LabHost {
+    const out = nsRun(this.router.ns, 'ip', ['-j', 'route', 'get', vip, 'from', this.lab.client.addr4, 'iif', 'eth1',
+      'ipproto', 'tcp', 'sport', String(clientPort), 'dport', String(port)]);
+    const gw = (JSON.parse(out) as Array<{ gateway?: string }>)[0]?.gateway;
+    const lb = this.lab.lbs.find((h) => h.addr4 === gw);
+    if (lb === undefined) throw new Error(`the router sends ${vip}:${port} from port ${clientPort} to ${gw ?? 'nowhere'}`);
+    return lb;
+  }
+
+  /** Creates the VIP with its backends on every member, one call each (until a fleet store shares them). */
+  async createVip(v: VipWithBackends): Promise<void> {
+    const { backends, ...spec } = v;
+    for (const m of this.members) {
+      await m.api.request('POST', '/v1/vips', { body: spec });
+      for (const b of backends ?? []) await m.api.request('POST', `/v1/vips/${v.name}/backends`, { body: b });
+    }
+  }
+
+  bgp(m: FleetMember): Promise<BgpView> {
+    return m.api.get<BgpView>('/v1/bgp');
+  }
+
+  /** The real ferryctl against a member's daemon. */
+  ferryctl(m: FleetMember, args: readonly string[]): { code: number; out: string; err: string } {
+    const r = spawnSync(process.execPath, [ferryctlScript(), '--socket', m.ferryd.socket, ...args], { encoding: 'utf8', timeout: 30_000 });
+    return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+  }
+
+  /**
+   * The host dies: ferryd and BIRD SIGKILLed (the kernel closes BIRD's
+   * session, so the router withdraws at once) and its link goes down.
+   */
+  async killMember(m: FleetMember): Promise<void> {
+    m.bird?.kill('SIGKILL');
+    await m.ferryd.stop('SIGKILL');
+    nsRun(m.host.ns, 'ip', ['link', 'set', 'eth0', 'down']);
+  }
+
+  /** Runs the traffic client from the client (behind the router). */
+  client(kind: 'http' | 'udp', vip: string, count: number, o: ClientOptions = {}): Promise<ClientResult> {
+    return runClient(this.lab.client.ns, kind, vip, count, o);
+  }
+
+  /** A long-lived TCP stream from the client to the backends' echo server through the VIP. */
+  async stream(vip: string, o: ClientOptions & { rate?: number } = {}): Promise<LabStream> {
+    const args = [...clientArgs({ ...o, port: o.port ?? 7 }), ...(o.rate ? ['--rate', String(o.rate)] : [])];
+    const p = nsSpawn(this.lab.client.ns, process.execPath, [script('client'), 'stream', vip, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const s = new LabStream(p);
+    this.streams.add(s);
+    await s.connected;
+    return s;
+  }
+
+  /** The one backend holding a stream's connection; throws unless exactly one does. */
+  streamOwner(s: LabStream): LabHost {
+    const owners = tcpOwners(this.lab.backends, 7, s.localPort);
+    if (owners.length !== 1) throw new Error(`${owners.length} backends hold the stream from port ${s.localPort}`);
+    return owners[0]!;
+  }
+
+  /** A BIRD log (router or a member), for failure messages. */
+  birdLog(name: string): string {
+    try {
+      return readFileSync(join(this.lab.dir, `bird-${name}.log`), 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  /** Leaves the fleet running after this process exits (demo --keep). */
+  release(): void {
+    for (const s of this.streams) s.kill();
+    this.streams.clear();
+    for (const m of this.members) {
+      m.ferryd.release();
+      m.bird?.unref();
+    }
+    this.lab.markKept();
+  }
+
+  /** Stops everything and removes the lab (every process runs in one of its namespaces). Idempotent. */
+  stop(): void {
+    for (const s of this.streams) s.kill();
+    this.streams.clear();
+    this.lab.down();
+  }
+}
