@@ -62,7 +62,7 @@ export async function fleetDemo(o: FleetDemoOptions): Promise<boolean> {
     const streams: Array<{ s: LabStream; owner: LabHost; via: LabHost }> = [];
     for (let i = 0; i < STREAMS; i++) {
       const s = await f.stream(VIP, { rate: 64_000 });
-      streams.push({ s, owner: f.streamOwner(s), via: f.nexthopOf(VIP, 7, s.localPort) });
+      streams.push({ s, owner: f.streamOwner(s), via: f.carrierOf(VIP, s) });
     }
     const dead = f.members[0]!;
     const moved = streams.filter((t) => t.via.name === dead.host.name).length;

@@ -20,7 +20,10 @@ import { Client } from '../cli/client.js';
 import type { BgpView } from '../model/bgp.js';
 import type { VipWithBackends } from '../model/types.js';
 import { nsRun, nsSpawn } from './exec.js';
-import { ferryctlScript, LabFerryd } from './ferryd.js';
+import { FERRY_AF_INET } from '../datapath/abi.js';
+import { parseAddr } from '../datapath/addr.js';
+import { LbDatapath } from '../datapath/lb.js';
+import { ferryctlScript, LabFerryd, LAB_SIZES } from './ferryd.js';
 import type { ClientResult } from './client.js';
 import { clientArgs, LabStream, runAgent, runClient, script, spawnServer, tcpOwners, type ClientOptions } from './lblab.js';
 import { Lab, type LabHost } from './topology.js';
@@ -55,6 +58,7 @@ const DEFAULT_SEED = 0x5eed_f1ee;
 export class FleetLab {
   readonly members: FleetMember[];
   private readonly streams = new Set<LabStream>();
+  private readonly dps = new Map<string, LbDatapath>();
 
   private constructor(readonly lab: Lab, private readonly o: FleetOptions) {
     this.members = lab.lbs.map((host) => {
@@ -184,14 +188,34 @@ export class FleetLab {
     }
   }
 
-  /** The load balancer the router sends a TCP flow from the client to (its multipath hash of the ports). */
-  nexthopOf(vip: string, port: number, clientPort: number): LabHost {
-    const out = nsRun(this.router.ns, 'ip', ['-j', 'route', 'get', vip, 'from', this.lab.client.addr4, 'iif', 'eth1',
-      'ipproto', 'tcp', 'sport', String(clientPort), 'dport', String(port)]);
-    const gw = (JSON.parse(out) as Array<{ gateway?: string }>)[0]?.gateway;
-    const lb = this.lab.lbs.find((h) => h.addr4 === gw);
-    if (lb === undefined) throw new Error(`the router sends ${vip}:${port} from port ${clientPort} to ${gw ?? 'nowhere'}`);
-    return lb;
+  /**
+   * The load balancers whose conntrack holds a TCP flow from the client
+   * (read from each one's pinned maps): before a host fails, the one the
+   * router sends the flow to.
+   */
+  carriers(vip: string, port: number, clientPort: number): LabHost[] {
+    const flow = {
+      src: parseAddr(this.lab.client.addr4).bytes, dst: parseAddr(vip).bytes, sport: clientPort, dport: port,
+      proto: 6, family: FERRY_AF_INET, pad: 0,
+    };
+    return this.members.filter((m) => this.datapath(m).ct.get(flow) !== undefined).map((m) => m.host);
+  }
+
+  /** The one load balancer carrying a stream; throws unless exactly one does. */
+  carrierOf(vip: string, s: LabStream, port = 7): LabHost {
+    const c = this.carriers(vip, port, s.localPort);
+    if (c.length !== 1) throw new Error(`${c.length} hosts carry the stream from port ${s.localPort}: ${c.map((h) => h.name).join(', ')}`);
+    return c[0]!;
+  }
+
+  /** A member's datapath over its pinned maps (opened once). */
+  private datapath(m: FleetMember): LbDatapath {
+    let dp = this.dps.get(m.host.name);
+    if (dp === undefined) {
+      dp = LbDatapath.open({ pinRoot: m.ferryd.o.pinRoot, sizes: LAB_SIZES });
+      this.dps.set(m.host.name, dp);
+    }
+    return dp;
   }
 
   /** Creates the VIP with its backends on every member, one call each (until a fleet store shares them). */
@@ -254,8 +278,14 @@ export class FleetLab {
     }
   }
 
+  private closeDatapaths(): void {
+    for (const dp of this.dps.values()) dp.close();
+    this.dps.clear();
+  }
+
   /** Leaves the fleet running after this process exits (demo --keep). */
   release(): void {
+    this.closeDatapaths();
     for (const s of this.streams) s.kill();
     this.streams.clear();
     for (const m of this.members) {
@@ -267,6 +297,7 @@ export class FleetLab {
 
   /** Stops everything and removes the lab (every process runs in one of its namespaces). Idempotent. */
   stop(): void {
+    this.closeDatapaths();
     for (const s of this.streams) s.kill();
     this.streams.clear();
     this.lab.down();
