@@ -181,6 +181,8 @@ bgp:
     ]);
     assert.match(problems('bgp: { neighbors: [{ address: 192.0.2.1, as: 1, password: "a\\"b" }] }')[0]!, /^\/bgp\/neighbors\/0\/password: must match/);
     assert.match(problems('bgp: { local_as: 0 }')[0]!, /^\/bgp\/local_as: must be >= 1/);
+    // Pasted into BIRD's config between quotes: a quote or backslash is refused.
+    assert.match(problems('bgp: { include: "/etc/bird/a\\"b.conf" }')[0]!, /^\/bgp\/include: must match/);
     assert.match(problems('bgp: { color: blue }')[0]!, /^\/bgp\/color: unknown key/);
   });
 });

@@ -20,6 +20,7 @@ if (skip) console.log(`# skipping fleet tests: ${skip}`);
 
 const VIP = '198.19.0.10';
 const VIP2 = '198.19.0.11';
+const VIP6 = '2001:db8:f::10';
 const STREAMS = 18;
 /** Slow streams: the lab carries 18 of them on two shared cores. */
 const RATE = 64_000;
@@ -38,10 +39,11 @@ describe('fleet: Ferry hosts behind ECMP, announced by BGP through BIRD', { skip
   const member = (name: string): FleetMember => f.members.find((m) => m.host.name === name)!;
 
   before(async () => {
-    f = await FleetLab.start({ hosts: 3, backends: 4, vips: [VIP, VIP2], bgp: ['med: 50', 'communities: ["65001:100", "65001:7:9"]'] });
+    f = await FleetLab.start({ hosts: 3, backends: 4, vips: [VIP, VIP2, VIP6], bgp: ['med: 50', 'communities: ["65001:100", "65001:7:9"]'] });
     const backends = f.lab.backends.map((b) => ({ address: b.addr4 }));
     await f.createVip({ name: 'echo', address: VIP, port: 7, protocol: 'tcp', backends });
     await f.createVip({ name: 'other', address: VIP2, port: 7, protocol: 'tcp', backends: [{ address: f.lab.backends[0]!.addr4 }] });
+    await f.createVip({ name: 'web6', address: VIP6, port: 80, protocol: 'tcp', backends: f.lab.backends.map((b) => ({ address: b.addr6 })) });
   });
   after(() => f?.stop());
 
@@ -75,8 +77,21 @@ describe('fleet: Ferry hosts behind ECMP, announced by BGP through BIRD', { skip
     }
     assert.equal(hosts, viaHost.size, 'the hosts that saw new flows are those the router chose');
     const view = await f.bgp(member('lb1'));
-    assert.equal(view.announced, 2);
-    assert.equal(view.neighbors[0]?.established, true);
+    assert.equal(view.announced, 3);
+    assert.deepEqual(view.neighbors.map((n) => n.established), [true, true]);
+  });
+
+  it('IPv6: announced over the IPv6 sessions, spread over the hosts, answered directly', async () => {
+    await f.untilNexthops(VIP6, f.lab.lbs);
+    const r = await f.client('http', VIP6, 60);
+    assert.equal(r.errors, 0, JSON.stringify(r.error_kinds));
+    assert.deepEqual(Object.keys(r.sources), [VIP6], 'every answer came from the VIP');
+    let hosts = 0;
+    for (const m of f.members) {
+      const st = await m.api.get<StatsBody>('/v1/stats');
+      if ((st.vips.find((v) => v.name === 'web6')?.new_flows ?? 0) > 0) hosts += 1;
+    }
+    assert.ok(hosts >= 2, `60 connections went through ${hosts} host(s)`);
   });
 
   it('a host withdraws a VIP without an active backend and announces it again', async () => {
@@ -122,6 +137,7 @@ describe('fleet: Ferry hosts behind ECMP, announced by BGP through BIRD', { skip
     await allFlowOnTheirBackends();
     const shown = f.ferryctl(m, ['bgp']);
     assert.match(shown.out, /198\.19\.0\.10\/32\s+no\s+1\s+1\s+host drained/);
+    assert.match(shown.out, /2001:db8:f::10\/128\s+no\s+1\s+1\s+host drained/);
     const code = await m.ferryd.stop('SIGTERM');
     assert.equal(code, 0);
     await m.ferryd.start();

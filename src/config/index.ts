@@ -319,7 +319,7 @@ export const CONFIG_SCHEMA = {
         next_hop_v4: nullableString('^(\\d{1,3}\\.){3}\\d{1,3}$'),
         next_hop_v6: nullableString('^[0-9a-fA-F:.]+$'),
         prefixes: { type: 'array', uniqueItems: true, maxItems: 256, default: [], items: { type: 'string', minLength: 3, maxLength: 49 } },
-        include: nullableString('^/'),
+        include: nullableString('^/[^"\\\\]*$'),
         status_interval_seconds: { type: 'integer', minimum: 1, maximum: 3600, default: 5 },
       },
     },

@@ -239,6 +239,9 @@ export class Daemon implements DaemonInfo, MetricsSource {
     });
     this.metrics = new FerryMetrics(this, { kubernetes: c.mode === 'kubernetes', bgp: c.bgp.enabled });
     if (c.bgp.enabled) {
+      if (c.datapath.hash_seed === null) {
+        this.log.warn('bgp is enabled but datapath.hash_seed is not set: hosts behind one ECMP router need the same seed, or flows they move between them are reset');
+      }
       this.bgp = new Announcer({
         config: c.bgp, routerId: bgpRouterId(c), bird: new Birdc(c.bgp.birdc, c.bgp.bird_socket),
         drainFile: join(c.state_dir, 'bgp-drain.json'), localAddresses: () => hostAddresses(), log: this.log.child({ component: 'bgp' }),

@@ -77,6 +77,7 @@ export class FleetLab {
           `  local_as: ${FLEET_AS}`,
           '  neighbors:',
           `    - { address: ${lab.router!.addr4}, as: ${ROUTER_AS} }`,
+          `    - { address: "${lab.router!.addr6}", as: ${ROUTER_AS} }`,
           '  hold_time_seconds: 3',
           '  connect_retry_seconds: 1',
           '  status_interval_seconds: 1',
@@ -111,7 +112,10 @@ export class FleetLab {
     for (const b of lab.backends) {
       for (const v of vips) lab.addVipOnBackend(b, v);
       agents.push(runAgent(b.ns, ['decap', join(lab.bpfRoot, b.name), 'eth0', vips.join(',')]));
-      for (const lb of lab.lbs) nsRun(lb.ns, 'ip', ['neigh', 'replace', b.addr4, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
+      for (const lb of lab.lbs) {
+        nsRun(lb.ns, 'ip', ['neigh', 'replace', b.addr4, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
+        nsRun(lb.ns, 'ip', ['-6', 'neigh', 'replace', b.addr6, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
+      }
     }
     await Promise.all(agents);
     this.startRouterBird();
@@ -144,14 +148,20 @@ export class FleetLab {
       'timeformat protocol iso long;',
       'protocol device {}',
       'protocol kernel { ipv4 { import none; export all; }; merge paths on; }',
-      'template bgp ferry {',
-      `  local as ${ROUTER_AS};`,
-      '  direct;',
-      '  hold time 3; keepalive time 1;',
-      '  connect delay time 1; connect retry time 1; error wait time 1, 5;',
-      '  ipv4 { import all; export none; };',
-      '}',
-      ...this.lab.lbs.map((lb) => `protocol bgp ${lb.name} from ferry { neighbor ${lb.addr4} as ${FLEET_AS}; }`),
+      'protocol kernel { ipv6 { import none; export all; }; merge paths on; }',
+      ...(['ipv4', 'ipv6'] as const).flatMap((family) => [
+        `template bgp ferry_${family} {`,
+        `  local as ${ROUTER_AS};`,
+        '  direct;',
+        '  hold time 3; keepalive time 1;',
+        '  connect delay time 1; connect retry time 1; error wait time 1, 5;',
+        `  ${family} { import all; export none; };`,
+        '}',
+      ]),
+      ...this.lab.lbs.flatMap((lb) => [
+        `protocol bgp ${lb.name} from ferry_ipv4 { neighbor ${lb.addr4} as ${FLEET_AS}; }`,
+        `protocol bgp ${lb.name}_6 from ferry_ipv6 { neighbor ${lb.addr6} as ${FLEET_AS}; }`,
+      ]),
       '',
     ].join('\n'));
     this.spawnBird(this.router.ns, conf, join(dir, 'bird.ctl'), 'router');
@@ -168,7 +178,8 @@ export class FleetLab {
 
   /** The next hops (load balancer addresses) of the router's kernel route to a VIP; [] when it has none. */
   nexthops(vip: string): string[] {
-    const routes = JSON.parse(nsRun(this.router.ns, 'ip', ['-j', 'route', 'show', `${vip}/32`])) as Array<{
+    const v6 = vip.includes(':');
+    const routes = JSON.parse(nsRun(this.router.ns, 'ip', [...(v6 ? ['-6'] : []), '-j', 'route', 'show', `${vip}/${v6 ? 128 : 32}`])) as Array<{
       gateway?: string; nexthops?: Array<{ gateway: string }>;
     }>;
     const r = routes[0];
@@ -178,7 +189,7 @@ export class FleetLab {
 
   /** Waits until the router routes the VIP over exactly these load balancers. */
   async untilNexthops(vip: string, hosts: readonly LabHost[], timeoutMs = 20_000): Promise<void> {
-    const want = hosts.map((h) => h.addr4).sort().join(',');
+    const want = hosts.map((h) => (vip.includes(':') ? h.addr6 : h.addr4)).sort().join(',');
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const got = this.nexthops(vip).join(',');
