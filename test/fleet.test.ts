@@ -76,6 +76,9 @@ describe('fleet: Ferry hosts behind ECMP, announced by BGP through BIRD', { skip
       if ((st.vips.find((v) => v.name === 'echo')?.new_flows ?? 0) > 0) hosts += 1;
     }
     assert.equal(hosts, viaHost.size, 'the hosts that saw new flows are those the router chose');
+    const fleet = f.ferryctl(member('lb1'), ['fleet', 'status', ...f.members.flatMap((m) => ['--host', m.ferryd.socket])]);
+    assert.equal(fleet.code, 0, fleet.out + fleet.err);
+    assert.match(fleet.out, /every host holds the same tables/);
     const view = await f.bgp(member('lb1'));
     assert.equal(view.announced, 3);
     assert.deepEqual(view.neighbors.map((n) => n.established), [true, true]);
@@ -105,6 +108,10 @@ describe('fleet: Ferry hosts behind ECMP, announced by BGP through BIRD', { skip
     await f.untilNexthops(VIP2, [member('lb2').host, member('lb3').host]);
     const view = await f.bgp(m);
     assert.equal(view.prefixes.find((p) => p.prefix === `${VIP2}/32`)?.reason, 'no active backend');
+    // Its table now differs from the others': fleet status says which VIP, and exits 1.
+    const fleet = f.ferryctl(m, ['--json', 'fleet', 'status', ...f.members.flatMap((x) => ['--host', x.ferryd.socket])]);
+    assert.equal(fleet.code, 1, fleet.err);
+    assert.deepEqual((JSON.parse(fleet.out) as { differ: Array<{ vip: string }> }).differ.map((d) => d.vip), ['other']);
     await set(1);
     await f.untilNexthops(VIP2, f.lab.lbs);
   });

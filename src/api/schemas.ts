@@ -356,6 +356,28 @@ const bgp: JsonSchema = {
   },
 };
 
+const maglevTables: JsonSchema = {
+  $id: 'MaglevTables', type: 'object',
+  description: 'This host\'s Maglev tables as hosts behind one router compare them: equal seed and checksums mean a flow gets the same backend on either.',
+  required: ['version', 'revision', 'applied_revision', 'hash_seed', 'vips'],
+  properties: {
+    version: str, revision: int, applied_revision: int,
+    hash_seed: { type: 'integer', description: 'The seed of the flow hash and the tables (datapath.hash_seed, else the store\'s own).' },
+    vips: {
+      type: 'array',
+      items: {
+        type: 'object', required: ['name', 'address', 'port', 'protocol', 'm', 'backends', 'checksum'],
+        properties: {
+          name: str, address: str, port: int, protocol: str,
+          m: { type: 'integer', description: 'Table size.' },
+          backends: { type: 'integer', description: 'Backends with slots (active, weight > 0).' },
+          checksum: { type: 'string', description: 'Of M, the seed and each slotted backend\'s address and weight (not this host\'s ids).' },
+        },
+      },
+    },
+  },
+};
+
 export const sharedSchemas: JsonSchema[] = [
   {
     $id: 'FieldError', type: 'object', required: ['field', 'reason'],
@@ -485,4 +507,5 @@ export const sharedSchemas: JsonSchema[] = [
   },
   kubernetes,
   bgp,
+  maglevTables,
 ];

@@ -12,6 +12,7 @@ import type { MonitorSource } from '../monitor/stream.js';
 import type { RateLimit } from './limits.js';
 import type { BgpControl } from './routes/bgp.js';
 import type { BackendHealth } from '../model/health.js';
+import type { MaglevTablesView } from '../model/maglev.js';
 
 export interface InterfaceStatus {
   name: string;
@@ -75,6 +76,8 @@ export interface DaemonInfo {
   notReadyReason?(): string;
   /** The Kubernetes mode's view; absent or null in standalone mode. */
   kubernetes?(): KubernetesView | null;
+  /** The Maglev tables as hosts compare them (GET /v1/maglev); absent: 404. */
+  maglevTables?(): MaglevTablesView;
   version: string;
 }
 

@@ -11,6 +11,7 @@ import type { BackendHealth, HealthCheckSpec, HealthEvent } from '../model/healt
 import { FORWARDINGS, type BackendRecord, type Forwarding, type PolicyRecord, type VipRecord, type VipSpec } from '../model/types.js';
 import { ApiError, Client, ConnectError } from './client.js';
 import { bgpCommands } from './bgp.js';
+import { fleetCommands } from './fleet.js';
 import { kubernetesCommands } from './kubernetes.js';
 import { monitorCommands } from './monitor.js';
 import { printTable, printJson } from './output.js';
@@ -49,9 +50,15 @@ const seg = (s: string): string => encodeURIComponent(s);
 
 function client(cmd: Command): { api: Client; g: Globals } {
   const g = cmd.optsWithGlobals<Globals>();
+  return clientAt(cmd, g.url ?? g.socket, g.url !== undefined);
+}
+
+/** A client for the API at `where` (a URL, by default when it starts with http(s)://; else a unix socket path), with the global token for URLs. */
+function clientAt(cmd: Command, where: string, url = /^https?:\/\//.test(where)): { api: Client; g: Globals } {
+  const g = cmd.optsWithGlobals<Globals>();
   let token = g.token ?? process.env['FERRY_TOKEN'];
   if (g.tokenFile) token = readFileSync(g.tokenFile, 'utf8').split('\n').map((l) => l.trim()).find((l) => l && !l.startsWith('#'));
-  const api = new Client(g.url ? { url: g.url, ...(token ? { token } : {}) } : { socket: g.socket });
+  const api = new Client(url ? { url: where, ...(token ? { token } : {}) } : { socket: where });
   return { api, g };
 }
 
@@ -391,6 +398,7 @@ export function buildCli(): Command {
   monitorCommands(root, client);
   kubernetesCommands(root, client);
   bgpCommands(root, client);
+  fleetCommands(root, clientAt);
   for (const c of allCommands(root)) c.exitOverride();
   return root;
 }

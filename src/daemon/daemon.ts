@@ -39,6 +39,9 @@ import type { Store, StoredBackend } from '../store/types.js';
 import { Announcer } from '../bgp/announcer.js';
 import { Birdc } from '../bgp/bird.js';
 import type { BgpView } from '../model/bgp.js';
+import type { DpState } from '../model/dpstate.js';
+import type { MaglevTablesView } from '../model/maglev.js';
+import { tableChecksum } from '../maglev/index.js';
 import { canonicalIp } from '../net/addr.js';
 import { Controller } from './controller.js';
 import { Notifier } from './notify.js';
@@ -185,6 +188,8 @@ export class Daemon implements DaemonInfo, MetricsSource {
   private nat: NatTable | undefined;
   /** The VIPs' BGP announcement through BIRD (bgp.enabled). */
   private bgp: Announcer | undefined;
+  /** The plan the datapath holds (its Maglev tables' inputs). */
+  private lastPlan: DpState | undefined;
 
   constructor(private config: FerryConfig, private readonly log: Logger) {
     this.notifier = new Notifier(log);
@@ -248,6 +253,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
       });
     }
     this.controller.onApply = (r, plan) => {
+      this.lastPlan = plan;
       this.metrics.observeReconcile(r);
       this.armDrainTimer();
       this.bgp?.observe(plan);
@@ -560,6 +566,21 @@ export class Daemon implements DaemonInfo, MetricsSource {
   /** The BGP announcement (metrics: ferry_bgp_*); null when bgp is not enabled. */
   bgpView(): BgpView | null {
     return this.bgp?.view() ?? null;
+  }
+
+  /** The Maglev tables as other hosts compare them (GET /v1/maglev). */
+  maglevTables(): MaglevTablesView {
+    const seed = this.reconciler.seed;
+    const vips = (this.lastPlan?.vips ?? []).map((v) => {
+      const slotted = v.backends.filter((b) => b.state === 'active' && b.weight > 0).map((b) => ({ key: b.address, weight: b.weight }));
+      return {
+        name: v.name, address: v.address, port: v.port, protocol: v.protocol, m: v.m, backends: slotted.length,
+        checksum: tableChecksum(v.m, seed, slotted),
+      };
+    }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return {
+      version: this.version, revision: this.store.revision(), applied_revision: this.controller.appliedRevision, hash_seed: seed, vips,
+    };
   }
 
   /** Health of the checked backends (metrics: ferry_backend_up). */

@@ -47,6 +47,7 @@
  * the same (backends, M, seed) yields the same table on every host.
  */
 
+import { createHash } from "node:crypto";
 import { fmix32, murmur3 } from "./hash.js";
 import { FERRY_BACKEND_NONE } from "../datapath/abi.js";
 
@@ -343,4 +344,16 @@ export function countSlots(table: Uint32Array): Map<number, number> {
   const counts = new Map<number, number>();
   for (const id of table) counts.set(id, (counts.get(id) ?? 0) + 1);
   return counts;
+}
+
+/**
+ * A checksum of a Maglev table that hosts can compare: it covers what the
+ * table is computed from (M, the seed, and each backend with a slot by its
+ * key and weight), not the host's own datapath ids. Two hosts of the same
+ * Ferry version with equal checksums hold the same table: a flow gets the
+ * same backend on either.
+ */
+export function tableChecksum(m: number, seed: number, backends: ReadonlyArray<{ key: string; weight: number }>): string {
+  const parts = backends.filter((b) => b.weight > 0).map((b) => `${b.key}*${b.weight}`).sort();
+  return createHash('sha256').update(`${m}/${seed >>> 0}/${parts.join(',')}`).digest('hex').slice(0, 16);
 }

@@ -72,6 +72,11 @@ export class Reconciler implements Applier {
     this.config = { ...config };
   }
 
+  /** The seed of the flow hash and the tables (the config's). */
+  get seed(): number {
+    return this.config.seed >>> 0;
+  }
+
   /** Replaces the global config (e.g. on SIGHUP); the next apply writes it, and rebuilds every table if the seed changed. */
   setConfig(config: ConfigProgram): void {
     this.config = { ...config };

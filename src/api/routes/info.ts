@@ -21,6 +21,17 @@ export function infoRoutes(app: FastifyInstance, ctx: RouteContext): void {
     },
   }, async () => info.stats());
 
+  app.get('/v1/maglev', {
+    schema: {
+      tags: ['status'], operationId: 'getMaglevTables',
+      summary: 'The seed and a checksum of every VIP\'s Maglev table, to compare hosts behind one router (ferryctl fleet status)',
+      response: { 200: json('This host\'s tables.', ref('MaglevTables')), ...problems(401, 404) },
+    },
+  }, async (request, reply) => {
+    if (info.maglevTables === undefined) return sendProblem(request, reply, problem(404, 'no-tables', 'this daemon does not report its tables'));
+    return info.maglevTables();
+  });
+
   app.get('/healthz', {
     schema: {
       tags: ['probes'], operationId: 'healthz', summary: 'Liveness: 200 while the process serves', security: [],
