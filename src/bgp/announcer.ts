@@ -75,6 +75,8 @@ export class Announcer {
   /** The announced set BIRD's file holds, as one sorted string, and whether BIRD has loaded that file. */
   private written: string | null = null;
   private inSync = false;
+  /** Some address may have changed its announcement since the set was last computed (so an apply that changed none costs O(changed)). */
+  private dirty = true;
   private running: Promise<void> | null = null;
   private again = false;
   private timer: NodeJS.Timeout | undefined;
@@ -109,6 +111,7 @@ export class Announcer {
     const e = { address: v.address, serving: serves(v) };
     this.vips.set(v.id, e);
     const a = this.addresses.get(e.address) ?? { vips: 0, serving: 0 };
+    if (a.vips === 0 || (e.serving && a.serving === 0)) this.dirty = true;
     a.vips += 1;
     if (e.serving) a.serving += 1;
     this.addresses.set(e.address, a);
@@ -122,6 +125,7 @@ export class Announcer {
     a.vips -= 1;
     if (e.serving) a.serving -= 1;
     if (a.vips === 0) this.addresses.delete(e.address);
+    if (a.vips === 0 || (e.serving && a.serving === 0)) this.dirty = true;
   }
 
   private reason(address: string, serving: number, local: ReadonlySet<string>): NotAnnouncedReason | null {
@@ -171,6 +175,8 @@ export class Announcer {
       this.again = true;
       return;
     }
+    if (!this.dirty && this.inSync) return;
+    this.dirty = false;
     const want = this.announced();
     if (this.written === want.join(' ') && this.inSync) return;
     this.running = this.sync(want).finally(() => {
@@ -206,7 +212,7 @@ export class Announcer {
     }
   }
 
-  /** Reads BIRD's sessions; retries a reload BIRD has not taken. */
+  /** Reads BIRD's sessions; retries a reload BIRD has not taken; recomputes the set. */
   private async poll(): Promise<void> {
     if (this.stopped) return;
     try {
@@ -216,7 +222,9 @@ export class Announcer {
       this.sessions = null;
       if (err instanceof BirdError && err.unreachable) this.reachable = false;
     }
-    if (!this.inSync) this.kick();
+    // Also picks up what no apply reports: an address this host gained or lost.
+    this.dirty = true;
+    this.kick();
   }
 
   /** Reads BIRD's sessions now (GET /v1/bgp answers with fresh states). */
@@ -248,6 +256,7 @@ export class Announcer {
     const d: Drained = { since: this.drained?.since ?? new Date().toISOString(), reason };
     writeAtomically(this.o.drainFile, `${JSON.stringify(d)}\n`);
     this.drained = d;
+    this.dirty = true;
     this.o.log.warn({ reason }, 'BGP: host drained; withdrawing every VIP');
     this.kick();
   }
@@ -256,6 +265,7 @@ export class Announcer {
     rmSync(this.o.drainFile, { force: true });
     if (this.drained !== null) this.o.log.warn('BGP: host undrained; announcing its serving VIPs');
     this.drained = null;
+    this.dirty = true;
     this.kick();
   }
 
