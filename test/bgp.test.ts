@@ -303,6 +303,32 @@ describe('bgp: the announcer', () => {
   });
 });
 
+describe('bgp: an unwritable config file', () => {
+  it('is reported, counted as a failed reload, and retried', async () => {
+    const dir = tmp();
+    try {
+      writeFileSync(join(dir, 'not-a-dir'), '');
+      const bird = new FakeBird();
+      const a = new Announcer({
+        config: { ...FULL, bird_config: join(dir, 'not-a-dir', 'bird.conf') }, routerId: '192.0.2.10', bird,
+        drainFile: join(dir, 'bgp-drain.json'), localAddresses: () => new Set(), log: silent,
+      });
+      a.start();
+      await a.settled();
+      await a.refresh();
+      await a.settled();
+      const v = a.view().bird;
+      assert.equal(v.in_sync, false);
+      assert.match(v.last_error ?? '', /^cannot write BIRD's config .*not-a-dir.*(EEXIST|ENOTDIR)/);
+      assert.ok(v.failed_reloads >= 2 && v.failed_reloads <= v.reloads, JSON.stringify(v));
+      assert.equal(bird.configures, 0, 'BIRD is not asked to load a file that was not written');
+      await a.stop();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('bgp: API and metrics', () => {
   it('/v1/bgp answers 404 when bgp is not enabled', async () => {
     const api = await makeApi();

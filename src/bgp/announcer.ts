@@ -190,20 +190,27 @@ export class Announcer {
 
   private async sync(want: string[]): Promise<void> {
     const key = want.join(' ');
+    this.reloads += 1;
     try {
       if (this.written !== key) {
-        writeAtomically(this.o.config.bird_config, renderBirdConfig({ config: this.o.config, routerId: this.o.routerId, announce: want }));
+        const file = this.o.config.bird_config;
+        try {
+          writeAtomically(file, renderBirdConfig({ config: this.o.config, routerId: this.o.routerId, announce: want }));
+        } catch (err) {
+          throw new Error(`cannot write BIRD's config ${file}: ${(err as Error).message}`);
+        }
         this.written = key;
         this.inSync = false;
         this.o.log.info({ announced: want.length }, 'BGP: announced VIP addresses changed; reloading BIRD');
       }
-      this.reloads += 1;
       await this.o.bird.configure();
       this.inSync = true;
       this.reachable = true;
       this.lastError = null;
       this.lastReloadAt = new Date().toISOString();
     } catch (err) {
+      // The file could not be written (full disk) or BIRD did not load it: either way BIRD lacks the set.
+      this.inSync = false;
       this.failedReloads += 1;
       const message = (err as Error).message;
       if (err instanceof BirdError) this.reachable = !err.unreachable;
