@@ -20,7 +20,7 @@ import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { BgpConfig } from '../config/index.js';
 import type { BgpNeighborView, BgpPrefixView, BgpView, NotAnnouncedReason } from '../model/bgp.js';
-import type { DpState, DpVip } from '../model/dpstate.js';
+import { hasSlots, type DpState, type DpVip } from '../model/dpstate.js';
 import { cidrContains, parseCidr, parseIp, type Cidr, type Ip } from '../net/addr.js';
 import { BirdError, peerProtocol, renderBirdConfig, type BirdControl, type BirdProtocol } from './bird.js';
 
@@ -43,11 +43,6 @@ interface VipEntry {
 interface Drained {
   since: string;
   reason: string | null;
-}
-
-/** Whether a new flow to this VIP would find a backend. */
-function serves(v: DpVip): boolean {
-  return v.backends.some((b) => b.state === 'active' && b.weight > 0);
 }
 
 function writeAtomically(path: string, text: string): void {
@@ -108,7 +103,8 @@ export class Announcer {
 
   private learn(v: DpVip): void {
     this.forget(v.id);
-    const e = { address: v.address, serving: serves(v) };
+    // Serving: a new flow to this VIP would find a backend.
+    const e = { address: v.address, serving: v.backends.some(hasSlots) };
     this.vips.set(v.id, e);
     const a = this.addresses.get(e.address) ?? { vips: 0, serving: 0 };
     if (a.vips === 0 || (e.serving && a.serving === 0)) this.dirty = true;

@@ -39,7 +39,7 @@ import type { Store, StoredBackend } from '../store/types.js';
 import { Announcer } from '../bgp/announcer.js';
 import { Birdc } from '../bgp/bird.js';
 import type { BgpView } from '../model/bgp.js';
-import type { DpState } from '../model/dpstate.js';
+import { hasSlots, type DpState } from '../model/dpstate.js';
 import type { MaglevTablesView } from '../model/maglev.js';
 import { tableChecksum } from '../maglev/index.js';
 import { canonicalIp } from '../net/addr.js';
@@ -572,7 +572,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
   maglevTables(): MaglevTablesView {
     const seed = this.reconciler.seed;
     const vips = (this.lastPlan?.vips ?? []).map((v) => {
-      const slotted = v.backends.filter((b) => b.state === 'active' && b.weight > 0).map((b) => ({ key: b.address, weight: b.weight }));
+      const slotted = v.backends.filter(hasSlots).map((b) => ({ key: b.address, weight: b.weight }));
       return {
         name: v.name, address: v.address, port: v.port, protocol: v.protocol, m: v.m, backends: slotted.length,
         checksum: tableChecksum(v.m, seed, slotted),

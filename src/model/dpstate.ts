@@ -23,6 +23,11 @@ export interface DpBackend {
   host?: string | null;
 }
 
+/** Whether a backend takes slots in its VIP's Maglev table, i.e. gets new flows: active, with a weight. */
+export function hasSlots(b: DpBackend): boolean {
+  return b.state === 'active' && b.weight > 0;
+}
+
 export interface DpVip {
   /** Index into ferry_maglev, ferry_vip_stats, ferry_ratelimit. */
   id: number;

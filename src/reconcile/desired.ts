@@ -11,7 +11,7 @@ import {
 import { mappedBytes, parseAddr, parseCidr, type DpAddr, type DpCidr } from '../datapath/addr.js';
 import { encodeConfig, protoNumber, type ConfigProgram } from '../datapath/program.js';
 import { MAGLEV_MAX_WEIGHT, MAGLEV_PRIMES, validateMaglevM, type MaglevBackend } from '../maglev/index.js';
-import type { DpBackend, DpBackendState, DpChanges, DpState, DpTombstone, DpVip } from '../model/dpstate.js';
+import { hasSlots, type DpBackend, type DpBackendState, type DpChanges, type DpState, type DpTombstone, type DpVip } from '../model/dpstate.js';
 import { CapacityError } from '../model/errors.js';
 import { LOCAL_HOST } from '../model/types.js';
 import { clearHostBits } from '../net/addr.js';
@@ -453,7 +453,7 @@ function backendEntry(b: DpBackend, vipId: number, cap: Capacity, addrs: AddrCac
 /** The backends that get Maglev slots, sorted by id; their keys must be unique. */
 function slottedBackends(v: DpVip): MaglevBackend[] {
   const out = v.backends
-    .filter((b) => b.state === 'active' && b.weight > 0)
+    .filter(hasSlots)
     .map((b) => ({ id: b.id, key: b.address, weight: b.weight }))
     .sort((x, y) => x.id - y.id);
   const keys = new Set<string>();
