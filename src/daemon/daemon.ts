@@ -99,16 +99,19 @@ export function datapathConfig(c: FerryConfig, storeSeed: number): ConfigProgram
   };
 }
 
+/** The first interface's first global address of a family: what this host's peers reach it at. */
+function firstAddress(c: FerryConfig, family: 'IPv4' | 'IPv6', nics = networkInterfaces()): string | null {
+  const first = c.interfaces[0] ? nics[c.interfaces[0].name] ?? [] : [];
+  return first.find((a) => a.family === family && !a.internal && !a.address.toLowerCase().startsWith('fe80:'))?.address ?? null;
+}
+
 /**
  * This host's addresses for source NAT: the configured ones, else the first
  * interface's first global address of each family (what a node's peers
  * route back to).
  */
 export function snatSources(c: FerryConfig, nics = networkInterfaces()): { src4: string | null; src6: string | null } {
-  const first = c.interfaces[0] ? nics[c.interfaces[0].name] ?? [] : [];
-  const pick = (family: 'IPv4' | 'IPv6'): string | null =>
-    first.find((a) => a.family === family && !a.internal && !a.address.toLowerCase().startsWith('fe80:'))?.address ?? null;
-  return { src4: c.datapath.snat_source_v4 ?? pick('IPv4'), src6: c.datapath.snat_source_v6 ?? pick('IPv6') };
+  return { src4: c.datapath.snat_source_v4 ?? firstAddress(c, 'IPv4', nics), src6: c.datapath.snat_source_v6 ?? firstAddress(c, 'IPv6', nics) };
 }
 
 /** Every address of this host's interfaces, canonical: never announced by BGP (NodePort VIPs are on them). */
@@ -125,11 +128,9 @@ function hostAddresses(nics = networkInterfaces()): Set<string> {
 
 /** BIRD's router id: the configured one, else the first interface's first IPv4 address. */
 export function bgpRouterId(c: FerryConfig, nics = networkInterfaces()): string {
-  if (c.bgp.router_id !== null) return c.bgp.router_id;
-  const first = c.interfaces[0] ? nics[c.interfaces[0].name] ?? [] : [];
-  const v4 = first.find((a) => a.family === 'IPv4' && !a.internal)?.address;
-  if (v4 === undefined) throw new Error('bgp.router_id is not set and the first interface has no IPv4 address to take it from: set bgp.router_id');
-  return v4;
+  const id = c.bgp.router_id ?? firstAddress(c, 'IPv4', nics);
+  if (id === null) throw new Error('bgp.router_id is not set and the first interface has no IPv4 address to take it from: set bgp.router_id');
+  return id;
 }
 
 /** Where source NAT's ports overlap the host's own ephemeral ports (which connections of the host could then meet). */
