@@ -60,15 +60,6 @@ async function untilChanged(f: FleetLab, from: string): Promise<number> {
   return performance.now() - t0;
 }
 
-async function broken(f: FleetLab, t: { s: LabStream; owner: LabHost }): Promise<boolean> {
-  try {
-    await t.s.flowing(4_000, 8_000);
-    return f.streamOwner(t.s).name !== t.owner.name;
-  } catch {
-    return true;
-  }
-}
-
 export async function fleetRun(seed: 'shared' | 'own', o: { hosts: number; backends: number; streams: number; log: (s: string) => void }): Promise<FleetRun> {
   const f = await FleetLab.start({ hosts: o.hosts, backends: o.backends, vips: [VIP], ...(seed === 'own' ? { hashSeed: 'own' as const } : {}) });
   try {
@@ -90,7 +81,7 @@ export async function fleetRun(seed: 'shared' | 'own', o: { hosts: number; backe
     let fromKilled = 0;
     let between = 0;
     for (const t of streams) {
-      const bad = await broken(f, t);
+      const bad = !(await f.intact(t.s, t.owner));
       // A host that took the flow over recorded it in its conntrack (from a packet without SYN).
       const moved = t.via.name === dead.host.name
         || f.carriers(VIP, 7, t.s.localPort).some((h) => h.name !== t.via.name && h.name !== dead.host.name);

@@ -19,15 +19,13 @@ import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RateResult } from '../src/lab/client.js';
 import { nsRun, nsSpawn } from '../src/lab/exec.js';
-import { LbLab } from '../src/lab/lblab.js';
+import { LbLab, script } from '../src/lab/lblab.js';
 import { Lab, type LabHost } from '../src/lab/topology.js';
-import { packageRoot } from '../src/paths.js';
 import { kubeProxyRules } from './lab-rig.js';
 
 export const HTTP_VIP = '198.19.0.10';
 export const HTTP_BACKENDS = 3;
 
-const script = (name: string) => join(packageRoot(), 'dist', 'src', 'lab', `${name}.js`);
 
 /** Runs the lab client's rate mode in the client namespace. */
 export async function httpRate(client: LabHost, ms: number, parallel: number): Promise<RateResult> {

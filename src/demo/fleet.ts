@@ -121,13 +121,6 @@ async function newFlowsPerHost(f: FleetLab): Promise<Record<string, number>> {
 /** How many streams stopped flowing or moved to another backend. */
 async function brokenStreams(f: FleetLab, streams: ReadonlyArray<{ s: LabStream; owner: LabHost }>): Promise<number> {
   let broken = 0;
-  for (const t of streams) {
-    try {
-      await t.s.flowing(8_000, 20_000);
-      if (f.streamOwner(t.s).name !== t.owner.name) broken += 1;
-    } catch {
-      broken += 1;
-    }
-  }
+  for (const t of streams) if (!(await f.intact(t.s, t.owner, 8_000, 20_000))) broken += 1;
   return broken;
 }

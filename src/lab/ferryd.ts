@@ -4,7 +4,7 @@
  * process (`nsenter --net=… node dist/src/daemon/ferryd.js --config …`),
  * readiness, and the ways an operator stops it: SIGKILL, SIGTERM.
  */
-import { type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
@@ -49,6 +49,12 @@ export interface LabFerrydOptions {
 
 export const ferrydScript = (): string => join(packageRoot(), 'dist', 'src', 'daemon', 'ferryd.js');
 export const ferryctlScript = (): string => join(packageRoot(), 'dist', 'src', 'cli', 'ferryctl.js');
+
+/** Runs the real ferryctl against the daemon on this socket. */
+export function runFerryctl(socket: string, args: readonly string[], input?: string): { code: number; out: string; err: string } {
+  const r = spawnSync(process.execPath, [ferryctlScript(), '--socket', socket, ...args], { encoding: 'utf8', input, timeout: 30_000 });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
 
 const READY_TIMEOUT_MS = 30_000;
 

@@ -13,19 +13,21 @@
  * router's BIRD is the lab's, not Ferry's: it stands for the operator's
  * router.
  */
-import { spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from '../cli/client.js';
-import type { BgpView } from '../model/bgp.js';
-import type { VipWithBackends } from '../model/types.js';
-import { nsRun, nsSpawn } from './exec.js';
 import { FERRY_AF_INET } from '../datapath/abi.js';
 import { parseAddr } from '../datapath/addr.js';
 import { LbDatapath } from '../datapath/lb.js';
-import { ferryctlScript, LabFerryd, LAB_SIZES } from './ferryd.js';
+import type { BgpView } from '../model/bgp.js';
+import type { VipWithBackends } from '../model/types.js';
 import type { ClientResult } from './client.js';
-import { clientArgs, LabStream, runAgent, runClient, script, spawnServer, tcpOwners, type ClientOptions } from './lblab.js';
+import { nsRun, nsSpawn } from './exec.js';
+import { LabFerryd, LAB_SIZES, runFerryctl } from './ferryd.js';
+import {
+  openStream, runAgent, runClient, spawnServer, streamOwner, type ClientOptions, type LabStream, type StreamOptions,
+} from './lblab.js';
 import { Lab, type LabHost } from './topology.js';
 
 export const ROUTER_AS = 65000;
@@ -244,8 +246,7 @@ export class FleetLab {
 
   /** The real ferryctl against a member's daemon. */
   ferryctl(m: FleetMember, args: readonly string[]): { code: number; out: string; err: string } {
-    const r = spawnSync(process.execPath, [ferryctlScript(), '--socket', m.ferryd.socket, ...args], { encoding: 'utf8', timeout: 30_000 });
-    return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+    return runFerryctl(m.ferryd.socket, args);
   }
 
   /**
@@ -264,28 +265,22 @@ export class FleetLab {
   }
 
   /** A long-lived TCP stream from the client to the backends' echo server through the VIP. */
-  async stream(vip: string, o: ClientOptions & { rate?: number } = {}): Promise<LabStream> {
-    const args = [...clientArgs({ ...o, port: o.port ?? 7 }), ...(o.rate ? ['--rate', String(o.rate)] : [])];
-    const p = nsSpawn(this.lab.client.ns, process.execPath, [script('client'), 'stream', vip, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const s = new LabStream(p);
-    this.streams.add(s);
-    await s.connected;
-    return s;
+  stream(vip: string, o: StreamOptions = {}): Promise<LabStream> {
+    return openStream(this.lab.client.ns, vip, o, this.streams);
   }
 
   /** The one backend holding a stream's connection; throws unless exactly one does. */
   streamOwner(s: LabStream): LabHost {
-    const owners = tcpOwners(this.lab.backends, 7, s.localPort);
-    if (owners.length !== 1) throw new Error(`${owners.length} backends hold the stream from port ${s.localPort}`);
-    return owners[0]!;
+    return streamOwner(this.lab.backends, s);
   }
 
-  /** A BIRD log (router or a member), for failure messages. */
-  birdLog(name: string): string {
+  /** Whether a stream still flows, byte for byte (`bytes` more within `timeoutMs`), on the backend it started on. */
+  async intact(s: LabStream, owner: LabHost, bytes = 4_000, timeoutMs = 8_000): Promise<boolean> {
     try {
-      return readFileSync(join(this.lab.dir, `bird-${name}.log`), 'utf8');
+      await s.flowing(bytes, timeoutMs);
+      return this.streamOwner(s).name === owner.name;
     } catch {
-      return '';
+      return false;
     }
   }
 

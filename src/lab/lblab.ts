@@ -6,7 +6,7 @@
  * cycle (SIGKILL, restart, upgrade in place), traffic from the client
  * namespace, and what the kernel counts along the way.
  */
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,7 +18,7 @@ import { LbDatapath } from '../datapath/lb.js';
 import type { BackendSpec, DesiredState, VipWithBackends } from '../model/types.js';
 import { packageRoot } from '../paths.js';
 import { nsRun, nsSpawn } from './exec.js';
-import { ferryctlScript, LabFerryd, LAB_SIZES } from './ferryd.js';
+import { LabFerryd, LAB_SIZES, runFerryctl } from './ferryd.js';
 import { Lab, ROUTER4, ROUTER6, type LabHost } from './topology.js';
 import type { ClientResult, StreamReport } from './client.js';
 import type { FloodResult, FloodSpec } from './flood.js';
@@ -51,6 +51,7 @@ export interface ClientOptions {
   parallel?: number;
 }
 
+/** The compiled lab program NAME (dist/src/lab/NAME.js), run with node inside a namespace. */
 export const script = (name: string): string => join(packageRoot(), 'dist', 'src', 'lab', `${name}.js`);
 
 /**
@@ -164,10 +165,7 @@ export class LbLab {
 
   /** Runs the real ferryctl against the lab's daemon. */
   ferryctl(args: readonly string[], input?: string): { code: number; out: string; err: string } {
-    const r = spawnSync(process.execPath, [ferryctlScript(), '--socket', this.socket, ...args], {
-      encoding: 'utf8', input, timeout: 30_000,
-    });
-    return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+    return runFerryctl(this.socket, args, input);
   }
 
   // ---- the API -----------------------------------------------------------------
@@ -239,15 +237,8 @@ export class LbLab {
   }
 
   /** Opens a long-lived TCP stream from the client to the backends' echo server through the VIP. */
-  async stream(vip: string, o: ClientOptions & { rate?: number } = {}): Promise<LabStream> {
-    const args = [...clientArgs({ ...o, port: o.port ?? 7 }), ...(o.rate ? ['--rate', String(o.rate)] : [])];
-    const p = nsSpawn(this.lab.client.ns, process.execPath, [script('client'), 'stream', vip, ...args], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    const s = new LabStream(p);
-    this.streams.add(s);
-    await s.connected;
-    return s;
+  stream(vip: string, o: StreamOptions = {}): Promise<LabStream> {
+    return openStream(this.lab.client.ns, vip, o, this.streams);
   }
 
   /** ICMP echo from the client (raw sockets): how many of `count` were answered, and from where. */
@@ -308,9 +299,7 @@ export class LbLab {
 
   /** The one backend holding a stream's connection (to the echo port, 7); throws unless exactly one does. */
   streamOwner(s: LabStream): LabHost {
-    const owners = this.tcpOwners(7, s.localPort);
-    if (owners.length !== 1) throw new Error(`${owners.length} backends hold the stream from port ${s.localPort}: ${owners.map((b) => b.name).join(', ')}`);
-    return owners[0]!;
+    return streamOwner(this.lab.backends, s);
   }
 
   /** The backends holding an established TCP connection with these ports (server side: serverPort, peer: clientPort). */
@@ -488,7 +477,7 @@ export class LabStream {
   }
 }
 
-export function clientArgs(o: ClientOptions): string[] {
+function clientArgs(o: ClientOptions): string[] {
   const a: string[] = [];
   if (o.port !== undefined) a.push('--port', String(o.port));
   if (o.source) a.push('--source', o.source);
@@ -509,6 +498,29 @@ export async function runClient(ns: string, kind: 'http' | 'udp', vip: string, c
   const [code] = (await once(p, 'exit')) as [number | null];
   if (code !== 0) throw new Error(`client ${kind} ${vip} failed (${code}): ${err.trim()}`);
   return JSON.parse(out) as ClientResult;
+}
+
+/** Options of a stream: the client's, and its pace in bytes per second. */
+export type StreamOptions = ClientOptions & { rate?: number };
+
+/**
+ * Opens a long-lived TCP stream from a namespace to the echo server
+ * (client.js stream; port 7 unless given), kept in `into` so its lab can
+ * end it; resolves once connected.
+ */
+export async function openStream(ns: string, vip: string, o: StreamOptions, into: Set<LabStream>): Promise<LabStream> {
+  const args = [...clientArgs({ ...o, port: o.port ?? 7 }), ...(o.rate ? ['--rate', String(o.rate)] : [])];
+  const s = new LabStream(nsSpawn(ns, process.execPath, [script('client'), 'stream', vip, ...args], { stdio: ['pipe', 'pipe', 'pipe'] }));
+  into.add(s);
+  await s.connected;
+  return s;
+}
+
+/** The one backend holding a stream's connection (to the echo port, 7); throws unless exactly one does. */
+export function streamOwner(backends: readonly LabHost[], s: LabStream): LabHost {
+  const owners = tcpOwners(backends, 7, s.localPort);
+  if (owners.length !== 1) throw new Error(`${owners.length} backends hold the stream from port ${s.localPort}: ${owners.map((b) => b.name).join(', ')}`);
+  return owners[0]!;
 }
 
 /** The hosts holding an established TCP connection with these ports (server side: serverPort, peer: clientPort). */
