@@ -148,9 +148,9 @@ export class Announcer {
     this.started = true;
     this.kick();
     const every = this.o.config.status_interval_seconds * 1000;
-    this.timer = setInterval(() => void this.poll(), every);
+    this.timer = setInterval(() => void this.refresh(), every);
     this.timer.unref();
-    void this.poll();
+    void this.refresh();
   }
 
   /** Waits for the reload in flight; BIRD keeps its routes (see the module comment). */
@@ -215,8 +215,11 @@ export class Announcer {
     }
   }
 
-  /** Reads BIRD's sessions; retries a reload BIRD has not taken; recomputes the set. */
-  private async poll(): Promise<void> {
+  /**
+   * Reads BIRD's sessions (the status timer; GET /v1/bgp for fresh states),
+   * retries a reload BIRD has not taken, recomputes the set.
+   */
+  async refresh(): Promise<void> {
     if (this.stopped) return;
     try {
       this.sessions = await this.o.bird.protocols();
@@ -228,11 +231,6 @@ export class Announcer {
     // Also picks up what no apply reports: an address this host gained or lost.
     this.dirty = true;
     this.kick();
-  }
-
-  /** Reads BIRD's sessions now (GET /v1/bgp answers with fresh states). */
-  async refresh(): Promise<void> {
-    await this.poll();
   }
 
   // ---- drain-host -------------------------------------------------------------

@@ -114,10 +114,7 @@ export class FleetLab {
     for (const b of lab.backends) {
       for (const v of vips) lab.addVipOnBackend(b, v);
       agents.push(runAgent(b.ns, ['decap', join(lab.bpfRoot, b.name), 'eth0', vips.join(',')]));
-      for (const lb of lab.lbs) {
-        nsRun(lb.ns, 'ip', ['neigh', 'replace', b.addr4, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
-        nsRun(lb.ns, 'ip', ['-6', 'neigh', 'replace', b.addr6, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
-      }
+      for (const lb of lab.lbs) lab.pinNeighbour(lb, b);
     }
     await Promise.all(agents);
     this.startRouterBird();

@@ -111,9 +111,7 @@ export class LbLab {
         for (const v of vips) lab.addVipOnBackend(b, v);
         agents.push(runAgent(b.ns, ['decap', join(lab.bpfRoot, b.name), 'eth0', vips.join(',')]));
       }
-      // The load balancer's fib lookups need its neighbours resolved.
-      nsRun(lab.lb.ns, 'ip', ['neigh', 'replace', b.addr4, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
-      nsRun(lab.lb.ns, 'ip', ['-6', 'neigh', 'replace', b.addr6, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
+      lab.pinNeighbour(lab.lb, b);
     }
     await Promise.all(agents);
     await this.opts.beforeDaemon?.(lab);

@@ -224,6 +224,12 @@ export class Lab {
     }
   }
 
+  /** Resolves a backend's addresses on a load balancer for good: its fib lookups need the neighbour known. */
+  pinNeighbour(lb: LabHost, b: LabHost): void {
+    nsRun(lb.ns, 'ip', ['neigh', 'replace', b.addr4, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
+    nsRun(lb.ns, 'ip', ['-6', 'neigh', 'replace', b.addr6, 'lladdr', b.mac, 'dev', 'eth0', 'nud', 'permanent']);
+  }
+
   /** Puts VIP addresses on a backend's lo so it accepts and answers for them. */
   addVipOnBackend(b: LabHost, vip: string): void {
     const v6 = vip.includes(':');
