@@ -53,6 +53,7 @@ function vip(name: string, over: Partial<VipSpec> = {}): VipSpec {
 
 /** What each migration added, undone: a database as an older version left it. */
 const UNDO: Record<number, string> = {
+  6: 'DROP TABLE fleet_mark',
   5: 'ALTER TABLE vips DROP COLUMN forwarding; ALTER TABLE tombstones DROP COLUMN port; ALTER TABLE tombstones DROP COLUMN host',
   4: 'ALTER TABLE backends DROP COLUMN port; ALTER TABLE backends DROP COLUMN host',
   3: 'DROP INDEX vips_owner; DROP INDEX policies_owner',
@@ -1218,6 +1219,34 @@ describe('replaceState and exportState', () => {
       { name: 'all', address: '198.18.0.10', port: 0, protocol: 'tcp' },
     ],
   };
+
+  it('with a scope changes only the named resources and checks them against the rest', () => {
+    const store = mem();
+    store.write('t', 'apply', (tx) => tx.replaceState(rich, 0));
+    const scope = (vips: string[], policies: string[] = []) => ({ vips: new Set(vips), policies: new Set(policies) });
+    // 'dns' named and absent: deleted; 'web' and 'all' unnamed: kept.
+    const { result } = store.write('t', 'scoped', (tx) => tx.replaceState({ vips: [] }, 0, null, scope(['dns'])));
+    assert.deepEqual(result, [{ op: 'delete', kind: 'vip', name: 'dns' }, { op: 'delete', kind: 'backend', name: 'dns/10.2.0.1' }]);
+    assert.deepEqual(store.read((tx) => tx.listVips().items.map((v) => v.name)), ['all', 'web']);
+    // A named VIP on the endpoint of an unnamed one of the same owner: refused, nothing changed.
+    const before = store.revision();
+    assert.throws(() => store.write('t', 'scoped', (tx) => tx.replaceState(
+      { vips: [{ name: 'clash', address: '198.18.0.10', port: 443, protocol: 'tcp' }] }, 0, null, scope([]),
+    )), /already used by vip "web"/);
+    // A policy an unnamed VIP references cannot go; one of the file's own VIPs may reference an unnamed policy.
+    assert.throws(() => store.write('t', 'scoped', (tx) => tx.replaceState({ vips: [] }, 0, null, scope([], ['corp']))),
+      /policy "corp" cannot be deleted: vip "web" references it/);
+    store.write('t', 'scoped', (tx) => tx.replaceState(
+      { vips: [{ name: 'api', address: '198.18.0.11', port: 80, protocol: 'tcp', policies: ['corp'] }] }, 0, null, scope([]),
+    ));
+    assert.equal(store.revision(), before + 1);
+    assert.deepEqual(store.read((tx) => tx.getVip('api').policies), ['corp']);
+    // What a transaction touched, exported by name (null: no such resource of this owner).
+    const named = store.read((tx) => tx.exportNamed(scope(['api', 'nope'], ['bad'])));
+    assert.equal(named.vips.get('api')?.address, '198.18.0.11');
+    assert.equal(named.vips.get('nope'), null);
+    assert.deepEqual(named.policies.get('bad'), { name: 'bad', allow: [], deny: ['192.0.2.0/24'] });
+  });
 
   it('applies a whole state and answers with the diff in a stable order', () => {
     const store = mem();

@@ -23,6 +23,7 @@ import type { RouteContext } from './routes/common.js';
 import { infoRoutes } from './routes/info.js';
 import { kubernetesRoutes } from './routes/kubernetes.js';
 import { bgpRoutes } from './routes/bgp.js';
+import { fleetRoutes } from './routes/fleet.js';
 import { policyRoutes } from './routes/policies.js';
 import { stateRoutes } from './routes/state.js';
 import { vipRoutes } from './routes/vips.js';
@@ -106,6 +107,7 @@ export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
     scratchDir: opts.scratchDir ?? tmpdir(),
     ...(opts.health === undefined ? {} : { health: opts.health }),
     ...(opts.bgp === undefined ? {} : { bgp: opts.bgp }),
+    ...(opts.fleet === undefined ? {} : { fleet: opts.fleet }),
   };
   if (opts.metrics) metricsRoutes(app, opts.metrics);
   vipRoutes(app, ctx);
@@ -117,6 +119,7 @@ export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
   infoRoutes(app, ctx);
   kubernetesRoutes(app, ctx);
   bgpRoutes(app, ctx);
+  fleetRoutes(app, ctx);
   monitorRoutes(app, opts.monitor);
   await registerDocs(app);
 

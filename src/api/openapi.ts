@@ -16,6 +16,7 @@ export const OPENAPI_TAGS = [
   { name: 'status', description: 'Daemon status and datapath counters.' },
   { name: 'kubernetes', description: 'The Kubernetes mode (ferryd as an in-cluster proxy); its VIPs are owned by "kubernetes:NS/NAME".' },
   { name: 'bgp', description: 'Announcing this host\'s VIPs by BGP through BIRD (bgp.enabled), and the host drain.' },
+  { name: 'fleet', description: 'The fleet store (fleet.etcd): the API\'s resources shared by several hosts through etcd.' },
   { name: 'probes', description: 'Liveness and readiness (no token needed).' },
 ];
 

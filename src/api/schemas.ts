@@ -378,6 +378,40 @@ const maglevTables: JsonSchema = {
   },
 };
 
+const fleet: JsonSchema = {
+  $id: 'Fleet', type: 'object',
+  description: 'This host\'s view of the fleet store (fleet.etcd): what it mirrors, keys it could not apply, and every live member.',
+  required: ['host', 'endpoints', 'prefix', 'connected', 'revision', 'cluster', 'hash_seed', 'last_error', 'rejected', 'members'],
+  properties: {
+    host: { type: 'string', description: 'This member\'s name (fleet.host_name).' },
+    endpoints: { type: 'array', items: str },
+    prefix: str,
+    connected: { type: 'boolean', description: 'Watching etcd now; false: serving the last mirrored state, writes answer 503.' },
+    revision: { type: 'integer', description: 'The etcd revision this host\'s store mirrors (0: never synced).' },
+    cluster: nullableStr,
+    hash_seed: { type: 'integer', description: 'The Maglev seed this host uses (the fleet\'s, unless datapath.hash_seed overrides it).' },
+    last_error: nullableStr,
+    rejected: {
+      type: 'array', description: 'Keys this host could not apply; their old state (or none) stays.',
+      items: { type: 'object', required: ['key', 'revision', 'reason'], properties: { key: str, revision: int, reason: str } },
+    },
+    members: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['name', 'api_url', 'version', 'revision', 'store_revision', 'applied_revision', 'hash_seed', 'tables', 'vips', 'updated'],
+        properties: {
+          name: str, api_url: nullableStr, version: str,
+          revision: { type: 'integer', description: 'The etcd revision it mirrors.' },
+          store_revision: int, applied_revision: int, hash_seed: int,
+          tables: { type: 'string', description: 'A digest of its VIPs\' table checksums: equal on two members, same tables.' },
+          vips: int, updated: str,
+        },
+      },
+    },
+  },
+};
+
 export const sharedSchemas: JsonSchema[] = [
   {
     $id: 'FieldError', type: 'object', required: ['field', 'reason'],
@@ -508,4 +542,5 @@ export const sharedSchemas: JsonSchema[] = [
   kubernetes,
   bgp,
   maglevTables,
+  fleet,
 ];

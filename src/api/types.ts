@@ -11,6 +11,7 @@ import type { FerryMetrics } from '../metrics/index.js';
 import type { MonitorSource } from '../monitor/stream.js';
 import type { RateLimit } from './limits.js';
 import type { BgpControl } from './routes/bgp.js';
+import type { FleetStatus } from './routes/fleet.js';
 import type { BackendHealth } from '../model/health.js';
 import type { MaglevTablesView } from '../model/maglev.js';
 
@@ -125,4 +126,6 @@ export interface ApiOptions {
   health?: HealthView;
   /** The BGP announcement for /v1/bgp (absent: the routes answer 404). */
   bgp?: BgpControl;
+  /** The fleet store for /v1/fleet (absent: 404). */
+  fleet?: FleetStatus;
 }

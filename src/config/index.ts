@@ -68,6 +68,30 @@ export interface BgpNeighbor {
  * whole config (`bird_config`) and has BIRD reload it (`birdc configure`
  * on `bird_socket`) whenever the set of announced VIP addresses changes.
  */
+/**
+ * One configuration for several hosts (src/fleet): the API's VIPs, backends
+ * and policies live under one etcd prefix that every host mirrors into its
+ * own store; a write through any host goes to etcd first. No endpoints: a
+ * host of its own.
+ */
+export interface FleetConfig {
+  etcd: {
+    /** etcd client URLs, e.g. http://10.0.0.5:2379; empty: not a fleet member. */
+    endpoints: string[];
+    /** The key prefix of this fleet (several fleets may share one etcd). */
+    prefix: string;
+    dial_timeout_ms: number;
+  };
+  /** This host's name among the members; null: the system's host name. */
+  host_name: string | null;
+  /** The URL other members and `ferryctl fleet status` reach this host's API at; null: not published. */
+  api_url: string | null;
+  /** How long a member's record outlives its last keep-alive. */
+  member_ttl_seconds: number;
+  /** How long a write waits for etcd before answering 503. */
+  write_timeout_ms: number;
+}
+
 export interface BgpConfig {
   enabled: boolean;
   bird_config: string;
@@ -142,6 +166,7 @@ export interface FerryConfig {
   };
   kubernetes: KubernetesConfig;
   bgp: BgpConfig;
+  fleet: FleetConfig;
   log: {
     level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
     pretty: boolean;
@@ -321,6 +346,30 @@ export const CONFIG_SCHEMA = {
         prefixes: { type: 'array', uniqueItems: true, maxItems: 256, default: [], items: { type: 'string', minLength: 3, maxLength: 49 } },
         include: nullableString('^/[^"\\\\]*$'),
         status_interval_seconds: { type: 'integer', minimum: 1, maximum: 3600, default: 5 },
+      },
+    },
+    fleet: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        etcd: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            endpoints: {
+              type: 'array', uniqueItems: true, maxItems: 16, default: [],
+              items: { type: 'string', pattern: '^https?://[^\\s/]+$' },
+            },
+            prefix: { type: 'string', pattern: '^/([A-Za-z0-9._-]+/)*$', maxLength: 200, default: '/ferry/' },
+            dial_timeout_ms: { type: 'integer', minimum: 100, maximum: 60000, default: 3000 },
+          },
+        },
+        host_name: nullableString('^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$'),
+        api_url: nullableString('^https?://[^\\s/]+$'),
+        member_ttl_seconds: { type: 'integer', minimum: 2, maximum: 3600, default: 10 },
+        write_timeout_ms: { type: 'integer', minimum: 100, maximum: 120000, default: 5000 },
       },
     },
     log: {

@@ -22,7 +22,19 @@ export interface WriteResult<T> {
   report: ReconcileReport;
 }
 
+/**
+ * Where the API's writes go when the local store is not their first stop
+ * (the fleet: etcd first, then every host's mirror). It runs `fn` against
+ * the local store itself once the change is accepted, so the answer is the
+ * local result.
+ */
+export interface WriteRoute {
+  write<T>(actor: string, action: string, fn: (tx: StoreTx) => T): Promise<WriteResult<T>>;
+}
+
 export class Controller {
+  /** Set when the API's writes take another route first (the fleet store). */
+  route: WriteRoute | undefined;
   private applied = 0;
   private lastReport: ReconcileReport = { changes: 0, durationMs: 0 };
   /** Told of every datapath apply and the plan it applied (metrics, drain timer, BGP announcements). */
@@ -52,6 +64,15 @@ export class Controller {
     this.applied = state.revision;
     this.onApply?.(this.lastReport, plan);
     return this.lastReport;
+  }
+
+  /**
+   * An operator's change (the API): through the write route when there is
+   * one, otherwise write(). Other writers (Kubernetes sync, timers) call
+   * write() directly: their resources are this host's own.
+   */
+  async change<T>(actor: string, action: string, fn: (tx: StoreTx) => T): Promise<WriteResult<T>> {
+    return this.route === undefined ? this.write(actor, action, fn) : this.route.write(actor, action, fn);
   }
 
   /** Runs a change in one transaction and applies it before committing. */

@@ -38,10 +38,11 @@ import { openStore } from '../store/store.js';
 import type { Store, StoredBackend } from '../store/types.js';
 import { Announcer } from '../bgp/announcer.js';
 import { Birdc } from '../bgp/bird.js';
+import { Fleet } from '../fleet/index.js';
 import type { BgpView } from '../model/bgp.js';
-import { hasSlots, type DpState } from '../model/dpstate.js';
+import type { DpState } from '../model/dpstate.js';
 import type { MaglevTablesView } from '../model/maglev.js';
-import { tableChecksum } from '../maglev/index.js';
+import { planChecksums } from '../maglev/index.js';
 import { canonicalIp } from '../net/addr.js';
 import { Controller } from './controller.js';
 import { Notifier } from './notify.js';
@@ -54,7 +55,7 @@ export interface DaemonOptions {
 }
 
 /** Config sections SIGHUP cannot change: a restart applies them. */
-const RESTART_KEYS = ['mode', 'state_dir', 'bpf', 'api', 'kubernetes', 'bgp'] as const;
+const RESTART_KEYS = ['mode', 'state_dir', 'bpf', 'api', 'kubernetes', 'bgp', 'fleet'] as const;
 
 const BPF_FS_MAGIC = 0xcafe4a11;
 
@@ -189,6 +190,8 @@ export class Daemon implements DaemonInfo, MetricsSource {
   private nat: NatTable | undefined;
   /** The VIPs' BGP announcement through BIRD (bgp.enabled). */
   private bgp: Announcer | undefined;
+  /** The fleet store (fleet.etcd.endpoints): the API's resources mirrored from etcd, writes to etcd first. */
+  private fleet: Fleet | undefined;
   /** The plan the datapath holds (its Maglev tables' inputs). */
   private lastPlan: DpState | undefined;
 
@@ -245,8 +248,8 @@ export class Daemon implements DaemonInfo, MetricsSource {
     });
     this.metrics = new FerryMetrics(this, { kubernetes: c.mode === 'kubernetes', bgp: c.bgp.enabled });
     if (c.bgp.enabled) {
-      if (c.datapath.hash_seed === null) {
-        this.log.warn('bgp is enabled but datapath.hash_seed is not set: hosts behind one ECMP router need the same seed, or flows they move between them are reset');
+      if (c.datapath.hash_seed === null && c.fleet.etcd.endpoints.length === 0) {
+        this.log.warn('bgp is enabled but neither datapath.hash_seed nor a fleet store is set: hosts behind one ECMP router need the same seed, or flows they move between them are reset');
       }
       this.bgp = new Announcer({
         config: c.bgp, routerId: bgpRouterId(c), bird: new Birdc(c.bgp.birdc, c.bgp.bird_socket),
@@ -258,6 +261,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
       this.metrics.observeReconcile(r);
       this.armDrainTimer();
       this.bgp?.observe(plan);
+      this.fleet?.poke();
     };
     this.notifier.status('reconciling');
     const report = this.controller.reconcile();
@@ -267,6 +271,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.attachInterfaces(c.interfaces);
     // Announced only once the datapath is attached and holds the store's state.
     this.bgp?.start();
+    if (c.fleet.etcd.endpoints.length > 0) this.fleet = this.openFleet();
     this.events = openEventStream(this.dp, this.store, () => this.config.datapath, {
       onError: (err) => this.log.error({ err: (err as Error).message }, 'reading live events failed'),
     });
@@ -278,6 +283,25 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.notifier.ready(`serving revision ${this.controller.appliedRevision}`);
     this.log.info({ version: this.version, mode: c.mode, interfaces: this.attached },
       this.k8s === undefined ? 'ferryd ready' : 'ferryd started; ready once the Kubernetes sync has run');
+  }
+
+  /** Joins the fleet store: the mirror starts, the API's writes go to etcd first. */
+  private openFleet(): Fleet {
+    const fleet = new Fleet({
+      config: this.config.fleet, controller: this.controller, drainSeconds: () => this.config.datapath.drain_seconds,
+      localSeed: () => this.reconciler.seed, tables: () => this.maglevTables(), log: this.log.child({ component: 'fleet' }),
+      onSeed: (seed) => {
+        if (this.config.datapath.hash_seed !== null) {
+          this.log.warn({ fleet: seed, configured: this.config.datapath.hash_seed }, 'datapath.hash_seed overrides the fleet\'s seed: this host\'s tables differ from the other members\'');
+          return;
+        }
+        this.log.info({ seed }, 'took the fleet\'s hash seed; rebuilding the tables');
+        this.reconciler.setConfig(datapathConfig(this.config, seed));
+        this.controller.reconcile();
+      },
+    });
+    fleet.start();
+    return fleet;
   }
 
   private kubernetesMode(credentials: K8sCredentials): K8sMode {
@@ -366,6 +390,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
       requestTimeoutMs: a.request_timeout_seconds * 1000, scratchDir: this.scratchDir(),
       ...(this.healthMonitor === undefined ? {} : { health: this.healthMonitor }),
       ...(this.bgp === undefined ? {} : { bgp: this.bgp }),
+      ...(this.fleet === undefined ? {} : { fleet: this.fleet }),
     };
     const local = await buildApp({ ...common, auth: null });
     mkdirSync(dirname(a.socket), { recursive: true });
@@ -457,7 +482,9 @@ export class Daemon implements DaemonInfo, MetricsSource {
         this.log.warn({ key }, 'configuration change needs a restart to take effect');
       }
     }
-    this.config = { ...next, mode: prev.mode, state_dir: prev.state_dir, bpf: prev.bpf, api: prev.api, kubernetes: prev.kubernetes };
+    this.config = {
+      ...next, mode: prev.mode, state_dir: prev.state_dir, bpf: prev.bpf, api: prev.api, kubernetes: prev.kubernetes, fleet: prev.fleet,
+    };
     this.log.level = next.log.level;
     const seed = this.store.read((tx) => tx.snapshot().hash_seed);
     this.reconciler.setConfig(datapathConfig(this.config, seed));
@@ -498,6 +525,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
     }
     for (const app of this.apps) await app.close();
     await this.healthMonitor?.stop();
+    await this.fleet?.stop();
     await this.bgp?.stop();
     if (opts.detach) {
       this.socketLb?.socketLb.detach();
@@ -572,15 +600,9 @@ export class Daemon implements DaemonInfo, MetricsSource {
   /** The Maglev tables as other hosts compare them (GET /v1/maglev). */
   maglevTables(): MaglevTablesView {
     const seed = this.reconciler.seed;
-    const vips = (this.lastPlan?.vips ?? []).map((v) => {
-      const slotted = v.backends.filter(hasSlots).map((b) => ({ key: b.address, weight: b.weight }));
-      return {
-        name: v.name, address: v.address, port: v.port, protocol: v.protocol, m: v.m, backends: slotted.length,
-        checksum: tableChecksum(v.m, seed, slotted),
-      };
-    }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     return {
-      version: this.version, revision: this.store.revision(), applied_revision: this.controller.appliedRevision, hash_seed: seed, vips,
+      version: this.version, revision: this.store.revision(), applied_revision: this.controller.appliedRevision, hash_seed: seed,
+      vips: planChecksums(this.lastPlan, seed),
     };
   }
 

@@ -50,6 +50,8 @@
 import { createHash } from "node:crypto";
 import { fmix32, murmur3 } from "./hash.js";
 import { FERRY_BACKEND_NONE } from "../datapath/abi.js";
+import { hasSlots, type DpState } from "../model/dpstate.js";
+import type { MaglevTablesView } from "../model/maglev.js";
 
 export { fmix32, murmur3, murmur3Bytes } from "./hash.js";
 
@@ -356,4 +358,15 @@ export function countSlots(table: Uint32Array): Map<number, number> {
 export function tableChecksum(m: number, seed: number, backends: ReadonlyArray<{ key: string; weight: number }>): string {
   const parts = backends.filter((b) => b.weight > 0).map((b) => `${b.key}*${b.weight}`).sort();
   return createHash('sha256').update(`${m}/${seed >>> 0}/${parts.join(',')}`).digest('hex').slice(0, 16);
+}
+
+/** Every VIP of a plan with its table's checksum, by name (GET /v1/maglev, the fleet's member records). */
+export function planChecksums(plan: DpState | undefined, seed: number): MaglevTablesView['vips'] {
+  return (plan?.vips ?? []).map((v) => {
+    const slotted = v.backends.filter(hasSlots).map((b) => ({ key: b.address, weight: b.weight }));
+    return {
+      name: v.name, address: v.address, port: v.port, protocol: v.protocol, m: v.m, backends: slotted.length,
+      checksum: tableChecksum(v.m, seed, slotted),
+    };
+  }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }

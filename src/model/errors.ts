@@ -69,3 +69,13 @@ export class StorageError extends FerryError {
   readonly status = 503;
   readonly type = 'storage-unavailable';
 }
+
+/**
+ * The fleet store (etcd) cannot take a write now: unreachable, too slow, or
+ * busy with other writes. Nothing was changed on this host; it keeps serving
+ * what it mirrored last (503 in the API).
+ */
+export class FleetUnavailableError extends FerryError {
+  readonly status = 503;
+  readonly type = 'fleet-unavailable';
+}

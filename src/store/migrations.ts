@@ -31,7 +31,7 @@ export class SchemaTooNewError extends Error {
 /** Version 1: the whole initial schema. */
 const V1_SCHEMA = `
 -- One row: the global revision and the Maglev hash seed (random at creation, never changed,
--- so tables stay identical across restarts and restores).
+-- so tables stay identical across restarts and restores; a fleet member takes the fleet's).
 CREATE TABLE meta (
   id INTEGER PRIMARY KEY CHECK (id = 1),
   revision INTEGER NOT NULL CHECK (revision >= 0),
@@ -216,6 +216,20 @@ ALTER TABLE tombstones ADD COLUMN port INTEGER NOT NULL DEFAULT 0 CHECK (port BE
 ALTER TABLE tombstones ADD COLUMN host TEXT;
 `;
 
+/**
+ * Version 6: the fleet mirror's mark. The API's resources mirror an etcd
+ * prefix; this row says which prefix of which cluster at which revision,
+ * committed with the rows it describes, so a restart watches on from there.
+ */
+const V6_FLEET_MARK = `
+CREATE TABLE fleet_mark (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  prefix TEXT NOT NULL,
+  cluster TEXT NOT NULL,
+  revision INTEGER NOT NULL CHECK (revision >= 0)
+) STRICT;
+`;
+
 /** A migration that is one SQL script. */
 function script(version: number, description: string, sql: string): Migration {
   return { version, description, up: (db) => db.exec(sql) };
@@ -235,6 +249,7 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
   script(3, 'indexes on the owner of VIPs and policies', V3_OWNER_INDEXES),
   script(4, 'backend port and host (port translation)', V4_BACKEND_PATH),
   script(5, 'VIP forwarding (source NAT); port and host of draining backends', V5_VIP_FORWARDING),
+  script(6, 'the fleet mirror\'s mark (etcd prefix, cluster, revision)', V6_FLEET_MARK),
 ]);
 
 /** The schema version this code writes. */

@@ -14,6 +14,11 @@
  *      this owner references them any more).
  * The final state is checked up front (validation, collisions with other
  * owners' resources), so a refused apply changes nothing.
+ *
+ * With a scope (the fleet mirror: the etcd keys one watch event changed),
+ * only the named VIPs and policies are made equal to `desired`: a named one
+ * missing from it is deleted, everything unnamed stays and counts as
+ * another resource for the checks (its endpoint, its policy references).
  */
 import { ConflictError, ValidationError } from '../model/errors.js';
 import type { DesiredState } from '../model/types.js';
@@ -21,7 +26,7 @@ import { validateDesiredState } from '../model/validate.js';
 import { normBackend, normPolicy, normVip, type NormBackend, type NormPolicy, type NormVip } from './rows.js';
 import type { Statements } from './statements.js';
 import { checkDrain, describeEndpoint, ownerLabel, type Tx } from './tx.js';
-import type { StateChange } from './types.js';
+import type { ReplaceScope, StateChange } from './types.js';
 
 interface WantedVip {
   vip: NormVip;
@@ -37,18 +42,47 @@ const KIND_ORDER: Record<StateChange['kind'], number> = { policy: 0, vip: 1, bac
 const OP_ORDER: Record<StateChange['op'], number> = { create: 0, update: 1, delete: 2 };
 
 export function replaceState(
-  tx: Tx, st: Statements, desired: DesiredState, drainSeconds: number, owner: string | null,
+  tx: Tx, st: Statements, desired: DesiredState, drainSeconds: number, owner: string | null, scope?: ReplaceScope,
 ): StateChange[] {
   checkDrain(drainSeconds);
-  const wanted = validateAndNormalize(st, desired, owner);
-  assertNoForeignCollisions(st, wanted, owner);
+  const inScope = scopeOf(desired, scope);
+  const wanted = validateAndNormalize(st, desired, owner, inScope);
+  assertNoForeignCollisions(st, wanted, owner, inScope);
   const changes: StateChange[] = [];
-  deleteUnwantedVips(tx, st, wanted, owner, changes);
+  deleteUnwantedVips(tx, st, wanted, owner, inScope, changes);
   upsertPolicies(tx, st, wanted, owner, changes);
   upsertVips(tx, st, wanted, owner, changes);
   syncBackends(tx, st, wanted, drainSeconds, owner, changes);
-  deleteUnwantedPolicies(tx, st, wanted, owner, changes);
+  deleteUnwantedPolicies(tx, st, wanted, owner, inScope, changes);
   return changes.sort(compareChanges);
+}
+
+/** Whether a resource is the replace's to change; `null` scope: every resource of the owner. */
+interface InScope {
+  vip(name: string): boolean;
+  policy(name: string): boolean;
+  /** The owner's resources the replace may delete. */
+  vips(st: Statements, owner: string | null): Array<{ name: string }>;
+  policies(st: Statements, owner: string | null): Array<{ name: string }>;
+}
+
+function scopeOf(desired: DesiredState, scope: ReplaceScope | undefined): InScope {
+  if (scope === undefined) {
+    return {
+      vip: () => true, policy: () => true,
+      vips: (st, owner) => st.vipsByOwner.all(owner), policies: (st, owner) => st.policiesByOwner.all(owner),
+    };
+  }
+  // What the desired state declares is in scope too.
+  const vips = new Set([...scope.vips, ...desired.vips.map((v) => v.name)]);
+  const policies = new Set([...scope.policies, ...(desired.policies ?? []).map((p) => p.name)]);
+  const owned = <R extends { owner: string | null }>(names: Set<string>, get: (n: string) => R | undefined, owner: string | null): R[] =>
+    [...names].map(get).filter((r): r is R => r !== undefined && r.owner === owner);
+  return {
+    vip: (n) => vips.has(n), policy: (n) => policies.has(n),
+    vips: (st, owner) => owned(vips, (n) => st.vipByName.get(n), owner),
+    policies: (st, owner) => owned(policies, (n) => st.policyByName.get(n), owner),
+  };
 }
 
 /** A stable order: policies, VIPs, backends; creates, updates, deletes; then by name. */
@@ -61,10 +95,10 @@ function compareChanges(a: StateChange, b: StateChange): number {
  * Validates the file. A VIP may reference another owner's policy (it stays),
  * but not one of this owner's that the file no longer declares (it goes).
  */
-function validateAndNormalize(st: Statements, desired: DesiredState, owner: string | null): Wanted {
+function validateAndNormalize(st: Statements, desired: DesiredState, owner: string | null, inScope: InScope): Wanted {
   const externalPolicyExists = (name: string): boolean => {
     const p = st.policyByName.get(name);
-    return p !== undefined && p.owner !== owner;
+    return p !== undefined && (p.owner !== owner || !inScope.policy(name));
   };
   const errors = validateDesiredState(desired, { externalPolicyExists });
   if (errors.length > 0) throw new ValidationError(errors);
@@ -75,7 +109,7 @@ function validateAndNormalize(st: Statements, desired: DesiredState, owner: stri
 }
 
 /** Everything of another owner the desired state would overwrite, refused in one ConflictError. */
-function assertNoForeignCollisions(st: Statements, wanted: Wanted, owner: string | null): void {
+function assertNoForeignCollisions(st: Statements, wanted: Wanted, owner: string | null, inScope: InScope): void {
   const problems: string[] = [];
   for (const p of wanted.policies) {
     const row = st.policyByName.get(p.name);
@@ -85,24 +119,28 @@ function assertNoForeignCollisions(st: Statements, wanted: Wanted, owner: string
     const row = st.vipByName.get(vip.name);
     if (row !== undefined && row.owner !== owner) problems.push(`vip "${vip.name}" exists and is owned by ${ownerLabel(row.owner)}`);
     for (const other of st.vipsAtEndpoint.all(vip.address, vip.port, vip.protocol)) {
-      if (other.owner !== owner) {
+      if (other.owner !== owner || (other.name !== vip.name && !inScope.vip(other.name))) {
         problems.push(`vip "${vip.name}": ${describeEndpoint(vip)} is already used by vip "${other.name}" (owned by ${ownerLabel(other.owner)})`);
       }
     }
   }
   const keep = new Set(wanted.policies.map((p) => p.name));
-  for (const p of st.policiesByOwner.all(owner)) {
+  for (const p of inScope.policies(st, owner)) {
     if (keep.has(p.name)) continue;
-    const users = st.policyReferrers.all(p.name).filter((r) => r.owner !== owner).map((r) => `"${r.name}"`);
-    if (users.length > 0) problems.push(`policy "${p.name}" cannot be deleted: vip ${users.join(', ')} of another owner references it`);
+    const users = st.policyReferrers.all(p.name).filter((r) => r.owner !== owner || !inScope.vip(r.name))
+      .map((r) => `"${r.name}"${r.owner === owner ? '' : ' of another owner'}`);
+    if (users.length > 0) problems.push(`policy "${p.name}" cannot be deleted: vip ${users.join(', ')} references it`);
   }
   if (problems.length > 0) throw new ConflictError(problems.join('; '));
 }
 
-function deleteUnwantedVips(tx: Tx, st: Statements, wanted: Wanted, owner: string | null, changes: StateChange[]): void {
+function deleteUnwantedVips(
+  tx: Tx, st: Statements, wanted: Wanted, owner: string | null, inScope: InScope, changes: StateChange[],
+): void {
   const keep = new Set(wanted.vips.map((w) => w.vip.name));
-  for (const row of st.vipsByOwner.all(owner)) {
-    if (keep.has(row.name)) continue;
+  for (const { name } of inScope.vips(st, owner)) {
+    if (keep.has(name)) continue;
+    const row = tx.mustVip(name);
     for (const b of st.backendsOfVip.all(row.id)) changes.push({ op: 'delete', kind: 'backend', name: `${row.name}/${b.address}` });
     tx.removeVip(row);
     changes.push({ op: 'delete', kind: 'vip', name: row.name });
@@ -162,11 +200,12 @@ function syncBackends(
 }
 
 function deleteUnwantedPolicies(
-  tx: Tx, st: Statements, wanted: Wanted, owner: string | null, changes: StateChange[],
+  tx: Tx, st: Statements, wanted: Wanted, owner: string | null, inScope: InScope, changes: StateChange[],
 ): void {
   const keep = new Set(wanted.policies.map((p) => p.name));
-  for (const row of st.policiesByOwner.all(owner)) {
-    if (keep.has(row.name)) continue;
+  for (const { name } of inScope.policies(st, owner)) {
+    if (keep.has(name)) continue;
+    const row = st.policyByName.get(name)!;
     tx.removePolicy(row);
     changes.push({ op: 'delete', kind: 'policy', name: row.name });
   }

@@ -89,7 +89,7 @@ export function buildState(st: Statements, revision: number, hashSeed: number): 
  * The names a change log touched: "vip/NAME" and "backend/NAME/ADDRESS"
  * name a VIP (names cannot contain "/"), "policy/NAME" a policy.
  */
-function touched(keys: Iterable<string>): { vips: Set<string>; policies: Set<string> } {
+export function touchedNames(keys: Iterable<string>): { vips: Set<string>; policies: Set<string> } {
   const vips = new Set<string>();
   const policies = new Set<string>();
   for (const key of keys) {
@@ -103,12 +103,12 @@ function touched(keys: Iterable<string>): { vips: Set<string>; policies: Set<str
 
 /** `base` with everything the change log names reloaded from the database. */
 export function deriveState(
-  st: Statements, base: SnapshotState, keys: Iterable<string>, revision: number,
+  st: Statements, base: SnapshotState, keys: Iterable<string>, revision: number, hashSeed: number,
 ): SnapshotState {
   const vips = new Map(base.vips);
   const backends = new Map(base.backends);
   const policies = new Map(base.policies);
-  const t = touched(keys);
+  const t = touchedNames(keys);
   for (const name of t.vips) {
     const row = st.vipByName.get(name);
     if (row === undefined) {
@@ -127,7 +127,7 @@ export function deriveState(
     else policies.set(name, deepFreeze(policyRecord(row)));
   }
   return {
-    revision, hash_seed: base.hash_seed, vips, backends, policies, tombstones: tombstones(st),
+    revision, hash_seed: hashSeed, vips, backends, policies, tombstones: tombstones(st),
     delta: { from: base.revision, vips: t.vips, policies: t.policies },
   };
 }

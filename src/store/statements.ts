@@ -34,6 +34,12 @@ export function prepareStatements(db: Db) {
     // meta
     meta: p<[], MetaRow>('SELECT revision, hash_seed FROM meta WHERE id = 1'),
     setRevision: p<[number]>('UPDATE meta SET revision = ? WHERE id = 1'),
+    setHashSeed: p<[number]>('UPDATE meta SET hash_seed = ? WHERE id = 1'),
+    fleetMark: p<[], { prefix: string; cluster: string; revision: number }>('SELECT prefix, cluster, revision FROM fleet_mark WHERE id = 1'),
+    setFleetMark: p<[string, string, number]>(
+      'INSERT INTO fleet_mark (id, prefix, cluster, revision) VALUES (1, ?, ?, ?) ' +
+      'ON CONFLICT (id) DO UPDATE SET prefix = excluded.prefix, cluster = excluded.cluster, revision = excluded.revision',
+    ),
 
     // vips
     vipByName: p<[string], VipRow>(`${VIP_SELECT} WHERE v.name = ?`),

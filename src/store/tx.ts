@@ -27,10 +27,10 @@ import {
   policySpecOf, sameSpec, vipRecord, vipSpecOf,
   type BackendRow, type NormBackend, type NormPolicy, type NormVip, type PolicyRow, type VipRow,
 } from './rows.js';
-import { buildState, deriveState, toSnapshot, type SnapshotCache, type SnapshotState } from './snapshot.js';
+import { buildState, deriveState, toSnapshot, touchedNames, type SnapshotCache, type SnapshotState } from './snapshot.js';
 import type { Statements, VipValues } from './statements.js';
 import type {
-  HealthEventQuery, Page, PageQuery, StateChange, StoreSnapshot, StoreTx,
+  FleetMark, HealthEventQuery, NamedState, Page, PageQuery, ReplaceScope, StateChange, StoreSnapshot, StoreTx,
 } from './types.js';
 import type { HealthEvent } from '../model/health.js';
 
@@ -273,19 +273,62 @@ export class Tx implements StoreTx {
 
   // ------------------------------------------------------- whole state
 
-  replaceState(desired: DesiredState, drainSeconds: number, owner: string | null = null): StateChange[] {
-    return this.atomic((st) => replaceState(this, st, desired, drainSeconds, owner ?? null));
+  replaceState(desired: DesiredState, drainSeconds: number, owner: string | null = null, scope?: ReplaceScope): StateChange[] {
+    return this.atomic((st) => replaceState(this, st, desired, drainSeconds, owner ?? null, scope));
   }
 
   exportState(owner: string | null = null): DesiredState {
     const st = this.rd;
-    const vips: VipWithBackends[] = st.vipsByOwner.all(owner ?? null).map((row) => {
-      const { family: _family, ...spec } = vipSpecOf(this.vipRecordOf(row));
-      const backends = st.backendsOfVip.all(row.id).map((b) => backendSpecOf(backendRecord(b)));
-      return { ...spec, backends };
-    });
+    const vips = st.vipsByOwner.all(owner ?? null).map((row) => this.vipWithBackends(row));
     const policies = st.policiesByOwner.all(owner ?? null).map((p) => policySpecOf(policyRecord(p)));
     return { vips, policies };
+  }
+
+  exportNamed(names: ReplaceScope, owner: string | null = null): NamedState {
+    const st = this.rd;
+    const vips = new Map<string, VipWithBackends | null>();
+    for (const name of names.vips) {
+      const row = st.vipByName.get(name);
+      vips.set(name, row === undefined || row.owner !== owner ? null : this.vipWithBackends(row));
+    }
+    const policies = new Map<string, PolicySpec | null>();
+    for (const name of names.policies) {
+      const row = st.policyByName.get(name);
+      policies.set(name, row === undefined || row.owner !== owner ? null : policySpecOf(policyRecord(row)));
+    }
+    return { vips, policies };
+  }
+
+  touched(): ReplaceScope {
+    return touchedNames(this.changes.keys());
+  }
+
+  private vipWithBackends(row: VipRow): VipWithBackends {
+    const { family: _family, ...spec } = vipSpecOf(this.vipRecordOf(row));
+    const backends = this.rd.backendsOfVip.all(row.id).map((b) => backendSpecOf(backendRecord(b)));
+    return { ...spec, backends };
+  }
+
+  // ---------------------------------------------------------------- fleet
+
+  fleetMark(): FleetMark | null {
+    return this.rd.fleetMark.get() ?? null;
+  }
+
+  setFleetMark(mark: FleetMark): void {
+    this.wr.setFleetMark.run(mark.prefix, mark.cluster, mark.revision);
+  }
+
+  setHashSeed(seed: number): void {
+    this.atomic((st) => {
+      if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
+        throw new ValidationError([{ field: '/hash_seed', reason: 'must be an integer from 0 to 4294967295' }]);
+      }
+      const before = st.meta.get()?.hash_seed;
+      if (before === seed) return;
+      st.setHashSeed.run(seed);
+      this.changes.record('seed', before, seed);
+    });
   }
 
   /** Health transitions, newest first (not part of the revision history). */
@@ -340,7 +383,7 @@ export class Tx implements StoreTx {
     let state: SnapshotState;
     if (base === null) state = buildState(st, meta.revision, meta.hash_seed);
     else if (this.changes.size === 0) state = base;
-    else state = deriveState(st, base, this.changes.keys(), meta.revision);
+    else state = deriveState(st, base, this.changes.keys(), meta.revision, meta.hash_seed);
     // Only states of a committed revision may be cached: a read's, or the final one of a write (after commit).
     if (this.mode === 'read') this.ctx.cache.put(state);
     if (this.mode === 'sealed') this.finalState = state;

@@ -5,7 +5,7 @@
  */
 import type { HealthEvent, NewHealthEvent } from '../model/health.js';
 import type {
-  BackendRecord, BackendSpec, DesiredState, PolicyRecord, PolicySpec, VipRecord, VipSpec,
+  BackendRecord, BackendSpec, DesiredState, PolicyRecord, PolicySpec, VipRecord, VipSpec, VipWithBackends,
 } from '../model/types.js';
 
 export interface Page<T> {
@@ -80,6 +80,26 @@ export interface StateDelta {
   policies: ReadonlySet<string>;
 }
 
+/** VIP and policy names: what a transaction touched, or what a scoped replaceState may change. */
+export interface ReplaceScope {
+  vips: ReadonlySet<string>;
+  policies: ReadonlySet<string>;
+}
+
+/** A set of VIPs (with their backends) and policies by name; null: the name does not exist (for this owner). */
+export interface NamedState {
+  vips: Map<string, VipWithBackends | null>;
+  policies: Map<string, PolicySpec | null>;
+}
+
+/** How far the store mirrors the fleet's etcd prefix: what it holds is that prefix at `revision`. */
+export interface FleetMark {
+  prefix: string;
+  /** etcd's cluster id (decimal): another cluster's revisions mean nothing here. */
+  cluster: string;
+  revision: number;
+}
+
 /** One entry of the diff `PUT /v1/state` answers with. */
 export interface StateChange {
   op: 'create' | 'update' | 'delete';
@@ -142,9 +162,20 @@ export interface StoreTx {
    * Makes the stored state (of resources with this owner) equal to `desired`;
    * returns what changed. Backends removed here drain like deleteBackend.
    */
-  replaceState(desired: DesiredState, drainSeconds: number, owner?: string | null): StateChange[];
+  replaceState(desired: DesiredState, drainSeconds: number, owner?: string | null, scope?: ReplaceScope): StateChange[];
   /** The whole state of resources with this owner, in the DesiredState shape. */
   exportState(owner?: string | null): DesiredState;
+  /** The named VIPs and policies of this owner in the DesiredState shape (null: absent or another owner's). */
+  exportNamed(names: ReplaceScope, owner?: string | null): NamedState;
+  /** The VIPs (a VIP or one of its backends) and policies this transaction changed so far. */
+  touched(): ReplaceScope;
+
+  /** The fleet mirror's mark (null: this store never mirrored a fleet). */
+  fleetMark(): FleetMark | null;
+  /** Records the fleet mirror's mark; not a change of its own (no revision), it commits with the transaction. */
+  setFleetMark(mark: FleetMark): void;
+  /** Sets the Maglev hash seed (the fleet's): a change, audited. */
+  setHashSeed(seed: number): void;
 
   /**
    * Runs fn in a savepoint of this transaction: if fn throws, everything it

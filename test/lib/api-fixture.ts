@@ -71,7 +71,7 @@ export interface Api {
   close(): Promise<void>;
 }
 
-export interface ApiFixtureOptions extends Partial<Pick<ApiOptions, 'auth' | 'logger' | 'bodyLimit' | 'stateBodyLimit' | 'drainSeconds' | 'metrics' | 'rateLimit' | 'requestTimeoutMs' | 'https' | 'bgp'>> {
+export interface ApiFixtureOptions extends Partial<Pick<ApiOptions, 'auth' | 'logger' | 'bodyLimit' | 'stateBodyLimit' | 'drainSeconds' | 'metrics' | 'rateLimit' | 'requestTimeoutMs' | 'https' | 'bgp' | 'fleet'>> {
   maxVips?: number;
   maxBackends?: number;
   /** The datapath side (default: a FakeApplier, which `applier` then is). */
@@ -99,6 +99,7 @@ export async function makeApi(o: ApiFixtureOptions = {}): Promise<Api> {
     ...(o.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: o.requestTimeoutMs }),
     ...(o.https === undefined ? {} : { https: o.https }),
     ...(o.bgp === undefined ? {} : { bgp: o.bgp }),
+    ...(o.fleet === undefined ? {} : { fleet: o.fleet }),
   });
   return {
     app, store, controller, applier, info,

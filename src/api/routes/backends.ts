@@ -50,7 +50,7 @@ export function backendRoutes(app: FastifyInstance, ctx: RouteContext): void {
       },
     },
   }, async (request, reply) => {
-    const w = controller.write(request.ferryActor, 'backend.create', (tx) => tx.createBackend(request.params.name, request.body, null));
+    const w = await controller.change(request.ferryActor, 'backend.create', (tx) => tx.createBackend(request.params.name, request.body, null));
     wrote(reply.code(201), w.revision, beTag(w.result), beUrl(w.result));
     return { revision: w.revision, backend: w.result };
   });
@@ -92,7 +92,7 @@ export function backendRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const address = urlIp(request.params.address);
     sameKey('address', address, request.body.address, sameIp);
     const spec: BackendSpec = { ...request.body, address };
-    const w = controller.write(request.ferryActor, 'backend.put', (tx) => {
+    const w = await controller.change(request.ferryActor, 'backend.put', (tx) => {
       preconditions(request.headers, () => beTag(tx.getBackend(name, address)));
       return tx.putBackend(name, spec, null);
     });
@@ -113,7 +113,7 @@ export function backendRoutes(app: FastifyInstance, ctx: RouteContext): void {
   }, async (request, reply) => {
     const { name } = request.params;
     const address = urlIp(request.params.address);
-    const w = controller.write(request.ferryActor, 'backend.delete', (tx) => {
+    const w = await controller.change(request.ferryActor, 'backend.delete', (tx) => {
       preconditions(request.headers, () => beTag(tx.getBackend(name, address)));
       return tx.deleteBackend(name, address, ctx.drainSeconds, null);
     });

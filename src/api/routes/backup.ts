@@ -77,7 +77,7 @@ export function backupRoutes(app: FastifyInstance, ctx: RouteContext): void {
           ...problems(400, 401, 403, 409, 413, 415, 422, 503, 507),
         },
       },
-    }, async (request, reply) => withTempDir(ctx.scratchDir, (dir) => {
+    }, async (request, reply) => withTempDir(ctx.scratchDir, async (dir) => {
       if (!Buffer.isBuffer(request.body) || request.body.length === 0) {
         throw new ValidationError([{ field: '/', reason: `the body must be a database file (${SQLITE_TYPE})` }]);
       }
@@ -89,7 +89,7 @@ export function backupRoutes(app: FastifyInstance, ctx: RouteContext): void {
       } catch (err) {
         throw new ValidationError([{ field: '/', reason: `not a usable Ferry backup: ${(err as Error).message.split('\n')[0]}` }]);
       }
-      const w = controller.write(request.ferryActor, 'restore', (tx) => tx.replaceState(state, ctx.drainSeconds, null));
+      const w = await controller.change(request.ferryActor, 'restore', (tx) => tx.replaceState(state, ctx.drainSeconds, null));
       wrote(reply, w.revision);
       return { revision: w.revision, dry_run: false, changes: w.result };
     }));

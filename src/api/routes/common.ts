@@ -13,6 +13,7 @@ import { PROBLEM_TYPE } from '../problems.js';
 import { ipSchema, nameSchema, ref, type JsonSchema } from '../schemas.js';
 import type { DaemonInfo, HealthView } from '../types.js';
 import type { BgpControl } from './bgp.js';
+import type { FleetStatus } from './fleet.js';
 
 export interface RouteContext {
   controller: Controller;
@@ -24,6 +25,8 @@ export interface RouteContext {
   health?: HealthView;
   /** The BGP announcement (absent: bgp is not enabled). */
   bgp?: BgpControl;
+  /** The fleet store (absent: not a fleet member). */
+  fleet?: FleetStatus;
 }
 
 export const REVISION_HEADER = 'x-ferry-revision';

@@ -38,7 +38,7 @@ export function policyRoutes(app: FastifyInstance, ctx: RouteContext): void {
       },
     },
   }, async (request, reply) => {
-    const w = controller.write(request.ferryActor, 'policy.create', (tx) => tx.createPolicy(request.body, null));
+    const w = await controller.change(request.ferryActor, 'policy.create', (tx) => tx.createPolicy(request.body, null));
     wrote(reply.code(201), w.revision, polTag(w.result), polUrl(w.result.name));
     return { revision: w.revision, policy: w.result };
   });
@@ -75,7 +75,7 @@ export function policyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const { name } = request.params;
     sameKey('name', name, request.body.name);
     const spec: PolicySpec = { ...request.body, name };
-    const w = controller.write(request.ferryActor, 'policy.put', (tx) => {
+    const w = await controller.change(request.ferryActor, 'policy.put', (tx) => {
       preconditions(request.headers, () => polTag(tx.getPolicy(name)));
       return tx.putPolicy(spec, null);
     });
@@ -95,7 +95,7 @@ export function policyRoutes(app: FastifyInstance, ctx: RouteContext): void {
     },
   }, async (request, reply) => {
     const { name } = request.params;
-    const w = controller.write(request.ferryActor, 'policy.delete', (tx) => {
+    const w = await controller.change(request.ferryActor, 'policy.delete', (tx) => {
       preconditions(request.headers, () => polTag(tx.getPolicy(name)));
       return tx.deletePolicy(name, null);
     });

@@ -69,7 +69,7 @@ export function stateRoutes(app: FastifyInstance, ctx: RouteContext): void {
       wrote(reply, revision);
       return { revision, dry_run: true, changes };
     }
-    const w = controller.write(request.ferryActor, 'state.apply', (tx) => {
+    const w = await controller.change(request.ferryActor, 'state.apply', (tx) => {
       check();
       return tx.replaceState(body, ctx.drainSeconds, null);
     });

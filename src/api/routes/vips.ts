@@ -44,7 +44,7 @@ export function vipRoutes(app: FastifyInstance, ctx: RouteContext): void {
       },
     },
   }, async (request, reply) => {
-    const w = controller.write(request.ferryActor, 'vip.create', (tx) => tx.createVip(request.body, null));
+    const w = await controller.change(request.ferryActor, 'vip.create', (tx) => tx.createVip(request.body, null));
     wrote(reply.code(201), w.revision, vipTag(w.result), vipUrl(w.result.name));
     return { revision: w.revision, vip: w.result };
   });
@@ -81,7 +81,7 @@ export function vipRoutes(app: FastifyInstance, ctx: RouteContext): void {
     const { name } = request.params;
     sameKey('name', name, request.body.name);
     const spec = { ...request.body, name } as VipSpec;
-    const w = controller.write(request.ferryActor, 'vip.put', (tx) => {
+    const w = await controller.change(request.ferryActor, 'vip.put', (tx) => {
       preconditions(request.headers, () => vipTag(tx.getVip(name)));
       return tx.putVip(spec, null);
     });
@@ -101,7 +101,7 @@ export function vipRoutes(app: FastifyInstance, ctx: RouteContext): void {
     },
   }, async (request, reply) => {
     const { name } = request.params;
-    const w = controller.write(request.ferryActor, 'vip.delete', (tx) => {
+    const w = await controller.change(request.ferryActor, 'vip.delete', (tx) => {
       preconditions(request.headers, () => vipTag(tx.getVip(name)));
       return tx.deleteVip(name, null);
     });
