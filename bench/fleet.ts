@@ -61,7 +61,7 @@ async function untilChanged(f: FleetLab, from: string): Promise<number> {
 }
 
 export async function fleetRun(seed: 'shared' | 'own', o: { hosts: number; backends: number; streams: number; log: (s: string) => void }): Promise<FleetRun> {
-  const f = await FleetLab.start({ hosts: o.hosts, backends: o.backends, vips: [VIP], ...(seed === 'own' ? { hashSeed: 'own' as const } : {}) });
+  const f = await FleetLab.start({ hosts: o.hosts, backends: o.backends, vips: [VIP], ...(seed === 'own' ? { hashSeed: 'own' as const, store: 'none' as const } : {}) });
   try {
     await f.createVip({ name: 'echo', address: VIP, port: 7, protocol: 'tcp', backends: f.lab.backends.map((b) => ({ address: b.addr4 })) });
     await f.untilNexthops(VIP, f.lab.lbs);

@@ -19,7 +19,8 @@ import type { FleetConfig } from '../src/config/index.js';
 import { Fleet } from '../src/fleet/index.js';
 import { Etcd } from '../src/lab/etcd.js';
 import { planChecksums } from '../src/maglev/index.js';
-import type { FleetView } from '../src/model/fleet.js';
+import { compareMembers } from '../src/cli/fleet.js';
+import type { FleetMember, FleetView } from '../src/model/fleet.js';
 import type { VipRecord } from '../src/model/types.js';
 import { call, makeApi, type Api } from './lib/api-fixture.js';
 import { until } from './lib/until.js';
@@ -139,6 +140,7 @@ describe('fleet store on etcd', () => {
       }, 'three members with the same tables at one revision');
       const v = await view(a);
       assert.deepEqual(v.members.map((x) => x.name), ['a', 'b', 'c']);
+      assert.equal(compareMembers(v).same, true);
       assert.equal(v.members[0]!.api_url, 'http://a.invalid:8080');
       assert.equal(v.connected, true);
       assert.deepEqual(v.rejected, []);
@@ -291,6 +293,20 @@ describe('fleet store on etcd', () => {
     } finally {
       await a.close();
     }
+  });
+
+  it('fleet status: a member with other tables or behind the others does not agree', () => {
+    const m = (name: string, revision: number, seed: number, tables: string): FleetMember => ({
+      name, api_url: null, version: '1', revision, store_revision: 9, applied_revision: 9, hash_seed: seed, tables, vips: 2, updated: '',
+    });
+    const v: FleetView = {
+      host: 'a', endpoints: [], prefix: '/ferry/', connected: true, revision: 12, cluster: '1', hash_seed: 7, last_error: null, rejected: [],
+      members: [m('a', 12, 7, 'x'), m('b', 12, 7, 'x'), m('c', 12, 8, 'y'), m('d', 11, 7, 'x')],
+    };
+    const r = compareMembers(v);
+    assert.equal(r.same, false);
+    assert.deepEqual(r.members.map((x) => [x.name, x.agrees]), [['a', true], ['b', true], ['c', false], ['d', false]]);
+    assert.equal(compareMembers({ ...v, members: v.members.slice(0, 2) }).same, true);
   });
 
   it('GET /v1/fleet answers 404 on a host that is not a member', async () => {

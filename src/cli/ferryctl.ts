@@ -398,7 +398,7 @@ export function buildCli(): Command {
   monitorCommands(root, client);
   kubernetesCommands(root, client);
   bgpCommands(root, client);
-  fleetCommands(root, clientAt);
+  fleetCommands(root, clientAt, client);
   for (const c of allCommands(root)) c.exitOverride();
   return root;
 }

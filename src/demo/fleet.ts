@@ -1,7 +1,8 @@
 /**
  * `npm run demo -- --fleet`: three Ferry hosts behind a router with ECMP,
- * each announcing the VIPs by BGP through its own BIRD (src/lab/fleet.ts).
- * It shows the router's multipath route, spreads requests over the hosts,
+ * each announcing the VIPs by BGP through its own BIRD (src/lab/fleet.ts),
+ * sharing their VIPs and Maglev seed through the fleet store (etcd). It
+ * creates the VIPs through one host, shows the router's multipath route, spreads requests over the hosts,
  * then kills one host with SIGKILL and drains another with `ferryctl
  * drain-host` while long-lived streams run: they continue on the same
  * backends through the remaining host, byte for byte.
@@ -28,7 +29,7 @@ export async function fleetDemo(o: FleetDemoOptions): Promise<boolean> {
   const say = (s = '') => {
     if (!o.json) console.log(s);
   };
-  say('Building a fleet: a client behind a router (BIRD, ECMP), three Ferry hosts (ferryd + BIRD each), three backends…');
+  say('Building a fleet: a client behind a router (BIRD, ECMP), an etcd, three Ferry hosts (ferryd + BIRD each), three backends…');
   const f = await FleetLab.start({ hosts: 3, backends: 3, vips: [VIP] });
   let kept = false;
   const interrupted = () => {
@@ -40,12 +41,14 @@ export async function fleetDemo(o: FleetDemoOptions): Promise<boolean> {
   try {
     const { lbs, backends } = f.lab;
     say(`  lab ${f.lab.prefix}: hosts ${lbs.map((h) => `${h.name} ${h.addr4}`).join(', ')}; backends ${backends.map((b) => b.addr4).join(', ')}`);
-    say('  every host runs ferryd with bgp.enabled and the same datapath.hash_seed; its BIRD peers with the router');
+    say('  every host runs ferryd with bgp.enabled and fleet.etcd (one etcd prefix: the VIPs and the Maglev seed); its BIRD peers with the router');
     const specs: VipWithBackends[] = [80, 7].map((port) => ({
       name: port === 80 ? 'web' : 'echo', address: VIP, port, protocol: 'tcp', backends: backends.map((b) => ({ address: b.addr4 })),
     }));
-    say('\nCreating the same VIPs on every host (ferryctl vip add / backend add on each)…');
+    say(`\nCreating the VIPs through ${lbs[0]!.name} only: the write goes to etcd first, every host mirrors it…`);
     for (const v of specs) await f.createVip(v);
+    const status = f.ferryctl(f.members[0]!, ['fleet', 'status']);
+    say(status.out.trimEnd().split('\n').map((l) => `  ${l}`).join('\n'));
     await f.untilNexthops(VIP, lbs);
     say(`\nThe router learned ${VIP}/32 from every host and installed one multipath route:`);
     say(`  next hops ${f.nexthops(VIP).join(', ')}`);

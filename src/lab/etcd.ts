@@ -34,6 +34,8 @@ async function freePort(): Promise<number> {
 export class Etcd {
   private child: ChildProcess | undefined;
   private log = '';
+  /** etcd logged that it serves clients (the namespaced one cannot be asked from here). */
+  private serving = false;
 
   private constructor(private readonly o: EtcdOptions, private readonly clientPort: number, private readonly peerPort: number) {}
 
@@ -67,7 +69,11 @@ export class Etcd {
       : nsSpawn(this.o.netns, 'etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     this.log = '';
-    child.stderr?.on('data', (d: Buffer) => { this.log = (this.log + d.toString()).slice(-8000); });
+    this.serving = false;
+    child.stderr?.on('data', (d: Buffer) => {
+      this.log = (this.log + d.toString()).slice(-8000);
+      if (/serving client traffic|ready to serve client requests/.test(this.log)) this.serving = true;
+    });
     child.once('exit', () => { if (this.child === child) this.child = undefined; });
     const end = Date.now() + 20_000;
     while (!(await this.healthy())) {
@@ -78,7 +84,7 @@ export class Etcd {
   }
 
   private async healthy(): Promise<boolean> {
-    if (this.o.netns !== undefined) return /ready to serve client requests/.test(this.log);
+    if (this.o.netns !== undefined) return this.serving;
     try {
       const res = await fetch(`${this.url}/health`, { signal: AbortSignal.timeout(1000) });
       return res.ok;

@@ -11,7 +11,9 @@
  * which merges the equal routes into one multipath route in the kernel
  * (`merge paths`) and hashes flows over them by their ports too. The
  * router's BIRD is the lab's, not Ferry's: it stands for the operator's
- * router.
+ * router. With the fleet store (the default), an etcd in the router's
+ * namespace holds the members' VIPs and their shared Maglev seed: a VIP is
+ * created through one member and every member takes it from etcd.
  */
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
@@ -23,6 +25,7 @@ import { LbDatapath } from '../datapath/lb.js';
 import type { BgpView } from '../model/bgp.js';
 import type { VipWithBackends } from '../model/types.js';
 import type { ClientResult } from './client.js';
+import { Etcd } from './etcd.js';
 import { nsRun, nsSpawn } from './exec.js';
 import { LabFerryd, LAB_SIZES, runFerryctl } from './ferryd.js';
 import {
@@ -39,7 +42,16 @@ export interface FleetOptions {
   backends: number;
   /** VIP addresses every backend holds on lo and decapsulates for. */
   vips: string[];
-  /** The shared Maglev seed (datapath.hash_seed); 'own' gives each host its store's random one (a misconfigured fleet). */
+  /**
+   * The fleet store: 'etcd' (default) shares the VIPs and the seed through
+   * etcd; 'none' leaves each member on its own (VIPs created on each).
+   */
+  store?: 'etcd' | 'none';
+  /**
+   * The Maglev seed (datapath.hash_seed): by default the fleet store's (or a
+   * fixed one without it); 'own' gives each host its store's random one (a
+   * misconfigured fleet, without a fleet store).
+   */
   hashSeed?: number | 'own';
   /** More keys of each ferryd's bgp section (e.g. `med: 50`). */
   bgp?: readonly string[];
@@ -57,20 +69,36 @@ export interface FleetMember {
 
 const DEFAULT_SEED = 0x5eed_f1ee;
 
+/** The datapath section's seed for these options: none where the fleet store or the host's store gives it. */
+function seedConfig(o: FleetOptions): { datapath?: { hash_seed: number } } {
+  if (typeof o.hashSeed === 'number') return { datapath: { hash_seed: o.hashSeed } };
+  if (o.hashSeed === 'own' || (o.store ?? 'etcd') === 'etcd') return {};
+  return { datapath: { hash_seed: DEFAULT_SEED } };
+}
+
 export class FleetLab {
   readonly members: FleetMember[];
   private readonly streams = new Set<LabStream>();
   private readonly dps = new Map<string, LbDatapath>();
+  /** The fleet store (store: 'etcd'), in the router's namespace. */
+  etcd: Etcd | undefined;
 
   private constructor(readonly lab: Lab, private readonly o: FleetOptions) {
+    const fleet = (o.store ?? 'etcd') === 'etcd' ? [
+      'fleet:',
+      `  etcd: { endpoints: ["http://${lab.router!.addr4}:2379"], prefix: /ferry/, dial_timeout_ms: 1000 }`,
+      '  member_ttl_seconds: 3',
+    ] : [];
     this.members = lab.lbs.map((host) => {
       const dir = join(lab.dir, host.name);
       const birdConfig = join(dir, 'bird.conf');
       const birdSocket = join(dir, 'bird.ctl');
       const ferryd = new LabFerryd({
         ns: host.ns, dir, pinRoot: join(lab.bpfRoot, host.name),
-        ...(o.hashSeed === 'own' ? {} : { datapath: { hash_seed: o.hashSeed ?? DEFAULT_SEED } }),
+        ...seedConfig(o),
         extraConfig: [
+          ...fleet,
+          ...(fleet.length > 0 ? [`  host_name: ${host.name}`] : []),
           'bgp:',
           '  enabled: true',
           `  bird_config: ${birdConfig}`,
@@ -118,6 +146,9 @@ export class FleetLab {
     }
     await Promise.all(agents);
     this.startRouterBird();
+    if ((this.o.store ?? 'etcd') === 'etcd') {
+      this.etcd = await Etcd.start({ dir: join(lab.dir, 'etcd'), host: this.router.addr4, netns: this.router.ns });
+    }
     for (const m of this.members) m.ferryd.writeConfig();
     await Promise.all([
       ...this.members.map(async (m) => {
@@ -228,12 +259,28 @@ export class FleetLab {
     return dp;
   }
 
-  /** Creates the VIP with its backends on every member, one call each (until a fleet store shares them). */
+  /**
+   * Creates the VIP with its backends: through the first member, then
+   * waits until every member took it from the fleet store; without one, on
+   * every member, one call each.
+   */
   async createVip(v: VipWithBackends): Promise<void> {
     const { backends, ...spec } = v;
-    for (const m of this.members) {
+    const through = this.etcd === undefined ? this.members : this.members.slice(0, 1);
+    for (const m of through) {
       await m.api.request('POST', '/v1/vips', { body: spec });
       for (const b of backends ?? []) await m.api.request('POST', `/v1/vips/${v.name}/backends`, { body: b });
+    }
+    const want = backends?.length ?? 0;
+    const end = Date.now() + 15_000;
+    for (const m of this.members) {
+      for (;;) {
+        // 404 until the VIP arrives.
+        const page = await m.api.get<{ items: unknown[] }>(`/v1/vips/${v.name}/backends`).catch(() => null);
+        if (page !== null && page.items.length === want) break;
+        if (Date.now() > end) throw new Error(`${m.host.name} did not take VIP ${v.name} from the fleet store within 15 s`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
     }
   }
 
