@@ -18,6 +18,7 @@ import { pino } from 'pino';
 import type { FleetConfig } from '../src/config/index.js';
 import { Fleet } from '../src/fleet/index.js';
 import { Etcd } from '../src/lab/etcd.js';
+import { FerryMetrics } from '../src/metrics/index.js';
 import { planChecksums } from '../src/maglev/index.js';
 import { compareMembers } from '../src/cli/fleet.js';
 import type { FleetMember, FleetView } from '../src/model/fleet.js';
@@ -144,6 +145,16 @@ describe('fleet store on etcd', () => {
       assert.equal(v.members[0]!.api_url, 'http://a.invalid:8080');
       assert.equal(v.connected, true);
       assert.deepEqual(v.rejected, []);
+      const metrics = new FerryMetrics({
+        counters: () => ({ vips: [], drops: {} }),
+        status: () => ({ version: 't', revision: 0, applied_revision: 0, uptime_seconds: 0, interfaces: [], maps: [], last_reconcile: { changes: 0, duration_ms: 0 } }),
+        fleetView: () => a.fleet.view(),
+      }, { fleet: true });
+      const text = await metrics.render();
+      assert.match(text, /^ferry_fleet_connected 1$/m);
+      assert.match(text, new RegExp(`^ferry_fleet_revision ${v.revision}$`, 'm'));
+      assert.match(text, /^ferry_fleet_members 3$/m);
+      assert.match(text, /^ferry_fleet_rejected_keys 0$/m);
     } finally {
       await Promise.all([a.close(), b.close(), c.close()]);
     }

@@ -40,6 +40,7 @@ import { Announcer } from '../bgp/announcer.js';
 import { Birdc } from '../bgp/bird.js';
 import { Fleet } from '../fleet/index.js';
 import type { BgpView } from '../model/bgp.js';
+import type { FleetView } from '../model/fleet.js';
 import type { DpState } from '../model/dpstate.js';
 import type { MaglevTablesView } from '../model/maglev.js';
 import { planChecksums } from '../maglev/index.js';
@@ -246,7 +247,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
       checker: { probe: dsrProbe(this.hc) },
       onTargets: (targets) => this.retainDsrPairs(targets),
     });
-    this.metrics = new FerryMetrics(this, { kubernetes: c.mode === 'kubernetes', bgp: c.bgp.enabled });
+    this.metrics = new FerryMetrics(this, { kubernetes: c.mode === 'kubernetes', bgp: c.bgp.enabled, fleet: c.fleet.etcd.endpoints.length > 0 });
     if (c.bgp.enabled) {
       if (c.datapath.hash_seed === null && c.fleet.etcd.endpoints.length === 0) {
         this.log.warn('bgp is enabled but neither datapath.hash_seed nor a fleet store is set: hosts behind one ECMP router need the same seed, or flows they move between them are reset');
@@ -595,6 +596,11 @@ export class Daemon implements DaemonInfo, MetricsSource {
   /** The BGP announcement (metrics: ferry_bgp_*); null when bgp is not enabled. */
   bgpView(): BgpView | null {
     return this.bgp?.view() ?? null;
+  }
+
+  /** The fleet store (metrics: ferry_fleet_*); null on a host of its own. */
+  fleetView(): FleetView | null {
+    return this.fleet?.view() ?? null;
   }
 
   /** The Maglev tables as other hosts compare them (GET /v1/maglev). */

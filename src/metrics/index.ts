@@ -7,6 +7,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { StatsBody, StatusBody } from '../api/types.js';
 import type { BgpView } from '../model/bgp.js';
+import type { FleetView } from '../model/fleet.js';
 import type { KubernetesView } from '../k8s/mode.js';
 import type { ReconcileReport } from '../model/dpstate.js';
 
@@ -25,6 +26,8 @@ export interface MetricsSource {
   kubernetes?(): KubernetesView | null;
   /** The BGP announcement (bgp.enabled only). */
   bgpView?(): BgpView | null;
+  /** The fleet store (fleet members only). */
+  fleetView?(): FleetView | null;
 }
 
 export interface MetricsOptions {
@@ -32,6 +35,8 @@ export interface MetricsOptions {
   kubernetes?: boolean;
   /** Register the ferry_bgp_* metrics (bgp.enabled). */
   bgp?: boolean;
+  /** Register the ferry_fleet_* metrics (a fleet member). */
+  fleet?: boolean;
 }
 
 const INFORMERS = [['services', 'services'], ['endpointslices', 'endpoint_slices'], ['nodes', 'nodes']] as const;
@@ -73,6 +78,7 @@ export class FerryMetrics {
   private scrape: { counters: StatsBody; status: StatusBody } | undefined;
   private k8sScrape: { view: KubernetesView | null } | undefined;
   private bgpScrape: { view: BgpView | null } | undefined;
+  private fleetScrape: { view: FleetView | null } | undefined;
   private readonly k8sBatchSeconds: Histogram | undefined;
 
   constructor(private readonly source: MetricsSource, opts: MetricsOptions = {}) {
@@ -100,6 +106,7 @@ export class FerryMetrics {
       this.kubernetesMetrics();
     }
     if (opts.bgp) this.bgpMetrics();
+    if (opts.fleet) this.fleetMetrics();
   }
 
   private get counters(): StatsBody {
@@ -218,6 +225,19 @@ export class FerryMetrics {
     });
   }
 
+  private fleetMetrics(): void {
+    const r = this.registry;
+    const one = (pick: (v: FleetView) => number) => (): Array<[Record<string, string>, number]> => {
+      this.fleetScrape ??= { view: this.source.fleetView?.() ?? null };
+      const v = this.fleetScrape.view;
+      return v === null ? [] : [[{}, pick(v)]];
+    };
+    mirroredGauge(r, 'ferry_fleet_connected', '1 while this host watches the fleet store (etcd); 0: serving what it mirrored last, writes refused.', [], one((v) => (v.connected ? 1 : 0)));
+    mirroredGauge(r, 'ferry_fleet_revision', 'The etcd revision this host\'s store mirrors.', [], one((v) => v.revision));
+    mirroredGauge(r, 'ferry_fleet_rejected_keys', 'Keys of the fleet store this host could not apply.', [], one((v) => v.rejected.length));
+    mirroredGauge(r, 'ferry_fleet_members', 'Fleet members with a live record, this host included.', [], one((v) => v.members.length));
+  }
+
   /** Called after every Kubernetes sync batch. */
   observeK8sBatch(ms: number): void {
     this.k8sBatchSeconds?.observe(ms / 1000);
@@ -239,12 +259,14 @@ export class FerryMetrics {
     this.scrape = undefined;
     this.k8sScrape = undefined;
     this.bgpScrape = undefined;
+    this.fleetScrape = undefined;
     try {
       return await this.registry.metrics();
     } finally {
       this.scrape = undefined;
       this.k8sScrape = undefined;
       this.bgpScrape = undefined;
+      this.fleetScrape = undefined;
     }
   }
 
