@@ -19,7 +19,7 @@ import { FerryMetrics } from '../src/metrics/index.js';
 import type { BgpView } from '../src/model/bgp.js';
 import { IncrementalPlanner } from '../src/reconcile/plan.js';
 import { openStore } from '../src/store/store.js';
-import { call, FakeApplier, makeApi } from './lib/api-fixture.js';
+import { call, FakeApplier, idleMetricsSource, makeApi } from './lib/api-fixture.js';
 
 const silent = pino({ level: 'silent' });
 const hasBird = spawnSync('bird', ['--version']).status === 0;
@@ -397,11 +397,7 @@ describe('bgp: API and metrics', () => {
       r.bird.sessions = [{ name: 'ferry_peer1', proto: 'BGP', state: 'up', since: '2026-12-07 03:16:15', info: 'Established' }];
       await r.announcer.refresh();
       await r.announcer.settled();
-      const m = new FerryMetrics({
-        counters: () => ({ vips: [], drops: {} }),
-        status: () => ({ version: 't', revision: 0, applied_revision: 0, uptime_seconds: 0, interfaces: [], maps: [], last_reconcile: { changes: 0, duration_ms: 0 } }),
-        bgpView: () => r.announcer.view(),
-      }, { bgp: true });
+      const m = new FerryMetrics(idleMetricsSource({ bgpView: () => r.announcer.view() }), { bgp: true });
       const text = await m.render();
       assert.match(text, /^ferry_bgp_announced_prefixes 1$/m);
       assert.match(text, /^ferry_bgp_host_drained 0$/m);

@@ -23,7 +23,7 @@ import { planChecksums } from '../src/maglev/index.js';
 import { compareMembers } from '../src/cli/fleet.js';
 import type { FleetMember, FleetView } from '../src/model/fleet.js';
 import type { VipRecord } from '../src/model/types.js';
-import { call, makeApi, type Api } from './lib/api-fixture.js';
+import { call, idleMetricsSource, makeApi, type Api } from './lib/api-fixture.js';
 import { until } from './lib/until.js';
 
 const silent = pino({ level: process.env.FLEET_LOG ?? 'silent' });
@@ -145,11 +145,7 @@ describe('fleet store on etcd', () => {
       assert.equal(v.members[0]!.api_url, 'http://a.invalid:8080');
       assert.equal(v.connected, true);
       assert.deepEqual(v.rejected, []);
-      const metrics = new FerryMetrics({
-        counters: () => ({ vips: [], drops: {} }),
-        status: () => ({ version: 't', revision: 0, applied_revision: 0, uptime_seconds: 0, interfaces: [], maps: [], last_reconcile: { changes: 0, duration_ms: 0 } }),
-        fleetView: () => a.fleet.view(),
-      }, { fleet: true });
+      const metrics = new FerryMetrics(idleMetricsSource({ fleetView: () => a.fleet.view() }), { fleet: true });
       const text = await metrics.render();
       assert.match(text, /^ferry_fleet_connected 1$/m);
       assert.match(text, new RegExp(`^ferry_fleet_revision ${v.revision}$`, 'm'));

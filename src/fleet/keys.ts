@@ -51,7 +51,7 @@ export type Content =
 
 /** Decodes a VIP or policy value; throws an Error saying what is wrong (the store validates the rest). */
 export function decodeContent(kind: 'vip' | 'policy', name: string, raw: string | null): Content {
-  if (raw === null) return kind === 'vip' ? { kind, name, value: null } : { kind, name, value: null };
+  if (raw === null) return { kind, name, value: null };
   let value: unknown;
   try {
     value = JSON.parse(raw);

@@ -8,6 +8,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { buildApp } from '../../src/api/app.js';
 import type { ApiOptions, DaemonInfo, StatsBody, StatusBody } from '../../src/api/types.js';
 import { Controller } from '../../src/daemon/controller.js';
+import type { MetricsSource } from '../../src/metrics/index.js';
 import type { Applier, DpState, ReconcileReport } from '../../src/model/dpstate.js';
 import { planState } from '../../src/reconcile/plan.js';
 import { openStore } from '../../src/store/store.js';
@@ -60,6 +61,17 @@ export class FakeInfo implements DaemonInfo {
       drops: { policy: 3, fragment: 1 },
     };
   }
+}
+
+/** A metrics source with an idle datapath and whatever views a test adds (bgpView, fleetView, ...). */
+export function idleMetricsSource(views: Partial<MetricsSource> = {}): MetricsSource {
+  return {
+    counters: () => ({ vips: [], drops: {} }),
+    status: () => ({
+      version: 't', revision: 0, applied_revision: 0, uptime_seconds: 0, interfaces: [], maps: [], last_reconcile: { changes: 0, duration_ms: 0 },
+    }),
+    ...views,
+  };
 }
 
 export interface Api {
