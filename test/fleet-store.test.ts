@@ -302,6 +302,25 @@ describe('fleet store on etcd', () => {
     }
   });
 
+  it('a member whose datapath refuses a revision retries it, refuses writes meanwhile, then catches up', async () => {
+    const p = prefix();
+    const [a, b] = [await member('a', etcd.url, p), await member('b', etcd.url, p)];
+    try {
+      b.api.applier.failing = 'the VIP map is full';
+      assert.equal((await call(a.api.app, { method: 'POST', url: '/v1/vips', body: webVip('web', 1) })).statusCode, 201);
+      await until(() => b.fleet.view().last_error?.includes('the VIP map is full') ?? false, 'b reporting the refusal');
+      assert.deepEqual(vipNames(b), []);
+      const refused = await call(b.api.app, { method: 'POST', url: '/v1/vips', body: webVip('other', 2) });
+      assert.equal(refused.statusCode, 503, refused.body);
+      assert.match(refused.json<{ detail: string }>().detail, /behind the fleet store/);
+      b.api.applier.failing = null;
+      await converged([a, b], ['web']);
+      assert.equal(b.fleet.view().last_error, null);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
   it('fleet status: a member with other tables or behind the others does not agree', () => {
     const m = (name: string, revision: number, seed: number, tables: string): FleetMember => ({
       name, api_url: null, version: '1', revision, store_revision: 9, applied_revision: 9, hash_seed: seed, tables, vips: 2, updated: '',

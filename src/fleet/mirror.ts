@@ -70,12 +70,14 @@ export class FleetMirror {
   cluster: string | null = null;
   live = false;
   lastError: string | null = null;
+  /** Why the next watched revision does not apply (retried), or null. */
+  stalled: string | null = null;
   private watcher: Watcher | undefined;
   private queue: Batch[] = [];
   private holds = 0;
   private lock: Promise<unknown> = Promise.resolve();
   private stopped = false;
-  private stalled: NodeJS.Timeout | undefined;
+  private retry: NodeJS.Timeout | undefined;
   private reconnect: NodeJS.Timeout | undefined;
   private waiters: Array<{ revision: number; resolve: () => void }> = [];
 
@@ -93,7 +95,7 @@ export class FleetMirror {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.stalled);
+    clearTimeout(this.retry);
     clearTimeout(this.reconnect);
     this.live = false;
     const w = this.watcher;
@@ -206,12 +208,12 @@ export class FleetMirror {
       this.members.clear();
       this.rejected.clear();
       this.queue = [];
+      this.stalled = null;
       const local = this.o.controller.read((tx) => tx.exportState(null));
       // Everything this host holds that the prefix lacks goes: a delete event for it.
-      const absent = [
-        ...local.vips.filter((v) => !kvs.some((kv) => kv.key === vipKey(v.name))).map((v) => ({ key: vipKey(v.name), mod: revision, value: null })),
-        ...(local.policies ?? []).filter((p) => !kvs.some((kv) => kv.key === policyKey(p.name))).map((p) => ({ key: policyKey(p.name), mod: revision, value: null })),
-      ];
+      const inPrefix = new Set(kvs.map((kv) => kv.key));
+      const absent = [...local.vips.map((v) => vipKey(v.name)), ...(local.policies ?? []).map((p) => policyKey(p.name))]
+        .filter((key) => !inPrefix.has(key)).map((key) => ({ key, mod: revision, value: null }));
       // Another cluster's (or an older) mark means nothing here: the store now mirrors this read.
       this.revision = 0;
       await this.exclusive(async () => this.apply({ events: [...kvs, ...absent] }, revision, 'fleet.sync'));
@@ -272,13 +274,16 @@ export class FleetMirror {
       try {
         this.apply(batch, top, 'fleet.apply');
       } catch (err) {
-        this.lastError = `applying revision ${top}: ${(err as Error).message}`;
+        this.stalled = `applying revision ${top}: ${(err as Error).message}`;
+        this.lastError = this.stalled;
         this.o.log.error({ err: (err as Error).message, revision: top }, 'fleet: the change could not be applied; retrying');
-        clearTimeout(this.stalled);
-        this.stalled = setTimeout(() => this.drain(), this.o.retryMs ?? 1000);
-        this.stalled.unref();
+        clearTimeout(this.retry);
+        this.retry = setTimeout(() => this.drain(), this.o.retryMs ?? 1000);
+        this.retry.unref();
         return;
       }
+      if (this.stalled !== null) this.lastError = null;
+      this.stalled = null;
       this.queue.shift();
     }
   }

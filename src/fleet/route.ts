@@ -53,6 +53,9 @@ export class FleetRoute implements WriteRoute {
         'writes go to etcd first, so nothing was changed (this host keeps serving what it mirrored last)',
       );
     }
+    if (mirror.stalled !== null) {
+      throw new FleetUnavailableError(`this host is behind the fleet store (${mirror.stalled}); writes wait until it has caught up`);
+    }
     // Throws what a local write would (validation, conflict, precondition): nothing reaches etcd.
     const named = controller.dryRun((tx) => {
       fn(tx);

@@ -57,7 +57,7 @@ export function replaceState(
   return changes.sort(compareChanges);
 }
 
-/** Whether a resource is the replace's to change; `null` scope: every resource of the owner. */
+/** Whether a resource is the replace's to change; without a scope, every resource of the owner is. */
 interface InScope {
   vip(name: string): boolean;
   policy(name: string): boolean;
