@@ -247,9 +247,11 @@ export class Daemon implements DaemonInfo, MetricsSource {
       checker: { probe: dsrProbe(this.hc) },
       onTargets: (targets) => this.retainDsrPairs(targets),
     });
-    this.metrics = new FerryMetrics(this, { kubernetes: c.mode === 'kubernetes', bgp: c.bgp.enabled, fleet: c.fleet.etcd.endpoints.length > 0 });
+    // A fleet member: the API's resources come from the fleet store (src/fleet).
+    const inFleet = c.fleet.etcd.endpoints.length > 0;
+    this.metrics = new FerryMetrics(this, { kubernetes: c.mode === 'kubernetes', bgp: c.bgp.enabled, fleet: inFleet });
     if (c.bgp.enabled) {
-      if (c.datapath.hash_seed === null && c.fleet.etcd.endpoints.length === 0) {
+      if (c.datapath.hash_seed === null && !inFleet) {
         this.log.warn('bgp is enabled but neither datapath.hash_seed nor a fleet store is set: hosts behind one ECMP router need the same seed, or flows they move between them are reset');
       }
       this.bgp = new Announcer({
@@ -272,7 +274,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.attachInterfaces(c.interfaces);
     // Announced only once the datapath is attached and holds the store's state.
     this.bgp?.start();
-    if (c.fleet.etcd.endpoints.length > 0) this.fleet = this.openFleet();
+    if (inFleet) this.fleet = this.openFleet();
     this.events = openEventStream(this.dp, this.store, () => this.config.datapath, {
       onError: (err) => this.log.error({ err: (err as Error).message }, 'reading live events failed'),
     });

@@ -318,7 +318,8 @@ export class FleetMirror {
       this.o.onChange();
       return;
     }
-    const before = this.o.controller.read((tx) => tx.snapshot().hash_seed);
+    // The store's seed before this write: read only when the batch carries one.
+    const before = seed === null ? null : this.o.controller.read((tx) => tx.snapshot().hash_seed);
     // A watch batch is one write of one member (the fence names it); a full read is many.
     const by = action === 'fleet.apply' ? fence : null;
     this.o.controller.write(by === null ? 'fleet' : `${by.actor}@${by.host}`, by?.action ?? action, (tx) => {
