@@ -113,11 +113,7 @@ describe('fleet: Ferry hosts behind ECMP, announced by BGP through BIRD', { skip
       assert.equal(view.prefixes.find((p) => p.prefix === `${VIP2}/32`)?.reason, 'no active backend', x.host.name);
     }
     // Every member mirrors the write: the fleet store's members agree (same revision, seed and tables).
-    let status = f.ferryctl(member('lb3'), ['--json', 'fleet', 'status']);
-    for (let i = 0; i < 50 && status.code !== 0; i++) {
-      await new Promise((r) => setTimeout(r, 200));
-      status = f.ferryctl(member('lb3'), ['--json', 'fleet', 'status']);
-    }
+    const status = await f.fleetStatus(member('lb3'), ['--json']);
     assert.equal(status.code, 0, status.out + status.err);
     const r = JSON.parse(status.out) as { members: Array<{ name: string; agrees: boolean }> };
     assert.deepEqual(r.members.map((x) => x.name), ['lb1', 'lb2', 'lb3']);

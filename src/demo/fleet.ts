@@ -47,7 +47,7 @@ export async function fleetDemo(o: FleetDemoOptions): Promise<boolean> {
     }));
     say(`\nCreating the VIPs through ${lbs[0]!.name} only: the write goes to etcd first, every host mirrors it…`);
     for (const v of specs) await f.createVip(v);
-    const status = f.ferryctl(f.members[0]!, ['fleet', 'status']);
+    const status = await f.fleetStatus(f.members[0]!);
     say(status.out.trimEnd().split('\n').map((l) => `  ${l}`).join('\n'));
     await f.untilNexthops(VIP, lbs);
     say(`\nThe router learned ${VIP}/32 from every host and installed one multipath route:`);

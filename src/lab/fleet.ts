@@ -294,6 +294,20 @@ export class FleetLab {
   }
 
   /**
+   * `ferryctl fleet status` (the fleet store's members) on a member, asked
+   * again until the members agree or `timeoutMs` passed: a member's record
+   * follows its applies within a moment. The last answer either way.
+   */
+  async fleetStatus(m: FleetMember, args: readonly string[] = [], timeoutMs = 10_000): Promise<{ code: number; out: string; err: string }> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const r = this.ferryctl(m, [...args, 'fleet', 'status']);
+      if (r.code === 0 || Date.now() > end) return r;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+
+  /**
    * The host dies: ferryd and BIRD SIGKILLed (the kernel closes BIRD's
    * session, so the router withdraws at once) and its link goes down.
    */
