@@ -97,6 +97,10 @@ describe('config', () => {
       kubeconfig: null, node_name: null, proxy_name: null, drain_seconds: 30, batch_delay_ms: 200, batch_max_events: 10000,
       resync_seconds: 600, node_port_address_types: ['InternalIP', 'ExternalIP'], health_check_addresses: ['0.0.0.0', '::'],
       socket_lb: { enabled: true, cgroup: null }, nat: { enabled: true }, external_path: 'xdp',
+      lb_ipam: {
+        enabled: false, pools: [], load_balancer_class: null,
+        lease: { namespace: 'kube-system', name: 'ferry-lb-ipam', duration_seconds: 15, renew_deadline_seconds: 10, retry_period_seconds: 2 },
+      },
     });
     assert.equal(c.api.probe_listen, null);
     // Standalone ignores the section's requirements (NODE_NAME is not read).

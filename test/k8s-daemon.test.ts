@@ -11,13 +11,14 @@
  * start with a clear message.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { appendFileSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { KubernetesView } from '../src/k8s/mode.js';
+import type { Service } from '../src/k8s/types.js';
 import { packageRoot } from '../src/paths.js';
 import { bpfUnavailable } from './lib/harness.js';
 import {
@@ -37,6 +38,7 @@ const HCNP = 32100;
 const PROBES = '127.0.0.1:9402';
 const VIP = 'k8s.default.web.tcp80.198-18-0-10';
 const NODE_PORT_VIP = 'k8s.default.web.tcp30080.198-18-0-1';
+const POOL = '198.18.0.10-198.18.0.19';
 
 /** A request over the daemon's unix socket. */
 function call(socket: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: string }> {
@@ -111,6 +113,7 @@ describe('ferryd in kubernetes mode', { skip }, () => {
   let gate: UnixGate;
   let forwarder: { stop(): Promise<void> } | undefined;
   let d: Ferryd | undefined;
+  let bird: ChildProcess | undefined;
   /** The socket-LB serves this cgroup only (not the whole host). */
   const cgroup = join(DEFAULT_CGROUP2_ROOT, `ferrytest-k8sd-${process.pid}`);
 
@@ -134,11 +137,19 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     writeKubeconfig(kubeconfig, `https://127.0.0.1:${API_PORT}`, server.caFile, server.token!);
     appendFileSync(e.config, [
       '', 'mode: kubernetes', 'kubernetes:', `  kubeconfig: ${kubeconfig}`, '  drain_seconds: 1', '  batch_delay_ms: 20',
-      '  health_check_addresses: ["127.0.0.1"]', '  socket_lb:', `    cgroup: ${cgroup}`, '',
+      '  health_check_addresses: ["127.0.0.1"]', '  socket_lb:', `    cgroup: ${cgroup}`,
+      // web's address is in the pool (kept); a Service without one gets the next.
+      '  lb_ipam:', '    enabled: true', `    pools: [{ name: edge, addresses: ["${POOL}"] }]`,
+      '    lease: { duration_seconds: 2, renew_deadline_seconds: 1.5, retry_period_seconds: 0.2 }',
+      'bgp:', '  enabled: true', '  router_id: 198.18.0.1', `  bird_config: ${join(e.dir, 'bird.conf')}`,
+      `  bird_socket: ${join(e.dir, 'bird.ctl')}`, '  prefixes: ["198.18.0.0/24"]',
+      // A session that never comes up (nothing listens on the namespace's loopback): BIRD's table is what is checked.
+      '  neighbors: [{ address: 127.0.0.2, as: 65000, port: 1179 }]', '',
     ].join('\n'));
   });
 
   after(async () => {
+    bird?.kill('SIGKILL');
     if (d) await stopFerryd(d, 'SIGKILL');
     await forwarder?.stop();
     await gate?.close();
@@ -270,6 +281,39 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     const v = await view(e);
     assert.deepEqual([v.services, v.cluster_ips.entries, v.health_check_node_ports.ports.length], [1, 0, 0]);
     assert.equal(v.cluster_ips.consumer_stats['services'], 0, 'and the socket-LB forgot it');
+  });
+
+  it('LB-IPAM: a LoadBalancer Service without an address gets one from the pool, becomes a VIP and is announced through BIRD', async () => {
+    const birdc = (args: string[]): string => spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'birdc', '-s', join(e.dir, 'bird.ctl'), ...args], { encoding: 'utf8' }).stdout;
+    bird = spawn('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'bird', '-f', '-c', join(e.dir, 'bird.conf'), '-s', join(e.dir, 'bird.ctl')], { stdio: 'ignore' });
+    await until(() => /BIRD .* ready/.test(birdc(['show', 'status'])), 'BIRD to start');
+    server.upsert('services', service('edge', {
+      type: 'LoadBalancer', clusterIP: '10.96.0.20', ports: [{ name: 'http', port: 8080, targetPort: 80, nodePort: 30081, protocol: 'TCP' }],
+    }));
+    server.upsert('endpointslices', slice('edge-abc', [['10.244.0.7', { node: 'node-a' }]]));
+    await until(() => (server.get('services', 'default/edge') as Service | undefined)?.status?.loadBalancer?.ingress?.[0]?.ip === '198.18.0.10',
+      'the allocator to write edge\'s status');
+    // web (deleted above) gave its address back: the lowest free one is edge's now.
+    await until(async () => (await vips(e)).some((v) => v.address === '198.18.0.10' && v.port === 8080), 'the VIP from the status');
+    await until(() => /198\.18\.0\.10\/32/.test(birdc(['show', 'route'])), 'BIRD to hold the route');
+    const bgp = JSON.parse((await call(e.socket, 'GET', '/v1/bgp')).body) as { prefixes: Array<{ prefix: string; announced: boolean }> };
+    // (198.18.0.1, the NodePort VIP's, is announced too here: the Node object's address is not on this namespace's interfaces.)
+    assert.ok(bgp.prefixes.some((p) => p.prefix === '198.18.0.10/32' && p.announced), JSON.stringify(bgp.prefixes));
+    const v = (await view(e)).lb_ipam!;
+    assert.deepEqual([v.leader, v.holder, v.lease, v.services, v.pending, v.writes], [true, 'node-a', 'kube-system/ferry-lb-ipam', 1, [], 1]);
+    assert.deepEqual(v.pools, [{ name: 'edge', addresses: [POOL], allocated: 1 }]);
+    const text = ferryctl(e, ['kubernetes']);
+    assert.match(text.out, /^LB-IPAM\s+leader, 1 Services, 0 pending, 1 writes$/m);
+    assert.match(text.out, /LoadBalancer address pools:\nPOOL\s+ALLOCATED\s+ADDRESSES\nedge\s+1\s+198\.18\.0\.10-198\.18\.0\.19/);
+    const m = await getText(e.socket, '/metrics');
+    assert.equal(sample(m, 'ferry_k8s_lb_ipam_leader'), 1);
+    assert.equal(sample(m, 'ferry_k8s_lb_ipam_allocated{pool="edge"}'), 1);
+    assert.equal(sample(m, 'ferry_k8s_lb_ipam_writes_total'), 1);
+    // The Service goes: its VIP and its route go with it.
+    server.remove('services', 'default/edge');
+    await until(() => !/198\.18\.0\.10\/32/.test(birdc(['show', 'route'])), 'the route to be withdrawn');
+    bird.kill('SIGTERM');
+    bird = undefined;
   });
 
   it('SIGHUP keeps the kubernetes section (a restart applies it) and stays ready', async () => {

@@ -1,6 +1,7 @@
 /**
  * config/kubernetes/: the manifests parse, RBAC grants exactly get/list/watch
- * on Services, EndpointSlices and Nodes (what the watch reads), the
+ * on Services, EndpointSlices and Nodes (what the watch reads) and, for the
+ * LoadBalancer IP allocator, Service status updates and its Lease, the
  * ConfigMap's ferry.yaml is a valid ferryd config once the DaemonSet's
  * environment is applied, and the DaemonSet mounts, probes and runs what
  * that config names.
@@ -68,6 +69,33 @@ const one = (kind: string): Obj => {
   assert.equal(found.length, 1, `exactly one ${kind}`);
   return found[0]!;
 };
+const named = (kind: string, name: string): Obj => {
+  const found = objs.filter((o) => o.kind === kind && o.metadata.name === name);
+  assert.equal(found.length, 1, `exactly one ${kind} ${name}`);
+  return found[0]!;
+};
+
+/** "group/resource:verb" of every rule (no resourceNames, no non-resource URLs). */
+function grantsOf(role: Obj): Set<string> {
+  const grants = new Set<string>();
+  for (const r of role['rules'] as Rule[]) {
+    assert.equal(r.resourceNames, undefined);
+    assert.equal(r.nonResourceURLs, undefined);
+    for (const g of r.apiGroups) for (const res of r.resources) for (const v of r.verbs) grants.add(`${g}/${res}:${v}`);
+  }
+  return grants;
+}
+
+/** The binding of that kind naming `role` binds it to the ServiceAccount, and only to it. */
+function assertBound(kind: 'ClusterRoleBinding' | 'RoleBinding', role: Obj, sa: Obj): void {
+  const binding = objs.find((o) => o.kind === kind && (o['roleRef'] as { name: string }).name === role.metadata.name) as
+    Obj & { roleRef: object; subjects: object[] } | undefined;
+  assert.ok(binding, `a ${kind} for ${role.metadata.name}`);
+  assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: role.kind, name: role.metadata.name });
+  assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+  if (kind === 'RoleBinding') assert.equal(binding.metadata.namespace, role.metadata.namespace);
+}
+
 const daemonSet = one('DaemonSet');
 const pod = (daemonSet['spec'] as { template: { spec: PodSpec } }).template.spec;
 const container = pod.containers[0]!;
@@ -105,30 +133,35 @@ describe('kubernetes manifests', () => {
     const kust = one('Kustomization') as Obj & { resources: string[] };
     const files = readdirSync(dir).filter((n) => n.endsWith('.yaml') && n !== 'kustomization.yaml').sort();
     assert.deepEqual([...kust.resources].sort(), files);
-    const namespaced = objs.filter((o) => ['ServiceAccount', 'ConfigMap', 'DaemonSet'].includes(o.kind));
+    const namespaced = objs.filter((o) => ['ServiceAccount', 'ConfigMap', 'DaemonSet', 'Role', 'RoleBinding'].includes(o.kind));
     assert.deepEqual([...new Set(namespaced.map((o) => o.metadata.namespace))], ['kube-system']);
   });
 
   it('RBAC: exactly get, list and watch on services, nodes and discovery.k8s.io endpointslices, bound to the DaemonSet\'s ServiceAccount', () => {
-    assert.equal(objs.filter((o) => o.kind === 'Role' || o.kind === 'RoleBinding').length, 0, 'no namespaced roles');
-    const role = one('ClusterRole');
-    const grants = new Set<string>();
-    for (const r of role['rules'] as Rule[]) {
-      assert.equal(r.resourceNames, undefined);
-      assert.equal(r.nonResourceURLs, undefined);
-      for (const g of r.apiGroups) for (const res of r.resources) for (const v of r.verbs) grants.add(`${g}/${res}:${v}`);
-    }
+    const role = named('ClusterRole', 'ferry');
+    const grants = grantsOf(role);
     const want = ['/services', '/nodes', 'discovery.k8s.io/endpointslices'].flatMap((r) => ['get', 'list', 'watch'].map((v) => `${r}:${v}`));
     assert.deepEqual([...grants].sort(), want.sort());
     // What the watch reads is exactly what is granted.
     assert.deepEqual([SERVICES_PATH, NODES_PATH, ENDPOINTSLICES_PATH], ['/api/v1/services', '/api/v1/nodes', '/apis/discovery.k8s.io/v1/endpointslices']);
 
     const sa = one('ServiceAccount');
-    const binding = one('ClusterRoleBinding') as Obj & { roleRef: { kind: string; name: string }; subjects: Array<{ kind: string; name: string; namespace: string }> };
-    assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role.metadata.name });
-    assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+    assertBound('ClusterRoleBinding', role, sa);
     assert.equal(pod.serviceAccountName, sa.metadata.name);
     assert.notEqual(pod.automountServiceAccountToken, false, 'the in-cluster credentials need the token');
+  });
+
+  it('RBAC for the LoadBalancer IP allocator: Service status updates, and its Lease in kube-system only', () => {
+    const sa = one('ServiceAccount');
+    const cluster = named('ClusterRole', 'ferry-lb-ipam');
+    assert.deepEqual([...grantsOf(cluster)], ['/services/status:update']);
+    assertBound('ClusterRoleBinding', cluster, sa);
+    const lease = named('Role', 'ferry-lb-ipam');
+    assert.equal(lease.metadata.namespace, 'kube-system');
+    const defaults = parseConfig('mode: standalone\n', 'defaults').kubernetes.lb_ipam.lease;
+    assert.equal(lease.metadata.namespace, defaults.namespace, 'where the allocator keeps its Lease by default');
+    assert.deepEqual([...grantsOf(lease)].sort(), ['coordination.k8s.io/leases:create', 'coordination.k8s.io/leases:get', 'coordination.k8s.io/leases:update']);
+    assertBound('RoleBinding', lease, sa);
   });
 
   it('the ConfigMap\'s ferry.yaml validates with the DaemonSet\'s environment: kubernetes mode, in-cluster, node name and encap source per node', () => {

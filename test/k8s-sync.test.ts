@@ -81,7 +81,7 @@ afterEach(async () => {
 
 /** The informers hold what the server holds, and the sync has written all of it. */
 async function settle(r: Rig, ms = 10_000): Promise<void> {
-  const caches: Record<ResourceName, Map<string, KubeObject>> = {
+  const caches: Record<Exclude<ResourceName, 'leases'>, Map<string, KubeObject>> = {
     services: r.watch.services.cache, endpointslices: r.watch.endpointSlices.cache, nodes: r.watch.nodes.cache,
   };
   const caughtUp = (): boolean => (['services', 'endpointslices'] as const).every((res) => {

@@ -210,7 +210,7 @@ const kubernetes: JsonSchema = {
   description: 'The Kubernetes mode: watch and sync state, the ClusterIP list, health-check node ports, and what is not served and why.',
   required: [
     'node_name', 'proxy_name', 'credentials', 'server', 'ready', 'synced', 'services', 'informers', 'sync', 'cluster_ips',
-    'nat', 'node_endpoints', 'health_check_node_ports', 'skipped', 'ignored',
+    'nat', 'node_endpoints', 'health_check_node_ports', 'skipped', 'ignored', 'lb_ipam',
   ],
   properties: {
     node_name: str,
@@ -291,6 +291,31 @@ const kubernetes: JsonSchema = {
     },
     skipped: skippedList('What is not served and why: translation limits (e.g. port translation) and store refusals.'),
     ignored: skippedList('Services that are not ours: headless, ExternalName, another service-proxy-name.'),
+    lb_ipam: {
+      type: ['object', 'null'],
+      description: 'LoadBalancer IP allocation from pools (kubernetes.lb_ipam), run by the node holding the Lease; null when not enabled.',
+      required: ['leader', 'holder', 'lease', 'transitions', 'load_balancer_class', 'pools', 'services', 'pending', 'writes', 'conflicts', 'errors', 'last_error'],
+      properties: {
+        leader: { type: 'boolean', description: 'This node holds the Lease and writes the Services\' status.' },
+        holder: { type: ['string', 'null'], description: 'The Lease\'s holder as last read ("" = released; null = not read yet).' },
+        lease: { type: 'string', description: '"namespace/name" of the Lease.' },
+        transitions: { type: 'integer', description: 'Times this node became the leader.' },
+        load_balancer_class: { type: ['string', 'null'], description: 'The spec.loadBalancerClass served; null: Services without one.' },
+        pools: {
+          type: 'array',
+          items: {
+            type: 'object', required: ['name', 'addresses', 'allocated'],
+            properties: { name: str, addresses: { type: 'array', items: str }, allocated: { type: 'integer', description: 'Addresses given out.' } },
+          },
+        },
+        services: { type: 'integer', description: 'Served Services (type LoadBalancer, the class above).' },
+        pending: skippedList('Served Services missing an address, and why (pool exhausted, asked-for address taken or outside the pools).'),
+        writes: { type: 'integer', description: 'Service status writes by this node.' },
+        conflicts: { type: 'integer', description: 'Writes refused because the Service changed meanwhile (redone from the newer version).' },
+        errors: { type: 'integer', description: 'Failed status writes (retried with backoff).' },
+        last_error: { type: ['string', 'null'], description: 'The last failed status write, else the last failed Lease request while it is the latest; null: none.' },
+      },
+    },
   },
 };
 

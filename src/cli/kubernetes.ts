@@ -27,6 +27,11 @@ function printView(v: KubernetesView, only: 'all' | 'skipped' | 'ignored'): void
     line('kernel NAT', v.nat.enabled
       ? `${v.nat.entries} ${v.nat.entries === 1 ? 'entry' : 'entries'} (nftables inet ferry_k8s)${v.nat.last_error === null ? '' : `; last error: ${v.nat.last_error}`}`
       : 'off');
+    const ipam = v.lb_ipam;
+    if (ipam !== null) {
+      line('LB-IPAM', `${ipam.leader ? 'leader' : `standing by (lease ${ipam.lease} held by ${ipam.holder === null ? '?' : ipam.holder === '' ? 'nobody' : ipam.holder})`}, `
+        + `${ipam.services} Services, ${ipam.pending.length} pending, ${ipam.writes} writes${ipam.last_error === null ? '' : `; last error: ${ipam.last_error}`}`);
+    }
     console.log('');
     printTable((['services', 'endpoint_slices', 'nodes'] as const).map((k) => {
       const i = v.informers[k];
@@ -40,6 +45,14 @@ function printView(v: KubernetesView, only: 'all' | 'skipped' | 'ignored'): void
         answer: p.local_endpoints > 0 ? 200 : 503,
         listening: p.conflict ?? p.listeners.map((l) => (l.listening ? l.address : `${l.address} (${l.error ?? 'binding'})`)).join(' '),
       })));
+    }
+  }
+  if (only === 'all' && v.lb_ipam !== null) {
+    console.log('\nLoadBalancer address pools:');
+    printTable(v.lb_ipam.pools.map((p) => ({ pool: p.name, allocated: p.allocated, addresses: p.addresses.join(' ') })));
+    if (v.lb_ipam.pending.length > 0) {
+      console.log('\nwaiting for an address:');
+      printTable(v.lb_ipam.pending.map((p) => ({ service: p.service, reason: p.reason })));
     }
   }
   if (only !== 'ignored') {

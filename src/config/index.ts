@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parseDocument } from 'yaml';
+import { parsePools } from '../k8s/ipam.js';
 import { canonicalIp, parseCidr } from '../net/addr.js';
 
 export type XdpModeName = 'native' | 'generic' | 'auto';
@@ -49,6 +50,23 @@ export interface KubernetesConfig {
     enabled: boolean;
     /** The cgroup v2 directory whose processes (and descendants') are served; null = the hierarchy's root. */
     cgroup: string | null;
+  };
+  /** LoadBalancer IP allocation from pools, run by the node holding a Lease (src/k8s/lbipam.ts). */
+  lb_ipam: LbIpamConfig;
+}
+
+export interface LbIpamConfig {
+  enabled: boolean;
+  /** Addresses: CIDRs or "first-last" ranges; checked by parsePools (src/k8s/ipam.ts). */
+  pools: Array<{ name: string; addresses: string[] }>;
+  /** The spec.loadBalancerClass served; null = Services without a class. */
+  load_balancer_class: string | null;
+  lease: {
+    namespace: string;
+    name: string;
+    duration_seconds: number;
+    renew_deadline_seconds: number;
+    retry_period_seconds: number;
   };
 }
 
@@ -304,6 +322,37 @@ export const CONFIG_SCHEMA = {
             cgroup: nullableString('^/'),
           },
         },
+        lb_ipam: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            enabled: { type: 'boolean', default: false },
+            pools: {
+              type: 'array', maxItems: 256, default: [],
+              items: {
+                type: 'object', additionalProperties: false, required: ['name', 'addresses'],
+                properties: {
+                  name: { type: 'string', pattern: K8S_NAME, maxLength: 63 },
+                  addresses: { type: 'array', minItems: 1, maxItems: 1024, items: { type: 'string', minLength: 3, maxLength: 100 } },
+                },
+              },
+            },
+            load_balancer_class: nullableString('^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?(/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$'),
+            lease: {
+              type: 'object',
+              additionalProperties: false,
+              default: {},
+              properties: {
+                namespace: { type: 'string', pattern: '^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$', default: 'kube-system' },
+                name: { type: 'string', pattern: K8S_NAME, maxLength: 253, default: 'ferry-lb-ipam' },
+                duration_seconds: { type: 'integer', minimum: 1, maximum: 3600, default: 15 },
+                renew_deadline_seconds: { type: 'number', exclusiveMinimum: 0, maximum: 3600, default: 10 },
+                retry_period_seconds: { type: 'number', exclusiveMinimum: 0, maximum: 600, default: 2 },
+              },
+            },
+          },
+        },
       },
     },
     bgp: {
@@ -418,6 +467,7 @@ function kubernetesChecks(c: FerryConfig, env: NodeJS.ProcessEnv): string[] {
   k.health_check_addresses.forEach((a, n) => {
     if (isIP(a) === 0) out.push(`/kubernetes/health_check_addresses/${n}: ${JSON.stringify(a)} is not an IP address`);
   });
+  out.push(...lbIpamChecks(k.lb_ipam));
   if (k.external_path === 'nat' && !k.nat.enabled) {
     out.push('/kubernetes/external_path: "nat" serves outside addresses through the kernel\'s NAT, which /kubernetes/nat/enabled turns off');
   }
@@ -435,6 +485,22 @@ function kubernetesChecks(c: FerryConfig, env: NodeJS.ProcessEnv): string[] {
   if (k.kubeconfig === null && (!env['KUBERNETES_SERVICE_HOST'] || !env['KUBERNETES_SERVICE_PORT'])) {
     out.push('/kubernetes/kubeconfig: not set, and not running in a pod (KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT unset): '
       + 'give the path of a kubeconfig, or run ferryd in the cluster with a service account');
+  }
+  return out;
+}
+
+/** The allocator's pools parse and do not overlap; the Lease's times are in client-go's order. */
+function lbIpamChecks(l: LbIpamConfig): string[] {
+  const at = '/kubernetes/lb_ipam';
+  const out: string[] = [];
+  out.push(...parsePools(l.pools, `${at}/pools`).problems);
+  if (l.enabled && l.pools.length === 0) out.push(`${at}/pools: the allocator is enabled but has no pool to give addresses from`);
+  const t = l.lease;
+  if (t.renew_deadline_seconds >= t.duration_seconds) {
+    out.push(`${at}/lease/renew_deadline_seconds: must be below duration_seconds (${t.duration_seconds}): a leader must step down before another may take over`);
+  }
+  if (t.retry_period_seconds >= t.renew_deadline_seconds) {
+    out.push(`${at}/lease/retry_period_seconds: must be below renew_deadline_seconds (${t.renew_deadline_seconds}): a leader renews several times within its deadline`);
   }
   return out;
 }

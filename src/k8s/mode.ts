@@ -22,7 +22,10 @@ import type { NatTable } from './nat.js';
 import type { NodeEndpoint } from '../datapath/node.js';
 import { K8sSync, type BatchReport } from './sync.js';
 import type { ClusterIpEntry, NatEntry, SkippedEntry } from './translate.js';
-import { K8sWatch, loadKubeConfig, type InformerStats, type K8sLogger } from './watch.js';
+import { parsePools } from './ipam.js';
+import { LbIpam } from './lbipam.js';
+import type { LbIpamView } from '../model/lbipam.js';
+import { ApiClient, K8sWatch, loadKubeConfig, type InformerStats, type K8sEventHandler, type K8sLogger } from './watch.js';
 
 /**
  * Whoever programs the ClusterIP list (the socket-level load balancer).
@@ -144,6 +147,8 @@ export interface KubernetesView {
   };
   skipped: SkippedEntry[];
   ignored: SkippedEntry[];
+  /** The LoadBalancer IP allocator; null when kubernetes.lb_ipam is not enabled. */
+  lb_ipam: LbIpamView | null;
 }
 
 export interface K8sModeOptions {
@@ -172,6 +177,8 @@ export class K8sMode {
   readonly watch: K8sWatch;
   readonly sync: K8sSync;
   readonly hcnp: HealthCheckNodePorts;
+  /** LoadBalancer IP allocation (kubernetes.lb_ipam.enabled). */
+  readonly lbIpam: LbIpam | undefined;
   private settled = false;
   private consumerError: string | null = null;
   private nodeEndpointsError: string | null = null;
@@ -200,9 +207,37 @@ export class K8sMode {
       },
     });
     this.watch = new K8sWatch({
-      kubeConfig: o.credentials.kubeConfig, nodeName: k.node_name, handler: this.sync, log: o.log,
+      kubeConfig: o.credentials.kubeConfig, nodeName: k.node_name, handler: this.handler(), log: o.log,
       resyncMs: k.resync_seconds * 1000,
     });
+    if (k.lb_ipam.enabled) {
+      const { pools, problems } = parsePools(k.lb_ipam.pools, '/kubernetes/lb_ipam/pools');
+      if (problems.length > 0) throw new Error(`kubernetes: ${problems.join('; ')}`);
+      this.lbIpam = new LbIpam({
+        client: new ApiClient(o.credentials.kubeConfig), services: this.watch.services, config: k.lb_ipam, pools,
+        identity: k.node_name, log: o.log,
+      });
+    }
+  }
+
+  /** The watch's events go to the sync, and the Services' also to the allocator. */
+  private handler(): K8sEventHandler {
+    return {
+      service: (t, obj) => {
+        this.sync.service(t, obj);
+        this.lbIpam?.serviceEvent(t, obj);
+      },
+      endpointSlice: (t, obj) => this.sync.endpointSlice(t, obj),
+      node: (t, obj) => this.sync.node(t, obj),
+      synced: (kind) => {
+        this.sync.synced(kind);
+        if (kind === 'Service') this.lbIpam?.resync();
+      },
+      resync: () => {
+        this.sync.resync();
+        this.lbIpam?.resync();
+      },
+    };
   }
 
   start(): void {
@@ -225,6 +260,7 @@ export class K8sMode {
     this.retryTimer.unref();
     this.o.log.info({ server: this.o.credentials.server, credentials: this.o.credentials.source, node: this.nodeName }, 'kubernetes: watching Services, EndpointSlices and Nodes');
     this.watch.start();
+    this.lbIpam?.start();
   }
 
   /** Every informer listed and the first batch ran (latched: later events do not make it unready). */
@@ -310,13 +346,15 @@ export class K8sMode {
       },
       skipped: this.sync.skipped(),
       ignored,
+      lb_ipam: this.lbIpam?.view() ?? null,
     };
   }
 
-  /** Watch first (no more events), then the sync's timers, then the sinks. */
+  /** The allocator first (its Lease released for a successor), then the watch, the sync's timers, the sinks. */
   async stop(): Promise<void> {
     if (this.retryTimer !== null) clearInterval(this.retryTimer);
     this.retryTimer = null;
+    await this.lbIpam?.stop();
     await this.watch.stop();
     this.sync.stop();
     await this.hcnp.close();

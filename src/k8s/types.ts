@@ -55,6 +55,8 @@ export interface ServiceSpec {
   externalName?: string;
   loadBalancerSourceRanges?: string[];
   loadBalancerClass?: string;
+  /** Deprecated in the API but still used: the address a LoadBalancer Service asks for. */
+  loadBalancerIP?: string;
   allocateLoadBalancerNodePorts?: boolean;
   /** Default Cluster. */
   externalTrafficPolicy?: 'Cluster' | 'Local';

@@ -87,16 +87,19 @@ interface ListBody<T> {
 export class ApiClient {
   constructor(readonly kc: KubeConfig) {}
 
-  private async request(path: string, query: Record<string, string | undefined>): Promise<{ req: http.ClientRequest; url: URL }> {
+  private async request(
+    path: string, query: Record<string, string | undefined>, method = 'GET', contentType?: string,
+  ): Promise<{ req: http.ClientRequest; url: URL }> {
     const cluster = this.kc.getCurrentCluster();
     if (cluster === null) throw new Error('kubernetes: no current cluster');
     const url = new URL(cluster.server.replace(/\/+$/, '') + path);
     for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, v);
     const opts: https.RequestOptions = {};
     await this.kc.applyToHTTPSOptions(opts); // agent (CA, client certificate), Authorization (token file, exec, …)
-    const headers = { ...(opts.headers as Record<string, string> | undefined), Accept: 'application/json', 'User-Agent': 'ferry' };
+    const headers: Record<string, string> = { ...(opts.headers as Record<string, string> | undefined), Accept: 'application/json', 'User-Agent': 'ferry' };
+    if (contentType !== undefined) headers['Content-Type'] = contentType;
     const mod = url.protocol === 'https:' ? https : http;
-    const req = mod.request(url, { ...opts, method: 'GET', headers });
+    const req = mod.request(url, { ...opts, method, headers });
     return { req, url };
   }
 
@@ -104,10 +107,22 @@ export class ApiClient {
   async get<T>(
     path: string, query: Record<string, string | undefined>, timeoutMs = 60_000, onRequest?: (abort: () => void) => void,
   ): Promise<T> {
-    const { req } = await this.request(path, query);
-    onRequest?.(() => req.destroy(new Error(`kubernetes: GET ${path} aborted`)));
+    return this.call<T>('GET', path, query, undefined, timeoutMs, onRequest);
+  }
+
+  /** POST (create) or PUT (replace, optimistic on metadata.resourceVersion) of a JSON object; the answer's body. */
+  async send<T>(method: 'POST' | 'PUT', path: string, body: object, timeoutMs = 30_000): Promise<T> {
+    return this.call<T>(method, path, {}, JSON.stringify(body), timeoutMs);
+  }
+
+  private async call<T>(
+    method: string, path: string, query: Record<string, string | undefined>, body: string | undefined, timeoutMs: number,
+    onRequest?: (abort: () => void) => void,
+  ): Promise<T> {
+    const { req } = await this.request(path, query, method, body === undefined ? undefined : 'application/json');
+    onRequest?.(() => req.destroy(new Error(`kubernetes: ${method} ${path} aborted`)));
     return new Promise<T>((resolve, reject) => {
-      req.setTimeout(timeoutMs, () => req.destroy(new Error(`kubernetes: GET ${path} timed out after ${timeoutMs} ms`)));
+      req.setTimeout(timeoutMs, () => req.destroy(new Error(`kubernetes: ${method} ${path} timed out after ${timeoutMs} ms`)));
       req.on('error', reject);
       req.on('response', (res) => {
         const chunks: Buffer[] = [];
@@ -122,11 +137,11 @@ export class ApiClient {
           try {
             resolve(JSON.parse(text) as T);
           } catch (err) {
-            reject(new Error(`kubernetes: GET ${path}: invalid JSON (${(err as Error).message})`));
+            reject(new Error(`kubernetes: ${method} ${path}: invalid JSON (${(err as Error).message})`));
           }
         });
       });
-      req.end();
+      req.end(body);
     });
   }
 

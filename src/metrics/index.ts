@@ -9,6 +9,7 @@ import type { StatsBody, StatusBody } from '../api/types.js';
 import type { BgpView } from '../model/bgp.js';
 import type { FleetView } from '../model/fleet.js';
 import type { KubernetesView } from '../k8s/mode.js';
+import type { LbIpamView } from '../model/lbipam.js';
 import type { ReconcileReport } from '../model/dpstate.js';
 
 /** Where the scrape-time values come from (the daemon). */
@@ -202,6 +203,18 @@ export class FerryMetrics {
     });
     mirroredCounter(r, 'ferry_k8s_health_check_node_port_requests_total', 'Health-check node port requests answered.', [], one((v) => v.health_check_node_ports.requests));
     mirroredCounter(r, 'ferry_k8s_health_check_node_port_bind_failures_total', 'Failed binds of health-check node ports (retried).', [], one((v) => v.health_check_node_ports.bind_failures));
+    const ipam = (pick: (v: LbIpamView) => number) => (): Array<[Record<string, string>, number]> => {
+      const v = this.k8s()?.lb_ipam ?? null;
+      return v === null ? [] : [[{}, pick(v)]];
+    };
+    mirroredGauge(r, 'ferry_k8s_lb_ipam_leader', 'LoadBalancer IP allocator: 1 on the node holding the Lease.', [], ipam((v) => (v.leader ? 1 : 0)));
+    mirroredGauge(r, 'ferry_k8s_lb_ipam_allocated', 'LoadBalancer addresses given out, per pool.', ['pool'], () => {
+      const v = this.k8s()?.lb_ipam ?? null;
+      return v === null ? [] : v.pools.map((p) => [{ pool: p.name }, p.allocated]);
+    });
+    mirroredGauge(r, 'ferry_k8s_lb_ipam_pending', 'LoadBalancer Services missing an address (GET /v1/kubernetes says why).', [], ipam((v) => v.pending.length));
+    mirroredCounter(r, 'ferry_k8s_lb_ipam_writes_total', 'Service status writes of the LoadBalancer IP allocator on this node.', [], ipam((v) => v.writes));
+    mirroredCounter(r, 'ferry_k8s_lb_ipam_conflicts_total', 'Status writes refused because the Service changed meanwhile.', [], ipam((v) => v.conflicts));
   }
 
   private bgpMetrics(): void {

@@ -16,6 +16,10 @@
  *     synthetic ADDED events of everything. Too old a resourceVersion:
  *     an ERROR event carrying a Status of code 410 (as the API server's
  *     watch cache does), or HTTP 410 with goneMode 'http';
+ *   - single objects: GET; POST to a namespaced collection (create, 409
+ *     AlreadyExists); PUT (replace, 409 Conflict when metadata.resourceVersion
+ *     is not the stored one) and PUT …/status (Services: only the status
+ *     replaced); Leases (coordination.k8s.io/v1) for leader election;
  *   - bearer-token authentication (401 without it).
  * Tests change objects (upsert/remove), expire history (forcing 410),
  * drop or end watch connections, inject failures, and read the request log.
@@ -30,7 +34,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { KubeObject } from '../../src/k8s/types.js';
 
-export type ResourceName = 'services' | 'endpointslices' | 'nodes';
+export type ResourceName = 'services' | 'endpointslices' | 'nodes' | 'leases';
 
 interface ResourceDef {
   prefix: string;
@@ -46,6 +50,9 @@ const DEFS: Record<ResourceName, ResourceDef> = {
     prefix: '/apis/discovery.k8s.io/v1', kind: 'EndpointSlice', listKind: 'EndpointSliceList', apiVersion: 'discovery.k8s.io/v1', namespaced: true,
   },
   nodes: { prefix: '/api/v1', kind: 'Node', listKind: 'NodeList', apiVersion: 'v1', namespaced: false },
+  leases: {
+    prefix: '/apis/coordination.k8s.io/v1', kind: 'Lease', listKind: 'LeaseList', apiVersion: 'coordination.k8s.io/v1', namespaced: true,
+  },
 };
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -86,6 +93,7 @@ export interface K8sTestServerOptions {
 }
 
 export interface RequestRecord {
+  method: string;
   path: string;
   query: Record<string, string>;
 }
@@ -103,7 +111,9 @@ export class K8sTestServer {
   compactedRv = 0;
   goneMode: 'event' | 'http';
   readonly requests: RequestRecord[] = [];
-  private readonly objects: Record<ResourceName, Map<string, KubeObject>> = { services: new Map(), endpointslices: new Map(), nodes: new Map() };
+  private readonly objects: Record<ResourceName, Map<string, KubeObject>> = {
+    services: new Map(), endpointslices: new Map(), nodes: new Map(), leases: new Map(),
+  };
   private history: HistoryEntry[] = [];
   private readonly watchers = new Set<Watcher>();
   private readonly continues = new Map<string, { items: KubeObject[]; offset: number; rv: number; resource: ResourceName }>();
@@ -343,7 +353,7 @@ export class K8sTestServer {
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://x');
     const query = Object.fromEntries(url.searchParams);
-    this.requests.push({ path: url.pathname, query });
+    this.requests.push({ method: req.method ?? 'GET', path: url.pathname, query });
     const send = (status: number, body: object): void => {
       res.writeHead(status, { 'Content-Type': 'application/json' });
       res.end(JSON.stringify(body));
@@ -358,8 +368,13 @@ export class K8sTestServer {
       send(inj.status, statusBody(inj.status, inj.status === 429 ? 'TooManyRequests' : 'InternalError', `injected failure ${inj.status}`));
       return;
     }
+    const item = parseItemRoute(url.pathname);
+    if (item !== null || req.method === 'POST') {
+      this.objectRequest(req, item, url.pathname, send);
+      return;
+    }
     if (req.method !== 'GET') {
-      send(405, statusBody(405, 'MethodNotAllowed', 'read-only test server'));
+      send(405, statusBody(405, 'MethodNotAllowed', `${req.method ?? ''} is not served on collections`));
       return;
     }
     const route = parseRoute(url.pathname);
@@ -376,6 +391,60 @@ export class K8sTestServer {
     }
     if (isWatch(query)) this.watch(route.resource, filter, query, res);
     else this.list(route.resource, filter, query, send);
+  }
+
+  /** GET / PUT / PUT status of one object, POST to a collection. */
+  private objectRequest(req: http.IncomingMessage, item: ItemRoute | null, path: string, send: (s: number, b: object) => void): void {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      let body: KubeObject | undefined;
+      if (chunks.length > 0) {
+        try {
+          body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as KubeObject;
+        } catch {
+          send(400, statusBody(400, 'BadRequest', 'the body is not JSON'));
+          return;
+        }
+      }
+      if (req.method === 'POST') {
+        const route = parseRoute(path);
+        if (route === null || route.namespace === undefined || body === undefined) {
+          send(404, statusBody(404, 'NotFound', `cannot create at ${path}`));
+          return;
+        }
+        const key = `${route.namespace}/${body.metadata?.name ?? ''}`;
+        if (this.objects[route.resource].has(key)) {
+          send(409, statusBody(409, 'AlreadyExists', `${route.resource} "${body.metadata.name}" already exists`));
+          return;
+        }
+        send(201, this.upsert(route.resource, { ...body, metadata: { ...body.metadata, namespace: route.namespace } }));
+        return;
+      }
+      const r = item!;
+      const stored = this.objects[r.resource].get(r.key);
+      if (stored === undefined) {
+        send(404, statusBody(404, 'NotFound', `${r.resource} "${r.key}" not found`));
+        return;
+      }
+      if (req.method === 'GET') {
+        send(200, stored);
+        return;
+      }
+      if (req.method !== 'PUT' || body === undefined || (r.status && r.resource !== 'services')) {
+        send(405, statusBody(405, 'MethodNotAllowed', `${req.method ?? ''} ${path} is not served`));
+        return;
+      }
+      const rv = body.metadata?.resourceVersion;
+      if (rv !== undefined && rv !== stored.metadata.resourceVersion) {
+        send(409, statusBody(409, 'Conflict', `Operation cannot be fulfilled on ${r.resource} "${stored.metadata.name}": the object has been modified; please apply your changes to the latest version and try again`));
+        return;
+      }
+      const next = r.status
+        ? { ...stored, status: (body as KubeObject & { status?: unknown }).status }
+        : { ...body, metadata: { ...body.metadata, name: stored.metadata.name, namespace: stored.metadata.namespace } };
+      send(200, this.upsert(r.resource, next));
+    });
   }
 
   private list(resource: ResourceName, filter: Filter, query: Record<string, string>, send: (s: number, b: object) => void): void {
@@ -485,6 +554,27 @@ function parseRoute(path: string): { resource: ResourceName; namespace: string |
       const m = new RegExp(`^${def.prefix}/namespaces/([a-z0-9-]+)/${name}$`).exec(path);
       if (m !== null) return { resource: name, namespace: m[1] };
     }
+  }
+  return null;
+}
+
+interface ItemRoute {
+  resource: ResourceName;
+  /** "ns/name", or "name" for cluster-scoped objects. */
+  key: string;
+  /** The status subresource. */
+  status: boolean;
+}
+
+function parseItemRoute(path: string): ItemRoute | null {
+  for (const [name, def] of Object.entries(DEFS) as Array<[ResourceName, ResourceDef]>) {
+    const m = def.namespaced
+      ? new RegExp(`^${def.prefix}/namespaces/([a-z0-9-]+)/${name}/([a-z0-9.-]+)(/status)?$`).exec(path)
+      : new RegExp(`^${def.prefix}/${name}/([a-z0-9.-]+)(/status)?$`).exec(path);
+    if (m === null) continue;
+    return def.namespaced
+      ? { resource: name, key: `${m[1]}/${m[2]}`, status: m[3] !== undefined }
+      : { resource: name, key: m[1]!, status: m[2] !== undefined };
   }
   return null;
 }
