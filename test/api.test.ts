@@ -5,6 +5,7 @@
  * problem+json; the one deliberate 500 (an unexpected exception) is tested
  * on its own.
  */
+import { parseTokens } from '../src/daemon/daemon.js';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
@@ -677,6 +678,51 @@ describe('api: bearer tokens', () => {
     const audit = api.store.audit({ limit: 1 });
     assert.equal(audit[0]?.actor, 'api:token#2');
     assert.equal(audit[0]?.action, 'vip.create');
+  });
+
+  it('a read-only token reads (whoami says so) and is refused every write with 403, changing nothing', async () => {
+    const ro = await makeApi({ auth: { tokens: [TOKEN, 'reader-token'], readOnly: ['reader-token'] } });
+    try {
+      const as = (t: string) => ({ authorization: `Bearer ${t}` });
+      assert.deepEqual(JSON.parse((await call(ro.app, { url: '/v1/whoami', headers: as('reader-token') })).body), { actor: 'api:token#2', writes: false });
+      assert.deepEqual(JSON.parse((await call(ro.app, { url: '/v1/whoami', headers: as(TOKEN) })).body), { actor: 'api:token#1', writes: true });
+      assert.equal((await call(ro.app, { url: '/v1/vips', headers: as('reader-token') })).statusCode, 200);
+      const before = ro.store.revision();
+      for (const [method, url, body] of [['POST', '/v1/vips', web], ['PUT', '/v1/vips/web', web], ['DELETE', '/v1/vips/web', undefined], ['PUT', '/v1/state', { vips: [] }]] as const) {
+        const r = await call(ro.app, { method, url, headers: as('reader-token'), ...(body === undefined ? {} : { body }) });
+        const p = problemOf(r, 403, 'read-only-token');
+        assert.match(p.detail ?? '', /may only read/);
+      }
+      assert.equal(ro.store.revision(), before);
+      assert.equal((await call(ro.app, { method: 'POST', url: '/v1/vips', headers: as(TOKEN), body: web })).statusCode, 201);
+    } finally {
+      await ro.close();
+    }
+    // The unix socket (no auth) may write.
+    const local = await makeApi();
+    try {
+      assert.deepEqual(JSON.parse((await call(local.app, { url: '/v1/whoami' })).body), { actor: 'api:local', writes: true });
+    } finally {
+      await local.close();
+    }
+  });
+
+  it('the tokens file: a token per line, "read" or "write" after it; anything else names the line', () => {
+    assert.deepEqual(parseTokens('# ops\nalpha\nbeta read\n\ngamma write\n', 'f'), { tokens: ['alpha', 'beta', 'gamma'], readOnly: ['beta'] });
+    assert.throws(() => parseTokens('alpha\nbeta admin\n', '/etc/ferry/tokens'), /\/etc\/ferry\/tokens line 2: expected "<token>" or "<token> read\|write"/);
+    assert.throws(() => parseTokens('a read extra\n', 'f'), /f line 1:/);
+    assert.throws(() => parseTokens('# none\n', 'f'), /f: no tokens/);
+  });
+
+  it('the status page\'s files answer without a token (they hold no data)', async () => {
+    const r = await call(api.app, { url: '/ui/' });
+    assert.equal(r.statusCode, 200);
+    assert.match(String(r.headers['content-type']), /text\/html/);
+    assert.match(r.body, /<title>Ferry<\/title>/);
+    assert.equal((await call(api.app, { url: '/ui' })).statusCode, 301);
+    for (const f of ['app.js', 'app.css', 'uplot.min.js', 'uplot.min.css']) assert.equal((await call(api.app, { url: `/ui/${f}` })).statusCode, 200, f);
+    problemOf(await call(api.app, { url: '/ui/nothing.js' }), 404, 'not-found');
+    problemOf(await call(api.app, { url: '/ui/a/b' }), 401, 'unauthorized');
   });
 
   it('logs requests at info and never the token', () => {

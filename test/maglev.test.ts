@@ -21,8 +21,10 @@ import {
   maglevPermutation,
   murmur3,
   murmur3Bytes,
+  planShares,
   type MaglevBackend,
 } from "../src/maglev/index.js";
+import type { DpState } from "../src/model/dpstate.js";
 
 /** n backends with ids 0..n-1 and address-like keys, all of weight 1. */
 function backends(n: number, weight = 1): MaglevBackend[] {
@@ -425,4 +427,26 @@ test("diffTables counts differing slots and refuses mismatched sizes", () => {
   assert.equal(diffTables(Uint32Array.of(1, 2, 3), Uint32Array.of(1, 5, 3)), 1);
   assert.equal(diffTables(new Uint32Array(0), new Uint32Array(0)), 0);
   assert.throws(() => diffTables(new Uint32Array(3), new Uint32Array(4)), RangeError);
+});
+
+test("planShares: one VIP's table as slots per backend, the same table the datapath gets", () => {
+  const backends = [
+    { id: 7, gen: 1, address: "10.0.0.1", weight: 100, state: "active" as const },
+    { id: 8, gen: 1, address: "10.0.0.2", weight: 300, state: "active" as const },
+    { id: 9, gen: 1, address: "10.0.0.3", weight: 100, state: "draining" as const },
+  ];
+  const plan: DpState = {
+    vips: [{ id: 1, name: "web", address: "198.51.100.1", port: 80, protocol: "tcp", flags: 0, m: 1021, rlIntervalNs: 0n, rlToleranceNs: 0n, allow: [], deny: [], backends }],
+    tombstones: [],
+  };
+  const shares = planShares(plan, 42, "web")!;
+  assert.equal(shares.m, 1021);
+  assert.equal(shares.hash_seed, 42);
+  const table = countSlots(buildMaglevTable([{ id: 7, key: "10.0.0.1", weight: 100 }, { id: 8, key: "10.0.0.2", weight: 300 }], 1021, 42));
+  assert.deepEqual(shares.backends, [
+    { address: "10.0.0.1", slots: table.get(7) }, { address: "10.0.0.2", slots: table.get(8) }, { address: "10.0.0.3", slots: 0 },
+  ]);
+  assert.equal(shares.backends.reduce((n, b) => n + b.slots, 0), 1021);
+  assert.ok(Math.abs(shares.backends[1]!.slots / 1021 - 0.75) < 0.02, "weight 300 of 400: about three quarters");
+  assert.equal(planShares(plan, 42, "nope"), null);
 });

@@ -19,6 +19,7 @@ import { backupRoutes } from './routes/backup.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { monitorRoutes } from './routes/monitor.js';
+import { loadUiAssets, uiRoutes } from './routes/ui.js';
 import type { RouteContext } from './routes/common.js';
 import { infoRoutes } from './routes/info.js';
 import { kubernetesRoutes } from './routes/kubernetes.js';
@@ -51,6 +52,10 @@ function loggerOptions(l: ApiOptions['logger'], secrets: readonly string[]): Pic
   return { logger: opts };
 }
 
+let assets: ReturnType<typeof loadUiAssets> | undefined;
+/** The status page's files, read once per process (both listeners serve the same). */
+const uiAssets = (): ReturnType<typeof loadUiAssets> => (assets ??= loadUiAssets());
+
 export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
   const bodyLimit = opts.bodyLimit ?? MiB;
   const deadlines = requestDeadlines(opts.requestTimeoutMs ?? 30_000);
@@ -75,7 +80,7 @@ export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
 
   app.decorateRequest('ferryActor', '');
   if (opts.rateLimit !== undefined) await registerRateLimit(app, opts.rateLimit);
-  app.addHook('onRequest', bearerHook(opts.auth === null ? null : opts.auth.tokens));
+  app.addHook('onRequest', bearerHook(opts.auth));
 
   for (const s of sharedSchemas) app.addSchema(s);
   app.setValidatorCompiler(validatorCompiler(sharedSchemas));
@@ -121,6 +126,7 @@ export async function buildApp(opts: ApiOptions): Promise<FastifyInstance> {
   bgpRoutes(app, ctx);
   fleetRoutes(app, ctx);
   monitorRoutes(app, opts.monitor);
+  uiRoutes(app, uiAssets());
   await registerDocs(app);
 
   await app.ready();

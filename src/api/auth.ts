@@ -10,8 +10,13 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { problem, sendProblem } from './problems.js';
 
-/** Paths that answer without a token (probes). */
+/** Paths that answer without a token: the probes, and the status page's files (they hold no data). */
 export const PUBLIC_PATHS: ReadonlySet<string> = new Set(['/healthz', '/readyz']);
+const UI_FILE = /^\/ui(\/[A-Za-z0-9_-][A-Za-z0-9._-]*)?\/?$/;
+const isPublic = (path: string): boolean => PUBLIC_PATHS.has(path) || UI_FILE.test(path);
+
+/** Methods a read-only token may use. */
+const READS: ReadonlySet<string> = new Set(['GET', 'HEAD']);
 
 const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
 
@@ -29,23 +34,33 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Who the audit log names for this request's writes. */
     ferryActor: string;
+    /** Whether this request's credentials allow writes (GET /v1/whoami). */
+    ferryWrites: boolean;
   }
 }
 
 type Hook = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void;
 
-/** An onRequest hook: sets request.ferryActor, or answers 401 (and the request goes no further). */
-export function bearerHook(tokens: readonly string[] | null): Hook {
-  const digests = tokens === null ? null : tokens.map(digest);
+/**
+ * An onRequest hook: sets request.ferryActor and ferryWrites, or answers 401
+ * (no or an unknown token) or 403 (a write with a read-only token), and the
+ * request goes no further.
+ */
+export function bearerHook(auth: { tokens: readonly string[]; readOnly?: readonly string[] } | null): Hook {
+  const digests = auth === null ? null : auth.tokens.map(digest);
+  const readOnly = new Set(auth?.readOnly ?? []);
+  const writes = (auth?.tokens ?? []).map((t) => !readOnly.has(t));
   return (request, reply, done) => {
     if (digests === null) {
       request.ferryActor = 'api:local';
+      request.ferryWrites = true;
       done();
       return;
     }
     const path = request.url.split('?', 1)[0] ?? '';
-    if (PUBLIC_PATHS.has(path)) {
+    if (isPublic(path)) {
       request.ferryActor = 'api:anonymous';
+      request.ferryWrites = false;
       done();
       return;
     }
@@ -61,6 +76,11 @@ export function bearerHook(tokens: readonly string[] | null): Hook {
       return;
     }
     request.ferryActor = `api:token#${index + 1}`;
+    request.ferryWrites = writes[index] ?? false;
+    if (!request.ferryWrites && !READS.has(request.method)) {
+      sendProblem(request, reply, problem(403, 'read-only-token', `this token may only read (GET); ${request.method} needs a token without "read"`));
+      return;
+    }
     done();
   };
 }

@@ -403,6 +403,30 @@ const maglevTables: JsonSchema = {
   },
 };
 
+const maglevShares: JsonSchema = {
+  $id: 'MaglevShares', type: 'object',
+  description: 'One VIP\'s Maglev table as slots per backend: a backend\'s share of new flows is its slots over m.',
+  required: ['name', 'm', 'hash_seed', 'backends'],
+  properties: {
+    name: str, m: { type: 'integer', description: 'Table size.' }, hash_seed: int,
+    backends: {
+      type: 'array',
+      items: {
+        type: 'object', required: ['address', 'slots'],
+        properties: { address: str, slots: { type: 'integer', description: 'Slots held; 0 for a draining, down or weight-0 backend.' } },
+      },
+    },
+  },
+};
+
+const whoami: JsonSchema = {
+  $id: 'Whoami', type: 'object', required: ['actor', 'writes'],
+  properties: {
+    actor: { type: 'string', description: 'As the audit log names this caller: api:local (unix socket) or api:token#N (line N of api.tokens_file).' },
+    writes: { type: 'boolean', description: 'The caller may write (a token not marked read in api.tokens_file, or the unix socket).' },
+  },
+};
+
 const fleet: JsonSchema = {
   $id: 'Fleet', type: 'object',
   description: 'This host\'s view of the fleet store (fleet.etcd): what it mirrors, keys it could not apply, and every live member.',
@@ -567,5 +591,7 @@ export const sharedSchemas: JsonSchema[] = [
   kubernetes,
   bgp,
   maglevTables,
+  maglevShares,
+  whoami,
   fleet,
 ];

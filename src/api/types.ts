@@ -13,7 +13,7 @@ import type { RateLimit } from './limits.js';
 import type { BgpControl } from './routes/bgp.js';
 import type { FleetStatus } from './routes/fleet.js';
 import type { BackendHealth } from '../model/health.js';
-import type { MaglevTablesView } from '../model/maglev.js';
+import type { MaglevSharesView, MaglevTablesView } from '../model/maglev.js';
 
 export interface InterfaceStatus {
   name: string;
@@ -79,6 +79,8 @@ export interface DaemonInfo {
   kubernetes?(): KubernetesView | null;
   /** The Maglev tables as hosts compare them (GET /v1/maglev); absent: 404. */
   maglevTables?(): MaglevTablesView;
+  /** One VIP's table as slots per backend (GET /v1/maglev/{name}); null: no such VIP in the datapath's plan. */
+  maglevShares?(name: string): MaglevSharesView | null;
   version: string;
 }
 
@@ -102,8 +104,11 @@ export interface ApiOptions {
   info: DaemonInfo;
   /** How long a deleted backend's flows drain (seconds). */
   drainSeconds: number;
-  /** null: no authentication (unix socket). Otherwise every route but /healthz and /readyz needs a bearer token. */
-  auth: { tokens: string[] } | null;
+  /**
+   * null: no authentication (unix socket). Otherwise every route but /healthz, /readyz and the status page's
+   * files needs a bearer token; `readOnly` tokens (a subset of `tokens`) may only GET.
+   */
+  auth: { tokens: string[]; readOnly?: string[] } | null;
   /** pino options, a pino (or fastify) logger, or false for none. */
   logger: LoggerOptions | FastifyBaseLogger | false;
   /** Largest request body in bytes; default 1 MiB. */

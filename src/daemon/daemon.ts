@@ -42,8 +42,8 @@ import { Fleet } from '../fleet/index.js';
 import type { BgpView } from '../model/bgp.js';
 import type { FleetView } from '../model/fleet.js';
 import type { DpState } from '../model/dpstate.js';
-import type { MaglevTablesView } from '../model/maglev.js';
-import { planChecksums } from '../maglev/index.js';
+import type { MaglevSharesView, MaglevTablesView } from '../model/maglev.js';
+import { planChecksums, planShares } from '../maglev/index.js';
 import { canonicalIp } from '../net/addr.js';
 import { Controller } from './controller.js';
 import { Notifier } from './notify.js';
@@ -129,6 +129,28 @@ function hostAddresses(nics = networkInterfaces()): Set<string> {
 }
 
 /** BIRD's router id: the configured one, else the first interface's first IPv4 address. */
+/**
+ * The tokens file: one bearer token per line, optionally followed by
+ * `read` (GET only) or `write` (the default); # starts a comment line.
+ * Throws naming the file and line for anything else.
+ */
+export function parseTokens(text: string, file: string): { tokens: string[]; readOnly: string[] } {
+  const tokens: string[] = [];
+  const readOnly: string[] = [];
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) return;
+    const [token = '', scope = 'write', ...rest] = line.split(/\s+/);
+    if (rest.length > 0 || (scope !== 'read' && scope !== 'write')) {
+      throw new Error(`${file} line ${i + 1}: expected "<token>" or "<token> read|write"`);
+    }
+    tokens.push(token);
+    if (scope === 'read') readOnly.push(token);
+  });
+  if (tokens.length === 0) throw new Error(`${file}: no tokens (one per line)`);
+  return { tokens, readOnly };
+}
+
 export function bgpRouterId(c: FerryConfig, nics = networkInterfaces()): string {
   const id = c.bgp.router_id ?? firstAddress(c, 'IPv4', nics);
   if (id === null) throw new Error('bgp.router_id is not set and the first interface has no IPv4 address to take it from: set bgp.router_id');
@@ -377,12 +399,10 @@ export class Daemon implements DaemonInfo, MetricsSource {
     return dir;
   }
 
-  private tokens(): string[] | null {
+  private tokens(): { tokens: string[]; readOnly: string[] } | null {
     const file = this.config.api.tokens_file;
     if (!file) return null;
-    const tokens = readFileSync(file, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
-    if (tokens.length === 0) throw new Error(`${file}: no tokens (one per line)`);
-    return tokens;
+    return parseTokens(readFileSync(file, 'utf8'), file);
   }
 
   private async listen(): Promise<void> {
@@ -402,12 +422,12 @@ export class Daemon implements DaemonInfo, MetricsSource {
     chmodSync(a.socket, parseInt(a.socket_mode, 8));
     this.apps.push(local);
     if (a.listen) {
-      const tokens = this.tokens()!;
+      const auth = this.tokens()!;
       const https = a.tls_cert && a.tls_key
         ? { cert: readFileSync(a.tls_cert), key: readFileSync(a.tls_key), minVersion: a.tls_min_version }
         : null;
       const limit = a.rate_limit.max > 0 ? { rateLimit: { max: a.rate_limit.max, windowMs: a.rate_limit.window_seconds * 1000 } } : {};
-      const remote = await buildApp({ ...common, auth: { tokens }, ...limit, ...(https ? { https } : {}) });
+      const remote = await buildApp({ ...common, auth, ...limit, ...(https ? { https } : {}) });
       const m = /^\[?(.*?)\]?:(\d+)$/.exec(a.listen)!;
       await remote.listen({ host: m[1]!, port: Number(m[2]) });
       this.apps.push(remote);
@@ -612,6 +632,10 @@ export class Daemon implements DaemonInfo, MetricsSource {
       version: this.version, revision: this.store.revision(), applied_revision: this.controller.appliedRevision, hash_seed: seed,
       vips: planChecksums(this.lastPlan, seed),
     };
+  }
+
+  maglevShares(name: string): MaglevSharesView | null {
+    return planShares(this.lastPlan, this.reconciler.seed, name);
   }
 
   /** Health of the checked backends (metrics: ferry_backend_up). */

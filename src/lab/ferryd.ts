@@ -45,6 +45,8 @@ export interface LabFerrydOptions {
    * computes the same datapath config).
    */
   snatSource?: { v4: string; v6: string };
+  /** More keys of the config's api section (e.g. listen, tokens_file). */
+  api?: Readonly<Record<string, string>>;
 }
 
 export const ferrydScript = (): string => join(packageRoot(), 'dist', 'src', 'daemon', 'ferryd.js');
@@ -92,6 +94,7 @@ export class LabFerryd {
       ...Object.entries(o.datapath ?? {}).map(([k, v]) => `  ${k}: ${String(v)}`),
       'api:',
       `  socket: ${this.socket}`,
+      ...Object.entries(o.api ?? {}).map(([k, v]) => `  ${k}: ${JSON.stringify(v)}`),
       'log:',
       '  level: info',
       ...(o.extraConfig ?? []),

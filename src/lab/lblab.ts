@@ -41,6 +41,10 @@ export interface LbLabOptions {
    * knows their MAC addresses.
    */
   plainBackends?: boolean;
+  /** More keys of ferryd's api section (e.g. a TCP listener and its tokens). */
+  api?: Readonly<Record<string, string>>;
+  /** More keys of ferryd's datapath section (e.g. events_flow_sample). */
+  datapath?: Readonly<Record<string, string | number | boolean>>;
 }
 
 export interface ClientOptions {
@@ -77,6 +81,8 @@ export class LbLab {
       snatSource: { v4: lab.lb.addr4, v6: lab.lb.addr6 },
       ...(opts.reconcileIntervalSeconds ? { reconcileIntervalSeconds: opts.reconcileIntervalSeconds } : {}),
       ...(opts.ferrydConfig ? { extraConfig: opts.ferrydConfig } : {}),
+      ...(opts.api ? { api: opts.api } : {}),
+      ...(opts.datapath ? { datapath: opts.datapath } : {}),
     });
     this.api = new Client({ socket: this.ferryd.socket });
   }

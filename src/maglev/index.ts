@@ -51,7 +51,7 @@ import { createHash } from "node:crypto";
 import { fmix32, murmur3 } from "./hash.js";
 import { FERRY_BACKEND_NONE } from "../datapath/abi.js";
 import { hasSlots, type DpState } from "../model/dpstate.js";
-import type { MaglevTablesView } from "../model/maglev.js";
+import type { MaglevSharesView, MaglevTablesView } from "../model/maglev.js";
 
 export { fmix32, murmur3, murmur3Bytes } from "./hash.js";
 
@@ -358,6 +358,18 @@ export function countSlots(table: Uint32Array): Map<number, number> {
 export function tableChecksum(m: number, seed: number, backends: ReadonlyArray<{ key: string; weight: number }>): string {
   const parts = backends.filter((b) => b.weight > 0).map((b) => `${b.key}*${b.weight}`).sort();
   return createHash('sha256').update(`${m}/${seed >>> 0}/${parts.join(',')}`).digest('hex').slice(0, 16);
+}
+
+/** One VIP's table from a plan, as slots per backend (GET /v1/maglev/{name}); null when the plan has no such VIP. */
+export function planShares(plan: DpState | undefined, seed: number, name: string): MaglevSharesView | null {
+  const v = plan?.vips.find((x) => x.name === name);
+  if (v === undefined) return null;
+  const slotted = v.backends.filter(hasSlots).map((b) => ({ id: b.id, key: b.address, weight: b.weight }));
+  const counts = countSlots(buildMaglevTable(slotted, v.m, seed));
+  return {
+    name: v.name, m: v.m, hash_seed: seed,
+    backends: v.backends.map((b) => ({ address: b.address, slots: hasSlots(b) ? counts.get(b.id) ?? 0 : 0 })),
+  };
 }
 
 /** Every VIP of a plan with its table's checksum, by name (GET /v1/maglev, the fleet's member records). */

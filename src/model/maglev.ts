@@ -18,3 +18,12 @@ export interface MaglevTablesView {
     checksum: string;
   }>;
 }
+
+/** GET /v1/maglev/{name}: one VIP's table as shares, what its backends get of new flows. */
+export interface MaglevSharesView {
+  name: string;
+  m: number;
+  hash_seed: number;
+  /** Every backend of the VIP in the datapath's plan, with the table's slots it holds (0: no new flows). */
+  backends: Array<{ address: string; slots: number }>;
+}

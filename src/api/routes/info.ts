@@ -1,7 +1,7 @@
 /** Status, counters and probes, all from the daemon's DaemonInfo. */
 import type { FastifyInstance } from 'fastify';
 import { problem, sendProblem } from '../problems.js';
-import { ref } from '../schemas.js';
+import { nameSchema, ref } from '../schemas.js';
 import { json, problems, type RouteContext } from './common.js';
 
 export function infoRoutes(app: FastifyInstance, ctx: RouteContext): void {
@@ -31,6 +31,26 @@ export function infoRoutes(app: FastifyInstance, ctx: RouteContext): void {
     if (info.maglevTables === undefined) return sendProblem(request, reply, problem(404, 'no-tables', 'this daemon does not report its tables'));
     return info.maglevTables();
   });
+
+  app.get<{ Params: { name: string } }>('/v1/maglev/:name', {
+    schema: {
+      tags: ['status'], operationId: 'getMaglevShares',
+      summary: 'One VIP\'s Maglev table as slots per backend: the share of new flows each gets',
+      params: { type: 'object', required: ['name'], properties: { name: nameSchema } },
+      response: { 200: json('The VIP\'s table.', ref('MaglevShares')), ...problems(401, 404) },
+    },
+  }, async (request, reply) => {
+    const shares = info.maglevShares?.(request.params.name) ?? null;
+    if (shares === null) return sendProblem(request, reply, problem(404, 'not-found', `no VIP named ${request.params.name} in the datapath`));
+    return shares;
+  });
+
+  app.get('/v1/whoami', {
+    schema: {
+      tags: ['status'], operationId: 'whoami', summary: 'Who the API takes this caller for, and whether it may write (the status page asks)',
+      response: { 200: json('The caller.', ref('Whoami')), ...problems(401) },
+    },
+  }, async (request) => ({ actor: request.ferryActor, writes: request.ferryWrites }));
 
   app.get('/healthz', {
     schema: {
