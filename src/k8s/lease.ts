@@ -101,7 +101,8 @@ export class LeaderElector {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     while (this.running) await new Promise((r) => setTimeout(r, 5));
-    if (!this.leading) return;
+    // Held also when a round in flight at the stop took the Lease (it did not start leading, but holds it).
+    if (!this.leading && this.holder !== this.o.identity) return;
     if (release) {
       try {
         await this.write({ holderIdentity: '', leaseDurationSeconds: 1, renewTime: microTime(this.now()) }, this.last);

@@ -6,7 +6,7 @@
 const TOKEN_KEY = 'ferry-token';
 const POINTS = 120;
 const PALETTE = ['#3b6fd4', '#e07b39', '#2e8b57', '#9b59b6', '#c0392b', '#16a085', '#d4ac0d', '#7f8c8d'];
-const MAX_VIPS = 50;
+const MAX_VIPS = 25;
 
 let token = sessionStorage.getItem(TOKEN_KEY);
 let canWrite = false;
@@ -277,7 +277,8 @@ async function start() {
   const loop = async () => {
     try {
       await tick();
-      if (n % 2 === 0) await Promise.all([refreshVips(), refreshHealth()]);
+      // Two requests per VIP: every 5 s keeps the page well inside the API's per-client rate limit.
+      if (n % 5 === 0) await Promise.all([refreshVips(), refreshHealth()]);
       $('daemon').classList.remove('error');
     } catch (err) {
       if (err instanceof Unauthorized) showLogin('the token was refused');
