@@ -97,6 +97,7 @@ export class LeaderElector {
 
   /** Stops campaigning; a leader releases the Lease unless `release` is false (a crash, in tests). */
   async stop(release = true): Promise<void> {
+    if (this.stopped) return; // stopped already (and released or abandoned then): nothing more to do
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
