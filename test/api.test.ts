@@ -5,7 +5,7 @@
  * problem+json; the one deliberate 500 (an unexpected exception) is tested
  * on its own.
  */
-import { parseTokens } from '../src/daemon/daemon.js';
+import { parseTokens } from '../src/api/auth.js';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';

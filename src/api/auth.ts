@@ -95,3 +95,25 @@ export function requestLogFields(request: FastifyRequest, secrets: readonly stri
   }
   return { method: request.method, url, host: request.host, remoteAddress: request.ip, remotePort: request.socket?.remotePort };
 }
+
+/**
+ * The tokens file: one bearer token per line, optionally followed by
+ * `read` (GET only) or `write` (the default); # starts a comment line.
+ * Throws naming the file and line for anything else.
+ */
+export function parseTokens(text: string, file: string): { tokens: string[]; readOnly: string[] } {
+  const tokens: string[] = [];
+  const readOnly: string[] = [];
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) return;
+    const [token = '', scope = 'write', ...rest] = line.split(/\s+/);
+    if (rest.length > 0 || (scope !== 'read' && scope !== 'write')) {
+      throw new Error(`${file} line ${i + 1}: expected "<token>" or "<token> read|write"`);
+    }
+    tokens.push(token);
+    if (scope === 'read') readOnly.push(token);
+  });
+  if (tokens.length === 0) throw new Error(`${file}: no tokens (one per line)`);
+  return { tokens, readOnly };
+}

@@ -422,7 +422,7 @@ const maglevShares: JsonSchema = {
 const whoami: JsonSchema = {
   $id: 'Whoami', type: 'object', required: ['actor', 'writes'],
   properties: {
-    actor: { type: 'string', description: 'As the audit log names this caller: api:local (unix socket) or api:token#N (line N of api.tokens_file).' },
+    actor: { type: 'string', description: 'As the audit log names this caller: api:local (unix socket) or api:token#N (the Nth token of api.tokens_file).' },
     writes: { type: 'boolean', description: 'The caller may write (a token not marked read in api.tokens_file, or the unix socket).' },
   },
 };

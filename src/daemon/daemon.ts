@@ -17,6 +17,7 @@ import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from '../api/app.js';
+import { parseTokens } from '../api/auth.js';
 import type { DaemonInfo, StatsBody, StatusBody } from '../api/types.js';
 import { snatPortRange, type FerryConfig, type InterfaceConfig } from '../config/index.js';
 import { COUNTERS, DROP_REASONS } from '../datapath/abi.js';
@@ -129,28 +130,6 @@ function hostAddresses(nics = networkInterfaces()): Set<string> {
 }
 
 /** BIRD's router id: the configured one, else the first interface's first IPv4 address. */
-/**
- * The tokens file: one bearer token per line, optionally followed by
- * `read` (GET only) or `write` (the default); # starts a comment line.
- * Throws naming the file and line for anything else.
- */
-export function parseTokens(text: string, file: string): { tokens: string[]; readOnly: string[] } {
-  const tokens: string[] = [];
-  const readOnly: string[] = [];
-  text.split('\n').forEach((raw, i) => {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#')) return;
-    const [token = '', scope = 'write', ...rest] = line.split(/\s+/);
-    if (rest.length > 0 || (scope !== 'read' && scope !== 'write')) {
-      throw new Error(`${file} line ${i + 1}: expected "<token>" or "<token> read|write"`);
-    }
-    tokens.push(token);
-    if (scope === 'read') readOnly.push(token);
-  });
-  if (tokens.length === 0) throw new Error(`${file}: no tokens (one per line)`);
-  return { tokens, readOnly };
-}
-
 export function bgpRouterId(c: FerryConfig, nics = networkInterfaces()): string {
   const id = c.bgp.router_id ?? firstAddress(c, 'IPv4', nics);
   if (id === null) throw new Error('bgp.router_id is not set and the first interface has no IPv4 address to take it from: set bgp.router_id');

@@ -111,12 +111,17 @@ export class LbIpam {
 
   /** The allocation the cache (and this node's writes) give now; any node can tell, the leader writes it. */
   private current(): IpamResult {
-    if (this.result === undefined) {
-      const view = new Map<string, Service>(this.o.services.cache);
-      for (const [k, w] of this.written) if (view.has(k)) view.set(k, w.service);
-      this.result = allocate(view.values(), { pools: this.o.pools, loadBalancerClass: this.o.config.load_balancer_class });
-    }
+    this.result ??= allocate(this.services(), { pools: this.o.pools, loadBalancerClass: this.o.config.load_balancer_class });
     return this.result;
+  }
+
+  /** The informer's Services, each as this node last wrote it when the watch has not brought that back yet. */
+  private *services(): Iterable<Service> {
+    for (const [key, svc] of this.o.services.cache) yield this.latest(key) ?? svc;
+  }
+
+  private latest(key: string): Service | undefined {
+    return this.written.get(key)?.service ?? this.o.services.cache.get(key);
   }
 
   private schedule(ms: number): void {
@@ -151,7 +156,7 @@ export class LbIpam {
     const r = this.current();
     const todo: Array<[Service, string[]]> = [];
     for (const [key, ips] of r.desired) {
-      const svc = this.written.get(key)?.service ?? this.o.services.cache.get(key);
+      const svc = this.latest(key);
       if (svc !== undefined && served(svc, this.o.config.load_balancer_class) && !carries(svc, ips)) todo.push([svc, ips]);
     }
     if (todo.length === 0) {

@@ -118,7 +118,8 @@ function observeStats(stats) {
     plots.flows.push(now, [rate(sumVips(stats, 'new_flows'), sumVips(previous.stats, 'new_flows'))]);
     plots.drops.push(now, reasons.length > 0 ? reasons.map((r) => rate(stats.drops[r], previous.stats.drops[r] ?? 0)) : [0]);
   }
-  previous = { t: now, stats };
+  // The sample before this one too: the backend rates of the VIP table are taken between the two.
+  previous = { t: now, stats, before: previous === null ? undefined : { t: previous.t, stats: previous.stats } };
 }
 
 /** Packets per second of each backend ("vip address") since the previous sample. */
@@ -249,10 +250,7 @@ async function followMonitor() {
 // ------------------------------------------------------------------ loop
 
 async function tick() {
-  const stats = await api('/v1/stats');
-  const before = previous;
-  observeStats(stats);
-  if (before !== null && previous !== null) previous.before = { t: before.t, stats: before.stats };
+  observeStats(await api('/v1/stats'));
   const status = await api('/v1/status');
   $('daemon').textContent = `ferryd ${status.version} · revision ${status.revision} (datapath ${status.applied_revision}) · up ${Math.round(status.uptime_seconds)} s`;
   $('daemon').dataset.revision = String(status.revision);
