@@ -8,7 +8,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Controller } from '../src/daemon/controller.js';
+import { Controller } from '../src/control/controller.js';
 import { LbDatapath } from '../src/datapath/lb.js';
 import { K8sSync, type K8sSyncOptions } from '../src/k8s/sync.js';
 import { K8sWatch, loadKubeConfig } from '../src/k8s/watch.js';

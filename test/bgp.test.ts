@@ -14,7 +14,7 @@ import { pino } from 'pino';
 import { Announcer } from '../src/bgp/announcer.js';
 import { BirdError, parseProtocols, renderBirdConfig, type BirdControl, type BirdProtocol } from '../src/bgp/bird.js';
 import { ConfigError, parseConfig, type BgpConfig } from '../src/config/index.js';
-import { Controller } from '../src/daemon/controller.js';
+import { Controller } from '../src/control/controller.js';
 import { FerryMetrics } from '../src/metrics/index.js';
 import type { BgpView } from '../src/model/bgp.js';
 import { IncrementalPlanner } from '../src/reconcile/plan.js';

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Controller } from '../src/daemon/controller.js';
+import { Controller } from '../src/control/controller.js';
 import { LbDatapath } from '../src/datapath/lb.js';
 import type { DpState, DpVip } from '../src/model/dpstate.js';
 import { IncrementalPlanner, planState } from '../src/reconcile/plan.js';

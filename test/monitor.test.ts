@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/api/app.js';
 import { SseParser, topFrame, type SseMessage } from '../src/cli/monitor.js';
-import { Controller } from '../src/daemon/controller.js';
+import { Controller } from '../src/control/controller.js';
 import {
   DROP_REASONS, FERRY_AF_INET, FERRY_AF_INET6, FERRY_BACKEND_NONE, FERRY_EVENT_DROP, FERRY_EVENT_FLOW, FERRY_VIP_NONE,
   FerryEvent, type FerryEventV,

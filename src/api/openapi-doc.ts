@@ -4,7 +4,7 @@
  * newline. scripts/gen-openapi.mjs writes it; test/api.test.ts checks the
  * committed file equals it.
  */
-import type { Controller } from '../daemon/controller.js';
+import type { Controller } from '../control/controller.js';
 import { buildApp } from './app.js';
 import type { DaemonInfo } from './types.js';
 import { FerryMetrics } from '../metrics/index.js';

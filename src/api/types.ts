@@ -5,7 +5,7 @@
  */
 import type { FastifyBaseLogger } from 'fastify';
 import type { LoggerOptions } from 'pino';
-import type { Controller } from '../daemon/controller.js';
+import type { Controller } from '../control/controller.js';
 import type { KubernetesView } from '../k8s/mode.js';
 import type { FerryMetrics } from '../metrics/index.js';
 import type { MonitorSource } from '../monitor/stream.js';

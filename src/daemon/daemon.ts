@@ -46,7 +46,7 @@ import type { DpState } from '../model/dpstate.js';
 import type { MaglevSharesView, MaglevTablesView } from '../model/maglev.js';
 import { planChecksums, planShares } from '../maglev/index.js';
 import { canonicalIp } from '../net/addr.js';
-import { Controller } from './controller.js';
+import { Controller } from '../control/controller.js';
 import { Notifier } from './notify.js';
 import { listenProbes } from './probes.js';
 import { FERRY_VERSION } from './version.js';

@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import { Etcd3, type Namespace } from 'etcd3';
 import type { Logger } from 'pino';
 import type { FleetConfig } from '../config/index.js';
-import type { Controller } from '../daemon/controller.js';
+import type { Controller } from '../control/controller.js';
 import type { FleetMember, FleetView } from '../model/fleet.js';
 import type { MaglevTablesView } from '../model/maglev.js';
 import { FleetMembers, tablesDigest } from './members.js';

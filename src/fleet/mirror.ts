@@ -16,7 +16,7 @@
  */
 import type { Namespace, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
-import type { Controller } from '../daemon/controller.js';
+import type { Controller } from '../control/controller.js';
 import { FerryError } from '../model/errors.js';
 import type { FleetMember, FleetRejected } from '../model/fleet.js';
 import type { DesiredState, PolicySpec, VipWithBackends } from '../model/types.js';

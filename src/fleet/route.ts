@@ -12,7 +12,7 @@
  * every other member applies it from its watch.
  */
 import type { Namespace } from 'etcd3';
-import type { Controller, WriteResult, WriteRoute } from '../daemon/controller.js';
+import type { Controller, WriteResult, WriteRoute } from '../control/controller.js';
 import { FleetUnavailableError, ValidationError } from '../model/errors.js';
 import type { StoreTx } from '../store/types.js';
 import { FENCE, type FenceValue } from './keys.js';

@@ -16,7 +16,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { KubernetesConfig } from '../config/index.js';
-import type { Controller } from '../daemon/controller.js';
+import type { Controller } from '../control/controller.js';
 import { HealthCheckNodePorts, type HcnpStatus } from './hcnp.js';
 import type { NatTable } from './nat.js';
 import type { NodeEndpoint } from '../datapath/node.js';
@@ -279,7 +279,7 @@ export class K8sMode {
       this.applyClusterIps(this.sync.clusterIps());
       this.o.nat?.invalidate();
       this.applyNat(this.sync.nat());
-      this.o.log.info({ services: this.watch.services.cache.size, revision: this.o.controller.store.revision() }, 'kubernetes: first sync done; ready');
+      this.o.log.info({ services: this.watch.services.cache.size, revision: this.o.controller.revision() }, 'kubernetes: first sync done; ready');
     }
     return this.settled;
   }

@@ -43,7 +43,7 @@
  * a periodic resync does the same and rewrites every Service (no-op writes
  * cost no revision), repairing the store after a restore from backup.
  */
-import type { Controller } from '../daemon/controller.js';
+import type { Controller } from '../control/controller.js';
 import { DatapathError, FerryError } from '../model/errors.js';
 import type { DesiredState, PolicySpec, VipWithBackends } from '../model/types.js';
 import type { StoreTx } from '../store/types.js';
@@ -532,7 +532,7 @@ export class K8sSync implements K8sEventHandler {
     } else if (b.report.written > 0) {
       this.consecutiveFailures = 0;
     }
-    report.revision = this.o.controller.store.revision();
+    report.revision = this.o.controller.revision();
     report.ms = performance.now() - b.started;
     this.stats.batches++;
     this.stats.lastBatch = report;
@@ -602,7 +602,7 @@ export class K8sSync implements K8sEventHandler {
   private commitChunk(items: WriteItem[], report: BatchReport): boolean {
     const outcomes = new Map<string, string[]>();
     try {
-      const before = this.o.controller.store.revision();
+      const before = this.o.controller.revision();
       const { revision } = this.o.controller.write(this.o.actor ?? 'kubernetes', 'k8s.sync', (tx) => {
         outcomes.clear();
         for (const it of items) outcomes.set(it.key, this.replaceOne(tx, it));

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { buildApp } from '../../src/api/app.js';
 import type { ApiOptions, DaemonInfo, StatsBody, StatusBody } from '../../src/api/types.js';
-import { Controller } from '../../src/daemon/controller.js';
+import { Controller } from '../../src/control/controller.js';
 import type { MetricsSource } from '../../src/metrics/index.js';
 import type { Applier, DpState, ReconcileReport } from '../../src/model/dpstate.js';
 import { planState } from '../../src/reconcile/plan.js';
@@ -45,7 +45,7 @@ export class FakeInfo implements DaemonInfo {
     if (this.statusError !== null) throw this.statusError;
     const c = this.controller();
     return {
-      version: this.version, revision: c.store.revision(), applied_revision: c.appliedRevision, uptime_seconds: 12.5,
+      version: this.version, revision: c.revision(), applied_revision: c.appliedRevision, uptime_seconds: 12.5,
       interfaces: [{ name: 'eth0', xdp_mode: 'native' }],
       maps: [{ name: 'ferry_vips', max_entries: 64, used: 1 }, { name: 'ferry_conntrack', max_entries: 1 << 20 }],
       last_reconcile: { changes: c.lastReconcile.changes, duration_ms: c.lastReconcile.durationMs },

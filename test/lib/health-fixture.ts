@@ -9,7 +9,7 @@
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { buildApp } from '../../src/api/app.js';
-import { Controller } from '../../src/daemon/controller.js';
+import { Controller } from '../../src/control/controller.js';
 import { HealthMonitor } from '../../src/health/monitor.js';
 import { runProbe, type ProbeFn } from '../../src/health/probe.js';
 import type { DpBackendState } from '../../src/model/dpstate.js';

@@ -56,7 +56,7 @@ export function backupRoutes(app: FastifyInstance, ctx: RouteContext): void {
     },
   }, async (_request, reply) => withTempDir(ctx.scratchDir, async (dir) => {
     const file = join(dir, 'ferry-backup.db');
-    await controller.store.backup(file);
+    await controller.backup(file);
     const { revision } = readBackup(file);
     const bytes = readFileSync(file);
     reply.header('x-ferry-revision', String(revision)).type(SQLITE_TYPE);

@@ -4,7 +4,7 @@
  * and the helpers that put revision, ETag and Location on writes.
  */
 import type { FastifyReply } from 'fastify';
-import type { Controller } from '../../daemon/controller.js';
+import type { Controller } from '../../control/controller.js';
 import { NotFoundError, ValidationError } from '../../model/errors.js';
 import { canonicalIp } from '../../net/addr.js';
 import type { PageQuery } from '../../store/types.js';

@@ -39,7 +39,7 @@ export function stateRoutes(app: FastifyInstance, ctx: RouteContext): void {
       },
     },
   }, async (request, reply) => {
-    const { state, revision } = controller.read((tx) => ({ state: tx.exportState(null), revision: controller.store.revision() }));
+    const { state, revision } = controller.read((tx) => ({ state: tx.exportState(null), revision: controller.revision() }));
     const tag = stateTag(revision);
     reply.header('etag', tag).header('x-ferry-revision', String(revision));
     if (notModified(request.headers['if-none-match'], tag)) return reply.code(304).send();
@@ -59,13 +59,13 @@ export function stateRoutes(app: FastifyInstance, ctx: RouteContext): void {
     },
   }, async (request, reply) => {
     const body = request.body;
-    const check = (): void => preconditions(request.headers, () => stateTag(controller.store.revision()));
+    const check = (): void => preconditions(request.headers, () => stateTag(controller.revision()));
     if (request.query.dry_run === true) {
       const changes = controller.dryRun((tx) => {
         check();
         return tx.replaceState(body, ctx.drainSeconds, null);
       });
-      const revision = controller.store.revision();
+      const revision = controller.revision();
       wrote(reply, revision);
       return { revision, dry_run: true, changes };
     }

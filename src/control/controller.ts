@@ -41,10 +41,20 @@ export class Controller {
   onApply: ((report: ReconcileReport, plan: DpState) => void) | undefined;
 
   constructor(
-    readonly store: Store,
+    private readonly store: Store,
     private readonly applier: Applier,
     private readonly planner: Planner,
   ) {}
+
+  /** The revision the store holds (committed). */
+  revision(): number {
+    return this.store.revision();
+  }
+
+  /** An online copy of the store into `path` (writers continue meanwhile). */
+  backup(path: string, onProgress?: (done: number, total: number) => void): Promise<void> {
+    return this.store.backup(path, onProgress);
+  }
 
   /** The revision the datapath holds. */
   get appliedRevision(): number {
