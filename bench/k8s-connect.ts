@@ -36,9 +36,10 @@ import { createHash } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { SocketLb, type SocketLbService } from '../src/datapath/socklb.js';
+import { SocketLb } from '../src/datapath/socket-lb.js';
+import type { SocketLbService } from '../src/datapath/socket-lb-plan.js';
 import { cgroup2Unavailable } from '../src/lab/cgroup.js';
-import { SockLab, type BackendSpec, type LoopResult } from '../src/lab/socklab.js';
+import { SocketLbLab, type BackendSpec, type LoopResult } from '../src/lab/socket-lb-lab.js';
 import { BPFFS, bpfUnavailable, ensureBpffs } from '../test/lib/harness.js';
 import { argValue } from './args.js';
 
@@ -211,8 +212,8 @@ function rate(runs: LoopResult[]): ConnectRate {
 }
 
 /** Sets a namespace up with the backends on lo; returns once they listen. */
-async function backendLab(name: string, addresses: number): Promise<SockLab> {
-  const lab = new SockLab(name);
+async function backendLab(name: string, addresses: number): Promise<SocketLbLab> {
+  const lab = new SocketLbLab(name);
   lab.setUp();
   lab.sysctl('net.core.somaxconn', 65535);
   const specs: BackendSpec[] = [];
@@ -244,8 +245,8 @@ export async function measureK8sConnect(opts: K8sConnectOptions = {}): Promise<K
   }));
   const { text, rules } = kubeProxyClusterIpRules(ports);
   const pinRoot = join(BPFFS, `ferrybench-kc-${process.pid}`);
-  let ipt: SockLab | undefined;
-  let sock: SockLab | undefined;
+  let ipt: SocketLbLab | undefined;
+  let sock: SocketLbLab | undefined;
   let lb: SocketLb | undefined;
   try {
     ensureBpffs();

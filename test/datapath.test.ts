@@ -9,7 +9,7 @@ import {
   BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, FERRY_AF_INET, FERRY_BACKEND_NONE, POLICY_ALLOW, POLICY_DENY,
   VIP_F_ALLOWLIST, VIP_F_POLICY, VIP_F_SRC_AFFINITY, VipKey, type DropReason, type CounterName, type FlowKeyV,
 } from '../src/datapath/abi.js';
-import { mappedBytes, parseAddr, parseCidr } from '../src/datapath/addr.js';
+import { mappedBytes, dpAddr, dpCidr } from '../src/datapath/addr.js';
 import { ctHash } from '../src/datapath/hash.js';
 import { indexBucketsOf } from '../src/datapath/vipindex.js';
 import type { BackendProgram } from '../src/datapath/program.js';
@@ -54,7 +54,7 @@ describe('xdp_lb', { skip }, () => {
     counters()[c].packets - before[c].packets;
   /** Remembers backends' addresses, so assertEncap can name the one a frame went to. */
   const know = (...backends: BackendProgram[]) => {
-    for (const b of backends) idByAddr.set(parseAddr(b.addr).bytes.toString('hex'), b.id);
+    for (const b of backends) idByAddr.set(dpAddr(b.addr).bytes.toString('hex'), b.id);
   };
   /** Declares a VIP with its backends and table. */
   const declare = (spec: VipSpec) => {
@@ -201,7 +201,7 @@ describe('xdp_lb', { skip }, () => {
     let addrs: string[] = [];
     for (let n = 0; addrs.length < 9; n++) {
       const addr = `198.18.${60 + (n >> 8)}.${n & 255}`;
-      const [b1, b2] = indexBucketsOf(VipKey.encode({ addr: parseAddr(addr).bytes, port: 80, proto: IPPROTO_TCP, family: 4 }), mask);
+      const [b1, b2] = indexBucketsOf(VipKey.encode({ addr: dpAddr(addr).bytes, port: 80, proto: IPPROTO_TCP, family: 4 }), mask);
       if (b1 === b2) continue;
       const group = groups.get(`${b1}/${b2}`) ?? [];
       group.push(addr);
@@ -225,11 +225,11 @@ describe('xdp_lb', { skip }, () => {
       assert.equal(sendTo(v.addr, 81).r.retval, XDP_PASS, 'no VIP on this port');
     }
     // Removing VIPs leaves the others exactly as they were, overflowed or not.
-    for (const v of vips.slice(0, 4)) h.dp.vipIndex.delete({ addr: parseAddr(v.addr).bytes, port: 80, proto: IPPROTO_TCP, family: 4 });
+    for (const v of vips.slice(0, 4)) h.dp.vipIndex.delete({ addr: dpAddr(v.addr).bytes, port: 80, proto: IPPROTO_TCP, family: 4 });
     for (const v of vips.slice(0, 4)) assert.equal(sendTo(v.addr).r.retval, XDP_PASS, `${v.addr} removed`);
     for (const v of vips.slice(4)) assert.equal(sendTo(v.addr).r.retval, XDP_TX, `${v.addr} kept`);
-    for (const v of vips.slice(4)) h.dp.vipIndex.delete({ addr: parseAddr(v.addr).bytes, port: 80, proto: IPPROTO_TCP, family: 4 });
-    for (const v of vips) h.dp.addrIndex.delete({ addr: parseAddr(v.addr).bytes, family: 4, pad: Buffer.alloc(3) });
+    for (const v of vips.slice(4)) h.dp.vipIndex.delete({ addr: dpAddr(v.addr).bytes, port: 80, proto: IPPROTO_TCP, family: 4 });
+    for (const v of vips) h.dp.addrIndex.delete({ addr: dpAddr(v.addr).bytes, family: 4, pad: Buffer.alloc(3) });
     assert.equal(h.dp.vipIndex.overflowed, 0);
     assert.deepEqual(h.dp.vipIndex.read(), h.dp.vipIndex.known(), 'the maps hold what the index wrote');
   });
@@ -456,7 +456,7 @@ describe('xdp_lb', { skip }, () => {
     const vip = { id: 15, addr: '198.18.0.25', port: 80, proto: 'tcp' as const, flags: VIP_F_POLICY, backends: be4(150, 2) };
     declare(vip);
     const rule = (cidr: string, vipId: number, action: number) => {
-      const c = parseCidr(cidr);
+      const c = dpCidr(cidr);
       const bits = c.addr.family === FERRY_AF_INET ? 96 + c.prefix : c.prefix;
       h.dp.policy.set({ prefixlen: 32 + bits, vip_id: vipId, addr: mappedBytes(c.addr) }, { action });
     };
@@ -670,13 +670,13 @@ describe('xdp_lb', { skip }, () => {
       for (const [src, dst] of [[CLIENT4, V4.addr], [CLIENT6, V6.addr]] as const) {
         const seg = ipPacket({ src, dst, proto: 'tcp', dport: 80 });
         const ipLen = (seg[0]! >> 4) === 4 ? 20 : 40;
-        const s = parseAddr(src).family === 4 ? parseAddr(src).bytes.subarray(0, 4) : parseAddr(src).bytes;
-        const dd = parseAddr(dst).family === 4 ? parseAddr(dst).bytes.subarray(0, 4) : parseAddr(dst).bytes;
+        const s = dpAddr(src).family === 4 ? dpAddr(src).bytes.subarray(0, 4) : dpAddr(src).bytes;
+        const dd = dpAddr(dst).family === 4 ? dpAddr(dst).bytes.subarray(0, 4) : dpAddr(dst).bytes;
         const cut = ipHeader(s, dd, IPPROTO_TCP, seg.subarray(ipLen, ipLen + 12));
         expectOutcome(ethFrame(cut, ipLen === 20 ? ETH_P_IP : ETH_P_IPV6), XDP_DROP, { drop: 'malformed_l4' }, 'TCP header of 12 bytes');
       }
       const udp = ipPacket({ src: CLIENT4, dst: UDP4.addr, proto: 'udp', dport: 53 });
-      const cutUdp = ipHeader(parseAddr(CLIENT4).bytes.subarray(0, 4), parseAddr(UDP4.addr).bytes.subarray(0, 4), IPPROTO_UDP, udp.subarray(20, 24));
+      const cutUdp = ipHeader(dpAddr(CLIENT4).bytes.subarray(0, 4), dpAddr(UDP4.addr).bytes.subarray(0, 4), IPPROTO_UDP, udp.subarray(20, 24));
       expectOutcome(ethFrame(cutUdp, ETH_P_IP), XDP_DROP, { drop: 'malformed_l4' }, 'UDP header of 4 bytes');
       // TCP data offset below 5.
       const badDoff = Buffer.from(good4);

@@ -5,7 +5,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { DECAP_COUNTERS, VipAddrKey, VipAddrMeta, Counter, type DecapCounterName } from '../src/datapath/abi.js';
-import { parseAddr } from '../src/datapath/addr.js';
+import { dpAddr } from '../src/datapath/addr.js';
 import { PerCpuArray } from '../src/datapath/maps.js';
 import { loadNative, type BpfObject } from '../src/datapath/native.js';
 import { bpfObjectPath } from '../src/paths.js';
@@ -34,7 +34,7 @@ describe('decap programs', { skip }, () => {
     obj.load();
     const addrs = obj.mapFd('ferry_decap_addrs');
     for (const v of [VIPS.v4, VIPS.v6, '198.18.0.11', '2001:db8::11']) {
-      const a = parseAddr(v);
+      const a = dpAddr(v);
       nat.mapUpdate(addrs, VipAddrKey.encode({ addr: a.bytes, family: a.family, pad: Buffer.alloc(3) }), VipAddrMeta.encode({ flags: 0 }), 0);
     }
     counters = new PerCpuArray(nat, obj.mapFd('ferry_decap_counters'), 'ferry_decap_counters', Counter, nat.numPossibleCpus());

@@ -12,7 +12,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { StatsBody } from '../src/api/types.js';
+import type { StatsBody } from '../src/model/status.js';
 import type { ClientResult, StreamReport } from '../src/lab/client.js';
 import { LbLab, repliesBypassedLb, type LabStream } from '../src/lab/lblab.js';
 import { existingLabs, type LabHost } from '../src/lab/topology.js';

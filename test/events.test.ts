@@ -13,7 +13,7 @@ import {
   FERRY_EVENT_FLOW, FERRY_VIP_NONE, FLOW_REASONS, FerryEvent, FlowKey, LbConfig, POLICY_DENY, VIP_F_POLICY, VIP_F_SNAT,
   type CounterName, type DropReason, type FerryEventV,
 } from '../src/datapath/abi.js';
-import { mappedBytes, parseAddr, parseCidr } from '../src/datapath/addr.js';
+import { mappedBytes, dpAddr, dpCidr } from '../src/datapath/addr.js';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { LbDatapath } from '../src/datapath/lb.js';
 import { ctHash } from '../src/datapath/hash.js';
@@ -45,7 +45,7 @@ const NAT = { id: 7, addr: '198.18.0.17', port: 80 };
 const be4 = (base: number, n: number) => Array.from({ length: n }, (_, i) => ({ id: base + i, addr: `198.18.1.${base + i}` }));
 const be6 = (base: number, n: number) => Array.from({ length: n }, (_, i) => ({ id: base + i, addr: `2001:db8:1::${(base + i).toString(16)}` }));
 
-const addr16 = (ip: string) => parseAddr(ip).bytes;
+const addr16 = (ip: string) => dpAddr(ip).bytes;
 
 describe('live events', { skip }, () => {
   let h: LbHarness;
@@ -75,7 +75,7 @@ describe('live events', { skip }, () => {
     h.vip({ ...FOREIGN, proto: 'tcp', backends: [] });
     h.dp.setMaglevTable(FOREIGN.id, new Uint32Array(251).fill(10)); // backend 10 is V4's
     h.vip({ ...NAT, proto: 'tcp', flags: VIP_F_SNAT, backends: [{ id: 70, addr: '10.244.0.70', port: 8080 }] });
-    const c = parseCidr('198.18.200.0/24');
+    const c = dpCidr('198.18.200.0/24');
     h.dp.policy.set({ prefixlen: 32 + 96 + c.prefix, vip_id: POL.id, addr: mappedBytes(c.addr) }, { action: POLICY_DENY });
     ring = h.dp.nat.ringOpen(h.dp.eventsFd);
   });

@@ -10,7 +10,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import type { StatsBody } from '../src/api/types.js';
+import type { StatsBody } from '../src/model/status.js';
 import { FleetLab, type FleetMember } from '../src/lab/fleet.js';
 import type { LabStream } from '../src/lab/lblab.js';
 import type { LabHost } from '../src/lab/topology.js';

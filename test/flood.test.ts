@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import type { StatsBody } from '../src/api/types.js';
+import type { StatsBody } from '../src/model/status.js';
 import { FERRY_CT_WAYS, type FlowKeyV } from '../src/datapath/abi.js';
 import type { LbDatapath } from '../src/datapath/lb.js';
 import { LbLab, type LabStream } from '../src/lab/lblab.js';

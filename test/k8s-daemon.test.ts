@@ -17,7 +17,7 @@ import { appendFileSync, readFileSync, writeFileSync, existsSync } from 'node:fs
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { KubernetesView } from '../src/k8s/mode.js';
+import type { KubernetesView } from '../src/model/kubernetes.js';
 import type { Service } from '../src/k8s/types.js';
 import { packageRoot } from '../src/paths.js';
 import { bpfUnavailable } from './lib/harness.js';

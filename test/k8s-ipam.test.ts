@@ -15,7 +15,7 @@ import { allocate, parsePools, type Pool } from '../src/k8s/ipam.js';
 import type { Lease } from '../src/k8s/lease.js';
 import { K8sMode } from '../src/k8s/mode.js';
 import type { Service } from '../src/k8s/types.js';
-import { loadKubeConfig } from '../src/k8s/watch.js';
+import { loadKubeConfig } from '../src/k8s/client.js';
 import { makeApi, type Api } from './lib/api-fixture.js';
 import { service, slice } from './lib/k8s-objects.js';
 import { K8sTestServer } from './lib/k8s-server.js';

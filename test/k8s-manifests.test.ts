@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { parseConfig, type FerryConfig } from '../src/config/index.js';
-import { ENDPOINTSLICES_PATH, NODES_PATH, SERVICES_PATH } from '../src/k8s/watch.js';
+import { ENDPOINTSLICES_PATH, NODES_PATH, SERVICES_PATH } from '../src/k8s/informer.js';
 import { packageRoot } from '../src/paths.js';
 
 const dir = join(packageRoot(), 'config', 'kubernetes');

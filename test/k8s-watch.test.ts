@@ -1,5 +1,5 @@
 /**
- * The list+watch client (src/k8s/watch.ts) against the Kubernetes API test
+ * The list+watch client (src/k8s/client.ts, informer.ts, backoff.ts) against the Kubernetes API test
  * server (test/lib/k8s-server.ts) over real HTTP(S): initial paged list,
  * incremental events, watch restarts after dropped or ended connections,
  * 410 Gone (as an ERROR event and as HTTP 410) → re-list with the
@@ -11,10 +11,9 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Node, Service } from '../src/k8s/types.js';
-import {
-  ApiClient, backoffDelay, Informer, K8sWatch, loadKubeConfig, SERVICES_PATH,
-  type EventType, type InformerOptions,
-} from '../src/k8s/watch.js';
+import { backoffDelay } from '../src/k8s/backoff.js';
+import { ApiClient, loadKubeConfig } from '../src/k8s/client.js';
+import { Informer, K8sWatch, SERVICES_PATH, type EventType, type InformerOptions } from '../src/k8s/informer.js';
 import { K8sTestServer } from './lib/k8s-server.js';
 import { node, service, slice } from './lib/k8s-objects.js';
 

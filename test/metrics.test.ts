@@ -5,7 +5,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import type { StatsBody, StatusBody } from '../src/api/types.js';
+import type { StatsBody, StatusBody } from '../src/model/status.js';
 import { FerryMetrics, type MetricsSource } from '../src/metrics/index.js';
 import { call, makeApi } from './lib/api-fixture.js';
 

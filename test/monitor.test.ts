@@ -20,8 +20,8 @@ import {
   DROP_REASONS, FERRY_AF_INET, FERRY_AF_INET6, FERRY_BACKEND_NONE, FERRY_EVENT_DROP, FERRY_EVENT_FLOW, FERRY_VIP_NONE,
   FerryEvent, type FerryEventV,
 } from '../src/datapath/abi.js';
-import { parseAddr } from '../src/datapath/addr.js';
-import { LbDatapath } from '../src/datapath/lb.js';
+import { dpAddr } from '../src/datapath/addr.js';
+import type { LbDatapath } from '../src/datapath/lb.js';
 import { XDP_DROP, XDP_TX } from '../src/datapath/native.js';
 import { formatEvent, matches, nameTable, toMonitorEvent, type MonitorEvent } from '../src/monitor/events.js';
 import { EventStream, TooManySubscribers, type RingReader } from '../src/monitor/stream.js';
@@ -44,7 +44,7 @@ function record(o: Partial<FerryEventV>): Buffer {
   return FerryEvent.encode({
     ...FerryEvent.zero(),
     ts_ns: process.hrtime.bigint(),
-    src: parseAddr('198.18.100.1').bytes, dst: parseAddr('198.18.0.10').bytes, sport: 40000, dport: 80,
+    src: dpAddr('198.18.100.1').bytes, dst: dpAddr('198.18.0.10').bytes, sport: 40000, dport: 80,
     vip_id: 0, backend_id: 10, frame_len: 74, kind: FERRY_EVENT_FLOW, reason: 0, proto: 6, family: FERRY_AF_INET,
     ...o,
   });
@@ -118,7 +118,7 @@ describe('monitor events: decoding and filters', () => {
   it('decodes drops: reason names, unknown VIP as null, IPv6 endpoints in brackets', () => {
     const ev = toMonitorEvent(FerryEvent.decode(record({
       kind: FERRY_EVENT_DROP, reason: DROP_REASONS.indexOf('fragment'), vip_id: FERRY_VIP_NONE, backend_id: FERRY_BACKEND_NONE,
-      family: FERRY_AF_INET6, src: parseAddr('2001:db8:100::1').bytes, dst: parseAddr('2001:db8::10').bytes, sport: 0, dport: 0, proto: 17,
+      family: FERRY_AF_INET6, src: dpAddr('2001:db8:100::1').bytes, dst: dpAddr('2001:db8::10').bytes, sport: 0, dport: 0, proto: 17,
     })), NAMES);
     assert.equal(ev.kind, 'drop');
     assert.equal(ev.reason, 'fragment');
@@ -136,7 +136,7 @@ describe('monitor events: decoding and filters', () => {
   it('filters by kind and VIP; a drop before the VIP lookup matches its VIP by address', () => {
     const flow = toMonitorEvent(FerryEvent.decode(record({})), NAMES);
     const early = toMonitorEvent(FerryEvent.decode(record({ kind: FERRY_EVENT_DROP, reason: 4, vip_id: FERRY_VIP_NONE })), NAMES);
-    const other = toMonitorEvent(FerryEvent.decode(record({ kind: FERRY_EVENT_DROP, reason: 6, vip_id: 1, dst: parseAddr('2001:db8::10').bytes })), NAMES);
+    const other = toMonitorEvent(FerryEvent.decode(record({ kind: FERRY_EVENT_DROP, reason: 6, vip_id: 1, dst: dpAddr('2001:db8::10').bytes })), NAMES);
     assert.ok(matches(flow, {}, NAMES));
     assert.ok(matches(flow, { vip: 'web', kind: 'flow' }, NAMES));
     assert.ok(!matches(flow, { kind: 'drop' }, NAMES));
@@ -292,8 +292,8 @@ describe('GET /v1/monitor (API)', () => {
       ring.records.push(
         record({ sport: 1 }),
         record({ sport: 2, kind: FERRY_EVENT_DROP, reason: 4, vip_id: FERRY_VIP_NONE }),
-        record({ sport: 3, vip_id: 1, backend_id: 20, family: FERRY_AF_INET6, src: parseAddr('2001:db8:100::1').bytes, dst: parseAddr('2001:db8::10').bytes }),
-        record({ sport: 4, kind: FERRY_EVENT_DROP, reason: 6, vip_id: 1, family: FERRY_AF_INET6, dst: parseAddr('2001:db8::10').bytes }),
+        record({ sport: 3, vip_id: 1, backend_id: 20, family: FERRY_AF_INET6, src: dpAddr('2001:db8:100::1').bytes, dst: dpAddr('2001:db8::10').bytes }),
+        record({ sport: 4, kind: FERRY_EVENT_DROP, reason: 6, vip_id: 1, family: FERRY_AF_INET6, dst: dpAddr('2001:db8::10').bytes }),
       );
       await all.waitFor((ms) => ms.length >= 5, 'four events');
       await web.waitFor((ms) => ms.length >= 3, 'web events');

@@ -8,7 +8,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { BACKEND_F_LOCAL, COUNTERS } from '../src/datapath/abi.js';
-import { formatAddr, parseAddr } from '../src/datapath/addr.js';
+import { formatAddr, dpAddr } from '../src/datapath/addr.js';
 import { NODE_COUNTERS, NODE_STRUCTS, NodeDatapath, type NodeCounterName, type NodeEndpoint } from '../src/datapath/node.js';
 import { bpfObjectPath } from '../src/paths.js';
 import { LbHarness, XDP_PASS, bpfUnavailable } from './lib/harness.js';
@@ -89,11 +89,11 @@ describe('node programs', { skip }, () => {
       assert.equal(inner.payload.subarray(proto === 'tcp' ? 20 : 8).toString(), 'hello');
 
       const rev = node.revNat.get({
-        backend: parseAddr(c.pod).bytes, client: parseAddr(c.client).bytes, backend_port: c.port, client_port: 41000,
-        proto: inner.proto, family: parseAddr(c.pod).family, pad: 0,
+        backend: dpAddr(c.pod).bytes, client: dpAddr(c.client).bytes, backend_port: c.port, client_port: 41000,
+        proto: inner.proto, family: dpAddr(c.pod).family, pad: 0,
       });
       assert.ok(rev, 'the connection is remembered');
-      assert.equal(formatAddr(parseAddr(c.vip).family, rev.vip), c.vip);
+      assert.equal(formatAddr(dpAddr(c.vip).family, rev.vip), c.vip);
       assert.equal(rev.vip_port, c.vipPort);
 
       const reply = ethFrame(

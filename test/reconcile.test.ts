@@ -13,7 +13,7 @@ import {
   LbConfig, POLICY_ALLOW, POLICY_DENY, VIP_ADDR_F_ECHO, VIP_F_ALLOWLIST, VIP_F_POLICY, VIP_F_SRC_AFFINITY,
   type FlowKeyV,
 } from '../src/datapath/abi.js';
-import { formatAddr, mappedBytes, parseAddr, parseCidr } from '../src/datapath/addr.js';
+import { formatAddr, mappedBytes, dpAddr, dpCidr } from '../src/datapath/addr.js';
 import { flowHash } from '../src/datapath/hash.js';
 import { LbDatapath, type LbSizes } from '../src/datapath/lb.js';
 import type { NativeAddon } from '../src/datapath/native.js';
@@ -366,7 +366,7 @@ describe('Reconciler', { skip }, () => {
     // ferry_policy
     const rules = dp.policy.entries().map(([k, v]) => `${k.vip_id}/${k.prefixlen}/${k.addr.toString('hex')}=${v.action}`).sort();
     const rule = (vipId: number, cidr: string, action: number) => {
-      const c = parseCidr(cidr);
+      const c = dpCidr(cidr);
       const bits = c.addr.family === FERRY_AF_INET ? 96 + c.prefix : c.prefix;
       return `${vipId}/${32 + bits}/${mappedBytes(c.addr).toString('hex')}=${action}`;
     };
@@ -666,15 +666,15 @@ describe('Reconciler', { skip }, () => {
 
     // Corrupt the maps behind the reconciler's back.
     const b4 = dp.backends.get(4);
-    dp.backends.set(4, { ...b4, addr: parseAddr('2001:db8:1::99').bytes });                        // wrong address
-    dp.backends.set(40, { addr: parseAddr('198.18.9.9').bytes, family: 4, state: 1, flags: 0, pad: 0, vip_id: 9, gen: 1, via: Buffer.alloc(16), port: 0, pad2: 0 }); // stray id
-    const stale = parseAddr('198.18.0.99');
+    dp.backends.set(4, { ...b4, addr: dpAddr('2001:db8:1::99').bytes });                        // wrong address
+    dp.backends.set(40, { addr: dpAddr('198.18.9.9').bytes, family: 4, state: 1, flags: 0, pad: 0, vip_id: 9, gen: 1, via: Buffer.alloc(16), port: 0, pad2: 0 }); // stray id
+    const stale = dpAddr('198.18.0.99');
     dp.vipIndex.set({ addr: stale.bytes, port: 80, proto: 6, family: 4 }, { vip_id: 9, flags: 0, rl_interval_ns: 0n, rl_tolerance_ns: 0n });
     dp.addrIndex.set({ addr: stale.bytes, family: 4, pad: Buffer.alloc(3) }, { flags: VIP_ADDR_F_ECHO });
     dp.setMaglevTable(9, new Uint32Array(251).fill(40));                                              // stale VIP + table
     dp.deleteMaglevTable(2);                                                                          // missing table
     corruptSlot(dp, 1, 17, 0);                                                                        // wrong slot
-    dp.policy.set({ prefixlen: 32 + 96 + 8, vip_id: 0, addr: mappedBytes(parseAddr('10.0.0.0')) }, { action: POLICY_DENY });
+    dp.policy.set({ prefixlen: 32 + 96 + 8, vip_id: 0, addr: mappedBytes(dpAddr('10.0.0.0')) }, { action: POLICY_DENY });
     dp.config.set(0, { ...dp.config.get(0), gw_mac: Buffer.from('02000000dead', 'hex') });
     const drift = rec.verify(state);
     for (const line of drift) t.diagnostic(line);

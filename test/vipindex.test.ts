@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { FERRY_INDEX_WAYS, VipBucket, VipKey, VipMeta, VipSlot, type VipMetaV } from '../src/datapath/abi.js';
-import { parseAddr } from '../src/datapath/addr.js';
+import { dpAddr } from '../src/datapath/addr.js';
 import { LbDatapath } from '../src/datapath/lb.js';
 import { indexBucketsOf } from '../src/datapath/vipindex.js';
 import { u32 } from '../src/datapath/maps.js';
@@ -20,7 +20,7 @@ const skip = bpfUnavailable();
 if (skip) console.log(`# skipping VIP index tests: ${skip}`);
 
 const SIZES = { ctSize: 1024, maxBackends: 64, maxVips: 16, maxVipAddrs: 16, maxPolicyRules: 16 };
-const key = (addr: string, port = 80) => VipKey.encode({ addr: parseAddr(addr).bytes, port, proto: 6, family: 4 });
+const key = (addr: string, port = 80) => VipKey.encode({ addr: dpAddr(addr).bytes, port, proto: 6, family: 4 });
 const meta = (id: number, flags = 0): Buffer => VipMeta.encode({ vip_id: id, flags, rl_interval_ns: 0n, rl_tolerance_ns: 0n });
 const idOf = (v: Buffer | undefined) => (v ? (VipMeta.decode(v) as VipMetaV).vip_id : undefined);
 

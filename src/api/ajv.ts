@@ -4,28 +4,10 @@
  * are errors); query strings and path parameters are strings on the wire, so
  * their instance coerces ("10" → 10, "true" → true) and fills defaults.
  */
-import { isIP } from 'node:net';
 import { Ajv, type ValidateFunction } from 'ajv';
 import type { FastifySchemaCompiler } from 'fastify';
+import { isCidr, isIp } from '../net/addr.js';
 import type { JsonSchema } from './schemas.js';
-
-/** Plain addresses only: no zone ids ("fe80::1%eth0"), no surrounding spaces. */
-const isPlain = (s: string): boolean => /^[0-9A-Fa-f:.]+$/.test(s);
-
-export const isIpv4 = (s: string): boolean => isPlain(s) && isIP(s) === 4;
-export const isIpv6 = (s: string): boolean => isPlain(s) && isIP(s) === 6;
-
-/** address or address/len, length within the family's bits. */
-export function isCidr(s: string): boolean {
-  const slash = s.indexOf('/');
-  const addr = slash < 0 ? s : s.slice(0, slash);
-  const family = isIpv4(addr) ? 4 : isIpv6(addr) ? 6 : 0;
-  if (family === 0) return false;
-  if (slash < 0) return true;
-  const len = s.slice(slash + 1);
-  if (!/^(0|[1-9][0-9]{0,2})$/.test(len)) return false;
-  return Number(len) <= (family === 4 ? 32 : 128);
-}
 
 function makeAjv(forBody: boolean, shared: JsonSchema[]): Ajv {
   const ajv = new Ajv({
@@ -36,8 +18,8 @@ function makeAjv(forBody: boolean, shared: JsonSchema[]): Ajv {
     useDefaults: !forBody,
     removeAdditional: false,
   });
-  ajv.addFormat('ipv4', { type: 'string', validate: isIpv4 });
-  ajv.addFormat('ipv6', { type: 'string', validate: isIpv6 });
+  ajv.addFormat('ipv4', { type: 'string', validate: (s: string) => isIp(s, 4) });
+  ajv.addFormat('ipv6', { type: 'string', validate: (s: string) => isIp(s, 6) });
   ajv.addFormat('cidr', { type: 'string', validate: isCidr });
   for (const s of shared) ajv.addSchema(s);
   return ajv;

@@ -31,7 +31,7 @@ import { vipRoutes } from './routes/vips.js';
 import { sharedSchemas } from './schemas.js';
 import type { ApiOptions } from './types.js';
 
-export type { ApiOptions, DaemonInfo, HealthView, StatsBody, StatusBody } from './types.js';
+export type { ApiOptions, DaemonInfo, HealthView } from './types.js';
 
 const MiB = 1024 * 1024;
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;

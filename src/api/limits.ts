@@ -8,13 +8,7 @@
 import type { ServerOptions as HttpServerOptions } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance } from 'fastify';
-import type { TlsOptions } from './types.js';
-
-export interface RateLimit {
-  /** Requests one client address may make per window. */
-  max: number;
-  windowMs: number;
-}
+import type { RateLimit, TlsOptions } from './types.js';
 
 /** Thrown by the limiter; the error handler answers it as a 429 problem. */
 export class RateLimitedError extends Error {

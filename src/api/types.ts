@@ -6,67 +6,14 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { LoggerOptions } from 'pino';
 import type { Controller } from '../control/controller.js';
-import type { KubernetesView } from '../k8s/mode.js';
+import type { KubernetesView } from '../model/kubernetes.js';
 import type { FerryMetrics } from '../metrics/index.js';
 import type { MonitorSource } from '../monitor/stream.js';
-import type { RateLimit } from './limits.js';
-import type { BgpControl } from './routes/bgp.js';
-import type { FleetStatus } from './routes/fleet.js';
+import type { BgpView } from '../model/bgp.js';
+import type { FleetView } from '../model/fleet.js';
 import type { BackendHealth } from '../model/health.js';
 import type { MaglevSharesView, MaglevTablesView } from '../model/maglev.js';
-
-export interface InterfaceStatus {
-  name: string;
-  /** 'native' | 'generic' | 'offload' | 'none'. */
-  xdp_mode: string;
-}
-
-export interface MapStatus {
-  name: string;
-  max_entries: number;
-  /** Entries in use, when the map can be counted cheaply. */
-  used?: number;
-}
-
-export interface StatusBody {
-  version: string;
-  /** Last revision committed in the store. */
-  revision: number;
-  /** Revision the datapath holds. */
-  applied_revision: number;
-  uptime_seconds: number;
-  interfaces: InterfaceStatus[];
-  maps: MapStatus[];
-  last_reconcile: { changes: number; duration_ms: number };
-}
-
-export interface BackendStats {
-  address: string;
-  packets: number;
-  bytes: number;
-  new_flows: number;
-}
-
-export interface VipStats {
-  name: string;
-  packets: number;
-  bytes: number;
-  new_flows: number;
-  ct_hits: number;
-  ct_misses: number;
-  drops: number;
-  /** Packets per second over the daemon's last sampling interval. */
-  rate_pps?: number;
-  backends: BackendStats[];
-}
-
-export interface StatsBody {
-  vips: VipStats[];
-  /** Datapath drops by reason (packets). */
-  drops: Record<string, number>;
-  /** Global datapath counters by name (packets), when the daemon has a datapath. */
-  counters?: Record<string, number>;
-}
+import type { StatsBody, StatusBody } from '../model/status.js';
 
 export interface DaemonInfo {
   status(): StatusBody;
@@ -89,6 +36,29 @@ export interface HealthView {
   /** Catches up with writes committed since the view last looked (called once per read request). */
   refresh(): void;
   backendHealth(vip: string, address: string): BackendHealth;
+}
+
+/** The per-client request limit of the TCP listeners. */
+export interface RateLimit {
+  /** Requests one client address may make per window. */
+  max: number;
+  windowMs: number;
+}
+
+/** What the BGP routes need of the announcer. */
+export interface BgpControl {
+  /** Reads BIRD's sessions afresh. */
+  refresh(): Promise<void>;
+  view(): BgpView;
+  drain(reason: string | null): void;
+  undrain(): void;
+  /** Resolves once BIRD has been told of the latest change (or telling it failed). */
+  settled(): Promise<void>;
+}
+
+/** What the fleet route needs of the fleet. */
+export interface FleetStatus {
+  view(): FleetView;
 }
 
 export interface TlsOptions {

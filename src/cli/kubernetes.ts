@@ -5,7 +5,7 @@
  * (OWNER kubernetes:<namespace>/<name>).
  */
 import type { Command } from 'commander';
-import type { KubernetesView } from '../k8s/mode.js';
+import type { KubernetesView } from '../model/kubernetes.js';
 import type { Client } from './client.js';
 import { printJson, printTable } from './output.js';
 

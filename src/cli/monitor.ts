@@ -8,8 +8,8 @@
  *            per second) from two readings of the monotonic counters of
  *            /v1/stats, refreshed every --interval seconds (--once: one frame).
  */
-import { Command, InvalidArgumentError } from 'commander';
-import type { StatsBody } from '../api/types.js';
+import { type Command, InvalidArgumentError } from 'commander';
+import type { StatsBody } from '../model/status.js';
 import { formatEvent, type MonitorEvent } from '../monitor/events.js';
 import { ConnectError, type Client } from './client.js';
 import { printTable } from './output.js';

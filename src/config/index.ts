@@ -5,11 +5,10 @@
  * and environment overrides FERRY_<PATH> with "__" between levels.
  */
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { Ajv, type ErrorObject } from 'ajv';
 import { parseDocument } from 'yaml';
 import { parsePools } from '../k8s/ipam.js';
-import { canonicalIp, parseCidr } from '../net/addr.js';
+import { canonicalIp, isIp, parseCidr } from '../net/addr.js';
 
 export type XdpModeName = 'native' | 'generic' | 'auto';
 
@@ -465,7 +464,7 @@ function kubernetesChecks(c: FerryConfig, env: NodeJS.ProcessEnv): string[] {
   const out: string[] = [];
   const k = c.kubernetes;
   k.health_check_addresses.forEach((a, n) => {
-    if (isIP(a) === 0) out.push(`/kubernetes/health_check_addresses/${n}: ${JSON.stringify(a)} is not an IP address`);
+    if (!isIp(a)) out.push(`/kubernetes/health_check_addresses/${n}: ${JSON.stringify(a)} is not an IP address`);
   });
   out.push(...lbIpamChecks(k.lb_ipam));
   if (k.external_path === 'nat' && !k.nat.enabled) {
@@ -517,10 +516,10 @@ function snatChecks(c: FerryConfig): string[] {
   if (!(min >= 1024 && min <= max && max <= 65535)) {
     out.push(`/datapath/snat_ports: ${c.datapath.snat_ports} must be MIN-MAX with 1024 <= MIN <= MAX <= 65535`);
   }
-  if (c.datapath.snat_source_v4 !== null && isIP(c.datapath.snat_source_v4) !== 4) {
+  if (c.datapath.snat_source_v4 !== null && !isIp(c.datapath.snat_source_v4, 4)) {
     out.push(`/datapath/snat_source_v4: ${c.datapath.snat_source_v4} is not an IPv4 address`);
   }
-  if (c.datapath.snat_source_v6 !== null && isIP(c.datapath.snat_source_v6) !== 6) {
+  if (c.datapath.snat_source_v6 !== null && !isIp(c.datapath.snat_source_v6, 6)) {
     out.push(`/datapath/snat_source_v6: ${c.datapath.snat_source_v6} is not an IPv6 address`);
   }
   return out;
@@ -540,9 +539,9 @@ function bgpChecks(c: FerryConfig): string[] {
     else if (seen.has(ip)) out.push(`/bgp/neighbors/${i}/address: ${ip} is listed twice`);
     else seen.add(ip);
   });
-  if (b.router_id !== null && isIP(b.router_id) !== 4) out.push(`/bgp/router_id: ${b.router_id} is not an IPv4 address`);
-  if (b.next_hop_v4 !== null && isIP(b.next_hop_v4) !== 4) out.push(`/bgp/next_hop_v4: ${b.next_hop_v4} is not an IPv4 address`);
-  if (b.next_hop_v6 !== null && isIP(b.next_hop_v6) !== 6) out.push(`/bgp/next_hop_v6: ${b.next_hop_v6} is not an IPv6 address`);
+  if (b.router_id !== null && !isIp(b.router_id, 4)) out.push(`/bgp/router_id: ${b.router_id} is not an IPv4 address`);
+  if (b.next_hop_v4 !== null && !isIp(b.next_hop_v4, 4)) out.push(`/bgp/next_hop_v4: ${b.next_hop_v4} is not an IPv4 address`);
+  if (b.next_hop_v6 !== null && !isIp(b.next_hop_v6, 6)) out.push(`/bgp/next_hop_v6: ${b.next_hop_v6} is not an IPv6 address`);
   b.communities.forEach((text, i) => {
     const parts = text.split(':').map(Number);
     const ok = parts.length === 2 ? parts.every((p) => p <= U16) : parts.every((p) => p <= U32);

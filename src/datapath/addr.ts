@@ -2,7 +2,7 @@
  * Addresses as the datapath stores them: a family code and 16 bytes. Parsing
  * and canonical text live in src/net/addr.ts.
  */
-import { formatIp, parseCidr as parseNetCidr, parseIp } from '../net/addr.js';
+import { formatIp, parseCidr, parseIp } from '../net/addr.js';
 import { FERRY_AF_INET, FERRY_AF_INET6 } from './abi.js';
 
 export type Family = typeof FERRY_AF_INET | typeof FERRY_AF_INET6;
@@ -13,8 +13,8 @@ export interface DpAddr {
   bytes: Buffer;
 }
 
-/** Parses an IPv4 or IPv6 address; throws a TypeError naming the input. */
-export function parseAddr(text: string): DpAddr {
+/** An IPv4 or IPv6 address in the datapath's form; throws a TypeError naming input that does not parse. */
+export function dpAddr(text: string): DpAddr {
   const ip = parseIp(text);
   if (typeof ip === 'string') throw new TypeError(`not an IP address: ${JSON.stringify(text)}`);
   const bytes = Buffer.alloc(16);
@@ -42,9 +42,9 @@ export interface DpCidr {
   prefix: number;
 }
 
-/** Parses "a.b.c.d/n" or "x::/n" (a bare address is a host route); throws a TypeError naming the input. */
-export function parseCidr(text: string): DpCidr {
-  const c = parseNetCidr(text, 'clear');
+/** "a.b.c.d/n" or "x::/n" in the datapath's form (a bare address is a host route, host bits cleared); throws a TypeError naming input that does not parse. */
+export function dpCidr(text: string): DpCidr {
+  const c = parseCidr(text, 'clear');
   if (typeof c === 'string') throw new TypeError(`not a CIDR: ${JSON.stringify(text)}`);
   const bytes = Buffer.alloc(16);
   c.network.copy(bytes, 0);

@@ -5,7 +5,7 @@
  * test/hc.test.ts checks the structs against the object's BTF.
  */
 import { Counter } from './abi.js';
-import { parseAddr } from './addr.js';
+import { dpAddr } from './addr.js';
 import { PerCpuArray, TypedMap } from './maps.js';
 import { loadNative, type BpfObject, type NativeAddon, type TcOptions } from './native.js';
 import { attachTcFilters, detachTcFilters } from './tc.js';
@@ -149,8 +149,8 @@ export class HcDatapath {
     const k = pairKey(p);
     const have = this.slots.get(k);
     if (have !== undefined) return have;
-    const vip = parseAddr(p.vip);
-    const backend = parseAddr(p.backend);
+    const vip = dpAddr(p.vip);
+    const backend = dpAddr(p.backend);
     if (vip.family !== backend.family) {
       throw new RangeError(`backend ${p.backend} is IPv${backend.family} and VIP ${p.vip} IPv${vip.family}: a check cannot take the tunnel across families`);
     }

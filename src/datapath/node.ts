@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Counter } from './abi.js';
-import { formatAddr, parseAddr } from './addr.js';
+import { formatAddr, dpAddr } from './addr.js';
 import { PerCpuArray, TypedMap } from './maps.js';
 import { loadNative, type BpfObject, type NativeAddon, type TcOptions } from './native.js';
 import { protoNumber } from './program.js';
@@ -191,13 +191,13 @@ function encodeKey(e: NodeEndpoint): ValueOf<typeof NodeEpKey> {
   }
   if ((e.vipPort === 0) !== (e.port === 0)) throw new RangeError(`${where}: only a frontend of every port (0) keeps the client's port (0)`);
   const key = rawKey(e);
-  if (parseAddr(e.vip).family !== parseAddr(e.backend).family) throw new RangeError(`${where}: the frontend and the endpoint must be of one family`);
+  if (dpAddr(e.vip).family !== dpAddr(e.backend).family) throw new RangeError(`${where}: the frontend and the endpoint must be of one family`);
   return key;
 }
 
 function rawKey(e: NodeEndpoint): ValueOf<typeof NodeEpKey> {
-  const vip = parseAddr(e.vip);
-  return { vip: vip.bytes, backend: parseAddr(e.backend).bytes, vip_port: e.vipPort, proto: protoNumber(e.protocol), family: vip.family };
+  const vip = dpAddr(e.vip);
+  return { vip: vip.bytes, backend: dpAddr(e.backend).bytes, vip_port: e.vipPort, proto: protoNumber(e.protocol), family: vip.family };
 }
 
 function decodeKey(k: ValueOf<typeof NodeEpKey>): NodeEndpoint {

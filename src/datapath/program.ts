@@ -8,7 +8,7 @@ import { cpus } from 'node:os';
 import {
   BACKEND_ACTIVE, CFG_F_RECORD_AFTER_HANDSHAKE, CFG_F_SKIP_FIB, VIP_ADDR_F_ECHO, type LbConfigV,
 } from './abi.js';
-import { hostMask, parseAddr, parseCidr } from './addr.js';
+import { hostMask, dpAddr, dpCidr } from './addr.js';
 import type { LbDatapath, LbSizes } from './lb.js';
 import { indexBucketCount } from './vipindex.js';
 import { ctBucketCount } from './conntrack.js';
@@ -125,8 +125,8 @@ export const protoNumber = (p: 'tcp' | 'udp'): number => (p === 'tcp' ? IPPROTO_
  * bucket masks follow them). IPv6 sources vary in the last 32 bits at most.
  */
 export function encodeConfig(c: ConfigProgram, sizes: Pick<LbSizes, 'maxVips' | 'maxVipAddrs' | 'ctSize'>): LbConfigV {
-  const s4 = c.src4 === null ? undefined : parseCidr(c.src4);
-  const s6 = c.src6 === null ? undefined : parseCidr(c.src6);
+  const s4 = c.src4 === null ? undefined : dpCidr(c.src4);
+  const s6 = c.src6 === null ? undefined : dpCidr(c.src6);
   if (s4 && s4.addr.family !== 4) throw new TypeError(`src4 ${c.src4} is not IPv4`);
   if (s6 && s6.addr.family !== 6) throw new TypeError(`src6 ${c.src6} is not IPv6`);
   const budget = eventBudget(c.eventsPerSecond ?? 0, c.eventsCpus ?? (c.eventsPerSecond ? onlineCpus() : 1));
@@ -152,8 +152,8 @@ export function encodeConfig(c: ConfigProgram, sizes: Pick<LbSizes, 'maxVips' | 
 }
 
 function encodeSnat(s: ConfigProgram['snat']): Pick<LbConfigV, 'snat_src4' | 'snat_src6' | 'snat_port_min' | 'snat_port_max'> {
-  const src4 = s?.src4 ? parseAddr(s.src4) : undefined;
-  const src6 = s?.src6 ? parseAddr(s.src6) : undefined;
+  const src4 = s?.src4 ? dpAddr(s.src4) : undefined;
+  const src6 = s?.src6 ? dpAddr(s.src6) : undefined;
   if (src4 && src4.family !== 4) throw new TypeError(`snat src4 ${s?.src4} is not IPv4`);
   if (src6 && src6.family !== 6) throw new TypeError(`snat src6 ${s?.src6} is not IPv6`);
   return {
@@ -170,10 +170,10 @@ export function programConfig(dp: LbDatapath, c: ConfigProgram): void {
 
 /** Writes a backend's entry. */
 export function programBackend(dp: LbDatapath, vipId: number, b: BackendProgram): void {
-  const a = parseAddr(b.addr);
+  const a = dpAddr(b.addr);
   dp.backends.set(b.id, {
     addr: a.bytes, family: a.family, state: b.state ?? BACKEND_ACTIVE, flags: b.flags ?? 0, pad: 0, vip_id: vipId, gen: b.gen ?? 1,
-    via: b.via === undefined ? Buffer.alloc(16) : parseAddr(b.via).bytes, port: b.port ?? 0, pad2: 0,
+    via: b.via === undefined ? Buffer.alloc(16) : dpAddr(b.via).bytes, port: b.port ?? 0, pad2: 0,
   });
 }
 
@@ -189,7 +189,7 @@ export function programTable(dp: LbDatapath, v: VipProgram, seed: number): Uint3
 export function programVip(dp: LbDatapath, v: VipProgram, seed: number): Uint32Array {
   for (const b of v.backends) programBackend(dp, v.id, b);
   const table = programTable(dp, v, seed);
-  const a = parseAddr(v.addr);
+  const a = dpAddr(v.addr);
   dp.addrIndex.set({ addr: a.bytes, family: a.family, pad: Buffer.alloc(3) }, { flags: VIP_ADDR_F_ECHO });
   dp.vipIndex.set(
     { addr: a.bytes, port: v.port, proto: protoNumber(v.proto), family: a.family },

@@ -10,7 +10,7 @@
  * --json prints one object: {"hosts":3,"requests":N,"errors":N,"per_host":{...},
  * "streams":N,"moved":N,"broken":N}
  */
-import type { StatsBody } from '../api/types.js';
+import type { StatsBody } from '../model/status.js';
 import { FleetLab } from '../lab/fleet.js';
 import type { LabStream } from '../lab/lblab.js';
 import type { LabHost } from '../lab/topology.js';

@@ -17,7 +17,7 @@
  * --json prints exactly one JSON object on stdout:
  *   {"requests":N,"errors":N,"per_backend":{...},"dsr":true|false}
  */
-import type { StatsBody } from '../api/types.js';
+import type { StatsBody } from '../model/status.js';
 import type { VipWithBackends } from '../model/types.js';
 import { ferryctlScript } from '../lab/ferryd.js';
 import { fleetDemo } from './fleet.js';

@@ -10,6 +10,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { loadNative } from '../datapath/native.js';
+import { ipFamily, isIp } from '../net/addr.js';
 
 export interface HttpExpect {
   path: string;
@@ -133,14 +134,14 @@ function tcpProbe(p: Probe, finish: Finish): Release {
  */
 function tcpConnect(p: Probe): net.Socket {
   if (p.mark === undefined) return net.connect({ host: p.address, port: p.port });
-  const fd = loadNative().socketOpen(net.isIPv6(p.address) ? 6 : 4, 'tcp', p.mark);
+  const fd = loadNative().socketOpen(ipFamily(p.address), 'tcp', p.mark);
   const sock = new net.Socket({ fd, readable: true, writable: true });
   return sock.connect({ host: p.address, port: p.port });
 }
 
 /** "[2001:db8::1]:8080", "198.18.0.1" (the scheme's default port is left out, as browsers do). */
 function hostHeader(p: Probe, h: HttpExpect): string {
-  const name = h.host ?? (net.isIPv6(p.address) ? `[${p.address}]` : p.address);
+  const name = h.host ?? (ipFamily(p.address) === 6 ? `[${p.address}]` : p.address);
   const defaultPort = p.type === 'https' ? 443 : 80;
   return p.port === defaultPort ? name : `${name}:${p.port}`;
 }
@@ -161,7 +162,7 @@ function httpProbe(p: Probe, finish: Finish, setPhase: (phase: string) => void):
   if (p.type === 'https') {
     // Backends are addressed by IP and commonly carry certificates for a public name: check liveness, not identity.
     options.rejectUnauthorized = false;
-    if (h.host !== null && net.isIP(h.host) === 0) options.servername = h.host;
+    if (h.host !== null && !isIp(h.host)) options.servername = h.host;
   }
   if (p.mark !== undefined) {
     // The marked socket is ours; TLS (for https) runs over it. Without an agent: an agent (even a
@@ -212,7 +213,7 @@ function onResponse(res: http.IncomingMessage, h: HttpExpect, finish: Finish, se
 function udpProbe(p: Probe, finish: Finish): Release {
   const u = p.udp;
   if (u === undefined) throw new Error('udp probe without its payload');
-  const sock = dgram.createSocket(net.isIPv6(p.address) ? 'udp6' : 'udp4');
+  const sock = dgram.createSocket(ipFamily(p.address) === 6 ? 'udp6' : 'udp4');
   sock.on('error', (err) => finish(false, describeError(err)));
   sock.on('message', (msg) => {
     if (u.reply === null || msg.toString('utf8').includes(u.reply)) finish(true, null);

@@ -21,7 +21,8 @@
 import * as http from 'node:http';
 import { isIP } from 'node:net';
 import type { HealthCheckNodePort } from './translate.js';
-import { backoffDelay, silentLogger, type Backoff, type K8sLogger } from './watch.js';
+import { backoffDelay, type Backoff } from './backoff.js';
+import { silentLogger, type K8sLogger } from './log.js';
 
 export interface HcnpListenerStatus {
   address: string;

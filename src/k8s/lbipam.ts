@@ -21,7 +21,10 @@ import { allocate, ingressIps, served, type IpamResult, type Pool } from './ipam
 import { LeaderElector } from './lease.js';
 import type { Service } from './types.js';
 import { objectKey } from './types.js';
-import { ApiError, backoffDelay, DEFAULT_BACKOFF, type ApiClient, type EventType, type K8sLogger } from './watch.js';
+import { backoffDelay, DEFAULT_BACKOFF } from './backoff.js';
+import { ApiError, type ApiClient } from './client.js';
+import type { EventType } from './informer.js';
+import type { K8sLogger } from './log.js';
 
 export interface LbIpamOptions {
   client: Pick<ApiClient, 'get' | 'send'>;

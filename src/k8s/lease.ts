@@ -15,7 +15,8 @@
  * (empty holder), so a successor takes over within one retry period
  * instead of a whole duration.
  */
-import { ApiError, type ApiClient, type K8sLogger } from './watch.js';
+import { ApiError, type ApiClient } from './client.js';
+import type { K8sLogger } from './log.js';
 
 export interface LeaseSpec {
   holderIdentity?: string | null;

@@ -21,11 +21,13 @@ import { HealthCheckNodePorts, type HcnpStatus } from './hcnp.js';
 import type { NatTable } from './nat.js';
 import type { NodeEndpoint } from '../datapath/node.js';
 import { K8sSync, type BatchReport } from './sync.js';
-import type { ClusterIpEntry, NatEntry, SkippedEntry } from './translate.js';
+import type { ClusterIpEntry, NatEntry } from './translate.js';
 import { parsePools } from './ipam.js';
 import { LbIpam } from './lbipam.js';
-import type { LbIpamView } from '../model/lbipam.js';
-import { ApiClient, K8sWatch, loadKubeConfig, type InformerStats, type K8sEventHandler, type K8sLogger } from './watch.js';
+import type { InformerView, KubernetesView, SkippedEntry } from '../model/kubernetes.js';
+import { ApiClient, loadKubeConfig } from './client.js';
+import { K8sWatch, type InformerStats, type K8sEventHandler } from './informer.js';
+import type { K8sLogger } from './log.js';
 
 /**
  * Whoever programs the ClusterIP list (the socket-level load balancer).
@@ -85,70 +87,6 @@ export function loadCredentials(k: Pick<KubernetesConfig, 'kubeconfig'>, o: { pa
     source = 'in-cluster';
   }
   return { kubeConfig: kc, source, server: kc.getCurrentCluster()?.server ?? '' };
-}
-
-export interface InformerView extends InformerStats {
-  synced: boolean;
-  objects: number;
-  resource_version: string;
-}
-
-/** What GET /v1/kubernetes shows (and /metrics reads). */
-export interface KubernetesView {
-  node_name: string;
-  proxy_name: string | null;
-  credentials: 'kubeconfig' | 'in-cluster';
-  server: string;
-  ready: boolean;
-  synced: boolean;
-  /** Services in the watch cache. */
-  services: number;
-  informers: { services: InformerView; endpoint_slices: InformerView; nodes: InformerView };
-  sync: {
-    events: number;
-    batches: number;
-    transactions: number;
-    failed_transactions: number;
-    services_written: number;
-    last_batch: {
-      services: number; written: number; transactions: number; revision: number; ms: number; refused: number; failed_transactions: number;
-    } | null;
-  };
-  cluster_ips: {
-    /** ClusterIP × port entries of the latest list. */
-    entries: number;
-    /** What programs them; null = nothing yet (the list is only kept). */
-    consumer: string | null;
-    consumer_stats: Record<string, number>;
-    last_error: string | null;
-  };
-  nat: {
-    /** Whether ferryd programs the kernel's NAT (kubernetes.nat.enabled). */
-    enabled: boolean;
-    /** Addresses × ports with endpoints in the nftables table. */
-    entries: number;
-    last_error: string | null;
-  };
-  node_endpoints: {
-    /** Pairs of other nodes' NodePorts to this node's endpoints. */
-    entries: number;
-    last_error: string | null;
-  };
-  health_check_node_ports: {
-    requests: number;
-    bind_failures: number;
-    ports: Array<{
-      service: string;
-      port: number;
-      local_endpoints: number;
-      listeners: Array<{ address: string; listening: boolean; error: string | null }>;
-      conflict: string | null;
-    }>;
-  };
-  skipped: SkippedEntry[];
-  ignored: SkippedEntry[];
-  /** The LoadBalancer IP allocator; null when kubernetes.lb_ipam is not enabled. */
-  lb_ipam: LbIpamView | null;
 }
 
 export interface K8sModeOptions {

@@ -29,7 +29,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { isIPv6 } from 'node:net';
+import { ipFamily } from '../net/addr.js';
 import type { NatEntry } from './translate.js';
 
 export const NAT_TABLE = 'ferry_k8s';
@@ -40,8 +40,8 @@ const AFFINITY_SEED = 0x4652;
 
 const T = `inet ${NAT_TABLE}`;
 const hex = (n: number): string => `0x${n.toString(16)}`;
-const fam = (e: NatEntry): 'ip' | 'ip6' => (isIPv6(e.address) ? 'ip6' : 'ip');
-const suffix = (e: NatEntry): '4' | '6' => (isIPv6(e.address) ? '6' : '4');
+const fam = (e: NatEntry): 'ip' | 'ip6' => (ipFamily(e.address) === 6 ? 'ip6' : 'ip');
+const suffix = (e: NatEntry): '4' | '6' => (ipFamily(e.address) === 6 ? '6' : '4');
 
 /** What identifies an entry: its address, protocol and port. */
 const keyOf = (e: NatEntry): string => `${e.address}|${e.protocol}|${e.port}`;
@@ -237,7 +237,7 @@ export function conntrackFlushes(before: readonly NatEntry[], after: readonly Na
   const old = udp(before);
   const next = udp(after);
   const out: string[][] = [];
-  const base = (e: NatEntry): string[] => ['-D', ...(isIPv6(e.address) ? ['-f', 'ipv6'] : []), '-p', 'udp', '--orig-dst', e.address, '--orig-port-dst', String(e.port)];
+  const base = (e: NatEntry): string[] => ['-D', ...(ipFamily(e.address) === 6 ? ['-f', 'ipv6'] : []), '-p', 'udp', '--orig-dst', e.address, '--orig-port-dst', String(e.port)];
   for (const [k, e] of next) {
     const was = old.get(k);
     if (e.backends.length > 0 && (was === undefined || was.backends.length === 0)) out.push(base(e));

@@ -49,14 +49,14 @@ import type { DesiredState, PolicySpec, VipWithBackends } from '../model/types.j
 import type { StoreTx } from '../store/types.js';
 import {
   ownerOf, serviceKeyOfOwner, sliceServiceKey, translateService,
-  type ClusterIpEntry, type HealthCheckNodePort, type NatEntry, type ServiceTranslation, type SkippedEntry, type TranslateConfig,
+  type ClusterIpEntry, type HealthCheckNodePort, type NatEntry, type ServiceTranslation, type TranslateConfig,
 } from './translate.js';
 import { objectKey, type EndpointSlice, type Node, type Service } from './types.js';
+import type { SkippedEntry } from '../model/kubernetes.js';
 import type { NodeEndpoint } from '../datapath/node.js';
-import {
-  backoffDelay, DEFAULT_BACKOFF, silentLogger,
-  type Backoff, type EventType, type K8sEventHandler, type K8sLogger,
-} from './watch.js';
+import { backoffDelay, DEFAULT_BACKOFF, type Backoff } from './backoff.js';
+import type { EventType, K8sEventHandler } from './informer.js';
+import { silentLogger, type K8sLogger } from './log.js';
 
 /** What a Service gives the socket-LB: its ClusterIPs, then its outside addresses for local sockets. */
 function socketLbEntries(t: ServiceTranslation): ClusterIpEntry[] {

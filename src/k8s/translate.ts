@@ -73,6 +73,7 @@ import { createHash } from 'node:crypto';
 import { backendAddressErrors } from '../model/validate.js';
 import { canonicalIp, parseCidr } from '../net/addr.js';
 import { LOCAL_HOST, type BackendSpec, type DesiredState, type PolicySpec, type Protocol, type VipWithBackends } from '../model/types.js';
+import type { SkippedEntry } from '../model/kubernetes.js';
 import type { NodeEndpoint } from '../datapath/node.js';
 import {
   ANNOTATION_EXTERNAL_PATH, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, objectKey,
@@ -128,11 +129,6 @@ export interface HealthCheckNodePort {
 }
 
 /** Something of a Service that Ferry does not serve, and why. */
-export interface SkippedEntry {
-  service: string;
-  reason: string;
-}
-
 /** Everything one Service becomes. */
 export interface ServiceTranslation {
   /** "namespace/name" */

@@ -14,7 +14,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { VIP_ADDR_F_ECHO, VipAddrKey, VipAddrMeta } from '../datapath/abi.js';
-import { parseAddr } from '../datapath/addr.js';
+import { dpAddr } from '../datapath/addr.js';
 import { loadNative } from '../datapath/native.js';
 import { bpfObjectPath } from '../paths.js';
 
@@ -26,7 +26,7 @@ function attachDecap(pinRoot: string, ifname: string, vips: string[]): void {
     obj.load();
     const addrs = obj.mapFd('ferry_decap_addrs');
     for (const v of vips) {
-      const a = parseAddr(v);
+      const a = dpAddr(v);
       nat.mapUpdate(addrs, VipAddrKey.encode({ addr: a.bytes, family: a.family, pad: Buffer.alloc(3) }),
         VipAddrMeta.encode({ flags: VIP_ADDR_F_ECHO }), 0);
     }

@@ -10,10 +10,10 @@
  */
 import { readFileSync, readdirSync, existsSync, mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { DEFAULT_SOCKLB_CGROUP, isCgroup2 } from '../datapath/socklb.js';
+import { DEFAULT_SOCKET_LB_CGROUP, isCgroup2 } from '../datapath/socket-lb.js';
 
 /** The cgroup v2 hierarchy of this machine kind (a hybrid layout: v1 controllers, v2 at unified/). */
-export const DEFAULT_CGROUP2_ROOT = DEFAULT_SOCKLB_CGROUP;
+export const DEFAULT_CGROUP2_ROOT = DEFAULT_SOCKET_LB_CGROUP;
 
 /** Why no cgroup v2 directory can be used under root, or undefined. */
 export function cgroup2Unavailable(root = DEFAULT_CGROUP2_ROOT): string | undefined {

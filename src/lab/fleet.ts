@@ -20,7 +20,7 @@ import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from '../cli/client.js';
 import { FERRY_AF_INET } from '../datapath/abi.js';
-import { parseAddr } from '../datapath/addr.js';
+import { dpAddr } from '../datapath/addr.js';
 import { LbDatapath } from '../datapath/lb.js';
 import type { BgpView } from '../model/bgp.js';
 import type { VipWithBackends } from '../model/types.js';
@@ -236,7 +236,7 @@ export class FleetLab {
    */
   carriers(vip: string, port: number, clientPort: number): LabHost[] {
     const flow = {
-      src: parseAddr(this.lab.client.addr4).bytes, dst: parseAddr(vip).bytes, sport: clientPort, dport: port,
+      src: dpAddr(this.lab.client.addr4).bytes, dst: dpAddr(vip).bytes, sport: clientPort, dport: port,
       proto: 6, family: FERRY_AF_INET, pad: 0,
     };
     return this.members.filter((m) => this.datapath(m).ct.get(flow) !== undefined).map((m) => m.host);

@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import type { StatsBody, StatusBody } from '../api/types.js';
+import type { StatsBody, StatusBody } from '../model/status.js';
 import { Client } from '../cli/client.js';
 import type { CounterName } from '../datapath/abi.js';
 import { LbDatapath } from '../datapath/lb.js';

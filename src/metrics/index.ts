@@ -5,10 +5,10 @@
  * (reconcile durations, API requests) are observed as they happen.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { StatsBody, StatusBody } from '../api/types.js';
+import type { StatsBody, StatusBody } from '../model/status.js';
 import type { BgpView } from '../model/bgp.js';
 import type { FleetView } from '../model/fleet.js';
-import type { KubernetesView } from '../k8s/mode.js';
+import type { KubernetesView } from '../model/kubernetes.js';
 import type { LbIpamView } from '../model/lbipam.js';
 import type { ReconcileReport } from '../model/dpstate.js';
 

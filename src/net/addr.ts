@@ -155,3 +155,18 @@ export function cidrContains(cidr: Cidr, ip: Ip): boolean {
   clearHostBits(bytes, cidr.prefix, ip.family === 4 ? 32 : 128);
   return bytes.equals(cidr.network);
 }
+
+/** Whether `text` is an address (of `family`, when given): the API's and the config's format checks. */
+export function isIp(text: string, family?: IpFamily): boolean {
+  const ip = parseIp(text);
+  return typeof ip !== 'string' && (family === undefined || ip.family === family);
+}
+
+/**
+ * Whether `text` is an address or address/length within its family's bits:
+ * the API's `cidr` format. Host bits pass here; the store refuses them with
+ * the network meant, which says more than a format error could.
+ */
+export function isCidr(text: string): boolean {
+  return typeof parseCidr(text, 'clear') !== 'string';
+}

@@ -8,7 +8,7 @@ import {
   Backend, BACKEND_ACTIVE, BACKEND_F_LOCAL, BACKEND_DOWN, BACKEND_DRAINING, FERRY_AF_INET, FERRY_BACKEND_NONE, LbConfig, PolicyKey,
   PolicyValue, POLICY_ALLOW, POLICY_DENY, VIP_ADDR_F_ECHO, VipAddrKey, VipAddrMeta, VipKey, VipMeta,
 } from '../datapath/abi.js';
-import { mappedBytes, parseAddr, parseCidr, type DpAddr, type DpCidr } from '../datapath/addr.js';
+import { mappedBytes, dpAddr, dpCidr, type DpAddr, type DpCidr } from '../datapath/addr.js';
 import { encodeConfig, protoNumber, type ConfigProgram } from '../datapath/program.js';
 import { MAGLEV_MAX_WEIGHT, MAGLEV_PRIMES, validateMaglevM, type MaglevBackend } from '../maglev/index.js';
 import { hasSlots, type DpBackend, type DpBackendState, type DpChanges, type DpState, type DpTombstone, type DpVip } from '../model/dpstate.js';
@@ -109,7 +109,7 @@ export class AddrCache {
     let a = this.map.get(text);
     if (a) return a;
     try {
-      a = parseAddr(text);
+      a = dpAddr(text);
     } catch {
       throw new ReconcileError(`${what}: not an IP address: ${JSON.stringify(text)}`);
     }
@@ -491,7 +491,7 @@ function vipRules(v: DpVip): Map<string, KeyedEntry> {
 export function policyKey(vipId: number, cidr: string, where: string): Buffer {
   let c: DpCidr;
   try {
-    c = parseCidr(cidr);
+    c = dpCidr(cidr);
   } catch {
     throw new ReconcileError(`${where}: not a CIDR: ${JSON.stringify(cidr)}`);
   }

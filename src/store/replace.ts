@@ -23,9 +23,11 @@
 import { ConflictError, ValidationError } from '../model/errors.js';
 import type { DesiredState } from '../model/types.js';
 import { validateDesiredState } from '../model/validate.js';
-import { normBackend, normPolicy, normVip, type NormBackend, type NormPolicy, type NormVip } from './rows.js';
+import {
+  normBackend, normPolicy, normVip, type BackendRow, type NormBackend, type NormPolicy, type NormVip, type PolicyRow, type VipRow,
+} from './rows.js';
 import type { Statements } from './statements.js';
-import { checkDrain, describeEndpoint, ownerLabel, type Tx } from './tx.js';
+import { checkDrain, describeEndpoint, ownerLabel } from './owners.js';
 import type { ReplaceScope, StateChange } from './types.js';
 
 interface WantedVip {
@@ -41,8 +43,22 @@ interface Wanted {
 const KIND_ORDER: Record<StateChange['kind'], number> = { policy: 0, vip: 1, backend: 2 };
 const OP_ORDER: Record<StateChange['op'], number> = { create: 0, update: 1, delete: 2 };
 
+/** What replacing needs of the transaction it runs in (tx.ts's Tx): one record at a time, each in its savepoint. */
+export interface RecordWriter {
+  mustVip(name: string): VipRow;
+  insertVip(norm: NormVip, owner: string | null): unknown;
+  updateVip(row: VipRow, norm: NormVip): { changed: boolean };
+  removeVip(row: VipRow): unknown;
+  insertBackends(vip: VipRow, norms: readonly NormBackend[], owner: string | null): ReadonlyArray<{ address: string }>;
+  updateBackend(row: BackendRow, norm: NormBackend): { changed: boolean };
+  removeBackend(vip: VipRow, row: BackendRow, drainSeconds: number): unknown;
+  insertPolicy(norm: NormPolicy, owner: string | null): unknown;
+  updatePolicy(row: PolicyRow, norm: NormPolicy): { changed: boolean };
+  removePolicy(row: PolicyRow): unknown;
+}
+
 export function replaceState(
-  tx: Tx, st: Statements, desired: DesiredState, drainSeconds: number, owner: string | null, scope?: ReplaceScope,
+  tx: RecordWriter, st: Statements, desired: DesiredState, drainSeconds: number, owner: string | null, scope?: ReplaceScope,
 ): StateChange[] {
   checkDrain(drainSeconds);
   const inScope = scopeOf(desired, scope);
@@ -135,7 +151,7 @@ function assertNoForeignCollisions(st: Statements, wanted: Wanted, owner: string
 }
 
 function deleteUnwantedVips(
-  tx: Tx, st: Statements, wanted: Wanted, owner: string | null, inScope: InScope, changes: StateChange[],
+  tx: RecordWriter, st: Statements, wanted: Wanted, owner: string | null, inScope: InScope, changes: StateChange[],
 ): void {
   const keep = new Set(wanted.vips.map((w) => w.vip.name));
   for (const { name } of inScope.vips(st, owner)) {
@@ -147,7 +163,7 @@ function deleteUnwantedVips(
   }
 }
 
-function upsertPolicies(tx: Tx, st: Statements, wanted: Wanted, owner: string | null, changes: StateChange[]): void {
+function upsertPolicies(tx: RecordWriter, st: Statements, wanted: Wanted, owner: string | null, changes: StateChange[]): void {
   for (const p of wanted.policies) {
     const row = st.policyByName.get(p.name);
     if (row === undefined) {
@@ -159,7 +175,7 @@ function upsertPolicies(tx: Tx, st: Statements, wanted: Wanted, owner: string | 
   }
 }
 
-function upsertVips(tx: Tx, st: Statements, wanted: Wanted, owner: string | null, changes: StateChange[]): void {
+function upsertVips(tx: RecordWriter, st: Statements, wanted: Wanted, owner: string | null, changes: StateChange[]): void {
   for (const { vip } of wanted.vips) {
     const row = st.vipByName.get(vip.name);
     if (row === undefined) {
@@ -173,7 +189,7 @@ function upsertVips(tx: Tx, st: Statements, wanted: Wanted, owner: string | null
 
 /** Removals on every VIP first, then updates and creations. */
 function syncBackends(
-  tx: Tx, st: Statements, wanted: Wanted, drainSeconds: number, owner: string | null, changes: StateChange[],
+  tx: RecordWriter, st: Statements, wanted: Wanted, drainSeconds: number, owner: string | null, changes: StateChange[],
 ): void {
   const plans = wanted.vips.map((w) => {
     const vipRow = tx.mustVip(w.vip.name);
@@ -200,7 +216,7 @@ function syncBackends(
 }
 
 function deleteUnwantedPolicies(
-  tx: Tx, st: Statements, wanted: Wanted, owner: string | null, inScope: InScope, changes: StateChange[],
+  tx: RecordWriter, st: Statements, wanted: Wanted, owner: string | null, inScope: InScope, changes: StateChange[],
 ): void {
   const keep = new Set(wanted.policies.map((p) => p.name));
   for (const { name } of inScope.policies(st, owner)) {

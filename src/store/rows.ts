@@ -6,7 +6,7 @@
  * in canonical text, so two specs mean the same thing iff they are equal:
  * that is how a PUT of identical content is recognized as a no-op.
  */
-import { parseAddr } from '../datapath/addr.js';
+import { dpAddr } from '../datapath/addr.js';
 import {
   DEFAULT_WEIGHT, LOCAL_HOST,
   type BackendRecord, type BackendSpec, type BackendState, type Encap, type Forwarding, type PolicyRecord,
@@ -264,7 +264,7 @@ export function policyRecord(row: PolicyRow): PolicyRecord {
 
 /** Family byte then the 16 address bytes: orders backends numerically (IPv4 first). */
 export function addressSortKey(canonical: string): Buffer {
-  const a = parseAddr(canonical);
+  const a = dpAddr(canonical);
   const key = Buffer.alloc(17);
   key[0] = a.family;
   a.bytes.copy(key, 1);

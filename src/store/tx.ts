@@ -12,7 +12,7 @@
  */
 import type Database from 'better-sqlite3';
 import {
-  CapacityError, ConflictError, ForbiddenError, NotFoundError, ValidationError,
+  CapacityError, ConflictError, NotFoundError, ValidationError,
 } from '../model/errors.js';
 import type {
   BackendRecord, BackendSpec, DesiredState, PolicyRecord, PolicySpec, VipRecord, VipSpec, VipWithBackends,
@@ -21,6 +21,7 @@ import { validateBackendSpec, validatePolicySpec, validateVipSpec } from '../mod
 import { canonicalIp } from '../net/addr.js';
 import { ChangeLog } from './changelog.js';
 import { pageRequest, toPage } from './cursor.js';
+import { assertOwner, checkDrain, describeEndpoint } from './owners.js';
 import { replaceState } from './replace.js';
 import {
   addressSortKey, backendRecord, backendSpecOf, checkJson, healthEvent, normBackend, normPolicy, normVip, policyRecord,
@@ -52,30 +53,6 @@ export interface Updated<R> {
 
 /** nested-read: a read() inside a write, which sees that write's uncommitted changes. */
 type Mode = 'read' | 'nested-read' | 'write' | 'sealed' | 'closed';
-
-/** "10.0.0.1 port 80/tcp", "2001:db8::1 all ports/udp". */
-export function describeEndpoint(v: { address: string; port: number; protocol: string }): string {
-  return `${v.address} ${v.port === 0 ? 'all ports' : `port ${v.port}`}/${v.protocol}`;
-}
-
-export function ownerLabel(owner: string | null): string {
-  return owner === null ? 'the API' : owner;
-}
-
-/** Throws ForbiddenError unless `writer` owns the record. */
-export function assertOwner(kind: string, name: string, recordOwner: string | null, writer: string | null): void {
-  if (recordOwner === writer) return;
-  const where = recordOwner === null ? 'through the API'
-    : recordOwner.startsWith('kubernetes:') ? 'in Kubernetes' : `as ${recordOwner}`;
-  throw new ForbiddenError(`${kind} "${name}" is owned by ${ownerLabel(recordOwner)}; change it ${where}`);
-}
-
-/** Drain time of a deleted backend, in seconds: finite and not negative (0 = no drain). */
-export function checkDrain(drainSeconds: number): void {
-  if (typeof drainSeconds !== 'number' || !Number.isFinite(drainSeconds) || drainSeconds < 0) {
-    throw new ValidationError([{ field: '/drain_seconds', reason: 'must be a number of seconds >= 0' }]);
-  }
-}
 
 export class Tx implements StoreTx {
   readonly changes = new ChangeLog();

@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { buildApp } from '../../src/api/app.js';
-import type { ApiOptions, DaemonInfo, StatsBody, StatusBody } from '../../src/api/types.js';
+import type { ApiOptions, DaemonInfo } from '../../src/api/types.js';
+import type { StatsBody, StatusBody } from '../../src/model/status.js';
 import { Controller } from '../../src/control/controller.js';
 import type { MetricsSource } from '../../src/metrics/index.js';
 import type { Applier, DpState, ReconcileReport } from '../../src/model/dpstate.js';

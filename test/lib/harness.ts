@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, existsSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { FERRY_AF_INET, FERRY_AF_INET6, CFG_F_SKIP_FIB, type FlowKeyV } from '../../src/datapath/abi.js';
-import { hostMask, parseAddr, parseCidr } from '../../src/datapath/addr.js';
+import { hostMask, dpAddr, dpCidr } from '../../src/datapath/addr.js';
 import { flowHash } from '../../src/datapath/hash.js';
 import { LbDatapath, type LbSizes } from '../../src/datapath/lb.js';
 import { BPF_F_TEST_XDP_LIVE_FRAMES, loadNative } from '../../src/datapath/native.js';
@@ -145,8 +145,8 @@ export class LbHarness {
 
 /** The flow key xdp_lb builds for a packet (ports in host numbers). */
 export function flowOf(src: string, dst: string, sport: number, dport: number, proto: number): FlowKeyV {
-  const s = parseAddr(src);
-  const d = parseAddr(dst);
+  const s = dpAddr(src);
+  const d = dpAddr(dst);
   return {
     src: s.bytes, dst: d.bytes, sport, dport, proto, family: isIPv4(src) ? FERRY_AF_INET : FERRY_AF_INET6, pad: 0,
   };
@@ -155,14 +155,14 @@ export function flowOf(src: string, dst: string, sport: number, dport: number, p
 /** The outer source xdp_lb derives for a flow hash: prefix | (hash & hostmask), word-wise in memory order. */
 export function expectedOuterSource(family: number, hash: number): Buffer {
   if (family === FERRY_AF_INET) {
-    const c = parseCidr(SRC4);
+    const c = dpCidr(SRC4);
     const prefix = c.addr.bytes.readUInt32LE(0);
     const mask = hostMask(c.prefix, 32).readUInt32LE(0);
     const out = Buffer.alloc(4);
     out.writeUInt32LE((prefix | (hash & mask)) >>> 0, 0);
     return out;
   }
-  const c = parseCidr(SRC6);
+  const c = dpCidr(SRC6);
   const out = Buffer.from(c.addr.bytes);
   const mask = hostMask(Math.max(c.prefix - 96, 0), 32).readUInt32LE(0);
   out.writeUInt32LE((out.readUInt32LE(12) | (hash & mask)) >>> 0, 12);

@@ -21,10 +21,10 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, DROP_REASONS, FERRY_AF_INET, type DropReason } from '../../src/datapath/abi.js';
-import { parseAddr, parseCidr } from '../../src/datapath/addr.js';
+import { dpAddr, dpCidr } from '../../src/datapath/addr.js';
 import type { BackendProgram } from '../../src/datapath/program.js';
 import { clearHostBits } from '../../src/net/addr.js';
-import { GW_MAC, LbHarness, SRC4, SRC6, XDP_DROP, XDP_PASS, XDP_TX } from './harness.js';
+import { GW_MAC, type LbHarness, SRC4, SRC6, XDP_DROP, XDP_PASS, XDP_TX } from './harness.js';
 import {
   ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
   csumAdd, csumFinish, ethFrame, ipPacket, l4ChecksumOk, parseEth, parseIp, type PacketOpts,
@@ -70,7 +70,7 @@ function activeBackends(): Map<string, Set<number>> {
   for (const v of FUZZ_VIPS) {
     for (const b of v.backends) {
       if (b.state !== BACKEND_ACTIVE) continue;
-      const key = parseAddr(b.addr).bytes.toString('hex');
+      const key = dpAddr(b.addr).bytes.toString('hex');
       const set = m.get(key) ?? new Set<number>();
       set.add(v.id);
       m.set(key, set);
@@ -259,9 +259,9 @@ export interface FuzzTally {
 /** Runs frames through a harness and checks every invariant; throws an AssertionError naming the frame. */
 export class PacketChecker {
   private readonly backends = activeBackends();
-  private readonly vipAddrs = new Set(VIP_ADDRS.map((a) => parseAddr(a).bytes.toString('hex')));
-  private readonly src4 = parseCidr(SRC4);
-  private readonly src6 = parseCidr(SRC6);
+  private readonly vipAddrs = new Set(VIP_ADDRS.map((a) => dpAddr(a).bytes.toString('hex')));
+  private readonly src4 = dpCidr(SRC4);
+  private readonly src6 = dpCidr(SRC6);
   readonly tally: FuzzTally = { cases: 0, pass: 0, drop: 0, tx: 0, encapsulated: 0, echoReplies: 0, dropsByReason: {} };
 
   constructor(private readonly h: LbHarness) {}
@@ -321,7 +321,7 @@ export class PacketChecker {
     assert.equal(outer.payload.length, inner.raw.length, `${what}: the whole inner packet`);
     const vipIds = this.backends.get(pad16(outer.dst));
     assert.ok(vipIds !== undefined, `${what}: outer destination ${outer.dst.toString('hex')} is not a backend in service`);
-    const vip = FUZZ_VIPS.find((v) => vipIds.has(v.id) && parseAddr(v.addr).bytes.toString('hex') === pad16(inner.dst));
+    const vip = FUZZ_VIPS.find((v) => vipIds.has(v.id) && dpAddr(v.addr).bytes.toString('hex') === pad16(inner.dst));
     assert.ok(vip !== undefined, `${what}: backend ${outer.dst.toString('hex')} does not serve a VIP at the inner destination`);
     if (inner.proto === IPPROTO_TCP || inner.proto === IPPROTO_UDP) {
       const proto = inner.proto === IPPROTO_TCP ? 'tcp' : 'udp';
@@ -390,7 +390,7 @@ function pad16(b: Buffer): string {
 }
 
 /** Whether `addr` (4 or 16 bytes) lies in the prefix `c`. */
-function prefixHolds(c: ReturnType<typeof parseCidr>, addr: Buffer): boolean {
+function prefixHolds(c: ReturnType<typeof dpCidr>, addr: Buffer): boolean {
   const bits = c.addr.family === FERRY_AF_INET ? 32 : 128;
   const x = Buffer.alloc(16);
   addr.copy(x);

@@ -4,7 +4,7 @@
  * valid checksums, and the IPIP/IP6IP6/4in6/6in4 frames xdp_lb emits.
  */
 import { isIPv4 } from 'node:net';
-import { parseAddr } from '../../src/datapath/addr.js';
+import { dpAddr } from '../../src/datapath/addr.js';
 
 export const ETH_P_IP = 0x0800;
 export const ETH_P_IPV6 = 0x86dd;
@@ -33,7 +33,7 @@ export function csumAdd(buf: Buffer, sum = 0): number {
 export const csumFinish = (sum: number): number => ~sum & 0xffff;
 
 function addrBytes(ip: string): Buffer {
-  const a = parseAddr(ip);
+  const a = dpAddr(ip);
   return a.family === 4 ? a.bytes.subarray(0, 4) : a.bytes;
 }
 

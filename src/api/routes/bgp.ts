@@ -4,21 +4,10 @@
  * and the host drain (`ferryctl drain-host`). 404 when bgp is not enabled.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { BgpView } from '../../model/bgp.js';
+import type { BgpControl } from '../types.js';
 import { problem, sendProblem } from '../problems.js';
 import { ref, type JsonSchema } from '../schemas.js';
 import { json, problems, type RouteContext } from './common.js';
-
-/** What the routes need of the announcer. */
-export interface BgpControl {
-  /** Reads BIRD's sessions afresh. */
-  refresh(): Promise<void>;
-  view(): BgpView;
-  drain(reason: string | null): void;
-  undrain(): void;
-  /** Resolves once BIRD has been told of the latest change (or telling it failed). */
-  settled(): Promise<void>;
-}
 
 interface DrainBody { reason?: string }
 

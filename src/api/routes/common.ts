@@ -11,9 +11,7 @@ import type { PageQuery } from '../../store/types.js';
 import { checkWritePreconditions } from '../etag.js';
 import { PROBLEM_TYPE } from '../problems.js';
 import { ipSchema, nameSchema, ref, type JsonSchema } from '../schemas.js';
-import type { DaemonInfo, HealthView } from '../types.js';
-import type { BgpControl } from './bgp.js';
-import type { FleetStatus } from './fleet.js';
+import type { BgpControl, DaemonInfo, FleetStatus, HealthView } from '../types.js';
 
 export interface RouteContext {
   controller: Controller;

@@ -4,15 +4,9 @@
  * a digest of its Maglev tables. 404 when fleet.etcd names no endpoint.
  */
 import type { FastifyInstance } from 'fastify';
-import type { FleetView } from '../../model/fleet.js';
 import { problem, sendProblem } from '../problems.js';
 import { ref } from '../schemas.js';
 import { json, problems, type RouteContext } from './common.js';
-
-/** What the route needs of the fleet. */
-export interface FleetStatus {
-  view(): FleetView;
-}
 
 export function fleetRoutes(app: FastifyInstance, ctx: RouteContext): void {
   app.get('/v1/fleet', {

@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { isCgroup2, SocketLb } from '../datapath/socklb.js';
+import { isCgroup2, SocketLb } from '../datapath/socket-lb.js';
 import type { ClusterIpConsumer } from './mode.js';
 
 /** Where cgroup v2 is mounted: /sys/fs/cgroup/unified on hybrid hosts, else /sys/fs/cgroup. */

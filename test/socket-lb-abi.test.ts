@@ -6,8 +6,8 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import * as abi from '../src/datapath/socklb-abi.js';
-import { SOCKLB_HOOKS } from '../src/datapath/socklb.js';
+import * as abi from '../src/datapath/socket-lb-abi.js';
+import { SOCKET_LB_HOOKS } from '../src/datapath/socket-lb.js';
 import { BPF_PROG_TYPE_CGROUP_SOCK, BPF_PROG_TYPE_CGROUP_SOCK_ADDR, loadNative } from '../src/datapath/native.js';
 import { bpfObjectPath } from '../src/paths.js';
 import { assertStructsMatchBtf, bpfHeader, cDefine, cEnum } from './lib/abi-check.js';
@@ -51,7 +51,7 @@ describe('socket-LB ABI', () => {
       assert.equal(maps.get('ferry_sock_counters')?.maxEntries, abi.SOCK_COUNTERS.length);
       assert.deepEqual(
         obj.programs().map((p) => [p.name, p.section, p.type]),
-        SOCKLB_HOOKS.map((h) => [
+        SOCKET_LB_HOOKS.map((h) => [
           h.program, `cgroup/${h.hook}`, h.hook === 'sock_release' ? BPF_PROG_TYPE_CGROUP_SOCK : BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
         ]),
       );

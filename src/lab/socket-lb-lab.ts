@@ -3,7 +3,7 @@
  * own (only lo, so nothing it does can leave it), backends served inside it
  * by src/lab/sockserver.py, and a cgroup v2 directory for the clients.
  * Clients (src/lab/sockclient.py) run in the namespace, inside the cgroup or
- * outside it. Used by test/socklb.test.ts and bench/k8s-connect.ts.
+ * outside it. Used by test/socket-lb.test.ts and bench/k8s-connect.ts.
  *
  * Every client runs in the namespace, also the ones outside the cgroup: a
  * connect() to a ClusterIP that is not translated then fails there
@@ -62,7 +62,7 @@ function removeStaleNamespaces(prefix: string): void {
   }
 }
 
-export class SockLab {
+export class SocketLbLab {
   private servers: ChildProcess[] = [];
   private nsMade = false;
   private cg: string | null = null;
@@ -80,7 +80,7 @@ export class SockLab {
 
   /** The cgroup directory clients run in. */
   get cgroup(): string {
-    if (this.cg === null) throw new Error('SockLab not set up');
+    if (this.cg === null) throw new Error('SocketLbLab not set up');
     return this.cg;
   }
 

@@ -17,12 +17,13 @@ import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   SOCK_COUNTERS, SOCKLB_AF_INET, SockEndpoint, SockMemberKey, SockSlotKey, type SockCounterName,
-} from '../src/datapath/socklb-abi.js';
-import { SOCKLB_HOOKS, SocketLb, type SocketLbService } from '../src/datapath/socklb.js';
+} from '../src/datapath/socket-lb-abi.js';
+import { SOCKET_LB_HOOKS, SocketLb } from '../src/datapath/socket-lb.js';
+import type { SocketLbService } from '../src/datapath/socket-lb-plan.js';
 import { loadNative } from '../src/datapath/native.js';
 import type { ClusterIpEntry } from '../src/k8s/translate.js';
 import { cgroup2Unavailable } from '../src/lab/cgroup.js';
-import { SockLab, type BackendSpec, type LoopResult, type TcpResult, type UdpResult } from '../src/lab/socklab.js';
+import { SocketLbLab, type BackendSpec, type LoopResult, type TcpResult, type UdpResult } from '../src/lab/socket-lb-lab.js';
 import { BPFFS, bpfUnavailable, ensureBpffs } from './lib/harness.js';
 
 function unavailable(): string | undefined {
@@ -62,14 +63,14 @@ const tcpSvc = (backends: Named[], affinity?: number) => clusterIp(CIP, 80, 'tcp
 const udpSvc = (backends: Named[]) => clusterIp(CIP, 53, 'udp', backends);
 
 describe('socket-level load balancer', { skip }, () => {
-  const lab = new SockLab(NAME);
+  const lab = new SocketLbLab(NAME);
   let lb: SocketLb | undefined;
 
-  const sockLb = (): SocketLb => {
+  const socketLb = (): SocketLb => {
     assert.ok(lb, 'SocketLb is open');
     return lb;
   };
-  const counters = (): Record<SockCounterName, number> => sockLb().counterValues();
+  const counters = (): Record<SockCounterName, number> => socketLb().counterValues();
   const delta = (before: Record<SockCounterName, number>): Partial<Record<SockCounterName, number>> => {
     const now = counters();
     const out: Partial<Record<SockCounterName, number>> = {};
@@ -109,9 +110,9 @@ describe('socket-level load balancer', { skip }, () => {
 
   it('attaches nine programs to the cgroup through pinned links', () => {
     const nat = loadNative();
-    const hooks = sockLb().attachedHooks();
+    const hooks = socketLb().attachedHooks();
     const ino = statSync(lab.cgroup).ino;
-    for (const h of SOCKLB_HOOKS) {
+    for (const h of SOCKET_LB_HOOKS) {
       const got = hooks[h.hook];
       assert.ok(got, `${h.hook} attached`);
       assert.equal(got.cgroupId, ino, `${h.hook} on our cgroup`);
@@ -121,7 +122,7 @@ describe('socket-level load balancer', { skip }, () => {
   });
 
   it('TCP: connect() to a ClusterIP reaches a backend, getpeername() shows the ClusterIP', async () => {
-    sockLb().apply([tcpSvc([ALT])]);
+    socketLb().apply([tcpSvc([ALT])]);
     const c0 = counters();
     const r = await lab.tcp(CIP, 80);
     assert.deepEqual(r, { peer: [CIP, 80], reply: 'alt' }, 'port 80 went to the backend on 9090, reported as the ClusterIP');
@@ -129,7 +130,7 @@ describe('socket-level load balancer', { skip }, () => {
   });
 
   it('UDP: sendto() a ClusterIP; recvfrom() reports the replies from the ClusterIP (unconnected and connected)', async () => {
-    sockLb().apply([udpSvc([UDP_BACKENDS[1]!])]);
+    socketLb().apply([udpSvc([UDP_BACKENDS[1]!])]);
     const c0 = counters();
     const r = await lab.udp(CIP, 53, { count: 3 });
     assert.equal(r.error, undefined);
@@ -142,7 +143,7 @@ describe('socket-level load balancer', { skip }, () => {
   });
 
   it('spreads connections over the backends; one UDP socket stays on one backend', async () => {
-    sockLb().apply([tcpSvc(TCP_BACKENDS), udpSvc(UDP_BACKENDS)]);
+    socketLb().apply([tcpSvc(TCP_BACKENDS), udpSvc(UDP_BACKENDS)]);
     const seen = replies(await tcpMany(80));
     const counts = Object.fromEntries(TCP_BACKENDS.map((b) => [b.name, seen.filter((s) => s === b.name).length]));
     assert.equal(seen.filter((s) => !(s in counts)).length, 0, `only backends answered: ${seen.join(' ')}`);
@@ -162,7 +163,7 @@ describe('socket-level load balancer', { skip }, () => {
 
   it('sessionAffinity ClientIP: one backend per client while it lasts, kept across set changes, expired by the timeout', async () => {
     const all = TCP_BACKENDS;
-    sockLb().apply([tcpSvc(all, 2)]);
+    socketLb().apply([tcpSvc(all, 2)]);
     const c0 = counters();
     const first = replies(await tcpMany(15));
     const x = first[0]!;
@@ -170,13 +171,13 @@ describe('socket-level load balancer', { skip }, () => {
     assert.deepEqual(delta(c0), { connect: 15, rev_peername: 15, released: 15, affinity_new: 1, affinity_hit: 14 });
 
     // The set changes but keeps x: the client stays.
-    sockLb().apply([tcpSvc([...all, ALT], 2)]);
+    socketLb().apply([tcpSvc([...all, ALT], 2)]);
     const kept = replies(await tcpMany(15));
     assert.deepEqual(kept, kept.map(() => x), `still on ${x}: ${kept.join(' ')}`);
 
     // x leaves: the client moves to one other backend and stays there.
     const rest = all.filter((b) => b.name !== x);
-    sockLb().apply([tcpSvc(rest, 2)]);
+    socketLb().apply([tcpSvc(rest, 2)]);
     const moved = replies(await tcpMany(15));
     const y = moved[0]!;
     assert.notEqual(y, x);
@@ -206,15 +207,15 @@ describe('socket-level load balancer', { skip }, () => {
   it('backend set changes apply; connects never fail while the set flips', async (t) => {
     const a = TCP_BACKENDS.slice(0, 2);
     const b = TCP_BACKENDS.slice(2);
-    sockLb().apply([tcpSvc(a)]);
+    socketLb().apply([tcpSvc(a)]);
     const onA = replies(await tcpMany(30));
     assert.deepEqual([...new Set(onA)].sort(), a.map((x) => x.name));
-    const gen0 = sockLb().entries()[0]!.gen;
-    const fences = sockLb().fenceStats.fences;
-    const r = sockLb().apply([tcpSvc(b)]);
+    const gen0 = socketLb().entries()[0]!.gen;
+    const fences = socketLb().fenceStats.fences;
+    const r = socketLb().apply([tcpSvc(b)]);
     assert.equal(r.updated, 1);
     assert.equal(r.graceWaits, 0, 'the write did not wait for a grace period');
-    const entry = sockLb().entries()[0]!;
+    const entry = socketLb().entries()[0]!;
     assert.equal(entry.gen, gen0 + 1);
     assert.deepEqual(entry.backends, b.map(ep));
     const nat = loadNative();
@@ -222,12 +223,12 @@ describe('socket-level load balancer', { skip }, () => {
     try {
       assert.equal(nat.mapDump(slotsFd).keys.length, a.length + b.length, 'the old buffer waits for a grace period');
       // Changed again at once: the next buffer is the retired one, so this apply waits for it.
-      const back = sockLb().apply([tcpSvc(a)]);
+      const back = socketLb().apply([tcpSvc(a)]);
       assert.equal(back.graceWaits, 1, 'a retired buffer is reused only after a grace period');
-      assert.deepEqual(sockLb().entries()[0]!.backends, a.map(ep));
-      sockLb().apply([tcpSvc(b)]);
-      await sockLb().settled();
-      assert.ok(sockLb().fenceStats.fences > fences, 'a grace period was observed off the event loop');
+      assert.deepEqual(socketLb().entries()[0]!.backends, a.map(ep));
+      socketLb().apply([tcpSvc(b)]);
+      await socketLb().settled();
+      assert.ok(socketLb().fenceStats.fences > fences, 'a grace period was observed off the event loop');
       // Only the live buffer remains in the slots map.
       assert.equal(nat.mapDump(slotsFd).keys.length, b.length);
     } finally {
@@ -248,7 +249,7 @@ describe('socket-level load balancer', { skip }, () => {
     let done = false;
     client.then(() => (done = true), () => (done = true));
     while (!done) {
-      sockLb().apply([tcpSvc(flips % 2 === 0 ? one : three)]);
+      socketLb().apply([tcpSvc(flips % 2 === 0 ? one : three)]);
       flips++;
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
@@ -264,7 +265,7 @@ describe('socket-level load balancer', { skip }, () => {
   });
 
   it('a ClusterIP without backends refuses connect() and sendto() with ECONNREFUSED', async () => {
-    sockLb().apply([clusterIp(CIP_EMPTY, 80, 'tcp', []), clusterIp(CIP_EMPTY, 53, 'udp', [])]);
+    socketLb().apply([clusterIp(CIP_EMPTY, 80, 'tcp', []), clusterIp(CIP_EMPTY, 53, 'udp', [])]);
     const c0 = counters();
     const [t, u] = (await lab.client([
       { op: 'tcp', host: CIP_EMPTY, port: 80 }, { op: 'udp', host: CIP_EMPTY, port: 53 },
@@ -275,7 +276,7 @@ describe('socket-level load balancer', { skip }, () => {
   });
 
   it('leaves processes outside the cgroup, other addresses and other ports alone', async () => {
-    sockLb().apply([tcpSvc([ALT])]);
+    socketLb().apply([tcpSvc([ALT])]);
     const c0 = counters();
     assert.deepEqual(await lab.tcp(CIP, 80, { inCgroup: false }), { error: 'ENETUNREACH' }, 'outside: not translated');
     assert.deepEqual(await lab.tcp('127.0.0.12', 8080, { inCgroup: false }), { peer: ['127.0.0.12', 8080], reply: 'be2' });
@@ -286,7 +287,7 @@ describe('socket-level load balancer', { skip }, () => {
   });
 
   it('IPv6 ClusterIPs, and IPv4 ClusterIPs from IPv6 sockets (v4-mapped)', async () => {
-    sockLb().apply([
+    socketLb().apply([
       clusterIp(CIP6, 80, 'tcp', V6_BACKENDS), clusterIp(CIP6, 53, 'udp', [V6_UDP]),
       tcpSvc([TCP_BACKENDS[2]!]), udpSvc([UDP_BACKENDS[0]!]),
     ]);
@@ -312,7 +313,7 @@ describe('socket-level load balancer', { skip }, () => {
   });
 
   it('closing a connected socket removes its reverse entry', async () => {
-    sockLb().apply([tcpSvc(TCP_BACKENDS)]);
+    socketLb().apply([tcpSvc(TCP_BACKENDS)]);
     const nat = loadNative();
     const fd = nat.objGet(join(PIN_ROOT, 'ferry_sock_revnat'));
     try {
@@ -330,20 +331,20 @@ describe('socket-level load balancer', { skip }, () => {
     const list: SocketLbService[] = [
       tcpSvc(TCP_BACKENDS.slice(0, 3), 30), udpSvc(UDP_BACKENDS), clusterIp(CIP6, 80, 'tcp', V6_BACKENDS), clusterIp(CIP_EMPTY, 80, 'tcp', []),
     ];
-    const first = sockLb().apply(list);
+    const first = socketLb().apply(list);
     assert.equal(first.services, 4);
-    const again = sockLb().apply(list.map((e) => ({ ...e, backends: e.backends.map((b) => ({ ...b })) })));
+    const again = socketLb().apply(list.map((e) => ({ ...e, backends: e.backends.map((b) => ({ ...b })) })));
     assert.deepEqual(
       { added: again.added, updated: again.updated, retimed: again.retimed, removed: again.removed, unchanged: again.unchanged, slotsWritten: again.slotsWritten, graceWaits: again.graceWaits },
       { added: 0, updated: 0, retimed: 0, removed: 0, unchanged: 4, slotsWritten: 0, graceWaits: 0 },
     );
-    const retimed = sockLb().apply([{ ...list[0]!, affinityTimeoutSeconds: 60 }, ...list.slice(1)]);
+    const retimed = socketLb().apply([{ ...list[0]!, affinityTimeoutSeconds: 60 }, ...list.slice(1)]);
     assert.deepEqual([retimed.retimed, retimed.slotsWritten, retimed.graceWaits], [1, 0, 0]);
-    const entries = sockLb().entries();
+    const entries = socketLb().entries();
 
     // The daemon goes away (once the buffers the first apply retired are gone): the pinned links keep translating.
-    await sockLb().settled();
-    sockLb().close();
+    await socketLb().settled();
+    socketLb().close();
     lb = undefined;
     assert.equal((await lab.tcp(CIP6, 80)).peer?.[0], CIP6);
 
@@ -353,7 +354,7 @@ describe('socket-level load balancer', { skip }, () => {
     const linksBefore = lb.attachedHooks();
     lb.attach(lab.cgroup);
     const linksAfter = lb.attachedHooks();
-    for (const h of SOCKLB_HOOKS) {
+    for (const h of SOCKET_LB_HOOKS) {
       assert.notEqual(linksAfter[h.hook]?.progId, linksBefore[h.hook]?.progId, `${h.hook} runs the new object's program`);
       assert.deepEqual(loadNative().cgroupQuery(lab.cgroup, h.attachType).progIds, [linksAfter[h.hook]!.progId], `${h.hook}: one program`);
     }
@@ -370,8 +371,8 @@ describe('socket-level load balancer', { skip }, () => {
 
   it('a reopened SocketLb repairs what an interrupted apply() left: orphan slots and members, a missing slot', async () => {
     const svc = tcpSvc(TCP_BACKENDS.slice(0, 2), 30);
-    sockLb().apply([svc]);
-    const [entry] = sockLb().entries();
+    socketLb().apply([svc]);
+    const [entry] = socketLb().entries();
     assert.ok(entry);
     const nat = loadNative();
     const pinned = (name: string): number => nat.objGet(join(PIN_ROOT, name));
@@ -391,7 +392,7 @@ describe('socket-level load balancer', { skip }, () => {
       assert.ok(nat.mapDelete(slots, SockSlotKey.encode({ svc_id: entry.id, buf: entry.gen & 1, index: 1 })));
       nat.mapUpdate(members, SockMemberKey.encode({ svc_id: 999, backend: be(TCP_BACKENDS[3]!) }), Buffer.alloc(1, 1));
 
-      sockLb().close();
+      socketLb().close();
       lb = SocketLb.open({ pinRoot: PIN_ROOT, sizes: { maxServices: 16, maxSlots: 64, revnatSize: 1024, affinitySize: 64 } });
       const r = lb.apply([svc]);
       assert.deepEqual(
@@ -420,8 +421,8 @@ describe('socket-level load balancer', { skip }, () => {
 
   it('bad input throws a specific error and changes nothing', async () => {
     const good = [tcpSvc([TCP_BACKENDS[0]!])];
-    sockLb().apply(good);
-    const entries = sockLb().entries();
+    socketLb().apply(good);
+    const entries = socketLb().entries();
     const bad: Array<[string, unknown[], RegExp]> = [
       ['bad ip', [{ ...good[0]!, ip: '10.96.0.300' }], /not an IP address/],
       ['port 0', [{ ...good[0]!, port: 0 }], /port must be an integer/],
@@ -437,22 +438,22 @@ describe('socket-level load balancer', { skip }, () => {
       ['too many slots', [clusterIp(CIP, 80, 'tcp', Array.from({ length: 65 }, (_, i) => ({ name: 'x', address: '127.0.0.1', port: 1000 + i })))], /exceed maxSlots 64/],
     ];
     for (const [what, list, message] of bad) {
-      assert.throws(() => sockLb().apply(list as SocketLbService[]), (e: Error) => {
+      assert.throws(() => socketLb().apply(list as SocketLbService[]), (e: Error) => {
         assert.ok(e instanceof TypeError || e instanceof RangeError, `${what}: ${e.name}`);
         assert.match(e.message, message, what);
         return true;
       }, what);
-      assert.deepEqual(sockLb().entries(), entries, `${what}: maps unchanged`);
+      assert.deepEqual(socketLb().entries(), entries, `${what}: maps unchanged`);
     }
     assert.deepEqual(await lab.tcp(CIP, 80), { peer: [CIP, 80], reply: 'be1' }, 'still serving');
   });
 
   it('detach() removes every program: connects are no longer translated', async () => {
-    sockLb().apply([tcpSvc([ALT])]);
-    assert.equal(sockLb().detach(), SOCKLB_HOOKS.length);
-    for (const h of SOCKLB_HOOKS) assert.deepEqual(loadNative().cgroupQuery(lab.cgroup, h.attachType).progIds, [], h.hook);
+    socketLb().apply([tcpSvc([ALT])]);
+    assert.equal(socketLb().detach(), SOCKET_LB_HOOKS.length);
+    for (const h of SOCKET_LB_HOOKS) assert.deepEqual(loadNative().cgroupQuery(lab.cgroup, h.attachType).progIds, [], h.hook);
     assert.deepEqual(await lab.tcp(CIP, 80), { error: 'ENETUNREACH' });
-    sockLb().attach(lab.cgroup);
+    socketLb().attach(lab.cgroup);
     assert.deepEqual(await lab.tcp(CIP, 80), { peer: [CIP, 80], reply: 'alt' });
   });
 });

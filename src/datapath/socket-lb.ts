@@ -2,8 +2,8 @@
  * The socket-level load balancer for Kubernetes ClusterIPs as the daemon
  * sees it: bpf/sock_lb.bpf.o opened with its maps pinned under a bpffs
  * directory, its programs attached to a cgroup v2 directory through pinned
- * bpf links, and `apply(all)`, which turns the whole ClusterIP list into the
- * smallest set of map writes.
+ * bpf links, and `apply(all)`, which makes the map writes that
+ * ./socket-lb-plan.ts plans from the whole ClusterIP list (the smallest set).
  *
  * Atomicity. A service's value names its live backend buffer (gen & 1) and
  * its count. apply() fills the other buffer completely, then replaces the
@@ -18,28 +18,30 @@
  * waits synchronously only when it must write into a buffer still retired
  * (the same service changed again within a grace period), when retired
  * slots stand in the way of capacity, or for leftovers found at start.
- *
- * Nothing here knows about Kubernetes: `SocketLbService` is the shape of
- * src/k8s/translate.ts's ClusterIpEntry, which apply() takes as it is.
  */
 import { existsSync, mkdirSync, rmSync, statSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  SOCK_COUNTERS, SOCK_SVC_F_AFFINITY, SOCKLB_AF_INET, SOCKLB_AF_INET6, SOCKLB_DEFAULT_SIZES, SockCounter, SockEndpoint,
-  SockMemberKey, SockSlotKey, SockSvc, SockSvcKey, type SockCounterName, type SockFamily,
-} from './socklb-abi.js';
+  SOCK_COUNTERS, SOCK_SVC_F_AFFINITY, SOCKLB_DEFAULT_SIZES, SockCounter, SockEndpoint, SockMemberKey, SockSlotKey, SockSvc,
+  SockSvcKey, type SockCounterName,
+} from './socket-lb-abi.js';
+import {
+  checkCapacity, IPPROTO_TCP, keyString, parseServices, planServices, ServiceIds, sigOf,
+  type InstalledService, type ParsedEntry, type SocketLbBackend, type SocketLbPlan, type SocketLbPlanCounts,
+  type SocketLbService,
+} from './socket-lb-plan.js';
+import { formatAddr } from './addr.js';
 import { PerCpuArray } from './maps.js';
 import {
   BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET4_GETPEERNAME, BPF_CGROUP_INET6_CONNECT, BPF_CGROUP_INET6_GETPEERNAME,
   BPF_CGROUP_INET_SOCK_RELEASE, BPF_CGROUP_UDP4_RECVMSG, BPF_CGROUP_UDP4_SENDMSG, BPF_CGROUP_UDP6_RECVMSG,
   BPF_CGROUP_UDP6_SENDMSG, BPF_MAP_TYPE_ARRAY, loadNative, type BpfObject, type NativeAddon,
 } from './native.js';
-import { formatIp, parseIp, unmappedIpv4 } from '../net/addr.js';
 import { bpfObjectPath } from '../paths.js';
 import { detachPinnedLink, replaceStalePins } from './pins.js';
 
 /** The cgroup the programs attach to unless told otherwise (cgroup v2 on this machine kind). */
-export const DEFAULT_SOCKLB_CGROUP = '/sys/fs/cgroup/unified';
+export const DEFAULT_SOCKET_LB_CGROUP = '/sys/fs/cgroup/unified';
 
 const CGROUP2_SUPER_MAGIC = 0x63677270;
 
@@ -53,7 +55,7 @@ export function isCgroup2(dir: string): boolean {
 }
 
 /** The programs of sock_lb.bpf.o and the socket hook each one serves. */
-export const SOCKLB_HOOKS = [
+export const SOCKET_LB_HOOKS = [
   { hook: 'connect4', program: 'socklb_conn4', attachType: BPF_CGROUP_INET4_CONNECT },
   { hook: 'connect6', program: 'socklb_conn6', attachType: BPF_CGROUP_INET6_CONNECT },
   { hook: 'sendmsg4', program: 'socklb_send4', attachType: BPF_CGROUP_UDP4_SENDMSG },
@@ -64,7 +66,7 @@ export const SOCKLB_HOOKS = [
   { hook: 'getpeername6', program: 'socklb_peer6', attachType: BPF_CGROUP_INET6_GETPEERNAME },
   { hook: 'sock_release', program: 'socklb_release', attachType: BPF_CGROUP_INET_SOCK_RELEASE },
 ] as const;
-export type SocketLbHook = (typeof SOCKLB_HOOKS)[number]['hook'];
+export type SocketLbHook = (typeof SOCKET_LB_HOOKS)[number]['hook'];
 
 export interface SocketLbSizes {
   maxServices: number;
@@ -86,43 +88,15 @@ export interface SocketLbOpenOptions {
   /** bpffs directory for maps and links, e.g. the daemon's /sys/fs/bpf/ferry. */
   pinRoot: string;
   sizes?: Partial<SocketLbSizes>;
-  /** The cgroup v2 directory attach() uses by default (DEFAULT_SOCKLB_CGROUP). */
+  /** The cgroup v2 directory attach() uses by default (DEFAULT_SOCKET_LB_CGROUP). */
   cgroupPath?: string;
   /** Defaults to build/bpf/sock_lb.bpf.o of this package. */
   objectPath?: string;
 }
 
-export interface SocketLbBackend {
-  address: string;
-  port: number;
-}
-
-/**
- * One ClusterIP × port × protocol. src/k8s/translate.ts's ClusterIpEntry is
- * one of these (service and portName only name it in error messages).
- */
-export interface SocketLbService {
-  service?: string;
-  portName?: string;
-  ip: string;
-  port: number;
-  protocol: 'tcp' | 'udp';
-  /** Empty: connect() and sendmsg() fail with ECONNREFUSED. Same family as ip. */
-  backends: readonly SocketLbBackend[];
-  /** sessionAffinity ClientIP: seconds a client stays on its backend (1 .. 86400). */
-  affinityTimeoutSeconds?: number;
-}
-
-export interface SocketLbApplyResult {
+export interface SocketLbApplyResult extends SocketLbPlanCounts {
   /** Services in the maps afterwards. */
   services: number;
-  added: number;
-  /** Backend set changed (a buffer flip). */
-  updated: number;
-  /** Only the affinity timeout changed (the value rewritten, the buffer kept). */
-  retimed: number;
-  removed: number;
-  unchanged: number;
   slotsWritten: number;
   slotsDeleted: number;
   /** RCU grace periods this apply() waited for synchronously (0 unless a retired buffer had to be reused, or leftovers). */
@@ -154,74 +128,6 @@ export interface SocketLbEntry {
   gen: number;
 }
 
-const IPPROTO_TCP = 6;
-const IPPROTO_UDP = 17;
-const MAX_AFFINITY_TIMEOUT_S = 86400;
-
-/** A service as apply() wants it. */
-interface Desired {
-  keyStr: string;
-  key: Buffer;
-  family: SockFamily;
-  /** Encoded struct sock_endpoint, in the order given. */
-  backends: Buffer[];
-  sig: string;
-  timeout: number;
-}
-
-/** An entry's text (timeout and backends) and what it parsed into. */
-interface Parsed {
-  text: string;
-  d: Desired;
-}
-
-/** A service as the maps hold it. */
-interface Installed {
-  keyStr: string;
-  key: Buffer;
-  id: number;
-  gen: number;
-  timeout: number;
-  /** The value's count: slots 0 .. count-1 of the live buffer are the set. */
-  count: number;
-  /** Live buffer, index order (the slots found: fewer than count when broken). */
-  backends: Buffer[];
-  sig: string;
-  broken: boolean;
-  /** Its id is another service's too: it moves to a new id. */
-  reid: boolean;
-  /** ferry_sock_members of this id: endpoint hex → encoded endpoint. */
-  members: Map<string, Buffer>;
-}
-
-const sigOf = (backends: readonly Buffer[]): string => backends.map((b) => b.toString('hex')).join(',');
-
-function keyString(proto: number, family: number, addr: Buffer, port: number): string {
-  const text = formatAddr(family, addr);
-  return `${proto === IPPROTO_TCP ? 'tcp' : proto === IPPROTO_UDP ? 'udp' : `proto${proto}`} ${family === SOCKLB_AF_INET6 ? `[${text}]` : text}:${port}`;
-}
-
-function formatAddr(family: number, addr: Buffer): string {
-  return formatIp(family === SOCKLB_AF_INET ? 4 : 6, addr);
-}
-
-/** An address as the program compares it: IPv4-mapped IPv6 becomes IPv4 (as the program normalises). */
-function parseAddress(text: unknown, what: string): { family: SockFamily; addr: Buffer } {
-  const parsed = parseIp(text);
-  if (typeof parsed === 'string') throw new TypeError(`${what}: not an IP address: ${JSON.stringify(text)}`);
-  const ip = unmappedIpv4(parsed) ?? parsed;
-  const addr = Buffer.alloc(16);
-  ip.bytes.copy(addr);
-  return { family: ip.family === 4 ? SOCKLB_AF_INET : SOCKLB_AF_INET6, addr };
-}
-
-function checkPort(port: unknown, what: string): number {
-  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new RangeError(`${what}: port must be an integer from 1 to 65535, got ${JSON.stringify(port)}`);
-  }
-  return port;
-}
-
 export class SocketLb {
   readonly sizes: Required<SocketLbSizes>;
   /**
@@ -238,10 +144,8 @@ export class SocketLb {
   private readonly membersFd: number;
   private readonly graceFd: number;
   private readonly graceInnerFd: number;
-  private installed = new Map<string, Installed>();
-  private usedIds = new Set<number>();
-  private nextId = 0;
-  private freeIds: number[] = [];
+  private installed = new Map<string, InstalledService>();
+  private ids = new ServiceIds();
   /** Leftovers found in the maps (a crash mid-apply): removed by the next apply(). */
   private staleSlots: Buffer[] = [];
   private staleMembers: Buffer[] = [];
@@ -252,8 +156,8 @@ export class SocketLb {
   private closing = false;
   /** Grace periods observed off the event loop, and the slots they let go (tests, status). */
   readonly fenceStats = { fences: 0, slotsDeleted: 0 };
-  /** validate()'s results of the last apply(), by "protocol ip port". */
-  private parsed = new Map<string, Parsed>();
+  /** parseServices()'s results of the last apply(), by "protocol ip port". */
+  private parsed = new Map<string, ParsedEntry>();
   private applies = 0;
   private lastApply: SocketLbApplyResult | null = null;
   private attachedPath: string | null = null;
@@ -296,7 +200,7 @@ export class SocketLb {
     try {
       const replaced = replaceStalePins(nat, obj, () => true);
       obj.load();
-      lb = new SocketLb(nat, obj, opts.pinRoot, opts.cgroupPath ?? DEFAULT_SOCKLB_CGROUP, sizes);
+      lb = new SocketLb(nat, obj, opts.pinRoot, opts.cgroupPath ?? DEFAULT_SOCKET_LB_CGROUP, sizes);
       lb.replacedPins = replaced;
       lb.resync();
       return lb;
@@ -327,7 +231,7 @@ export class SocketLb {
     const created: string[] = [];
     mkdirSync(join(this.pinRoot, 'links'), { recursive: true });
     try {
-      for (const h of SOCKLB_HOOKS) {
+      for (const h of SOCKET_LB_HOOKS) {
         const path = this.linkPath(h.hook);
         const progFd = this.obj.programFd(h.program);
         if (existsSync(path)) {
@@ -365,7 +269,7 @@ export class SocketLb {
   /** Detaches every pinned link of the socket-LB and removes the pins; returns how many there were. */
   detach(): number {
     let n = 0;
-    for (const h of SOCKLB_HOOKS) if (detachPinnedLink(this.nat, this.linkPath(h.hook))) n++;
+    for (const h of SOCKET_LB_HOOKS) if (detachPinnedLink(this.nat, this.linkPath(h.hook))) n++;
     this.attachedPath = null;
     return n;
   }
@@ -374,7 +278,7 @@ export class SocketLb {
   /** The cgroup id (inode) the pinned links are attached to, per hook; absent hooks are missing. */
   attachedHooks(): Partial<Record<SocketLbHook, { cgroupId: number; progId: number }>> {
     const out: Partial<Record<SocketLbHook, { cgroupId: number; progId: number }>> = {};
-    for (const h of SOCKLB_HOOKS) {
+    for (const h of SOCKET_LB_HOOKS) {
       const path = this.linkPath(h.hook);
       if (!existsSync(path)) continue;
       const link = this.nat.objGet(path);
@@ -401,129 +305,52 @@ export class SocketLb {
    */
   apply(all: readonly SocketLbService[]): SocketLbApplyResult {
     const started = performance.now();
-    const { desired, parsed } = this.validate(all);
-    const res: SocketLbApplyResult = {
-      services: desired.size, added: 0, updated: 0, retimed: 0, removed: 0, unchanged: 0,
-      slotsWritten: 0, slotsDeleted: 0, graceWaits: 0, ms: 0,
-    };
-    const newSlots: Buffer[][] = [[], []];
-    const memberAdds: Buffer[] = [];
-    const memberDels: Buffer[] = [];
-    const svcKeys: Buffer[] = [];
-    const svcValues: Buffer[] = [];
-    const svcDels: Buffer[] = [];
-    const lateSlotDels: Buffer[] = [];
-    const flipped: number[] = [];
-    const freed: number[] = [];
-    let reusesRetired = false;
-    const next = new Map<string, Installed>();
-    const allocated: number[] = [];
-
-    // Plan: what to write, in which order, and the state afterwards.
-    for (const [keyStr, d] of desired) {
-      const cur = this.installed.get(keyStr);
-      const flags = d.timeout > 0 ? SOCK_SVC_F_AFFINITY : 0;
-      const wantMembers = new Map<string, Buffer>();
-      if (d.timeout > 0) for (const b of d.backends) wantMembers.set(b.toString('hex'), b);
-      let id: number;
-      let gen: number;
-      if (cur === undefined || cur.reid) {
-        id = this.allocId();
-        allocated.push(id);
-        gen = 0;
-        if (cur === undefined) res.added++;
-      } else {
-        id = cur.id;
-        gen = cur.gen;
-      }
-      const setChanged = cur === undefined || cur.broken || cur.sig !== d.sig;
-      if (cur !== undefined && setChanged) {
-        if (!cur.reid) gen = (gen + 1) >>> 0;
-        res.updated++;
-        if (this.isRetired(id)) reusesRetired = true;
-        flipped.push(id);
-        for (let i = 0; i < cur.count; i++) lateSlotDels.push(SockSlotKey.encode({ svc_id: id, buf: cur.gen & 1, index: i }));
-      }
-      if (setChanged) {
-        d.backends.forEach((b, i) => {
-          newSlots[0]!.push(SockSlotKey.encode({ svc_id: id, buf: gen & 1, index: i }));
-          newSlots[1]!.push(b);
-        });
-      }
-      const have = cur?.members ?? new Map<string, Buffer>();
-      for (const [hex, b] of wantMembers) if (!have.has(hex)) memberAdds.push(SockMemberKey.encode({ svc_id: id, backend: b }));
-      for (const [hex, b] of have) if (!wantMembers.has(hex)) memberDels.push(SockMemberKey.encode({ svc_id: id, backend: b }));
-      if (setChanged || cur === undefined || cur.timeout !== d.timeout) {
-        if (!setChanged) res.retimed++;
-        svcKeys.push(d.key);
-        svcValues.push(SockSvc.encode({ id, count: d.backends.length, gen, affinity_timeout_s: d.timeout, flags }));
-      } else {
-        res.unchanged++;
-      }
-      next.set(keyStr, {
-        keyStr, key: d.key, id, gen, timeout: d.timeout, count: d.backends.length, backends: d.backends, sig: d.sig,
-        broken: false, reid: false,
-        members: wantMembers,
-      });
-    }
-    for (const [keyStr, cur] of this.installed) {
-      if (desired.has(keyStr)) continue;
-      res.removed++;
-      svcDels.push(cur.key);
-      for (let i = 0; i < cur.count; i++) lateSlotDels.push(SockSlotKey.encode({ svc_id: cur.id, buf: cur.gen & 1, index: i }));
-      for (const b of cur.members.values()) memberDels.push(SockMemberKey.encode({ svc_id: cur.id, backend: b }));
-      if (!cur.reid) freed.push(cur.id);
-    }
-
-    // Capacity, before anything is written: the peak is every live buffer,
-    // the new buffers and the leftovers, all at once.
-    const liveSlots = [...this.installed.values()].reduce((n, s) => n + s.count, 0);
-    let peakSlots = liveSlots + newSlots[0]!.length + this.staleSlots.length + this.retiredSlots();
-    // Retired buffers in the way: wait for them now rather than refuse.
-    const mustWait = reusesRetired || (peakSlots > this.sizes.maxSlots && this.retiredSlots() > 0);
-    if (mustWait) peakSlots -= this.retiredSlots();
-    const liveMembers = [...this.installed.values()].reduce((n, s) => n + s.members.size, 0);
-    const peakMembers = liveMembers + memberAdds.length + this.staleMembers.length;
-    const problem = desired.size > this.sizes.maxServices
-      ? `${desired.size} services exceed maxServices ${this.sizes.maxServices}`
-      : peakSlots > this.sizes.maxSlots
-        ? `${peakSlots} backend slots (both buffers during the update) exceed maxSlots ${this.sizes.maxSlots}`
-        : peakMembers > this.sizes.maxSlots
-          ? `${peakMembers} affinity members exceed maxSlots ${this.sizes.maxSlots}`
-          : null;
+    const { desired, parsed } = parseServices(all, this.parsed);
+    const plan = planServices(desired, this.installed, this.ids);
+    const { problem, mustWait } = checkCapacity(this.sizes, desired.size, this.installed, plan, {
+      staleSlots: this.staleSlots.length, staleMembers: this.staleMembers.length, retiredSlots: this.retiredSlots(),
+      reusesRetired: plan.flipped.some((id) => this.isRetired(id)),
+    });
     if (problem !== null) {
-      for (const id of allocated) this.releaseId(id);
+      for (const id of plan.allocated) this.ids.release(id);
       throw new RangeError(`socket-LB apply: ${problem}; nothing was changed`);
     }
-
+    const res: SocketLbApplyResult = {
+      services: desired.size, ...plan.counts, slotsWritten: 0, slotsDeleted: 0, graceWaits: 0, ms: 0,
+    };
     try {
-      if (mustWait || this.staleSlots.length > 0) this.fenceNow(res);
-      if (this.staleMembers.length > 0) {
-        this.deleteBatch(this.membersFd, this.staleMembers);
-        this.staleMembers = [];
-      }
-      // New buffers and members first, then the values that name them.
-      this.updateBatch(this.slotsFd, newSlots[0]!, newSlots[1]!);
-      res.slotsWritten = newSlots[0]!.length;
-      this.updateBatch(this.membersFd, memberAdds, memberAdds.map(() => Buffer.alloc(1, 1)));
-      // A member that leaves goes before the values flip: from then on an affinity entry naming it
-      // re-picks (from the old buffer until the flip, which still holds it: harmless), and no connect
-      // that reads the new value can follow affinity to it.
-      this.deleteBatch(this.membersFd, memberDels);
-      this.updateBatch(this.svcsFd, svcKeys, svcValues);
-      this.deleteBatch(this.svcsFd, svcDels);
+      this.write(plan, mustWait, res);
     } catch (err) {
       this.resync();
       throw err;
     }
     // Old buffers go, and removed services' ids are reused, only when no connect can still be reading them.
-    this.retire(lateSlotDels, flipped, freed);
-    this.installed = next;
+    this.retire(plan.oldSlots, plan.flipped, plan.freed);
+    this.installed = plan.next;
     this.parsed = parsed;
     this.applies++;
     res.ms = performance.now() - started;
     this.lastApply = res;
     return res;
+  }
+
+  /** Writes a plan that fits, in the order that keeps every service whole; throws as the kernel refuses. */
+  private write(plan: SocketLbPlan, mustWait: boolean, res: SocketLbApplyResult): void {
+    if (mustWait || this.staleSlots.length > 0) this.fenceNow(res);
+    if (this.staleMembers.length > 0) {
+      this.deleteBatch(this.membersFd, this.staleMembers);
+      this.staleMembers = [];
+    }
+    // New buffers and members first, then the values that name them.
+    this.updateBatch(this.slotsFd, plan.slotKeys, plan.slotValues);
+    res.slotsWritten = plan.slotKeys.length;
+    this.updateBatch(this.membersFd, plan.memberAdds, plan.memberAdds.map(() => Buffer.alloc(1, 1)));
+    // A member that leaves goes before the values flip: from then on an affinity entry naming it
+    // re-picks (from the old buffer until the flip, which still holds it: harmless), and no connect
+    // that reads the new value can follow affinity to it.
+    this.deleteBatch(this.membersFd, plan.memberDels);
+    this.updateBatch(this.svcsFd, plan.svcKeys, plan.svcValues);
+    this.deleteBatch(this.svcsFd, plan.svcDels);
   }
 
   /** What the maps hold, read back from them (sorted by protocol, address, port). */
@@ -601,62 +428,6 @@ export class SocketLb {
 
   // ---- internals -----------------------------------------------------------------
 
-  /**
-   * Entries → desired services by key; throws naming the first bad entry.
-   * Parsing addresses and encoding is the costly part at 10k services, so an
-   * entry whose text equals the one of the last apply() reuses its result.
-   */
-  private validate(all: readonly SocketLbService[]): { desired: Map<string, Desired>; parsed: Map<string, Parsed> } {
-    if (!Array.isArray(all)) throw new TypeError('socket-LB apply: expected an array of services');
-    const desired = new Map<string, Desired>();
-    const parsed = new Map<string, Parsed>();
-    all.forEach((e, i) => {
-      const what = `socket-LB service #${i}${e?.service ? ` (${e.service}${e.portName ? ` port ${e.portName}` : ''})` : ''}`;
-      if (typeof e !== 'object' || e === null) throw new TypeError(`${what}: not an object`);
-      if (typeof e.ip !== 'string') throw new TypeError(`${what}: ip must be a string, got ${JSON.stringify(e.ip)}`);
-      const port = checkPort(e.port, what);
-      const proto = e.protocol === 'tcp' ? IPPROTO_TCP : e.protocol === 'udp' ? IPPROTO_UDP : -1;
-      if (proto < 0) throw new RangeError(`${what}: protocol must be 'tcp' or 'udp', got ${JSON.stringify(e.protocol)}`);
-      if (!Array.isArray(e.backends)) throw new TypeError(`${what}: backends must be an array`);
-      let timeout = 0;
-      if (e.affinityTimeoutSeconds !== undefined && e.affinityTimeoutSeconds !== null) {
-        timeout = e.affinityTimeoutSeconds;
-        if (!Number.isInteger(timeout) || timeout < 1 || timeout > MAX_AFFINITY_TIMEOUT_S) {
-          throw new RangeError(`${what}: affinityTimeoutSeconds must be an integer from 1 to ${MAX_AFFINITY_TIMEOUT_S}, got ${JSON.stringify(e.affinityTimeoutSeconds)}`);
-        }
-      }
-      let text = `${timeout}`;
-      e.backends.forEach((b: SocketLbBackend, j: number) => {
-        const bw = `${what} backend #${j}`;
-        if (typeof b !== 'object' || b === null) throw new TypeError(`${bw}: not an object`);
-        if (typeof b.address !== 'string') throw new TypeError(`${bw}: address must be a string, got ${JSON.stringify(b.address)}`);
-        text += `|${b.address} ${checkPort(b.port, bw)}`;
-      });
-      const rawKey = `${e.protocol} ${e.ip} ${port}`;
-      const prev = this.parsed.get(rawKey);
-      const d = prev !== undefined && prev.text === text ? prev.d : this.parseEntry(e, what, proto, port, timeout);
-      if (desired.has(d.keyStr)) throw new RangeError(`${what}: ${d.keyStr} appears twice`);
-      desired.set(d.keyStr, d);
-      parsed.set(rawKey, { text, d });
-    });
-    return { desired, parsed };
-  }
-
-  /** The addresses of an entry whose types and numbers validate() has checked. */
-  private parseEntry(e: SocketLbService, what: string, proto: number, port: number, timeout: number): Desired {
-    const { family, addr } = parseAddress(e.ip, `${what} ip`);
-    const backends = e.backends.map((b, j) => {
-      const bw = `${what} backend #${j}`;
-      const a = parseAddress(b.address, bw);
-      if (a.family !== family) throw new RangeError(`${bw}: ${b.address} is not of the family of ${e.ip}`);
-      return SockEndpoint.encode({ addr: a.addr, port: b.port, family: a.family, pad: 0 });
-    });
-    return {
-      keyStr: keyString(proto, family, addr, port), key: SockSvcKey.encode({ addr, port, proto, family }), family, backends,
-      sig: sigOf(backends), timeout,
-    };
-  }
-
   /** svc id → [buffer 0, buffer 1] → index → encoded endpoint; keys naming no buffer 0/1 apart. */
   private dumpSlots(): { byId: Map<number, [Map<number, Buffer>, Map<number, Buffer>]>; invalid: Buffer[] } {
     const byId = new Map<number, [Map<number, Buffer>, Map<number, Buffer>]>();
@@ -682,8 +453,8 @@ export class SocketLb {
    * apply() removes.
    */
   private resync(): void {
-    const installed = new Map<string, Installed>();
-    this.usedIds = new Set();
+    const installed = new Map<string, InstalledService>();
+    const usedIds = new Set<number>();
     this.staleSlots = [];
     this.staleMembers = [];
     // What the maps hold is the truth: retired buffers come back below as leftovers, retired ids as free.
@@ -708,7 +479,7 @@ export class SocketLb {
       const v = SockSvc.decode(values[i]!);
       // Two services naming one id (never written so, but repaired if found):
       // the second gets a new id and fresh buffers at the next apply.
-      const reid = this.usedIds.has(v.id);
+      const reid = usedIds.has(v.id);
       const buf = slots.get(v.id)?.[v.gen & 1];
       const backends: Buffer[] = [];
       let broken = reid;
@@ -724,7 +495,7 @@ export class SocketLb {
         count: reid ? 0 : v.count, backends: reid ? [] : backends, sig: sigOf(backends), broken, reid,
         members: reid ? new Map() : members.get(v.id) ?? new Map(),
       });
-      this.usedIds.add(v.id);
+      usedIds.add(v.id);
     });
     for (const [id, bufs] of slots) {
       bufs.forEach((buf, b) => {
@@ -734,25 +505,11 @@ export class SocketLb {
       });
     }
     for (const [id, m] of members) {
-      if (this.usedIds.has(id)) continue;
+      if (usedIds.has(id)) continue;
       for (const b of m.values()) this.staleMembers.push(SockMemberKey.encode({ svc_id: id, backend: b }));
     }
     this.installed = installed;
-    this.nextId = 0;
-    for (const id of this.usedIds) if (id >= this.nextId) this.nextId = id + 1;
-    this.freeIds = [];
-    for (let id = this.nextId - 1; id >= 0; id--) if (!this.usedIds.has(id)) this.freeIds.push(id);
-  }
-
-  private allocId(): number {
-    const id = this.freeIds.pop() ?? this.nextId++;
-    this.usedIds.add(id);
-    return id;
-  }
-
-  private releaseId(id: number): void {
-    if (!this.usedIds.delete(id)) return;
-    this.freeIds.push(id);
+    this.ids = ServiceIds.of(usedIds);
   }
 
   private isRetired(id: number): boolean {
@@ -800,7 +557,7 @@ export class SocketLb {
     this.retired = emptyRetired();
     res.slotsDeleted += this.deleteBatch(this.slotsFd, [...all.slots, ...this.staleSlots]);
     this.staleSlots = [];
-    for (const id of all.ids) this.releaseId(id);
+    for (const id of all.ids) this.ids.release(id);
   }
 
   /**
@@ -811,7 +568,7 @@ export class SocketLb {
   private release(r: Retired): void {
     try {
       this.fenceStats.slotsDeleted += this.deleteBatch(this.slotsFd, r.slots);
-      for (const id of r.ids) this.releaseId(id);
+      for (const id of r.ids) this.ids.release(id);
     } catch {
       try {
         this.resync();

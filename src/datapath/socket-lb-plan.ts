@@ -1,0 +1,347 @@
+/**
+ * The socket-LB's planning, pure (no maps, no clock), as src/reconcile/
+ * plans for the XDP side: the ClusterIP list → the services the maps should
+ * hold (parseServices), those against the services the maps hold → the
+ * writes that get there (planServices), and whether the writes fit the
+ * maps' capacity with what else stands in them (checkCapacity).
+ * ./socket-lb.ts reads the maps into InstalledService and writes the plan.
+ *
+ * Nothing here knows about Kubernetes: `SocketLbService` is the shape of
+ * src/k8s/translate.ts's ClusterIpEntry, which apply() takes as it is.
+ */
+import {
+  SOCK_SVC_F_AFFINITY, SOCKLB_AF_INET, SOCKLB_AF_INET6, SockEndpoint, SockMemberKey, SockSlotKey, SockSvc, SockSvcKey,
+  type SockFamily,
+} from './socket-lb-abi.js';
+import { parseIp, unmappedIpv4 } from '../net/addr.js';
+import { formatAddr } from './addr.js';
+
+export interface SocketLbBackend {
+  address: string;
+  port: number;
+}
+
+/**
+ * One ClusterIP × port × protocol. src/k8s/translate.ts's ClusterIpEntry is
+ * one of these (service and portName only name it in error messages).
+ */
+export interface SocketLbService {
+  service?: string;
+  portName?: string;
+  ip: string;
+  port: number;
+  protocol: 'tcp' | 'udp';
+  /** Empty: connect() and sendmsg() fail with ECONNREFUSED. Same family as ip. */
+  backends: readonly SocketLbBackend[];
+  /** sessionAffinity ClientIP: seconds a client stays on its backend (1 .. 86400). */
+  affinityTimeoutSeconds?: number;
+}
+
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+const MAX_AFFINITY_TIMEOUT_S = 86400;
+
+/** A service as apply() wants it. */
+export interface DesiredService {
+  keyStr: string;
+  key: Buffer;
+  family: SockFamily;
+  /** Encoded struct sock_endpoint, in the order given. */
+  backends: Buffer[];
+  sig: string;
+  timeout: number;
+}
+
+/** An entry's text (timeout and backends) and what it parsed into. */
+export interface ParsedEntry {
+  text: string;
+  d: DesiredService;
+}
+
+/** A service as the maps hold it. */
+export interface InstalledService {
+  keyStr: string;
+  key: Buffer;
+  id: number;
+  gen: number;
+  timeout: number;
+  /** The value's count: slots 0 .. count-1 of the live buffer are the set. */
+  count: number;
+  /** Live buffer, index order (the slots found: fewer than count when broken). */
+  backends: Buffer[];
+  sig: string;
+  broken: boolean;
+  /** Its id is another service's too: it moves to a new id. */
+  reid: boolean;
+  /** ferry_sock_members of this id: endpoint hex → encoded endpoint. */
+  members: Map<string, Buffer>;
+}
+
+/** A backend set's identity: equal signatures, equal buffers. */
+export const sigOf = (backends: readonly Buffer[]): string => backends.map((b) => b.toString('hex')).join(',');
+
+/** A service key's text, e.g. "tcp [fd00::10]:80": the key of the desired and installed views, and of error messages. */
+export function keyString(proto: number, family: number, addr: Buffer, port: number): string {
+  const text = formatAddr(family, addr);
+  return `${proto === IPPROTO_TCP ? 'tcp' : proto === IPPROTO_UDP ? 'udp' : `proto${proto}`} ${family === SOCKLB_AF_INET6 ? `[${text}]` : text}:${port}`;
+}
+
+/** An address in the socket-LB's form, as the program compares it: IPv4-mapped IPv6 becomes IPv4 (as the program normalises). */
+function sockAddr(text: unknown, what: string): { family: SockFamily; addr: Buffer } {
+  const parsed = parseIp(text);
+  if (typeof parsed === 'string') throw new TypeError(`${what}: not an IP address: ${JSON.stringify(text)}`);
+  const ip = unmappedIpv4(parsed) ?? parsed;
+  const addr = Buffer.alloc(16);
+  ip.bytes.copy(addr);
+  return { family: ip.family === 4 ? SOCKLB_AF_INET : SOCKLB_AF_INET6, addr };
+}
+
+function checkPort(port: unknown, what: string): number {
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new RangeError(`${what}: port must be an integer from 1 to 65535, got ${JSON.stringify(port)}`);
+  }
+  return port;
+}
+
+/**
+ * Entries → desired services by key; throws naming the first bad entry.
+ * Parsing addresses and encoding is the costly part at 10k services, so an
+ * entry whose text equals the one in `previous` (the last apply()'s
+ * `parsed`, by "protocol ip port") reuses its result.
+ */
+export function parseServices(
+  all: readonly SocketLbService[], previous: ReadonlyMap<string, ParsedEntry>,
+): { desired: Map<string, DesiredService>; parsed: Map<string, ParsedEntry> } {
+  if (!Array.isArray(all)) throw new TypeError('socket-LB apply: expected an array of services');
+  const desired = new Map<string, DesiredService>();
+  const parsed = new Map<string, ParsedEntry>();
+  all.forEach((e, i) => {
+    const what = `socket-LB service #${i}${e?.service ? ` (${e.service}${e.portName ? ` port ${e.portName}` : ''})` : ''}`;
+    if (typeof e !== 'object' || e === null) throw new TypeError(`${what}: not an object`);
+    if (typeof e.ip !== 'string') throw new TypeError(`${what}: ip must be a string, got ${JSON.stringify(e.ip)}`);
+    const port = checkPort(e.port, what);
+    const proto = e.protocol === 'tcp' ? IPPROTO_TCP : e.protocol === 'udp' ? IPPROTO_UDP : -1;
+    if (proto < 0) throw new RangeError(`${what}: protocol must be 'tcp' or 'udp', got ${JSON.stringify(e.protocol)}`);
+    if (!Array.isArray(e.backends)) throw new TypeError(`${what}: backends must be an array`);
+    let timeout = 0;
+    if (e.affinityTimeoutSeconds !== undefined && e.affinityTimeoutSeconds !== null) {
+      timeout = e.affinityTimeoutSeconds;
+      if (!Number.isInteger(timeout) || timeout < 1 || timeout > MAX_AFFINITY_TIMEOUT_S) {
+        throw new RangeError(`${what}: affinityTimeoutSeconds must be an integer from 1 to ${MAX_AFFINITY_TIMEOUT_S}, got ${JSON.stringify(e.affinityTimeoutSeconds)}`);
+      }
+    }
+    let text = `${timeout}`;
+    e.backends.forEach((b: SocketLbBackend, j: number) => {
+      const bw = `${what} backend #${j}`;
+      if (typeof b !== 'object' || b === null) throw new TypeError(`${bw}: not an object`);
+      if (typeof b.address !== 'string') throw new TypeError(`${bw}: address must be a string, got ${JSON.stringify(b.address)}`);
+      text += `|${b.address} ${checkPort(b.port, bw)}`;
+    });
+    const rawKey = `${e.protocol} ${e.ip} ${port}`;
+    const prev = previous.get(rawKey);
+    const d = prev !== undefined && prev.text === text ? prev.d : parseEntry(e, what, proto, port, timeout);
+    if (desired.has(d.keyStr)) throw new RangeError(`${what}: ${d.keyStr} appears twice`);
+    desired.set(d.keyStr, d);
+    parsed.set(rawKey, { text, d });
+  });
+  return { desired, parsed };
+}
+
+/** The addresses of an entry whose types and numbers parseServices() has checked. */
+function parseEntry(e: SocketLbService, what: string, proto: number, port: number, timeout: number): DesiredService {
+  const { family, addr } = sockAddr(e.ip, `${what} ip`);
+  const backends = e.backends.map((b, j) => {
+    const bw = `${what} backend #${j}`;
+    const a = sockAddr(b.address, bw);
+    if (a.family !== family) throw new RangeError(`${bw}: ${b.address} is not of the family of ${e.ip}`);
+    return SockEndpoint.encode({ addr: a.addr, port: b.port, family: a.family, pad: 0 });
+  });
+  return {
+    keyStr: keyString(proto, family, addr, port), key: SockSvcKey.encode({ addr, port, proto, family }), family, backends,
+    sig: sigOf(backends), timeout,
+  };
+}
+
+/**
+ * Service ids (a service's slots and members are keyed by it). Ids are
+ * reused lowest first so that they stay dense; the writer gives an id back
+ * only once no program can still read the buffers under it.
+ */
+export class ServiceIds {
+  private readonly used = new Set<number>();
+  private readonly free: number[] = [];
+  private next = 0;
+
+  /** The ids the maps hold: the gaps below the highest are free. */
+  static of(used: Iterable<number>): ServiceIds {
+    const ids = new ServiceIds();
+    for (const id of used) {
+      ids.used.add(id);
+      if (id >= ids.next) ids.next = id + 1;
+    }
+    for (let id = ids.next - 1; id >= 0; id--) if (!ids.used.has(id)) ids.free.push(id);
+    return ids;
+  }
+
+  has(id: number): boolean {
+    return this.used.has(id);
+  }
+
+  alloc(): number {
+    const id = this.free.pop() ?? this.next++;
+    this.used.add(id);
+    return id;
+  }
+
+  release(id: number): void {
+    if (!this.used.delete(id)) return;
+    this.free.push(id);
+  }
+}
+
+/** How the services change; the writer adds what the writes cost. */
+export interface SocketLbPlanCounts {
+  added: number;
+  /** Backend set changed (a buffer flip). */
+  updated: number;
+  /** Only the affinity timeout changed (the value rewritten, the buffer kept). */
+  retimed: number;
+  removed: number;
+  unchanged: number;
+}
+
+/** The writes from what the maps hold to what is desired, and the state afterwards. */
+export interface SocketLbPlan {
+  counts: SocketLbPlanCounts;
+  /** ferry_sock_slots of the new buffers: keys and their endpoints. */
+  slotKeys: Buffer[];
+  slotValues: Buffer[];
+  memberAdds: Buffer[];
+  memberDels: Buffer[];
+  /** ferry_sock_svcs values to write (after the buffers they name), and keys to delete. */
+  svcKeys: Buffer[];
+  svcValues: Buffer[];
+  svcDels: Buffer[];
+  /** Slots of the buffers the values no longer name: deleted after a grace period. */
+  oldSlots: Buffer[];
+  /** Services whose buffer flips. */
+  flipped: number[];
+  /** Ids of removed services: free again after a grace period. */
+  freed: number[];
+  /** Ids this plan took from the allocator: given back when the plan is not written. */
+  allocated: number[];
+  /** The services in the maps once the plan is written, by key. */
+  next: Map<string, InstalledService>;
+}
+
+/** Adds the slot keys of a service's live buffer to `out`. */
+function pushLiveSlots(out: Buffer[], s: InstalledService): void {
+  for (let i = 0; i < s.count; i++) out.push(SockSlotKey.encode({ svc_id: s.id, buf: s.gen & 1, index: i }));
+}
+
+/**
+ * Desired against installed → the writes. Unchanged services cost nothing;
+ * a changed backend set is one buffer flip (gen + 1: the other buffer);
+ * only a changed affinity timeout rewrites the value alone. Pure apart from
+ * the ids it takes from `ids` (listed in `allocated`).
+ */
+export function planServices(
+  desired: ReadonlyMap<string, DesiredService>, installed: ReadonlyMap<string, InstalledService>, ids: ServiceIds,
+): SocketLbPlan {
+  const plan: SocketLbPlan = {
+    counts: { added: 0, updated: 0, retimed: 0, removed: 0, unchanged: 0 },
+    slotKeys: [], slotValues: [], memberAdds: [], memberDels: [], svcKeys: [], svcValues: [], svcDels: [],
+    oldSlots: [], flipped: [], freed: [], allocated: [], next: new Map(),
+  };
+  const { counts } = plan;
+  for (const [keyStr, d] of desired) {
+    const cur = installed.get(keyStr);
+    const flags = d.timeout > 0 ? SOCK_SVC_F_AFFINITY : 0;
+    const wantMembers = new Map<string, Buffer>();
+    if (d.timeout > 0) for (const b of d.backends) wantMembers.set(b.toString('hex'), b);
+    let id: number;
+    let gen: number;
+    if (cur === undefined || cur.reid) {
+      id = ids.alloc();
+      plan.allocated.push(id);
+      gen = 0;
+      if (cur === undefined) counts.added++;
+    } else {
+      id = cur.id;
+      gen = cur.gen;
+    }
+    const setChanged = cur === undefined || cur.broken || cur.sig !== d.sig;
+    if (cur !== undefined && setChanged) {
+      if (!cur.reid) gen = (gen + 1) >>> 0;
+      counts.updated++;
+      plan.flipped.push(id);
+      pushLiveSlots(plan.oldSlots, cur); // none when it moves to a new id (its count is 0)
+    }
+    if (setChanged) {
+      d.backends.forEach((b, i) => {
+        plan.slotKeys.push(SockSlotKey.encode({ svc_id: id, buf: gen & 1, index: i }));
+        plan.slotValues.push(b);
+      });
+    }
+    const have = cur?.members ?? new Map<string, Buffer>();
+    for (const [hex, b] of wantMembers) if (!have.has(hex)) plan.memberAdds.push(SockMemberKey.encode({ svc_id: id, backend: b }));
+    for (const [hex, b] of have) if (!wantMembers.has(hex)) plan.memberDels.push(SockMemberKey.encode({ svc_id: id, backend: b }));
+    if (setChanged || cur === undefined || cur.timeout !== d.timeout) {
+      if (!setChanged) counts.retimed++;
+      plan.svcKeys.push(d.key);
+      plan.svcValues.push(SockSvc.encode({ id, count: d.backends.length, gen, affinity_timeout_s: d.timeout, flags }));
+    } else {
+      counts.unchanged++;
+    }
+    plan.next.set(keyStr, {
+      keyStr, key: d.key, id, gen, timeout: d.timeout, count: d.backends.length, backends: d.backends, sig: d.sig,
+      broken: false, reid: false,
+      members: wantMembers,
+    });
+  }
+  for (const [keyStr, cur] of installed) {
+    if (desired.has(keyStr)) continue;
+    counts.removed++;
+    plan.svcDels.push(cur.key);
+    pushLiveSlots(plan.oldSlots, cur);
+    for (const b of cur.members.values()) plan.memberDels.push(SockMemberKey.encode({ svc_id: cur.id, backend: b }));
+    if (!cur.reid) plan.freed.push(cur.id);
+  }
+  return plan;
+}
+
+/** What stands in the maps besides the live services while a plan is written. */
+export interface SocketLbLeftovers {
+  /** Slots and members found at start that no service names (a crash mid-apply). */
+  staleSlots: number;
+  staleMembers: number;
+  /** Old buffers' slots awaiting a grace period. */
+  retiredSlots: number;
+  /** A flipped service's other buffer is one of them: the plan must wait for the grace period. */
+  reusesRetired: boolean;
+}
+
+/**
+ * Whether the plan fits, checked before anything is written: the peak is
+ * every live buffer, the new buffers and the leftovers, all at once.
+ * Retired buffers in the way are waited for (mustWait) rather than refused.
+ */
+export function checkCapacity(
+  sizes: { maxServices: number; maxSlots: number }, services: number, installed: ReadonlyMap<string, InstalledService>,
+  plan: SocketLbPlan, l: SocketLbLeftovers,
+): { problem: string | null; mustWait: boolean } {
+  const liveSlots = [...installed.values()].reduce((n, s) => n + s.count, 0);
+  let peakSlots = liveSlots + plan.slotKeys.length + l.staleSlots + l.retiredSlots;
+  const mustWait = l.reusesRetired || (peakSlots > sizes.maxSlots && l.retiredSlots > 0);
+  if (mustWait) peakSlots -= l.retiredSlots;
+  const liveMembers = [...installed.values()].reduce((n, s) => n + s.members.size, 0);
+  const peakMembers = liveMembers + plan.memberAdds.length + l.staleMembers;
+  const problem = services > sizes.maxServices
+    ? `${services} services exceed maxServices ${sizes.maxServices}`
+    : peakSlots > sizes.maxSlots
+      ? `${peakSlots} backend slots (both buffers during the update) exceed maxSlots ${sizes.maxSlots}`
+      : peakMembers > sizes.maxSlots
+        ? `${peakMembers} affinity members exceed maxSlots ${sizes.maxSlots}`
+        : null;
+  return { problem, mustWait };
+}
