@@ -168,6 +168,17 @@ interface Refusal {
 }
 
 const EMPTY_JSON = JSON.stringify({ vips: [], policies: [] });
+
+/**
+ * Whether two lists print the same JSON. Lists of different lengths never
+ * do (JSON keeps an array's length), so a Service's first translation or
+ * an empty list is decided without printing anything.
+ */
+function sameJson(a: readonly unknown[], b: readonly unknown[]): boolean {
+  if (a.length !== b.length) return false;
+  return a.length === 0 || JSON.stringify(a) === JSON.stringify(b);
+}
+
 const MAX_SPLIT = 64;
 const DEFAULT_PER_TX = 500;
 const DEFAULT_MAX_TX = 100;
@@ -495,10 +506,11 @@ export class K8sSync implements K8sEventHandler {
         desired = t.desired;
       }
       const after = this.results.get(key);
-      if (JSON.stringify(before ? socketLbEntries(before) : []) !== JSON.stringify(after ? socketLbEntries(after) : [])) b.socketLbChanged.push(key);
-      if (JSON.stringify(before?.healthCheckNodePorts ?? []) !== JSON.stringify(after?.healthCheckNodePorts ?? [])) b.hcnpChanged = true;
-      if (JSON.stringify(before?.nat ?? []) !== JSON.stringify(after?.nat ?? [])) b.natChanged = true;
-      if (JSON.stringify(before?.nodeEndpoints ?? []) !== JSON.stringify(after?.nodeEndpoints ?? [])) b.nodeEndpointsChanged = true;
+      if (!sameJson(before ? socketLbEntries(before) : [], after ? socketLbEntries(after) : [])) b.socketLbChanged.push(key);
+      // A flag already set needs no second look.
+      if (!b.hcnpChanged && !sameJson(before?.healthCheckNodePorts ?? [], after?.healthCheckNodePorts ?? [])) b.hcnpChanged = true;
+      if (!b.natChanged && !sameJson(before?.nat ?? [], after?.nat ?? [])) b.natChanged = true;
+      if (!b.nodeEndpointsChanged && !sameJson(before?.nodeEndpoints ?? [], after?.nodeEndpoints ?? [])) b.nodeEndpointsChanged = true;
       const json = desired.vips.length === 0 && desired.policies.length === 0 ? EMPTY_JSON : JSON.stringify(desired);
       // Known not to be in the store (the sweep listed every owner there): nothing to remove.
       if (!this.committed.has(key) && json === EMPTY_JSON && b.storeOwners !== null && !b.storeOwners.has(key)) {

@@ -48,7 +48,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { fmix32, murmur3 } from "./hash.js";
+import { fmix32, murmur3Bytes } from "./hash.js";
 import { FERRY_BACKEND_NONE } from "../datapath/abi.js";
 import { hasSlots, type DpState } from "../model/dpstate.js";
 import type { MaglevSharesView, MaglevTablesView } from "../model/maglev.js";
@@ -183,10 +183,14 @@ export function maglevPermutation(key: string, m: number, seed = 0): MaglevPermu
   return permutationOf(key, m, deriveSeeds(seed));
 }
 
+/** Both hashes of a permutation read the same bytes: the key is encoded once (murmur3 would encode it per hash). */
+const utf8 = new TextEncoder();
+
 function permutationOf(key: string, m: number, seeds: { offsetSeed: number; skipSeed: number }): MaglevPermutation {
+  const bytes = utf8.encode(key);
   return {
-    offset: murmur3(key, seeds.offsetSeed) % m,
-    skip: (murmur3(key, seeds.skipSeed) % (m - 1)) + 1,
+    offset: murmur3Bytes(bytes, seeds.offsetSeed) % m,
+    skip: (murmur3Bytes(bytes, seeds.skipSeed) % (m - 1)) + 1,
   };
 }
 

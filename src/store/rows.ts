@@ -65,6 +65,12 @@ export interface BackendRow {
   host: string | null;
 }
 
+/** A backend row without SQLite's own ids: what a record and a snapshot entry are made of. */
+export type BackendFields = Omit<BackendRow, 'id' | 'vip_id'>;
+
+/** A VIP row as written (an INSERT's RETURNING *): no backend count, which is computed by reads. */
+export type VipFields = Omit<VipRow, 'backend_count'>;
+
 export interface PolicyRow {
   name: string;
   allow: string;
@@ -237,7 +243,7 @@ export function vipRecord(row: VipRow, policies: string[]): VipRecord {
   };
 }
 
-export function backendRecord(row: BackendRow): BackendRecord {
+export function backendRecord(row: BackendFields): BackendRecord {
   return {
     vip: row.vip,
     address: row.address,

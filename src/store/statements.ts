@@ -4,7 +4,7 @@
  */
 import type Database from 'better-sqlite3';
 import type { Tombstone } from './types.js';
-import type { AuditRow, BackendRow, HealthEventRow, MetaRow, PolicyRow, VipRow } from './rows.js';
+import type { AuditRow, BackendRow, HealthEventRow, MetaRow, PolicyRow, VipFields, VipRow } from './rows.js';
 
 type Db = Database.Database;
 type Stmt<P extends unknown[], R = unknown> = Database.Statement<P, R>;
@@ -28,6 +28,42 @@ export type VipValues = [
 /** Columns written for a backend's changeable fields, in this order, by insert and update. */
 export type BackendValues = [weight: number, state: string, health_check: string | null, port: number, host: string | null];
 
+/** The columns of one inserted backend, in BACKEND_INSERT's order. */
+export type BackendInsertRow = [
+  vip_id: number, address: string, sort_key: Buffer, ...BackendValues, owner: string | null,
+  created_revision: number, updated_revision: number, dp_id: number, dp_gen: number,
+];
+
+const BACKEND_INSERT = `
+  INSERT INTO backends (vip_id, address, sort_key, weight, state, health_check, port, host, owner,
+                        created_revision, updated_revision, dp_id, dp_gen)
+  VALUES `;
+const BACKEND_ROW = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
+
+/**
+ * Rows per multi-row INSERT. One statement per row made better-sqlite3's
+ * per-call overhead the larger part of a Kubernetes burst's 100,000 backend
+ * inserts; 32 rows × 13 parameters stays far below SQLite's variable limit.
+ */
+export const MAX_ROWS_PER_INSERT = 32;
+
+/**
+ * The INSERT of `count` rows (1..max) at once, prepared on first use and
+ * kept: a VIP's backends are usually written in one statement.
+ */
+function rowInserter<P extends unknown[]>(db: Db, head: string, row: string, max: number): (count: number) => Stmt<P[number][]> {
+  const prepared = new Map<number, Stmt<P[number][]>>();
+  return (count) => {
+    if (!Number.isInteger(count) || count < 1 || count > max) throw new RangeError(`store: cannot insert ${count} rows at once`);
+    let stmt = prepared.get(count);
+    if (stmt === undefined) {
+      stmt = db.prepare<P[number][]>(head + Array.from({ length: count }, () => row).join(', '));
+      prepared.set(count, stmt);
+    }
+    return stmt;
+  };
+}
+
 export function prepareStatements(db: Db) {
   const p = <P extends unknown[], R = unknown>(sql: string): Stmt<P, R> => db.prepare<P, R>(sql);
   return {
@@ -49,11 +85,12 @@ export function prepareStatements(db: Db) {
     vipsAtEndpoint: p<[string, number, string], VipRow>(
       `${VIP_SELECT} WHERE v.address = ? AND v.port = ? AND v.protocol = ? ORDER BY v.name`,
     ),
-    insertVip: p<[...VipValues, number, number, number], { id: number }>(`
+    // The whole row back: a new VIP's record is built from it rather than read again.
+    insertVip: p<[...VipValues, number, number, number], VipFields>(`
       INSERT INTO vips (name, address, family, port, protocol, encap, allow, deny, rl_new_flows_per_sec,
                         rl_burst, maglev_m, source_affinity, owner, health_check, forwarding, created_revision,
                         updated_revision, dp_id)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`),
     updateVip: p<[...VipValues, number, number]>(`
       UPDATE vips SET name = ?, address = ?, family = ?, port = ?, protocol = ?, encap = ?, allow = ?,
                       deny = ?, rl_new_flows_per_sec = ?, rl_burst = ?, maglev_m = ?, source_affinity = ?,
@@ -92,10 +129,7 @@ export function prepareStatements(db: Db) {
     ),
     backendsOfVip: p<[number], BackendRow>(`${BACKEND_SELECT} WHERE b.vip_id = ? ORDER BY b.sort_key`),
     backendAll: p<[], BackendRow>(`${BACKEND_SELECT} ORDER BY v.name, b.sort_key`),
-    insertBackend: p<[number, string, Buffer, ...BackendValues, string | null, number, number, number, number]>(`
-      INSERT INTO backends (vip_id, address, sort_key, weight, state, health_check, port, host, owner,
-                            created_revision, updated_revision, dp_id, dp_gen)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+    insertBackendRows: rowInserter<BackendInsertRow>(db, BACKEND_INSERT, BACKEND_ROW, MAX_ROWS_PER_INSERT),
     updateBackend: p<[...BackendValues, number, number]>(
       'UPDATE backends SET weight = ?, state = ?, health_check = ?, port = ?, host = ?, updated_revision = ? WHERE id = ?',
     ),
@@ -111,8 +145,10 @@ export function prepareStatements(db: Db) {
       'SELECT dp_id FROM backend_ids WHERE in_use = 0 AND dp_id < ? ORDER BY dp_id LIMIT ?',
     ).pluck(),
     nextBackendId: p<[], number>('SELECT COALESCE(MAX(dp_id) + 1, 0) FROM backend_ids').pluck(),
-    // A new id starts at generation 1 (0 is never used).
-    addBackendId: p<[number]>('INSERT INTO backend_ids (dp_id, gen, in_use) VALUES (?, 1, 0)'),
+    // New ids [first, end), each at generation 1 (0 is never used): one statement for a whole allocation.
+    addBackendIds: p<[first: number, end: number]>(`
+      WITH RECURSIVE ids (dp_id) AS (SELECT ? UNION ALL SELECT dp_id + 1 FROM ids WHERE dp_id + 1 < ?)
+      INSERT INTO backend_ids (dp_id, gen, in_use) SELECT dp_id, 1, 0 FROM ids`),
     // u32 generations; 0 is never used so a zeroed map entry never matches.
     bumpGen: p<[number], number>(`
       UPDATE backend_ids SET gen = CASE WHEN gen >= 4294967295 THEN 1 ELSE gen + 1 END

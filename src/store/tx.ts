@@ -28,8 +28,10 @@ import {
   policySpecOf, sameSpec, vipRecord, vipSpecOf,
   type BackendRow, type NormBackend, type NormPolicy, type NormVip, type PolicyRow, type VipRow,
 } from './rows.js';
-import { buildState, deriveState, toSnapshot, touchedNames, type SnapshotCache, type SnapshotState } from './snapshot.js';
-import type { Statements, VipValues } from './statements.js';
+import {
+  buildState, deriveState, toSnapshot, touchedNames, WrittenVips, type SnapshotCache, type SnapshotState, type WrittenBackend,
+} from './snapshot.js';
+import { MAX_ROWS_PER_INSERT, type BackendInsertRow, type Statements, type VipValues } from './statements.js';
 import type {
   FleetMark, HealthEventQuery, NamedState, Page, PageQuery, ReplaceScope, StateChange, StoreSnapshot, StoreTx,
 } from './types.js';
@@ -56,6 +58,8 @@ type Mode = 'read' | 'nested-read' | 'write' | 'sealed' | 'closed';
 
 export class Tx implements StoreTx {
   readonly changes = new ChangeLog();
+  /** The VIPs this write created, as written: state() builds them without reading them back. */
+  private readonly written = new WrittenVips();
   /** The state a sealed write's snapshot computed: the store caches it once the commit succeeded. */
   finalState: SnapshotState | null = null;
   private mode: Mode;
@@ -105,6 +109,8 @@ export class Tx implements StoreTx {
       result = this.ctx.db.transaction(() => body(st))();
     } catch (err) {
       this.changes.rollbackTo(mark);
+      // What it knew may include the undone writes: from now on those VIPs are read back.
+      this.written.clear();
       throw err;
     }
     this.changes.release(mark);
@@ -360,7 +366,7 @@ export class Tx implements StoreTx {
     let state: SnapshotState;
     if (base === null) state = buildState(st, meta.revision, meta.hash_seed);
     else if (this.changes.size === 0) state = base;
-    else state = deriveState(st, base, this.changes.keys(), meta.revision, meta.hash_seed);
+    else state = deriveState(st, base, this.changes.keys(), meta.revision, meta.hash_seed, this.written);
     // Only states of a committed revision may be cached: a read's, or the final one of a write (after commit).
     if (this.mode === 'read') this.ctx.cache.put(state);
     if (this.mode === 'sealed') this.finalState = state;
@@ -445,8 +451,11 @@ export class Tx implements StoreTx {
     const dpId = this.allocVipId();
     const inserted = st.insertVip.get(...vipValues(norm, owner), this.revision, this.revision, dpId);
     if (inserted === undefined) throw new Error('store: insert returned no row');
-    this.writePolicyRefs(inserted.id, norm.policies);
-    const record = this.vipRecordOf(this.mustVip(norm.name));
+    this.writePolicyRefs(inserted.id, norm.policies, 'new');
+    // The row as inserted, with the policies just written in this order; a new VIP has no backends (they
+    // cascade with a deleted VIP, so a reused id holds none): what reading it back would give.
+    const record = vipRecord({ ...inserted, backend_count: 0 }, [...norm.policies]);
+    this.written.created(inserted, norm.policies);
     this.changes.record(`vip/${norm.name}`, null, record);
     return record;
   }
@@ -456,6 +465,7 @@ export class Tx implements StoreTx {
     const before = this.vipRecordOf(row);
     if (sameSpec(vipSpecOf(before), norm)) return { record: before, changed: false };
     const st = this.wr;
+    this.written.forget(row.name);
     st.updateVip.run(...vipValues(norm, row.owner), this.revision, row.id);
     if (JSON.stringify(before.policies) !== JSON.stringify(norm.policies)) this.writePolicyRefs(row.id, norm.policies);
     const after = this.vipRecordOf(this.mustVip(norm.name));
@@ -471,15 +481,17 @@ export class Tx implements StoreTx {
   removeVip(row: VipRow): VipRecord {
     const st = this.wr;
     const before = this.vipRecordOf(row);
+    this.written.forget(row.name);
     for (const b of st.backendsOfVip.all(row.id)) this.changes.record(backendKey(b), backendRecord(b), null);
     st.deleteVip.run(row.id);
     this.changes.record(`vip/${row.name}`, before, null);
     return before;
   }
 
-  private writePolicyRefs(vipId: number, policies: string[]): void {
+  /** `new`: the VIP was just inserted, so it holds no references to clear (a deleted VIP's went with it, by cascade). */
+  private writePolicyRefs(vipId: number, policies: string[], vip: 'new' | 'existing' = 'existing'): void {
     const st = this.wr;
-    st.clearVipPolicies.run(vipId);
+    if (vip === 'existing') st.clearVipPolicies.run(vipId);
     policies.forEach((p, i) => st.insertVipPolicy.run(vipId, i, p));
   }
 
@@ -497,14 +509,26 @@ export class Tx implements StoreTx {
     const tombs = new Map(st.tombstonesOfVip.all(vip.dp_id).map((t) => [t.address, t]));
     const ids = this.allocBackendIds(norms.reduce((n, b) => n + (tombs.has(b.address) ? 0 : 1), 0));
     let next = 0;
-    return norms.map((norm) => {
+    const written = norms.map((norm): WrittenBackend => {
       const tomb = tombs.get(norm.address);
       const id = tomb !== undefined ? { dpId: tomb.dp_id, gen: tomb.dp_gen } : ids[next++]!;
-      st.insertBackend.run(
-        vip.id, norm.address, addressSortKey(norm.address), norm.weight, norm.state, checkJson(norm.health_check),
-        norm.port ?? 0, norm.host ?? null, owner, this.revision, this.revision, id.dpId, id.gen,
-      );
+      return {
+        sortKey: addressSortKey(norm.address),
+        row: {
+          vip: vip.name, address: norm.address, weight: norm.weight, state: norm.state, owner,
+          created_revision: this.revision, updated_revision: this.revision, dp_id: id.dpId, dp_gen: id.gen,
+          health_check: checkJson(norm.health_check), port: norm.port ?? 0, host: norm.host ?? null,
+        },
+      };
+    });
+    insertBackendRows(st, vip.id, written);
+    // A revived id is held by its backend now; the tombstone goes (its trigger leaves the id in use).
+    for (const norm of norms) {
+      const tomb = tombs.get(norm.address);
       if (tomb !== undefined) st.deleteTombstone.run(tomb.dp_id);
+    }
+    this.written.addBackends(vip.name, written);
+    return norms.map((norm) => {
       const record: BackendRecord = {
         vip: vip.name, address: norm.address, weight: norm.weight, state: norm.state,
         ...(norm.port !== undefined ? { port: norm.port } : {}), ...(norm.host !== undefined ? { host: norm.host } : {}),
@@ -520,6 +544,7 @@ export class Tx implements StoreTx {
   updateBackend(row: BackendRow, norm: NormBackend): Updated<BackendRecord> {
     const before = backendRecord(row);
     if (sameSpec(backendSpecOf(before), norm)) return { record: before, changed: false };
+    this.written.forget(row.vip);
     this.wr.updateBackend.run(
       norm.weight, norm.state, checkJson(norm.health_check), norm.port ?? 0, norm.host ?? null, this.revision, row.id,
     );
@@ -537,6 +562,7 @@ export class Tx implements StoreTx {
   removeBackend(vip: VipRow, row: BackendRow, drainSeconds: number): BackendRecord {
     const st = this.wr;
     const before = backendRecord(row);
+    this.written.forget(vip.name);
     if (drainSeconds > 0) {
       const expires = this.ctx.now() + Math.ceil(drainSeconds * 1000);
       st.insertTombstone.run(row.dp_id, row.dp_gen, vip.dp_id, row.address, expires, row.port, row.host);
@@ -616,10 +642,9 @@ export class Tx implements StoreTx {
         `tombstones (capacity max_backends = ${maxBackends})`,
       );
     }
-    for (let dpId = first; ids.length < count; dpId++) {
-      st.addBackendId.run(dpId);
-      ids.push({ dpId, gen: 1 });
-    }
+    const end = first + count - ids.length;
+    st.addBackendIds.run(first, end);
+    for (let dpId = first; dpId < end; dpId++) ids.push({ dpId, gen: 1 });
     return ids;
   }
 }
@@ -628,6 +653,17 @@ export class Tx implements StoreTx {
 
 function backendKey(b: { vip: string; address: string }): string {
   return `backend/${b.vip}/${b.address}`;
+}
+
+/** Inserts one VIP's backends, up to MAX_ROWS_PER_INSERT rows per statement. */
+function insertBackendRows(st: Statements, vipId: number, backends: readonly WrittenBackend[]): void {
+  for (let at = 0; at < backends.length; at += MAX_ROWS_PER_INSERT) {
+    const chunk = backends.slice(at, at + MAX_ROWS_PER_INSERT);
+    st.insertBackendRows(chunk.length).run(...chunk.flatMap(({ row, sortKey }): BackendInsertRow => [
+      vipId, row.address, sortKey, row.weight, row.state, row.health_check, row.port, row.host, row.owner,
+      row.created_revision, row.updated_revision, row.dp_id, row.dp_gen,
+    ]));
+  }
 }
 
 function vipValues(n: NormVip, owner: string | null): VipValues {
