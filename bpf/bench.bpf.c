@@ -29,16 +29,16 @@
 
 /* Mirrored by GenConfig in bench/lab-bpf.ts (a test checks it against BTF). */
 struct gen_config {
-	__u64 interval_ps;        /* between frames at the offered rate; 0: as fast as possible */
-	__u64 limit;              /* emit while gen_state.seq < limit, drop every later run */
-	__u64 max_lag_ps;         /* how far behind schedule the generator may catch up */
-	__u32 src_base;           /* first source address, host order */
-	__u32 src_count;          /* sources src_base .. src_base + src_count - 1 */
-	__u32 port_count;         /* source ports port_base .. port_base + port_count - 1 */
-	__u16 port_base;          /* host order */
-	__u16 ip_check;           /* IPv4 header checksum of the template (src_base, port_base) */
-	__u16 l4_check;           /* TCP / UDP checksum of the template */
-	__u16 group;              /* frames emitted back to back, one group every group x interval */
+	__u64 interval_ps; /* between frames at the offered rate; 0: as fast as possible */
+	__u64 limit;	   /* emit while gen_state.seq < limit, drop every later run */
+	__u64 max_lag_ps;  /* how far behind schedule the generator may catch up */
+	__u32 src_base;	   /* first source address, host order */
+	__u32 src_count;   /* sources src_base .. src_base + src_count - 1 */
+	__u32 port_count;  /* source ports port_base .. port_base + port_count - 1 */
+	__u16 port_base;   /* host order */
+	__u16 ip_check;	   /* IPv4 header checksum of the template (src_base, port_base) */
+	__u16 l4_check;	   /* TCP / UDP checksum of the template */
+	__u16 group;	   /* frames emitted back to back, one group every group x interval */
 	__u32 pad;
 	__u8 frame[GEN_FRAME_LEN]; /* the template: Ethernet, IPv4, TCP or UDP (padded) */
 	__u8 pad2[4];
@@ -51,13 +51,13 @@ struct gen_config {
  * different sources.
  */
 struct gen_state {
-	__u64 seq;                /* frames emitted so far */
-	__u64 next_ps;            /* when the next group is due (0: at the next run) */
-	__u64 first_ns;           /* first group of this window, ktime */
-	__u64 last_ns;            /* latest group */
-	__u64 lagged_ns;          /* schedule skipped because the generator fell too far behind */
-	__u32 in_group;           /* frames of the current group still to emit */
-	__u32 lags;               /* how often that happened */
+	__u64 seq;	 /* frames emitted so far */
+	__u64 next_ps;	 /* when the next group is due (0: at the next run) */
+	__u64 first_ns;	 /* first group of this window, ktime */
+	__u64 last_ns;	 /* latest group */
+	__u64 lagged_ns; /* schedule skipped because the generator fell too far behind */
+	__u32 in_group;	 /* frames of the current group still to emit */
+	__u32 lags;	 /* how often that happened */
 };
 
 struct {
@@ -76,10 +76,10 @@ struct {
 
 /* Sink counters (packets), indexes below; mirrored by SINK_* in bench/lab-bpf.ts. */
 enum sink_counter {
-	SINK_TCP,                 /* TCP to the benchmark port, plain or encapsulated */
-	SINK_UDP,                 /* UDP to the benchmark port, plain or encapsulated */
-	SINK_IPIP,                /* of those, the ones that came IPv4-in-IPv4 */
-	SINK_PASSED,              /* everything else (ARP, ...), passed to the stack */
+	SINK_TCP,    /* TCP to the benchmark port, plain or encapsulated */
+	SINK_UDP,    /* UDP to the benchmark port, plain or encapsulated */
+	SINK_IPIP,   /* of those, the ones that came IPv4-in-IPv4 */
+	SINK_PASSED, /* everything else (ARP, ...), passed to the stack */
 	SINK_MAX,
 };
 
@@ -101,10 +101,10 @@ struct {
 #define L4_OFF (sizeof(struct ethhdr) + sizeof(struct iphdr))
 
 /* Checksums are updated from the template's values (RFC 1624), one 16-bit word at a time. */
-static __always_inline void csum_replace32(__u16 *check, __be32 old, __be32 new)
+static __always_inline void csum_replace32(__u16 *check, __be32 old, __be32 now)
 {
-	csum_replace16(check, (__u16)old, (__u16)new);
-	csum_replace16(check, (__u16)(old >> 16), (__u16)(new >> 16));
+	csum_replace16(check, (__u16)old, (__u16)now);
+	csum_replace16(check, (__u16)(old >> 16), (__u16)(now >> 16));
 }
 
 /*
@@ -148,7 +148,7 @@ int xdp_gen(struct xdp_md *ctx)
 {
 	void *data = xdp_data(ctx), *data_end = xdp_data_end(ctx);
 	struct iphdr *ip = data + sizeof(struct ethhdr);
-	struct udphdr *l4 = data + L4_OFF;   /* TCP and UDP start alike: ports, then UDP's check */
+	struct udphdr *l4 = data + L4_OFF; /* TCP and UDP start alike: ports, then UDP's check */
 	struct tcphdr *tcp = data + L4_OFF;
 	__u32 zero = 0;
 	struct gen_config *cfg = bpf_map_lookup_elem(&bench_gen_config, &zero);
@@ -174,7 +174,7 @@ int xdp_gen(struct xdp_md *ctx)
 	ipc = cfg->ip_check;
 	csum_replace32(&ipc, src0, src);
 	l4c = cfg->l4_check;
-	csum_replace32(&l4c, src0, src);             /* the pseudo-header's source */
+	csum_replace32(&l4c, src0, src); /* the pseudo-header's source */
 	csum_replace16(&l4c, port0, port);
 
 	ip->saddr = src;

@@ -15,17 +15,22 @@
  * back; every packet sent refreshes it. A TCP reset ends the check: its
  * entry goes at once (nothing answers a reset).
  */
-static __always_inline void hc_remember(struct __sk_buff *skb, const struct skb_tuple *p, const struct hc_target *t)
+static __always_inline void hc_remember(struct __sk_buff *skb, const struct skb_tuple *p,
+					const struct hc_target *t)
 {
 	struct hc_flow_key key = {
-		.local_port = p->sport, .vip_port = p->dport, .family = p->family, .proto = p->proto,
+		.local_port = p->sport,
+		.vip_port = p->dport,
+		.family = p->family,
+		.proto = p->proto,
 	};
-	struct hc_flow flow = { .seen_ns = bpf_ktime_get_ns() };
+	struct hc_flow flow = {.seen_ns = bpf_ktime_get_ns()};
 	struct tcphdr tcp;
 
 	addr_copy(key.local, p->src);
 	addr_copy(key.vip, t->vip);
-	if (p->proto == IPPROTO_TCP && !bpf_skb_load_bytes(skb, p->l4_off, &tcp, sizeof(tcp)) && tcp.rst) {
+	if (p->proto == IPPROTO_TCP && !bpf_skb_load_bytes(skb, p->l4_off, &tcp, sizeof(tcp)) &&
+	    tcp.rst) {
 		bpf_map_delete_elem(&ferry_hc_flows, &key);
 		return;
 	}

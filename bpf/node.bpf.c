@@ -44,12 +44,16 @@ static __always_inline struct node_ep *node_endpoint(struct __sk_buff *skb, cons
  * Remembers the frontend for the endpoint's reply. An entry already right
  * is not written again: the LRU lookup has kept it fresh.
  */
-static __always_inline void node_remember(const struct skb_tuple *in, const __u32 *backend, __be16 port)
+static __always_inline void node_remember(const struct skb_tuple *in, const __u32 *backend,
+					  __be16 port)
 {
 	struct nat_rev_key key = {
-		.backend_port = port, .client_port = in->sport, .proto = in->proto, .family = in->family,
+		.backend_port = port,
+		.client_port = in->sport,
+		.proto = in->proto,
+		.family = in->family,
 	};
-	struct nat_rev rev = { .vip_port = in->dport };
+	struct nat_rev rev = {.vip_port = in->dport};
 	struct nat_rev *have;
 
 	addr_copy(key.backend, backend);

@@ -32,7 +32,7 @@ SEC("xdp")
 int xdp_lb(struct xdp_md *ctx)
 {
 	void *data = xdp_data(ctx), *data_end = xdp_data_end(ctx);
-	struct packet pkt = { .frame_len = xdp_frame_len(ctx), .vip_id = FERRY_VIP_NONE };
+	struct packet pkt = {.frame_len = xdp_frame_len(ctx), .vip_id = FERRY_VIP_NONE};
 	struct vip_addr_meta addr;
 	struct lb_config *cfg;
 	struct vip_meta vip;

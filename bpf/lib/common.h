@@ -47,16 +47,16 @@ struct icmphdr {
 	__u8 type;
 	__u8 code;
 	__sum16 checksum;
-	__be32 rest;              /* echo id + sequence, or unused / next-hop MTU */
+	__be32 rest; /* echo id + sequence, or unused / next-hop MTU */
 };
 
-#define ICMP_ECHOREPLY 0
+#define ICMP_ECHOREPLY	  0
 #define ICMP_DEST_UNREACH 3
-#define ICMP_ECHO 8
-#define ICMP_FRAG_NEEDED 4        /* code of ICMP_DEST_UNREACH */
+#define ICMP_ECHO	  8
+#define ICMP_FRAG_NEEDED  4 /* code of ICMP_DEST_UNREACH */
 
 /* IPv6 extension headers missing from linux/in6.h of 6.1. */
-#define IPPROTO_HIP 139
+#define IPPROTO_HIP   139
 #define IPPROTO_SHIM6 140
 
 static __always_inline void *xdp_data(const struct xdp_md *ctx)

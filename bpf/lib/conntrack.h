@@ -43,7 +43,7 @@
 #include "stats.h"
 
 #define CT_FP_EMPTY 0ULL
-#define CT_FP_BUSY 1ULL
+#define CT_FP_BUSY  1ULL
 /* Fingerprints never take the two reserved values. */
 #define CT_FP_MIN 2ULL
 
@@ -78,8 +78,8 @@ static __always_inline __u64 ct_hash(const struct flow_key *key)
 	return h;
 }
 
-#define READ_ONCE64(x) (*(volatile __u64 *)&(x))
-#define READ_ONCE32(x) (*(volatile __u32 *)&(x))
+#define READ_ONCE64(x)	   (*(volatile __u64 *)&(x))
+#define READ_ONCE32(x)	   (*(volatile __u32 *)&(x))
 #define WRITE_ONCE32(x, v) (*(volatile __u32 *)&(x) = (v))
 
 /* Where a flow lives in the table: its bucket and fingerprint. */
@@ -108,8 +108,8 @@ static __always_inline bool ct_locate(struct packet *pkt, const struct lb_config
  */
 static __always_inline bool ct_entry_valid(__u32 gen, const struct backend *be, __u32 vip_id)
 {
-	return (be->state == BACKEND_ACTIVE || be->state == BACKEND_DRAINING) &&
-	       be->gen == gen && be->vip_id == vip_id;
+	return (be->state == BACKEND_ACTIVE || be->state == BACKEND_DRAINING) && be->gen == gen &&
+	       be->vip_id == vip_id;
 }
 
 /* Writing last_seen on every packet would bounce its cache line between CPUs. */
@@ -140,7 +140,7 @@ static __always_inline struct backend *ct_lookup(const struct packet *pkt, const
 		id = READ_ONCE32(b->e[way].backend_id);
 		gen = READ_ONCE32(b->e[way].backend_gen);
 		if (READ_ONCE64(b->e[way].fp) != w->fp)
-			break;  /* replaced while we read it */
+			break; /* replaced while we read it */
 		be = bpf_map_lookup_elem(&ferry_backends, &id);
 		if (!be || !ct_entry_valid(gen, be, vip_id)) {
 			count_event(pkt, CNT_CT_STALE);

@@ -36,7 +36,7 @@ static __always_inline __u16 ipv4_csum(const struct iphdr *ip)
  */
 static __always_inline void csum_replace16(__u16 *check, __u16 old, __u16 new)
 {
-	__u32 sum = (__u16)~*check + (__u16)~old + new;
+	__u32 sum = (__u16) ~*check + (__u16)~old + new;
 
 	*check = csum_fold(sum);
 }

@@ -13,10 +13,10 @@
 #include "tunnel.h"
 
 enum tunnel_kind {
-	TUNNEL_NONE,              /* not a tunnel packet */
-	TUNNEL_OURS,              /* inner destination is one of our VIP addresses */
-	TUNNEL_NOT_OURS,          /* a tunnel packet for some other address */
-	TUNNEL_BAD_INNER,         /* inner header truncated or of the wrong version */
+	TUNNEL_NONE,	  /* not a tunnel packet */
+	TUNNEL_OURS,	  /* inner destination is one of our VIP addresses */
+	TUNNEL_NOT_OURS,  /* a tunnel packet for some other address */
+	TUNNEL_BAD_INNER, /* inner header truncated or of the wrong version */
 };
 
 static __always_inline void decap_count(enum ferry_decap_counter idx, __u32 bytes)
@@ -47,7 +47,8 @@ static __always_inline bool tunnel_inner_dst(void *data, void *data_end, const s
 	return true;
 }
 
-static __always_inline enum tunnel_kind tunnel_classify(void *data, void *data_end, struct tunnel *t)
+static __always_inline enum tunnel_kind tunnel_classify(void *data, void *data_end,
+							struct tunnel *t)
 {
 	struct vip_addr_key key = {};
 

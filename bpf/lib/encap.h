@@ -40,8 +40,8 @@ static __always_inline bool trim_padding(struct xdp_md *ctx, const struct packet
  * new start with the outer family as its ethertype, and the inner packet
  * does not move. Returns where the outer header goes, or NULL.
  */
-static __always_inline void *encap_push(struct xdp_md *ctx, const struct packet *pkt,
-					__u32 room, __be16 ethertype)
+static __always_inline void *encap_push(struct xdp_md *ctx, const struct packet *pkt, __u32 room,
+					__be16 ethertype)
 {
 	bool vlan = pkt->l3_off == L2_VLAN_LEN;
 	void *data, *data_end, *outer;
@@ -108,8 +108,8 @@ static __always_inline int encap_ipv6(struct xdp_md *ctx, const struct packet *p
 				      const struct backend *be, const struct lb_config *cfg)
 {
 	/* version 6 | traffic class | flow label, as one word */
-	__be32 first_word = bpf_htonl(6U << 28 | (__u32)pkt->tos << 20 |
-				      (pkt->hash & IPV6_FLOWLABEL_MASK));
+	__be32 first_word =
+		bpf_htonl(6U << 28 | (__u32)pkt->tos << 20 | (pkt->hash & IPV6_FLOWLABEL_MASK));
 	struct ipv6hdr outer = {
 		.payload_len = bpf_htons(pkt->ip_len),
 		.nexthdr = encap_inner_proto(pkt),
@@ -145,7 +145,8 @@ static __always_inline int encap(struct xdp_md *ctx, const struct packet *pkt,
 /* Size of the outer IP packet, for the MTU check. */
 static __always_inline __u32 encap_outer_len(const struct packet *pkt, __u8 family)
 {
-	return pkt->ip_len + (family == FERRY_AF_INET ? sizeof(struct iphdr) : sizeof(struct ipv6hdr));
+	return pkt->ip_len +
+	       (family == FERRY_AF_INET ? sizeof(struct iphdr) : sizeof(struct ipv6hdr));
 }
 
 #endif /* FERRY_ENCAP_H */

@@ -14,10 +14,10 @@
 
 struct vlan_hdr {
 	__be16 tci;
-	__be16 proto;             /* ethertype of the payload */
+	__be16 proto; /* ethertype of the payload */
 };
 
-#define L2_LEN (sizeof(struct ethhdr))
+#define L2_LEN	    (sizeof(struct ethhdr))
 #define L2_VLAN_LEN (sizeof(struct ethhdr) + sizeof(struct vlan_hdr))
 
 /*
@@ -56,11 +56,11 @@ static __always_inline void eth_copy(void *dst, const void *src, bool vlan, __be
 	const __u16 *s = src;
 
 #pragma unroll
-	for (int i = 0; i < ETH_ALEN; i++)    /* 2 x 6 bytes of MAC */
+	for (int i = 0; i < ETH_ALEN; i++) /* 2 x 6 bytes of MAC */
 		d[i] = s[i];
 	if (vlan) {
-		d[6] = s[6];                  /* 0x8100 */
-		d[7] = s[7];                  /* TCI */
+		d[6] = s[6]; /* 0x8100 */
+		d[7] = s[7]; /* TCI */
 		d[8] = ethertype;
 	} else {
 		d[6] = ethertype;

@@ -19,8 +19,8 @@
 #include "stats.h"
 
 /* Fills the route query from the outer header just written. */
-static __always_inline int fib_query_fill(struct xdp_md *ctx, const struct packet *pkt,
-					  __u8 family, struct bpf_fib_lookup *fib)
+static __always_inline int fib_query_fill(struct xdp_md *ctx, const struct packet *pkt, __u8 family,
+					  struct bpf_fib_lookup *fib)
 {
 	void *data = xdp_data(ctx), *data_end = xdp_data_end(ctx);
 	void *l3 = data + pkt->l3_off;
@@ -88,8 +88,8 @@ static __always_inline bool fits_ingress_mtu(struct xdp_md *ctx, __u32 l3_len)
 }
 
 /* XDP_TX out of the ingress interface, or a redirect to another one. */
-static __always_inline int fib_send(struct xdp_md *ctx, const struct packet *pkt,
-				    __u32 ifindex, __u32 mtu, __u32 l3_len)
+static __always_inline int fib_send(struct xdp_md *ctx, const struct packet *pkt, __u32 ifindex,
+				    __u32 mtu, __u32 l3_len)
 {
 	if (l3_len > mtu)
 		return drop_as(pkt, DROP_TOO_BIG);
@@ -154,8 +154,9 @@ static __always_inline bool nexthop_fresh(const struct xdp_md *ctx, const struct
 }
 
 static __always_inline void nexthop_store(const struct xdp_md *ctx, struct nexthop *nh,
-					  const struct lb_config *cfg, const struct bpf_fib_lookup *fib,
-					  __u32 backend_id, const struct backend *be)
+					  const struct lb_config *cfg,
+					  const struct bpf_fib_lookup *fib, __u32 backend_id,
+					  const struct backend *be)
 {
 	nh->backend_id = backend_id;
 	nh->backend_gen = be->gen;

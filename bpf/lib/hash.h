@@ -11,30 +11,49 @@
 
 #include "common.h"
 
-#define JHASH_INITVAL 0xdeadbeefU
+#define JHASH_INITVAL  0xdeadbeefU
 #define FLOW_KEY_WORDS (sizeof(struct flow_key) / sizeof(__u32))
 
 _Static_assert(sizeof(struct flow_key) == 40, "flow hash is defined over 10 words");
 
 static __always_inline void jhash_mix(__u32 *a, __u32 *b, __u32 *c)
 {
-	*a -= *c; *a ^= rol32(*c, 4);  *c += *b;
-	*b -= *a; *b ^= rol32(*a, 6);  *a += *c;
-	*c -= *b; *c ^= rol32(*b, 8);  *b += *a;
-	*a -= *c; *a ^= rol32(*c, 16); *c += *b;
-	*b -= *a; *b ^= rol32(*a, 19); *a += *c;
-	*c -= *b; *c ^= rol32(*b, 4);  *b += *a;
+	*a -= *c;
+	*a ^= rol32(*c, 4);
+	*c += *b;
+	*b -= *a;
+	*b ^= rol32(*a, 6);
+	*a += *c;
+	*c -= *b;
+	*c ^= rol32(*b, 8);
+	*b += *a;
+	*a -= *c;
+	*a ^= rol32(*c, 16);
+	*c += *b;
+	*b -= *a;
+	*b ^= rol32(*a, 19);
+	*a += *c;
+	*c -= *b;
+	*c ^= rol32(*b, 4);
+	*b += *a;
 }
 
 static __always_inline void jhash_final(__u32 *a, __u32 *b, __u32 *c)
 {
-	*c ^= *b; *c -= rol32(*b, 14);
-	*a ^= *c; *a -= rol32(*c, 11);
-	*b ^= *a; *b -= rol32(*a, 25);
-	*c ^= *b; *c -= rol32(*b, 16);
-	*a ^= *c; *a -= rol32(*c, 4);
-	*b ^= *a; *b -= rol32(*a, 14);
-	*c ^= *b; *c -= rol32(*b, 24);
+	*c ^= *b;
+	*c -= rol32(*b, 14);
+	*a ^= *c;
+	*a -= rol32(*c, 11);
+	*b ^= *a;
+	*b -= rol32(*a, 25);
+	*c ^= *b;
+	*c -= rol32(*b, 16);
+	*a ^= *c;
+	*a -= rol32(*c, 4);
+	*b ^= *a;
+	*b -= rol32(*a, 14);
+	*c ^= *b;
+	*c -= rol32(*b, 24);
 }
 
 /* jhash2(k, 10, seed): three full rounds, then the 10th word alone. */

@@ -19,7 +19,7 @@
 #include "common.h"
 
 /* Marks of check sockets: the upper 16 bits say "ours", the lower 16 the slot. */
-#define HC_MARK_BASE 0x46520000u  /* "FR" */
+#define HC_MARK_BASE 0x46520000u /* "FR" */
 #define HC_MARK_MASK 0xffff0000u
 #define HC_MAX_SLOTS 65536
 /* Concurrent check connections whose replies are translated back. */
@@ -33,16 +33,16 @@
 
 /* One checked (VIP, backend) pair: written by ferryd before the first check. */
 struct hc_target {
-	__u32 vip[4];             /* inner destination (IPv4 in [0]) */
-	__u32 backend[4];         /* the socket's destination, and the outer one */
-	__u8 family;              /* FERRY_AF_INET / FERRY_AF_INET6, of both */
+	__u32 vip[4];	  /* inner destination (IPv4 in [0]) */
+	__u32 backend[4]; /* the socket's destination, and the outer one */
+	__u8 family;	  /* FERRY_AF_INET / FERRY_AF_INET6, of both */
 	__u8 pad[7];
-	__u64 packets;            /* packets encapsulated for this slot */
+	__u64 packets; /* packets encapsulated for this slot */
 };
 
 /* A check connection as a reply from the VIP shows it. */
 struct hc_flow_key {
-	__u32 local[4];           /* ferryd's address */
+	__u32 local[4]; /* ferryd's address */
 	__u32 vip[4];
 	__be16 local_port;
 	__be16 vip_port;
@@ -52,17 +52,17 @@ struct hc_flow_key {
 };
 
 struct hc_flow {
-	__u32 backend[4];         /* the reply's source becomes this again */
-	__u64 seen_ns;            /* last packet of the check sent (bpf_ktime_get_ns) */
+	__u32 backend[4]; /* the reply's source becomes this again */
+	__u64 seen_ns;	  /* last packet of the check sent (bpf_ktime_get_ns) */
 };
 
 enum hc_counter {
-	HC_CNT_ENCAP = 0,         /* check packets encapsulated to a backend */
-	HC_CNT_REPLY,             /* replies from a VIP translated back */
-	HC_CNT_NO_TARGET,         /* marked, but the slot is empty: dropped */
-	HC_CNT_MISMATCH,          /* marked, destination or family not the slot's: dropped */
-	HC_CNT_UNSUPPORTED,       /* marked, not plain TCP/UDP over IP after Ethernet: dropped */
-	HC_CNT_ERROR,             /* the kernel refused a rewrite: dropped */
+	HC_CNT_ENCAP = 0,   /* check packets encapsulated to a backend */
+	HC_CNT_REPLY,	    /* replies from a VIP translated back */
+	HC_CNT_NO_TARGET,   /* marked, but the slot is empty: dropped */
+	HC_CNT_MISMATCH,    /* marked, destination or family not the slot's: dropped */
+	HC_CNT_UNSUPPORTED, /* marked, not plain TCP/UDP over IP after Ethernet: dropped */
+	HC_CNT_ERROR,	    /* the kernel refused a rewrite: dropped */
 	HC_CNT_MAX,
 };
 

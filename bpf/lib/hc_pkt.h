@@ -29,25 +29,35 @@ static __always_inline bool hc_parse(struct __sk_buff *skb, struct skb_tuple *p)
  * The Ethernet header already leads to the backend (the socket connected to
  * its address), so the frame is ready to leave.
  */
-static __always_inline int hc_encap(struct __sk_buff *skb, const struct skb_tuple *p, const __u32 *outer_dst)
+static __always_inline int hc_encap(struct __sk_buff *skb, const struct skb_tuple *p,
+				    const __u32 *outer_dst)
 {
 	__u32 inner_len = skb->len - HC_L3_OFF;
 
 	if (p->family == FERRY_AF_INET) {
 		struct iphdr ip = {
-			.version = 4, .ihl = 5, .tos = p->tos, .tot_len = bpf_htons(inner_len + sizeof(ip)),
-			.frag_off = bpf_htons(IPV4_DF), .ttl = FERRY_ENCAP_TTL, .protocol = IPPROTO_IPIP,
-			.saddr = p->src[0], .daddr = outer_dst[0],
+			.version = 4,
+			.ihl = 5,
+			.tos = p->tos,
+			.tot_len = bpf_htons(inner_len + sizeof(ip)),
+			.frag_off = bpf_htons(IPV4_DF),
+			.ttl = FERRY_ENCAP_TTL,
+			.protocol = IPPROTO_IPIP,
+			.saddr = p->src[0],
+			.daddr = outer_dst[0],
 		};
 
 		ip.check = ipv4_csum(&ip);
-		if (bpf_skb_adjust_room(skb, sizeof(ip), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4))
+		if (bpf_skb_adjust_room(skb, sizeof(ip), BPF_ADJ_ROOM_MAC,
+					BPF_F_ADJ_ROOM_ENCAP_L3_IPV4))
 			return -1;
 		return bpf_skb_store_bytes(skb, HC_L3_OFF, &ip, sizeof(ip), 0);
 	}
 
 	struct ipv6hdr ip6 = {
-		.version = 6, .payload_len = bpf_htons(inner_len), .nexthdr = IPPROTO_IPV6,
+		.version = 6,
+		.payload_len = bpf_htons(inner_len),
+		.nexthdr = IPPROTO_IPV6,
 		.hop_limit = FERRY_ENCAP_TTL,
 	};
 

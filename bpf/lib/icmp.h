@@ -93,8 +93,9 @@ static __always_inline int icmp6_echo_reply(struct xdp_md *ctx, const struct pac
  * the backend's reply (VIP -> client), the flow key is the client's
  * (client -> VIP). The quote must come from this VIP address.
  */
-static __always_inline bool quote_to_flow(struct packet *pkt, const __u32 *q_src, const __u32 *q_dst,
-					  __u8 q_proto, const struct l4_ports *q_ports)
+static __always_inline bool quote_to_flow(struct packet *pkt, const __u32 *q_src,
+					  const __u32 *q_dst, __u8 q_proto,
+					  const struct l4_ports *q_ports)
 {
 	if (q_proto != IPPROTO_TCP && q_proto != IPPROTO_UDP)
 		return false;
@@ -118,8 +119,7 @@ static __always_inline int icmp4_steer(struct xdp_md *ctx, struct packet *pkt)
 	struct l4_ports *ports = (void *)(q + 1);
 	__u32 q_src[4] = {}, q_dst[4] = {};
 
-	if ((void *)(ports + 1) > data_end ||
-	    !pkt_holds(pkt, q_off, sizeof(*q) + sizeof(*ports)) ||
+	if ((void *)(ports + 1) > data_end || !pkt_holds(pkt, q_off, sizeof(*q) + sizeof(*ports)) ||
 	    q->version != 4 || q->ihl != 5)
 		return drop_as(pkt, DROP_ICMP_MALFORMED);
 	q_src[0] = q->saddr;
@@ -137,12 +137,11 @@ static __always_inline int icmp6_steer(struct xdp_md *ctx, struct packet *pkt)
 	struct ipv6hdr *q = data + q_off;
 	struct l4_ports *ports = (void *)(q + 1);
 
-	if ((void *)(ports + 1) > data_end ||
-	    !pkt_holds(pkt, q_off, sizeof(*q) + sizeof(*ports)) ||
+	if ((void *)(ports + 1) > data_end || !pkt_holds(pkt, q_off, sizeof(*q) + sizeof(*ports)) ||
 	    q->version != 6)
 		return drop_as(pkt, DROP_ICMP_MALFORMED);
-	if (!quote_to_flow(pkt, q->saddr.in6_u.u6_addr32, q->daddr.in6_u.u6_addr32,
-			   q->nexthdr, ports))
+	if (!quote_to_flow(pkt, q->saddr.in6_u.u6_addr32, q->daddr.in6_u.u6_addr32, q->nexthdr,
+			   ports))
 		return drop_as(pkt, DROP_ICMP_MALFORMED);
 	return CONTINUE;
 }

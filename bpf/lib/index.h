@@ -62,8 +62,7 @@ static __always_inline __u32 index_b2(__u32 h, __u32 mask)
 /* Five words equal; the first alone rules out almost every other key. */
 static __always_inline bool index_key_equal(const __u32 *a, const __u32 *b)
 {
-	return a[0] == b[0] &&
-	       ((a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0;
+	return a[0] == b[0] && ((a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0;
 }
 
 #define barrier() asm volatile("" ::: "memory")
@@ -76,50 +75,52 @@ static __always_inline bool index_key_equal(const __u32 *a, const __u32 *b)
  * steps), and a copy taken across that would be another VIP's under this
  * key. Then it is a miss, never a wrong VIP.
  */
-#define index_in_bucket(bkt, wanted, dst) ({				\
-	bool found_ = false;							\
-	_Pragma("unroll")							\
-	for (int i_ = 0; i_ < FERRY_INDEX_WAYS; i_++) {				\
-		const __u32 *k_ = (const __u32 *)&(bkt)->slot[i_].key;		\
-										\
-		if (!index_key_equal(k_, (const __u32 *)(wanted)))		\
-			continue;						\
-		barrier();							\
-		*(dst) = (bkt)->slot[i_].meta;					\
-		barrier();							\
-		found_ = index_key_equal(k_, (const __u32 *)(wanted));		\
-		break;								\
-	}									\
-	found_;									\
-})
+#define index_in_bucket(bkt, wanted, dst)                                                          \
+	({                                                                                         \
+		bool found_ = false;                                                               \
+		_Pragma("unroll") for (int i_ = 0; i_ < FERRY_INDEX_WAYS; i_++)                    \
+		{                                                                                  \
+			const __u32 *k_ = (const __u32 *)&(bkt)->slot[i_].key;                     \
+                                                                                                   \
+			if (!index_key_equal(k_, (const __u32 *)(wanted)))                         \
+				continue;                                                          \
+			barrier();                                                                 \
+			*(dst) = (bkt)->slot[i_].meta;                                             \
+			barrier();                                                                 \
+			found_ = index_key_equal(k_, (const __u32 *)(wanted));                     \
+			break;                                                                     \
+		}                                                                                  \
+		found_;                                                                            \
+	})
 
 /*
  * A lookup in an index (array map `buckets`) and, when the key's first
  * bucket counts overflow, in its hash map `spill`. (Parameter names must
  * not be member names: the preprocessor would replace those too.)
  */
-#define index_lookup(buckets, spill, wanted, mask, dst) ({			\
-	__u32 h_ = index_hash((const __u32 *)(wanted));				\
-	__u32 i1_ = index_b1(h_, mask), i2_ = index_b2(h_, mask);		\
-	typeof(dst) over_ = NULL;						\
-	bool hit_ = false;							\
-	typeof((buckets).value) b1_ = bpf_map_lookup_elem(&(buckets), &i1_);	\
-										\
-	if (b1_) {								\
-		hit_ = index_in_bucket(b1_, wanted, dst);			\
-		if (!hit_) {							\
-			typeof(b1_) b2_ = bpf_map_lookup_elem(&(buckets), &i2_);	\
-										\
-			hit_ = b2_ && index_in_bucket(b2_, wanted, dst);	\
-		}								\
-		if (!hit_ && b1_->overflow)					\
-			over_ = bpf_map_lookup_elem(&(spill), wanted);		\
-		if (over_) {							\
-			*(dst) = *over_;					\
-			hit_ = true;						\
-		}								\
-	}									\
-	hit_;									\
-})
+#define index_lookup(buckets, spill, wanted, mask, dst)                                            \
+	({                                                                                         \
+		__u32 h_ = index_hash((const __u32 *)(wanted));                                    \
+		__u32 i1_ = index_b1(h_, mask), i2_ = index_b2(h_, mask);                          \
+		typeof(dst) over_ = NULL;                                                          \
+		bool hit_ = false;                                                                 \
+		typeof((buckets).value) b1_ = bpf_map_lookup_elem(&(buckets), &i1_);               \
+                                                                                                   \
+		if (b1_) {                                                                         \
+			hit_ = index_in_bucket(b1_, wanted, dst);                                  \
+			if (!hit_) {                                                               \
+				typeof(b1_) b2_ = bpf_map_lookup_elem(&(buckets), &i2_);           \
+                                                                                                   \
+				hit_ = b2_ && index_in_bucket(b2_, wanted, dst);                   \
+			}                                                                          \
+			if (!hit_ && b1_->overflow)                                                \
+				over_ = bpf_map_lookup_elem(&(spill), wanted);                     \
+			if (over_) {                                                               \
+				*(dst) = *over_;                                                   \
+				hit_ = true;                                                       \
+			}                                                                          \
+		}                                                                                  \
+		hit_;                                                                              \
+	})
 
 #endif /* FERRY_INDEX_H */

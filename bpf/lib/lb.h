@@ -16,8 +16,8 @@
 #include "stats.h"
 
 /* What balancing a packet afresh does besides picking its backend. */
-#define LB_ADMIT (1U << 0)   /* takes a token of the VIP's new-flow rate limit */
-#define LB_RECORD (1U << 1)  /* recorded in conntrack, counted and reported as a new flow */
+#define LB_ADMIT  (1U << 0) /* takes a token of the VIP's new-flow rate limit */
+#define LB_RECORD (1U << 1) /* recorded in conntrack, counted and reported as a new flow */
 
 /*
  * A steered ICMP error is not a flow of its own: neither admitted nor
@@ -78,8 +78,8 @@ static __always_inline int lb_new_flow(const struct packet *pkt, const struct vi
  * Sets pkt->hash (conntrack's hash of the flow) for the outer header.
  */
 static __always_inline int lb_select_backend(struct packet *pkt, const struct vip_meta *vip,
-					     const struct lb_config *cfg,
-					     struct backend **be_out, __u32 *id_out)
+					     const struct lb_config *cfg, struct backend **be_out,
+					     __u32 *id_out)
 {
 	struct ct_where ct;
 	bool have_ct = ct_locate(pkt, cfg, &ct);

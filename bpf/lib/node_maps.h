@@ -23,15 +23,15 @@
 
 /* A frontend (what the client addressed) and one local endpoint of it. */
 struct node_ep_key {
-	__u32 vip[4];             /* the inner destination */
-	__u32 backend[4];         /* the outer destination: an endpoint on this node */
-	__be16 vip_port;          /* 0: every port */
-	__u8 proto;               /* IPPROTO_TCP / IPPROTO_UDP */
-	__u8 family;              /* FERRY_AF_INET / FERRY_AF_INET6, of both */
+	__u32 vip[4];	  /* the inner destination */
+	__u32 backend[4]; /* the outer destination: an endpoint on this node */
+	__be16 vip_port;  /* 0: every port */
+	__u8 proto;	  /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 family;	  /* FERRY_AF_INET / FERRY_AF_INET6, of both */
 };
 
 struct node_ep {
-	__be16 port;              /* the endpoint's own port (0: the client's, for a frontend of every port) */
+	__be16 port; /* the endpoint's own port (0: the client's, for a frontend of every port) */
 	__u16 pad;
 };
 
@@ -47,7 +47,7 @@ struct nat_rev_key {
 };
 
 struct nat_rev {
-	__u32 vip[4];             /* the reply's source becomes this again */
+	__u32 vip[4]; /* the reply's source becomes this again */
 	__be16 vip_port;
 	__u16 pad;
 };

@@ -18,8 +18,8 @@
 #include "eth.h"
 
 /* IPv4 frag_off bits (host order; include/net/ip.h is not UAPI). */
-#define IPV4_DF 0x4000
-#define IPV4_MF 0x2000
+#define IPV4_DF	    0x4000
+#define IPV4_MF	    0x2000
 #define IPV4_OFFSET 0x1fff
 
 /*
@@ -27,17 +27,17 @@
  * verifier can use (0..255) when it is added to a packet pointer.
  */
 struct packet {
-	struct flow_key flow;     /* 5-tuple; for a steered ICMP error, the quoted flow's */
-	__u32 frame_len;          /* frame as received: the counters' byte unit */
-	__u32 hash;               /* flow hash, set once the VIP is known */
-	__u32 vip_id;             /* set once the VIP is known, FERRY_VIP_NONE before (for events) */
-	__u16 ip_len;             /* IP header + payload as the header says (Ethernet padding excluded) */
-	__u8 l3_off;              /* IP header: 14, or 18 behind an 802.1Q tag */
-	__u8 l4_off;              /* L4 header (set by parse_l4) */
-	__u8 tos;                 /* IPv4 TOS / IPv6 traffic class, copied to the outer header */
-	__u8 df;                  /* IPv4 DF set, copied to the outer header */
-	__u8 syn;                 /* TCP SYN without ACK: always a new flow */
-	__u8 steered;             /* ICMP error travelling with the flow it quotes */
+	struct flow_key flow; /* 5-tuple; for a steered ICMP error, the quoted flow's */
+	__u32 frame_len;      /* frame as received: the counters' byte unit */
+	__u32 hash;	      /* flow hash, set once the VIP is known */
+	__u32 vip_id;	      /* set once the VIP is known, FERRY_VIP_NONE before (for events) */
+	__u16 ip_len; /* IP header + payload as the header says (Ethernet padding excluded) */
+	__u8 l3_off;  /* IP header: 14, or 18 behind an 802.1Q tag */
+	__u8 l4_off;  /* L4 header (set by parse_l4) */
+	__u8 tos;     /* IPv4 TOS / IPv6 traffic class, copied to the outer header */
+	__u8 df;      /* IPv4 DF set, copied to the outer header */
+	__u8 syn;     /* TCP SYN without ACK: always a new flow */
+	__u8 steered; /* ICMP error travelling with the flow it quotes */
 };
 
 /* Ethernet (+ tag): true for IPv4 / IPv6, with l3_off and family set. */
@@ -162,7 +162,7 @@ static __always_inline __u32 l4_min_len(const struct packet *pkt)
 	if (pkt->flow.proto == IPPROTO_UDP)
 		return sizeof(struct udphdr);
 	if (pkt_is_icmp(pkt))
-		return sizeof(struct icmphdr);  /* == sizeof(struct icmp6hdr) */
+		return sizeof(struct icmphdr); /* == sizeof(struct icmp6hdr) */
 	return 0;
 }
 

@@ -63,7 +63,7 @@ static __always_inline bool ratelimit_admit(const struct vip_meta *vip)
 	if (!rl)
 		return true;
 
-	now = bpf_ktime_get_ns();   /* only a limited VIP pays for the clock */
+	now = bpf_ktime_get_ns(); /* only a limited VIP pays for the clock */
 	tat = rl->tat_ns > now ? rl->tat_ns : now;
 	if (tat - now > vip->rl_tolerance_ns)
 		return false;

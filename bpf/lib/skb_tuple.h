@@ -19,9 +19,9 @@ struct skb_tuple {
 	__u32 dst[4];
 	__be16 sport;
 	__be16 dport;
-	__u8 family;              /* FERRY_AF_INET / FERRY_AF_INET6 */
-	__u8 proto;               /* IPPROTO_TCP / IPPROTO_UDP */
-	__u8 tos;                 /* IPv4 TOS */
+	__u8 family; /* FERRY_AF_INET / FERRY_AF_INET6 */
+	__u8 proto;  /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 tos;    /* IPv4 TOS */
 	__u8 pad;
 	__u32 l3_off;
 	__u32 l4_off;
@@ -108,15 +108,19 @@ static __always_inline int skb_set_addr(struct __sk_buff *skb, const struct skb_
 	const __u32 *from = dst ? p->dst : p->src;
 
 	if (p->family == FERRY_AF_INET) {
-		__u32 off = p->l3_off + (dst ? offsetof(struct iphdr, daddr) : offsetof(struct iphdr, saddr));
+		__u32 off = p->l3_off +
+			    (dst ? offsetof(struct iphdr, daddr) : offsetof(struct iphdr, saddr));
 
-		if (bpf_l4_csum_replace(skb, skb_l4_csum_off(p), from[0], to[0], l4_flags | sizeof(__u32)) ||
-		    bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), from[0], to[0], sizeof(__u32)))
+		if (bpf_l4_csum_replace(skb, skb_l4_csum_off(p), from[0], to[0],
+					l4_flags | sizeof(__u32)) ||
+		    bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), from[0],
+					to[0], sizeof(__u32)))
 			return -1;
 		return bpf_skb_store_bytes(skb, off, to, sizeof(__u32), 0);
 	}
 
-	__u32 off = p->l3_off + (dst ? offsetof(struct ipv6hdr, daddr) : offsetof(struct ipv6hdr, saddr));
+	__u32 off = p->l3_off +
+		    (dst ? offsetof(struct ipv6hdr, daddr) : offsetof(struct ipv6hdr, saddr));
 	__s64 diff = bpf_csum_diff((__u32 *)from, 16, (__u32 *)to, 16, 0);
 
 	if (diff < 0 || bpf_l4_csum_replace(skb, skb_l4_csum_off(p), 0, diff, l4_flags))
@@ -132,7 +136,8 @@ static __always_inline int skb_set_addr(struct __sk_buff *skb, const struct skb_
 }
 
 /* Replaces the source (dst = false) or destination port, the L4 checksum fixed. */
-static __always_inline int skb_set_port(struct __sk_buff *skb, const struct skb_tuple *p, bool dst, __be16 to)
+static __always_inline int skb_set_port(struct __sk_buff *skb, const struct skb_tuple *p, bool dst,
+					__be16 to)
 {
 	__u64 l4_flags = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 	__be16 from = dst ? p->dport : p->sport;

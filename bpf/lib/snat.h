@@ -48,8 +48,10 @@ static __always_inline void snat_addr_copy(__u32 *dst, const __u32 *src, __u8 fa
 static __always_inline void snat_release(const struct packet *pkt, const struct snat_fwd *held)
 {
 	struct snat_rev_key key = {
-		.backend_port = held->backend_port, .port = held->port,
-		.proto = pkt->flow.proto, .family = pkt->flow.family,
+		.backend_port = held->backend_port,
+		.port = held->port,
+		.proto = pkt->flow.proto,
+		.family = pkt->flow.family,
 	};
 
 	addr_copy(key.backend, held->backend);
@@ -61,10 +63,10 @@ static __always_inline int snat_take_port(const struct packet *pkt, const struct
 					  __be16 backend_port, const struct lb_config *cfg,
 					  __be16 *port)
 {
-	struct snat_rev_key key = { .backend_port = backend_port, .proto = pkt->flow.proto,
-				    .family = pkt->flow.family };
-	struct snat_rev rev = { .client_port = pkt->flow.sport, .vip_port = pkt->flow.dport };
-	struct snat_fwd fwd = { .backend_port = backend_port };
+	struct snat_rev_key key = {
+		.backend_port = backend_port, .proto = pkt->flow.proto, .family = pkt->flow.family};
+	struct snat_rev rev = {.client_port = pkt->flow.sport, .vip_port = pkt->flow.dport};
+	struct snat_fwd fwd = {.backend_port = backend_port};
 	__u32 range = (__u32)cfg->snat_port_max - cfg->snat_port_min + 1;
 	__u32 start = bpf_get_prandom_u32();
 
@@ -106,7 +108,7 @@ static __always_inline int snat_forward(struct xdp_md *ctx, struct packet *pkt,
 					const struct lb_config *cfg)
 {
 	const __u32 *src = snat_source(cfg, pkt->flow.family);
-	struct tuple_to to = { .dport = be->port ? be->port : pkt->flow.dport };
+	struct tuple_to to = {.dport = be->port ? be->port : pkt->flow.dport};
 	int action;
 
 	if (!src || be->family != pkt->flow.family)
@@ -159,7 +161,8 @@ static __always_inline bool snat_reply_candidate(struct xdp_md *ctx, struct pack
 
 	if (!src || (pkt->flow.proto != IPPROTO_TCP && pkt->flow.proto != IPPROTO_UDP))
 		return false;
-	if (pkt->flow.family == FERRY_AF_INET ? pkt->flow.dst[0] != src[0] : !addr_equal(pkt->flow.dst, src))
+	if (pkt->flow.family == FERRY_AF_INET ? pkt->flow.dst[0] != src[0]
+					      : !addr_equal(pkt->flow.dst, src))
 		return false;
 	if (parse_l4(xdp_data(ctx), xdp_data_end(ctx), pkt) != DROP_NONE)
 		return false;

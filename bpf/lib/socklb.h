@@ -24,21 +24,21 @@
 #include "socklb_maps.h"
 
 /* Verdicts of cgroup sock_addr programs. */
-#define SYS_REJECT 0
+#define SYS_REJECT  0
 #define SYS_PROCEED 1
 
 #define ECONNREFUSED 111
 #define NSEC_PER_SEC 1000000000ULL
 
 /* bpf_sock.family (linux/socket.h is not UAPI-clean for the BPF target). */
-#define SOCKLB_SYS_AF_INET 2
+#define SOCKLB_SYS_AF_INET  2
 #define SOCKLB_SYS_AF_INET6 10
 
 /* What the forward path decided. */
 enum sock_verdict {
-	SOCK_PASS,                /* not a service: leave the address alone */
-	SOCK_XLATE,               /* rewritten to a backend */
-	SOCK_REFUSE,              /* a service without a usable backend */
+	SOCK_PASS,   /* not a service: leave the address alone */
+	SOCK_XLATE,  /* rewritten to a backend */
+	SOCK_REFUSE, /* a service without a usable backend */
 };
 
 static __always_inline void sock_count(enum sock_counter_id id)
@@ -63,11 +63,12 @@ static __always_inline __u16 ctx_port(const struct bpf_sock_addr *ctx)
 	return (__u16)port;
 }
 
-static __always_inline bool endpoint_equal(const struct sock_endpoint *a, const struct sock_endpoint *b)
+static __always_inline bool endpoint_equal(const struct sock_endpoint *a,
+					   const struct sock_endpoint *b)
 {
 	/* clang 14 does not inline __builtin_memcmp for BPF: word by word. */
-	return ((a->addr[0] ^ b->addr[0]) | (a->addr[1] ^ b->addr[1]) |
-		(a->addr[2] ^ b->addr[2]) | (a->addr[3] ^ b->addr[3])) == 0 &&
+	return ((a->addr[0] ^ b->addr[0]) | (a->addr[1] ^ b->addr[1]) | (a->addr[2] ^ b->addr[2]) |
+		(a->addr[3] ^ b->addr[3])) == 0 &&
 	       a->port == b->port && a->family == b->family;
 }
 
@@ -146,10 +147,11 @@ static __always_inline bool ctx_set6(struct bpf_sock_addr *ctx, const struct soc
  * Copies the service value at once: everything below works on the copy,
  * so one connect uses one consistent (buffer, count) pair.
  */
-static __always_inline bool svc_lookup(const struct sock_endpoint *dst, __u8 proto, struct sock_svc *out)
+static __always_inline bool svc_lookup(const struct sock_endpoint *dst, __u8 proto,
+				       struct sock_svc *out)
 {
 	struct sock_svc_key key = {
-		.addr = { dst->addr[0], dst->addr[1], dst->addr[2], dst->addr[3] },
+		.addr = {dst->addr[0], dst->addr[1], dst->addr[2], dst->addr[3]},
 		.port = dst->port,
 		.proto = proto,
 		.family = dst->family,
@@ -181,10 +183,11 @@ static __always_inline __u32 pick_index(struct bpf_sock_addr *ctx, const struct 
  * A live affinity entry of this client for this service, whose backend is
  * still a member of the service, decides the backend.
  */
-static __always_inline bool affinity_get(const struct sock_svc *svc, const struct sock_affinity_key *akey,
-					 __u64 now, struct sock_endpoint *be)
+static __always_inline bool affinity_get(const struct sock_svc *svc,
+					 const struct sock_affinity_key *akey, __u64 now,
+					 struct sock_endpoint *be)
 {
-	struct sock_member_key mk = { .svc_id = svc->id };
+	struct sock_member_key mk = {.svc_id = svc->id};
 	struct sock_affinity *a = bpf_map_lookup_elem(&ferry_sock_affinity, akey);
 	__u64 last;
 
@@ -208,7 +211,7 @@ static __always_inline bool affinity_get(const struct sock_svc *svc, const struc
 static __always_inline bool select_backend(struct bpf_sock_addr *ctx, const struct sock_svc *svc,
 					   __u8 family, struct sock_endpoint *be)
 {
-	struct sock_slot_key sk = { .svc_id = svc->id, .buf = svc->gen & 1 };
+	struct sock_slot_key sk = {.svc_id = svc->id, .buf = svc->gen & 1};
 	struct sock_affinity_key akey = {};
 	struct sock_affinity aval = {};
 	struct sock_endpoint *slot;
@@ -248,7 +251,7 @@ static __always_inline bool select_backend(struct bpf_sock_addr *ctx, const stru
 static __always_inline void revnat_store(struct bpf_sock_addr *ctx, const struct sock_endpoint *be,
 					 const struct sock_endpoint *svc)
 {
-	struct sock_rev_key key = { .cookie = bpf_get_socket_cookie(ctx) };
+	struct sock_rev_key key = {.cookie = bpf_get_socket_cookie(ctx)};
 	struct sock_endpoint *cur;
 
 	key.backend = *be;
@@ -260,7 +263,8 @@ static __always_inline void revnat_store(struct bpf_sock_addr *ctx, const struct
 }
 
 /* dst: the application's destination in, the backend out (on SOCK_XLATE). */
-static __always_inline enum sock_verdict sock_fwd(struct bpf_sock_addr *ctx, struct sock_endpoint *dst)
+static __always_inline enum sock_verdict sock_fwd(struct bpf_sock_addr *ctx,
+						  struct sock_endpoint *dst)
 {
 	__u32 proto = ctx->protocol;
 	struct sock_endpoint be;
@@ -326,7 +330,7 @@ static __always_inline int sock_fwd6(struct bpf_sock_addr *ctx, enum sock_counte
 /* src: the peer the kernel reports in, the service out (returns true). */
 static __always_inline bool sock_rev(struct bpf_sock_addr *ctx, struct sock_endpoint *src)
 {
-	struct sock_rev_key key = { .cookie = bpf_get_socket_cookie(ctx) };
+	struct sock_rev_key key = {.cookie = bpf_get_socket_cookie(ctx)};
 	struct sock_endpoint *svc;
 
 	key.backend = *src;
@@ -365,7 +369,7 @@ static __always_inline int sock_rev6(struct bpf_sock_addr *ctx, enum sock_counte
  */
 static __always_inline void revnat_release(struct bpf_sock *sk)
 {
-	struct sock_rev_key key = { .cookie = bpf_get_socket_cookie(sk) };
+	struct sock_rev_key key = {.cookie = bpf_get_socket_cookie(sk)};
 	__u32 w0, w1, w2;
 
 	if (sk->protocol != IPPROTO_TCP && sk->protocol != IPPROTO_UDP)

@@ -21,11 +21,11 @@
 #define TUNNEL_HDRS_MAX (L2_VLAN_LEN + 2 * sizeof(struct ipv6hdr))
 
 struct tunnel {
-	__u32 outer_dst[4];       /* the outer destination (IPv4 in [0]) */
-	__u8 l3_off;              /* outer IP header */
-	__u8 outer_len;           /* bytes decap removes: 20 or 40 */
-	__u8 outer_family;        /* FERRY_AF_INET / FERRY_AF_INET6 */
-	__u8 inner_family;        /* FERRY_AF_INET / FERRY_AF_INET6 */
+	__u32 outer_dst[4]; /* the outer destination (IPv4 in [0]) */
+	__u8 l3_off;	    /* outer IP header */
+	__u8 outer_len;	    /* bytes decap removes: 20 or 40 */
+	__u8 outer_family;  /* FERRY_AF_INET / FERRY_AF_INET6 */
+	__u8 inner_family;  /* FERRY_AF_INET / FERRY_AF_INET6 */
 };
 
 /* The inner family an outer protocol / next header announces, or 0. */
@@ -122,7 +122,8 @@ static __always_inline int xdp_strip_outer(struct xdp_md *ctx, const struct tunn
 static __always_inline int skb_strip_outer(struct __sk_buff *skb, const struct tunnel *t)
 {
 	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET |
-		      (t->inner_family == FERRY_AF_INET ? ADJ_ROOM_DECAP_L3_IPV4 : ADJ_ROOM_DECAP_L3_IPV6);
+		      (t->inner_family == FERRY_AF_INET ? ADJ_ROOM_DECAP_L3_IPV4
+							: ADJ_ROOM_DECAP_L3_IPV6);
 	struct ethhdr *eth;
 
 	if (bpf_skb_adjust_room(skb, -(__s32)t->outer_len, BPF_ADJ_ROOM_MAC, flags))

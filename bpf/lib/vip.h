@@ -20,8 +20,8 @@ static __always_inline struct lb_config *config_get(void)
 }
 
 /* Whether the address carries VIPs; its flags into *out. */
-static __always_inline bool vip_addr_lookup(const struct lb_config *cfg, const __u32 *addr, __u8 family,
-					    struct vip_addr_meta *out)
+static __always_inline bool vip_addr_lookup(const struct lb_config *cfg, const __u32 *addr,
+					    __u8 family, struct vip_addr_meta *out)
 {
 	struct vip_addr_key key = {};
 

@@ -24,7 +24,7 @@ struct tuple_to {
 /* Folds old -> new into a checksum whose current value is *check. */
 static __always_inline void csum_update(__u16 *check, __u32 *old, __u32 *new, __u32 bytes)
 {
-	__s64 sum = bpf_csum_diff(old, bytes, new, bytes, (__u16)~*check);
+	__s64 sum = bpf_csum_diff(old, bytes, new, bytes, (__u16) ~*check);
 
 	*check = csum_fold((__u32)sum);
 }
@@ -35,8 +35,9 @@ static __always_inline void csum_update(__u16 *check, __u32 *old, __u32 *new, __
  */
 static __always_inline __u16 *l4_check(void *data, void *data_end, const struct packet *pkt)
 {
-	__u16 *check = pkt->flow.proto == IPPROTO_TCP ? data + pkt->l4_off + offsetof(struct tcphdr, check)
-						       : data + pkt->l4_off + offsetof(struct udphdr, check);
+	__u16 *check = pkt->flow.proto == IPPROTO_TCP
+			       ? data + pkt->l4_off + offsetof(struct tcphdr, check)
+			       : data + pkt->l4_off + offsetof(struct udphdr, check);
 
 	if ((void *)(check + 1) > data_end)
 		return NULL;
@@ -67,7 +68,7 @@ static __always_inline int rewrite_ipv4(void *data, void *data_end, const struct
 	old[2] = *ports;
 	new[0] = to->src[0];
 	new[1] = to->dst[0];
-	__builtin_memcpy(&new[2], &to->sport, sizeof(new[2]));  /* sport, dport: one word */
+	__builtin_memcpy(&new[2], &to->sport, sizeof(new[2])); /* sport, dport: one word */
 
 	check = l4_check(data, data_end, pkt);
 	if (check) {
@@ -100,7 +101,7 @@ static __always_inline int rewrite_ipv6(void *data, void *data_end, const struct
 
 	check = l4_check(data, data_end, pkt);
 	if (!check)
-		return -1;  /* IPv6 UDP must carry one */
+		return -1; /* IPv6 UDP must carry one */
 	csum_update(check, old, new, sizeof(old));
 	udp_check_fixup(pkt, check);
 	addr_copy(ip6->saddr.in6_u.u6_addr32, new);

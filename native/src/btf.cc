@@ -21,8 +21,7 @@ struct BtfFree {
 };
 
 // Skips typedefs and const/volatile/restrict.
-const struct btf_type *Resolve(const struct btf *btf, uint32_t id,
-                               uint32_t *outId) {
+const struct btf_type *Resolve(const struct btf *btf, uint32_t id, uint32_t *outId) {
   const struct btf_type *t = btf__type_by_id(btf, id);
   for (int guard = 0; t != nullptr && guard < 64; guard++) {
     if (!btf_is_typedef(t) && !btf_is_mod(t)) break;
@@ -35,8 +34,8 @@ const struct btf_type *Resolve(const struct btf *btf, uint32_t id,
 
 // Appends the members of composite t at byte offset base; members of
 // anonymous structs and unions are flattened into the parent, as C names them.
-void AddMembers(Napi::Env env, const struct btf *btf, const struct btf_type *t,
-                uint32_t baseBits, Napi::Array &out, int depth) {
+void AddMembers(Napi::Env env, const struct btf *btf, const struct btf_type *t, uint32_t baseBits,
+                Napi::Array &out, int depth) {
   if (depth > 16) return;
   const struct btf_member *m = btf_members(t);
   uint16_t n = btf_vlen(t);
@@ -46,8 +45,7 @@ void AddMembers(Napi::Env env, const struct btf *btf, const struct btf_type *t,
     uint32_t bitSize = btf_member_bitfield_size(t, i);
     uint32_t typeId = 0;
     const struct btf_type *mt = Resolve(btf, m->type, &typeId);
-    if ((name == nullptr || *name == '\0') && mt != nullptr &&
-        btf_is_composite(mt)) {
+    if ((name == nullptr || *name == '\0') && mt != nullptr && btf_is_composite(mt)) {
       AddMembers(env, btf, mt, bitOff, out, depth + 1);
       continue;
     }
@@ -76,23 +74,21 @@ Napi::Value BtfStructLayout(const Napi::CallbackInfo &info) {
   errno = 0;
   std::unique_ptr<struct btf, BtfFree> btf(btf__parse(path.c_str(), nullptr));
   if (!btf)
-    ThrowErrno(env, "btfStructLayout: btf__parse('" + path + "')",
-               errno ? errno : EINVAL, true);
+    ThrowErrno(env, "btfStructLayout: btf__parse('" + path + "')", errno ? errno : EINVAL, true);
   int32_t id = btf__find_by_name_kind(btf.get(), name.c_str(), BTF_KIND_STRUCT);
   if (id < 0) id = btf__find_by_name_kind(btf.get(), name.c_str(), BTF_KIND_UNION);
   if (id < 0) id = btf__find_by_name_kind(btf.get(), name.c_str(), BTF_KIND_TYPEDEF);
   if (id < 0)
     throw MakeCodedError(env,
-                         "btfStructLayout: no struct, union or typedef '" +
-                             name + "' in the BTF of '" + path + "' (ENOENT)",
+                         "btfStructLayout: no struct, union or typedef '" + name +
+                             "' in the BTF of '" + path + "' (ENOENT)",
                          ENOENT, "btfStructLayout");
   uint32_t rid = 0;
   const struct btf_type *t = Resolve(btf.get(), static_cast<uint32_t>(id), &rid);
   if (t == nullptr || !btf_is_composite(t))
-    throw MakeCodedError(env,
-                         "btfStructLayout: '" + name + "' in '" + path +
-                             "' is not a struct or union (EINVAL)",
-                         EINVAL, "btfStructLayout");
+    throw MakeCodedError(
+        env, "btfStructLayout: '" + name + "' in '" + path + "' is not a struct or union (EINVAL)",
+        EINVAL, "btfStructLayout");
   Napi::Array members = Napi::Array::New(env);
   AddMembers(env, btf.get(), t, 0, members, 0);
   Napi::Object o = Napi::Object::New(env);

@@ -69,8 +69,8 @@ int OpenCgroupDir(Napi::Env env, const std::string &path, const std::string &op)
   }
   if (sf.f_type != CGROUP2_SUPER_MAGIC) {
     close(fd);
-    throw MakeCodedError(env, op + ": '" + path + "' is not a cgroup v2 directory (EINVAL)",
-                         EINVAL, op);
+    throw MakeCodedError(env, op + ": '" + path + "' is not a cgroup v2 directory (EINVAL)", EINVAL,
+                         op);
   }
   return fd;
 }
@@ -83,7 +83,8 @@ int AttachCgroupLink(Napi::Env env, struct bpf_program *prog, const std::string 
   if (!IsCgroupProgType(bpf_program__type(prog)))
     throw MakeCodedError(env,
                          op + ": program '" + name + "' (section '" +
-                             bpf_program__section_name(prog) + "') is not a cgroup program (EINVAL)",
+                             bpf_program__section_name(prog) +
+                             "') is not a cgroup program (EINVAL)",
                          EINVAL, op);
   FdGuard cg(OpenCgroupDir(env, cgroupPath, op));
   ClearLibbpfLog();
@@ -122,8 +123,9 @@ Napi::Value CgroupQuery(const Napi::CallbackInfo &info) {
       continue;
     }
     if (r < 0)
-      ThrowErrno(env, fn + ": bpf_prog_query('" + path + "', attach type " +
-                          std::to_string(static_cast<int>(type)) + ")",
+      ThrowErrno(env,
+                 fn + ": bpf_prog_query('" + path + "', attach type " +
+                     std::to_string(static_cast<int>(type)) + ")",
                  ErrOf(r));
     Napi::Array out = Napi::Array::New(env, count);
     for (uint32_t i = 0; i < count; i++) out.Set(i, ids[i]);

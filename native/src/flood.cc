@@ -102,8 +102,8 @@ void Build(uint8_t *f, const Spec &s, uint32_t src, uint16_t sport) {
   if (s.tcp) {
     uint32_t seq = src ^ (uint32_t(sport) << 16);
     std::memcpy(l4 + 4, &seq, 4);
-    l4[12] = 5 << 4;   // data offset
-    l4[13] = 0x02;     // SYN
+    l4[12] = 5 << 4;               // data offset
+    l4[13] = 0x02;                 // SYN
     l4[14] = 0xfa, l4[15] = 0xf0;  // window 64240
   } else {
     l4[4] = uint8_t(l4len >> 8), l4[5] = uint8_t(l4len & 0xff);
@@ -119,7 +119,8 @@ void Build(uint8_t *f, const Spec &s, uint32_t src, uint16_t sport) {
 
 void Bytes6(const Napi::Object &o, const char *key, uint8_t *out, size_t n, const std::string &fn) {
   Bytes b = ArgBuffer(o.Get(key), fn + ": " + key);
-  if (b.size != n) ThrowRange(o.Env(), fn + ": " + key + " must be " + std::to_string(n) + " bytes");
+  if (b.size != n)
+    ThrowRange(o.Env(), fn + ": " + key + " must be " + std::to_string(n) + " bytes");
   std::memcpy(out, b.data, n);
 }
 
@@ -144,8 +145,10 @@ Napi::Value PacketFlood(const Napi::CallbackInfo &info) {
   std::string proto = ArgString(o.Get("proto"), fn + ": proto");
   if (proto != "tcp" && proto != "udp") ThrowRange(env, fn + ": proto must be \"tcp\" or \"udp\"");
   s.tcp = proto == "tcp";
-  uint64_t count = uint64_t(OptInt(o, "count", fn + ": count", 1, int64_t(1) << 40, int64_t(1) << 40));
-  uint64_t limitNs = uint64_t(OptInt(o, "milliseconds", fn + ": milliseconds", 1, 3600000, 1000)) * 1000000ull;
+  uint64_t count =
+      uint64_t(OptInt(o, "count", fn + ": count", 1, int64_t(1) << 40, int64_t(1) << 40));
+  uint64_t limitNs =
+      uint64_t(OptInt(o, "milliseconds", fn + ": milliseconds", 1, 3600000, 1000)) * 1000000ull;
   uint32_t rnd = uint32_t(OptInt(o, "seed", fn + ": seed", 1, 0xffffffffll, 1));
   uint64_t rate = uint64_t(OptInt(o, "rate", fn + ": rate", 0, 100000000, 0));
   size_t group = size_t(OptInt(o, "group", fn + ": group", 1, int64_t(kBatch), int64_t(kBatch)));
@@ -170,7 +173,8 @@ Napi::Value PacketFlood(const Napi::CallbackInfo &info) {
     ThrowErrno(env, fn + ": bind " + ifname, err);
   }
 
-  uint32_t addr = uint32_t(s.srcNet[0]) << 24 | uint32_t(s.srcNet[1]) << 16 | uint32_t(s.srcNet[2]) << 8 | s.srcNet[3];
+  uint32_t addr = uint32_t(s.srcNet[0]) << 24 | uint32_t(s.srcNet[1]) << 16 |
+                  uint32_t(s.srcNet[2]) << 8 | s.srcNet[3];
   uint32_t net = s.srcCount ? addr : addr & ~s.hostMask;
   std::vector<uint8_t> frames(kBatch * kFrameLen);
   iovec iov[kBatch];

@@ -40,20 +40,17 @@ bool IsPerCpuType(uint32_t type) {
   }
 }
 
-bool IsUnsupported(int err) {
-  return err == kENOTSUPP || err == EOPNOTSUPP || err == EINVAL;
-}
+bool IsUnsupported(int err) { return err == kENOTSUPP || err == EOPNOTSUPP || err == EINVAL; }
 
 std::string Describe(const MapMeta &m, int fd) {
-  return "map '" + m.name + "' (id " + std::to_string(m.id) + ", fd " +
-         std::to_string(fd) + ")";
+  return "map '" + m.name + "' (id " + std::to_string(m.id) + ", fd " + std::to_string(fd) + ")";
 }
 
-void CheckSize(Napi::Env env, const std::string &what, size_t got,
-               size_t want, const MapMeta &m, int fd) {
+void CheckSize(Napi::Env env, const std::string &what, size_t got, size_t want, const MapMeta &m,
+               int fd) {
   if (got == want) return;
-  ThrowRange(env, what + " must be " + std::to_string(want) + " bytes for " +
-                      Describe(m, fd) + ", got " + std::to_string(got));
+  ThrowRange(env, what + " must be " + std::to_string(want) + " bytes for " + Describe(m, fd) +
+                      ", got " + std::to_string(got));
 }
 
 const uint8_t *KeyPtr(const Bytes &b) {
@@ -72,8 +69,7 @@ int NumPossibleCpus(Napi::Env env) {
 void ThrowMapErr(Napi::Env env, int fd, const std::string &op, int err) {
   // The kernel answers EINVAL when the fd is not a map, EBADF or (6.18's
   // BPF_OBJ_GET_INFO_BY_FD) EBADFD when it is not open; say what it is.
-  if (err == EINVAL || err == EBADF || err == EBADFD)
-    ExpectFdKind(env, fd, FdKind::Map, op);
+  if (err == EINVAL || err == EBADF || err == EBADFD) ExpectFdKind(env, fd, FdKind::Map, op);
   ThrowErrno(env, op, err);
 }
 
@@ -88,19 +84,15 @@ MapMeta GetMapMeta(Napi::Env env, int fd, const std::string &op, bool strict) {
   uint32_t len = sizeof(info);
   int r = bpf_obj_get_info_by_fd(fd, &info, &len);
   if (r < 0)
-    ThrowMapErr(env, fd,
-                op + ": bpf_obj_get_info_by_fd(fd " + std::to_string(fd) + ")",
-                ErrOf(r));
+    ThrowMapErr(env, fd, op + ": bpf_obj_get_info_by_fd(fd " + std::to_string(fd) + ")", ErrOf(r));
   bool plausible = info.type > BPF_MAP_TYPE_UNSPEC && info.type < 256 &&
-                   info.key_size <= kMaxKeySize &&
-                   info.value_size <= kMaxValueSize &&
+                   info.key_size <= kMaxKeySize && info.value_size <= kMaxValueSize &&
                    strnlen(info.name, sizeof(info.name)) < sizeof(info.name);
   if (!plausible) {  // never true for a real map
     ExpectFdKind(env, fd, FdKind::Map, op);
-    throw MakeCodedError(env,
-                         op + ": fd " + std::to_string(fd) +
-                             " reports implausible map sizes (EINVAL)",
-                         EINVAL, op);
+    throw MakeCodedError(
+        env, op + ": fd " + std::to_string(fd) + " reports implausible map sizes (EINVAL)", EINVAL,
+        op);
   }
   MapMeta m;
   m.id = info.id;
@@ -145,10 +137,7 @@ Napi::Value ObjPin(const Napi::CallbackInfo &info) {
   std::string path = ArgString(info[1], "objPin: path");
   int r = bpf_obj_pin(fd, path.c_str());
   if (r < 0)
-    ThrowErrno(env,
-               "objPin: bpf_obj_pin(fd " + std::to_string(fd) + ", '" + path +
-                   "')",
-               ErrOf(r));
+    ThrowErrno(env, "objPin: bpf_obj_pin(fd " + std::to_string(fd) + ", '" + path + "')", ErrOf(r));
   return env.Undefined();
 }
 
@@ -183,9 +172,7 @@ Napi::Value ProgInfo(const Napi::CallbackInfo &info) {
   uint32_t len = sizeof(pi);
   int r = bpf_obj_get_info_by_fd(fd, &pi, &len);
   if (r < 0)
-    ThrowErrno(env,
-               "progInfo: bpf_obj_get_info_by_fd(fd " + std::to_string(fd) + ")",
-               ErrOf(r));
+    ThrowErrno(env, "progInfo: bpf_obj_get_info_by_fd(fd " + std::to_string(fd) + ")", ErrOf(r));
   Napi::Object o = Napi::Object::New(env);
   o.Set("id", pi.id);
   o.Set("name", std::string(pi.name, strnlen(pi.name, sizeof(pi.name))));
@@ -200,7 +187,8 @@ Napi::Value ProgFdById(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   uint32_t id = static_cast<uint32_t>(ArgInt(info[0], "progFdById: id", 1, UINT32_MAX));
   int fd = bpf_prog_get_fd_by_id(id);
-  if (fd < 0) ThrowErrno(env, "progFdById: bpf_prog_get_fd_by_id(" + std::to_string(id) + ")", ErrOf(fd));
+  if (fd < 0)
+    ThrowErrno(env, "progFdById: bpf_prog_get_fd_by_id(" + std::to_string(id) + ")", ErrOf(fd));
   return Napi::Number::New(env, fd);
 }
 
@@ -224,8 +212,8 @@ Napi::Value MapCreate(const Napi::CallbackInfo &info) {
   uint32_t type = static_cast<uint32_t>(OptInt(o, "type", w, 1, UINT32_MAX, 0));
   std::string name = ArgString(o.Get("name"), w + ".name");
   if (name.size() >= BPF_OBJ_NAME_LEN)
-    ThrowRange(env, w + ".name must be at most " +
-                        std::to_string(BPF_OBJ_NAME_LEN - 1) + " characters");
+    ThrowRange(env,
+               w + ".name must be at most " + std::to_string(BPF_OBJ_NAME_LEN - 1) + " characters");
   uint32_t keySize = static_cast<uint32_t>(OptInt(o, "keySize", w, 0, UINT32_MAX, 0));
   uint32_t valueSize = static_cast<uint32_t>(OptInt(o, "valueSize", w, 0, UINT32_MAX, 0));
   uint32_t maxEntries = static_cast<uint32_t>(OptInt(o, "maxEntries", w, 0, UINT32_MAX, 0));
@@ -236,11 +224,10 @@ Napi::Value MapCreate(const Napi::CallbackInfo &info) {
     ExpectFdKind(env, inner, FdKind::Map, "mapCreate: innerMapFd");
     opts.inner_map_fd = static_cast<uint32_t>(inner);
   }
-  int fd = bpf_map_create(static_cast<enum bpf_map_type>(type), name.c_str(),
-                          keySize, valueSize, maxEntries, &opts);
+  int fd = bpf_map_create(static_cast<enum bpf_map_type>(type), name.c_str(), keySize, valueSize,
+                          maxEntries, &opts);
   if (fd < 0)
-    ThrowErrno(env, "mapCreate: bpf_map_create('" + name + "', type " +
-                        std::to_string(type) + ")",
+    ThrowErrno(env, "mapCreate: bpf_map_create('" + name + "', type " + std::to_string(type) + ")",
                ErrOf(fd));
   return Napi::Number::New(env, fd);
 }
@@ -273,8 +260,11 @@ struct UpdateArgs {
 
 static UpdateArgs ArgsOfUpdate(const Napi::CallbackInfo &info, const std::string &fn) {
   Napi::Env env = info.Env();
-  UpdateArgs a{ArgFd(info[0], fn + ": fd"), ArgBuffer(info[1], fn + ": key"), ArgBuffer(info[2], fn + ": value"),
-               IsAbsent(info[3]) ? 0 : ArgU32(info[3], fn + ": flags"), {}};
+  UpdateArgs a{ArgFd(info[0], fn + ": fd"),
+               ArgBuffer(info[1], fn + ": key"),
+               ArgBuffer(info[2], fn + ": value"),
+               IsAbsent(info[3]) ? 0 : ArgU32(info[3], fn + ": flags"),
+               {}};
   a.meta = GetMapMeta(env, a.fd, fn);
   CheckSize(env, fn + ": key", a.key.size, a.meta.keySize, a.meta, a.fd);
   CheckSize(env, fn + ": value", a.value.size, a.meta.valueBufSize, a.meta, a.fd);
@@ -318,8 +308,7 @@ Napi::Value MapNextKey(const Napi::CallbackInfo &info) {
   if (r < 0) {
     int err = ErrOf(r);
     if (err == ENOENT) return env.Null();
-    ThrowMapErr(env, fd, "mapNextKey: bpf_map_get_next_key on " + Describe(m, fd),
-               err);
+    ThrowMapErr(env, fd, "mapNextKey: bpf_map_get_next_key on " + Describe(m, fd), err);
   }
   return next;
 }
@@ -330,23 +319,19 @@ Napi::Value MapLookupFd(const Napi::CallbackInfo &info) {
   Bytes key = ArgBuffer(info[1], "mapLookupFd: key");
   MapMeta m = GetMapMeta(env, fd, "mapLookupFd", true);
   bool progs = m.type == BPF_MAP_TYPE_PROG_ARRAY;
-  if (m.type != BPF_MAP_TYPE_ARRAY_OF_MAPS &&
-      m.type != BPF_MAP_TYPE_HASH_OF_MAPS && !progs)
-    throw MakeCodedError(env,
-                         "mapLookupFd: " + Describe(m, fd) +
-                             " is not a map-in-map or program array (EINVAL)",
-                         EINVAL, "mapLookupFd");
+  if (m.type != BPF_MAP_TYPE_ARRAY_OF_MAPS && m.type != BPF_MAP_TYPE_HASH_OF_MAPS && !progs)
+    throw MakeCodedError(
+        env, "mapLookupFd: " + Describe(m, fd) + " is not a map-in-map or program array (EINVAL)",
+        EINVAL, "mapLookupFd");
   CheckSize(env, "mapLookupFd: key", key.size, m.keySize, m, fd);
   uint32_t id = 0;
   if (m.valueBufSize != sizeof(id))
-    ThrowMapErr(env, fd, "mapLookupFd: unexpected value size of " + Describe(m, fd),
-               EINVAL);
+    ThrowMapErr(env, fd, "mapLookupFd: unexpected value size of " + Describe(m, fd), EINVAL);
   int r = bpf_map_lookup_elem(fd, key.data, &id);
   if (r < 0) {
     int err = ErrOf(r);
     if (err == ENOENT) return env.Null();
-    ThrowMapErr(env, fd, "mapLookupFd: bpf_map_lookup_elem on " + Describe(m, fd),
-               err);
+    ThrowMapErr(env, fd, "mapLookupFd: bpf_map_lookup_elem on " + Describe(m, fd), err);
   }
   int inner = progs ? bpf_prog_get_fd_by_id(id) : bpf_map_get_fd_by_id(id);
   if (inner < 0) {
@@ -354,10 +339,10 @@ Napi::Value MapLookupFd(const Napi::CallbackInfo &info) {
     // The entry was replaced and the old object freed in between.
     if (err == ENOENT) return env.Null();
     ThrowMapErr(env, fd,
-               std::string("mapLookupFd: ") +
-                   (progs ? "bpf_prog_get_fd_by_id(" : "bpf_map_get_fd_by_id(") +
-                   std::to_string(id) + ")",
-               err);
+                std::string("mapLookupFd: ") +
+                    (progs ? "bpf_prog_get_fd_by_id(" : "bpf_map_get_fd_by_id(") +
+                    std::to_string(id) + ")",
+                err);
   }
   return Napi::Number::New(env, inner);
 }
@@ -378,8 +363,7 @@ bool DumpBatch(Napi::Env env, int fd, const MapMeta &m, Dump &out) {
   const size_t entry = std::max<size_t>(ks + vs, 1);
   const uint32_t maxEntries = std::max<uint32_t>(m.maxEntries, 1);
   // About 1 MiB per call, at least 16 and at most 8192 entries.
-  uint32_t chunk = static_cast<uint32_t>(
-      std::clamp<size_t>((1u << 20) / entry, 16, 8192));
+  uint32_t chunk = static_cast<uint32_t>(std::clamp<size_t>((1u << 20) / entry, 16, 8192));
   chunk = std::min(chunk, maxEntries);
   // Hash maps use a u32 bucket index as token, the generic code a key.
   std::vector<uint8_t> inTok(std::max<size_t>(ks, 8)), outTok(inTok.size());
@@ -390,20 +374,17 @@ bool DumpBatch(Napi::Env env, int fd, const MapMeta &m, Dump &out) {
     kbuf.resize(static_cast<size_t>(chunk) * ks + 1);
     vbuf.resize(static_cast<size_t>(chunk) * vs + 1);
     uint32_t n = chunk;
-    int r = bpf_map_lookup_batch(fd, first ? nullptr : inTok.data(),
-                                 outTok.data(), kbuf.data(), vbuf.data(), &n,
-                                 &opts);
+    int r = bpf_map_lookup_batch(fd, first ? nullptr : inTok.data(), outTok.data(), kbuf.data(),
+                                 vbuf.data(), &n, &opts);
     int err = r < 0 ? ErrOf(r) : 0;
     if (err != 0 && err != ENOENT) {
       if (first && IsUnsupported(err)) return false;
       if (err == ENOSPC && chunk < maxEntries) {
         // A hash bucket holds more entries than fit in one call.
-        chunk = static_cast<uint32_t>(
-            std::min<uint64_t>(uint64_t{chunk} * 2, maxEntries));
+        chunk = static_cast<uint32_t>(std::min<uint64_t>(uint64_t{chunk} * 2, maxEntries));
         continue;
       }
-      ThrowMapErr(env, fd, "mapDump: bpf_map_lookup_batch on " + Describe(m, fd),
-                 err);
+      ThrowMapErr(env, fd, "mapDump: bpf_map_lookup_batch on " + Describe(m, fd), err);
     }
     if (n > chunk) n = chunk;
     out.keys.insert(out.keys.end(), kbuf.begin(), kbuf.begin() + n * ks);
@@ -429,8 +410,7 @@ void DumpIterate(Napi::Env env, int fd, const MapMeta &m, Dump &out) {
     if (r < 0) {
       int err = ErrOf(r);
       if (err == ENOENT) return;
-      ThrowMapErr(env, fd, "mapDump: bpf_map_get_next_key on " + Describe(m, fd),
-                 err);
+      ThrowMapErr(env, fd, "mapDump: bpf_map_get_next_key on " + Describe(m, fd), err);
     }
     first = false;
     cur.swap(next);
@@ -464,10 +444,9 @@ Napi::Value MapDumpRaw(const Napi::CallbackInfo &info) {
   }
   MapMeta m = GetMapMeta(env, fd, "mapDump", true);
   if (m.keySize == 0)
-    throw MakeCodedError(env,
-                         "mapDump: " + Describe(m, fd) +
-                             " has no keys and cannot be iterated (EINVAL)",
-                         EINVAL, "mapDump");
+    throw MakeCodedError(
+        env, "mapDump: " + Describe(m, fd) + " has no keys and cannot be iterated (EINVAL)", EINVAL,
+        "mapDump");
   Dump d;
   bool batched = tryBatch && DumpBatch(env, fd, m, d);
   if (!batched) DumpIterate(env, fd, m, d);
@@ -489,10 +468,9 @@ Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info) {
   uint32_t count = ArgU32(info[3], "mapUpdateBatch: count");
   uint64_t flags = IsAbsent(info[4]) ? 0 : ArgU32(info[4], "mapUpdateBatch: flags");
   MapMeta m = GetMapMeta(env, fd, "mapUpdateBatch", true);
-  CheckSize(env, "mapUpdateBatch: keys", keys.size,
-            static_cast<size_t>(count) * m.keySize, m, fd);
-  CheckSize(env, "mapUpdateBatch: values", values.size,
-            static_cast<size_t>(count) * m.valueBufSize, m, fd);
+  CheckSize(env, "mapUpdateBatch: keys", keys.size, static_cast<size_t>(count) * m.keySize, m, fd);
+  CheckSize(env, "mapUpdateBatch: values", values.size, static_cast<size_t>(count) * m.valueBufSize,
+            m, fd);
   if (count == 0) return env.Undefined();
   auto opts = Opts<bpf_map_batch_opts>();
   opts.elem_flags = flags;
@@ -502,10 +480,9 @@ Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info) {
   int err = ErrOf(r);
   if (!IsUnsupported(err))
     ThrowMapErr(env, fd,
-               "mapUpdateBatch: bpf_map_update_batch on " + Describe(m, fd) +
-                   " (element " + std::to_string(n) + " of " +
-                   std::to_string(count) + ")",
-               err);
+                "mapUpdateBatch: bpf_map_update_batch on " + Describe(m, fd) + " (element " +
+                    std::to_string(n) + " of " + std::to_string(count) + ")",
+                err);
   // No batch support (count is then left as passed), or EINVAL at element n:
   // continue one by one, which names the failing element precisely.
   uint32_t from = n < count ? n : 0;
@@ -514,10 +491,9 @@ Napi::Value MapUpdateBatch(const Napi::CallbackInfo &info) {
                             values.data + size_t{i} * m.valueBufSize, flags);
     if (r < 0)
       ThrowMapErr(env, fd,
-                 "mapUpdateBatch: bpf_map_update_elem on " + Describe(m, fd) +
-                     " (element " + std::to_string(i) + " of " +
-                     std::to_string(count) + ")",
-                 ErrOf(r));
+                  "mapUpdateBatch: bpf_map_update_elem on " + Describe(m, fd) + " (element " +
+                      std::to_string(i) + " of " + std::to_string(count) + ")",
+                  ErrOf(r));
   }
   return env.Undefined();
 }
@@ -530,8 +506,7 @@ Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info) {
   Bytes keys = ArgBuffer(info[1], "mapDeleteBatch: keys");
   uint32_t count = ArgU32(info[2], "mapDeleteBatch: count");
   MapMeta m = GetMapMeta(env, fd, "mapDeleteBatch", true);
-  CheckSize(env, "mapDeleteBatch: keys", keys.size,
-            static_cast<size_t>(count) * m.keySize, m, fd);
+  CheckSize(env, "mapDeleteBatch: keys", keys.size, static_cast<size_t>(count) * m.keySize, m, fd);
   auto opts = Opts<bpf_map_batch_opts>();
   uint32_t i = 0, deleted = 0;
   bool loop = false;
@@ -560,10 +535,9 @@ Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info) {
       break;
     }
     ThrowMapErr(env, fd,
-               "mapDeleteBatch: bpf_map_delete_batch on " + Describe(m, fd) +
-                   " (element " + std::to_string(i + n) + " of " +
-                   std::to_string(count) + ")",
-               err);
+                "mapDeleteBatch: bpf_map_delete_batch on " + Describe(m, fd) + " (element " +
+                    std::to_string(i + n) + " of " + std::to_string(count) + ")",
+                err);
   }
   for (; loop && i < count; i++) {
     int r = bpf_map_delete_elem(fd, keys.data + size_t{i} * m.keySize);
@@ -574,10 +548,9 @@ Napi::Value MapDeleteBatch(const Napi::CallbackInfo &info) {
     int err = ErrOf(r);
     if (err == ENOENT) continue;
     ThrowMapErr(env, fd,
-               "mapDeleteBatch: bpf_map_delete_elem on " + Describe(m, fd) +
-                   " (element " + std::to_string(i) + " of " +
-                   std::to_string(count) + ")",
-               err);
+                "mapDeleteBatch: bpf_map_delete_elem on " + Describe(m, fd) + " (element " +
+                    std::to_string(i) + " of " + std::to_string(count) + ")",
+                err);
   }
   return Napi::Number::New(env, deleted);
 }
@@ -598,17 +571,17 @@ Napi::Value MapMmap(const Napi::CallbackInfo &info) {
   int fd = ArgFd(info[0], "mapMmap: fd");
   MapMeta m = GetMapMeta(env, fd, "mapMmap", true);
   if (m.type != BPF_MAP_TYPE_ARRAY || (m.flags & BPF_F_MMAPABLE) == 0)
-    ThrowRange(env, "mapMmap: " + Describe(m, fd) +
-                        " is not an array map created with BPF_F_MMAPABLE");
+    ThrowRange(env,
+               "mapMmap: " + Describe(m, fd) + " is not an array map created with BPF_F_MMAPABLE");
   long page = sysconf(_SC_PAGESIZE);
   size_t elem = (static_cast<size_t>(m.valueSize) + 7) / 8 * 8;
   size_t bytes = static_cast<size_t>(m.maxEntries) * elem;
   size_t len = (bytes + page - 1) / page * page;
   void *p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED)
-    ThrowMapErr(env, fd, "mapMmap: mmap of " + Describe(m, fd), errno);
+  if (p == MAP_FAILED) ThrowMapErr(env, fd, "mapMmap: mmap of " + Describe(m, fd), errno);
   return Napi::ArrayBuffer::New(
-      env, p, bytes, [](Napi::Env, void *data, size_t *len) {
+      env, p, bytes,
+      [](Napi::Env, void *data, size_t *len) {
         munmap(data, *len);
         delete len;
       },
@@ -660,9 +633,10 @@ class UpdateWorker : public Napi::AsyncWorker {
 Napi::Value MapUpdateAsync(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   UpdateArgs a = ArgsOfUpdate(info, "mapUpdateAsync");
-  auto *w = new UpdateWorker(env, a.fd, std::vector<uint8_t>(a.key.data, a.key.data + a.key.size),
-                             std::vector<uint8_t>(a.value.data, a.value.data + a.value.size), a.flags,
-                             "mapUpdateAsync: bpf_map_update_elem on " + Describe(a.meta, a.fd));
+  auto *w =
+      new UpdateWorker(env, a.fd, std::vector<uint8_t>(a.key.data, a.key.data + a.key.size),
+                       std::vector<uint8_t>(a.value.data, a.value.data + a.value.size), a.flags,
+                       "mapUpdateAsync: bpf_map_update_elem on " + Describe(a.meta, a.fd));
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

@@ -45,8 +45,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   BpfObject(const Napi::CallbackInfo &info) : Napi::ObjectWrap<BpfObject>(info) {
     AddonData *data = info.Env().GetInstanceData<AddonData>();
     if (data == nullptr || data->pending == nullptr)
-      ThrowType(info.Env(),
-                "BpfObject cannot be constructed directly; use openObject()");
+      ThrowType(info.Env(), "BpfObject cannot be constructed directly; use openObject()");
     obj_ = data->pending;
     data->pending = nullptr;
     if (info[0].IsString()) path_ = info[0].As<Napi::String>().Utf8Value();
@@ -64,10 +63,9 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
 
   struct bpf_object *Live(Napi::Env env, const char *method) {
     if (obj_ == nullptr)
-      throw MakeCodedError(env,
-                           std::string("BpfObject.") + method + ": object '" +
-                               path_ + "' is closed (EBADF)",
-                           EBADF, std::string("BpfObject.") + method);
+      throw MakeCodedError(
+          env, std::string("BpfObject.") + method + ": object '" + path_ + "' is closed (EBADF)",
+          EBADF, std::string("BpfObject.") + method);
     return obj_;
   }
 
@@ -75,14 +73,12 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     Napi::Env env = info.Env();
     struct bpf_object *obj = Live(env, "load");
     if (loaded_)
-      throw MakeCodedError(env, "BpfObject.load: object '" + path_ +
-                                    "' is already loaded (EALREADY)",
+      throw MakeCodedError(env,
+                           "BpfObject.load: object '" + path_ + "' is already loaded (EALREADY)",
                            EALREADY, "BpfObject.load");
     ClearLibbpfLog();
     int r = bpf_object__load(obj);
-    if (r < 0)
-      ThrowErrno(env, "BpfObject.load: bpf_object__load('" + path_ + "')",
-                 ErrOf(r), true);
+    if (r < 0) ThrowErrno(env, "BpfObject.load: bpf_object__load('" + path_ + "')", ErrOf(r), true);
     loaded_ = true;
     return env.Undefined();
   }
@@ -124,15 +120,13 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     struct bpf_map *map = bpf_object__find_map_by_name(obj, name.c_str());
     if (map == nullptr)
       throw MakeCodedError(env,
-                           "BpfObject.mapFd: no map '" + name + "' in '" +
-                               path_ + "' (ENOENT)",
+                           "BpfObject.mapFd: no map '" + name + "' in '" + path_ + "' (ENOENT)",
                            ENOENT, "BpfObject.mapFd");
     int fd = bpf_map__fd(map);
     if (fd < 0)
-      throw MakeCodedError(env,
-                           "BpfObject.mapFd: map '" + name +
-                               "' has no fd; load the object first (EINVAL)",
-                           EINVAL, "BpfObject.mapFd");
+      throw MakeCodedError(
+          env, "BpfObject.mapFd: map '" + name + "' has no fd; load the object first (EINVAL)",
+          EINVAL, "BpfObject.mapFd");
     return Napi::Number::New(env, fd);
   }
 
@@ -157,18 +151,15 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     Napi::Env env = info.Env();
     std::string name = ArgString(info[0], "BpfObject.programFd: name");
     struct bpf_object *obj = Live(env, "programFd");
-    struct bpf_program *prog =
-        bpf_object__find_program_by_name(obj, name.c_str());
+    struct bpf_program *prog = bpf_object__find_program_by_name(obj, name.c_str());
     if (prog == nullptr)
-      throw MakeCodedError(env,
-                           "BpfObject.programFd: no program '" + name +
-                               "' in '" + path_ + "' (ENOENT)",
-                           ENOENT, "BpfObject.programFd");
+      throw MakeCodedError(
+          env, "BpfObject.programFd: no program '" + name + "' in '" + path_ + "' (ENOENT)", ENOENT,
+          "BpfObject.programFd");
     int fd = bpf_program__fd(prog);
     if (fd < 0)
       throw MakeCodedError(env,
-                           "BpfObject.programFd: program '" + name +
-                               "' is not loaded (EINVAL)",
+                           "BpfObject.programFd: program '" + name + "' is not loaded (EINVAL)",
                            EINVAL, "BpfObject.programFd");
     return Napi::Number::New(env, fd);
   }
@@ -181,11 +172,9 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     std::string name = ArgString(info[0], fn + ": program");
     std::string path = ArgString(info[1], fn + ": cgroupPath");
     struct bpf_object *obj = Live(env, "attachCgroup");
-    struct bpf_program *prog =
-        bpf_object__find_program_by_name(obj, name.c_str());
+    struct bpf_program *prog = bpf_object__find_program_by_name(obj, name.c_str());
     if (prog == nullptr)
-      throw MakeCodedError(env,
-                           fn + ": no program '" + name + "' in '" + path_ + "' (ENOENT)",
+      throw MakeCodedError(env, fn + ": no program '" + name + "' in '" + path_ + "' (ENOENT)",
                            ENOENT, fn);
     return Napi::Number::New(env, AttachCgroupLink(env, prog, path, fn));
   }
@@ -201,9 +190,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   Napi::Value Loaded(const Napi::CallbackInfo &info) {
     return Napi::Boolean::New(info.Env(), obj_ != nullptr && loaded_);
   }
-  Napi::Value Path(const Napi::CallbackInfo &info) {
-    return Napi::String::New(info.Env(), path_);
-  }
+  Napi::Value Path(const Napi::CallbackInfo &info) { return Napi::String::New(info.Env(), path_); }
 
   struct bpf_object *obj_ = nullptr;
   bool loaded_ = false;
@@ -248,8 +235,7 @@ Napi::Value OpenObject(const Napi::CallbackInfo &info) {
   errno = 0;
   struct bpf_object *obj = bpf_object__open_file(path.c_str(), &opts);
   if (obj == nullptr)
-    ThrowErrno(env, fn + ": bpf_object__open_file('" + path + "')",
-               errno ? errno : EINVAL, true);
+    ThrowErrno(env, fn + ": bpf_object__open_file('" + path + "')", errno ? errno : EINVAL, true);
 
   // Without a pin root nothing is pinned or reused: libbpf would otherwise
   // pin LIBBPF_PIN_BY_NAME maps under /sys/fs/bpf and share them with
@@ -262,8 +248,8 @@ Napi::Value OpenObject(const Napi::CallbackInfo &info) {
       if (r < 0) {
         int err = ErrOf(r);
         bpf_object__close(obj);
-        ThrowErrno(env, fn + ": bpf_map__set_pin_path('" +
-                            std::string(bpf_map__name(map)) + "', NULL)",
+        ThrowErrno(env,
+                   fn + ": bpf_map__set_pin_path('" + std::string(bpf_map__name(map)) + "', NULL)",
                    err, true);
       }
     }
@@ -274,16 +260,15 @@ Napi::Value OpenObject(const Napi::CallbackInfo &info) {
     if (map == nullptr) {
       bpf_object__close(obj);
       throw MakeCodedError(env,
-                           fn + ": options.maxEntries names map '" + name +
-                               "', which '" + path + "' does not have (ENOENT)",
+                           fn + ": options.maxEntries names map '" + name + "', which '" + path +
+                               "' does not have (ENOENT)",
                            ENOENT, fn);
     }
     int r = bpf_map__set_max_entries(map, v);
     if (r < 0) {
       int err = ErrOf(r);
       bpf_object__close(obj);
-      ThrowErrno(env, fn + ": bpf_map__set_max_entries('" + name + "', " +
-                          std::to_string(v) + ")",
+      ThrowErrno(env, fn + ": bpf_map__set_max_entries('" + name + "', " + std::to_string(v) + ")",
                  err, true);
     }
   }

@@ -32,12 +32,10 @@ struct MapMeta {
 // The map behind fd. strict: check with /proc that fd is a map (for calls
 // that return the info); otherwise only that the kernel's answer is
 // plausible for a map, leaving the rest to the kernel (see ThrowMapErr).
-MapMeta GetMapMeta(Napi::Env env, int fd, const std::string &op,
-                   bool strict = false);
+MapMeta GetMapMeta(Napi::Env env, int fd, const std::string &op, bool strict = false);
 // Throws the error of a map operation on fd, naming fd's kind when the
 // kernel refused it for not being a map.
-[[noreturn]] void ThrowMapErr(Napi::Env env, int fd, const std::string &op,
-                              int err);
+[[noreturn]] void ThrowMapErr(Napi::Env env, int fd, const std::string &op, int err);
 Napi::Object MapMetaToJs(Napi::Env env, const MapMeta &m);
 int NumPossibleCpus(Napi::Env env);
 

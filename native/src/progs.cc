@@ -24,8 +24,7 @@ constexpr int64_t kMaxTestData = 16 * 1024 * 1024;
 
 std::string Fd(int fd) { return std::to_string(fd); }
 
-enum bpf_tc_attach_point ArgDirection(const Napi::Value &v,
-                                      const std::string &what) {
+enum bpf_tc_attach_point ArgDirection(const Napi::Value &v, const std::string &what) {
   std::string d = ArgString(v, what);
   if (d == "ingress") return BPF_TC_INGRESS;
   if (d == "egress") return BPF_TC_EGRESS;
@@ -39,8 +38,7 @@ struct TcTarget {
 };
 
 // Arguments (ifindex, direction, {handle, priority}) at info[first...].
-TcTarget ArgTcTarget(const Napi::CallbackInfo &info, size_t first,
-                     const std::string &fn) {
+TcTarget ArgTcTarget(const Napi::CallbackInfo &info, size_t first, const std::string &fn) {
   TcTarget t;
   t.hook = Opts<bpf_tc_hook>();
   t.opts = Opts<bpf_tc_opts>();
@@ -48,11 +46,11 @@ TcTarget ArgTcTarget(const Napi::CallbackInfo &info, size_t first,
   t.hook.attach_point = ArgDirection(info[first + 1], fn + ": direction");
   Napi::Object o = OptObject(info[first + 2], fn + ": options");
   t.opts.handle = static_cast<uint32_t>(OptInt(o, "handle", fn + ": options", 1, UINT32_MAX, 1));
-  t.opts.priority = static_cast<uint32_t>(OptInt(o, "priority", fn + ": options", 1, UINT16_MAX, 1));
+  t.opts.priority =
+      static_cast<uint32_t>(OptInt(o, "priority", fn + ": options", 1, UINT16_MAX, 1));
   t.desc = "ifindex " + std::to_string(t.hook.ifindex) + " " +
-           (t.hook.attach_point == BPF_TC_INGRESS ? "ingress" : "egress") +
-           " handle " + std::to_string(t.opts.handle) + " priority " +
-           std::to_string(t.opts.priority);
+           (t.hook.attach_point == BPF_TC_INGRESS ? "ingress" : "egress") + " handle " +
+           std::to_string(t.opts.handle) + " priority " + std::to_string(t.opts.priority);
   return t;
 }
 
@@ -76,9 +74,8 @@ Napi::Value ProgTestRun(const Napi::CallbackInfo &info) {
   Napi::Value outv = o.Get("dataOutSize");
   Napi::Value ctxv = o.Get("ctxIn");
   Bytes data = ArgBuffer(datav, w + ".data");
-  int64_t outSize = outv.IsUndefined()
-                        ? static_cast<int64_t>(data.size) + 256
-                        : ArgInt(outv, w + ".dataOutSize", 0, kMaxTestData);
+  int64_t outSize = outv.IsUndefined() ? static_cast<int64_t>(data.size) + 256
+                                       : ArgInt(outv, w + ".dataOutSize", 0, kMaxTestData);
   Bytes ctxIn{nullptr, 0};
   if (!IsAbsent(ctxv)) ctxIn = ArgBuffer(ctxv, w + ".ctxIn");
 
@@ -106,8 +103,7 @@ Napi::Value ProgTestRun(const Napi::CallbackInfo &info) {
     int err = ErrOf(r);
     std::string op = fn + ": bpf_prog_test_run_opts(prog fd " + Fd(progFd) + ")";
     // Checked only on failure: benchmarks call this in a loop.
-    if (err == EINVAL || err == EBADF || err == EBADFD)
-      ExpectFdKind(env, progFd, FdKind::Prog, fn);
+    if (err == EINVAL || err == EBADF || err == EBADFD) ExpectFdKind(env, progFd, FdKind::Prog, fn);
     if (err == ENOSPC && !live)
       op += " (output is larger than dataOutSize " + std::to_string(outSize) + ")";
     if (err == EINVAL && data.size < 14)
@@ -161,14 +157,13 @@ Napi::Value XdpAttach(const Napi::CallbackInfo &info) {
   else if (mode == "auto")
     opts.flags = 0;
   else
-    ThrowRange(env, fn + ": mode must be 'native', 'generic' or 'auto', got '" +
-                        mode + "'");
+    ThrowRange(env, fn + ": mode must be 'native', 'generic' or 'auto', got '" + mode + "'");
   ExpectFdKind(env, progFd, FdKind::Prog, fn);
   int link = bpf_link_create(progFd, ifindex, BPF_XDP, &opts);
   if (link < 0)
     ThrowErrno(env,
-               fn + ": bpf_link_create(BPF_XDP, prog fd " + Fd(progFd) +
-                   ", ifindex " + std::to_string(ifindex) + ", " + mode + ")",
+               fn + ": bpf_link_create(BPF_XDP, prog fd " + Fd(progFd) + ", ifindex " +
+                   std::to_string(ifindex) + ", " + mode + ")",
                ErrOf(link));
   return Napi::Number::New(env, link);
 }
@@ -190,8 +185,7 @@ Napi::Value LinkUpdate(const Napi::CallbackInfo &info) {
   int r = bpf_link_update(linkFd, progFd, &opts);
   if (r < 0)
     ThrowErrno(env,
-               fn + ": bpf_link_update(link fd " + Fd(linkFd) + ", prog fd " +
-                   Fd(progFd) + ")",
+               fn + ": bpf_link_update(link fd " + Fd(linkFd) + ", prog fd " + Fd(progFd) + ")",
                ErrOf(r));
   return env.Undefined();
 }
@@ -201,9 +195,7 @@ Napi::Value LinkDetach(const Napi::CallbackInfo &info) {
   int linkFd = ArgFd(info[0], "linkDetach: linkFd");
   ExpectFdKind(env, linkFd, FdKind::Link, "linkDetach");
   int r = bpf_link_detach(linkFd);
-  if (r < 0)
-    ThrowErrno(env, "linkDetach: bpf_link_detach(link fd " + Fd(linkFd) + ")",
-               ErrOf(r));
+  if (r < 0) ThrowErrno(env, "linkDetach: bpf_link_detach(link fd " + Fd(linkFd) + ")", ErrOf(r));
   return env.Undefined();
 }
 
@@ -215,9 +207,7 @@ Napi::Value LinkInfo(const Napi::CallbackInfo &info) {
   std::memset(&li, 0, sizeof(li));
   uint32_t len = sizeof(li);
   int r = bpf_obj_get_info_by_fd(fd, &li, &len);
-  if (r < 0)
-    ThrowErrno(env, "linkInfo: bpf_obj_get_info_by_fd(fd " + Fd(fd) + ")",
-               ErrOf(r));
+  if (r < 0) ThrowErrno(env, "linkInfo: bpf_obj_get_info_by_fd(fd " + Fd(fd) + ")", ErrOf(r));
   Napi::Object o = Napi::Object::New(env);
   o.Set("id", li.id);
   o.Set("progId", li.prog_id);
@@ -237,8 +227,8 @@ Napi::Value XdpQuery(const Napi::CallbackInfo &info) {
   ClearLibbpfLog();
   int r = bpf_xdp_query(ifindex, 0, &opts);
   if (r < 0)
-    ThrowErrno(env, "xdpQuery: bpf_xdp_query(ifindex " + std::to_string(ifindex) + ")",
-               ErrOf(r), true);
+    ThrowErrno(env, "xdpQuery: bpf_xdp_query(ifindex " + std::to_string(ifindex) + ")", ErrOf(r),
+               true);
   const char *mode = "none";
   uint32_t progId = opts.prog_id;
   switch (opts.attach_mode) {
@@ -283,8 +273,8 @@ Napi::Value TcAttach(const Napi::CallbackInfo &info) {
   t.opts.flags = BPF_TC_F_REPLACE;
   r = bpf_tc_attach(&t.hook, &t.opts);
   if (r < 0)
-    ThrowErrno(env, fn + ": bpf_tc_attach(prog fd " + Fd(progFd) + ", " + t.desc + ")",
-               ErrOf(r), true);
+    ThrowErrno(env, fn + ": bpf_tc_attach(prog fd " + Fd(progFd) + ", " + t.desc + ")", ErrOf(r),
+               true);
   return env.Undefined();
 }
 
@@ -295,8 +285,7 @@ Napi::Value TcDetach(const Napi::CallbackInfo &info) {
   TcTarget t = ArgTcTarget(info, 0, "tcDetach");
   ClearLibbpfLog();
   int r = bpf_tc_detach(&t.hook, &t.opts);
-  if (r < 0)
-    ThrowErrno(env, "tcDetach: bpf_tc_detach(" + t.desc + ")", ErrOf(r), true);
+  if (r < 0) ThrowErrno(env, "tcDetach: bpf_tc_detach(" + t.desc + ")", ErrOf(r), true);
   return env.Undefined();
 }
 
@@ -321,13 +310,12 @@ Napi::Value IfNameToIndex(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   std::string name = ArgString(info[0], "ifNameToIndex: name");
   if (name.size() >= IF_NAMESIZE)
-    ThrowRange(env, "ifNameToIndex: name longer than " +
-                        std::to_string(IF_NAMESIZE - 1) + " characters");
+    ThrowRange(
+        env, "ifNameToIndex: name longer than " + std::to_string(IF_NAMESIZE - 1) + " characters");
   errno = 0;
   unsigned idx = if_nametoindex(name.c_str());
   if (idx == 0)
-    ThrowErrno(env, "ifNameToIndex: if_nametoindex('" + name + "')",
-               errno ? errno : ENODEV);
+    ThrowErrno(env, "ifNameToIndex: if_nametoindex('" + name + "')", errno ? errno : ENODEV);
   return Napi::Number::New(env, idx);
 }
 

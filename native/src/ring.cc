@@ -99,10 +99,8 @@ Ring &RingOf(Napi::Env env, int32_t h, const std::string &op) {
   Table &t = TableOf(env);
   auto it = t.rings.find(h);
   if (it == t.rings.end())
-    throw MakeCodedError(env,
-                         op + ": no open ring buffer with handle " +
-                             std::to_string(h) + " (EBADF)",
-                         EBADF, op);
+    throw MakeCodedError(
+        env, op + ": no open ring buffer with handle " + std::to_string(h) + " (EBADF)", EBADF, op);
   return *it->second;
 }
 
@@ -115,10 +113,8 @@ Napi::Value RingOpen(const Napi::CallbackInfo &info) {
   MapMeta m = GetMapMeta(env, fd, fn, true);
   if (m.type != BPF_MAP_TYPE_RINGBUF)
     throw MakeCodedError(env,
-                         fn + ": map '" + m.name + "' (id " +
-                             std::to_string(m.id) + ", fd " +
-                             std::to_string(fd) +
-                             ") is not a ring buffer (EINVAL)",
+                         fn + ": map '" + m.name + "' (id " + std::to_string(m.id) + ", fd " +
+                             std::to_string(fd) + ") is not a ring buffer (EINVAL)",
                          EINVAL, fn);
   auto ring = std::make_unique<Ring>();
   ring->mapId = m.id;
@@ -147,14 +143,12 @@ Napi::Value RingConsume(const Napi::CallbackInfo &info) {
   int n = ring_buffer__consume(r.rb);
   if (n < 0 && !(r.stopped && n == kStop)) {
     r.batch.clear();
-    ThrowErrno(env, fn + ": ring_buffer__consume(map id " +
-                        std::to_string(r.mapId) + ")",
+    ThrowErrno(env, fn + ": ring_buffer__consume(map id " + std::to_string(r.mapId) + ")",
                ErrOf(n));
   }
   Napi::Array out = Napi::Array::New(env, r.batch.size());
   for (size_t i = 0; i < r.batch.size(); i++)
-    out.Set(static_cast<uint32_t>(i),
-            CopyBuffer(env, r.batch[i].data(), r.batch[i].size()));
+    out.Set(static_cast<uint32_t>(i), CopyBuffer(env, r.batch[i].data(), r.batch[i].size()));
   r.batch.clear();
   return out;
 }
@@ -166,10 +160,8 @@ Napi::Value RingClose(const Napi::CallbackInfo &info) {
   Table &t = TableOf(env);
   auto it = t.rings.find(h);
   if (it == t.rings.end())
-    throw MakeCodedError(env,
-                         fn + ": no open ring buffer with handle " +
-                             std::to_string(h) + " (EBADF)",
-                         EBADF, fn);
+    throw MakeCodedError(
+        env, fn + ": no open ring buffer with handle " + std::to_string(h) + " (EBADF)", EBADF, fn);
   FreeRing(*it->second);
   t.rings.erase(it);
   return env.Undefined();

@@ -32,7 +32,8 @@ Napi::Value SocketOpen(const Napi::CallbackInfo &info) {
   int64_t family = ArgInt(info[0], fn + ": family", 4, 6);
   if (family != 4 && family != 6) ThrowErrno(env, fn + ": family must be 4 or 6", EINVAL);
   std::string kind = ArgString(info[1], fn + ": kind");
-  if (kind != "tcp" && kind != "udp") ThrowErrno(env, fn + ": kind must be \"tcp\" or \"udp\"", EINVAL);
+  if (kind != "tcp" && kind != "udp")
+    ThrowErrno(env, fn + ": kind must be \"tcp\" or \"udp\"", EINVAL);
   uint32_t mark = ArgU32(info[2], fn + ": mark");
   int type = (kind == "tcp" ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC;
   int fd = socket(family == 4 ? AF_INET : AF_INET6, type, 0);

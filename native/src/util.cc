@@ -94,8 +94,7 @@ std::string ErrnoName(int err) {
     default:
       break;
   }
-  if (err >= __LIBBPF_ERRNO__START && err < __LIBBPF_ERRNO__END)
-    return "ELIBBPF";
+  if (err >= __LIBBPF_ERRNO__START && err < __LIBBPF_ERRNO__END) return "ELIBBPF";
   const char *name = strerrorname_np(err);
   if (name != nullptr) return name;
   return "E" + std::to_string(err);
@@ -108,8 +107,7 @@ std::string ErrnoText(int err) {
   return std::strerror(err);
 }
 
-Napi::Error MakeErrnoError(Napi::Env env, const std::string &op, int err,
-                           bool withLog) {
+Napi::Error MakeErrnoError(Napi::Env env, const std::string &op, int err, bool withLog) {
   if (err <= 0) err = EINVAL;
   std::string code = ErrnoName(err);
   std::string msg = op + ": " + ErrnoText(err) + " (" + code + ")";
@@ -146,33 +144,27 @@ template <class E>
 }
 }  // namespace
 
-void ThrowType(Napi::Env env, const std::string &msg) {
-  ThrowArg<Napi::TypeError>(env, msg);
-}
+void ThrowType(Napi::Env env, const std::string &msg) { ThrowArg<Napi::TypeError>(env, msg); }
 
-void ThrowRange(Napi::Env env, const std::string &msg) {
-  ThrowArg<Napi::RangeError>(env, msg);
-}
+void ThrowRange(Napi::Env env, const std::string &msg) { ThrowArg<Napi::RangeError>(env, msg); }
 
 // ---- arguments ------------------------------------------------------------
 
-int64_t ArgInt(const Napi::Value &v, const std::string &what, int64_t min,
-               int64_t max) {
+int64_t ArgInt(const Napi::Value &v, const std::string &what, int64_t min, int64_t max) {
   Napi::Env env = v.Env();
   if (!v.IsNumber()) ThrowType(env, what + " must be an integer");
   double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d) || std::trunc(d) != d)
-    ThrowType(env, what + " must be an integer");
+  if (!std::isfinite(d) || std::trunc(d) != d) ThrowType(env, what + " must be an integer");
   if (d < static_cast<double>(min) || d > static_cast<double>(max))
-    ThrowRange(env, what + " out of range [" + std::to_string(min) + ", " +
-                        std::to_string(max) + "]: " + v.ToString().Utf8Value());
+    ThrowRange(env, what + " out of range [" + std::to_string(min) + ", " + std::to_string(max) +
+                        "]: " + v.ToString().Utf8Value());
   return static_cast<int64_t>(d);
 }
 
 bool IsAbsent(const Napi::Value &v) { return v.IsUndefined() || v.IsNull(); }
 
-int64_t OptInt(const Napi::Object &o, const char *key, const std::string &what,
-               int64_t min, int64_t max, int64_t dflt) {
+int64_t OptInt(const Napi::Object &o, const char *key, const std::string &what, int64_t min,
+               int64_t max, int64_t dflt) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return dflt;
   return ArgInt(v, what + "." + key, min, max);
@@ -186,8 +178,7 @@ uint32_t ArgU32(const Napi::Value &v, const std::string &what) {
   return static_cast<uint32_t>(ArgInt(v, what, 0, UINT32_MAX));
 }
 
-std::string ArgString(const Napi::Value &v, const std::string &what,
-                      bool allowEmpty) {
+std::string ArgString(const Napi::Value &v, const std::string &what, bool allowEmpty) {
   if (!v.IsString()) ThrowType(v.Env(), what + " must be a string");
   std::string s = v.As<Napi::String>().Utf8Value();
   if (!allowEmpty && s.empty()) ThrowRange(v.Env(), what + " must not be empty");
@@ -199,8 +190,7 @@ std::string ArgString(const Napi::Value &v, const std::string &what,
 Bytes ArgBuffer(const Napi::Value &v, const std::string &what) {
   // A Buffer is a Uint8Array; other views (Uint16Array, DataView) are refused
   // so that lengths always count bytes.
-  if (v.IsTypedArray() &&
-      v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array) {
+  if (v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array) {
     auto u8 = v.As<Napi::Uint8Array>();  // Data() includes the byte offset
     return Bytes{u8.Data(), u8.ElementLength()};
   }
@@ -216,8 +206,7 @@ Napi::Object OptObject(const Napi::Value &v, const std::string &what) {
 
 Napi::Buffer<uint8_t> CopyBuffer(Napi::Env env, const void *data, size_t len) {
   if (len == 0) return Napi::Buffer<uint8_t>::New(env, 0);
-  return Napi::Buffer<uint8_t>::Copy(env, static_cast<const uint8_t *>(data),
-                                     len);
+  return Napi::Buffer<uint8_t>::Copy(env, static_cast<const uint8_t *>(data), len);
 }
 
 // ---- fds --------------------------------------------------------------------
@@ -240,8 +229,7 @@ FdKind KindOfFd(Napi::Env env, int fd, const std::string &op) {
   const char *t = target;
   if (std::strcmp(t, "anon_inode:bpf-map") == 0) return FdKind::Map;
   if (std::strcmp(t, "anon_inode:bpf-prog") == 0) return FdKind::Prog;
-  if (std::strcmp(t, "anon_inode:bpf_link") == 0 ||
-      std::strcmp(t, "anon_inode:bpf-link") == 0)
+  if (std::strcmp(t, "anon_inode:bpf_link") == 0 || std::strcmp(t, "anon_inode:bpf-link") == 0)
     return FdKind::Link;
   if (std::strcmp(t, "anon_inode:btf") == 0) return FdKind::Btf;
   if (std::strncmp(t, "anon_inode:bpf", 14) == 0) return FdKind::OtherBpf;
@@ -272,9 +260,8 @@ void ExpectFdKind(Napi::Env env, int fd, FdKind want, const std::string &op) {
   FdKind k = KindOfFd(env, fd, op);
   if (k == want || k == FdKind::Unknown) return;
   throw MakeCodedError(env,
-                       op + ": fd " + std::to_string(fd) + " is " +
-                           FdKindName(k) + ", expected " + FdKindName(want) +
-                           " (EINVAL)",
+                       op + ": fd " + std::to_string(fd) + " is " + FdKindName(k) + ", expected " +
+                           FdKindName(want) + " (EINVAL)",
                        EINVAL, op);
 }
 

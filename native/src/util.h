@@ -46,15 +46,13 @@ std::string ErrnoText(int err);
 // properties errno (positive), code and op. When withLog is set and libbpf
 // logged something, the tail of the log is appended to the message and the
 // whole captured log is attached as `libbpfLog`.
-Napi::Error MakeErrnoError(Napi::Env env, const std::string &op, int err,
-                           bool withLog = false);
+Napi::Error MakeErrnoError(Napi::Env env, const std::string &op, int err, bool withLog = false);
 
 // An Error with a message of the caller's choosing and errno / code / op.
 Napi::Error MakeCodedError(Napi::Env env, const std::string &message, int err,
                            const std::string &op);
 
-[[noreturn]] void ThrowErrno(Napi::Env env, const std::string &op, int err,
-                             bool withLog = false);
+[[noreturn]] void ThrowErrno(Napi::Env env, const std::string &op, int err, bool withLog = false);
 
 // Argument errors: TypeError (wrong JS type) and RangeError (bad value or
 // size). Both carry errno EINVAL and code "EINVAL" like kernel errors do, so
@@ -71,14 +69,12 @@ inline int ErrOf(int ret) {
 // ---- arguments ------------------------------------------------------------
 
 // `what` names the argument in messages, e.g. "mapLookup: fd".
-int64_t ArgInt(const Napi::Value &v, const std::string &what, int64_t min,
-               int64_t max);
-int64_t OptInt(const Napi::Object &o, const char *key, const std::string &what,
-               int64_t min, int64_t max, int64_t dflt);
+int64_t ArgInt(const Napi::Value &v, const std::string &what, int64_t min, int64_t max);
+int64_t OptInt(const Napi::Object &o, const char *key, const std::string &what, int64_t min,
+               int64_t max, int64_t dflt);
 int ArgFd(const Napi::Value &v, const std::string &what);
 uint32_t ArgU32(const Napi::Value &v, const std::string &what);
-std::string ArgString(const Napi::Value &v, const std::string &what,
-                      bool allowEmpty = false);
+std::string ArgString(const Napi::Value &v, const std::string &what, bool allowEmpty = false);
 // Accepts a Buffer or any Uint8Array; the view stays valid for the call.
 struct Bytes {
   uint8_t *data;

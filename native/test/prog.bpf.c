@@ -11,22 +11,22 @@
 /* btfStructLayout's subject: padding, an array, an anonymous union, a nested
  * struct and a bitfield. */
 struct layout_probe {
-	__u32 a;		/* 0 */
-	__u8 b;			/* 4 */
-	__u16 c;		/* 6 */
-	__u64 d;		/* 8 */
-	__u8 addr[16];		/* 16 */
-	union {			/* 32 */
+	__u32 a;       /* 0 */
+	__u8 b;	       /* 4 */
+	__u16 c;       /* 6 */
+	__u64 d;       /* 8 */
+	__u8 addr[16]; /* 16 */
+	union {	       /* 32 */
 		__u32 v4;
 		__u8 v6[16];
 	};
 	struct {
 		__u16 x;
 		__u16 y;
-	} nested;		/* 48 */
-	__u32 flag : 3;		/* 52, bits 416..418 */
+	} nested;	/* 48 */
+	__u32 flag : 3; /* 52, bits 416..418 */
 	__u32 rest : 29;
-};				/* size 56 */
+}; /* size 56 */
 
 struct hash_value {
 	__u64 packets;
