@@ -1,7 +1,7 @@
 /**
  * The lab benchmark's BPF ends (bpf/bench.bpf.c): the traffic generator
  * xdp_gen and the backends' counting sink xdp_sink, with the TypeScript
- * mirror of their config and counters (test/bench-lab.test.ts checks the
+ * mirror of their config and counters (test/unit/bench/bench-lab.test.ts checks the
  * mirror against BTF).
  */
 import { mkdirSync } from 'node:fs';

@@ -1,5 +1,5 @@
 // Writes api/openapi.json from the routes' schemas (run after `npm run build:ts`).
-// test/api.test.ts fails when the committed file differs from what this writes.
+// test/unit/api/api.test.ts fails when the committed file differs from what this writes.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';

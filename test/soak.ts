@@ -4,7 +4,7 @@
  *   npm run soak -- [--packets N] [--api N] [--crashes N] [--seed S] [--json]
  *     --packets  fuzzed frames through xdp_lb (default 10,000,000; test/lib/packet-fuzz.ts)
  *     --api      generated API requests (default 100,000; test/lib/api-fuzz.ts)
- *     --crashes  SIGKILLs of ferryd in the lab (default 500; test/crash.test.ts)
+ *     --crashes  SIGKILLs of ferryd in the lab (default 500; test/root/daemon/crash.test.ts)
  *     --seed     fast-check seed (default: the time, printed so a failure can be replayed)
  *     --json     one object on stdout: {seed, packets: {...tally, seconds, per_second}, api: {...}, crashes: {...}}
  *
@@ -45,7 +45,7 @@ interface CrashReport {
   seconds: number;
 }
 
-/** The crash matrix (test/crash.test.ts) with more kills; its own report line, parsed. */
+/** The crash matrix (test/root/daemon/crash.test.ts) with more kills; its own report line, parsed. */
 function soakCrashes(kills: number, seed: number): CrashReport | null {
   if (kills === 0) return null;
   console.error(`soak: ${kills} kills of ferryd in the lab`);

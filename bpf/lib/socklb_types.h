@@ -2,7 +2,7 @@
 /*
  * The socket-level load balancer's ABI (sock_lb.bpf.c): constants, map keys
  * and values. src/datapath/socket-lb-abi.ts mirrors every struct byte for byte
- * and test/socket-lb-abi.test.ts compares them with this object's BTF and the
+ * and test/unit/datapath/socket-lb-abi.test.ts compares them with this object's BTF and the
  * constants with this file.
  *
  * Rules as in types.h: addresses and ports in network byte order, an IPv4

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Test object for the addon's cgroup links (test/native.test.ts): a connect4
+ * Test object for the addon's cgroup links (test/root/native/native.test.ts): a connect4
  * program that counts the connect() calls it sees, so a test can tell
  * whether it is attached to the caller's cgroup. Not part of the datapath.
  */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Test object for the native addon's own tests (test/native.test.ts): one of
+ * Test object for the native addon's own tests (test/root/native/native.test.ts): one of
  * each map kind Ferry uses, and small programs whose effects are visible from
  * user space. Not part of the datapath.
  */

@@ -1,7 +1,7 @@
 /**
  * The OpenAPI document as committed in api/openapi.json: built from an app
  * with inert fakes (no store, no datapath), pretty-printed with a trailing
- * newline. scripts/gen-openapi.mjs writes it; test/api.test.ts checks the
+ * newline. scripts/gen-openapi.mjs writes it; test/unit/api/api.test.ts checks the
  * committed file equals it.
  */
 import type { Controller } from '../control/controller.js';

@@ -1,6 +1,6 @@
 /**
  * The datapath ABI: the TypeScript mirror of bpf/lib/consts.h and
- * bpf/lib/types.h. test/abi.test.ts checks every struct against the BTF of
+ * bpf/lib/types.h. test/unit/datapath/abi.test.ts checks every struct against the BTF of
  * the compiled objects and every constant against the C headers.
  */
 import { struct, u8, u16, u32, u64, be16, be32, bytes, type ValueOf } from './struct.js';

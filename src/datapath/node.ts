@@ -3,7 +3,7 @@
  * lives. The ABI of their maps, loading the object into the load
  * balancer's pin root, their tc filters on Ferry's interfaces, and the
  * (frontend, local endpoint) pairs they translate, written as a difference.
- * test/node.test.ts checks the structs against the object's BTF.
+ * test/root/datapath/node.test.ts checks the structs against the object's BTF.
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';

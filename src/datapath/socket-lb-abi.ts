@@ -1,6 +1,6 @@
 /**
  * The socket-level load balancer's ABI: the TypeScript mirror of
- * bpf/lib/socklb_types.h. test/socket-lb-abi.test.ts checks every struct against
+ * bpf/lib/socklb_types.h. test/unit/datapath/socket-lb-abi.test.ts checks every struct against
  * the BTF of build/bpf/sock_lb.bpf.o and every constant against the header.
  */
 import { struct, u8, u32, u64, be16, bytes, type ValueOf } from './struct.js';

@@ -3,7 +3,7 @@
  * own (only lo, so nothing it does can leave it), backends served inside it
  * by src/lab/sockserver.py, and a cgroup v2 directory for the clients.
  * Clients (src/lab/sockclient.py) run in the namespace, inside the cgroup or
- * outside it. Used by test/socket-lb.test.ts and bench/k8s-connect.ts.
+ * outside it. Used by test/root/datapath/socket-lb.test.ts and bench/k8s-connect.ts.
  *
  * Every client runs in the namespace, also the ones outside the cgroup: a
  * connect() to a ClusterIP that is not translated then fails there

@@ -3,7 +3,7 @@
  * with path, query and header parameters and bodies drawn from its schema,
  * then broken (wrong types, missing and extra fields, boundary numbers,
  * huge strings and arrays), plus random JSON, deep and huge bodies and odd
- * encodings. Shared by test/fuzz-api.test.ts and the soak.
+ * encodings. Shared by test/unit/api/fuzz-api.test.ts and the soak.
  *
  * Invariants for every request: never a 5xx; every 4xx is an
  * application/problem+json body whose status matches; a refused request

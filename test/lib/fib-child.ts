@@ -1,7 +1,7 @@
 /**
  * Runs inside a test network namespace (nsenter --net) where the kernel's
  * fib has real answers: pushes frames through xdp_lb as if they arrived on
- * `in0`, and prints what came out as one JSON line for test/fib.test.ts.
+ * `in0`, and prints what came out as one JSON line for test/root/datapath/fib.test.ts.
  *
  *   node fib-child.js PIN_ROOT NEW_NEIGHBOUR_MAC
  */

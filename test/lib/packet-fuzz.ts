@@ -2,7 +2,7 @@
  * Packet fuzzing of xdp_lb through BPF_PROG_TEST_RUN (fast-check): valid,
  * mutated, truncated and random frames, IPv4 and IPv6, VLAN tags, IPv4
  * options, IPv6 extension headers, fragments, and ICMP errors quoting
- * anything. Shared by the CI suite (test/fuzz-packets.test.ts, a fixed seed)
+ * anything. Shared by the CI suite (test/root/datapath/fuzz-packets.test.ts, a fixed seed)
  * and the soak (test/soak.ts, many more cases).
  *
  * Invariants, checked for every frame:

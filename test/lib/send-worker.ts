@@ -2,7 +2,7 @@
  * A worker thread that pushes one frame through an XDP program with
  * BPF_PROG_TEST_RUN, over and over, for a while, and reports where each run
  * sent it: the outer IPv4 destination of XDP_TX, or "others" for any other
- * verdict. For races between the datapath and a writer (test/datapath.test.ts).
+ * verdict. For races between the datapath and a writer (test/root/datapath/datapath.test.ts).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadNative } from '../../src/datapath/native.js';
