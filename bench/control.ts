@@ -34,15 +34,30 @@ async function startDaemon(dir: string, vips: number): Promise<Daemon> {
   const socket = join(dir, 'ferry.sock');
   const pinRoot = `/sys/fs/bpf/ferry-bench-control-${process.pid}`;
   const config = join(dir, 'ferry.yaml');
-  writeFileSync(config, [
-    `state_dir: ${dir}/state`,
-    'bpf:', `  pin_root: ${pinRoot}`, `  max_vips: ${Math.max(1024, vips)}`, `  max_backends: ${Math.max(16384, vips * 11)}`,
-    '  conntrack_entries: 65536', '  max_policy_rules: 1024',
-    'datapath:', '  encap_source_v4: 198.19.255.0/24', '  encap_source_v6: 2001:db8:ff::/112', '  reconcile_interval_seconds: 3600',
-    'api:', `  socket: ${socket}`, '  body_limit: 67108864',
-    'log:', '  level: warn',
-  ].join('\n'));
-  const proc = spawn(process.execPath, [join(packageRoot(), 'dist/src/daemon/ferryd.js'), '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  writeFileSync(
+    config,
+    [
+      `state_dir: ${dir}/state`,
+      'bpf:',
+      `  pin_root: ${pinRoot}`,
+      `  max_vips: ${Math.max(1024, vips)}`,
+      `  max_backends: ${Math.max(16384, vips * 11)}`,
+      '  conntrack_entries: 65536',
+      '  max_policy_rules: 1024',
+      'datapath:',
+      '  encap_source_v4: 198.19.255.0/24',
+      '  encap_source_v6: 2001:db8:ff::/112',
+      '  reconcile_interval_seconds: 3600',
+      'api:',
+      `  socket: ${socket}`,
+      '  body_limit: 67108864',
+      'log:',
+      '  level: warn',
+    ].join('\n'),
+  );
+  const proc = spawn(process.execPath, [join(packageRoot(), 'dist/src/daemon/ferryd.js'), '--config', config], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let err = '';
   proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
   const api = new Client({ socket });
@@ -57,7 +72,8 @@ async function startDaemon(dir: string, vips: number): Promise<Daemon> {
     }
   }
   return {
-    api, pid: proc.pid!,
+    api,
+    pid: proc.pid!,
     stop: async () => {
       proc.kill('SIGTERM');
       await new Promise((r) => proc.once('exit', r));
@@ -80,7 +96,10 @@ async function timeCalls(n: number, fn: (i: number) => Promise<unknown>): Promis
 function bigState(vips: number) {
   return {
     vips: Array.from({ length: vips }, (_, i) => ({
-      name: `vip-${i}`, address: `198.18.${i >> 8}.${i & 255}`, port: 80, protocol: 'tcp',
+      name: `vip-${i}`,
+      address: `198.18.${i >> 8}.${i & 255}`,
+      port: 80,
+      protocol: 'tcp',
       backends: Array.from({ length: 10 }, (_, j) => ({ address: `10.${(i >> 8) & 255}.${i & 255}.${j + 1}` })),
     })),
   };
@@ -88,7 +107,14 @@ function bigState(vips: number) {
 
 export interface ControlBench {
   writes: { count: number; per_second: number; p50_ms: number; p99_ms: number; baseline_read_p50_ms: number; ratio_p50: number };
-  apply: { vips: number; backends: number; from_empty_ms: number; one_backend_change_ms: number; noop_reapply_ms: number; ratio_from_empty_vs_noop: number };
+  apply: {
+    vips: number;
+    backends: number;
+    from_empty_ms: number;
+    one_backend_change_ms: number;
+    noop_reapply_ms: number;
+    ratio_from_empty_vs_noop: number;
+  };
   rss_mib: number;
 }
 
@@ -102,7 +128,9 @@ export async function benchControl(writes: number, vips: number): Promise<Contro
     for (let i = 0; i < 20; i++) await api.get('/v1/status');
     const reads = await timeCalls(writes, () => api.get('/v1/status'));
     const t0 = performance.now();
-    const lat = await timeCalls(writes, (i) => api.request('PUT', '/v1/vips/w/backends/10.255.0.1', { body: { address: '10.255.0.1', weight: 100 + (i % 2) } }));
+    const lat = await timeCalls(writes, (i) =>
+      api.request('PUT', '/v1/vips/w/backends/10.255.0.1', { body: { address: '10.255.0.1', weight: 100 + (i % 2) } }),
+    );
     const total = performance.now() - t0;
 
     const state = bigState(vips);
@@ -119,12 +147,20 @@ export async function benchControl(writes: number, vips: number): Promise<Contro
 
     return {
       writes: {
-        count: writes, per_second: Math.round(writes / (total / 1000)), p50_ms: r2(pct(lat, 50)), p99_ms: r2(pct(lat, 99)),
-        baseline_read_p50_ms: r2(pct(reads, 50)), ratio_p50: r2(pct(lat, 50) / pct(reads, 50)),
+        count: writes,
+        per_second: Math.round(writes / (total / 1000)),
+        p50_ms: r2(pct(lat, 50)),
+        p99_ms: r2(pct(lat, 99)),
+        baseline_read_p50_ms: r2(pct(reads, 50)),
+        ratio_p50: r2(pct(lat, 50) / pct(reads, 50)),
       },
       apply: {
-        vips, backends: vips * 10, from_empty_ms: Math.round(fromEmpty), one_backend_change_ms: r2(oneChange),
-        noop_reapply_ms: Math.round(noop), ratio_from_empty_vs_noop: r2(fromEmpty / noop),
+        vips,
+        backends: vips * 10,
+        from_empty_ms: Math.round(fromEmpty),
+        one_backend_change_ms: r2(oneChange),
+        noop_reapply_ms: Math.round(noop),
+        ratio_from_empty_vs_noop: r2(fromEmpty / noop),
       },
       rss_mib: rss ? Math.round(Number(rss[1]) / 1024) : -1,
     };
@@ -143,10 +179,14 @@ async function main(): Promise<void> {
   }
   const w = r.writes;
   console.log(`API writes (one backend change, committed and applied), ${w.count} sequential over the unix socket:`);
-  console.log(`  ${w.per_second} writes/s, p50 ${w.p50_ms} ms, p99 ${w.p99_ms} ms; baseline read p50 ${w.baseline_read_p50_ms} ms (ratio ${w.ratio_p50})`);
+  console.log(
+    `  ${w.per_second} writes/s, p50 ${w.p50_ms} ms, p99 ${w.p99_ms} ms; baseline read p50 ${w.baseline_read_p50_ms} ms (ratio ${w.ratio_p50})`,
+  );
   const a = r.apply;
   console.log(`Declarative apply, ${a.vips} VIPs × 10 backends (${a.backends} backends):`);
-  console.log(`  from empty ${a.from_empty_ms} ms; same state again (baseline) ${a.noop_reapply_ms} ms (ratio ${a.ratio_from_empty_vs_noop}); one-backend change within it ${a.one_backend_change_ms} ms`);
+  console.log(
+    `  from empty ${a.from_empty_ms} ms; same state again (baseline) ${a.noop_reapply_ms} ms (ratio ${a.ratio_from_empty_vs_noop}); one-backend change within it ${a.one_backend_change_ms} ms`,
+  );
   console.log(`ferryd RSS at that size: ${r.rss_mib} MiB`);
 }
 

@@ -58,7 +58,10 @@ function setFlow(data: Buffer, i: number): void {
 }
 
 class Timer {
-  constructor(private readonly nat: NativeAddon, private readonly ctx: Buffer) {}
+  constructor(
+    private readonly nat: NativeAddon,
+    private readonly ctx: Buffer,
+  ) {}
 
   run(fd: number, data: Buffer): number {
     this.ctx.writeUInt32LE(data.length, 4);
@@ -114,7 +117,15 @@ export function benchDatapath(calls: number, ifname: string): DatapathCase[] {
     const t = new Timer(nat, ctx);
     const syn = frame({ src: '198.19.0.1', dst: VIP, proto: 'tcp', sport: 40000, dport: 80, tcpFlags: TCP_SYN });
     const ack = frame({ src: '198.19.0.1', dst: VIP, proto: 'tcp', sport: 40000, dport: 80, tcpFlags: TCP_ACK, payload: Buffer.alloc(64) });
-    const other = frame({ src: '198.19.0.1', dst: '198.18.0.99', proto: 'tcp', sport: 40000, dport: 80, tcpFlags: TCP_ACK, payload: Buffer.alloc(64) });
+    const other = frame({
+      src: '198.19.0.1',
+      dst: '198.18.0.99',
+      proto: 'tcp',
+      sport: 40000,
+      dport: 80,
+      tcpFlags: TCP_ACK,
+      payload: Buffer.alloc(64),
+    });
     const out: DatapathCase[] = [];
     const add = (name: string, [b, l]: [number, number]) => out.push({ name, ns: round(l), baseline_ns: round(b), ratio: round(l / b) });
 
@@ -122,10 +133,16 @@ export function benchDatapath(calls: number, ifname: string): DatapathCase[] {
     add('tcp_syn_maglev', t.pair(baseFd, h.dp.progFd, syn, calls));
     // Every SYN a flow of its own: the conntrack write lands in a cold cache line.
     let next = 0;
-    add('tcp_syn_new_flows', t.pair(baseFd, h.dp.progFd, syn, calls, () => setFlow(syn, next++)));
+    add(
+      'tcp_syn_new_flows',
+      t.pair(baseFd, h.dp.progFd, syn, calls, () => setFlow(syn, next++)),
+    );
     // The same with record_tcp_flows: after_handshake (a SYN flood's cost): balanced, nothing written.
     h.setConfig({ flags: 0, recordAfterHandshake: true });
-    add('tcp_syn_new_flows_after_handshake', t.pair(baseFd, h.dp.progFd, syn, calls, () => setFlow(syn, next++)));
+    add(
+      'tcp_syn_new_flows_after_handshake',
+      t.pair(baseFd, h.dp.progFd, syn, calls, () => setFlow(syn, next++)),
+    );
     h.setConfig({ flags: 0 });
     // One established flow, over and over: every lookup hits a hot cache.
     t.run(h.dp.progFd, ack); // a non-SYN without entry makes one
@@ -135,7 +152,7 @@ export function benchDatapath(calls: number, ifname: string): DatapathCase[] {
       setFlow(syn, 1_000_000 + i);
       t.run(h.dp.progFd, syn);
     }
-    const flow200k = (i: number) => setFlow(ack, 1_000_000 + (i * 7919) % FLOWS_200K);
+    const flow200k = (i: number) => setFlow(ack, 1_000_000 + ((i * 7919) % FLOWS_200K));
     add('established_200k_flows', t.pair(baseFd, h.dp.progFd, ack, calls, flow200k));
     const [, floor] = t.pair(baseFd, lineFd, ack, calls, flow200k);
     const last = out[out.length - 1]!;
@@ -144,7 +161,9 @@ export function benchDatapath(calls: number, ifname: string): DatapathCase[] {
     add('non_vip_pass', t.pair(baseFd, h.dp.progFd, other, calls));
     const counters = h.dp.counterValues();
     if (counters.tx.packets === 0n || counters.fib_fallback.packets !== 0n) {
-      throw new Error(`xdp_lb did not forward through the FIB: ${JSON.stringify(counters, (_, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))}`);
+      throw new Error(
+        `xdp_lb did not forward through the FIB: ${JSON.stringify(counters, (_, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))}`,
+      );
     }
     return out;
   } finally {
@@ -191,9 +210,15 @@ function runInNamespace(calls: number): { cases: DatapathCase[] } {
   const ns = `${NS_PREFIX}${process.pid}`;
   makeNamespace(ns);
   try {
-    const r = spawnSync('nsenter', [`--net=/run/netns/${ns}`, '--', process.execPath, process.argv[1]!, '--inner', '--calls', String(calls)], {
-      encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20,
-    });
+    const r = spawnSync(
+      'nsenter',
+      [`--net=/run/netns/${ns}`, '--', process.execPath, process.argv[1]!, '--inner', '--calls', String(calls)],
+      {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'inherit'],
+        maxBuffer: 1 << 20,
+      },
+    );
     if (r.status !== 0) throw new Error(`the benchmark in namespace ${ns} failed (${r.status ?? r.signal})`);
     return JSON.parse(r.stdout) as { cases: DatapathCase[] };
   } finally {
@@ -225,7 +250,9 @@ async function main(): Promise<void> {
   console.log(`${'case'.padEnd(width)}  xdp_lb ns  baseline ns  ratio  (memory floor ns, ratio to it)`);
   for (const c of cases) {
     const floor = c.memory_floor_ns === undefined ? '' : `  (${c.memory_floor_ns}, ${c.ratio_to_memory_floor})`;
-    console.log(`${c.name.padEnd(width)} ${String(c.ns).padStart(10)} ${String(c.baseline_ns).padStart(12)} ${String(c.ratio).padStart(6)}${floor}`);
+    console.log(
+      `${c.name.padEnd(width)} ${String(c.ns).padStart(10)} ${String(c.baseline_ns).padStart(12)} ${String(c.ratio).padStart(6)}${floor}`,
+    );
   }
   console.log('\nMaglev table build, M = 65537 (median ms)');
   for (const r of maglev) console.log(`${String(r.backends).padStart(5)} backends${r.weighted ? ', weights 1..4' : ''}: ${r.ms} ms`);

@@ -60,10 +60,24 @@ async function untilChanged(f: FleetLab, from: string): Promise<number> {
   return performance.now() - t0;
 }
 
-export async function fleetRun(seed: 'shared' | 'own', o: { hosts: number; backends: number; streams: number; log: (s: string) => void }): Promise<FleetRun> {
-  const f = await FleetLab.start({ hosts: o.hosts, backends: o.backends, vips: [VIP], ...(seed === 'own' ? { hashSeed: 'own' as const, store: 'none' as const } : {}) });
+export async function fleetRun(
+  seed: 'shared' | 'own',
+  o: { hosts: number; backends: number; streams: number; log: (s: string) => void },
+): Promise<FleetRun> {
+  const f = await FleetLab.start({
+    hosts: o.hosts,
+    backends: o.backends,
+    vips: [VIP],
+    ...(seed === 'own' ? { hashSeed: 'own' as const, store: 'none' as const } : {}),
+  });
   try {
-    await f.createVip({ name: 'echo', address: VIP, port: 7, protocol: 'tcp', backends: f.lab.backends.map((b) => ({ address: b.addr4 })) });
+    await f.createVip({
+      name: 'echo',
+      address: VIP,
+      port: 7,
+      protocol: 'tcp',
+      backends: f.lab.backends.map((b) => ({ address: b.addr4 })),
+    });
     await f.untilNexthops(VIP, f.lab.lbs);
     const streams: Array<{ s: LabStream; owner: LabHost; via: LabHost }> = [];
     for (let i = 0; i < o.streams; i++) {
@@ -83,8 +97,8 @@ export async function fleetRun(seed: 'shared' | 'own', o: { hosts: number; backe
     for (const t of streams) {
       const bad = !(await f.intact(t.s, t.owner));
       // A host that took the flow over recorded it in its conntrack (from a packet without SYN).
-      const moved = t.via.name === dead.host.name
-        || f.carriers(VIP, 7, t.s.localPort).some((h) => h.name !== t.via.name && h.name !== dead.host.name);
+      const moved =
+        t.via.name === dead.host.name || f.carriers(VIP, 7, t.s.localPort).some((h) => h.name !== t.via.name && h.name !== dead.host.name);
       if (t.via.name === dead.host.name) fromKilled += 1;
       else if (moved) between += 1;
       if (bad && moved) movedBroken += 1;
@@ -99,15 +113,24 @@ export async function fleetRun(seed: 'shared' | 'own', o: { hosts: number; backe
       drainWithdrawn = await untilChanged(f, from);
     }
     const run: FleetRun = {
-      seed, hosts: o.hosts, backends: o.backends, streams: o.streams, moved_from_killed: fromKilled, moved_between_others: between,
-      moved_broken: movedBroken, unmoved_broken: unmovedBroken,
-      expected_moved_broken: seed === 'shared' ? 0 : Math.round((moved * (o.backends - 1)) / o.backends * 10) / 10,
-      kill_withdrawn_ms: Math.round(killWithdrawn), drain_withdrawn_ms: drainWithdrawn === null ? null : Math.round(drainWithdrawn),
+      seed,
+      hosts: o.hosts,
+      backends: o.backends,
+      streams: o.streams,
+      moved_from_killed: fromKilled,
+      moved_between_others: between,
+      moved_broken: movedBroken,
+      unmoved_broken: unmovedBroken,
+      expected_moved_broken: seed === 'shared' ? 0 : Math.round(((moved * (o.backends - 1)) / o.backends) * 10) / 10,
+      kill_withdrawn_ms: Math.round(killWithdrawn),
+      drain_withdrawn_ms: drainWithdrawn === null ? null : Math.round(drainWithdrawn),
     };
-    o.log(`  seed ${seed}: ${moved} of ${o.streams} streams moved host (${fromKilled} off the killed one, ${between} between the others), `
-      + `${movedBroken} of them broke (expected ${run.expected_moved_broken}), ${unmovedBroken} unmoved broke; `
-      + `route withdrawn ${run.kill_withdrawn_ms} ms after the kill`
-      + `${drainWithdrawn === null ? '' : `, ${run.drain_withdrawn_ms} ms after drain-host`}`);
+    o.log(
+      `  seed ${seed}: ${moved} of ${o.streams} streams moved host (${fromKilled} off the killed one, ${between} between the others), ` +
+        `${movedBroken} of them broke (expected ${run.expected_moved_broken}), ${unmovedBroken} unmoved broke; ` +
+        `route withdrawn ${run.kill_withdrawn_ms} ms after the kill` +
+        `${drainWithdrawn === null ? '' : `, ${run.drain_withdrawn_ms} ms after drain-host`}`,
+    );
     return run;
   } finally {
     f.stop();

@@ -22,10 +22,12 @@ async function listenAll(make: () => net.Server): Promise<number> {
   return port;
 }
 
-const tcpPort = await listenAll(() => net.createServer((c) => {
-  c.on('error', () => {});
-  c.end();
-}));
+const tcpPort = await listenAll(() =>
+  net.createServer((c) => {
+    c.on('error', () => {});
+    c.end();
+  }),
+);
 const httpPort = await listenAll(() => {
   const s = http.createServer((_req, res) => res.end('ok\n'));
   s.on('clientError', (_e, sock) => sock.destroy());

@@ -45,9 +45,23 @@ interface Case {
 
 function vip(name: string, check: HealthCheckSpec): StoredVip {
   return {
-    name, address: '198.18.0.1', port: 80, protocol: 'tcp', encap: 'ipip', allow: [], deny: [], policies: [], rate_limit: null,
-    maglev_m: null, source_affinity: false, health_check: normHealthCheck(check, 'vip'), backend_count: 1, owner: null,
-    created_revision: 1, updated_revision: 1, dp_id: 0,
+    name,
+    address: '198.18.0.1',
+    port: 80,
+    protocol: 'tcp',
+    encap: 'ipip',
+    allow: [],
+    deny: [],
+    policies: [],
+    rate_limit: null,
+    maglev_m: null,
+    source_affinity: false,
+    health_check: normHealthCheck(check, 'vip'),
+    backend_count: 1,
+    owner: null,
+    created_revision: 1,
+    updated_revision: 1,
+    dp_id: 0,
   };
 }
 
@@ -94,9 +108,17 @@ async function runCase(name: string, list: Target[], seconds: number): Promise<C
   const cpuUs = cpu.user + cpu.system;
   await c.stop();
   return {
-    name, backends: list.length, interval_ms: INTERVAL_MS, offered_per_s: Math.round(list.length / (INTERVAL_MS / 1000)),
-    checks_per_s: Math.round(checks / elapsed), failed,
-    cpu_pct: r2(cpuUs / 1e4 / elapsed), cpu_us_per_check: checks > 0 ? Math.round(cpuUs / checks) : 0, el_p50_ms: el.p50, el_p99_ms: el.p99, el_max_ms: el.max,
+    name,
+    backends: list.length,
+    interval_ms: INTERVAL_MS,
+    offered_per_s: Math.round(list.length / (INTERVAL_MS / 1000)),
+    checks_per_s: Math.round(checks / elapsed),
+    failed,
+    cpu_pct: r2(cpuUs / 1e4 / elapsed),
+    cpu_us_per_check: checks > 0 ? Math.round(cpuUs / checks) : 0,
+    el_p50_ms: el.p50,
+    el_p99_ms: el.p99,
+    el_max_ms: el.max,
   };
 }
 
@@ -137,9 +159,16 @@ function report(r: { baseline: { el_p50_ms: number; el_p99_ms: number; el_max_ms
   console.log(`Health checks on loopback, interval ${INTERVAL_MS} ms, at most 64 in flight; event-loop delay in ms`);
   console.log(`baseline (idle loop): p50 ${r.baseline.el_p50_ms}, p99 ${r.baseline.el_p99_ms}, max ${r.baseline.el_max_ms}`);
   const cols: Array<[string, (c: Case) => string | number]> = [
-    ['case', (c) => c.name], ['backends', (c) => c.backends], ['offered/s', (c) => c.offered_per_s], ['checks/s', (c) => c.checks_per_s],
-    ['failed', (c) => c.failed], ['cpu %', (c) => c.cpu_pct], ['cpu µs/check', (c) => c.cpu_us_per_check],
-    ['p50', (c) => c.el_p50_ms], ['p99', (c) => c.el_p99_ms], ['max', (c) => c.el_max_ms],
+    ['case', (c) => c.name],
+    ['backends', (c) => c.backends],
+    ['offered/s', (c) => c.offered_per_s],
+    ['checks/s', (c) => c.checks_per_s],
+    ['failed', (c) => c.failed],
+    ['cpu %', (c) => c.cpu_pct],
+    ['cpu µs/check', (c) => c.cpu_us_per_check],
+    ['p50', (c) => c.el_p50_ms],
+    ['p99', (c) => c.el_p99_ms],
+    ['max', (c) => c.el_max_ms],
   ];
   const rows = [cols.map(([h]) => h), ...r.cases.map((c) => cols.map(([, f]) => String(f(c))))];
   const width = cols.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));

@@ -160,23 +160,31 @@ export function kubeProxyClusterIpRules(ports: readonly ServicePort[]): { text: 
     const ip = clusterIp(p.svc);
     const svc = chain('KUBE-SVC-', `${spn}${p.proto}`);
     chains.push(`:${svc} - [0:0]`);
-    services.push(`-A KUBE-SERVICES -m comment --comment "${spn} cluster IP" -m ${p.proto} -p ${p.proto} -d ${ip}/32 --dport ${p.port} -j ${svc}`);
-    rules.push(`-A ${svc} -m comment --comment "${spn} cluster IP" -m ${p.proto} -p ${p.proto} -d ${ip}/32 --dport ${p.port} ! -s ${CLUSTER_CIDR} -j KUBE-MARK-MASQ`);
+    services.push(
+      `-A KUBE-SERVICES -m comment --comment "${spn} cluster IP" -m ${p.proto} -p ${p.proto} -d ${ip}/32 --dport ${p.port} -j ${svc}`,
+    );
+    rules.push(
+      `-A ${svc} -m comment --comment "${spn} cluster IP" -m ${p.proto} -p ${p.proto} -d ${ip}/32 --dport ${p.port} ! -s ${CLUSTER_CIDR} -j KUBE-MARK-MASQ`,
+    );
     p.backends.forEach((be, j) => {
       const ep = `${be}:${p.target}`;
       const sep = chain('KUBE-SEP-', `${spn}${p.proto}${ep}`);
       chains.push(`:${sep} - [0:0]`);
       const left = p.backends.length - j;
-      rules.push(left > 1
-        ? `-A ${svc} -m comment --comment "${spn} -> ${ep}" -m statistic --mode random --probability ${(1 / left).toFixed(10)} -j ${sep}`
-        : `-A ${svc} -m comment --comment "${spn} -> ${ep}" -j ${sep}`);
+      rules.push(
+        left > 1
+          ? `-A ${svc} -m comment --comment "${spn} -> ${ep}" -m statistic --mode random --probability ${(1 / left).toFixed(10)} -j ${sep}`
+          : `-A ${svc} -m comment --comment "${spn} -> ${ep}" -j ${sep}`,
+      );
       rules.push(
         `-A ${sep} -m comment --comment "${spn}" -s ${be}/32 -j KUBE-MARK-MASQ`,
         `-A ${sep} -m comment --comment "${spn}" -m ${p.proto} -p ${p.proto} -j DNAT --to-destination ${ep}`,
       );
     });
   }
-  services.push('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS');
+  services.push(
+    '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS',
+  );
   const text = ['*nat', ...chains, ...services, ...rules, 'COMMIT', ''].join('\n');
   return { text, rules: services.length + rules.length };
 }
@@ -241,7 +249,10 @@ export async function measureK8sConnect(opts: K8sConnectOptions = {}): Promise<K
 
   const ports = servicePorts(n, k, b);
   const entries: SocketLbService[] = ports.map((p) => ({
-    ip: clusterIp(p.svc), port: p.port, protocol: p.proto, backends: p.backends.map((address) => ({ address, port: p.target })),
+    ip: clusterIp(p.svc),
+    port: p.port,
+    protocol: p.proto,
+    backends: p.backends.map((address) => ({ address, port: p.target })),
   }));
   const { text, rules } = kubeProxyClusterIpRules(ports);
   const pinRoot = join(BPFFS, `ferrybench-kc-${process.pid}`);
@@ -266,7 +277,10 @@ export async function measureK8sConnect(opts: K8sConnectOptions = {}): Promise<K
 
     log(`socket-LB: apply ${entries.length} Service ports`);
     rmSync(pinRoot, { recursive: true, force: true });
-    lb = SocketLb.open({ pinRoot, sizes: { maxServices: Math.max(1024, entries.length), maxSlots: Math.max(4096, 2 * entries.length * k) } });
+    lb = SocketLb.open({
+      pinRoot,
+      sizes: { maxServices: Math.max(1024, entries.length), maxSlots: Math.max(4096, 2 * entries.length * k) },
+    });
     lb.attach(sock.cgroup);
     t = performance.now();
     lb.apply(entries);
@@ -290,10 +304,10 @@ export async function measureK8sConnect(opts: K8sConnectOptions = {}): Promise<K
     };
     const runOnce = async (proto: 'tcp' | 'udp', v: Variant, round: number): Promise<LoopResult> => {
       const lab = v === 'iptables' ? ipt! : sock!;
-      const [r] = await lab.client(
-        [{ op: 'loop', proto, targets: targets(proto, v), seconds, seed: round + 1 }],
-        { inCgroup: v === 'socket_lb', timeoutMs: (seconds + 60) * 1000 },
-      );
+      const [r] = await lab.client([{ op: 'loop', proto, targets: targets(proto, v), seconds, seed: round + 1 }], {
+        inCgroup: v === 'socket_lb',
+        timeoutMs: (seconds + 60) * 1000,
+      });
       return r as LoopResult;
     };
     const measure = async (proto: 'tcp' | 'udp'): Promise<ProtoResult> => {
@@ -302,14 +316,18 @@ export async function measureK8sConnect(opts: K8sConnectOptions = {}): Promise<K
         for (const v of ['direct', 'socket_lb', 'iptables'] as const) {
           const r = await runOnce(proto, v, round);
           runs[v].push(r);
-          log(`${proto} ${v} round ${round + 1}: ${r1(r.ns / Math.max(1, r.count))} ns/connection (${r.count}, ${r.errors} errors${r.firstError ? `: ${r.firstError}` : ''})`);
+          log(
+            `${proto} ${v} round ${round + 1}: ${r1(r.ns / Math.max(1, r.count))} ns/connection (${r.count}, ${r.errors} errors${r.firstError ? `: ${r.firstError}` : ''})`,
+          );
         }
       }
       const direct = rate(runs.direct);
       const socketLb = rate(runs.socket_lb);
       const iptables = rate(runs.iptables);
       return {
-        direct, socket_lb: socketLb, iptables,
+        direct,
+        socket_lb: socketLb,
+        iptables,
         ratio_iptables_to_socket_lb: r2(iptables.ns_per_connection / socketLb.ns_per_connection),
         socket_lb_added_ns: r1(socketLb.ns_per_connection - direct.ns_per_connection),
         iptables_added_ns: r1(iptables.ns_per_connection - direct.ns_per_connection),
@@ -318,8 +336,17 @@ export async function measureK8sConnect(opts: K8sConnectOptions = {}): Promise<K
     const tcp = await measure('tcp');
     const udp = withUdp ? await measure('udp') : null;
     return {
-      services: n, service_ports: ports.length, backends_per_service: k, backend_addresses: b, seconds, rounds,
-      iptables_rules: rules, iptables_restore_ms: Math.round(iptablesMs), socket_lb_apply_ms: Math.round(applyMs), tcp, udp,
+      services: n,
+      service_ports: ports.length,
+      backends_per_service: k,
+      backend_addresses: b,
+      seconds,
+      rounds,
+      iptables_rules: rules,
+      iptables_restore_ms: Math.round(iptablesMs),
+      socket_lb_apply_ms: Math.round(applyMs),
+      tcp,
+      udp,
     };
   } finally {
     lb?.destroy();
@@ -332,13 +359,17 @@ export async function measureK8sConnect(opts: K8sConnectOptions = {}): Promise<K
 function printHuman(r: K8sConnectResult): void {
   const signed = (x: number): string => (x < 0 ? `${x}` : `+${x}`);
   const line = (name: string, p: ProtoResult): void => {
-    console.log(`${name}: direct ${p.direct.ns_per_connection} ns, socket-LB ${p.socket_lb.ns_per_connection} ns (${signed(p.socket_lb_added_ns)}), `
-      + `iptables ${p.iptables.ns_per_connection} ns (${signed(p.iptables_added_ns)}); iptables / socket-LB = ${p.ratio_iptables_to_socket_lb}`
-      + `; errors ${p.direct.errors}/${p.socket_lb.errors}/${p.iptables.errors}`);
+    console.log(
+      `${name}: direct ${p.direct.ns_per_connection} ns, socket-LB ${p.socket_lb.ns_per_connection} ns (${signed(p.socket_lb_added_ns)}), ` +
+        `iptables ${p.iptables.ns_per_connection} ns (${signed(p.iptables_added_ns)}); iptables / socket-LB = ${p.ratio_iptables_to_socket_lb}` +
+        `; errors ${p.direct.errors}/${p.socket_lb.errors}/${p.iptables.errors}`,
+    );
   };
-  console.log(`${r.services} Services (${r.service_ports} ClusterIP ports, ${r.backends_per_service} endpoints each), `
-    + `${r.rounds} rounds of ${r.seconds} s; iptables-restore of ${r.iptables_rules} rules ${r.iptables_restore_ms} ms, `
-    + `socket-LB apply ${r.socket_lb_apply_ms} ms`);
+  console.log(
+    `${r.services} Services (${r.service_ports} ClusterIP ports, ${r.backends_per_service} endpoints each), ` +
+      `${r.rounds} rounds of ${r.seconds} s; iptables-restore of ${r.iptables_rules} rules ${r.iptables_restore_ms} ms, ` +
+      `socket-LB apply ${r.socket_lb_apply_ms} ms`,
+  );
   line('TCP connect+close', r.tcp);
   if (r.udp) line('UDP new socket + send', r.udp);
 }

@@ -81,9 +81,16 @@ export async function measureNodePortPackets(o: { quick: boolean; rate: number; 
     const modes: Mode[] = ['floor', 'ferry-nodeport', 'nft-nat'];
     const { byKind } = await equalLoad(rig, { quick: o.quick, group: 16 }, o.rate, rounds, modes, progress);
     const mean = Object.fromEntries(modes.map((m) => [m, Math.round((byKind.syn[m] + byKind.udp[m]) / 2)])) as Record<Mode, number>;
-    const ns = Object.fromEntries((['syn', 'udp'] as const).map((k) => [k, Object.fromEntries(modes.map((m) => [m, byKind[k][m]]))])) as Record<TrafficKind, Record<Mode, number>>;
+    const ns = Object.fromEntries(
+      (['syn', 'udp'] as const).map((k) => [k, Object.fromEntries(modes.map((m) => [m, byKind[k][m]]))]),
+    ) as Record<TrafficKind, Record<Mode, number>>;
     return {
-      offered_pps: o.rate, rounds, backends, generator: rig.generatorKind, ns_per_pkt: ns, mean_ns_per_pkt: mean,
+      offered_pps: o.rate,
+      rounds,
+      backends,
+      generator: rig.generatorKind,
+      ns_per_pkt: ns,
+      mean_ns_per_pkt: mean,
       ratio_nat_to_xdp: round(mean['nft-nat'] / mean['ferry-nodeport'], 2),
       ratio_nat_to_xdp_above_floor: round((mean['nft-nat'] - mean.floor) / Math.max(1, mean['ferry-nodeport'] - mean.floor), 2),
     };
@@ -99,19 +106,36 @@ const nodePort = (i: number): number => 20_000 + i;
 function nodePortServices(n: number): Array<readonly [ResourceName, KubeObject]> {
   const out: Array<readonly [ResourceName, KubeObject]> = [];
   for (let i = 0; i < n; i++) {
-    out.push(['services', service(`np-${i}`, {
-      namespace: 'bench', type: 'NodePort', clusterIP: ip4(10, 0x600000 + i + 1),
-      ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 8080, nodePort: nodePort(i) }],
-    })]);
-    out.push(['endpointslices', endpoints(i, Array.from({ length: ENDPOINTS }, (_, j) => podIp(i, j)))]);
+    out.push([
+      'services',
+      service(`np-${i}`, {
+        namespace: 'bench',
+        type: 'NodePort',
+        clusterIP: ip4(10, 0x600000 + i + 1),
+        ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 8080, nodePort: nodePort(i) }],
+      }),
+    ]);
+    out.push([
+      'endpointslices',
+      endpoints(
+        i,
+        Array.from({ length: ENDPOINTS }, (_, j) => podIp(i, j)),
+      ),
+    ]);
   }
   return out;
 }
 
 function endpoints(i: number, addrs: readonly string[]): KubeObject {
-  return slice(`np-${i}-x`, addrs.map((a) => [a, { node: OTHER }] as const), {
-    namespace: 'bench', service: `np-${i}`, ports: [{ name: 'http', port: 8080 }],
-  });
+  return slice(
+    `np-${i}-x`,
+    addrs.map((a) => [a, { node: OTHER }] as const),
+    {
+      namespace: 'bench',
+      service: `np-${i}`,
+      ports: [{ name: 'http', port: 8080 }],
+    },
+  );
 }
 
 /** One path: N NodePort Services synced, then `changes` endpoint changes one at a time. */
@@ -131,9 +155,14 @@ export async function measureNodePortChanges(path: ExternalPath, n: number, chan
   let rig: SyncRig | undefined;
   try {
     rig = await SyncRig.start({
-      real: real && path !== 'nat', nodes: [[BENCH_NODE, '192.0.2.1'], [OTHER, '192.0.2.2']],
+      real: real && path !== 'nat',
+      nodes: [
+        [BENCH_NODE, '192.0.2.1'],
+        [OTHER, '192.0.2.2'],
+      ],
       sync: {
-        translate: { nodeName: BENCH_NODE, externalPath: path }, drainSeconds: 30,
+        translate: { nodeName: BENCH_NODE, externalPath: path },
+        drainSeconds: 30,
         onBatch: (b) => (lastBatch = b),
         onNat: (list: NatEntry[]) => {
           const t = performance.now();
@@ -168,7 +197,11 @@ export async function measureNodePortChanges(path: ExternalPath, n: number, chan
       if (path === 'nat') {
         await until(() => natRuns > runs, 'the NAT table change', 30_000);
       } else {
-        await until(() => lastBatch !== before && store.revision() > rev && controller.appliedRevision === store.revision(), 'an endpoint change', 30_000);
+        await until(
+          () => lastBatch !== before && store.revision() > rev && controller.appliedRevision === store.revision(),
+          'an endpoint change',
+          30_000,
+        );
       }
       endToEnd.push(performance.now() - t);
       // The batch (translation, store, planning, datapath); the nat path's nft run starts as it ends.
@@ -176,9 +209,14 @@ export async function measureNodePortChanges(path: ExternalPath, n: number, chan
     }
     if (path === 'nat' && nat!.stats.incremental < changes) throw new Error(`nat: ${JSON.stringify(nat!.stats)}`);
     return {
-      path, services: n, changes, datapath: path === 'nat' ? 'nftables' : rig.dp ? 'real' : 'fake',
-      applied_ms_p50: quantile(applied, 0.5), applied_ms_p99: quantile(applied, 0.99),
-      end_to_end_ms_p50: quantile(endToEnd, 0.5), end_to_end_ms_p99: quantile(endToEnd, 0.99),
+      path,
+      services: n,
+      changes,
+      datapath: path === 'nat' ? 'nftables' : rig.dp ? 'real' : 'fake',
+      applied_ms_p50: quantile(applied, 0.5),
+      applied_ms_p99: quantile(applied, 0.99),
+      end_to_end_ms_p50: quantile(endToEnd, 0.5),
+      end_to_end_ms_p99: quantile(endToEnd, 0.99),
     };
   } finally {
     await rig?.close();

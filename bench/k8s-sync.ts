@@ -55,7 +55,10 @@ export class SyncRig {
   controller!: Controller;
 
   private constructor(
-    readonly server: K8sTestServer, readonly store: Store, private readonly dir: string, private readonly pinRoot: string,
+    readonly server: K8sTestServer,
+    readonly store: Store,
+    private readonly dir: string,
+    private readonly pinRoot: string,
   ) {}
 
   /** Everything started, the nodes listed and the first (empty) sync done. */
@@ -79,8 +82,14 @@ export class SyncRig {
       ensureBpffs();
       rmSync(this.pinRoot, { recursive: true, force: true });
       this.dp = LbDatapath.open({
-        pinRoot: this.pinRoot, sizes: {
-          maxVips: 16_384, maxVipAddrs: 16_384, maxBackends: 262_144, ctSize: 65_536, maxPolicyRules: 1024, maglevSlots: 16_384 * 1024,
+        pinRoot: this.pinRoot,
+        sizes: {
+          maxVips: 16_384,
+          maxVipAddrs: 16_384,
+          maxBackends: 262_144,
+          ctSize: 65_536,
+          maxPolicyRules: 1024,
+          maglevSlots: 16_384 * 1024,
         },
       });
       const seed = this.store.read((tx) => tx.snapshot().hash_seed);
@@ -92,7 +101,10 @@ export class SyncRig {
     this.sync = new K8sSync({ controller: this.controller, ...o.sync });
     const nodes = o.nodes ?? [[BENCH_NODE, '192.0.2.1']];
     this.watch = new K8sWatch({
-      kubeConfig: loadKubeConfig({ kubeconfig: this.server.writeKubeconfig() }), nodeName: nodes[0]![0], handler: this.sync, resyncMs: 0,
+      kubeConfig: loadKubeConfig({ kubeconfig: this.server.writeKubeconfig() }),
+      nodeName: nodes[0]![0],
+      handler: this.sync,
+      resyncMs: 0,
     });
     for (const [name, address] of nodes) this.server.upsert('nodes', node(name, [['InternalIP', address]]));
     this.watch.start();

@@ -62,7 +62,6 @@ import { measureNodePortChanges, measureNodePortPackets, type NodePortPackets, t
 import { BENCH_NODE as NODE, changedEndpoints, ENDPOINTS, ip4, podIp, quantile, SyncRig, until } from './k8s-sync.js';
 import { rigUnavailable } from './lab-rig.js';
 
-
 export interface SizeResult {
   n: number;
   endpoints_per_service: number;
@@ -135,10 +134,24 @@ function burst(n: number): Array<readonly [ResourceName, KubeObject]> {
   const out: Array<readonly [ResourceName, KubeObject]> = [];
   for (let i = 0; i < n; i++) {
     const name = `svc-${i}`;
-    out.push(['services', service(name, {
-      namespace: 'bench', type: 'LoadBalancer', clusterIP: clusterIp(i), ingress: [ingressIp(i)], allocateLoadBalancerNodePorts: false,
-    })]);
-    out.push(['endpointslices', slice(`${name}-x`, Array.from({ length: ENDPOINTS }, (_, j) => podIp(i, j)), { namespace: 'bench', service: name })]);
+    out.push([
+      'services',
+      service(name, {
+        namespace: 'bench',
+        type: 'LoadBalancer',
+        clusterIP: clusterIp(i),
+        ingress: [ingressIp(i)],
+        allocateLoadBalancerNodePorts: false,
+      }),
+    ]);
+    out.push([
+      'endpointslices',
+      slice(
+        `${name}-x`,
+        Array.from({ length: ENDPOINTS }, (_, j) => podIp(i, j)),
+        { namespace: 'bench', service: name },
+      ),
+    ]);
   }
   return out;
 }
@@ -154,18 +167,38 @@ async function measureFerrydRss(server: K8sTestServer, n: number): Promise<Ferry
   const pinRoot = `/sys/fs/bpf/ferry-bench-k8sd-${process.pid}`;
   const socket = join(dir, 'ferry.sock');
   const config = join(dir, 'ferry.yaml');
-  writeFileSync(config, [
-    'mode: kubernetes', `state_dir: ${dir}/state`,
-    'bpf:', `  pin_root: ${pinRoot}`, '  max_vips: 16384', '  max_backends: 262144', '  conntrack_entries: 65536',
-    `  maglev_slots: ${16_384 * 1024}`,
-    'datapath:', '  encap_source_v4: 198.19.255.0/24', '  reconcile_interval_seconds: 3600',
-    'api:', `  socket: ${socket}`,
-    'log:', '  level: warn',
-    'kubernetes:', `  kubeconfig: ${server.writeKubeconfig()}`, `  node_name: ${NODE}`,
-    '  health_check_addresses: ["127.0.0.1"]', '  socket_lb:', '    enabled: false', '  nat:', '    enabled: false',
-  ].join('\n'));
+  writeFileSync(
+    config,
+    [
+      'mode: kubernetes',
+      `state_dir: ${dir}/state`,
+      'bpf:',
+      `  pin_root: ${pinRoot}`,
+      '  max_vips: 16384',
+      '  max_backends: 262144',
+      '  conntrack_entries: 65536',
+      `  maglev_slots: ${16_384 * 1024}`,
+      'datapath:',
+      '  encap_source_v4: 198.19.255.0/24',
+      '  reconcile_interval_seconds: 3600',
+      'api:',
+      `  socket: ${socket}`,
+      'log:',
+      '  level: warn',
+      'kubernetes:',
+      `  kubeconfig: ${server.writeKubeconfig()}`,
+      `  node_name: ${NODE}`,
+      '  health_check_addresses: ["127.0.0.1"]',
+      '  socket_lb:',
+      '    enabled: false',
+      '  nat:',
+      '    enabled: false',
+    ].join('\n'),
+  );
   const t0 = performance.now();
-  const proc = spawn(process.execPath, [join(packageRoot(), 'dist/src/daemon/ferryd.js'), '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(process.execPath, [join(packageRoot(), 'dist/src/daemon/ferryd.js'), '--config', config], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let err = '';
   proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
   const api = new Client({ socket });
@@ -173,7 +206,10 @@ async function measureFerrydRss(server: K8sTestServer, n: number): Promise<Ferry
     for (;;) {
       if (proc.exitCode !== null) throw new Error(`ferryd exited: ${err}`);
       if (performance.now() - t0 > 300_000) throw new Error(`ferryd not ready in 300 s: ${err}`);
-      const ready = await api.get('/readyz').then(() => true, () => false);
+      const ready = await api.get('/readyz').then(
+        () => true,
+        () => false,
+      );
       if (ready) break;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -260,8 +296,11 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
   let measuring = false;
   let lastBatch: BatchReport | undefined;
   const rig = await SyncRig.start({
-    real, sync: {
-      translate: { nodeName: NODE }, drainSeconds: 30, ...caps,
+    real,
+    sync: {
+      translate: { nodeName: NODE },
+      drainSeconds: 30,
+      ...caps,
       onBatch: (b) => {
         lastBatch = b;
         if (measuring) longest = Math.max(longest, b.longestStepMs);
@@ -286,7 +325,8 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
       const snap = tx.snapshot();
       return { vips: snap.vips.length, backends: snap.backends.length };
     });
-    if (counts.vips !== n || counts.backends !== n * ENDPOINTS) throw new Error(`ferry: expected ${n} VIPs × ${ENDPOINTS}, the store has ${counts.vips} VIPs, ${counts.backends} backends`);
+    if (counts.vips !== n || counts.backends !== n * ENDPOINTS)
+      throw new Error(`ferry: expected ${n} VIPs × ${ENDPOINTS}, the store has ${counts.vips} VIPs, ${counts.backends} backends`);
     if (controller.appliedRevision !== store.revision()) throw new Error('ferry: the datapath is behind the store');
     const transactions = store.revision() - rev0;
     const batches = s.stats.batches - batches0;
@@ -303,21 +343,35 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
         const before = lastBatch;
         const t = performance.now();
         server.upsert('endpointslices', slice(`svc-${i}-x`, eps, { namespace: 'bench', service: `svc-${i}` }));
-        await until(() => lastBatch !== before && store.revision() > rev && controller.appliedRevision === store.revision(), 'an endpoint change', 30_000);
+        await until(
+          () => lastBatch !== before && store.revision() > rev && controller.appliedRevision === store.revision(),
+          'an endpoint change',
+          30_000,
+        );
         endToEnd.push(performance.now() - t);
         batchMs.push(lastBatch!.ms);
         appliedMs.push(lastBatch!.longestStepMs);
       }
       oneChange = {
-        changes: ONE_CHANGES, applied_ms_p50: quantile(appliedMs, 0.5), applied_ms_p99: quantile(appliedMs, 0.99),
-        batch_ms_p50: quantile(batchMs, 0.5), batch_ms_p99: quantile(batchMs, 0.99),
-        end_to_end_ms_p50: quantile(endToEnd, 0.5), end_to_end_ms_p99: quantile(endToEnd, 0.99),
+        changes: ONE_CHANGES,
+        applied_ms_p50: quantile(appliedMs, 0.5),
+        applied_ms_p99: quantile(appliedMs, 0.99),
+        batch_ms_p50: quantile(batchMs, 0.5),
+        batch_ms_p99: quantile(batchMs, 0.99),
+        end_to_end_ms_p50: quantile(endToEnd, 0.5),
+        end_to_end_ms_p99: quantile(endToEnd, 0.99),
       };
     }
     const ferrydRss = n >= 10_000 && real && !burstOnly ? await measureFerrydRss(server, n) : null;
     return {
-      ms, transactions, batches, longestStepMs: longest,
-      loopDelayMaxMs: delay.maxMs, loopDelayP99Ms: delay.p99Ms, oneChange, ferrydRss,
+      ms,
+      transactions,
+      batches,
+      longestStepMs: longest,
+      loopDelayMaxMs: delay.maxMs,
+      loopDelayP99Ms: delay.p99Ms,
+      oneChange,
+      ferrydRss,
     };
   } finally {
     await rig.close();
@@ -349,8 +403,12 @@ function chain(prefix: string, key: string): string {
 export function kubeProxyRules(n: number): { text: string; rules: number; chains: number } {
   const filter = [
     '*filter',
-    ':KUBE-NODEPORTS - [0:0]', ':KUBE-SERVICES - [0:0]', ':KUBE-EXTERNAL-SERVICES - [0:0]', ':KUBE-FIREWALL - [0:0]',
-    ':KUBE-FORWARD - [0:0]', ':KUBE-PROXY-FIREWALL - [0:0]',
+    ':KUBE-NODEPORTS - [0:0]',
+    ':KUBE-SERVICES - [0:0]',
+    ':KUBE-EXTERNAL-SERVICES - [0:0]',
+    ':KUBE-FIREWALL - [0:0]',
+    ':KUBE-FORWARD - [0:0]',
+    ':KUBE-PROXY-FIREWALL - [0:0]',
     '-A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP',
     '-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP',
     '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT',
@@ -384,16 +442,20 @@ export function kubeProxyRules(n: number): { text: string; rules: number; chains
       const sep = chain('KUBE-SEP-', `${spn}tcp${ep}`);
       chains.push(`:${sep} - [0:0]`);
       const left = ENDPOINTS - j;
-      rules.push(left > 1
-        ? `-A ${svc} -m comment --comment "${spn} -> ${ep}" -m statistic --mode random --probability ${(1 / left).toFixed(10)} -j ${sep}`
-        : `-A ${svc} -m comment --comment "${spn} -> ${ep}" -j ${sep}`);
+      rules.push(
+        left > 1
+          ? `-A ${svc} -m comment --comment "${spn} -> ${ep}" -m statistic --mode random --probability ${(1 / left).toFixed(10)} -j ${sep}`
+          : `-A ${svc} -m comment --comment "${spn} -> ${ep}" -j ${sep}`,
+      );
       rules.push(
         `-A ${sep} -m comment --comment "${spn}" -s ${podIp(i, j)}/32 -j KUBE-MARK-MASQ`,
         `-A ${sep} -m comment --comment "${spn}" -m tcp -p tcp -j DNAT --to-destination ${ep}`,
       );
     }
   }
-  services.push('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS');
+  services.push(
+    '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS',
+  );
   const text = [...filter, '*nat', ...chains, ...services, ...rules, 'COMMIT', ''].join('\n');
   return { text, rules: services.length + rules.length + 4, chains: chains.length + 6 };
 }
@@ -419,7 +481,7 @@ function ensureIptables(notes: string[]): boolean {
     notes.push('iptables could not be installed (apt-get install iptables failed)');
     return false;
   }
-  notes.push('installed Debian\'s iptables package (iptables-restore was missing)');
+  notes.push("installed Debian's iptables package (iptables-restore was missing)");
   return true;
 }
 
@@ -443,13 +505,21 @@ function timeRestore(cmd: string, text: string, expectRules: number, timeoutMs: 
     const w = spawnSync('nsenter', [...enter, cmd, '--noflush', '--counters'], { input: warm });
     if (w.status !== 0) throw new Error(`${cmd}: ${w.stderr.toString().trim()}`);
     const t0 = performance.now();
-    const r = spawnSync('nsenter', [...enter, cmd, '--noflush', '--counters'], { input: text, maxBuffer: 64 << 20, timeout: timeoutMs, killSignal: 'SIGKILL' });
+    const r = spawnSync('nsenter', [...enter, cmd, '--noflush', '--counters'], {
+      input: text,
+      maxBuffer: 64 << 20,
+      timeout: timeoutMs,
+      killSignal: 'SIGKILL',
+    });
     const ms = performance.now() - t0;
     if (r.error !== undefined && (r.error as NodeJS.ErrnoException).code === 'ETIMEDOUT') return null;
     if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr.toString().trim().slice(0, 500)}`);
     const save = cmd.replace(/-restore$/, '-save');
     const dump = spawnSync('nsenter', [...enter, save, '-t', 'nat'], { maxBuffer: 1 << 30 });
-    const loaded = dump.stdout.toString().split('\n').filter((l) => l.startsWith('-A KUBE-')).length;
+    const loaded = dump.stdout
+      .toString()
+      .split('\n')
+      .filter((l) => l.startsWith('-A KUBE-')).length;
     if (loaded < expectRules - 4) throw new Error(`${cmd}: loaded ${loaded} KUBE-* nat rules, expected about ${expectRules}`);
     return ms;
   } finally {
@@ -502,12 +572,16 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
   for (const n of o.quick ? [1000] : [1000, 10_000]) {
     progress(`N=${n}: Ferry (${real ? 'real' : 'fake'} datapath)…`);
     const f = await ferryRun(n, real, o.caps, o.burstOnly);
-    progress(`N=${n}: Ferry ${Math.round(f.ms)} ms in ${f.transactions} transactions (longest ${Math.round(f.longestStepMs)} ms, ` +
-      `event-loop delay max ${Math.round(f.loopDelayMaxMs)} ms)`);
+    progress(
+      `N=${n}: Ferry ${Math.round(f.ms)} ms in ${f.transactions} transactions (longest ${Math.round(f.longestStepMs)} ms, ` +
+        `event-loop delay max ${Math.round(f.loopDelayMaxMs)} ms)`,
+    );
     if (f.oneChange) {
-      progress(`N=${n}: one endpoint change: committed + applied p50 ${f.oneChange.applied_ms_p50} ms, p99 ${f.oneChange.applied_ms_p99} ms; ` +
-        `batch p50 ${f.oneChange.batch_ms_p50} ms, p99 ${f.oneChange.batch_ms_p99} ms; ` +
-        `event to applied p50 ${f.oneChange.end_to_end_ms_p50} ms, p99 ${f.oneChange.end_to_end_ms_p99} ms`);
+      progress(
+        `N=${n}: one endpoint change: committed + applied p50 ${f.oneChange.applied_ms_p50} ms, p99 ${f.oneChange.applied_ms_p99} ms; ` +
+          `batch p50 ${f.oneChange.batch_ms_p50} ms, p99 ${f.oneChange.batch_ms_p99} ms; ` +
+          `event to applied p50 ${f.oneChange.end_to_end_ms_p50} ms, p99 ${f.oneChange.end_to_end_ms_p99} ms`,
+      );
     }
     if (f.ferrydRss) progress(`N=${n}: ferryd in Kubernetes mode ready in ${f.ferrydRss.ready_ms} ms, RSS ${f.ferrydRss.rss_mib} MiB`);
     const rules = kubeProxyRules(n);
@@ -526,20 +600,30 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
     const legacyTimedOut = legacy && legacyMs === null;
     const ratio = (ms: number | null, out: boolean): number | null => (ms === null && !out ? null : round((ms ?? timeoutMs) / f.ms, 2));
     sizes.push({
-      n, endpoints_per_service: ENDPOINTS,
-      ferry_ms: Math.round(f.ms), ferry_transactions: f.transactions, ferry_batches: f.batches,
+      n,
+      endpoints_per_service: ENDPOINTS,
+      ferry_ms: Math.round(f.ms),
+      ferry_transactions: f.transactions,
+      ferry_batches: f.batches,
       ferry_longest_step_ms: Math.round(f.longestStepMs),
-      ferry_loop_delay_max_ms: Math.round(f.loopDelayMaxMs), ferry_loop_delay_p99_ms: Math.round(f.loopDelayP99Ms),
-      datapath: real ? 'real' : 'fake', one_change: f.oneChange, ferryd: f.ferrydRss,
-      iptables_restore_ms: iptMs === null ? null : Math.round(iptMs), iptables_variant: ipt ? variantOf('iptables-restore') : null,
+      ferry_loop_delay_max_ms: Math.round(f.loopDelayMaxMs),
+      ferry_loop_delay_p99_ms: Math.round(f.loopDelayP99Ms),
+      datapath: real ? 'real' : 'fake',
+      one_change: f.oneChange,
+      ferryd: f.ferrydRss,
+      iptables_restore_ms: iptMs === null ? null : Math.round(iptMs),
+      iptables_variant: ipt ? variantOf('iptables-restore') : null,
       iptables_legacy_restore_ms: legacyMs === null ? null : Math.round(legacyMs),
-      iptables_rules: rules.rules, iptables_chains: rules.chains,
+      iptables_rules: rules.rules,
+      iptables_chains: rules.chains,
       iptables_restore_timeout_ms: timedOut ? timeoutMs : null,
       iptables_legacy_restore_timeout_ms: legacyTimedOut ? timeoutMs : null,
       iptables_restore_result: ipt ? outcome(iptMs, timeoutMs) : null,
       iptables_legacy_restore_result: legacy ? outcome(legacyMs, timeoutMs) : null,
-      ratio: ratio(iptMs, timedOut), ratio_is_lower_bound: timedOut,
-      legacy_ratio: ratio(legacyMs, legacyTimedOut), legacy_ratio_is_lower_bound: legacyTimedOut,
+      ratio: ratio(iptMs, timedOut),
+      ratio_is_lower_bound: timedOut,
+      legacy_ratio: ratio(legacyMs, legacyTimedOut),
+      legacy_ratio_is_lower_bound: legacyTimedOut,
     });
   }
   let connect: K8sConnectResult | null = null;
@@ -560,8 +644,10 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
     const changes: PathChange[] = [];
     for (const path of canNat ? (['xdp', 'nat'] as const) : (['xdp'] as const)) {
       const c = await measureNodePortChanges(path, services, o.quick ? 10 : 50, real);
-      progress(`NodePort ${path} path, one endpoint change at ${services} Services: applied p50 ${c.applied_ms_p50} ms, ` +
-        `p99 ${c.applied_ms_p99} ms; from the event p50 ${c.end_to_end_ms_p50} ms, p99 ${c.end_to_end_ms_p99} ms`);
+      progress(
+        `NodePort ${path} path, one endpoint change at ${services} Services: applied p50 ${c.applied_ms_p50} ms, ` +
+          `p99 ${c.applied_ms_p99} ms; from the event p50 ${c.end_to_end_ms_p50} ms, p99 ${c.end_to_end_ms_p99} ms`,
+      );
       changes.push(c);
     }
     const why = rigUnavailable();
@@ -570,8 +656,10 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
     else {
       progress(`NodePort paths per packet at ${o.nodePortRate} pps (packet-rate rig)…`);
       packets = await measureNodePortPackets({ quick: o.quick, rate: o.nodePortRate });
-      progress(`NodePort per packet: xdp ${packets.mean_ns_per_pkt['ferry-nodeport']} ns, nat ${packets.mean_ns_per_pkt['nft-nat']} ns, ` +
-        `floor ${packets.mean_ns_per_pkt.floor} ns (nat ÷ xdp ${packets.ratio_nat_to_xdp})`);
+      progress(
+        `NodePort per packet: xdp ${packets.mean_ns_per_pkt['ferry-nodeport']} ns, nat ${packets.mean_ns_per_pkt['nft-nat']} ns, ` +
+          `floor ${packets.mean_ns_per_pkt.floor} ns (nat ÷ xdp ${packets.ratio_nat_to_xdp})`,
+      );
     }
     nodeport = { packets, changes };
   }
@@ -594,8 +682,17 @@ export async function measureNat(n: number): Promise<NatBench> {
   try {
     const table = new NatTable(nftRunner(ns), async () => undefined);
     const entry = (i: number, backend: number): NatEntry => ({
-      service: `bench/svc-${i}`, address: '192.0.2.1', port: 1024 + i, protocol: 'tcp', masquerade: true, affinity: false,
-      sourceRanges: null, backends: [{ address: ip4(11, 2 * i + backend), port: 8080 }, { address: ip4(11, 2 * i + 1), port: 8080 }],
+      service: `bench/svc-${i}`,
+      address: '192.0.2.1',
+      port: 1024 + i,
+      protocol: 'tcp',
+      masquerade: true,
+      affinity: false,
+      sourceRanges: null,
+      backends: [
+        { address: ip4(11, 2 * i + backend), port: 8080 },
+        { address: ip4(11, 2 * i + 1), port: 8080 },
+      ],
     });
     const list = Array.from({ length: n }, (_, i) => entry(i, 0));
     let t = performance.now();
@@ -614,16 +711,31 @@ export async function measureNat(n: number): Promise<NatBench> {
     times.sort((a, b) => a - b);
     await table.remove();
     // The baseline: one chain, one rule per entry, replaced as a whole.
-    const rules = list.map((e) => `    ip daddr ${e.address} tcp dport ${e.port} ct mark set ct mark | 0x10000000 dnat ip to numgen random mod 2 ` +
-      `map { 0 : ${e.backends[0]!.address} . 8080, 1 : ${e.backends[1]!.address} . 8080 }`);
-    const script = ['table inet ferry_bench_one', 'delete table inet ferry_bench_one', 'table inet ferry_bench_one {', '  chain prerouting {',
-      '    type nat hook prerouting priority dstnat; policy accept;', ...rules, '  }', '}', ''].join('\n');
+    const rules = list.map(
+      (e) =>
+        `    ip daddr ${e.address} tcp dport ${e.port} ct mark set ct mark | 0x10000000 dnat ip to numgen random mod 2 ` +
+        `map { 0 : ${e.backends[0]!.address} . 8080, 1 : ${e.backends[1]!.address} . 8080 }`,
+    );
+    const script = [
+      'table inet ferry_bench_one',
+      'delete table inet ferry_bench_one',
+      'table inet ferry_bench_one {',
+      '  chain prerouting {',
+      '    type nat hook prerouting priority dstnat; policy accept;',
+      ...rules,
+      '  }',
+      '}',
+      '',
+    ].join('\n');
     t = performance.now();
     await nftRunner(ns)(script);
     const oneChainMs = performance.now() - t;
     return {
-      entries: n, full_write_ms: Math.round(fullMs), changes,
-      one_change_ms_p50: round(times[Math.floor(changes / 2)]!, 1), one_change_ms_p99: round(times[changes - 1]!, 1),
+      entries: n,
+      full_write_ms: Math.round(fullMs),
+      changes,
+      one_change_ms_p50: round(times[Math.floor(changes / 2)]!, 1),
+      one_change_ms_p99: round(times[changes - 1]!, 1),
       one_chain_write_ms: Math.round(oneChainMs),
     };
   } finally {
@@ -652,55 +764,83 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(r));
     return;
   }
-  console.log(`Burst of N LoadBalancer Services × ${ENDPOINTS} endpoints: Ferry (watch → store committed → datapath applied) vs iptables-restore of kube-proxy's ruleset`);
-  console.log('| N | Ferry ms (transactions; longest; loop delay max) | iptables-restore (variant) | iptables-legacy-restore | kube-proxy rules / chains | ratio (legacy) |');
+  console.log(
+    `Burst of N LoadBalancer Services × ${ENDPOINTS} endpoints: Ferry (watch → store committed → datapath applied) vs iptables-restore of kube-proxy's ruleset`,
+  );
+  console.log(
+    '| N | Ferry ms (transactions; longest; loop delay max) | iptables-restore (variant) | iptables-legacy-restore | kube-proxy rules / chains | ratio (legacy) |',
+  );
   console.log('|---|---|---|---|---|---|');
   for (const s of r.sizes) {
     const ratio = (v: number | null, lower: boolean): string => (v === null ? '–' : `${lower ? '> ' : ''}${v}`);
-    console.log(`| ${s.n} | ${s.ferry_ms} (${s.ferry_transactions}; ${s.ferry_longest_step_ms} ms; ${s.ferry_loop_delay_max_ms} ms; ${s.datapath} datapath) ` +
-      `| ${s.iptables_restore_result ?? '–'} (${s.iptables_variant ?? '–'}) | ${s.iptables_legacy_restore_result ?? '–'} ` +
-      `| ${s.iptables_rules} / ${s.iptables_chains} | ${ratio(s.ratio, s.ratio_is_lower_bound)} (${ratio(s.legacy_ratio, s.legacy_ratio_is_lower_bound)}) |`);
+    console.log(
+      `| ${s.n} | ${s.ferry_ms} (${s.ferry_transactions}; ${s.ferry_longest_step_ms} ms; ${s.ferry_loop_delay_max_ms} ms; ${s.datapath} datapath) ` +
+        `| ${s.iptables_restore_result ?? '–'} (${s.iptables_variant ?? '–'}) | ${s.iptables_legacy_restore_result ?? '–'} ` +
+        `| ${s.iptables_rules} / ${s.iptables_chains} | ${ratio(s.ratio, s.ratio_is_lower_bound)} (${ratio(s.legacy_ratio, s.legacy_ratio_is_lower_bound)}) |`,
+    );
   }
   const c = r.connect;
   if (c !== null) {
     console.log('');
-    console.log(`ClusterIP per new connection at ${c.services} Services (${c.service_ports} ports; kube-proxy: ${c.iptables_rules} rules), ns, median of ${c.rounds} round(s)`);
+    console.log(
+      `ClusterIP per new connection at ${c.services} Services (${c.service_ports} ports; kube-proxy: ${c.iptables_rules} rules), ns, median of ${c.rounds} round(s)`,
+    );
     console.log('| | direct | socket-LB | iptables DNAT | iptables ÷ socket-LB |');
     console.log('|---|---|---|---|---|');
-    for (const [name, p] of [['TCP connect + close', c.tcp], ['UDP new socket + datagram', c.udp]] as const) {
+    for (const [name, p] of [
+      ['TCP connect + close', c.tcp],
+      ['UDP new socket + datagram', c.udp],
+    ] as const) {
       if (p === null) continue;
-      console.log(`| ${name} | ${p.direct.ns_per_connection} | ${p.socket_lb.ns_per_connection} | ${p.iptables.ns_per_connection} | ${p.ratio_iptables_to_socket_lb} |`);
+      console.log(
+        `| ${name} | ${p.direct.ns_per_connection} | ${p.socket_lb.ns_per_connection} | ${p.iptables.ns_per_connection} | ${p.ratio_iptables_to_socket_lb} |`,
+      );
     }
   }
   for (const s of r.sizes) {
     if (s.one_change) {
       const o = s.one_change;
-      console.log(`\nOne endpoint change at ${s.n} Services (${o.changes} changes, one at a time): committed + applied ` +
-        `(translation, store, plan, datapath) p50 ${o.applied_ms_p50} ms, p99 ${o.applied_ms_p99} ms; the whole batch (also the ` +
-        `socket-LB and NAT lists) p50 ${o.batch_ms_p50} ms, p99 ${o.batch_ms_p99} ms; from the API server's event to applied ` +
-        `p50 ${o.end_to_end_ms_p50} ms, p99 ${o.end_to_end_ms_p99} ms (with the 200 ms coalescing window)`);
+      console.log(
+        `\nOne endpoint change at ${s.n} Services (${o.changes} changes, one at a time): committed + applied ` +
+          `(translation, store, plan, datapath) p50 ${o.applied_ms_p50} ms, p99 ${o.applied_ms_p99} ms; the whole batch (also the ` +
+          `socket-LB and NAT lists) p50 ${o.batch_ms_p50} ms, p99 ${o.batch_ms_p99} ms; from the API server's event to applied ` +
+          `p50 ${o.end_to_end_ms_p50} ms, p99 ${o.end_to_end_ms_p99} ms (with the 200 ms coalescing window)`,
+      );
     }
-    if (s.ferryd) console.log(`ferryd in Kubernetes mode with ${s.n} Services: ready in ${s.ferryd.ready_ms} ms, RSS ${s.ferryd.rss_mib} MiB`);
+    if (s.ferryd)
+      console.log(`ferryd in Kubernetes mode with ${s.n} Services: ready in ${s.ferryd.ready_ms} ms, RSS ${s.ferryd.rss_mib} MiB`);
   }
   if (r.nat) {
-    console.log(`\nKernel NAT table (nftables, ${r.nat.entries} entries): written whole in ${r.nat.full_write_ms} ms; one entry changed: ` +
-      `p50 ${r.nat.one_change_ms_p50} ms, p99 ${r.nat.one_change_ms_p99} ms (${r.nat.changes} changes, nft included); the same entries ` +
-      `as one chain of rules, replaced whole on every change as before: ${r.nat.one_chain_write_ms} ms`);
+    console.log(
+      `\nKernel NAT table (nftables, ${r.nat.entries} entries): written whole in ${r.nat.full_write_ms} ms; one entry changed: ` +
+        `p50 ${r.nat.one_change_ms_p50} ms, p99 ${r.nat.one_change_ms_p99} ms (${r.nat.changes} changes, nft included); the same entries ` +
+        `as one chain of rules, replaced whole on every change as before: ${r.nat.one_chain_write_ms} ms`,
+    );
   }
   const np = r.nodeport;
   if (np) {
     if (np.packets) {
       const p = np.packets;
-      console.log(`\nNodePort per packet, balancing node's receive thread, ns (${p.offered_pps} pps offered, ${p.backends} pods, median of ${p.rounds} round(s), ${p.generator} generator)`);
+      console.log(
+        `\nNodePort per packet, balancing node's receive thread, ns (${p.offered_pps} pps offered, ${p.backends} pods, median of ${p.rounds} round(s), ${p.generator} generator)`,
+      );
       console.log('| path | SYN | UDP | mean | ÷ XDP |');
       console.log('|---|---|---|---|---|');
-      for (const [name, m] of [['XDP (ferry-nodeport)', 'ferry-nodeport'], ['nftables NAT (nft-nat)', 'nft-nat'], ['floor (receive, drop)', 'floor']] as const) {
-        console.log(`| ${name} | ${p.ns_per_pkt.syn[m]} | ${p.ns_per_pkt.udp[m]} | ${p.mean_ns_per_pkt[m]} | ${m === 'floor' ? '' : Math.round((p.mean_ns_per_pkt[m] / p.mean_ns_per_pkt['ferry-nodeport']) * 100) / 100} |`);
+      for (const [name, m] of [
+        ['XDP (ferry-nodeport)', 'ferry-nodeport'],
+        ['nftables NAT (nft-nat)', 'nft-nat'],
+        ['floor (receive, drop)', 'floor'],
+      ] as const) {
+        console.log(
+          `| ${name} | ${p.ns_per_pkt.syn[m]} | ${p.ns_per_pkt.udp[m]} | ${p.mean_ns_per_pkt[m]} | ${m === 'floor' ? '' : Math.round((p.mean_ns_per_pkt[m] / p.mean_ns_per_pkt['ferry-nodeport']) * 100) / 100} |`,
+        );
       }
     }
     for (const c of np.changes) {
-      console.log(`NodePort ${c.path} path, one endpoint change at ${c.services} Services (${c.changes} changes): applied p50 ${c.applied_ms_p50} ms, ` +
-        `p99 ${c.applied_ms_p99} ms; from the API server's event p50 ${c.end_to_end_ms_p50} ms, p99 ${c.end_to_end_ms_p99} ms (state in: ${c.datapath})`);
+      console.log(
+        `NodePort ${c.path} path, one endpoint change at ${c.services} Services (${c.changes} changes): applied p50 ${c.applied_ms_p50} ms, ` +
+          `p99 ${c.applied_ms_p99} ms; from the API server's event p50 ${c.end_to_end_ms_p50} ms, p99 ${c.end_to_end_ms_p99} ms (state in: ${c.datapath})`,
+      );
     }
   }
   for (const n of r.notes) console.log(`note: ${n}`);
@@ -709,7 +849,7 @@ async function main(): Promise<void> {
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   main().catch((err: unknown) => {
     deleteNs();
-    console.error(`bench:k8s: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    console.error(`bench:k8s: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     process.exit(1);
   });
 }

@@ -111,12 +111,20 @@ export class BenchObject {
     const l4off = 14 + 20;
     const l4check = template[14 + 9] === 6 ? l4off + 16 : l4off + 6;
     this.genConfig = {
-      interval_ps: 0n, limit: 0n, max_lag_ps: 0n,
-      src_base: template.readUInt32BE(14 + 12), src_count: o.srcCount, port_count: o.portCount,
+      interval_ps: 0n,
+      limit: 0n,
+      max_lag_ps: 0n,
+      src_base: template.readUInt32BE(14 + 12),
+      src_count: o.srcCount,
+      port_count: o.portCount,
       port_base: template.readUInt16BE(l4off),
       // The checksums as 16-bit words in memory order, as the program reads them.
-      ip_check: template.readUInt16LE(14 + 10), l4_check: template.readUInt16LE(l4check), group: 1, pad: 0,
-      frame: template, pad2: Buffer.alloc(4),
+      ip_check: template.readUInt16LE(14 + 10),
+      l4_check: template.readUInt16LE(l4check),
+      group: 1,
+      pad: 0,
+      frame: template,
+      pad2: Buffer.alloc(4),
     };
     this.writeGenConfig();
   }
@@ -131,7 +139,12 @@ export class BenchObject {
     if (!this.genConfig) throw new Error('setGen first');
     const st = this.genState();
     const limit = st.seq + BigInt(count);
-    this.nat.mapUpdate(this.obj.mapFd('bench_gen_state'), key(0), GenState.encode({ ...st, next_ps: 0n, first_ns: 0n, last_ns: 0n, lagged_ns: 0n, in_group: 0, lags: 0 }), 0);
+    this.nat.mapUpdate(
+      this.obj.mapFd('bench_gen_state'),
+      key(0),
+      GenState.encode({ ...st, next_ps: 0n, first_ns: 0n, last_ns: 0n, lagged_ns: 0n, in_group: 0, lags: 0 }),
+      0,
+    );
     this.genConfig.interval_ps = rate > 0 ? BigInt(Math.round(1e12 / rate)) : 0n;
     this.genConfig.limit = limit;
     this.genConfig.group = Math.max(1, Math.min(group, 256));

@@ -43,7 +43,12 @@ function packetMode(ifname: string): void {
     if (!flood || typeof flood !== 'object') throw new Error(`bad command: ${line}`);
     const hex = (s: string): Buffer => Buffer.from(s, 'hex');
     const r = nat.packetFlood({
-      ...flood, ifname, dstMac: hex(flood.dstMac), srcMac: hex(flood.srcMac), dstIp: hex(flood.dstIp), srcNet: hex(flood.srcNet),
+      ...flood,
+      ifname,
+      dstMac: hex(flood.dstMac),
+      srcMac: hex(flood.srcMac),
+      dstIp: hex(flood.dstIp),
+      srcNet: hex(flood.srcNet),
     });
     process.stdout.write(`${JSON.stringify({ sent: r.sent, refused: r.refused, ms: r.ns / 1e6 })}\n`);
   });

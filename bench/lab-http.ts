@@ -26,10 +26,18 @@ import { kubeProxyRules } from './lab-rig.js';
 export const HTTP_VIP = '198.19.0.10';
 export const HTTP_BACKENDS = 3;
 
-
 /** Runs the lab client's rate mode in the client namespace. */
 export async function httpRate(client: LabHost, ms: number, parallel: number): Promise<RateResult> {
-  const p = nsSpawn(client.ns, process.execPath, [script('client'), 'rate', HTTP_VIP, String(ms), '--parallel', String(parallel), '--timeout', '3000']);
+  const p = nsSpawn(client.ns, process.execPath, [
+    script('client'),
+    'rate',
+    HTTP_VIP,
+    String(ms),
+    '--parallel',
+    String(parallel),
+    '--timeout',
+    '3000',
+  ]);
   let out = '';
   let err = '';
   p.stdout?.on('data', (d: Buffer) => (out += d.toString()));
@@ -44,7 +52,10 @@ export async function startFerryHttp(): Promise<LbLab> {
   const lab = await LbLab.start({ backends: HTTP_BACKENDS, vips: [HTTP_VIP] });
   try {
     await lab.createVip({
-      name: 'web', address: HTTP_VIP, port: 80, protocol: 'tcp',
+      name: 'web',
+      address: HTTP_VIP,
+      port: 80,
+      protocol: 'tcp',
       backends: lab.lab.backends.map((b) => ({ address: b.addr4 })),
     });
   } catch (err) {
@@ -77,12 +88,14 @@ export class IptablesHttpLab {
     for (const k of ['all', 'eth0']) nsRun(lab.lb.ns, 'sysctl', ['-q', '-w', `net.ipv4.conf.${k}.send_redirects=0`]);
     nsRun(lab.lb.ns, 'iptables-restore', ['--noflush'], { input: kubeProxyRules(lab.backends.map((b) => b.addr4)) });
     mkdirSync(join(lab.dir, 'logs'), { recursive: true });
-    await Promise.all(lab.backends.map(async (b) => {
-      lab.addVipOnBackend(b, HTTP_VIP);
-      // Replies to the client go through the load balancer, which un-NATs them.
-      nsRun(b.ns, 'ip', ['route', 'add', `${lab.client.addr4}/32`, 'via', lab.lb.addr4]);
-      await this.startServer(b);
-    }));
+    await Promise.all(
+      lab.backends.map(async (b) => {
+        lab.addVipOnBackend(b, HTTP_VIP);
+        // Replies to the client go through the load balancer, which un-NATs them.
+        nsRun(b.ns, 'ip', ['route', 'add', `${lab.client.addr4}/32`, 'via', lab.lb.addr4]);
+        await this.startServer(b);
+      }),
+    );
   }
 
   private async startServer(b: LabHost): Promise<void> {

@@ -121,9 +121,10 @@ export function frontendOf(mode: LbMode): Frontend {
 /** The frame the generator varies (source address and port) for each kind, padded to GEN_FRAME_LEN as on the wire. */
 export function template(kind: TrafficKind, to: Frontend = frontendOf('ferry')): Buffer {
   const common = { src: SRC_BASE, dst: to.addr, sport: PORT_BASE, srcMac: GEN_MAC, dstMac: LB_MAC };
-  const f = kind === 'syn'
-    ? frame({ ...common, proto: 'tcp', dport: to.tcp, tcpFlags: TCP_SYN })
-    : frame({ ...common, proto: 'udp', dport: to.udp, payload: Buffer.alloc(18, 0x61) });
+  const f =
+    kind === 'syn'
+      ? frame({ ...common, proto: 'tcp', dport: to.tcp, tcpFlags: TCP_SYN })
+      : frame({ ...common, proto: 'udp', dport: to.udp, payload: Buffer.alloc(18, 0x61) });
   return Buffer.concat([f, Buffer.alloc(GEN_FRAME_LEN - f.length)]);
 }
 
@@ -160,7 +161,10 @@ export function kubeProxyRules(backends: readonly string[]): string {
     '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
     '-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000',
   ];
-  for (const [proto, port] of [['tcp', TCP_PORT], ['udp', UDP_PORT]] as const) {
+  for (const [proto, port] of [
+    ['tcp', TCP_PORT],
+    ['udp', UDP_PORT],
+  ] as const) {
     const spn = `bench/lb:${proto}`;
     const svc = kubeChain('KUBE-SVC-', `${spn}${proto}`);
     chains.push(`:${svc} - [0:0]`);
@@ -170,9 +174,11 @@ export function kubeProxyRules(backends: readonly string[]): string {
       const sep = kubeChain('KUBE-SEP-', `${spn}${proto}${ep}`);
       chains.push(`:${sep} - [0:0]`);
       const left = backends.length - j;
-      rules.push(left > 1
-        ? `-A ${svc} -m comment --comment "${spn} -> ${ep}" -m statistic --mode random --probability ${(1 / left).toFixed(11)} -j ${sep}`
-        : `-A ${svc} -m comment --comment "${spn} -> ${ep}" -j ${sep}`);
+      rules.push(
+        left > 1
+          ? `-A ${svc} -m comment --comment "${spn} -> ${ep}" -m statistic --mode random --probability ${(1 / left).toFixed(11)} -j ${sep}`
+          : `-A ${svc} -m comment --comment "${spn} -> ${ep}" -j ${sep}`,
+      );
       rules.push(
         `-A ${sep} -s ${addr}/32 -m comment --comment "${spn}" -j KUBE-MARK-MASQ`,
         `-A ${sep} -p ${proto} -m comment --comment "${spn}" -m ${proto} -j DNAT --to-destination ${ep}`,
@@ -204,7 +210,13 @@ export function nftRules(backends: readonly string[]): string {
  */
 export function natPathRules(backends: number): string {
   const entry = (protocol: 'tcp' | 'udp', port: number, target: number): NatEntry => ({
-    service: `bench/nodeport:${protocol}`, address: LB_ADDR, port, protocol, masquerade: true, affinity: false, sourceRanges: null,
+    service: `bench/nodeport:${protocol}`,
+    address: LB_ADDR,
+    port,
+    protocol,
+    masquerade: true,
+    affinity: false,
+    sourceRanges: null,
     backends: Array.from({ length: backends }, (_, i) => ({ address: podAddr(i), port: target })),
   });
   return renderNat([entry('tcp', NODE_PORT_TCP, TCP_PORT), entry('udp', NODE_PORT_UDP, UDP_PORT)]);
@@ -435,23 +447,57 @@ export class RateRig {
       for (const k of ['all', 'default']) nsRun(ns, 'sysctl', ['-q', '-w', `net.ipv6.conf.${k}.disable_ipv6=1`]);
     }
     // Generator ══ load balancer.
-    run('ip', ['link', 'add', 'eth0', 'netns', this.gen, 'address', macText(GEN_MAC), 'type', 'veth',
-      'peer', 'name', this.lbIf, 'netns', this.lb, 'address', macText(LB_MAC)]);
+    run('ip', [
+      'link',
+      'add',
+      'eth0',
+      'netns',
+      this.gen,
+      'address',
+      macText(GEN_MAC),
+      'type',
+      'veth',
+      'peer',
+      'name',
+      this.lbIf,
+      'netns',
+      this.lb,
+      'address',
+      macText(LB_MAC),
+    ]);
     nsRun(this.gen, 'ip', ['addr', 'add', '198.18.1.1/24', 'dev', 'eth0']);
     nsRun(this.gen, 'ip', ['link', 'set', 'eth0', 'up']);
     nsRun(this.lb, 'ip', ['addr', 'add', '198.18.1.2/24', 'dev', this.lbIf]);
     nsRun(this.lb, 'ip', ['link', 'set', this.lbIf, 'up']);
     for (const [k, v] of [
-      ['net.ipv4.ip_forward', '1'], ['net.ipv4.conf.all.rp_filter', '0'], ['net.ipv4.conf.default.rp_filter', '0'],
-      ['net.ipv4.conf.all.send_redirects', '0'], [`net.ipv4.conf.${this.lbIf}.rp_filter`, '0'],
+      ['net.ipv4.ip_forward', '1'],
+      ['net.ipv4.conf.all.rp_filter', '0'],
+      ['net.ipv4.conf.default.rp_filter', '0'],
+      ['net.ipv4.conf.all.send_redirects', '0'],
+      [`net.ipv4.conf.${this.lbIf}.rp_filter`, '0'],
       // A NIC checks receive checksums in hardware; a veth cannot, so conntrack is told not to.
       ['net.netfilter.nf_conntrack_checksum', '0'],
-    ]) nsRun(this.lb, 'sysctl', ['-q', '-w', `${k}=${v}`]);
+    ])
+      nsRun(this.lb, 'sysctl', ['-q', '-w', `${k}=${v}`]);
     // Load balancer ══ each backend.
     this.backendNs.forEach((ns, i) => {
       const sinkIf = this.sinkIf(i);
-      run('ip', ['link', 'add', `b${i + 1}`, 'netns', this.lb, 'type', 'veth', 'peer', 'name', sinkIf, 'netns', ns,
-        'address', macText(beMac(i))]);
+      run('ip', [
+        'link',
+        'add',
+        `b${i + 1}`,
+        'netns',
+        this.lb,
+        'type',
+        'veth',
+        'peer',
+        'name',
+        sinkIf,
+        'netns',
+        ns,
+        'address',
+        macText(beMac(i)),
+      ]);
       nsRun(ns, 'ip', ['addr', 'add', `${backendAddr(i)}/24`, 'dev', sinkIf]);
       nsRun(ns, 'ip', ['link', 'set', sinkIf, 'up']);
       nsRun(this.lb, 'ip', ['addr', 'add', `${lbLinkAddr(i)}/24`, 'dev', `b${i + 1}`]);
@@ -491,19 +537,37 @@ export class RateRig {
       sizes: { maxVips: 16, maxVipAddrs: 16, maxBackends: 64, ctSize: 262_144, maxPolicyRules: 16 },
     });
     programConfig(this.dp, { seed: HASH_SEED, src4: ENCAP_SRC4, src6: null, skipFib: false });
-    for (const [id, proto, port] of [[0, 'tcp', TCP_PORT], [1, 'udp', UDP_PORT]] as const) {
+    for (const [id, proto, port] of [
+      [0, 'tcp', TCP_PORT],
+      [1, 'udp', UDP_PORT],
+    ] as const) {
       const v: VipProgram = {
-        id, addr: VIP, port, proto, m: chooseMaglevM(this.backends.length),
+        id,
+        addr: VIP,
+        port,
+        proto,
+        m: chooseMaglevM(this.backends.length),
         backends: this.backends.map((addr, i) => ({ id: id * 16 + i, addr })),
       };
       this.tables.set(proto === 'tcp' ? 'syn' : 'udp', programVip(this.dp, v, HASH_SEED));
     }
     // The NodePort path: the load balancer's own address, each pod reached through its node.
-    for (const [id, proto, port] of [[2, 'tcp', NODE_PORT_TCP], [3, 'udp', NODE_PORT_UDP]] as const) {
-      programVip(this.dp, {
-        id, addr: LB_ADDR, port, proto, m: chooseMaglevM(this.backends.length),
-        backends: this.backends.map((node, i) => ({ id: id * 16 + i, addr: podAddr(i), via: node })),
-      }, HASH_SEED);
+    for (const [id, proto, port] of [
+      [2, 'tcp', NODE_PORT_TCP],
+      [3, 'udp', NODE_PORT_UDP],
+    ] as const) {
+      programVip(
+        this.dp,
+        {
+          id,
+          addr: LB_ADDR,
+          port,
+          proto,
+          m: chooseMaglevM(this.backends.length),
+          backends: this.backends.map((node, i) => ({ id: id * 16 + i, addr: podAddr(i), via: node })),
+        },
+        HASH_SEED,
+      );
     }
 
     // Threads: the balancer's receive on the last CPU, backends' with the generator on CPU 0.
@@ -519,10 +583,25 @@ export class RateRig {
       this.genObj = new BenchObject(join(lab.bpfRoot, 'gen'));
       genArgs = [this.genObj.progPin('xdp_gen'), 'eth0'];
     }
-    const proc = spawn('nice', ['-n', '-20', 'taskset', '-c', '0', 'nsenter', `--net=/run/netns/${this.gen}`, '--',
-      process.execPath, join(packageRoot(), 'dist', 'bench', 'lab-gen.js'), ...genArgs], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    const proc = spawn(
+      'nice',
+      [
+        '-n',
+        '-20',
+        'taskset',
+        '-c',
+        '0',
+        'nsenter',
+        `--net=/run/netns/${this.gen}`,
+        '--',
+        process.execPath,
+        join(packageRoot(), 'dist', 'bench', 'lab-gen.js'),
+        ...genArgs,
+      ],
+      {
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
     this.generator = new Generator(proc);
     const ready = await this.generator.next();
     if (ready !== 'ready') throw new Error(`generator: ${ready}`);
@@ -551,7 +630,11 @@ export class RateRig {
     const nat = loadNative();
     const link = nat.objGet(this.linkPin);
     const ferry = mode === 'ferry' || mode === 'ferry-nodeport';
-    const prog = ferry ? this.dp!.progFd : mode === 'floor' ? nat.objGet(this.floorObj!.progPin('xdp_sink')) : this.passObj!.programFd('xdp_pass');
+    const prog = ferry
+      ? this.dp!.progFd
+      : mode === 'floor'
+        ? nat.objGet(this.floorObj!.progPin('xdp_sink'))
+        : this.passObj!.programFd('xdp_pass');
     try {
       nat.linkUpdate(link, prog);
     } finally {
@@ -593,15 +676,30 @@ export class RateRig {
    * (0: as fast as the generator can) in groups; the first frame's number,
    * how many went out and over how long (ms).
    */
-  private async emit(kind: TrafficKind, rate: number, count: number, group: number): Promise<{ first: number; offered: number; ms: number }> {
+  private async emit(
+    kind: TrafficKind,
+    rate: number,
+    count: number,
+    group: number,
+  ): Promise<{ first: number; offered: number; ms: number }> {
     const to = frontendOf(this.active!);
     const timeoutMs = rate > 0 ? (count / rate) * 3000 + 2000 : 60_000;
     if (this.generatorKind === 'packet-socket') {
       const first = this.packetSeq;
       const r = await this.generator!.flood({
-        dstMac: LB_MAC.toString('hex'), srcMac: GEN_MAC.toString('hex'), dstIp: ipHex(to.addr), srcNet: ipHex(SRC_BASE),
-        dstPort: kind === 'syn' ? to.tcp : to.udp, proto: kind === 'syn' ? 'tcp' : 'udp',
-        ...this.flows(kind), portBase: PORT_BASE, first, count, rate, group: Math.min(group, 64), milliseconds: Math.ceil(timeoutMs),
+        dstMac: LB_MAC.toString('hex'),
+        srcMac: GEN_MAC.toString('hex'),
+        dstIp: ipHex(to.addr),
+        srcNet: ipHex(SRC_BASE),
+        dstPort: kind === 'syn' ? to.tcp : to.udp,
+        proto: kind === 'syn' ? 'tcp' : 'udp',
+        ...this.flows(kind),
+        portBase: PORT_BASE,
+        first,
+        count,
+        rate,
+        group: Math.min(group, 64),
+        milliseconds: Math.ceil(timeoutMs),
       });
       this.packetSeq += r.sent;
       return { first, offered: r.sent, ms: r.ms };
@@ -683,13 +781,21 @@ export class RateRig {
     const ingress = l1.genTxDropped - l0.genTxDropped;
     const toBackends = mode === 'floor' ? forwarded : l1.lbTxToBackends - l0.lbTxToBackends;
     return {
-      mode, kind, first_seq: sent.first, rate, group, offered, gen_ms: sent.ms,
-      forwarded, per_backend: per,
+      mode,
+      kind,
+      first_seq: sent.first,
+      rate,
+      group,
+      offered,
+      gen_ms: sent.ms,
+      forwarded,
+      per_backend: per,
       ipip: c1.reduce((a, c, i) => a + c.ipip - c0[i]!.ipip, 0),
       lost_ingress: ingress,
       lost_in_lb: Math.max(0, offered - ingress - toBackends),
       lost_downstream: Math.max(0, toBackends - forwarded),
-      lb_cpu_ns: r1 - r0, wall_ns: Number(t1 - t0),
+      lb_cpu_ns: r1 - r0,
+      wall_ns: Number(t1 - t0),
     };
   }
 
@@ -732,4 +838,3 @@ export function rigUnavailable(): string | undefined {
   if (!existsSync(bpfObjectPath('bench'))) return 'build/bpf/bench.bpf.o is missing (npm run build)';
   return undefined;
 }
-

@@ -30,8 +30,15 @@ import { Lab, labsOfThisProcess } from '../src/lab/topology.js';
 import { argValue } from './args.js';
 import { HTTP_BACKENDS, IptablesHttpLab, httpRate, startFerryHttp } from './lab-http.js';
 import {
-  BALANCERS, DEFAULT_GROUP, RateRig, rigUnavailable,
-  type BalancerName, type GeneratorKind, type LbMode, type TrafficKind, type Window,
+  BALANCERS,
+  DEFAULT_GROUP,
+  RateRig,
+  rigUnavailable,
+  type BalancerName,
+  type GeneratorKind,
+  type LbMode,
+  type TrafficKind,
+  type Window,
 } from './lab-rig.js';
 
 const KINDS: readonly TrafficKind[] = ['syn', 'udp'];
@@ -121,8 +128,10 @@ function windowMs(o: Pick<Options, 'quick'>, kind: TrafficKind, rate: number): n
 
 const lossless = (w: Window): boolean => w.forwarded >= LOSSLESS * w.offered;
 
-const describeLoss = (w: Window): string => (w.forwarded === w.offered ? ''
-  : ` (lost: ${w.lost_ingress} at the load balancer's ring, ${w.lost_in_lb} inside it, ${w.lost_downstream} after it)`);
+const describeLoss = (w: Window): string =>
+  w.forwarded === w.offered
+    ? ''
+    : ` (lost: ${w.lost_ingress} at the load balancer's ring, ${w.lost_in_lb} inside it, ${w.lost_downstream} after it)`;
 
 /** Before a window: SYN windows start with an empty conntrack table, UDP ones with every flow known. */
 async function prepare(rig: RateRig, kind: TrafficKind, rate: number, group: number): Promise<void> {
@@ -154,8 +163,10 @@ async function searchLossless(rig: RateRig, o: Options, kind: TrafficKind, b: Ba
         best = Math.max(best, Math.min(rate, achieved(w)));
         return true;
       }
-      progress(`${kind} ${b}: ${kpps(rate)} pps: ${w.forwarded}/${w.offered} forwarded${describeLoss(w)}, `
-        + `its thread ${Math.round((w.lb_cpu_ns / (w.gen_ms * 1e6)) * 100)}% busy`);
+      progress(
+        `${kind} ${b}: ${kpps(rate)} pps: ${w.forwarded}/${w.offered} forwarded${describeLoss(w)}, ` +
+          `its thread ${Math.round((w.lb_cpu_ns / (w.gen_ms * 1e6)) * 100)}% busy`,
+      );
       firstLoss ??= w;
     }
     return false;
@@ -195,8 +206,12 @@ export interface EqualLoad {
  * for the NodePort paths.
  */
 export async function equalLoad(
-  rig: RateRig, o: Pick<Options, 'quick' | 'group'>, rate: number, rounds: number,
-  modes: readonly LbMode[] = ['floor', ...BALANCERS], log: (msg: string) => void = progress,
+  rig: RateRig,
+  o: Pick<Options, 'quick' | 'group'>,
+  rate: number,
+  rounds: number,
+  modes: readonly LbMode[] = ['floor', ...BALANCERS],
+  log: (msg: string) => void = progress,
 ): Promise<EqualLoad> {
   const windows: Window[] = [];
   for (let r = 0; r < rounds; r++) {
@@ -208,8 +223,10 @@ export async function equalLoad(
         for (let attempt = 1; ; attempt++) {
           await prepare(rig, kind, rate, o.group);
           const w = await rig.offer(kind, rate, { ms: windowMs(o, kind, rate) }, o.group);
-          log(`round ${r + 1} ${kind} ${mode}: ${Math.round(w.lb_cpu_ns / Math.max(1, w.forwarded))} ns/packet, `
-            + `${w.forwarded}/${w.offered} forwarded at ${kpps(achieved(w))} pps${describeLoss(w)}`);
+          log(
+            `round ${r + 1} ${kind} ${mode}: ${Math.round(w.lb_cpu_ns / Math.max(1, w.forwarded))} ns/packet, ` +
+              `${w.forwarded}/${w.offered} forwarded at ${kpps(achieved(w))} pps${describeLoss(w)}`,
+          );
           if (lossless(w) || attempt === ATTEMPTS) {
             windows.push(w);
             break;
@@ -260,8 +277,10 @@ async function httpCompare(o: Options): Promise<LabBench['http']> {
     for (let r = 0; r < rounds; r++) {
       f.push(await httpRate(ferry.lab.client, ms, parallel));
       i.push(await httpRate(ipt.lab.client, ms, parallel));
-      progress(`HTTP round ${r + 1}: Ferry ${f.at(-1)!.per_second}/s p99 ${f.at(-1)!.latency_ms.p99} ms, `
-        + `iptables ${i.at(-1)!.per_second}/s p99 ${i.at(-1)!.latency_ms.p99} ms`);
+      progress(
+        `HTTP round ${r + 1}: Ferry ${f.at(-1)!.per_second}/s p99 ${f.at(-1)!.latency_ms.p99} ms, ` +
+          `iptables ${i.at(-1)!.per_second}/s p99 ${i.at(-1)!.latency_ms.p99} ms`,
+      );
     }
     return { ferry: httpFigures(f), iptables: httpFigures(i), parallel, seconds: ms / 1000, rounds };
   } finally {
@@ -293,12 +312,24 @@ export async function benchLab(o: Options): Promise<LabBench> {
     progress(`CPU per packet at ${kpps(rate)} pps offered, ${rounds} round(s)`);
     const { byKind, achievedByKind } = await equalLoad(rig, o, rate, rounds);
     // SYN and UDP weigh the same.
-    const cpu = Object.fromEntries(BALANCERS.map((b) => [b, Math.round((byKind.syn[b] + byKind.udp[b]) / 2)])) as Record<BalancerName, number>;
+    const cpu = Object.fromEntries(BALANCERS.map((b) => [b, Math.round((byKind.syn[b] + byKind.udp[b]) / 2)])) as Record<
+      BalancerName,
+      number
+    >;
     result = {
       cpu_ns_per_pkt: cpu,
       ratio_ferry_to: { iptables: round2(cpu.ferry / cpu.iptables), nftables: round2(cpu.ferry / cpu.nftables) },
-      by_kind: byKind, offered_pps: rate, achieved_pps: achievedByKind, group: o.group, backends: o.backends, rounds,
-      lossless_pps: lossless, lb_idle_ns_per_s: Math.round(idle), generator_pps: genMax, generator: rig.generatorKind, iptables_variant: rig.iptablesVariant,
+      by_kind: byKind,
+      offered_pps: rate,
+      achieved_pps: achievedByKind,
+      group: o.group,
+      backends: o.backends,
+      rounds,
+      lossless_pps: lossless,
+      lb_idle_ns_per_s: Math.round(idle),
+      generator_pps: genMax,
+      generator: rig.generatorKind,
+      iptables_variant: rig.iptablesVariant,
     };
   } finally {
     cleanups.delete(stop);
@@ -313,29 +344,43 @@ function printTables(r: LabBench): void {
   const above = (b: BalancerName) => r.cpu_ns_per_pkt[b] - floor;
   const ratioAbove = (b: BalancerName) => (b === 'ferry' ? '1' : String(round2(above('ferry') / above(b))));
   const got = KINDS.flatMap((k) => Object.values(r.achieved_pps[k]));
-  console.log(`CPU per forwarded packet on the load balancer at ${kpps(r.offered_pps)} pps offered `
-    + `(achieved ${kpps(Math.min(...got))}–${kpps(Math.max(...got))}; ${r.backends} backends, groups of ${r.group}, `
-    + `median of ${r.rounds} round(s)); floor = receive and drop`);
-  console.log('| balancer | SYN ns/packet | UDP ns/packet | mean | Ferry ÷ this | mean above floor | Ferry ÷ this above floor | highest lossless SYN pps | highest lossless UDP pps |');
+  console.log(
+    `CPU per forwarded packet on the load balancer at ${kpps(r.offered_pps)} pps offered ` +
+      `(achieved ${kpps(Math.min(...got))}–${kpps(Math.max(...got))}; ${r.backends} backends, groups of ${r.group}, ` +
+      `median of ${r.rounds} round(s)); floor = receive and drop`,
+  );
+  console.log(
+    '| balancer | SYN ns/packet | UDP ns/packet | mean | Ferry ÷ this | mean above floor | Ferry ÷ this above floor | highest lossless SYN pps | highest lossless UDP pps |',
+  );
   console.log('|---|---|---|---|---|---|---|---|---|');
-  const ll = (x: LosslessResult) => `${x.limit === 'generator' ? '≥ ' : ''}${x.pps.toLocaleString('en-US')}`
-    + `${x.limit === 'generator' ? ' (generator)' : x.limit === 'rig' ? ' (rig)' : ''}`;
+  const ll = (x: LosslessResult) =>
+    `${x.limit === 'generator' ? '≥ ' : ''}${x.pps.toLocaleString('en-US')}` +
+    `${x.limit === 'generator' ? ' (generator)' : x.limit === 'rig' ? ' (rig)' : ''}`;
   for (const b of BALANCERS) {
-    console.log(`| ${b} | ${r.by_kind.syn[b]} | ${r.by_kind.udp[b]} | ${r.cpu_ns_per_pkt[b]} | ${ratio(b)} | ${above(b)} | ${ratioAbove(b)} | `
-      + `${ll(r.lossless_pps.syn[b])} | ${ll(r.lossless_pps.udp[b])} |`);
+    console.log(
+      `| ${b} | ${r.by_kind.syn[b]} | ${r.by_kind.udp[b]} | ${r.cpu_ns_per_pkt[b]} | ${ratio(b)} | ${above(b)} | ${ratioAbove(b)} | ` +
+        `${ll(r.lossless_pps.syn[b])} | ${ll(r.lossless_pps.udp[b])} |`,
+    );
   }
   console.log(`| floor | ${r.by_kind.syn.floor} | ${r.by_kind.udp.floor} | ${floor} | | | | | |`);
   for (const kind of KINDS) {
-    const busy = BALANCERS.map((b) => `${b} ${r.lossless_pps[kind][b].lb_busy_at_loss === null ? '–' : `${Math.round(r.lossless_pps[kind][b].lb_busy_at_loss! * 100)}%`}`);
+    const busy = BALANCERS.map(
+      (b) =>
+        `${b} ${r.lossless_pps[kind][b].lb_busy_at_loss === null ? '–' : `${Math.round(r.lossless_pps[kind][b].lb_busy_at_loss! * 100)}%`}`,
+    );
     console.log(`${kind.toUpperCase()}: load balancer thread busy at the first rate with loss: ${busy.join(', ')}`);
   }
   console.log(`\nShort HTTP requests (new connection each, ${r.http.parallel} in flight, ${r.http.rounds} × ${r.http.seconds} s, median):`);
   console.log('| path | connections/s | p50 ms | p99 ms | errors |');
   console.log('|---|---|---|---|---|');
   console.log(`| Ferry (DSR) | ${r.http.ferry.conn_per_s} | ${r.http.ferry.p50_ms} | ${r.http.ferry.p99_ms} | ${r.http.ferry.errors} |`);
-  console.log(`| iptables DNAT | ${r.http.iptables.conn_per_s} | ${r.http.iptables.p50_ms} | ${r.http.iptables.p99_ms} | ${r.http.iptables.errors} |`);
-  console.log(`\niptables: ${r.iptables_variant} variant; load balancer thread idle: ${r.lb_idle_ns_per_s} ns/s; `
-    + `generator (${r.generator}) top rate ${kpps(r.generator_pps)} pps`);
+  console.log(
+    `| iptables DNAT | ${r.http.iptables.conn_per_s} | ${r.http.iptables.p50_ms} | ${r.http.iptables.p99_ms} | ${r.http.iptables.errors} |`,
+  );
+  console.log(
+    `\niptables: ${r.iptables_variant} variant; load balancer thread idle: ${r.lb_idle_ns_per_s} ns/s; ` +
+      `generator (${r.generator}) top rate ${kpps(r.generator_pps)} pps`,
+  );
 }
 
 function parseOptions(): Options {
@@ -366,7 +411,7 @@ async function main(): Promise<void> {
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   main().catch((err: unknown) => {
-    console.error(`bench:lab: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    console.error(`bench:lab: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     process.exit(1);
   });
 }

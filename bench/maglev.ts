@@ -11,10 +11,10 @@
  * a mean.
  */
 
-import { pathToFileURL } from "node:url";
-import { performance } from "node:perf_hooks";
+import { pathToFileURL } from 'node:url';
+import { performance } from 'node:perf_hooks';
 
-import { DEFAULT_MAGLEV_M, buildMaglevTable, type MaglevBackend } from "../src/maglev/index.js";
+import { DEFAULT_MAGLEV_M, buildMaglevTable, type MaglevBackend } from '../src/maglev/index.js';
 
 const WARMUP = 5;
 const RUNS = 20;
@@ -91,10 +91,10 @@ export async function benchMaglev(opts: { json: boolean }): Promise<MaglevBenchR
     console.log(JSON.stringify({ maglev: results }));
   } else {
     console.log(`Maglev table build (median of ${RUNS} runs after ${WARMUP} warm-up)`);
-    console.log("backends        M  weights   median ms   min ms   max ms");
+    console.log('backends        M  weights   median ms   min ms   max ms');
     for (const r of results) {
       console.log(
-        `${String(r.backends).padStart(8)} ${String(r.m).padStart(8)}  ${(r.weighted ? "1..4" : "equal").padEnd(7)}` +
+        `${String(r.backends).padStart(8)} ${String(r.m).padStart(8)}  ${(r.weighted ? '1..4' : 'equal').padEnd(7)}` +
           ` ${r.ms.toFixed(3).padStart(11)} ${r.minMs.toFixed(3).padStart(8)} ${r.maxMs.toFixed(3).padStart(8)}`,
       );
     }
@@ -104,5 +104,5 @@ export async function benchMaglev(opts: { json: boolean }): Promise<MaglevBenchR
 
 const argv1 = process.argv[1];
 if (argv1 !== undefined && import.meta.url === pathToFileURL(argv1).href) {
-  await benchMaglev({ json: process.argv.includes("--json") });
+  await benchMaglev({ json: process.argv.includes('--json') });
 }

@@ -32,9 +32,7 @@ if (files.length === 0) {
   console.error(`no test files found under dist/test/{${groups.join(',')}}${only.length ? ` matching ${only.join(', ')}` : ''}`);
   process.exit(1);
 }
-const r = spawnSync(
-  process.execPath,
-  ['--test', '--test-reporter=spec', '--test-concurrency=1', '--test-timeout=300000', ...files],
-  { stdio: 'inherit' },
-);
+const r = spawnSync(process.execPath, ['--test', '--test-reporter=spec', '--test-concurrency=1', '--test-timeout=300000', ...files], {
+  stdio: 'inherit',
+});
 process.exit(r.status ?? 1);

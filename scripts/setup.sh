@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3 systemd
               iproute2 ethtool tcpdump util-linux kmod openssl iputils-ping curl iptables nftables conntrack bird2
-              etcd-server chromium)
+              etcd-server chromium clang-format)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

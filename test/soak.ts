@@ -51,7 +51,9 @@ function soakCrashes(kills: number, seed: number): CrashReport | null {
   console.error(`soak: ${kills} kills of ferryd in the lab`);
   const t0 = performance.now();
   const r = spawnSync(process.execPath, ['--test', '--test-reporter=tap', '--test-timeout=0', join(import.meta.dirname, 'crash.test.js')], {
-    encoding: 'utf8', env: { ...process.env, TEST_CRASH_ITERATIONS: String(kills), TEST_CRASH_SEED: String(seed) }, maxBuffer: 1 << 26,
+    encoding: 'utf8',
+    env: { ...process.env, TEST_CRASH_ITERATIONS: String(kills), TEST_CRASH_SEED: String(seed) },
+    maxBuffer: 1 << 26,
   });
   const line = /crash matrix (\{.*\})/.exec(r.stdout);
   if (r.status !== 0 || !line) throw new Error(`the crash matrix failed (seed ${seed}):\n${r.stdout.slice(-4000)}${r.stderr.slice(-2000)}`);
@@ -90,7 +92,9 @@ function soakPackets(runs: number, seed: number): SoakReport['packets'] {
     const t0 = performance.now();
     let next = 0;
     const tally = fuzzPackets(h, {
-      seed, runs, batch: 100_000,
+      seed,
+      runs,
+      batch: 100_000,
       onProgress: (t) => {
         if (t.cases < next) return;
         next = t.cases + 1_000_000;
@@ -116,14 +120,23 @@ async function main(): Promise<void> {
   const kills = arg('--crashes', 500);
   console.error(`soak: seed ${seed}`);
   const report: SoakReport = {
-    seed, packets: soakPackets(runs, seed), api: await soakApi(apiRuns, seed), crashes: soakCrashes(kills, seed),
+    seed,
+    packets: soakPackets(runs, seed),
+    api: await soakApi(apiRuns, seed),
+    crashes: soakCrashes(kills, seed),
   };
   if (process.argv.includes('--json')) console.log(JSON.stringify(report));
   else {
-    console.log(`packets: ${report.packets.cases} frames in ${report.packets.seconds} s, every invariant held: ${JSON.stringify(report.packets)}`);
-    console.log(`api: ${report.api.requests} requests in ${report.api.seconds} s, no 5xx, refusals changed nothing: ${JSON.stringify(report.api.byStatus)}`);
+    console.log(
+      `packets: ${report.packets.cases} frames in ${report.packets.seconds} s, every invariant held: ${JSON.stringify(report.packets)}`,
+    );
+    console.log(
+      `api: ${report.api.requests} requests in ${report.api.seconds} s, no 5xx, refusals changed nothing: ${JSON.stringify(report.api.byStatus)}`,
+    );
     if (report.crashes) {
-      console.log(`crashes: ${report.crashes.kills} kills in ${report.crashes.seconds} s, ${report.crashes.acknowledged_writes} acknowledged writes, none lost: ${JSON.stringify(report.crashes.kinds)}`);
+      console.log(
+        `crashes: ${report.crashes.kills} kills in ${report.crashes.seconds} s, ${report.crashes.acknowledged_writes} acknowledged writes, none lost: ${JSON.stringify(report.crashes.kinds)}`,
+      );
     }
   }
 }

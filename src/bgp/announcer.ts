@@ -244,7 +244,10 @@ export class Announcer {
     }
     try {
       const d = JSON.parse(text) as Partial<Drained>;
-      return { since: typeof d.since === 'string' ? d.since : new Date().toISOString(), reason: typeof d.reason === 'string' ? d.reason : null };
+      return {
+        since: typeof d.since === 'string' ? d.since : new Date().toISOString(),
+        reason: typeof d.reason === 'string' ? d.reason : null,
+      };
     } catch {
       // A torn or edited file: drained is the safe reading (an operator asked for it).
       this.o.log.warn({ file: this.o.drainFile }, 'BGP: the drain record is unreadable; the host stays drained');
@@ -275,25 +278,48 @@ export class Announcer {
   view(): BgpView {
     const c = this.o.config;
     const local = this.o.localAddresses();
-    const prefixes: BgpPrefixView[] = [...this.addresses].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([address, a]) => {
-      const reason = this.reason(address, a.serving, local);
-      return { prefix: `${address}/${address.includes(':') ? 128 : 32}`, announced: reason === null, reason, vips: a.vips, serving: a.serving };
-    });
+    const prefixes: BgpPrefixView[] = [...this.addresses]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([address, a]) => {
+        const reason = this.reason(address, a.serving, local);
+        return {
+          prefix: `${address}/${address.includes(':') ? 128 : 32}`,
+          announced: reason === null,
+          reason,
+          vips: a.vips,
+          serving: a.serving,
+        };
+      });
     const neighbors: BgpNeighborView[] = c.neighbors.map((n, i) => {
       const p = this.sessions?.find((s) => s.name === peerProtocol(i));
       const [session, ...rest] = p?.info.split(/\s+/) ?? [];
       return {
-        protocol: peerProtocol(i), address: n.address, as: n.as,
-        state: p?.state ?? null, session: session || null, established: session === 'Established',
-        since: p?.since ?? null, info: rest.join(' ') || null,
+        protocol: peerProtocol(i),
+        address: n.address,
+        as: n.as,
+        state: p?.state ?? null,
+        session: session || null,
+        established: session === 'Established',
+        since: p?.since ?? null,
+        info: rest.join(' ') || null,
       };
     });
     return {
-      router_id: this.o.routerId, local_as: c.local_as, drained: this.drained,
-      announced: prefixes.filter((p) => p.announced).length, prefixes, neighbors,
+      router_id: this.o.routerId,
+      local_as: c.local_as,
+      drained: this.drained,
+      announced: prefixes.filter((p) => p.announced).length,
+      prefixes,
+      neighbors,
       bird: {
-        config: c.bird_config, socket: c.bird_socket, reachable: this.reachable, in_sync: this.inSync,
-        reloads: this.reloads, failed_reloads: this.failedReloads, last_reload_at: this.lastReloadAt, last_error: this.lastError,
+        config: c.bird_config,
+        socket: c.bird_socket,
+        reachable: this.reachable,
+        in_sync: this.inSync,
+        reloads: this.reloads,
+        failed_reloads: this.failedReloads,
+        last_reload_at: this.lastReloadAt,
+        last_error: this.lastError,
       },
     };
   }

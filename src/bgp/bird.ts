@@ -28,9 +28,7 @@ export interface BirdInput {
 function communityStatements(list: readonly string[]): string[] {
   return list.map((text) => {
     const parts = text.split(':');
-    return parts.length === 2
-      ? `  bgp_community.add((${parts.join(', ')}));`
-      : `  bgp_large_community.add((${parts.join(', ')}));`;
+    return parts.length === 2 ? `  bgp_community.add((${parts.join(', ')}));` : `  bgp_large_community.add((${parts.join(', ')}));`;
   });
 }
 
@@ -79,7 +77,10 @@ export function renderBirdConfig(i: BirdInput): string {
     // Two-token times in `show protocols`, so the status parser reads every line alike.
     'timeformat protocol iso long;',
     '',
-    'protocol device ferry_device {', '  scan time 10;', '}', '',
+    'protocol device ferry_device {',
+    '  scan time 10;',
+    '}',
+    '',
     ...staticProtocol(STATIC4, 'ipv4', v4),
     ...staticProtocol(STATIC6, 'ipv6', v6),
     'filter ferry_export {',
@@ -124,7 +125,10 @@ export interface BirdControl {
 }
 
 export class BirdError extends Error {
-  constructor(message: string, readonly unreachable: boolean) {
+  constructor(
+    message: string,
+    readonly unreachable: boolean,
+  ) {
     super(message);
     this.name = 'BirdError';
   }
@@ -134,7 +138,10 @@ const BIRDC_TIMEOUT_MS = 10_000;
 
 /** BirdControl through the birdc command on BIRD's control socket. */
 export class Birdc implements BirdControl {
-  constructor(private readonly command: string, private readonly socket: string) {}
+  constructor(
+    private readonly command: string,
+    private readonly socket: string,
+  ) {}
 
   private run(args: string[]): Promise<string> {
     return new Promise((resolve, reject) => {

@@ -44,7 +44,11 @@ export class Client {
     return this.ep.url ?? `unix:${this.ep.socket}`;
   }
 
-  request<T>(method: string, path: string, opts: { body?: unknown; raw?: Buffer; contentType?: string; headers?: Record<string, string> } = {}): Promise<Response<T>> {
+  request<T>(
+    method: string,
+    path: string,
+    opts: { body?: unknown; raw?: Buffer; contentType?: string; headers?: Record<string, string> } = {},
+  ): Promise<Response<T>> {
     const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
     let payload: Buffer | undefined;
     if (opts.raw) {
@@ -69,9 +73,9 @@ export class Client {
       req.on('timeout', () => req.destroy(new Error('timed out')));
       req.on('error', (err: NodeJS.ErrnoException) => {
         const unreachable = ['ENOENT', 'ECONNREFUSED', 'EACCES', 'ECONNRESET', 'EHOSTUNREACH', 'ETIMEDOUT'].includes(err.code ?? '');
-        reject(unreachable || err.message === 'timed out'
-          ? new ConnectError(`cannot reach ferryd at ${this.where()}: ${err.message}`)
-          : err);
+        reject(
+          unreachable || err.message === 'timed out' ? new ConnectError(`cannot reach ferryd at ${this.where()}: ${err.message}`) : err,
+        );
       });
       req.on('response', (res) => {
         const chunks: Buffer[] = [];

@@ -28,11 +28,13 @@ interface Globals {
   json?: boolean;
 }
 
-const intArg = (name: string, min: number, max: number) => (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
-  return n;
-};
+const intArg =
+  (name: string, min: number, max: number) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
+    return n;
+  };
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 /** --health-check: a JSON object, or null to remove the check. The API validates the rest. */
 const healthCheckArg = (v: string): HealthCheckSpec | null => {
@@ -42,7 +44,8 @@ const healthCheckArg = (v: string): HealthCheckSpec | null => {
   } catch {
     throw new InvalidArgumentError('--health-check takes JSON, e.g. \'{"type":"http","path":"/healthz"}\', or null');
   }
-  if (parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed))) throw new InvalidArgumentError('--health-check must be a JSON object or null');
+  if (parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed)))
+    throw new InvalidArgumentError('--health-check must be a JSON object or null');
   return parsed as HealthCheckSpec | null;
 };
 const HEALTH_CHECK_HELP = 'health check as JSON, e.g. \'{"type":"tcp","interval_ms":2000}\'; null removes it';
@@ -57,7 +60,11 @@ function client(cmd: Command): { api: Client; g: Globals } {
 function clientAt(cmd: Command, where: string, url = /^https?:\/\//.test(where)): { api: Client; g: Globals } {
   const g = cmd.optsWithGlobals<Globals>();
   let token = g.token ?? process.env['FERRY_TOKEN'];
-  if (g.tokenFile) token = readFileSync(g.tokenFile, 'utf8').split('\n').map((l) => l.trim()).find((l) => l && !l.startsWith('#'));
+  if (g.tokenFile)
+    token = readFileSync(g.tokenFile, 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .find((l) => l && !l.startsWith('#'));
   const api = new Client(url ? { url: where, ...(token ? { token } : {}) } : { socket: where });
   return { api, g };
 }
@@ -89,8 +96,11 @@ function vipOptions(c: Command): Command {
     .option('--burst <n>', 'new flows admitted at once above the rate', intArg('burst', 1, 1_000_000))
     .option('--maglev-m <m>', 'Maglev table size (a listed prime)', intArg('maglev-m', 1, 1 << 24))
     .option('--source-affinity', 'keep every connection of a client on one backend')
-    .addOption(new Option('--forwarding <how>', 'dsr: backends answer clients directly; snat: source NAT, replies return through this host')
-      .choices([...FORWARDINGS]))
+    .addOption(
+      new Option('--forwarding <how>', 'dsr: backends answer clients directly; snat: source NAT, replies return through this host').choices(
+        [...FORWARDINGS],
+      ),
+    )
     .option('--health-check <json>', `${HEALTH_CHECK_HELP} (the default of its backends)`, healthCheckArg);
 }
 
@@ -113,8 +123,17 @@ function applyVipOpts(base: VipSpec, o: VipOpts): VipSpec {
 
 function specOf(r: VipRecord): VipSpec {
   return {
-    name: r.name, address: r.address, port: r.port, protocol: r.protocol, encap: r.encap, allow: r.allow, deny: r.deny,
-    policies: r.policies, rate_limit: r.rate_limit, maglev_m: r.maglev_m, source_affinity: r.source_affinity,
+    name: r.name,
+    address: r.address,
+    port: r.port,
+    protocol: r.protocol,
+    encap: r.encap,
+    allow: r.allow,
+    deny: r.deny,
+    policies: r.policies,
+    rate_limit: r.rate_limit,
+    maglev_m: r.maglev_m,
+    source_affinity: r.source_affinity,
     ...(r.forwarding ? { forwarding: r.forwarding } : {}),
     // A PUT replaces the whole VIP: what `vip set` does not change must be sent back as it was.
     ...(r.health_check ? { health_check: r.health_check } : {}),
@@ -122,8 +141,13 @@ function specOf(r: VipRecord): VipSpec {
 }
 
 const vipRow = (v: VipRecord) => ({
-  name: v.name, address: v.address, port: v.port === 0 ? '*' : v.port, protocol: v.protocol,
-  backends: v.backend_count, rules: v.allow.length + v.deny.length + v.policies.length, revision: v.updated_revision,
+  name: v.name,
+  address: v.address,
+  port: v.port === 0 ? '*' : v.port,
+  protocol: v.protocol,
+  backends: v.backend_count,
+  rules: v.allow.length + v.deny.length + v.policies.length,
+  revision: v.updated_revision,
   owner: v.owner ?? '',
 });
 
@@ -140,37 +164,49 @@ function say(g: Globals, json: unknown, text: () => void): void {
 
 function vipCommands(root: Command): void {
   const vip = root.command('vip').description('virtual IPs');
-  vip.command('list').description('list VIPs').action(async (_o, cmd: Command) => {
-    const { api, g } = client(cmd);
-    const items = await api.list<VipRecord>('/v1/vips');
-    say(g, items, () => printTable(items.map(vipRow)));
-  });
-  vip.command('get <name>').description('show one VIP').action(async (name: string, _o, cmd: Command) => {
-    const { api } = client(cmd);
-    printJson(await api.get(`/v1/vips/${seg(name)}`));
-  });
-  vipOptions(vip.command('add <name>').description('create a VIP (--address, --port, --protocol required)'))
-    .action(async (name: string, o: VipOpts, cmd: Command) => {
-      if (!o.address || o.port === undefined || !o.protocol) throw new InvalidArgumentError('vip add needs --address, --port and --protocol');
+  vip
+    .command('list')
+    .description('list VIPs')
+    .action(async (_o, cmd: Command) => {
+      const { api, g } = client(cmd);
+      const items = await api.list<VipRecord>('/v1/vips');
+      say(g, items, () => printTable(items.map(vipRow)));
+    });
+  vip
+    .command('get <name>')
+    .description('show one VIP')
+    .action(async (name: string, _o, cmd: Command) => {
+      const { api } = client(cmd);
+      printJson(await api.get(`/v1/vips/${seg(name)}`));
+    });
+  vipOptions(vip.command('add <name>').description('create a VIP (--address, --port, --protocol required)')).action(
+    async (name: string, o: VipOpts, cmd: Command) => {
+      if (!o.address || o.port === undefined || !o.protocol)
+        throw new InvalidArgumentError('vip add needs --address, --port and --protocol');
       const { api, g } = client(cmd);
       const spec = applyVipOpts({ name, address: o.address, port: o.port, protocol: o.protocol }, o);
       const r = await api.request('POST', '/v1/vips', { body: spec });
       say(g, r.body, () => console.log(`created vip ${name} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
-    });
-  vipOptions(vip.command('set <name>').description('change a VIP (only the options given)'))
-    .action(async (name: string, o: VipOpts, cmd: Command) => {
+    },
+  );
+  vipOptions(vip.command('set <name>').description('change a VIP (only the options given)')).action(
+    async (name: string, o: VipOpts, cmd: Command) => {
       const { api, g } = client(cmd);
       const cur = await api.request<unknown>('GET', `/v1/vips/${seg(name)}`);
       const spec = applyVipOpts(specOf(recordOf<VipRecord>(cur.body, 'vip')), o);
       const etag = cur.headers.etag;
       const r = await api.request('PUT', `/v1/vips/${seg(name)}`, { body: spec, headers: etag ? { 'if-match': etag } : {} });
       say(g, r.body, () => console.log(`updated vip ${name} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
+    },
+  );
+  vip
+    .command('rm <name>')
+    .description('delete a VIP and its backends')
+    .action(async (name: string, _o, cmd: Command) => {
+      const { api, g } = client(cmd);
+      const r = await api.request('DELETE', `/v1/vips/${seg(name)}`);
+      say(g, r.body ?? {}, () => console.log(`deleted vip ${name} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
     });
-  vip.command('rm <name>').description('delete a VIP and its backends').action(async (name: string, _o, cmd: Command) => {
-    const { api, g } = client(cmd);
-    const r = await api.request('DELETE', `/v1/vips/${seg(name)}`);
-    say(g, r.body ?? {}, () => console.log(`deleted vip ${name} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
-  });
 }
 
 interface BackendOpts {
@@ -208,98 +244,153 @@ function ago(ms: number): string {
 }
 
 const backendRow = (b: BackendWithHealth) => ({
-  address: b.address, weight: b.weight, state: b.state, port: b.port ?? '', host: b.host ?? '', health: healthCell(b.health),
-  last_error: b.health?.last_error ?? '', revision: b.updated_revision,
+  address: b.address,
+  weight: b.weight,
+  state: b.state,
+  port: b.port ?? '',
+  host: b.host ?? '',
+  health: healthCell(b.health),
+  last_error: b.health?.last_error ?? '',
+  revision: b.updated_revision,
 });
 
 function backendCommands(root: Command): void {
   const be = root.command('backend').description("a VIP's backends");
   const base = (vip: string) => `/v1/vips/${seg(vip)}/backends`;
-  be.command('list <vip>').description('list backends').action(async (vip: string, _o, cmd: Command) => {
-    const { api, g } = client(cmd);
-    const items = await api.list<BackendWithHealth>(base(vip));
-    say(g, items, () => printTable(items.map(backendRow)));
-  });
-  be.command('get <vip> <address>').description('show one backend').action(async (vip: string, addr: string, _o, cmd: Command) => {
-    const { api } = client(cmd);
-    printJson(await api.get(`${base(vip)}/${seg(addr)}`));
-  });
-  backendOptions(be.command('add <vip> <address>').description('add a backend'))
-    .action(async (vip: string, addr: string, o: BackendOpts, cmd: Command) => {
+  be.command('list <vip>')
+    .description('list backends')
+    .action(async (vip: string, _o, cmd: Command) => {
+      const { api, g } = client(cmd);
+      const items = await api.list<BackendWithHealth>(base(vip));
+      say(g, items, () => printTable(items.map(backendRow)));
+    });
+  be.command('get <vip> <address>')
+    .description('show one backend')
+    .action(async (vip: string, addr: string, _o, cmd: Command) => {
+      const { api } = client(cmd);
+      printJson(await api.get(`${base(vip)}/${seg(addr)}`));
+    });
+  backendOptions(be.command('add <vip> <address>').description('add a backend')).action(
+    async (vip: string, addr: string, o: BackendOpts, cmd: Command) => {
       const { api, g } = client(cmd);
       const { healthCheck, host, ...rest } = o;
       const body = {
-        address: addr, ...rest, ...(host === undefined ? {} : { host: host === 'none' ? null : host }),
+        address: addr,
+        ...rest,
+        ...(host === undefined ? {} : { host: host === 'none' ? null : host }),
         ...(healthCheck === undefined ? {} : { health_check: healthCheck }),
       };
       const r = await api.request('POST', base(vip), { body });
       say(g, r.body, () => console.log(`added backend ${addr} to ${vip} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
-    });
-  backendOptions(be.command('set <vip> <address>').description('change weight, state, port, host or health check'))
-    .action(async (vip: string, addr: string, o: BackendOpts, cmd: Command) => {
+    },
+  );
+  backendOptions(be.command('set <vip> <address>').description('change weight, state, port, host or health check')).action(
+    async (vip: string, addr: string, o: BackendOpts, cmd: Command) => {
       const { api, g } = client(cmd);
       const cur = await api.request<unknown>('GET', `${base(vip)}/${seg(addr)}`);
       const rec = recordOf<BackendRecord>(cur.body, 'backend');
-      const check = o.healthCheck !== undefined ? o.healthCheck : rec.health_check ?? null;
-      const host = o.host === undefined ? rec.host ?? null : o.host === 'none' ? null : o.host;
+      const check = o.healthCheck !== undefined ? o.healthCheck : (rec.health_check ?? null);
+      const host = o.host === undefined ? (rec.host ?? null) : o.host === 'none' ? null : o.host;
       const body = {
-        address: rec.address, weight: o.weight ?? rec.weight, state: o.state ?? rec.state, port: o.port ?? rec.port ?? 0, host,
+        address: rec.address,
+        weight: o.weight ?? rec.weight,
+        state: o.state ?? rec.state,
+        port: o.port ?? rec.port ?? 0,
+        host,
         health_check: check,
       };
       const etag = cur.headers.etag;
       const r = await api.request('PUT', `${base(vip)}/${seg(addr)}`, { body, headers: etag ? { 'if-match': etag } : {} });
       say(g, r.body, () => console.log(`updated backend ${addr} of ${vip} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
+    },
+  );
+  be.command('rm <vip> <address>')
+    .description('remove a backend (its flows drain)')
+    .action(async (vip: string, addr: string, _o, cmd: Command) => {
+      const { api, g } = client(cmd);
+      const r = await api.request('DELETE', `${base(vip)}/${seg(addr)}`);
+      say(g, r.body ?? {}, () => console.log(`removed backend ${addr} from ${vip} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
     });
-  be.command('rm <vip> <address>').description('remove a backend (its flows drain)').action(async (vip: string, addr: string, _o, cmd: Command) => {
-    const { api, g } = client(cmd);
-    const r = await api.request('DELETE', `${base(vip)}/${seg(addr)}`);
-    say(g, r.body ?? {}, () => console.log(`removed backend ${addr} from ${vip} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
-  });
 }
 
 function policyCommands(root: Command): void {
   const p = root.command('policy').description('named allow/deny CIDR sets');
-  const opts = (c: Command) => c
-    .option('--allow <cidr>', 'allowed source CIDR (repeatable)', collect)
-    .option('--deny <cidr>', 'denied source CIDR (repeatable)', collect);
-  p.command('list').description('list policies').action(async (_o, cmd: Command) => {
-    const { api, g } = client(cmd);
-    const items = await api.list<PolicyRecord>('/v1/policies');
-    say(g, items, () => printTable(items.map((x) => ({ name: x.name, allow: x.allow.join(' '), deny: x.deny.join(' '), revision: x.updated_revision }))));
-  });
-  p.command('get <name>').description('show one policy').action(async (name: string, _o, cmd: Command) => {
-    const { api } = client(cmd);
-    printJson(await api.get(`/v1/policies/${seg(name)}`));
-  });
-  opts(p.command('add <name>').description('create a policy')).action(async (name: string, o: { allow?: string[]; deny?: string[] }, cmd: Command) => {
-    const { api, g } = client(cmd);
-    const r = await api.request('POST', '/v1/policies', { body: { name, allow: o.allow ?? [], deny: o.deny ?? [] } });
-    say(g, r.body, () => console.log(`created policy ${name} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
-  });
-  opts(p.command('set <name>').description('replace the CIDRs given')).action(async (name: string, o: { allow?: string[]; deny?: string[] }, cmd: Command) => {
-    const { api, g } = client(cmd);
-    const cur = await api.request<unknown>('GET', `/v1/policies/${seg(name)}`);
-    const rec = recordOf<PolicyRecord>(cur.body, 'policy');
-    const body = { name, allow: o.allow ?? rec.allow, deny: o.deny ?? rec.deny };
-    const etag = cur.headers.etag;
-    const r = await api.request('PUT', `/v1/policies/${seg(name)}`, { body, headers: etag ? { 'if-match': etag } : {} });
-    say(g, r.body, () => console.log(`updated policy ${name} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
-  });
-  p.command('rm <name>').description('delete a policy').action(async (name: string, _o, cmd: Command) => {
-    const { api, g } = client(cmd);
-    const r = await api.request('DELETE', `/v1/policies/${seg(name)}`);
-    say(g, r.body ?? {}, () => console.log(`deleted policy ${name} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
-  });
+  const opts = (c: Command) =>
+    c
+      .option('--allow <cidr>', 'allowed source CIDR (repeatable)', collect)
+      .option('--deny <cidr>', 'denied source CIDR (repeatable)', collect);
+  p.command('list')
+    .description('list policies')
+    .action(async (_o, cmd: Command) => {
+      const { api, g } = client(cmd);
+      const items = await api.list<PolicyRecord>('/v1/policies');
+      say(g, items, () =>
+        printTable(items.map((x) => ({ name: x.name, allow: x.allow.join(' '), deny: x.deny.join(' '), revision: x.updated_revision }))),
+      );
+    });
+  p.command('get <name>')
+    .description('show one policy')
+    .action(async (name: string, _o, cmd: Command) => {
+      const { api } = client(cmd);
+      printJson(await api.get(`/v1/policies/${seg(name)}`));
+    });
+  opts(p.command('add <name>').description('create a policy')).action(
+    async (name: string, o: { allow?: string[]; deny?: string[] }, cmd: Command) => {
+      const { api, g } = client(cmd);
+      const r = await api.request('POST', '/v1/policies', { body: { name, allow: o.allow ?? [], deny: o.deny ?? [] } });
+      say(g, r.body, () => console.log(`created policy ${name} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
+    },
+  );
+  opts(p.command('set <name>').description('replace the CIDRs given')).action(
+    async (name: string, o: { allow?: string[]; deny?: string[] }, cmd: Command) => {
+      const { api, g } = client(cmd);
+      const cur = await api.request<unknown>('GET', `/v1/policies/${seg(name)}`);
+      const rec = recordOf<PolicyRecord>(cur.body, 'policy');
+      const body = { name, allow: o.allow ?? rec.allow, deny: o.deny ?? rec.deny };
+      const etag = cur.headers.etag;
+      const r = await api.request('PUT', `/v1/policies/${seg(name)}`, { body, headers: etag ? { 'if-match': etag } : {} });
+      say(g, r.body, () => console.log(`updated policy ${name} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
+    },
+  );
+  p.command('rm <name>')
+    .description('delete a policy')
+    .action(async (name: string, _o, cmd: Command) => {
+      const { api, g } = client(cmd);
+      const r = await api.request('DELETE', `/v1/policies/${seg(name)}`);
+      say(g, r.body ?? {}, () => console.log(`deleted policy ${name} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
+    });
 }
 
 interface StatsBody {
-  vips: Array<{ name: string; packets: number; bytes: number; new_flows: number; ct_hits: number; ct_misses: number; drops: number; rate_pps?: number; backends: Array<{ address: string; packets: number; bytes: number; new_flows: number }> }>;
+  vips: Array<{
+    name: string;
+    packets: number;
+    bytes: number;
+    new_flows: number;
+    ct_hits: number;
+    ct_misses: number;
+    drops: number;
+    rate_pps?: number;
+    backends: Array<{ address: string; packets: number; bytes: number; new_flows: number }>;
+  }>;
   drops: Record<string, number>;
 }
 
 function printStats(s: StatsBody): void {
-  printTable(s.vips.map((v) => ({ vip: v.name, packets: v.packets, bytes: v.bytes, 'pkt/s': v.rate_pps ?? '', new_flows: v.new_flows, ct_hits: v.ct_hits, drops: v.drops })));
-  const rows = s.vips.flatMap((v) => v.backends.map((b) => ({ vip: v.name, backend: b.address, packets: b.packets, bytes: b.bytes, new_flows: b.new_flows })));
+  printTable(
+    s.vips.map((v) => ({
+      vip: v.name,
+      packets: v.packets,
+      bytes: v.bytes,
+      'pkt/s': v.rate_pps ?? '',
+      new_flows: v.new_flows,
+      ct_hits: v.ct_hits,
+      drops: v.drops,
+    })),
+  );
+  const rows = s.vips.flatMap((v) =>
+    v.backends.map((b) => ({ vip: v.name, backend: b.address, packets: b.packets, bytes: b.bytes, new_flows: b.new_flows })),
+  );
   if (rows.length) {
     console.log('');
     printTable(rows);
@@ -309,7 +400,9 @@ function printStats(s: StatsBody): void {
 }
 
 function eventCommands(root: Command): void {
-  root.command('events').description('health transitions of backends, newest first')
+  root
+    .command('events')
+    .description('health transitions of backends, newest first')
     .option('--vip <name>', 'only this VIP')
     .option('--backend <address>', 'only this backend address')
     .option('-n, --limit <n>', 'how many (default 50)', intArg('limit', 1, 1000))
@@ -319,21 +412,34 @@ function eventCommands(root: Command): void {
       if (o.vip) q.set('vip', o.vip);
       if (o.backend) q.set('backend', o.backend);
       const page = await api.get<{ items: HealthEvent[] }>(`/v1/health/events?${q.toString()}`);
-      say(g, page.items, () => printTable(page.items.map((e) => ({
-        time: e.time, vip: e.vip, backend: e.backend, change: `${e.from} -> ${e.to}`, reason: e.reason ?? '',
-      }))));
+      say(g, page.items, () =>
+        printTable(
+          page.items.map((e) => ({
+            time: e.time,
+            vip: e.vip,
+            backend: e.backend,
+            change: `${e.from} -> ${e.to}`,
+            reason: e.reason ?? '',
+          })),
+        ),
+      );
     });
 }
 
 function otherCommands(root: Command): void {
-  root.command('status').description('daemon and datapath status').action(async (_o, cmd: Command) => {
-    const { api, g } = client(cmd);
-    const s = await api.get<Record<string, unknown>>('/v1/status');
-    say(g, s, () => {
-      for (const [k, v] of Object.entries(s)) console.log(`${k.padEnd(17)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
+  root
+    .command('status')
+    .description('daemon and datapath status')
+    .action(async (_o, cmd: Command) => {
+      const { api, g } = client(cmd);
+      const s = await api.get<Record<string, unknown>>('/v1/status');
+      say(g, s, () => {
+        for (const [k, v] of Object.entries(s)) console.log(`${k.padEnd(17)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
+      });
     });
-  });
-  root.command('stats').description('per-VIP and per-backend counters')
+  root
+    .command('stats')
+    .description('per-VIP and per-backend counters')
     .option('-w, --watch [seconds]', 'refresh every N seconds (default 2)')
     .action(async (o: { watch?: string | boolean }, cmd: Command) => {
       const { api, g } = client(cmd);
@@ -346,7 +452,9 @@ function otherCommands(root: Command): void {
         await new Promise((r) => setTimeout(r, every * 1000));
       }
     });
-  root.command('apply').description('replace the whole desired state with a YAML or JSON file')
+  root
+    .command('apply')
+    .description('replace the whole desired state with a YAML or JSON file')
     .requiredOption('-f, --file <path>', 'state file (vips with backends, policies)')
     .option('--dry-run', 'show the changes without applying them')
     .action(async (o: { file: string; dryRun?: boolean }, cmd: Command) => {
@@ -358,26 +466,41 @@ function otherCommands(root: Command): void {
         throw new InvalidArgumentError(`${o.file}: ${(err as Error).message}`);
       }
       const r = await api.request<{ revision: number; changes: Array<{ op: string; kind: string; name: string }> }>(
-        'PUT', `/v1/state${o.dryRun ? '?dry_run=true' : ''}`, { body: desired });
+        'PUT',
+        `/v1/state${o.dryRun ? '?dry_run=true' : ''}`,
+        { body: desired },
+      );
       say(g, r.body, () => {
         for (const c of r.body.changes) console.log(`${c.op.padEnd(7)} ${c.kind.padEnd(8)} ${c.name}`);
-        console.log(o.dryRun ? `${r.body.changes.length} change(s) would be applied (dry run)` : `${r.body.changes.length} change(s), revision ${r.body.revision}`);
+        console.log(
+          o.dryRun
+            ? `${r.body.changes.length} change(s) would be applied (dry run)`
+            : `${r.body.changes.length} change(s), revision ${r.body.revision}`,
+        );
       });
     });
-  root.command('backup <file>').description('write a consistent copy of the database').action(async (file: string, _o, cmd: Command) => {
-    const { api, g } = client(cmd);
-    const r = await api.request<unknown>('GET', '/v1/backup', { headers: { accept: 'application/vnd.sqlite3' } });
-    writeFileSync(file, r.raw);
-    say(g, { file, bytes: r.raw.length, revision: Number(r.headers['x-ferry-revision']) }, () =>
-      console.log(`wrote ${file} (${r.raw.length} bytes, revision ${r.headers['x-ferry-revision'] ?? '?'})`));
-  });
-  root.command('restore <file>').description('replace the desired state with a backup').action(async (file: string, _o, cmd: Command) => {
-    const { api, g } = client(cmd);
-    const r = await api.request<{ revision: number; changes: unknown[] }>('POST', '/v1/restore', {
-      raw: readFileSync(file), contentType: 'application/vnd.sqlite3',
+  root
+    .command('backup <file>')
+    .description('write a consistent copy of the database')
+    .action(async (file: string, _o, cmd: Command) => {
+      const { api, g } = client(cmd);
+      const r = await api.request<unknown>('GET', '/v1/backup', { headers: { accept: 'application/vnd.sqlite3' } });
+      writeFileSync(file, r.raw);
+      say(g, { file, bytes: r.raw.length, revision: Number(r.headers['x-ferry-revision']) }, () =>
+        console.log(`wrote ${file} (${r.raw.length} bytes, revision ${r.headers['x-ferry-revision'] ?? '?'})`),
+      );
     });
-    say(g, r.body, () => console.log(`restored ${file}: ${r.body.changes.length} change(s), revision ${r.body.revision}`));
-  });
+  root
+    .command('restore <file>')
+    .description('replace the desired state with a backup')
+    .action(async (file: string, _o, cmd: Command) => {
+      const { api, g } = client(cmd);
+      const r = await api.request<{ revision: number; changes: unknown[] }>('POST', '/v1/restore', {
+        raw: readFileSync(file),
+        contentType: 'application/vnd.sqlite3',
+      });
+      say(g, r.body, () => console.log(`restored ${file}: ${r.body.changes.length} change(s), revision ${r.body.revision}`));
+    });
 }
 
 export function buildCli(): Command {

@@ -59,9 +59,15 @@ export function compareMembers(view: FleetView): Omit<MembersReport, 'tables'> {
 
 export function fleetCommands(root: Command, clientAt: ClientAt, here: (cmd: Command) => { api: Client; g: { json?: boolean } }): void {
   const fleet = root.command('fleet').description('several Ferry hosts behind one router');
-  fleet.command('status')
-    .description('compare the members\' revisions, hash seeds and Maglev tables (the fleet store\'s members, or GET /v1/maglev on each --host)')
-    .option('--host <socket-or-url...>', 'compare these hosts\' APIs instead (a unix socket path or an http(s) URL; repeat, or list several)')
+  fleet
+    .command('status')
+    .description(
+      "compare the members' revisions, hash seeds and Maglev tables (the fleet store's members, or GET /v1/maglev on each --host)",
+    )
+    .option(
+      '--host <socket-or-url...>',
+      "compare these hosts' APIs instead (a unix socket path or an http(s) URL; repeat, or list several)",
+    )
     .action(async (o: { host?: string[] }, cmd: Command) => {
       if (o.host === undefined) return membersStatus(here(cmd), clientAt, cmd);
       const r = await tablesOf(o.host.map((where) => ({ host: where, at: () => clientAt(cmd, where).api })));
@@ -88,38 +94,60 @@ async function membersStatus(c: { api: Client; g: { json?: boolean } }, clientAt
   const view = await c.api.get<FleetView>('/v1/fleet');
   const base = compareMembers(view);
   const reachable = base.members.filter((m) => m.api_url !== null);
-  const tables = base.same || reachable.length < 2
-    ? null
-    : await tablesOf(reachable.map((m) => ({ host: m.name, at: () => clientAt(cmd, m.api_url!).api })));
+  const tables =
+    base.same || reachable.length < 2
+      ? null
+      : await tablesOf(reachable.map((m) => ({ host: m.name, at: () => clientAt(cmd, m.api_url!).api })));
   const r: MembersReport = { ...base, tables };
   if (c.g.json ?? false) printJson(r);
   else {
     if (!view.connected) console.log(`this host does not reach the fleet store now: ${view.last_error ?? 'connecting'}\n`);
-    printTable(r.members.map((m) => ({
-      member: m.name, revision: m.revision, 'store revision': m.store_revision, applied: m.applied_revision, seed: m.hash_seed,
-      vips: m.vips, tables: m.tables, agrees: m.agrees ? 'yes' : 'NO', api: m.api_url ?? '-',
-    })));
+    printTable(
+      r.members.map((m) => ({
+        member: m.name,
+        revision: m.revision,
+        'store revision': m.store_revision,
+        applied: m.applied_revision,
+        seed: m.hash_seed,
+        vips: m.vips,
+        tables: m.tables,
+        agrees: m.agrees ? 'yes' : 'NO',
+        api: m.api_url ?? '-',
+      })),
+    );
     if (r.tables !== null && r.tables.differ.length > 0) {
       console.log('\nVIPs whose Maglev table differs (checksum per member; - = no such VIP):');
-      printTable(r.tables.differ.map((d) => ({ vip: d.vip, ...Object.fromEntries(Object.entries(d.checksums).map(([h, x]) => [h, x ?? '-'])) })));
+      printTable(
+        r.tables.differ.map((d) => ({ vip: d.vip, ...Object.fromEntries(Object.entries(d.checksums).map(([h, x]) => [h, x ?? '-'])) })),
+      );
     } else if (!r.same && reachable.length < 2) {
       console.log('\nset fleet.api_url on the members to have the differing VIPs named');
     }
-    console.log(`\n${r.same ? `${r.members.length} members hold the same tables at revision ${r.revision}` : 'the members do not agree: a flow moved between them may change backend'}`);
+    console.log(
+      `\n${r.same ? `${r.members.length} members hold the same tables at revision ${r.revision}` : 'the members do not agree: a flow moved between them may change backend'}`,
+    );
   }
   if (!r.same) process.exitCode = 1;
 }
 
 function printReport(r: FleetReport): void {
-  printTable(r.hosts.map((h) => {
-    const t = h.tables;
-    if (t === null) return { host: h.host, version: '', revision: '', applied: '', seed: '', vips: '', tables: `unreachable: ${h.error}` };
-    const bad = r.differ.filter((d) => d.checksums[h.host] !== undefined).length;
-    return {
-      host: h.host, version: t.version, revision: t.revision, applied: t.applied_revision, seed: t.hash_seed, vips: t.vips.length,
-      tables: bad === 0 && r.seeds_match ? 'same' : `${bad} differ`,
-    };
-  }));
+  printTable(
+    r.hosts.map((h) => {
+      const t = h.tables;
+      if (t === null)
+        return { host: h.host, version: '', revision: '', applied: '', seed: '', vips: '', tables: `unreachable: ${h.error}` };
+      const bad = r.differ.filter((d) => d.checksums[h.host] !== undefined).length;
+      return {
+        host: h.host,
+        version: t.version,
+        revision: t.revision,
+        applied: t.applied_revision,
+        seed: t.hash_seed,
+        vips: t.vips.length,
+        tables: bad === 0 && r.seeds_match ? 'same' : `${bad} differ`,
+      };
+    }),
+  );
   if (!r.seeds_match) console.log('\nhash seeds differ: set the same datapath.hash_seed on every host');
   if (r.differ.length > 0) {
     console.log('\nVIPs whose Maglev table differs (checksum per host; - = no such VIP):');

@@ -28,11 +28,13 @@ interface TopOpts {
   once?: boolean;
 }
 
-const positiveInt = (name: string) => (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer`);
-  return n;
-};
+const positiveInt =
+  (name: string) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer`);
+    return n;
+  };
 
 const seconds = (v: string): number => {
   const n = Number(v);
@@ -113,8 +115,14 @@ async function monitor(api: Client, json: boolean, o: MonitorOpts): Promise<void
       if (m.event === 'ready') {
         const s = JSON.parse(m.data) as { flow_sample: number; events_per_second: number };
         if (json) return;
-        const flows = s.flow_sample === 0 ? 'no flow events (datapath.events_flow_sample is 0)' : s.flow_sample === 1 ? 'every new flow' : `1 in ${s.flow_sample} new flows`;
-        const cap = s.events_per_second === 0 ? 'events are off (datapath.events_per_second is 0)' : `at most ${s.events_per_second} events/s`;
+        const flows =
+          s.flow_sample === 0
+            ? 'no flow events (datapath.events_flow_sample is 0)'
+            : s.flow_sample === 1
+              ? 'every new flow'
+              : `1 in ${s.flow_sample} new flows`;
+        const cap =
+          s.events_per_second === 0 ? 'events are off (datapath.events_per_second is 0)' : `at most ${s.events_per_second} events/s`;
         console.error(`# monitoring: every drop, ${flows}; ${cap}. Ctrl-C stops.`);
         return;
       }
@@ -145,7 +153,12 @@ async function monitor(api: Client, json: boolean, o: MonitorOpts): Promise<void
 export interface TopFrame {
   interval_seconds: number;
   vips: Array<{
-    name: string; pps: number; bps: number; new_flows_per_sec: number; drops_per_sec: number; ct_hit_ratio: number | null;
+    name: string;
+    pps: number;
+    bps: number;
+    new_flows_per_sec: number;
+    drops_per_sec: number;
+    ct_hit_ratio: number | null;
     backends: Array<{ address: string; pps: number; bps: number; new_flows_per_sec: number; share: number | null }>;
   }>;
   drops_per_sec: Record<string, number>;
@@ -200,13 +213,26 @@ const pct = (x: number | null): string => (x === null ? '-' : `${(x * 100).toFix
 
 function printTop(f: TopFrame): void {
   console.log(`ferry top  ${new Date().toISOString().slice(11, 19)}  (rates over ${f.interval_seconds} s)\n`);
-  printTable(f.vips.map((v) => ({
-    vip: v.name, 'pkt/s': human(v.pps), 'bit/s': human(v.bps), 'flows/s': human(v.new_flows_per_sec),
-    'drops/s': human(v.drops_per_sec), 'ct hit': pct(v.ct_hit_ratio),
-  })));
-  const rows = f.vips.flatMap((v) => v.backends.map((b) => ({
-    vip: v.name, backend: b.address, 'pkt/s': human(b.pps), 'bit/s': human(b.bps), 'flows/s': human(b.new_flows_per_sec), share: pct(b.share),
-  })));
+  printTable(
+    f.vips.map((v) => ({
+      vip: v.name,
+      'pkt/s': human(v.pps),
+      'bit/s': human(v.bps),
+      'flows/s': human(v.new_flows_per_sec),
+      'drops/s': human(v.drops_per_sec),
+      'ct hit': pct(v.ct_hit_ratio),
+    })),
+  );
+  const rows = f.vips.flatMap((v) =>
+    v.backends.map((b) => ({
+      vip: v.name,
+      backend: b.address,
+      'pkt/s': human(b.pps),
+      'bit/s': human(b.bps),
+      'flows/s': human(b.new_flows_per_sec),
+      share: pct(b.share),
+    })),
+  );
   if (rows.length) {
     console.log('');
     printTable(rows);
@@ -245,7 +271,9 @@ async function top(api: Client, json: boolean, o: TopOpts): Promise<void> {
 }
 
 export function monitorCommands(root: Command, client: ClientOf): void {
-  root.command('monitor').description('stream live datapath events: sampled new flows and every drop (Ctrl-C stops)')
+  root
+    .command('monitor')
+    .description('stream live datapath events: sampled new flows and every drop (Ctrl-C stops)')
     .option('--vip <name>', 'only events of this VIP')
     .option('--drops', 'only drops')
     .option('--flows', 'only sampled new flows')
@@ -254,7 +282,9 @@ export function monitorCommands(root: Command, client: ClientOf): void {
       const { api, g } = client(cmd);
       await monitor(api, g.json === true, o);
     });
-  root.command('top').description('live per-VIP and per-backend rates (packets, bits, new flows, drops per second)')
+  root
+    .command('top')
+    .description('live per-VIP and per-backend rates (packets, bits, new flows, drops per second)')
     .option('-i, --interval <seconds>', 'seconds between readings', seconds, 2)
     .option('--once', 'print one frame (after one interval) and exit')
     .action(async (o: TopOpts, cmd: Command) => {

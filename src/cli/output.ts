@@ -11,7 +11,11 @@ export function printTable(rows: Array<Record<string, Cell>>): void {
   const cols = Object.keys(rows[0]!);
   const text = (v: Cell) => (v === null || v === undefined ? '' : String(v));
   const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => text(r[c]).length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(width[i]!)).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(width[i]!))
+      .join('  ')
+      .trimEnd();
   console.log(line(cols.map((c) => c.toUpperCase())));
   for (const r of rows) console.log(line(cols.map((c) => text(r[c]))));
 }

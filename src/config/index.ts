@@ -300,10 +300,17 @@ export const CONFIG_SCHEMA = {
         batch_max_events: { type: 'integer', minimum: 1, maximum: 1000000, default: 10000 },
         resync_seconds: { type: 'integer', minimum: 0, maximum: 86400, default: 600 },
         node_port_address_types: {
-          type: 'array', uniqueItems: true, items: { enum: [...NODE_ADDRESS_TYPES] }, default: [...NODE_ADDRESS_TYPES],
+          type: 'array',
+          uniqueItems: true,
+          items: { enum: [...NODE_ADDRESS_TYPES] },
+          default: [...NODE_ADDRESS_TYPES],
         },
         health_check_addresses: {
-          type: 'array', uniqueItems: true, maxItems: 16, items: { type: 'string', minLength: 2, maxLength: 45 }, default: ['0.0.0.0', '::'],
+          type: 'array',
+          uniqueItems: true,
+          maxItems: 16,
+          items: { type: 'string', minLength: 2, maxLength: 45 },
+          default: ['0.0.0.0', '::'],
         },
         nat: {
           type: 'object',
@@ -328,9 +335,13 @@ export const CONFIG_SCHEMA = {
           properties: {
             enabled: { type: 'boolean', default: false },
             pools: {
-              type: 'array', maxItems: 256, default: [],
+              type: 'array',
+              maxItems: 256,
+              default: [],
               items: {
-                type: 'object', additionalProperties: false, required: ['name', 'addresses'],
+                type: 'object',
+                additionalProperties: false,
+                required: ['name', 'addresses'],
                 properties: {
                   name: { type: 'string', pattern: K8S_NAME, maxLength: 63 },
                   addresses: { type: 'array', minItems: 1, maxItems: 1024, items: { type: 'string', minLength: 3, maxLength: 100 } },
@@ -377,7 +388,12 @@ export const CONFIG_SCHEMA = {
               address: { type: 'string', minLength: 2, maxLength: 45 },
               as: { type: 'integer', minimum: 1, maximum: 4294967295 },
               port: { type: 'integer', minimum: 1, maximum: 65535, default: 179 },
-              password: { type: ['string', 'null'], pattern: '^[\\x21\\x23-\\x5b\\x5d-\\x7e]{1,80}$', description: 'printable ASCII without quote or backslash', default: null },
+              password: {
+                type: ['string', 'null'],
+                pattern: '^[\\x21\\x23-\\x5b\\x5d-\\x7e]{1,80}$',
+                description: 'printable ASCII without quote or backslash',
+                default: null,
+              },
               multihop: { type: ['integer', 'null'], minimum: 1, maximum: 255, default: null },
             },
           },
@@ -386,7 +402,10 @@ export const CONFIG_SCHEMA = {
         connect_retry_seconds: { type: 'integer', minimum: 1, maximum: 3600, default: 5 },
         med: { type: ['integer', 'null'], minimum: 0, maximum: 4294967295, default: null },
         communities: {
-          type: 'array', uniqueItems: true, maxItems: 32, default: [],
+          type: 'array',
+          uniqueItems: true,
+          maxItems: 32,
+          default: [],
           items: { type: 'string', pattern: '^\\d{1,10}:\\d{1,10}(:\\d{1,10})?$' },
         },
         next_hop_v4: nullableString('^(\\d{1,3}\\.){3}\\d{1,3}$'),
@@ -407,7 +426,10 @@ export const CONFIG_SCHEMA = {
           default: {},
           properties: {
             endpoints: {
-              type: 'array', uniqueItems: true, maxItems: 16, default: [],
+              type: 'array',
+              uniqueItems: true,
+              maxItems: 16,
+              default: [],
               items: { type: 'string', pattern: '^https?://[^\\s/]+$' },
             },
             prefix: { type: 'string', pattern: '^/([A-Za-z0-9._-]+/)*$', maxLength: 200, default: '/ferry/' },
@@ -433,7 +455,10 @@ export const CONFIG_SCHEMA = {
 } as const;
 
 export class ConfigError extends Error {
-  constructor(readonly source: string, readonly problems: string[]) {
+  constructor(
+    readonly source: string,
+    readonly problems: string[],
+  ) {
     super(`invalid configuration ${source}:\n  ${problems.join('\n  ')}`);
   }
 }
@@ -468,13 +493,17 @@ function kubernetesChecks(c: FerryConfig, env: NodeJS.ProcessEnv): string[] {
   });
   out.push(...lbIpamChecks(k.lb_ipam));
   if (k.external_path === 'nat' && !k.nat.enabled) {
-    out.push('/kubernetes/external_path: "nat" serves outside addresses through the kernel\'s NAT, which /kubernetes/nat/enabled turns off');
+    out.push(
+      '/kubernetes/external_path: "nat" serves outside addresses through the kernel\'s NAT, which /kubernetes/nat/enabled turns off',
+    );
   }
   if (c.mode !== 'kubernetes') return out;
   if (k.node_name === null) {
     const fromEnv = env['NODE_NAME'];
     if (fromEnv === undefined || fromEnv === '') {
-      out.push('/kubernetes/node_name: required in kubernetes mode: set it, or NODE_NAME (in a DaemonSet, from the downward API: spec.nodeName)');
+      out.push(
+        '/kubernetes/node_name: required in kubernetes mode: set it, or NODE_NAME (in a DaemonSet, from the downward API: spec.nodeName)',
+      );
     } else if (!NODE_NAME_RE.test(fromEnv)) {
       out.push(`/kubernetes/node_name: NODE_NAME=${JSON.stringify(fromEnv)} is not a valid node name`);
     } else {
@@ -482,8 +511,10 @@ function kubernetesChecks(c: FerryConfig, env: NodeJS.ProcessEnv): string[] {
     }
   }
   if (k.kubeconfig === null && (!env['KUBERNETES_SERVICE_HOST'] || !env['KUBERNETES_SERVICE_PORT'])) {
-    out.push('/kubernetes/kubeconfig: not set, and not running in a pod (KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT unset): '
-      + 'give the path of a kubeconfig, or run ferryd in the cluster with a service account');
+    out.push(
+      '/kubernetes/kubeconfig: not set, and not running in a pod (KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT unset): ' +
+        'give the path of a kubeconfig, or run ferryd in the cluster with a service account',
+    );
   }
   return out;
 }
@@ -496,10 +527,14 @@ function lbIpamChecks(l: LbIpamConfig): string[] {
   if (l.enabled && l.pools.length === 0) out.push(`${at}/pools: the allocator is enabled but has no pool to give addresses from`);
   const t = l.lease;
   if (t.renew_deadline_seconds >= t.duration_seconds) {
-    out.push(`${at}/lease/renew_deadline_seconds: must be below duration_seconds (${t.duration_seconds}): a leader must step down before another may take over`);
+    out.push(
+      `${at}/lease/renew_deadline_seconds: must be below duration_seconds (${t.duration_seconds}): a leader must step down before another may take over`,
+    );
   }
   if (t.retry_period_seconds >= t.renew_deadline_seconds) {
-    out.push(`${at}/lease/retry_period_seconds: must be below renew_deadline_seconds (${t.renew_deadline_seconds}): a leader renews several times within its deadline`);
+    out.push(
+      `${at}/lease/retry_period_seconds: must be below renew_deadline_seconds (${t.renew_deadline_seconds}): a leader renews several times within its deadline`,
+    );
   }
   return out;
 }
@@ -545,7 +580,10 @@ function bgpChecks(c: FerryConfig): string[] {
   b.communities.forEach((text, i) => {
     const parts = text.split(':').map(Number);
     const ok = parts.length === 2 ? parts.every((p) => p <= U16) : parts.every((p) => p <= U32);
-    if (!ok) out.push(`/bgp/communities/${i}: ${text}: a standard community is ASN:VALUE with both <= ${U16}, a large one ASN:X:Y with each <= ${U32}`);
+    if (!ok)
+      out.push(
+        `/bgp/communities/${i}: ${text}: a standard community is ASN:VALUE with both <= ${U16}, a large one ASN:X:Y with each <= ${U32}`,
+      );
   });
   b.prefixes.forEach((text, i) => {
     const r = parseCidr(text);
@@ -568,12 +606,17 @@ function crossChecks(c: FerryConfig, env: NodeJS.ProcessEnv): string[] {
   });
   const ring = c.bpf.events_ring_bytes;
   if ((ring & (ring - 1)) !== 0) out.push('/bpf/events_ring_bytes: must be a power of 2 (e.g. 1048576)');
-  for (const [key, text] of [['encap_source_v4', c.datapath.encap_source_v4], ['encap_source_v6', c.datapath.encap_source_v6]] as const) {
+  for (const [key, text] of [
+    ['encap_source_v4', c.datapath.encap_source_v4],
+    ['encap_source_v6', c.datapath.encap_source_v6],
+  ] as const) {
     if (!text) continue;
     const prefix = Number(text.split('/')[1]);
     const bits = key === 'encap_source_v4' ? 32 : 128;
     if (prefix > bits || (key === 'encap_source_v6' && prefix < 96)) {
-      out.push(`/datapath/${key}: prefix length must be ${key === 'encap_source_v4' ? '0..32' : '96..128 (the last 32 bits vary per flow)'}`);
+      out.push(
+        `/datapath/${key}: prefix length must be ${key === 'encap_source_v4' ? '0..32' : '96..128 (the last 32 bits vary per flow)'}`,
+      );
     }
   }
   if (c.api.probe_listen !== null && c.api.probe_listen === c.api.listen) out.push('/api/probe_listen: must differ from /api/listen');
@@ -616,7 +659,11 @@ export function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): 
  */
 export function parseConfig(text: string, source: string, env: NodeJS.ProcessEnv = {}): FerryConfig {
   const doc = parseDocument(text, { prettyErrors: true });
-  if (doc.errors.length > 0) throw new ConfigError(source, doc.errors.map((e) => e.message.split('\n')[0]!));
+  if (doc.errors.length > 0)
+    throw new ConfigError(
+      source,
+      doc.errors.map((e) => e.message.split('\n')[0]!),
+    );
   const parsed: unknown = doc.toJS() ?? {};
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new ConfigError(source, ['/: the top level must be a mapping of keys']);

@@ -77,11 +77,15 @@ function ensureBpffs(pinRoot: string): void {
       execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf'], { stdio: 'pipe' });
     } catch (err) {
       // ferry.service's system call filter forbids mounting: systemd mounts bpffs at boot.
-      throw new Error(`/sys/fs/bpf is not mounted and mounting it failed (${(err as Error).message.trim()}): mount bpffs there first (mount -t bpf bpf /sys/fs/bpf)`);
+      throw new Error(
+        `/sys/fs/bpf is not mounted and mounting it failed (${(err as Error).message.trim()}): mount bpffs there first (mount -t bpf bpf /sys/fs/bpf)`,
+      );
     }
   }
   if (statfsSync('/sys/fs/bpf').type !== BPF_FS_MAGIC) {
-    throw new Error('/sys/fs/bpf is mounted but is not a bpf filesystem: mount bpffs there on the host (mount -t bpf bpf /sys/fs/bpf) before mounting it into the container');
+    throw new Error(
+      '/sys/fs/bpf is mounted but is not a bpf filesystem: mount bpffs there on the host (mount -t bpf bpf /sys/fs/bpf) before mounting it into the container',
+    );
   }
 }
 
@@ -106,7 +110,7 @@ export function datapathConfig(c: FerryConfig, storeSeed: number): ConfigProgram
 
 /** The first interface's first global address of a family: what this host's peers reach it at. */
 function firstAddress(c: FerryConfig, family: 'IPv4' | 'IPv6', nics = networkInterfaces()): string | null {
-  const first = c.interfaces[0] ? nics[c.interfaces[0].name] ?? [] : [];
+  const first = c.interfaces[0] ? (nics[c.interfaces[0].name] ?? []) : [];
   return first.find((a) => a.family === family && !a.internal && !a.address.toLowerCase().startsWith('fe80:'))?.address ?? null;
 }
 
@@ -116,7 +120,10 @@ function firstAddress(c: FerryConfig, family: 'IPv4' | 'IPv6', nics = networkInt
  * route back to).
  */
 export function snatSources(c: FerryConfig, nics = networkInterfaces()): { src4: string | null; src6: string | null } {
-  return { src4: c.datapath.snat_source_v4 ?? firstAddress(c, 'IPv4', nics), src6: c.datapath.snat_source_v6 ?? firstAddress(c, 'IPv6', nics) };
+  return {
+    src4: c.datapath.snat_source_v4 ?? firstAddress(c, 'IPv4', nics),
+    src6: c.datapath.snat_source_v6 ?? firstAddress(c, 'IPv6', nics),
+  };
 }
 
 /** Every address of this host's interfaces, canonical: never announced by BGP (NodePort VIPs are on them). */
@@ -134,7 +141,8 @@ function hostAddresses(nics = networkInterfaces()): Set<string> {
 /** BIRD's router id: the configured one, else the first interface's first IPv4 address. */
 export function bgpRouterId(c: FerryConfig, nics = networkInterfaces()): string {
   const id = c.bgp.router_id ?? firstAddress(c, 'IPv4', nics);
-  if (id === null) throw new Error('bgp.router_id is not set and the first interface has no IPv4 address to take it from: set bgp.router_id');
+  if (id === null)
+    throw new Error('bgp.router_id is not set and the first interface has no IPv4 address to take it from: set bgp.router_id');
   return id;
 }
 
@@ -199,7 +207,10 @@ export class Daemon implements DaemonInfo, MetricsSource {
   /** The plan the datapath holds (its Maglev tables' inputs). */
   private lastPlan: DpState | undefined;
 
-  constructor(private config: FerryConfig, private readonly log: Logger) {
+  constructor(
+    private config: FerryConfig,
+    private readonly log: Logger,
+  ) {
     this.notifier = new Notifier(log);
   }
 
@@ -215,9 +226,14 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.dp = LbDatapath.open({
       pinRoot: c.bpf.pin_root,
       sizes: {
-        maxVips: c.bpf.max_vips, maxVipAddrs: c.bpf.max_vips, maxBackends: c.bpf.max_backends,
-        ctSize: c.bpf.conntrack_entries, maxPolicyRules: c.bpf.max_policy_rules, eventRingBytes: c.bpf.events_ring_bytes,
-        maglevSlots: c.bpf.maglev_slots, snatEntries: c.bpf.snat_entries,
+        maxVips: c.bpf.max_vips,
+        maxVipAddrs: c.bpf.max_vips,
+        maxBackends: c.bpf.max_backends,
+        ctSize: c.bpf.conntrack_entries,
+        maxPolicyRules: c.bpf.max_policy_rules,
+        eventRingBytes: c.bpf.events_ring_bytes,
+        maglevSlots: c.bpf.maglev_slots,
+        snatEntries: c.bpf.snat_entries,
       },
     });
     if (this.dp.replacedPins.length) this.log.warn({ maps: this.dp.replacedPins }, 'recreated pinned maps whose layout changed');
@@ -235,18 +251,27 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.reconciler = new Reconciler(this.dp, datapathConfig(c, seed));
     const overlap = snatPortOverlap(c);
     if (overlap !== null) {
-      this.log.warn({ snat_ports: c.datapath.snat_ports, overlap }, 'source NAT ports overlap net.ipv4.ip_local_port_range: narrow one of them');
+      this.log.warn(
+        { snat_ports: c.datapath.snat_ports, overlap },
+        'source NAT ports overlap net.ipv4.ip_local_port_range: narrow one of them',
+      );
     }
     this.node = new NodePrograms({ pinRoot: c.bpf.pin_root });
     this.nodeEndpoints = new NodeEndpoints(this.reconciler, this.node);
     // Health joins every plan; until the monitor runs nothing is down, so the first reconcile is the store's alone.
     const planner = new IncrementalPlanner();
-    this.controller = new Controller(this.store, this.nodeEndpoints, (state) => planner.plan(state, {
-      health: this.healthMonitor?.verdict, healthEpoch: this.healthMonitor?.epoch, healthChanges: this.healthMonitor?.changedSince,
-    }));
+    this.controller = new Controller(this.store, this.nodeEndpoints, (state) =>
+      planner.plan(state, {
+        health: this.healthMonitor?.verdict,
+        healthEpoch: this.healthMonitor?.epoch,
+        healthChanges: this.healthMonitor?.changedSince,
+      }),
+    );
     this.hc = this.openHc();
     const monitor = new HealthMonitor({
-      store: this.store, reconcile: () => this.controller.reconcile(), logger: this.log.child({ component: 'health' }),
+      store: this.store,
+      reconcile: () => this.controller.reconcile(),
+      logger: this.log.child({ component: 'health' }),
       checker: { probe: dsrProbe(this.hc) },
       onTargets: (targets) => this.retainDsrPairs(targets),
     });
@@ -255,11 +280,17 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.metrics = new FerryMetrics(this, { kubernetes: c.mode === 'kubernetes', bgp: c.bgp.enabled, fleet: inFleet });
     if (c.bgp.enabled) {
       if (c.datapath.hash_seed === null && !inFleet) {
-        this.log.warn('bgp is enabled but neither datapath.hash_seed nor a fleet store is set: hosts behind one ECMP router need the same seed, or flows they move between them are reset');
+        this.log.warn(
+          'bgp is enabled but neither datapath.hash_seed nor a fleet store is set: hosts behind one ECMP router need the same seed, or flows they move between them are reset',
+        );
       }
       this.bgp = new Announcer({
-        config: c.bgp, routerId: bgpRouterId(c), bird: new Birdc(c.bgp.birdc, c.bgp.bird_socket),
-        drainFile: join(c.state_dir, 'bgp-drain.json'), localAddresses: () => hostAddresses(), log: this.log.child({ component: 'bgp' }),
+        config: c.bgp,
+        routerId: bgpRouterId(c),
+        bird: new Birdc(c.bgp.birdc, c.bgp.bird_socket),
+        drainFile: join(c.state_dir, 'bgp-drain.json'),
+        localAddresses: () => hostAddresses(),
+        log: this.log.child({ component: 'bgp' }),
       });
     }
     this.controller.onApply = (r, plan) => {
@@ -271,7 +302,10 @@ export class Daemon implements DaemonInfo, MetricsSource {
     };
     this.notifier.status('reconciling');
     const report = this.controller.reconcile();
-    this.log.info({ revision: this.controller.appliedRevision, changes: report.changes, ms: report.durationMs }, 'datapath reconciled from the store');
+    this.log.info(
+      { revision: this.controller.appliedRevision, changes: report.changes, ms: report.durationMs },
+      'datapath reconciled from the store',
+    );
     this.healthMonitor = monitor;
     monitor.start();
     this.attachInterfaces(c.interfaces);
@@ -287,21 +321,30 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.startTimers();
     this.isReady = true;
     this.notifier.ready(`serving revision ${this.controller.appliedRevision}`);
-    this.log.info({ version: this.version, mode: c.mode, interfaces: this.attached },
-      this.k8s === undefined ? 'ferryd ready' : 'ferryd started; ready once the Kubernetes sync has run');
+    this.log.info(
+      { version: this.version, mode: c.mode, interfaces: this.attached },
+      this.k8s === undefined ? 'ferryd ready' : 'ferryd started; ready once the Kubernetes sync has run',
+    );
   }
 
   /** Joins the fleet store: the mirror starts, the API's writes go to etcd first. */
   private openFleet(): Fleet {
     const fleet = new Fleet({
-      config: this.config.fleet, controller: this.controller, drainSeconds: () => this.config.datapath.drain_seconds,
-      localSeed: () => this.reconciler.seed, tables: () => this.maglevTables(), log: this.log.child({ component: 'fleet' }),
+      config: this.config.fleet,
+      controller: this.controller,
+      drainSeconds: () => this.config.datapath.drain_seconds,
+      localSeed: () => this.reconciler.seed,
+      tables: () => this.maglevTables(),
+      log: this.log.child({ component: 'fleet' }),
       onSeed: (seed) => {
         if (this.config.datapath.hash_seed !== null) {
-          this.log.warn({ fleet: seed, configured: this.config.datapath.hash_seed }, 'datapath.hash_seed overrides the fleet\'s seed: this host\'s tables differ from the other members\'');
+          this.log.warn(
+            { fleet: seed, configured: this.config.datapath.hash_seed },
+            "datapath.hash_seed overrides the fleet's seed: this host's tables differ from the other members'",
+          );
           return;
         }
-        this.log.info({ seed }, 'took the fleet\'s hash seed; rebuilding the tables');
+        this.log.info({ seed }, "took the fleet's hash seed; rebuilding the tables");
         this.reconciler.setConfig(datapathConfig(this.config, seed));
         this.controller.reconcile();
       },
@@ -360,13 +403,19 @@ export class Daemon implements DaemonInfo, MetricsSource {
         try {
           this.hc.attach(i.name);
         } catch (err) {
-          this.log.warn({ interface: i.name, err: (err as Error).message }, 'DSR health-check filters refused; DSR checks through it will fail');
+          this.log.warn(
+            { interface: i.name, err: (err as Error).message },
+            'DSR health-check filters refused; DSR checks through it will fail',
+          );
         }
       }
       try {
         this.node.attach(i.name);
       } catch (err) {
-        this.log.warn({ interface: i.name, err: (err as Error).message }, 'port-translation filters refused; local backends behind it get no traffic');
+        this.log.warn(
+          { interface: i.name, err: (err as Error).message },
+          'port-translation filters refused; local backends behind it get no traffic',
+        );
       }
     }
     this.attached = done;
@@ -389,9 +438,15 @@ export class Daemon implements DaemonInfo, MetricsSource {
   private async listen(): Promise<void> {
     const a = this.config.api;
     const common = {
-      controller: this.controller, info: this as DaemonInfo, drainSeconds: this.config.datapath.drain_seconds,
-      logger: this.log.child({ component: 'api' }), bodyLimit: a.body_limit, metrics: this.metrics, monitor: this.events,
-      requestTimeoutMs: a.request_timeout_seconds * 1000, scratchDir: this.scratchDir(),
+      controller: this.controller,
+      info: this as DaemonInfo,
+      drainSeconds: this.config.datapath.drain_seconds,
+      logger: this.log.child({ component: 'api' }),
+      bodyLimit: a.body_limit,
+      metrics: this.metrics,
+      monitor: this.events,
+      requestTimeoutMs: a.request_timeout_seconds * 1000,
+      scratchDir: this.scratchDir(),
       ...(this.healthMonitor === undefined ? {} : { health: this.healthMonitor }),
       ...(this.bgp === undefined ? {} : { bgp: this.bgp }),
       ...(this.fleet === undefined ? {} : { fleet: this.fleet }),
@@ -404,9 +459,8 @@ export class Daemon implements DaemonInfo, MetricsSource {
     this.apps.push(local);
     if (a.listen) {
       const auth = this.tokens()!;
-      const https = a.tls_cert && a.tls_key
-        ? { cert: readFileSync(a.tls_cert), key: readFileSync(a.tls_key), minVersion: a.tls_min_version }
-        : null;
+      const https =
+        a.tls_cert && a.tls_key ? { cert: readFileSync(a.tls_cert), key: readFileSync(a.tls_key), minVersion: a.tls_min_version } : null;
       const limit = a.rate_limit.max > 0 ? { rateLimit: { max: a.rate_limit.max, windowMs: a.rate_limit.window_seconds * 1000 } } : {};
       const remote = await buildApp({ ...common, auth, ...limit, ...(https ? { https } : {}) });
       const m = /^\[?(.*?)\]?:(\d+)$/.exec(a.listen)!;
@@ -445,15 +499,18 @@ export class Daemon implements DaemonInfo, MetricsSource {
     clearTimeout(this.drainTimer);
     this.drainTimerAt = at;
     // A few ms late, so the drain has surely ended by the store's clock; setTimeout's limit is ~24.8 days.
-    this.drainTimer = setTimeout(() => {
-      this.drainTimer = undefined;
-      try {
-        this.expireDrains();
-      } catch (err) {
-        // Not re-armed (it would fire again at once): the periodic pass retries, and so does the next apply.
-        this.log.error({ err: (err as Error).message }, 'ending drained backends failed');
-      }
-    }, Math.min(Math.max(0, at - Date.now()) + 5, 2 ** 31 - 1));
+    this.drainTimer = setTimeout(
+      () => {
+        this.drainTimer = undefined;
+        try {
+          this.expireDrains();
+        } catch (err) {
+          // Not re-armed (it would fire again at once): the periodic pass retries, and so does the next apply.
+          this.log.error({ err: (err as Error).message }, 'ending drained backends failed');
+        }
+      },
+      Math.min(Math.max(0, at - Date.now()) + 5, 2 ** 31 - 1),
+    );
     this.drainTimer.unref();
   }
 
@@ -487,7 +544,13 @@ export class Daemon implements DaemonInfo, MetricsSource {
       }
     }
     this.config = {
-      ...next, mode: prev.mode, state_dir: prev.state_dir, bpf: prev.bpf, api: prev.api, kubernetes: prev.kubernetes, fleet: prev.fleet,
+      ...next,
+      mode: prev.mode,
+      state_dir: prev.state_dir,
+      bpf: prev.bpf,
+      api: prev.api,
+      kubernetes: prev.kubernetes,
+      fleet: prev.fleet,
     };
     this.log.level = next.log.level;
     const seed = this.store.read((tx) => tx.snapshot().hash_seed);
@@ -610,7 +673,10 @@ export class Daemon implements DaemonInfo, MetricsSource {
   maglevTables(): MaglevTablesView {
     const seed = this.reconciler.seed;
     return {
-      version: this.version, revision: this.store.revision(), applied_revision: this.controller.appliedRevision, hash_seed: seed,
+      version: this.version,
+      revision: this.store.revision(),
+      applied_revision: this.controller.appliedRevision,
+      hash_seed: seed,
       vips: planChecksums(this.lastPlan, seed),
     };
   }
@@ -632,8 +698,13 @@ export class Daemon implements DaemonInfo, MetricsSource {
     const vips = snap.vips.map((v) => {
       const st = this.dp.vipStats.sum(v.dp_id);
       return {
-        name: v.name, packets: Number(st.packets), bytes: Number(st.bytes), new_flows: Number(st.new_flows),
-        ct_hits: Number(st.ct_hits), ct_misses: Number(st.ct_misses), drops: Number(st.drops),
+        name: v.name,
+        packets: Number(st.packets),
+        bytes: Number(st.bytes),
+        new_flows: Number(st.new_flows),
+        ct_hits: Number(st.ct_hits),
+        ct_misses: Number(st.ct_misses),
+        drops: Number(st.drops),
         backends: (byVip.get(v.name) ?? []).map((b) => {
           const bs = this.dp.backendStats.sum(b.dp_id);
           return { address: b.address, packets: Number(bs.packets), bytes: Number(bs.bytes), new_flows: Number(bs.new_flows) };

@@ -91,6 +91,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  console.error(`ferryd: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+  console.error(`ferryd: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   process.exit(1);
 });

@@ -29,11 +29,20 @@ export async function listenProbes(listen: string, src: ProbeSource): Promise<ht
       send(200, 'application/json', { status: 'ok' });
     } else if (path === '/readyz') {
       send(503, PROBLEM_TYPE, {
-        type: `${PROBLEM_BASE}not-ready`, title: 'Service Unavailable', status: 503,
-        detail: src.notReadyReason?.() ?? 'not ready', instance: req.url,
+        type: `${PROBLEM_BASE}not-ready`,
+        title: 'Service Unavailable',
+        status: 503,
+        detail: src.notReadyReason?.() ?? 'not ready',
+        instance: req.url,
       });
     } else {
-      send(404, PROBLEM_TYPE, { type: `${PROBLEM_BASE}no-route`, title: 'Not Found', status: 404, detail: 'only /healthz and /readyz are served here', instance: req.url });
+      send(404, PROBLEM_TYPE, {
+        type: `${PROBLEM_BASE}no-route`,
+        title: 'Not Found',
+        status: 404,
+        detail: 'only /healthz and /readyz are served here',
+        instance: req.url,
+      });
     }
   });
   server.keepAliveTimeout = 5000;

@@ -26,7 +26,11 @@ const BUSY = 1n;
 export class Conntrack {
   private readonly key = Buffer.alloc(4);
 
-  constructor(private readonly nat: NativeAddon, readonly fd: number, readonly buckets: number) {}
+  constructor(
+    private readonly nat: NativeAddon,
+    readonly fd: number,
+    readonly buckets: number,
+  ) {}
 
   /** The flow's entry, read from the map now, or undefined. */
   get(flow: FlowKeyV): CtFlowEntry | undefined {

@@ -73,7 +73,10 @@ export class HcDatapath {
   private readonly free: number[] = [];
   private nextSlot = 0;
 
-  private constructor(readonly nat: NativeAddon, private readonly obj: BpfObject) {
+  private constructor(
+    readonly nat: NativeAddon,
+    private readonly obj: BpfObject,
+  ) {
     this.egressFd = obj.programFd('tc_hc_egress');
     this.ingressFd = obj.programFd('tc_hc_ingress');
     this.targets = new TypedMap(nat, obj.mapFd('ferry_hc_targets'), 'ferry_hc_targets', U32Key, HcTarget);
@@ -95,7 +98,15 @@ export class HcDatapath {
 
   /** Puts the filters on an interface (replacing a previous daemon's). */
   attach(ifname: string): void {
-    attachTcFilters(this.nat, ifname, [['egress', this.egressFd], ['ingress', this.ingressFd]], HC_TC);
+    attachTcFilters(
+      this.nat,
+      ifname,
+      [
+        ['egress', this.egressFd],
+        ['ingress', this.ingressFd],
+      ],
+      HC_TC,
+    );
   }
 
   /** Takes the filters off; an interface that is gone or has none is not an error. */
@@ -152,7 +163,9 @@ export class HcDatapath {
     const vip = dpAddr(p.vip);
     const backend = dpAddr(p.backend);
     if (vip.family !== backend.family) {
-      throw new RangeError(`backend ${p.backend} is IPv${backend.family} and VIP ${p.vip} IPv${vip.family}: a check cannot take the tunnel across families`);
+      throw new RangeError(
+        `backend ${p.backend} is IPv${backend.family} and VIP ${p.vip} IPv${vip.family}: a check cannot take the tunnel across families`,
+      );
     }
     const slot = this.free.pop() ?? this.nextSlot;
     if (slot >= HC_MAX_SLOTS) throw new RangeError(`more than ${HC_MAX_SLOTS} backends checked through the tunnel`);

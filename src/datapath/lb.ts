@@ -9,9 +9,22 @@
 import { mkdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  Backend, BackendStats, COUNTERS, Counter, DEFAULT_SIZES, DROP_REASONS, EventBudget, FERRY_MAGLEV_BLOCK,
-  LbConfig, PolicyKey, PolicyValue, RatelimitState, VipStats,
-  type CounterName, type CounterV, type DropReason,
+  Backend,
+  BackendStats,
+  COUNTERS,
+  Counter,
+  DEFAULT_SIZES,
+  DROP_REASONS,
+  EventBudget,
+  FERRY_MAGLEV_BLOCK,
+  LbConfig,
+  PolicyKey,
+  PolicyValue,
+  RatelimitState,
+  VipStats,
+  type CounterName,
+  type CounterV,
+  type DropReason,
 } from './abi.js';
 import { ADDR_SHAPE, indexBucketCount, KeyIndex, VIP_SHAPE, type AddrIndex, type VipIndex } from './vipindex.js';
 import { ArrayMap, PerCpuArray, TypedMap } from './maps.js';
@@ -75,12 +88,19 @@ const SIZED_MAPS: Record<string, keyof LbSizes> = {
  * keeps the maps it was loaded with until then.
  */
 const REPLACEABLE = new Set([
-  'ferry_config', 'ferry_counters', 'ferry_events', 'ferry_event_budget', 'ferry_ct', 'ferry_maglev', 'ferry_maglev_at',
+  'ferry_config',
+  'ferry_counters',
+  'ferry_events',
+  'ferry_event_budget',
+  'ferry_ct',
+  'ferry_maglev',
+  'ferry_maglev_at',
   // Written whole from the store by the first reconcile (ids and generations are the store's, so conntrack
   // entries still match); struct backend grew for port translation and source NAT.
   'ferry_backends',
   // Source NAT's connections: like conntrack, lost on a resize (those connections are reset).
-  'ferry_snat_fwd', 'ferry_snat_rev',
+  'ferry_snat_fwd',
+  'ferry_snat_rev',
 ]);
 
 /**
@@ -88,7 +108,10 @@ const REPLACEABLE = new Set([
  * config that holds its bucket mask (the program still attached until the
  * first reconcile must not read a new mask against its old table).
  */
-const REPLACED_TOGETHER = [['ferry_maglev', 'ferry_maglev_at'], ['ferry_ct', 'ferry_config']] as const;
+const REPLACED_TOGETHER = [
+  ['ferry_maglev', 'ferry_maglev_at'],
+  ['ferry_ct', 'ferry_config'],
+] as const;
 
 const PAGE = 4096;
 
@@ -135,9 +158,7 @@ export class LbDatapath {
     const cpus = nat.numPossibleCpus();
     this.config = new ArrayMap(nat, fd('ferry_config'), 'ferry_config', LbConfig);
     this.vipIndex = new KeyIndex(nat, fd('ferry_vip_index'), fd('ferry_vips'), indexBucketCount(sizes.maxVips), VIP_SHAPE);
-    this.addrIndex = new KeyIndex(
-      nat, fd('ferry_addr_index'), fd('ferry_vip_addrs'), indexBucketCount(sizes.maxVipAddrs), ADDR_SHAPE,
-    );
+    this.addrIndex = new KeyIndex(nat, fd('ferry_addr_index'), fd('ferry_vip_addrs'), indexBucketCount(sizes.maxVipAddrs), ADDR_SHAPE);
     this.backends = new ArrayMap(nat, fd('ferry_backends'), 'ferry_backends', Backend);
     this.ct = new Conntrack(nat, fd('ferry_ct'), ctBucketCount(sizes.ctSize));
     this.policy = new TypedMap(nat, fd('ferry_policy'), 'ferry_policy', PolicyKey, PolicyValue);
@@ -149,8 +170,12 @@ export class LbDatapath {
     this.eventsFd = fd('ferry_events');
     this.eventBudget = new PerCpuArray(nat, fd('ferry_event_budget'), 'ferry_event_budget', EventBudget, cpus);
     this.maglev = new MaglevTables(
-      nat, fd('ferry_maglev'), fd('ferry_maglev_at'), obj.programFd('ferry_maglev_publish'),
-      maglevBlocks(sizes.maglevSlots) * FERRY_MAGLEV_BLOCK, sizes.maxVips,
+      nat,
+      fd('ferry_maglev'),
+      fd('ferry_maglev_at'),
+      obj.programFd('ferry_maglev_publish'),
+      maglevBlocks(sizes.maglevSlots) * FERRY_MAGLEV_BLOCK,
+      sizes.maxVips,
     );
   }
 

@@ -72,7 +72,12 @@ export class MaglevTables {
     this.at = new Uint32Array(nat.mapMmap(atFd), 0, 2 * maxVips);
     this.fenceInner = nat.mapCreate({ type: BPF_MAP_TYPE_ARRAY, name: 'ferry_fence_in', keySize: 4, valueSize: 4, maxEntries: 1 });
     this.fenceOuter = nat.mapCreate({
-      type: BPF_MAP_TYPE_ARRAY_OF_MAPS, name: 'ferry_fence', keySize: 4, valueSize: 4, maxEntries: 1, innerMapFd: this.fenceInner,
+      type: BPF_MAP_TYPE_ARRAY_OF_MAPS,
+      name: 'ferry_fence',
+      keySize: 4,
+      valueSize: 4,
+      maxEntries: 1,
+      innerMapFd: this.fenceInner,
     });
     this.load();
   }
@@ -164,7 +169,10 @@ export class MaglevTables {
 
   /** Points VIPs at no table (their packets then drop as no_backend); retires their tables. */
   remove(vipIds: readonly number[]): void {
-    this.point(vipIds, vipIds.map(() => 0));
+    this.point(
+      vipIds,
+      vipIds.map(() => 0),
+    );
   }
 
   /** Free slots now (not counting retired tables still waiting for a grace period). */

@@ -264,9 +264,7 @@ export interface NativeError extends Error {
 
 export function isNativeError(e: unknown): e is NativeError {
   return (
-    e instanceof Error &&
-    typeof (e as Partial<NativeError>).errno === 'number' &&
-    typeof (e as Partial<NativeError>).code === 'string'
+    e instanceof Error && typeof (e as Partial<NativeError>).errno === 'number' && typeof (e as Partial<NativeError>).code === 'string'
   );
 }
 
@@ -406,12 +404,47 @@ type RawAddon = Omit<NativeAddon, 'mapDump'> & {
 };
 
 const FUNCTIONS = [
-  'libbpfVersion', 'numPossibleCpus', 'openObject', 'objGet', 'objPin', 'closeFd', 'mapInfo',
-  'progInfo', 'progFdById', 'enableStats', 'mapCreate', 'mapLookup', 'mapUpdate', 'mapDelete', 'mapNextKey', 'mapLookupFd',
-  'mapDumpRaw', 'mapUpdateBatch', 'mapDeleteBatch', 'mapMmap', 'mapUpdateAsync', 'progTestRun', 'progRunSyscall',
-  'xdpAttach', 'linkUpdate',
-  'linkDetach', 'linkInfo', 'cgroupQuery', 'xdpQuery', 'tcAttach', 'tcDetach', 'tcQuery', 'ringOpen', 'ringConsume',
-  'ringClose', 'btfStructLayout', 'ifNameToIndex', 'sdNotify', 'socketOpen', 'socketSetMark', 'packetFlood',
+  'libbpfVersion',
+  'numPossibleCpus',
+  'openObject',
+  'objGet',
+  'objPin',
+  'closeFd',
+  'mapInfo',
+  'progInfo',
+  'progFdById',
+  'enableStats',
+  'mapCreate',
+  'mapLookup',
+  'mapUpdate',
+  'mapDelete',
+  'mapNextKey',
+  'mapLookupFd',
+  'mapDumpRaw',
+  'mapUpdateBatch',
+  'mapDeleteBatch',
+  'mapMmap',
+  'mapUpdateAsync',
+  'progTestRun',
+  'progRunSyscall',
+  'xdpAttach',
+  'linkUpdate',
+  'linkDetach',
+  'linkInfo',
+  'cgroupQuery',
+  'xdpQuery',
+  'tcAttach',
+  'tcDetach',
+  'tcQuery',
+  'ringOpen',
+  'ringConsume',
+  'ringClose',
+  'btfStructLayout',
+  'ifNameToIndex',
+  'sdNotify',
+  'socketOpen',
+  'socketSetMark',
+  'packetFlood',
 ] as const;
 
 /** Path of the built addon; FERRY_NATIVE_ADDON overrides it. */
@@ -422,9 +455,7 @@ export function nativeAddonPath(): string {
   const candidates = ['Release', 'Debug'].map((c) => join(root, 'native', 'build', c, 'ferry_native.node'));
   const found = candidates.find((p) => existsSync(p));
   if (!found) {
-    throw new Error(
-      `Ferry native addon not built (looked for ${candidates.join(', ')}); run "npm run build:native"`,
-    );
+    throw new Error(`Ferry native addon not built (looked for ${candidates.join(', ')}); run "npm run build:native"`);
   }
   return found;
 }

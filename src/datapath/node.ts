@@ -82,7 +82,11 @@ export class NodeDatapath {
   /** What the map holds, by endpointKey: the port. */
   private readonly known = new Map<string, number>();
 
-  private constructor(readonly nat: NativeAddon, private readonly obj: BpfObject, readonly sizes: NodeSizes) {
+  private constructor(
+    readonly nat: NativeAddon,
+    private readonly obj: BpfObject,
+    readonly sizes: NodeSizes,
+  ) {
     this.inFd = obj.programFd('tc_node_in');
     this.outFd = obj.programFd('tc_node_out');
     this.endpoints = new TypedMap(nat, obj.mapFd('ferry_node_endpoints'), 'ferry_node_endpoints', NodeEpKey, NodeEp);
@@ -124,7 +128,15 @@ export class NodeDatapath {
 
   /** Puts the filters on an interface (replacing a previous daemon's). */
   attach(ifname: string): void {
-    attachTcFilters(this.nat, ifname, [['ingress', this.inFd], ['egress', this.outFd]], NODE_TC);
+    attachTcFilters(
+      this.nat,
+      ifname,
+      [
+        ['ingress', this.inFd],
+        ['egress', this.outFd],
+      ],
+      NODE_TC,
+    );
   }
 
   /** Takes the filters off; an interface that is gone or has none is not an error. */
@@ -186,12 +198,16 @@ export class NodeDatapath {
 /** A pair's key, the pair checked first. */
 function encodeKey(e: NodeEndpoint): ValueOf<typeof NodeEpKey> {
   const where = `${e.vip}:${e.vipPort}/${e.protocol} → ${e.backend}:${e.port}`;
-  for (const [name, p] of [['port', e.vipPort], ['endpoint port', e.port]] as const) {
+  for (const [name, p] of [
+    ['port', e.vipPort],
+    ['endpoint port', e.port],
+  ] as const) {
     if (!Number.isInteger(p) || p < 0 || p > 65535) throw new RangeError(`${where}: ${name} must be 0..65535`);
   }
   if ((e.vipPort === 0) !== (e.port === 0)) throw new RangeError(`${where}: only a frontend of every port (0) keeps the client's port (0)`);
   const key = rawKey(e);
-  if (dpAddr(e.vip).family !== dpAddr(e.backend).family) throw new RangeError(`${where}: the frontend and the endpoint must be of one family`);
+  if (dpAddr(e.vip).family !== dpAddr(e.backend).family)
+    throw new RangeError(`${where}: the frontend and the endpoint must be of one family`);
   return key;
 }
 

@@ -13,7 +13,10 @@ import type { BpfObject, NativeAddon } from './native.js';
  * when one of them is replaced, so are the others.
  */
 export function replaceStalePins(
-  nat: NativeAddon, obj: BpfObject, replaceable: (name: string) => boolean, groups: readonly (readonly string[])[] = [],
+  nat: NativeAddon,
+  obj: BpfObject,
+  replaceable: (name: string) => boolean,
+  groups: readonly (readonly string[])[] = [],
 ): string[] {
   const replaced: string[] = [];
   for (const m of obj.maps()) {
@@ -25,8 +28,14 @@ export function replaceStalePins(
     } finally {
       nat.closeFd(fd);
     }
-    if (pinned.type === m.type && pinned.keySize === m.keySize && pinned.valueSize === m.valueSize
-      && pinned.maxEntries === m.maxEntries && pinned.flags === m.flags) continue;
+    if (
+      pinned.type === m.type &&
+      pinned.keySize === m.keySize &&
+      pinned.valueSize === m.valueSize &&
+      pinned.maxEntries === m.maxEntries &&
+      pinned.flags === m.flags
+    )
+      continue;
     rmSync(m.pinPath);
     replaced.push(m.name);
   }

@@ -5,9 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import {
-  BACKEND_ACTIVE, CFG_F_RECORD_AFTER_HANDSHAKE, CFG_F_SKIP_FIB, VIP_ADDR_F_ECHO, type LbConfigV,
-} from './abi.js';
+import { BACKEND_ACTIVE, CFG_F_RECORD_AFTER_HANDSHAKE, CFG_F_SKIP_FIB, VIP_ADDR_F_ECHO, type LbConfigV } from './abi.js';
 import { hostMask, dpAddr, dpCidr } from './addr.js';
 import type { LbDatapath, LbSizes } from './lb.js';
 import { indexBucketCount } from './vipindex.js';
@@ -172,15 +170,27 @@ export function programConfig(dp: LbDatapath, c: ConfigProgram): void {
 export function programBackend(dp: LbDatapath, vipId: number, b: BackendProgram): void {
   const a = dpAddr(b.addr);
   dp.backends.set(b.id, {
-    addr: a.bytes, family: a.family, state: b.state ?? BACKEND_ACTIVE, flags: b.flags ?? 0, pad: 0, vip_id: vipId, gen: b.gen ?? 1,
-    via: b.via === undefined ? Buffer.alloc(16) : dpAddr(b.via).bytes, port: b.port ?? 0, pad2: 0,
+    addr: a.bytes,
+    family: a.family,
+    state: b.state ?? BACKEND_ACTIVE,
+    flags: b.flags ?? 0,
+    pad: 0,
+    vip_id: vipId,
+    gen: b.gen ?? 1,
+    via: b.via === undefined ? Buffer.alloc(16) : dpAddr(b.via).bytes,
+    port: b.port ?? 0,
+    pad2: 0,
   });
 }
 
 /** Builds and installs a VIP's Maglev table from its active backends; returns it. */
 export function programTable(dp: LbDatapath, v: VipProgram, seed: number): Uint32Array {
   const live = v.backends.filter((b) => (b.state ?? BACKEND_ACTIVE) === BACKEND_ACTIVE);
-  const table = buildMaglevTable(live.map((b) => ({ id: b.id, key: b.addr, weight: b.weight ?? 1 })), v.m, seed);
+  const table = buildMaglevTable(
+    live.map((b) => ({ id: b.id, key: b.addr, weight: b.weight ?? 1 })),
+    v.m,
+    seed,
+  );
   dp.setMaglevTable(v.id, table);
   return table;
 }

@@ -111,5 +111,13 @@ export type SockAffinityV = ValueOf<typeof SockAffinity>;
 
 /** Every struct of this ABI, for the layout test. */
 export const SOCKLB_STRUCTS = [
-  SockEndpoint, SockSvcKey, SockSvc, SockSlotKey, SockRevKey, SockAffinityKey, SockAffinity, SockMemberKey, SockCounter,
+  SockEndpoint,
+  SockSvcKey,
+  SockSvc,
+  SockSlotKey,
+  SockRevKey,
+  SockAffinityKey,
+  SockAffinity,
+  SockMemberKey,
+  SockCounter,
 ] as const;

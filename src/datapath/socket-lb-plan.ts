@@ -10,7 +10,14 @@
  * src/k8s/translate.ts's ClusterIpEntry, which apply() takes as it is.
  */
 import {
-  SOCK_SVC_F_AFFINITY, SOCKLB_AF_INET, SOCKLB_AF_INET6, SockEndpoint, SockMemberKey, SockSlotKey, SockSvc, SockSvcKey,
+  SOCK_SVC_F_AFFINITY,
+  SOCKLB_AF_INET,
+  SOCKLB_AF_INET6,
+  SockEndpoint,
+  SockMemberKey,
+  SockSlotKey,
+  SockSvc,
+  SockSvcKey,
   type SockFamily,
 } from './socket-lb-abi.js';
 import { parseIp, unmappedIpv4 } from '../net/addr.js';
@@ -110,7 +117,8 @@ function checkPort(port: unknown, what: string): number {
  * `parsed`, by "protocol ip port") reuses its result.
  */
 export function parseServices(
-  all: readonly SocketLbService[], previous: ReadonlyMap<string, ParsedEntry>,
+  all: readonly SocketLbService[],
+  previous: ReadonlyMap<string, ParsedEntry>,
 ): { desired: Map<string, DesiredService>; parsed: Map<string, ParsedEntry> } {
   if (!Array.isArray(all)) throw new TypeError('socket-LB apply: expected an array of services');
   const desired = new Map<string, DesiredService>();
@@ -127,7 +135,9 @@ export function parseServices(
     if (e.affinityTimeoutSeconds !== undefined && e.affinityTimeoutSeconds !== null) {
       timeout = e.affinityTimeoutSeconds;
       if (!Number.isInteger(timeout) || timeout < 1 || timeout > MAX_AFFINITY_TIMEOUT_S) {
-        throw new RangeError(`${what}: affinityTimeoutSeconds must be an integer from 1 to ${MAX_AFFINITY_TIMEOUT_S}, got ${JSON.stringify(e.affinityTimeoutSeconds)}`);
+        throw new RangeError(
+          `${what}: affinityTimeoutSeconds must be an integer from 1 to ${MAX_AFFINITY_TIMEOUT_S}, got ${JSON.stringify(e.affinityTimeoutSeconds)}`,
+        );
       }
     }
     let text = `${timeout}`;
@@ -157,8 +167,12 @@ function parseEntry(e: SocketLbService, what: string, proto: number, port: numbe
     return SockEndpoint.encode({ addr: a.addr, port: b.port, family: a.family, pad: 0 });
   });
   return {
-    keyStr: keyString(proto, family, addr, port), key: SockSvcKey.encode({ addr, port, proto, family }), family, backends,
-    sig: sigOf(backends), timeout,
+    keyStr: keyString(proto, family, addr, port),
+    key: SockSvcKey.encode({ addr, port, proto, family }),
+    family,
+    backends,
+    sig: sigOf(backends),
+    timeout,
   };
 }
 
@@ -246,12 +260,24 @@ function pushLiveSlots(out: Buffer[], s: InstalledService): void {
  * the ids it takes from `ids` (listed in `allocated`).
  */
 export function planServices(
-  desired: ReadonlyMap<string, DesiredService>, installed: ReadonlyMap<string, InstalledService>, ids: ServiceIds,
+  desired: ReadonlyMap<string, DesiredService>,
+  installed: ReadonlyMap<string, InstalledService>,
+  ids: ServiceIds,
 ): SocketLbPlan {
   const plan: SocketLbPlan = {
     counts: { added: 0, updated: 0, retimed: 0, removed: 0, unchanged: 0 },
-    slotKeys: [], slotValues: [], memberAdds: [], memberDels: [], svcKeys: [], svcValues: [], svcDels: [],
-    oldSlots: [], flipped: [], freed: [], allocated: [], next: new Map(),
+    slotKeys: [],
+    slotValues: [],
+    memberAdds: [],
+    memberDels: [],
+    svcKeys: [],
+    svcValues: [],
+    svcDels: [],
+    oldSlots: [],
+    flipped: [],
+    freed: [],
+    allocated: [],
+    next: new Map(),
   };
   const { counts } = plan;
   for (const [keyStr, d] of desired) {
@@ -294,8 +320,16 @@ export function planServices(
       counts.unchanged++;
     }
     plan.next.set(keyStr, {
-      keyStr, key: d.key, id, gen, timeout: d.timeout, count: d.backends.length, backends: d.backends, sig: d.sig,
-      broken: false, reid: false,
+      keyStr,
+      key: d.key,
+      id,
+      gen,
+      timeout: d.timeout,
+      count: d.backends.length,
+      backends: d.backends,
+      sig: d.sig,
+      broken: false,
+      reid: false,
       members: wantMembers,
     });
   }
@@ -327,8 +361,11 @@ export interface SocketLbLeftovers {
  * Retired buffers in the way are waited for (mustWait) rather than refused.
  */
 export function checkCapacity(
-  sizes: { maxServices: number; maxSlots: number }, services: number, installed: ReadonlyMap<string, InstalledService>,
-  plan: SocketLbPlan, l: SocketLbLeftovers,
+  sizes: { maxServices: number; maxSlots: number },
+  services: number,
+  installed: ReadonlyMap<string, InstalledService>,
+  plan: SocketLbPlan,
+  l: SocketLbLeftovers,
 ): { problem: string | null; mustWait: boolean } {
   const liveSlots = [...installed.values()].reduce((n, s) => n + s.count, 0);
   let peakSlots = liveSlots + plan.slotKeys.length + l.staleSlots + l.retiredSlots;
@@ -336,12 +373,13 @@ export function checkCapacity(
   if (mustWait) peakSlots -= l.retiredSlots;
   const liveMembers = [...installed.values()].reduce((n, s) => n + s.members.size, 0);
   const peakMembers = liveMembers + plan.memberAdds.length + l.staleMembers;
-  const problem = services > sizes.maxServices
-    ? `${services} services exceed maxServices ${sizes.maxServices}`
-    : peakSlots > sizes.maxSlots
-      ? `${peakSlots} backend slots (both buffers during the update) exceed maxSlots ${sizes.maxSlots}`
-      : peakMembers > sizes.maxSlots
-        ? `${peakMembers} affinity members exceed maxSlots ${sizes.maxSlots}`
-        : null;
+  const problem =
+    services > sizes.maxServices
+      ? `${services} services exceed maxServices ${sizes.maxServices}`
+      : peakSlots > sizes.maxSlots
+        ? `${peakSlots} backend slots (both buffers during the update) exceed maxSlots ${sizes.maxSlots}`
+        : peakMembers > sizes.maxSlots
+          ? `${peakMembers} affinity members exceed maxSlots ${sizes.maxSlots}`
+          : null;
   return { problem, mustWait };
 }

@@ -22,20 +22,48 @@
 import { existsSync, mkdirSync, rmSync, statSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  SOCK_COUNTERS, SOCK_SVC_F_AFFINITY, SOCKLB_DEFAULT_SIZES, SockCounter, SockEndpoint, SockMemberKey, SockSlotKey, SockSvc,
-  SockSvcKey, type SockCounterName,
+  SOCK_COUNTERS,
+  SOCK_SVC_F_AFFINITY,
+  SOCKLB_DEFAULT_SIZES,
+  SockCounter,
+  SockEndpoint,
+  SockMemberKey,
+  SockSlotKey,
+  SockSvc,
+  SockSvcKey,
+  type SockCounterName,
 } from './socket-lb-abi.js';
 import {
-  checkCapacity, IPPROTO_TCP, keyString, parseServices, planServices, ServiceIds, sigOf,
-  type InstalledService, type ParsedEntry, type SocketLbBackend, type SocketLbPlan, type SocketLbPlanCounts,
+  checkCapacity,
+  IPPROTO_TCP,
+  keyString,
+  parseServices,
+  planServices,
+  ServiceIds,
+  sigOf,
+  type InstalledService,
+  type ParsedEntry,
+  type SocketLbBackend,
+  type SocketLbPlan,
+  type SocketLbPlanCounts,
   type SocketLbService,
 } from './socket-lb-plan.js';
 import { formatAddr } from './addr.js';
 import { PerCpuArray } from './maps.js';
 import {
-  BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET4_GETPEERNAME, BPF_CGROUP_INET6_CONNECT, BPF_CGROUP_INET6_GETPEERNAME,
-  BPF_CGROUP_INET_SOCK_RELEASE, BPF_CGROUP_UDP4_RECVMSG, BPF_CGROUP_UDP4_SENDMSG, BPF_CGROUP_UDP6_RECVMSG,
-  BPF_CGROUP_UDP6_SENDMSG, BPF_MAP_TYPE_ARRAY, loadNative, type BpfObject, type NativeAddon,
+  BPF_CGROUP_INET4_CONNECT,
+  BPF_CGROUP_INET4_GETPEERNAME,
+  BPF_CGROUP_INET6_CONNECT,
+  BPF_CGROUP_INET6_GETPEERNAME,
+  BPF_CGROUP_INET_SOCK_RELEASE,
+  BPF_CGROUP_UDP4_RECVMSG,
+  BPF_CGROUP_UDP4_SENDMSG,
+  BPF_CGROUP_UDP6_RECVMSG,
+  BPF_CGROUP_UDP6_SENDMSG,
+  BPF_MAP_TYPE_ARRAY,
+  loadNative,
+  type BpfObject,
+  type NativeAddon,
 } from './native.js';
 import { bpfObjectPath } from '../paths.js';
 import { detachPinnedLink, replaceStalePins } from './pins.js';
@@ -189,7 +217,8 @@ export class SocketLb {
     const sizes: Required<SocketLbSizes> = { ...SOCKLB_DEFAULT_SIZES };
     for (const [k, v] of Object.entries(opts.sizes ?? {})) {
       if (v === undefined) continue;
-      if (!Number.isInteger(v) || v < 1 || v > 2 ** 31) throw new RangeError(`socket-LB size ${k} must be an integer from 1 to 2^31, got ${v}`);
+      if (!Number.isInteger(v) || v < 1 || v > 2 ** 31)
+        throw new RangeError(`socket-LB size ${k} must be an integer from 1 to 2^31, got ${v}`);
       sizes[k as keyof SocketLbSizes] = v;
     }
     const maxEntries: Record<string, number> = {};
@@ -274,7 +303,6 @@ export class SocketLb {
     return n;
   }
 
-
   /** The cgroup id (inode) the pinned links are attached to, per hook; absent hooks are missing. */
   attachedHooks(): Partial<Record<SocketLbHook, { cgroupId: number; progId: number }>> {
     const out: Partial<Record<SocketLbHook, { cgroupId: number; progId: number }>> = {};
@@ -308,7 +336,9 @@ export class SocketLb {
     const { desired, parsed } = parseServices(all, this.parsed);
     const plan = planServices(desired, this.installed, this.ids);
     const { problem, mustWait } = checkCapacity(this.sizes, desired.size, this.installed, plan, {
-      staleSlots: this.staleSlots.length, staleMembers: this.staleMembers.length, retiredSlots: this.retiredSlots(),
+      staleSlots: this.staleSlots.length,
+      staleMembers: this.staleMembers.length,
+      retiredSlots: this.retiredSlots(),
       reusesRetired: plan.flipped.some((id) => this.isRetired(id)),
     });
     if (problem !== null) {
@@ -316,7 +346,12 @@ export class SocketLb {
       throw new RangeError(`socket-LB apply: ${problem}; nothing was changed`);
     }
     const res: SocketLbApplyResult = {
-      services: desired.size, ...plan.counts, slotsWritten: 0, slotsDeleted: 0, graceWaits: 0, ms: 0,
+      services: desired.size,
+      ...plan.counts,
+      slotsWritten: 0,
+      slotsDeleted: 0,
+      graceWaits: 0,
+      ms: 0,
     };
     try {
       this.write(plan, mustWait, res);
@@ -344,7 +379,11 @@ export class SocketLb {
     // New buffers and members first, then the values that name them.
     this.updateBatch(this.slotsFd, plan.slotKeys, plan.slotValues);
     res.slotsWritten = plan.slotKeys.length;
-    this.updateBatch(this.membersFd, plan.memberAdds, plan.memberAdds.map(() => Buffer.alloc(1, 1)));
+    this.updateBatch(
+      this.membersFd,
+      plan.memberAdds,
+      plan.memberAdds.map(() => Buffer.alloc(1, 1)),
+    );
     // A member that leaves goes before the values flip: from then on an affinity entry naming it
     // re-picks (from the old buffer until the flip, which still holds it: harmless), and no connect
     // that reads the new value can follow affinity to it.
@@ -370,8 +409,12 @@ export class SocketLb {
         backends.push({ address: formatAddr(e.family, e.addr), port: e.port });
       }
       const entry: SocketLbEntry = {
-        ip: formatAddr(key.family, key.addr), port: key.port, protocol: key.proto === IPPROTO_TCP ? 'tcp' : 'udp',
-        backends, id: v.id, gen: v.gen,
+        ip: formatAddr(key.family, key.addr),
+        port: key.port,
+        protocol: key.proto === IPPROTO_TCP ? 'tcp' : 'udp',
+        backends,
+        id: v.id,
+        gen: v.gen,
       };
       if (v.flags & SOCK_SVC_F_AFFINITY) entry.affinityTimeoutSeconds = v.affinity_timeout_s;
       out.push(entry);
@@ -391,8 +434,13 @@ export class SocketLb {
       if (s.timeout > 0) affinityServices++;
     }
     return {
-      services: this.installed.size, backends, affinityServices, counters: this.counterValues(),
-      applies: this.applies, lastApply: this.lastApply, cgroupPath: this.attachedPath,
+      services: this.installed.size,
+      backends,
+      affinityServices,
+      counters: this.counterValues(),
+      applies: this.applies,
+      lastApply: this.lastApply,
+      cgroupPath: this.attachedPath,
     };
   }
 
@@ -491,9 +539,17 @@ export class SocketLb {
       }
       const keyStr = keyString(key.proto, key.family, key.addr, key.port);
       installed.set(keyStr, {
-        keyStr, key: Buffer.from(k), id: v.id, gen: v.gen, timeout: v.flags & SOCK_SVC_F_AFFINITY ? v.affinity_timeout_s : 0,
-        count: reid ? 0 : v.count, backends: reid ? [] : backends, sig: sigOf(backends), broken, reid,
-        members: reid ? new Map() : members.get(v.id) ?? new Map(),
+        keyStr,
+        key: Buffer.from(k),
+        id: v.id,
+        gen: v.gen,
+        timeout: v.flags & SOCK_SVC_F_AFFINITY ? v.affinity_timeout_s : 0,
+        count: reid ? 0 : v.count,
+        backends: reid ? [] : backends,
+        sig: sigOf(backends),
+        broken,
+        reid,
+        members: reid ? new Map() : (members.get(v.id) ?? new Map()),
       });
       usedIds.add(v.id);
     });

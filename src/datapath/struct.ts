@@ -78,12 +78,24 @@ function layoutOf(fields: Fields): { layout: FieldLayout[]; size: number; align:
 
 function writeField(spec: FieldSpec<Kind>, name: string, v: unknown, buf: Buffer, at: number): void {
   switch (spec.kind) {
-    case 'u8': buf.writeUInt8(v as number, at); return;
-    case 'u16': buf.writeUInt16LE(v as number, at); return;
-    case 'u32': buf.writeUInt32LE(v as number, at); return;
-    case 'u64': buf.writeBigUInt64LE(v as bigint, at); return;
-    case 'be16': buf.writeUInt16BE(v as number, at); return;
-    case 'be32': buf.writeUInt32BE(v as number, at); return;
+    case 'u8':
+      buf.writeUInt8(v as number, at);
+      return;
+    case 'u16':
+      buf.writeUInt16LE(v as number, at);
+      return;
+    case 'u32':
+      buf.writeUInt32LE(v as number, at);
+      return;
+    case 'u64':
+      buf.writeBigUInt64LE(v as bigint, at);
+      return;
+    case 'be16':
+      buf.writeUInt16BE(v as number, at);
+      return;
+    case 'be32':
+      buf.writeUInt32BE(v as number, at);
+      return;
     case 'bytes': {
       const b = v as Buffer;
       if (b.length > spec.length) throw new RangeError(`field ${name}: ${b.length} bytes > ${spec.length}`);
@@ -95,13 +107,20 @@ function writeField(spec: FieldSpec<Kind>, name: string, v: unknown, buf: Buffer
 
 function readField(spec: FieldSpec<Kind>, buf: Buffer, at: number): number | bigint | Buffer {
   switch (spec.kind) {
-    case 'u8': return buf.readUInt8(at);
-    case 'u16': return buf.readUInt16LE(at);
-    case 'u32': return buf.readUInt32LE(at);
-    case 'u64': return buf.readBigUInt64LE(at);
-    case 'be16': return buf.readUInt16BE(at);
-    case 'be32': return buf.readUInt32BE(at);
-    case 'bytes': return Buffer.from(buf.subarray(at, at + spec.length));
+    case 'u8':
+      return buf.readUInt8(at);
+    case 'u16':
+      return buf.readUInt16LE(at);
+    case 'u32':
+      return buf.readUInt32LE(at);
+    case 'u64':
+      return buf.readBigUInt64LE(at);
+    case 'be16':
+      return buf.readUInt16BE(at);
+    case 'be32':
+      return buf.readUInt32BE(at);
+    case 'bytes':
+      return Buffer.from(buf.subarray(at, at + spec.length));
   }
 }
 

@@ -7,7 +7,10 @@ import type { NativeAddon, TcDirection, TcOptions } from './native.js';
 
 /** Puts the filters on an interface in the order given, replacing those at the same place. */
 export function attachTcFilters(
-  nat: NativeAddon, ifname: string, filters: ReadonlyArray<readonly [TcDirection, number]>, opts: TcOptions,
+  nat: NativeAddon,
+  ifname: string,
+  filters: ReadonlyArray<readonly [TcDirection, number]>,
+  opts: TcOptions,
 ): void {
   const ifindex = nat.ifNameToIndex(ifname);
   for (const [dir, fd] of filters) nat.tcAttach(fd, ifindex, dir, opts);

@@ -60,13 +60,19 @@ export interface IndexShape<K extends AnyStruct, V extends AnyStruct> {
 }
 
 export const VIP_SHAPE: IndexShape<typeof VipKey, typeof VipMeta> = {
-  key: VipKey, value: VipMeta, bucket: VipBucket, slotSize: VipSlot.size,
+  key: VipKey,
+  value: VipMeta,
+  bucket: VipBucket,
+  slotSize: VipSlot.size,
   valueOffset: VipSlot.layout.find((f) => f.name === 'meta')!.offset,
   familyOffset: VipKey.layout.find((f) => f.name === 'family')!.offset,
 };
 
 export const ADDR_SHAPE: IndexShape<typeof VipAddrKey, typeof VipAddrMeta> = {
-  key: VipAddrKey, value: VipAddrMeta, bucket: VipAddrBucket, slotSize: VipAddrSlot.size,
+  key: VipAddrKey,
+  value: VipAddrMeta,
+  bucket: VipAddrBucket,
+  slotSize: VipAddrSlot.size,
   valueOffset: VipAddrSlot.layout.find((f) => f.name === 'meta')!.offset,
   familyOffset: VipAddrKey.layout.find((f) => f.name === 'family')!.offset,
 };
@@ -279,7 +285,10 @@ export class KeyIndex<K extends AnyStruct, V extends AnyStruct> {
 
     this.writeBuckets([...prepare]);
     for (const [b, s] of zero) this.clearSlot(b, s);
-    this.publish(publish, zero.map(([b]) => b));
+    this.publish(
+      publish,
+      zero.map(([b]) => b),
+    );
   }
 
   /** The second step: gives published slots their family byte; writes them and `also`. */
@@ -313,13 +322,13 @@ export class KeyIndex<K extends AnyStruct, V extends AnyStruct> {
   /** Decoded entries read from the maps now. */
   entries(): Array<[ValueOf<K>, ValueOf<V>]> {
     return [...this.read().values()].map((e) => [
-      this.shape.key.decode(e.key) as ValueOf<K>, this.shape.value.decode(e.value) as ValueOf<V>,
+      this.shape.key.decode(e.key) as ValueOf<K>,
+      this.shape.value.decode(e.value) as ValueOf<V>,
     ]);
   }
 
   /** A new key: a free slot of b1, else of b2, else the overflow map (counted in b1). */
-  private place(key: Buffer, keyHex: string, value: Buffer, freed: Set<string>,
-    prepare: Set<number>, publish: Publish[]): void {
+  private place(key: Buffer, keyHex: string, value: Buffer, freed: Set<string>, prepare: Set<number>, publish: Publish[]): void {
     const slot = this.freeSlot(key, freed);
     if (slot) {
       this.fill(slot.bucket, slot.slot, key, value);

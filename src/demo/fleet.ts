@@ -40,15 +40,29 @@ export async function fleetDemo(o: FleetDemoOptions): Promise<boolean> {
   process.once('SIGTERM', interrupted);
   try {
     const { lbs, backends } = f.lab;
-    say(`  lab ${f.lab.prefix}: hosts ${lbs.map((h) => `${h.name} ${h.addr4}`).join(', ')}; backends ${backends.map((b) => b.addr4).join(', ')}`);
-    say('  every host runs ferryd with bgp.enabled and fleet.etcd (one etcd prefix: the VIPs and the Maglev seed); its BIRD peers with the router');
+    say(
+      `  lab ${f.lab.prefix}: hosts ${lbs.map((h) => `${h.name} ${h.addr4}`).join(', ')}; backends ${backends.map((b) => b.addr4).join(', ')}`,
+    );
+    say(
+      '  every host runs ferryd with bgp.enabled and fleet.etcd (one etcd prefix: the VIPs and the Maglev seed); its BIRD peers with the router',
+    );
     const specs: VipWithBackends[] = [80, 7].map((port) => ({
-      name: port === 80 ? 'web' : 'echo', address: VIP, port, protocol: 'tcp', backends: backends.map((b) => ({ address: b.addr4 })),
+      name: port === 80 ? 'web' : 'echo',
+      address: VIP,
+      port,
+      protocol: 'tcp',
+      backends: backends.map((b) => ({ address: b.addr4 })),
     }));
     say(`\nCreating the VIPs through ${lbs[0]!.name} only: the write goes to etcd first, every host mirrors it…`);
     for (const v of specs) await f.createVip(v);
     const status = await f.fleetStatus(f.members[0]!);
-    say(status.out.trimEnd().split('\n').map((l) => `  ${l}`).join('\n'));
+    say(
+      status.out
+        .trimEnd()
+        .split('\n')
+        .map((l) => `  ${l}`)
+        .join('\n'),
+    );
     await f.untilNexthops(VIP, lbs);
     say(`\nThe router learned ${VIP}/32 from every host and installed one multipath route:`);
     say(`  next hops ${f.nexthops(VIP).join(', ')}`);
@@ -58,8 +72,17 @@ export async function fleetDemo(o: FleetDemoOptions): Promise<boolean> {
     const http = await f.client('http', VIP, o.requests);
     const after = await newFlowsPerHost(f);
     const perHost = Object.fromEntries(lbs.map((h) => [h.name, (after[h.name] ?? 0) - (before[h.name] ?? 0)]));
-    say(`  answers per backend: ${Object.entries(http.per_backend).sort().map(([b, n]) => `${b}=${n}`).join('  ')}  errors=${http.errors}`);
-    say(`  new flows per Ferry host (the router's ECMP hash): ${Object.entries(perHost).map(([h, n]) => `${h}=${n}`).join('  ')}`);
+    say(
+      `  answers per backend: ${Object.entries(http.per_backend)
+        .sort()
+        .map(([b, n]) => `${b}=${n}`)
+        .join('  ')}  errors=${http.errors}`,
+    );
+    say(
+      `  new flows per Ferry host (the router's ECMP hash): ${Object.entries(perHost)
+        .map(([h, n]) => `${h}=${n}`)
+        .join('  ')}`,
+    );
 
     say(`\nOpening ${STREAMS} long-lived streams to ${VIP}:7 (every echoed byte checked)…`);
     const streams: Array<{ s: LabStream; owner: LabHost; via: LabHost }> = [];
@@ -79,7 +102,13 @@ export async function fleetDemo(o: FleetDemoOptions): Promise<boolean> {
     const drained = f.members[1]!;
     say(`\n$ ferryctl drain-host --reason demo   (on ${drained.host.name})`);
     const d = f.ferryctl(drained, ['drain-host', '--reason', 'demo']);
-    say(d.out.trimEnd().split('\n').map((l) => `  ${l}`).join('\n'));
+    say(
+      d.out
+        .trimEnd()
+        .split('\n')
+        .map((l) => `  ${l}`)
+        .join('\n'),
+    );
     await f.untilNexthops(VIP, lbs.slice(2));
     say(`  next hops now ${f.nexthops(VIP).join(', ')}: every stream runs through ${lbs[2]!.name}`);
     broken = Math.max(broken, await brokenStreams(f, streams));
@@ -93,7 +122,17 @@ export async function fleetDemo(o: FleetDemoOptions): Promise<boolean> {
     }
 
     if (o.json) {
-      console.log(JSON.stringify({ hosts: lbs.length, requests: http.requests, errors: http.errors, per_host: perHost, streams: STREAMS, moved, broken }));
+      console.log(
+        JSON.stringify({
+          hosts: lbs.length,
+          requests: http.requests,
+          errors: http.errors,
+          per_host: perHost,
+          streams: STREAMS,
+          moved,
+          broken,
+        }),
+      );
     }
     if (o.keep) {
       f.release();

@@ -83,7 +83,10 @@ const merge = (...rs: ClientResult[]): ClientResult => {
 };
 
 const perBackend = (r: ClientResult): string =>
-  `${Object.entries(r.per_backend).sort().map(([b, n]) => `${b}=${n}`).join('  ')}  errors=${r.errors}`;
+  `${Object.entries(r.per_backend)
+    .sort()
+    .map(([b, n]) => `${b}=${n}`)
+    .join('  ')}  errors=${r.errors}`;
 
 const vipPackets = (s: StatsBody): number => s.vips.reduce((n, v) => n + v.packets, 0);
 
@@ -116,7 +119,9 @@ async function demo(o: DemoOptions): Promise<boolean> {
     const lbBefore = lab.linkCounters(lb);
     const clientBefore = lab.linkCounters(client);
     const statsBefore = await lab.stats();
-    say(`\nSending ${o.requests} HTTP requests to ${VIP4}:80, ${o.requests} to [${VIP6}]:80 and ${o.requests} UDP datagrams to ${VIP4}:53,`);
+    say(
+      `\nSending ${o.requests} HTTP requests to ${VIP4}:80, ${o.requests} to [${VIP6}]:80 and ${o.requests} UDP datagrams to ${VIP4}:53,`,
+    );
     say('each on a new connection / source port…');
     const http4 = await lab.client('http', VIP4, o.requests);
     const http6 = await lab.client('http', VIP6, o.requests);
@@ -133,7 +138,12 @@ async function demo(o: DemoOptions): Promise<boolean> {
     const dsr = first.errors === 0 && fromVips && repliesBypassedLb(lbRx, clientTx, clientRx);
 
     say('\nAnswers per backend:');
-    for (const [name, r] of [['HTTP IPv4', http4], ['HTTP IPv6', http6], ['UDP IPv4', udp]] as const) say(`  ${name.padEnd(10)} ${perBackend(r)}`);
+    for (const [name, r] of [
+      ['HTTP IPv4', http4],
+      ['HTTP IPv6', http6],
+      ['UDP IPv4', udp],
+    ] as const)
+      say(`  ${name.padEnd(10)} ${perBackend(r)}`);
     say(`  every reply came from the VIP address: ${fromVips ? 'yes' : `NO (${JSON.stringify(first.sources)})`}`);
     say('\nDirect server return, from the counters:');
     say(`  the client sent ${clientTx} packets and received ${clientRx};`);
@@ -150,7 +160,13 @@ async function demo(o: DemoOptions): Promise<boolean> {
 
     say('\n$ ferryctl stats');
     const st = lab.ferryctl(['stats']);
-    say(st.out.trimEnd().split('\n').map((l) => `  ${l}`).join('\n'));
+    say(
+      st.out
+        .trimEnd()
+        .split('\n')
+        .map((l) => `  ${l}`)
+        .join('\n'),
+    );
     if (st.code !== 0) say(`  (ferryctl failed: ${st.err.trim()})`);
 
     const total = merge(first, after);

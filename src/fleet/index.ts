@@ -47,15 +47,29 @@ export class Fleet {
     });
     this.ns = this.client.namespace(c.etcd.prefix);
     this.mirror = new FleetMirror({
-      ns: this.ns, prefix: c.etcd.prefix, controller: o.controller, drainSeconds: o.drainSeconds,
-      localSeed: o.localSeed, onSeed: o.onSeed, onChange: () => this.poke(), log: o.log,
+      ns: this.ns,
+      prefix: c.etcd.prefix,
+      controller: o.controller,
+      drainSeconds: o.drainSeconds,
+      localSeed: o.localSeed,
+      onSeed: o.onSeed,
+      onChange: () => this.poke(),
+      log: o.log,
     });
     this.route = new FleetRoute({
-      ns: this.ns, mirror: this.mirror, controller: o.controller, host: this.host,
-      endpoints: c.etcd.endpoints, timeoutMs: c.write_timeout_ms,
+      ns: this.ns,
+      mirror: this.mirror,
+      controller: o.controller,
+      host: this.host,
+      endpoints: c.etcd.endpoints,
+      timeoutMs: c.write_timeout_ms,
     });
     this.members = new FleetMembers({
-      ns: this.ns, name: this.host, ttlSeconds: c.member_ttl_seconds, record: () => this.record(), log: o.log,
+      ns: this.ns,
+      name: this.host,
+      ttlSeconds: c.member_ttl_seconds,
+      record: () => this.record(),
+      log: o.log,
     });
   }
 
@@ -81,18 +95,31 @@ export class Fleet {
     const m = this.mirror;
     const members = [...m.members.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     return {
-      host: this.host, endpoints: [...this.o.config.etcd.endpoints], prefix: this.o.config.etcd.prefix,
-      connected: m.live, revision: m.revision, cluster: m.cluster, hash_seed: this.o.localSeed(),
-      last_error: m.lastError, rejected: [...m.rejected.values()], members,
+      host: this.host,
+      endpoints: [...this.o.config.etcd.endpoints],
+      prefix: this.o.config.etcd.prefix,
+      connected: m.live,
+      revision: m.revision,
+      cluster: m.cluster,
+      hash_seed: this.o.localSeed(),
+      last_error: m.lastError,
+      rejected: [...m.rejected.values()],
+      members,
     };
   }
 
   private record(): Omit<FleetMember, 'updated'> {
     const t = this.o.tables();
     return {
-      name: this.host, api_url: this.o.config.api_url, version: t.version, revision: this.mirror.revision,
-      store_revision: t.revision, applied_revision: t.applied_revision, hash_seed: t.hash_seed,
-      tables: tablesDigest(t), vips: t.vips.length,
+      name: this.host,
+      api_url: this.o.config.api_url,
+      version: t.version,
+      revision: this.mirror.revision,
+      store_revision: t.revision,
+      applied_revision: t.applied_revision,
+      hash_seed: t.hash_seed,
+      tables: tablesDigest(t),
+      vips: t.vips.length,
     };
   }
 }

@@ -17,9 +17,7 @@ export const vipKey = (name: string): string => `vips/${name}`;
 export const policyKey = (name: string): string => `policies/${name}`;
 export const memberKey = (name: string): string => `members/${name}`;
 
-export type FleetKey =
-  | { kind: 'vip' | 'policy' | 'member'; name: string }
-  | { kind: 'seed' | 'fence' | 'other' };
+export type FleetKey = { kind: 'vip' | 'policy' | 'member'; name: string } | { kind: 'seed' | 'fence' | 'other' };
 
 /** What a key (relative to the prefix) holds. */
 export function parseKey(key: string): FleetKey {
@@ -29,10 +27,14 @@ export function parseKey(key: string): FleetKey {
   const name = key.slice(slash + 1);
   if (name.includes('/')) return { kind: 'other' };
   switch (key.slice(0, slash)) {
-    case 'vips': return { kind: 'vip', name };
-    case 'policies': return { kind: 'policy', name };
-    case 'members': return { kind: 'member', name };
-    default: return { kind: 'other' };
+    case 'vips':
+      return { kind: 'vip', name };
+    case 'policies':
+      return { kind: 'policy', name };
+    case 'members':
+      return { kind: 'member', name };
+    default:
+      return { kind: 'other' };
   }
 }
 
@@ -46,8 +48,7 @@ export interface FenceValue {
 
 /** A VIP or policy key's content: the resource, null once deleted, or why it cannot be used. */
 export type Content =
-  | { kind: 'vip'; name: string; value: VipWithBackends | null }
-  | { kind: 'policy'; name: string; value: PolicySpec | null };
+  { kind: 'vip'; name: string; value: VipWithBackends | null } | { kind: 'policy'; name: string; value: PolicySpec | null };
 
 /** Decodes a VIP or policy value; throws an Error saying what is wrong (the store validates the rest). */
 export function decodeContent(kind: 'vip' | 'policy', name: string, raw: string | null): Content {

@@ -21,9 +21,7 @@ import { FerryError } from '../model/errors.js';
 import type { FleetMember, FleetRejected } from '../model/fleet.js';
 import type { DesiredState, PolicySpec, VipWithBackends } from '../model/types.js';
 import type { NamedState, StoreTx } from '../store/types.js';
-import {
-  decodeContent, decodeSeed, FENCE, parseKey, policyKey, SEED, vipKey, type Content, type FenceValue,
-} from './keys.js';
+import { decodeContent, decodeSeed, FENCE, parseKey, policyKey, SEED, vipKey, type Content, type FenceValue } from './keys.js';
 
 export interface MirrorOptions {
   ns: Namespace;
@@ -158,7 +156,13 @@ export class FleetMirror {
         this.waiters = this.waiters.filter((w) => w !== waiter);
         resolve(false);
       }, ms);
-      const waiter = { revision, resolve: () => { clearTimeout(timer); resolve(true); } };
+      const waiter = {
+        revision,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve(true);
+        },
+      };
       this.waiters.push(waiter);
     });
   }
@@ -178,7 +182,8 @@ export class FleetMirror {
   /** The watch ended or never started: serve what the store holds, start over after a pause. */
   private lost(err: unknown): void {
     const message = err instanceof Error ? err.message : String(err);
-    if (this.live || this.lastError !== message) this.o.log.warn({ err: message }, 'fleet store unreachable; serving the last mirrored state');
+    if (this.live || this.lastError !== message)
+      this.o.log.warn({ err: message }, 'fleet store unreachable; serving the last mirrored state');
     this.live = false;
     this.lastError = message;
     const w = this.watcher;
@@ -196,7 +201,9 @@ export class FleetMirror {
     for (;;) {
       const res = await this.o.ns.getAll().prefix('').exec();
       const kvs = (res.kvs ?? []).map((kv) => ({
-        key: kv.key.toString(), mod: Number(kv.mod_revision), value: kv.value.toString(),
+        key: kv.key.toString(),
+        mod: Number(kv.mod_revision),
+        value: kv.value.toString(),
       }));
       if (!kvs.some((kv) => kv.key === FENCE)) {
         await this.seedPrefix();
@@ -213,7 +220,8 @@ export class FleetMirror {
       // Everything this host holds that the prefix lacks goes: a delete event for it.
       const inPrefix = new Set(kvs.map((kv) => kv.key));
       const absent = [...local.vips.map((v) => vipKey(v.name)), ...(local.policies ?? []).map((p) => policyKey(p.name))]
-        .filter((key) => !inPrefix.has(key)).map((key) => ({ key, mod: revision, value: null }));
+        .filter((key) => !inPrefix.has(key))
+        .map((key) => ({ key, mod: revision, value: null }));
       // Another cluster's (or an older) mark means nothing here: the store now mirrors this read.
       this.revision = 0;
       await this.exclusive(async () => this.apply({ events: [...kvs, ...absent] }, revision, 'fleet.sync'));
@@ -227,19 +235,26 @@ export class FleetMirror {
     const state = this.o.controller.read((tx) => tx.exportState(null));
     const fence: FenceValue = { host: 'seed', actor: 'ferryd', action: 'fleet.seed', time: new Date().toISOString() };
     const ns = this.o.ns;
-    const res = await ns.if(FENCE, 'Mod', '==', 0).then(
-      ...state.vips.map((v) => ns.put(vipKey(v.name)).value(JSON.stringify(v))),
-      ...(state.policies ?? []).map((p) => ns.put(policyKey(p.name)).value(JSON.stringify(p))),
-      ns.put(SEED).value(String(this.o.localSeed())),
-      ns.put(FENCE).value(JSON.stringify(fence)),
-    ).commit();
+    const res = await ns
+      .if(FENCE, 'Mod', '==', 0)
+      .then(
+        ...state.vips.map((v) => ns.put(vipKey(v.name)).value(JSON.stringify(v))),
+        ...(state.policies ?? []).map((p) => ns.put(policyKey(p.name)).value(JSON.stringify(p))),
+        ns.put(SEED).value(String(this.o.localSeed())),
+        ns.put(FENCE).value(JSON.stringify(fence)),
+      )
+      .commit();
     if (res.succeeded) {
       this.o.log.info({ vips: state.vips.length, policies: state.policies?.length ?? 0 }, 'fleet store seeded from this host');
     }
   }
 
   private async watch(): Promise<void> {
-    const w = await this.o.ns.watch().prefix('').startRevision(String(this.revision + 1)).create();
+    const w = await this.o.ns
+      .watch()
+      .prefix('')
+      .startRevision(String(this.revision + 1))
+      .create();
     if (this.stopped) {
       await w.cancel();
       return;
@@ -251,15 +266,23 @@ export class FleetMirror {
       if (this.watcher !== w) return;
       // One response may carry several revisions: each (one etcd transaction, one member's write) is one store write.
       for (const ev of res.events) {
-        const e = { key: ev.kv.key.toString(), mod: Number(ev.kv.mod_revision), value: ev.type === 'Delete' ? null : ev.kv.value.toString() };
+        const e = {
+          key: ev.kv.key.toString(),
+          mod: Number(ev.kv.mod_revision),
+          value: ev.type === 'Delete' ? null : ev.kv.value.toString(),
+        };
         const last = this.queue[this.queue.length - 1];
         if (last !== undefined && last.events[0]!.mod === e.mod) last.events.push(e);
         else this.queue.push({ events: [e] });
       }
       this.drain();
     });
-    w.on('disconnected', (err) => { if (this.watcher === w) this.lost(err); });
-    w.on('error', (err) => { if (this.watcher === w) this.lost(err); });
+    w.on('disconnected', (err) => {
+      if (this.watcher === w) this.lost(err);
+    });
+    w.on('error', (err) => {
+      if (this.watcher === w) this.lost(err);
+    });
     this.o.onChange();
   }
 
@@ -362,7 +385,7 @@ export class FleetMirror {
 function parseFence(raw: string): FenceValue | null {
   try {
     const f = JSON.parse(raw) as Partial<FenceValue>;
-    return typeof f.actor === 'string' && typeof f.host === 'string' && typeof f.action === 'string' ? f as FenceValue : null;
+    return typeof f.actor === 'string' && typeof f.host === 'string' && typeof f.action === 'string' ? (f as FenceValue) : null;
   } catch {
     return null;
   }
@@ -390,9 +413,7 @@ function asDesired(contents: readonly Content[]): { desired: DesiredState; scope
  * scoped replace when the store takes them; otherwise one key at a time,
  * each in its own savepoint, and the refused ones are returned.
  */
-function applyContents(
-  tx: StoreTx, contents: readonly Content[], drainSeconds: number,
-): Array<{ content: Content; reason: string }> {
+function applyContents(tx: StoreTx, contents: readonly Content[], drainSeconds: number): Array<{ content: Content; reason: string }> {
   if (contents.length === 0) return [];
   try {
     const { desired, scope } = asDesired(contents);

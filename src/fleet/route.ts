@@ -39,7 +39,9 @@ export class FleetRoute implements WriteRoute {
       if (out.done) return out.result;
       const left = end - Date.now();
       if (left <= 0) {
-        throw new FleetUnavailableError(`other members' writes came first ${attempt} times within ${this.o.timeoutMs} ms; nothing was changed: try again`);
+        throw new FleetUnavailableError(
+          `other members' writes came first ${attempt} times within ${this.o.timeoutMs} ms; nothing was changed: try again`,
+        );
       }
       await this.o.mirror.until(out.retryAt, left);
     }
@@ -50,7 +52,7 @@ export class FleetRoute implements WriteRoute {
     if (!mirror.live) {
       throw new FleetUnavailableError(
         `the fleet store (etcd ${this.o.endpoints.join(', ')}) is unreachable${mirror.lastError === null ? '' : `: ${mirror.lastError}`}; ` +
-        'writes go to etcd first, so nothing was changed (this host keeps serving what it mirrored last)',
+          'writes go to etcd first, so nothing was changed (this host keeps serving what it mirrored last)',
       );
     }
     if (mirror.stalled !== null) {
@@ -82,9 +84,15 @@ export class FleetRoute implements WriteRoute {
   private async commit<R>(p: Promise<R>, keys: number): Promise<R> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new FleetUnavailableError(
-        `the fleet store did not answer within ${this.o.timeoutMs} ms; the change may still be committed: read it back before retrying`,
-      )), this.o.timeoutMs);
+      timer = setTimeout(
+        () =>
+          reject(
+            new FleetUnavailableError(
+              `the fleet store did not answer within ${this.o.timeoutMs} ms; the change may still be committed: read it back before retrying`,
+            ),
+          ),
+        this.o.timeoutMs,
+      );
     });
     try {
       return await Promise.race([p, timeout]);
@@ -92,10 +100,17 @@ export class FleetRoute implements WriteRoute {
       if (err instanceof FleetUnavailableError) throw err;
       const message = (err as Error).message;
       if (/too many operations/i.test(message)) {
-        throw new ValidationError([{ field: '/', reason: `this change touches ${keys} fleet keys, more than etcd takes in one transaction (etcd's --max-txn-ops); split it` }]);
+        throw new ValidationError([
+          {
+            field: '/',
+            reason: `this change touches ${keys} fleet keys, more than etcd takes in one transaction (etcd's --max-txn-ops); split it`,
+          },
+        ]);
       }
       if (/request is too large/i.test(message)) {
-        throw new ValidationError([{ field: '/', reason: `this change is larger than etcd takes in one request (etcd's --max-request-bytes); split it` }]);
+        throw new ValidationError([
+          { field: '/', reason: `this change is larger than etcd takes in one request (etcd's --max-request-bytes); split it` },
+        ]);
       }
       throw new FleetUnavailableError(`the fleet store refused the write: ${message}; nothing was changed`);
     } finally {

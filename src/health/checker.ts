@@ -230,11 +230,14 @@ export class HealthChecker {
     if (this.timer !== null && this.timerDue <= top.due) return;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timerDue = top.due;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.timerDue = Infinity;
-      this.pump();
-    }, Math.max(0, top.due - this.now()));
+    this.timer = setTimeout(
+      () => {
+        this.timer = null;
+        this.timerDue = Infinity;
+        this.pump();
+      },
+      Math.max(0, top.due - this.now()),
+    );
     // The daemon's listeners keep the process alive; a forgotten checker must not.
     this.timer.unref();
   }

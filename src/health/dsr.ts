@@ -35,7 +35,11 @@ export function dsrProbe(hc: HcDatapath | DsrUnavailable, base: ProbeFn = runPro
     }
     const r = await base({ ...p, mark }, signal);
     if (r.ok && hc.sent(pair) === before) {
-      return { ok: false, error: `not sent through the tunnel: the route to ${p.address} leaves by an interface ferryd is not attached to`, durationMs: r.durationMs };
+      return {
+        ok: false,
+        error: `not sent through the tunnel: the route to ${p.address} leaves by an interface ferryd is not attached to`,
+        durationMs: r.durationMs,
+      };
     }
     return r;
   };

@@ -109,10 +109,13 @@ export function runProbe(p: Probe, signal: AbortSignal): Promise<ProbeResult> {
 
 function start(p: Probe, finish: Finish, setPhase: (phase: string) => void): Release {
   switch (p.type) {
-    case 'tcp': return tcpProbe(p, finish);
+    case 'tcp':
+      return tcpProbe(p, finish);
     case 'http':
-    case 'https': return httpProbe(p, finish, setPhase);
-    case 'udp': return udpProbe(p, finish);
+    case 'https':
+      return httpProbe(p, finish, setPhase);
+    case 'udp':
+      return udpProbe(p, finish);
   }
 }
 

@@ -46,11 +46,17 @@ export function resetStreaks(h: TargetHealth): void {
 
 /** Counts one result; returns the status change it causes, if any. */
 export function recordResult(
-  h: TargetHealth, ok: boolean, error: string | null, durationMs: number, at: number, rise: number, fall: number,
+  h: TargetHealth,
+  ok: boolean,
+  error: string | null,
+  durationMs: number,
+  at: number,
+  rise: number,
+  fall: number,
 ): StatusChange | null {
   h.lastCheck = at;
   h.lastDurationMs = durationMs;
-  h.lastError = ok ? null : error ?? 'failed';
+  h.lastError = ok ? null : (error ?? 'failed');
   if (ok) {
     h.passes += 1;
     h.failures = 0;

@@ -38,7 +38,9 @@ function derive(c: HealthCheck): Derived {
   d = { json: JSON.stringify(c) };
   if (c.type === 'http' || c.type === 'https') {
     d.http = {
-      path: c.path ?? '/', host: c.host ?? null, status: statusRange(c.expect_status ?? '200-399') ?? [200, 399],
+      path: c.path ?? '/',
+      host: c.host ?? null,
+      status: statusRange(c.expect_status ?? '200-399') ?? [200, 399],
       body: c.expect_body ?? null,
     };
   }
@@ -57,7 +59,10 @@ function derive(c: HealthCheck): Derived {
  * it).
  */
 export function targetOf(
-  vip: StoredVip, address: string, own: HealthCheck | undefined, path: { port?: number; host?: string } = {},
+  vip: StoredVip,
+  address: string,
+  own: HealthCheck | undefined,
+  path: { port?: number; host?: string } = {},
 ): Target | null {
   const c = effectiveCheck(vip.health_check, own);
   if (c === null || c.type === 'none') return null;
@@ -71,8 +76,14 @@ export function targetOf(
   if (d.udp !== undefined) probe.udp = d.udp;
   if (dsr) probe.dsr = { vip: vip.address };
   return {
-    key: targetKey(vip.name, address), vip: vip.name, address, probe,
-    intervalMs: c.interval_ms, rise: c.rise, fall: c.fall, fingerprint: `${d.json}|${port}${dsr ? `|${vip.address}` : ''}`,
+    key: targetKey(vip.name, address),
+    vip: vip.name,
+    address,
+    probe,
+    intervalMs: c.interval_ms,
+    rise: c.rise,
+    fall: c.fall,
+    fingerprint: `${d.json}|${port}${dsr ? `|${vip.address}` : ''}`,
   };
 }
 

@@ -35,7 +35,11 @@ export function loadKubeConfig(src: KubeConfigSource = {}): KubeConfig {
 
 /** An API answer other than 2xx, with the Status the server sent when it sent one. */
 export class ApiError extends Error {
-  constructor(readonly status: number, message: string, readonly reason?: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly reason?: string,
+  ) {
     super(message);
     this.name = 'ApiError';
   }
@@ -46,7 +50,10 @@ export class ApiClient {
   constructor(readonly kc: KubeConfig) {}
 
   private async request(
-    path: string, query: Record<string, string | undefined>, method = 'GET', contentType?: string,
+    path: string,
+    query: Record<string, string | undefined>,
+    method = 'GET',
+    contentType?: string,
   ): Promise<{ req: http.ClientRequest; url: URL }> {
     const cluster = this.kc.getCurrentCluster();
     if (cluster === null) throw new Error('kubernetes: no current cluster');
@@ -54,7 +61,11 @@ export class ApiClient {
     for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, v);
     const opts: https.RequestOptions = {};
     await this.kc.applyToHTTPSOptions(opts); // agent (CA, client certificate), Authorization (token file, exec, …)
-    const headers: Record<string, string> = { ...(opts.headers as Record<string, string> | undefined), Accept: 'application/json', 'User-Agent': 'ferry' };
+    const headers: Record<string, string> = {
+      ...(opts.headers as Record<string, string> | undefined),
+      Accept: 'application/json',
+      'User-Agent': 'ferry',
+    };
     if (contentType !== undefined) headers['Content-Type'] = contentType;
     const mod = url.protocol === 'https:' ? https : http;
     const req = mod.request(url, { ...opts, method, headers });
@@ -63,7 +74,10 @@ export class ApiClient {
 
   /** GET returning the parsed JSON body; throws ApiError on a non-2xx answer. */
   async get<T>(
-    path: string, query: Record<string, string | undefined>, timeoutMs = 60_000, onRequest?: (abort: () => void) => void,
+    path: string,
+    query: Record<string, string | undefined>,
+    timeoutMs = 60_000,
+    onRequest?: (abort: () => void) => void,
   ): Promise<T> {
     return this.call<T>('GET', path, query, undefined, timeoutMs, onRequest);
   }
@@ -74,7 +88,11 @@ export class ApiClient {
   }
 
   private async call<T>(
-    method: string, path: string, query: Record<string, string | undefined>, body: string | undefined, timeoutMs: number,
+    method: string,
+    path: string,
+    query: Record<string, string | undefined>,
+    body: string | undefined,
+    timeoutMs: number,
     onRequest?: (abort: () => void) => void,
   ): Promise<T> {
     const { req } = await this.request(path, query, method, body === undefined ? undefined : 'application/json');
@@ -109,7 +127,10 @@ export class ApiClient {
    * a non-2xx answer (ApiError), a network error or idle timeout.
    */
   async stream(
-    path: string, query: Record<string, string | undefined>, onLine: (line: string) => void, idleTimeoutMs: number,
+    path: string,
+    query: Record<string, string | undefined>,
+    onLine: (line: string) => void,
+    idleTimeoutMs: number,
   ): Promise<{ done: Promise<void>; abort: () => void }> {
     const { req } = await this.request(path, query);
     let aborted = false;

@@ -111,7 +111,10 @@ export class HealthCheckNodePorts {
     }
     for (const c of conflicts) {
       if (!this.conflicts.some((x) => x.entry.service === c.entry.service && x.entry.port === c.entry.port)) {
-        this.log.warn({ service: c.entry.service, port: c.entry.port, holder: c.holder }, 'kubernetes: health-check node port already used by another Service; not served');
+        this.log.warn(
+          { service: c.entry.service, port: c.entry.port, holder: c.holder },
+          'kubernetes: health-check node port already used by another Service; not served',
+        );
       }
     }
     this.conflicts = conflicts;
@@ -126,7 +129,16 @@ export class HealthCheckNodePorts {
       for (const address of this.o.addresses) {
         const key = `${port} ${address}`;
         if (this.listeners.has(key)) continue;
-        const l: Listener = { port, address, server: undefined, listening: false, error: null, failures: 0, retry: undefined, closed: false };
+        const l: Listener = {
+          port,
+          address,
+          server: undefined,
+          listening: false,
+          error: null,
+          failures: 0,
+          retry: undefined,
+          closed: false,
+        };
         this.listeners.set(key, l);
         this.bind(l);
       }
@@ -144,7 +156,10 @@ export class HealthCheckNodePorts {
     }
     for (const c of this.conflicts) {
       out.push({
-        service: c.entry.service, port: c.entry.port, localEndpoints: c.entry.localEndpoints, listeners: [],
+        service: c.entry.service,
+        port: c.entry.port,
+        localEndpoints: c.entry.localEndpoints,
+        listeners: [],
         conflict: `port ${c.entry.port} is already the health-check node port of ${c.holder}`,
       });
     }
@@ -175,9 +190,15 @@ export class HealthCheckNodePorts {
       const delay = backoffDelay(this.o.retry ?? DEFAULT_RETRY, l.failures, this.random);
       // Said once per distinct reason; the retries go on quietly.
       if (message !== l.error) {
-        this.log.warn({ port: l.port, address: l.address, err: message, retryInMs: delay }, 'kubernetes: cannot serve a health-check node port; retrying');
+        this.log.warn(
+          { port: l.port, address: l.address, err: message, retryInMs: delay },
+          'kubernetes: cannot serve a health-check node port; retrying',
+        );
       } else {
-        this.log.debug({ port: l.port, address: l.address, err: message, retryInMs: delay }, 'kubernetes: health-check node port still not bound');
+        this.log.debug(
+          { port: l.port, address: l.address, err: message, retryInMs: delay },
+          'kubernetes: health-check node port still not bound',
+        );
       }
       l.error = message;
       l.retry = setTimeout(() => {
@@ -188,7 +209,9 @@ export class HealthCheckNodePorts {
     };
     const onListening = (): void => {
       server.removeListener('error', onError);
-      server.on('error', (err) => this.log.error({ port: l.port, address: l.address, err: err.message }, 'kubernetes: health-check node port server failed'));
+      server.on('error', (err) =>
+        this.log.error({ port: l.port, address: l.address, err: err.message }, 'kubernetes: health-check node port server failed'),
+      );
       if (l.closed) {
         server.close();
         return;

@@ -92,7 +92,11 @@ export class Informer<T extends KubeObject> {
   private readonly log: K8sLogger;
   private readonly random: () => number;
 
-  constructor(private readonly client: ApiClient, private readonly o: InformerOptions, private readonly handler: InformerHandler<T>) {
+  constructor(
+    private readonly client: ApiClient,
+    private readonly o: InformerOptions,
+    private readonly handler: InformerHandler<T>,
+  ) {
     this.log = o.log ?? silentLogger;
     this.random = o.random ?? Math.random;
   }
@@ -165,7 +169,10 @@ export class Informer<T extends KubeObject> {
         }
         failures++;
         const delay = backoffDelay(this.o.backoff ?? DEFAULT_BACKOFF, failures, this.random);
-        this.log.warn({ kind: this.o.kind, phase, err: (err as Error).message, retryInMs: delay, attempt: failures }, 'kubernetes: list/watch failed; retrying');
+        this.log.warn(
+          { kind: this.o.kind, phase, err: (err as Error).message, retryInMs: delay, attempt: failures },
+          'kubernetes: list/watch failed; retrying',
+        );
         await this.sleep(delay);
       }
     }
@@ -196,14 +203,23 @@ export class Informer<T extends KubeObject> {
     let rv = '';
     do {
       if (this.stopped) return;
-      const body = await this.client.get<ListBody<T>>(this.o.path, {
-        ...this.selectors(), limit: String(this.o.pageSize ?? 500), continue: cont,
-      }, 60_000, (abort) => {
-        this.abortCurrent = abort;
-        if (this.stopped) abort();
-      }).finally(() => {
-        this.abortCurrent = undefined;
-      });
+      const body = await this.client
+        .get<ListBody<T>>(
+          this.o.path,
+          {
+            ...this.selectors(),
+            limit: String(this.o.pageSize ?? 500),
+            continue: cont,
+          },
+          60_000,
+          (abort) => {
+            this.abortCurrent = abort;
+            if (this.stopped) abort();
+          },
+        )
+        .finally(() => {
+          this.abortCurrent = undefined;
+        });
       if (this.stopped) return;
       items.push(...(body.items ?? []));
       rv = body.metadata?.resourceVersion ?? '';
@@ -261,18 +277,30 @@ export class Informer<T extends KubeObject> {
         return;
       }
       delivered++;
-      this.apply(ev, () => {
-        gone = true;
-        s.abort();
-      }, (err) => {
-        failure = err;
-        s.abort();
-      });
+      this.apply(
+        ev,
+        () => {
+          gone = true;
+          s.abort();
+        },
+        (err) => {
+          failure = err;
+          s.abort();
+        },
+      );
     };
-    const s = await this.client.stream(this.o.path, {
-      ...this.selectors(), watch: 'true', resourceVersion: this.rv, allowWatchBookmarks: 'true',
-      timeoutSeconds: String(timeoutSeconds),
-    }, onLine, idleMs);
+    const s = await this.client.stream(
+      this.o.path,
+      {
+        ...this.selectors(),
+        watch: 'true',
+        resourceVersion: this.rv,
+        allowWatchBookmarks: 'true',
+        timeoutSeconds: String(timeoutSeconds),
+      },
+      onLine,
+      idleMs,
+    );
     this.stats.watches++;
     this.abortCurrent = s.abort;
     if (this.stopped) s.abort(); // stop() came while the request was being set up
@@ -312,7 +340,10 @@ export class Informer<T extends KubeObject> {
         return;
       case 'ERROR':
         if (obj.code === 410 || obj.reason === 'Expired' || obj.reason === 'Gone') onGone();
-        else onError(new ApiError(obj.code ?? 500, `kubernetes: watch ${this.o.kind}: ${obj.reason ?? 'error'}: ${obj.message ?? ''}`, obj.reason));
+        else
+          onError(
+            new ApiError(obj.code ?? 500, `kubernetes: watch ${this.o.kind}: ${obj.reason ?? 'error'}: ${obj.message ?? ''}`, obj.reason),
+          );
         return;
       default:
         onError(new Error(`kubernetes: watch ${this.o.kind}: unknown event type ${JSON.stringify((ev as { type: unknown }).type)}`));
@@ -368,16 +399,31 @@ export class K8sWatch {
       ...(o.random ? { random: o.random } : {}),
     };
     const h = o.handler;
-    this.services = new Informer<Service>(client, { ...common, path: SERVICES_PATH, kind: 'Service' }, {
-      onEvent: (t, obj, old) => h.service(t, obj, old), onSynced: () => h.synced?.('Service'),
-    });
-    this.endpointSlices = new Informer<EndpointSlice>(client, { ...common, path: ENDPOINTSLICES_PATH, kind: 'EndpointSlice' }, {
-      onEvent: (t, obj, old) => h.endpointSlice(t, obj, old), onSynced: () => h.synced?.('EndpointSlice'),
-    });
+    this.services = new Informer<Service>(
+      client,
+      { ...common, path: SERVICES_PATH, kind: 'Service' },
+      {
+        onEvent: (t, obj, old) => h.service(t, obj, old),
+        onSynced: () => h.synced?.('Service'),
+      },
+    );
+    this.endpointSlices = new Informer<EndpointSlice>(
+      client,
+      { ...common, path: ENDPOINTSLICES_PATH, kind: 'EndpointSlice' },
+      {
+        onEvent: (t, obj, old) => h.endpointSlice(t, obj, old),
+        onSynced: () => h.synced?.('EndpointSlice'),
+      },
+    );
     // Every node: endpoints live on them, and their NodePorts reach this node's endpoints.
-    this.nodes = new Informer<Node>(client, { ...common, path: NODES_PATH, kind: 'Node' }, {
-      onEvent: (t, obj, old) => h.node(t, obj, old), onSynced: () => h.synced?.('Node'),
-    });
+    this.nodes = new Informer<Node>(
+      client,
+      { ...common, path: NODES_PATH, kind: 'Node' },
+      {
+        onEvent: (t, obj, old) => h.node(t, obj, old),
+        onSynced: () => h.synced?.('Node'),
+      },
+    );
   }
 
   get synced(): boolean {
@@ -408,7 +454,11 @@ export class K8sWatch {
   }
 
   stats(): Record<'services' | 'endpointSlices' | 'nodes', InformerStats & { resourceVersion: string; objects: number }> {
-    const one = (i: Informer<KubeObject>): InformerStats & { resourceVersion: string; objects: number } => ({ ...i.stats, resourceVersion: i.resourceVersion, objects: i.cache.size });
+    const one = (i: Informer<KubeObject>): InformerStats & { resourceVersion: string; objects: number } => ({
+      ...i.stats,
+      resourceVersion: i.resourceVersion,
+      objects: i.cache.size,
+    });
     return { services: one(this.services), endpointSlices: one(this.endpointSlices), nodes: one(this.nodes) };
   }
 }

@@ -128,8 +128,11 @@ export interface IpamResult {
 
 /** Whether the allocator answers for this Service. */
 export function served(svc: Service, loadBalancerClass: string | null): boolean {
-  return svc.spec?.type === 'LoadBalancer' && svc.metadata.deletionTimestamp === undefined
-    && (svc.spec.loadBalancerClass ?? null) === loadBalancerClass;
+  return (
+    svc.spec?.type === 'LoadBalancer' &&
+    svc.metadata.deletionTimestamp === undefined &&
+    (svc.spec.loadBalancerClass ?? null) === loadBalancerClass
+  );
 }
 
 const FAMILY: Record<string, IpFamily> = { IPv4: 4, IPv6: 6 };
@@ -139,7 +142,11 @@ function wantedFamilies(svc: Service): IpFamily[] {
   return fams.length > 0 ? [...new Set(fams)] : [4];
 }
 
-const commaList = (text: string | undefined): string[] => (text ?? '').split(',').map((t) => t.trim()).filter((t) => t !== '');
+const commaList = (text: string | undefined): string[] =>
+  (text ?? '')
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => t !== '');
 
 interface Request {
   families: IpFamily[];
@@ -160,8 +167,12 @@ function requestOf(svc: Service, pools: Pool[]): Request | string {
     usable = pools.filter((p) => poolNames.includes(p.name));
   }
   const asked = new Map<IpFamily, string>();
-  const askedTexts = ann[ANNOTATION_LB_IPS] !== undefined ? commaList(ann[ANNOTATION_LB_IPS])
-    : svc.spec?.loadBalancerIP !== undefined && svc.spec.loadBalancerIP !== '' ? [svc.spec.loadBalancerIP] : [];
+  const askedTexts =
+    ann[ANNOTATION_LB_IPS] !== undefined
+      ? commaList(ann[ANNOTATION_LB_IPS])
+      : svc.spec?.loadBalancerIP !== undefined && svc.spec.loadBalancerIP !== ''
+        ? [svc.spec.loadBalancerIP]
+        : [];
   for (const text of askedTexts) {
     const ip = parseIp(text);
     if (typeof ip === 'string') return `asked-for address ${JSON.stringify(text)}: ${ip}`;
@@ -271,7 +282,10 @@ export function allocate(services: Iterable<Service>, input: IpamInput): IpamRes
         else got = { ip: asked, pool };
       } else {
         got = lowestFree(req.pools, family);
-        if (got === null) missing.push(`no free IPv${family} address in ${req.pools.length === 0 ? 'any pool' : `pool(s) ${req.pools.map((p) => p.name).join(', ')}`}`);
+        if (got === null)
+          missing.push(
+            `no free IPv${family} address in ${req.pools.length === 0 ? 'any pool' : `pool(s) ${req.pools.map((p) => p.name).join(', ')}`}`,
+          );
       }
       if (got !== null) {
         fresh.push(got);

@@ -61,8 +61,13 @@ export class LbIpam {
   constructor(private readonly o: LbIpamOptions) {
     const l = o.config.lease;
     this.elector = new LeaderElector({
-      client: o.client, namespace: l.namespace, name: l.name, identity: o.identity,
-      durationSeconds: l.duration_seconds, renewDeadlineMs: l.renew_deadline_seconds * 1000, retryPeriodMs: l.retry_period_seconds * 1000,
+      client: o.client,
+      namespace: l.namespace,
+      name: l.name,
+      identity: o.identity,
+      durationSeconds: l.duration_seconds,
+      renewDeadlineMs: l.renew_deadline_seconds * 1000,
+      retryPeriodMs: l.retry_period_seconds * 1000,
       log: o.log,
       onStart: () => this.schedule(0),
       onStop: () => this.cancel(),
@@ -102,12 +107,17 @@ export class LbIpam {
     const e = this.elector.view();
     const l = this.o.config.lease;
     return {
-      leader: e.leader, holder: e.holder, lease: `${l.namespace}/${l.name}`, transitions: e.transitions,
+      leader: e.leader,
+      holder: e.holder,
+      lease: `${l.namespace}/${l.name}`,
+      transitions: e.transitions,
       load_balancer_class: this.o.config.load_balancer_class,
       pools: this.o.config.pools.map((p) => ({ name: p.name, addresses: [...p.addresses], allocated: r.allocated.get(p.name) ?? 0 })),
       services: r.desired.size,
       pending: r.pending,
-      writes: this.stats.writes, conflicts: this.stats.conflicts, errors: this.stats.errors,
+      writes: this.stats.writes,
+      conflicts: this.stats.conflicts,
+      errors: this.stats.errors,
       last_error: this.lastError ?? e.last_error,
     };
   }
@@ -194,7 +204,10 @@ export class LbIpam {
   private async writeStatus(svc: Service, ips: string[]): Promise<'written' | 'conflict' | 'failed'> {
     const key = objectKey(svc);
     const path = `/api/v1/namespaces/${svc.metadata.namespace ?? 'default'}/services/${svc.metadata.name}/status`;
-    const body: Service = { ...svc, status: { ...svc.status, loadBalancer: { ingress: ips.map((ip) => ({ ip, ipMode: 'VIP' as const })) } } };
+    const body: Service = {
+      ...svc,
+      status: { ...svc.status, loadBalancer: { ingress: ips.map((ip) => ({ ip, ipMode: 'VIP' as const })) } },
+    };
     try {
       const out = await this.o.client.send<Service>('PUT', path, body);
       this.stats.writes++;

@@ -110,7 +110,10 @@ export class LeaderElector {
         await this.write({ holderIdentity: '', leaseDurationSeconds: 1, renewTime: microTime(this.now()) }, this.last);
         this.o.log.info({ lease: this.o.name }, 'kubernetes: released the leader lease');
       } catch (err) {
-        this.o.log.warn({ lease: this.o.name, err: (err as Error).message }, 'kubernetes: releasing the leader lease failed; it expires by itself');
+        this.o.log.warn(
+          { lease: this.o.name, err: (err as Error).message },
+          'kubernetes: releasing the leader lease failed; it expires by itself',
+        );
       }
     }
     this.lose('stopping');
@@ -187,13 +190,16 @@ export class LeaderElector {
     const durationMs = (spec.leaseDurationSeconds ?? this.o.durationSeconds) * 1000;
     if (!mine && holder !== '' && this.observedAt + durationMs > now) return false;
     try {
-      const written = await this.write({
-        holderIdentity: this.o.identity,
-        leaseDurationSeconds: this.o.durationSeconds,
-        acquireTime: mine ? spec.acquireTime ?? microTime(now) : microTime(now),
-        renewTime: microTime(now),
-        leaseTransitions: (spec.leaseTransitions ?? 0) + (mine ? 0 : 1),
-      }, lease);
+      const written = await this.write(
+        {
+          holderIdentity: this.o.identity,
+          leaseDurationSeconds: this.o.durationSeconds,
+          acquireTime: mine ? (spec.acquireTime ?? microTime(now)) : microTime(now),
+          renewTime: microTime(now),
+          leaseTransitions: (spec.leaseTransitions ?? 0) + (mine ? 0 : 1),
+        },
+        lease,
+      );
       this.last = written;
       this.observedRv = written.metadata.resourceVersion ?? '';
       this.observedAt = now;
@@ -207,14 +213,23 @@ export class LeaderElector {
 
   private async create(now: number): Promise<boolean> {
     try {
-      const made = await this.o.client.send<Lease>('POST', this.path, {
-        apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
-        metadata: { name: this.o.name, namespace: this.o.namespace },
-        spec: {
-          holderIdentity: this.o.identity, leaseDurationSeconds: this.o.durationSeconds,
-          acquireTime: microTime(now), renewTime: microTime(now), leaseTransitions: 0,
+      const made = await this.o.client.send<Lease>(
+        'POST',
+        this.path,
+        {
+          apiVersion: 'coordination.k8s.io/v1',
+          kind: 'Lease',
+          metadata: { name: this.o.name, namespace: this.o.namespace },
+          spec: {
+            holderIdentity: this.o.identity,
+            leaseDurationSeconds: this.o.durationSeconds,
+            acquireTime: microTime(now),
+            renewTime: microTime(now),
+            leaseTransitions: 0,
+          },
         },
-      }, this.o.renewDeadlineMs);
+        this.o.renewDeadlineMs,
+      );
       this.last = made;
       this.observedRv = made.metadata.resourceVersion ?? '';
       this.observedAt = now;
@@ -229,7 +244,8 @@ export class LeaderElector {
   /** Replaces the Lease's spec on top of `base` (the version read), conditional on its resourceVersion. */
   private async write(spec: LeaseSpec, base: Lease | undefined): Promise<Lease> {
     const body: Lease = {
-      apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
+      apiVersion: 'coordination.k8s.io/v1',
+      kind: 'Lease',
       metadata: { name: this.o.name, namespace: this.o.namespace, resourceVersion: base?.metadata.resourceVersion ?? this.observedRv },
       spec: { ...(base?.spec ?? {}), ...spec },
     };

@@ -80,7 +80,9 @@ export function loadCredentials(k: Pick<KubernetesConfig, 'kubeconfig'>, o: { pa
     const dir = `${o.pathPrefix ?? ''}${SERVICE_ACCOUNT_DIR}`;
     for (const f of ['token', 'ca.crt']) {
       if (!existsSync(join(dir, f))) {
-        throw new Error(`kubernetes: in-cluster credentials: ${join(dir, f)} is missing (is a service account token mounted? automountServiceAccountToken must not be false)`);
+        throw new Error(
+          `kubernetes: in-cluster credentials: ${join(dir, f)} is missing (is a service account token mounted? automountServiceAccountToken must not be false)`,
+        );
       }
     }
     kc = loadKubeConfig({ inCluster: true, ...(o.pathPrefix === undefined ? {} : { pathPrefix: o.pathPrefix }) });
@@ -106,8 +108,15 @@ export interface K8sModeOptions {
 
 function informerView(synced: boolean, s: InformerStats & { resourceVersion: string; objects: number }): InformerView {
   return {
-    synced, objects: s.objects, resource_version: s.resourceVersion,
-    lists: s.lists, watches: s.watches, events: s.events, bookmarks: s.bookmarks, gone: s.gone, errors: s.errors,
+    synced,
+    objects: s.objects,
+    resource_version: s.resourceVersion,
+    lists: s.lists,
+    watches: s.watches,
+    events: s.events,
+    bookmarks: s.bookmarks,
+    gone: s.gone,
+    errors: s.errors,
   };
 }
 
@@ -130,7 +139,12 @@ export class K8sMode {
     this.hcnp = new HealthCheckNodePorts({ addresses: k.health_check_addresses, log: o.log });
     this.sync = new K8sSync({
       controller: o.controller,
-      translate: { nodeName: k.node_name, proxyName: k.proxy_name, nodePortAddressTypes: k.node_port_address_types, externalPath: k.external_path },
+      translate: {
+        nodeName: k.node_name,
+        proxyName: k.proxy_name,
+        nodePortAddressTypes: k.node_port_address_types,
+        externalPath: k.external_path,
+      },
       drainSeconds: k.drain_seconds,
       maxDelayMs: k.batch_delay_ms,
       maxEvents: k.batch_max_events,
@@ -145,15 +159,22 @@ export class K8sMode {
       },
     });
     this.watch = new K8sWatch({
-      kubeConfig: o.credentials.kubeConfig, nodeName: k.node_name, handler: this.handler(), log: o.log,
+      kubeConfig: o.credentials.kubeConfig,
+      nodeName: k.node_name,
+      handler: this.handler(),
+      log: o.log,
       resyncMs: k.resync_seconds * 1000,
     });
     if (k.lb_ipam.enabled) {
       const { pools, problems } = parsePools(k.lb_ipam.pools, '/kubernetes/lb_ipam/pools');
       if (problems.length > 0) throw new Error(`kubernetes: ${problems.join('; ')}`);
       this.lbIpam = new LbIpam({
-        client: new ApiClient(o.credentials.kubeConfig), services: this.watch.services, config: k.lb_ipam, pools,
-        identity: k.node_name, log: o.log,
+        client: new ApiClient(o.credentials.kubeConfig),
+        services: this.watch.services,
+        config: k.lb_ipam,
+        pools,
+        identity: k.node_name,
+        log: o.log,
       });
     }
   }
@@ -188,15 +209,21 @@ export class K8sMode {
       if (nat?.failed) this.applyNat(this.sync.nat());
       else if (nat !== undefined && ++ticks % NAT_CHECK_TICKS === 0) {
         // A table removed behind ferryd's back (nft flush ruleset) is written again.
-        nat.lost().then((lost) => {
-          if (!lost) return;
-          this.o.log.warn({}, 'kubernetes: the kernel NAT table was removed from outside; writing it again');
-          this.applyNat(this.sync.nat());
-        }, () => {});
+        nat.lost().then(
+          (lost) => {
+            if (!lost) return;
+            this.o.log.warn({}, 'kubernetes: the kernel NAT table was removed from outside; writing it again');
+            this.applyNat(this.sync.nat());
+          },
+          () => {},
+        );
       }
     }, CLUSTER_IP_RETRY_MS);
     this.retryTimer.unref();
-    this.o.log.info({ server: this.o.credentials.server, credentials: this.o.credentials.source, node: this.nodeName }, 'kubernetes: watching Services, EndpointSlices and Nodes');
+    this.o.log.info(
+      { server: this.o.credentials.server, credentials: this.o.credentials.source, node: this.nodeName },
+      'kubernetes: watching Services, EndpointSlices and Nodes',
+    );
     this.watch.start();
     this.lbIpam?.start();
   }
@@ -217,15 +244,25 @@ export class K8sMode {
       this.applyClusterIps(this.sync.clusterIps());
       this.o.nat?.invalidate();
       this.applyNat(this.sync.nat());
-      this.o.log.info({ services: this.watch.services.cache.size, revision: this.o.controller.revision() }, 'kubernetes: first sync done; ready');
+      this.o.log.info(
+        { services: this.watch.services.cache.size, revision: this.o.controller.revision() },
+        'kubernetes: first sync done; ready',
+      );
     }
     return this.settled;
   }
 
   /** Why ready is false, for /readyz. */
   waitingFor(): string {
-    const pending = ([['Services', this.watch.services], ['EndpointSlices', this.watch.endpointSlices], ['Node', this.watch.nodes]] as const)
-      .filter(([, i]) => !i.synced).map(([n]) => n);
+    const pending = (
+      [
+        ['Services', this.watch.services],
+        ['EndpointSlices', this.watch.endpointSlices],
+        ['Node', this.watch.nodes],
+      ] as const
+    )
+      .filter(([, i]) => !i.synced)
+      .map(([n]) => n);
     if (pending.length > 0) return `waiting for the first list of ${pending.join(', ')} from the Kubernetes API server`;
     return 'waiting for the first batch of Kubernetes Services to be written';
   }
@@ -260,12 +297,23 @@ export class K8sMode {
         nodes: informerView(w.nodes.synced, ws.nodes),
       },
       sync: {
-        events: s.events, batches: s.batches, transactions: s.transactions, failed_transactions: s.failedTransactions,
+        events: s.events,
+        batches: s.batches,
+        transactions: s.transactions,
+        failed_transactions: s.failedTransactions,
         services_written: s.servicesWritten,
-        last_batch: lb === null ? null : {
-          services: lb.services, written: lb.written, transactions: lb.transactions, revision: lb.revision,
-          ms: Math.round(lb.ms * 100) / 100, refused: lb.refused, failed_transactions: lb.failedTransactions,
-        },
+        last_batch:
+          lb === null
+            ? null
+            : {
+                services: lb.services,
+                written: lb.written,
+                transactions: lb.transactions,
+                revision: lb.revision,
+                ms: Math.round(lb.ms * 100) / 100,
+                refused: lb.refused,
+                failed_transactions: lb.failedTransactions,
+              },
       },
       cluster_ips: {
         entries: this.sync.clusterIps().length,
@@ -279,7 +327,11 @@ export class K8sMode {
         requests: this.hcnp.stats.requests,
         bind_failures: this.hcnp.stats.bindFailures,
         ports: this.hcnp.status().map((p: HcnpStatus) => ({
-          service: p.service, port: p.port, local_endpoints: p.localEndpoints, listeners: p.listeners, conflict: p.conflict,
+          service: p.service,
+          port: p.port,
+          local_endpoints: p.localEndpoints,
+          listeners: p.listeners,
+          conflict: p.conflict,
         })),
       },
       skipped: this.sync.skipped(),
@@ -311,7 +363,7 @@ export class K8sMode {
       this.nodeEndpointsError = null;
     } catch (err) {
       this.nodeEndpointsError = (err as Error).message;
-      this.o.log.error({ err: this.nodeEndpointsError }, 'kubernetes: writing the node programs\' pairs failed');
+      this.o.log.error({ err: this.nodeEndpointsError }, "kubernetes: writing the node programs' pairs failed");
     }
   }
 
@@ -319,14 +371,17 @@ export class K8sMode {
     const nat = this.o.nat;
     if (nat === undefined) return;
     const before = nat.lastError;
-    nat.apply(all).then(() => {
-      if (before !== null) this.o.log.info({ entries: all.length }, 'kubernetes: the kernel NAT is programmed again');
-    }, (err: unknown) => {
-      // Retried every few seconds: said once per distinct error, not at every retry.
-      if ((err as Error).message !== before) {
-        this.o.log.error({ entries: all.length, err: (err as Error).message }, 'kubernetes: programming the kernel NAT failed; retrying');
-      }
-    });
+    nat.apply(all).then(
+      () => {
+        if (before !== null) this.o.log.info({ entries: all.length }, 'kubernetes: the kernel NAT is programmed again');
+      },
+      (err: unknown) => {
+        // Retried every few seconds: said once per distinct error, not at every retry.
+        if ((err as Error).message !== before) {
+          this.o.log.error({ entries: all.length, err: (err as Error).message }, 'kubernetes: programming the kernel NAT failed; retrying');
+        }
+      },
+    );
   }
 
   private applyClusterIps(all: ClusterIpEntry[]): void {
@@ -341,7 +396,10 @@ export class K8sMode {
       this.consumerError = (err as Error).message;
       // Retried every few seconds: said once per distinct error, not at every retry.
       if (this.consumerError !== before) {
-        this.o.log.error({ consumer: c.name, entries: all.length, err: this.consumerError }, 'kubernetes: programming the ClusterIP list failed');
+        this.o.log.error(
+          { consumer: c.name, entries: all.length, err: this.consumerError },
+          'kubernetes: programming the ClusterIP list failed',
+        );
       }
     }
   }

@@ -95,7 +95,8 @@ interface Rendered {
 
 function render(e: NatEntry): Rendered {
   return {
-    entry: e, id: chainId(e),
+    entry: e,
+    id: chainId(e),
     nat: [hairpinRule(e), natRule(e)].filter((r): r is string => r !== null),
     source: sourceRule(e),
   };
@@ -133,7 +134,9 @@ function deleteEntry(r: Rendered): string[] {
 function wholeTable(entries: readonly Rendered[]): string[] {
   /** Map `name` (its last character the family) with the elements of the entries `pick` takes. */
   const map = (name: string, addr: string, chain: string, pick: (r: Rendered) => boolean) => {
-    const els = entries.filter((r) => pick(r) && suffix(r.entry) === name.slice(-1)).map((r) => `${element(r.entry)} : goto ${chain}_${r.id}`);
+    const els = entries
+      .filter((r) => pick(r) && suffix(r.entry) === name.slice(-1))
+      .map((r) => `${element(r.entry)} : goto ${chain}_${r.id}`);
     const body = els.length === 0 ? '' : ` elements = { ${els.join(', ')} };`;
     return `  map ${name} { type ${addr} . inet_proto . inet_service : verdict;${body} }`;
   };
@@ -144,8 +147,10 @@ function wholeTable(entries: readonly Rendered[]): string[] {
   }
   return [
     `table ${T} {`,
-    map('nat4', 'ipv4_addr', 'svc', () => true), map('nat6', 'ipv6_addr', 'svc', () => true),
-    map('ranges4', 'ipv4_addr', 'src', (r) => r.source !== null), map('ranges6', 'ipv6_addr', 'src', (r) => r.source !== null),
+    map('nat4', 'ipv4_addr', 'svc', () => true),
+    map('nat6', 'ipv6_addr', 'svc', () => true),
+    map('ranges4', 'ipv4_addr', 'src', (r) => r.source !== null),
+    map('ranges6', 'ipv6_addr', 'src', (r) => r.source !== null),
     ...chains,
     '  chain source_ranges {',
     '    type filter hook prerouting priority dstnat - 10; policy accept;',
@@ -205,24 +210,27 @@ export function nftHasTable(netns?: string): Promise<boolean> {
 
 /** nft in this process's network namespace, or in a named one (/run/netns/<ns>; tests). */
 export function nftRunner(netns?: string): NftRunner {
-  return (script) => new Promise((resolve, reject) => {
-    const [cmd, args] = netns === undefined ? ['nft', ['-f', '-']] : ['nsenter', [`--net=/run/netns/${netns}`, '--', 'nft', '-f', '-']];
-    const child = execFile(cmd, args, { timeout: 120_000, maxBuffer: 1 << 20 }, (err, _stdout, stderr) => {
-      if (err === null) return resolve();
-      reject(new Error(`nft: ${stderr.trim() || err.message}`));
+  return (script) =>
+    new Promise((resolve, reject) => {
+      const [cmd, args] = netns === undefined ? ['nft', ['-f', '-']] : ['nsenter', [`--net=/run/netns/${netns}`, '--', 'nft', '-f', '-']];
+      const child = execFile(cmd, args, { timeout: 120_000, maxBuffer: 1 << 20 }, (err, _stdout, stderr) => {
+        if (err === null) return resolve();
+        reject(new Error(`nft: ${stderr.trim() || err.message}`));
+      });
+      child.stdin?.end(script);
     });
-    child.stdin?.end(script);
-  });
 }
 
 /** Runs conntrack with these arguments; resolves however it exits (best effort: no match exits 1). */
 export type ConntrackRunner = (args: readonly string[]) => Promise<void>;
 
 export function conntrackRunner(netns?: string): ConntrackRunner {
-  return (args) => new Promise((resolve) => {
-    const [cmd, argv] = netns === undefined ? ['conntrack', [...args]] : ['nsenter', [`--net=/run/netns/${netns}`, '--', 'conntrack', ...args]];
-    execFile(cmd, argv, { timeout: 30_000 }, () => resolve());
-  });
+  return (args) =>
+    new Promise((resolve) => {
+      const [cmd, argv] =
+        netns === undefined ? ['conntrack', [...args]] : ['nsenter', [`--net=/run/netns/${netns}`, '--', 'conntrack', ...args]];
+      execFile(cmd, argv, { timeout: 30_000 }, () => resolve());
+    });
 }
 
 /**
@@ -237,13 +245,23 @@ export function conntrackFlushes(before: readonly NatEntry[], after: readonly Na
   const old = udp(before);
   const next = udp(after);
   const out: string[][] = [];
-  const base = (e: NatEntry): string[] => ['-D', ...(ipFamily(e.address) === 6 ? ['-f', 'ipv6'] : []), '-p', 'udp', '--orig-dst', e.address, '--orig-port-dst', String(e.port)];
+  const base = (e: NatEntry): string[] => [
+    '-D',
+    ...(ipFamily(e.address) === 6 ? ['-f', 'ipv6'] : []),
+    '-p',
+    'udp',
+    '--orig-dst',
+    e.address,
+    '--orig-port-dst',
+    String(e.port),
+  ];
   for (const [k, e] of next) {
     const was = old.get(k);
     if (e.backends.length > 0 && (was === undefined || was.backends.length === 0)) out.push(base(e));
     if (was === undefined) continue;
     const now = new Set(e.backends.map((b) => `${b.address}|${b.port}`));
-    for (const b of was.backends) if (!now.has(`${b.address}|${b.port}`)) out.push([...base(e), '--reply-src', b.address, '--reply-port-src', String(b.port)]);
+    for (const b of was.backends)
+      if (!now.has(`${b.address}|${b.port}`)) out.push([...base(e), '--reply-src', b.address, '--reply-port-src', String(b.port)]);
   }
   for (const [k, was] of old) {
     if (next.has(k)) continue;
@@ -270,7 +288,10 @@ export class NatTable {
   /** The list the table holds (what conntrack flushes compare with). */
   private appliedList: readonly NatEntry[] = [];
 
-  constructor(private readonly run: NftRunner = nftRunner(), private readonly conntrack: ConntrackRunner = conntrackRunner()) {}
+  constructor(
+    private readonly run: NftRunner = nftRunner(),
+    private readonly conntrack: ConntrackRunner = conntrackRunner(),
+  ) {}
 
   /** Makes the table hold `entries`; an unchanged list costs nothing. Rejects with nft's error. */
   apply(entries: readonly NatEntry[]): Promise<void> {

@@ -48,8 +48,15 @@ import { DatapathError, FerryError } from '../model/errors.js';
 import type { DesiredState, PolicySpec, VipWithBackends } from '../model/types.js';
 import type { StoreTx } from '../store/types.js';
 import {
-  ownerOf, serviceKeyOfOwner, sliceServiceKey, translateService,
-  type ClusterIpEntry, type HealthCheckNodePort, type NatEntry, type ServiceTranslation, type TranslateConfig,
+  ownerOf,
+  serviceKeyOfOwner,
+  sliceServiceKey,
+  translateService,
+  type ClusterIpEntry,
+  type HealthCheckNodePort,
+  type NatEntry,
+  type ServiceTranslation,
+  type TranslateConfig,
 } from './translate.js';
 import { objectKey, type EndpointSlice, type Node, type Service } from './types.js';
 import type { SkippedEntry } from '../model/kubernetes.js';
@@ -295,8 +302,7 @@ export class K8sSync implements K8sEventHandler {
 
   /** Whether the caches are synced and nothing is waiting to be written (refused Services may still retry). */
   get idle(): boolean {
-    return this.ready && this.dirty.size === 0 && this.timer === undefined && this.immediate === undefined
-      && this.running === undefined;
+    return this.ready && this.dirty.size === 0 && this.timer === undefined && this.immediate === undefined && this.running === undefined;
   }
 
   get isReady(): boolean {
@@ -456,10 +462,22 @@ export class K8sSync implements K8sEventHandler {
     if (keys.size === 0) return;
 
     const sorted = [...keys].sort();
-    let size = Math.max(this.o.servicesPerTransaction ?? DEFAULT_PER_TX, Math.ceil(sorted.length / (this.o.maxTransactionsPerBatch ?? DEFAULT_MAX_TX)));
+    let size = Math.max(
+      this.o.servicesPerTransaction ?? DEFAULT_PER_TX,
+      Math.ceil(sorted.length / (this.o.maxTransactionsPerBatch ?? DEFAULT_MAX_TX)),
+    );
     if (this.consecutiveFailures > 0) size = Math.min(size, Math.ceil(sorted.length / Math.min(MAX_SPLIT, 2 ** this.consecutiveFailures)));
     const batch: RunningBatch = {
-      keys: sorted, next: 0, size: Math.max(1, size), storeOwners, failed: false, started, socketLbChanged: [], socketLbPublished: 0, hcnpChanged: false, natChanged: false,
+      keys: sorted,
+      next: 0,
+      size: Math.max(1, size),
+      storeOwners,
+      failed: false,
+      started,
+      socketLbChanged: [],
+      socketLbPublished: 0,
+      hcnpChanged: false,
+      natChanged: false,
       nodeEndpointsChanged: false,
       report: { services: keys.size, written: 0, transactions: 0, revision: 0, ms: 0, refused: 0, failedTransactions: 0, longestStepMs: 0 },
     };
@@ -561,11 +579,19 @@ export class K8sSync implements K8sEventHandler {
       this.hcnpList = this.sortedResults().flatMap((t) => t.healthCheckNodePorts);
       this.notify(() => this.o.onHealthCheckNodePorts?.(this.hcnpList));
     }
-    this.log.info({
-      services: report.services, written: report.written, transactions: report.transactions, revision: report.revision,
-      refused: report.refused, failed: report.failedTransactions, ms: Math.round(report.ms),
-      longestStepMs: Math.round(report.longestStepMs),
-    }, 'kubernetes: batch');
+    this.log.info(
+      {
+        services: report.services,
+        written: report.written,
+        transactions: report.transactions,
+        revision: report.revision,
+        refused: report.refused,
+        failed: report.failedTransactions,
+        ms: Math.round(report.ms),
+        longestStepMs: Math.round(report.longestStepMs),
+      },
+      'kubernetes: batch',
+    );
     this.notify(() => this.o.onBatch?.(report));
     this.scheduleRetries();
     // Events that came while the batch was written have waited long enough; after a failure the backoff decides.
@@ -718,14 +744,17 @@ export class K8sSync implements K8sEventHandler {
     if (this.refused.size === 0 || this.stopped) return;
     let next = Infinity;
     for (const r of this.refused.values()) next = Math.min(next, r.retryAt);
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = undefined;
-      const now = Date.now();
-      for (const [key, r] of this.refused) if (r.retryAt <= now) this.dirty.add(key);
-      // During a failed batch's backoff the dirty Services wait for it (it flushes them).
-      if (this.dirty.size > 0 && this.backoffTimer === undefined) this.flushSoon();
-      else if (this.dirty.size === 0) this.scheduleRetries();
-    }, Math.max(0, next - Date.now()));
+    this.retryTimer = setTimeout(
+      () => {
+        this.retryTimer = undefined;
+        const now = Date.now();
+        for (const [key, r] of this.refused) if (r.retryAt <= now) this.dirty.add(key);
+        // During a failed batch's backoff the dirty Services wait for it (it flushes them).
+        if (this.dirty.size > 0 && this.backoffTimer === undefined) this.flushSoon();
+        else if (this.dirty.size === 0) this.scheduleRetries();
+      },
+      Math.max(0, next - Date.now()),
+    );
     this.retryTimer.unref();
   }
 }

@@ -76,8 +76,15 @@ import { LOCAL_HOST, type BackendSpec, type DesiredState, type PolicySpec, type 
 import type { SkippedEntry } from '../model/kubernetes.js';
 import type { NodeEndpoint } from '../datapath/node.js';
 import {
-  ANNOTATION_EXTERNAL_PATH, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, objectKey,
-  type EndpointSlice, type IpFamily, type Node, type Service, type ServicePort,
+  ANNOTATION_EXTERNAL_PATH,
+  LABEL_SERVICE_NAME,
+  LABEL_SERVICE_PROXY_NAME,
+  objectKey,
+  type EndpointSlice,
+  type IpFamily,
+  type Node,
+  type Service,
+  type ServicePort,
 } from './types.js';
 
 export interface TranslateConfig {
@@ -223,7 +230,10 @@ export function serviceKeyOfOwner(owner: string | null): string | null {
  * SHA-256 of the whole name (so distinct long names stay distinct).
  */
 export function resourceName(parts: readonly string[]): string {
-  let full = parts.join('.').toLowerCase().replace(/[^a-z0-9._-]/g, '-');
+  let full = parts
+    .join('.')
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]/g, '-');
   if (!/^[a-z0-9]/.test(full)) full = `k${full}`;
   if (full.length <= MAX_NAME) return full;
   const hash = createHash('sha256').update(full).digest('hex').slice(0, HASH_CHARS);
@@ -270,7 +280,8 @@ export function ignoredReason(svc: Service, cfg: TranslateConfig): string | null
   }
   const spec = svc.spec ?? {};
   if (spec.type === 'ExternalName') return 'ExternalName Service: resolved by DNS, nothing to proxy';
-  if (spec.clusterIP === 'None' || spec.clusterIPs?.[0] === 'None') return 'headless Service (clusterIP None): resolved by DNS, nothing to proxy';
+  if (spec.clusterIP === 'None' || spec.clusterIPs?.[0] === 'None')
+    return 'headless Service (clusterIP None): resolved by DNS, nothing to proxy';
   return null;
 }
 
@@ -285,7 +296,8 @@ function serviceFamilies(svc: Service): IpFamily[] {
 
 function clusterIpsOf(svc: Service): string[] {
   const spec = svc.spec ?? {};
-  const list = spec.clusterIPs !== undefined && spec.clusterIPs.length > 0 ? spec.clusterIPs : spec.clusterIP !== undefined ? [spec.clusterIP] : [];
+  const list =
+    spec.clusterIPs !== undefined && spec.clusterIPs.length > 0 ? spec.clusterIPs : spec.clusterIP !== undefined ? [spec.clusterIP] : [];
   return list.filter((ip) => ip !== '' && ip !== 'None');
 }
 
@@ -298,7 +310,11 @@ const k8sProtocol = (sp: { protocol?: string | null }): string => sp.protocol ??
  * one, as during a slice handover). Sorted by address, then port.
  */
 function resolveEndpoints(
-  slices: readonly EndpointSlice[], sp: ServicePort, family: IpFamily, cfg: TranslateConfig, problems: Set<string>,
+  slices: readonly EndpointSlice[],
+  sp: ServicePort,
+  family: IpFamily,
+  cfg: TranslateConfig,
+  problems: Set<string>,
 ): ResolvedEndpoint[] {
   const byKey = new Map<string, ResolvedEndpoint>();
   const portName = sp.name ?? '';
@@ -387,7 +403,12 @@ interface VipSource {
   kind: 'LoadBalancer ingress IP' | 'externalIP' | 'node address';
 }
 
-function vipSources(svc: Service, node: Node | undefined, cfg: TranslateConfig, problems: Set<string>): { lb: VipSource[]; node: VipSource[] } {
+function vipSources(
+  svc: Service,
+  node: Node | undefined,
+  cfg: TranslateConfig,
+  problems: Set<string>,
+): { lb: VipSource[]; node: VipSource[] } {
   const spec = svc.spec ?? {};
   const lb: VipSource[] = [];
   if (spec.type === 'LoadBalancer') {
@@ -402,9 +423,11 @@ function vipSources(svc: Service, node: Node | undefined, cfg: TranslateConfig, 
   const types = cfg.nodePortAddressTypes ?? DEFAULT_NODEPORT_ADDRESS_TYPES;
   if (spec.type === 'NodePort' || spec.type === 'LoadBalancer') {
     if (node === undefined) {
-      if ((spec.ports ?? []).some((p) => p.nodePort !== undefined)) problems.add(`node ${cfg.nodeName} is not known yet: NodePorts not served`);
+      if ((spec.ports ?? []).some((p) => p.nodePort !== undefined))
+        problems.add(`node ${cfg.nodeName} is not known yet: NodePorts not served`);
     } else {
-      for (const a of node.status?.addresses ?? []) if (types.includes(a.type)) nodeAddrs.push({ address: a.address, kind: 'node address' });
+      for (const a of node.status?.addresses ?? [])
+        if (types.includes(a.type)) nodeAddrs.push({ address: a.address, kind: 'node address' });
     }
   }
   return { lb: [...lb, ...external], node: nodeAddrs };
@@ -425,8 +448,14 @@ function protocolOf(sp: ServicePort): Protocol | null {
  * VIP's port (it must decapsulate): on another port it is left out.
  */
 function endpointBackend(
-  e: ResolvedEndpoint, vipPort: number, family: IpFamily, nodes: ReadonlyMap<string, Node>, types: readonly string[],
-  snat: boolean, what: string, problems: Set<string>,
+  e: ResolvedEndpoint,
+  vipPort: number,
+  family: IpFamily,
+  nodes: ReadonlyMap<string, Node>,
+  types: readonly string[],
+  snat: boolean,
+  what: string,
+  problems: Set<string>,
 ): BackendSpec | null {
   const port = e.port !== vipPort ? { port: e.port } : {};
   if (e.local) return { address: e.address, host: LOCAL_HOST, ...port };
@@ -434,7 +463,9 @@ function endpointBackend(
   if (host !== null) return { address: e.address, host, ...port };
   // Without its node, source NAT sends to the endpoint by this node's routes (the pod network's).
   if (e.port === vipPort || snat) return { address: e.address, ...port };
-  problems.add(`${what} listens on ${e.port} and its node (${e.nodeName ?? 'none named'}) is not known with an ${family} address: left out`);
+  problems.add(
+    `${what} listens on ${e.port} and its node (${e.nodeName ?? 'none named'}) is not known with an ${family} address: left out`,
+  );
   return null;
 }
 
@@ -480,14 +511,25 @@ function otherNodeAddresses(nodes: ReadonlyMap<string, Node>, self: string, fami
  * is this node; `nodes` every node by name (where endpoints live).
  */
 export function translateService(
-  svc: Service, slices: readonly EndpointSlice[], node: Node | undefined, cfg: TranslateConfig,
+  svc: Service,
+  slices: readonly EndpointSlice[],
+  node: Node | undefined,
+  cfg: TranslateConfig,
   nodes: ReadonlyMap<string, Node> = new Map(),
 ): ServiceTranslation {
   const key = objectKey(svc);
   const ns = svc.metadata.namespace ?? '';
   const out: ServiceTranslation = {
-    key, owner: ownerOf(key), ignored: ignoredReason(svc, cfg),
-    desired: { vips: [], policies: [] }, clusterIps: [], localAddresses: [], nat: [], nodeEndpoints: [], healthCheckNodePorts: [], skipped: [],
+    key,
+    owner: ownerOf(key),
+    ignored: ignoredReason(svc, cfg),
+    desired: { vips: [], policies: [] },
+    clusterIps: [],
+    localAddresses: [],
+    nat: [],
+    nodeEndpoints: [],
+    healthCheckNodePorts: [],
+    skipped: [],
   };
   const types = cfg.nodePortAddressTypes ?? DEFAULT_NODEPORT_ADDRESS_TYPES;
   if (out.ignored !== null) return out;
@@ -537,8 +579,12 @@ export function translateService(
       seenEndpoints.add(endpointKey);
       const all = endpointsOf(sp, family);
       const natEntry = (): NatEntry => ({
-        service: key, address, port: vipPort, protocol,
-        backends: choose(all, externalLocal).active.map((e) => ({ address: e.address, port: e.port })), masquerade: !externalLocal,
+        service: key,
+        address,
+        port: vipPort,
+        protocol,
+        backends: choose(all, externalLocal).active.map((e) => ({ address: e.address, port: e.port })),
+        masquerade: !externalLocal,
         affinity,
         // The policy the XDP VIP would carry: its allow list, this address's family only.
         sourceRanges: isLb && policy !== null ? policy.allow!.filter((c) => familyOf(c) === family) : null,
@@ -550,7 +596,10 @@ export function translateService(
       const { active, draining } = choose(all, externalLocal);
       const backends: BackendSpec[] = [];
       const taken = new Set<string>();
-      for (const [list, state] of [[active, 'active'], [draining, 'draining']] as const) {
+      for (const [list, state] of [
+        [active, 'active'],
+        [draining, 'draining'],
+      ] as const) {
         for (const e of list) {
           if (taken.has(e.address)) continue; // one address on two ports: the first (ready) one
           const b = endpointBackend(e, vipPort, family, nodes, types, path === 'snat', `${what}: endpoint ${e.address}`, problems);
@@ -562,7 +611,12 @@ export function translateService(
       backends.sort((a, b) => compareStrings(a.address, b.address));
       const vip: VipWithBackends = {
         name: vipName(ns, svc.metadata.name, protocol, vipPort, address),
-        address, port: vipPort, protocol, source_affinity: affinity, ...(path === 'snat' ? { forwarding: 'snat' } : {}), backends,
+        address,
+        port: vipPort,
+        protocol,
+        source_affinity: affinity,
+        ...(path === 'snat' ? { forwarding: 'snat' } : {}),
+        backends,
       };
       if (isLb && policy !== null) {
         vip.policies = [policy.name];
@@ -590,7 +644,11 @@ export function translateService(
     const socketEntry = (address: string, port: number): ClusterIpEntry => {
       const { active } = choose(endpointsOf(sp, familyOf(address)), spec.internalTrafficPolicy === 'Local');
       const entry: ClusterIpEntry = {
-        service: key, portName: sp.name ?? '', ip: address, port, protocol,
+        service: key,
+        portName: sp.name ?? '',
+        ip: address,
+        port,
+        protocol,
         backends: active.map((e) => ({ address: e.address, port: e.port })),
       };
       if (affinity) entry.affinityTimeoutSeconds = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT_SECONDS;
@@ -618,7 +676,11 @@ export function translateService(
   }
   if (policy !== null && policyUsed) out.desired.policies.push(policy);
   if (spec.type === 'LoadBalancer' && externalLocal && spec.healthCheckNodePort !== undefined && spec.healthCheckNodePort > 0) {
-    out.healthCheckNodePorts.push({ service: key, port: spec.healthCheckNodePort, localEndpoints: localReadyEndpoints(sortedSlices, families[0] ?? 'IPv4', cfg) });
+    out.healthCheckNodePorts.push({
+      service: key,
+      port: spec.healthCheckNodePort,
+      localEndpoints: localReadyEndpoints(sortedSlices, families[0] ?? 'IPv4', cfg),
+    });
   }
   out.desired.vips.sort((a, b) => compareStrings(a.name, b.name));
   out.skipped = [...problems].map((reason) => ({ service: key, reason }));
@@ -660,7 +722,14 @@ export function translate(input: TranslationInput, cfg: TranslateConfig): Transl
   }
   const services = [...input.services].sort((a, b) => compareStrings(objectKey(a), objectKey(b)));
   const out: Translation = {
-    services: new Map(), clusterIps: [], localAddresses: [], nat: [], nodeEndpoints: [], healthCheckNodePorts: [], skipped: [], ignored: [],
+    services: new Map(),
+    clusterIps: [],
+    localAddresses: [],
+    nat: [],
+    nodeEndpoints: [],
+    healthCheckNodePorts: [],
+    skipped: [],
+    ignored: [],
   };
   const nodes = new Map((input.nodes ?? (input.node ? [input.node] : [])).map((n) => [n.metadata.name, n]));
   for (const svc of services) {

@@ -27,8 +27,12 @@ function attachDecap(pinRoot: string, ifname: string, vips: string[]): void {
     const addrs = obj.mapFd('ferry_decap_addrs');
     for (const v of vips) {
       const a = dpAddr(v);
-      nat.mapUpdate(addrs, VipAddrKey.encode({ addr: a.bytes, family: a.family, pad: Buffer.alloc(3) }),
-        VipAddrMeta.encode({ flags: VIP_ADDR_F_ECHO }), 0);
+      nat.mapUpdate(
+        addrs,
+        VipAddrKey.encode({ addr: a.bytes, family: a.family, pad: Buffer.alloc(3) }),
+        VipAddrMeta.encode({ flags: VIP_ADDR_F_ECHO }),
+        0,
+      );
     }
     nat.tcAttach(obj.programFd('tc_decap'), nat.ifNameToIndex(ifname), 'ingress');
   } finally {
@@ -68,7 +72,9 @@ function main(argv: string[]): void {
   if (cmd === 'decap' && a && b && c) return attachDecap(a, b, c.split(','));
   if (cmd === 'pass' && a && b) return attachPass(a, b);
   if (cmd === 'xdp' && a && b && c) return attachPinned(a, b, c);
-  throw new Error(`usage: agent.js decap PIN_ROOT IFNAME VIPS | pass PIN_PATH IFNAME | xdp PROG_PIN LINK_PIN IFNAME (got ${argv.join(' ')})`);
+  throw new Error(
+    `usage: agent.js decap PIN_ROOT IFNAME VIPS | pass PIN_PATH IFNAME | xdp PROG_PIN LINK_PIN IFNAME (got ${argv.join(' ')})`,
+  );
 }
 
 try {

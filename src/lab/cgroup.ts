@@ -26,7 +26,10 @@ export function cgroup2Unavailable(root = DEFAULT_CGROUP2_ROOT): string | undefi
 /** The pids in a cgroup (not its children). */
 export function cgroupPids(dir: string): number[] {
   try {
-    return readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter((l) => l !== '').map(Number);
+    return readFileSync(join(dir, 'cgroup.procs'), 'utf8')
+      .split('\n')
+      .filter((l) => l !== '')
+      .map(Number);
   } catch {
     return [];
   }

@@ -83,18 +83,25 @@ interface Answer {
 
 function httpOnce(vip: string, o: Options): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = request({
-      host: vip, port: o.port ?? DEFAULT_PORTS.http, path: '/', agent: false, timeout: o.timeoutMs,
-      ...(o.source ? { localAddress: o.source } : {}),
-    }, (res) => {
-      const from = res.socket.remoteAddress ?? '';
-      const peer = res.headers['x-peer'];
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ name: body.trim(), from, ...(typeof peer === 'string' ? { peer } : {}) }));
-      res.on('error', reject);
-    });
+    const req = request(
+      {
+        host: vip,
+        port: o.port ?? DEFAULT_PORTS.http,
+        path: '/',
+        agent: false,
+        timeout: o.timeoutMs,
+        ...(o.source ? { localAddress: o.source } : {}),
+      },
+      (res) => {
+        const from = res.socket.remoteAddress ?? '';
+        const peer = res.headers['x-peer'];
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ name: body.trim(), from, ...(typeof peer === 'string' ? { peer } : {}) }));
+        res.on('error', reject);
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', reject);
     req.end();
@@ -172,10 +179,14 @@ async function rate(vip: string, ms: number, o: Options): Promise<RateResult> {
   latencies.sort((a, b) => a - b);
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
   return {
-    ...out, elapsed_ms: Math.round(elapsed), per_second: Math.round((latencies.length * 1000) / elapsed),
+    ...out,
+    elapsed_ms: Math.round(elapsed),
+    per_second: Math.round((latencies.length * 1000) / elapsed),
     latency_ms: {
-      p50: r3(percentile(latencies, 0.5)), p90: r3(percentile(latencies, 0.9)),
-      p99: r3(percentile(latencies, 0.99)), max: r3(latencies.at(-1) ?? 0),
+      p50: r3(percentile(latencies, 0.5)),
+      p90: r3(percentile(latencies, 0.9)),
+      p99: r3(percentile(latencies, 0.99)),
+      max: r3(latencies.at(-1) ?? 0),
     },
   };
 }
@@ -207,8 +218,15 @@ const STREAM_MAX_QUEUED = 256 * 1024;
 async function stream(vip: string, o: Options): Promise<void> {
   const sock: Socket = connect({ host: vip, port: o.port ?? DEFAULT_PORTS.stream, ...(o.source ? { localAddress: o.source } : {}) });
   const st: StreamReport = {
-    event: 'report', local_address: '', local_port: 0, remote_address: '', sent: 0, received: 0,
-    first_mismatch: null, error: null, closed_by_peer: false,
+    event: 'report',
+    local_address: '',
+    local_port: 0,
+    remote_address: '',
+    sent: 0,
+    received: 0,
+    first_mismatch: null,
+    error: null,
+    closed_by_peer: false,
   };
   const print = (event: StreamReport['event']) => process.stdout.write(`${JSON.stringify({ ...st, event })}\n`);
   let stopping = false;
@@ -310,7 +328,8 @@ function parseOptions(args: string[]): Options {
   return o;
 }
 
-const USAGE = 'usage: client.js http|udp VIP COUNT [--port N] [--source ADDR] [--timeout MS] [--parallel N] | rate VIP MS [--port N] [--parallel N] | stream VIP [--port N] [--source ADDR] [--rate B/S]';
+const USAGE =
+  'usage: client.js http|udp VIP COUNT [--port N] [--source ADDR] [--timeout MS] [--parallel N] | rate VIP MS [--port N] [--parallel N] | stream VIP [--port N] [--source ADDR] [--rate B/S]';
 
 async function main(): Promise<void> {
   const [kind, vip, ...rest] = process.argv.slice(2);

@@ -37,7 +37,11 @@ export class Etcd {
   /** etcd logged that it serves clients (the namespaced one cannot be asked from here). */
   private serving = false;
 
-  private constructor(private readonly o: EtcdOptions, private readonly clientPort: number, private readonly peerPort: number) {}
+  private constructor(
+    private readonly o: EtcdOptions,
+    private readonly clientPort: number,
+    private readonly peerPort: number,
+  ) {}
 
   static async start(o: EtcdOptions): Promise<Etcd> {
     const ports = o.netns === undefined ? [await freePort(), await freePort()] : [2379, 2380];
@@ -58,15 +62,32 @@ export class Etcd {
     const host = this.o.host ?? '127.0.0.1';
     const peer = `http://${host}:${this.peerPort}`;
     const args = [
-      '--name', 'ferry-lab', '--data-dir', join(this.o.dir, 'data'),
-      '--listen-client-urls', this.url, '--advertise-client-urls', this.url,
-      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `ferry-lab=${peer}`,
+      '--name',
+      'ferry-lab',
+      '--data-dir',
+      join(this.o.dir, 'data'),
+      '--listen-client-urls',
+      this.url,
+      '--advertise-client-urls',
+      this.url,
+      '--listen-peer-urls',
+      peer,
+      '--initial-advertise-peer-urls',
+      peer,
+      '--initial-cluster',
+      `ferry-lab=${peer}`,
       // Writes the fleet makes in one transaction (a whole desired state) may be large.
-      '--max-txn-ops', '10000', '--logger', 'zap', '--log-outputs', 'stderr',
+      '--max-txn-ops',
+      '10000',
+      '--logger',
+      'zap',
+      '--log-outputs',
+      'stderr',
     ];
-    const child = this.o.netns === undefined
-      ? spawn('etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] })
-      : nsSpawn(this.o.netns, 'etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child =
+      this.o.netns === undefined
+        ? spawn('etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] })
+        : nsSpawn(this.o.netns, 'etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     this.log = '';
     this.serving = false;
@@ -74,7 +95,9 @@ export class Etcd {
       this.log = (this.log + d.toString()).slice(-8000);
       if (/serving client traffic|ready to serve client requests/.test(this.log)) this.serving = true;
     });
-    child.once('exit', () => { if (this.child === child) this.child = undefined; });
+    child.once('exit', () => {
+      if (this.child === child) this.child = undefined;
+    });
     const end = Date.now() + 20_000;
     while (!(await this.healthy())) {
       if (this.child === undefined) throw new Error(`etcd exited at start: ${this.log.slice(-2000)}`);

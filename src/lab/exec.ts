@@ -7,7 +7,11 @@
 import { execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 
 export class CommandError extends Error {
-  constructor(readonly cmd: string, readonly status: number | null, readonly stderr: string) {
+  constructor(
+    readonly cmd: string,
+    readonly status: number | null,
+    readonly stderr: string,
+  ) {
     super(`${cmd} failed (${status ?? 'signal'}): ${stderr.trim() || 'no output'}`);
   }
 }
@@ -16,7 +20,10 @@ export class CommandError extends Error {
 export function run(cmd: string, args: readonly string[], opts: { input?: string; timeoutMs?: number } = {}): string {
   try {
     return execFileSync(cmd, args, {
-      encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], input: opts.input, timeout: opts.timeoutMs ?? 60_000,
+      encoding: 'utf8',
+      stdio: ['pipe', 'pipe', 'pipe'],
+      input: opts.input,
+      timeout: opts.timeoutMs ?? 60_000,
     });
   } catch (err) {
     const e = err as { status?: number | null; stderr?: string | Buffer };
@@ -43,6 +50,8 @@ export interface SpawnOptions {
  */
 export function nsSpawn(ns: string, cmd: string, args: readonly string[], opts: SpawnOptions = {}): ChildProcess {
   return spawn('nsenter', [`--net=/run/netns/${ns}`, '--', cmd, ...args], {
-    stdio: opts.stdio ?? ['ignore', 'pipe', 'pipe'], detached: opts.detached ?? false, env: opts.env ?? process.env,
+    stdio: opts.stdio ?? ['ignore', 'pipe', 'pipe'],
+    detached: opts.detached ?? false,
+    env: opts.env ?? process.env,
   });
 }

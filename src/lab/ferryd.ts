@@ -16,13 +16,21 @@ import { ENCAP_SRC4, ENCAP_SRC6 } from './topology.js';
 
 /** Map capacities of the lab's daemon: small, so start-up and restarts stay quick. */
 export const LAB_BPF = {
-  max_vips: 64, max_backends: 1024, conntrack_entries: 65536, max_policy_rules: 1024, maglev_slots: 262144,
+  max_vips: 64,
+  max_backends: 1024,
+  conntrack_entries: 65536,
+  max_policy_rules: 1024,
+  maglev_slots: 262144,
 } as const;
 
 /** The same capacities as LbDatapath.open wants them (the daemon uses max_vips for VIP addresses too). */
 export const LAB_SIZES: LbSizes = {
-  maxVips: LAB_BPF.max_vips, maxVipAddrs: LAB_BPF.max_vips, maxBackends: LAB_BPF.max_backends,
-  ctSize: LAB_BPF.conntrack_entries, maxPolicyRules: LAB_BPF.max_policy_rules, maglevSlots: LAB_BPF.maglev_slots,
+  maxVips: LAB_BPF.max_vips,
+  maxVipAddrs: LAB_BPF.max_vips,
+  maxBackends: LAB_BPF.max_backends,
+  ctSize: LAB_BPF.conntrack_entries,
+  maxPolicyRules: LAB_BPF.max_policy_rules,
+  maglevSlots: LAB_BPF.maglev_slots,
 };
 
 export interface LabFerrydOptions {
@@ -76,30 +84,33 @@ export class LabFerryd {
   writeConfig(): void {
     const o = this.o;
     mkdirSync(o.dir, { recursive: true });
-    writeFileSync(this.config, [
-      '# ferryd in a Ferry lab (written by src/lab/ferryd.ts)',
-      `state_dir: ${join(o.dir, 'state')}`,
-      'bpf:',
-      `  pin_root: ${o.pinRoot}`,
-      ...Object.entries(LAB_BPF).map(([k, v]) => `  ${k}: ${v}`),
-      'interfaces:',
-      '  - name: eth0',
-      '    mode: native',
-      'datapath:',
-      `  encap_source_v4: ${ENCAP_SRC4}`,
-      `  encap_source_v6: ${ENCAP_SRC6}`,
-      `  drain_seconds: ${o.drainSeconds ?? 5}`,
-      `  reconcile_interval_seconds: ${o.reconcileIntervalSeconds ?? 30}`,
-      ...(o.snatSource ? [`  snat_source_v4: ${o.snatSource.v4}`, `  snat_source_v6: "${o.snatSource.v6}"`] : []),
-      ...Object.entries(o.datapath ?? {}).map(([k, v]) => `  ${k}: ${String(v)}`),
-      'api:',
-      `  socket: ${this.socket}`,
-      ...Object.entries(o.api ?? {}).map(([k, v]) => `  ${k}: ${JSON.stringify(v)}`),
-      'log:',
-      '  level: info',
-      ...(o.extraConfig ?? []),
-      '',
-    ].join('\n'));
+    writeFileSync(
+      this.config,
+      [
+        '# ferryd in a Ferry lab (written by src/lab/ferryd.ts)',
+        `state_dir: ${join(o.dir, 'state')}`,
+        'bpf:',
+        `  pin_root: ${o.pinRoot}`,
+        ...Object.entries(LAB_BPF).map(([k, v]) => `  ${k}: ${v}`),
+        'interfaces:',
+        '  - name: eth0',
+        '    mode: native',
+        'datapath:',
+        `  encap_source_v4: ${ENCAP_SRC4}`,
+        `  encap_source_v6: ${ENCAP_SRC6}`,
+        `  drain_seconds: ${o.drainSeconds ?? 5}`,
+        `  reconcile_interval_seconds: ${o.reconcileIntervalSeconds ?? 30}`,
+        ...(o.snatSource ? [`  snat_source_v4: ${o.snatSource.v4}`, `  snat_source_v6: "${o.snatSource.v6}"`] : []),
+        ...Object.entries(o.datapath ?? {}).map(([k, v]) => `  ${k}: ${String(v)}`),
+        'api:',
+        `  socket: ${this.socket}`,
+        ...Object.entries(o.api ?? {}).map(([k, v]) => `  ${k}: ${JSON.stringify(v)}`),
+        'log:',
+        '  level: info',
+        ...(o.extraConfig ?? []),
+        '',
+      ].join('\n'),
+    );
   }
 
   get pid(): number | undefined {
@@ -116,7 +127,8 @@ export class LabFerryd {
     const out = openSync(this.log, 'a');
     try {
       this.proc = nsSpawn(this.o.ns, process.execPath, [ferrydScript(), '--config', this.config], {
-        stdio: ['ignore', out, out], detached: true,
+        stdio: ['ignore', out, out],
+        detached: true,
       });
     } finally {
       closeSync(out);

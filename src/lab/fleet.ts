@@ -29,7 +29,14 @@ import { Etcd } from './etcd.js';
 import { nsRun, nsSpawn } from './exec.js';
 import { LabFerryd, LAB_SIZES, runFerryctl } from './ferryd.js';
 import {
-  openStream, runAgent, runClient, spawnServer, streamOwner, type ClientOptions, type LabStream, type StreamOptions,
+  openStream,
+  runAgent,
+  runClient,
+  spawnServer,
+  streamOwner,
+  type ClientOptions,
+  type LabStream,
+  type StreamOptions,
 } from './lblab.js';
 import { Lab, type LabHost } from './topology.js';
 
@@ -83,18 +90,26 @@ export class FleetLab {
   /** The fleet store (store: 'etcd'), in the router's namespace. */
   etcd: Etcd | undefined;
 
-  private constructor(readonly lab: Lab, private readonly o: FleetOptions) {
-    const fleet = (o.store ?? 'etcd') === 'etcd' ? [
-      'fleet:',
-      `  etcd: { endpoints: ["http://${lab.router!.addr4}:2379"], prefix: /ferry/, dial_timeout_ms: 1000 }`,
-      '  member_ttl_seconds: 3',
-    ] : [];
+  private constructor(
+    readonly lab: Lab,
+    private readonly o: FleetOptions,
+  ) {
+    const fleet =
+      (o.store ?? 'etcd') === 'etcd'
+        ? [
+            'fleet:',
+            `  etcd: { endpoints: ["http://${lab.router!.addr4}:2379"], prefix: /ferry/, dial_timeout_ms: 1000 }`,
+            '  member_ttl_seconds: 3',
+          ]
+        : [];
     this.members = lab.lbs.map((host) => {
       const dir = join(lab.dir, host.name);
       const birdConfig = join(dir, 'bird.conf');
       const birdSocket = join(dir, 'bird.ctl');
       const ferryd = new LabFerryd({
-        ns: host.ns, dir, pinRoot: join(lab.bpfRoot, host.name),
+        ns: host.ns,
+        dir,
+        pinRoot: join(lab.bpfRoot, host.name),
         ...seedConfig(o),
         extraConfig: [
           ...fleet,
@@ -173,27 +188,30 @@ export class FleetLab {
     const dir = join(this.lab.dir, 'router');
     mkdirSync(dir, { recursive: true });
     const conf = join(dir, 'bird.conf');
-    writeFileSync(conf, [
-      `router id ${this.router.addr4};`,
-      'timeformat protocol iso long;',
-      'protocol device {}',
-      'protocol kernel { ipv4 { import none; export all; }; merge paths on; }',
-      'protocol kernel { ipv6 { import none; export all; }; merge paths on; }',
-      ...(['ipv4', 'ipv6'] as const).flatMap((family) => [
-        `template bgp ferry_${family} {`,
-        `  local as ${ROUTER_AS};`,
-        '  direct;',
-        '  hold time 3; keepalive time 1;',
-        '  connect delay time 1; connect retry time 1; error wait time 1, 5;',
-        `  ${family} { import all; export none; };`,
-        '}',
-      ]),
-      ...this.lab.lbs.flatMap((lb) => [
-        `protocol bgp ${lb.name} from ferry_ipv4 { neighbor ${lb.addr4} as ${FLEET_AS}; }`,
-        `protocol bgp ${lb.name}_6 from ferry_ipv6 { neighbor ${lb.addr6} as ${FLEET_AS}; }`,
-      ]),
-      '',
-    ].join('\n'));
+    writeFileSync(
+      conf,
+      [
+        `router id ${this.router.addr4};`,
+        'timeformat protocol iso long;',
+        'protocol device {}',
+        'protocol kernel { ipv4 { import none; export all; }; merge paths on; }',
+        'protocol kernel { ipv6 { import none; export all; }; merge paths on; }',
+        ...(['ipv4', 'ipv6'] as const).flatMap((family) => [
+          `template bgp ferry_${family} {`,
+          `  local as ${ROUTER_AS};`,
+          '  direct;',
+          '  hold time 3; keepalive time 1;',
+          '  connect delay time 1; connect retry time 1; error wait time 1, 5;',
+          `  ${family} { import all; export none; };`,
+          '}',
+        ]),
+        ...this.lab.lbs.flatMap((lb) => [
+          `protocol bgp ${lb.name} from ferry_ipv4 { neighbor ${lb.addr4} as ${FLEET_AS}; }`,
+          `protocol bgp ${lb.name}_6 from ferry_ipv6 { neighbor ${lb.addr6} as ${FLEET_AS}; }`,
+        ]),
+        '',
+      ].join('\n'),
+    );
     this.spawnBird(this.router.ns, conf, join(dir, 'bird.ctl'), 'router');
   }
 
@@ -209,8 +227,11 @@ export class FleetLab {
   /** The next hops (load balancer addresses) of the router's kernel route to a VIP; [] when it has none. */
   nexthops(vip: string): string[] {
     const v6 = vip.includes(':');
-    const routes = JSON.parse(nsRun(this.router.ns, 'ip', [...(v6 ? ['-6'] : []), '-j', 'route', 'show', `${vip}/${v6 ? 128 : 32}`])) as Array<{
-      gateway?: string; nexthops?: Array<{ gateway: string }>;
+    const routes = JSON.parse(
+      nsRun(this.router.ns, 'ip', [...(v6 ? ['-6'] : []), '-j', 'route', 'show', `${vip}/${v6 ? 128 : 32}`]),
+    ) as Array<{
+      gateway?: string;
+      nexthops?: Array<{ gateway: string }>;
     }>;
     const r = routes[0];
     if (r === undefined) return [];
@@ -219,12 +240,16 @@ export class FleetLab {
 
   /** Waits until the router routes the VIP over exactly these load balancers. */
   async untilNexthops(vip: string, hosts: readonly LabHost[], timeoutMs = 20_000): Promise<void> {
-    const want = hosts.map((h) => (vip.includes(':') ? h.addr6 : h.addr4)).sort().join(',');
+    const want = hosts
+      .map((h) => (vip.includes(':') ? h.addr6 : h.addr4))
+      .sort()
+      .join(',');
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const got = this.nexthops(vip).join(',');
       if (got === want) return;
-      if (Date.now() > deadline) throw new Error(`router routes ${vip} via [${got}], not [${want}]:\n${this.routerBirdc(['show', 'protocols'])}`);
+      if (Date.now() > deadline)
+        throw new Error(`router routes ${vip} via [${got}], not [${want}]:\n${this.routerBirdc(['show', 'protocols'])}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }
@@ -236,8 +261,13 @@ export class FleetLab {
    */
   carriers(vip: string, port: number, clientPort: number): LabHost[] {
     const flow = {
-      src: dpAddr(this.lab.client.addr4).bytes, dst: dpAddr(vip).bytes, sport: clientPort, dport: port,
-      proto: 6, family: FERRY_AF_INET, pad: 0,
+      src: dpAddr(this.lab.client.addr4).bytes,
+      dst: dpAddr(vip).bytes,
+      sport: clientPort,
+      dport: port,
+      proto: 6,
+      family: FERRY_AF_INET,
+      pad: 0,
     };
     return this.members.filter((m) => this.datapath(m).ct.get(flow) !== undefined).map((m) => m.host);
   }

@@ -39,12 +39,24 @@ function main(): void {
   if (typeof vip === 'string' || vip.family !== 4) throw new Error(`flood: vip must be an IPv4 address (${String(vip)})`);
   if (typeof net === 'string' || net.family !== 4) throw new Error(`flood: srcNet must be an IPv4 CIDR (${String(net)})`);
   const r = loadNative().packetFlood({
-    ifname: 'eth0', dstMac: mac(spec.dstMac), srcMac: mac(spec.srcMac), dstIp: vip.bytes, dstPort: spec.port,
-    proto: spec.kind === 'syn' ? 'tcp' : 'udp', srcNet: net.network, srcPrefix: net.prefix,
-    milliseconds: spec.milliseconds, seed: spec.seed,
+    ifname: 'eth0',
+    dstMac: mac(spec.dstMac),
+    srcMac: mac(spec.srcMac),
+    dstIp: vip.bytes,
+    dstPort: spec.port,
+    proto: spec.kind === 'syn' ? 'tcp' : 'udp',
+    srcNet: net.network,
+    srcPrefix: net.prefix,
+    milliseconds: spec.milliseconds,
+    seed: spec.seed,
   });
   const seconds = r.ns / 1e9;
-  const out: FloodResult = { sent: r.sent, refused: r.refused, seconds: Math.round(seconds * 1000) / 1000, per_second: Math.round(r.sent / seconds) };
+  const out: FloodResult = {
+    sent: r.sent,
+    refused: r.refused,
+    seconds: Math.round(seconds * 1000) / 1000,
+    per_second: Math.round(r.sent / seconds),
+  };
   console.log(JSON.stringify(out));
 }
 

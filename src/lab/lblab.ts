@@ -75,9 +75,15 @@ export class LbLab {
   private readonly streams = new Set<LabStream>();
   private dpHandle: LbDatapath | undefined;
 
-  private constructor(readonly lab: Lab, private readonly opts: LbLabOptions) {
+  private constructor(
+    readonly lab: Lab,
+    private readonly opts: LbLabOptions,
+  ) {
     this.ferryd = new LabFerryd({
-      ns: lab.lb.ns, dir: lab.dir, pinRoot: join(lab.bpfRoot, 'lb'), drainSeconds: opts.drainSeconds ?? 5,
+      ns: lab.lb.ns,
+      dir: lab.dir,
+      pinRoot: join(lab.bpfRoot, 'lb'),
+      drainSeconds: opts.drainSeconds ?? 5,
       snatSource: { v4: lab.lb.addr4, v6: lab.lb.addr6 },
       ...(opts.reconcileIntervalSeconds ? { reconcileIntervalSeconds: opts.reconcileIntervalSeconds } : {}),
       ...(opts.ferrydConfig ? { extraConfig: opts.ferrydConfig } : {}),
@@ -201,7 +207,20 @@ export class LbLab {
   /** Changes some settings of a VIP (GET, merge, PUT with If-Match). */
   async updateVip(name: string, patch: Partial<VipWithBackends>): Promise<void> {
     const cur = await this.api.request<Record<string, unknown>>('GET', `/v1/vips/${name}`);
-    const keep = ['name', 'address', 'port', 'protocol', 'encap', 'allow', 'deny', 'policies', 'rate_limit', 'maglev_m', 'source_affinity', 'forwarding'];
+    const keep = [
+      'name',
+      'address',
+      'port',
+      'protocol',
+      'encap',
+      'allow',
+      'deny',
+      'policies',
+      'rate_limit',
+      'maglev_m',
+      'source_affinity',
+      'forwarding',
+    ];
     const body: Record<string, unknown> = Object.fromEntries(keep.filter((k) => k in cur.body).map((k) => [k, cur.body[k]]));
     Object.assign(body, patch);
     await this.api.request('PUT', `/v1/vips/${name}`, { body, headers: cur.headers.etag ? { 'if-match': String(cur.headers.etag) } : {} });
@@ -249,7 +268,9 @@ export class LbLab {
   ping(dst: string, count = 3, src?: string): { sent: number; received: number; from: Record<string, number> } {
     const source = src ?? (dst.includes(':') ? this.lab.client.addr6 : this.lab.client.addr4);
     return JSON.parse(nsRun(this.lab.client.ns, 'python3', [icmpScript(), 'echo', source, dst, String(count), '3'])) as {
-      sent: number; received: number; from: Record<string, number>;
+      sent: number;
+      received: number;
+      from: Record<string, number>;
     };
   }
 
@@ -261,7 +282,19 @@ export class LbLab {
    */
   sendTooBig(vip: string, proto: 'tcp' | 'udp', vipPort: number, client: string, clientPort: number, mtu: number, count: number): void {
     const router = vip.includes(':') ? ROUTER6 : ROUTER4;
-    nsRun(this.lab.client.ns, 'python3', [icmpScript(), 'toobig', router, vip, vip, client, proto, String(vipPort), String(clientPort), String(mtu), String(count)]);
+    nsRun(this.lab.client.ns, 'python3', [
+      icmpScript(),
+      'toobig',
+      router,
+      vip,
+      vip,
+      client,
+      proto,
+      String(vipPort),
+      String(clientPort),
+      String(mtu),
+      String(count),
+    ]);
   }
 
   // ---- observation -----------------------------------------------------------------
@@ -316,7 +349,10 @@ export class LbLab {
    * the API does not export: read from the pinned maps.
    */
   datapathCounters(): Record<CounterName, bigint> {
-    return Object.fromEntries(Object.entries(this.datapath().counterValues()).map(([k, v]) => [k, v.packets])) as Record<CounterName, bigint>;
+    return Object.fromEntries(Object.entries(this.datapath().counterValues()).map(([k, v]) => [k, v.packets])) as Record<
+      CounterName,
+      bigint
+    >;
   }
 
   /**
@@ -493,7 +529,13 @@ function clientArgs(o: ClientOptions): string[] {
 const icmpScript = (): string => join(packageRoot(), 'src', 'lab', 'icmp.py');
 
 /** Runs the traffic client (src/lab/client.ts) in a namespace: http, one connection per request; udp, one datagram per source port. */
-export async function runClient(ns: string, kind: 'http' | 'udp', vip: string, count: number, o: ClientOptions = {}): Promise<ClientResult> {
+export async function runClient(
+  ns: string,
+  kind: 'http' | 'udp',
+  vip: string,
+  count: number,
+  o: ClientOptions = {},
+): Promise<ClientResult> {
   const p = nsSpawn(ns, process.execPath, [script('client'), kind, vip, String(count), ...clientArgs(o)]);
   let out = '';
   let err = '';
@@ -523,14 +565,16 @@ export async function openStream(ns: string, vip: string, o: StreamOptions, into
 /** The one backend holding a stream's connection (to the echo port, 7); throws unless exactly one does. */
 export function streamOwner(backends: readonly LabHost[], s: LabStream): LabHost {
   const owners = tcpOwners(backends, 7, s.localPort);
-  if (owners.length !== 1) throw new Error(`${owners.length} backends hold the stream from port ${s.localPort}: ${owners.map((b) => b.name).join(', ')}`);
+  if (owners.length !== 1)
+    throw new Error(`${owners.length} backends hold the stream from port ${s.localPort}: ${owners.map((b) => b.name).join(', ')}`);
   return owners[0]!;
 }
 
 /** The hosts holding an established TCP connection with these ports (server side: serverPort, peer: clientPort). */
 export function tcpOwners(hosts: readonly LabHost[], serverPort: number, clientPort: number): LabHost[] {
-  return hosts.filter((b) =>
-    nsRun(b.ns, 'ss', ['-Htn', 'state', 'established', `( sport = :${serverPort} and dport = :${clientPort} )`]).trim() !== '');
+  return hosts.filter(
+    (b) => nsRun(b.ns, 'ss', ['-Htn', 'state', 'established', `( sport = :${serverPort} and dport = :${clientPort} )`]).trim() !== '',
+  );
 }
 
 /**
@@ -567,6 +611,8 @@ export function runAgent(ns: string, args: string[]): Promise<void> {
     let err = '';
     p.stderr?.on('data', (d: Buffer) => (err += d.toString()));
     p.on('error', reject);
-    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`agent ${args.join(' ')} in ${ns} failed (${code}): ${err.trim()}`))));
+    p.on('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`agent ${args.join(' ')} in ${ns} failed (${code}): ${err.trim()}`)),
+    );
   });
 }

@@ -72,7 +72,10 @@ export class SocketLbLab {
    * cgroup (under cgroupRoot) take it; leftovers of dead runs with the same
    * prefix are removed first.
    */
-  constructor(readonly name: string, private readonly cgroupRoot?: string) {}
+  constructor(
+    readonly name: string,
+    private readonly cgroupRoot?: string,
+  ) {}
 
   get ns(): string {
     return this.name;
@@ -139,9 +142,7 @@ export class SocketLbLab {
    */
   async client(ops: readonly ClientOp[], opts: { inCgroup?: boolean; timeoutMs?: number } = {}): Promise<unknown[]> {
     const py = ['python3', script('sockclient.py')];
-    const cmd = opts.inCgroup ?? true
-      ? ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', this.cgroup, ...py]
-      : py;
+    const cmd = (opts.inCgroup ?? true) ? ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', this.cgroup, ...py] : py;
     const child = spawn('nsenter', [`--net=/run/netns/${this.name}`, '--', ...cmd], { stdio: ['pipe', 'pipe', 'pipe'] });
     child.stdin.on('error', () => {}); // a client that died early; its exit status tells
     child.stdin.end(JSON.stringify(ops));
@@ -162,7 +163,11 @@ export class SocketLbLab {
     return (await this.client([op], opts))[0] as TcpResult;
   }
 
-  async udp(host: string, port: number, opts: { family?: 4 | 6; count?: number; connect?: boolean; inCgroup?: boolean } = {}): Promise<UdpResult> {
+  async udp(
+    host: string,
+    port: number,
+    opts: { family?: 4 | 6; count?: number; connect?: boolean; inCgroup?: boolean } = {},
+  ): Promise<UdpResult> {
     const op: ClientOp = { op: 'udp', host, port, count: opts.count ?? 1, connect: opts.connect ?? false };
     if (opts.family) op.family = opts.family;
     return (await this.client([op], opts))[0] as UdpResult;

@@ -90,8 +90,12 @@ export class Lab {
     if (!/^[a-z0-9]{1,16}$/.test(this.prefix)) throw new Error(`bad lab prefix ${this.prefix}`);
     this.sw = `${this.prefix}-sw`;
     const host = (name: string, octet: number): LabHost => ({
-      name, ns: `${this.prefix}-${name}`, ifname: 'eth0', port: `p-${name}`,
-      addr4: `${LAN4}.${octet}`, addr6: `${LAN6}${octet.toString(16)}`,
+      name,
+      ns: `${this.prefix}-${name}`,
+      ifname: 'eth0',
+      port: `p-${name}`,
+      addr4: `${LAN4}.${octet}`,
+      addr6: `${LAN6}${octet.toString(16)}`,
       mac: `02:fe:00:00:00:${octet.toString(16).padStart(2, '0')}`,
     });
     const lbs = opts.lbs ?? 1;
@@ -177,8 +181,15 @@ export class Lab {
    */
   addClientAddress(addr: string): void {
     const v6 = addr.includes(':');
-    nsRun(this.client.ns, 'ip', [...(v6 ? ['-6'] : []), 'addr', 'replace', `${addr}/${v6 ? 64 : 24}`, 'dev', 'eth0',
-      ...(v6 ? ['nodad', 'preferred_lft', '0'] : [])]);
+    nsRun(this.client.ns, 'ip', [
+      ...(v6 ? ['-6'] : []),
+      'addr',
+      'replace',
+      `${addr}/${v6 ? 64 : 24}`,
+      'dev',
+      'eth0',
+      ...(v6 ? ['nodad', 'preferred_lft', '0'] : []),
+    ]);
   }
 
   /**
@@ -190,7 +201,10 @@ export class Lab {
     const c = this.client;
     run('ip', ['netns', 'add', c.ns]);
     run('ip', ['link', 'add', 'eth0', 'netns', c.ns, 'address', c.mac, 'type', 'veth', 'peer', 'name', 'eth1', 'netns', r.ns]);
-    for (const [ns, dev, a4, a6] of [[c.ns, 'eth0', c.addr4, c.addr6], [r.ns, 'eth1', `${CLIENT_NET4}.1`, `${CLIENT_NET6}1`]] as const) {
+    for (const [ns, dev, a4, a6] of [
+      [c.ns, 'eth0', c.addr4, c.addr6],
+      [r.ns, 'eth1', `${CLIENT_NET4}.1`, `${CLIENT_NET6}1`],
+    ] as const) {
       nsRun(ns, 'ip', ['link', 'set', 'lo', 'up']);
       nsRun(ns, 'ip', ['link', 'set', dev, 'up']);
       nsRun(ns, 'ip', ['addr', 'add', `${a4}/24`, 'dev', dev]);
@@ -198,7 +212,12 @@ export class Lab {
     }
     nsRun(c.ns, 'ip', ['route', 'add', 'default', 'via', `${CLIENT_NET4}.1`]);
     nsRun(c.ns, 'ip', ['-6', 'route', 'add', 'default', 'via', `${CLIENT_NET6}1`]);
-    for (const key of ['net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1', 'net.ipv4.fib_multipath_hash_policy=1', 'net.ipv6.fib_multipath_hash_policy=1']) {
+    for (const key of [
+      'net.ipv4.ip_forward=1',
+      'net.ipv6.conf.all.forwarding=1',
+      'net.ipv4.fib_multipath_hash_policy=1',
+      'net.ipv6.fib_multipath_hash_policy=1',
+    ]) {
       nsRun(r.ns, 'sysctl', ['-q', '-w', key]);
     }
     // Frames the router forwards to a load balancer become XDP frames there: full checksums, as from a NIC.
@@ -214,10 +233,14 @@ export class Lab {
 
   private configureBackend(b: LabHost): void {
     for (const [key, value] of [
-      ['net.ipv4.conf.all.arp_ignore', '1'], ['net.ipv4.conf.all.arp_announce', '2'],
-      ['net.ipv4.conf.all.rp_filter', '0'], ['net.ipv4.conf.default.rp_filter', '0'],
-      ['net.ipv4.conf.eth0.rp_filter', '0'], ['net.ipv4.conf.lo.rp_filter', '0'],
-    ]) nsRun(b.ns, 'sysctl', ['-q', '-w', `${key}=${value}`]);
+      ['net.ipv4.conf.all.arp_ignore', '1'],
+      ['net.ipv4.conf.all.arp_announce', '2'],
+      ['net.ipv4.conf.all.rp_filter', '0'],
+      ['net.ipv4.conf.default.rp_filter', '0'],
+      ['net.ipv4.conf.eth0.rp_filter', '0'],
+      ['net.ipv4.conf.lo.rp_filter', '0'],
+    ])
+      nsRun(b.ns, 'sysctl', ['-q', '-w', `${key}=${value}`]);
     if (this.router) {
       nsRun(b.ns, 'ip', ['route', 'add', `${CLIENT_NET4}.0/24`, 'via', this.router.addr4]);
       nsRun(b.ns, 'ip', ['-6', 'route', 'add', `${CLIENT_NET6}/64`, 'via', this.router.addr6]);
@@ -244,7 +267,13 @@ export class Lab {
    */
   addPod(node: LabHost, name: string, net: string, host: number): LabHost {
     const pod: LabHost = {
-      name, ns: `${this.prefix}-${name}`, ifname: 'eth0', port: `v-${name}`, addr4: `${net}.${host}`, addr6: '', mac: '',
+      name,
+      ns: `${this.prefix}-${name}`,
+      ifname: 'eth0',
+      port: `v-${name}`,
+      addr4: `${net}.${host}`,
+      addr6: '',
+      mac: '',
     };
     run('ip', ['netns', 'add', pod.ns]);
     run('ip', ['link', 'add', 'eth0', 'netns', pod.ns, 'type', 'veth', 'peer', 'name', pod.port, 'netns', node.ns]);
@@ -305,7 +334,10 @@ function processStart(pid: number): string {
 /** Pids of the processes in a named network namespace. */
 function nsPids(ns: string): number[] {
   try {
-    return run('ip', ['netns', 'pids', ns]).split('\n').map((l) => Number(l.trim())).filter((n) => Number.isInteger(n) && n > 0);
+    return run('ip', ['netns', 'pids', ns])
+      .split('\n')
+      .map((l) => Number(l.trim()))
+      .filter((n) => Number.isInteger(n) && n > 0);
   } catch {
     return [];
   }

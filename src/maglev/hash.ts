@@ -36,11 +36,7 @@ export function murmur3Bytes(data: Uint8Array, seed: number): number {
   // Body: 4-byte little-endian blocks.
   for (let i = 0; i < nblocks; i++) {
     const b = i << 2;
-    let k =
-      (data[b] ?? 0) |
-      ((data[b + 1] ?? 0) << 8) |
-      ((data[b + 2] ?? 0) << 16) |
-      ((data[b + 3] ?? 0) << 24);
+    let k = (data[b] ?? 0) | ((data[b + 1] ?? 0) << 8) | ((data[b + 2] ?? 0) << 16) | ((data[b + 3] ?? 0) << 24);
     k = Math.imul(k, C1);
     k = (k << 15) | (k >>> 17);
     k = Math.imul(k, C2);

@@ -47,13 +47,13 @@
  * the same (backends, M, seed) yields the same table on every host.
  */
 
-import { createHash } from "node:crypto";
-import { fmix32, murmur3Bytes } from "./hash.js";
-import { FERRY_BACKEND_NONE } from "../datapath/abi.js";
-import { hasSlots, type DpState } from "../model/dpstate.js";
-import type { MaglevSharesView, MaglevTablesView } from "../model/maglev.js";
+import { createHash } from 'node:crypto';
+import { fmix32, murmur3Bytes } from './hash.js';
+import { FERRY_BACKEND_NONE } from '../datapath/abi.js';
+import { hasSlots, type DpState } from '../model/dpstate.js';
+import type { MaglevSharesView, MaglevTablesView } from '../model/maglev.js';
 
-export { fmix32, murmur3, murmur3Bytes } from "./hash.js";
+export { fmix32, murmur3, murmur3Bytes } from './hash.js';
 
 export { FERRY_BACKEND_NONE };
 
@@ -64,9 +64,7 @@ export const MAGLEV_MAX_WEIGHT = 65535;
 export const MAGLEV_MAX_M = 1 << 24;
 
 /** Selectable table sizes, all prime. 65537 is the paper's default. */
-export const MAGLEV_PRIMES: readonly number[] = Object.freeze([
-  251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 65537, 131071,
-]);
+export const MAGLEV_PRIMES: readonly number[] = Object.freeze([251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 65537, 131071]);
 
 /** The table size configs use unless told otherwise. */
 export const DEFAULT_MAGLEV_M = 65537;
@@ -117,9 +115,7 @@ export function chooseMaglevM(backendCount: number): number {
 /** Throws a RangeError unless m is a prime in 2..MAGLEV_MAX_M. */
 export function validateMaglevM(m: number): void {
   if (!isPrime(m) || m > MAGLEV_MAX_M) {
-    throw new RangeError(
-      `maglev: table size M must be a prime <= ${MAGLEV_MAX_M} (e.g. ${DEFAULT_MAGLEV_M}), got ${String(m)}`,
-    );
+    throw new RangeError(`maglev: table size M must be a prime <= ${MAGLEV_MAX_M} (e.g. ${DEFAULT_MAGLEV_M}), got ${String(m)}`);
   }
 }
 
@@ -133,7 +129,7 @@ function validateBackends(backends: readonly MaglevBackend[]): void {
   const ids = new Set<number>();
   for (const [i, b] of backends.entries()) {
     const where = `maglev: backend #${i}`;
-    if (typeof b.key !== "string" || b.key.length === 0) {
+    if (typeof b.key !== 'string' || b.key.length === 0) {
       throw new TypeError(`${where}: key must be a non-empty string`);
     }
     if (!Number.isInteger(b.id) || b.id < 0 || b.id >= FERRY_BACKEND_NONE) {
@@ -248,9 +244,7 @@ function apportion(active: readonly MaglevBackend[], m: number): Int32Array {
     remainder[i] = share - q * total;
     given += q;
   }
-  const byRemainder = Array.from({ length: n }, (_, i) => i).sort(
-    (a, b) => (remainder[b] as number) - (remainder[a] as number) || a - b,
-  );
+  const byRemainder = Array.from({ length: n }, (_, i) => i).sort((a, b) => (remainder[b] as number) - (remainder[a] as number) || a - b);
   // Fewer than n leftover slots remain, since each floor loses under one.
   for (let k = 0; given < m; k++, given++) {
     const i = byRemainder[k] as number;
@@ -269,11 +263,7 @@ function apportion(active: readonly MaglevBackend[], m: number): Int32Array {
  * empty) rather than as u32 ids, because u32 values >= 2^31 would be read
  * back as doubles.
  */
-function fillSlots(
-  active: readonly MaglevBackend[],
-  m: number,
-  seeds: { offsetSeed: number; skipSeed: number },
-): Int32Array {
+function fillSlots(active: readonly MaglevBackend[], m: number, seeds: { offsetSeed: number; skipSeed: number }): Int32Array {
   const n = active.length;
   const left = apportion(active, m); // slots each backend still has to claim
   const pos = new Int32Array(n); // next permutation entry to try, as a slot
@@ -360,8 +350,14 @@ export function countSlots(table: Uint32Array): Map<number, number> {
  * same backend on either.
  */
 export function tableChecksum(m: number, seed: number, backends: ReadonlyArray<{ key: string; weight: number }>): string {
-  const parts = backends.filter((b) => b.weight > 0).map((b) => `${b.key}*${b.weight}`).sort();
-  return createHash('sha256').update(`${m}/${seed >>> 0}/${parts.join(',')}`).digest('hex').slice(0, 16);
+  const parts = backends
+    .filter((b) => b.weight > 0)
+    .map((b) => `${b.key}*${b.weight}`)
+    .sort();
+  return createHash('sha256')
+    .update(`${m}/${seed >>> 0}/${parts.join(',')}`)
+    .digest('hex')
+    .slice(0, 16);
 }
 
 /** One VIP's table from a plan, as slots per backend (GET /v1/maglev/{name}); null when the plan has no such VIP. */
@@ -371,18 +367,27 @@ export function planShares(plan: DpState | undefined, seed: number, name: string
   const slotted = v.backends.filter(hasSlots).map((b) => ({ id: b.id, key: b.address, weight: b.weight }));
   const counts = countSlots(buildMaglevTable(slotted, v.m, seed));
   return {
-    name: v.name, m: v.m, hash_seed: seed,
-    backends: v.backends.map((b) => ({ address: b.address, slots: hasSlots(b) ? counts.get(b.id) ?? 0 : 0 })),
+    name: v.name,
+    m: v.m,
+    hash_seed: seed,
+    backends: v.backends.map((b) => ({ address: b.address, slots: hasSlots(b) ? (counts.get(b.id) ?? 0) : 0 })),
   };
 }
 
 /** Every VIP of a plan with its table's checksum, by name (GET /v1/maglev, the fleet's member records). */
 export function planChecksums(plan: DpState | undefined, seed: number): MaglevTablesView['vips'] {
-  return (plan?.vips ?? []).map((v) => {
-    const slotted = v.backends.filter(hasSlots).map((b) => ({ key: b.address, weight: b.weight }));
-    return {
-      name: v.name, address: v.address, port: v.port, protocol: v.protocol, m: v.m, backends: slotted.length,
-      checksum: tableChecksum(v.m, seed, slotted),
-    };
-  }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return (plan?.vips ?? [])
+    .map((v) => {
+      const slotted = v.backends.filter(hasSlots).map((b) => ({ key: b.address, weight: b.weight }));
+      return {
+        name: v.name,
+        address: v.address,
+        port: v.port,
+        protocol: v.protocol,
+        m: v.m,
+        backends: slotted.length,
+        checksum: tableChecksum(v.m, seed, slotted),
+      };
+    })
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }

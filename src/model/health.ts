@@ -108,7 +108,11 @@ export interface BackendHealth {
 
 /** The health of a backend without a check. */
 export const UNCHECKED: Readonly<BackendHealth> = Object.freeze({
-  status: 'unchecked', since: null, last_check: null, last_error: null, last_duration_ms: null,
+  status: 'unchecked',
+  since: null,
+  last_check: null,
+  last_error: null,
+  last_duration_ms: null,
 });
 
 /** A health transition kept in the store. */
@@ -170,7 +174,8 @@ function timingErrors(c: Record<string, unknown>, p: string): FieldError[] {
     errors.push({ field: `${p}/timeout_ms`, reason: `must be an integer ${tLo}..${tHi} (milliseconds)` });
   }
   for (const k of ['rise', 'fall'] as const) {
-    if (c[k] !== undefined && !isIntIn(c[k], HEALTH_LIMITS.count)) errors.push({ field: `${p}/${k}`, reason: `must be an integer ${cLo}..${cHi}` });
+    if (c[k] !== undefined && !isIntIn(c[k], HEALTH_LIMITS.count))
+      errors.push({ field: `${p}/${k}`, reason: `must be an integer ${cLo}..${cHi}` });
   }
   if (errors.length === 0) {
     // Checks of one backend never overlap: a timeout beyond the interval could only be cut short.
@@ -189,7 +194,7 @@ function portErrors(c: Record<string, unknown>, p: string, ctx: HealthCheckConte
     if (ctx.vipPort !== 0) return [];
     return [{ field: `${p}/port`, reason: 'required: the VIP matches all ports (port 0), so the check needs its own port' }];
   }
-  return isIntIn(port, [1, 65535]) ? [] : [{ field: `${p}/port`, reason: 'must be an integer 1..65535, or null for the VIP\'s port' }];
+  return isIntIn(port, [1, 65535]) ? [] : [{ field: `${p}/port`, reason: "must be an integer 1..65535, or null for the VIP's port" }];
 }
 
 function textErrors(v: unknown, field: string, max: number, token = false): FieldError[] {
@@ -210,9 +215,13 @@ function httpErrors(c: Record<string, unknown>, p: string): FieldError[] {
   if (c['host'] !== undefined && c['host'] !== null) errors.push(...textErrors(c['host'], `${p}/host`, HEALTH_LIMITS.host, true));
   const status = c['expect_status'];
   if (status !== undefined && (typeof status !== 'string' || statusRange(status) === null)) {
-    errors.push({ field: `${p}/expect_status`, reason: 'must be a status code or range of codes 100..599, e.g. "200" or "200-399" (low first)' });
+    errors.push({
+      field: `${p}/expect_status`,
+      reason: 'must be a status code or range of codes 100..599, e.g. "200" or "200-399" (low first)',
+    });
   }
-  if (c['expect_body'] !== undefined && c['expect_body'] !== null) errors.push(...textErrors(c['expect_body'], `${p}/expect_body`, HEALTH_LIMITS.text));
+  if (c['expect_body'] !== undefined && c['expect_body'] !== null)
+    errors.push(...textErrors(c['expect_body'], `${p}/expect_body`, HEALTH_LIMITS.text));
   return errors;
 }
 
@@ -220,7 +229,10 @@ function udpErrors(c: Record<string, unknown>, p: string): FieldError[] {
   const { send, send_hex: hex } = c;
   const errors: FieldError[] = [];
   if ((send === undefined) === (hex === undefined)) {
-    errors.push({ field: `${p}/send`, reason: 'a udp check needs exactly one of send (text) or send_hex (bytes): the datagram the service answers' });
+    errors.push({
+      field: `${p}/send`,
+      reason: 'a udp check needs exactly one of send (text) or send_hex (bytes): the datagram the service answers',
+    });
   }
   if (send !== undefined) {
     const bad = typeof send !== 'string' || send.length === 0 || Buffer.byteLength(send) > HEALTH_LIMITS.datagram;
@@ -229,7 +241,8 @@ function udpErrors(c: Record<string, unknown>, p: string): FieldError[] {
   if (hex !== undefined && (typeof hex !== 'string' || !HEX_RE.test(hex) || hex.length / 2 > HEALTH_LIMITS.datagram)) {
     errors.push({ field: `${p}/send_hex`, reason: `must be hex byte pairs, 1..${HEALTH_LIMITS.datagram} bytes` });
   }
-  if (c['expect_reply'] !== undefined && c['expect_reply'] !== null) errors.push(...textErrors(c['expect_reply'], `${p}/expect_reply`, HEALTH_LIMITS.text));
+  if (c['expect_reply'] !== undefined && c['expect_reply'] !== null)
+    errors.push(...textErrors(c['expect_reply'], `${p}/expect_reply`, HEALTH_LIMITS.text));
   return errors;
 }
 
@@ -237,7 +250,8 @@ function udpErrors(c: Record<string, unknown>, p: string): FieldError[] {
 function foreignFieldErrors(c: Record<string, unknown>, p: string, type: HealthCheckType): FieldError[] {
   const errors: FieldError[] = [];
   const http = type === 'http' || type === 'https';
-  for (const f of HTTP_FIELDS) if (!http && c[f] !== undefined) errors.push({ field: `${p}/${f}`, reason: 'only for http and https checks' });
+  for (const f of HTTP_FIELDS)
+    if (!http && c[f] !== undefined) errors.push({ field: `${p}/${f}`, reason: 'only for http and https checks' });
   for (const f of UDP_FIELDS) if (type !== 'udp' && c[f] !== undefined) errors.push({ field: `${p}/${f}`, reason: 'only for udp checks' });
   return errors;
 }
@@ -265,8 +279,10 @@ export function healthCheckErrors(v: unknown, p: string, ctx: HealthCheckContext
   if (t === 'udp') errors.push(...udpErrors(v, p));
   const allDown = v['all_down'];
   if (allDown !== undefined) {
-    if (ctx.role === 'backend') errors.push({ field: `${p}/all_down`, reason: 'only on the VIP\'s health_check (it decides for all its backends)' });
-    else if (!(ALL_DOWN_MODES as readonly unknown[]).includes(allDown)) errors.push({ field: `${p}/all_down`, reason: `must be one of ${ALL_DOWN_MODES.join(', ')}` });
+    if (ctx.role === 'backend')
+      errors.push({ field: `${p}/all_down`, reason: "only on the VIP's health_check (it decides for all its backends)" });
+    else if (!(ALL_DOWN_MODES as readonly unknown[]).includes(allDown))
+      errors.push({ field: `${p}/all_down`, reason: `must be one of ${ALL_DOWN_MODES.join(', ')}` });
   }
   return errors;
 }
@@ -280,7 +296,7 @@ export function healthCheckErrors(v: unknown, p: string, ctx: HealthCheckContext
 export function normHealthCheck(s: HealthCheckSpec, role: 'vip' | 'backend'): HealthCheck {
   const out: HealthCheck = {
     type: s.type,
-    port: s.type === 'none' ? null : s.port ?? null,
+    port: s.type === 'none' ? null : (s.port ?? null),
     interval_ms: s.interval_ms ?? HEALTH_DEFAULTS.interval_ms,
     timeout_ms: s.timeout_ms ?? HEALTH_DEFAULTS.timeout_ms,
     rise: s.rise ?? HEALTH_DEFAULTS.rise,

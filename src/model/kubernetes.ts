@@ -41,7 +41,13 @@ export interface KubernetesView {
     failed_transactions: number;
     services_written: number;
     last_batch: {
-      services: number; written: number; transactions: number; revision: number; ms: number; refused: number; failed_transactions: number;
+      services: number;
+      written: number;
+      transactions: number;
+      revision: number;
+      ms: number;
+      refused: number;
+      failed_transactions: number;
     } | null;
   };
   cluster_ips: {

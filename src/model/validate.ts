@@ -13,8 +13,15 @@ import { MAGLEV_PRIMES } from '../maglev/index.js';
 import type { FieldError } from './errors.js';
 import { healthCheckErrors } from './health.js';
 import {
-  FORWARDINGS, LOCAL_HOST, MAX_WEIGHT, NAME_PATTERN,
-  type BackendSpec, type DesiredState, type PolicySpec, type VipSpec, type VipWithBackends,
+  FORWARDINGS,
+  LOCAL_HOST,
+  MAX_WEIGHT,
+  NAME_PATTERN,
+  type BackendSpec,
+  type DesiredState,
+  type PolicySpec,
+  type VipSpec,
+  type VipWithBackends,
 } from './types.js';
 
 export const RATE_LIMIT_MAX_FLOWS_PER_SEC = 10_000_000;
@@ -67,9 +74,7 @@ export function backendAddressErrors(text: unknown, field = '/address'): FieldEr
  * Checks one CIDR list; `family` (the VIP's) makes other families an error.
  * Returns the errors and the canonical forms seen (to cross-check allow/deny).
  */
-function cidrListErrors(
-  list: unknown, field: string, family: 4 | 6 | null,
-): { errors: FieldError[]; seen: Map<string, number> } {
+function cidrListErrors(list: unknown, field: string, family: 4 | 6 | null): { errors: FieldError[]; seen: Map<string, number> } {
   const errors: FieldError[] = [];
   const seen = new Map<string, number>();
   if (list === undefined || list === null) return { errors, seen };
@@ -93,9 +98,7 @@ function cidrListErrors(
 }
 
 /** allow and deny of one object: each valid, and no CIDR in both. */
-function allowDenyErrors(
-  obj: { allow?: unknown; deny?: unknown }, prefix: string, family: 4 | 6 | null,
-): FieldError[] {
+function allowDenyErrors(obj: { allow?: unknown; deny?: unknown }, prefix: string, family: 4 | 6 | null): FieldError[] {
   const allow = cidrListErrors(obj.allow, `${prefix}/allow`, family);
   const deny = cidrListErrors(obj.deny, `${prefix}/deny`, family);
   const errors = [...allow.errors, ...deny.errors];
@@ -132,10 +135,12 @@ function isIntIn(v: unknown, lo: number, hi: number): boolean {
 
 function nameErrors(name: unknown, field: string): FieldError[] {
   if (typeof name === 'string' && NAME_RE.test(name)) return [];
-  return [{
-    field,
-    reason: `must match ${NAME_PATTERN} (lowercase letters, digits, ".", "_" and "-", at most 63 characters)`,
-  }];
+  return [
+    {
+      field,
+      reason: `must match ${NAME_PATTERN} (lowercase letters, digits, ".", "_" and "-", at most 63 characters)`,
+    },
+  ];
 }
 
 function rateLimitErrors(rl: unknown, field: string): FieldError[] {
@@ -246,15 +251,15 @@ function backendPathErrors(spec: BackendSpec, prefix: string, vipPort: number, s
       errors.push({ field: `${prefix}/host`, reason: `must be "${LOCAL_HOST}" or an address: ${reason}` });
     } else if (unicastProblem(spec.address, 'backend') === null) {
       if (ipFamily(canonicalIp(host)!) !== ipFamily(canonicalIp(spec.address)!)) {
-        errors.push({ field: `${prefix}/host`, reason: 'must be of the backend address\'s family' });
+        errors.push({ field: `${prefix}/host`, reason: "must be of the backend address's family" });
       }
     }
   }
   if (spec.port === undefined || spec.port === 0) return errors;
   if (!isIntIn(spec.port, 0, 65535)) {
-    errors.push({ field: `${prefix}/port`, reason: 'must be an integer 0..65535 (0 = the VIP\'s port)' });
+    errors.push({ field: `${prefix}/port`, reason: "must be an integer 0..65535 (0 = the VIP's port)" });
   } else if (vipPort === 0) {
-    errors.push({ field: `${prefix}/port`, reason: 'a VIP of every port (0) keeps the client\'s port: its backends take none' });
+    errors.push({ field: `${prefix}/port`, reason: "a VIP of every port (0) keeps the client's port: its backends take none" });
   } else if (host === null && snat === null) {
     errors.push({
       field: `${prefix}/port`,
@@ -309,7 +314,8 @@ function vipUniquenessErrors(vips: VipWithBackends[]): FieldError[] {
   const endpoints = new Map<string, number>();
   vips.forEach((v, i) => {
     const firstName = names.get(v.name);
-    if (firstName !== undefined) errors.push({ field: `/vips/${i}/name`, reason: `duplicate VIP name "${v.name}" (also /vips/${firstName})` });
+    if (firstName !== undefined)
+      errors.push({ field: `/vips/${i}/name`, reason: `duplicate VIP name "${v.name}" (also /vips/${firstName})` });
     else names.set(v.name, i);
     const key = endpointKey(v);
     if (key === null) return;
@@ -332,7 +338,8 @@ function policyListErrors(policies: PolicySpec[]): FieldError[] {
   policies.forEach((p, i) => {
     errors.push(...validatePolicySpec(p, `/policies/${i}`));
     const first = names.get(p.name);
-    if (first !== undefined) errors.push({ field: `/policies/${i}/name`, reason: `duplicate policy name "${p.name}" (also /policies/${first})` });
+    if (first !== undefined)
+      errors.push({ field: `/policies/${i}/name`, reason: `duplicate policy name "${p.name}" (also /policies/${first})` });
     else names.set(p.name, i);
   });
   return errors;
@@ -343,9 +350,7 @@ function policyListErrors(policies: PolicySpec[]): FieldError[] {
  * of the file or, through `externalPolicyExists`, one that exists already
  * and that the apply does not manage (another owner's).
  */
-export function validateDesiredState(
-  state: DesiredState, opts: { externalPolicyExists?: PolicyLookup } = {},
-): FieldError[] {
+export function validateDesiredState(state: DesiredState, opts: { externalPolicyExists?: PolicyLookup } = {}): FieldError[] {
   if (!isObject(state)) return [{ field: '', reason: 'must be an object' }];
   if (!Array.isArray(state.vips)) return [{ field: '/vips', reason: 'must be an array' }];
   if (state.policies !== undefined && !Array.isArray(state.policies)) {

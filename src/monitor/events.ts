@@ -4,8 +4,14 @@
  * with datapath ids translated to names (VIP name, backend address).
  */
 import {
-  DROP_REASONS, FERRY_AF_INET, FERRY_BACKEND_NONE, FERRY_EVENT_FLOW, FERRY_VIP_NONE, FLOW_REASONS,
-  FerryEvent, type FerryEventV,
+  DROP_REASONS,
+  FERRY_AF_INET,
+  FERRY_BACKEND_NONE,
+  FERRY_EVENT_FLOW,
+  FERRY_VIP_NONE,
+  FLOW_REASONS,
+  FerryEvent,
+  type FerryEventV,
 } from '../datapath/abi.js';
 import { formatAddr } from '../datapath/addr.js';
 
@@ -94,8 +100,8 @@ export function toMonitorEvent(r: FerryEventV, names: NameTable, nowMs?: number,
     source_port: r.sport,
     destination: formatAddr(family, r.dst),
     destination_port: r.dport,
-    vip: r.vip_id === FERRY_VIP_NONE ? null : names.vipName(r.vip_id) ?? null,
-    backend: kind === 'flow' && r.backend_id !== FERRY_BACKEND_NONE ? names.backendAddress(r.backend_id) ?? null : null,
+    vip: r.vip_id === FERRY_VIP_NONE ? null : (names.vipName(r.vip_id) ?? null),
+    backend: kind === 'flow' && r.backend_id !== FERRY_BACKEND_NONE ? (names.backendAddress(r.backend_id) ?? null) : null,
     bytes: r.frame_len,
   };
 }

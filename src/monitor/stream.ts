@@ -266,9 +266,7 @@ export interface EventsConfig {
 }
 
 /** The daemon's stream: the datapath's ring, the store's names, settings from the (reloadable) config. */
-export function openEventStream(
-  dp: LbDatapath, store: Store, config: () => EventsConfig, opts: EventStreamOptions = {},
-): EventStream {
+export function openEventStream(dp: LbDatapath, store: Store, config: () => EventsConfig, opts: EventStreamOptions = {}): EventStream {
   const settings = (): MonitorSettings => {
     const c = config();
     return { flow_sample: c.events_per_second > 0 ? c.events_flow_sample : 0, events_per_second: c.events_per_second };

@@ -5,13 +5,36 @@
  * before the reconciler touches a single entry.
  */
 import {
-  Backend, BACKEND_ACTIVE, BACKEND_F_LOCAL, BACKEND_DOWN, BACKEND_DRAINING, FERRY_AF_INET, FERRY_BACKEND_NONE, LbConfig, PolicyKey,
-  PolicyValue, POLICY_ALLOW, POLICY_DENY, VIP_ADDR_F_ECHO, VipAddrKey, VipAddrMeta, VipKey, VipMeta,
+  Backend,
+  BACKEND_ACTIVE,
+  BACKEND_F_LOCAL,
+  BACKEND_DOWN,
+  BACKEND_DRAINING,
+  FERRY_AF_INET,
+  FERRY_BACKEND_NONE,
+  LbConfig,
+  PolicyKey,
+  PolicyValue,
+  POLICY_ALLOW,
+  POLICY_DENY,
+  VIP_ADDR_F_ECHO,
+  VipAddrKey,
+  VipAddrMeta,
+  VipKey,
+  VipMeta,
 } from '../datapath/abi.js';
 import { mappedBytes, dpAddr, dpCidr, type DpAddr, type DpCidr } from '../datapath/addr.js';
 import { encodeConfig, protoNumber, type ConfigProgram } from '../datapath/program.js';
 import { MAGLEV_MAX_WEIGHT, MAGLEV_PRIMES, validateMaglevM, type MaglevBackend } from '../maglev/index.js';
-import { hasSlots, type DpBackend, type DpBackendState, type DpChanges, type DpState, type DpTombstone, type DpVip } from '../model/dpstate.js';
+import {
+  hasSlots,
+  type DpBackend,
+  type DpBackendState,
+  type DpChanges,
+  type DpState,
+  type DpTombstone,
+  type DpVip,
+} from '../model/dpstate.js';
 import { CapacityError } from '../model/errors.js';
 import { LOCAL_HOST } from '../model/types.js';
 import { clearHostBits } from '../net/addr.js';
@@ -231,14 +254,25 @@ export class DesiredState implements Desired {
 
   /** Replaces removed and changed VIPs' entries and the tombstones; undoes everything if a check fails. */
   private commit(
-    changed: VipParts[], removed: VipParts[], tombstoneList: readonly DpTombstone[], configBuf: Buffer, seed: number,
-    cap: Capacity, full: boolean,
+    changed: VipParts[],
+    removed: VipParts[],
+    tombstoneList: readonly DpTombstone[],
+    configBuf: Buffer,
+    seed: number,
+    cap: Capacity,
+    full: boolean,
   ): Scope {
     const scope: Scope = {
-      full, backends: new Set(), vipKeys: new Set(), vipIds: new Set(), addrs: new Set(), policy: new Set(),
+      full,
+      backends: new Set(),
+      vipKeys: new Set(),
+      vipIds: new Set(),
+      addrs: new Set(),
+      policy: new Set(),
     };
     const tombstones = tombstoneList.map((t) =>
-      backendEntry({ ...t, state: 'draining' }, t.vipId, cap, this.addrCache, `tombstone ${t.address} of VIP id ${t.vipId}`));
+      backendEntry({ ...t, state: 'draining' }, t.vipId, cap, this.addrCache, `tombstone ${t.address} of VIP id ${t.vipId}`),
+    );
     const out: VipParts[] = [...removed, ...changed.map((p) => this.parts.get(p.entry.vip.id)).filter((p): p is VipParts => !!p)];
     const oldTombstones = this.tombstones;
     const added: VipParts[] = [];
@@ -360,7 +394,7 @@ export class DesiredState implements Desired {
     if (this.policy.size > cap.maxPolicyRules) {
       throw new CapacityError(
         `the source rules of every VIP and policy need ${this.policy.size} datapath policy entries, more than ` +
-        `ferry_policy holds (capacity bpf.max_policy_rules = ${cap.maxPolicyRules})`,
+          `ferry_policy holds (capacity bpf.max_policy_rules = ${cap.maxPolicyRules})`,
       );
     }
     // Replacing a table needs room for the new one beside the old until a grace period has passed:
@@ -374,7 +408,7 @@ export class DesiredState implements Desired {
     if (need > cap.maglevSlots) {
       throw new CapacityError(
         `the Maglev tables of ${this.vips.size} VIPs need ${need} slots (the largest twice, to be replaced), ` +
-        `more than ferry_maglev holds (capacity bpf.maglev_slots = ${cap.maglevSlots})`,
+          `more than ferry_maglev holds (capacity bpf.maglev_slots = ${cap.maglevSlots})`,
       );
     }
   }
@@ -389,7 +423,8 @@ export function desire(state: DpState, config: ConfigProgram, cap: Capacity): De
 
 /** Everything a VIP's entries are computed from, as one string. */
 function vipFingerprint(v: DpVip, seed: number): string {
-  let s = `${seed}|${v.id}|${v.name}|${v.address}|${v.port}|${v.protocol}|${v.flags}|${v.m}|` +
+  let s =
+    `${seed}|${v.id}|${v.name}|${v.address}|${v.port}|${v.protocol}|${v.flags}|${v.m}|` +
     `${v.rlIntervalNs}|${v.rlToleranceNs}|${v.allow.join(',')}|${v.deny.join(',')}|`;
   for (const b of v.backends) s += `${b.id},${b.gen},${b.address},${b.weight},${b.state};`;
   return s;
@@ -407,20 +442,26 @@ function vipParts(v: DpVip, fingerprint: string, seed: number, cap: Capacity, ad
   const a = addrs.parse(v.address, `${where}: address`);
   const key = VipKey.encode({ addr: a.bytes, port: v.port, proto: protoNumber(v.protocol), family: a.family });
   const value = VipMeta.encode({
-    vip_id: v.id, flags: v.flags >>> 0, rl_interval_ns: v.rlIntervalNs, rl_tolerance_ns: v.rlToleranceNs,
+    vip_id: v.id,
+    flags: v.flags >>> 0,
+    rl_interval_ns: v.rlIntervalNs,
+    rl_tolerance_ns: v.rlToleranceNs,
   });
   const backends = v.backends.map((b) => backendEntry(b, v.id, cap, addrs, `${b.address} of ${where}`));
   const slotted = slottedBackends(v);
   const entry: VipEntry = {
-    vip: v, key, keyHex: key.toString('hex'), value, slotted, digest: tableDigest(v.m, seed, slotted),
+    vip: v,
+    key,
+    keyHex: key.toString('hex'),
+    value,
+    slotted,
+    digest: tableDigest(v.m, seed, slotted),
     label: `${where} (${v.address}:${v.port}/${v.protocol}, id ${v.id})`,
   };
   const addrKey = VipAddrKey.encode({ addr: a.bytes, family: a.family, pad: Buffer.alloc(3) });
   const addr = { key: addrKey, value: VipAddrMeta.encode({ flags: VIP_ADDR_F_ECHO }), label: `address ${v.address}` };
   return { dp: v, seen: 0, fingerprint, entry, backends, addrHex: addrKey.toString('hex'), addr, rules: vipRules(v) };
 }
-
-
 
 const NO_VIA: Buffer = Buffer.alloc(16);
 
@@ -444,8 +485,16 @@ function backendEntry(b: DpBackend, vipId: number, cap: Capacity, addrs: AddrCac
     via = h.bytes;
   }
   const value = Backend.encode({
-    addr: a.bytes, family: a.family, state, flags: host === LOCAL_HOST ? BACKEND_F_LOCAL : 0, pad: 0, vip_id: vipId, gen: b.gen, via,
-    port: b.port ?? 0, pad2: 0,
+    addr: a.bytes,
+    family: a.family,
+    state,
+    flags: host === LOCAL_HOST ? BACKEND_F_LOCAL : 0,
+    pad: 0,
+    vip_id: vipId,
+    gen: b.gen,
+    via,
+    port: b.port ?? 0,
+    pad2: 0,
   });
   return { id: b.id, vipId, state, gen: b.gen, value, label };
 }
@@ -514,4 +563,3 @@ function checkId(id: number, max: number, what: string): void {
     throw new ReconcileError(`${what} ${String(id)} out of range 0..${max - 1}`);
   }
 }
-

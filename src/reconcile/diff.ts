@@ -4,8 +4,20 @@
  * for the order), and their description for verify().
  */
 import {
-  Backend, BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BACKEND_FREE, FERRY_AF_INET, FERRY_AF_INET6, POLICY_ALLOW,
-  POLICY_DENY, PolicyKey, PolicyValue, VipAddrKey, VipKey, VipMeta,
+  Backend,
+  BACKEND_ACTIVE,
+  BACKEND_DOWN,
+  BACKEND_DRAINING,
+  BACKEND_FREE,
+  FERRY_AF_INET,
+  FERRY_AF_INET6,
+  POLICY_ALLOW,
+  POLICY_DENY,
+  PolicyKey,
+  PolicyValue,
+  VipAddrKey,
+  VipKey,
+  VipMeta,
 } from '../datapath/abi.js';
 import { formatAddr } from '../datapath/addr.js';
 import type { BackendEntry, Desired, KeyedEntry, Scope, VipEntry } from './desired.js';
@@ -61,7 +73,10 @@ export interface Ops {
 
 /** How usable a backend state is, for ordering writes. */
 const RANK: Record<number, number> = {
-  [BACKEND_FREE]: 0, [BACKEND_DOWN]: 1, [BACKEND_DRAINING]: 2, [BACKEND_ACTIVE]: 3,
+  [BACKEND_FREE]: 0,
+  [BACKEND_DOWN]: 1,
+  [BACKEND_DRAINING]: 2,
+  [BACKEND_ACTIVE]: 3,
 };
 
 /**
@@ -72,8 +87,18 @@ const RANK: Record<number, number> = {
 export function diff(d: Desired, k: Known, scope?: Scope): Ops {
   const ops: Ops = {
     config: k.config?.equals(d.config) ? undefined : d.config,
-    vipEarlyDeletes: [], backendUps: [], tables: [], policyPuts: [], addrPuts: [], vipPuts: [],
-    backendDowns: [], vipDeletes: [], tableDeletes: [], addrDeletes: [], policyDeletes: [], backendFrees: [],
+    vipEarlyDeletes: [],
+    backendUps: [],
+    tables: [],
+    policyPuts: [],
+    addrPuts: [],
+    vipPuts: [],
+    backendDowns: [],
+    vipDeletes: [],
+    tableDeletes: [],
+    addrDeletes: [],
+    policyDeletes: [],
+    backendFrees: [],
   };
   const backendIds = scope?.backends ?? union(d.backends.keys(), k.backends.keys());
   for (const id of backendIds) diffBackend(d.backends.get(id), k.backends.get(id), id, ops);
@@ -122,9 +147,7 @@ function diffVips(d: Desired, k: Known, ops: Ops, scope: Scope | undefined): voi
     const have = k.vips.get(keyHex)?.value;
     if (have?.equals(v.value)) continue;
     const name = k.vipNames.get(v.vip.id);
-    const resetStats = knownIds
-      ? !knownIds.has(v.vip.id) || (name !== undefined && name !== v.vip.name)
-      : name !== v.vip.name;
+    const resetStats = knownIds ? !knownIds.has(v.vip.id) || (name !== undefined && name !== v.vip.name) : name !== v.vip.name;
     const rateChanged = !have || !have.subarray(8).equals(v.value.subarray(8));
     ops.vipPuts.push({ entry: v, have, resetStats, resetRate: resetStats || rateChanged });
   }
@@ -144,7 +167,11 @@ function diffVips(d: Desired, k: Known, ops: Ops, scope: Scope | undefined): voi
 const vipIdOf = (value: Buffer): number => value.readUInt32LE(0);
 
 function diffKeyed(
-  want: Map<string, KeyedEntry>, have: Map<string, HashEntry>, scope: Set<string> | undefined, puts: KeyedWrite[], dels: Removal[],
+  want: Map<string, KeyedEntry>,
+  have: Map<string, HashEntry>,
+  scope: Set<string> | undefined,
+  puts: KeyedWrite[],
+  dels: Removal[],
 ): void {
   for (const keyHex of scope ?? union(want.keys(), have.keys())) {
     const e = want.get(keyHex);
@@ -156,16 +183,30 @@ function diffKeyed(
 
 /** The number of writes and deletes in ops (stats resets not included). */
 export function opCount(ops: Ops): number {
-  return (ops.config ? 1 : 0) + ops.vipEarlyDeletes.length + ops.backendUps.length + ops.tables.length +
-    ops.policyPuts.length + ops.addrPuts.length + ops.vipPuts.length + ops.backendDowns.length +
-    ops.vipDeletes.length + ops.tableDeletes.length + ops.addrDeletes.length + ops.policyDeletes.length +
-    ops.backendFrees.length;
+  return (
+    (ops.config ? 1 : 0) +
+    ops.vipEarlyDeletes.length +
+    ops.backendUps.length +
+    ops.tables.length +
+    ops.policyPuts.length +
+    ops.addrPuts.length +
+    ops.vipPuts.length +
+    ops.backendDowns.length +
+    ops.vipDeletes.length +
+    ops.tableDeletes.length +
+    ops.addrDeletes.length +
+    ops.policyDeletes.length +
+    ops.backendFrees.length
+  );
 }
 
 // ---- descriptions (verify) ---------------------------------------------------
 
 const STATE_NAME: Record<number, string> = {
-  [BACKEND_FREE]: 'free', [BACKEND_ACTIVE]: 'active', [BACKEND_DRAINING]: 'draining', [BACKEND_DOWN]: 'down',
+  [BACKEND_FREE]: 'free',
+  [BACKEND_ACTIVE]: 'active',
+  [BACKEND_DRAINING]: 'draining',
+  [BACKEND_DOWN]: 'down',
 };
 
 /** One line per difference, in phase order. */
@@ -174,10 +215,12 @@ export function describe(ops: Ops, k: Known): string[] {
   if (ops.config) out.push('config: differs');
   for (const r of [...ops.vipEarlyDeletes, ...ops.vipDeletes]) out.push(`ferry_vips: stale entry ${vipText(r.entry)}`);
   for (const w of [...ops.backendUps, ...ops.backendDowns]) {
-    out.push(`backend ${w.entry.id} (${w.entry.label}): ${w.have ? `have ${backendText(w.have)}` : 'missing'}, want ${backendText(w.entry.value)}`);
+    out.push(
+      `backend ${w.entry.id} (${w.entry.label}): ${w.have ? `have ${backendText(w.have)}` : 'missing'}, want ${backendText(w.entry.value)}`,
+    );
   }
   for (const v of ops.tables) {
-    const note = k.tables.has(v.vip.id) ? k.tableNotes.get(v.vip.id) ?? 'inputs changed' : 'missing';
+    const note = k.tables.has(v.vip.id) ? (k.tableNotes.get(v.vip.id) ?? 'inputs changed') : 'missing';
     out.push(`table of ${v.label}: ${note}`);
   }
   for (const id of ops.tableDeletes) out.push(`table of VIP id ${id}: stale (${k.tableNotes.get(id) ?? 'no VIP has this id'})`);

@@ -54,7 +54,10 @@ export class NodeEndpoints implements Applier {
   /** The plan (DpState.serial) byVip was made from. */
   private serial: number | undefined;
 
-  constructor(private readonly inner: Applier, private readonly sink: NodeEndpointSink) {}
+  constructor(
+    private readonly inner: Applier,
+    private readonly sink: NodeEndpointSink,
+  ) {}
 
   apply(state: DpState): ReconcileReport {
     const next = this.next(state);

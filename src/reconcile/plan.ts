@@ -33,9 +33,7 @@
  * Backend addresses are canonicalised: they are the Maglev keys, which must
  * be the same text on every Ferry host.
  */
-import {
-  VIP_F_ALLOWLIST, VIP_F_POLICY, VIP_F_SNAT, VIP_F_SRC_AFFINITY,
-} from '../datapath/abi.js';
+import { VIP_F_ALLOWLIST, VIP_F_POLICY, VIP_F_SNAT, VIP_F_SRC_AFFINITY } from '../datapath/abi.js';
 import { chooseMaglevM } from '../maglev/index.js';
 import type { DpBackend, DpBackendState, DpState, DpTombstone, DpVip } from '../model/dpstate.js';
 import { ipFamily, parseCidr, validatedIp, type Cidr } from '../net/addr.js';
@@ -84,7 +82,11 @@ function tombstonesOf(tombstones: readonly Tombstone[], vips: readonly DpVip[]):
   const vipIds = new Set(vips.map((v) => v.id));
   const live = new Set<number>();
   for (const v of vips) for (const b of v.backends) live.add(b.id);
-  return planTombstones(tombstones, (id) => vipIds.has(id), (id) => live.has(id));
+  return planTombstones(
+    tombstones,
+    (id) => vipIds.has(id),
+    (id) => live.has(id),
+  );
 }
 
 interface VipMemo {
@@ -148,7 +150,11 @@ export class IncrementalPlanner {
     }
     this.last = state;
     this.revision = state.revision;
-    const tombstones = planTombstones(state.tombstones, (id) => this.vipIds.has(id), (id) => this.live.has(id));
+    const tombstones = planTombstones(
+      state.tombstones,
+      (id) => this.vipIds.has(id),
+      (id) => this.live.has(id),
+    );
     return { vips: this.list.slice(), tombstones, serial, changes: { since: serial - 1, vips: changed, removed } };
   }
 
@@ -192,9 +198,7 @@ export class IncrementalPlanner {
   }
 
   /** One VIP the delta names: gone, unchanged, or planned anew. */
-  private planOne(
-    name: string, state: StoreState, opts: PlanOptions, healthChanged: boolean, changed: DpVip[], removed: number[],
-  ): void {
+  private planOne(name: string, state: StoreState, opts: PlanOptions, healthChanged: boolean, changed: DpVip[], removed: number[]): void {
     const stored = state.vips.get(name);
     const m = this.memo.get(name);
     if (stored === undefined) {
@@ -206,13 +210,15 @@ export class IncrementalPlanner {
   }
 
   private unchanged(m: VipMemo, name: string, stored: StoredVip, state: StoreState, opts: PlanOptions): boolean {
-    return m.stored === stored && m.backends === state.backends.get(name) && m.epoch === (opts.healthEpoch?.(name) ?? 0) &&
-      samePolicies(m.policies, stored.policies, state.policies);
+    return (
+      m.stored === stored &&
+      m.backends === state.backends.get(name) &&
+      m.epoch === (opts.healthEpoch?.(name) ?? 0) &&
+      samePolicies(m.policies, stored.policies, state.policies)
+    );
   }
 
-  private replan(
-    name: string, stored: StoredVip, state: StoreState, opts: PlanOptions, changed: DpVip[], removed: number[],
-  ): VipMemo {
+  private replan(name: string, stored: StoredVip, state: StoreState, opts: PlanOptions, changed: DpVip[], removed: number[]): VipMemo {
     const backends = state.backends.get(name);
     const out = planVip(stored, backends ?? [], state.policies, opts.health);
     const old = this.memo.get(name);
@@ -278,7 +284,9 @@ function bump(m: Map<number, number>, key: number, n: number): void {
 
 /** Whether the VIP's policies are still the records `had` holds (no allocation: called for every VIP). */
 function samePolicies(
-  had: ReadonlyArray<PolicyRecord | undefined>, names: readonly string[], policies: ReadonlyMap<string, PolicyRecord>,
+  had: ReadonlyArray<PolicyRecord | undefined>,
+  names: readonly string[],
+  policies: ReadonlyMap<string, PolicyRecord>,
 ): boolean {
   if (had.length !== names.length) return false;
   for (let i = 0; i < names.length; i++) if (had[i] !== policies.get(names[i]!)) return false;
@@ -297,14 +305,10 @@ function groupBackends(backends: readonly StoredBackend[]): Map<string, StoredBa
 }
 
 /** One VIP in datapath terms. */
-function planVip(
-  v: StoredVip, stored: readonly StoredBackend[], policies: ReadonlyMap<string, PolicyRecord>, health?: HealthFn,
-): DpVip {
+function planVip(v: StoredVip, stored: readonly StoredBackend[], policies: ReadonlyMap<string, PolicyRecord>, health?: HealthFn): DpVip {
   const { allow, deny } = effectiveRules(v, policies);
   const verdict = vipHealth(v, stored, health);
-  const backends = [...stored]
-    .sort((a, b) => a.dp_id - b.dp_id)
-    .map((b) => planBackend(b, verdict));
+  const backends = [...stored].sort((a, b) => a.dp_id - b.dp_id).map((b) => planBackend(b, verdict));
   const { rlIntervalNs, rlToleranceNs } = rateLimitNs(v.rate_limit);
   return {
     id: v.dp_id,
@@ -327,7 +331,9 @@ function planVip(
  * when every serving backend is down and the VIP keeps them (all_down keep).
  */
 function vipHealth(
-  v: StoredVip, stored: readonly StoredBackend[], health: HealthFn | undefined,
+  v: StoredVip,
+  stored: readonly StoredBackend[],
+  health: HealthFn | undefined,
 ): (b: StoredBackend) => 'up' | 'down' | undefined {
   if (health === undefined) return () => undefined;
   const verdicts = new Map(stored.map((b) => [b, health(v.name, b.address)]));
@@ -359,9 +365,7 @@ export function vipFlags(allow: readonly string[], deny: readonly string[], sour
  * VIP's family apply (the trie holds IPv4 as ::ffff:a.b.c.d, so an IPv6
  * rule such as ::/0 would otherwise match IPv4 sources).
  */
-function effectiveRules(
-  v: StoredVip, policies: ReadonlyMap<string, PolicyRecord>,
-): { allow: string[]; deny: string[] } {
+function effectiveRules(v: StoredVip, policies: ReadonlyMap<string, PolicyRecord>): { allow: string[]; deny: string[] } {
   const family = ipFamily(v.address);
   const allow = new CidrSet(family);
   const deny = new CidrSet(family);
@@ -435,7 +439,9 @@ function planBackend(b: StoredBackend, verdict: (b: StoredBackend) => 'up' | 'do
  * backend holds has been superseded: both are left out.
  */
 function planTombstones(
-  tombstones: readonly Tombstone[], isVip: (vipId: number) => boolean, isLive: (backendId: number) => boolean,
+  tombstones: readonly Tombstone[],
+  isVip: (vipId: number) => boolean,
+  isLive: (backendId: number) => boolean,
 ): DpTombstone[] {
   return tombstones
     .filter((t) => isVip(t.vip_dp_id) && !isLive(t.dp_id))

@@ -68,7 +68,10 @@ export class Reconciler implements Applier {
    * @param config global datapath config: seed (the store's hash_seed),
    *   encapsulation source prefixes, gateway MAC, skipFib
    */
-  constructor(private readonly dp: LbDatapath, config: ConfigProgram) {
+  constructor(
+    private readonly dp: LbDatapath,
+    config: ConfigProgram,
+  ) {
     this.config = { ...config };
   }
 
@@ -95,7 +98,10 @@ export class Reconciler implements Applier {
    */
   apply(state: DpState): ApplyReport {
     const t0 = performance.now();
-    const byChanges = state.changes !== undefined && this.known !== undefined && this.appliedPlan === state.changes.since &&
+    const byChanges =
+      state.changes !== undefined &&
+      this.known !== undefined &&
+      this.appliedPlan === state.changes.since &&
       this.desired.seed === this.config.seed >>> 0;
     this.appliedPlan = undefined;
     const scope = byChanges
@@ -111,8 +117,12 @@ export class Reconciler implements Applier {
       run.execute(ops);
       this.appliedPlan = state.serial;
       return {
-        changes: run.changes, durationMs: performance.now() - t0, full, byChanges,
-        tablesWritten: ops.tables.map((v) => v.vip.id), statsReset: run.statsReset,
+        changes: run.changes,
+        durationMs: performance.now() - t0,
+        full,
+        byChanges,
+        tablesWritten: ops.tables.map((v) => v.vip.id),
+        statsReset: run.statsReset,
       };
     } catch (err) {
       this.known = undefined;
@@ -174,7 +184,11 @@ class Run {
     if (writes.length === 0) return;
     const reset = writes.filter((w) => w.resetStats).map((w) => w.entry.id);
     this.resetPerCpu(this.dp.backendStats.fd, BackendStats.size, reset);
-    this.updateBatch(this.dp.backends.fd, writes.map((w) => u32(w.entry.id)), writes.map((w) => w.entry.value));
+    this.updateBatch(
+      this.dp.backends.fd,
+      writes.map((w) => u32(w.entry.id)),
+      writes.map((w) => w.entry.value),
+    );
     for (const w of writes) this.known.backends.set(w.entry.id, w.entry.value);
   }
 
@@ -182,11 +196,16 @@ class Run {
   private writeTables(ops: Ops): void {
     const byId = new Map(ops.tables.map((v) => [v.vip.id, v]));
     const entry = (id: number): VipEntry => byId.get(id)!;
-    installTables(this.dp, [...byId.keys()], (id) => buildTable(entry(id), this.desired.seed), (id) => {
-      this.known.tables.set(id, entry(id).digest);
-      this.known.tableNotes.delete(id);
-      this.changes++;
-    });
+    installTables(
+      this.dp,
+      [...byId.keys()],
+      (id) => buildTable(entry(id), this.desired.seed),
+      (id) => {
+        this.known.tables.set(id, entry(id).digest);
+        this.known.tableNotes.delete(id);
+        this.changes++;
+      },
+    );
   }
 
   /** VIP entries; a new id's counters and any changed rate limit's GCRA state zeroed first. */
@@ -197,30 +216,47 @@ class Run {
     this.resetPerCpu(this.dp.vipStats.fd, VipStats.size, resetStats);
     if (resetRate.length > 0) {
       const zero = Buffer.alloc(RatelimitState.size);
-      this.updateBatch(this.dp.ratelimit.fd, resetRate.map(u32), resetRate.map(() => zero));
+      this.updateBatch(
+        this.dp.ratelimit.fd,
+        resetRate.map(u32),
+        resetRate.map(() => zero),
+      );
     }
-    this.dp.vipIndex.write(ops.vipPuts.map((w) => ({ key: w.entry.key, value: w.entry.value })), []);
+    this.dp.vipIndex.write(
+      ops.vipPuts.map((w) => ({ key: w.entry.key, value: w.entry.value })),
+      [],
+    );
     for (const w of ops.vipPuts) this.known.vips.set(w.entry.keyHex, { key: w.entry.key, value: w.entry.value });
     this.changes += ops.vipPuts.length;
   }
 
   private putIndex(index: KeyIndex<AnyStruct, AnyStruct>, puts: KeyedWrite[], into: Map<string, HashEntry>): void {
     if (puts.length === 0) return;
-    index.write(puts.map((p) => ({ key: p.entry.key, value: p.entry.value })), []);
+    index.write(
+      puts.map((p) => ({ key: p.entry.key, value: p.entry.value })),
+      [],
+    );
     for (const p of puts) into.set(p.keyHex, { key: p.entry.key, value: p.entry.value });
     this.changes += puts.length;
   }
 
   private deleteIndex(index: KeyIndex<AnyStruct, AnyStruct>, dels: Removal[], from: Map<string, HashEntry>): void {
     if (dels.length === 0) return;
-    index.write([], dels.map((r) => r.entry.key));
+    index.write(
+      [],
+      dels.map((r) => r.entry.key),
+    );
     for (const r of dels) from.delete(r.keyHex);
     this.changes += dels.length;
   }
 
   private putKeyed(fd: number, puts: KeyedWrite[], into: Map<string, HashEntry>): void {
     if (puts.length === 0) return;
-    this.updateBatch(fd, puts.map((p) => p.entry.key), puts.map((p) => p.entry.value));
+    this.updateBatch(
+      fd,
+      puts.map((p) => p.entry.key),
+      puts.map((p) => p.entry.value),
+    );
     for (const p of puts) into.set(p.keyHex, { key: p.entry.key, value: p.entry.value });
   }
 
@@ -248,7 +284,11 @@ class Run {
   private freeBackends(ids: number[]): void {
     if (ids.length === 0) return;
     const zero = Buffer.alloc(Backend.size);
-    this.updateBatch(this.dp.backends.fd, ids.map(u32), ids.map(() => zero));
+    this.updateBatch(
+      this.dp.backends.fd,
+      ids.map(u32),
+      ids.map(() => zero),
+    );
     for (const id of ids) this.known.backends.delete(id);
   }
 

@@ -14,7 +14,10 @@ const BATCH = 128;
  * time. Calls `done(id)` for each installed.
  */
 export function installTables(
-  dp: LbDatapath, ids: readonly number[], build: (vipId: number) => Uint32Array, done: (vipId: number) => void,
+  dp: LbDatapath,
+  ids: readonly number[],
+  build: (vipId: number) => Uint32Array,
+  done: (vipId: number) => void,
 ): void {
   for (let at = 0; at < ids.length; at += BATCH) {
     const chunk = ids.slice(at, at + BATCH);

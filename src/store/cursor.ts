@@ -56,7 +56,11 @@ export function pageRequest(kind: CursorKind, q: PageQuery | undefined): { limit
  * there is a next page).
  */
 export function toPage<R, T>(
-  rows: R[], limit: number, kind: CursorKind, keyOf: (row: R) => string, map: (row: R) => T,
+  rows: R[],
+  limit: number,
+  kind: CursorKind,
+  keyOf: (row: R) => string,
+  map: (row: R) => T,
 ): { items: T[]; next: string | null } {
   const more = rows.length > limit;
   const kept = more ? rows.slice(0, limit) : rows;

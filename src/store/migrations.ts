@@ -19,10 +19,14 @@ export interface Migration {
 
 /** The database was written by a newer Ferry. */
 export class SchemaTooNewError extends Error {
-  constructor(readonly file: string, readonly found: number, readonly known: number) {
+  constructor(
+    readonly file: string,
+    readonly found: number,
+    readonly known: number,
+  ) {
     super(
       `store ${file}: database schema version ${found} is newer than this Ferry supports (version ${known}); ` +
-      'upgrade Ferry or restore a backup made by this version',
+        'upgrade Ferry or restore a backup made by this version',
     );
     this.name = 'SchemaTooNewError';
   }
@@ -241,15 +245,17 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
     description: 'initial schema',
     up(db: Database.Database): void {
       db.exec(V1_SCHEMA);
-      db.prepare('INSERT INTO meta (id, revision, hash_seed, created_at) VALUES (1, 0, ?, ?)')
-        .run(randomInt(0, 2 ** 32), new Date().toISOString());
+      db.prepare('INSERT INTO meta (id, revision, hash_seed, created_at) VALUES (1, 0, ?, ?)').run(
+        randomInt(0, 2 ** 32),
+        new Date().toISOString(),
+      );
     },
   },
   script(2, 'health check configuration and health events', V2_HEALTH),
   script(3, 'indexes on the owner of VIPs and policies', V3_OWNER_INDEXES),
   script(4, 'backend port and host (port translation)', V4_BACKEND_PATH),
   script(5, 'VIP forwarding (source NAT); port and host of draining backends', V5_VIP_FORWARDING),
-  script(6, 'the fleet mirror\'s mark (etcd prefix, cluster, revision)', V6_FLEET_MARK),
+  script(6, "the fleet mirror's mark (etcd prefix, cluster, revision)", V6_FLEET_MARK),
 ]);
 
 /** The schema version this code writes. */
@@ -263,8 +269,7 @@ export function schemaVersion(db: Database.Database): number {
 
 /** Version 0 must mean "new": never build Ferry's schema into someone else's database. */
 function assertEmpty(db: Database.Database, file: string): void {
-  const objects = db.prepare<[], number>("SELECT COUNT(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'")
-    .pluck().get() ?? 0;
+  const objects = db.prepare<[], number>("SELECT COUNT(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'").pluck().get() ?? 0;
   if (objects > 0) {
     throw new Error(`store ${file}: not a Ferry database (schema version 0 but it already holds ${objects} tables or indexes)`);
   }
@@ -275,9 +280,7 @@ function assertEmpty(db: Database.Database, file: string): void {
  * `file` only names the database in errors. `migrations` is a parameter so
  * tests can build older databases.
  */
-export function migrate(
-  db: Database.Database, file: string, migrations: readonly Migration[] = MIGRATIONS,
-): number[] {
+export function migrate(db: Database.Database, file: string, migrations: readonly Migration[] = MIGRATIONS): number[] {
   const known = latestVersion(migrations);
   const run = db.transaction((): number[] => {
     // Read inside the transaction: two processes opening at once must not both migrate.

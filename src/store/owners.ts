@@ -17,8 +17,7 @@ export function ownerLabel(owner: string | null): string {
 /** Throws ForbiddenError unless `writer` owns the record. */
 export function assertOwner(kind: string, name: string, recordOwner: string | null, writer: string | null): void {
   if (recordOwner === writer) return;
-  const where = recordOwner === null ? 'through the API'
-    : recordOwner.startsWith('kubernetes:') ? 'in Kubernetes' : `as ${recordOwner}`;
+  const where = recordOwner === null ? 'through the API' : recordOwner.startsWith('kubernetes:') ? 'in Kubernetes' : `as ${recordOwner}`;
   throw new ForbiddenError(`${kind} "${name}" is owned by ${ownerLabel(recordOwner)}; change it ${where}`);
 }
 

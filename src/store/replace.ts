@@ -24,7 +24,15 @@ import { ConflictError, ValidationError } from '../model/errors.js';
 import type { DesiredState } from '../model/types.js';
 import { validateDesiredState } from '../model/validate.js';
 import {
-  normBackend, normPolicy, normVip, type BackendRow, type NormBackend, type NormPolicy, type NormVip, type PolicyRow, type VipRow,
+  normBackend,
+  normPolicy,
+  normVip,
+  type BackendRow,
+  type NormBackend,
+  type NormPolicy,
+  type NormVip,
+  type PolicyRow,
+  type VipRow,
 } from './rows.js';
 import type { Statements } from './statements.js';
 import { checkDrain, describeEndpoint, ownerLabel } from './owners.js';
@@ -58,7 +66,12 @@ export interface RecordWriter {
 }
 
 export function replaceState(
-  tx: RecordWriter, st: Statements, desired: DesiredState, drainSeconds: number, owner: string | null, scope?: ReplaceScope,
+  tx: RecordWriter,
+  st: Statements,
+  desired: DesiredState,
+  drainSeconds: number,
+  owner: string | null,
+  scope?: ReplaceScope,
 ): StateChange[] {
   checkDrain(drainSeconds);
   const inScope = scopeOf(desired, scope);
@@ -85,8 +98,10 @@ interface InScope {
 function scopeOf(desired: DesiredState, scope: ReplaceScope | undefined): InScope {
   if (scope === undefined) {
     return {
-      vip: () => true, policy: () => true,
-      vips: (st, owner) => st.vipsByOwner.all(owner), policies: (st, owner) => st.policiesByOwner.all(owner),
+      vip: () => true,
+      policy: () => true,
+      vips: (st, owner) => st.vipsByOwner.all(owner),
+      policies: (st, owner) => st.policiesByOwner.all(owner),
     };
   }
   // What the desired state declares is in scope too.
@@ -95,7 +110,8 @@ function scopeOf(desired: DesiredState, scope: ReplaceScope | undefined): InScop
   const owned = <R extends { owner: string | null }>(names: Set<string>, get: (n: string) => R | undefined, owner: string | null): R[] =>
     [...names].map(get).filter((r): r is R => r !== undefined && r.owner === owner);
   return {
-    vip: (n) => vips.has(n), policy: (n) => policies.has(n),
+    vip: (n) => vips.has(n),
+    policy: (n) => policies.has(n),
     vips: (st, owner) => owned(vips, (n) => st.vipByName.get(n), owner),
     policies: (st, owner) => owned(policies, (n) => st.policyByName.get(n), owner),
   };
@@ -103,8 +119,7 @@ function scopeOf(desired: DesiredState, scope: ReplaceScope | undefined): InScop
 
 /** A stable order: policies, VIPs, backends; creates, updates, deletes; then by name. */
 function compareChanges(a: StateChange, b: StateChange): number {
-  return KIND_ORDER[a.kind] - KIND_ORDER[b.kind] || OP_ORDER[a.op] - OP_ORDER[b.op]
-    || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  return KIND_ORDER[a.kind] - KIND_ORDER[b.kind] || OP_ORDER[a.op] - OP_ORDER[b.op] || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 }
 
 /**
@@ -136,14 +151,18 @@ function assertNoForeignCollisions(st: Statements, wanted: Wanted, owner: string
     if (row !== undefined && row.owner !== owner) problems.push(`vip "${vip.name}" exists and is owned by ${ownerLabel(row.owner)}`);
     for (const other of st.vipsAtEndpoint.all(vip.address, vip.port, vip.protocol)) {
       if (other.owner !== owner || (other.name !== vip.name && !inScope.vip(other.name))) {
-        problems.push(`vip "${vip.name}": ${describeEndpoint(vip)} is already used by vip "${other.name}" (owned by ${ownerLabel(other.owner)})`);
+        problems.push(
+          `vip "${vip.name}": ${describeEndpoint(vip)} is already used by vip "${other.name}" (owned by ${ownerLabel(other.owner)})`,
+        );
       }
     }
   }
   const keep = new Set(wanted.policies.map((p) => p.name));
   for (const p of inScope.policies(st, owner)) {
     if (keep.has(p.name)) continue;
-    const users = st.policyReferrers.all(p.name).filter((r) => r.owner !== owner || !inScope.vip(r.name))
+    const users = st.policyReferrers
+      .all(p.name)
+      .filter((r) => r.owner !== owner || !inScope.vip(r.name))
       .map((r) => `"${r.name}"${r.owner === owner ? '' : ' of another owner'}`);
     if (users.length > 0) problems.push(`policy "${p.name}" cannot be deleted: vip ${users.join(', ')} references it`);
   }
@@ -151,7 +170,12 @@ function assertNoForeignCollisions(st: Statements, wanted: Wanted, owner: string
 }
 
 function deleteUnwantedVips(
-  tx: RecordWriter, st: Statements, wanted: Wanted, owner: string | null, inScope: InScope, changes: StateChange[],
+  tx: RecordWriter,
+  st: Statements,
+  wanted: Wanted,
+  owner: string | null,
+  inScope: InScope,
+  changes: StateChange[],
 ): void {
   const keep = new Set(wanted.vips.map((w) => w.vip.name));
   for (const { name } of inScope.vips(st, owner)) {
@@ -189,7 +213,12 @@ function upsertVips(tx: RecordWriter, st: Statements, wanted: Wanted, owner: str
 
 /** Removals on every VIP first, then updates and creations. */
 function syncBackends(
-  tx: RecordWriter, st: Statements, wanted: Wanted, drainSeconds: number, owner: string | null, changes: StateChange[],
+  tx: RecordWriter,
+  st: Statements,
+  wanted: Wanted,
+  drainSeconds: number,
+  owner: string | null,
+  changes: StateChange[],
 ): void {
   const plans = wanted.vips.map((w) => {
     const vipRow = tx.mustVip(w.vip.name);
@@ -211,12 +240,18 @@ function syncBackends(
       if (row === undefined) added.push(b);
       else if (tx.updateBackend(row, b).changed) changes.push({ op: 'update', kind: 'backend', name: `${vipRow.name}/${b.address}` });
     }
-    for (const b of tx.insertBackends(vipRow, added, owner)) changes.push({ op: 'create', kind: 'backend', name: `${vipRow.name}/${b.address}` });
+    for (const b of tx.insertBackends(vipRow, added, owner))
+      changes.push({ op: 'create', kind: 'backend', name: `${vipRow.name}/${b.address}` });
   }
 }
 
 function deleteUnwantedPolicies(
-  tx: RecordWriter, st: Statements, wanted: Wanted, owner: string | null, inScope: InScope, changes: StateChange[],
+  tx: RecordWriter,
+  st: Statements,
+  wanted: Wanted,
+  owner: string | null,
+  inScope: InScope,
+  changes: StateChange[],
 ): void {
   const keep = new Set(wanted.policies.map((p) => p.name));
   for (const { name } of inScope.policies(st, owner)) {

@@ -8,9 +8,19 @@
  */
 import { dpAddr } from '../datapath/addr.js';
 import {
-  DEFAULT_WEIGHT, LOCAL_HOST,
-  type BackendRecord, type BackendSpec, type BackendState, type Encap, type Forwarding, type PolicyRecord,
-  type PolicySpec, type Protocol, type VipRecord, type VipSettings, type VipSpec,
+  DEFAULT_WEIGHT,
+  LOCAL_HOST,
+  type BackendRecord,
+  type BackendSpec,
+  type BackendState,
+  type Encap,
+  type Forwarding,
+  type PolicyRecord,
+  type PolicySpec,
+  type Protocol,
+  type VipRecord,
+  type VipSettings,
+  type VipSpec,
 } from '../model/types.js';
 import { normHealthCheck, type HealthCheck, type HealthEvent, type HealthStatus } from '../model/health.js';
 import { canonicalCidr, ipFamily, validatedIp } from '../net/addr.js';
@@ -149,8 +159,13 @@ export function normVip(spec: VipSpec): NormVip {
 /** Only call on a validated spec. */
 export function normBackend(spec: BackendSpec): NormBackend {
   return {
-    address: validatedIp(spec.address), weight: spec.weight ?? DEFAULT_WEIGHT, state: spec.state ?? 'active',
-    ...pathOf(spec.port ?? 0, spec.host === undefined || spec.host === null ? null : spec.host === LOCAL_HOST ? LOCAL_HOST : validatedIp(spec.host)),
+    address: validatedIp(spec.address),
+    weight: spec.weight ?? DEFAULT_WEIGHT,
+    state: spec.state ?? 'active',
+    ...pathOf(
+      spec.port ?? 0,
+      spec.host === undefined || spec.host === null ? null : spec.host === LOCAL_HOST ? LOCAL_HOST : validatedIp(spec.host),
+    ),
     ...(spec.health_check ? { health_check: normHealthCheck(spec.health_check, 'backend') } : {}),
   };
 }
@@ -163,9 +178,19 @@ export function normPolicy(spec: PolicySpec): NormPolicy {
 /** The normalized spec a stored VIP record was written from. */
 export function vipSpecOf(r: VipRecord): NormVip {
   return {
-    name: r.name, address: r.address, family: ipFamily(r.address), port: r.port, protocol: r.protocol,
-    encap: r.encap, allow: r.allow, deny: r.deny, policies: r.policies, rate_limit: r.rate_limit,
-    maglev_m: r.maglev_m, source_affinity: r.source_affinity, ...forwardingOf(r.forwarding ?? 'dsr'),
+    name: r.name,
+    address: r.address,
+    family: ipFamily(r.address),
+    port: r.port,
+    protocol: r.protocol,
+    encap: r.encap,
+    allow: r.allow,
+    deny: r.deny,
+    policies: r.policies,
+    rate_limit: r.rate_limit,
+    maglev_m: r.maglev_m,
+    source_affinity: r.source_affinity,
+    ...forwardingOf(r.forwarding ?? 'dsr'),
     ...(r.health_check ? { health_check: r.health_check } : {}),
   };
 }
@@ -177,7 +202,10 @@ function forwardingOf(f: Forwarding): { forwarding?: Forwarding } {
 
 export function backendSpecOf(r: BackendRecord): NormBackend {
   return {
-    address: r.address, weight: r.weight, state: r.state, ...pathOf(r.port ?? 0, r.host ?? null),
+    address: r.address,
+    weight: r.weight,
+    state: r.state,
+    ...pathOf(r.port ?? 0, r.host ?? null),
     ...(r.health_check ? { health_check: r.health_check } : {}),
   };
 }
@@ -229,9 +257,10 @@ export function vipRecord(row: VipRow, policies: string[]): VipRecord {
     allow: parseList(row.allow),
     deny: parseList(row.deny),
     policies,
-    rate_limit: row.rl_new_flows_per_sec === null || row.rl_burst === null
-      ? null
-      : { new_flows_per_sec: row.rl_new_flows_per_sec, burst: row.rl_burst },
+    rate_limit:
+      row.rl_new_flows_per_sec === null || row.rl_burst === null
+        ? null
+        : { new_flows_per_sec: row.rl_new_flows_per_sec, burst: row.rl_burst },
     maglev_m: row.maglev_m,
     source_affinity: row.source_affinity === 1,
     ...forwardingOf(row.forwarding),
@@ -279,6 +308,12 @@ export function addressSortKey(canonical: string): Buffer {
 
 export function healthEvent(row: HealthEventRow): HealthEvent {
   return {
-    id: row.id, time: row.time, vip: row.vip, backend: row.backend, from: row.from_status, to: row.to_status, reason: row.reason,
+    id: row.id,
+    time: row.time,
+    vip: row.vip,
+    backend: row.backend,
+    from: row.from_status,
+    to: row.to_status,
+    reason: row.reason,
   };
 }

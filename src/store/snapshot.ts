@@ -162,7 +162,12 @@ export function touchedNames(keys: Iterable<string>): { vips: Set<string>; polic
  * except the VIPs `written` knows whole (created by this transaction).
  */
 export function deriveState(
-  st: Statements, base: SnapshotState, keys: Iterable<string>, revision: number, hashSeed: number, written?: WrittenVips,
+  st: Statements,
+  base: SnapshotState,
+  keys: Iterable<string>,
+  revision: number,
+  hashSeed: number,
+  written?: WrittenVips,
 ): SnapshotState {
   const vips = new Map(base.vips);
   const backends = new Map(base.backends);
@@ -193,7 +198,12 @@ export function deriveState(
     else policies.set(name, deepFreeze(policyRecord(row)));
   }
   return {
-    revision, hash_seed: hashSeed, vips, backends, policies, tombstones: tombstones(st),
+    revision,
+    hash_seed: hashSeed,
+    vips,
+    backends,
+    policies,
+    tombstones: tombstones(st),
     delta: { from: base.revision, vips: t.vips, policies: t.policies },
   };
 }

@@ -20,9 +20,21 @@ const BACKEND_SELECT = `
 
 /** Columns written for a VIP, in this order, by insert and update. */
 export type VipValues = [
-  name: string, address: string, family: number, port: number, protocol: string, encap: string,
-  allow: string, deny: string, rl_new_flows_per_sec: number | null, rl_burst: number | null,
-  maglev_m: number | null, source_affinity: number, owner: string | null, health_check: string | null, forwarding: string,
+  name: string,
+  address: string,
+  family: number,
+  port: number,
+  protocol: string,
+  encap: string,
+  allow: string,
+  deny: string,
+  rl_new_flows_per_sec: number | null,
+  rl_burst: number | null,
+  maglev_m: number | null,
+  source_affinity: number,
+  owner: string | null,
+  health_check: string | null,
+  forwarding: string,
 ];
 
 /** Columns written for a backend's changeable fields, in this order, by insert and update. */
@@ -30,8 +42,15 @@ export type BackendValues = [weight: number, state: string, health_check: string
 
 /** The columns of one inserted backend, in BACKEND_INSERT's order. */
 export type BackendInsertRow = [
-  vip_id: number, address: string, sort_key: Buffer, ...BackendValues, owner: string | null,
-  created_revision: number, updated_revision: number, dp_id: number, dp_gen: number,
+  vip_id: number,
+  address: string,
+  sort_key: Buffer,
+  ...BackendValues,
+  owner: string | null,
+  created_revision: number,
+  updated_revision: number,
+  dp_id: number,
+  dp_gen: number,
 ];
 
 const BACKEND_INSERT = `
@@ -71,10 +90,12 @@ export function prepareStatements(db: Db) {
     meta: p<[], MetaRow>('SELECT revision, hash_seed FROM meta WHERE id = 1'),
     setRevision: p<[number]>('UPDATE meta SET revision = ? WHERE id = 1'),
     setHashSeed: p<[number]>('UPDATE meta SET hash_seed = ? WHERE id = 1'),
-    fleetMark: p<[], { prefix: string; cluster: string; revision: number }>('SELECT prefix, cluster, revision FROM fleet_mark WHERE id = 1'),
+    fleetMark: p<[], { prefix: string; cluster: string; revision: number }>(
+      'SELECT prefix, cluster, revision FROM fleet_mark WHERE id = 1',
+    ),
     setFleetMark: p<[string, string, number]>(
       'INSERT INTO fleet_mark (id, prefix, cluster, revision) VALUES (1, ?, ?, ?) ' +
-      'ON CONFLICT (id) DO UPDATE SET prefix = excluded.prefix, cluster = excluded.cluster, revision = excluded.revision',
+        'ON CONFLICT (id) DO UPDATE SET prefix = excluded.prefix, cluster = excluded.cluster, revision = excluded.revision',
     ),
 
     // vips
@@ -100,9 +121,7 @@ export function prepareStatements(db: Db) {
 
     // vip -> policy references
     vipPolicies: p<[number], string>('SELECT policy FROM vip_policies WHERE vip_id = ? ORDER BY position').pluck(),
-    allVipPolicies: p<[], { vip_id: number; policy: string }>(
-      'SELECT vip_id, policy FROM vip_policies ORDER BY vip_id, position',
-    ),
+    allVipPolicies: p<[], { vip_id: number; policy: string }>('SELECT vip_id, policy FROM vip_policies ORDER BY vip_id, position'),
     clearVipPolicies: p<[number]>('DELETE FROM vip_policies WHERE vip_id = ?'),
     insertVipPolicy: p<[number, number, string]>('INSERT INTO vip_policies (vip_id, position, policy) VALUES (?, ?, ?)'),
     policyReferrers: p<[string], { name: string; owner: string | null }>(`
@@ -117,9 +136,7 @@ export function prepareStatements(db: Db) {
     insertPolicy: p<[string, string, string, string | null, number, number]>(`
       INSERT INTO policies (name, allow, deny, owner, created_revision, updated_revision)
       VALUES (?, ?, ?, ?, ?, ?)`),
-    updatePolicy: p<[string, string, number, string]>(
-      'UPDATE policies SET allow = ?, deny = ?, updated_revision = ? WHERE name = ?',
-    ),
+    updatePolicy: p<[string, string, number, string]>('UPDATE policies SET allow = ?, deny = ?, updated_revision = ? WHERE name = ?'),
     deletePolicy: p<[string]>('DELETE FROM policies WHERE name = ?'),
 
     // backends
@@ -136,9 +153,7 @@ export function prepareStatements(db: Db) {
     deleteBackend: p<[number]>('DELETE FROM backends WHERE id = ?'),
 
     // datapath ids
-    freeVipId: p<[number], number>(
-      'SELECT dp_id FROM vip_ids WHERE in_use = 0 AND dp_id < ? ORDER BY dp_id LIMIT 1',
-    ).pluck(),
+    freeVipId: p<[number], number>('SELECT dp_id FROM vip_ids WHERE in_use = 0 AND dp_id < ? ORDER BY dp_id LIMIT 1').pluck(),
     nextVipId: p<[], number>('SELECT COALESCE(MAX(dp_id) + 1, 0) FROM vip_ids').pluck(),
     addVipId: p<[number]>('INSERT INTO vip_ids (dp_id, in_use) VALUES (?, 0)'),
     freeBackendIds: p<[number, number], number>(
@@ -169,9 +184,7 @@ export function prepareStatements(db: Db) {
     ),
     deleteExpiredTombstones: p<[number]>('DELETE FROM tombstones WHERE expires_at <= ?'),
     nextTombstoneExpiry: p<[], number | null>('SELECT MIN(expires_at) FROM tombstones').pluck(),
-    tombstoneAll: p<[], Tombstone>(
-      'SELECT dp_id, dp_gen, vip_dp_id, address, expires_at, port, host FROM tombstones ORDER BY dp_id',
-    ),
+    tombstoneAll: p<[], Tombstone>('SELECT dp_id, dp_gen, vip_dp_id, address, expires_at, port, host FROM tombstones ORDER BY dp_id'),
 
     // audit
     insertAudit: p<[number, string, string, string, string | null, string | null]>(
@@ -184,9 +197,7 @@ export function prepareStatements(db: Db) {
     insertHealthEvent: p<[string, string, string, string, string, string | null]>(
       'INSERT INTO health_events (time, vip, backend, from_status, to_status, reason) VALUES (?, ?, ?, ?, ?, ?)',
     ),
-    trimHealthEvents: p<[number]>(
-      'DELETE FROM health_events WHERE id <= (SELECT MAX(id) FROM health_events) - ?',
-    ),
+    trimHealthEvents: p<[number]>('DELETE FROM health_events WHERE id <= (SELECT MAX(id) FROM health_events) - ?'),
     healthEventPage: p<[string | null, string | null, string | null, string | null, number, number], HealthEventRow>(`
       SELECT * FROM health_events
       WHERE (? IS NULL OR vip = ?) AND (? IS NULL OR backend = ?) AND id < ?

@@ -120,7 +120,9 @@ class SqliteStore implements Store {
   private closed = false;
 
   constructor(
-    private readonly db: Database.Database, private readonly eventRetention: number, private readonly ctx: StoreContext,
+    private readonly db: Database.Database,
+    private readonly eventRetention: number,
+    private readonly ctx: StoreContext,
   ) {
     this.st = ctx.st;
   }
@@ -129,9 +131,7 @@ class SqliteStore implements Store {
     return this.currentRevision();
   }
 
-  write<T>(
-    actor: string, action: string, fn: (tx: StoreTx) => T, afterWrite?: (tx: StoreTx) => void,
-  ): { result: T; revision: number } {
+  write<T>(actor: string, action: string, fn: (tx: StoreTx) => T, afterWrite?: (tx: StoreTx) => void): { result: T; revision: number } {
     this.assertOpen();
     // A write inside another transaction would bump and audit a revision that the outer one may roll back.
     if (this.db.inTransaction) throw new Error('store: write() called inside another store transaction');
@@ -196,10 +196,14 @@ class SqliteStore implements Store {
     this.assertOpen();
     if (events.length === 0) return;
     // Its own short transaction: one fsync for a whole batch (a switch failing takes many backends at once).
-    writing(() => this.db.transaction(() => {
-      for (const e of events) this.st.insertHealthEvent.run(e.time, e.vip, e.backend, e.from, e.to, e.reason);
-      this.st.trimHealthEvents.run(this.eventRetention);
-    }).immediate());
+    writing(() =>
+      this.db
+        .transaction(() => {
+          for (const e of events) this.st.insertHealthEvent.run(e.time, e.vip, e.backend, e.from, e.to, e.reason);
+          this.st.trimHealthEvents.run(this.eventRetention);
+        })
+        .immediate(),
+    );
   }
 
   /**
@@ -241,9 +245,7 @@ class SqliteStore implements Store {
 
   private writeAudit(tx: Tx, actor: string, action: string): void {
     const { before, after } = tx.changes.audit();
-    this.st.insertAudit.run(
-      tx.revision, new Date(this.ctx.now()).toISOString(), actor, action, toJson(before), toJson(after),
-    );
+    this.st.insertAudit.run(tx.revision, new Date(this.ctx.now()).toISOString(), actor, action, toJson(before), toJson(after));
   }
 
   private assertOpen(): void {
@@ -255,7 +257,7 @@ class SqliteStore implements Store {
 const STORAGE_FAILURES: Readonly<Record<string, string>> = {
   SQLITE_FULL: 'the filesystem holding the state directory is full',
   SQLITE_READONLY: 'the state directory is read-only',
-  SQLITE_IOERR: 'the state directory\'s filesystem failed a read or write',
+  SQLITE_IOERR: "the state directory's filesystem failed a read or write",
   SQLITE_CANTOPEN: 'a file in the state directory cannot be opened',
 };
 
@@ -272,8 +274,10 @@ function writing<T>(fn: () => T): T {
     const primary = /^SQLITE_[A-Z]+/.exec(err.code)?.[0] ?? '';
     const what = STORAGE_FAILURES[primary];
     if (what === undefined) throw err;
-    throw new StorageError(`the change was not saved: ${what} (${err.code}: ${err.message}); nothing was changed, ` +
-      'reads and the datapath keep working, and writes succeed again once the filesystem does');
+    throw new StorageError(
+      `the change was not saved: ${what} (${err.code}: ${err.message}); nothing was changed, ` +
+        'reads and the datapath keep working, and writes succeed again once the filesystem does',
+    );
   }
 }
 
@@ -287,8 +291,8 @@ function auditEntry(row: AuditRow): AuditEntry {
     time: row.time,
     actor: row.actor,
     action: row.action,
-    before: row.before === null ? null : JSON.parse(row.before) as unknown,
-    after: row.after === null ? null : JSON.parse(row.after) as unknown,
+    before: row.before === null ? null : (JSON.parse(row.before) as unknown),
+    after: row.after === null ? null : (JSON.parse(row.after) as unknown),
   };
 }
 

@@ -11,11 +11,16 @@
  * hold thousands of them.
  */
 import type Database from 'better-sqlite3';
-import {
-  CapacityError, ConflictError, NotFoundError, ValidationError,
-} from '../model/errors.js';
+import { CapacityError, ConflictError, NotFoundError, ValidationError } from '../model/errors.js';
 import type {
-  BackendRecord, BackendSpec, DesiredState, PolicyRecord, PolicySpec, VipRecord, VipSpec, VipWithBackends,
+  BackendRecord,
+  BackendSpec,
+  DesiredState,
+  PolicyRecord,
+  PolicySpec,
+  VipRecord,
+  VipSpec,
+  VipWithBackends,
 } from '../model/types.js';
 import { validateBackendSpec, validatePolicySpec, validateVipSpec } from '../model/validate.js';
 import { canonicalIp } from '../net/addr.js';
@@ -24,16 +29,47 @@ import { pageRequest, toPage } from './cursor.js';
 import { assertOwner, checkDrain, describeEndpoint } from './owners.js';
 import { replaceState } from './replace.js';
 import {
-  addressSortKey, backendRecord, backendSpecOf, checkJson, healthEvent, normBackend, normPolicy, normVip, policyRecord,
-  policySpecOf, sameSpec, vipRecord, vipSpecOf,
-  type BackendRow, type NormBackend, type NormPolicy, type NormVip, type PolicyRow, type VipRow,
+  addressSortKey,
+  backendRecord,
+  backendSpecOf,
+  checkJson,
+  healthEvent,
+  normBackend,
+  normPolicy,
+  normVip,
+  policyRecord,
+  policySpecOf,
+  sameSpec,
+  vipRecord,
+  vipSpecOf,
+  type BackendRow,
+  type NormBackend,
+  type NormPolicy,
+  type NormVip,
+  type PolicyRow,
+  type VipRow,
 } from './rows.js';
 import {
-  buildState, deriveState, toSnapshot, touchedNames, WrittenVips, type SnapshotCache, type SnapshotState, type WrittenBackend,
+  buildState,
+  deriveState,
+  toSnapshot,
+  touchedNames,
+  WrittenVips,
+  type SnapshotCache,
+  type SnapshotState,
+  type WrittenBackend,
 } from './snapshot.js';
 import { MAX_ROWS_PER_INSERT, type BackendInsertRow, type Statements, type VipValues } from './statements.js';
 import type {
-  FleetMark, HealthEventQuery, NamedState, Page, PageQuery, ReplaceScope, StateChange, StoreSnapshot, StoreTx,
+  FleetMark,
+  HealthEventQuery,
+  NamedState,
+  Page,
+  PageQuery,
+  ReplaceScope,
+  StateChange,
+  StoreSnapshot,
+  StoreTx,
 } from './types.js';
 import type { HealthEvent } from '../model/health.js';
 
@@ -66,7 +102,11 @@ export class Tx implements StoreTx {
   /** The committed revision this transaction started from. */
   private readonly baseRevision: number;
 
-  constructor(private readonly ctx: StoreContext, readonly revision: number, mode: 'read' | 'nested-read' | 'write') {
+  constructor(
+    private readonly ctx: StoreContext,
+    readonly revision: number,
+    mode: 'read' | 'nested-read' | 'write',
+  ) {
     this.mode = mode;
     this.baseRevision = mode === 'write' ? revision - 1 : revision;
   }
@@ -127,7 +167,13 @@ export class Tx implements StoreTx {
     const st = this.rd;
     const { limit, after } = pageRequest('vip', q);
     const rows = st.vipPage.all(after ?? '', limit + 1);
-    return toPage(rows, limit, 'vip', (r) => r.name, (r) => this.vipRecordOf(r));
+    return toPage(
+      rows,
+      limit,
+      'vip',
+      (r) => r.name,
+      (r) => this.vipRecordOf(r),
+    );
   }
 
   getVip(name: string): VipRecord {
@@ -323,7 +369,7 @@ export class Tx implements StoreTx {
       throw new ValidationError([{ field: '/cursor', reason: 'not a cursor returned by this list (start again without one)' }]);
     }
     const vip = q.vip ?? null;
-    const backend = q.backend === undefined || q.backend === null ? null : canonicalIp(q.backend) ?? q.backend;
+    const backend = q.backend === undefined || q.backend === null ? null : (canonicalIp(q.backend) ?? q.backend);
     const rows = st.healthEventPage.all(vip, vip, backend, backend, before, limit + 1);
     return toPage(rows, limit, 'event', (r) => String(r.id), healthEvent);
   }
@@ -409,7 +455,8 @@ export class Tx implements StoreTx {
 
   /** A VIP becoming all-port: every backend's own check must name its port (a VIP check is validated with the VIP). */
   private assertChecksHavePorts(vip: VipRow): void {
-    const errors = this.rd.backendsOfVip.all(vip.id)
+    const errors = this.rd.backendsOfVip
+      .all(vip.id)
       .filter((b) => {
         const c = backendRecord(b).health_check;
         return c !== undefined && c.type !== 'none' && c.port === null;
@@ -431,7 +478,10 @@ export class Tx implements StoreTx {
       const spec = backendSpecOf(backendRecord(b));
       return validateBackendSpec(spec, '', norm.port, norm.forwarding === 'snat' ? norm.family : null)
         .filter((e) => e.field === '/port' || e.field === '/address')
-        .map((e) => ({ field: e.field === '/port' && norm.port === 0 ? '/port' : '/forwarding', reason: `backend ${b.address}: ${e.reason}` }));
+        .map((e) => ({
+          field: e.field === '/port' && norm.port === 0 ? '/port' : '/forwarding',
+          reason: `backend ${b.address}: ${e.reason}`,
+        }));
     });
     if (errors.length > 0) throw new ValidationError(errors);
   }
@@ -515,9 +565,18 @@ export class Tx implements StoreTx {
       return {
         sortKey: addressSortKey(norm.address),
         row: {
-          vip: vip.name, address: norm.address, weight: norm.weight, state: norm.state, owner,
-          created_revision: this.revision, updated_revision: this.revision, dp_id: id.dpId, dp_gen: id.gen,
-          health_check: checkJson(norm.health_check), port: norm.port ?? 0, host: norm.host ?? null,
+          vip: vip.name,
+          address: norm.address,
+          weight: norm.weight,
+          state: norm.state,
+          owner,
+          created_revision: this.revision,
+          updated_revision: this.revision,
+          dp_id: id.dpId,
+          dp_gen: id.gen,
+          health_check: checkJson(norm.health_check),
+          port: norm.port ?? 0,
+          host: norm.host ?? null,
         },
       };
     });
@@ -530,10 +589,16 @@ export class Tx implements StoreTx {
     this.written.addBackends(vip.name, written);
     return norms.map((norm) => {
       const record: BackendRecord = {
-        vip: vip.name, address: norm.address, weight: norm.weight, state: norm.state,
-        ...(norm.port !== undefined ? { port: norm.port } : {}), ...(norm.host !== undefined ? { host: norm.host } : {}),
+        vip: vip.name,
+        address: norm.address,
+        weight: norm.weight,
+        state: norm.state,
+        ...(norm.port !== undefined ? { port: norm.port } : {}),
+        ...(norm.host !== undefined ? { host: norm.host } : {}),
         ...(norm.health_check !== undefined ? { health_check: norm.health_check } : {}),
-        owner, created_revision: this.revision, updated_revision: this.revision,
+        owner,
+        created_revision: this.revision,
+        updated_revision: this.revision,
       };
       this.changes.record(backendKey(record), null, record);
       return record;
@@ -546,13 +611,23 @@ export class Tx implements StoreTx {
     if (sameSpec(backendSpecOf(before), norm)) return { record: before, changed: false };
     this.written.forget(row.vip);
     this.wr.updateBackend.run(
-      norm.weight, norm.state, checkJson(norm.health_check), norm.port ?? 0, norm.host ?? null, this.revision, row.id,
+      norm.weight,
+      norm.state,
+      checkJson(norm.health_check),
+      norm.port ?? 0,
+      norm.host ?? null,
+      this.revision,
+      row.id,
     );
     const { health_check: _old, port: _port, host: _host, ...rest } = before;
     const after: BackendRecord = {
-      ...rest, weight: norm.weight, state: norm.state,
-      ...(norm.port !== undefined ? { port: norm.port } : {}), ...(norm.host !== undefined ? { host: norm.host } : {}),
-      ...(norm.health_check ? { health_check: norm.health_check } : {}), updated_revision: this.revision,
+      ...rest,
+      weight: norm.weight,
+      state: norm.state,
+      ...(norm.port !== undefined ? { port: norm.port } : {}),
+      ...(norm.host !== undefined ? { host: norm.host } : {}),
+      ...(norm.health_check ? { health_check: norm.health_check } : {}),
+      updated_revision: this.revision,
     };
     this.changes.record(backendKey(before), before, after);
     return { record: after, changed: true };
@@ -573,9 +648,7 @@ export class Tx implements StoreTx {
   }
 
   insertPolicy(norm: NormPolicy, owner: string | null): PolicyRecord {
-    this.wr.insertPolicy.run(
-      norm.name, JSON.stringify(norm.allow), JSON.stringify(norm.deny), owner, this.revision, this.revision,
-    );
+    this.wr.insertPolicy.run(norm.name, JSON.stringify(norm.allow), JSON.stringify(norm.deny), owner, this.revision, this.revision);
     const record = policyRecord(this.mustPolicy(norm.name));
     this.changes.record(`policy/${norm.name}`, null, record);
     return record;
@@ -639,7 +712,7 @@ export class Tx implements StoreTx {
     if (first + count - ids.length > maxBackends) {
       throw new CapacityError(
         `no free backend id: all ${maxBackends} datapath backend slots are in use, including draining ` +
-        `tombstones (capacity max_backends = ${maxBackends})`,
+          `tombstones (capacity max_backends = ${maxBackends})`,
       );
     }
     const end = first + count - ids.length;
@@ -659,18 +732,43 @@ function backendKey(b: { vip: string; address: string }): string {
 function insertBackendRows(st: Statements, vipId: number, backends: readonly WrittenBackend[]): void {
   for (let at = 0; at < backends.length; at += MAX_ROWS_PER_INSERT) {
     const chunk = backends.slice(at, at + MAX_ROWS_PER_INSERT);
-    st.insertBackendRows(chunk.length).run(...chunk.flatMap(({ row, sortKey }): BackendInsertRow => [
-      vipId, row.address, sortKey, row.weight, row.state, row.health_check, row.port, row.host, row.owner,
-      row.created_revision, row.updated_revision, row.dp_id, row.dp_gen,
-    ]));
+    st.insertBackendRows(chunk.length).run(
+      ...chunk.flatMap(({ row, sortKey }): BackendInsertRow => [
+        vipId,
+        row.address,
+        sortKey,
+        row.weight,
+        row.state,
+        row.health_check,
+        row.port,
+        row.host,
+        row.owner,
+        row.created_revision,
+        row.updated_revision,
+        row.dp_id,
+        row.dp_gen,
+      ]),
+    );
   }
 }
 
 function vipValues(n: NormVip, owner: string | null): VipValues {
   return [
-    n.name, n.address, n.family, n.port, n.protocol, n.encap, JSON.stringify(n.allow), JSON.stringify(n.deny),
-    n.rate_limit?.new_flows_per_sec ?? null, n.rate_limit?.burst ?? null, n.maglev_m,
-    n.source_affinity ? 1 : 0, owner, checkJson(n.health_check), n.forwarding ?? 'dsr',
+    n.name,
+    n.address,
+    n.family,
+    n.port,
+    n.protocol,
+    n.encap,
+    JSON.stringify(n.allow),
+    JSON.stringify(n.deny),
+    n.rate_limit?.new_flows_per_sec ?? null,
+    n.rate_limit?.burst ?? null,
+    n.maglev_m,
+    n.source_affinity ? 1 : 0,
+    owner,
+    checkJson(n.health_check),
+    n.forwarding ?? 'dsr',
   ];
 }
 

@@ -5,7 +5,14 @@
  */
 import type { HealthEvent, NewHealthEvent } from '../model/health.js';
 import type {
-  BackendRecord, BackendSpec, DesiredState, PolicyRecord, PolicySpec, VipRecord, VipSpec, VipWithBackends,
+  BackendRecord,
+  BackendSpec,
+  DesiredState,
+  PolicyRecord,
+  PolicySpec,
+  VipRecord,
+  VipSpec,
+  VipWithBackends,
 } from '../model/types.js';
 
 export interface Page<T> {

@@ -56,7 +56,14 @@ $('login').addEventListener('submit', (ev) => {
 
 // ------------------------------------------------------------------ plots
 
-const fmt = (n) => (n >= 1e9 ? `${(n / 1e9).toFixed(1)}G` : n >= 1e6 ? `${(n / 1e6).toFixed(1)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}k` : n.toFixed(n < 10 ? 1 : 0));
+const fmt = (n) =>
+  n >= 1e9
+    ? `${(n / 1e9).toFixed(1)}G`
+    : n >= 1e6
+      ? `${(n / 1e6).toFixed(1)}M`
+      : n >= 1e3
+        ? `${(n / 1e3).toFixed(1)}k`
+        : n.toFixed(n < 10 ? 1 : 0);
 
 /** A small time-series plot in `div` with one series per label; keeps the last POINTS samples. */
 class Plot {
@@ -65,12 +72,17 @@ class Plot {
     this.labels = labels;
     this.data = [[], ...labels.map(() => [])];
     div.querySelector('.uplot')?.remove();
-    this.u = new uPlot({
-      width: Math.max(280, div.clientWidth - 16), height: 150,
-      legend: { show: false },
-      axes: [{}, { values: (_u, ticks) => ticks.map(fmt), size: 60 }],
-      series: [{}, ...labels.map((label, i) => ({ label, stroke: PALETTE[i % PALETTE.length], width: 1.5 }))],
-    }, this.data, div);
+    this.u = new uPlot(
+      {
+        width: Math.max(280, div.clientWidth - 16),
+        height: 150,
+        legend: { show: false },
+        axes: [{}, { values: (_u, ticks) => ticks.map(fmt), size: 60 }],
+        series: [{}, ...labels.map((label, i) => ({ label, stroke: PALETTE[i % PALETTE.length], width: 1.5 }))],
+      },
+      this.data,
+      div,
+    );
   }
 
   push(t, values) {
@@ -85,7 +97,11 @@ class Plot {
       // Many series (drop reasons): name only those with a rate now, in their colours.
       const caption = this.div.querySelector('.caption') ?? this.div.appendChild(el('div', { class: 'caption' }));
       const now = this.labels.map((label, i) => [label, values[i], PALETTE[i % PALETTE.length]]).filter(([, v]) => v > 0);
-      caption.replaceChildren(...(now.length === 0 ? ['none now'] : now.map(([label, v, colour]) => el('span', { style: `color:${colour}` }, `${label} ${fmt(v)}  `))));
+      caption.replaceChildren(
+        ...(now.length === 0
+          ? ['none now']
+          : now.map(([label, v, colour]) => el('span', { style: `color:${colour}` }, `${label} ${fmt(v)}  `))),
+      );
     }
   }
 }
@@ -131,7 +147,8 @@ function backendRates() {
   const old = new Map();
   for (const v of previous.before.stats.vips) for (const b of v.backends) old.set(`${v.name} ${b.address}`, b.packets);
   for (const v of previous.stats.vips) {
-    for (const b of v.backends) out.set(`${v.name} ${b.address}`, Math.max(0, (b.packets - (old.get(`${v.name} ${b.address}`) ?? b.packets)) / dt));
+    for (const b of v.backends)
+      out.set(`${v.name} ${b.address}`, Math.max(0, (b.packets - (old.get(`${v.name} ${b.address}`) ?? b.packets)) / dt));
   }
   return out;
 }
@@ -140,7 +157,10 @@ function backendRates() {
 
 async function setBackend(vip, address, state) {
   try {
-    await api(`/v1/vips/${encodeURIComponent(vip)}/backends/${encodeURIComponent(address)}`, { method: 'PUT', body: JSON.stringify({ state }) });
+    await api(`/v1/vips/${encodeURIComponent(vip)}/backends/${encodeURIComponent(address)}`, {
+      method: 'PUT',
+      body: JSON.stringify({ state }),
+    });
     await refreshVips();
   } catch (err) {
     alert(err.message);
@@ -151,7 +171,12 @@ function shareBar(shares, m) {
   const bar = el('div', { class: 'share' });
   shares.forEach((s, i) => {
     if (s.slots === 0) return;
-    bar.append(el('span', { style: `width:${(100 * s.slots) / m}%;background:${PALETTE[i % PALETTE.length]}`, title: `${s.address}: ${s.slots} of ${m} slots` }));
+    bar.append(
+      el('span', {
+        style: `width:${(100 * s.slots) / m}%;background:${PALETTE[i % PALETTE.length]}`,
+        title: `${s.address}: ${s.slots} of ${m} slots`,
+      }),
+    );
   });
   return bar;
 }
@@ -160,25 +185,36 @@ function backendRow(vip, b, share, m, pps, colour) {
   const slots = share?.slots ?? 0;
   const actions = el('td');
   if (canWrite && vip.owner === null) {
-    for (const [label, state] of [['drain', 'draining'], ['disable', 'disabled'], ['activate', 'active']]) {
-      if (b.state !== state) actions.append(el('button', { 'data-action': state, onclick: () => setBackend(vip.name, b.address, state) }, label));
+    for (const [label, state] of [
+      ['drain', 'draining'],
+      ['disable', 'disabled'],
+      ['activate', 'active'],
+    ]) {
+      if (b.state !== state)
+        actions.append(el('button', { 'data-action': state, onclick: () => setBackend(vip.name, b.address, state) }, label));
     }
   }
-  return el('tr', { 'data-vip': vip.name, 'data-backend': b.address, 'data-state': b.state },
+  return el(
+    'tr',
+    { 'data-vip': vip.name, 'data-backend': b.address, 'data-state': b.state },
     el('td', {}, el('span', { style: `color:${colour}` }, '■ '), b.address, b.port ? `:${b.port}` : ''),
     el('td', {}, b.weight),
     el('td', { class: `state-${b.state}` }, b.state),
     el('td', { class: `health-${b.health?.status ?? 'unchecked'}` }, b.health?.status ?? 'unchecked'),
     el('td', {}, fmt(pps ?? 0)),
     el('td', {}, m > 0 ? `${((100 * slots) / m).toFixed(1)}%` : '–'),
-    actions);
+    actions,
+  );
 }
 
 async function refreshVips() {
   const page = await api(`/v1/vips?limit=${MAX_VIPS}`);
   const rates = backendRates();
-  const table = el('table', {},
-    el('tr', {}, ...['backend', 'weight', 'state', 'health', 'pps', 'Maglev share', ''].map((h) => el('th', {}, h))));
+  const table = el(
+    'table',
+    {},
+    el('tr', {}, ...['backend', 'weight', 'state', 'health', 'pps', 'Maglev share', ''].map((h) => el('th', {}, h))),
+  );
   for (const vip of page.items) {
     const [backends, shares] = await Promise.all([
       api(`/v1/vips/${encodeURIComponent(vip.name)}/backends?limit=1000`),
@@ -186,14 +222,32 @@ async function refreshVips() {
     ]);
     const byAddress = new Map((shares?.backends ?? []).map((s) => [s.address, s]));
     const ordered = shares?.backends ?? [];
-    table.append(el('tr', { class: 'vip-head', 'data-vip': vip.name },
-      el('td', { colspan: 4 }, `${vip.name} — ${vip.address.includes(':') ? `[${vip.address}]` : vip.address}:${vip.port}/${vip.protocol}`,
-        vip.owner ? ` (${vip.owner})` : ''),
-      el('td', {}, `${vip.backend_count} backends`),
-      el('td', { colspan: 2 }, shares ? shareBar(ordered, shares.m) : '')));
+    table.append(
+      el(
+        'tr',
+        { class: 'vip-head', 'data-vip': vip.name },
+        el(
+          'td',
+          { colspan: 4 },
+          `${vip.name} — ${vip.address.includes(':') ? `[${vip.address}]` : vip.address}:${vip.port}/${vip.protocol}`,
+          vip.owner ? ` (${vip.owner})` : '',
+        ),
+        el('td', {}, `${vip.backend_count} backends`),
+        el('td', { colspan: 2 }, shares ? shareBar(ordered, shares.m) : ''),
+      ),
+    );
     for (const b of backends.items) {
       const i = ordered.findIndex((s) => s.address === b.address);
-      table.append(backendRow(vip, b, byAddress.get(b.address), shares?.m ?? 0, rates.get(`${vip.name} ${b.address}`), PALETTE[(i < 0 ? 0 : i) % PALETTE.length]));
+      table.append(
+        backendRow(
+          vip,
+          b,
+          byAddress.get(b.address),
+          shares?.m ?? 0,
+          rates.get(`${vip.name} ${b.address}`),
+          PALETTE[(i < 0 ? 0 : i) % PALETTE.length],
+        ),
+      );
     }
   }
   $('vips').replaceChildren(page.items.length === 0 ? el('p', {}, 'No VIPs yet.') : table);
@@ -204,7 +258,11 @@ async function refreshVips() {
 
 async function refreshHealth() {
   const page = await api('/v1/health/events?limit=20');
-  $('health').replaceChildren(...page.items.map((e) => el('li', {}, `${e.time.slice(11, 19)} ${e.vip} ${e.backend}: ${e.from} → ${e.to}${e.reason ? ` (${e.reason})` : ''}`)));
+  $('health').replaceChildren(
+    ...page.items.map((e) =>
+      el('li', {}, `${e.time.slice(11, 19)} ${e.vip} ${e.backend}: ${e.from} → ${e.to}${e.reason ? ` (${e.reason})` : ''}`),
+    ),
+  );
   if (page.items.length === 0) $('health').append(el('li', {}, 'none'));
 }
 
@@ -232,9 +290,14 @@ async function followMonitor() {
         const data = /^data: (.*)$/m.exec(msg)?.[1];
         if (kind === undefined || data === undefined) continue;
         const e = JSON.parse(data);
-        const text = kind === 'flow' ? `${e.time.slice(11, 19)} flow ${e.source}:${e.source_port} → ${e.vip ?? e.destination} → ${e.backend} (${e.reason})`
-          : kind === 'drop' ? `${e.time.slice(11, 19)} drop ${e.reason} ${e.source} → ${e.destination}:${e.destination_port}`
-            : kind === 'lost' ? `${e.events} events lost (the page read too slowly)` : null;
+        const text =
+          kind === 'flow'
+            ? `${e.time.slice(11, 19)} flow ${e.source}:${e.source_port} → ${e.vip ?? e.destination} → ${e.backend} (${e.reason})`
+            : kind === 'drop'
+              ? `${e.time.slice(11, 19)} drop ${e.reason} ${e.source} → ${e.destination}:${e.destination_port}`
+              : kind === 'lost'
+                ? `${e.events} events lost (the page read too slowly)`
+                : null;
         if (text === null) continue;
         const list = $('monitor');
         list.prepend(el('li', { 'data-kind': kind }, text));
@@ -252,7 +315,8 @@ async function followMonitor() {
 async function tick() {
   observeStats(await api('/v1/stats'));
   const status = await api('/v1/status');
-  $('daemon').textContent = `ferryd ${status.version} · revision ${status.revision} (datapath ${status.applied_revision}) · up ${Math.round(status.uptime_seconds)} s`;
+  $('daemon').textContent =
+    `ferryd ${status.version} · revision ${status.revision} (datapath ${status.applied_revision}) · up ${Math.round(status.uptime_seconds)} s`;
   $('daemon').dataset.revision = String(status.revision);
 }
 

@@ -46,19 +46,34 @@ export class FakeInfo implements DaemonInfo {
     if (this.statusError !== null) throw this.statusError;
     const c = this.controller();
     return {
-      version: this.version, revision: c.revision(), applied_revision: c.appliedRevision, uptime_seconds: 12.5,
+      version: this.version,
+      revision: c.revision(),
+      applied_revision: c.appliedRevision,
+      uptime_seconds: 12.5,
       interfaces: [{ name: 'eth0', xdp_mode: 'native' }],
-      maps: [{ name: 'ferry_vips', max_entries: 64, used: 1 }, { name: 'ferry_conntrack', max_entries: 1 << 20 }],
+      maps: [
+        { name: 'ferry_vips', max_entries: 64, used: 1 },
+        { name: 'ferry_conntrack', max_entries: 1 << 20 },
+      ],
       last_reconcile: { changes: c.lastReconcile.changes, duration_ms: c.lastReconcile.durationMs },
     };
   }
 
   stats(): StatsBody {
     return {
-      vips: [{
-        name: 'web', packets: 10, bytes: 1500, new_flows: 2, ct_hits: 8, ct_misses: 2, drops: 0, rate_pps: 1.5,
-        backends: [{ address: '198.19.0.1', packets: 10, bytes: 1500, new_flows: 2 }],
-      }],
+      vips: [
+        {
+          name: 'web',
+          packets: 10,
+          bytes: 1500,
+          new_flows: 2,
+          ct_hits: 8,
+          ct_misses: 2,
+          drops: 0,
+          rate_pps: 1.5,
+          backends: [{ address: '198.19.0.1', packets: 10, bytes: 1500, new_flows: 2 }],
+        },
+      ],
       drops: { policy: 3, fragment: 1 },
     };
   }
@@ -69,7 +84,13 @@ export function idleMetricsSource(views: Partial<MetricsSource> = {}): MetricsSo
   return {
     counters: () => ({ vips: [], drops: {} }),
     status: () => ({
-      version: 't', revision: 0, applied_revision: 0, uptime_seconds: 0, interfaces: [], maps: [], last_reconcile: { changes: 0, duration_ms: 0 },
+      version: 't',
+      revision: 0,
+      applied_revision: 0,
+      uptime_seconds: 0,
+      interfaces: [],
+      maps: [],
+      last_reconcile: { changes: 0, duration_ms: 0 },
     }),
     ...views,
   };
@@ -84,7 +105,22 @@ export interface Api {
   close(): Promise<void>;
 }
 
-export interface ApiFixtureOptions extends Partial<Pick<ApiOptions, 'auth' | 'logger' | 'bodyLimit' | 'stateBodyLimit' | 'drainSeconds' | 'metrics' | 'rateLimit' | 'requestTimeoutMs' | 'https' | 'bgp' | 'fleet'>> {
+export interface ApiFixtureOptions extends Partial<
+  Pick<
+    ApiOptions,
+    | 'auth'
+    | 'logger'
+    | 'bodyLimit'
+    | 'stateBodyLimit'
+    | 'drainSeconds'
+    | 'metrics'
+    | 'rateLimit'
+    | 'requestTimeoutMs'
+    | 'https'
+    | 'bgp'
+    | 'fleet'
+  >
+> {
   maxVips?: number;
   maxBackends?: number;
   /** The datapath side (default: a FakeApplier, which `applier` then is). */
@@ -104,7 +140,11 @@ export async function makeApi(o: ApiFixtureOptions = {}): Promise<Api> {
   controller.reconcile();
   const info = new FakeInfo(() => controller);
   const app = await buildApp({
-    controller, info, drainSeconds: o.drainSeconds ?? 30, auth: o.auth ?? null, logger: o.logger ?? false,
+    controller,
+    info,
+    drainSeconds: o.drainSeconds ?? 30,
+    auth: o.auth ?? null,
+    logger: o.logger ?? false,
     ...(o.bodyLimit === undefined ? {} : { bodyLimit: o.bodyLimit }),
     ...(o.stateBodyLimit === undefined ? {} : { stateBodyLimit: o.stateBodyLimit }),
     ...(o.metrics === undefined ? {} : { metrics: o.metrics }),
@@ -115,7 +155,11 @@ export async function makeApi(o: ApiFixtureOptions = {}): Promise<Api> {
     ...(o.fleet === undefined ? {} : { fleet: o.fleet }),
   });
   return {
-    app, store, controller, applier, info,
+    app,
+    store,
+    controller,
+    applier,
+    info,
     close: async () => {
       await app.close();
       store.close();

@@ -42,16 +42,32 @@ export function makeFerrydEnv(tag: string, apiExtra: string[] = []): FerrydEnv {
   inNs(['ip', 'link', 'set', 'veth1', 'up']);
   const socket = join(dir, 'ferry.sock');
   const config = join(dir, 'ferry.yaml');
-  writeFileSync(config, [
-    `state_dir: ${dir}/state`,
-    'bpf:', `  pin_root: ${pinRoot}`, '  max_vips: 64', '  max_backends: 1024', '  conntrack_entries: 65536', '  max_policy_rules: 1024',
-    'interfaces:', '  - name: veth0', '    mode: native',
-    'datapath:', '  encap_source_v4: 198.19.255.0/24', '  encap_source_v6: 2001:db8:ff::/112', '  drain_seconds: 1',
-    '  gateway_mac: 02:00:00:00:fe:01',
-    '  reconcile_interval_seconds: 1',
-    'api:', `  socket: ${socket}`, ...apiExtra,
-    'log:', '  level: info',
-  ].join('\n'));
+  writeFileSync(
+    config,
+    [
+      `state_dir: ${dir}/state`,
+      'bpf:',
+      `  pin_root: ${pinRoot}`,
+      '  max_vips: 64',
+      '  max_backends: 1024',
+      '  conntrack_entries: 65536',
+      '  max_policy_rules: 1024',
+      'interfaces:',
+      '  - name: veth0',
+      '    mode: native',
+      'datapath:',
+      '  encap_source_v4: 198.19.255.0/24',
+      '  encap_source_v6: 2001:db8:ff::/112',
+      '  drain_seconds: 1',
+      '  gateway_mac: 02:00:00:00:fe:01',
+      '  reconcile_interval_seconds: 1',
+      'api:',
+      `  socket: ${socket}`,
+      ...apiExtra,
+      'log:',
+      '  level: info',
+    ].join('\n'),
+  );
   return { ns, dir, socket, pinRoot, config };
 }
 
@@ -70,7 +86,8 @@ export interface Ferryd {
 export async function startFerryd(e: FerrydEnv, args: string[] = [], env: NodeJS.ProcessEnv = {}, until = '/readyz'): Promise<Ferryd> {
   const script = join(packageRoot(), 'dist', 'src', 'daemon', 'ferryd.js');
   const proc = spawn('nsenter', [`--net=/run/netns/${e.ns}`, '--', process.execPath, script, '--config', e.config, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
   });
   let out = '';
   proc.stdout?.on('data', (d: Buffer) => (out += d.toString()));
@@ -99,7 +116,10 @@ export function openDaemonDatapath(e: FerrydEnv): LbDatapath {
 export function mapVips(e: FerrydEnv): string[] {
   const dp = openDaemonDatapath(e);
   try {
-    return dp.vipIndex.entries().map(([k]) => `${formatAddr(k.family, k.addr)}:${k.port}`).sort();
+    return dp.vipIndex
+      .entries()
+      .map(([k]) => `${formatAddr(k.family, k.addr)}:${k.port}`)
+      .sort();
   } finally {
     dp.close();
   }
@@ -140,7 +160,9 @@ export function ferryctl(e: FerrydEnv, args: string[], input?: string): { code: 
 export function ferryctlInNs(e: FerrydEnv, args: string[], env: NodeJS.ProcessEnv = {}): { code: number; out: string; err: string } {
   const script = join(packageRoot(), 'dist', 'src', 'cli', 'ferryctl.js');
   const r = spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', process.execPath, script, ...args], {
-    encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env },
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { ...process.env, ...env },
   });
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }

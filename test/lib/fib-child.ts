@@ -38,14 +38,37 @@ function main(): void {
       const outerDst = [...parseIp(e.l3).dst].join('.');
       return { retval: r.retval, dst: e.dstMac.toString('hex'), src: e.srcMac.toString('hex'), len: r.data.length, outerDst };
     };
-    const small = frame({ src: '198.18.1.100', dst: '198.18.0.10', proto: 'tcp', dport: 80, tcpFlags: TCP_SYN, payload: Buffer.alloc(100) });
-    const big = frame({ src: '198.18.1.100', dst: '198.18.0.10', proto: 'tcp', dport: 80, tcpFlags: TCP_SYN, payload: Buffer.alloc(1400), df: true });
+    const small = frame({
+      src: '198.18.1.100',
+      dst: '198.18.0.10',
+      proto: 'tcp',
+      dport: 80,
+      tcpFlags: TCP_SYN,
+      payload: Buffer.alloc(100),
+    });
+    const big = frame({
+      src: '198.18.1.100',
+      dst: '198.18.0.10',
+      proto: 'tcp',
+      dport: 80,
+      tcpFlags: TCP_SYN,
+      payload: Buffer.alloc(1400),
+      df: true,
+    });
     const viaNode = frame({ src: '198.18.1.100', dst: '198.18.0.12', proto: 'tcp', dport: 80, tcpFlags: TCP_SYN });
-    const sameIf = frame({ src: '198.18.1.100', dst: '198.18.0.11', proto: 'tcp', dport: 80, tcpFlags: TCP_SYN, payload: Buffer.alloc(100) });
+    const sameIf = frame({
+      src: '198.18.1.100',
+      dst: '198.18.0.11',
+      proto: 'tcp',
+      dport: 80,
+      tcpFlags: TCP_SYN,
+      payload: Buffer.alloc(100),
+    });
     const before = h.dp.dropCounts().too_big.packets;
     const lookups = () => Number(h.dp.counterValues().fib_lookup.packets);
     const result = {
-      in0, out0,
+      in0,
+      out0,
       redirect: run(small),
       tooBig: run(big),
       tx: run(sameIf),

@@ -13,7 +13,13 @@ import { LbDatapath, type LbSizes } from '../../src/datapath/lb.js';
 import { BPF_F_TEST_XDP_LIVE_FRAMES, loadNative } from '../../src/datapath/native.js';
 import { bpfObjectPath } from '../../src/paths.js';
 import {
-  programBackend, programConfig, programTable, programVip, type BackendProgram, type ConfigProgram, type VipProgram,
+  programBackend,
+  programConfig,
+  programTable,
+  programVip,
+  type BackendProgram,
+  type ConfigProgram,
+  type VipProgram,
 } from '../../src/datapath/program.js';
 
 export const BPFFS = '/sys/fs/bpf';
@@ -80,7 +86,10 @@ export class LbHarness {
   readonly tables = new Map<number, Uint32Array>();
   readonly vipSpecs = new Map<number, VipProgram>();
 
-  constructor(readonly pinRoot: string, sizes: Partial<LbSizes> = {}) {
+  constructor(
+    readonly pinRoot: string,
+    sizes: Partial<LbSizes> = {},
+  ) {
     ensureBpffs();
     rmSync(pinRoot, { recursive: true, force: true });
     mkdirSync(pinRoot, { recursive: true });
@@ -93,15 +102,27 @@ export class LbHarness {
 
   /** The global config; live events stay off unless eventsPerSecond is given. */
   setConfig(o: {
-    flags?: number; gwMac?: Buffer; src4?: string | null; src6?: string | null; nexthopCache?: boolean;
-    eventsFlowSample?: number; eventsPerSecond?: number; eventsCpus?: number; recordAfterHandshake?: boolean;
+    flags?: number;
+    gwMac?: Buffer;
+    src4?: string | null;
+    src6?: string | null;
+    nexthopCache?: boolean;
+    eventsFlowSample?: number;
+    eventsPerSecond?: number;
+    eventsCpus?: number;
+    recordAfterHandshake?: boolean;
     snat?: ConfigProgram['snat'];
   }): void {
     programConfig(this.dp, {
-      seed: SEED, src4: o.src4 === undefined ? SRC4 : o.src4, src6: o.src6 === undefined ? SRC6 : o.src6,
-      gwMac: o.gwMac ?? GW_MAC, skipFib: (o.flags ?? CFG_F_SKIP_FIB) === CFG_F_SKIP_FIB, nexthopCache: o.nexthopCache ?? true,
+      seed: SEED,
+      src4: o.src4 === undefined ? SRC4 : o.src4,
+      src6: o.src6 === undefined ? SRC6 : o.src6,
+      gwMac: o.gwMac ?? GW_MAC,
+      skipFib: (o.flags ?? CFG_F_SKIP_FIB) === CFG_F_SKIP_FIB,
+      nexthopCache: o.nexthopCache ?? true,
       recordAfterHandshake: o.recordAfterHandshake ?? false,
-      eventsFlowSample: o.eventsFlowSample ?? 0, eventsPerSecond: o.eventsPerSecond ?? 0,
+      eventsFlowSample: o.eventsFlowSample ?? 0,
+      eventsPerSecond: o.eventsPerSecond ?? 0,
       ...(o.eventsCpus === undefined ? {} : { eventsCpus: o.eventsCpus }),
       ...(o.snat ? { snat: o.snat } : {}),
     });
@@ -148,7 +169,13 @@ export function flowOf(src: string, dst: string, sport: number, dport: number, p
   const s = dpAddr(src);
   const d = dpAddr(dst);
   return {
-    src: s.bytes, dst: d.bytes, sport, dport, proto, family: isIPv4(src) ? FERRY_AF_INET : FERRY_AF_INET6, pad: 0,
+    src: s.bytes,
+    dst: d.bytes,
+    sport,
+    dport,
+    proto,
+    family: isIPv4(src) ? FERRY_AF_INET : FERRY_AF_INET6,
+    pad: 0,
   };
 }
 

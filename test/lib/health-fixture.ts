@@ -44,16 +44,28 @@ export async function makeHealthRig(o: { store?: Store; probe?: ProbeFn } = {}):
   const controller = new Controller(store, applier, (state) => planState(state, { health: monitor?.verdict }));
   controller.reconcile();
   monitor = new HealthMonitor({
-    store, reconcile: () => controller.reconcile(), logger: pino({ level: 'silent' }), syncIntervalMs: 20,
+    store,
+    reconcile: () => controller.reconcile(),
+    logger: pino({ level: 'silent' }),
+    syncIntervalMs: 20,
     checker: { probe: o.probe ?? mappedProbe },
   });
   monitor.start();
   const m = monitor;
   const app = await buildApp({
-    controller, info: new FakeInfo(() => controller), drainSeconds: 0, auth: null, logger: false, health: m,
+    controller,
+    info: new FakeInfo(() => controller),
+    drainSeconds: 0,
+    auth: null,
+    logger: false,
+    health: m,
   });
   return {
-    store, controller, applier, monitor: m, app,
+    store,
+    controller,
+    applier,
+    monitor: m,
+    app,
     dpState: (vip, address) => applier.last?.vips.find((v) => v.name === vip)?.backends.find((b) => b.address === address)?.state,
     close: async () => {
       await m.stop();

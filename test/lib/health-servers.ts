@@ -53,7 +53,11 @@ export class HttpServer {
   port = 0;
   requests = 0;
 
-  constructor(readonly host: string, private readonly handler: HttpHandler, private readonly tls?: { key: string; cert: string }) {}
+  constructor(
+    readonly host: string,
+    private readonly handler: HttpHandler,
+    private readonly tls?: { key: string; cert: string },
+  ) {}
 
   async start(): Promise<this> {
     const handler: HttpHandler = (req, res) => {
@@ -84,7 +88,10 @@ export class UdpServer {
   port = 0;
   received = 0;
 
-  constructor(readonly host: string, private readonly reply: (msg: Buffer) => Buffer | null) {}
+  constructor(
+    readonly host: string,
+    private readonly reply: (msg: Buffer) => Buffer | null,
+  ) {}
 
   async start(): Promise<this> {
     const sock = dgram.createSocket('udp4');

@@ -18,7 +18,12 @@ export class UnixGate {
   private readonly open = new Set<net.Socket>();
   private holding: boolean;
 
-  private constructor(readonly path: string, private readonly port: number, private readonly server: net.Server, hold: boolean) {
+  private constructor(
+    readonly path: string,
+    private readonly port: number,
+    private readonly server: net.Server,
+    hold: boolean,
+  ) {
     this.holding = hold;
   }
 
@@ -82,7 +87,9 @@ net.createServer((c) => {
 
 /** A forwarder in namespace `ns`: 127.0.0.1:`port` there → the unix socket `path`. */
 export async function startNetnsForwarder(ns: string, port: number, path: string): Promise<{ proc: ChildProcess; stop(): Promise<void> }> {
-  const proc = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', process.execPath, '-e', FORWARDER, String(port), path], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', process.execPath, '-e', FORWARDER, String(port), path], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   proc.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr?.on('data', (d: Buffer) => (out += d.toString()));
@@ -107,11 +114,27 @@ export async function startNetnsForwarder(ns: string, port: number, path: string
 
 /** A kubeconfig for `server` (https, the given CA) with a bearer token. */
 export function writeKubeconfig(file: string, server: string, caFile: string, token: string): void {
-  writeFileSync(file, [
-    'apiVersion: v1', 'kind: Config',
-    'clusters:', '- name: lab', '  cluster:', `    server: ${server}`, `    certificate-authority: ${caFile}`,
-    'users:', '- name: ferry', '  user:', `    token: ${token}`,
-    'contexts:', '- name: lab', '  context:', '    cluster: lab', '    user: ferry',
-    'current-context: lab', '',
-  ].join('\n'));
+  writeFileSync(
+    file,
+    [
+      'apiVersion: v1',
+      'kind: Config',
+      'clusters:',
+      '- name: lab',
+      '  cluster:',
+      `    server: ${server}`,
+      `    certificate-authority: ${caFile}`,
+      'users:',
+      '- name: ferry',
+      '  user:',
+      `    token: ${token}`,
+      'contexts:',
+      '- name: lab',
+      '  context:',
+      '    cluster: lab',
+      '    user: ferry',
+      'current-context: lab',
+      '',
+    ].join('\n'),
+  );
 }

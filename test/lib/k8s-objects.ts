@@ -4,7 +4,14 @@
  * EndpointSlice controller sets).
  */
 import type {
-  Endpoint, EndpointConditions, EndpointSlice, IpFamily, Node, Service, ServicePort, ServiceSpec,
+  Endpoint,
+  EndpointConditions,
+  EndpointSlice,
+  IpFamily,
+  Node,
+  Service,
+  ServicePort,
+  ServiceSpec,
 } from '../../src/k8s/types.js';
 import { LABEL_SERVICE_NAME } from '../../src/k8s/types.js';
 
@@ -62,7 +69,11 @@ export function slice(name: string, endpoints: readonly EndpointArg[], o: SliceO
     metadata: { name, namespace: o.namespace ?? 'default', labels: { [LABEL_SERVICE_NAME]: svcName, ...o.labels } },
     addressType: o.addressType ?? 'IPv4',
     endpoints: eps,
-    ports: (o.ports ?? [{ name: 'http', port: 80, protocol: 'TCP' }]).map((p) => ({ name: p.name ?? '', port: p.port, protocol: p.protocol ?? 'TCP' })),
+    ports: (o.ports ?? [{ name: 'http', port: 80, protocol: 'TCP' }]).map((p) => ({
+      name: p.name ?? '',
+      port: p.port,
+      protocol: p.protocol ?? 'TCP',
+    })),
   };
 }
 

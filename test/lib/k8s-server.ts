@@ -47,11 +47,19 @@ interface ResourceDef {
 const DEFS: Record<ResourceName, ResourceDef> = {
   services: { prefix: '/api/v1', kind: 'Service', listKind: 'ServiceList', apiVersion: 'v1', namespaced: true },
   endpointslices: {
-    prefix: '/apis/discovery.k8s.io/v1', kind: 'EndpointSlice', listKind: 'EndpointSliceList', apiVersion: 'discovery.k8s.io/v1', namespaced: true,
+    prefix: '/apis/discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    listKind: 'EndpointSliceList',
+    apiVersion: 'discovery.k8s.io/v1',
+    namespaced: true,
   },
   nodes: { prefix: '/api/v1', kind: 'Node', listKind: 'NodeList', apiVersion: 'v1', namespaced: false },
   leases: {
-    prefix: '/apis/coordination.k8s.io/v1', kind: 'Lease', listKind: 'LeaseList', apiVersion: 'coordination.k8s.io/v1', namespaced: true,
+    prefix: '/apis/coordination.k8s.io/v1',
+    kind: 'Lease',
+    listKind: 'LeaseList',
+    apiVersion: 'coordination.k8s.io/v1',
+    namespaced: true,
   },
 };
 
@@ -99,7 +107,13 @@ export interface RequestRecord {
 }
 
 const statusBody = (code: number, reason: string, message: string): object => ({
-  kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code,
+  kind: 'Status',
+  apiVersion: 'v1',
+  metadata: {},
+  status: 'Failure',
+  message,
+  reason,
+  code,
 });
 
 const keyOf = (o: KubeObject): string => (o.metadata.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata.name);
@@ -112,7 +126,10 @@ export class K8sTestServer {
   goneMode: 'event' | 'http';
   readonly requests: RequestRecord[] = [];
   private readonly objects: Record<ResourceName, Map<string, KubeObject>> = {
-    services: new Map(), endpointslices: new Map(), nodes: new Map(), leases: new Map(),
+    services: new Map(),
+    endpointslices: new Map(),
+    nodes: new Map(),
+    leases: new Map(),
   };
   private history: HistoryEntry[] = [];
   private readonly watchers = new Set<Watcher>();
@@ -154,10 +171,29 @@ export class K8sTestServer {
   private async listen(): Promise<void> {
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => this.handle(req, res);
     if (this.o.tls) {
-      execFileSync('openssl', [
-        'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-        '-keyout', join(this.tmp, 'key.pem'), '-out', this.caFile, '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
-      ], { stdio: 'ignore' });
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:prime256v1',
+          '-nodes',
+          '-days',
+          '1',
+          '-keyout',
+          join(this.tmp, 'key.pem'),
+          '-out',
+          this.caFile,
+          '-subj',
+          '/CN=127.0.0.1',
+          '-addext',
+          'subjectAltName=IP:127.0.0.1',
+        ],
+        { stdio: 'ignore' },
+      );
       this.server = https.createServer({ key: readFileSync(join(this.tmp, 'key.pem')), cert: readFileSync(this.caFile) }, handler);
     } else {
       this.server = http.createServer(handler);
@@ -186,13 +222,28 @@ export class K8sTestServer {
     const path = join(this.tmp, 'kubeconfig.yaml');
     const cluster = this.o.tls ? `    certificate-authority: ${this.caFile}` : '    insecure-skip-tls-verify: true';
     const user = this.token === null ? '  user: {}' : `  user:\n    token: ${this.token}`;
-    writeFileSync(path, [
-      'apiVersion: v1', 'kind: Config',
-      'clusters:', '- name: test', '  cluster:', `    server: ${this.url}`, cluster,
-      'users:', '- name: test', user,
-      'contexts:', '- name: test', '  context:', '    cluster: test', '    user: test',
-      'current-context: test', '',
-    ].join('\n'));
+    writeFileSync(
+      path,
+      [
+        'apiVersion: v1',
+        'kind: Config',
+        'clusters:',
+        '- name: test',
+        '  cluster:',
+        `    server: ${this.url}`,
+        cluster,
+        'users:',
+        '- name: test',
+        user,
+        'contexts:',
+        '- name: test',
+        '  context:',
+        '    cluster: test',
+        '    user: test',
+        'current-context: test',
+        '',
+      ].join('\n'),
+    );
     return path;
   }
 
@@ -437,7 +488,14 @@ export class K8sTestServer {
       }
       const rv = body.metadata?.resourceVersion;
       if (rv !== undefined && rv !== stored.metadata.resourceVersion) {
-        send(409, statusBody(409, 'Conflict', `Operation cannot be fulfilled on ${r.resource} "${stored.metadata.name}": the object has been modified; please apply your changes to the latest version and try again`));
+        send(
+          409,
+          statusBody(
+            409,
+            'Conflict',
+            `Operation cannot be fulfilled on ${r.resource} "${stored.metadata.name}": the object has been modified; please apply your changes to the latest version and try again`,
+          ),
+        );
         return;
       }
       const next = r.status
@@ -497,7 +555,8 @@ export class K8sTestServer {
     res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' });
     const lines: string[] = [];
     if (from === null) {
-      const items = [...this.objects[resource].values()].filter(filter)
+      const items = [...this.objects[resource].values()]
+        .filter(filter)
         .sort((a, b) => Number(a.metadata.resourceVersion) - Number(b.metadata.resourceVersion));
       for (const o of items) lines.push(line('ADDED', o));
     } else {
@@ -594,7 +653,10 @@ function makeFilter(namespace: string | undefined, fieldSel: string | undefined,
     get({ metadata: { name: '' } });
     tests.push(op === '!=' ? (o) => get(o) !== value : (o) => get(o) === value);
   }
-  for (const term of (labelSel ?? '').split(',').map((t) => t.trim()).filter((t) => t !== '')) {
+  for (const term of (labelSel ?? '')
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => t !== '')) {
     const m = /^(!?)([a-zA-Z0-9./_-]+)(?:(==|=|!=)([a-zA-Z0-9._-]*))?$/.exec(term);
     if (m === null) throw new Error(`unsupported label selector term ${term}`);
     const [, not, key, op, value] = m as unknown as [string, string, string, string | undefined, string | undefined];

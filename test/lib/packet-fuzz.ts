@@ -26,8 +26,23 @@ import type { BackendProgram } from '../../src/datapath/program.js';
 import { clearHostBits } from '../../src/net/addr.js';
 import { GW_MAC, type LbHarness, SRC4, SRC6, XDP_DROP, XDP_PASS, XDP_TX } from './harness.js';
 import {
-  ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
-  csumAdd, csumFinish, ethFrame, ipPacket, l4ChecksumOk, parseEth, parseIp, type PacketOpts,
+  ETH_P_8021Q,
+  ETH_P_IP,
+  ETH_P_IPV6,
+  IPPROTO_ICMP,
+  IPPROTO_ICMPV6,
+  IPPROTO_IPIP,
+  IPPROTO_IPV6,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  csumAdd,
+  csumFinish,
+  ethFrame,
+  ipPacket,
+  l4ChecksumOk,
+  parseEth,
+  parseIp,
+  type PacketOpts,
 } from './packet.js';
 
 // ------------------------------------------------------------- the world
@@ -43,7 +58,11 @@ interface FuzzVip {
 const v4be = (base: number, n: number, states: number[] = []) =>
   Array.from({ length: n }, (_, i) => ({ id: base + i, addr: `198.18.1.${base + i}`, state: states[i] ?? BACKEND_ACTIVE }));
 const v6be = (base: number, n: number, states: number[] = []) =>
-  Array.from({ length: n }, (_, i) => ({ id: base + i, addr: `2001:db8:1::${(base + i).toString(16)}`, state: states[i] ?? BACKEND_ACTIVE }));
+  Array.from({ length: n }, (_, i) => ({
+    id: base + i,
+    addr: `2001:db8:1::${(base + i).toString(16)}`,
+    state: states[i] ?? BACKEND_ACTIVE,
+  }));
 
 /** VIPs of every kind: both families, TCP and UDP, all-port, cross-family backends, draining and down ones. */
 export const FUZZ_VIPS: readonly FuzzVip[] = [
@@ -107,99 +126,134 @@ const v6Addr = fc.oneof(
 const port = fc.oneof(fc.constantFrom(80, 53, 443, 0, 1, 65535), fc.integer({ min: 0, max: 65535 }));
 
 /** A well-formed frame to or near a VIP: the starting point of every other kind. */
-const validFrame: fc.Arbitrary<FuzzFrame> = fc.record({
-  v6: fc.boolean(),
-  src4: fc.constantFrom(...CLIENTS4), src6: fc.constantFrom(...CLIENTS6),
-  dst4: v4Addr, dst6: v6Addr,
-  proto: fc.constantFrom('tcp', 'udp', 'icmp'),
-  sport: port, dport: port,
-  flags: fc.oneof(fc.constantFrom(0x02, 0x10, 0x18, 0x11, 0x04), fc.integer({ min: 0, max: 255 })),
-  icmpType: fc.oneof(fc.constantFrom(8, 128, 0, 3, 11), fc.integer({ min: 0, max: 255 })),
-  icmpCode: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 255 })),
-  payload: bytesArb(0, 64),
-  vlan: fc.option(fc.integer({ min: 0, max: 4095 }), { nil: undefined }),
-  tos: fc.integer({ min: 0, max: 255 }),
-  df: fc.boolean(),
-  // Ethernet padding after the IP packet (a short frame is padded to 60 bytes).
-  padding: fc.oneof({ weight: 3, arbitrary: fc.constant(Buffer.alloc(0)) }, { weight: 1, arbitrary: bytesArb(1, 24) }),
-}).map((r): FuzzFrame => {
-  const o: PacketOpts = {
-    src: r.v6 ? r.src6 : r.src4, dst: r.v6 ? r.dst6 : r.dst4, proto: r.proto as PacketOpts['proto'],
-    sport: r.sport, dport: r.dport, tcpFlags: r.flags, payload: r.payload, tos: r.tos, df: r.df,
-    ...(r.proto === 'icmp' ? { icmpType: r.icmpType, icmpCode: r.icmpCode } : {}),
-    ...(r.vlan !== undefined ? { vlan: r.vlan } : {}),
-  };
-  const bytes = Buffer.concat([ethFrame(ipPacket(o), r.v6 ? ETH_P_IPV6 : ETH_P_IP, o), r.padding]);
-  return { kind: `valid ${r.v6 ? 'v6' : 'v4'} ${r.proto}${r.padding.length ? ` padded ${r.padding.length}` : ''}`, bytes };
-});
+const validFrame: fc.Arbitrary<FuzzFrame> = fc
+  .record({
+    v6: fc.boolean(),
+    src4: fc.constantFrom(...CLIENTS4),
+    src6: fc.constantFrom(...CLIENTS6),
+    dst4: v4Addr,
+    dst6: v6Addr,
+    proto: fc.constantFrom('tcp', 'udp', 'icmp'),
+    sport: port,
+    dport: port,
+    flags: fc.oneof(fc.constantFrom(0x02, 0x10, 0x18, 0x11, 0x04), fc.integer({ min: 0, max: 255 })),
+    icmpType: fc.oneof(fc.constantFrom(8, 128, 0, 3, 11), fc.integer({ min: 0, max: 255 })),
+    icmpCode: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 255 })),
+    payload: bytesArb(0, 64),
+    vlan: fc.option(fc.integer({ min: 0, max: 4095 }), { nil: undefined }),
+    tos: fc.integer({ min: 0, max: 255 }),
+    df: fc.boolean(),
+    // Ethernet padding after the IP packet (a short frame is padded to 60 bytes).
+    padding: fc.oneof({ weight: 3, arbitrary: fc.constant(Buffer.alloc(0)) }, { weight: 1, arbitrary: bytesArb(1, 24) }),
+  })
+  .map((r): FuzzFrame => {
+    const o: PacketOpts = {
+      src: r.v6 ? r.src6 : r.src4,
+      dst: r.v6 ? r.dst6 : r.dst4,
+      proto: r.proto as PacketOpts['proto'],
+      sport: r.sport,
+      dport: r.dport,
+      tcpFlags: r.flags,
+      payload: r.payload,
+      tos: r.tos,
+      df: r.df,
+      ...(r.proto === 'icmp' ? { icmpType: r.icmpType, icmpCode: r.icmpCode } : {}),
+      ...(r.vlan !== undefined ? { vlan: r.vlan } : {}),
+    };
+    const bytes = Buffer.concat([ethFrame(ipPacket(o), r.v6 ? ETH_P_IPV6 : ETH_P_IP, o), r.padding]);
+    return { kind: `valid ${r.v6 ? 'v6' : 'v4'} ${r.proto}${r.padding.length ? ` padded ${r.padding.length}` : ''}`, bytes };
+  });
 
 /** IPv4 with options (IHL 6..15), or an IPv4 fragment. */
-const v4Special: fc.Arbitrary<FuzzFrame> = fc.record({
-  base: validFrame.filter((f) => parseEth(f.bytes).ethertype === ETH_P_IP),
-  options: bytesArb(0, 40).map((b) => b.subarray(0, b.length - (b.length % 4))),
-  frag: fc.option(fc.integer({ min: 0, max: 0x3fff }), { nil: undefined }),
-}).map(({ base, options, frag }): FuzzFrame => {
-  const eth = parseEth(base.bytes);
-  const l3 = eth.l3;
-  const hdr = Buffer.concat([l3.subarray(0, 20), options]);
-  hdr[0] = 0x40 | (hdr.length / 4);
-  if (frag !== undefined) hdr.writeUInt16BE(frag, 6);
-  const pkt = Buffer.concat([hdr, l3.subarray(20)]);
-  pkt.writeUInt16BE(pkt.length, 2);
-  pkt.writeUInt16BE(0, 10);
-  pkt.writeUInt16BE(csumFinish(csumAdd(pkt.subarray(0, hdr.length))), 10);
-  const l2 = base.bytes.subarray(0, base.bytes.length - l3.length);
-  return { kind: `v4 options ${options.length} frag ${frag ?? '-'}`, bytes: Buffer.concat([l2, pkt]) };
-});
+const v4Special: fc.Arbitrary<FuzzFrame> = fc
+  .record({
+    base: validFrame.filter((f) => parseEth(f.bytes).ethertype === ETH_P_IP),
+    options: bytesArb(0, 40).map((b) => b.subarray(0, b.length - (b.length % 4))),
+    frag: fc.option(fc.integer({ min: 0, max: 0x3fff }), { nil: undefined }),
+  })
+  .map(({ base, options, frag }): FuzzFrame => {
+    const eth = parseEth(base.bytes);
+    const l3 = eth.l3;
+    const hdr = Buffer.concat([l3.subarray(0, 20), options]);
+    hdr[0] = 0x40 | (hdr.length / 4);
+    if (frag !== undefined) hdr.writeUInt16BE(frag, 6);
+    const pkt = Buffer.concat([hdr, l3.subarray(20)]);
+    pkt.writeUInt16BE(pkt.length, 2);
+    pkt.writeUInt16BE(0, 10);
+    pkt.writeUInt16BE(csumFinish(csumAdd(pkt.subarray(0, hdr.length))), 10);
+    const l2 = base.bytes.subarray(0, base.bytes.length - l3.length);
+    return { kind: `v4 options ${options.length} frag ${frag ?? '-'}`, bytes: Buffer.concat([l2, pkt]) };
+  });
 
 /** IPv6 with a chain of extension headers (hop-by-hop, routing, fragment, destination) before the L4 header. */
-const v6Special: fc.Arbitrary<FuzzFrame> = fc.record({
-  base: validFrame.filter((f) => parseEth(f.bytes).ethertype === ETH_P_IPV6),
-  chain: fc.array(fc.record({ type: fc.constantFrom(0, 43, 44, 60, 51, 135), len: fc.integer({ min: 0, max: 3 }), fill: fc.integer({ min: 0, max: 255 }) }), { minLength: 1, maxLength: 3 }),
-}).map(({ base, chain }): FuzzFrame => {
-  const eth = parseEth(base.bytes);
-  const l3 = eth.l3;
-  let next = l3[6]!;
-  let exts = Buffer.alloc(0);
-  for (let i = chain.length - 1; i >= 0; i--) {
-    const e = chain[i]!;
-    const size = e.type === 44 ? 8 : (e.len + 1) * 8;
-    const h = Buffer.alloc(size, e.fill);
-    h[0] = next;
-    if (e.type !== 44) h[1] = e.len;
-    exts = Buffer.concat([h, exts]);
-    next = e.type;
-  }
-  const pkt = Buffer.concat([l3.subarray(0, 40), exts, l3.subarray(40)]);
-  pkt[6] = next;
-  pkt.writeUInt16BE(pkt.length - 40, 4);
-  const l2 = base.bytes.subarray(0, base.bytes.length - l3.length);
-  return { kind: `v6 ext ${chain.map((c) => c.type).join(',')}`, bytes: Buffer.concat([l2, pkt]) };
-});
+const v6Special: fc.Arbitrary<FuzzFrame> = fc
+  .record({
+    base: validFrame.filter((f) => parseEth(f.bytes).ethertype === ETH_P_IPV6),
+    chain: fc.array(
+      fc.record({
+        type: fc.constantFrom(0, 43, 44, 60, 51, 135),
+        len: fc.integer({ min: 0, max: 3 }),
+        fill: fc.integer({ min: 0, max: 255 }),
+      }),
+      { minLength: 1, maxLength: 3 },
+    ),
+  })
+  .map(({ base, chain }): FuzzFrame => {
+    const eth = parseEth(base.bytes);
+    const l3 = eth.l3;
+    let next = l3[6]!;
+    let exts = Buffer.alloc(0);
+    for (let i = chain.length - 1; i >= 0; i--) {
+      const e = chain[i]!;
+      const size = e.type === 44 ? 8 : (e.len + 1) * 8;
+      const h = Buffer.alloc(size, e.fill);
+      h[0] = next;
+      if (e.type !== 44) h[1] = e.len;
+      exts = Buffer.concat([h, exts]);
+      next = e.type;
+    }
+    const pkt = Buffer.concat([l3.subarray(0, 40), exts, l3.subarray(40)]);
+    pkt[6] = next;
+    pkt.writeUInt16BE(pkt.length - 40, 4);
+    const l2 = base.bytes.subarray(0, base.bytes.length - l3.length);
+    return { kind: `v6 ext ${chain.map((c) => c.type).join(',')}`, bytes: Buffer.concat([l2, pkt]) };
+  });
 
 /** An ICMP "fragmentation needed" / ICMPv6 "packet too big" to a VIP address quoting anything. */
-const icmpError: fc.Arbitrary<FuzzFrame> = fc.record({
-  v6: fc.boolean(),
-  client4: fc.constantFrom(...CLIENTS4), client6: fc.constantFrom(...CLIENTS6),
-  vip4: v4Addr, vip6: v6Addr,
-  qproto: fc.constantFrom('tcp', 'udp', 'icmp'),
-  sport: port, dport: port,
-  garbage: fc.option(bytesArb(0, 60), { nil: undefined }),
-  cut: fc.integer({ min: 0, max: 60 }),
-  wrongCode: fc.boolean(),
-}).map((r): FuzzFrame => {
-  const vip = r.v6 ? r.vip6 : r.vip4;
-  const client = r.v6 ? r.client6 : r.client4;
-  // The quote is the reply the backend sent (VIP → client), or bytes of any kind.
-  const quoted = r.garbage ?? ipPacket({ src: vip, dst: client, proto: r.qproto as PacketOpts['proto'], sport: r.dport, dport: r.sport });
-  const quote = quoted.subarray(0, Math.max(0, quoted.length - r.cut));
-  const rest = Buffer.concat([Buffer.from([0, 0, 5, 0xdc]) /* MTU 1500, in either family's layout */, quote]);
-  const o: PacketOpts = {
-    src: r.v6 ? '2001:db8:fe::1' : '192.0.2.254', dst: vip, proto: 'icmp',
-    icmpType: r.v6 ? 2 : 3, icmpCode: r.wrongCode ? 3 : r.v6 ? 0 : 4, icmpRest: rest,
-  };
-  return { kind: `icmp error quoting ${r.garbage ? 'garbage' : r.qproto} cut ${r.cut}`, bytes: ethFrame(ipPacket(o), r.v6 ? ETH_P_IPV6 : ETH_P_IP) };
-});
+const icmpError: fc.Arbitrary<FuzzFrame> = fc
+  .record({
+    v6: fc.boolean(),
+    client4: fc.constantFrom(...CLIENTS4),
+    client6: fc.constantFrom(...CLIENTS6),
+    vip4: v4Addr,
+    vip6: v6Addr,
+    qproto: fc.constantFrom('tcp', 'udp', 'icmp'),
+    sport: port,
+    dport: port,
+    garbage: fc.option(bytesArb(0, 60), { nil: undefined }),
+    cut: fc.integer({ min: 0, max: 60 }),
+    wrongCode: fc.boolean(),
+  })
+  .map((r): FuzzFrame => {
+    const vip = r.v6 ? r.vip6 : r.vip4;
+    const client = r.v6 ? r.client6 : r.client4;
+    // The quote is the reply the backend sent (VIP → client), or bytes of any kind.
+    const quoted = r.garbage ?? ipPacket({ src: vip, dst: client, proto: r.qproto as PacketOpts['proto'], sport: r.dport, dport: r.sport });
+    const quote = quoted.subarray(0, Math.max(0, quoted.length - r.cut));
+    const rest = Buffer.concat([Buffer.from([0, 0, 5, 0xdc]) /* MTU 1500, in either family's layout */, quote]);
+    const o: PacketOpts = {
+      src: r.v6 ? '2001:db8:fe::1' : '192.0.2.254',
+      dst: vip,
+      proto: 'icmp',
+      icmpType: r.v6 ? 2 : 3,
+      icmpCode: r.wrongCode ? 3 : r.v6 ? 0 : 4,
+      icmpRest: rest,
+    };
+    return {
+      kind: `icmp error quoting ${r.garbage ? 'garbage' : r.qproto} cut ${r.cut}`,
+      bytes: ethFrame(ipPacket(o), r.v6 ? ETH_P_IPV6 : ETH_P_IP),
+    };
+  });
 
 const structured = fc.oneof(
   { weight: 4, arbitrary: validFrame },
@@ -209,14 +263,16 @@ const structured = fc.oneof(
 );
 
 /** A structured frame with a few bytes overwritten (never the Ethernet addresses: they carry no meaning here). */
-const mutated: fc.Arbitrary<FuzzFrame> = fc.record({
-  base: structured,
-  edits: fc.array(fc.record({ at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) }), { minLength: 1, maxLength: 4 }),
-}).map(({ base, edits }): FuzzFrame => {
-  const b = Buffer.from(base.bytes);
-  for (const e of edits) b[12 + (e.at % (b.length - 12))] = e.value;
-  return { kind: `mutated ${base.kind}`, bytes: b };
-});
+const mutated: fc.Arbitrary<FuzzFrame> = fc
+  .record({
+    base: structured,
+    edits: fc.array(fc.record({ at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) }), { minLength: 1, maxLength: 4 }),
+  })
+  .map(({ base, edits }): FuzzFrame => {
+    const b = Buffer.from(base.bytes);
+    for (const e of edits) b[12 + (e.at % (b.length - 12))] = e.value;
+    return { kind: `mutated ${base.kind}`, bytes: b };
+  });
 
 /** A structured frame cut short (the kernel refuses test runs below an Ethernet header). */
 const truncated: fc.Arbitrary<FuzzFrame> = fc.record({ base: structured, keep: fc.nat() }).map(({ base, keep }): FuzzFrame => {
@@ -225,17 +281,19 @@ const truncated: fc.Arbitrary<FuzzFrame> = fc.record({ base: structured, keep: f
 });
 
 /** Random bytes after an Ethernet header naming IPv4, IPv6 or VLAN (or anything). */
-const random: fc.Arbitrary<FuzzFrame> = fc.record({
-  type: fc.oneof(fc.constantFrom(ETH_P_IP, ETH_P_IPV6, ETH_P_8021Q), fc.integer({ min: 0, max: 0xffff })),
-  body: bytesArb(0, 120),
-  version: fc.constantFrom(4, 6, -1),
-}).map(({ type, body, version }): FuzzFrame => {
-  const l2 = Buffer.alloc(14);
-  l2.writeUInt16BE(type, 12);
-  const b = Buffer.from(body);
-  if (version > 0 && b.length > 0) b[0] = (version << 4) | (b[0]! & 0x0f);
-  return { kind: `random type ${type.toString(16)}`, bytes: Buffer.concat([l2, b]) };
-});
+const random: fc.Arbitrary<FuzzFrame> = fc
+  .record({
+    type: fc.oneof(fc.constantFrom(ETH_P_IP, ETH_P_IPV6, ETH_P_8021Q), fc.integer({ min: 0, max: 0xffff })),
+    body: bytesArb(0, 120),
+    version: fc.constantFrom(4, 6, -1),
+  })
+  .map(({ type, body, version }): FuzzFrame => {
+    const l2 = Buffer.alloc(14);
+    l2.writeUInt16BE(type, 12);
+    const b = Buffer.from(body);
+    if (version > 0 && b.length > 0) b[0] = (version << 4) | (b[0]! & 0x0f);
+    return { kind: `random type ${type.toString(16)}`, bytes: Buffer.concat([l2, b]) };
+  });
 
 export const fuzzFrame: fc.Arbitrary<FuzzFrame> = fc.oneof(
   { weight: 3, arbitrary: structured },
@@ -367,7 +425,10 @@ export function snapshotCounters(h: LbHarness): CounterSnapshot {
  * `batch` cases. Returns the tally. Throws fast-check's report (seed, path,
  * the shrunk frame) on the first broken invariant.
  */
-export function fuzzPackets(h: LbHarness, o: { seed: number; runs: number; batch?: number; onProgress?: (t: FuzzTally) => void }): FuzzTally {
+export function fuzzPackets(
+  h: LbHarness,
+  o: { seed: number; runs: number; batch?: number; onProgress?: (t: FuzzTally) => void },
+): FuzzTally {
   const checker = new PacketChecker(h);
   const batch = o.batch ?? 10_000;
   let done = 0;
@@ -375,7 +436,10 @@ export function fuzzPackets(h: LbHarness, o: { seed: number; runs: number; batch
     const n = Math.min(batch, o.runs - done);
     const before = snapshotCounters(h);
     const tallyBefore = { ...checker.tally };
-    fc.assert(fc.property(fuzzFrame, (f) => checker.check(f)), { seed: o.seed + done, numRuns: n, endOnFailure: true });
+    fc.assert(
+      fc.property(fuzzFrame, (f) => checker.check(f)),
+      { seed: o.seed + done, numRuns: n, endOnFailure: true },
+    );
     checker.checkCounters(before, tallyBefore);
     done += n;
     o.onProgress?.(checker.tally);

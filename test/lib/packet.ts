@@ -40,11 +40,17 @@ function addrBytes(ip: string): Buffer {
 function pseudoHeader(src: Buffer, dst: Buffer, proto: number, len: number): Buffer {
   if (src.length === 4) {
     const p = Buffer.alloc(12);
-    src.copy(p, 0); dst.copy(p, 4); p[9] = proto; p.writeUInt16BE(len, 10);
+    src.copy(p, 0);
+    dst.copy(p, 4);
+    p[9] = proto;
+    p.writeUInt16BE(len, 10);
     return p;
   }
   const p = Buffer.alloc(40);
-  src.copy(p, 0); dst.copy(p, 16); p.writeUInt32BE(len, 32); p[39] = proto;
+  src.copy(p, 0);
+  dst.copy(p, 16);
+  p.writeUInt32BE(len, 32);
+  p[39] = proto;
   return p;
 }
 
@@ -75,16 +81,21 @@ function l4(o: L4Opts, src: Buffer, dst: Buffer): { proto: number; bytes: Buffer
   const payload = o.payload ?? Buffer.alloc(0);
   if (o.proto === 'tcp') {
     const h = Buffer.alloc(20);
-    h.writeUInt16BE(o.sport ?? 40000, 0); h.writeUInt16BE(o.dport ?? 80, 2);
-    h.writeUInt32BE(1000, 4); h.writeUInt32BE(o.tcpFlags !== undefined && o.tcpFlags & TCP_ACK ? 1 : 0, 8);
-    h[12] = 5 << 4; h[13] = o.tcpFlags ?? TCP_SYN; h.writeUInt16BE(65535, 14);
+    h.writeUInt16BE(o.sport ?? 40000, 0);
+    h.writeUInt16BE(o.dport ?? 80, 2);
+    h.writeUInt32BE(1000, 4);
+    h.writeUInt32BE(o.tcpFlags !== undefined && o.tcpFlags & TCP_ACK ? 1 : 0, 8);
+    h[12] = 5 << 4;
+    h[13] = o.tcpFlags ?? TCP_SYN;
+    h.writeUInt16BE(65535, 14);
     const seg = Buffer.concat([h, payload]);
     seg.writeUInt16BE(csumFinish(csumAdd(seg, csumAdd(pseudoHeader(src, dst, IPPROTO_TCP, seg.length)))), 16);
     return { proto: IPPROTO_TCP, bytes: seg };
   }
   if (o.proto === 'udp') {
     const h = Buffer.alloc(8);
-    h.writeUInt16BE(o.sport ?? 40000, 0); h.writeUInt16BE(o.dport ?? 53, 2);
+    h.writeUInt16BE(o.sport ?? 40000, 0);
+    h.writeUInt16BE(o.dport ?? 53, 2);
     const seg = Buffer.concat([h, payload]);
     seg.writeUInt16BE(seg.length, 4);
     const c = csumFinish(csumAdd(seg, csumAdd(pseudoHeader(src, dst, IPPROTO_UDP, seg.length))));
@@ -93,7 +104,8 @@ function l4(o: L4Opts, src: Buffer, dst: Buffer): { proto: number; bytes: Buffer
   }
   const v6 = src.length === 16;
   const h = Buffer.alloc(4);
-  h[0] = o.icmpType ?? (v6 ? 128 : 8); h[1] = o.icmpCode ?? 0;
+  h[0] = o.icmpType ?? (v6 ? 128 : 8);
+  h[1] = o.icmpCode ?? 0;
   const msg = Buffer.concat([h, o.icmpRest ?? Buffer.from('00010001', 'hex'), payload]);
   const proto = v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP;
   const base = v6 ? csumAdd(pseudoHeader(src, dst, proto, msg.length)) : 0;
@@ -110,20 +122,34 @@ export function ipPacket(o: PacketOpts): Buffer {
 }
 
 /** An IP header in front of an arbitrary payload (used for quoted packets too). */
-export function ipHeader(src: Buffer, dst: Buffer, proto: number, payload: Buffer,
-  o: { ttl?: number; tos?: number; df?: boolean } = {}): Buffer {
+export function ipHeader(
+  src: Buffer,
+  dst: Buffer,
+  proto: number,
+  payload: Buffer,
+  o: { ttl?: number; tos?: number; df?: boolean } = {},
+): Buffer {
   if (src.length === 4) {
     const h = Buffer.alloc(20);
-    h[0] = 0x45; h[1] = o.tos ?? 0; h.writeUInt16BE(20 + payload.length, 2);
-    h.writeUInt16BE(0x1234, 4); h.writeUInt16BE(o.df ? 0x4000 : 0, 6);
-    h[8] = o.ttl ?? 64; h[9] = proto; src.copy(h, 12); dst.copy(h, 16);
+    h[0] = 0x45;
+    h[1] = o.tos ?? 0;
+    h.writeUInt16BE(20 + payload.length, 2);
+    h.writeUInt16BE(0x1234, 4);
+    h.writeUInt16BE(o.df ? 0x4000 : 0, 6);
+    h[8] = o.ttl ?? 64;
+    h[9] = proto;
+    src.copy(h, 12);
+    dst.copy(h, 16);
     h.writeUInt16BE(csumFinish(csumAdd(h)), 10);
     return Buffer.concat([h, payload]);
   }
   const h = Buffer.alloc(40);
   h.writeUInt32BE((6 << 28) | ((o.tos ?? 0) << 20) | 0x12345, 0);
-  h.writeUInt16BE(payload.length, 4); h[6] = proto; h[7] = o.ttl ?? 64;
-  src.copy(h, 8); dst.copy(h, 24);
+  h.writeUInt16BE(payload.length, 4);
+  h[6] = proto;
+  h[7] = o.ttl ?? 64;
+  src.copy(h, 8);
+  dst.copy(h, 24);
   return Buffer.concat([h, payload]);
 }
 
@@ -133,7 +159,9 @@ export function ethFrame(l3: Buffer, ethertype: number, o: { vlan?: number; srcM
   (o.dstMac ?? MAC_LB).copy(hdr, 0);
   (o.srcMac ?? MAC_CLIENT).copy(hdr, 6);
   if (o.vlan !== undefined) {
-    hdr.writeUInt16BE(ETH_P_8021Q, 12); hdr.writeUInt16BE(o.vlan, 14); hdr.writeUInt16BE(ethertype, 16);
+    hdr.writeUInt16BE(ETH_P_8021Q, 12);
+    hdr.writeUInt16BE(o.vlan, 14);
+    hdr.writeUInt16BE(ethertype, 16);
   } else {
     hdr.writeUInt16BE(ethertype, 12);
   }
@@ -169,18 +197,38 @@ export function parseIp(b: Buffer): ParsedIp {
     const ihl = (b[0]! & 0xf) * 4;
     const total = b.readUInt16BE(2);
     return {
-      version: 4, src: b.subarray(12, 16), dst: b.subarray(16, 20), proto: b[9]!, ttl: b[8]!, tos: b[1]!,
-      lenField: total, headerLen: ihl, fragWord: b.readUInt16BE(6), flowLabel: 0,
-      checksumOk: csumAdd(b.subarray(0, ihl)) === 0xffff, payload: b.subarray(ihl, total), raw: b.subarray(0, total),
+      version: 4,
+      src: b.subarray(12, 16),
+      dst: b.subarray(16, 20),
+      proto: b[9]!,
+      ttl: b[8]!,
+      tos: b[1]!,
+      lenField: total,
+      headerLen: ihl,
+      fragWord: b.readUInt16BE(6),
+      flowLabel: 0,
+      checksumOk: csumAdd(b.subarray(0, ihl)) === 0xffff,
+      payload: b.subarray(ihl, total),
+      raw: b.subarray(0, total),
     };
   }
   if (version === 6) {
     const plen = b.readUInt16BE(4);
     const w = b.readUInt32BE(0);
     return {
-      version: 6, src: b.subarray(8, 24), dst: b.subarray(24, 40), proto: b[6]!, ttl: b[7]!, tos: (w >>> 20) & 0xff,
-      lenField: plen, headerLen: 40, fragWord: 0, flowLabel: w & 0xfffff, checksumOk: true,
-      payload: b.subarray(40, 40 + plen), raw: b.subarray(0, 40 + plen),
+      version: 6,
+      src: b.subarray(8, 24),
+      dst: b.subarray(24, 40),
+      proto: b[6]!,
+      ttl: b[7]!,
+      tos: (w >>> 20) & 0xff,
+      lenField: plen,
+      headerLen: 40,
+      fragWord: 0,
+      flowLabel: w & 0xfffff,
+      checksumOk: true,
+      payload: b.subarray(40, 40 + plen),
+      raw: b.subarray(0, 40 + plen),
     };
   }
   throw new Error(`not an IP packet (version ${version})`);

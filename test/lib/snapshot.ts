@@ -10,8 +10,21 @@ const META = { created_revision: 1, updated_revision: 1, owner: null };
 /** A stored VIP: TCP port 80, no rules, automatic M, unless overridden. */
 export function vipRec(name: string, dpId: number, address: string, o: Partial<StoredVip> = {}): StoredVip {
   return {
-    name, dp_id: dpId, address, port: 80, protocol: 'tcp', encap: 'ipip', allow: [], deny: [], policies: [],
-    rate_limit: null, maglev_m: null, source_affinity: false, backend_count: 0, ...META, ...o,
+    name,
+    dp_id: dpId,
+    address,
+    port: 80,
+    protocol: 'tcp',
+    encap: 'ipip',
+    allow: [],
+    deny: [],
+    policies: [],
+    rate_limit: null,
+    maglev_m: null,
+    source_affinity: false,
+    backend_count: 0,
+    ...META,
+    ...o,
   };
 }
 

@@ -29,7 +29,10 @@ describe('capacity: the API refuses what the maps cannot hold (real datapath)', 
     ensureBpffs();
     rmSync(pinRoot, { recursive: true, force: true });
     // Room for 8 source rules and for one 251-slot table beside its replacement (+ a spare slot), not two.
-    dp = LbDatapath.open({ pinRoot, sizes: { maxVips: 8, maxVipAddrs: 8, maxBackends: 64, ctSize: 1024, maxPolicyRules: 8, maglevSlots: 600 } });
+    dp = LbDatapath.open({
+      pinRoot,
+      sizes: { maxVips: 8, maxVipAddrs: 8, maxBackends: 64, ctSize: 1024, maxPolicyRules: 8, maglevSlots: 600 },
+    });
     const applier = new Reconciler(dp, CONFIG);
     api = await makeApi({ maxVips: 8, maxBackends: 64, applier });
   });
@@ -48,10 +51,22 @@ describe('capacity: the API refuses what the maps cannot hold (real datapath)', 
 
   it('source rules beyond bpf.max_policy_rules: 507, nothing written', async () => {
     const cidrs = (n: number) => Array.from({ length: n }, (_, i) => `203.0.${i}.0/24`);
-    const ok = await call(api.app, { method: 'POST', url: '/v1/vips', body: { name: 'a', address: '198.18.0.1', port: 80, protocol: 'tcp', maglev_m: 251, allow: cidrs(6) } });
+    const ok = await call(api.app, {
+      method: 'POST',
+      url: '/v1/vips',
+      body: { name: 'a', address: '198.18.0.1', port: 80, protocol: 'tcp', maglev_m: 251, allow: cidrs(6) },
+    });
     assert.equal(ok.statusCode, 201);
     const rev = api.store.revision();
-    const p = problemOf(await call(api.app, { method: 'POST', url: '/v1/vips', body: { name: 'b', address: '198.18.0.2', port: 80, protocol: 'tcp', deny: cidrs(3) } }), 507, 'capacity');
+    const p = problemOf(
+      await call(api.app, {
+        method: 'POST',
+        url: '/v1/vips',
+        body: { name: 'b', address: '198.18.0.2', port: 80, protocol: 'tcp', deny: cidrs(3) },
+      }),
+      507,
+      'capacity',
+    );
     assert.match(p.detail ?? '', /bpf\.max_policy_rules = 8/);
     assert.equal(api.store.revision(), rev);
     problemOf(await call(api.app, { url: '/v1/vips/b' }), 404);
@@ -60,7 +75,15 @@ describe('capacity: the API refuses what the maps cannot hold (real datapath)', 
 
   it('Maglev tables beyond bpf.maglev_slots: 507, nothing written', async () => {
     const rev = api.store.revision();
-    const p = problemOf(await call(api.app, { method: 'POST', url: '/v1/vips', body: { name: 'c', address: '198.18.0.3', port: 80, protocol: 'tcp', maglev_m: 251 } }), 507, 'capacity');
+    const p = problemOf(
+      await call(api.app, {
+        method: 'POST',
+        url: '/v1/vips',
+        body: { name: 'c', address: '198.18.0.3', port: 80, protocol: 'tcp', maglev_m: 251 },
+      }),
+      507,
+      'capacity',
+    );
     assert.match(p.detail ?? '', /bpf\.maglev_slots = 600/);
     assert.equal(api.store.revision(), rev);
     assertMapsMatchStore();
@@ -72,7 +95,13 @@ describe('capacity: a full conntrack keeps established flows on their backend', 
   before(() => {
     // 64 entries asked: 22 buckets of 3 rounded up to 32 (96 entries).
     h = new LbHarness(`/sys/fs/bpf/ferry-test-ctfull-${process.pid}`, { ctSize: 64 });
-    h.vip({ id: 0, addr: '198.18.0.10', port: 80, proto: 'tcp', backends: Array.from({ length: 8 }, (_, i) => ({ id: i, addr: `198.18.1.${i + 1}` })) });
+    h.vip({
+      id: 0,
+      addr: '198.18.0.10',
+      port: 80,
+      proto: 'tcp',
+      backends: Array.from({ length: 8 }, (_, i) => ({ id: i, addr: `198.18.1.${i + 1}` })),
+    });
   });
   after(() => h?.close());
 
@@ -89,7 +118,16 @@ describe('capacity: a full conntrack keeps established flows on their backend', 
     assert.ok(new Set(chosen).size > 1, 'the flows are spread over backends');
     // 20,000 new flows through a 96-entry table: every established entry is evicted many times over.
     for (let i = 0; i < 20_000; i++) {
-      const r = h.run(frame({ src: `203.0.113.${i % 250}`, dst: '198.18.0.10', proto: 'tcp', sport: 20_000 + (i % 40_000), dport: 80, tcpFlags: TCP_SYN }));
+      const r = h.run(
+        frame({
+          src: `203.0.113.${i % 250}`,
+          dst: '198.18.0.10',
+          proto: 'tcp',
+          sport: 20_000 + (i % 40_000),
+          dport: 80,
+          tcpFlags: TCP_SYN,
+        }),
+      );
       assert.equal(r.retval, XDP_TX);
     }
     const evicted = established.filter((f) => h.dp.ct.get(flowOf(f.src, '198.18.0.10', f.sport, 80, IPPROTO_TCP)) === undefined).length;

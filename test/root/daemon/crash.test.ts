@@ -45,7 +45,7 @@ const STREAM4 = '198.19.0.30';
 const CHURN_VIPS = 24;
 
 const KINDS = ['writes', 'writes', 'writes', 'state', 'state', 'backup', 'restore', 'startup', 'migration'] as const;
-type Kind = typeof KINDS[number];
+type Kind = (typeof KINDS)[number];
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -62,16 +62,27 @@ function rewriteAsVersion1(file: string): void {
   rmSync(tmp, { force: true });
   const db = new Database(tmp);
   try {
-    migrate(db, tmp, MIGRATIONS.filter((m) => m.version === 1));
+    migrate(
+      db,
+      tmp,
+      MIGRATIONS.filter((m) => m.version === 1),
+    );
     db.exec(`ATTACH DATABASE '${file.replaceAll("'", "''")}' AS src`);
     db.exec('DELETE FROM main.meta');
-    const tables = db.prepare<[], string>("SELECT name FROM main.sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").pluck().all();
+    const tables = db
+      .prepare<[], string>("SELECT name FROM main.sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+      .pluck()
+      .all();
     // Parents before children: ids, policies and VIPs before what refers to them.
     const order = ['meta', 'vip_ids', 'backend_ids', 'policies', 'vips', 'vip_policies', 'backends', 'tombstones', 'audit'];
     for (const t of [...order.filter((x) => tables.includes(x)), ...tables.filter((x) => !order.includes(x))]) {
-      const cols = (table: string, schema: string) => db.prepare<[], string>(`SELECT name FROM pragma_table_info('${table}', '${schema}')`).pluck().all();
+      const cols = (table: string, schema: string) =>
+        db.prepare<[], string>(`SELECT name FROM pragma_table_info('${table}', '${schema}')`).pluck().all();
       const have = new Set(cols(t, 'src'));
-      const common = cols(t, 'main').filter((c) => have.has(c)).map((c) => `"${c}"`).join(', ');
+      const common = cols(t, 'main')
+        .filter((c) => have.has(c))
+        .map((c) => `"${c}"`)
+        .join(', ');
       db.exec(`INSERT INTO main."${t}" (${common}) SELECT ${common} FROM src."${t}"`);
     }
     db.exec('DETACH DATABASE src');
@@ -125,7 +136,9 @@ describe('crash matrix: SIGKILL at random points, then a restart', { skip }, () 
     acked.push(rev);
     try {
       stateAt.set(rev, await lab.state());
-    } catch { /* killed in between: the state at rev stays unknown */ }
+    } catch {
+      /* killed in between: the state at rev stays unknown */
+    }
   }
 
   /** One API write; refusals (4xx) are fine, a dead daemon ends the workload. */
@@ -142,7 +155,10 @@ describe('crash matrix: SIGKILL at random points, then a restart', { skip }, () 
     const vips: VipWithBackends[] = [streamVip];
     for (let i = 0, n = rnd(CHURN_VIPS); i < n; i++) {
       vips.push({
-        name: `c${i}`, address: `198.19.0.${100 + i}`, port: 80, protocol: 'tcp',
+        name: `c${i}`,
+        address: `198.19.0.${100 + i}`,
+        port: 80,
+        protocol: 'tcp',
         backends: Array.from({ length: rnd(16) }, (_, j) => ({ address: `198.51.100.${j + 1}`, weight: 1 + rnd(200) })),
       });
     }
@@ -154,10 +170,14 @@ describe('crash matrix: SIGKILL at random points, then a restart', { skip }, () 
     const c = `c${rnd(CHURN_VIPS)}`;
     const be = `198.51.100.${1 + rnd(16)}`;
     switch (rnd(5)) {
-      case 0: return write('PUT', `/v1/vips/${c}`, { address: `198.19.0.${100 + Number(c.slice(1))}`, port: 80, protocol: 'tcp' });
-      case 1: return write('DELETE', `/v1/vips/${c}`);
-      case 2: return write('PUT', `/v1/vips/${c}/backends/${be}`, { weight: 1 + rnd(200) });
-      case 3: return write('DELETE', `/v1/vips/${c}/backends/${be}`);
+      case 0:
+        return write('PUT', `/v1/vips/${c}`, { address: `198.19.0.${100 + Number(c.slice(1))}`, port: 80, protocol: 'tcp' });
+      case 1:
+        return write('DELETE', `/v1/vips/${c}`);
+      case 2:
+        return write('PUT', `/v1/vips/${c}/backends/${be}`, { weight: 1 + rnd(200) });
+      case 3:
+        return write('DELETE', `/v1/vips/${c}/backends/${be}`);
       default: {
         // The stream's VIP gets new weights (a new Maglev table); the stream keeps its backend through conntrack.
         const other = lab.lab.backends.filter((b) => b !== owner)[rnd(2)]!;
@@ -187,7 +207,10 @@ describe('crash matrix: SIGKILL at random points, then a restart', { skip }, () 
 
   /** Starts ferryd and kills it `killAfterMs` later, whatever it was doing (booting, migrating, reconciling, attaching). */
   async function killWhileStarting(killAfterMs: number): Promise<void> {
-    const starting = lab.startDaemon().then(() => 'ready', () => 'killed before ready');
+    const starting = lab.startDaemon().then(
+      () => 'ready',
+      () => 'killed before ready',
+    );
     await sleep(killAfterMs);
     await lab.killDaemon();
     count(`startup: ${await starting}`);
@@ -196,15 +219,19 @@ describe('crash matrix: SIGKILL at random points, then a restart', { skip }, () 
   async function crash(kind: Kind, rnd: (n: number) => number): Promise<void> {
     const killAfter = 20 + rnd(400);
     switch (kind) {
-      case 'writes': return underLoad(killAfter, () => randomWrite(rnd));
-      case 'state': return underLoad(killAfter, () => write('PUT', '/v1/state', churnState(rnd)));
-      case 'backup': return underLoad(killAfter, async () => {
-        await lab.api.request('GET', '/v1/backup');
-      });
-      case 'restore': return underLoad(killAfter, async () => {
-        await write('POST', '/v1/restore', undefined, firstBackup);
-        await randomWrite(rnd);
-      });
+      case 'writes':
+        return underLoad(killAfter, () => randomWrite(rnd));
+      case 'state':
+        return underLoad(killAfter, () => write('PUT', '/v1/state', churnState(rnd)));
+      case 'backup':
+        return underLoad(killAfter, async () => {
+          await lab.api.request('GET', '/v1/backup');
+        });
+      case 'restore':
+        return underLoad(killAfter, async () => {
+          await write('POST', '/v1/restore', undefined, firstBackup);
+          await randomWrite(rnd);
+        });
       case 'startup':
         await lab.killDaemon();
         return killWhileStarting(rnd(1500));
@@ -234,13 +261,18 @@ describe('crash matrix: SIGKILL at random points, then a restart', { skip }, () 
       const lost = acked.filter((r) => !audited.has(r));
       assert.deepEqual(lost, [], `${what}: acknowledged revisions missing from the audit log`);
       const since = acked.length > 0 ? Math.max(...acked) : 0;
-      own = db.prepare<[number], number>("SELECT COUNT(DISTINCT revision) FROM audit WHERE revision > ? AND actor = 'ferryd'").pluck().get(since)!;
+      own = db
+        .prepare<[number], number>("SELECT COUNT(DISTINCT revision) FROM audit WHERE revision > ? AND actor = 'ferryd'")
+        .pluck()
+        .get(since)!;
     } finally {
       db.close();
     }
     const last = acked.length > 0 ? Math.max(...acked) : 0;
-    assert.ok(revision >= last && revision <= last + inFlight + own,
-      `${what}: revision ${revision}, last acknowledged ${last}, ${own} of ferryd's own since`);
+    assert.ok(
+      revision >= last && revision <= last + inFlight + own,
+      `${what}: revision ${revision}, last acknowledged ${last}, ${own} of ferryd's own since`,
+    );
     const known = stateAt.get(revision);
     if (revision === last && known !== undefined) assert.deepEqual(await lab.state(), known, `${what}: the acknowledged state`);
     const status = await lab.status();
@@ -275,6 +307,8 @@ describe('crash matrix: SIGKILL at random points, then a restart', { skip }, () 
     assert.equal(fin.error, null, JSON.stringify(fin));
     assert.equal(fin.closed_by_peer, false, JSON.stringify(fin));
     assert.equal(fin.first_mismatch, null, JSON.stringify(fin));
-    t.diagnostic(`crash matrix ${JSON.stringify({ seed: SEED, kills: CRASH_ITERATIONS, acknowledged_writes: acked.length, kinds: tally })}`);
+    t.diagnostic(
+      `crash matrix ${JSON.stringify({ seed: SEED, kills: CRASH_ITERATIONS, acknowledged_writes: acked.length, kinds: tally })}`,
+    );
   });
 });

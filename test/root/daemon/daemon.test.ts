@@ -23,7 +23,20 @@ function sample(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 import {
-  FERRYD_SIZES, destroyFerrydEnv, ferryctl, ferryctlInNs, getText, makeFerrydEnv, openDaemonDatapath, mapVips, probe, startFerryd, stopFerryd, xdpProgId, type Ferryd, type FerrydEnv,
+  FERRYD_SIZES,
+  destroyFerrydEnv,
+  ferryctl,
+  ferryctlInNs,
+  getText,
+  makeFerrydEnv,
+  openDaemonDatapath,
+  mapVips,
+  probe,
+  startFerryd,
+  stopFerryd,
+  xdpProgId,
+  type Ferryd,
+  type FerrydEnv,
 } from '../../lib/ferryd.js';
 
 const skip = bpfUnavailable();
@@ -59,12 +72,21 @@ describe('ferryd and ferryctl', { skip }, () => {
       return r.out;
     };
     ok(['policy', 'add', 'office', '--allow', '192.0.2.0/24']);
-    assert.match(ok(['vip', 'add', 'web', '--address', '198.18.0.10', '--port', '80', '--protocol', 'tcp', '--policy', 'office']), /created vip web \(revision \d+\)/);
+    assert.match(
+      ok(['vip', 'add', 'web', '--address', '198.18.0.10', '--port', '80', '--protocol', 'tcp', '--policy', 'office']),
+      /created vip web \(revision \d+\)/,
+    );
     ok(['backend', 'add', 'web', '198.18.1.1']);
     ok(['backend', 'add', 'web', '198.18.1.2', '--weight', '50']);
     ok(['backend', 'set', 'web', '198.18.1.2', '--state', 'draining']);
     const list = JSON.parse(ok(['backend', 'list', 'web', '--json'])) as Array<{ address: string; weight: number; state: string }>;
-    assert.deepEqual(list.map((b) => [b.address, b.weight, b.state]), [['198.18.1.1', 100, 'active'], ['198.18.1.2', 50, 'draining']]);
+    assert.deepEqual(
+      list.map((b) => [b.address, b.weight, b.state]),
+      [
+        ['198.18.1.1', 100, 'active'],
+        ['198.18.1.2', 50, 'draining'],
+      ],
+    );
     assert.match(ok(['vip', 'list']), /^NAME\s+ADDRESS.*\nweb\s+198\.18\.0\.10\s+80\s+tcp\s+2/m);
     ok(['vip', 'set', 'web', '--port', '8080']);
     assert.deepEqual(mapVips(e), ['198.18.0.10:8080']);
@@ -79,7 +101,8 @@ describe('ferryd and ferryctl', { skip }, () => {
       assert.equal(r.code, 0, `${args.join(' ')}: ${r.err}`);
       return r.out;
     };
-    const filters = (dir: string) => spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'tc', 'filter', 'show', 'dev', 'veth0', dir], { encoding: 'utf8' }).stdout;
+    const filters = (dir: string) =>
+      spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'tc', 'filter', 'show', 'dev', 'veth0', dir], { encoding: 'utf8' }).stdout;
     ok(['vip', 'add', 'np', '--address', '198.18.0.40', '--port', '30080', '--protocol', 'tcp']);
     ok(['backend', 'add', 'np', '10.244.1.5', '--port', '8080', '--host', 'local']);
     assert.match(filters('ingress'), /tc_node_in/);
@@ -87,7 +110,9 @@ describe('ferryd and ferryctl', { skip }, () => {
     const pairs = () => {
       const node = NodeDatapath.open({ pinRoot: e.pinRoot });
       try {
-        return node.endpoints.entries().map(([k, v]) => `${formatAddr(k.family, k.vip)}:${k.vip_port} ${formatAddr(k.family, k.backend)}:${v.port}`);
+        return node.endpoints
+          .entries()
+          .map(([k, v]) => `${formatAddr(k.family, k.vip)}:${k.vip_port} ${formatAddr(k.family, k.backend)}:${v.port}`);
       } finally {
         node.close();
       }
@@ -103,7 +128,11 @@ describe('ferryd and ferryctl', { skip }, () => {
     }
     ok(['backend', 'set', 'np', '10.244.1.5', '--weight', '5']);
     const list = JSON.parse(ok(['backend', 'list', 'np', '--json'])) as Array<{ weight: number; port?: number; host?: string }>;
-    assert.deepEqual(list.map((b) => [b.weight, b.port, b.host]), [[5, 8080, 'local']], 'set keeps port and host');
+    assert.deepEqual(
+      list.map((b) => [b.weight, b.port, b.host]),
+      [[5, 8080, 'local']],
+      'set keeps port and host',
+    );
     ok(['backend', 'set', 'np', '10.244.1.5', '--port', '9090']);
     assert.deepEqual(pairs(), ['198.18.0.40:30080 10.244.1.5:9090']);
     ok(['vip', 'rm', 'np']);
@@ -132,12 +161,20 @@ describe('ferryd and ferryctl', { skip }, () => {
 
   it('apply -f: dry run shows the diff, apply replaces the state', () => {
     const file = join(e.dir, 'state.yaml');
-    writeFileSync(file, [
-      'policies: []',
-      'vips:',
-      '  - name: dns', '    address: 2001:db8::53', '    port: 53', '    protocol: udp',
-      '    backends:', '      - address: 2001:db8:1::1', '      - address: 198.18.1.9',
-    ].join('\n'));
+    writeFileSync(
+      file,
+      [
+        'policies: []',
+        'vips:',
+        '  - name: dns',
+        '    address: 2001:db8::53',
+        '    port: 53',
+        '    protocol: udp',
+        '    backends:',
+        '      - address: 2001:db8:1::1',
+        '      - address: 198.18.1.9',
+      ].join('\n'),
+    );
     const dry = ferryctl(e, ['apply', '-f', file, '--dry-run']);
     assert.equal(dry.code, 0, dry.err);
     assert.match(dry.out, /delete\s+vip\s+web/);
@@ -171,7 +208,14 @@ describe('ferryd and ferryctl', { skip }, () => {
       const before = await scrape();
       const n = 37;
       for (let i = 0; i < n; i++) {
-        const data = frame({ src: '2001:db8:100::1', dst: '2001:db8::53', proto: 'udp', sport: 20000 + i, dport: 53, payload: Buffer.from('q') });
+        const data = frame({
+          src: '2001:db8:100::1',
+          dst: '2001:db8::53',
+          proto: 'udp',
+          sport: 20000 + i,
+          dport: 53,
+          payload: Buffer.from('q'),
+        });
         assert.equal(dp.nat.progTestRun(dp.progFd, { data }).retval, XDP_TX);
       }
       const junk = frame({ src: '2001:db8:100::1', dst: '2001:db8::53', proto: 'udp', dport: 53 });
@@ -181,9 +225,15 @@ describe('ferryd and ferryctl', { skip }, () => {
       const delta = (series: string) => (sample(after, series) ?? 0) - (sample(before, series) ?? 0);
       assert.equal(delta('ferry_vip_packets_total{vip="dns"}'), n);
       assert.equal(delta('ferry_vip_new_flows_total{vip="dns"}'), n);
-      const perBackend = after.split('\n').filter((l) => l.startsWith('ferry_backend_new_flows_total{vip="dns"'))
-        .reduce((sum, l) => sum + Number(l.split(' ')[1]), 0)
-        - before.split('\n').filter((l) => l.startsWith('ferry_backend_new_flows_total{vip="dns"')).reduce((sum, l) => sum + Number(l.split(' ')[1]), 0);
+      const perBackend =
+        after
+          .split('\n')
+          .filter((l) => l.startsWith('ferry_backend_new_flows_total{vip="dns"'))
+          .reduce((sum, l) => sum + Number(l.split(' ')[1]), 0) -
+        before
+          .split('\n')
+          .filter((l) => l.startsWith('ferry_backend_new_flows_total{vip="dns"'))
+          .reduce((sum, l) => sum + Number(l.split(' ')[1]), 0);
       assert.equal(perBackend, n, 'new flows per backend add up');
       assert.equal(delta('ferry_drops_total{reason="fragment"}'), 1);
       assert.equal(delta('ferry_datapath_packets_total{counter="rx"}'), n + 1, 'every packet seen');
@@ -249,11 +299,20 @@ describe('ferryd and ferryctl', { skip }, () => {
   it('tells systemd it is ready (sd_notify)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ferry-sd-'));
     const sock = join(dir, 'notify');
-    const py = spawn('python3', ['-c', [
-      'import socket', 's=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)', `s.bind(${JSON.stringify(sock)})`,
-      'print("bound", flush=True)', 's.settimeout(20)',
-      'while True:', '  m=s.recv(4096).decode()', '  print(m, flush=True)', '  if "READY=1" in m: break',
-    ].join('\n')]);
+    const py = spawn('python3', [
+      '-c',
+      [
+        'import socket',
+        's=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+        `s.bind(${JSON.stringify(sock)})`,
+        'print("bound", flush=True)',
+        's.settimeout(20)',
+        'while True:',
+        '  m=s.recv(4096).decode()',
+        '  print(m, flush=True)',
+        '  if "READY=1" in m: break',
+      ].join('\n'),
+    ]);
     let out = '';
     py.stdout.on('data', (b: Buffer) => (out += b.toString()));
     try {
@@ -284,7 +343,7 @@ describe('ferryd ends a drain when it ends', { skip }, () => {
     if (e) destroyFerrydEnv(e);
   });
 
-  it('a removed backend keeps its id while it drains, and loses it at the drain\'s end', async () => {
+  it("a removed backend keeps its id while it drains, and loses it at the drain's end", async () => {
     const ok = (args: string[]) => assert.equal(ferryctl(e, args).code, 0, args.join(' '));
     ok(['vip', 'add', 'web', '--address', '198.18.0.10', '--port', '80', '--protocol', 'tcp']);
     ok(['backend', 'add', 'web', '198.18.1.1']);
@@ -292,7 +351,9 @@ describe('ferryd ends a drain when it ends', { skip }, () => {
     const inMap = (addr: string): boolean => {
       const dp = openDaemonDatapath(e);
       try {
-        return Array.from({ length: FERRYD_SIZES.maxBackends }, (_, i) => dp.backends.get(i)).some((v) => v.state !== 0 && formatAddr(v.family, v.addr) === addr);
+        return Array.from({ length: FERRYD_SIZES.maxBackends }, (_, i) => dp.backends.get(i)).some(
+          (v) => v.state !== 0 && formatAddr(v.family, v.addr) === addr,
+        );
       } finally {
         dp.close();
       }
@@ -323,8 +384,15 @@ describe('ferryd over TCP with TLS and bearer tokens', { skip }, () => {
     const key = pem.key;
     const tokens = join(dir, 'tokens');
     writeFileSync(tokens, '# operators\nsecret-token-1\n');
-    e = makeFerrydEnv('tls', ['  listen: 127.0.0.1:8443', `  tokens_file: ${tokens}`, `  tls_cert: ${cert}`, `  tls_key: ${key}`,
-      '  rate_limit:', `    max: ${RATE_MAX}`, '    window_seconds: 600']);
+    e = makeFerrydEnv('tls', [
+      '  listen: 127.0.0.1:8443',
+      `  tokens_file: ${tokens}`,
+      `  tls_cert: ${cert}`,
+      `  tls_key: ${key}`,
+      '  rate_limit:',
+      `    max: ${RATE_MAX}`,
+      '    window_seconds: 600',
+    ]);
     // Everything ferryd can log, so that the no-secrets check below sees it all.
     writeFileSync(e.config, readFileSync(e.config, 'utf8').replace('level: info', 'level: trace'));
     d = await startFerryd(e);
@@ -354,15 +422,42 @@ describe('ferryd over TCP with TLS and bearer tokens', { skip }, () => {
   });
 
   /** curl inside the namespace: one status line per request, with the Retry-After header when there is one. */
-  const curl = (urls: string[], token: string) => spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'curl', '-s', '--cacert', cert,
-    '-H', `Authorization: Bearer ${token}`, '-w', '%{http_code} %header{retry-after}\\n', ...urls.flatMap((u) => ['-o', '/dev/null', u])],
-  { encoding: 'utf8', timeout: 60_000 });
+  const curl = (urls: string[], token: string) =>
+    spawnSync(
+      'nsenter',
+      [
+        `--net=/run/netns/${e.ns}`,
+        '--',
+        'curl',
+        '-s',
+        '--cacert',
+        cert,
+        '-H',
+        `Authorization: Bearer ${token}`,
+        '-w',
+        '%{http_code} %header{retry-after}\\n',
+        ...urls.flatMap((u) => ['-o', '/dev/null', u]),
+      ],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
 
   it('writes no token to its log, whatever the client sends', async () => {
-    const r = curl(['https://127.0.0.1:8443/v1/vips?token=secret-token-1', 'https://127.0.0.1:8443/v1/secret-token-1',
-      'https://127.0.0.1:8443/v1/status?access_token=secret-token-2'], 'secret-token-2');
+    const r = curl(
+      [
+        'https://127.0.0.1:8443/v1/vips?token=secret-token-1',
+        'https://127.0.0.1:8443/v1/secret-token-1',
+        'https://127.0.0.1:8443/v1/status?access_token=secret-token-2',
+      ],
+      'secret-token-2',
+    );
     assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.split(' ')[0]), ['401', '401', '401']);
+    assert.deepEqual(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.split(' ')[0]),
+      ['401', '401', '401'],
+    );
     const r2 = curl(['https://127.0.0.1:8443/v1/status?token=secret-token-1'], 'secret-token-1');
     assert.equal(r2.stdout.split(' ')[0], '200');
     // The log arrives through a pipe: wait for the last request's line.
@@ -373,7 +468,10 @@ describe('ferryd over TCP with TLS and bearer tokens', { skip }, () => {
   });
 
   it('answers 429 with Retry-After once a client passes the rate limit (last: it uses the window up)', () => {
-    const r = curl(Array.from({ length: RATE_MAX + 5 }, () => 'https://127.0.0.1:8443/v1/status'), 'secret-token-1');
+    const r = curl(
+      Array.from({ length: RATE_MAX + 5 }, () => 'https://127.0.0.1:8443/v1/status'),
+      'secret-token-1',
+    );
     assert.equal(r.status, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');
     const ok = lines.filter((l) => l.startsWith('200')).length;

@@ -6,19 +6,57 @@ import { after, before, describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import assert from 'node:assert/strict';
 import {
-  BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, FERRY_AF_INET, FERRY_BACKEND_NONE, POLICY_ALLOW, POLICY_DENY,
-  VIP_F_ALLOWLIST, VIP_F_POLICY, VIP_F_SRC_AFFINITY, VipKey, type DropReason, type CounterName, type FlowKeyV,
+  BACKEND_ACTIVE,
+  BACKEND_DOWN,
+  BACKEND_DRAINING,
+  FERRY_AF_INET,
+  FERRY_BACKEND_NONE,
+  POLICY_ALLOW,
+  POLICY_DENY,
+  VIP_F_ALLOWLIST,
+  VIP_F_POLICY,
+  VIP_F_SRC_AFFINITY,
+  VipKey,
+  type DropReason,
+  type CounterName,
+  type FlowKeyV,
 } from '../../../src/datapath/abi.js';
 import { mappedBytes, dpAddr, dpCidr } from '../../../src/datapath/addr.js';
 import { ctHash } from '../../../src/datapath/hash.js';
 import { indexBucketsOf } from '../../../src/datapath/vipindex.js';
 import type { BackendProgram } from '../../../src/datapath/program.js';
 import {
-  GW_MAC, LbHarness, XDP_DROP, XDP_PASS, XDP_TX, bpfUnavailable, expectedOuterSource, flowOf, type VipSpec,
+  GW_MAC,
+  LbHarness,
+  XDP_DROP,
+  XDP_PASS,
+  XDP_TX,
+  bpfUnavailable,
+  expectedOuterSource,
+  flowOf,
+  type VipSpec,
 } from '../../lib/harness.js';
 import {
-  ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
-  MAC_CLIENT, MAC_LB, TCP_ACK, TCP_SYN, csumAdd, ethFrame, frame, ipHeader, ipPacket, l4ChecksumOk, parseEth, parseIp,
+  ETH_P_IP,
+  ETH_P_IPV6,
+  IPPROTO_ICMP,
+  IPPROTO_ICMPV6,
+  IPPROTO_IPIP,
+  IPPROTO_IPV6,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  MAC_CLIENT,
+  MAC_LB,
+  TCP_ACK,
+  TCP_SYN,
+  csumAdd,
+  ethFrame,
+  frame,
+  ipHeader,
+  ipPacket,
+  l4ChecksumOk,
+  parseEth,
+  parseIp,
   type PacketOpts,
 } from '../../lib/packet.js';
 
@@ -48,10 +86,8 @@ describe('xdp_lb', { skip }, () => {
 
   const counters = () => h.dp.counterValues();
   const drops = () => h.dp.dropCounts();
-  const dropDelta = (before: Record<DropReason, { packets: bigint }>, r: DropReason) =>
-    drops()[r].packets - before[r].packets;
-  const cntDelta = (before: Record<CounterName, { packets: bigint }>, c: CounterName) =>
-    counters()[c].packets - before[c].packets;
+  const dropDelta = (before: Record<DropReason, { packets: bigint }>, r: DropReason) => drops()[r].packets - before[r].packets;
+  const cntDelta = (before: Record<CounterName, { packets: bigint }>, c: CounterName) => counters()[c].packets - before[c].packets;
   /** Remembers backends' addresses, so assertEncap can name the one a frame went to. */
   const know = (...backends: BackendProgram[]) => {
     for (const b of backends) idByAddr.set(dpAddr(b.addr).bytes.toString('hex'), b.id);
@@ -98,14 +134,14 @@ describe('xdp_lb', { skip }, () => {
     assert.equal(outer.proto, inner.version === 4 ? IPPROTO_IPIP : IPPROTO_IPV6, 'outer protocol names the inner family');
     assert.equal(outer.ttl, 64);
     assert.equal(outer.tos, inner.tos, 'DSCP/ECN copied');
-    assert.deepEqual(outer.src, expectedOuterSource(outer.version, flowHashValue), 'outer source from the flow\'s conntrack hash');
+    assert.deepEqual(outer.src, expectedOuterSource(outer.version, flowHashValue), "outer source from the flow's conntrack hash");
     if (outer.version === 4) {
       assert.equal(outer.lenField, innerLen + 20);
       assert.ok(outer.checksumOk, 'outer IPv4 checksum');
       assert.equal(outer.fragWord, inner.version === 4 ? inner.fragWord & 0x4000 : 0, 'DF follows the inner packet');
     } else {
       assert.equal(outer.lenField, innerLen);
-      assert.equal(outer.flowLabel, flowHashValue & 0xfffff, 'flow label from the flow\'s conntrack hash');
+      assert.equal(outer.flowLabel, flowHashValue & 0xfffff, "flow label from the flow's conntrack hash");
     }
     assert.equal(out.length, input.length + (outer.version === 4 ? 20 : 40));
     assert.deepEqual(outer.payload, inEth.l3, 'inner packet unchanged byte for byte');
@@ -208,7 +244,13 @@ describe('xdp_lb', { skip }, () => {
       groups.set(`${b1}/${b2}`, group);
       if (group.length === 9) addrs = group;
     }
-    const vips = addrs.map((addr, i) => ({ id: 40 + i, addr, port: 80, proto: 'tcp' as const, backends: [{ id: 400 + i, addr: `198.18.2.${i}` }] }));
+    const vips = addrs.map((addr, i) => ({
+      id: 40 + i,
+      addr,
+      port: 80,
+      proto: 'tcp' as const,
+      backends: [{ id: 400 + i, addr: `198.18.2.${i}` }],
+    }));
     for (const v of vips) {
       h.vip(v);
       know(v.backends[0]!);
@@ -383,7 +425,7 @@ describe('xdp_lb', { skip }, () => {
     }
   });
 
-  it('reuses a replaced table\'s slots only after a grace period has passed, without waiting for one', async () => {
+  it("reuses a replaced table's slots only after a grace period has passed, without waiting for one", async () => {
     const m = h.dp.maglev;
     await m.settle();
     const table = (id: number) => new Uint32Array(251).fill(id);
@@ -473,7 +515,14 @@ describe('xdp_lb', { skip }, () => {
     assert.equal(dropDelta(before, 'policy'), 1n);
     assert.equal(h.dp.vipStats.sum(15).drops - vipDrops, 1n);
     // Allow-list mode: only matching allow rules pass.
-    const v6 = { id: 16, addr: '2001:db8::26', port: 80, proto: 'tcp' as const, flags: VIP_F_POLICY | VIP_F_ALLOWLIST, backends: be6(160, 2) };
+    const v6 = {
+      id: 16,
+      addr: '2001:db8::26',
+      port: 80,
+      proto: 'tcp' as const,
+      flags: VIP_F_POLICY | VIP_F_ALLOWLIST,
+      backends: be6(160, 2),
+    };
     declare(v6);
     rule('2001:db8:300::/48', 16, POLICY_ALLOW);
     assert.equal(h.run(tcp('2001:db8:300::5', v6.addr, 1, 80)).retval, XDP_TX);
@@ -487,8 +536,13 @@ describe('xdp_lb', { skip }, () => {
   it('limits the new-flow rate of a VIP and counts the excess', () => {
     // One new flow per 10 s with a burst of one: the second new flow drops, existing flows pass.
     const vip = {
-      id: 17, addr: '198.18.0.27', port: 80, proto: 'tcp' as const, backends: be4(170, 2),
-      rlIntervalNs: 10_000_000_000n, rlToleranceNs: 10_000_000_000n,
+      id: 17,
+      addr: '198.18.0.27',
+      port: 80,
+      proto: 'tcp' as const,
+      backends: be4(170, 2),
+      rlIntervalNs: 10_000_000_000n,
+      rlToleranceNs: 10_000_000_000n,
     };
     declare(vip);
     const before = drops();
@@ -500,8 +554,13 @@ describe('xdp_lb', { skip }, () => {
 
   it('records a TCP flow after its handshake when told to: the SYN leaves no entry, its first ACK does', () => {
     const vip = {
-      id: 18, addr: '198.18.0.28', port: 80, proto: 'tcp' as const, backends: be4(180, 3),
-      rlIntervalNs: 10_000_000_000n, rlToleranceNs: 10_000_000_000n,
+      id: 18,
+      addr: '198.18.0.28',
+      port: 80,
+      proto: 'tcp' as const,
+      backends: be4(180, 3),
+      rlIntervalNs: 10_000_000_000n,
+      rlToleranceNs: 10_000_000_000n,
     };
     declare(vip);
     h.setConfig({ recordAfterHandshake: true });
@@ -553,7 +612,10 @@ describe('xdp_lb', { skip }, () => {
 
   it('answers ICMP echo requests to a VIP address', () => {
     const before = counters();
-    for (const [src, dst] of [[CLIENT4, V4.addr], [CLIENT6, V6.addr]] as const) {
+    for (const [src, dst] of [
+      [CLIENT4, V4.addr],
+      [CLIENT6, V6.addr],
+    ] as const) {
       const input = frame({ src, dst, proto: 'icmp', payload: Buffer.from('ping-payload'), ttl: 17 });
       const r = h.run(input);
       assert.equal(r.retval, XDP_TX);
@@ -584,19 +646,43 @@ describe('xdp_lb', { skip }, () => {
       const flow = flowOf(c.client, c.vip.addr, sport, 80, IPPROTO_TCP);
       const owner = assertEncap(syn, h.run(syn).out, flow);
       // The backend's reply (VIP → client) as a router quotes it.
-      const reply = ipPacket({ src: c.vip.addr, dst: c.client, proto: 'tcp', sport: 80, dport: sport, tcpFlags: TCP_ACK, payload: Buffer.alloc(64) });
-      const quote = reply.subarray(0, (reply[0]! >> 4) === 4 ? 28 + 20 : 40 + 20);
+      const reply = ipPacket({
+        src: c.vip.addr,
+        dst: c.client,
+        proto: 'tcp',
+        sport: 80,
+        dport: sport,
+        tcpFlags: TCP_ACK,
+        payload: Buffer.alloc(64),
+      });
+      const quote = reply.subarray(0, reply[0]! >> 4 === 4 ? 28 + 20 : 40 + 20);
       const mtu = Buffer.alloc(4);
       mtu.writeUInt32BE(c.type === 2 ? 1400 : 1400, 0);
       const router = c.client === CLIENT4 ? '198.18.99.1' : '2001:db8:99::1';
-      const icmp = frame({ src: router, dst: c.vip.addr, proto: 'icmp', icmpType: c.type, icmpCode: c.code, icmpRest: mtu, payload: quote });
+      const icmp = frame({
+        src: router,
+        dst: c.vip.addr,
+        proto: 'icmp',
+        icmpType: c.type,
+        icmpCode: c.code,
+        icmpRest: mtu,
+        payload: quote,
+      });
       const r = h.run(icmp);
       assert.equal(r.retval, XDP_TX);
       assert.equal(assertEncap(icmp, r.out, flow), owner, 'same backend as the flow');
     }
     assert.equal(cntDelta(before, 'icmp_steered'), 2n);
     // A quote that cannot be parsed is dropped and counted.
-    const bad = frame({ src: '198.18.99.1', dst: V4.addr, proto: 'icmp', icmpType: 3, icmpCode: 4, icmpRest: Buffer.alloc(4), payload: Buffer.from('short') });
+    const bad = frame({
+      src: '198.18.99.1',
+      dst: V4.addr,
+      proto: 'icmp',
+      icmpType: 3,
+      icmpCode: 4,
+      icmpRest: Buffer.alloc(4),
+      payload: Buffer.from('short'),
+    });
     const d = drops();
     assert.equal(h.run(bad).retval, XDP_DROP);
     assert.equal(dropDelta(d, 'icmp_malformed'), 1n);
@@ -654,7 +740,10 @@ describe('xdp_lb', { skip }, () => {
     }
 
     it('handles every truncation of a TCP SYN', () => {
-      for (const [good, ipOff] of [[good4, 14], [good6, 14]] as const) {
+      for (const [good, ipOff] of [
+        [good4, 14],
+        [good6, 14],
+      ] as const) {
         const ipHdr = good[ipOff]! >> 4 === 4 ? 20 : 40;
         for (let len = 0; len < good.length; len++) {
           const input = good.subarray(0, len);
@@ -667,16 +756,24 @@ describe('xdp_lb', { skip }, () => {
     });
 
     it('drops a VIP packet whose L4 header is cut, even with a consistent IP length', () => {
-      for (const [src, dst] of [[CLIENT4, V4.addr], [CLIENT6, V6.addr]] as const) {
+      for (const [src, dst] of [
+        [CLIENT4, V4.addr],
+        [CLIENT6, V6.addr],
+      ] as const) {
         const seg = ipPacket({ src, dst, proto: 'tcp', dport: 80 });
-        const ipLen = (seg[0]! >> 4) === 4 ? 20 : 40;
+        const ipLen = seg[0]! >> 4 === 4 ? 20 : 40;
         const s = dpAddr(src).family === 4 ? dpAddr(src).bytes.subarray(0, 4) : dpAddr(src).bytes;
         const dd = dpAddr(dst).family === 4 ? dpAddr(dst).bytes.subarray(0, 4) : dpAddr(dst).bytes;
         const cut = ipHeader(s, dd, IPPROTO_TCP, seg.subarray(ipLen, ipLen + 12));
         expectOutcome(ethFrame(cut, ipLen === 20 ? ETH_P_IP : ETH_P_IPV6), XDP_DROP, { drop: 'malformed_l4' }, 'TCP header of 12 bytes');
       }
       const udp = ipPacket({ src: CLIENT4, dst: UDP4.addr, proto: 'udp', dport: 53 });
-      const cutUdp = ipHeader(dpAddr(CLIENT4).bytes.subarray(0, 4), dpAddr(UDP4.addr).bytes.subarray(0, 4), IPPROTO_UDP, udp.subarray(20, 24));
+      const cutUdp = ipHeader(
+        dpAddr(CLIENT4).bytes.subarray(0, 4),
+        dpAddr(UDP4.addr).bytes.subarray(0, 4),
+        IPPROTO_UDP,
+        udp.subarray(20, 24),
+      );
       expectOutcome(ethFrame(cutUdp, ETH_P_IP), XDP_DROP, { drop: 'malformed_l4' }, 'UDP header of 4 bytes');
       // TCP data offset below 5.
       const badDoff = Buffer.from(good4);
@@ -690,12 +787,54 @@ describe('xdp_lb', { skip }, () => {
         mut(b);
         return b;
       };
-      expectOutcome(v((b) => { b[14] = 0x44; }), XDP_DROP, { drop: 'malformed_l3' }, 'IHL 4');
-      expectOutcome(v((b) => { b[14] = 0x55; }), XDP_DROP, { drop: 'malformed_l3' }, 'version 5');
-      expectOutcome(v((b) => { b.writeUInt16BE(19, 16); }), XDP_DROP, { drop: 'malformed_l3' }, 'total length below the header');
-      expectOutcome(v((b) => { b.writeUInt16BE(9000, 16); }), XDP_DROP, { drop: 'malformed_l3' }, 'total length beyond the frame');
-      expectOutcome(v((b) => { b[20] = 0x20; }), XDP_DROP, { drop: 'fragment' }, 'MF set');
-      expectOutcome(v((b) => { b.writeUInt16BE(0x0010, 20); }), XDP_DROP, { drop: 'fragment' }, 'fragment offset');
+      expectOutcome(
+        v((b) => {
+          b[14] = 0x44;
+        }),
+        XDP_DROP,
+        { drop: 'malformed_l3' },
+        'IHL 4',
+      );
+      expectOutcome(
+        v((b) => {
+          b[14] = 0x55;
+        }),
+        XDP_DROP,
+        { drop: 'malformed_l3' },
+        'version 5',
+      );
+      expectOutcome(
+        v((b) => {
+          b.writeUInt16BE(19, 16);
+        }),
+        XDP_DROP,
+        { drop: 'malformed_l3' },
+        'total length below the header',
+      );
+      expectOutcome(
+        v((b) => {
+          b.writeUInt16BE(9000, 16);
+        }),
+        XDP_DROP,
+        { drop: 'malformed_l3' },
+        'total length beyond the frame',
+      );
+      expectOutcome(
+        v((b) => {
+          b[20] = 0x20;
+        }),
+        XDP_DROP,
+        { drop: 'fragment' },
+        'MF set',
+      );
+      expectOutcome(
+        v((b) => {
+          b.writeUInt16BE(0x0010, 20);
+        }),
+        XDP_DROP,
+        { drop: 'fragment' },
+        'fragment offset',
+      );
       // IPv4 options (IHL 6, one NOP word) to a VIP.
       const l3 = parseEth(good4).l3;
       const withOpt = Buffer.concat([l3.subarray(0, 20), Buffer.from([1, 1, 1, 0]), l3.subarray(20)]);

@@ -35,7 +35,12 @@ describe('decap programs', { skip }, () => {
     const addrs = obj.mapFd('ferry_decap_addrs');
     for (const v of [VIPS.v4, VIPS.v6, '198.18.0.11', '2001:db8::11']) {
       const a = dpAddr(v);
-      nat.mapUpdate(addrs, VipAddrKey.encode({ addr: a.bytes, family: a.family, pad: Buffer.alloc(3) }), VipAddrMeta.encode({ flags: 0 }), 0);
+      nat.mapUpdate(
+        addrs,
+        VipAddrKey.encode({ addr: a.bytes, family: a.family, pad: Buffer.alloc(3) }),
+        VipAddrMeta.encode({ flags: 0 }),
+        0,
+      );
     }
     counters = new PerCpuArray(nat, obj.mapFd('ferry_decap_counters'), 'ferry_decap_counters', Counter, nat.numPossibleCpus());
   });
@@ -64,7 +69,15 @@ describe('decap programs', { skip }, () => {
   ] as const) {
     for (const prog of ['xdp_decap', 'tc_decap']) {
       it(`${prog} restores ${name} byte for byte`, () => {
-        const original = frame({ src: client, dst: vip, proto: 'tcp', sport: 5555, dport: 80, tcpFlags: TCP_SYN, payload: Buffer.from('payload bytes') });
+        const original = frame({
+          src: client,
+          dst: vip,
+          proto: 'tcp',
+          sport: 5555,
+          dport: 80,
+          tcpFlags: TCP_SYN,
+          payload: Buffer.from('payload bytes'),
+        });
         const lb = h.run(original);
         assert.equal(lb.retval, XDP_TX);
         const done0 = count('done');

@@ -9,9 +9,27 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  BACKEND_DOWN, COUNTERS, CtBucket, CtEntry, DROP_REASONS, FERRY_AF_INET, FERRY_AF_INET6, FERRY_BACKEND_NONE, FERRY_EVENT_DROP,
-  FERRY_EVENT_FLOW, FERRY_VIP_NONE, FLOW_REASONS, FerryEvent, FlowKey, LbConfig, POLICY_DENY, VIP_F_POLICY, VIP_F_SNAT,
-  type CounterName, type DropReason, type FerryEventV,
+  BACKEND_DOWN,
+  COUNTERS,
+  CtBucket,
+  CtEntry,
+  DROP_REASONS,
+  FERRY_AF_INET,
+  FERRY_AF_INET6,
+  FERRY_BACKEND_NONE,
+  FERRY_EVENT_DROP,
+  FERRY_EVENT_FLOW,
+  FERRY_VIP_NONE,
+  FLOW_REASONS,
+  FerryEvent,
+  FlowKey,
+  LbConfig,
+  POLICY_DENY,
+  VIP_F_POLICY,
+  VIP_F_SNAT,
+  type CounterName,
+  type DropReason,
+  type FerryEventV,
 } from '../../../src/datapath/abi.js';
 import { mappedBytes, dpAddr, dpCidr } from '../../../src/datapath/addr.js';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
@@ -20,12 +38,26 @@ import { ctHash } from '../../../src/datapath/hash.js';
 import { u32 } from '../../../src/datapath/maps.js';
 import { eventBudget, onlineCpus, type ConfigProgram } from '../../../src/datapath/program.js';
 import {
-  BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF, isNativeError,
+  BPF_MAP_TYPE_ARRAY,
+  BPF_MAP_TYPE_LRU_HASH,
+  BPF_MAP_TYPE_PERCPU_ARRAY,
+  BPF_MAP_TYPE_RINGBUF,
+  isNativeError,
 } from '../../../src/datapath/native.js';
 import { LbHarness, XDP_DROP, XDP_TX, bpfUnavailable, flowOf } from '../../lib/harness.js';
 import {
-  ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_SYN, csumAdd, ethFrame, frame, ipHeader,
-  ipPacket, parseEth,
+  ETH_P_IP,
+  ETH_P_IPV6,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  TCP_ACK,
+  TCP_SYN,
+  csumAdd,
+  ethFrame,
+  frame,
+  ipHeader,
+  ipPacket,
+  parseEth,
 } from '../../lib/packet.js';
 
 const skip = bpfUnavailable();
@@ -43,7 +75,8 @@ const FOREIGN = { id: 6, addr: '198.18.0.16', port: 80 };
 const NAT = { id: 7, addr: '198.18.0.17', port: 80 };
 
 const be4 = (base: number, n: number) => Array.from({ length: n }, (_, i) => ({ id: base + i, addr: `198.18.1.${base + i}` }));
-const be6 = (base: number, n: number) => Array.from({ length: n }, (_, i) => ({ id: base + i, addr: `2001:db8:1::${(base + i).toString(16)}` }));
+const be6 = (base: number, n: number) =>
+  Array.from({ length: n }, (_, i) => ({ id: base + i, addr: `2001:db8:1::${(base + i).toString(16)}` }));
 
 const addr16 = (ip: string) => dpAddr(ip).bytes;
 
@@ -51,10 +84,11 @@ describe('live events', { skip }, () => {
   let h: LbHarness;
   let ring: number;
 
-  const take = (max = 1 << 16): FerryEventV[] => h.dp.nat.ringConsume(ring, max).map((b) => {
-    assert.equal(b.length, FerryEvent.size, 'fixed-size records');
-    return FerryEvent.decode(b);
-  });
+  const take = (max = 1 << 16): FerryEventV[] =>
+    h.dp.nat.ringConsume(ring, max).map((b) => {
+      assert.equal(b.length, FerryEvent.size, 'fixed-size records');
+      return FerryEvent.decode(b);
+    });
   const counter = (c: CounterName) => h.dp.counterValues()[c].packets;
   /** Events on: every flow, a cap far above what a test sends; the budget starts full. */
   const eventsOn = (o: { eventsFlowSample?: number; eventsPerSecond?: number; eventsCpus?: number; snat?: ConfigProgram['snat'] } = {}) => {
@@ -105,7 +139,10 @@ describe('live events', { skip }, () => {
     h.setConfig({ eventsFlowSample: 0, eventsPerSecond: 1000 });
     assert.equal(h.run(tcp(CLIENT4, V4.addr, 1001, 80)).retval, XDP_TX);
     assert.equal(h.run(tcp('198.18.200.1', POL.addr, 1001, 80)).retval, XDP_DROP);
-    assert.deepEqual(take().map((e) => e.kind), [FERRY_EVENT_DROP]);
+    assert.deepEqual(
+      take().map((e) => e.kind),
+      [FERRY_EVENT_DROP],
+    );
   });
 
   it('sample 1: every new flow is an event with client, VIP, backend, protocol and family', () => {
@@ -119,8 +156,10 @@ describe('live events', { skip }, () => {
     const t0 = process.hrtime.bigint();
     for (const c of cases) {
       for (let sport = 2000; sport < 2010; sport++) {
-        const f = c.proto === IPPROTO_TCP ? tcp(c.client, c.vip.addr, sport, c.vip.port)
-          : frame({ src: c.client, dst: c.vip.addr, proto: 'udp', sport, dport: c.vip.port, payload: Buffer.from('q') });
+        const f =
+          c.proto === IPPROTO_TCP
+            ? tcp(c.client, c.vip.addr, sport, c.vip.port)
+            : frame({ src: c.client, dst: c.vip.addr, proto: 'udp', sport, dport: c.vip.port, payload: Buffer.from('q') });
         assert.equal(h.run(f).retval, XDP_TX);
         const evs = take();
         assert.equal(evs.length, 1, `one event for the new flow ${c.client} ${sport}`);
@@ -205,37 +244,107 @@ describe('live events', { skip }, () => {
     ext.writeUInt16BE(ext.length - 40, 4);
     const seg = ipPacket({ src: CLIENT4, dst: V4.addr, proto: 'tcp', dport: 80 });
     const cutL4 = ipHeader(addr16(CLIENT4).subarray(0, 4), addr16(V4.addr).subarray(0, 4), IPPROTO_TCP, seg.subarray(20, 32));
-    const badQuote = frame({ src: '198.18.99.1', dst: V4.addr, proto: 'icmp', icmpType: 3, icmpCode: 4, icmpRest: Buffer.alloc(4), payload: Buffer.from('short') });
+    const badQuote = frame({
+      src: '198.18.99.1',
+      dst: V4.addr,
+      proto: 'icmp',
+      icmpType: 3,
+      icmpCode: 4,
+      icmpRest: Buffer.alloc(4),
+      payload: Buffer.from('short'),
+    });
 
-    interface Case { reason: DropReason; frame: Buffer; src: string; sport: number; vip: number; setup?: () => void; undo?: () => void }
+    interface Case {
+      reason: DropReason;
+      frame: Buffer;
+      src: string;
+      sport: number;
+      vip: number;
+      setup?: () => void;
+      undo?: () => void;
+    }
     const cases: Case[] = [
-      { reason: 'malformed_l3', frame: mut((b) => { b[14] = 0x44; }), src: CLIENT4, sport: 0, vip: FERRY_VIP_NONE },
+      {
+        reason: 'malformed_l3',
+        frame: mut((b) => {
+          b[14] = 0x44;
+        }),
+        src: CLIENT4,
+        sport: 0,
+        vip: FERRY_VIP_NONE,
+      },
       { reason: 'malformed_l4', frame: ethFrame(cutL4, ETH_P_IP), src: CLIENT4, sport: 0, vip: FERRY_VIP_NONE },
       { reason: 'ip_options', frame: ethFrame(withOpt, ETH_P_IP), src: CLIENT4, sport: 0, vip: FERRY_VIP_NONE },
-      { reason: 'fragment', frame: mut((b) => { b[20] = 0x20; }), src: CLIENT4, sport: 0, vip: FERRY_VIP_NONE },
+      {
+        reason: 'fragment',
+        frame: mut((b) => {
+          b[20] = 0x20;
+        }),
+        src: CLIENT4,
+        sport: 0,
+        vip: FERRY_VIP_NONE,
+      },
       { reason: 'ipv6_exthdr', frame: ethFrame(ext, ETH_P_IPV6), src: CLIENT6, sport: 0, vip: FERRY_VIP_NONE },
       { reason: 'policy', frame: tcp('198.18.200.9', POL.addr, 5001, 80), src: '198.18.200.9', sport: 5001, vip: POL.id },
-      { reason: 'rate_limit', frame: tcp(CLIENT4, RL.addr, 5003, 80), src: CLIENT4, sport: 5003, vip: RL.id,
-        setup: () => { h.run(tcp(CLIENT4, RL.addr, 5002, 80)); take(); } },
+      {
+        reason: 'rate_limit',
+        frame: tcp(CLIENT4, RL.addr, 5003, 80),
+        src: CLIENT4,
+        sport: 5003,
+        vip: RL.id,
+        setup: () => {
+          h.run(tcp(CLIENT4, RL.addr, 5002, 80));
+          take();
+        },
+      },
       { reason: 'no_backend', frame: tcp(CLIENT4, EMPTY.addr, 5004, 80), src: CLIENT4, sport: 5004, vip: EMPTY.id },
       { reason: 'bad_backend', frame: tcp(CLIENT4, FOREIGN.addr, 5005, 80), src: CLIENT4, sport: 5005, vip: FOREIGN.id },
-      { reason: 'no_encap_source', frame: tcp(CLIENT4, V4.addr, 5006, 80), src: CLIENT4, sport: 5006, vip: V4.id,
-        setup: () => { h.setConfig({ src4: null, eventsFlowSample: 0, eventsPerSecond: 1_000_000 }); },
-        undo: () => eventsOn() },
-      { reason: 'no_route', frame: tcp(CLIENT4, V4.addr, 5007, 80), src: CLIENT4, sport: 5007, vip: V4.id,
-        setup: () => { h.setConfig({ gwMac: Buffer.alloc(6), eventsFlowSample: 0, eventsPerSecond: 1_000_000 }); },
-        undo: () => eventsOn() },
+      {
+        reason: 'no_encap_source',
+        frame: tcp(CLIENT4, V4.addr, 5006, 80),
+        src: CLIENT4,
+        sport: 5006,
+        vip: V4.id,
+        setup: () => {
+          h.setConfig({ src4: null, eventsFlowSample: 0, eventsPerSecond: 1_000_000 });
+        },
+        undo: () => eventsOn(),
+      },
+      {
+        reason: 'no_route',
+        frame: tcp(CLIENT4, V4.addr, 5007, 80),
+        src: CLIENT4,
+        sport: 5007,
+        vip: V4.id,
+        setup: () => {
+          h.setConfig({ gwMac: Buffer.alloc(6), eventsFlowSample: 0, eventsPerSecond: 1_000_000 });
+        },
+        undo: () => eventsOn(),
+      },
       { reason: 'icmp_malformed', frame: badQuote, src: '198.18.99.1', sport: 0, vip: FERRY_VIP_NONE },
       // No source NAT configured. (Flow events off: the flow was balanced before the drop, as for no_encap_source.)
-      { reason: 'no_snat_source', frame: tcp(CLIENT4, NAT.addr, 5008, 80), src: CLIENT4, sport: 5008, vip: NAT.id,
-        setup: () => eventsOn({ eventsFlowSample: 0 }), undo: () => eventsOn() },
-      { reason: 'no_snat_port', frame: tcp(CLIENT4, NAT.addr, 5010, 80), src: CLIENT4, sport: 5010, vip: NAT.id,
+      {
+        reason: 'no_snat_source',
+        frame: tcp(CLIENT4, NAT.addr, 5008, 80),
+        src: CLIENT4,
+        sport: 5008,
+        vip: NAT.id,
+        setup: () => eventsOn({ eventsFlowSample: 0 }),
+        undo: () => eventsOn(),
+      },
+      {
+        reason: 'no_snat_port',
+        frame: tcp(CLIENT4, NAT.addr, 5010, 80),
+        src: CLIENT4,
+        sport: 5010,
+        vip: NAT.id,
         setup: () => {
           eventsOn({ eventsFlowSample: 0, snat: { src4: '198.18.0.2', src6: null, portMin: 61000, portMax: 61000 } });
           assert.equal(h.run(tcp(CLIENT4, NAT.addr, 5009, 80)).retval, XDP_TX, 'the one port taken');
           take();
         },
-        undo: () => eventsOn() },
+        undo: () => eventsOn(),
+      },
     ];
     for (const c of cases) {
       c.setup?.();
@@ -259,7 +368,10 @@ describe('live events', { skip }, () => {
     }
     // encap_failed and too_big cannot happen under BPF_PROG_TEST_RUN (ample headroom; lo's MTU is 65536).
     const covered = new Set(cases.map((c) => c.reason));
-    assert.deepEqual(DROP_REASONS.filter((r) => r !== 'none' && !covered.has(r)), ['encap_failed', 'too_big']);
+    assert.deepEqual(
+      DROP_REASONS.filter((r) => r !== 'none' && !covered.has(r)),
+      ['encap_failed', 'too_big'],
+    );
   });
 
   it('the cap holds under a flood; the rest is counted as suppressed', () => {
@@ -288,7 +400,9 @@ describe('live events', { skip }, () => {
     const bound = cap * (total + 1) + cpus;
     assert.ok(emitted <= bound, `${emitted} events in ${total.toFixed(3)} s: at most cap x (t + 1 s) = ${bound.toFixed(0)}`);
     assert.ok(emitted >= Math.min(cap, 1e9 / Number(intervalNs)), `the budget is used: ${emitted} events (one CPU's share at least)`);
-    console.log(`# flood: ${2 * n} drops in ${total.toFixed(3)} s (loop ${elapsed.toFixed(3)} s), ${emitted} events, ${suppressed} suppressed (cap ${cap}/s over ${cpus} CPUs)`);
+    console.log(
+      `# flood: ${2 * n} drops in ${total.toFixed(3)} s (loop ${elapsed.toFixed(3)} s), ${emitted} events, ${suppressed} suppressed (cap ${cap}/s over ${cpus} CPUs)`,
+    );
   });
 
   it('a full ring refuses events and counts them as lost; nothing blocks', () => {
@@ -308,7 +422,11 @@ describe('live events', { skip }, () => {
       assert.equal(written, Math.floor(4096 / 72), '64-byte records with an 8-byte header: 56 fit in 4 KiB');
       const got = small.dp.nat.ringConsume(r, 1000);
       assert.equal(got.length, written);
-      assert.deepEqual(got.map((b) => FerryEvent.decode(b).sport), Array.from({ length: written }, (_, i) => 7000 + i), 'oldest first');
+      assert.deepEqual(
+        got.map((b) => FerryEvent.decode(b).sport),
+        Array.from({ length: written }, (_, i) => 7000 + i),
+        'oldest first',
+      );
       // Room again: the next drop is written.
       assert.equal(small.run(tcp(CLIENT4, EMPTY.addr, 9999, 80)).retval, XDP_DROP);
       assert.equal(small.dp.nat.ringConsume(r, 10).length, 1);
@@ -370,12 +488,13 @@ describe('live events', { skip }, () => {
 
   describe('native ring API', () => {
     const nat = () => h.dp.nat;
-    const code = (fn: () => unknown, c: string, msg?: RegExp) => assert.throws(fn, (e: unknown) => {
-      assert.ok(isNativeError(e), `a native error: ${String(e)}`);
-      assert.equal(e.code, c, e.message);
-      if (msg) assert.match(e.message, msg);
-      return true;
-    });
+    const code = (fn: () => unknown, c: string, msg?: RegExp) =>
+      assert.throws(fn, (e: unknown) => {
+        assert.ok(isNativeError(e), `a native error: ${String(e)}`);
+        assert.equal(e.code, c, e.message);
+        if (msg) assert.match(e.message, msg);
+        return true;
+      });
 
     it('consumes without blocking, at most maxRecords, oldest first', () => {
       eventsOn();
@@ -386,8 +505,18 @@ describe('live events', { skip }, () => {
       assert.equal(one.length, 1);
       assert.ok(Buffer.isBuffer(one[0]));
       assert.equal(FerryEvent.decode(one[0]!).sport, 8000);
-      assert.deepEqual(nat().ringConsume(ring, 3).map((b) => FerryEvent.decode(b).sport), [8001, 8002, 8003]);
-      assert.deepEqual(nat().ringConsume(ring, 100).map((b) => FerryEvent.decode(b).sport), [8004]);
+      assert.deepEqual(
+        nat()
+          .ringConsume(ring, 3)
+          .map((b) => FerryEvent.decode(b).sport),
+        [8001, 8002, 8003],
+      );
+      assert.deepEqual(
+        nat()
+          .ringConsume(ring, 100)
+          .map((b) => FerryEvent.decode(b).sport),
+        [8004],
+      );
     });
 
     it('two handles on one ring share its position', () => {
@@ -431,7 +560,12 @@ describe('live events', { skip }, () => {
         eventsOn();
         take();
         h.run(tcp('198.18.200.1', POL.addr, 8200, 80));
-        assert.deepEqual(nat().ringConsume(hd, 10).map((b) => FerryEvent.decode(b).sport), [8200]);
+        assert.deepEqual(
+          nat()
+            .ringConsume(hd, 10)
+            .map((b) => FerryEvent.decode(b).sport),
+          [8200],
+        );
       } finally {
         nat().ringClose(hd);
       }

@@ -30,7 +30,9 @@ const inNs = (args: string[]) => sh(['nsenter', `--net=/run/netns/${NS}`, '--', 
 
 describe('xdp_lb next hop through the kernel fib', { skip }, () => {
   let out: {
-    in0: number; out0: number; tooBigDrops: number;
+    in0: number;
+    out0: number;
+    tooBigDrops: number;
     redirect: { retval: number; dst: string; len: number };
     tooBig: { retval: number };
     tx: { retval: number; dst: string };
@@ -44,7 +46,21 @@ describe('xdp_lb next hop through the kernel fib', { skip }, () => {
     sh(['ip', 'netns', 'add', NS]);
     inNs(['ip', 'link', 'set', 'lo', 'up']);
     inNs(['ip', 'link', 'add', 'in0', 'type', 'veth', 'peer', 'name', 'in1', 'address', `${IN_PEER_MAC.match(/../g)!.join(':')}`]);
-    inNs(['ip', 'link', 'add', 'out0', 'mtu', '1450', 'type', 'veth', 'peer', 'name', 'out1', 'address', `${OUT_PEER_MAC.match(/../g)!.join(':')}`]);
+    inNs([
+      'ip',
+      'link',
+      'add',
+      'out0',
+      'mtu',
+      '1450',
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'out1',
+      'address',
+      `${OUT_PEER_MAC.match(/../g)!.join(':')}`,
+    ]);
     for (const i of ['in0', 'in1', 'out0', 'out1']) inNs(['ip', 'link', 'set', i, 'up']);
     inNs(['ip', 'addr', 'add', '198.18.1.1/24', 'dev', 'in0']);
     inNs(['ip', 'addr', 'add', '198.18.2.1/24', 'dev', 'out0']);
@@ -52,7 +68,9 @@ describe('xdp_lb next hop through the kernel fib', { skip }, () => {
     inNs(['ip', 'neigh', 'replace', '198.18.1.2', 'lladdr', IN_PEER_MAC.match(/../g)!.join(':'), 'dev', 'in0', 'nud', 'permanent']);
     inNs(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
     const child = join(packageRoot(), 'dist', 'test', 'lib', 'fib-child.js');
-    const r = spawnSync('nsenter', [`--net=/run/netns/${NS}`, '--', process.execPath, child, `/sys/fs/bpf/${NS}`, NEW_IN_PEER_MAC], { encoding: 'utf8' });
+    const r = spawnSync('nsenter', [`--net=/run/netns/${NS}`, '--', process.execPath, child, `/sys/fs/bpf/${NS}`, NEW_IN_PEER_MAC], {
+      encoding: 'utf8',
+    });
     assert.equal(r.status, 0, r.stderr);
     out = JSON.parse(r.stdout) as typeof out;
   });
@@ -73,7 +91,7 @@ describe('xdp_lb next hop through the kernel fib', { skip }, () => {
     assert.equal(out.counters['fib_fallback'], 0, 'no gateway fallback: the fib answered');
   });
 
-  it('reuses a backend\'s next hop, sees a neighbour change within the cache\'s lifetime, asks every time without it', () => {
+  it("reuses a backend's next hop, sees a neighbour change within the cache's lifetime, asks every time without it", () => {
     assert.equal(out.cache.repeatLookups, 0, 'ten repeats: no fib lookup');
     assert.equal(out.cache.rightAfter, IN_PEER_MAC, 'the cached MAC right after the change');
     assert.equal(out.cache.later, NEW_IN_PEER_MAC, 'the new MAC once the entry expired');
@@ -82,7 +100,7 @@ describe('xdp_lb next hop through the kernel fib', { skip }, () => {
 
   it('reaches a backend behind its host through the host, the outer destination still the backend', () => {
     assert.equal(out.via.retval, XDP_REDIRECT);
-    assert.equal(out.via.dst, OUT_PEER_MAC, 'the host\'s MAC: the route and neighbour of via');
+    assert.equal(out.via.dst, OUT_PEER_MAC, "the host's MAC: the route and neighbour of via");
     assert.equal(out.via.outerDst, '10.244.7.7');
   });
 

@@ -32,7 +32,7 @@ describe('Maglev table slots', { skip }, () => {
     rmSync(root, { recursive: true, force: true });
   });
 
-  it('waits for a grace period only when the slots run out, then reuses the replaced tables\' slots', () => {
+  it("waits for a grace period only when the slots run out, then reuses the replaced tables' slots", () => {
     const t = (m: number, id: number) => new Uint32Array(m).fill(id);
     dp.setMaglevTable(0, t(500, 1));
     dp.setMaglevTable(0, t(500, 2));
@@ -57,11 +57,14 @@ describe('Maglev table slots', { skip }, () => {
   });
 
   it('refuses a table that cannot fit, naming the limit, and keeps the old one', () => {
-    assert.throws(() => dp.setMaglevTable(1, new Uint32Array(2000)), (e: unknown) => {
-      assert.ok(e instanceof MaglevSlotsFull);
-      assert.match(e.message, /bpf\.maglev_slots/);
-      return true;
-    });
+    assert.throws(
+      () => dp.setMaglevTable(1, new Uint32Array(2000)),
+      (e: unknown) => {
+        assert.ok(e instanceof MaglevSlotsFull);
+        assert.match(e.message, /bpf\.maglev_slots/);
+        return true;
+      },
+    );
     assert.equal(dp.getMaglevTable(1), undefined);
     assert.deepEqual(dp.getMaglevTable(0), new Uint32Array(500).fill(3));
   });
@@ -71,11 +74,17 @@ describe('Maglev table slots', { skip }, () => {
     const starts = [0, 2].map((id) => dp.maglev.startOf(id));
     dp.close();
     dp = LbDatapath.open({ pinRoot: root, sizes: SIZES });
-    assert.deepEqual([0, 2].map((id) => dp.maglev.startOf(id)), starts);
+    assert.deepEqual(
+      [0, 2].map((id) => dp.maglev.startOf(id)),
+      starts,
+    );
     assert.deepEqual(dp.getMaglevTable(2), new Uint32Array(251).fill(7));
     dp.setMaglevTable(3, new Uint32Array(251).fill(8));
     const s3 = dp.maglev.startOf(3);
-    const runs = [[starts[0]!, 501], [starts[1]!, 252]] as const;
+    const runs = [
+      [starts[0]!, 501],
+      [starts[1]!, 252],
+    ] as const;
     for (const [s, len] of runs) assert.ok(s3 + 252 <= s || s3 >= s + len, `[${s3}, +252) overlaps [${s}, +${len})`);
   });
 });

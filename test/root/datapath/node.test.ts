@@ -13,7 +13,19 @@ import { NODE_COUNTERS, NODE_STRUCTS, NodeDatapath, type NodeCounterName, type N
 import { bpfObjectPath } from '../../../src/paths.js';
 import { LbHarness, XDP_PASS, bpfUnavailable } from '../../lib/harness.js';
 import { assertStructsMatchBtf, bpfHeader, cEnum } from '../../lib/abi-check.js';
-import { ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, ethFrame, frame, ipPacket, l4ChecksumOk, parseEth, parseIp } from '../../lib/packet.js';
+import {
+  ETH_P_IP,
+  ETH_P_IPV6,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  TCP_ACK,
+  ethFrame,
+  frame,
+  ipPacket,
+  l4ChecksumOk,
+  parseEth,
+  parseIp,
+} from '../../lib/packet.js';
 
 const skip = bpfUnavailable();
 if (skip) console.log(`# skipping node program tests: ${skip}`);
@@ -60,10 +72,18 @@ describe('node programs', { skip }, () => {
   it('the structs match node.bpf.o and the counters the C order', () => {
     assertStructsMatchBtf(bpfObjectPath('node'), NODE_STRUCTS);
     const lower = (e: string) => e.slice('NODE_CNT_'.length).toLowerCase();
-    assert.deepEqual(cEnum(bpfHeader('consts.h'), 'ferry_node_counter').filter((e) => e !== 'NODE_CNT_MAX').map(lower), [...NODE_COUNTERS]);
+    assert.deepEqual(
+      cEnum(bpfHeader('consts.h'), 'ferry_node_counter')
+        .filter((e) => e !== 'NODE_CNT_MAX')
+        .map(lower),
+      [...NODE_COUNTERS],
+    );
   });
 
-  for (const [name, c, proto] of [['TCP over IPv4', V4, 'tcp'], ['UDP over IPv6', V6, 'udp']] as const) {
+  for (const [name, c, proto] of [
+    ['TCP over IPv4', V4, 'tcp'],
+    ['UDP over IPv6', V6, 'udp'],
+  ] as const) {
     it(`${name}: up the stack encapsulated, translated to the endpoint's port, the reply given the frontend back`, () => {
       const local0 = lbCount('local');
       const original = frame({ src: c.client, dst: c.vip, proto, sport: 41000, dport: c.vipPort, payload: Buffer.from('hello') });
@@ -89,8 +109,13 @@ describe('node programs', { skip }, () => {
       assert.equal(inner.payload.subarray(proto === 'tcp' ? 20 : 8).toString(), 'hello');
 
       const rev = node.revNat.get({
-        backend: dpAddr(c.pod).bytes, client: dpAddr(c.client).bytes, backend_port: c.port, client_port: 41000,
-        proto: inner.proto, family: dpAddr(c.pod).family, pad: 0,
+        backend: dpAddr(c.pod).bytes,
+        client: dpAddr(c.client).bytes,
+        backend_port: c.port,
+        client_port: 41000,
+        proto: inner.proto,
+        family: dpAddr(c.pod).family,
+        pad: 0,
       });
       assert.ok(rev, 'the connection is remembered');
       assert.equal(formatAddr(dpAddr(c.vip).family, rev.vip), c.vip);
@@ -113,7 +138,7 @@ describe('node programs', { skip }, () => {
     });
   }
 
-  it('a frontend of every port keeps the client\'s port', () => {
+  it("a frontend of every port keeps the client's port", () => {
     const lb = h.run(frame({ src: V4.client, dst: ALL.vip, proto: 'tcp', sport: 41001, dport: 8443 }));
     assert.equal(lb.retval, XDP_PASS);
     const r = runTc('tc_node_in', lb.out);
@@ -157,7 +182,10 @@ describe('node programs', { skip }, () => {
     const changed = [{ ...list[0]!, port: 9090 }, list[1]!];
     assert.deepEqual(node.setEndpoints(changed), { written: 1, removed: 1 });
     assert.equal(node.endpoints.entries().length, 2);
-    assert.throws(() => node.setEndpoints([...changed, { vip: V4.vip, vipPort: 80, protocol: 'tcp', backend: V6.pod, port: 80 }]), /one family/);
+    assert.throws(
+      () => node.setEndpoints([...changed, { vip: V4.vip, vipPort: 80, protocol: 'tcp', backend: V6.pod, port: 80 }]),
+      /one family/,
+    );
     assert.throws(() => node.setEndpoints([{ ...list[0]!, port: 70000 }]), /0\.\.65535/);
     assert.throws(() => node.setEndpoints([list[0]!, { ...list[0]!, port: 1 }]), /two ports/);
     assert.equal(node.endpoints.entries().length, 2, 'a refused list changes nothing');

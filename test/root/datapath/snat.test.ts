@@ -20,7 +20,15 @@ const HOST4 = '198.18.0.2';
 const HOST6 = '2001:db8::2';
 const PORTS = { portMin: 61000, portMax: 61003 };
 const V4 = { vip: '198.19.0.10', vipPort: 80, backend: '10.244.1.5', port: 8080, via: '198.18.0.12', client: '203.0.113.7', host: HOST4 };
-const V6 = { vip: '2001:db8:f::10', vipPort: 53, backend: 'fd00:244::5', port: 5353, via: '2001:db8::12', client: '2001:db8:100::7', host: HOST6 };
+const V6 = {
+  vip: '2001:db8:f::10',
+  vipPort: 53,
+  backend: 'fd00:244::5',
+  port: 5353,
+  via: '2001:db8::12',
+  client: '2001:db8:100::7',
+  host: HOST6,
+};
 
 describe('source NAT in xdp_lb', { skip }, () => {
   const pinRoot = `/sys/fs/bpf/ferry-test-snat-${process.pid}`;
@@ -29,8 +37,22 @@ describe('source NAT in xdp_lb', { skip }, () => {
   before(() => {
     h = new LbHarness(pinRoot);
     h.setConfig({ snat: { src4: HOST4, src6: HOST6, ...PORTS } });
-    h.vip({ id: 0, addr: V4.vip, port: V4.vipPort, proto: 'tcp', flags: VIP_F_SNAT, backends: [{ id: 1, addr: V4.backend, port: V4.port, via: V4.via }] });
-    h.vip({ id: 1, addr: V6.vip, port: V6.vipPort, proto: 'udp', flags: VIP_F_SNAT, backends: [{ id: 2, addr: V6.backend, port: V6.port, via: V6.via }] });
+    h.vip({
+      id: 0,
+      addr: V4.vip,
+      port: V4.vipPort,
+      proto: 'tcp',
+      flags: VIP_F_SNAT,
+      backends: [{ id: 1, addr: V4.backend, port: V4.port, via: V4.via }],
+    });
+    h.vip({
+      id: 1,
+      addr: V6.vip,
+      port: V6.vipPort,
+      proto: 'udp',
+      flags: VIP_F_SNAT,
+      backends: [{ id: 2, addr: V6.backend, port: V6.port, via: V6.via }],
+    });
     // A VIP of every port: the backend keeps the client's destination port.
     h.vip({ id: 2, addr: '198.19.0.11', port: 0, proto: 'tcp', flags: VIP_F_SNAT, backends: [{ id: 3, addr: '10.244.1.6', via: V4.via }] });
   });
@@ -45,7 +67,10 @@ describe('source NAT in xdp_lb', { skip }, () => {
     return { retval: r.retval, ip: parseIp(parseEth(r.out).l3), out: r.out };
   };
 
-  for (const [name, c, proto] of [['TCP over IPv4', V4, 'tcp'], ['UDP over IPv6', V6, 'udp']] as const) {
+  for (const [name, c, proto] of [
+    ['TCP over IPv4', V4, 'tcp'],
+    ['UDP over IPv6', V6, 'udp'],
+  ] as const) {
     it(`${name}: to the backend's port from this host, the reply back to the client from the VIP`, () => {
       const s0 = count('snat');
       const fwd = send({ src: c.client, dst: c.vip, proto, sport: 41000, dport: c.vipPort, payload: Buffer.from('hello') });
@@ -64,7 +89,15 @@ describe('source NAT in xdp_lb', { skip }, () => {
       assert.equal(ports(again.ip).sport, sport, 'the flow keeps its port');
 
       const r0 = count('snat_reply');
-      const back = send({ src: c.backend, dst: c.host, proto, sport: c.port, dport: sport, tcpFlags: TCP_ACK, payload: Buffer.from('world') });
+      const back = send({
+        src: c.backend,
+        dst: c.host,
+        proto,
+        sport: c.port,
+        dport: sport,
+        tcpFlags: TCP_ACK,
+        payload: Buffer.from('world'),
+      });
       assert.equal(back.retval, XDP_TX);
       assert.equal(count('snat_reply') - r0, 1n);
       assert.equal(text(back.ip.src), c.vip, 'the reply comes from the VIP');

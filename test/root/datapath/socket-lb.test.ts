@@ -16,7 +16,12 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  SOCK_COUNTERS, SOCKLB_AF_INET, SockEndpoint, SockMemberKey, SockSlotKey, type SockCounterName,
+  SOCK_COUNTERS,
+  SOCKLB_AF_INET,
+  SockEndpoint,
+  SockMemberKey,
+  SockSlotKey,
+  type SockCounterName,
 } from '../../../src/datapath/socket-lb-abi.js';
 import { SOCKET_LB_HOOKS, SocketLb } from '../../../src/datapath/socket-lb.js';
 import type { SocketLbService } from '../../../src/datapath/socket-lb-plan.js';
@@ -134,10 +139,16 @@ describe('socket-level load balancer', { skip }, () => {
     const c0 = counters();
     const r = await lab.udp(CIP, 53, { count: 3 });
     assert.equal(r.error, undefined);
-    assert.deepEqual(r.replies, Array.from({ length: 3 }, () => ({ source: [CIP, 53], reply: 'u2' })));
+    assert.deepEqual(
+      r.replies,
+      Array.from({ length: 3 }, () => ({ source: [CIP, 53], reply: 'u2' })),
+    );
     const c = await lab.udp(CIP, 53, { count: 2, connect: true });
     assert.deepEqual(c.peer, [CIP, 53]);
-    assert.deepEqual(c.replies, Array.from({ length: 2 }, () => ({ source: [CIP, 53], reply: 'u2' })));
+    assert.deepEqual(
+      c.replies,
+      Array.from({ length: 2 }, () => ({ source: [CIP, 53], reply: 'u2' })),
+    );
     // 3 datagrams sent to an address, one connect; 5 replies received; one getpeername.
     assert.deepEqual(delta(c0), { sendmsg: 3, connect: 1, rev_recvmsg: 5, rev_peername: 1, released: 1 });
   });
@@ -149,7 +160,9 @@ describe('socket-level load balancer', { skip }, () => {
     assert.equal(seen.filter((s) => !(s in counts)).length, 0, `only backends answered: ${seen.join(' ')}`);
     for (const b of TCP_BACKENDS) assert.ok(counts[b.name]! > 0, `${b.name} got connections: ${JSON.stringify(counts)}`);
 
-    const sockets = (await lab.client(Array.from({ length: 40 }, () => ({ op: 'udp' as const, host: CIP, port: 53, count: 4 })))) as UdpResult[];
+    const sockets = (await lab.client(
+      Array.from({ length: 40 }, () => ({ op: 'udp' as const, host: CIP, port: 53, count: 4 })),
+    )) as UdpResult[];
     const udpSeen = new Set<string>();
     for (const s of sockets) {
       assert.equal(s.error, undefined);
@@ -158,7 +171,11 @@ describe('socket-level load balancer', { skip }, () => {
       udpSeen.add(s.replies[0]!.reply);
       for (const r of s.replies) assert.deepEqual(r.source, [CIP, 53]);
     }
-    assert.deepEqual([...udpSeen].sort(), UDP_BACKENDS.map((b) => b.name), 'sockets spread over every UDP backend');
+    assert.deepEqual(
+      [...udpSeen].sort(),
+      UDP_BACKENDS.map((b) => b.name),
+      'sockets spread over every UDP backend',
+    );
   });
 
   it('sessionAffinity ClientIP: one backend per client while it lasts, kept across set changes, expired by the timeout', async () => {
@@ -167,13 +184,21 @@ describe('socket-level load balancer', { skip }, () => {
     const c0 = counters();
     const first = replies(await tcpMany(15));
     const x = first[0]!;
-    assert.deepEqual(first, first.map(() => x), `all on one backend: ${first.join(' ')}`);
+    assert.deepEqual(
+      first,
+      first.map(() => x),
+      `all on one backend: ${first.join(' ')}`,
+    );
     assert.deepEqual(delta(c0), { connect: 15, rev_peername: 15, released: 15, affinity_new: 1, affinity_hit: 14 });
 
     // The set changes but keeps x: the client stays.
     socketLb().apply([tcpSvc([...all, ALT], 2)]);
     const kept = replies(await tcpMany(15));
-    assert.deepEqual(kept, kept.map(() => x), `still on ${x}: ${kept.join(' ')}`);
+    assert.deepEqual(
+      kept,
+      kept.map(() => x),
+      `still on ${x}: ${kept.join(' ')}`,
+    );
 
     // x leaves: the client moves to one other backend and stays there.
     const rest = all.filter((b) => b.name !== x);
@@ -181,15 +206,27 @@ describe('socket-level load balancer', { skip }, () => {
     const moved = replies(await tcpMany(15));
     const y = moved[0]!;
     assert.notEqual(y, x);
-    assert.ok(rest.some((b) => b.name === y), `${y} is a remaining backend`);
-    assert.deepEqual(moved, moved.map(() => y), `all on ${y}: ${moved.join(' ')}`);
+    assert.ok(
+      rest.some((b) => b.name === y),
+      `${y} is a remaining backend`,
+    );
+    assert.deepEqual(
+      moved,
+      moved.map(() => y),
+      `all on ${y}: ${moved.join(' ')}`,
+    );
 
     // Connections 0.6 s apart keep the entry alive well beyond the 2 s
     // timeout: the timeout counts from the last use (refreshed at most once
     // a second, so an entry is at most ~1.2 s old here when it is checked).
-    const spaced = (await lab.client([0, 1, 2, 3, 4, 5].flatMap(() => [
-      { op: 'sleep' as const, seconds: 0.6 }, { op: 'tcp' as const, host: CIP, port: 80 },
-    ]))).filter((r): r is TcpResult => 'peer' in (r as object) || 'error' in (r as object));
+    const spaced = (
+      await lab.client(
+        [0, 1, 2, 3, 4, 5].flatMap(() => [
+          { op: 'sleep' as const, seconds: 0.6 },
+          { op: 'tcp' as const, host: CIP, port: 80 },
+        ]),
+      )
+    ).filter((r): r is TcpResult => 'peer' in (r as object) || 'error' in (r as object));
     assert.deepEqual(replies(spaced), [y, y, y, y, y, y]);
 
     // Idle longer than the timeout: a fresh random pick. It may pick y again
@@ -197,7 +234,12 @@ describe('socket-level load balancer', { skip }, () => {
     // mean the entry never expires (chance 3^-10 otherwise).
     let other: string | undefined;
     for (let round = 0; round < 10 && other === undefined; round++) {
-      const r = (await lab.client([{ op: 'sleep', seconds: 2.3 }, { op: 'tcp', host: CIP, port: 80 }]))[1] as TcpResult;
+      const r = (
+        await lab.client([
+          { op: 'sleep', seconds: 2.3 },
+          { op: 'tcp', host: CIP, port: 80 },
+        ])
+      )[1] as TcpResult;
       assert.equal(r.error, undefined);
       if (r.reply !== y) other = r.reply;
     }
@@ -209,7 +251,10 @@ describe('socket-level load balancer', { skip }, () => {
     const b = TCP_BACKENDS.slice(2);
     socketLb().apply([tcpSvc(a)]);
     const onA = replies(await tcpMany(30));
-    assert.deepEqual([...new Set(onA)].sort(), a.map((x) => x.name));
+    assert.deepEqual(
+      [...new Set(onA)].sort(),
+      a.map((x) => x.name),
+    );
     const gen0 = socketLb().entries()[0]!.gen;
     const fences = socketLb().fenceStats.fences;
     const r = socketLb().apply([tcpSvc(b)]);
@@ -235,7 +280,10 @@ describe('socket-level load balancer', { skip }, () => {
       nat.closeFd(slotsFd);
     }
     const onB = replies(await tcpMany(30));
-    assert.deepEqual([...new Set(onB)].sort(), b.map((x) => x.name));
+    assert.deepEqual(
+      [...new Set(onB)].sort(),
+      b.map((x) => x.name),
+    );
 
     // A client connecting as fast as it can for 1.5 s while the set flips
     // between one backend and three: every connect must reach a listening
@@ -247,7 +295,10 @@ describe('socket-level load balancer', { skip }, () => {
     const client = lab.client([{ op: 'loop', proto: 'tcp', targets: [[CIP, 80]], seconds: 1.5 }]);
     let flips = 0;
     let done = false;
-    client.then(() => (done = true), () => (done = true));
+    client.then(
+      () => (done = true),
+      () => (done = true),
+    );
     while (!done) {
       socketLb().apply([tcpSvc(flips % 2 === 0 ? one : three)]);
       flips++;
@@ -268,7 +319,8 @@ describe('socket-level load balancer', { skip }, () => {
     socketLb().apply([clusterIp(CIP_EMPTY, 80, 'tcp', []), clusterIp(CIP_EMPTY, 53, 'udp', [])]);
     const c0 = counters();
     const [t, u] = (await lab.client([
-      { op: 'tcp', host: CIP_EMPTY, port: 80 }, { op: 'udp', host: CIP_EMPTY, port: 53 },
+      { op: 'tcp', host: CIP_EMPTY, port: 80 },
+      { op: 'udp', host: CIP_EMPTY, port: 53 },
     ])) as [TcpResult, UdpResult];
     assert.equal(t.error, 'ECONNREFUSED');
     assert.equal(u.error, 'ECONNREFUSED');
@@ -288,8 +340,10 @@ describe('socket-level load balancer', { skip }, () => {
 
   it('IPv6 ClusterIPs, and IPv4 ClusterIPs from IPv6 sockets (v4-mapped)', async () => {
     socketLb().apply([
-      clusterIp(CIP6, 80, 'tcp', V6_BACKENDS), clusterIp(CIP6, 53, 'udp', [V6_UDP]),
-      tcpSvc([TCP_BACKENDS[2]!]), udpSvc([UDP_BACKENDS[0]!]),
+      clusterIp(CIP6, 80, 'tcp', V6_BACKENDS),
+      clusterIp(CIP6, 53, 'udp', [V6_UDP]),
+      tcpSvc([TCP_BACKENDS[2]!]),
+      udpSvc([UDP_BACKENDS[0]!]),
     ]);
     const rs = await lab.client([
       ...Array.from({ length: 20 }, () => ({ op: 'tcp' as const, host: CIP6, port: 80 })),
@@ -303,7 +357,10 @@ describe('socket-level load balancer', { skip }, () => {
     for (const r of tcp6) assert.deepEqual(r.peer, [CIP6, 80]);
     assert.deepEqual([...new Set(replies(tcp6))].sort(), ['v6a', 'v6b']);
     const [u6, u6c, mapped, mappedUdp, mappedUdpC] = rs.slice(20) as [UdpResult, UdpResult, TcpResult, UdpResult, UdpResult];
-    assert.deepEqual(u6.replies, [{ source: [CIP6, 53], reply: 'v6u' }, { source: [CIP6, 53], reply: 'v6u' }]);
+    assert.deepEqual(u6.replies, [
+      { source: [CIP6, 53], reply: 'v6u' },
+      { source: [CIP6, 53], reply: 'v6u' },
+    ]);
     assert.deepEqual(u6c.peer, [CIP6, 53]);
     assert.deepEqual(u6c.replies, [{ source: [CIP6, 53], reply: 'v6u' }]);
     assert.deepEqual(mapped, { peer: [`::ffff:${CIP}`, 80], reply: 'be3' });
@@ -329,13 +386,24 @@ describe('socket-level load balancer', { skip }, () => {
 
   it('apply() writes only the difference; a reopened SocketLb adopts the pinned maps and links', async () => {
     const list: SocketLbService[] = [
-      tcpSvc(TCP_BACKENDS.slice(0, 3), 30), udpSvc(UDP_BACKENDS), clusterIp(CIP6, 80, 'tcp', V6_BACKENDS), clusterIp(CIP_EMPTY, 80, 'tcp', []),
+      tcpSvc(TCP_BACKENDS.slice(0, 3), 30),
+      udpSvc(UDP_BACKENDS),
+      clusterIp(CIP6, 80, 'tcp', V6_BACKENDS),
+      clusterIp(CIP_EMPTY, 80, 'tcp', []),
     ];
     const first = socketLb().apply(list);
     assert.equal(first.services, 4);
     const again = socketLb().apply(list.map((e) => ({ ...e, backends: e.backends.map((b) => ({ ...b })) })));
     assert.deepEqual(
-      { added: again.added, updated: again.updated, retimed: again.retimed, removed: again.removed, unchanged: again.unchanged, slotsWritten: again.slotsWritten, graceWaits: again.graceWaits },
+      {
+        added: again.added,
+        updated: again.updated,
+        retimed: again.retimed,
+        removed: again.removed,
+        unchanged: again.unchanged,
+        slotsWritten: again.slotsWritten,
+        graceWaits: again.graceWaits,
+      },
       { added: 0, updated: 0, retimed: 0, removed: 0, unchanged: 4, slotsWritten: 0, graceWaits: 0 },
     );
     const retimed = socketLb().apply([{ ...list[0]!, affinityTimeoutSeconds: 60 }, ...list.slice(1)]);
@@ -364,8 +432,11 @@ describe('socket-level load balancer', { skip }, () => {
     assert.deepEqual([removed.removed, removed.unchanged, removed.graceWaits], [3, 1, 0]);
     const deleted = lb.fenceStats.slotsDeleted;
     await lb.settled();
-    assert.equal(lb.fenceStats.slotsDeleted - deleted, 3 + 2, 'the removed services\' slots went after a grace period');
-    assert.deepEqual(lb.entries().map((e) => `${e.protocol} ${e.ip}:${e.port}`), [`udp ${CIP}:53`]);
+    assert.equal(lb.fenceStats.slotsDeleted - deleted, 3 + 2, "the removed services' slots went after a grace period");
+    assert.deepEqual(
+      lb.entries().map((e) => `${e.protocol} ${e.ip}:${e.port}`),
+      [`udp ${CIP}:53`],
+    );
     assert.deepEqual(replies([await lab.tcp(CIP, 80)]), ['error ENETUNREACH'], 'a removed service is no longer translated');
   });
 
@@ -402,10 +473,16 @@ describe('socket-level load balancer', { skip }, () => {
       );
       await lb.settled();
       const fixed = lb.entries();
-      assert.deepEqual(fixed.map((e) => [e.id, e.gen, e.backends]), [[entry.id, entry.gen + 1, TCP_BACKENDS.slice(0, 2).map(ep)]]);
+      assert.deepEqual(
+        fixed.map((e) => [e.id, e.gen, e.backends]),
+        [[entry.id, entry.gen + 1, TCP_BACKENDS.slice(0, 2).map(ep)]],
+      );
       assert.equal(nat.mapDump(slots).keys.length, 2, 'only the live buffer is left');
       assert.deepEqual(
-        nat.mapDump(members).keys.map((k) => SockMemberKey.decode(k).svc_id).sort(),
+        nat
+          .mapDump(members)
+          .keys.map((k) => SockMemberKey.decode(k).svc_id)
+          .sort(),
         [entry.id, entry.id],
         'only the members of the live service are left',
       );
@@ -416,7 +493,10 @@ describe('socket-level load balancer', { skip }, () => {
       nat.closeFd(members);
     }
     const seen = new Set(replies(await tcpMany(20)));
-    assert.deepEqual([...seen].filter((x) => x !== 'be1' && x !== 'be2'), []);
+    assert.deepEqual(
+      [...seen].filter((x) => x !== 'be1' && x !== 'be2'),
+      [],
+    );
   });
 
   it('bad input throws a specific error and changes nothing', async () => {
@@ -432,17 +512,36 @@ describe('socket-level load balancer', { skip }, () => {
       ['backend port', [{ ...good[0]!, backends: [{ address: '127.0.0.1', port: 70000 }] }], /backend #0.*port/],
       ['timeout 0', [{ ...good[0]!, affinityTimeoutSeconds: 0 }], /affinityTimeoutSeconds/],
       ['timeout too long', [{ ...good[0]!, affinityTimeoutSeconds: 86401 }], /affinityTimeoutSeconds/],
-      ['duplicate', [good[0]!, clusterIp(CIP6, 80, 'tcp', []), clusterIp('fd00:10:96:0:0::10', 80, 'tcp', [])], /\[fd00:10:96::10\]:80 appears twice/],
+      [
+        'duplicate',
+        [good[0]!, clusterIp(CIP6, 80, 'tcp', []), clusterIp('fd00:10:96:0:0::10', 80, 'tcp', [])],
+        /\[fd00:10:96::10\]:80 appears twice/,
+      ],
       ['not an array', [{ ...good[0]!, backends: 'x' }], /backends must be an array/],
       ['too many services', Array.from({ length: 17 }, (_, i) => clusterIp(`10.96.1.${i}`, 80, 'tcp', [])), /exceed maxServices 16/],
-      ['too many slots', [clusterIp(CIP, 80, 'tcp', Array.from({ length: 65 }, (_, i) => ({ name: 'x', address: '127.0.0.1', port: 1000 + i })))], /exceed maxSlots 64/],
+      [
+        'too many slots',
+        [
+          clusterIp(
+            CIP,
+            80,
+            'tcp',
+            Array.from({ length: 65 }, (_, i) => ({ name: 'x', address: '127.0.0.1', port: 1000 + i })),
+          ),
+        ],
+        /exceed maxSlots 64/,
+      ],
     ];
     for (const [what, list, message] of bad) {
-      assert.throws(() => socketLb().apply(list as SocketLbService[]), (e: Error) => {
-        assert.ok(e instanceof TypeError || e instanceof RangeError, `${what}: ${e.name}`);
-        assert.match(e.message, message, what);
-        return true;
-      }, what);
+      assert.throws(
+        () => socketLb().apply(list as SocketLbService[]),
+        (e: Error) => {
+          assert.ok(e instanceof TypeError || e instanceof RangeError, `${what}: ${e.name}`);
+          assert.match(e.message, message, what);
+          return true;
+        },
+        what,
+      );
       assert.deepEqual(socketLb().entries(), entries, `${what}: maps unchanged`);
     }
     assert.deepEqual(await lab.tcp(CIP, 80), { peer: [CIP, 80], reply: 'be1' }, 'still serving');

@@ -55,7 +55,10 @@ describe('VIP index', { skip }, () => {
     assert.equal(after.size, 11);
     assert.equal(VipMeta.decode(after.get(puts[0]!.key.toString('hex'))!.value).flags, 7);
     assert.equal(after.has(puts[1]!.key.toString('hex')), false);
-    dp.vipIndex.write([], puts.map((p) => p.key));
+    dp.vipIndex.write(
+      [],
+      puts.map((p) => p.key),
+    );
     assert.equal(dp.vipIndex.read().size, 0);
   });
 
@@ -66,7 +69,8 @@ describe('VIP index', { skip }, () => {
     // Into another bucket: a key that does not belong there, a key left unpublished
     // (family 0) by an interrupted write, and an overflow count no key backs.
     const other = (b1 + 1) % dp.vipIndex.count;
-    const misplaced = [...Array(1000).keys()].map((i) => key(`198.18.2.${i % 250}`, 1000 + i))
+    const misplaced = [...Array(1000).keys()]
+      .map((i) => key(`198.18.2.${i % 250}`, 1000 + i))
       .find((k) => !indexBucketsOf(k, dp.vipIndex.mask).includes(other))!;
     const bucket = Buffer.alloc(VipBucket.size);
     misplaced.copy(bucket, 0);

@@ -41,11 +41,22 @@ describe('fleet: Ferry hosts behind ECMP, announced by BGP through BIRD', { skip
   const member = (name: string): FleetMember => f.members.find((m) => m.host.name === name)!;
 
   before(async () => {
-    f = await FleetLab.start({ hosts: 3, backends: 4, vips: [VIP, VIP2, VIP6], bgp: ['med: 50', 'communities: ["65001:100", "65001:7:9"]'] });
+    f = await FleetLab.start({
+      hosts: 3,
+      backends: 4,
+      vips: [VIP, VIP2, VIP6],
+      bgp: ['med: 50', 'communities: ["65001:100", "65001:7:9"]'],
+    });
     const backends = f.lab.backends.map((b) => ({ address: b.addr4 }));
     await f.createVip({ name: 'echo', address: VIP, port: 7, protocol: 'tcp', backends });
     await f.createVip({ name: 'other', address: VIP2, port: 7, protocol: 'tcp', backends: [{ address: f.lab.backends[0]!.addr4 }] });
-    await f.createVip({ name: 'web6', address: VIP6, port: 80, protocol: 'tcp', backends: f.lab.backends.map((b) => ({ address: b.addr6 })) });
+    await f.createVip({
+      name: 'web6',
+      address: VIP6,
+      port: 80,
+      protocol: 'tcp',
+      backends: f.lab.backends.map((b) => ({ address: b.addr6 })),
+    });
   });
   after(() => f?.stop());
 
@@ -83,7 +94,10 @@ describe('fleet: Ferry hosts behind ECMP, announced by BGP through BIRD', { skip
     assert.match(fleet.out, /every host holds the same tables/);
     const view = await f.bgp(member('lb1'));
     assert.equal(view.announced, 3);
-    assert.deepEqual(view.neighbors.map((n) => n.established), [true, true]);
+    assert.deepEqual(
+      view.neighbors.map((n) => n.established),
+      [true, true],
+    );
   });
 
   it('IPv6: announced over the IPv6 sessions, spread over the hosts, answered directly', async () => {
@@ -104,7 +118,10 @@ describe('fleet: Ferry hosts behind ECMP, announced by BGP through BIRD', { skip
     const be = f.lab.backends[0]!.addr4;
     const set = async (weight: number) => {
       const cur = await m.api.request<{ address: string; weight: number }>('GET', `/v1/vips/other/backends/${be}`);
-      await m.api.request('PUT', `/v1/vips/other/backends/${be}`, { body: { address: be, weight }, headers: { 'if-match': String(cur.headers.etag) } });
+      await m.api.request('PUT', `/v1/vips/other/backends/${be}`, {
+        body: { address: be, weight },
+        headers: { 'if-match': String(cur.headers.etag) },
+      });
     };
     await set(0);
     await f.untilNexthops(VIP2, []);
@@ -116,7 +133,10 @@ describe('fleet: Ferry hosts behind ECMP, announced by BGP through BIRD', { skip
     const status = await f.fleetStatus(member('lb3'), ['--json']);
     assert.equal(status.code, 0, status.out + status.err);
     const r = JSON.parse(status.out) as { members: Array<{ name: string; agrees: boolean }> };
-    assert.deepEqual(r.members.map((x) => x.name), ['lb1', 'lb2', 'lb3']);
+    assert.deepEqual(
+      r.members.map((x) => x.name),
+      ['lb1', 'lb2', 'lb3'],
+    );
     await set(1);
     await f.untilNexthops(VIP2, f.lab.lbs);
   });
@@ -135,9 +155,12 @@ describe('fleet: Ferry hosts behind ECMP, announced by BGP through BIRD', { skip
       assert.equal(now.length, 1, `the stream from port ${t.s.localPort} is carried by ${now.map((h) => h.name).join(', ') || 'no host'}`);
     }
     // Linux's ECMP is hash-threshold: dropping one next hop also moves flows between the others; those continue too.
-    const between = tracked.filter((t) => !moved.includes(t)
-      && f.carriers(VIP, 7, t.s.localPort).some((h) => h.name !== t.via.name && h.name !== dead.host.name));
-    console.log(`# host failure (1 of 3): ${moved.length} streams moved off the killed host, ${between.length} between the others; 0 reset, 0 changed backend`);
+    const between = tracked.filter(
+      (t) => !moved.includes(t) && f.carriers(VIP, 7, t.s.localPort).some((h) => h.name !== t.via.name && h.name !== dead.host.name),
+    );
+    console.log(
+      `# host failure (1 of 3): ${moved.length} streams moved off the killed host, ${between.length} between the others; 0 reset, 0 changed backend`,
+    );
   });
 
   it('drain-host withdraws every VIP gracefully, stays drained across a restart, and undrain-host announces again', async () => {

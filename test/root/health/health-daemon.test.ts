@@ -14,7 +14,15 @@ import { BACKEND_ACTIVE, BACKEND_DOWN } from '../../../src/datapath/abi.js';
 import { formatAddr } from '../../../src/datapath/addr.js';
 import type { BackendHealth, HealthEvent } from '../../../src/model/health.js';
 import {
-  destroyFerrydEnv, ferryctl, getText, makeFerrydEnv, openDaemonDatapath, startFerryd, stopFerryd, type Ferryd, type FerrydEnv,
+  destroyFerrydEnv,
+  ferryctl,
+  getText,
+  makeFerrydEnv,
+  openDaemonDatapath,
+  startFerryd,
+  stopFerryd,
+  type Ferryd,
+  type FerrydEnv,
 } from '../../lib/ferryd.js';
 import { bpfUnavailable } from '../../lib/harness.js';
 import { waitFor } from '../../lib/health-servers.js';
@@ -64,10 +72,13 @@ function ok(e: FerrydEnv, args: string[]): string {
   return r.out;
 }
 
-const healthOf = (e: FerrydEnv): Record<string, string | undefined> => Object.fromEntries(
-  (JSON.parse(ok(e, ['backend', 'list', 'web', '--json'])) as Array<{ address: string; health?: BackendHealth }>)
-    .map((b) => [b.address, b.health?.status]),
-);
+const healthOf = (e: FerrydEnv): Record<string, string | undefined> =>
+  Object.fromEntries(
+    (JSON.parse(ok(e, ['backend', 'list', 'web', '--json'])) as Array<{ address: string; health?: BackendHealth }>).map((b) => [
+      b.address,
+      b.health?.status,
+    ]),
+  );
 
 describe('ferryd health checks', { skip }, () => {
   let e: FerrydEnv;
@@ -77,7 +88,9 @@ describe('ferryd health checks', { skip }, () => {
   before(async () => {
     e = makeFerrydEnv('health');
     for (const a of BACKENDS) {
-      const r = spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'ip', 'addr', 'add', `${a}/24`, 'dev', 'veth1'], { encoding: 'utf8' });
+      const r = spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'ip', 'addr', 'add', `${a}/24`, 'dev', 'veth1'], {
+        encoding: 'utf8',
+      });
       assert.equal(r.status, 0, r.stderr);
       servers.set(a, await serveInNs(e.ns, a));
     }
@@ -95,7 +108,13 @@ describe('ferryd health checks', { skip }, () => {
     for (const a of BACKENDS) ok(e, ['backend', 'add', 'web', a]);
     await waitFor('both up', () => Object.values(healthOf(e)).every((s) => s === 'up'), 5000, 50);
     const dp = datapathView(e);
-    assert.deepEqual(BACKENDS.map((a) => dp.get(a)), [{ state: BACKEND_ACTIVE, inTable: true }, { state: BACKEND_ACTIVE, inTable: true }]);
+    assert.deepEqual(
+      BACKENDS.map((a) => dp.get(a)),
+      [
+        { state: BACKEND_ACTIVE, inTable: true },
+        { state: BACKEND_ACTIVE, inTable: true },
+      ],
+    );
     assert.match(ok(e, ['backend', 'list', 'web']), /^198\.19\.9\.1\s+100\s+active\s+up \d+s/m);
     // `vip set` keeps the check it does not mention.
     ok(e, ['vip', 'set', 'web', '--port', '81']);
@@ -104,10 +123,15 @@ describe('ferryd health checks', { skip }, () => {
 
   it('a stopped server takes its backend out of the pinned Maglev table; a restarted one returns', async () => {
     await kill(servers.get(BACKENDS[0]!));
-    const downMs = await waitFor('out of the table', () => {
-      const v = datapathView(e).get(BACKENDS[0]!);
-      return v?.state === BACKEND_DOWN && !v.inTable;
-    }, 5000, 20);
+    const downMs = await waitFor(
+      'out of the table',
+      () => {
+        const v = datapathView(e).get(BACKENDS[0]!);
+        return v?.state === BACKEND_DOWN && !v.inTable;
+      },
+      5000,
+      20,
+    );
     console.log(`# ferryd: backend out of the pinned table ${downMs} ms after its server was killed (interval 100 ms, fall 2)`);
     assert.equal(datapathView(e).get(BACKENDS[1]!)?.inTable, true);
     const list = JSON.parse(ok(e, ['backend', 'list', 'web', '--json'])) as Array<{ address: string; health: BackendHealth }>;
@@ -117,7 +141,10 @@ describe('ferryd health checks', { skip }, () => {
     servers.set(BACKENDS[0]!, await serveInNs(e.ns, BACKENDS[0]!));
     await waitFor('back in the table', () => datapathView(e).get(BACKENDS[0]!)?.inTable === true, 5000, 20);
     const events = JSON.parse(ok(e, ['events', '--vip', 'web', '--json'])) as HealthEvent[];
-    assert.deepEqual(events.map((x) => `${x.backend} ${x.from}>${x.to}`), ['198.19.9.1 down>up', '198.19.9.1 up>down']);
+    assert.deepEqual(
+      events.map((x) => `${x.backend} ${x.from}>${x.to}`),
+      ['198.19.9.1 down>up', '198.19.9.1 up>down'],
+    );
     assert.match(ok(e, ['events']), /198\.19\.9\.1\s+up -> down\s+2 consecutive checks failed: connection refused/);
   });
 
@@ -125,7 +152,11 @@ describe('ferryd health checks', { skip }, () => {
     await stopFerryd(d, 'SIGTERM');
     d = await startFerryd(e);
     const dp = datapathView(e);
-    assert.deepEqual(BACKENDS.map((a) => dp.get(a)?.inTable), [true, true], 'nothing left the table at start');
+    assert.deepEqual(
+      BACKENDS.map((a) => dp.get(a)?.inTable),
+      [true, true],
+      'nothing left the table at start',
+    );
     assert.ok(Object.values(healthOf(e)).every((s) => s === 'unknown' || s === 'up'));
     await waitFor('both up again', () => Object.values(healthOf(e)).every((s) => s === 'up'), 5000, 50);
     assert.equal((JSON.parse(ok(e, ['events', '--json'])) as HealthEvent[]).length, 2, 'events survive the restart');

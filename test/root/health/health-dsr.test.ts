@@ -94,7 +94,11 @@ describe('health checks through the DSR path (lab, real ferryd)', { skip }, () =
   it('UDP: a direct check cannot reach a server bound to the VIP; through the tunnel it can', async () => {
     const udp: HealthCheckSpec = { type: 'udp', send: 'health?', expect_reply: 'health?', ...FAST };
     await lab.createVip({
-      name: 'dns4', address: VIP4, port: 53, protocol: 'udp', health_check: { ...udp, dsr: false },
+      name: 'dns4',
+      address: VIP4,
+      port: 53,
+      protocol: 'udp',
+      health_check: { ...udp, dsr: false },
       backends: [{ address: be1.addr4 }, { address: be2.addr4 }],
     });
     await until('both down checked directly', 'dns4', (h) => Object.values(h).every((x) => x.status === 'down'));
@@ -112,7 +116,8 @@ describe('health checks through the DSR path (lab, real ferryd)', { skip }, () =
     assert.equal(vip.health_check.dsr, true);
     // The daemon's metrics count the packets the tunnel carried and the replies translated back.
     const metrics = (await lab.api.request<string>('GET', '/metrics')).raw.toString();
-    const value = (result: string): number => Number(new RegExp(`^ferry_health_dsr_packets_total\\{result="${result}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+    const value = (result: string): number =>
+      Number(new RegExp(`^ferry_health_dsr_packets_total\\{result="${result}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? NaN);
     assert.ok(value('encap') > 0, metrics);
     assert.ok(value('reply') > 0, metrics);
     assert.equal(value('no_target'), 0);
@@ -121,7 +126,11 @@ describe('health checks through the DSR path (lab, real ferryd)', { skip }, () =
   it('HTTP over IPv6: a backend that lost the VIP fails the DSR check while a direct check still passes', async () => {
     const http: HealthCheckSpec = { type: 'http', path: '/', expect_body: 'be', ...FAST, dsr: true };
     await lab.createVip({
-      name: 'web6', address: VIP6, port: 80, protocol: 'tcp', health_check: http,
+      name: 'web6',
+      address: VIP6,
+      port: 80,
+      protocol: 'tcp',
+      health_check: http,
       backends: [{ address: be1.addr6 }, { address: be2.addr6 }],
     });
     await until('both up through the tunnel', 'web6', (h) => Object.values(h).every((x) => x.status === 'up'));
@@ -147,7 +156,11 @@ describe('health checks through the DSR path (lab, real ferryd)', { skip }, () =
 
   it('TCP over IPv4: a stopped server fails the DSR check and returns after a restart', async () => {
     await lab.createVip({
-      name: 'tcp4', address: VIP4, port: 80, protocol: 'tcp', health_check: { type: 'tcp', ...FAST, dsr: true },
+      name: 'tcp4',
+      address: VIP4,
+      port: 80,
+      protocol: 'tcp',
+      health_check: { type: 'tcp', ...FAST, dsr: true },
       backends: [{ address: be1.addr4 }, { address: be2.addr4 }],
     });
     await until('both up', 'tcp4', (h) => Object.values(h).every((x) => x.status === 'up'));
@@ -164,12 +177,22 @@ describe('health checks through the DSR path (lab, real ferryd)', { skip }, () =
 
   it('a backend of the other family cannot be checked through the tunnel, and says so', async () => {
     await lab.createVip({
-      name: 'mixed4', address: VIP4, port: 7, protocol: 'tcp', health_check: { type: 'tcp', ...FAST, dsr: true },
+      name: 'mixed4',
+      address: VIP4,
+      port: 7,
+      protocol: 'tcp',
+      health_check: { type: 'tcp', ...FAST, dsr: true },
       backends: [{ address: be1.addr4 }, { address: be2.addr6 }],
     });
-    await until('the IPv6 backend down, the IPv4 one up', 'mixed4',
-      (h) => h[be2.addr6]?.status === 'down' && h[be1.addr4]?.status === 'up');
-    assert.match((await health('mixed4'))[be2.addr6]?.last_error ?? '', /IPv6 and VIP .* IPv4: a check cannot take the tunnel across families/);
+    await until(
+      'the IPv6 backend down, the IPv4 one up',
+      'mixed4',
+      (h) => h[be2.addr6]?.status === 'down' && h[be1.addr4]?.status === 'up',
+    );
+    assert.match(
+      (await health('mixed4'))[be2.addr6]?.last_error ?? '',
+      /IPv6 and VIP .* IPv4: a check cannot take the tunnel across families/,
+    );
   });
 
   it('refuses a non-boolean dsr with a schema error and changes nothing', async () => {
@@ -177,7 +200,8 @@ describe('health checks through the DSR path (lab, real ferryd)', { skip }, () =
       lab.api.request('PUT', '/v1/vips/tcp4', {
         body: { name: 'tcp4', address: VIP4, port: 80, protocol: 'tcp', health_check: { type: 'tcp', dsr: 'yes' } },
       }),
-      (err: unknown) => err instanceof ApiError && err.problem.status === 400 && /\/health_check\/dsr: must be of type boolean/.test(err.message),
+      (err: unknown) =>
+        err instanceof ApiError && err.problem.status === 400 && /\/health_check\/dsr: must be of type boolean/.test(err.message),
     );
     const vip = await lab.api.get<{ health_check: HealthCheckSpec }>('/v1/vips/tcp4');
     assert.equal(vip.health_check.dsr, true);

@@ -22,7 +22,16 @@ import type { Service } from '../../../src/k8s/types.js';
 import { packageRoot } from '../../../src/paths.js';
 import { bpfUnavailable } from '../../lib/harness.js';
 import {
-  destroyFerrydEnv, ferryctl, getText, makeFerrydEnv, mapVips, probe, startFerryd, stopFerryd, type Ferryd, type FerrydEnv,
+  destroyFerrydEnv,
+  ferryctl,
+  getText,
+  makeFerrydEnv,
+  mapVips,
+  probe,
+  startFerryd,
+  stopFerryd,
+  type Ferryd,
+  type FerrydEnv,
 } from '../../lib/ferryd.js';
 import { createCgroup, DEFAULT_CGROUP2_ROOT, removeCgroup, removeStaleCgroups } from '../../../src/lab/cgroup.js';
 import { startNetnsForwarder, UnixGate, writeKubeconfig } from '../../lib/k8s-netns.js';
@@ -44,14 +53,20 @@ const POOL = '198.18.0.10-198.18.0.19';
 function call(socket: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const text = body === undefined ? undefined : JSON.stringify(body);
-    const req = request({
-      socketPath: socket, path, method, headers: text === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) },
-    }, (res) => {
-      let b = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (b += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: b }));
-    });
+    const req = request(
+      {
+        socketPath: socket,
+        path,
+        method,
+        headers: text === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) },
+      },
+      (res) => {
+        let b = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (b += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: b }));
+      },
+    );
     req.on('error', reject);
     req.end(text);
   });
@@ -71,14 +86,19 @@ function curlInNs(ns: string, url: string): { status: number; headers: Record<st
   return { status: Number(lines[0]?.split(' ')[1]), headers, body: rest.join('\r\n\r\n') };
 }
 
-
 async function view(e: FerrydEnv): Promise<KubernetesView> {
   const r = await call(e.socket, 'GET', '/v1/kubernetes');
   assert.equal(r.status, 200, r.body);
   return JSON.parse(r.body) as KubernetesView;
 }
 
-interface VipItem { name: string; owner: string | null; address: string; port: number; backend_count: number }
+interface VipItem {
+  name: string;
+  owner: string | null;
+  address: string;
+  port: number;
+  backend_count: number;
+}
 
 async function vips(e: FerrydEnv): Promise<VipItem[]> {
   return (JSON.parse((await call(e.socket, 'GET', '/v1/vips')).body) as { items: VipItem[] }).items;
@@ -86,7 +106,11 @@ async function vips(e: FerrydEnv): Promise<VipItem[]> {
 
 async function backends(e: FerrydEnv, vip: string): Promise<Array<[string, string, string | null]>> {
   const r = await call(e.socket, 'GET', `/v1/vips/${vip}/backends`);
-  return (JSON.parse(r.body) as { items: Array<{ address: string; state: string; owner: string | null }> }).items.map((b) => [b.address, b.state, b.owner]);
+  return (JSON.parse(r.body) as { items: Array<{ address: string; state: string; owner: string | null }> }).items.map((b) => [
+    b.address,
+    b.state,
+    b.owner,
+  ]);
 }
 
 function sample(text: string, series: string): number | undefined {
@@ -97,7 +121,10 @@ function sample(text: string, series: string): number | undefined {
 /** Runs ferryd to its exit (a start that must fail); returns the code and what it printed. */
 async function failingStart(config: string, ns: string, env: NodeJS.ProcessEnv): Promise<{ code: number | null; out: string }> {
   const script = join(packageRoot(), 'dist', 'src', 'daemon', 'ferryd.js');
-  const proc = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', process.execPath, script, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const proc = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', process.execPath, script, '--config', config], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env,
+  });
   let out = '';
   proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -122,30 +149,59 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     createCgroup(`ferrytest-k8sd-${process.pid}`);
     server = await K8sTestServer.start({ tls: true });
     server.upsert('nodes', node('node-a', [['InternalIP', '198.18.0.1']]));
-    server.upsert('services', service('web', {
-      type: 'LoadBalancer', clusterIP: '10.96.0.10', ingress: ['198.18.0.10'], externalTrafficPolicy: 'Local', healthCheckNodePort: HCNP,
-      ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: 30080, protocol: 'TCP' }],
-    }));
-    server.upsert('endpointslices', slice('web-abc', [
-      ['10.244.0.1', { node: 'node-a' }], ['10.244.0.2', { node: 'node-a' }], ['10.244.1.1', { node: 'node-b' }],
-    ]));
+    server.upsert(
+      'services',
+      service('web', {
+        type: 'LoadBalancer',
+        clusterIP: '10.96.0.10',
+        ingress: ['198.18.0.10'],
+        externalTrafficPolicy: 'Local',
+        healthCheckNodePort: HCNP,
+        ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: 30080, protocol: 'TCP' }],
+      }),
+    );
+    server.upsert(
+      'endpointslices',
+      slice('web-abc', [
+        ['10.244.0.1', { node: 'node-a' }],
+        ['10.244.0.2', { node: 'node-a' }],
+        ['10.244.1.1', { node: 'node-b' }],
+      ]),
+    );
     server.upsert('services', service('dns', { clusterIP: 'None' }));
     e = makeFerrydEnv('k8sd', [`  probe_listen: "${PROBES}"`]);
     gate = await UnixGate.start(join(e.dir, 'k8s-api.sock'), server.port, { hold: true });
     forwarder = await startNetnsForwarder(e.ns, API_PORT, gate.path);
     const kubeconfig = join(e.dir, 'kubeconfig.yaml');
     writeKubeconfig(kubeconfig, `https://127.0.0.1:${API_PORT}`, server.caFile, server.token!);
-    appendFileSync(e.config, [
-      '', 'mode: kubernetes', 'kubernetes:', `  kubeconfig: ${kubeconfig}`, '  drain_seconds: 1', '  batch_delay_ms: 20',
-      '  health_check_addresses: ["127.0.0.1"]', '  socket_lb:', `    cgroup: ${cgroup}`,
-      // web's address is in the pool (kept); a Service without one gets the next.
-      '  lb_ipam:', '    enabled: true', `    pools: [{ name: edge, addresses: ["${POOL}"] }]`,
-      '    lease: { duration_seconds: 2, renew_deadline_seconds: 1.5, retry_period_seconds: 0.2 }',
-      'bgp:', '  enabled: true', '  router_id: 198.18.0.1', `  bird_config: ${join(e.dir, 'bird.conf')}`,
-      `  bird_socket: ${join(e.dir, 'bird.ctl')}`, '  prefixes: ["198.18.0.0/24"]',
-      // A session that never comes up (nothing listens on the namespace's loopback): BIRD's table is what is checked.
-      '  neighbors: [{ address: 127.0.0.2, as: 65000, port: 1179 }]', '',
-    ].join('\n'));
+    appendFileSync(
+      e.config,
+      [
+        '',
+        'mode: kubernetes',
+        'kubernetes:',
+        `  kubeconfig: ${kubeconfig}`,
+        '  drain_seconds: 1',
+        '  batch_delay_ms: 20',
+        '  health_check_addresses: ["127.0.0.1"]',
+        '  socket_lb:',
+        `    cgroup: ${cgroup}`,
+        // web's address is in the pool (kept); a Service without one gets the next.
+        '  lb_ipam:',
+        '    enabled: true',
+        `    pools: [{ name: edge, addresses: ["${POOL}"] }]`,
+        '    lease: { duration_seconds: 2, renew_deadline_seconds: 1.5, retry_period_seconds: 0.2 }',
+        'bgp:',
+        '  enabled: true',
+        '  router_id: 198.18.0.1',
+        `  bird_config: ${join(e.dir, 'bird.conf')}`,
+        `  bird_socket: ${join(e.dir, 'bird.ctl')}`,
+        '  prefixes: ["198.18.0.0/24"]',
+        // A session that never comes up (nothing listens on the namespace's loopback): BIRD's table is what is checked.
+        '  neighbors: [{ address: 127.0.0.2, as: 65000, port: 1179 }]',
+        '',
+      ].join('\n'),
+    );
   });
 
   after(async () => {
@@ -180,21 +236,34 @@ describe('ferryd in kubernetes mode', { skip }, () => {
 
   it('a LoadBalancer Service becomes a VIP owned by its Service: REST, ferryctl and the maps', async () => {
     const list = await vips(e);
-    assert.deepEqual(list.map((v) => [v.name, v.owner, v.address, v.port, v.backend_count]), [
-      [NODE_PORT_VIP, 'kubernetes:default/web', '198.18.0.1', 30080, 2], [VIP, 'kubernetes:default/web', '198.18.0.10', 80, 2],
-    ]);
+    assert.deepEqual(
+      list.map((v) => [v.name, v.owner, v.address, v.port, v.backend_count]),
+      [
+        [NODE_PORT_VIP, 'kubernetes:default/web', '198.18.0.1', 30080, 2],
+        [VIP, 'kubernetes:default/web', '198.18.0.10', 80, 2],
+      ],
+    );
     // externalTrafficPolicy Local: this node's endpoints only.
     assert.deepEqual(await backends(e, VIP), [
-      ['10.244.0.1', 'active', 'kubernetes:default/web'], ['10.244.0.2', 'active', 'kubernetes:default/web'],
+      ['10.244.0.1', 'active', 'kubernetes:default/web'],
+      ['10.244.0.2', 'active', 'kubernetes:default/web'],
     ]);
     const ctl = ferryctl(e, ['vip', 'list']);
     assert.equal(ctl.code, 0, ctl.err);
-    assert.match(ctl.out, new RegExp(`^${VIP.replace(/\./g, '\\.')}\\s+198\\.18\\.0\\.10\\s+80\\s+tcp\\s+2\\s.*kubernetes:default/web$`, 'm'));
+    assert.match(
+      ctl.out,
+      new RegExp(`^${VIP.replace(/\./g, '\\.')}\\s+198\\.18\\.0\\.10\\s+80\\s+tcp\\s+2\\s.*kubernetes:default/web$`, 'm'),
+    );
     assert.deepEqual(mapVips(e), ['198.18.0.10:80', '198.18.0.1:30080'], 'in the datapath');
     // The NodePort's endpoints listen on 80 on this node: translated here, by the node programs on veth0.
     const np = await call(e.socket, 'GET', `/v1/vips/${NODE_PORT_VIP}/backends/10.244.0.1`);
-    assert.deepEqual((({ port, host }) => ({ port, host }))(JSON.parse(np.body) as { port?: number; host?: string }), { port: 80, host: 'local' });
-    const filters = spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'tc', 'filter', 'show', 'dev', 'veth0', 'ingress'], { encoding: 'utf8' });
+    assert.deepEqual((({ port, host }) => ({ port, host }))(JSON.parse(np.body) as { port?: number; host?: string }), {
+      port: 80,
+      host: 'local',
+    });
+    const filters = spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'tc', 'filter', 'show', 'dev', 'veth0', 'ingress'], {
+      encoding: 'utf8',
+    });
     assert.match(filters.stdout, /tc_node_in/);
     const st = JSON.parse(ferryctl(e, ['status', '--json']).out) as { revision: number; applied_revision: number };
     assert.equal(st.applied_revision, st.revision);
@@ -224,9 +293,16 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     assert.deepEqual([v.cluster_ips.entries, v.cluster_ips.consumer, v.cluster_ips.last_error], [3, 'socket-lb', null], 'programmed');
     const cs = v.cluster_ips.consumer_stats;
     assert.deepEqual([cs['services'], cs['backends']], [3, 9], `the socket-LB holds them with every endpoint: ${JSON.stringify(cs)}`);
-    assert.deepEqual(v.ignored.map((i) => i.service), ['default/dns']);
+    assert.deepEqual(
+      v.ignored.map((i) => i.service),
+      ['default/dns'],
+    );
     assert.match(v.ignored[0]!.reason, /headless/);
-    assert.deepEqual(v.skipped.filter((s) => s.service === 'default/web'), [], 'served whole: the NodePort\'s port is translated');
+    assert.deepEqual(
+      v.skipped.filter((s) => s.service === 'default/web'),
+      [],
+      "served whole: the NodePort's port is translated",
+    );
     assert.deepEqual(v.node_endpoints, { entries: 0, last_error: null }, 'externalTrafficPolicy Local: no other node sends here');
     const text = ferryctl(e, ['kubernetes']);
     assert.equal(text.code, 0, text.err);
@@ -260,16 +336,23 @@ describe('ferryd in kubernetes mode', { skip }, () => {
     assert.equal(ok.headers['content-type'], 'application/json');
     assert.equal(ok.headers['x-content-type-options'], 'nosniff');
 
-    server.upsert('endpointslices', slice('web-abc', [['10.244.1.1', { node: 'node-b' }], ['10.244.1.2', { node: 'node-b' }]]));
+    server.upsert(
+      'endpointslices',
+      slice('web-abc', [
+        ['10.244.1.1', { node: 'node-b' }],
+        ['10.244.1.2', { node: 'node-b' }],
+      ]),
+    );
     await until(() => curlInNs(e.ns, `http://127.0.0.1:${HCNP}/`).status === 503, 'the count to reach zero');
     const none = curlInNs(e.ns, `http://127.0.0.1:${HCNP}/healthz`);
     assert.deepEqual(JSON.parse(none.body), { service: { namespace: 'default', name: 'web' }, localEndpoints: 0 });
     // The VIP follows the same rule: no endpoint on this node, no backend.
     await until(async () => (await vips(e))[0]?.backend_count === 0, 'the VIP to lose its local backends');
     const v = await view(e);
-    assert.deepEqual(v.health_check_node_ports.ports.map((p) => [p.service, p.port, p.local_endpoints, p.listeners]), [
-      ['default/web', HCNP, 0, [{ address: '127.0.0.1', listening: true, error: null }]],
-    ]);
+    assert.deepEqual(
+      v.health_check_node_ports.ports.map((p) => [p.service, p.port, p.local_endpoints, p.listeners]),
+      [['default/web', HCNP, 0, [{ address: '127.0.0.1', listening: true, error: null }]]],
+    );
     assert.ok(v.health_check_node_ports.requests >= 2);
   });
 
@@ -284,23 +367,42 @@ describe('ferryd in kubernetes mode', { skip }, () => {
   });
 
   it('LB-IPAM: a LoadBalancer Service without an address gets one from the pool, becomes a VIP and is announced through BIRD', async () => {
-    const birdc = (args: string[]): string => spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'birdc', '-s', join(e.dir, 'bird.ctl'), ...args], { encoding: 'utf8' }).stdout;
-    bird = spawn('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'bird', '-f', '-c', join(e.dir, 'bird.conf'), '-s', join(e.dir, 'bird.ctl')], { stdio: 'ignore' });
+    const birdc = (args: string[]): string =>
+      spawnSync('nsenter', [`--net=/run/netns/${e.ns}`, '--', 'birdc', '-s', join(e.dir, 'bird.ctl'), ...args], { encoding: 'utf8' })
+        .stdout;
+    bird = spawn(
+      'nsenter',
+      [`--net=/run/netns/${e.ns}`, '--', 'bird', '-f', '-c', join(e.dir, 'bird.conf'), '-s', join(e.dir, 'bird.ctl')],
+      { stdio: 'ignore' },
+    );
     await until(() => /BIRD .* ready/.test(birdc(['show', 'status'])), 'BIRD to start');
-    server.upsert('services', service('edge', {
-      type: 'LoadBalancer', clusterIP: '10.96.0.20', ports: [{ name: 'http', port: 8080, targetPort: 80, nodePort: 30081, protocol: 'TCP' }],
-    }));
+    server.upsert(
+      'services',
+      service('edge', {
+        type: 'LoadBalancer',
+        clusterIP: '10.96.0.20',
+        ports: [{ name: 'http', port: 8080, targetPort: 80, nodePort: 30081, protocol: 'TCP' }],
+      }),
+    );
     server.upsert('endpointslices', slice('edge-abc', [['10.244.0.7', { node: 'node-a' }]]));
-    await until(() => (server.get('services', 'default/edge') as Service | undefined)?.status?.loadBalancer?.ingress?.[0]?.ip === '198.18.0.10',
-      'the allocator to write edge\'s status');
+    await until(
+      () => (server.get('services', 'default/edge') as Service | undefined)?.status?.loadBalancer?.ingress?.[0]?.ip === '198.18.0.10',
+      "the allocator to write edge's status",
+    );
     // web (deleted above) gave its address back: the lowest free one is edge's now.
     await until(async () => (await vips(e)).some((v) => v.address === '198.18.0.10' && v.port === 8080), 'the VIP from the status');
     await until(() => /198\.18\.0\.10\/32/.test(birdc(['show', 'route'])), 'BIRD to hold the route');
     const bgp = JSON.parse((await call(e.socket, 'GET', '/v1/bgp')).body) as { prefixes: Array<{ prefix: string; announced: boolean }> };
     // (198.18.0.1, the NodePort VIP's, is announced too here: the Node object's address is not on this namespace's interfaces.)
-    assert.ok(bgp.prefixes.some((p) => p.prefix === '198.18.0.10/32' && p.announced), JSON.stringify(bgp.prefixes));
+    assert.ok(
+      bgp.prefixes.some((p) => p.prefix === '198.18.0.10/32' && p.announced),
+      JSON.stringify(bgp.prefixes),
+    );
     const v = (await view(e)).lb_ipam!;
-    assert.deepEqual([v.leader, v.holder, v.lease, v.services, v.pending, v.writes], [true, 'node-a', 'kube-system/ferry-lb-ipam', 1, [], 1]);
+    assert.deepEqual(
+      [v.leader, v.holder, v.lease, v.services, v.pending, v.writes],
+      [true, 'node-a', 'kube-system/ferry-lb-ipam', 1, [], 1],
+    );
     assert.deepEqual(v.pools, [{ name: 'edge', addresses: [POOL], allocated: 1 }]);
     const text = ferryctl(e, ['kubernetes']);
     assert.match(text.out, /^LB-IPAM\s+leader, 1 Services, 0 pending, 1 writes$/m);
@@ -323,7 +425,10 @@ describe('ferryd in kubernetes mode', { skip }, () => {
       assert.notEqual(changed, original);
       writeFileSync(e.config, changed);
       d!.proc.kill('SIGHUP');
-      await until(() => /"key":"kubernetes".*needs a restart/.test(d!.logs()) && d!.logs().includes('configuration reloaded'), 'the reload');
+      await until(
+        () => /"key":"kubernetes".*needs a restart/.test(d!.logs()) && d!.logs().includes('configuration reloaded'),
+        'the reload',
+      );
       assert.equal(await probe(e.socket, '/readyz'), 200);
       assert.equal((await view(e)).ready, true);
     } finally {

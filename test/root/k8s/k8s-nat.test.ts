@@ -13,19 +13,46 @@ import { NatTable, conntrackFlushes, conntrackRunner, nftHasTable, nftRunner, re
 import type { NatEntry } from '../../../src/k8s/translate.js';
 
 const NS = `ferrytest-nat-${process.pid}`;
-const noNft = spawnSync('nft', ['--version']).status !== 0 ? 'nft is not installed'
-  : spawnSync('conntrack', ['--version']).status !== 0 ? 'conntrack is not installed' : process.getuid?.() !== 0 ? 'needs root' : undefined;
+const noNft =
+  spawnSync('nft', ['--version']).status !== 0
+    ? 'nft is not installed'
+    : spawnSync('conntrack', ['--version']).status !== 0
+      ? 'conntrack is not installed'
+      : process.getuid?.() !== 0
+        ? 'needs root'
+        : undefined;
 if (noNft) console.log(`# skipping kernel NAT tests: ${noNft}`);
 
 const web: NatEntry = {
-  service: 'default/web', address: '198.18.0.2', port: 30080, protocol: 'tcp', masquerade: true, affinity: false, sourceRanges: null,
-  backends: [{ address: '10.244.0.1', port: 8080 }, { address: '10.244.0.2', port: 8080 }],
+  service: 'default/web',
+  address: '198.18.0.2',
+  port: 30080,
+  protocol: 'tcp',
+  masquerade: true,
+  affinity: false,
+  sourceRanges: null,
+  backends: [
+    { address: '10.244.0.1', port: 8080 },
+    { address: '10.244.0.2', port: 8080 },
+  ],
 };
 const dns: NatEntry = {
-  service: 'default/dns', address: 'fd00::2', port: 30053, protocol: 'udp', masquerade: false, affinity: true, sourceRanges: null,
+  service: 'default/dns',
+  address: 'fd00::2',
+  port: 30053,
+  protocol: 'udp',
+  masquerade: false,
+  affinity: true,
+  sourceRanges: null,
   backends: [{ address: 'fd00:244::1', port: 53 }],
 };
-const guarded: NatEntry = { ...web, service: 'default/lb', address: '198.19.0.9', port: 443, sourceRanges: ['192.0.2.0/24', '198.51.100.0/24'] };
+const guarded: NatEntry = {
+  ...web,
+  service: 'default/lb',
+  address: '198.19.0.9',
+  port: 443,
+  sourceRanges: ['192.0.2.0/24', '198.51.100.0/24'],
+};
 const closed6: NatEntry = { ...dns, service: 'default/lb', address: 'fd00::9', port: 443, protocol: 'tcp', sourceRanges: [] };
 
 describe('kernel NAT: the script', () => {
@@ -37,11 +64,17 @@ describe('kernel NAT: the script', () => {
     const esc = (t: string) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
     // A rule inside a chain of the entry's own; an element of a verdict map going to such a chain.
     const rule = (chain: string, text: string) => new RegExp(`^  chain ${chain}_[0-9a-f]{16} \\{\\n(    .*\\n)*?    ${esc(text)}$`, 'm');
-    const elem = (map: string, el: string, chain: string) => new RegExp(`^  map ${map} \\{[^\\n]*elements = \\{[^\\n]*${esc(el)} : goto ${chain}_[0-9a-f]{16}`, 'm');
+    const elem = (map: string, el: string, chain: string) =>
+      new RegExp(`^  map ${map} \\{[^\\n]*elements = \\{[^\\n]*${esc(el)} : goto ${chain}_[0-9a-f]{16}`, 'm');
     has(/ip daddr \. meta l4proto \. th dport vmap @nat4/);
     has(/ip6 daddr \. meta l4proto \. th dport vmap @ranges6/);
     has(elem('nat4', '198.18.0.2 . tcp . 30080', 'svc'));
-    has(rule('svc', 'meta l4proto tcp ct mark set ct mark | 0x10000000 dnat ip to numgen random mod 2 map { 0 : 10.244.0.1 . 8080, 1 : 10.244.0.2 . 8080 }'));
+    has(
+      rule(
+        'svc',
+        'meta l4proto tcp ct mark set ct mark | 0x10000000 dnat ip to numgen random mod 2 map { 0 : 10.244.0.1 . 8080, 1 : 10.244.0.2 . 8080 }',
+      ),
+    );
     has(rule('svc', 'meta l4proto udp dnat ip6 to jhash ip6 saddr mod 1 seed 0x4652 map { 0 : fd00:244::1 . 53 }'));
     has(elem('ranges4', '198.19.0.9 . tcp . 443', 'src'));
     has(rule('src', 'ip saddr != { 192.0.2.0/24, 198.51.100.0/24 } drop'));
@@ -57,21 +90,42 @@ describe('kernel NAT: the script', () => {
 });
 
 describe('kernel NAT: UDP conntrack flushes', () => {
-  const udp4: NatEntry = { ...web, service: 'default/dns', port: 30053, protocol: 'udp', backends: [{ address: '10.244.0.1', port: 53 }, { address: '10.244.0.2', port: 53 }] };
+  const udp4: NatEntry = {
+    ...web,
+    service: 'default/dns',
+    port: 30053,
+    protocol: 'udp',
+    backends: [
+      { address: '10.244.0.1', port: 53 },
+      { address: '10.244.0.2', port: 53 },
+    ],
+  };
   it('an endpoint that left, a Service that got its first endpoint, a Service gone; TCP never', () => {
     const base = ['-D', '-p', 'udp', '--orig-dst', '198.18.0.2', '--orig-port-dst', '30053'];
-    assert.deepEqual(conntrackFlushes([udp4, web], [{ ...udp4, backends: [udp4.backends[0]!] }, { ...web, backends: [] }]),
-      [[...base, '--reply-src', '10.244.0.2', '--reply-port-src', '53']]);
+    assert.deepEqual(
+      conntrackFlushes(
+        [udp4, web],
+        [
+          { ...udp4, backends: [udp4.backends[0]!] },
+          { ...web, backends: [] },
+        ],
+      ),
+      [[...base, '--reply-src', '10.244.0.2', '--reply-port-src', '53']],
+    );
     assert.deepEqual(conntrackFlushes([{ ...udp4, backends: [] }], [udp4]), [base], 'flows that passed un-NATed');
     assert.deepEqual(conntrackFlushes([], [udp4]), [base]);
-    assert.deepEqual(conntrackFlushes([udp4], []), udp4.backends.map((b) => [...base, '--reply-src', b.address, '--reply-port-src', '53']));
+    assert.deepEqual(
+      conntrackFlushes([udp4], []),
+      udp4.backends.map((b) => [...base, '--reply-src', b.address, '--reply-port-src', '53']),
+    );
     assert.deepEqual(conntrackFlushes([dns], [{ ...dns, backends: [] }])[0]?.slice(0, 3), ['-D', '-f', 'ipv6']);
     assert.deepEqual(conntrackFlushes([udp4], [udp4]), []);
   });
 });
 
 describe('kernel NAT: applied in a namespace', { skip: noNft }, () => {
-  const list = (): string => execFileSync('nsenter', [`--net=/run/netns/${NS}`, '--', 'nft', 'list', 'table', 'inet', 'ferry_k8s'], { encoding: 'utf8' });
+  const list = (): string =>
+    execFileSync('nsenter', [`--net=/run/netns/${NS}`, '--', 'nft', 'list', 'table', 'inet', 'ferry_k8s'], { encoding: 'utf8' });
   before(() => {
     spawnSync('ip', ['netns', 'del', NS]);
     execFileSync('ip', ['netns', 'add', NS]);
@@ -92,7 +146,10 @@ describe('kernel NAT: applied in a namespace', { skip: noNft }, () => {
     await table.apply([web, dns, guarded, closed6]);
     assert.equal(table.entries, 4);
     let text = list();
-    assert.match(text, /ct mark set ct mark \| 0x10000000 dnat ip to numgen random mod 2 map \{ 0 : 10\.244\.0\.1 \. 8080, 1 : 10\.244\.0\.2 \. 8080 \}/);
+    assert.match(
+      text,
+      /ct mark set ct mark \| 0x10000000 dnat ip to numgen random mod 2 map \{ 0 : 10\.244\.0\.1 \. 8080, 1 : 10\.244\.0\.2 \. 8080 \}/,
+    );
     assert.match(text, /dnat ip6 to jhash ip6 saddr mod 1 seed 0x4652 map \{ 0 : fd00:244::1 \. 53 \}/);
     assert.match(text, /ip saddr != \{ 192\.0\.2\.0\/24, 198\.51\.100\.0\/24 \} drop/);
     assert.match(text, /198\.18\.0\.2 \. tcp \. 30080 : goto svc_/);
@@ -134,16 +191,50 @@ describe('kernel NAT: applied in a namespace', { skip: noNft }, () => {
     assert.equal(runs, 7, 'and the list written again');
     assert.match(list(), /198\.18\.0\.2 \. tcp \. 30080 : goto svc_/);
     await table.remove();
-    assert.notEqual(spawnSync('nsenter', [`--net=/run/netns/${NS}`, '--', 'nft', 'list', 'table', 'inet', 'ferry_k8s']).status, 0, 'the table is gone');
+    assert.notEqual(
+      spawnSync('nsenter', [`--net=/run/netns/${NS}`, '--', 'nft', 'list', 'table', 'inet', 'ferry_k8s']).status,
+      0,
+      'the table is gone',
+    );
     await table.remove();
   });
 
   it('a UDP flow DNATed to an endpoint that leaves is deleted from conntrack; others stay', async () => {
     const ct = (...args: string[]) => spawnSync('nsenter', [`--net=/run/netns/${NS}`, '--', 'conntrack', ...args], { encoding: 'utf8' });
-    const flow = (sport: number, backend: string) => ct('-I', '-p', 'udp', '-s', '192.0.2.1', '-d', '198.18.0.2', '--sport', String(sport), '--dport', '30053',
-      '-r', backend, '-q', '192.0.2.1', '--reply-port-src', '53', '--reply-port-dst', String(sport), '-t', '60');
+    const flow = (sport: number, backend: string) =>
+      ct(
+        '-I',
+        '-p',
+        'udp',
+        '-s',
+        '192.0.2.1',
+        '-d',
+        '198.18.0.2',
+        '--sport',
+        String(sport),
+        '--dport',
+        '30053',
+        '-r',
+        backend,
+        '-q',
+        '192.0.2.1',
+        '--reply-port-src',
+        '53',
+        '--reply-port-dst',
+        String(sport),
+        '-t',
+        '60',
+      );
     const flows = (): string => ct('-L', '-p', 'udp').stdout;
-    const udp4: NatEntry = { ...web, port: 30053, protocol: 'udp', backends: [{ address: '10.244.0.1', port: 53 }, { address: '10.244.0.2', port: 53 }] };
+    const udp4: NatEntry = {
+      ...web,
+      port: 30053,
+      protocol: 'udp',
+      backends: [
+        { address: '10.244.0.1', port: 53 },
+        { address: '10.244.0.2', port: 53 },
+      ],
+    };
     const table = new NatTable(nftRunner(NS), conntrackRunner(NS));
     await table.apply([udp4]);
     assert.equal(flow(5001, '10.244.0.1').status, 0, 'a flow to the first endpoint');

@@ -57,9 +57,15 @@ const NAT_NODE_PORT = 30083;
 const STRANGER = '198.18.0.77';
 
 const kubeSection = (kubeconfig: string, nodeName: string): string[] => [
-  'mode: kubernetes', 'kubernetes:', `  kubeconfig: ${kubeconfig}`, `  node_name: ${nodeName}`,
-  '  drain_seconds: 1', '  batch_delay_ms: 20', '  health_check_addresses: []',
-  '  socket_lb:', '    enabled: false',
+  'mode: kubernetes',
+  'kubernetes:',
+  `  kubeconfig: ${kubeconfig}`,
+  `  node_name: ${nodeName}`,
+  '  drain_seconds: 1',
+  '  batch_delay_ms: 20',
+  '  health_check_addresses: []',
+  '  socket_lb:',
+  '    enabled: false',
 ];
 
 describe('kubernetes mode on three nodes: pods on other nodes served through XDP, by direct return or source NAT', { skip }, () => {
@@ -83,28 +89,51 @@ describe('kubernetes mode on three nodes: pods on other nodes served through XDP
   before(async () => {
     server = await K8sTestServer.start({ tls: true });
     lab = await LbLab.start({
-      backends: 2, vips: [], drainSeconds: 1, plainBackends: true,
+      backends: 2,
+      vips: [],
+      drainSeconds: 1,
+      plainBackends: true,
       ferrydConfig: kubeSection(kubeconfig, 'node-a'),
       beforeDaemon: async (l) => {
         const b = l.backends[0]!;
         server.upsert('nodes', node('node-a', [['InternalIP', l.lb.addr4]]));
         server.upsert('nodes', node('node-b', [['InternalIP', b.addr4]]));
         server.upsert('nodes', node('node-c', [['InternalIP', l.backends[1]!.addr4]]));
-        server.upsert('services', service('web', {
-          type: 'LoadBalancer', clusterIP: '10.96.0.11', ingress: [WEB_LB], externalIPs: [WEB_EXTERNAL],
-          ports: [{ name: 'http', port: WEB_PORT, targetPort: 80, nodePort: WEB_NODE_PORT, protocol: 'TCP' }],
-        }));
-        server.upsert('services', service('sticky', {
-          type: 'LoadBalancer', clusterIP: '10.96.0.12', ingress: [STICKY_LB], sessionAffinity: 'ClientIP',
-          loadBalancerSourceRanges: [`${l.client.addr4}/32`],
-          ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: STICKY_NODE_PORT, protocol: 'TCP' }],
-        }));
-        server.upsert('services', service('local', {
-          type: 'LoadBalancer', clusterIP: '10.96.0.13', ingress: [LOCAL_LB], externalTrafficPolicy: 'Local',
-          ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: LOCAL_NODE_PORT, protocol: 'TCP' }],
-        }));
+        server.upsert(
+          'services',
+          service('web', {
+            type: 'LoadBalancer',
+            clusterIP: '10.96.0.11',
+            ingress: [WEB_LB],
+            externalIPs: [WEB_EXTERNAL],
+            ports: [{ name: 'http', port: WEB_PORT, targetPort: 80, nodePort: WEB_NODE_PORT, protocol: 'TCP' }],
+          }),
+        );
+        server.upsert(
+          'services',
+          service('sticky', {
+            type: 'LoadBalancer',
+            clusterIP: '10.96.0.12',
+            ingress: [STICKY_LB],
+            sessionAffinity: 'ClientIP',
+            loadBalancerSourceRanges: [`${l.client.addr4}/32`],
+            ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: STICKY_NODE_PORT, protocol: 'TCP' }],
+          }),
+        );
+        server.upsert(
+          'services',
+          service('local', {
+            type: 'LoadBalancer',
+            clusterIP: '10.96.0.13',
+            ingress: [LOCAL_LB],
+            externalTrafficPolicy: 'Local',
+            ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: LOCAL_NODE_PORT, protocol: 'TCP' }],
+          }),
+        );
         const natted = service('natted', {
-          type: 'LoadBalancer', clusterIP: '10.96.0.14', ingress: [NAT_LB],
+          type: 'LoadBalancer',
+          clusterIP: '10.96.0.14',
+          ingress: [NAT_LB],
           ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: NAT_NODE_PORT, protocol: 'TCP' }],
         });
         natted.metadata.annotations = { 'ferry.io/external-path': 'snat' };
@@ -121,7 +150,10 @@ describe('kubernetes mode on three nodes: pods on other nodes served through XDP
     podC = lab.lab.addPod(nodeC, 'podc1', '10.244.3', 5);
     for (const p of [...pods, podC]) await lab.startServer(p, []);
     ferrydB = new LabFerryd({
-      ns: nodeB.ns, dir: join(lab.lab.dir, 'node-b'), pinRoot: join(lab.lab.bpfRoot, 'node-b'), drainSeconds: 1,
+      ns: nodeB.ns,
+      dir: join(lab.lab.dir, 'node-b'),
+      pinRoot: join(lab.lab.bpfRoot, 'node-b'),
+      drainSeconds: 1,
       extraConfig: kubeSection(kubeconfig, 'node-b'),
     });
     ferrydB.writeConfig();
@@ -143,7 +175,10 @@ describe('kubernetes mode on three nodes: pods on other nodes served through XDP
   });
 
   it('node-a takes the pods with their node as host; node-b takes them as local', async () => {
-    await until(async () => (await vipsOf(lab.api)).filter((v) => v.backend_count === 2).length === 5, 'web and sticky on node-a with both pods');
+    await until(
+      async () => (await vipsOf(lab.api)).filter((v) => v.backend_count === 2).length === 5,
+      'web and sticky on node-a with both pods',
+    );
     await until(async () => (await vipsOf(lab.api)).filter((v) => v.backend_count === 1).length === 2, 'natted on node-a with its pod');
     await until(async () => (await vipsOf(apiB)).filter((v) => v.backend_count >= 1).length === 9, 'every VIP of node-b with its pods');
     const a = await vipsOf(lab.api);
@@ -151,7 +186,10 @@ describe('kubernetes mode on three nodes: pods on other nodes served through XDP
     const b = await lab.api.get<{ port?: number; host?: string }>(`/v1/vips/${np.name}/backends/${pods[0]!.addr4}`);
     assert.deepEqual([b.port, b.host], [80, nodeB.addr4], 'encapsulated to the pod through node-b, translated to port 80 there');
     // externalTrafficPolicy Local: node-a has none of the endpoints, so its VIPs have no backend.
-    assert.deepEqual(a.filter((v) => v.address === LOCAL_LB || v.port === LOCAL_NODE_PORT).map((v) => v.backend_count), [0, 0]);
+    assert.deepEqual(
+      a.filter((v) => v.address === LOCAL_LB || v.port === LOCAL_NODE_PORT).map((v) => v.backend_count),
+      [0, 0],
+    );
   });
 
   it('NodePort of node-a: served by the pods on node-b, replies leave node-b straight to the client', async () => {
@@ -164,8 +202,8 @@ describe('kubernetes mode on three nodes: pods on other nodes served through XDP
     const c1 = lab.linkCounters(lab.lab.client);
     assert.equal(r.errors, 0, JSON.stringify(r));
     assert.deepEqual(Object.keys(r.per_backend).sort(), ['podb1', 'podb2'], 'both pods answered');
-    assert.deepEqual(r.sources, { [lab.lab.lb.addr4]: 60 }, 'every reply came from node-a\'s address');
-    assert.deepEqual(r.peers, { [lab.lab.client.addr4]: 60 }, 'the pods saw the client\'s own address');
+    assert.deepEqual(r.sources, { [lab.lab.lb.addr4]: 60 }, "every reply came from node-a's address");
+    assert.deepEqual(r.peers, { [lab.lab.client.addr4]: 60 }, "the pods saw the client's own address");
     assert.equal(lab.datapathCounters().local, local0, 'nothing was handed up on node-a');
     const n1 = nodeBCounts();
     assert.ok(n1.dnat - n0.dnat >= 60n * 3n, `node-b translated the client's packets: ${n1.dnat - n0.dnat}`);
@@ -180,7 +218,10 @@ describe('kubernetes mode on three nodes: pods on other nodes served through XDP
     const lbRx = lb1.rxPackets - lb0.rxPackets;
     const clientTx = c1.txPackets - c0.txPackets;
     const clientRx = c1.rxPackets - c0.rxPackets;
-    assert.ok(repliesBypassedLb(lbRx, clientTx, clientRx), `node-a received ${lbRx} packets for ${clientTx} sent and ${clientRx} received by the client`);
+    assert.ok(
+      repliesBypassedLb(lbRx, clientTx, clientRx),
+      `node-a received ${lbRx} packets for ${clientTx} sent and ${clientRx} received by the client`,
+    );
   });
 
   it('LoadBalancer IP and externalIP (Service port 8080, pods on 80)', async () => {
@@ -215,7 +256,7 @@ describe('kubernetes mode on three nodes: pods on other nodes served through XDP
     const d0 = (await lab.stats()).drops.policy ?? 0;
     const refused = await lab.client('http', STICKY_LB, 3, { source: STRANGER, timeoutMs: 300 });
     assert.equal(refused.errors, 3, JSON.stringify(refused));
-    assert.ok(((await lab.stats()).drops.policy ?? 0) > d0, 'node-a\'s XDP dropped them by policy');
+    assert.ok(((await lab.stats()).drops.policy ?? 0) > d0, "node-a's XDP dropped them by policy");
   });
 
   it('source NAT: the pod on a node without Ferry is served; its replies come back through node-a, translated there', async () => {
@@ -223,7 +264,10 @@ describe('kubernetes mode on three nodes: pods on other nodes served through XDP
     const np = a.find((v) => v.port === NAT_NODE_PORT)!;
     const rec = await lab.api.get<{ forwarding?: string }>(`/v1/vips/${np.name}`);
     assert.equal(rec.forwarding, 'snat');
-    for (const [address, port] of [[lab.lab.lb.addr4, NAT_NODE_PORT], [NAT_LB, 80]] as const) {
+    for (const [address, port] of [
+      [lab.lab.lb.addr4, NAT_NODE_PORT],
+      [NAT_LB, 80],
+    ] as const) {
       const c0 = lab.datapathCounters();
       const lb0 = lab.linkCounters(lab.lab.lb);
       const cl0 = lab.linkCounters(lab.lab.client);
@@ -234,11 +278,14 @@ describe('kubernetes mode on three nodes: pods on other nodes served through XDP
       assert.equal(r.errors, 0, `${address}:${port}: ${JSON.stringify(r)}`);
       assert.deepEqual(r.per_backend, { podc1: 30 });
       assert.deepEqual(r.sources, { [address]: 30 }, 'replies from the address the client used');
-      assert.deepEqual(r.peers, { [lab.lab.lb.addr4]: 30 }, 'the pod saw node-a\'s address (source NAT)');
+      assert.deepEqual(r.peers, { [lab.lab.lb.addr4]: 30 }, "the pod saw node-a's address (source NAT)");
       assert.ok(c1.snat - c0.snat >= 30n * 3n, `node-a translated the client's packets: ${c1.snat - c0.snat}`);
       assert.ok(c1.snat_reply - c0.snat_reply >= 30n * 2n, `node-a translated the replies back: ${c1.snat_reply - c0.snat_reply}`);
       const lbRx = lb1.rxPackets - lb0.rxPackets;
-      assert.ok(!repliesBypassedLb(lbRx, cl1.txPackets - cl0.txPackets, cl1.rxPackets - cl0.rxPackets), `the replies crossed node-a: ${lbRx} received`);
+      assert.ok(
+        !repliesBypassedLb(lbRx, cl1.txPackets - cl0.txPackets, cl1.rxPackets - cl0.rxPackets),
+        `the replies crossed node-a: ${lbRx} received`,
+      );
     }
   });
 });

@@ -45,18 +45,32 @@ describe('kubernetes mode: ordinary pods served through XDP with the port transl
   before(async () => {
     server = await K8sTestServer.start({ tls: true });
     lab = await LbLab.start({
-      backends: 1, vips: [LB_IP], drainSeconds: 1, reconcileIntervalSeconds: 2,
+      backends: 1,
+      vips: [LB_IP],
+      drainSeconds: 1,
+      reconcileIntervalSeconds: 2,
       ferrydConfig: [
-        'mode: kubernetes', 'kubernetes:', `  kubeconfig: ${kubeconfig}`, `  node_name: ${NODE}`,
-        '  drain_seconds: 1', '  batch_delay_ms: 20', '  health_check_addresses: []',
-        '  socket_lb:', '    enabled: false',
+        'mode: kubernetes',
+        'kubernetes:',
+        `  kubeconfig: ${kubeconfig}`,
+        `  node_name: ${NODE}`,
+        '  drain_seconds: 1',
+        '  batch_delay_ms: 20',
+        '  health_check_addresses: []',
+        '  socket_lb:',
+        '    enabled: false',
       ],
       beforeDaemon: async (l) => {
         server.upsert('nodes', node(NODE, [['InternalIP', l.lb.addr4]]));
-        server.upsert('services', service('web', {
-          type: 'LoadBalancer', clusterIP: '10.96.0.11', ingress: [LB_IP],
-          ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: NODE_PORT, protocol: 'TCP' }],
-        }));
+        server.upsert(
+          'services',
+          service('web', {
+            type: 'LoadBalancer',
+            clusterIP: '10.96.0.11',
+            ingress: [LB_IP],
+            ports: [{ name: 'http', port: 80, targetPort: 80, nodePort: NODE_PORT, protocol: 'TCP' }],
+          }),
+        );
         gate = await UnixGate.start(join(l.dir, 'k8s-api.sock'), server.port);
         forwarder = await startNetnsForwarder(l.lb.ns, API_PORT, gate.path);
         writeKubeconfig(kubeconfig, `https://127.0.0.1:${API_PORT}`, server.caFile, server.token!);
@@ -109,7 +123,10 @@ describe('kubernetes mode: ordinary pods served through XDP with the port transl
 
   it('the pod leaving the Service stops new connections; its pair stays while it drains, then goes', async () => {
     server.upsert('endpointslices', slice('web-abc', []));
-    await until(async () => (await lab.api.get<{ items: Array<{ backend_count: number }> }>('/v1/vips')).items.every((v) => v.backend_count === 0), 'the pod removed');
+    await until(
+      async () => (await lab.api.get<{ items: Array<{ backend_count: number }> }>('/v1/vips')).items.every((v) => v.backend_count === 0),
+      'the pod removed',
+    );
     nodeMaps().reread();
     assert.equal(nodeMaps().endpointCount, 2, 'both pairs kept for the draining connections');
     const r = await lab.client('http', lab.lab.lb.addr4, 3, { port: NODE_PORT, timeoutMs: 300 });

@@ -51,31 +51,61 @@ function assertWeights(per: Record<string, number>, weights: Record<string, numb
   for (const [name, w] of Object.entries(weights)) {
     const share = (per[name] ?? 0) / total;
     const want = w / wsum;
-    assert.ok(Math.abs(share - want) <= TOLERANCE,
-      `${what}: ${name} share ${share.toFixed(3)}, weight share ${want.toFixed(3)} ± ${TOLERANCE} (${JSON.stringify(per)})`);
+    assert.ok(
+      Math.abs(share - want) <= TOLERANCE,
+      `${what}: ${name} share ${share.toFixed(3)}, weight share ${want.toFixed(3)} ± ${TOLERANCE} (${JSON.stringify(per)})`,
+    );
   }
 }
 
 /** The shared VIPs (backends be1..be3), created before the tests; the balancing tests check each. */
 const CASES: Array<{ what: string; kind: 'http' | 'udp'; weights: number[]; vip: (three: LabHost[]) => VipWithBackends }> = [
   {
-    what: 'TCP to an IPv4 VIP, IPv4 backends (IPIP), weights 1:2:3', kind: 'http', weights: [100, 200, 300],
-    vip: (three) => ({ name: 'web4', address: VIP4, port: 80, protocol: 'tcp', backends: three.map((b, i) => ({ address: b.addr4, weight: 100 * (i + 1) })) }),
+    what: 'TCP to an IPv4 VIP, IPv4 backends (IPIP), weights 1:2:3',
+    kind: 'http',
+    weights: [100, 200, 300],
+    vip: (three) => ({
+      name: 'web4',
+      address: VIP4,
+      port: 80,
+      protocol: 'tcp',
+      backends: three.map((b, i) => ({ address: b.addr4, weight: 100 * (i + 1) })),
+    }),
   },
   {
-    what: 'UDP to an IPv4 VIP, IPv6 backends (4in6), weights 1:2:3', kind: 'udp', weights: [100, 200, 300],
-    vip: (three) => ({ name: 'dns4', address: VIP4, port: 53, protocol: 'udp', backends: three.map((b, i) => ({ address: b.addr6, weight: 100 * (i + 1) })) }),
+    what: 'UDP to an IPv4 VIP, IPv6 backends (4in6), weights 1:2:3',
+    kind: 'udp',
+    weights: [100, 200, 300],
+    vip: (three) => ({
+      name: 'dns4',
+      address: VIP4,
+      port: 53,
+      protocol: 'udp',
+      backends: three.map((b, i) => ({ address: b.addr6, weight: 100 * (i + 1) })),
+    }),
   },
   {
-    what: 'TCP to an IPv6 all-port VIP, IPv6 backends (IP6IP6), equal weights', kind: 'http', weights: [100, 100, 100],
+    what: 'TCP to an IPv6 all-port VIP, IPv6 backends (IP6IP6), equal weights',
+    kind: 'http',
+    weights: [100, 100, 100],
     vip: (three) => ({ name: 'any6', address: VIP6, port: 0, protocol: 'tcp', backends: three.map((b) => ({ address: b.addr6 })) }),
   },
   {
-    what: 'UDP to an IPv6 VIP, IPv4 backends (6in4), weights 3:2:1', kind: 'udp', weights: [300, 200, 100],
-    vip: (three) => ({ name: 'dns6', address: VIP6, port: 53, protocol: 'udp', backends: three.map((b, i) => ({ address: b.addr4, weight: 300 - 100 * i })) }),
+    what: 'UDP to an IPv6 VIP, IPv4 backends (6in4), weights 3:2:1',
+    kind: 'udp',
+    weights: [300, 200, 100],
+    vip: (three) => ({
+      name: 'dns6',
+      address: VIP6,
+      port: 53,
+      protocol: 'udp',
+      backends: three.map((b, i) => ({ address: b.addr4, weight: 300 - 100 * i })),
+    }),
   },
   {
-    what: 'TCP to an IPv4 all-port VIP, IPv4 backends, equal weights', kind: 'http', weights: [100, 100, 100],
+    what: 'TCP to an IPv4 all-port VIP, IPv4 backends, equal weights',
+    kind: 'http',
+    weights: [100, 100, 100],
     vip: (three) => ({ name: 'any4', address: ANY4, port: 0, protocol: 'tcp', backends: three.map((b) => ({ address: b.addr4 })) }),
   },
 ];
@@ -103,7 +133,11 @@ describe('end to end: real traffic through ferryd and xdp_lb', { skip }, () => {
     return out;
   };
   const dropDelta = (a: StatsBody, b: StatsBody): Record<string, number> =>
-    Object.fromEntries(Object.keys(b.drops).map((k) => [k, b.drops[k]! - (a.drops[k] ?? 0)]).filter(([, n]) => n !== 0));
+    Object.fromEntries(
+      Object.keys(b.drops)
+        .map((k) => [k, b.drops[k]! - (a.drops[k] ?? 0)])
+        .filter(([, n]) => n !== 0),
+    );
 
   before(async () => {
     lab = await LbLab.start({ backends: 4, vips: ALL_VIPS, drainSeconds: 5 });
@@ -150,7 +184,10 @@ describe('end to end: real traffic through ferryd and xdp_lb', { skip }, () => {
       });
     }
 
-    for (const [vip, name] of [[ANY4, 'IPv4'], [VIP6, 'IPv6']] as const) {
+    for (const [vip, name] of [
+      [ANY4, 'IPv4'],
+      [VIP6, 'IPv6'],
+    ] as const) {
       it(`an ${name} all-port VIP carries other ports too: a stream to the echo port comes back byte for byte`, async () => {
         const s = await lab.stream(vip);
         await s.flowing(512 * 1024);
@@ -180,7 +217,13 @@ describe('end to end: real traffic through ferryd and xdp_lb', { skip }, () => {
     const stateNow = async () => ({ state: await lab.state(), vips: await lab.api.list<VipRecord>('/v1/vips') });
 
     before(async () => {
-      await lab.createVip({ name: 'stream', address: STREAM4, port: 0, protocol: 'tcp', backends: be.slice(0, 3).map((b) => ({ address: b.addr4 })) });
+      await lab.createVip({
+        name: 'stream',
+        address: STREAM4,
+        port: 0,
+        protocol: 'tcp',
+        backends: be.slice(0, 3).map((b) => ({ address: b.addr4 })),
+      });
       for (const b of be.slice(0, 3)) weights[b.name] = 100;
       s = await lab.stream(STREAM4);
       owner = lab.streamOwner(s);
@@ -278,7 +321,12 @@ describe('end to end: real traffic through ferryd and xdp_lb', { skip }, () => {
   describe('source policy and rate limits drop exactly what they should, counted by reason', () => {
     it('allow 198.18.0.96/28 and deny 198.18.0.102: allowed sources are answered, the others dropped as "policy"', async () => {
       await lab.createVip({
-        name: 'guarded4', address: GUARDED4, port: 53, protocol: 'udp', allow: ['198.18.0.96/28'], deny: [`${SRC_DENIED4}/32`],
+        name: 'guarded4',
+        address: GUARDED4,
+        port: 53,
+        protocol: 'udp',
+        allow: ['198.18.0.96/28'],
+        deny: [`${SRC_DENIED4}/32`],
         backends: be.slice(0, 3).map((b) => ({ address: b.addr4 })),
       });
       const s0 = await lab.stats();
@@ -296,7 +344,11 @@ describe('end to end: real traffic through ferryd and xdp_lb', { skip }, () => {
 
     it('deny an IPv6 source: its datagrams are dropped as "policy", another source is answered', async () => {
       await lab.createVip({
-        name: 'guarded6', address: GUARDED6, port: 53, protocol: 'udp', deny: [`${lab.lab.client.addr6}/128`],
+        name: 'guarded6',
+        address: GUARDED6,
+        port: 53,
+        protocol: 'udp',
+        deny: [`${lab.lab.client.addr6}/128`],
         backends: be.slice(0, 3).map((b) => ({ address: b.addr6 })),
       });
       const s0 = await lab.stats();
@@ -313,7 +365,11 @@ describe('end to end: real traffic through ferryd and xdp_lb', { skip }, () => {
       const burst = 10;
       const n = 60;
       await lab.createVip({
-        name: 'limited4', address: LIMITED4, port: 53, protocol: 'udp', rate_limit: { new_flows_per_sec: rate, burst },
+        name: 'limited4',
+        address: LIMITED4,
+        port: 53,
+        protocol: 'udp',
+        rate_limit: { new_flows_per_sec: rate, burst },
         backends: be.slice(0, 3).map((b) => ({ address: b.addr4 })),
       });
       const s0 = await lab.stats();
@@ -328,16 +384,20 @@ describe('end to end: real traffic through ferryd and xdp_lb', { skip }, () => {
       assert.equal(admitted, answered, 'every admitted new flow was answered');
       assert.ok(admitted >= burst, `the burst passes: ${admitted} admitted`);
       // GCRA admits burst + 1 at once, then `rate` per second over the run.
-      assert.ok(admitted <= burst + 1 + Math.ceil(seconds * rate), `${admitted} admitted in ${seconds.toFixed(2)} s at ${rate}/s, burst ${burst}`);
+      assert.ok(
+        admitted <= burst + 1 + Math.ceil(seconds * rate),
+        `${admitted} admitted in ${seconds.toFixed(2)} s at ${rate}/s, burst ${burst}`,
+      );
     });
   });
 
   describe('ICMP', () => {
     it('an echo request to a VIP is answered by the LB, from the VIP address (IPv4 and IPv6)', () => {
-      const echos = () => be.reduce((n, b) => {
-        const s = lab.snmp(b);
-        return n + (s['Icmp.InEchos'] ?? 0) + (s['Icmp6InEchos'] ?? 0);
-      }, 0);
+      const echos = () =>
+        be.reduce((n, b) => {
+          const s = lab.snmp(b);
+          return n + (s['Icmp.InEchos'] ?? 0) + (s['Icmp6InEchos'] ?? 0);
+        }, 0);
       const e0 = echos();
       const c0 = lab.datapathCounters();
       for (const vip of [VIP4, VIP6]) {
@@ -405,7 +465,10 @@ describe('end to end: real traffic through ferryd and xdp_lb', { skip }, () => {
       const three = be.slice(0, 3);
       const victim = three[2]!;
       await lab.createVip({
-        name: 'svc', address: SVC4, port: 80, protocol: 'tcp',
+        name: 'svc',
+        address: SVC4,
+        port: 80,
+        protocol: 'tcp',
         health_check: { type: 'http', path: '/', interval_ms: 200, timeout_ms: 150, rise: 2, fall: 2 },
         backends: three.map((b) => ({ address: b.addr4 })),
       });

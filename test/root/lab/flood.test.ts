@@ -76,7 +76,11 @@ describe('floods in the lab', { skip }, () => {
   /** Idle established flows (a handshake each, then silence) recorded in the lab's conntrack. */
   function recordIdleFlows(): FlowKeyV[] {
     const spec: IdleFlowsSpec = {
-      pinRoot: join(lab.lab.bpfRoot, 'lb'), vip: FLOOD4, port: 80, srcNet: `10.201.${idleBatch++}`, count: IDLE_FLOWS,
+      pinRoot: join(lab.lab.bpfRoot, 'lb'),
+      vip: FLOOD4,
+      port: 80,
+      srcNet: `10.201.${idleBatch++}`,
+      count: IDLE_FLOWS,
     };
     const out = nsRun(lab.lab.lb.ns, process.execPath, [join(packageRoot(), 'dist/test/lib/idle-flows.js'), JSON.stringify(spec)]);
     const { flows } = JSON.parse(out) as { flows: Array<[string, number]> };
@@ -109,7 +113,11 @@ describe('floods in the lab', { skip }, () => {
     await stream.flowing();
     assert.equal(lab.streamOwner(stream).name, owner.name, 'the stream moved');
     const seen = vipOf(s1, kind).packets - vipOf(s0, kind).packets;
-    const drops = Object.fromEntries(Object.entries(s1.drops).map(([k, n]) => [k, n - (s0.drops[k] ?? 0)]).filter(([, n]) => n !== 0));
+    const drops = Object.fromEntries(
+      Object.entries(s1.drops)
+        .map(([k, n]) => [k, n - (s0.drops[k] ?? 0)])
+        .filter(([, n]) => n !== 0),
+    );
     assert.ok(r.sent > 0 && seen > 0, `flood sent ${r.sent}, the datapath saw ${seen}`);
     assert.ok(seen <= r.sent, `the datapath saw ${seen} of ${r.sent}`);
     assert.ok(during >= 1, 'the stream was checked while the flood ran');
@@ -124,12 +132,26 @@ describe('floods in the lab', { skip }, () => {
       xdpNsPerPacket: rt1.runs > rt0.runs ? Math.round((rt1.ns - rt0.ns) / (rt1.runs - rt0.runs)) : null,
     };
     runs[name] = run;
-    t.diagnostic(`flood ${JSON.stringify({
-      name, offered_per_second: r.per_second, sent: r.sent, refused_by_link: r.refused, seconds: r.seconds,
-      seen_by_xdp: seen, new_flows: run.newFlows, syn_unrecorded: run.synUnrecorded, conntrack_before: ct0, conntrack_after: ct1,
-      conntrack_capacity: dp.ct.buckets * FERRY_CT_WAYS, idle_flows: idle.length, idle_flows_kept: run.idleKept,
-      xdp_ns_per_packet: run.xdpNsPerPacket, drops, stream_checks_during: during,
-    })}`);
+    t.diagnostic(
+      `flood ${JSON.stringify({
+        name,
+        offered_per_second: r.per_second,
+        sent: r.sent,
+        refused_by_link: r.refused,
+        seconds: r.seconds,
+        seen_by_xdp: seen,
+        new_flows: run.newFlows,
+        syn_unrecorded: run.synUnrecorded,
+        conntrack_before: ct0,
+        conntrack_after: ct1,
+        conntrack_capacity: dp.ct.buckets * FERRY_CT_WAYS,
+        idle_flows: idle.length,
+        idle_flows_kept: run.idleKept,
+        xdp_ns_per_packet: run.xdpNsPerPacket,
+        drops,
+        stream_checks_during: during,
+      })}`,
+    );
     return run;
   }
 
@@ -150,11 +172,13 @@ describe('floods in the lab', { skip }, () => {
     assert.equal(run.idleKept, IDLE_FLOWS, 'every idle flow kept its entry');
     const undefended = runs['syn, record_tcp_flows: on_syn'];
     if (undefended) {
-      t.diagnostic(`saving ${JSON.stringify({
-        conntrack_entries_written: { on_syn: undefended.newFlows, after_handshake: run.newFlows },
-        idle_flows_kept: { on_syn: undefended.idleKept, after_handshake: run.idleKept, of: IDLE_FLOWS },
-        xdp_ns_per_packet: { on_syn: undefended.xdpNsPerPacket, after_handshake: run.xdpNsPerPacket },
-      })}`);
+      t.diagnostic(
+        `saving ${JSON.stringify({
+          conntrack_entries_written: { on_syn: undefended.newFlows, after_handshake: run.newFlows },
+          idle_flows_kept: { on_syn: undefended.idleKept, after_handshake: run.idleKept, of: IDLE_FLOWS },
+          xdp_ns_per_packet: { on_syn: undefended.xdpNsPerPacket, after_handshake: run.xdpNsPerPacket },
+        })}`,
+      );
     }
   });
 

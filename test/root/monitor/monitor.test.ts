@@ -17,8 +17,15 @@ import { buildApp } from '../../../src/api/app.js';
 import { SseParser, topFrame, type SseMessage } from '../../../src/cli/monitor.js';
 import { Controller } from '../../../src/control/controller.js';
 import {
-  DROP_REASONS, FERRY_AF_INET, FERRY_AF_INET6, FERRY_BACKEND_NONE, FERRY_EVENT_DROP, FERRY_EVENT_FLOW, FERRY_VIP_NONE,
-  FerryEvent, type FerryEventV,
+  DROP_REASONS,
+  FERRY_AF_INET,
+  FERRY_AF_INET6,
+  FERRY_BACKEND_NONE,
+  FERRY_EVENT_DROP,
+  FERRY_EVENT_FLOW,
+  FERRY_VIP_NONE,
+  FerryEvent,
+  type FerryEventV,
 } from '../../../src/datapath/abi.js';
 import { dpAddr } from '../../../src/datapath/addr.js';
 import type { LbDatapath } from '../../../src/datapath/lb.js';
@@ -30,22 +37,47 @@ import { openStore } from '../../../src/store/store.js';
 import { packageRoot } from '../../../src/paths.js';
 import { FakeApplier, FakeInfo } from '../../lib/api-fixture.js';
 import { bpfUnavailable } from '../../lib/harness.js';
-import { destroyFerrydEnv, ferryctl, makeFerrydEnv, openDaemonDatapath, startFerryd, stopFerryd, type Ferryd, type FerrydEnv } from '../../lib/ferryd.js';
+import {
+  destroyFerrydEnv,
+  ferryctl,
+  makeFerrydEnv,
+  openDaemonDatapath,
+  startFerryd,
+  stopFerryd,
+  type Ferryd,
+  type FerrydEnv,
+} from '../../lib/ferryd.js';
 import { TCP_SYN, frame } from '../../lib/packet.js';
 
 // ---- helpers -------------------------------------------------------------------
 
 const NAMES = nameTable(
-  [{ dp_id: 0, name: 'web', address: '198.18.0.10' }, { dp_id: 1, name: 'v6', address: '2001:db8::10' }],
-  [{ dp_id: 10, address: '198.18.1.10' }, { dp_id: 11, address: '198.18.1.11' }, { dp_id: 20, address: '2001:db8:1::20' }],
+  [
+    { dp_id: 0, name: 'web', address: '198.18.0.10' },
+    { dp_id: 1, name: 'v6', address: '2001:db8::10' },
+  ],
+  [
+    { dp_id: 10, address: '198.18.1.10' },
+    { dp_id: 11, address: '198.18.1.11' },
+    { dp_id: 20, address: '2001:db8:1::20' },
+  ],
 );
 
 function record(o: Partial<FerryEventV>): Buffer {
   return FerryEvent.encode({
     ...FerryEvent.zero(),
     ts_ns: process.hrtime.bigint(),
-    src: dpAddr('198.18.100.1').bytes, dst: dpAddr('198.18.0.10').bytes, sport: 40000, dport: 80,
-    vip_id: 0, backend_id: 10, frame_len: 74, kind: FERRY_EVENT_FLOW, reason: 0, proto: 6, family: FERRY_AF_INET,
+    src: dpAddr('198.18.100.1').bytes,
+    dst: dpAddr('198.18.0.10').bytes,
+    sport: 40000,
+    dport: 80,
+    vip_id: 0,
+    backend_id: 10,
+    frame_len: 74,
+    kind: FERRY_EVENT_FLOW,
+    reason: 0,
+    proto: 6,
+    family: FERRY_AF_INET,
     ...o,
   });
 }
@@ -84,12 +116,15 @@ function openSse(socket: string, path: string): Promise<Sse> {
         res.on('close', () => r());
       });
       resolve({
-        res, messages, ended,
+        res,
+        messages,
+        ended,
         events: () => messages.filter((m) => m.event === 'flow' || m.event === 'drop').map((m) => JSON.parse(m.data) as MonitorEvent),
         async waitFor(pred, what, ms = 5000) {
           const deadline = Date.now() + ms;
           while (!pred(messages)) {
-            if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(messages.map((m) => m.event))}`);
+            if (Date.now() > deadline)
+              throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(messages.map((m) => m.event))}`);
             await new Promise((r) => setTimeout(r, 20));
           }
         },
@@ -108,18 +143,40 @@ describe('monitor events: decoding and filters', () => {
     const nowMono = process.hrtime.bigint();
     const ev = toMonitorEvent(FerryEvent.decode(record({ ts_ns: nowMono - 1_500_000_000n })), NAMES, 1_700_000_000_000, nowMono);
     assert.deepEqual(ev, {
-      kind: 'flow', time: new Date(1_700_000_000_000 - 1500).toISOString(), reason: 'maglev', family: 'ipv4', protocol: 'tcp',
-      source: '198.18.100.1', source_port: 40000, destination: '198.18.0.10', destination_port: 80,
-      vip: 'web', backend: '198.18.1.10', bytes: 74,
+      kind: 'flow',
+      time: new Date(1_700_000_000_000 - 1500).toISOString(),
+      reason: 'maglev',
+      family: 'ipv4',
+      protocol: 'tcp',
+      source: '198.18.100.1',
+      source_port: 40000,
+      destination: '198.18.0.10',
+      destination_port: 80,
+      vip: 'web',
+      backend: '198.18.1.10',
+      bytes: 74,
     });
     assert.match(formatEvent(ev), /flow web +tcp +198\.18\.100\.1:40000 -> 198\.18\.0\.10:80 +backend 198\.18\.1\.10 \(maglev\)$/);
   });
 
   it('decodes drops: reason names, unknown VIP as null, IPv6 endpoints in brackets', () => {
-    const ev = toMonitorEvent(FerryEvent.decode(record({
-      kind: FERRY_EVENT_DROP, reason: DROP_REASONS.indexOf('fragment'), vip_id: FERRY_VIP_NONE, backend_id: FERRY_BACKEND_NONE,
-      family: FERRY_AF_INET6, src: dpAddr('2001:db8:100::1').bytes, dst: dpAddr('2001:db8::10').bytes, sport: 0, dport: 0, proto: 17,
-    })), NAMES);
+    const ev = toMonitorEvent(
+      FerryEvent.decode(
+        record({
+          kind: FERRY_EVENT_DROP,
+          reason: DROP_REASONS.indexOf('fragment'),
+          vip_id: FERRY_VIP_NONE,
+          backend_id: FERRY_BACKEND_NONE,
+          family: FERRY_AF_INET6,
+          src: dpAddr('2001:db8:100::1').bytes,
+          dst: dpAddr('2001:db8::10').bytes,
+          sport: 0,
+          dport: 0,
+          proto: 17,
+        }),
+      ),
+      NAMES,
+    );
     assert.equal(ev.kind, 'drop');
     assert.equal(ev.reason, 'fragment');
     assert.equal(ev.vip, null);
@@ -136,11 +193,14 @@ describe('monitor events: decoding and filters', () => {
   it('filters by kind and VIP; a drop before the VIP lookup matches its VIP by address', () => {
     const flow = toMonitorEvent(FerryEvent.decode(record({})), NAMES);
     const early = toMonitorEvent(FerryEvent.decode(record({ kind: FERRY_EVENT_DROP, reason: 4, vip_id: FERRY_VIP_NONE })), NAMES);
-    const other = toMonitorEvent(FerryEvent.decode(record({ kind: FERRY_EVENT_DROP, reason: 6, vip_id: 1, dst: dpAddr('2001:db8::10').bytes })), NAMES);
+    const other = toMonitorEvent(
+      FerryEvent.decode(record({ kind: FERRY_EVENT_DROP, reason: 6, vip_id: 1, dst: dpAddr('2001:db8::10').bytes })),
+      NAMES,
+    );
     assert.ok(matches(flow, {}, NAMES));
     assert.ok(matches(flow, { vip: 'web', kind: 'flow' }, NAMES));
     assert.ok(!matches(flow, { kind: 'drop' }, NAMES));
-    assert.ok(matches(early, { vip: 'web' }, NAMES), 'fragment to web\'s address');
+    assert.ok(matches(early, { vip: 'web' }, NAMES), "fragment to web's address");
     assert.ok(!matches(early, { vip: 'v6' }, NAMES));
     assert.ok(!matches(other, { vip: 'web' }, NAMES));
     assert.ok(!matches(flow, { vip: 'nope' }, NAMES));
@@ -151,15 +211,59 @@ describe('monitor events: decoding and filters', () => {
     const p = new SseParser((m) => got.push(m));
     const text = ': keepalive\n\nevent: ready\ndata: {"a":1}\n\nevent: flow\r\ndata: x\ndata: y\n\ndata: plain\n\n';
     for (const ch of text) p.push(ch);
-    assert.deepEqual(got, [{ event: 'ready', data: '{"a":1}' }, { event: 'flow', data: 'x\ny' }, { event: 'message', data: 'plain' }]);
+    assert.deepEqual(got, [
+      { event: 'ready', data: '{"a":1}' },
+      { event: 'flow', data: 'x\ny' },
+      { event: 'message', data: 'plain' },
+    ]);
   });
 
   it('top computes per-VIP and per-backend rates from two readings', () => {
-    const a = { vips: [{ name: 'web', packets: 100, bytes: 10_000, new_flows: 10, ct_hits: 90, ct_misses: 10, drops: 0, backends: [{ address: '198.18.1.10', packets: 60, bytes: 6000, new_flows: 6 }, { address: '198.18.1.11', packets: 40, bytes: 4000, new_flows: 4 }] }], drops: { policy: 5 } };
-    const b = { vips: [{ name: 'web', packets: 300, bytes: 30_000, new_flows: 30, ct_hits: 270, ct_misses: 30, drops: 4, backends: [{ address: '198.18.1.10', packets: 210, bytes: 21_000, new_flows: 21 }, { address: '198.18.1.11', packets: 90, bytes: 9000, new_flows: 9 }] }, { name: 'new', packets: 5, bytes: 5, new_flows: 1, ct_hits: 0, ct_misses: 0, drops: 0, backends: [] }], drops: { policy: 9 } };
+    const a = {
+      vips: [
+        {
+          name: 'web',
+          packets: 100,
+          bytes: 10_000,
+          new_flows: 10,
+          ct_hits: 90,
+          ct_misses: 10,
+          drops: 0,
+          backends: [
+            { address: '198.18.1.10', packets: 60, bytes: 6000, new_flows: 6 },
+            { address: '198.18.1.11', packets: 40, bytes: 4000, new_flows: 4 },
+          ],
+        },
+      ],
+      drops: { policy: 5 },
+    };
+    const b = {
+      vips: [
+        {
+          name: 'web',
+          packets: 300,
+          bytes: 30_000,
+          new_flows: 30,
+          ct_hits: 270,
+          ct_misses: 30,
+          drops: 4,
+          backends: [
+            { address: '198.18.1.10', packets: 210, bytes: 21_000, new_flows: 21 },
+            { address: '198.18.1.11', packets: 90, bytes: 9000, new_flows: 9 },
+          ],
+        },
+        { name: 'new', packets: 5, bytes: 5, new_flows: 1, ct_hits: 0, ct_misses: 0, drops: 0, backends: [] },
+      ],
+      drops: { policy: 9 },
+    };
     const f = topFrame(a, b, 2);
     assert.deepEqual(f.vips[0], {
-      name: 'web', pps: 100, bps: 80_000, new_flows_per_sec: 10, drops_per_sec: 2, ct_hit_ratio: 0.9,
+      name: 'web',
+      pps: 100,
+      bps: 80_000,
+      new_flows_per_sec: 10,
+      drops_per_sec: 2,
+      ct_hit_ratio: 0.9,
       backends: [
         { address: '198.18.1.10', pps: 75, bps: 60_000, new_flows_per_sec: 7.5, share: 0.75 },
         { address: '198.18.1.11', pps: 25, bps: 20_000, new_flows_per_sec: 2.5, share: 0.25 },
@@ -179,13 +283,27 @@ describe('EventStream', () => {
     const ring = new FakeRing();
     const s = new EventStream(ring, () => NAMES, settings);
     const woken = { all: 0, drops: 0 };
-    const all = s.subscribe({}, () => woken.all++, () => {});
-    const drops = s.subscribe({ kind: 'drop' }, () => woken.drops++, () => {});
+    const all = s.subscribe(
+      {},
+      () => woken.all++,
+      () => {},
+    );
+    const drops = s.subscribe(
+      { kind: 'drop' },
+      () => woken.drops++,
+      () => {},
+    );
     ring.records.push(record({}), record({ kind: FERRY_EVENT_DROP, reason: 6 }), record({ sport: 1 }));
     assert.equal(s.poll(), 3);
     assert.deepEqual(woken, { all: 1, drops: 1 });
-    assert.deepEqual(all.take().map((e) => e.kind), ['flow', 'drop', 'flow']);
-    assert.deepEqual(drops.take().map((e) => e.reason), ['policy']);
+    assert.deepEqual(
+      all.take().map((e) => e.kind),
+      ['flow', 'drop', 'flow'],
+    );
+    assert.deepEqual(
+      drops.take().map((e) => e.reason),
+      ['policy'],
+    );
     assert.equal(s.poll(), 0);
     assert.deepEqual(woken, { all: 1, drops: 1 }, 'no events, no wake-up');
     assert.deepEqual(s.stats(), { read: 3, delivered: 4, lost: 0, subscribers: 2 });
@@ -194,8 +312,16 @@ describe('EventStream', () => {
   it('a slow subscriber loses events, counted; others and the daemon are unaffected', () => {
     const ring = new FakeRing();
     const s = new EventStream(ring, () => NAMES, settings, { queueLimit: 4, maxPerPoll: 1000 });
-    const slow = s.subscribe({}, () => {}, () => {});
-    const fast = s.subscribe({}, () => {}, () => {});
+    const slow = s.subscribe(
+      {},
+      () => {},
+      () => {},
+    );
+    const fast = s.subscribe(
+      {},
+      () => {},
+      () => {},
+    );
     const got: MonitorEvent[] = [];
     for (let round = 0; round < 3; round++) {
       for (let i = 0; i < 10; i++) ring.records.push(record({ sport: round * 10 + i }));
@@ -203,7 +329,11 @@ describe('EventStream', () => {
       got.push(...fast.take(2), ...fast.take());
     }
     assert.equal(got.length, 12, 'the fast one read 4 per poll');
-    assert.deepEqual(slow.take().map((e) => e.source_port), [0, 1, 2, 3], 'the slow one kept the first 4, in order');
+    assert.deepEqual(
+      slow.take().map((e) => e.source_port),
+      [0, 1, 2, 3],
+      'the slow one kept the first 4, in order',
+    );
     assert.equal(slow.takeLost(), 26);
     assert.equal(slow.takeLost(), 0, 'lost counts are taken once');
     assert.equal(s.stats().lost, 26 + 18);
@@ -211,16 +341,43 @@ describe('EventStream', () => {
 
   it('takes at most maxSubscribers at once', () => {
     const s = new EventStream(new FakeRing(), () => NAMES, settings, { maxSubscribers: 2 });
-    const a = s.subscribe({}, () => {}, () => {});
-    s.subscribe({}, () => {}, () => {});
-    assert.throws(() => s.subscribe({}, () => {}, () => {}), TooManySubscribers);
+    const a = s.subscribe(
+      {},
+      () => {},
+      () => {},
+    );
+    s.subscribe(
+      {},
+      () => {},
+      () => {},
+    );
+    assert.throws(
+      () =>
+        s.subscribe(
+          {},
+          () => {},
+          () => {},
+        ),
+      TooManySubscribers,
+    );
     a.close();
-    s.subscribe({}, () => {}, () => {});
+    s.subscribe(
+      {},
+      () => {},
+      () => {},
+    );
   });
 
   it('reads at most maxPerPoll records per poll; reads even without subscribers', () => {
     const ring = new FakeRing();
-    const s = new EventStream(ring, () => { throw new Error('names are not needed without subscribers'); }, settings, { maxPerPoll: 5 });
+    const s = new EventStream(
+      ring,
+      () => {
+        throw new Error('names are not needed without subscribers');
+      },
+      settings,
+      { maxPerPoll: 5 },
+    );
     for (let i = 0; i < 12; i++) ring.records.push(record({}));
     assert.deepEqual([s.poll(), s.poll(), s.poll(), s.poll()], [5, 5, 2, 0]);
   });
@@ -232,7 +389,11 @@ describe('EventStream', () => {
     s.start();
     assert.equal(ring.records.length, 0, 'backlog discarded');
     let ended = 0;
-    const sub = s.subscribe({}, () => {}, () => ended++);
+    const sub = s.subscribe(
+      {},
+      () => {},
+      () => ended++,
+    );
     ring.records.push(record({}));
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(sub.take().length, 1, 'the timer polls');
@@ -241,7 +402,11 @@ describe('EventStream', () => {
     assert.ok(sub.closed);
     assert.ok(ring.closed);
     let late = 0;
-    const after = s.subscribe({}, () => {}, () => late++);
+    const after = s.subscribe(
+      {},
+      () => {},
+      () => late++,
+    );
     await new Promise((r) => setImmediate(r));
     assert.ok(after.closed);
     assert.equal(late, 1);
@@ -262,12 +427,22 @@ describe('GET /v1/monitor (API)', () => {
     dir = mkdtempSync(join(tmpdir(), 'ferry-mon-'));
     socket = join(dir, 'api.sock');
     ring = new FakeRing();
-    stream = new EventStream(ring, () => NAMES, () => ({ flow_sample: 4, events_per_second: 500 }), { intervalMs: 20 });
+    stream = new EventStream(
+      ring,
+      () => NAMES,
+      () => ({ flow_sample: 4, events_per_second: 500 }),
+      { intervalMs: 20 },
+    );
     stream.start();
     const controller = new Controller(store, new FakeApplier(), (state) => planState(state));
     controller.reconcile();
     app = await buildApp({
-      controller, info: new FakeInfo(() => controller), drainSeconds: 1, auth: null, logger: false, monitor: stream,
+      controller,
+      info: new FakeInfo(() => controller),
+      drainSeconds: 1,
+      auth: null,
+      logger: false,
+      monitor: stream,
     });
     await app.listen({ path: socket });
   });
@@ -292,7 +467,14 @@ describe('GET /v1/monitor (API)', () => {
       ring.records.push(
         record({ sport: 1 }),
         record({ sport: 2, kind: FERRY_EVENT_DROP, reason: 4, vip_id: FERRY_VIP_NONE }),
-        record({ sport: 3, vip_id: 1, backend_id: 20, family: FERRY_AF_INET6, src: dpAddr('2001:db8:100::1').bytes, dst: dpAddr('2001:db8::10').bytes }),
+        record({
+          sport: 3,
+          vip_id: 1,
+          backend_id: 20,
+          family: FERRY_AF_INET6,
+          src: dpAddr('2001:db8:100::1').bytes,
+          dst: dpAddr('2001:db8::10').bytes,
+        }),
         record({ sport: 4, kind: FERRY_EVENT_DROP, reason: 6, vip_id: 1, family: FERRY_AF_INET6, dst: dpAddr('2001:db8::10').bytes }),
       );
       await all.waitFor((ms) => ms.length >= 5, 'four events');
@@ -305,7 +487,10 @@ describe('GET /v1/monitor (API)', () => {
       assert.deepEqual(ports(web), ['flow:1', 'drop:2']);
       assert.deepEqual(ports(drops), ['drop:2', 'drop:4']);
       assert.deepEqual(ports(flows), ['flow:3']);
-      assert.deepEqual(all.messages.slice(1).map((m) => m.event), ['flow', 'drop', 'flow', 'drop']);
+      assert.deepEqual(
+        all.messages.slice(1).map((m) => m.event),
+        ['flow', 'drop', 'flow', 'drop'],
+      );
       assert.equal(all.events()[2]!.backend, '2001:db8:1::20');
     } finally {
       for (const s of [all, web, drops, flows]) s.close();
@@ -336,10 +521,21 @@ describe('GET /v1/monitor (API)', () => {
 
   it('needs the bearer token on TCP listeners like every route', async () => {
     const controller = new Controller(store, new FakeApplier(), (state) => planState(state));
-    const tcp = await buildApp({ controller, info: new FakeInfo(() => controller), drainSeconds: 1, auth: { tokens: ['s3cret'] }, logger: false, monitor: stream });
+    const tcp = await buildApp({
+      controller,
+      info: new FakeInfo(() => controller),
+      drainSeconds: 1,
+      auth: { tokens: ['s3cret'] },
+      logger: false,
+      monitor: stream,
+    });
     try {
       assert.equal((await tcp.inject({ url: '/v1/monitor' })).statusCode, 401);
-      assert.equal((await tcp.inject({ url: '/v1/monitor?kind=nope', headers: { authorization: 'Bearer s3cret' } })).statusCode, 400, 'past auth');
+      assert.equal(
+        (await tcp.inject({ url: '/v1/monitor?kind=nope', headers: { authorization: 'Bearer s3cret' } })).statusCode,
+        400,
+        'past auth',
+      );
     } finally {
       await tcp.close();
     }
@@ -347,7 +543,14 @@ describe('GET /v1/monitor (API)', () => {
 
   it('closing the app ends open streams instead of waiting for them', async () => {
     const controller = new Controller(store, new FakeApplier(), (state) => planState(state));
-    const other = await buildApp({ controller, info: new FakeInfo(() => controller), drainSeconds: 1, auth: null, logger: false, monitor: stream });
+    const other = await buildApp({
+      controller,
+      info: new FakeInfo(() => controller),
+      drainSeconds: 1,
+      auth: null,
+      logger: false,
+      monitor: stream,
+    });
     const path = join(dir, 'other.sock');
     await other.listen({ path });
     const s = await openSse(path, '/v1/monitor');
@@ -414,7 +617,7 @@ describe('ferryd live events', { skip }, () => {
       assert.equal(run(syn('198.18.100.8', EMPTY, 41008)), XDP_DROP);
       const mine = (s: Sse) => s.events().filter((x) => x.source.startsWith('198.18.100.'));
       await all.waitFor(() => mine(all).length >= 7, 'seven events');
-      await web.waitFor(() => mine(web).length >= 6, 'web\'s six');
+      await web.waitFor(() => mine(web).length >= 6, "web's six");
       await drops.waitFor(() => mine(drops).length >= 2, 'two drops');
       const flows = mine(all).filter((x) => x.kind === 'flow');
       assert.equal(flows.length, 5);
@@ -430,11 +633,21 @@ describe('ferryd live events', { skip }, () => {
         assert.ok(Math.abs(Date.parse(f.time) - Date.now()) < 10_000, 'wall-clock time');
       }
       const dropped = mine(all).filter((x) => x.kind === 'drop');
-      assert.deepEqual(dropped.map((x) => [x.reason, x.vip, x.source]), [
-        ['fragment', null, '198.18.100.9'], ['no_backend', 'empty', '198.18.100.8'],
-      ]);
-      assert.deepEqual(mine(web).map((x) => x.kind === 'flow' ? 'flow' : x.reason), ['flow', 'flow', 'flow', 'flow', 'flow', 'fragment']);
-      assert.deepEqual(mine(drops).map((x) => x.reason), ['fragment', 'no_backend']);
+      assert.deepEqual(
+        dropped.map((x) => [x.reason, x.vip, x.source]),
+        [
+          ['fragment', null, '198.18.100.9'],
+          ['no_backend', 'empty', '198.18.100.8'],
+        ],
+      );
+      assert.deepEqual(
+        mine(web).map((x) => (x.kind === 'flow' ? 'flow' : x.reason)),
+        ['flow', 'flow', 'flow', 'flow', 'flow', 'fragment'],
+      );
+      assert.deepEqual(
+        mine(drops).map((x) => x.reason),
+        ['fragment', 'no_backend'],
+      );
     } finally {
       for (const s of [all, web, drops]) s.close();
     }
@@ -530,4 +743,3 @@ describe('ferryd live events', { skip }, () => {
     d = await startFerryd(e);
   });
 });
-

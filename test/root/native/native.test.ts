@@ -170,7 +170,10 @@ describe('native addon: loading and argument validation', { skip: noAddon }, () 
 
   test('bad argument types and ranges throw EINVAL TypeError/RangeError', () => {
     const nat = loadNative() as unknown as Record<string, (...a: unknown[]) => unknown>;
-    const call = (name: string, ...args: unknown[]) => () => nat[name]!(...args);
+    const call =
+      (name: string, ...args: unknown[]) =>
+      () =>
+        nat[name]!(...args);
     const typeErr = (fn: () => unknown) => assert.ok(throwsCode(fn, 'EINVAL') instanceof TypeError);
     const rangeErr = (fn: () => unknown) => assert.ok(throwsCode(fn, 'EINVAL') instanceof RangeError);
     typeErr(call('mapLookup'));
@@ -264,9 +267,16 @@ describe('native addon against the kernel', { skip: noKernel ?? noAddon }, () =>
     for (const name of ['prog', 'bad', 'cgroup']) {
       const out = join(tmp, `${name}.bpf.o`);
       sh('clang', [
-        '-O2', '-g', '-target', 'bpf', '-Wall',
+        '-O2',
+        '-g',
+        '-target',
+        'bpf',
+        '-Wall',
         `-I/usr/include/${sh('uname', ['-m']).trim()}-linux-gnu`,
-        '-c', join(root, 'native', 'test', `${name}.bpf.c`), '-o', out,
+        '-c',
+        join(root, 'native', 'test', `${name}.bpf.c`),
+        '-o',
+        out,
       ]);
     }
     progObj = join(tmp, 'prog.bpf.o');
@@ -307,7 +317,13 @@ describe('native addon against the kernel', { skip: noKernel ?? noAddon }, () =>
     assert.ok(hash.fd >= 0 && hash.id > 0);
     assert.equal(obj.mapFd('test_hash'), hash.fd);
     assert.deepEqual(nat.mapInfo(hash.fd), {
-      id: hash.id, name: 'test_hash', type: BPF_MAP_TYPE_HASH, keySize: 4, valueSize: 16, maxEntries: 1024, flags: 0,
+      id: hash.id,
+      name: 'test_hash',
+      type: BPF_MAP_TYPE_HASH,
+      keySize: 4,
+      valueSize: 16,
+      maxEntries: 1024,
+      flags: 0,
     });
     assert.ok(existsSync(join(pins, 'test_hash')) && existsSync(join(pins, 'test_array')));
     assert.ok(!existsSync(join(pins, 'test_percpu')));
@@ -315,7 +331,11 @@ describe('native addon against the kernel', { skip: noKernel ?? noAddon }, () =>
     const progs = obj.programs();
     assert.deepEqual(
       progs.map((p) => [p.name, p.section, p.type]),
-      [['xdp_test', 'xdp', N.BPF_PROG_TYPE_XDP], ['xdp_pass', 'xdp', N.BPF_PROG_TYPE_XDP], ['tc_test', 'tc', N.BPF_PROG_TYPE_SCHED_CLS]],
+      [
+        ['xdp_test', 'xdp', N.BPF_PROG_TYPE_XDP],
+        ['xdp_pass', 'xdp', N.BPF_PROG_TYPE_XDP],
+        ['tc_test', 'tc', N.BPF_PROG_TYPE_SCHED_CLS],
+      ],
     );
     const fd = obj.programFd('xdp_test');
     assert.equal(progs[0]?.fd, fd);
@@ -413,7 +433,10 @@ describe('native addon against the kernel', { skip: noKernel ?? noAddon }, () =>
     // The object's fds are gone with it (unless reused by a later open).
     if (!existsSync(`/proc/self/fd/${fd}`)) throwsCode(() => nat.mapInfo(fd), 'EBADF');
     const Ctor = (Object.getPrototypeOf(o) as { constructor: new (...a: unknown[]) => unknown }).constructor;
-    assert.throws(() => new Ctor('x'), (e: unknown) => isNativeError(e) && e instanceof TypeError && /openObject/.test(e.message));
+    assert.throws(
+      () => new Ctor('x'),
+      (e: unknown) => isNativeError(e) && e instanceof TypeError && /openObject/.test(e.message),
+    );
   });
 
   test('the garbage collector closes a forgotten object', async () => {
@@ -540,7 +563,12 @@ describe('native addon against the kernel', { skip: noKernel ?? noAddon }, () =>
 
     // array: all 16 slots always exist; deleting is not a thing.
     const ak = Array.from({ length: 16 }, (_, i) => u32(i));
-    const afd = check('test_array', ak, ak.map((_, i) => u32(i * 3)), true);
+    const afd = check(
+      'test_array',
+      ak,
+      ak.map((_, i) => u32(i * 3)),
+      true,
+    );
     assert.equal(nat.mapDump(afd).keys.length, 16);
     throwsCode(() => nat.mapDeleteBatch(afd, u32(1), 1), 'EINVAL', /element 0/);
     throwsCode(() => nat.mapDelete(afd, u32(1)), 'EINVAL');
@@ -556,10 +584,18 @@ describe('native addon against the kernel', { skip: noKernel ?? noAddon }, () =>
 
     // LRU hash with a 56-byte struct key, LPM trie.
     const lk = Array.from({ length: 20 }, (_, i) => Buffer.alloc(56, i + 1));
-    check('test_lru', lk, lk.map((_, i) => u32(i)));
+    check(
+      'test_lru',
+      lk,
+      lk.map((_, i) => u32(i)),
+    );
     const lpm = (len: number, a: number, b: number) => Buffer.concat([u32(len), Buffer.from([10, a, b, 0])]);
     const tk = [lpm(24, 1, 2), lpm(16, 3, 0), lpm(32, 4, 5)];
-    const tfd = check('test_lpm', tk, tk.map((_, i) => u32(i + 1)));
+    const tfd = check(
+      'test_lpm',
+      tk,
+      tk.map((_, i) => u32(i + 1)),
+    );
     assert.equal(nat.mapDeleteBatch(tfd, Buffer.concat(tk), 3), 3);
     assert.equal(nat.mapDump(tfd).keys.length, 0);
 
@@ -571,7 +607,7 @@ describe('native addon against the kernel', { skip: noKernel ?? noAddon }, () =>
       nat.mapUpdateBatch(big, Buffer.concat(bk), Buffer.concat(bv), 1000);
       const d = nat.mapDump(big);
       assert.equal(d.keys.length, 1000);
-      for (let i = 0; i < d.keys.length; i++) assert.equal(d.values[i]?.[0], (d.keys[i]!.readUInt32LE(0)) & 0xff);
+      for (let i = 0; i < d.keys.length; i++) assert.equal(d.values[i]?.[0], d.keys[i]!.readUInt32LE(0) & 0xff);
       assert.equal(nat.mapDeleteBatch(big, Buffer.concat(bk), 1000), 1000);
       assert.equal(nat.mapDump(big).keys.length, 0);
     } finally {
@@ -609,7 +645,10 @@ describe('native addon against the kernel', { skip: noKernel ?? noAddon }, () =>
         nat.closeFd(got);
       }
       const d = nat.mapDump(outer);
-      assert.deepEqual(d.keys.map((k) => k.readUInt32LE(0)), [0]);
+      assert.deepEqual(
+        d.keys.map((k) => k.readUInt32LE(0)),
+        [0],
+      );
       // Hash of maps, and an inner map of the wrong shape.
       const oh = o.mapFd('test_outer_hash');
       nat.mapUpdate(oh, u32(42), u32(a));
@@ -690,7 +729,8 @@ describe('native addon against the kernel', { skip: noKernel ?? noAddon }, () =>
     // A context must describe the frame, and name an existing device.
     throwsCode(() => nat.progTestRun(prog, { data: frame(), flags: BPF_F_TEST_XDP_LIVE_FRAMES, ctxIn: Buffer.alloc(24) }), 'EINVAL');
     throwsCode(
-      () => nat.progTestRun(prog, { data: frame(), flags: BPF_F_TEST_XDP_LIVE_FRAMES, ctxIn: xdpMd({ dataEnd: 64, ingressIfindex: 999_999 }) }),
+      () =>
+        nat.progTestRun(prog, { data: frame(), flags: BPF_F_TEST_XDP_LIVE_FRAMES, ctxIn: xdpMd({ dataEnd: 64, ingressIfindex: 999_999 }) }),
       'ENODEV',
     );
   });
@@ -784,7 +824,13 @@ describe('native addon against the kernel', { skip: noKernel ?? noAddon }, () =>
 
     test('xdpAttach (native) + xdpQuery + linkInfo', () => {
       const c = report();
-      assert.deepEqual(c.attached, { progId: c.ids.xdpTest, mode: 'native', driverProgId: c.ids.xdpTest, genericProgId: 0, offloadProgId: 0 });
+      assert.deepEqual(c.attached, {
+        progId: c.ids.xdpTest,
+        mode: 'native',
+        driverProgId: c.ids.xdpTest,
+        genericProgId: 0,
+        offloadProgId: 0,
+      });
       assert.equal(c.linkInfo.progId, c.ids.xdpTest);
       assert.equal(c.linkInfo.ifindex, c.ifindex.veth0);
       assert.equal(c.linkInfo.type, N.BPF_LINK_TYPE_XDP);
@@ -1080,10 +1126,16 @@ describe('sdNotify', () => {
       const dir = mkdtempSync(join(tmpdir(), 'ferry-notify-'));
       const sock = join(dir, 'notify');
       // Node has no unix datagram sockets; python3 plays systemd's part.
-      const py = spawn('python3', ['-c', [
-        'import socket,sys', 's=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)', `s.bind(${JSON.stringify(sock)})`,
-        'print("bound", flush=True)', 'print(s.recv(4096).decode(), flush=True)',
-      ].join('\n')]);
+      const py = spawn('python3', [
+        '-c',
+        [
+          'import socket,sys',
+          's=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+          `s.bind(${JSON.stringify(sock)})`,
+          'print("bound", flush=True)',
+          'print(s.recv(4096).decode(), flush=True)',
+        ].join('\n'),
+      ]);
       let out = '';
       py.stdout.on('data', (d: Buffer) => (out += d.toString()));
       while (!out.includes('bound')) await new Promise((r) => setTimeout(r, 10));
@@ -1116,7 +1168,12 @@ describe('marked sockets', () => {
       sock.destroy();
       srv.close();
     }
-    for (const args of [[5, 'tcp', 1], [4, 'sctp', 1], [4, 'tcp', -1], ['4', 'tcp', 1]] as const) {
+    for (const args of [
+      [5, 'tcp', 1],
+      [4, 'sctp', 1],
+      [4, 'tcp', -1],
+      ['4', 'tcp', 1],
+    ] as const) {
       assert.throws(() => nat.socketOpen(...(args as unknown as [4, 'tcp', number])), { code: 'EINVAL' }, JSON.stringify(args));
     }
     assert.throws(() => nat.socketSetMark(-1, 1), { code: 'EINVAL' });

@@ -85,28 +85,50 @@ describe('incremental planning and apply', { skip }, () => {
     const policyNames = ['p0', 'p1', 'p2'];
     let byChanges = 0;
     const ops: Array<[string, (tx: StoreTx) => void]> = [
-      ['put vip', (tx) => {
-        const name = pick(vipNames);
-        const i = vipNames.indexOf(name);
-        tx.putVip({
-          name, address: `198.18.0.${i + 1}`, port: 80, protocol: 'tcp',
-          policies: random() < 0.3 ? [pick(policyNames)] : [], source_affinity: random() < 0.2,
-        });
-      }],
+      [
+        'put vip',
+        (tx) => {
+          const name = pick(vipNames);
+          const i = vipNames.indexOf(name);
+          tx.putVip({
+            name,
+            address: `198.18.0.${i + 1}`,
+            port: 80,
+            protocol: 'tcp',
+            policies: random() < 0.3 ? [pick(policyNames)] : [],
+            source_affinity: random() < 0.2,
+          });
+        },
+      ],
       ['delete vip', (tx) => tx.deleteVip(pick(vipNames))],
-      ['put backend', (tx) => {
-        tx.putBackend(pick(vipNames), {
-          address: `198.18.1.${1 + Math.floor(random() * 40)}`, weight: pick([0, 1, 50, 100]), state: pick(['active', 'active', 'draining', 'disabled'] as const),
-        });
-      }],
-      ['delete backend', (tx) => {
-        const vip = pick(vipNames);
-        const backends = tx.listBackends(vip, { limit: 1000 }).items;
-        if (backends.length > 0) tx.deleteBackend(vip, pick(backends).address, 30);
-      }],
-      ['put policy', (tx) => {
-        tx.putPolicy({ name: pick(policyNames), allow: random() < 0.5 ? [`10.${Math.floor(random() * 4)}.0.0/16`] : [], deny: ['192.0.2.0/24'] });
-      }],
+      [
+        'put backend',
+        (tx) => {
+          tx.putBackend(pick(vipNames), {
+            address: `198.18.1.${1 + Math.floor(random() * 40)}`,
+            weight: pick([0, 1, 50, 100]),
+            state: pick(['active', 'active', 'draining', 'disabled'] as const),
+          });
+        },
+      ],
+      [
+        'delete backend',
+        (tx) => {
+          const vip = pick(vipNames);
+          const backends = tx.listBackends(vip, { limit: 1000 }).items;
+          if (backends.length > 0) tx.deleteBackend(vip, pick(backends).address, 30);
+        },
+      ],
+      [
+        'put policy',
+        (tx) => {
+          tx.putPolicy({
+            name: pick(policyNames),
+            allow: random() < 0.5 ? [`10.${Math.floor(random() * 4)}.0.0/16`] : [],
+            deny: ['192.0.2.0/24'],
+          });
+        },
+      ],
     ];
     for (let step = 0; step < STEPS; step++) {
       const [what, op] = pick(ops);
@@ -142,8 +164,10 @@ describe('incremental planning and apply', { skip }, () => {
       }
       assert.deepEqual(rec.verify(p), [], `step ${step} (${what}): the maps equal a full reconcile`);
     }
-    t.diagnostic(`${plans.length} plans, ${byChanges} compared change by change; planner ${JSON.stringify(planner.stats)}; ` +
-      `${appliedByChanges} applied by changes`);
+    t.diagnostic(
+      `${plans.length} plans, ${byChanges} compared change by change; planner ${JSON.stringify(planner.stats)}; ` +
+        `${appliedByChanges} applied by changes`,
+    );
     assert.ok(byChanges >= plans.length - 2, `${byChanges} of ${plans.length} plans went by changes`);
     assert.ok(planner.stats.byDelta >= plans.length - 2, 'the planner looked only at what each write touched');
     assert.ok(appliedByChanges >= plans.length - 2, 'the reconciler applied just the changes');
@@ -168,7 +192,10 @@ describe('incremental planning and apply', { skip }, () => {
     log.push(vip);
     const second = planner.plan(state, opts);
     assert.equal(planner.stats.byDelta, 1);
-    assert.deepEqual(second.changes?.vips.map((v) => v.name), [vip]);
+    assert.deepEqual(
+      second.changes?.vips.map((v) => v.name),
+      [vip],
+    );
     assert.deepEqual(byName(second), byName(planState(state, opts)));
     for (const v of first.vips) if (v.name !== vip) assert.equal(byName(second).get(v.name), v);
   });

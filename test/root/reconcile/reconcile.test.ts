@@ -9,8 +9,20 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
-  Backend, BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, FERRY_AF_INET, FERRY_AF_INET6, FERRY_BACKEND_NONE,
-  LbConfig, POLICY_ALLOW, POLICY_DENY, VIP_ADDR_F_ECHO, VIP_F_ALLOWLIST, VIP_F_POLICY, VIP_F_SRC_AFFINITY,
+  Backend,
+  BACKEND_ACTIVE,
+  BACKEND_DOWN,
+  BACKEND_DRAINING,
+  FERRY_AF_INET,
+  FERRY_AF_INET6,
+  FERRY_BACKEND_NONE,
+  LbConfig,
+  POLICY_ALLOW,
+  POLICY_DENY,
+  VIP_ADDR_F_ECHO,
+  VIP_F_ALLOWLIST,
+  VIP_F_POLICY,
+  VIP_F_SRC_AFFINITY,
   type FlowKeyV,
 } from '../../../src/datapath/abi.js';
 import { formatAddr, mappedBytes, dpAddr, dpCidr } from '../../../src/datapath/addr.js';
@@ -45,14 +57,19 @@ describe('plan', () => {
   };
 
   it('maps ids, addresses, ports and protocols, sorted by id', () => {
-    const s = plan(snapshot({
-      vips: [vipRec('b', 7, '2001:DB8::0:10', { port: 443 }), vipRec('a', 2, '198.18.0.1', { port: 0, protocol: 'udp' })],
-      backends: [beRec('a', '198.18.1.2', 9, { dp_gen: 4 }), beRec('a', '198.18.1.1', 3), beRec('b', '2001:DB8:1::1', 5)],
-    }));
-    assert.deepEqual(s.vips.map((v) => [v.id, v.name, v.address, v.port, v.protocol]), [
-      [2, 'a', '198.18.0.1', 0, 'udp'],
-      [7, 'b', '2001:db8::10', 443, 'tcp'],
-    ]);
+    const s = plan(
+      snapshot({
+        vips: [vipRec('b', 7, '2001:DB8::0:10', { port: 443 }), vipRec('a', 2, '198.18.0.1', { port: 0, protocol: 'udp' })],
+        backends: [beRec('a', '198.18.1.2', 9, { dp_gen: 4 }), beRec('a', '198.18.1.1', 3), beRec('b', '2001:DB8:1::1', 5)],
+      }),
+    );
+    assert.deepEqual(
+      s.vips.map((v) => [v.id, v.name, v.address, v.port, v.protocol]),
+      [
+        [2, 'a', '198.18.0.1', 0, 'udp'],
+        [7, 'b', '2001:db8::10', 443, 'tcp'],
+      ],
+    );
     assert.deepEqual(vipOf(s, 'a').backends, [
       { id: 3, gen: 1, address: '198.18.1.1', weight: 100, state: 'active' },
       { id: 9, gen: 4, address: '198.18.1.2', weight: 100, state: 'active' },
@@ -61,21 +78,25 @@ describe('plan', () => {
     assert.deepEqual(s.tombstones, []);
   });
 
-  it('merges the VIP\'s own rules with its policies\', canonical, of its family, without duplicates', () => {
-    const s = plan(snapshot({
-      vips: [
-        vipRec('v', 1, '198.18.0.1', {
-          allow: ['10.0.0.0/8', '10.1.2.3/8', '192.0.2.7'], deny: ['2001:DB8:BAD::/48'], policies: ['office', 'block'],
-        }),
-        vipRec('v6', 2, '2001:db8::1', { policies: ['block', 'mixed'] }),
-      ],
-      policies: [
-        policyRec('office', ['10.0.0.0/8', '198.51.100.0/24'], []),
-        policyRec('block', [], ['2001:db8:bad::1/48', '203.0.113.0/25']),
-        policyRec('unused', ['0.0.0.0/0'], []),
-        policyRec('mixed', ['0.0.0.0/0'], ['::/0']),
-      ],
-    }));
+  it("merges the VIP's own rules with its policies', canonical, of its family, without duplicates", () => {
+    const s = plan(
+      snapshot({
+        vips: [
+          vipRec('v', 1, '198.18.0.1', {
+            allow: ['10.0.0.0/8', '10.1.2.3/8', '192.0.2.7'],
+            deny: ['2001:DB8:BAD::/48'],
+            policies: ['office', 'block'],
+          }),
+          vipRec('v6', 2, '2001:db8::1', { policies: ['block', 'mixed'] }),
+        ],
+        policies: [
+          policyRec('office', ['10.0.0.0/8', '198.51.100.0/24'], []),
+          policyRec('block', [], ['2001:db8:bad::1/48', '203.0.113.0/25']),
+          policyRec('unused', ['0.0.0.0/0'], []),
+          policyRec('mixed', ['0.0.0.0/0'], ['::/0']),
+        ],
+      }),
+    );
     const v = vipOf(s, 'v');
     assert.deepEqual(v.allow, ['10.0.0.0/8', '192.0.2.7/32', '198.51.100.0/24']);
     assert.deepEqual(v.deny, ['203.0.113.0/25'], 'IPv6 rules never reach an IPv4 VIP (::/0 would match ::ffff:a.b.c.d)');
@@ -87,16 +108,18 @@ describe('plan', () => {
   });
 
   it('sets VIP_F_POLICY for any rule, VIP_F_ALLOWLIST for an allow rule, VIP_F_SRC_AFFINITY from the VIP', () => {
-    const s = plan(snapshot({
-      vips: [
-        vipRec('none', 1, '198.18.0.1'),
-        vipRec('deny', 2, '198.18.0.2', { deny: ['10.0.0.0/8'] }),
-        vipRec('allow', 3, '198.18.0.3', { allow: ['10.0.0.0/8'] }),
-        vipRec('viapolicy', 4, '198.18.0.4', { policies: ['p'] }),
-        vipRec('sticky', 5, '198.18.0.5', { source_affinity: true }),
-      ],
-      policies: [policyRec('p', [], ['10.0.0.0/8'])],
-    }));
+    const s = plan(
+      snapshot({
+        vips: [
+          vipRec('none', 1, '198.18.0.1'),
+          vipRec('deny', 2, '198.18.0.2', { deny: ['10.0.0.0/8'] }),
+          vipRec('allow', 3, '198.18.0.3', { allow: ['10.0.0.0/8'] }),
+          vipRec('viapolicy', 4, '198.18.0.4', { policies: ['p'] }),
+          vipRec('sticky', 5, '198.18.0.5', { source_affinity: true }),
+        ],
+        policies: [policyRec('p', [], ['10.0.0.0/8'])],
+      }),
+    );
     assert.equal(vipOf(s, 'none').flags, 0);
     assert.equal(vipOf(s, 'deny').flags, VIP_F_POLICY);
     assert.equal(vipOf(s, 'allow').flags, VIP_F_POLICY | VIP_F_ALLOWLIST);
@@ -112,23 +135,30 @@ describe('plan', () => {
     const bes = (vip: string, n: number, base: number, o: Partial<StoredBackend> = {}) =>
       Array.from({ length: n }, (_, i) => beRec(vip, `198.18.${base}.${i + 1}`, base * 100 + i, o));
     const down = new Set(['198.18.5.1', '198.18.5.2']);
-    const s = plan(snapshot({
-      vips: [
-        vipRec('fixed', 1, '198.18.0.1', { maglev_m: 251 }),
-        vipRec('ten', 2, '198.18.0.2'),
-        vipRec('eleven', 3, '198.18.0.3'),
-        vipRec('mixed', 4, '198.18.0.4'),
-        vipRec('health', 5, '198.18.0.5'),
-        vipRec('empty', 6, '198.18.0.6'),
-      ],
-      backends: [
-        ...bes('fixed', 20, 1), ...bes('ten', 10, 2), ...bes('eleven', 11, 3),
-        // 10 that take new flows, plus one draining, one disabled and one of weight 0.
-        ...bes('mixed', 10, 4), beRec('mixed', '198.18.4.100', 499, { state: 'draining' }),
-        beRec('mixed', '198.18.4.101', 498, { state: 'disabled' }), beRec('mixed', '198.18.4.102', 497, { weight: 0 }),
-        ...bes('health', 11, 5),
-      ],
-    }), { health: (vip, addr) => (vip === 'health' && down.has(addr) ? 'down' : undefined) });
+    const s = plan(
+      snapshot({
+        vips: [
+          vipRec('fixed', 1, '198.18.0.1', { maglev_m: 251 }),
+          vipRec('ten', 2, '198.18.0.2'),
+          vipRec('eleven', 3, '198.18.0.3'),
+          vipRec('mixed', 4, '198.18.0.4'),
+          vipRec('health', 5, '198.18.0.5'),
+          vipRec('empty', 6, '198.18.0.6'),
+        ],
+        backends: [
+          ...bes('fixed', 20, 1),
+          ...bes('ten', 10, 2),
+          ...bes('eleven', 11, 3),
+          // 10 that take new flows, plus one draining, one disabled and one of weight 0.
+          ...bes('mixed', 10, 4),
+          beRec('mixed', '198.18.4.100', 499, { state: 'draining' }),
+          beRec('mixed', '198.18.4.101', 498, { state: 'disabled' }),
+          beRec('mixed', '198.18.4.102', 497, { weight: 0 }),
+          ...bes('health', 11, 5),
+        ],
+      }),
+      { health: (vip, addr) => (vip === 'health' && down.has(addr) ? 'down' : undefined) },
+    );
     assert.equal(vipOf(s, 'fixed').m, 251);
     assert.equal(vipOf(s, 'ten').m, chooseMaglevM(10));
     assert.equal(vipOf(s, 'ten').m, 1021);
@@ -142,15 +172,17 @@ describe('plan', () => {
   });
 
   it('turns a rate limit into GCRA interval and tolerance', () => {
-    const s = plan(snapshot({
-      vips: [
-        vipRec('none', 1, '198.18.0.1'),
-        vipRec('k', 2, '198.18.0.2', { rate_limit: { new_flows_per_sec: 1000, burst: 50 } }),
-        vipRec('third', 3, '198.18.0.3', { rate_limit: { new_flows_per_sec: 3, burst: 2 } }),
-        vipRec('noburst', 4, '198.18.0.4', { rate_limit: { new_flows_per_sec: 10, burst: 0 } }),
-        vipRec('huge', 5, '198.18.0.5', { rate_limit: { new_flows_per_sec: 5e9, burst: 1 } }),
-      ],
-    }));
+    const s = plan(
+      snapshot({
+        vips: [
+          vipRec('none', 1, '198.18.0.1'),
+          vipRec('k', 2, '198.18.0.2', { rate_limit: { new_flows_per_sec: 1000, burst: 50 } }),
+          vipRec('third', 3, '198.18.0.3', { rate_limit: { new_flows_per_sec: 3, burst: 2 } }),
+          vipRec('noburst', 4, '198.18.0.4', { rate_limit: { new_flows_per_sec: 10, burst: 0 } }),
+          vipRec('huge', 5, '198.18.0.5', { rate_limit: { new_flows_per_sec: 5e9, burst: 1 } }),
+        ],
+      }),
+    );
     const rl = (n: string) => [vipOf(s, n).rlIntervalNs, vipOf(s, n).rlToleranceNs];
     assert.deepEqual(rl('none'), [0n, 0n]);
     assert.deepEqual(rl('k'), [1_000_000n, 50_000_000n]);
@@ -161,47 +193,55 @@ describe('plan', () => {
 
   it('derives backend states from the configured state and health, keeping weights', () => {
     const asked: string[] = [];
-    const s = plan(snapshot({
-      vips: [vipRec('v', 1, '198.18.0.1')],
-      backends: [
-        beRec('v', '198.18.1.1', 1),
-        beRec('v', '198.18.1.2', 2, { state: 'draining', weight: 7 }),
-        beRec('v', '198.18.1.3', 3, { state: 'disabled' }),
-        beRec('v', '198.18.1.4', 4),
-        beRec('v', '198.18.1.5', 5, { weight: 0 }),
-        beRec('v', '198.18.1.6', 6),
-        beRec('v', '198.18.1.7', 7, { state: 'draining' }),
-      ],
-    }), {
-      health: (vip, addr) => {
-        asked.push(`${vip}/${addr}`);
-        if (addr === '198.18.1.4' || addr === '198.18.1.7') return 'down';
-        return addr === '198.18.1.6' ? 'up' : undefined;
+    const s = plan(
+      snapshot({
+        vips: [vipRec('v', 1, '198.18.0.1')],
+        backends: [
+          beRec('v', '198.18.1.1', 1),
+          beRec('v', '198.18.1.2', 2, { state: 'draining', weight: 7 }),
+          beRec('v', '198.18.1.3', 3, { state: 'disabled' }),
+          beRec('v', '198.18.1.4', 4),
+          beRec('v', '198.18.1.5', 5, { weight: 0 }),
+          beRec('v', '198.18.1.6', 6),
+          beRec('v', '198.18.1.7', 7, { state: 'draining' }),
+        ],
+      }),
+      {
+        health: (vip, addr) => {
+          asked.push(`${vip}/${addr}`);
+          if (addr === '198.18.1.4' || addr === '198.18.1.7') return 'down';
+          return addr === '198.18.1.6' ? 'up' : undefined;
+        },
       },
-    });
-    assert.deepEqual(vipOf(s, 'v').backends.map((b) => [b.address, b.state, b.weight]), [
-      ['198.18.1.1', 'active', 100],
-      ['198.18.1.2', 'draining', 7],
-      ['198.18.1.3', 'down', 100],
-      ['198.18.1.4', 'down', 100],
-      ['198.18.1.5', 'active', 0],
-      ['198.18.1.6', 'active', 100],
-      ['198.18.1.7', 'draining', 100],
-    ]);
+    );
+    assert.deepEqual(
+      vipOf(s, 'v').backends.map((b) => [b.address, b.state, b.weight]),
+      [
+        ['198.18.1.1', 'active', 100],
+        ['198.18.1.2', 'draining', 7],
+        ['198.18.1.3', 'down', 100],
+        ['198.18.1.4', 'down', 100],
+        ['198.18.1.5', 'active', 0],
+        ['198.18.1.6', 'active', 100],
+        ['198.18.1.7', 'draining', 100],
+      ],
+    );
     assert.ok(asked.includes('v/198.18.1.4'), 'health is asked by VIP name and address');
   });
 
   it('turns tombstones into draining backends of their VIP', () => {
-    const s = plan(snapshot({
-      vips: [vipRec('v', 1, '198.18.0.1'), vipRec('w', 2, '198.18.0.2')],
-      backends: [beRec('v', '198.18.1.1', 10)],
-      tombstones: [
-        tombstone(1, '198.18.1.9', 12, 3),
-        tombstone(2, '198.18.2.9', 11),
-        tombstone(9, '198.18.9.9', 13), // its VIP is gone: unreachable
-        tombstone(1, '198.18.1.8', 10), // its id was given to a live backend
-      ],
-    }));
+    const s = plan(
+      snapshot({
+        vips: [vipRec('v', 1, '198.18.0.1'), vipRec('w', 2, '198.18.0.2')],
+        backends: [beRec('v', '198.18.1.1', 10)],
+        tombstones: [
+          tombstone(1, '198.18.1.9', 12, 3),
+          tombstone(2, '198.18.2.9', 11),
+          tombstone(9, '198.18.9.9', 13), // its VIP is gone: unreachable
+          tombstone(1, '198.18.1.8', 10), // its id was given to a live backend
+        ],
+      }),
+    );
     assert.deepEqual(s.tombstones, [
       { id: 11, gen: 1, address: '198.18.2.9', weight: 0, state: 'draining', vipId: 2 },
       { id: 12, gen: 3, address: '198.18.1.9', weight: 0, state: 'draining', vipId: 1 },
@@ -287,10 +327,21 @@ const vipIn = (s: DpState, name: string): DpVip => {
 
 /** Every map's raw contents, to check that something changed nothing. */
 function dumpAll(dp: LbDatapath): string {
-  const maps = [dp.vipIndex.indexFd, dp.vipIndex.overflowFd, dp.addrIndex.indexFd, dp.addrIndex.overflowFd, dp.backends.fd, dp.policy.fd, dp.config.fd];
+  const maps = [
+    dp.vipIndex.indexFd,
+    dp.vipIndex.overflowFd,
+    dp.addrIndex.indexFd,
+    dp.addrIndex.overflowFd,
+    dp.backends.fd,
+    dp.policy.fd,
+    dp.config.fd,
+  ];
   const parts = maps.map((fd) => {
     const { keys, values } = dp.nat.mapDump(fd);
-    return keys.map((k, i) => `${k.toString('hex')}=${values[i]!.toString('hex')}`).sort().join(',');
+    return keys
+      .map((k, i) => `${k.toString('hex')}=${values[i]!.toString('hex')}`)
+      .sort()
+      .join(',');
   });
   for (let id = 0; id < dp.sizes.maxVips; id++) {
     const t = dp.getMaglevTable(id);
@@ -306,13 +357,19 @@ function baseSnapshot(): StoreSnapshot {
       vipRec('web', 0, '198.18.0.10'),
       vipRec('web6', 1, '2001:db8::10', { port: 443, deny: ['2001:db8:bad::/48'], source_affinity: true }),
       vipRec('dns', 2, '198.18.0.10', {
-        port: 53, protocol: 'udp', policies: ['office'], rate_limit: { new_flows_per_sec: 100, burst: 10 },
+        port: 53,
+        protocol: 'udp',
+        policies: ['office'],
+        rate_limit: { new_flows_per_sec: 100, burst: 10 },
       }),
       vipRec('empty', 3, '198.18.0.11', { port: 0 }),
     ],
     backends: [
-      beRec('web', '198.18.1.1', 0), beRec('web', '198.18.1.2', 1, { weight: 200 }), beRec('web', '198.18.1.3', 2),
-      beRec('web6', '2001:db8:1::1', 3), beRec('web6', '2001:db8:1::2', 4),
+      beRec('web', '198.18.1.1', 0),
+      beRec('web', '198.18.1.2', 1, { weight: 200 }),
+      beRec('web', '198.18.1.3', 2),
+      beRec('web6', '2001:db8:1::1', 3),
+      beRec('web6', '2001:db8:1::2', 4),
       beRec('dns', '198.18.1.5', 5),
     ],
     policies: [policyRec('office', ['198.18.200.0/24'])],
@@ -339,19 +396,32 @@ describe('Reconciler', { skip }, () => {
     // ferry_config
     assert.deepEqual(dp.config.get(0), LbConfig.decode(LbConfig.encode(encodeConfig(CONFIG, dp.sizes))));
     // ferry_vips
-    const vips = dp.vipIndex.entries().map(([k, v]) => [formatAddr(k.family, k.addr), k.port, k.proto, v.vip_id, v.flags, v.rl_interval_ns, v.rl_tolerance_ns]);
-    assert.deepEqual(vips.sort((a, b) => Number(a[3]) - Number(b[3])), [
-      ['198.18.0.10', 80, 6, 0, 0, 0n, 0n],
-      ['2001:db8::10', 443, 6, 1, VIP_F_POLICY | VIP_F_SRC_AFFINITY, 0n, 0n],
-      ['198.18.0.10', 53, 17, 2, VIP_F_POLICY | VIP_F_ALLOWLIST, 10_000_000n, 100_000_000n],
-      ['198.18.0.11', 0, 6, 3, 0, 0n, 0n],
-    ]);
+    const vips = dp.vipIndex
+      .entries()
+      .map(([k, v]) => [formatAddr(k.family, k.addr), k.port, k.proto, v.vip_id, v.flags, v.rl_interval_ns, v.rl_tolerance_ns]);
+    assert.deepEqual(
+      vips.sort((a, b) => Number(a[3]) - Number(b[3])),
+      [
+        ['198.18.0.10', 80, 6, 0, 0, 0n, 0n],
+        ['2001:db8::10', 443, 6, 1, VIP_F_POLICY | VIP_F_SRC_AFFINITY, 0n, 0n],
+        ['198.18.0.10', 53, 17, 2, VIP_F_POLICY | VIP_F_ALLOWLIST, 10_000_000n, 100_000_000n],
+        ['198.18.0.11', 0, 6, 3, 0, 0n, 0n],
+      ],
+    );
     // ferry_vip_addrs: one entry per distinct address
-    const addrs = dp.addrIndex.entries().map(([k, v]) => `${formatAddr(k.family, k.addr)}=${v.flags}`).sort();
+    const addrs = dp.addrIndex
+      .entries()
+      .map(([k, v]) => `${formatAddr(k.family, k.addr)}=${v.flags}`)
+      .sort();
     assert.deepEqual(addrs, [`198.18.0.10=${VIP_ADDR_F_ECHO}`, `198.18.0.11=${VIP_ADDR_F_ECHO}`, `2001:db8::10=${VIP_ADDR_F_ECHO}`]);
     // ferry_backends
     const want = [
-      ['198.18.1.1', 0], ['198.18.1.2', 0], ['198.18.1.3', 0], ['2001:db8:1::1', 1], ['2001:db8:1::2', 1], ['198.18.1.5', 2],
+      ['198.18.1.1', 0],
+      ['198.18.1.2', 0],
+      ['198.18.1.3', 0],
+      ['2001:db8:1::1', 1],
+      ['2001:db8:1::2', 1],
+      ['198.18.1.5', 2],
     ] as const;
     want.forEach(([addr, vipId], id) => {
       const b = dp.backends.get(id);
@@ -362,9 +432,15 @@ describe('Reconciler', { skip }, () => {
     for (const v of state.vips) assert.deepEqual(dp.getMaglevTable(v.id), expectedTable(v), `table of ${v.name}`);
     const empty = dp.getMaglevTable(3)!;
     assert.equal(empty.length, 1021);
-    assert.ok(empty.every((x) => x === FERRY_BACKEND_NONE), 'a VIP without backends drops');
+    assert.ok(
+      empty.every((x) => x === FERRY_BACKEND_NONE),
+      'a VIP without backends drops',
+    );
     // ferry_policy
-    const rules = dp.policy.entries().map(([k, v]) => `${k.vip_id}/${k.prefixlen}/${k.addr.toString('hex')}=${v.action}`).sort();
+    const rules = dp.policy
+      .entries()
+      .map(([k, v]) => `${k.vip_id}/${k.prefixlen}/${k.addr.toString('hex')}=${v.action}`)
+      .sort();
     const rule = (vipId: number, cidr: string, action: number) => {
       const c = dpCidr(cidr);
       const bits = c.addr.family === FERRY_AF_INET ? 96 + c.prefix : c.prefix;
@@ -437,7 +513,11 @@ describe('Reconciler', { skip }, () => {
     const snap = baseSnapshot();
     rec.apply(plan(snap));
     // Drop dns (shares 198.18.0.10 with web).
-    const noDns = snapshot({ ...snap, vips: snap.vips.filter((v) => v.name !== 'dns'), backends: snap.backends.filter((b) => b.vip !== 'dns') });
+    const noDns = snapshot({
+      ...snap,
+      vips: snap.vips.filter((v) => v.name !== 'dns'),
+      backends: snap.backends.filter((b) => b.vip !== 'dns'),
+    });
     let state = plan(noDns);
     rec.apply(state);
     assert.equal(dp.vipIndex.entries().length, 3);
@@ -448,10 +528,20 @@ describe('Reconciler', { skip }, () => {
     assert.equal(send(dp, '198.18.200.5', '198.18.0.10', 1000, 53, 0, 'udp').retval, 2 /* XDP_PASS */);
     assert.deepEqual(rec.verify(state), []);
     // Drop web as well: the address goes.
-    const noWeb = snapshot({ ...noDns, vips: noDns.vips.filter((v) => v.name !== 'web'), backends: noDns.backends.filter((b) => b.vip !== 'web') });
+    const noWeb = snapshot({
+      ...noDns,
+      vips: noDns.vips.filter((v) => v.name !== 'web'),
+      backends: noDns.backends.filter((b) => b.vip !== 'web'),
+    });
     state = plan(noWeb);
     rec.apply(state);
-    assert.deepEqual(dp.addrIndex.entries().map(([k]) => formatAddr(k.family, k.addr)).sort(), ['198.18.0.11', '2001:db8::10']);
+    assert.deepEqual(
+      dp.addrIndex
+        .entries()
+        .map(([k]) => formatAddr(k.family, k.addr))
+        .sort(),
+      ['198.18.0.11', '2001:db8::10'],
+    );
     for (const id of [0, 1, 2]) assert.equal(dp.backends.get(id).state, 0, `backend ${id} free`);
     assert.deepEqual(rec.verify(state), []);
   });
@@ -563,11 +653,12 @@ describe('Reconciler', { skip }, () => {
   });
 
   it('applies allow-lists and deny rules from the VIP and its policies, and lifts them', () => {
-    const snapWith = (policies: string[]) => snapshot({
-      vips: [vipRec('p', 6, '198.18.0.30', { deny: ['198.18.200.66'], policies })],
-      backends: [beRec('p', '198.18.4.1', 30)],
-      policies: [policyRec('office', ['198.18.200.0/24']), policyRec('blocklist', [], ['198.18.201.0/24'])],
-    });
+    const snapWith = (policies: string[]) =>
+      snapshot({
+        vips: [vipRec('p', 6, '198.18.0.30', { deny: ['198.18.200.66'], policies })],
+        backends: [beRec('p', '198.18.4.1', 30)],
+        policies: [policyRec('office', ['198.18.200.0/24']), policyRec('blocklist', [], ['198.18.201.0/24'])],
+      });
     let state = plan(snapWith(['office', 'blocklist']));
     rec.apply(state);
     assert.equal(vipIn(state, 'p').flags, VIP_F_POLICY | VIP_F_ALLOWLIST);
@@ -597,11 +688,52 @@ describe('Reconciler', { skip }, () => {
       mutate(s);
       return plan(s);
     };
-    assert.throws(() => rec.apply(bad((s) => { s.backends[0]!.dp_id = 5000; })), ReconcileError);
-    assert.throws(() => rec.apply(bad((s) => { s.vips[1]!.dp_id = 0; })), ReconcileError);
-    assert.throws(() => rec.apply(bad((s) => { s.vips[1]!.address = '198.18.0.10'; s.vips[1]!.port = 80; })), ReconcileError);
-    assert.throws(() => rec.apply(bad((s) => { s.vips[0]!.maglev_m = 1000; })), ReconcileError);
-    assert.throws(() => rec.apply(bad((s) => { s.backends[1]!.dp_id = 0; })), ReconcileError);
+    assert.throws(
+      () =>
+        rec.apply(
+          bad((s) => {
+            s.backends[0]!.dp_id = 5000;
+          }),
+        ),
+      ReconcileError,
+    );
+    assert.throws(
+      () =>
+        rec.apply(
+          bad((s) => {
+            s.vips[1]!.dp_id = 0;
+          }),
+        ),
+      ReconcileError,
+    );
+    assert.throws(
+      () =>
+        rec.apply(
+          bad((s) => {
+            s.vips[1]!.address = '198.18.0.10';
+            s.vips[1]!.port = 80;
+          }),
+        ),
+      ReconcileError,
+    );
+    assert.throws(
+      () =>
+        rec.apply(
+          bad((s) => {
+            s.vips[0]!.maglev_m = 1000;
+          }),
+        ),
+      ReconcileError,
+    );
+    assert.throws(
+      () =>
+        rec.apply(
+          bad((s) => {
+            s.backends[1]!.dp_id = 0;
+          }),
+        ),
+      ReconcileError,
+    );
     assert.equal(dumpAll(dp), before);
     assert.equal(rec.apply(plan(baseSnapshot())).changes, 0, 'the cache survived the refusals');
   });
@@ -666,14 +798,25 @@ describe('Reconciler', { skip }, () => {
 
     // Corrupt the maps behind the reconciler's back.
     const b4 = dp.backends.get(4);
-    dp.backends.set(4, { ...b4, addr: dpAddr('2001:db8:1::99').bytes });                        // wrong address
-    dp.backends.set(40, { addr: dpAddr('198.18.9.9').bytes, family: 4, state: 1, flags: 0, pad: 0, vip_id: 9, gen: 1, via: Buffer.alloc(16), port: 0, pad2: 0 }); // stray id
+    dp.backends.set(4, { ...b4, addr: dpAddr('2001:db8:1::99').bytes }); // wrong address
+    dp.backends.set(40, {
+      addr: dpAddr('198.18.9.9').bytes,
+      family: 4,
+      state: 1,
+      flags: 0,
+      pad: 0,
+      vip_id: 9,
+      gen: 1,
+      via: Buffer.alloc(16),
+      port: 0,
+      pad2: 0,
+    }); // stray id
     const stale = dpAddr('198.18.0.99');
     dp.vipIndex.set({ addr: stale.bytes, port: 80, proto: 6, family: 4 }, { vip_id: 9, flags: 0, rl_interval_ns: 0n, rl_tolerance_ns: 0n });
     dp.addrIndex.set({ addr: stale.bytes, family: 4, pad: Buffer.alloc(3) }, { flags: VIP_ADDR_F_ECHO });
-    dp.setMaglevTable(9, new Uint32Array(251).fill(40));                                              // stale VIP + table
-    dp.deleteMaglevTable(2);                                                                          // missing table
-    corruptSlot(dp, 1, 17, 0);                                                                        // wrong slot
+    dp.setMaglevTable(9, new Uint32Array(251).fill(40)); // stale VIP + table
+    dp.deleteMaglevTable(2); // missing table
+    corruptSlot(dp, 1, 17, 0); // wrong slot
     dp.policy.set({ prefixlen: 32 + 96 + 8, vip_id: 0, addr: mappedBytes(dpAddr('10.0.0.0')) }, { action: POLICY_DENY });
     dp.config.set(0, { ...dp.config.get(0), gw_mac: Buffer.from('02000000dead', 'hex') });
     const drift = rec.verify(state);
@@ -796,4 +939,3 @@ describe('Reconciler at 1,000 VIPs × 10 backends', { skip }, () => {
     assert.deepEqual(rec.verify(final), []);
   });
 });
-

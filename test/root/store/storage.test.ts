@@ -16,7 +16,16 @@ import { ApiError, Client } from '../../../src/cli/client.js';
 import { StorageError } from '../../../src/model/errors.js';
 import { openStore } from '../../../src/store/store.js';
 import { XDP_TX, bpfUnavailable } from '../../lib/harness.js';
-import { destroyFerrydEnv, mapVips, makeFerrydEnv, openDaemonDatapath, startFerryd, stopFerryd, type Ferryd, type FerrydEnv } from '../../lib/ferryd.js';
+import {
+  destroyFerrydEnv,
+  mapVips,
+  makeFerrydEnv,
+  openDaemonDatapath,
+  startFerryd,
+  stopFerryd,
+  type Ferryd,
+  type FerrydEnv,
+} from '../../lib/ferryd.js';
 import { frame, parseEth, parseIp } from '../../lib/packet.js';
 
 const skip = bpfUnavailable();
@@ -94,10 +103,16 @@ describe('full state directory (ferryd on a small tmpfs)', { skip }, () => {
     assert.deepEqual(mapVips(e), ['198.18.0.10:80']);
     const dp = openDaemonDatapath(e);
     try {
-      const out = dp.nat.progTestRun(dp.progFd, { data: frame({ src: '198.51.100.1', dst: '198.18.0.10', proto: 'tcp', sport: 40000, dport: 80 }), dataOutSize: 512 });
+      const out = dp.nat.progTestRun(dp.progFd, {
+        data: frame({ src: '198.51.100.1', dst: '198.18.0.10', proto: 'tcp', sport: 40000, dport: 80 }),
+        dataOutSize: 512,
+      });
       assert.equal(out.retval, XDP_TX, 'the datapath still balances');
       const outer = parseIp(parseEth(out.data).l3);
-      assert.ok(backends.some((b) => b.address === [...outer.dst].join('.')), 'to a committed backend');
+      assert.ok(
+        backends.some((b) => b.address === [...outer.dst].join('.')),
+        'to a committed backend',
+      );
     } finally {
       dp.close();
     }
@@ -148,10 +163,16 @@ describe('store files that turn read-only under a running store', () => {
       assert.ok(err instanceof StorageError, String(err));
       assert.equal(err.status, 503);
       assert.match(err.message, /SQLITE_(IOERR|READONLY)/);
-      assert.deepEqual(store.read((tx) => tx.snapshot().vips.map((v) => v.name)), ['a']);
+      assert.deepEqual(
+        store.read((tx) => tx.snapshot().vips.map((v) => v.name)),
+        ['a'],
+      );
       assert.equal(chattr('-i', ...files).status, 0);
       store.write('t', 'create', (tx) => tx.createVip(vip('b', 81)));
-      assert.deepEqual(store.read((tx) => tx.snapshot().vips.map((v) => v.name)), ['a', 'b']);
+      assert.deepEqual(
+        store.read((tx) => tx.snapshot().vips.map((v) => v.name)),
+        ['a', 'b'],
+      );
     } finally {
       store.close();
     }
@@ -167,8 +188,10 @@ describe('a state directory that is read-only from the start', () => {
     const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'ferrytest-ro', dir], { encoding: 'utf8' });
     assert.equal(m.status, 0, m.stderr);
     try {
-      assert.throws(() => openStore(join(dir, 'ferry.db'), { maxVips: 16, maxBackends: 16 }),
-        new RegExp(`cannot open: .*\\(the state directory ${dir} is on a read-only filesystem\\)`));
+      assert.throws(
+        () => openStore(join(dir, 'ferry.db'), { maxVips: 16, maxBackends: 16 }),
+        new RegExp(`cannot open: .*\\(the state directory ${dir} is on a read-only filesystem\\)`),
+      );
     } finally {
       spawnSync('umount', [dir]);
       rmSync(dir, { recursive: true, force: true });

@@ -20,7 +20,8 @@ import { bpfUnavailable } from '../../lib/harness.js';
 import { until } from '../../lib/until.js';
 
 const CHROMIUM = '/usr/bin/chromium';
-const skip = bpfUnavailable() || (existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing (Debian's chromium; scripts/setup.sh installs it)`);
+const skip =
+  bpfUnavailable() || (existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing (Debian's chromium; scripts/setup.sh installs it)`);
 const VIP4 = '198.19.0.10';
 const PORT = 8480;
 const READ = 'ui-read-token-0123456789';
@@ -41,12 +42,18 @@ describe('status page in Chromium', { skip }, () => {
     const tokens = join(dir, 'tokens');
     writeFileSync(tokens, `# the status page test\n${READ} read\n${WRITE}\n`, { mode: 0o600 });
     lab = await LbLab.start({
-      backends: 3, vips: [VIP4], api: { listen: `127.0.0.1:${PORT}`, tokens_file: tokens },
+      backends: 3,
+      vips: [VIP4],
+      api: { listen: `127.0.0.1:${PORT}`, tokens_file: tokens },
       // Every new flow reported on /v1/monitor: the page lists them.
       datapath: { events_flow_sample: 1 },
     });
     await lab.createVip({
-      name: 'web', address: VIP4, port: 80, protocol: 'tcp', backends: lab.lab.backends.map((b) => ({ address: b.addr4 })),
+      name: 'web',
+      address: VIP4,
+      port: 80,
+      protocol: 'tcp',
+      backends: lab.lab.backends.map((b) => ({ address: b.addr4 })),
     });
     // Chromium in the load balancer's namespace, where ferryd's TCP listener is.
     const wrapper = join(dir, 'chromium-in-lab');
@@ -78,18 +85,22 @@ describe('status page in Chromium', { skip }, () => {
   it('asks for a token, then shows the VIP with its backends, health and Maglev shares; read-only: no buttons', async () => {
     const page = await open(READ);
     await until(async () => (await page.locator('tr[data-vip="web"][data-backend]').count()) === 3, 'three backend rows');
-    const rows = await page.locator('tr[data-vip="web"][data-backend]').evaluateAll((trs) => trs.map((tr) => ({
-      backend: tr.getAttribute('data-backend'), state: tr.getAttribute('data-state'), cells: [...tr.querySelectorAll('td')].map((td) => td.textContent),
-    })));
+    const rows = await page.locator('tr[data-vip="web"][data-backend]').evaluateAll((trs) =>
+      trs.map((tr) => ({
+        backend: tr.getAttribute('data-backend'),
+        state: tr.getAttribute('data-state'),
+        cells: [...tr.querySelectorAll('td')].map((td) => td.textContent),
+      })),
+    );
     assert.deepEqual(rows.map((r) => r.backend).sort(), lab.lab.backends.map((b) => b.addr4).sort());
     for (const r of rows) {
       assert.equal(r.state, 'active');
       assert.equal(r.cells[1], '100', 'weight');
       assert.match(r.cells[5] ?? '', /^3\d\.\d%$/, 'a third of the table each');
     }
-    assert.match(await page.locator('#who').textContent() ?? '', /api:token#1 · read-only/);
+    assert.match((await page.locator('#who').textContent()) ?? '', /api:token#1 · read-only/);
     assert.equal(await page.locator('[data-action]').count(), 0, 'no buttons for a read-only token');
-    assert.match(await page.locator('#daemon').textContent() ?? '', /revision \d+ \(datapath \d+\)/);
+    assert.match((await page.locator('#daemon').textContent()) ?? '', /revision \d+ \(datapath \d+\)/);
     assert.equal(await page.locator('.share span').count(), 3, 'the share bar has one part per backend');
     await page.screenshot({ path: join(ARTIFACTS, 'read-only.png'), fullPage: true });
     await page.close();
@@ -106,11 +117,15 @@ describe('status page in Chromium', { skip }, () => {
     await until(async () => Number(await plot.getAttribute('data-points')) >= before + 3, 'three more samples', 20_000, 100);
     assert.ok(Number(await page.locator('#plot-flows').getAttribute('data-last')) >= 0);
     // Each backend row shows a rate; some backend is taking packets.
-    await until(async () => (await page.locator('tr[data-vip="web"][data-backend] td:nth-child(5)').allTextContents()).some((t) => t !== '0.0'),
-      'a backend with packets/s', 20_000, 100);
+    await until(
+      async () => (await page.locator('tr[data-vip="web"][data-backend] td:nth-child(5)').allTextContents()).some((t) => t !== '0.0'),
+      'a backend with packets/s',
+      20_000,
+      100,
+    );
     // New flows from /v1/monitor, each naming the VIP and the backend the table chose.
     await until(async () => (await page.locator('#monitor li[data-kind="flow"]').count()) > 0, 'live flow events', 20_000, 100);
-    const flow = await page.locator('#monitor li[data-kind="flow"]').first().textContent() ?? '';
+    const flow = (await page.locator('#monitor li[data-kind="flow"]').first().textContent()) ?? '';
     assert.match(flow, /flow \S+ → web → 198\.18\.0\.\d+ \((maglev|ct_stale)\)/);
     await page.screenshot({ path: join(ARTIFACTS, 'traffic.png'), fullPage: true });
     await page.close();
@@ -118,7 +133,7 @@ describe('status page in Chromium', { skip }, () => {
 
   it('a read-write token drains a backend from the page: it shows as draining, and the store says so', async () => {
     const page = await open(WRITE);
-    assert.match(await page.locator('#who').textContent() ?? '', /api:token#2 · may write/);
+    assert.match((await page.locator('#who').textContent()) ?? '', /api:token#2 · may write/);
     const target = lab.lab.backends[0]!.addr4;
     await page.locator(`tr[data-backend="${target}"] button[data-action="draining"]`).click();
     await page.locator(`tr[data-backend="${target}"][data-state="draining"]`).waitFor();
@@ -130,7 +145,7 @@ describe('status page in Chromium', { skip }, () => {
     await page.close();
   });
 
-  it('the page\'s files add up to less than 200 KB, served with a content security policy; data needs a token', async () => {
+  it("the page's files add up to less than 200 KB, served with a content security policy; data needs a token", async () => {
     let total = 0;
     for (const f of ['', 'app.js', 'app.css', 'uplot.min.js', 'uplot.min.css']) {
       const r = await lab.api.request('GET', `/ui/${f}`);
@@ -142,13 +157,18 @@ describe('status page in Chromium', { skip }, () => {
     // From the browser (in the lab's namespace): data without a token is 401, a write with the read-only one 403.
     const page = await browser.newPage();
     await page.goto(`${BASE}/ui/`);
-    const answers = await page.evaluate(async ([read, backend]) => {
-      const anonymous = await fetch('/v1/vips');
-      const write = await fetch(`/v1/vips/web/backends/${backend}`, {
-        method: 'PUT', headers: { Authorization: `Bearer ${read}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ state: 'draining' }),
-      });
-      return [anonymous.status, write.status, ((await write.json()) as { type: string }).type];
-    }, [READ, lab.lab.backends[1]!.addr4] as const);
+    const answers = await page.evaluate(
+      async ([read, backend]) => {
+        const anonymous = await fetch('/v1/vips');
+        const write = await fetch(`/v1/vips/web/backends/${backend}`, {
+          method: 'PUT',
+          headers: { Authorization: `Bearer ${read}`, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ state: 'draining' }),
+        });
+        return [anonymous.status, write.status, ((await write.json()) as { type: string }).type];
+      },
+      [READ, lab.lab.backends[1]!.addr4] as const,
+    );
     assert.deepEqual(answers.slice(0, 2), [401, 403]);
     assert.match(String(answers[2]), /read-only-token$/);
     await page.close();

@@ -22,8 +22,19 @@ import { bpfObjectPath, packageRoot } from '../../../src/paths.js';
 import { GenConfig, GenState, SINK_IPIP, SINK_MAX, SINK_PASSED, SINK_TCP, SINK_UDP } from '../../../bench/lab-bpf.js';
 import { HTTP_VIP, IptablesHttpLab, httpRate } from '../../../bench/lab-http.js';
 import {
-  HASH_SEED, NODE_PORT_TCP, podAddr, PORT_BASE, RateRig, rigUnavailable, SRC_BASE, SYN_PORTS, TCP_PORT, UDP_PORT, VIP,
-  type TrafficKind, type Window,
+  HASH_SEED,
+  NODE_PORT_TCP,
+  podAddr,
+  PORT_BASE,
+  RateRig,
+  rigUnavailable,
+  SRC_BASE,
+  SYN_PORTS,
+  TCP_PORT,
+  UDP_PORT,
+  VIP,
+  type TrafficKind,
+  type Window,
 } from '../../../bench/lab-rig.js';
 import { nsRun } from '../../../src/lab/exec.js';
 import { flowOf } from '../../lib/harness.js';
@@ -61,7 +72,7 @@ function maglevCounts(rig: RateRig, w: Window): number[] {
 /** Each count is within 6 standard deviations of n/3. */
 function assertUniform(per: number[], what: string): void {
   const n = per.reduce((a, b) => a + b, 0);
-  const sd = Math.sqrt((n * (1 / BACKENDS) * (1 - 1 / BACKENDS)));
+  const sd = Math.sqrt(n * (1 / BACKENDS) * (1 - 1 / BACKENDS));
   for (const c of per) assert.ok(Math.abs(c - n / BACKENDS) <= 6 * sd, `${what}: ${JSON.stringify(per)} is not uniform over ${n}`);
 }
 
@@ -71,11 +82,23 @@ describe('bench:lab BPF mirror', { skip }, () => {
     for (const s of [GenConfig, GenState]) {
       const btf = nat.btfStructLayout(bpfObjectPath('bench'), s.cName);
       assert.equal(btf.size, s.size, `${s.cName} size`);
-      assert.deepEqual(btf.members, s.layout.map((f) => ({ name: f.name, offset: f.offset, size: f.size })), s.cName);
+      assert.deepEqual(
+        btf.members,
+        s.layout.map((f) => ({ name: f.name, offset: f.offset, size: f.size })),
+        s.cName,
+      );
     }
     const src = readFileSync(join(packageRoot(), 'bpf', 'bench.bpf.c'), 'utf8');
-    const names = /enum sink_counter \{([^}]*)\}/s.exec(src)![1]!.split('\n')
-      .map((l) => l.replace(/\/\*.*?\*\//g, '').trim().replace(',', '')).filter((l) => l);
+    const names = /enum sink_counter \{([^}]*)\}/s
+      .exec(src)![1]!
+      .split('\n')
+      .map((l) =>
+        l
+          .replace(/\/\*.*?\*\//g, '')
+          .trim()
+          .replace(',', ''),
+      )
+      .filter((l) => l);
     assert.deepEqual(names, ['SINK_TCP', 'SINK_UDP', 'SINK_IPIP', 'SINK_PASSED', 'SINK_MAX']);
     assert.deepEqual([SINK_TCP, SINK_UDP, SINK_IPIP, SINK_PASSED, SINK_MAX], [0, 1, 2, 3, 4]);
   });
@@ -109,11 +132,15 @@ describe('bench:lab packet-rate rig: each balancer forwards to the backends', { 
   }
 
   /** Packets each backend's KUBE-SEP DNAT rule (TCP) has taken. */
-  const dnatRuleCounts = (): number[] => rig.backends.map((addr) => {
-    const line = rig.listRules().split('\n').find((l) => l.includes(`-j DNAT --to-destination ${addr}:${TCP_PORT}`));
-    assert.ok(line, `a DNAT rule for ${addr}`);
-    return Number(/^\[(\d+):/.exec(line)![1]);
-  });
+  const dnatRuleCounts = (): number[] =>
+    rig.backends.map((addr) => {
+      const line = rig
+        .listRules()
+        .split('\n')
+        .find((l) => l.includes(`-j DNAT --to-destination ${addr}:${TCP_PORT}`));
+      assert.ok(line, `a DNAT rule for ${addr}`);
+      return Number(/^\[(\d+):/.exec(line)![1]);
+    });
 
   it('floor: the load balancer takes in every frame, on its own thread', async () => {
     rig.activate('floor');
@@ -134,7 +161,7 @@ describe('bench:lab packet-rate rig: each balancer forwards to the backends', { 
         assert.ok(w.lb_cpu_ns > 0, 'the load balancer thread ran');
       }
     }
-    assert.equal(rig.conntrackCount(), 0, 'no netfilter connection tracking on Ferry\'s path');
+    assert.equal(rig.conntrackCount(), 0, "no netfilter connection tracking on Ferry's path");
   });
 
   for (const b of ['iptables', 'nftables'] as const) {
@@ -150,7 +177,10 @@ describe('bench:lab packet-rate rig: each balancer forwards to the backends', { 
       assertUniform(syn!.per_backend, `${b} SYN`);
       if (b === 'iptables') {
         // Each new connection took one KUBE-SEP DNAT rule: its counters match what each backend received.
-        assert.deepEqual(dnatRuleCounts().map((n, i) => n - rules0[i]!), syn!.per_backend);
+        assert.deepEqual(
+          dnatRuleCounts().map((n, i) => n - rules0[i]!),
+          syn!.per_backend,
+        );
       } else {
         assert.match(rig.listRules(), /dnat to numgen random mod 3 map/);
       }
@@ -161,7 +191,7 @@ describe('bench:lab packet-rate rig: each balancer forwards to the backends', { 
     });
   }
 
-  it('NodePort through Ferry: to the load balancer\'s own address and NodePort, encapsulated to each pod through its node', async () => {
+  it("NodePort through Ferry: to the load balancer's own address and NodePort, encapsulated to each pod through its node", async () => {
     rig.activate('ferry-nodeport');
     const [syn] = await offerWhole('syn', SYNS);
     assert.equal(syn!.forwarded, SYNS, `every SYN reached a pod with the NodePort kept: ${JSON.stringify(syn)}`);
@@ -169,10 +199,10 @@ describe('bench:lab packet-rate rig: each balancer forwards to the backends', { 
     assertUniform(syn!.per_backend, 'ferry-nodeport SYN');
     const [first] = await udpTwice();
     assert.equal(first!.ipip, UDP_FLOWS);
-    assert.equal(rig.conntrackCount(), 0, 'no netfilter connection tracking on Ferry\'s path');
+    assert.equal(rig.conntrackCount(), 0, "no netfilter connection tracking on Ferry's path");
   });
 
-  it('NodePort through the nftables table Ferry writes for external_path nat: DNAT to the pods\' port, masqueraded', async () => {
+  it("NodePort through the nftables table Ferry writes for external_path nat: DNAT to the pods' port, masqueraded", async () => {
     rig.activate('nft-nat');
     const [syn] = await offerWhole('syn', SYNS);
     assert.equal(syn!.forwarded, SYNS, `every SYN reached a pod's own port: ${JSON.stringify(syn)}`);
@@ -182,7 +212,9 @@ describe('bench:lab packet-rate rig: each balancer forwards to the backends', { 
     assert.match(rig.listRules(), new RegExp(`dnat ip to numgen random mod ${BACKENDS} map`));
     // conntrack's reply tuple: the pod answers the balancer's own address on its link (masquerade), not the client.
     const tracked = nsRun(rig.lb, 'conntrack', ['-L', '-p', 'tcp', '--dport', String(NODE_PORT_TCP)]);
-    const reply = new RegExp(`dport=${NODE_PORT_TCP} \\[UNREPLIED\\] src=${podAddr(0).replaceAll('.', '\\.')} dst=198\\.18\\.16\\.1 sport=${TCP_PORT} `);
+    const reply = new RegExp(
+      `dport=${NODE_PORT_TCP} \\[UNREPLIED\\] src=${podAddr(0).replaceAll('.', '\\.')} dst=198\\.18\\.16\\.1 sport=${TCP_PORT} `,
+    );
     assert.ok(reply.test(tracked), `a masqueraded entry for pod 0 among ${tracked.split('\n').length} entries`);
     assert.ok(rig.conntrackCount() >= SYNS, 'every SYN made a connection tracking entry');
     const [first] = await udpTwice();
@@ -203,9 +235,15 @@ describe('bench:lab HTTP lab: the iptables balancer serves real connections', { 
     assert.equal(r.errors, 0, JSON.stringify(r.error_kinds));
     assert.ok(r.requests >= 20, `only ${r.requests} requests`);
     assert.deepEqual(Object.keys(r.sources), [HTTP_VIP]);
-    assert.deepEqual(Object.keys(r.per_backend).sort(), lab.lab.backends.map((b) => b.name));
+    assert.deepEqual(
+      Object.keys(r.per_backend).sort(),
+      lab.lab.backends.map((b) => b.name),
+    );
     assert.ok(r.latency_ms.p99 >= r.latency_ms.p50 && r.latency_ms.p50 > 0);
     const dnat = lab.dnatCounts();
-    assert.equal(Object.values(dnat).reduce((a, n) => a + n, 0), r.requests);
+    assert.equal(
+      Object.values(dnat).reduce((a, n) => a + n, 0),
+      r.requests,
+    );
   });
 });

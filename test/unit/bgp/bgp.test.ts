@@ -74,16 +74,27 @@ function rig(dir: string, o: { local?: string[]; prefixes?: string[] } = {}) {
   const applier = new FakeApplier();
   const controller = new Controller(store, applier, (s) => planner.plan(s));
   const bird = new FakeBird();
-  const make = () => new Announcer({
-    config, routerId: '192.0.2.10', bird, drainFile: join(dir, 'bgp-drain.json'),
-    localAddresses: () => new Set(o.local ?? []), log: silent,
-  });
+  const make = () =>
+    new Announcer({
+      config,
+      routerId: '192.0.2.10',
+      bird,
+      drainFile: join(dir, 'bgp-drain.json'),
+      localAddresses: () => new Set(o.local ?? []),
+      log: silent,
+    });
   let announcer = make();
   controller.onApply = (_r, plan) => announcer.observe(plan);
   controller.reconcile();
   announcer.start();
   return {
-    store, controller, bird, config, get announcer() { return announcer; },
+    store,
+    controller,
+    bird,
+    config,
+    get announcer() {
+      return announcer;
+    },
     /** A new announcer (a restarted ferryd) following the same controller. */
     restart: async () => {
       await announcer.stop();
@@ -115,7 +126,10 @@ describe('bgp: BIRD config', () => {
     assert.match(text, /bgp_large_community\.add\(\(65010, 7, 9\)\);/);
     // The IPv4 neighbor carries IPv4 VIPs with next hop self; the IPv6 one IPv6 VIPs from the configured next hop.
     assert.match(text, /neighbor 192\.0\.2\.1 port 179 as 65000;\n {2}direct;[^}]*ipv4 \{[^}]*next hop self;/);
-    assert.match(text, /neighbor 2001:db8::1 port 1179 as 65000;\n {2}multihop 2;\n {2}password "s3cret";[^}]*ipv6 \{[^}]*next hop address 2001:db8::42;/);
+    assert.match(
+      text,
+      /neighbor 2001:db8::1 port 1179 as 65000;\n {2}multihop 2;\n {2}password "s3cret";[^}]*ipv6 \{[^}]*next hop address 2001:db8::42;/,
+    );
   });
 
   it('is a config the real BIRD accepts (bird -p)', { skip: hasBird ? false : 'bird (Debian bird2) is not installed' }, () => {
@@ -142,11 +156,14 @@ describe('bgp: BIRD config', () => {
       'ferry_peer1 BGP        ---        up     2026-12-07 03:16:15  Established   ',
       'ferry_peer2 BGP        ---        start  2026-12-07 03:16:24  Active        Socket: Connection closed',
     ].join('\n');
-    assert.deepEqual(parseProtocols(text).map((p) => [p.name, p.state, p.since, p.info]), [
-      ['ferry_device', 'up', '2026-12-07 03:16:12', ''],
-      ['ferry_peer1', 'up', '2026-12-07 03:16:15', 'Established'],
-      ['ferry_peer2', 'start', '2026-12-07 03:16:24', 'Active        Socket: Connection closed'],
-    ]);
+    assert.deepEqual(
+      parseProtocols(text).map((p) => [p.name, p.state, p.since, p.info]),
+      [
+        ['ferry_device', 'up', '2026-12-07 03:16:12', ''],
+        ['ferry_peer1', 'up', '2026-12-07 03:16:15', 'Established'],
+        ['ferry_peer2', 'start', '2026-12-07 03:16:24', 'Active        Socket: Connection closed'],
+      ],
+    );
   });
 });
 
@@ -179,7 +196,10 @@ bgp:
       '/bgp/prefixes/0: has host bits set; did you mean 198.51.100.0/24?',
       '/bgp/router_id: 300.1.1.1 is not an IPv4 address',
     ]);
-    assert.match(problems('bgp: { neighbors: [{ address: 192.0.2.1, as: 1, password: "a\\"b" }] }')[0]!, /^\/bgp\/neighbors\/0\/password: must match/);
+    assert.match(
+      problems('bgp: { neighbors: [{ address: 192.0.2.1, as: 1, password: "a\\"b" }] }')[0]!,
+      /^\/bgp\/neighbors\/0\/password: must match/,
+    );
     assert.match(problems('bgp: { local_as: 0 }')[0]!, /^\/bgp\/local_as: must be >= 1/);
     // Pasted into BIRD's config between quotes: a quote or backslash is refused.
     assert.match(problems('bgp: { include: "/etc/bird/a\\"b.conf" }')[0]!, /^\/bgp\/include: must match/);
@@ -202,9 +222,15 @@ describe('bgp: the announcer', () => {
       // b has no weight; the host's own address is never announced.
       assert.deepEqual(routesIn(r.config.bird_config), ['198.51.100.1/32', '2001:db8:f::1/128']);
       const view = r.announcer.view();
-      assert.deepEqual(view.prefixes.map((p) => [p.prefix, p.reason]), [
-        ['192.0.2.10/32', 'address of this host'], ['198.51.100.1/32', null], ['198.51.100.2/32', 'no active backend'], ['2001:db8:f::1/128', null],
-      ]);
+      assert.deepEqual(
+        view.prefixes.map((p) => [p.prefix, p.reason]),
+        [
+          ['192.0.2.10/32', 'address of this host'],
+          ['198.51.100.1/32', null],
+          ['198.51.100.2/32', 'no active backend'],
+          ['2001:db8:f::1/128', null],
+        ],
+      );
       assert.equal(view.bird.in_sync, true);
       // A second VIP on a's address without backends does not withdraw it; a's last backend going does.
       r.vip('a-443', '198.51.100.1', [], 443);
@@ -220,9 +246,14 @@ describe('bgp: the announcer', () => {
       assert.deepEqual(routesIn(r.config.bird_config), []);
       // The periodic full pass (no changes list) agrees with what the incremental ones built.
       r.controller.reconcile();
-      assert.deepEqual(r.announcer.view().prefixes.map((p) => [p.prefix, p.serving]), [
-        ['192.0.2.10/32', 1], ['198.51.100.1/32', 0], ['198.51.100.2/32', 0],
-      ]);
+      assert.deepEqual(
+        r.announcer.view().prefixes.map((p) => [p.prefix, p.serving]),
+        [
+          ['192.0.2.10/32', 1],
+          ['198.51.100.1/32', 0],
+          ['198.51.100.2/32', 0],
+        ],
+      );
     } finally {
       await r.close();
       rmSync(dir, { recursive: true, force: true });
@@ -295,7 +326,13 @@ describe('bgp: the announcer', () => {
       assert.equal(r.bird.configures, before + 1);
       assert.equal(v.bird.in_sync, true);
       assert.equal(v.bird.last_error, null);
-      assert.deepEqual(v.neighbors.map((n) => [n.address, n.session, n.established]), [['192.0.2.1', 'Established', true], ['2001:db8::1', null, false]]);
+      assert.deepEqual(
+        v.neighbors.map((n) => [n.address, n.session, n.established]),
+        [
+          ['192.0.2.1', 'Established', true],
+          ['2001:db8::1', null, false],
+        ],
+      );
     } finally {
       await r.close();
       rmSync(dir, { recursive: true, force: true });
@@ -310,8 +347,12 @@ describe('bgp: an unwritable config file', () => {
       writeFileSync(join(dir, 'not-a-dir'), '');
       const bird = new FakeBird();
       const a = new Announcer({
-        config: { ...FULL, bird_config: join(dir, 'not-a-dir', 'bird.conf') }, routerId: '192.0.2.10', bird,
-        drainFile: join(dir, 'bgp-drain.json'), localAddresses: () => new Set(), log: silent,
+        config: { ...FULL, bird_config: join(dir, 'not-a-dir', 'bird.conf') },
+        routerId: '192.0.2.10',
+        bird,
+        drainFile: join(dir, 'bgp-drain.json'),
+        localAddresses: () => new Set(),
+        log: silent,
       });
       a.start();
       await a.settled();
@@ -333,7 +374,11 @@ describe('bgp: API and metrics', () => {
   it('/v1/bgp answers 404 when bgp is not enabled', async () => {
     const api = await makeApi();
     try {
-      for (const [method, url] of [['GET', '/v1/bgp'], ['PUT', '/v1/bgp/drain'], ['DELETE', '/v1/bgp/drain']] as const) {
+      for (const [method, url] of [
+        ['GET', '/v1/bgp'],
+        ['PUT', '/v1/bgp/drain'],
+        ['DELETE', '/v1/bgp/drain'],
+      ] as const) {
         const res = await call(api.app, { method, url, ...(method === 'PUT' ? { body: {} } : {}) });
         assert.equal(res.statusCode, 404, `${method} ${url}`);
         assert.match(res.json<{ type: string }>().type, /bgp-disabled$/);
@@ -370,8 +415,12 @@ describe('bgp: API and metrics', () => {
       const blocked = join(dir, 'blocked');
       writeFileSync(blocked, '');
       const stuck = new Announcer({
-        config: { ...r.config, bird_config: join(dir, 'b.conf') }, routerId: '192.0.2.10', bird: new FakeBird(),
-        drainFile: join(blocked, 'bgp-drain.json'), localAddresses: () => new Set(), log: silent,
+        config: { ...r.config, bird_config: join(dir, 'b.conf') },
+        routerId: '192.0.2.10',
+        bird: new FakeBird(),
+        drainFile: join(blocked, 'bgp-drain.json'),
+        localAddresses: () => new Set(),
+        log: silent,
       });
       const api2 = await makeApi({ bgp: stuck });
       try {

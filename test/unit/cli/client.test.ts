@@ -32,8 +32,14 @@ describe('ferryctl client', () => {
   });
 
   for (const [what, text] of [
-    ['a body shorter than its Content-Length', 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"vips":['],
-    ['a chunked body without its last chunk', 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n'],
+    [
+      'a body shorter than its Content-Length',
+      'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"vips":[',
+    ],
+    [
+      'a chunked body without its last chunk',
+      'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n',
+    ],
   ] as const) {
     it(`rejects ${what} as unreachable`, async () => {
       answer = text;

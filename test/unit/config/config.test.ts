@@ -12,12 +12,15 @@ import { packageRoot } from '../../../src/paths.js';
 
 /** Asserts that the text is refused with a problem containing each expected fragment. */
 function refuses(text: string, ...fragments: string[]): void {
-  assert.throws(() => parseConfig(text, 'test.yaml'), (err: unknown) => {
-    assert.ok(err instanceof ConfigError, `ConfigError, got ${String(err)}`);
-    for (const f of fragments) assert.ok(err.message.includes(f), `message ${JSON.stringify(err.message)} names ${JSON.stringify(f)}`);
-    assert.ok(err.message.includes('test.yaml'), 'names the file');
-    return true;
-  });
+  assert.throws(
+    () => parseConfig(text, 'test.yaml'),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError, `ConfigError, got ${String(err)}`);
+      for (const f of fragments) assert.ok(err.message.includes(f), `message ${JSON.stringify(err.message)} names ${JSON.stringify(f)}`);
+      assert.ok(err.message.includes('test.yaml'), 'names the file');
+      return true;
+    },
+  );
 }
 
 describe('config', () => {
@@ -46,7 +49,10 @@ describe('config', () => {
 
   it('environment overrides any key with FERRY_PATH__KEY', () => {
     const c = parseConfig('log:\n  level: info\n', 't', {
-      FERRY_LOG__LEVEL: 'debug', FERRY_DATAPATH__DRAIN_SECONDS: '5', FERRY_STATE_DIR: '/tmp/f', PATH: '/bin',
+      FERRY_LOG__LEVEL: 'debug',
+      FERRY_DATAPATH__DRAIN_SECONDS: '5',
+      FERRY_STATE_DIR: '/tmp/f',
+      PATH: '/bin',
     });
     assert.equal(c.log.level, 'debug');
     assert.equal(c.datapath.drain_seconds, 5);
@@ -94,12 +100,29 @@ describe('config', () => {
     const c = defaultConfig();
     assert.equal(c.mode, 'standalone');
     assert.deepEqual(c.kubernetes, {
-      kubeconfig: null, node_name: null, proxy_name: null, drain_seconds: 30, batch_delay_ms: 200, batch_max_events: 10000,
-      resync_seconds: 600, node_port_address_types: ['InternalIP', 'ExternalIP'], health_check_addresses: ['0.0.0.0', '::'],
-      socket_lb: { enabled: true, cgroup: null }, nat: { enabled: true }, external_path: 'xdp',
+      kubeconfig: null,
+      node_name: null,
+      proxy_name: null,
+      drain_seconds: 30,
+      batch_delay_ms: 200,
+      batch_max_events: 10000,
+      resync_seconds: 600,
+      node_port_address_types: ['InternalIP', 'ExternalIP'],
+      health_check_addresses: ['0.0.0.0', '::'],
+      socket_lb: { enabled: true, cgroup: null },
+      nat: { enabled: true },
+      external_path: 'xdp',
       lb_ipam: {
-        enabled: false, pools: [], load_balancer_class: null,
-        lease: { namespace: 'kube-system', name: 'ferry-lb-ipam', duration_seconds: 15, renew_deadline_seconds: 10, retry_period_seconds: 2 },
+        enabled: false,
+        pools: [],
+        load_balancer_class: null,
+        lease: {
+          namespace: 'kube-system',
+          name: 'ferry-lb-ipam',
+          duration_seconds: 15,
+          renew_deadline_seconds: 10,
+          retry_period_seconds: 2,
+        },
       },
     });
     assert.equal(c.api.probe_listen, null);
@@ -109,27 +132,41 @@ describe('config', () => {
     const k = parseConfig('mode: kubernetes\n', 't', { ...pod, NODE_NAME: 'worker-1.example' });
     assert.equal(k.kubernetes.node_name, 'worker-1.example');
     assert.equal(k.kubernetes.kubeconfig, null);
-    const fromFile = parseConfig('mode: kubernetes\nkubernetes:\n  node_name: n2\n  kubeconfig: /etc/kube.yaml\n', 't', { NODE_NAME: 'other' });
+    const fromFile = parseConfig('mode: kubernetes\nkubernetes:\n  node_name: n2\n  kubeconfig: /etc/kube.yaml\n', 't', {
+      NODE_NAME: 'other',
+    });
     assert.equal(fromFile.kubernetes.node_name, 'n2', 'the file wins over NODE_NAME');
     const env = parseConfig('', 't', {
-      FERRY_MODE: 'kubernetes', FERRY_KUBERNETES__NODE_NAME: 'n3', FERRY_KUBERNETES__KUBECONFIG: '/k', FERRY_KUBERNETES__BATCH_DELAY_MS: '50',
+      FERRY_MODE: 'kubernetes',
+      FERRY_KUBERNETES__NODE_NAME: 'n3',
+      FERRY_KUBERNETES__KUBECONFIG: '/k',
+      FERRY_KUBERNETES__BATCH_DELAY_MS: '50',
       FERRY_KUBERNETES__HEALTH_CHECK_ADDRESSES: '["127.0.0.1"]',
     });
-    assert.deepEqual([env.mode, env.kubernetes.node_name, env.kubernetes.kubeconfig, env.kubernetes.batch_delay_ms, env.kubernetes.health_check_addresses],
-      ['kubernetes', 'n3', '/k', 50, ['127.0.0.1']]);
+    assert.deepEqual(
+      [env.mode, env.kubernetes.node_name, env.kubernetes.kubeconfig, env.kubernetes.batch_delay_ms, env.kubernetes.health_check_addresses],
+      ['kubernetes', 'n3', '/k', 50, ['127.0.0.1']],
+    );
   });
 
   it('kubernetes mode: names the key of every mistake', () => {
     const refusesEnv = (text: string, env: NodeJS.ProcessEnv, ...fragments: string[]) => {
-      assert.throws(() => parseConfig(text, 'test.yaml', env), (err: unknown) => {
-        assert.ok(err instanceof ConfigError, String(err));
-        for (const f of fragments) assert.ok(err.message.includes(f), `${JSON.stringify(err.message)} names ${JSON.stringify(f)}`);
-        return true;
-      });
+      assert.throws(
+        () => parseConfig(text, 'test.yaml', env),
+        (err: unknown) => {
+          assert.ok(err instanceof ConfigError, String(err));
+          for (const f of fragments) assert.ok(err.message.includes(f), `${JSON.stringify(err.message)} names ${JSON.stringify(f)}`);
+          return true;
+        },
+      );
     };
     const pod = { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' };
     refusesEnv('mode: kubernetes\n', pod, '/kubernetes/node_name: required in kubernetes mode', 'NODE_NAME');
-    refusesEnv('mode: kubernetes\n', { ...pod, NODE_NAME: 'Bad_Name' }, '/kubernetes/node_name: NODE_NAME="Bad_Name" is not a valid node name');
+    refusesEnv(
+      'mode: kubernetes\n',
+      { ...pod, NODE_NAME: 'Bad_Name' },
+      '/kubernetes/node_name: NODE_NAME="Bad_Name" is not a valid node name',
+    );
     refusesEnv('mode: kubernetes\nkubernetes:\n  node_name: n1\n', {}, '/kubernetes/kubeconfig: not set, and not running in a pod');
     refusesEnv('mode: kubernetes\nkubernetes:\n  node_name: n1\n', { KUBERNETES_SERVICE_HOST: '10.0.0.1' }, '/kubernetes/kubeconfig');
     refuses('mode: cluster\n', '/mode: must be one of standalone, kubernetes');
@@ -138,13 +175,22 @@ describe('config', () => {
     refuses('kubernetes:\n  proxy_name: "no spaces"\n', '/kubernetes/proxy_name: must match pattern');
     refuses('kubernetes:\n  batch_max_events: 0\n', '/kubernetes/batch_max_events: must be >= 1');
     refuses('kubernetes:\n  drain_seconds: -1\n', '/kubernetes/drain_seconds: must be >= 0');
-    refuses('kubernetes:\n  node_port_address_types: [Hostname]\n', '/kubernetes/node_port_address_types/0: must be one of InternalIP, ExternalIP');
+    refuses(
+      'kubernetes:\n  node_port_address_types: [Hostname]\n',
+      '/kubernetes/node_port_address_types/0: must be one of InternalIP, ExternalIP',
+    );
     refuses('kubernetes:\n  health_check_addresses: [eth0]\n', '/kubernetes/health_check_addresses/0: "eth0" is not an IP address');
     refuses('kubernetes:\n  watch: true\n', '/kubernetes/watch: unknown key');
-    refuses('kubernetes:\n  external_path: nat\n  nat:\n    enabled: false\n', '/kubernetes/external_path: "nat" serves outside addresses through the kernel\'s NAT');
+    refuses(
+      'kubernetes:\n  external_path: nat\n  nat:\n    enabled: false\n',
+      '/kubernetes/external_path: "nat" serves outside addresses through the kernel\'s NAT',
+    );
     refuses('kubernetes:\n  external_path: ipvs\n', '/kubernetes/external_path: must be one of xdp, snat, nat');
     refuses('kubernetes:\n  socket_lb:\n    cgroup: relative\n', '/kubernetes/socket_lb/cgroup: must match pattern');
     refuses('api:\n  probe_listen: nowhere\n', '/api/probe_listen: must match pattern');
-    refuses('api:\n  listen: 127.0.0.1:8080\n  tokens_file: /t\n  probe_listen: 127.0.0.1:8080\n', '/api/probe_listen: must differ from /api/listen');
+    refuses(
+      'api:\n  listen: 127.0.0.1:8080\n  tokens_file: /t\n  probe_listen: 127.0.0.1:8080\n',
+      '/api/probe_listen: must differ from /api/listen',
+    );
   });
 });

@@ -26,11 +26,28 @@ describe('datapath ABI', () => {
   it('drop reasons and counters are in the C order', () => {
     const consts = header('consts.h');
     const lower = (prefix: string) => (e: string) => e.slice(prefix.length).toLowerCase();
-    assert.deepEqual(cEnum(consts, 'ferry_drop_reason').filter((e) => e !== 'DROP_MAX').map(lower('DROP_')), [...abi.DROP_REASONS]);
-    assert.deepEqual(cEnum(consts, 'ferry_counter').filter((e) => e !== 'CNT_MAX').map(lower('CNT_')), [...abi.COUNTERS]);
-    assert.deepEqual(cEnum(consts, 'ferry_flow_reason').filter((e) => e !== 'FLOW_REASON_MAX').map(lower('FLOW_REASON_')), [...abi.FLOW_REASONS]);
     assert.deepEqual(
-      cEnum(consts, 'ferry_decap_counter').filter((e) => e !== 'DECAP_CNT_MAX').map(lower('DECAP_CNT_')),
+      cEnum(consts, 'ferry_drop_reason')
+        .filter((e) => e !== 'DROP_MAX')
+        .map(lower('DROP_')),
+      [...abi.DROP_REASONS],
+    );
+    assert.deepEqual(
+      cEnum(consts, 'ferry_counter')
+        .filter((e) => e !== 'CNT_MAX')
+        .map(lower('CNT_')),
+      [...abi.COUNTERS],
+    );
+    assert.deepEqual(
+      cEnum(consts, 'ferry_flow_reason')
+        .filter((e) => e !== 'FLOW_REASON_MAX')
+        .map(lower('FLOW_REASON_')),
+      [...abi.FLOW_REASONS],
+    );
+    assert.deepEqual(
+      cEnum(consts, 'ferry_decap_counter')
+        .filter((e) => e !== 'DECAP_CNT_MAX')
+        .map(lower('DECAP_CNT_')),
       [...abi.DECAP_COUNTERS],
     );
   });

@@ -22,7 +22,9 @@ describe('socket-LB ABI', () => {
 
   it('counters are in the C order and constants match socklb_types.h', () => {
     assert.deepEqual(
-      cEnum(header, 'sock_counter_id').filter((e) => e !== 'SOCK_CNT_MAX').map((e) => e.slice('SOCK_CNT_'.length).toLowerCase()),
+      cEnum(header, 'sock_counter_id')
+        .filter((e) => e !== 'SOCK_CNT_MAX')
+        .map((e) => e.slice('SOCK_CNT_'.length).toLowerCase()),
       [...abi.SOCK_COUNTERS],
     );
     const pairs: Array<[string, number]> = [
@@ -52,7 +54,9 @@ describe('socket-LB ABI', () => {
       assert.deepEqual(
         obj.programs().map((p) => [p.name, p.section, p.type]),
         SOCKET_LB_HOOKS.map((h) => [
-          h.program, `cgroup/${h.hook}`, h.hook === 'sock_release' ? BPF_PROG_TYPE_CGROUP_SOCK : BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+          h.program,
+          `cgroup/${h.hook}`,
+          h.hook === 'sock_release' ? BPF_PROG_TYPE_CGROUP_SOCK : BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
         ]),
       );
     } finally {

@@ -44,19 +44,38 @@ async function member(name: string, url: string, prefix: string, dbPath?: string
   const api = await makeApi({ fleet: { view: () => fleet!.view() }, ...(dbPath === undefined ? {} : { dbPath }) });
   const seeds: number[] = [];
   const config: FleetConfig = {
-    etcd: { endpoints: [url], prefix, dial_timeout_ms: 1000 }, host_name: name, api_url: `http://${name}.invalid:8080`,
-    member_ttl_seconds: 5, write_timeout_ms: 3000,
+    etcd: { endpoints: [url], prefix, dial_timeout_ms: 1000 },
+    host_name: name,
+    api_url: `http://${name}.invalid:8080`,
+    member_ttl_seconds: 5,
+    write_timeout_ms: 3000,
   };
   fleet = new Fleet({
-    config, controller: api.controller, drainSeconds: () => 30, log: silent,
-    localSeed: () => seedOf(api), onSeed: (s) => seeds.push(s),
+    config,
+    controller: api.controller,
+    drainSeconds: () => 30,
+    log: silent,
+    localSeed: () => seedOf(api),
+    onSeed: (s) => seeds.push(s),
     tables: () => ({
-      version: 'test', revision: api.store.revision(), applied_revision: api.controller.appliedRevision, hash_seed: seedOf(api),
+      version: 'test',
+      revision: api.store.revision(),
+      applied_revision: api.controller.appliedRevision,
+      hash_seed: seedOf(api),
       vips: planChecksums(api.applier.last, seedOf(api)),
     }),
   });
   fleet.start();
-  const m = { name, api, fleet, seeds, close: async () => { await fleet!.stop(); await api.close(); } };
+  const m = {
+    name,
+    api,
+    fleet,
+    seeds,
+    close: async () => {
+      await fleet!.stop();
+      await api.close();
+    },
+  };
   await until(() => fleet!.view().connected, `${name} connected to etcd`);
   return m;
 }
@@ -65,7 +84,8 @@ const view = async (m: Member): Promise<FleetView> => (await call(m.api.app, { u
 const vipNames = (m: Member): string[] => m.api.store.read((tx) => tx.listVips({ limit: 1000 }).items.map((v) => v.name)).sort();
 const webVip = (name: string, n: number) => ({ name, address: `198.51.100.${n}`, port: 80, protocol: 'tcp' });
 const withBackends = (name: string, n: number, backends = ['10.1.0.1', '10.1.0.2']) => ({
-  ...webVip(name, n), backends: backends.map((address) => ({ address })),
+  ...webVip(name, n),
+  backends: backends.map((address) => ({ address })),
 });
 
 /** Creates a VIP and its backends through one member's API, one write each. */
@@ -115,13 +135,26 @@ describe('fleet store on etcd', () => {
         assert.equal((await call(a.api.app, { method: 'POST', url: '/v1/vips/web/backends', body: { address } })).statusCode, 201);
       }
       await converged([a, b, c], ['web']);
-      await until(() => [b, c].every((m) => m.api.store.read((tx) => tx.listBackends('web').items.length) === 2), 'both backends everywhere');
+      await until(
+        () => [b, c].every((m) => m.api.store.read((tx) => tx.listBackends('web').items.length) === 2),
+        'both backends everywhere',
+      );
       for (const m of [b, c]) {
         const got = (await call(m.api.app, { url: '/v1/vips/web/backends' })).json() as { items: Array<{ address: string }> };
-        assert.deepEqual(got.items.map((x) => x.address), ['10.1.0.1', '10.1.0.2'], `${m.name} holds the backends`);
+        assert.deepEqual(
+          got.items.map((x) => x.address),
+          ['10.1.0.1', '10.1.0.2'],
+          `${m.name} holds the backends`,
+        );
         const audit = m.api.store.audit({ limit: 3 });
-        assert.deepEqual(audit.map((x) => x.action), ['vip.create', 'backend.create', 'backend.create']);
-        assert.ok(audit.every((x) => x.actor === 'api:local@a'), JSON.stringify(audit.map((x) => x.actor)));
+        assert.deepEqual(
+          audit.map((x) => x.action),
+          ['vip.create', 'backend.create', 'backend.create'],
+        );
+        assert.ok(
+          audit.every((x) => x.actor === 'api:local@a'),
+          JSON.stringify(audit.map((x) => x.actor)),
+        );
         // The datapath was given the VIP.
         assert.ok(m.api.applier.last?.vips.some((v) => v.name === 'web'));
       }
@@ -132,15 +165,22 @@ describe('fleet store on etcd', () => {
       // A backend removed through c leaves every member.
       const del = await call(c.api.app, { method: 'DELETE', url: '/v1/vips/web/backends/10.1.0.2' });
       assert.equal(del.statusCode, 200, del.body);
-      await until(() => [a, b].every((m) => m.api.store.read((tx) => tx.listBackends('web').items.length) === 1), 'the backend gone everywhere');
+      await until(
+        () => [a, b].every((m) => m.api.store.read((tx) => tx.listBackends('web').items.length) === 1),
+        'the backend gone everywhere',
+      );
       // Every member's tables are alike: the same digest in each member record.
       await until(async () => {
         const v = await view(b);
-        return v.members.length === 3 && new Set(v.members.map((x) => x.tables)).size === 1
-          && v.members.every((x) => x.revision === v.revision);
+        return (
+          v.members.length === 3 && new Set(v.members.map((x) => x.tables)).size === 1 && v.members.every((x) => x.revision === v.revision)
+        );
       }, 'three members with the same tables at one revision');
       const v = await view(a);
-      assert.deepEqual(v.members.map((x) => x.name), ['a', 'b', 'c']);
+      assert.deepEqual(
+        v.members.map((x) => x.name),
+        ['a', 'b', 'c'],
+      );
       assert.equal(compareMembers(v).same, true);
       assert.equal(v.members[0]!.api_url, 'http://a.invalid:8080');
       assert.equal(v.connected, true);
@@ -187,7 +227,11 @@ describe('fleet store on etcd', () => {
         writes.push(call(b.api.app, { method: 'POST', url: '/v1/vips', body: webVip(`b${i}`, 100 + i) }));
       }
       const answers = await Promise.all(writes);
-      assert.deepEqual(answers.map((r) => r.statusCode), answers.map(() => 201), answers.map((r) => r.body).join('\n'));
+      assert.deepEqual(
+        answers.map((r) => r.statusCode),
+        answers.map(() => 201),
+        answers.map((r) => r.body).join('\n'),
+      );
       const names = Array.from({ length: 8 }, (_, i) => [`a${i + 1}`, `b${i + 1}`]).flat();
       await converged([a, b], names);
       // PUT /v1/state through one member: many keys in one etcd transaction.
@@ -195,7 +239,10 @@ describe('fleet store on etcd', () => {
       const put = await call(b.api.app, { method: 'PUT', url: '/v1/state', body: state });
       assert.equal(put.statusCode, 200, put.body);
       await converged([a, b], ['one', 'two']);
-      assert.deepEqual(a.api.store.read((tx) => tx.listPolicies().items.map((x) => x.name)), ['edge']);
+      assert.deepEqual(
+        a.api.store.read((tx) => tx.listPolicies().items.map((x) => x.name)),
+        ['edge'],
+      );
     } finally {
       await Promise.all([a.close(), b.close()]);
     }
@@ -251,7 +298,7 @@ describe('fleet store on etcd', () => {
     }
   });
 
-  it('the first member seeds the prefix and the seed; a later one takes the fleet\'s state and seed', async () => {
+  it("the first member seeds the prefix and the seed; a later one takes the fleet's state and seed", async () => {
     const p = prefix();
     // Each member has resources of its own before it joins.
     const local = async (name: string, vip: string) => {
@@ -270,7 +317,7 @@ describe('fleet store on etcd', () => {
       await converged([a, b], ['from-a']);
       assert.equal(await client.get(`${p}seed`).string(), String(seedA));
       assert.equal(seedOf(b.api), seedA);
-      assert.deepEqual(b.seeds, [seedA], 'b was told to rebuild with the fleet\'s seed');
+      assert.deepEqual(b.seeds, [seedA], "b was told to rebuild with the fleet's seed");
       assert.deepEqual(a.seeds, [], 'a kept its own');
       assert.equal((await view(b)).hash_seed, seedA);
     } finally {
@@ -296,7 +343,10 @@ describe('fleet store on etcd', () => {
       assert.deepEqual(vipNames(a), ['good']);
       await client.put(`${p}vips/bad`).value(JSON.stringify(withBackends('bad', 6)));
       await until(() => vipNames(a).includes('bad'), 'the mended key applied');
-      assert.equal(a.fleet.view().rejected.some((r) => r.key === 'vips/bad'), false);
+      assert.equal(
+        a.fleet.view().rejected.some((r) => r.key === 'vips/bad'),
+        false,
+      );
     } finally {
       await a.close();
     }
@@ -323,15 +373,40 @@ describe('fleet store on etcd', () => {
 
   it('fleet status: a member with other tables or behind the others does not agree', () => {
     const m = (name: string, revision: number, seed: number, tables: string): FleetMember => ({
-      name, api_url: null, version: '1', revision, store_revision: 9, applied_revision: 9, hash_seed: seed, tables, vips: 2, updated: '',
+      name,
+      api_url: null,
+      version: '1',
+      revision,
+      store_revision: 9,
+      applied_revision: 9,
+      hash_seed: seed,
+      tables,
+      vips: 2,
+      updated: '',
     });
     const v: FleetView = {
-      host: 'a', endpoints: [], prefix: '/ferry/', connected: true, revision: 12, cluster: '1', hash_seed: 7, last_error: null, rejected: [],
+      host: 'a',
+      endpoints: [],
+      prefix: '/ferry/',
+      connected: true,
+      revision: 12,
+      cluster: '1',
+      hash_seed: 7,
+      last_error: null,
+      rejected: [],
       members: [m('a', 12, 7, 'x'), m('b', 12, 7, 'x'), m('c', 12, 8, 'y'), m('d', 11, 7, 'x')],
     };
     const r = compareMembers(v);
     assert.equal(r.same, false);
-    assert.deepEqual(r.members.map((x) => [x.name, x.agrees]), [['a', true], ['b', true], ['c', false], ['d', false]]);
+    assert.deepEqual(
+      r.members.map((x) => [x.name, x.agrees]),
+      [
+        ['a', true],
+        ['b', true],
+        ['c', false],
+        ['d', false],
+      ],
+    );
     assert.equal(compareMembers({ ...v, members: v.members.slice(0, 2) }).same, true);
   });
 

@@ -87,13 +87,36 @@ describe('probes against real servers', () => {
     tlsDir = mkdtempSync(join(tmpdir(), 'ferry-health-tls-'));
     const key = join(tlsDir, 'key.pem');
     const cert = join(tlsDir, 'cert.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', key, '-out', cert, '-subj', '/CN=backend.test', '-days', '1'], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-subj',
+        '/CN=backend.test',
+        '-days',
+        '1',
+      ],
+      { stdio: 'ignore' },
+    );
     let host = '';
-    const srv = await new HttpServer('127.70.0.2', (req, res) => {
-      host = req.headers.host ?? '';
-      res.writeHead(host.startsWith('backend.test') ? 204 : 421).end();
-    }, { key: readFileSync(key, 'utf8'), cert: readFileSync(cert, 'utf8') }).start();
+    const srv = await new HttpServer(
+      '127.70.0.2',
+      (req, res) => {
+        host = req.headers.host ?? '';
+        res.writeHead(host.startsWith('backend.test') ? 204 : 421).end();
+      },
+      { key: readFileSync(key, 'utf8'), cert: readFileSync(cert, 'utf8') },
+    ).start();
     servers.push(srv);
     const r = await probeOnce(target('127.70.0.2', srv.port, { type: 'https', host: 'backend.test', timeout_ms: 2000, interval_ms: 2000 }));
     assert.deepEqual(pick(r), { ok: true, error: null });
@@ -117,12 +140,17 @@ describe('probes against real servers', () => {
       res.end();
     }).start();
     servers.push(srv);
-    assert.deepEqual(pick(await probeOnce(target('::1', srv.port, { type: 'http', timeout_ms: 500, interval_ms: 1000 }))), { ok: true, error: null });
+    assert.deepEqual(pick(await probeOnce(target('::1', srv.port, { type: 'http', timeout_ms: 500, interval_ms: 1000 }))), {
+      ok: true,
+      error: null,
+    });
     assert.equal(host, `[::1]:${srv.port}`);
   });
 
   it('udp: request/reply, reply substring, hex payloads, refused port and silence', async () => {
-    const srv = await new UdpServer('127.70.0.3', (msg) => (msg.toString() === 'silence' ? null : Buffer.from(`pong:${msg.toString('hex')}`))).start();
+    const srv = await new UdpServer('127.70.0.3', (msg) =>
+      msg.toString() === 'silence' ? null : Buffer.from(`pong:${msg.toString('hex')}`),
+    ).start();
     servers.push(srv);
     const udp = (extra: Partial<HealthCheckSpec>, port = srv.port) =>
       probeOnce(target('127.70.0.3', port, { type: 'udp', timeout_ms: 200, interval_ms: 1000, ...extra }));
@@ -139,14 +167,25 @@ describe('probes against real servers', () => {
   it('tcp: refused and accepted; an HTTP server that accepts and never answers is caught by the timeout', async () => {
     const tcp = await new TcpServer('127.70.0.4').start();
     servers.push(tcp);
-    assert.deepEqual(pick(await probeOnce(target('127.70.0.4', tcp.port, { type: 'tcp', timeout_ms: 200, interval_ms: 1000 }))), { ok: true, error: null });
+    assert.deepEqual(pick(await probeOnce(target('127.70.0.4', tcp.port, { type: 'tcp', timeout_ms: 200, interval_ms: 1000 }))), {
+      ok: true,
+      error: null,
+    });
     const closed = await closedPort('127.70.0.4');
-    assert.deepEqual(pick(await probeOnce(target('127.70.0.4', closed, { type: 'tcp', timeout_ms: 200, interval_ms: 1000 }))),
-      { ok: false, error: 'connection refused' });
+    assert.deepEqual(pick(await probeOnce(target('127.70.0.4', closed, { type: 'tcp', timeout_ms: 200, interval_ms: 1000 }))), {
+      ok: false,
+      error: 'connection refused',
+    });
     const v6 = await new TcpServer('::1').start();
     servers.push(v6);
-    assert.deepEqual(pick(await probeOnce(target('::1', v6.port, { type: 'tcp', timeout_ms: 200, interval_ms: 1000 }))), { ok: true, error: null }, 'IPv6');
-    const mute = await new HttpServer('127.70.0.5', () => { /* never answers */ }).start();
+    assert.deepEqual(
+      pick(await probeOnce(target('::1', v6.port, { type: 'tcp', timeout_ms: 200, interval_ms: 1000 }))),
+      { ok: true, error: null },
+      'IPv6',
+    );
+    const mute = await new HttpServer('127.70.0.5', () => {
+      /* never answers */
+    }).start();
     servers.push(mute);
     const r = await probeOnce(target('127.70.0.5', mute.port, { type: 'http', timeout_ms: 150, interval_ms: 1000 }));
     assert.deepEqual(pick(r), { ok: false, error: 'timeout after 150 ms (waiting for the response)' });
@@ -164,7 +203,9 @@ describe('rise and fall', () => {
   it('tcp: a stopped server goes down within interval × fall, a restarted one returns within interval × rise', async () => {
     const interval = 100;
     const srv = await new TcpServer('127.71.0.1').start();
-    const { c, transitions } = startChecker([target('127.71.0.1', srv.port, { type: 'tcp', interval_ms: interval, timeout_ms: 50, rise: 3, fall: 3 })]);
+    const { c, transitions } = startChecker([
+      target('127.71.0.1', srv.port, { type: 'tcp', interval_ms: interval, timeout_ms: 50, rise: 3, fall: 3 }),
+    ]);
     try {
       assert.equal(statusOf(c, '127.71.0.1'), 'unknown', 'no verdict before the first check');
       assert.equal(c.verdict('web', '127.71.0.1'), undefined, 'unknown is in service');
@@ -178,7 +219,10 @@ describe('rise and fall', () => {
       assert.ok(downMs <= interval * 3 * 1.05 + 150, `down after ${downMs} ms`);
       assert.ok(upMs <= interval * 3 * 1.05 + 150, `up after ${upMs} ms`);
       assert.ok(downMs >= interval * 2 * 0.95 - 20, `three failures take at least two intervals (${downMs} ms)`);
-      assert.deepEqual(transitions.map((t) => `${t.from}>${t.to}`), ['unknown>up', 'up>down', 'down>up']);
+      assert.deepEqual(
+        transitions.map((t) => `${t.from}>${t.to}`),
+        ['unknown>up', 'up>down', 'down>up'],
+      );
       assert.match(transitions[1]!.reason, /^3 consecutive checks failed: connection refused$/);
       assert.equal(transitions[2]!.reason, '3 consecutive checks passed');
       const h = c.health('web', '127.71.0.1') as BackendHealth;
@@ -201,17 +245,28 @@ describe('rise and fall', () => {
       else await srv.start();
       return r;
     };
-    const { c, transitions } = startChecker([target('127.71.0.2', srv.port, { type: 'tcp', interval_ms: 50, timeout_ms: 40, rise: 2, fall: 2 })], probe);
+    const { c, transitions } = startChecker(
+      [target('127.71.0.2', srv.port, { type: 'tcp', interval_ms: 50, timeout_ms: 40, rise: 2, fall: 2 })],
+      probe,
+    );
     try {
       await waitFor('16 alternating checks', () => c.stats.checks >= 16, 5000);
       assert.ok(c.stats.failures >= 7 && c.stats.failures <= 9, `half of them failed (${c.stats.failures}/${c.stats.checks})`);
-      assert.deepEqual(transitions.map((t) => `${t.from}>${t.to}`), ['unknown>up'], 'never down while alternating from up');
+      assert.deepEqual(
+        transitions.map((t) => `${t.from}>${t.to}`),
+        ['unknown>up'],
+        'never down while alternating from up',
+      );
       mode = 'refuse';
       await waitFor('down', () => statusOf(c, '127.71.0.2') === 'down', 2000);
       mode = 'toggle';
       const base = c.stats.checks;
       await waitFor('16 more alternating checks', () => c.stats.checks >= base + 16, 5000);
-      assert.deepEqual(transitions.map((t) => `${t.from}>${t.to}`), ['unknown>up', 'up>down'], 'never back up while alternating from down');
+      assert.deepEqual(
+        transitions.map((t) => `${t.from}>${t.to}`),
+        ['unknown>up', 'up>down'],
+        'never back up while alternating from down',
+      );
     } finally {
       await c.stop();
       await srv.stop();
@@ -219,11 +274,17 @@ describe('rise and fall', () => {
   });
 
   it('a server that accepts and never answers goes down by timeout', async () => {
-    const mute = await new HttpServer('127.71.0.3', () => { /* never answers */ }).start();
+    const mute = await new HttpServer('127.71.0.3', () => {
+      /* never answers */
+    }).start();
     const { c, transitions } = startChecker([target('127.71.0.3', mute.port, { type: 'http', interval_ms: 100, timeout_ms: 60, fall: 2 })]);
     try {
       await waitFor('down', () => statusOf(c, '127.71.0.3') === 'down', 2000);
-      assert.deepEqual(transitions.map((t) => `${t.from}>${t.to}`), ['unknown>down'], 'an unknown backend goes down after fall failures');
+      assert.deepEqual(
+        transitions.map((t) => `${t.from}>${t.to}`),
+        ['unknown>down'],
+        'an unknown backend goes down after fall failures',
+      );
       assert.equal(c.health('web', '127.71.0.3')?.last_error, 'timeout after 60 ms (waiting for the response)');
     } finally {
       await c.stop();
@@ -242,7 +303,10 @@ describe('rise and fall', () => {
       assert.equal(statusOf(c, '127.71.0.4'), 'up', 'a new check keeps the status until it decides');
       await waitFor('down on the new port', () => statusOf(c, '127.71.0.4') === 'down', 2000);
       const removed = c.setTargets([]);
-      assert.deepEqual(removed.map((r) => [r.vip, r.backend, r.status]), [['web', '127.71.0.4', 'down']]);
+      assert.deepEqual(
+        removed.map((r) => [r.vip, r.backend, r.status]),
+        [['web', '127.71.0.4', 'down']],
+      );
       assert.equal(c.health('web', '127.71.0.4'), undefined);
       assert.equal(transitions.length, 2);
     } finally {
@@ -262,7 +326,9 @@ describe('rise and fall', () => {
       running -= 1;
       return { ok: true, error: null, durationMs: 20 };
     };
-    const targets = Array.from({ length: 200 }, (_, i) => target(`127.71.1.${i}`, 9, { type: 'tcp', interval_ms: 50, timeout_ms: 40 }, `v${i}`));
+    const targets = Array.from({ length: 200 }, (_, i) =>
+      target(`127.71.1.${i}`, 9, { type: 'tcp', interval_ms: 50, timeout_ms: 40 }, `v${i}`),
+    );
     const c = new HealthChecker({ probe: slow, maxInFlight: 8 });
     c.setTargets(targets);
     c.start();
@@ -279,16 +345,17 @@ describe('rise and fall', () => {
 
 describe('planner with health', () => {
   const hc = (allDown?: 'keep' | 'drop') => normHealthCheck({ type: 'tcp', ...(allDown ? { all_down: allDown } : {}) }, 'vip');
-  const snap = (allDown?: 'keep' | 'drop') => snapshot({
-    vips: [vipRec('web', 0, '198.18.0.10', { health_check: hc(allDown) })],
-    backends: [
-      beRec('web', '198.19.0.1', 1),
-      beRec('web', '198.19.0.2', 2),
-      beRec('web', '198.19.0.3', 3, { state: 'draining' }),
-      beRec('web', '198.19.0.4', 4, { state: 'disabled' }),
-      beRec('web', '198.19.0.5', 5, { weight: 0 }),
-    ],
-  });
+  const snap = (allDown?: 'keep' | 'drop') =>
+    snapshot({
+      vips: [vipRec('web', 0, '198.18.0.10', { health_check: hc(allDown) })],
+      backends: [
+        beRec('web', '198.19.0.1', 1),
+        beRec('web', '198.19.0.2', 2),
+        beRec('web', '198.19.0.3', 3, { state: 'draining' }),
+        beRec('web', '198.19.0.4', 4, { state: 'disabled' }),
+        beRec('web', '198.19.0.5', 5, { weight: 0 }),
+      ],
+    });
   const states = (s: ReturnType<typeof plan>) => s.vips[0]!.backends.map((b) => `${b.address}=${b.state}`);
 
   it('health never makes a draining or disabled backend active; down takes an active one out', () => {
@@ -301,22 +368,38 @@ describe('planner with health', () => {
 
   it('all_down keep (the default) keeps every backend in when all serving ones are down; drop takes them out', () => {
     // Backends 1 and 2 serve (active, weight > 0); 5 has weight 0 and does not count.
-    const down = (_v: string, a: string) => (a === '198.19.0.1' || a === '198.19.0.2' ? 'down' as const : undefined);
-    assert.deepEqual(states(plan(snap(), { health: down })),
-      ['198.19.0.1=active', '198.19.0.2=active', '198.19.0.3=draining', '198.19.0.4=down', '198.19.0.5=active']);
+    const down = (_v: string, a: string) => (a === '198.19.0.1' || a === '198.19.0.2' ? ('down' as const) : undefined);
+    assert.deepEqual(states(plan(snap(), { health: down })), [
+      '198.19.0.1=active',
+      '198.19.0.2=active',
+      '198.19.0.3=draining',
+      '198.19.0.4=down',
+      '198.19.0.5=active',
+    ]);
     assert.deepEqual(states(plan(snap('keep'), { health: down })), states(plan(snap(), { health: down })));
-    assert.deepEqual(states(plan(snap('drop'), { health: down })),
-      ['198.19.0.1=down', '198.19.0.2=down', '198.19.0.3=draining', '198.19.0.4=down', '198.19.0.5=active']);
+    assert.deepEqual(states(plan(snap('drop'), { health: down })), [
+      '198.19.0.1=down',
+      '198.19.0.2=down',
+      '198.19.0.3=draining',
+      '198.19.0.4=down',
+      '198.19.0.5=active',
+    ]);
     // One serving backend left: keep has nothing to do.
-    const oneLeft = (_v: string, a: string) => (a === '198.19.0.1' ? 'down' as const : undefined);
+    const oneLeft = (_v: string, a: string) => (a === '198.19.0.1' ? ('down' as const) : undefined);
     assert.deepEqual(states(plan(snap('keep'), { health: oneLeft }))[0], '198.19.0.1=down');
   });
 });
 
 // ------------------------------------------------------- store, API, config
 
-interface BeBody { address: string; health?: BackendHealth; health_check?: Record<string, unknown> }
-interface VipBody { vip: { health_check?: Record<string, unknown> } }
+interface BeBody {
+  address: string;
+  health?: BackendHealth;
+  health_check?: Record<string, unknown>;
+}
+interface VipBody {
+  vip: { health_check?: Record<string, unknown> };
+}
 
 describe('health check configuration', () => {
   let rig: HealthRig;
@@ -330,12 +413,26 @@ describe('health check configuration', () => {
   const vip = { name: 'cfg', address: '198.18.1.10', port: 80, protocol: 'tcp' };
 
   it('stores the normal form with defaults and answers it; an identical PUT changes nothing', async () => {
-    const res = await call(rig.app, { method: 'POST', url: '/v1/vips', body: { ...vip, health_check: { type: 'http', path: '/healthz', expect_body: 'ok' } } });
+    const res = await call(rig.app, {
+      method: 'POST',
+      url: '/v1/vips',
+      body: { ...vip, health_check: { type: 'http', path: '/healthz', expect_body: 'ok' } },
+    });
     assert.equal(res.statusCode, 201);
     const stored = res.json<VipBody>().vip.health_check;
     assert.deepEqual(stored, {
-      type: 'http', port: null, interval_ms: 2000, timeout_ms: 1000, rise: 3, fall: 3, dsr: false,
-      path: '/healthz', host: null, expect_status: '200-399', expect_body: 'ok', all_down: 'keep',
+      type: 'http',
+      port: null,
+      interval_ms: 2000,
+      timeout_ms: 1000,
+      rise: 3,
+      fall: 3,
+      dsr: false,
+      path: '/healthz',
+      host: null,
+      expect_status: '200-399',
+      expect_body: 'ok',
+      all_down: 'keep',
     });
     const rev = rig.store.revision();
     const put = await call(rig.app, { method: 'PUT', url: '/v1/vips/cfg', body: { ...vip, health_check: stored } });
@@ -346,16 +443,27 @@ describe('health check configuration', () => {
   });
 
   it('a backend override is stored, listed with its health, exported and re-applied without changes', async () => {
-    const b = await call(rig.app, { method: 'POST', url: '/v1/vips/cfg/backends', body: { address: '198.19.1.1', health_check: { type: 'udp', port: 53, send_hex: '00AB' } } });
+    const b = await call(rig.app, {
+      method: 'POST',
+      url: '/v1/vips/cfg/backends',
+      body: { address: '198.19.1.1', health_check: { type: 'udp', port: 53, send_hex: '00AB' } },
+    });
     assert.equal(b.statusCode, 201);
     await call(rig.app, { method: 'POST', url: '/v1/vips/cfg/backends', body: { address: '198.19.1.2' } });
     const list = (await call(rig.app, { url: '/v1/vips/cfg/backends' })).json<{ items: BeBody[] }>().items;
-    assert.deepEqual(list.map((x) => [x.address, x.health_check?.['type'] ?? null, x.health?.status]),
-      [['198.19.1.1', 'udp', 'unknown'], ['198.19.1.2', null, 'unknown']]);
+    assert.deepEqual(
+      list.map((x) => [x.address, x.health_check?.['type'] ?? null, x.health?.status]),
+      [
+        ['198.19.1.1', 'udp', 'unknown'],
+        ['198.19.1.2', null, 'unknown'],
+      ],
+    );
     assert.equal(list[0]!.health_check?.['send_hex'], '00ab');
     const plainList = (await call(rig.app, { url: '/v1/vips/plain/backends' })).json<{ items: BeBody[] }>().items;
     assert.deepEqual(plainList, []);
-    const state = (await call(rig.app, { url: '/v1/state' })).json<{ vips: Array<{ name: string; health_check?: unknown; backends: BeBody[] }> }>();
+    const state = (await call(rig.app, { url: '/v1/state' })).json<{
+      vips: Array<{ name: string; health_check?: unknown; backends: BeBody[] }>;
+    }>();
     const cfg = state.vips.find((v) => v.name === 'cfg')!;
     assert.equal((cfg.health_check as { type: string }).type, 'http');
     assert.equal(cfg.backends[0]!.health_check?.['type'], 'udp');
@@ -368,22 +476,46 @@ describe('health check configuration', () => {
 
   it('refuses bad checks with one field error each (422), and shapes the schema forbids (400)', async () => {
     const bad = await call(rig.app, {
-      method: 'POST', url: '/v1/vips', body: {
-        ...vip, name: 'bad', port: 82,
+      method: 'POST',
+      url: '/v1/vips',
+      body: {
+        ...vip,
+        name: 'bad',
+        port: 82,
         health_check: { type: 'http', interval_ms: 100, timeout_ms: 500, path: 'healthz', expect_status: '399-200', send: 'x' },
       },
     });
-    assert.deepEqual(fields(problemOf(bad, 422, 'invalid')).sort(),
-      ['/health_check/expect_status', '/health_check/path', '/health_check/send', '/health_check/timeout_ms']);
-    const allPorts = await call(rig.app, { method: 'POST', url: '/v1/vips', body: { ...vip, name: 'all', port: 0, health_check: { type: 'tcp' } } });
+    assert.deepEqual(fields(problemOf(bad, 422, 'invalid')).sort(), [
+      '/health_check/expect_status',
+      '/health_check/path',
+      '/health_check/send',
+      '/health_check/timeout_ms',
+    ]);
+    const allPorts = await call(rig.app, {
+      method: 'POST',
+      url: '/v1/vips',
+      body: { ...vip, name: 'all', port: 0, health_check: { type: 'tcp' } },
+    });
     const p = problemOf(allPorts, 422);
     assert.deepEqual(fields(p), ['/health_check/port']);
     assert.match(p.errors![0]!.reason, /all ports/);
-    const udp = await call(rig.app, { method: 'POST', url: '/v1/vips', body: { ...vip, name: 'u', port: 83, protocol: 'udp', health_check: { type: 'udp' } } });
+    const udp = await call(rig.app, {
+      method: 'POST',
+      url: '/v1/vips',
+      body: { ...vip, name: 'u', port: 83, protocol: 'udp', health_check: { type: 'udp' } },
+    });
     assert.deepEqual(fields(problemOf(udp, 422)), ['/health_check/send']);
-    const beAllDown = await call(rig.app, { method: 'POST', url: '/v1/vips/cfg/backends', body: { address: '198.19.1.9', health_check: { type: 'tcp', all_down: 'drop' } } });
+    const beAllDown = await call(rig.app, {
+      method: 'POST',
+      url: '/v1/vips/cfg/backends',
+      body: { address: '198.19.1.9', health_check: { type: 'tcp', all_down: 'drop' } },
+    });
     assert.deepEqual(fields(problemOf(beAllDown, 422)), ['/health_check/all_down']);
-    const schema = await call(rig.app, { method: 'POST', url: '/v1/vips', body: { ...vip, name: 's', port: 84, health_check: { type: 'icmp', colour: 'red' } } });
+    const schema = await call(rig.app, {
+      method: 'POST',
+      url: '/v1/vips',
+      body: { ...vip, name: 's', port: 84, health_check: { type: 'icmp', colour: 'red' } },
+    });
     assert.deepEqual(fields(problemOf(schema, 400)).sort(), ['/health_check/colour', '/health_check/type']);
   });
 
@@ -399,24 +531,43 @@ describe('health check configuration', () => {
 
 describe('health events in the store', () => {
   const ev = (i: number, vip = 'web', backend = '198.19.0.1') => ({
-    time: new Date(1_700_000_000_000 + i * 1000).toISOString(), vip, backend, from: 'up' as const, to: 'down' as const, reason: `r${i}`,
+    time: new Date(1_700_000_000_000 + i * 1000).toISOString(),
+    vip,
+    backend,
+    from: 'up' as const,
+    to: 'down' as const,
+    reason: `r${i}`,
   });
 
   it('keeps the newest N, lists newest first with cursors and filters, outside the revision history', () => {
     const store = openStore(':memory:', { maxVips: 8, maxBackends: 8, healthEventRetention: 5 });
     try {
-      store.appendHealthEvents(Array.from({ length: 12 }, (_, i) => ev(i, i % 2 === 0 ? 'web' : 'api', i % 3 === 0 ? '2001:db8::1' : '198.19.0.1')));
+      store.appendHealthEvents(
+        Array.from({ length: 12 }, (_, i) => ev(i, i % 2 === 0 ? 'web' : 'api', i % 3 === 0 ? '2001:db8::1' : '198.19.0.1')),
+      );
       assert.equal(store.revision(), 0, 'events are not a revision');
       assert.equal(store.audit().length, 0);
       const all = store.read((tx) => tx.listHealthEvents());
-      assert.deepEqual(all.items.map((e) => e.reason), ['r11', 'r10', 'r9', 'r8', 'r7']);
+      assert.deepEqual(
+        all.items.map((e) => e.reason),
+        ['r11', 'r10', 'r9', 'r8', 'r7'],
+      );
       const p1 = store.read((tx) => tx.listHealthEvents({ limit: 2 }));
       const p2 = store.read((tx) => tx.listHealthEvents({ limit: 2, cursor: p1.next }));
       const p3 = store.read((tx) => tx.listHealthEvents({ limit: 2, cursor: p2.next }));
-      assert.deepEqual([...p1.items, ...p2.items, ...p3.items].map((e) => e.reason), ['r11', 'r10', 'r9', 'r8', 'r7']);
+      assert.deepEqual(
+        [...p1.items, ...p2.items, ...p3.items].map((e) => e.reason),
+        ['r11', 'r10', 'r9', 'r8', 'r7'],
+      );
       assert.equal(p3.next, null);
-      assert.deepEqual(store.read((tx) => tx.listHealthEvents({ vip: 'web' })).items.map((e) => e.reason), ['r10', 'r8']);
-      assert.deepEqual(store.read((tx) => tx.listHealthEvents({ backend: '2001:DB8:0::1' })).items.map((e) => e.reason), ['r9']);
+      assert.deepEqual(
+        store.read((tx) => tx.listHealthEvents({ vip: 'web' })).items.map((e) => e.reason),
+        ['r10', 'r8'],
+      );
+      assert.deepEqual(
+        store.read((tx) => tx.listHealthEvents({ backend: '2001:DB8:0::1' })).items.map((e) => e.reason),
+        ['r9'],
+      );
       assert.throws(() => store.read((tx) => tx.listHealthEvents({ cursor: 'junk' })), /cursor/);
     } finally {
       store.close();
@@ -428,13 +579,21 @@ describe('health events in the store', () => {
     try {
       const path = join(dir, 'v1.db');
       const db = new Database(path);
-      migrate(db, path, MIGRATIONS.filter((m) => m.version === 1));
+      migrate(
+        db,
+        path,
+        MIGRATIONS.filter((m) => m.version === 1),
+      );
       db.close();
       // Write data with today's code against a v1 schema is impossible; build it by hand through v1's tables.
       const raw = new Database(path);
       raw.prepare('INSERT INTO vip_ids (dp_id, in_use) VALUES (0, 0)').run();
-      raw.prepare(`INSERT INTO vips (name, address, family, port, protocol, encap, allow, deny, source_affinity,
-        created_revision, updated_revision, dp_id) VALUES ('old', '198.18.9.9', 4, 80, 'tcp', 'ipip', '[]', '[]', 0, 1, 1, 0)`).run();
+      raw
+        .prepare(
+          `INSERT INTO vips (name, address, family, port, protocol, encap, allow, deny, source_affinity,
+        created_revision, updated_revision, dp_id) VALUES ('old', '198.18.9.9', 4, 80, 'tcp', 'ipip', '[]', '[]', 0, 1, 1, 0)`,
+        )
+        .run();
       raw.close();
       const store = openStore(path, { maxVips: 8, maxBackends: 8 });
       try {
@@ -466,8 +625,16 @@ describe('health changes the datapath', () => {
     }
     rig = await makeHealthRig();
     const hc = { type: 'tcp', port: servers[0]!.port, interval_ms: interval, timeout_ms: 50, rise: 2, fall: 2 };
-    await call(rig.app, { method: 'POST', url: '/v1/vips', body: { name: 'web', address: '198.18.0.10', port: 80, protocol: 'tcp', health_check: hc } });
-    for (const [address, state] of [['198.19.7.1', 'active'], ['198.19.7.2', 'active'], ['198.19.7.3', 'disabled']]) {
+    await call(rig.app, {
+      method: 'POST',
+      url: '/v1/vips',
+      body: { name: 'web', address: '198.18.0.10', port: 80, protocol: 'tcp', health_check: hc },
+    });
+    for (const [address, state] of [
+      ['198.19.7.1', 'active'],
+      ['198.19.7.2', 'active'],
+      ['198.19.7.3', 'disabled'],
+    ]) {
       await call(rig.app, { method: 'POST', url: '/v1/vips/web/backends', body: { address, state } });
     }
   });
@@ -482,8 +649,15 @@ describe('health changes the datapath', () => {
     (await call(rig.app, { url: `/v1/health/events${q}` })).json<Page<HealthEvent>>().items;
 
   it('a backend whose server stops leaves the table; the change is applied, stored as an event and shown by the API', async () => {
-    await waitFor('all checked up', () => rig.monitor.health().length === 3 && rig.monitor.checker.list().every((h) => h.status === 'up'), 3000);
-    assert.deepEqual((await backends()).map((b) => b.health?.status), ['up', 'up', 'up']);
+    await waitFor(
+      'all checked up',
+      () => rig.monitor.health().length === 3 && rig.monitor.checker.list().every((h) => h.status === 'up'),
+      3000,
+    );
+    assert.deepEqual(
+      (await backends()).map((b) => b.health?.status),
+      ['up', 'up', 'up'],
+    );
     assert.equal(rig.dpState('web', '198.19.7.1'), 'active');
     await servers[0]!.stop();
     const ms = await waitFor('198.19.7.1 down in the datapath', () => rig.dpState('web', '198.19.7.1') === 'down', 3000);
@@ -498,7 +672,10 @@ describe('health changes the datapath', () => {
     const cached = await call(rig.app, { url: '/v1/vips/web/backends/198.19.7.1', headers: { 'if-none-match': String(one.headers.etag) } });
     assert.equal(cached.statusCode, 200, 'live health is never answered with 304');
     const [e] = await events();
-    assert.deepEqual([e?.vip, e?.backend, e?.from, e?.to, e?.reason], ['web', '198.19.7.1', 'up', 'down', '2 consecutive checks failed: connection refused']);
+    assert.deepEqual(
+      [e?.vip, e?.backend, e?.from, e?.to, e?.reason],
+      ['web', '198.19.7.1', 'up', 'down', '2 consecutive checks failed: connection refused'],
+    );
   });
 
   it('a restarted server brings it back within interval × rise', async () => {
@@ -506,12 +683,17 @@ describe('health changes the datapath', () => {
     const ms = await waitFor('198.19.7.1 active again', () => rig.dpState('web', '198.19.7.1') === 'active', 3000);
     console.log(`# datapath: backend back ${ms} ms after its server restarted (interval ${interval} ms, rise 2)`);
     assert.ok(ms <= interval * 2 * 1.05 + 250, `${ms} ms`);
-    assert.deepEqual((await events()).map((e) => `${e.backend} ${e.from}>${e.to}`), ['198.19.7.1 down>up', '198.19.7.1 up>down']);
+    assert.deepEqual(
+      (await events()).map((e) => `${e.backend} ${e.from}>${e.to}`),
+      ['198.19.7.1 down>up', '198.19.7.1 up>down'],
+    );
   });
 
   it('a disabled backend is checked but never applied as active', () => {
     assert.equal(rig.monitor.backendHealth('web', '198.19.7.3').status, 'up');
-    const seen = new Set(rig.applier.states.map((s) => s.vips.find((v) => v.name === 'web')?.backends.find((b) => b.address === '198.19.7.3')?.state));
+    const seen = new Set(
+      rig.applier.states.map((s) => s.vips.find((v) => v.name === 'web')?.backends.find((b) => b.address === '198.19.7.3')?.state),
+    );
     seen.delete(undefined);
     assert.deepEqual([...seen], ['down']);
   });
@@ -519,17 +701,32 @@ describe('health changes the datapath', () => {
   it('all_down keep holds every backend in; drop takes them out', async () => {
     await servers[0]!.stop();
     await servers[1]!.stop();
-    await waitFor('both serving backends down', () => rig.monitor.backendHealth('web', '198.19.7.1').status === 'down'
-      && rig.monitor.backendHealth('web', '198.19.7.2').status === 'down', 3000);
+    await waitFor(
+      'both serving backends down',
+      () =>
+        rig.monitor.backendHealth('web', '198.19.7.1').status === 'down' &&
+        rig.monitor.backendHealth('web', '198.19.7.2').status === 'down',
+      3000,
+    );
     await sleep(50);
     assert.deepEqual([rig.dpState('web', '198.19.7.1'), rig.dpState('web', '198.19.7.2')], ['active', 'active'], 'keep: fail open');
-    const vip = (await call(rig.app, { url: '/v1/vips/web' })).json<{ address: string; port: number; protocol: string; health_check: Record<string, unknown> }>();
+    const vip = (await call(rig.app, { url: '/v1/vips/web' })).json<{
+      address: string;
+      port: number;
+      protocol: string;
+      health_check: Record<string, unknown>;
+    }>();
     const put = await call(rig.app, {
-      method: 'PUT', url: '/v1/vips/web',
+      method: 'PUT',
+      url: '/v1/vips/web',
       body: { address: vip.address, port: vip.port, protocol: vip.protocol, health_check: { ...vip.health_check, all_down: 'drop' } },
     });
     assert.equal(put.statusCode, 200);
-    assert.deepEqual([rig.dpState('web', '198.19.7.1'), rig.dpState('web', '198.19.7.2')], ['down', 'down'], 'drop: the write applies it at once');
+    assert.deepEqual(
+      [rig.dpState('web', '198.19.7.1'), rig.dpState('web', '198.19.7.2')],
+      ['down', 'down'],
+      'drop: the write applies it at once',
+    );
     for (const s of servers.slice(0, 2)) await s.start();
     await waitFor('both back', () => rig.dpState('web', '198.19.7.1') === 'active' && rig.dpState('web', '198.19.7.2') === 'active', 3000);
   });
@@ -557,7 +754,10 @@ describe('health changes the datapath', () => {
     assert.equal(next.monitor.backendHealth('web', '198.19.7.1').status, 'unknown');
     await waitFor('the dead one goes down', () => next.dpState('web', '198.19.7.1') === 'down', 3000);
     const live = next.applier.states.map((s) => s.vips[0]?.backends.find((b) => b.address === '198.19.7.2')?.state);
-    assert.ok(live.length >= 2 && live.every((st) => st === 'active'), `the live backend was active in every applied state: ${live.join(',')}`);
+    assert.ok(
+      live.length >= 2 && live.every((st) => st === 'active'),
+      `the live backend was active in every applied state: ${live.join(',')}`,
+    );
     await servers[0]!.start();
   });
 });
@@ -568,7 +768,8 @@ describe('event loop under many checks', () => {
   it('2,000 backends on loopback checked every second keep the event loop responsive (p99 delay < 200 ms)', async () => {
     const port = await closedPort('127.0.0.1');
     const targets = Array.from({ length: 2000 }, (_, i) =>
-      target(`127.74.${i >> 8}.${(i & 255) + 1}`, port, { type: 'tcp', interval_ms: 1000, timeout_ms: 500 }, `v${i}`));
+      target(`127.74.${i >> 8}.${(i & 255) + 1}`, port, { type: 'tcp', interval_ms: 1000, timeout_ms: 500 }, `v${i}`),
+    );
     const h = monitorEventLoopDelay({ resolution: 5 });
     const c = new HealthChecker();
     h.enable();
@@ -585,7 +786,9 @@ describe('event loop under many checks', () => {
     const p50 = h.percentile(50) / 1e6;
     const p99 = h.percentile(99) / 1e6;
     const max = h.max / 1e6;
-    console.log(`# 2,000 backends: ${Math.round(c.stats.checks / seconds)} checks/s, event-loop delay p50 ${p50.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${max.toFixed(1)} ms`);
+    console.log(
+      `# 2,000 backends: ${Math.round(c.stats.checks / seconds)} checks/s, event-loop delay p50 ${p50.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${max.toFixed(1)} ms`,
+    );
     assert.ok(c.stats.checks >= 4000, `checks done: ${c.stats.checks}`);
     assert.equal(c.stats.failures, c.stats.checks, 'every check was refused');
     assert.ok(p99 < 200, `p99 event-loop delay ${p99.toFixed(1)} ms`);

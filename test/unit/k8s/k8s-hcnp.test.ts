@@ -10,7 +10,11 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, it } from 'node:test';
 import { HealthCheckNodePorts } from '../../../src/k8s/hcnp.js';
 
-interface Answer { status: number; headers: Record<string, string | string[] | undefined>; body: string }
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
 
 function get(host: string, port: number, path = '/'): Promise<Answer> {
   return new Promise((resolve, reject) => {
@@ -79,7 +83,10 @@ describe('k8s health-check node ports', () => {
   it('answers like kube-proxy: 200 with the local endpoint count, 503 at zero, on every address; ports open and close with the list', async () => {
     const [p1, p2] = [await freePort(), await freePort()];
     const h = responder(['127.0.0.1', '::1']);
-    h.update([{ service: 'default/web', port: p1, localEndpoints: 2 }, { service: 'shop/cart', port: p2, localEndpoints: 0 }]);
+    h.update([
+      { service: 'default/web', port: p1, localEndpoints: 2 },
+      { service: 'shop/cart', port: p2, localEndpoints: 0 },
+    ]);
     await until(() => h.status().every((s) => s.listeners.every((l) => l.listening)), 'both ports listening');
 
     const ok = await get('127.0.0.1', p1, '/any/path');
@@ -100,7 +107,10 @@ describe('k8s health-check node ports', () => {
     assert.equal(JSON.parse(zero.body).localEndpoints, 0);
     await until(() => refused('127.0.0.1', p2), 'the removed port to close');
     assert.ok(await refused('::1', p2));
-    assert.deepEqual(h.status().map((s) => [s.service, s.port, s.localEndpoints]), [['default/web', p1, 0]]);
+    assert.deepEqual(
+      h.status().map((s) => [s.service, s.port, s.localEndpoints]),
+      [['default/web', p1, 0]],
+    );
     assert.equal(h.stats.bindFailures, 0);
     assert.ok(h.stats.requests >= 4);
   });
@@ -111,7 +121,10 @@ describe('k8s health-check node ports', () => {
     await new Promise<void>((r) => blocker.listen(taken, '127.0.0.1', r));
     blockers.push(blocker);
     const h = responder(['127.0.0.1']);
-    h.update([{ service: 'default/a', port: taken, localEndpoints: 1 }, { service: 'default/b', port: free, localEndpoints: 1 }]);
+    h.update([
+      { service: 'default/a', port: taken, localEndpoints: 1 },
+      { service: 'default/b', port: free, localEndpoints: 1 },
+    ]);
     await until(() => h.stats.bindFailures >= 2, 'a few failed binds');
     const st = h.status();
     const a = st.find((s) => s.service === 'default/a')!;
@@ -133,10 +146,19 @@ describe('k8s health-check node ports', () => {
   it('two Services on one port: the first by name is served, the other reported', async () => {
     const port = await freePort();
     const h = responder(['127.0.0.1']);
-    h.update([{ service: 'b/second', port, localEndpoints: 0 }, { service: 'a/first', port, localEndpoints: 3 }]);
+    h.update([
+      { service: 'b/second', port, localEndpoints: 0 },
+      { service: 'a/first', port, localEndpoints: 3 },
+    ]);
     await until(() => h.status()[0]!.listeners[0]!.listening, 'listening');
     const st = h.status();
-    assert.deepEqual(st.map((s) => [s.service, s.conflict]), [['a/first', null], ['b/second', `port ${port} is already the health-check node port of a/first`]]);
+    assert.deepEqual(
+      st.map((s) => [s.service, s.conflict]),
+      [
+        ['a/first', null],
+        ['b/second', `port ${port} is already the health-check node port of a/first`],
+      ],
+    );
     assert.equal(JSON.parse((await get('127.0.0.1', port)).body).service.name, 'first');
   });
 

@@ -24,7 +24,10 @@ import { until } from '../../lib/until.js';
 const silent = pino({ level: 'silent' });
 
 function pools(...list: Array<[string, string[]]>): Pool[] {
-  const { pools: out, problems } = parsePools(list.map(([name, addresses]) => ({ name, addresses })), '/pools');
+  const { pools: out, problems } = parsePools(
+    list.map(([name, addresses]) => ({ name, addresses })),
+    '/pools',
+  );
   assert.deepEqual(problems, []);
   return out;
 }
@@ -44,10 +47,13 @@ describe('lb-ipam: allocation rules', () => {
   const run = (svcs: Service[], cls: string | null = null) => allocate(svcs, { pools: P, loadBalancerClass: cls });
   const desired = (svcs: Service[], cls: string | null = null): Record<string, string[]> => Object.fromEntries(run(svcs, cls).desired);
 
-  it('gives the lowest free address, skipping an IPv4 CIDR\'s network and broadcast, then the next pool', () => {
+  it("gives the lowest free address, skipping an IPv4 CIDR's network and broadcast, then the next pool", () => {
     const r = run([lb('a'), lb('b'), lb('c'), lb('d')]);
     assert.deepEqual(Object.fromEntries(r.desired), {
-      'default/a': ['198.51.100.1'], 'default/b': ['198.51.100.2'], 'default/c': ['203.0.113.7'], 'default/d': ['203.0.113.8'],
+      'default/a': ['198.51.100.1'],
+      'default/b': ['198.51.100.2'],
+      'default/c': ['203.0.113.7'],
+      'default/d': ['203.0.113.8'],
     });
     assert.deepEqual(Object.fromEntries(r.allocated), { main: 2, spare: 2 });
     const full = run([lb('a'), lb('b'), lb('c'), lb('d'), lb('e')]);
@@ -60,11 +66,13 @@ describe('lb-ipam: allocation rules', () => {
     const young = lb('young', { ingress: ['198.51.100.2'] });
     const stray = lb('stray', { ingress: ['192.0.2.99'] });
     assert.deepEqual(desired([young, stray, old]), {
-      'default/old': ['198.51.100.2'], 'default/young': ['198.51.100.1'], 'default/stray': ['203.0.113.7'],
+      'default/old': ['198.51.100.2'],
+      'default/young': ['198.51.100.1'],
+      'default/stray': ['203.0.113.7'],
     });
   });
 
-  it('serves one class; another class\'s addresses are never given out; non-LoadBalancer Services are ignored', () => {
+  it("serves one class; another class's addresses are never given out; non-LoadBalancer Services are ignored", () => {
     const theirs = lb('theirs', { loadBalancerClass: 'example.com/other', ingress: ['198.51.100.1'] });
     const mine = lb('mine', { loadBalancerClass: 'ferry.io/lb' });
     const plain = lb('plain');
@@ -84,15 +92,26 @@ describe('lb-ipam: allocation rules', () => {
       lb('bad', { annotations: { 'ferry.io/load-balancer-ips': '198.51.100.300' } }),
     ]);
     assert.deepEqual(Object.fromEntries(r.desired), {
-      'default/ann': ['203.0.113.8'], 'default/spec': ['198.51.100.2'], 'default/taken': [], 'default/outside': [],
-      'default/pool': ['203.0.113.7'], 'default/nopool': [], 'default/bad': [],
+      'default/ann': ['203.0.113.8'],
+      'default/spec': ['198.51.100.2'],
+      'default/taken': [],
+      'default/outside': [],
+      'default/pool': ['203.0.113.7'],
+      'default/nopool': [],
+      'default/bad': [],
     });
-    assert.deepEqual(r.pending.map((p) => [p.service, p.reason]).sort(), [
-      ['default/bad', 'asked-for address "198.51.100.300": not an IP address: "198.51.100.300" (IPv4 is written as four decimal octets, a.b.c.d)'],
-      ['default/nopool', 'ferry.io/load-balancer-pools names no configured pool: gold'],
-      ['default/outside', '192.0.2.1 is in no pool this Service may use'],
-      ['default/taken', '198.51.100.2 is in use by another Service'],
-    ].sort());
+    assert.deepEqual(
+      r.pending.map((p) => [p.service, p.reason]).sort(),
+      [
+        [
+          'default/bad',
+          'asked-for address "198.51.100.300": not an IP address: "198.51.100.300" (IPv4 is written as four decimal octets, a.b.c.d)',
+        ],
+        ['default/nopool', 'ferry.io/load-balancer-pools names no configured pool: gold'],
+        ['default/outside', '192.0.2.1 is in no pool this Service may use'],
+        ['default/taken', '198.51.100.2 is in use by another Service'],
+      ].sort(),
+    );
   });
 
   it('dual stack: one address per family in ipFamilies order; RequireDualStack takes both or none', () => {
@@ -100,14 +119,24 @@ describe('lb-ipam: allocation rules', () => {
       'default/ds': ['2001:db8:5::10', '198.51.100.1'],
     });
     const v6only = pools(['v6', ['2001:db8:6::/127']]);
-    const r = allocate([
-      lb('v6', { ipFamilies: ['IPv6'] }),
-      lb('need-both', { ipFamilies: ['IPv4', 'IPv6'], ipFamilyPolicy: 'RequireDualStack' }),
-      lb('prefer', { ipFamilies: ['IPv4', 'IPv6'], ipFamilyPolicy: 'PreferDualStack' }),
-    ], { pools: v6only, loadBalancerClass: null });
+    const r = allocate(
+      [
+        lb('v6', { ipFamilies: ['IPv6'] }),
+        lb('need-both', { ipFamilies: ['IPv4', 'IPv6'], ipFamilyPolicy: 'RequireDualStack' }),
+        lb('prefer', { ipFamilies: ['IPv4', 'IPv6'], ipFamilyPolicy: 'PreferDualStack' }),
+      ],
+      { pools: v6only, loadBalancerClass: null },
+    );
     // need-both could have the second IPv6 address but no IPv4: it takes none, and prefer gets it.
-    assert.deepEqual(Object.fromEntries(r.desired), { 'default/v6': ['2001:db8:6::'], 'default/need-both': [], 'default/prefer': ['2001:db8:6::1'] });
-    assert.deepEqual(r.pending.map((p) => p.service), ['default/need-both', 'default/prefer']);
+    assert.deepEqual(Object.fromEntries(r.desired), {
+      'default/v6': ['2001:db8:6::'],
+      'default/need-both': [],
+      'default/prefer': ['2001:db8:6::1'],
+    });
+    assert.deepEqual(
+      r.pending.map((p) => p.service),
+      ['default/need-both', 'default/prefer'],
+    );
   });
 
   it('a large IPv6 pool and 2,000 Services: each gets its own address', () => {
@@ -118,7 +147,7 @@ describe('lb-ipam: allocation rules', () => {
     assert.equal(all[1999], '2001:db8:7::7cf');
   });
 
-  it('config: pools are checked (bad entries, overlaps, duplicate names), and the Lease\'s times must be in order', () => {
+  it("config: pools are checked (bad entries, overlaps, duplicate names), and the Lease's times must be in order", () => {
     const bad = `
 kubernetes:
   lb_ipam:
@@ -128,24 +157,35 @@ kubernetes:
       - { name: a, addresses: ["198.51.100.128/25"] }
     lease: { duration_seconds: 5, renew_deadline_seconds: 5, retry_period_seconds: 6 }
 `;
-    assert.throws(() => parseConfig(bad, 'test'), (err: unknown) => {
-      assert.ok(err instanceof ConfigError);
-      const text = err.message;
-      for (const want of [
-        '/kubernetes/lb_ipam/pools/0/addresses/1: "198.51.100.9-198.51.100.3": the first address is above the last',
-        '/kubernetes/lb_ipam/pools/0/addresses/2: "10.0.0.1-2001:db8::1": both ends must be of one family',
-        '/kubernetes/lb_ipam/pools/0/addresses/3: "nonsense" is neither a CIDR nor a "first-last" range',
-        '/kubernetes/lb_ipam/pools/1/name: "a" is used by an earlier pool',
-        '/kubernetes/lb_ipam/pools/1/addresses/0: "198.51.100.128/25" overlaps /kubernetes/lb_ipam/pools/0/addresses/0',
-        '/kubernetes/lb_ipam/lease/renew_deadline_seconds: must be below duration_seconds (5)',
-        '/kubernetes/lb_ipam/lease/retry_period_seconds: must be below renew_deadline_seconds (5)',
-      ]) assert.ok(text.includes(want), `${want}\nin: ${text}`);
-      return true;
-    });
-    assert.throws(() => parseConfig('kubernetes:\n  lb_ipam: { enabled: true }\n', 'test'), /lb_ipam\/pools: the allocator is enabled but has no pool/);
+    assert.throws(
+      () => parseConfig(bad, 'test'),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        const text = err.message;
+        for (const want of [
+          '/kubernetes/lb_ipam/pools/0/addresses/1: "198.51.100.9-198.51.100.3": the first address is above the last',
+          '/kubernetes/lb_ipam/pools/0/addresses/2: "10.0.0.1-2001:db8::1": both ends must be of one family',
+          '/kubernetes/lb_ipam/pools/0/addresses/3: "nonsense" is neither a CIDR nor a "first-last" range',
+          '/kubernetes/lb_ipam/pools/1/name: "a" is used by an earlier pool',
+          '/kubernetes/lb_ipam/pools/1/addresses/0: "198.51.100.128/25" overlaps /kubernetes/lb_ipam/pools/0/addresses/0',
+          '/kubernetes/lb_ipam/lease/renew_deadline_seconds: must be below duration_seconds (5)',
+          '/kubernetes/lb_ipam/lease/retry_period_seconds: must be below renew_deadline_seconds (5)',
+        ])
+          assert.ok(text.includes(want), `${want}\nin: ${text}`);
+        return true;
+      },
+    );
+    assert.throws(
+      () => parseConfig('kubernetes:\n  lb_ipam: { enabled: true }\n', 'test'),
+      /lb_ipam\/pools: the allocator is enabled but has no pool/,
+    );
     const ok = parseConfig('kubernetes:\n  lb_ipam: { enabled: true, pools: [{ name: a, addresses: ["198.51.100.0/24"] }] }\n', 'test');
     assert.deepEqual(ok.kubernetes.lb_ipam.lease, {
-      namespace: 'kube-system', name: 'ferry-lb-ipam', duration_seconds: 15, renew_deadline_seconds: 10, retry_period_seconds: 2,
+      namespace: 'kube-system',
+      name: 'ferry-lb-ipam',
+      duration_seconds: 15,
+      renew_deadline_seconds: 10,
+      retry_period_seconds: 2,
     });
   });
 });
@@ -158,12 +198,21 @@ interface NodeRig {
   mode: K8sMode;
 }
 
-const LEASE = { namespace: 'kube-system', name: 'ferry-lb-ipam', duration_seconds: 1, renew_deadline_seconds: 0.6, retry_period_seconds: 0.1 };
+const LEASE = {
+  namespace: 'kube-system',
+  name: 'ferry-lb-ipam',
+  duration_seconds: 1,
+  renew_deadline_seconds: 0.6,
+  retry_period_seconds: 0.1,
+};
 
 function k8sConfig(nodeName: string, addresses: string[]): KubernetesConfig {
   const c = parseConfig('mode: standalone\n', 'test').kubernetes;
   return {
-    ...c, node_name: nodeName, batch_delay_ms: 10, health_check_addresses: [],
+    ...c,
+    node_name: nodeName,
+    batch_delay_ms: 10,
+    health_check_addresses: [],
     lb_ipam: { enabled: true, pools: [{ name: 'main', addresses }], load_balancer_class: null, lease: LEASE },
   };
 }
@@ -173,7 +222,9 @@ const running = new Set<NodeRig>();
 async function startNode(server: K8sTestServer, name: string, addresses = ['198.51.100.10-198.51.100.12']): Promise<NodeRig> {
   const api = await makeApi({ maxVips: 64, maxBackends: 256 });
   const mode = new K8sMode({
-    controller: api.controller, config: k8sConfig(name, addresses), log: silent,
+    controller: api.controller,
+    config: k8sConfig(name, addresses),
+    log: silent,
     credentials: { kubeConfig: loadKubeConfig({ kubeconfig: server.writeKubeconfig() }), source: 'kubeconfig', server: server.url },
   });
   mode.start();
@@ -197,7 +248,12 @@ afterEach(async () => {
 const ingressOf = (server: K8sTestServer, key: string): string[] =>
   ((server.get('services', key) as Service | undefined)?.status?.loadBalancer?.ingress ?? []).map((i) => i.ip ?? `hostname:${i.hostname}`);
 const leaseOf = (server: K8sTestServer): Lease['spec'] => (server.get('leases', 'kube-system/ferry-lb-ipam') as Lease | undefined)?.spec;
-const vipAddresses = (n: NodeRig): string[] => n.api.store.read((tx) => tx.listVips({ limit: 1000 })).items.filter((v) => v.owner !== null).map((v) => v.address).sort();
+const vipAddresses = (n: NodeRig): string[] =>
+  n.api.store
+    .read((tx) => tx.listVips({ limit: 1000 }))
+    .items.filter((v) => v.owner !== null)
+    .map((v) => v.address)
+    .sort();
 const leaderOf = (nodes: NodeRig[]): NodeRig[] => nodes.filter((n) => n.mode.lbIpam!.elector.isLeader);
 
 async function withServer(fn: (server: K8sTestServer) => Promise<void>): Promise<void> {
@@ -235,8 +291,17 @@ describe('lb-ipam: nodes electing a leader', () => {
       await until(() => nodes.every((n) => n.mode.view().lb_ipam!.holder !== null), 'both nodes to read the Lease');
       const v = nodes.map((n) => n.mode.view().lb_ipam!);
       assert.deepEqual(v.map((x) => x.leader).sort(), [false, true]);
-      assert.deepEqual(v.map((x) => x.holder), [leaders[0]!.name, leaders[0]!.name]);
-      assert.deepEqual(v.map((x) => [x.services, x.pools[0]!.allocated, x.pending.length]), [[1, 1, 0], [1, 1, 0]]);
+      assert.deepEqual(
+        v.map((x) => x.holder),
+        [leaders[0]!.name, leaders[0]!.name],
+      );
+      assert.deepEqual(
+        v.map((x) => [x.services, x.pools[0]!.allocated, x.pending.length]),
+        [
+          [1, 1, 0],
+          [1, 1, 0],
+        ],
+      );
       assert.equal(v.find((x) => x.leader)!.writes, 1);
 
       // A deleted Service's address goes to the next one; the pool's exhaustion is reported, not forced.
@@ -249,7 +314,12 @@ describe('lb-ipam: nodes electing a leader', () => {
       const four = ['one', 'two', 'three', 'four'].map((s) => `default/${s}`);
       const served = (): string[] => four.filter((k) => ingressOf(server, k).length === 1);
       await until(() => served().length === 3, 'three addresses');
-      assert.deepEqual(served().map((k) => ingressOf(server, k)[0]!).sort(), ['198.51.100.10', '198.51.100.11', '198.51.100.12']);
+      assert.deepEqual(
+        served()
+          .map((k) => ingressOf(server, k)[0]!)
+          .sort(),
+        ['198.51.100.10', '198.51.100.11', '198.51.100.12'],
+      );
       const left = four.find((k) => !served().includes(k))!;
       await until(() => leaders[0]!.mode.view().lb_ipam!.pending.length === 1, 'the fourth reported pending');
       assert.deepEqual(leaders[0]!.mode.view().lb_ipam!.pending, [{ service: left, reason: 'no free IPv4 address in pool(s) main' }]);
@@ -303,7 +373,10 @@ describe('lb-ipam: nodes electing a leader', () => {
       await until(() => n.mode.lbIpam!.elector.isLeader, 'node-a to lead');
       // Another holder, freshly renewed: node-a sees it at its next renewal and steps down at once.
       const l = server.get('leases', 'kube-system/ferry-lb-ipam') as Lease;
-      server.upsert('leases', { ...l, spec: { ...l.spec, holderIdentity: 'elsewhere', renewTime: new Date().toISOString(), leaseDurationSeconds: 30 } } as Lease);
+      server.upsert('leases', {
+        ...l,
+        spec: { ...l.spec, holderIdentity: 'elsewhere', renewTime: new Date().toISOString(), leaseDurationSeconds: 30 },
+      } as Lease);
       await until(() => !n.mode.lbIpam!.elector.isLeader, 'node-a to step down');
       seedWeb(server, 'd', '10.244.0.4');
       await new Promise((r) => setTimeout(r, 300));
@@ -339,7 +412,10 @@ describe('lb-ipam: nodes electing a leader', () => {
       const s = server.get('services', 'default/f') as Service;
       const edited: Service = { ...s, status: { loadBalancer: { ingress: [{ ip: '192.0.2.50' }, { hostname: 'lb.example' }] } } };
       server.upsert('services', edited);
-      await until(() => ingressOf(server, 'default/f')[0] === '198.51.100.10' && ingressOf(server, 'default/f').length === 1, 'f back in the pool');
+      await until(
+        () => ingressOf(server, 'default/f')[0] === '198.51.100.10' && ingressOf(server, 'default/f').length === 1,
+        'f back in the pool',
+      );
     });
   });
 });

@@ -24,10 +24,26 @@ interface Obj {
   [k: string]: unknown;
 }
 
-interface Rule { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[]; nonResourceURLs?: string[] }
-interface EnvVar { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }
-interface Mount { name: string; mountPath: string; readOnly?: boolean }
-interface Probe { httpGet: { host?: string; port: number; path: string } }
+interface Rule {
+  apiGroups: string[];
+  resources: string[];
+  verbs: string[];
+  resourceNames?: string[];
+  nonResourceURLs?: string[];
+}
+interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: { fieldRef?: { fieldPath: string } };
+}
+interface Mount {
+  name: string;
+  mountPath: string;
+  readOnly?: boolean;
+}
+interface Probe {
+  httpGet: { host?: string; port: number; path: string };
+}
 interface Container {
   name: string;
   command: string[];
@@ -38,7 +54,11 @@ interface Container {
   readinessProbe: Probe;
   resources: { requests?: Record<string, string>; limits?: Record<string, string> };
 }
-interface Volume { name: string; hostPath?: { path: string }; configMap?: { name: string } }
+interface Volume {
+  name: string;
+  hostPath?: { path: string };
+  configMap?: { name: string };
+}
 interface PodSpec {
   serviceAccountName: string;
   automountServiceAccountToken?: boolean;
@@ -50,9 +70,15 @@ interface PodSpec {
 
 function load(): Obj[] {
   const out: Obj[] = [];
-  for (const f of readdirSync(dir).filter((n) => n.endsWith('.yaml')).sort()) {
+  for (const f of readdirSync(dir)
+    .filter((n) => n.endsWith('.yaml'))
+    .sort()) {
     for (const doc of parseAllDocuments(readFileSync(join(dir, f), 'utf8'))) {
-      assert.deepEqual(doc.errors.map((e) => e.message), [], `${f} parses`);
+      assert.deepEqual(
+        doc.errors.map((e) => e.message),
+        [],
+        `${f} parses`,
+      );
       const o = doc.toJS() as Obj | null;
       if (o === null) continue;
       assert.ok(o.apiVersion && o.kind, `${f}: apiVersion and kind`);
@@ -89,7 +115,7 @@ function grantsOf(role: Obj): Set<string> {
 /** The binding of that kind naming `role` binds it to the ServiceAccount, and only to it. */
 function assertBound(kind: 'ClusterRoleBinding' | 'RoleBinding', role: Obj, sa: Obj): void {
   const binding = objs.find((o) => o.kind === kind && (o['roleRef'] as { name: string }).name === role.metadata.name) as
-    Obj & { roleRef: object; subjects: object[] } | undefined;
+    (Obj & { roleRef: object; subjects: object[] }) | undefined;
   assert.ok(binding, `a ${kind} for ${role.metadata.name}`);
   assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: role.kind, name: role.metadata.name });
   assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
@@ -105,8 +131,13 @@ function podEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' };
   const fields: Record<string, string> = { 'spec.nodeName': 'node-1', 'status.hostIP': '10.0.0.5' };
   for (const v of container.env) {
-    if (v.valueFrom?.fieldRef) env[v.name] = fields[v.valueFrom.fieldRef.fieldPath] ?? assert.fail(`unexpected fieldRef ${v.valueFrom.fieldRef.fieldPath}`);
-    else env[v.name] = (v.value ?? '').replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (_m, n: string) => env[n] ?? assert.fail(`$(${n}) is not defined before ${v.name}`));
+    if (v.valueFrom?.fieldRef)
+      env[v.name] = fields[v.valueFrom.fieldRef.fieldPath] ?? assert.fail(`unexpected fieldRef ${v.valueFrom.fieldRef.fieldPath}`);
+    else
+      env[v.name] = (v.value ?? '').replace(
+        /\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g,
+        (_m, n: string) => env[n] ?? assert.fail(`$(${n}) is not defined before ${v.name}`),
+      );
   }
   return env;
 }
@@ -120,7 +151,8 @@ function configMapConfig(): FerryConfig {
 
 /** The volume mounted at a folder holding `path`. */
 function mountOf(path: string): { mount: Mount; volume: Volume } {
-  const m = container.volumeMounts.filter((v) => path === v.mountPath || path.startsWith(`${v.mountPath}/`))
+  const m = container.volumeMounts
+    .filter((v) => path === v.mountPath || path.startsWith(`${v.mountPath}/`))
     .sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
   assert.ok(m, `a volume is mounted over ${path}`);
   const volume = pod.volumes.find((v) => v.name === m.name);
@@ -131,19 +163,26 @@ function mountOf(path: string): { mount: Mount; volume: Volume } {
 describe('kubernetes manifests', () => {
   it('every file parses; kustomization lists them all; one namespace', () => {
     const kust = one('Kustomization') as Obj & { resources: string[] };
-    const files = readdirSync(dir).filter((n) => n.endsWith('.yaml') && n !== 'kustomization.yaml').sort();
+    const files = readdirSync(dir)
+      .filter((n) => n.endsWith('.yaml') && n !== 'kustomization.yaml')
+      .sort();
     assert.deepEqual([...kust.resources].sort(), files);
     const namespaced = objs.filter((o) => ['ServiceAccount', 'ConfigMap', 'DaemonSet', 'Role', 'RoleBinding'].includes(o.kind));
     assert.deepEqual([...new Set(namespaced.map((o) => o.metadata.namespace))], ['kube-system']);
   });
 
-  it('RBAC: exactly get, list and watch on services, nodes and discovery.k8s.io endpointslices, bound to the DaemonSet\'s ServiceAccount', () => {
+  it("RBAC: exactly get, list and watch on services, nodes and discovery.k8s.io endpointslices, bound to the DaemonSet's ServiceAccount", () => {
     const role = named('ClusterRole', 'ferry');
     const grants = grantsOf(role);
-    const want = ['/services', '/nodes', 'discovery.k8s.io/endpointslices'].flatMap((r) => ['get', 'list', 'watch'].map((v) => `${r}:${v}`));
+    const want = ['/services', '/nodes', 'discovery.k8s.io/endpointslices'].flatMap((r) =>
+      ['get', 'list', 'watch'].map((v) => `${r}:${v}`),
+    );
     assert.deepEqual([...grants].sort(), want.sort());
     // What the watch reads is exactly what is granted.
-    assert.deepEqual([SERVICES_PATH, NODES_PATH, ENDPOINTSLICES_PATH], ['/api/v1/services', '/api/v1/nodes', '/apis/discovery.k8s.io/v1/endpointslices']);
+    assert.deepEqual(
+      [SERVICES_PATH, NODES_PATH, ENDPOINTSLICES_PATH],
+      ['/api/v1/services', '/api/v1/nodes', '/apis/discovery.k8s.io/v1/endpointslices'],
+    );
 
     const sa = one('ServiceAccount');
     assertBound('ClusterRoleBinding', role, sa);
@@ -160,16 +199,20 @@ describe('kubernetes manifests', () => {
     assert.equal(lease.metadata.namespace, 'kube-system');
     const defaults = parseConfig('mode: standalone\n', 'defaults').kubernetes.lb_ipam.lease;
     assert.equal(lease.metadata.namespace, defaults.namespace, 'where the allocator keeps its Lease by default');
-    assert.deepEqual([...grantsOf(lease)].sort(), ['coordination.k8s.io/leases:create', 'coordination.k8s.io/leases:get', 'coordination.k8s.io/leases:update']);
+    assert.deepEqual([...grantsOf(lease)].sort(), [
+      'coordination.k8s.io/leases:create',
+      'coordination.k8s.io/leases:get',
+      'coordination.k8s.io/leases:update',
+    ]);
     assertBound('RoleBinding', lease, sa);
   });
 
-  it('the ConfigMap\'s ferry.yaml validates with the DaemonSet\'s environment: kubernetes mode, in-cluster, node name and encap source per node', () => {
+  it("the ConfigMap's ferry.yaml validates with the DaemonSet's environment: kubernetes mode, in-cluster, node name and encap source per node", () => {
     const c = configMapConfig();
     assert.equal(c.mode, 'kubernetes');
     assert.equal(c.kubernetes.kubeconfig, null, 'in-cluster service account');
     assert.equal(c.kubernetes.node_name, 'node-1', 'NODE_NAME from spec.nodeName');
-    assert.equal(c.datapath.encap_source_v4, '10.0.0.5/32', 'the node\'s own address');
+    assert.equal(c.datapath.encap_source_v4, '10.0.0.5/32', "the node's own address");
     assert.notEqual(c.api.probe_listen, null);
     // Without the DaemonSet's NODE_NAME it is refused, naming the key.
     const env = podEnv();
@@ -201,10 +244,10 @@ describe('kubernetes manifests', () => {
     };
     assert.equal(hostPathOf(c.state_dir), c.state_dir);
     assert.equal(hostPathOf(c.bpf.pin_root), c.bpf.pin_root);
-    assert.equal(mountOf(c.bpf.pin_root).mount.mountPath, '/sys/fs/bpf', 'the host\'s bpffs');
+    assert.equal(mountOf(c.bpf.pin_root).mount.mountPath, '/sys/fs/bpf', "the host's bpffs");
     assert.equal(hostPathOf(dirname(c.api.socket)), dirname(c.api.socket));
     const cgroup = mountOf('/sys/fs/cgroup');
-    assert.equal(cgroup.volume.hostPath?.path, '/sys/fs/cgroup', 'the host\'s cgroup v2 root');
+    assert.equal(cgroup.volume.hostPath?.path, '/sys/fs/cgroup', "the host's cgroup v2 root");
 
     // NODE_NAME from the downward API.
     assert.deepEqual(container.env.find((v) => v.name === 'NODE_NAME')?.valueFrom, { fieldRef: { fieldPath: 'spec.nodeName' } });

@@ -40,7 +40,6 @@ function setEnv(vars: Record<string, string | undefined>): void {
   });
 }
 
-
 class RecordingConsumer implements ClusterIpConsumer {
   readonly name = 'recording';
   lists: ClusterIpEntry[][] = [];
@@ -59,7 +58,7 @@ class RecordingConsumer implements ClusterIpConsumer {
 }
 
 describe('k8s mode: credentials', () => {
-  it('a kubeconfig, or the pod\'s service account; what is missing is said', async () => {
+  it("a kubeconfig, or the pod's service account; what is missing is said", async () => {
     const server = await K8sTestServer.start({ tls: true });
     cleanups.push(() => server.close());
     const kc = loadCredentials({ kubeconfig: server.writeKubeconfig() });
@@ -67,12 +66,21 @@ describe('k8s mode: credentials', () => {
 
     const dir = mkdtempSync(join(tmpdir(), 'ferry-cred-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    assert.throws(() => loadCredentials({ kubeconfig: join(dir, 'nope.yaml') }), /kubernetes: cannot use the kubeconfig .*nope\.yaml: ENOENT/);
+    assert.throws(
+      () => loadCredentials({ kubeconfig: join(dir, 'nope.yaml') }),
+      /kubernetes: cannot use the kubeconfig .*nope\.yaml: ENOENT/,
+    );
     writeFileSync(join(dir, 'empty.yaml'), 'apiVersion: v1\nkind: Config\n');
-    assert.throws(() => loadCredentials({ kubeconfig: join(dir, 'empty.yaml') }), /cannot use the kubeconfig .*empty\.yaml: kubernetes: the kubeconfig has no current cluster/);
+    assert.throws(
+      () => loadCredentials({ kubeconfig: join(dir, 'empty.yaml') }),
+      /cannot use the kubeconfig .*empty\.yaml: kubernetes: the kubeconfig has no current cluster/,
+    );
 
     setEnv({ KUBERNETES_SERVICE_HOST: undefined, KUBERNETES_SERVICE_PORT: undefined });
-    assert.throws(() => loadCredentials({ kubeconfig: null }), /KUBERNETES_SERVICE_HOST\/KUBERNETES_SERVICE_PORT are unset \(not in a pod\)/);
+    assert.throws(
+      () => loadCredentials({ kubeconfig: null }),
+      /KUBERNETES_SERVICE_HOST\/KUBERNETES_SERVICE_PORT are unset \(not in a pod\)/,
+    );
     const sa = server.writeServiceAccount();
     setEnv(sa.env);
     const ic = loadCredentials({ kubeconfig: null }, { pathPrefix: sa.pathPrefix });
@@ -98,8 +106,11 @@ describe('k8s mode: assembled', () => {
     const consumer = new RecordingConsumer();
     const config: KubernetesConfig = { ...defaultConfig().kubernetes, node_name: 'node-a', batch_delay_ms: 10, health_check_addresses: [] };
     const mode = new K8sMode({
-      controller: api.controller, config, credentials: loadCredentials(config, { pathPrefix: sa.pathPrefix }),
-      log: { debug() {}, info() {}, warn() {}, error() {} }, clusterIps: consumer,
+      controller: api.controller,
+      config,
+      credentials: loadCredentials(config, { pathPrefix: sa.pathPrefix }),
+      log: { debug() {}, info() {}, warn() {}, error() {} },
+      clusterIps: consumer,
     });
     let stopped = false;
     cleanups.push(async () => {
@@ -120,9 +131,17 @@ describe('k8s mode: assembled', () => {
     // Applied by the first batch, and once more in full when the first sync completes (stale pinned entries go).
     // The ClusterIP, and the LoadBalancer IP for sockets on this node.
     assert.deepEqual(v.cluster_ips, { entries: 2, consumer: 'recording', consumer_stats: { applied: 2 }, last_error: null });
-    assert.deepEqual(consumer.lists.at(-1)?.map((e) => [e.service, e.ip, e.port, e.backends.map((b) => b.address)]),
-      [['default/web', '10.96.0.10', 80, ['10.244.0.1', '10.244.0.2']], ['default/web', '198.18.0.10', 80, ['10.244.0.1', '10.244.0.2']]]);
-    assert.equal((await call(api.app, { url: '/v1/vips' })).json<{ items: Array<{ owner: string }> }>().items[0]?.owner, 'kubernetes:default/web');
+    assert.deepEqual(
+      consumer.lists.at(-1)?.map((e) => [e.service, e.ip, e.port, e.backends.map((b) => b.address)]),
+      [
+        ['default/web', '10.96.0.10', 80, ['10.244.0.1', '10.244.0.2']],
+        ['default/web', '198.18.0.10', 80, ['10.244.0.1', '10.244.0.2']],
+      ],
+    );
+    assert.equal(
+      (await call(api.app, { url: '/v1/vips' })).json<{ items: Array<{ owner: string }> }>().items[0]?.owner,
+      'kubernetes:default/web',
+    );
 
     // A failing consumer is reported, not fatal, and the whole list is applied again until it goes through.
     consumer.failing = 'map full';
@@ -131,10 +150,17 @@ describe('k8s mode: assembled', () => {
     assert.equal(mode.ready, true, 'readiness is latched');
     consumer.failing = null;
     await until(() => mode.view().cluster_ips.last_error === null, 'the retry to apply the list', 10_000);
-    assert.deepEqual(consumer.lists.at(-1)?.[0]?.backends.map((b) => b.address), ['10.244.0.1'], 'with no other change');
+    assert.deepEqual(
+      consumer.lists.at(-1)?.[0]?.backends.map((b) => b.address),
+      ['10.244.0.1'],
+      'with no other change',
+    );
     server.upsert('endpointslices', slice('web-abc', ['10.244.0.1', '10.244.0.3']));
     await until(() => consumer.lists.at(-1)?.[0]?.backends.length === 2, 'the next change to apply');
-    assert.deepEqual(consumer.lists.at(-1)?.[0]?.backends.map((b) => b.address), ['10.244.0.1', '10.244.0.3']);
+    assert.deepEqual(
+      consumer.lists.at(-1)?.[0]?.backends.map((b) => b.address),
+      ['10.244.0.1', '10.244.0.3'],
+    );
     assert.equal(mode.view().cluster_ips.last_error, null);
 
     assert.ok(server.watchCount >= 3);
@@ -169,7 +195,9 @@ describe('k8s mode: readiness needs a written first sync', () => {
       return write(...args);
     }) as typeof controller.write;
     const mode = new K8sMode({
-      controller, config, credentials: loadCredentials(config, { pathPrefix: sa.pathPrefix }),
+      controller,
+      config,
+      credentials: loadCredentials(config, { pathPrefix: sa.pathPrefix }),
       log: { debug() {}, info() {}, warn() {}, error() {} },
     });
     cleanups.push(() => mode.stop());
@@ -178,6 +206,9 @@ describe('k8s mode: readiness needs a written first sync', () => {
     assert.equal(mode.ready, false, 'not ready on batches that wrote nothing');
     failing = false;
     await until(() => mode.ready, 'the next retry to commit', 20_000);
-    assert.equal((await call(api.app, { url: '/v1/vips' })).json<{ items: Array<{ owner: string }> }>().items[0]?.owner, 'kubernetes:default/web');
+    assert.equal(
+      (await call(api.app, { url: '/v1/vips' })).json<{ items: Array<{ owner: string }> }>().items[0]?.owner,
+      'kubernetes:default/web',
+    );
   });
 });

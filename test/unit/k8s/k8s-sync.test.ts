@@ -52,17 +52,32 @@ async function rig(o: RigOptions = {}): Promise<Rig> {
   const clusterIps: ClusterIpEntry[][] = [];
   const hcnp: HealthCheckNodePort[][] = [];
   const sync = new K8sSync({
-    controller: api.controller, translate: { nodeName: 'node-a' }, drainSeconds: 30,
-    maxDelayMs: o.maxDelayMs ?? 20, retry: { initialMs: 20, maxMs: 100 }, ...o.caps,
-    onBatch: (b) => batches.push(b), onClusterIps: (all) => clusterIps.push(all), onHealthCheckNodePorts: (all) => hcnp.push(all),
+    controller: api.controller,
+    translate: { nodeName: 'node-a' },
+    drainSeconds: 30,
+    maxDelayMs: o.maxDelayMs ?? 20,
+    retry: { initialMs: 20, maxMs: 100 },
+    ...o.caps,
+    onBatch: (b) => batches.push(b),
+    onClusterIps: (all) => clusterIps.push(all),
+    onHealthCheckNodePorts: (all) => hcnp.push(all),
   });
   const watch = new K8sWatch({
-    kubeConfig: loadKubeConfig({ kubeconfig: server.writeKubeconfig() }), nodeName: 'node-a', handler: sync,
-    backoff: { initialMs: 10, maxMs: 100 }, resyncMs: 0,
+    kubeConfig: loadKubeConfig({ kubeconfig: server.writeKubeconfig() }),
+    nodeName: 'node-a',
+    handler: sync,
+    backoff: { initialMs: 10, maxMs: 100 },
+    resyncMs: 0,
   });
   watch.start();
   const r: Rig = {
-    server, api, sync, watch, batches, clusterIps, hcnp,
+    server,
+    api,
+    sync,
+    watch,
+    batches,
+    clusterIps,
+    hcnp,
     close: async () => {
       rigs.delete(r);
       await watch.stop();
@@ -79,21 +94,33 @@ afterEach(async () => {
   for (const r of [...rigs]) await r.close();
 });
 
-
 /** The informers hold what the server holds, and the sync has written all of it. */
 async function settle(r: Rig, ms = 10_000): Promise<void> {
   const caches: Record<Exclude<ResourceName, 'leases'>, Map<string, KubeObject>> = {
-    services: r.watch.services.cache, endpointslices: r.watch.endpointSlices.cache, nodes: r.watch.nodes.cache,
+    services: r.watch.services.cache,
+    endpointslices: r.watch.endpointSlices.cache,
+    nodes: r.watch.nodes.cache,
   };
-  const caughtUp = (): boolean => (['services', 'endpointslices'] as const).every((res) => {
-    const keys = r.server.keys(res);
-    return caches[res].size === keys.length
-      && keys.every((k) => caches[res].get(k)?.metadata.resourceVersion === r.server.get(res, k)?.metadata.resourceVersion);
-  });
+  const caughtUp = (): boolean =>
+    (['services', 'endpointslices'] as const).every((res) => {
+      const keys = r.server.keys(res);
+      return (
+        caches[res].size === keys.length &&
+        keys.every((k) => caches[res].get(k)?.metadata.resourceVersion === r.server.get(res, k)?.metadata.resourceVersion)
+      );
+    });
   await until(() => r.watch.synced && caughtUp() && r.sync.idle, 'the sync to settle', ms);
 }
 
-interface VipItem { name: string; owner: string | null; address: string; port: number; backend_count: number; source_affinity: boolean; policies: string[] }
+interface VipItem {
+  name: string;
+  owner: string | null;
+  address: string;
+  port: number;
+  backend_count: number;
+  source_affinity: boolean;
+  policies: string[];
+}
 
 async function vips(r: Rig): Promise<VipItem[]> {
   const res = await call(r.api.app, { url: '/v1/vips?limit=1000' });
@@ -112,19 +139,31 @@ describe('k8s sync: into the store, through the API', () => {
     const r = await rig({
       seed: (s) => {
         s.upsert('nodes', node('node-a', [['InternalIP', '10.0.0.1']]));
-        s.upsert('services', service('web', {
-          type: 'LoadBalancer', clusterIP: '10.96.0.10', ingress: ['198.18.0.10'], loadBalancerSourceRanges: ['203.0.113.0/24'], sessionAffinity: 'ClientIP',
-        }));
+        s.upsert(
+          'services',
+          service('web', {
+            type: 'LoadBalancer',
+            clusterIP: '10.96.0.10',
+            ingress: ['198.18.0.10'],
+            loadBalancerSourceRanges: ['203.0.113.0/24'],
+            sessionAffinity: 'ClientIP',
+          }),
+        );
         s.upsert('endpointslices', slice('web-abc', ['10.244.0.1', '10.244.0.2', '10.244.0.3']));
       },
     });
     await settle(r);
     const list = await vips(r);
-    assert.deepEqual(list.map((v) => [v.name, v.owner, v.address, v.port, v.backend_count, v.source_affinity]), [
-      [WEB_VIP, 'kubernetes:default/web', '198.18.0.10', 80, 3, true],
-    ]);
+    assert.deepEqual(
+      list.map((v) => [v.name, v.owner, v.address, v.port, v.backend_count, v.source_affinity]),
+      [[WEB_VIP, 'kubernetes:default/web', '198.18.0.10', 80, 3, true]],
+    );
     assert.deepEqual(list[0]?.policies, ['k8s.default.web.source-ranges']);
-    assert.deepEqual(await backends(r, WEB_VIP), [['10.244.0.1', 'active'], ['10.244.0.2', 'active'], ['10.244.0.3', 'active']]);
+    assert.deepEqual(await backends(r, WEB_VIP), [
+      ['10.244.0.1', 'active'],
+      ['10.244.0.2', 'active'],
+      ['10.244.0.3', 'active'],
+    ]);
     const pol = await call(r.api.app, { url: '/v1/policies/k8s.default.web.source-ranges' });
     assert.equal(pol.json<{ owner: string }>().owner, 'kubernetes:default/web');
     // The datapath got it (committed and applied together).
@@ -135,7 +174,15 @@ describe('k8s sync: into the store, through the API', () => {
     assert.equal(audit[0]?.action, 'k8s.sync');
 
     // Read-only through the API, with a clear error.
-    const put = problemOf(await call(r.api.app, { method: 'PUT', url: `/v1/vips/${WEB_VIP}`, body: { name: WEB_VIP, address: '198.18.0.10', port: 81, protocol: 'tcp' } }), 403, 'read-only');
+    const put = problemOf(
+      await call(r.api.app, {
+        method: 'PUT',
+        url: `/v1/vips/${WEB_VIP}`,
+        body: { name: WEB_VIP, address: '198.18.0.10', port: 81, protocol: 'tcp' },
+      }),
+      403,
+      'read-only',
+    );
     assert.match(put.detail ?? '', /kubernetes:default\/web/);
     problemOf(await call(r.api.app, { method: 'DELETE', url: `/v1/vips/${WEB_VIP}` }), 403);
     problemOf(await call(r.api.app, { method: 'POST', url: `/v1/vips/${WEB_VIP}/backends`, body: { address: '10.244.9.9' } }), 403);
@@ -146,8 +193,13 @@ describe('k8s sync: into the store, through the API', () => {
     assert.equal(apply.statusCode, 200, apply.body);
     assert.equal((await vips(r)).length, 1);
     // The socket-LB list got the ClusterIP, and the Service's outside address for sockets on this node.
-    assert.deepEqual(r.clusterIps.at(-1)?.map((c) => [c.service, c.ip, c.port, c.backends.length, c.affinityTimeoutSeconds]),
-      [['default/web', '10.96.0.10', 80, 3, 10800], ['default/web', '198.18.0.10', 80, 3, 10800]]);
+    assert.deepEqual(
+      r.clusterIps.at(-1)?.map((c) => [c.service, c.ip, c.port, c.backends.length, c.affinityTimeoutSeconds]),
+      [
+        ['default/web', '10.96.0.10', 80, 3, 10800],
+        ['default/web', '198.18.0.10', 80, 3, 10800],
+      ],
+    );
   });
 
   it('endpoint changes follow: terminating endpoints drain, removed ones go, and a deleted Service takes its VIPs along', async () => {
@@ -158,13 +210,25 @@ describe('k8s sync: into the store, through the API', () => {
       },
     });
     await settle(r);
-    r.server.upsert('endpointslices', slice('web-abc', ['10.244.0.1', ['10.244.0.2', { ready: false, serving: true, terminating: true }], '10.244.0.3']));
+    r.server.upsert(
+      'endpointslices',
+      slice('web-abc', ['10.244.0.1', ['10.244.0.2', { ready: false, serving: true, terminating: true }], '10.244.0.3']),
+    );
     await settle(r);
-    assert.deepEqual(await backends(r, WEB_VIP), [['10.244.0.1', 'active'], ['10.244.0.2', 'draining'], ['10.244.0.3', 'active']]);
+    assert.deepEqual(await backends(r, WEB_VIP), [
+      ['10.244.0.1', 'active'],
+      ['10.244.0.2', 'draining'],
+      ['10.244.0.3', 'active'],
+    ]);
     r.server.upsert('endpointslices', slice('web-abc', ['10.244.0.3']));
     await settle(r);
     assert.deepEqual(await backends(r, WEB_VIP), [['10.244.0.3', 'active']]);
-    const tombstones = r.api.store.read((tx) => tx.snapshot().tombstones.map((t) => t.address).sort());
+    const tombstones = r.api.store.read((tx) =>
+      tx
+        .snapshot()
+        .tombstones.map((t) => t.address)
+        .sort(),
+    );
     assert.deepEqual(tombstones, ['10.244.0.1', '10.244.0.2'], 'removed backends drain (tombstones)');
     r.server.remove('services', 'default/web');
     await settle(r);
@@ -172,21 +236,35 @@ describe('k8s sync: into the store, through the API', () => {
   });
 
   it('ClusterIP-only changes touch the socket-LB list, not the store', async () => {
-    const r = await rig({ seed: (s) => s.upsert('services', service('api', { clusterIP: '10.96.1.1', ports: [port(80, { name: 'http', targetPort: 8080 })] })) });
+    const r = await rig({
+      seed: (s) => s.upsert('services', service('api', { clusterIP: '10.96.1.1', ports: [port(80, { name: 'http', targetPort: 8080 })] })),
+    });
     await settle(r);
     const rev = r.api.store.revision();
     r.server.upsert('endpointslices', slice('api-1', ['10.244.1.1'], { ports: [{ name: 'http', port: 8080 }] }));
     await settle(r);
     assert.equal(r.api.store.revision(), rev, 'no store revision for a ClusterIP-only change');
-    assert.deepEqual(r.sync.clusterIps().map((c) => [c.ip, c.port, c.backends]), [['10.96.1.1', 80, [{ address: '10.244.1.1', port: 8080 }]]]);
+    assert.deepEqual(
+      r.sync.clusterIps().map((c) => [c.ip, c.port, c.backends]),
+      [['10.96.1.1', 80, [{ address: '10.244.1.1', port: 8080 }]]],
+    );
     assert.deepEqual(r.clusterIps.at(-1), r.sync.clusterIps());
   });
 
   it('health-check node ports follow the local endpoints (externalTrafficPolicy Local)', async () => {
     const r = await rig({
       seed: (s) => {
-        s.upsert('services', service('etp', { type: 'LoadBalancer', externalTrafficPolicy: 'Local', healthCheckNodePort: 32000, ingress: ['198.18.0.30'] }));
-        s.upsert('endpointslices', slice('etp-1', [['10.244.0.1', { node: 'node-a' }], ['10.244.0.2', { node: 'node-b' }]]));
+        s.upsert(
+          'services',
+          service('etp', { type: 'LoadBalancer', externalTrafficPolicy: 'Local', healthCheckNodePort: 32000, ingress: ['198.18.0.30'] }),
+        );
+        s.upsert(
+          'endpointslices',
+          slice('etp-1', [
+            ['10.244.0.1', { node: 'node-a' }],
+            ['10.244.0.2', { node: 'node-b' }],
+          ]),
+        );
       },
     });
     await settle(r);
@@ -197,19 +275,38 @@ describe('k8s sync: into the store, through the API', () => {
     assert.deepEqual(r.hcnp.at(-1), [{ service: 'default/etp', port: 32000, localEndpoints: 0 }]);
   });
 
-  it('a VIP refused by the store (address taken by an API VIP) leaves the Service\'s other VIPs up, and is retried', async () => {
+  it("a VIP refused by the store (address taken by an API VIP) leaves the Service's other VIPs up, and is retried", async () => {
     const r = await rig();
-    const created = await call(r.api.app, { method: 'POST', url: '/v1/vips', body: { name: 'mine', address: '198.18.0.20', port: 80, protocol: 'tcp' } });
+    const created = await call(r.api.app, {
+      method: 'POST',
+      url: '/v1/vips',
+      body: { name: 'mine', address: '198.18.0.20', port: 80, protocol: 'tcp' },
+    });
     assert.equal(created.statusCode, 201);
     r.server.upsert('services', service('two', { externalIPs: ['198.18.0.20', '198.18.0.21'] }));
     r.server.upsert('endpointslices', slice('two-1', ['10.244.2.1']));
     await settle(r);
     await until(() => r.sync.skipped().some((s) => /198\.18\.0\.20/.test(s.reason)), 'the refusal');
-    assert.deepEqual((await vips(r)).map((v) => [v.name, v.owner]), [['k8s.default.two.tcp80.198-18-0-21', 'kubernetes:default/two'], ['mine', null]]);
-    assert.match(r.sync.skipped().map((s) => s.reason).join('\n'), /k8s\.default\.two\.tcp80\.198-18-0-20 .*refused by the store: .*already used by vip "mine"/);
+    assert.deepEqual(
+      (await vips(r)).map((v) => [v.name, v.owner]),
+      [
+        ['k8s.default.two.tcp80.198-18-0-21', 'kubernetes:default/two'],
+        ['mine', null],
+      ],
+    );
+    assert.match(
+      r.sync
+        .skipped()
+        .map((s) => s.reason)
+        .join('\n'),
+      /k8s\.default\.two\.tcp80\.198-18-0-20 .*refused by the store: .*already used by vip "mine"/,
+    );
     await call(r.api.app, { method: 'DELETE', url: '/v1/vips/mine' });
     await until(() => r.sync.skipped().length === 0, 'the retry');
-    assert.deepEqual((await vips(r)).map((v) => v.name), ['k8s.default.two.tcp80.198-18-0-20', 'k8s.default.two.tcp80.198-18-0-21']);
+    assert.deepEqual(
+      (await vips(r)).map((v) => v.name),
+      ['k8s.default.two.tcp80.198-18-0-20', 'k8s.default.two.tcp80.198-18-0-21'],
+    );
   });
 
   it('a datapath refusal rolls the batch back; it is retried until it applies', async () => {
@@ -222,7 +319,10 @@ describe('k8s sync: into the store, through the API', () => {
     r.api.applier.failing = null;
     await until(() => r.api.store.revision() > 0 && r.sync.idle, 'the retry');
     await settle(r);
-    assert.deepEqual((await vips(r)).map((v) => v.name), [WEB_VIP]);
+    assert.deepEqual(
+      (await vips(r)).map((v) => v.name),
+      [WEB_VIP],
+    );
   });
 
   it('while a failed batch waits for its backoff, new events do not start batches of their own', async () => {
@@ -241,15 +341,46 @@ describe('k8s sync: into the store, through the API', () => {
     r.api.applier.failing = null;
     await until(() => r.api.store.revision() > 0 && r.sync.idle, 'the retry after the backoff');
     await settle(r);
-    assert.deepEqual((await vips(r)).map((v) => v.name), [WEB_VIP]);
+    assert.deepEqual(
+      (await vips(r)).map((v) => v.name),
+      [WEB_VIP],
+    );
   });
 
   it('nothing is written before every informer listed; then owners of vanished Services are swept', async () => {
     const r = await rig({
       before: (api) => {
         api.controller.write('kubernetes', 'k8s.sync', (tx) => {
-          tx.replaceState({ vips: [{ name: 'k8s.default.gone.tcp80.198-18-0-99', address: '198.18.0.99', port: 80, protocol: 'tcp', backends: [{ address: '10.244.9.9' }] }] }, 30, 'kubernetes:default/gone');
-          tx.replaceState({ vips: [{ name: WEB_VIP, address: '198.18.0.10', port: 80, protocol: 'tcp', backends: [{ address: '10.244.0.1' }, { address: '10.244.0.2' }] }] }, 30, 'kubernetes:default/web');
+          tx.replaceState(
+            {
+              vips: [
+                {
+                  name: 'k8s.default.gone.tcp80.198-18-0-99',
+                  address: '198.18.0.99',
+                  port: 80,
+                  protocol: 'tcp',
+                  backends: [{ address: '10.244.9.9' }],
+                },
+              ],
+            },
+            30,
+            'kubernetes:default/gone',
+          );
+          tx.replaceState(
+            {
+              vips: [
+                {
+                  name: WEB_VIP,
+                  address: '198.18.0.10',
+                  port: 80,
+                  protocol: 'tcp',
+                  backends: [{ address: '10.244.0.1' }, { address: '10.244.0.2' }],
+                },
+              ],
+            },
+            30,
+            'kubernetes:default/web',
+          );
         });
       },
       seed: (s) => {
@@ -264,20 +395,29 @@ describe('k8s sync: into the store, through the API', () => {
     assert.equal(r.watch.endpointSlices.synced, false);
     assert.equal(r.api.store.revision(), rev, 'no write while EndpointSlices are not listed (web would have lost its backends)');
     await settle(r);
-    assert.deepEqual((await vips(r)).map((v) => [v.name, v.backend_count]), [[WEB_VIP, 2]]);
+    assert.deepEqual(
+      (await vips(r)).map((v) => [v.name, v.backend_count]),
+      [[WEB_VIP, 2]],
+    );
     assert.equal(r.api.store.revision(), rev + 1, 'one transaction: the sweep; web was already right');
   });
 
-  it('a change of this node\'s addresses moves its NodePort VIPs; heartbeats do not', async () => {
+  it("a change of this node's addresses moves its NodePort VIPs; heartbeats do not", async () => {
     const r = await rig({
       seed: (s) => {
         s.upsert('nodes', node('node-a', [['InternalIP', '10.0.0.1']]));
-        s.upsert('services', service('np', { type: 'NodePort', ports: [port(30500, { name: 'http', targetPort: 30500, nodePort: 30500 })] }));
+        s.upsert(
+          'services',
+          service('np', { type: 'NodePort', ports: [port(30500, { name: 'http', targetPort: 30500, nodePort: 30500 })] }),
+        );
         s.upsert('endpointslices', slice('np-1', ['10.244.0.1'], { ports: [{ name: 'http', port: 30500 }] }));
       },
     });
     await settle(r);
-    assert.deepEqual((await vips(r)).map((v) => `${v.address}:${v.port}`), ['10.0.0.1:30500']);
+    assert.deepEqual(
+      (await vips(r)).map((v) => `${v.address}:${v.port}`),
+      ['10.0.0.1:30500'],
+    );
     const batches = r.sync.stats.batches;
     const hb = node('node-a', [['InternalIP', '10.0.0.1']]);
     hb.metadata.annotations = { heartbeat: 'now' };
@@ -285,7 +425,13 @@ describe('k8s sync: into the store, through the API', () => {
     await until(() => r.watch.nodes.cache.get('node-a')?.metadata.annotations?.heartbeat === 'now', 'the heartbeat');
     await new Promise((res) => setTimeout(res, 50));
     assert.equal(r.sync.stats.batches, batches, 'no batch for a heartbeat');
-    r.server.upsert('nodes', node('node-a', [['InternalIP', '10.0.0.2'], ['ExternalIP', '203.0.113.2']]));
+    r.server.upsert(
+      'nodes',
+      node('node-a', [
+        ['InternalIP', '10.0.0.2'],
+        ['ExternalIP', '203.0.113.2'],
+      ]),
+    );
     await until(() => r.sync.stats.batches > batches && r.sync.idle, 'the address change');
     assert.deepEqual((await vips(r)).map((v) => `${v.address}:${v.port}`).sort(), ['10.0.0.2:30500', '203.0.113.2:30500']);
   });
@@ -294,7 +440,12 @@ describe('k8s sync: into the store, through the API', () => {
 describe('k8s sync: a burst', () => {
   it('a batch of several transactions lets the event loop run between them; what changes meanwhile is written next', async () => {
     const N = 600;
-    const r = await rig({ maxVips: 1024, maxBackends: 4096, maxDelayMs: 100, caps: { servicesPerTransaction: 40, maxTransactionsPerBatch: 1000 } });
+    const r = await rig({
+      maxVips: 1024,
+      maxBackends: 4096,
+      maxDelayMs: 100,
+      caps: { servicesPerTransaction: 40, maxTransactionsPerBatch: 1000 },
+    });
     await settle(r);
     const rev0 = r.api.store.revision();
     const ip = (n: number, a: number): string => `${a}.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
@@ -336,7 +487,10 @@ describe('k8s sync: a burst', () => {
     // Everything is written, including the change made while its batch was running.
     const list = await vips(r);
     assert.equal(list.length, N);
-    assert.deepEqual(await backends(r, `k8s.default.${name(0)}.tcp80.198-18-0-0`), [['10.250.0.1', 'active'], ['10.250.0.2', 'active']]);
+    assert.deepEqual(await backends(r, `k8s.default.${name(0)}.tcp80.198-18-0-0`), [
+      ['10.250.0.1', 'active'],
+      ['10.250.0.2', 'active'],
+    ]);
     assert.deepEqual(await backends(r, `k8s.default.${name(N - 1)}.tcp80.198-18-2-87`), [[ip(N, 11), 'active']]);
     assert.equal(r.api.controller.appliedRevision, r.api.store.revision());
   });
@@ -352,8 +506,18 @@ describe('k8s sync: a burst', () => {
     const objs: Array<readonly [ResourceName, KubeObject]> = [];
     for (let i = 0; i < N; i++) {
       const name = `svc-${i}`;
-      objs.push(['services', service(name, { namespace: 'burst', clusterIP: ip(i + 1, 10), externalIPs: [`198.18.${(i >> 8) & 255}.${i & 255}`] })]);
-      objs.push(['endpointslices', slice(`${name}-x`, Array.from({ length: E }, (_, j) => ip(i * E + j + 1, 11)), { namespace: 'burst', service: name })]);
+      objs.push([
+        'services',
+        service(name, { namespace: 'burst', clusterIP: ip(i + 1, 10), externalIPs: [`198.18.${(i >> 8) & 255}.${i & 255}`] }),
+      ]);
+      objs.push([
+        'endpointslices',
+        slice(
+          `${name}-x`,
+          Array.from({ length: E }, (_, j) => ip(i * E + j + 1, 11)),
+          { namespace: 'burst', service: name },
+        ),
+      ]);
     }
     const t0 = performance.now();
     r.server.upsertMany(objs);
@@ -364,7 +528,9 @@ describe('k8s sync: a burst', () => {
       const s = tx.snapshot();
       return { vips: s.vips.length, backends: s.backends.length };
     });
-    console.log(`# burst of ${N} Services × ${E} endpoints: ${Math.round(ms)} ms to committed + applied, ${revisions} store revisions, ${r.sync.stats.batches} batches`);
+    console.log(
+      `# burst of ${N} Services × ${E} endpoints: ${Math.round(ms)} ms to committed + applied, ${revisions} store revisions, ${r.sync.stats.batches} batches`,
+    );
     assert.deepEqual(counts, { vips: N, backends: N * E });
     // Steps of 500 Services (the default), one revision each: at least N / 500. A Service whose slice came in a later
     // batch than the Service itself is written twice, and every batch may end on a partial step.

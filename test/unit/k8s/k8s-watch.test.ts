@@ -68,10 +68,14 @@ describe('k8s watch: list and watch', () => {
     server = await K8sTestServer.start();
     kc = loadKubeConfig({ kubeconfig: server.writeKubeconfig() });
   });
-  after(async () => { await server.close(); });
+  after(async () => {
+    await server.close();
+  });
   afterEach(async () => {
     await stopAll();
-    server.removeMany(['services', 'endpointslices', 'nodes'].flatMap((r) => server.keys(r as 'services').map((k) => [r as 'services', k] as const)));
+    server.removeMany(
+      ['services', 'endpointslices', 'nodes'].flatMap((r) => server.keys(r as 'services').map((k) => [r as 'services', k] as const)),
+    );
     server.goneMode = 'event';
   });
 
@@ -80,7 +84,10 @@ describe('k8s watch: list and watch', () => {
     const rec = new Recorder<Service>();
     const inf = serviceInformer(kc, rec, { pageSize: 2 });
     await inf.waitSynced();
-    assert.deepEqual(rec.take().map(([t, n]) => `${t} ${n}`), ['ADDED a', 'ADDED b', 'ADDED c', 'ADDED d', 'ADDED e']);
+    assert.deepEqual(
+      rec.take().map(([t, n]) => `${t} ${n}`),
+      ['ADDED a', 'ADDED b', 'ADDED c', 'ADDED d', 'ADDED e'],
+    );
     assert.equal(rec.synced, 1);
     assert.equal(inf.cache.size, 5);
     assert.equal(server.listRequests('services').length, 3, 'pages of 2: three requests');
@@ -95,7 +102,11 @@ describe('k8s watch: list and watch', () => {
     server.upsert('services', service('a', { externalIPs: ['198.18.0.1'] }));
     server.remove('services', 'default/b');
     await until(() => rec.events.length === 3, 'three events');
-    assert.deepEqual(rec.take(), [['ADDED', 'f'], ['MODIFIED', 'a'], ['DELETED', 'b']]);
+    assert.deepEqual(rec.take(), [
+      ['ADDED', 'f'],
+      ['MODIFIED', 'a'],
+      ['DELETED', 'b'],
+    ]);
     assert.equal(inf.resourceVersion, String(server.rv));
     assert.deepEqual(inf.cache.get('default/a')?.spec?.externalIPs, ['198.18.0.1']);
     assert.equal(inf.cache.has('default/b'), false);
@@ -118,7 +129,10 @@ describe('k8s watch: list and watch', () => {
     server.upsert('services', service('w2'));
     server.upsert('services', service('w1', { externalIPs: ['198.18.0.2'] }));
     await until(() => rec.events.length === 2, 'events after the drop');
-    assert.deepEqual(rec.take(), [['ADDED', 'w2'], ['MODIFIED', 'w1']]);
+    assert.deepEqual(rec.take(), [
+      ['ADDED', 'w2'],
+      ['MODIFIED', 'w1'],
+    ]);
     assert.equal(server.listRequests('services').length, lists, 'no re-list');
     assert.equal(server.watchRequests('services').length, watches + 1);
     assert.equal(lastWatchRv(server), rvBefore, 're-watched from the last resourceVersion it had');
@@ -150,7 +164,11 @@ describe('k8s watch: list and watch', () => {
       server.upsert('services', service('g2', { externalIPs: ['198.18.0.3'] }));
       server.expireHistory(); // the client's resourceVersion is now too old
       await until(() => rec.events.length === 3, 'the re-list difference');
-      assert.deepEqual(rec.take().sort(), [['ADDED', 'g3'], ['DELETED', 'g1'], ['MODIFIED', 'g2']]);
+      assert.deepEqual(rec.take().sort(), [
+        ['ADDED', 'g3'],
+        ['DELETED', 'g1'],
+        ['MODIFIED', 'g2'],
+      ]);
       assert.equal(server.listRequests('services').length, lists + 1, 'one re-list');
       assert.equal(inf.stats.gone, 1);
       assert.equal(rec.synced, 2);
@@ -158,7 +176,10 @@ describe('k8s watch: list and watch', () => {
       await until(() => server.watchCount === 1, 'watching again');
       assert.equal(lastWatchRv(server), String(server.rv));
       await inf.stop();
-      server.removeMany([['services', 'g2'], ['services', 'g3']]);
+      server.removeMany([
+        ['services', 'g2'],
+        ['services', 'g3'],
+      ]);
       server.goneMode = 'event';
     });
   }
@@ -215,7 +236,10 @@ describe('k8s watch: list and watch', () => {
     assert.equal(server.listRequests('services').length, lists);
     server.upsert('services', service('err', { externalIPs: ['198.18.0.4'] }));
     await until(() => rec.events.length === 2, 'events flow again');
-    assert.deepEqual(rec.take(), [['ADDED', 'err'], ['MODIFIED', 'err']]);
+    assert.deepEqual(rec.take(), [
+      ['ADDED', 'err'],
+      ['MODIFIED', 'err'],
+    ]);
     await inf.stop();
     server.remove('services', 'err');
   });
@@ -233,8 +257,14 @@ describe('k8s watch: list and watch', () => {
 
   it('backoff delays double up to the maximum, with jitter in [base/2, base]', () => {
     const b = { initialMs: 100, maxMs: 1000 };
-    assert.deepEqual([1, 2, 3, 4, 5, 9].map((n) => backoffDelay(b, n, () => 1)), [100, 200, 400, 800, 1000, 1000]);
-    assert.deepEqual([1, 2, 5].map((n) => backoffDelay(b, n, () => 0)), [50, 100, 500]);
+    assert.deepEqual(
+      [1, 2, 3, 4, 5, 9].map((n) => backoffDelay(b, n, () => 1)),
+      [100, 200, 400, 800, 1000, 1000],
+    );
+    assert.deepEqual(
+      [1, 2, 5].map((n) => backoffDelay(b, n, () => 0)),
+      [50, 100, 500],
+    );
   });
 });
 
@@ -268,7 +298,10 @@ describe('k8s watch: credentials', () => {
       assert.deepEqual(rec.take(), [['ADDED', 'incluster']]);
       await inf.stop();
     } finally {
-      for (const [k, v] of [['KUBERNETES_SERVICE_HOST', saved.host], ['KUBERNETES_SERVICE_PORT', saved.port]] as const) {
+      for (const [k, v] of [
+        ['KUBERNETES_SERVICE_HOST', saved.host],
+        ['KUBERNETES_SERVICE_PORT', saved.port],
+      ] as const) {
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }
@@ -305,7 +338,10 @@ describe('k8s watch: K8sWatch (three informers)', () => {
       const synced: string[] = [];
       let resyncs = 0;
       const w = new K8sWatch({
-        kubeConfig: loadKubeConfig({ kubeconfig: server.writeKubeconfig() }), nodeName: 'node-a', resyncMs: 50, ...FAST,
+        kubeConfig: loadKubeConfig({ kubeconfig: server.writeKubeconfig() }),
+        nodeName: 'node-a',
+        resyncMs: 50,
+        ...FAST,
         handler: {
           service: (t, o) => seen.push(`${t} Service ${o.metadata.namespace}/${o.metadata.name}`),
           endpointSlice: (t, o) => seen.push(`${t} EndpointSlice ${o.metadata.namespace}/${o.metadata.name}`),
@@ -317,7 +353,12 @@ describe('k8s watch: K8sWatch (three informers)', () => {
       w.start();
       await w.waitSynced();
       assert.equal(w.synced, true);
-      assert.deepEqual(seen.sort(), ['ADDED EndpointSlice default/web-1', 'ADDED Node node-a', 'ADDED Node node-b', 'ADDED Service default/web']);
+      assert.deepEqual(seen.sort(), [
+        'ADDED EndpointSlice default/web-1',
+        'ADDED Node node-a',
+        'ADDED Node node-b',
+        'ADDED Service default/web',
+      ]);
       assert.deepEqual(synced.sort(), ['EndpointSlice', 'Node', 'Service']);
       assert.equal(server.listRequests('nodes')[0]?.query.fieldSelector, undefined, 'no field selector: endpoints live on every node');
       server.upsert('nodes', node('node-b', [['InternalIP', '10.0.0.3']]));

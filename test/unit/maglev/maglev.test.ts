@@ -4,8 +4,8 @@
  * shows how close to ideal the tables are, not just that they pass.
  */
 
-import { test } from "node:test";
-import assert from "node:assert/strict";
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
 
 import {
   DEFAULT_MAGLEV_M,
@@ -23,8 +23,8 @@ import {
   murmur3Bytes,
   planShares,
   type MaglevBackend,
-} from "../../../src/maglev/index.js";
-import type { DpState } from "../../../src/model/dpstate.js";
+} from '../../../src/maglev/index.js';
+import type { DpState } from '../../../src/model/dpstate.js';
 
 /** n backends with ids 0..n-1 and address-like keys, all of weight 1. */
 function backends(n: number, weight = 1): MaglevBackend[] {
@@ -57,19 +57,19 @@ function pct(x: number): string {
   return `${(x * 100).toFixed(3)}%`;
 }
 
-test("murmur3 matches the reference MurmurHash3_x86_32 test vectors", () => {
-  assert.equal(murmur3("", 0), 0);
-  assert.equal(murmur3("", 1), 0x514e28b7);
-  assert.equal(murmur3("", 0xffffffff), 0x81f16f39);
-  assert.equal(murmur3("test", 0), 0xba6bd213);
-  assert.equal(murmur3("Hello, world!", 0x9747b28c), 0x24884cba);
-  assert.equal(murmur3("The quick brown fox jumps over the lazy dog", 0x9747b28c), 0x2fa826cd);
+test('murmur3 matches the reference MurmurHash3_x86_32 test vectors', () => {
+  assert.equal(murmur3('', 0), 0);
+  assert.equal(murmur3('', 1), 0x514e28b7);
+  assert.equal(murmur3('', 0xffffffff), 0x81f16f39);
+  assert.equal(murmur3('test', 0), 0xba6bd213);
+  assert.equal(murmur3('Hello, world!', 0x9747b28c), 0x24884cba);
+  assert.equal(murmur3('The quick brown fox jumps over the lazy dog', 0x9747b28c), 0x2fa826cd);
   // UTF-8, not UTF-16: "é" is the two bytes c3 a9.
-  assert.equal(murmur3("\u00e9", 5), murmur3Bytes(Uint8Array.of(0xc3, 0xa9), 5));
-  assert.equal(murmur3("\u{1f680}", 5), murmur3Bytes(Uint8Array.of(0xf0, 0x9f, 0x9a, 0x80), 5));
+  assert.equal(murmur3('\u00e9', 5), murmur3Bytes(Uint8Array.of(0xc3, 0xa9), 5));
+  assert.equal(murmur3('\u{1f680}', 5), murmur3Bytes(Uint8Array.of(0xf0, 0x9f, 0x9a, 0x80), 5));
 });
 
-test("every listed M is prime, in order, and includes the default", () => {
+test('every listed M is prime, in order, and includes the default', () => {
   for (const p of MAGLEV_PRIMES) assert.ok(isPrime(p), `${p} should be prime`);
   for (let i = 1; i < MAGLEV_PRIMES.length; i++) {
     assert.ok((MAGLEV_PRIMES[i] as number) > (MAGLEV_PRIMES[i - 1] as number));
@@ -78,7 +78,7 @@ test("every listed M is prime, in order, and includes the default", () => {
   assert.ok(Object.isFrozen(MAGLEV_PRIMES));
 });
 
-test("isPrime agrees with a sieve up to 10,000 and rejects non-integers", () => {
+test('isPrime agrees with a sieve up to 10,000 and rejects non-integers', () => {
   const limit = 10_000;
   const composite = new Uint8Array(limit + 1);
   for (let i = 2; i * i <= limit; i++) {
@@ -90,7 +90,7 @@ test("isPrime agrees with a sieve up to 10,000 and rejects non-integers", () => 
   assert.equal(isPrime(2147483647), true); // 2^31 - 1
 });
 
-test("non-prime or out-of-range M is rejected with a RangeError naming it", () => {
+test('non-prime or out-of-range M is rejected with a RangeError naming it', () => {
   for (const m of [0, 1, 4, 65536, 65535, 100, 251.5, -251, NaN]) {
     assert.throws(
       () => buildMaglevTable(backends(3), m),
@@ -102,7 +102,7 @@ test("non-prime or out-of-range M is rejected with a RangeError naming it", () =
   assert.throws(() => buildMaglevTable(backends(3), 2147483647), RangeError);
 });
 
-test("bad ids, weights, keys, seeds and duplicates are rejected clearly", () => {
+test('bad ids, weights, keys, seeds and duplicates are rejected clearly', () => {
   const ok = backends(3);
   const withB = (patch: Partial<MaglevBackend>): MaglevBackend[] => [...ok.slice(0, 2), { ...(ok[2] as MaglevBackend), ...patch }];
   const cases: Array<[MaglevBackend[], RegExp]> = [
@@ -113,7 +113,7 @@ test("bad ids, weights, keys, seeds and duplicates are rejected clearly", () => 
     [withB({ id: -1 }), /id must be an integer 0\.\.4294967294, got -1/],
     [withB({ id: FERRY_BACKEND_NONE }), /id must be .* got 4294967295/],
     [withB({ id: 0.5 }), /id must be .* got 0\.5/],
-    [withB({ key: "" }), /key must be a non-empty string/],
+    [withB({ key: '' }), /key must be a non-empty string/],
     [withB({ key: (ok[0] as MaglevBackend).key }), /duplicate backend key "10\.0\.0\.1:8080"/],
     [withB({ id: 0 }), /duplicate backend id 0/],
     // A duplicate is an error even when the duplicate has weight 0.
@@ -125,7 +125,7 @@ test("bad ids, weights, keys, seeds and duplicates are rejected clearly", () => 
   }
 });
 
-test("chooseMaglevM: smallest listed prime >= 100 x N, with a floor", () => {
+test('chooseMaglevM: smallest listed prime >= 100 x N, with a floor', () => {
   assert.equal(chooseMaglevM(0), MAGLEV_MIN_AUTO_M);
   assert.equal(chooseMaglevM(1), 1021);
   assert.equal(chooseMaglevM(10), 1021);
@@ -142,7 +142,7 @@ test("chooseMaglevM: smallest listed prime >= 100 x N, with a floor", () => {
   assert.throws(() => chooseMaglevM(1.5), RangeError);
 });
 
-test("empty input, all-zero weights: every slot is FERRY_BACKEND_NONE", () => {
+test('empty input, all-zero weights: every slot is FERRY_BACKEND_NONE', () => {
   for (const set of [[], backends(5, 0)]) {
     const table = buildMaglevTable(set, 251);
     assert.equal(table.length, 251);
@@ -150,11 +150,20 @@ test("empty input, all-zero weights: every slot is FERRY_BACKEND_NONE", () => {
   }
 });
 
-test("unweighted: each of N backends gets floor(M/N) or ceil(M/N) slots", (t) => {
+test('unweighted: each of N backends gets floor(M/N) or ceil(M/N) slots', (t) => {
   const cases: Array<[number, number]> = [
-    [1, 251], [3, 251], [7, 251], [100, 251], [251, 251],
-    [1, 65537], [3, 65537], [7, 65537], [100, 65537], [1000, 65537],
-    [13, 4093], [1000, 131071],
+    [1, 251],
+    [3, 251],
+    [7, 251],
+    [100, 251],
+    [251, 251],
+    [1, 65537],
+    [3, 65537],
+    [7, 65537],
+    [100, 65537],
+    [1000, 65537],
+    [13, 4093],
+    [1000, 131071],
   ];
   for (const [n, m] of cases) {
     // Equal weights other than 1 must behave identically.
@@ -179,7 +188,7 @@ test("unweighted: each of N backends gets floor(M/N) or ceil(M/N) slots", (t) =>
   assert.equal(tiny.size, 251);
 });
 
-test("weighted: slot shares are proportional to weights", (t) => {
+test('weighted: slot shares are proportional to weights', (t) => {
   const cases: Array<{ weights: number[]; m: number }> = [
     { weights: [2, 1], m: 65537 },
     { weights: [3, 1], m: 65537 },
@@ -211,12 +220,17 @@ test("weighted: slot shares are proportional to weights", (t) => {
       const ideal = (m * w) / total;
       const err = got - ideal;
       worst = Math.max(worst, Math.abs(err));
-      assert.ok(Math.abs(err) < 1, `weights ${weights.slice(0, 8).join(":")} M=${m}: backend ${i} (w=${w}) has ${got} slots, ideal ${ideal.toFixed(2)}`);
-      if (w === 0) assert.equal(got, 0, "weight 0 gets no slots");
+      assert.ok(
+        Math.abs(err) < 1,
+        `weights ${weights.slice(0, 8).join(':')} M=${m}: backend ${i} (w=${w}) has ${got} slots, ideal ${ideal.toFixed(2)}`,
+      );
+      if (w === 0) assert.equal(got, 0, 'weight 0 gets no slots');
       if (weights.length <= 4) shown.push(`${got} (ideal ${ideal.toFixed(1)})`);
     });
-    const label = weights.length <= 4 ? weights.join(":") : `${weights.slice(0, 3).join(",")},... (${weights.length} backends)`;
-    t.diagnostic(`weights ${label} M=${m}: ${shown.length ? shown.join(", ") + "; " : ""}worst error ${worst.toFixed(2)} slots (${pct(worst / m)} of M)`);
+    const label = weights.length <= 4 ? weights.join(':') : `${weights.slice(0, 3).join(',')},... (${weights.length} backends)`;
+    t.diagnostic(
+      `weights ${label} M=${m}: ${shown.length ? shown.join(', ') + '; ' : ''}worst error ${worst.toFixed(2)} slots (${pct(worst / m)} of M)`,
+    );
   }
 });
 
@@ -249,14 +263,20 @@ function paperMaglev(set: readonly MaglevBackend[], m: number, seed: number): Ui
 }
 
 test("equal weights reproduce the paper's algorithm slot for slot", () => {
-  const cases: Array<[number, number, number]> = [[1, 251, 0], [3, 251, 9], [10, 1021, 0], [37, 4093, 5], [100, 8191, 77]];
+  const cases: Array<[number, number, number]> = [
+    [1, 251, 0],
+    [3, 251, 9],
+    [10, 1021, 0],
+    [37, 4093, 5],
+    [100, 8191, 77],
+  ];
   for (const [n, m, seed] of cases) {
     const set = shuffled(backends(n, 3), n);
     assert.equal(diffTables(buildMaglevTable(set, m, seed), paperMaglev(set, m, seed)), 0, `N=${n} M=${m}`);
   }
 });
 
-test("permutation parameters are in range and independent of each other", () => {
+test('permutation parameters are in range and independent of each other', () => {
   const m = 65537;
   let sameAsOffset = 0;
   for (let i = 0; i < 2000; i++) {
@@ -269,11 +289,11 @@ test("permutation parameters are in range and independent of each other", () => 
   assert.ok(sameAsOffset < 5, `skip tracks offset ${sameAsOffset} times in 2000`);
 });
 
-test("extreme weight mixes still build (bounded rounds)", (t) => {
+test('extreme weight mixes still build (bounded rounds)', (t) => {
   const mixes: Array<[string, MaglevBackend[]]> = [
-    ["1 x 65535 + 999 x 1", Array.from({ length: 1000 }, (_, i) => ({ id: i, key: `k${i}`, weight: i === 0 ? 65535 : 1 }))],
-    ["999 x 65535 + 1 x 1", Array.from({ length: 1000 }, (_, i) => ({ id: i, key: `k${i}`, weight: i === 0 ? 1 : 65535 }))],
-    ["500 x 65535 + 500 x 1", Array.from({ length: 1000 }, (_, i) => ({ id: i, key: `k${i}`, weight: i % 2 ? 1 : 65535 }))],
+    ['1 x 65535 + 999 x 1', Array.from({ length: 1000 }, (_, i) => ({ id: i, key: `k${i}`, weight: i === 0 ? 65535 : 1 }))],
+    ['999 x 65535 + 1 x 1', Array.from({ length: 1000 }, (_, i) => ({ id: i, key: `k${i}`, weight: i === 0 ? 1 : 65535 }))],
+    ['500 x 65535 + 500 x 1', Array.from({ length: 1000 }, (_, i) => ({ id: i, key: `k${i}`, weight: i % 2 ? 1 : 65535 }))],
   ];
   for (const [label, set] of mixes) {
     const t0 = performance.now();
@@ -284,7 +304,7 @@ test("extreme weight mixes still build (bounded rounds)", (t) => {
   }
 });
 
-test("weight 0 backends get no slots and do not perturb the others", () => {
+test('weight 0 backends get no slots and do not perturb the others', () => {
   const set = backends(10);
   const zeroed = set.map((b, i) => (i === 4 ? { ...b, weight: 0 } : b));
   const without = set.filter((_, i) => i !== 4);
@@ -294,7 +314,7 @@ test("weight 0 backends get no slots and do not perturb the others", () => {
   assert.equal(diffTables(a, buildMaglevTable(without, 65537)), 0);
 });
 
-test("deterministic: input order does not matter; the seed does", () => {
+test('deterministic: input order does not matter; the seed does', () => {
   const set = backends(100).map((b, i) => ({ ...b, weight: 1 + (i % 5) }));
   const ref = buildMaglevTable(set, 65537, 42);
   for (let s = 1; s <= 5; s++) {
@@ -302,19 +322,19 @@ test("deterministic: input order does not matter; the seed does", () => {
   }
   assert.equal(diffTables(ref, buildMaglevTable(set, 65537, 42)), 0);
   const other = buildMaglevTable(set, 65537, 43);
-  assert.ok(diffTables(ref, other) > 65537 / 2, "a different seed reshuffles most slots");
+  assert.ok(diffTables(ref, other) > 65537 / 2, 'a different seed reshuffles most slots');
   // Default seed is 0.
   assert.equal(diffTables(buildMaglevTable(set, 65537), buildMaglevTable(set, 65537, 0)), 0);
 });
 
-test("pinned output: a small table never changes across hosts or versions", () => {
+test('pinned output: a small table never changes across hosts or versions', () => {
   // If this fails, the hash or the fill changed and every deployed table
   // would reshuffle on upgrade: that needs a deliberate decision.
   const table = buildMaglevTable(
     [
-      { id: 1, key: "10.0.0.1:80", weight: 1 },
-      { id: 2, key: "10.0.0.2:80", weight: 2 },
-      { id: 3, key: "[2001:db8::3]:80", weight: 1 },
+      { id: 1, key: '10.0.0.1:80', weight: 1 },
+      { id: 2, key: '10.0.0.2:80', weight: 2 },
+      { id: 3, key: '[2001:db8::3]:80', weight: 1 },
     ],
     251,
     7,
@@ -331,7 +351,7 @@ test("pinned output: a small table never changes across hosts or versions", () =
 });
 
 /** Fingerprint of the pinned table above (recorded from the first build). */
-const PINNED_FINGERPRINT = "fc84dd87";
+const PINNED_FINGERPRINT = 'fc84dd87';
 
 /** Fraction of slots whose owner changed between two tables. */
 function moved(a: Uint32Array, b: Uint32Array): number {
@@ -353,7 +373,7 @@ const DISRUPTION_BOUND: ReadonlyMap<number, number> = new Map([
   [1000, 8],
 ]);
 
-test("disruption: removing or adding one of N backends moves ~1/N of slots", (t) => {
+test('disruption: removing or adding one of N backends moves ~1/N of slots', (t) => {
   const m = 65537;
   for (const [n, factor] of DISRUPTION_BOUND) {
     const set = backends(n);
@@ -365,7 +385,10 @@ test("disruption: removing or adding one of N backends moves ~1/N of slots", (t)
     let worstRemove = 0;
     for (const victim of victims) {
       // Remove one: its ~M/N slots must move; ideally nothing else does.
-      const after = buildMaglevTable(set.filter((_, i) => i !== victim), m);
+      const after = buildMaglevTable(
+        set.filter((_, i) => i !== victim),
+        m,
+      );
       const r = moved(before, after);
       // Slots that moved although the removed backend did not own them.
       let collateral = 0;
@@ -394,36 +417,48 @@ test("disruption: removing or adding one of N backends moves ~1/N of slots", (t)
   }
 });
 
-test("disruption with weights: changing one weight moves about its share change", (t) => {
+test('disruption with weights: changing one weight moves about its share change', (t) => {
   const m = 65537;
   const set = backends(20).map((b, i) => ({ ...b, weight: 1 + (i % 4) }));
   const total = set.reduce((a, b) => a + b.weight, 0);
   const before = buildMaglevTable(set, m);
   // Halve one weight-4 backend (id 3): its share drops by 2/total of M, and the
   // other weights' shares change too, since the total changes.
-  const after = buildMaglevTable(set.map((b) => (b.id === 3 ? { ...b, weight: 2 } : b)), m);
+  const after = buildMaglevTable(
+    set.map((b) => (b.id === 3 ? { ...b, weight: 2 } : b)),
+    m,
+  );
   const r = moved(before, after);
   const ideal = 2 / total;
   t.diagnostic(`20 weighted backends, one weight 4 -> 2: moved ${pct(r)} (share change ${pct(ideal)})`);
   assert.ok(r <= ideal * 3, `moved ${pct(r)} vs ideal ${pct(ideal)}`);
   // Removing a weighted backend.
-  const removed = buildMaglevTable(set.filter((b) => b.id !== 3), m);
+  const removed = buildMaglevTable(
+    set.filter((b) => b.id !== 3),
+    m,
+  );
   const rr = moved(before, removed);
   t.diagnostic(`20 weighted backends, remove one of weight 4: moved ${pct(rr)} (its share ${pct(4 / total)})`);
   assert.ok(rr <= (4 / total) * 1.5);
 });
 
-test("a 1000-backend build at M = 65537 completes and covers every slot", () => {
+test('a 1000-backend build at M = 65537 completes and covers every slot', () => {
   const table = buildMaglevTable(backends(1000), DEFAULT_MAGLEV_M);
   assert.equal(table.length, DEFAULT_MAGLEV_M);
   assert.ok(!table.includes(FERRY_BACKEND_NONE));
   assert.equal(countSlots(table).size, 1000);
   // Large ids (u32 above 2^31) survive into the table unchanged.
-  const big = buildMaglevTable([{ id: 0xfffffffe, key: "x", weight: 1 }, { id: 0x80000000, key: "y", weight: 1 }], 251);
+  const big = buildMaglevTable(
+    [
+      { id: 0xfffffffe, key: 'x', weight: 1 },
+      { id: 0x80000000, key: 'y', weight: 1 },
+    ],
+    251,
+  );
   assert.deepEqual([...countSlots(big).keys()].sort(), [0x80000000, 0xfffffffe]);
 });
 
-test("diffTables counts differing slots and refuses mismatched sizes", () => {
+test('diffTables counts differing slots and refuses mismatched sizes', () => {
   assert.equal(diffTables(Uint32Array.of(1, 2, 3), Uint32Array.of(1, 5, 3)), 1);
   assert.equal(diffTables(new Uint32Array(0), new Uint32Array(0)), 0);
   assert.throws(() => diffTables(new Uint32Array(3), new Uint32Array(4)), RangeError);
@@ -431,22 +466,51 @@ test("diffTables counts differing slots and refuses mismatched sizes", () => {
 
 test("planShares: one VIP's table as slots per backend, the same table the datapath gets", () => {
   const backends = [
-    { id: 7, gen: 1, address: "10.0.0.1", weight: 100, state: "active" as const },
-    { id: 8, gen: 1, address: "10.0.0.2", weight: 300, state: "active" as const },
-    { id: 9, gen: 1, address: "10.0.0.3", weight: 100, state: "draining" as const },
+    { id: 7, gen: 1, address: '10.0.0.1', weight: 100, state: 'active' as const },
+    { id: 8, gen: 1, address: '10.0.0.2', weight: 300, state: 'active' as const },
+    { id: 9, gen: 1, address: '10.0.0.3', weight: 100, state: 'draining' as const },
   ];
   const plan: DpState = {
-    vips: [{ id: 1, name: "web", address: "198.51.100.1", port: 80, protocol: "tcp", flags: 0, m: 1021, rlIntervalNs: 0n, rlToleranceNs: 0n, allow: [], deny: [], backends }],
+    vips: [
+      {
+        id: 1,
+        name: 'web',
+        address: '198.51.100.1',
+        port: 80,
+        protocol: 'tcp',
+        flags: 0,
+        m: 1021,
+        rlIntervalNs: 0n,
+        rlToleranceNs: 0n,
+        allow: [],
+        deny: [],
+        backends,
+      },
+    ],
     tombstones: [],
   };
-  const shares = planShares(plan, 42, "web")!;
+  const shares = planShares(plan, 42, 'web')!;
   assert.equal(shares.m, 1021);
   assert.equal(shares.hash_seed, 42);
-  const table = countSlots(buildMaglevTable([{ id: 7, key: "10.0.0.1", weight: 100 }, { id: 8, key: "10.0.0.2", weight: 300 }], 1021, 42));
+  const table = countSlots(
+    buildMaglevTable(
+      [
+        { id: 7, key: '10.0.0.1', weight: 100 },
+        { id: 8, key: '10.0.0.2', weight: 300 },
+      ],
+      1021,
+      42,
+    ),
+  );
   assert.deepEqual(shares.backends, [
-    { address: "10.0.0.1", slots: table.get(7) }, { address: "10.0.0.2", slots: table.get(8) }, { address: "10.0.0.3", slots: 0 },
+    { address: '10.0.0.1', slots: table.get(7) },
+    { address: '10.0.0.2', slots: table.get(8) },
+    { address: '10.0.0.3', slots: 0 },
   ]);
-  assert.equal(shares.backends.reduce((n, b) => n + b.slots, 0), 1021);
-  assert.ok(Math.abs(shares.backends[1]!.slots / 1021 - 0.75) < 0.02, "weight 300 of 400: about three quarters");
-  assert.equal(planShares(plan, 42, "nope"), null);
+  assert.equal(
+    shares.backends.reduce((n, b) => n + b.slots, 0),
+    1021,
+  );
+  assert.ok(Math.abs(shares.backends[1]!.slots / 1021 - 0.75) < 0.02, 'weight 300 of 400: about three quarters');
+  assert.equal(planShares(plan, 42, 'nope'), null);
 });

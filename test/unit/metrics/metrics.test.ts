@@ -15,23 +15,41 @@ class Source implements MetricsSource {
   counters(): StatsBody {
     this.reads++;
     return {
-      vips: [{
-        name: 'web', packets: this.packets, bytes: 1500, new_flows: 2, ct_hits: 8, ct_misses: 2, drops: 1,
-        backends: [{ address: '198.51.100.1', packets: this.packets, bytes: 1500, new_flows: 2 }],
-      }],
+      vips: [
+        {
+          name: 'web',
+          packets: this.packets,
+          bytes: 1500,
+          new_flows: 2,
+          ct_hits: 8,
+          ct_misses: 2,
+          drops: 1,
+          backends: [{ address: '198.51.100.1', packets: this.packets, bytes: 1500, new_flows: 2 }],
+        },
+      ],
       drops: { policy: 3, no_backend: 0 },
       counters: { rx: 40, events_suppressed: 5 },
     };
   }
   status(): StatusBody {
     return {
-      version: 't', revision: 7, applied_revision: 7, uptime_seconds: 1, interfaces: [],
-      maps: [{ name: 'ferry_vips', max_entries: 64, used: 1 }, { name: 'ferry_ct', max_entries: 65536 }],
+      version: 't',
+      revision: 7,
+      applied_revision: 7,
+      uptime_seconds: 1,
+      interfaces: [],
+      maps: [
+        { name: 'ferry_vips', max_entries: 64, used: 1 },
+        { name: 'ferry_ct', max_entries: 65536 },
+      ],
       last_reconcile: { changes: 0, duration_ms: 1 },
     };
   }
   health() {
-    return [{ vip: 'web', backend: '198.51.100.1', up: true }, { vip: 'web', backend: '198.51.100.2', up: false }];
+    return [
+      { vip: 'web', backend: '198.51.100.1', up: true },
+      { vip: 'web', backend: '198.51.100.2', up: false },
+    ];
   }
 }
 
@@ -95,7 +113,12 @@ describe('Grafana dashboard', () => {
       panels: Array<{ title: string; targets: Array<{ expr: string }> }>;
     };
     const text = await new FerryMetrics(new Source()).render();
-    const exported = new Set(text.split('\n').filter((l) => l.startsWith('# TYPE ')).map((l) => l.split(' ')[2]!));
+    const exported = new Set(
+      text
+        .split('\n')
+        .filter((l) => l.startsWith('# TYPE '))
+        .map((l) => l.split(' ')[2]!),
+    );
     assert.ok(dash.panels.length >= 10);
     for (const p of dash.panels) {
       for (const t of p.targets) {

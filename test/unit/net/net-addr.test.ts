@@ -3,9 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  canonicalCidr, canonicalIp, clearHostBits, formatIp, parseCidr, parseIp, unmappedIpv4,
-} from '../../../src/net/addr.js';
+import { canonicalCidr, canonicalIp, clearHostBits, formatIp, parseCidr, parseIp, unmappedIpv4 } from '../../../src/net/addr.js';
 
 describe('net/addr', () => {
   it('parses IPv4 only as four decimal octets and IPv6 without a zone', () => {

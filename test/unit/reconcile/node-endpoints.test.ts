@@ -10,8 +10,18 @@ import type { Applier, DpBackend, DpState, DpTombstone, DpVip, ReconcileReport }
 import { NodeEndpoints } from '../../../src/reconcile/node.js';
 
 const vip = (id: number, backends: DpBackend[]): DpVip => ({
-  id, name: `v${id}`, address: `198.18.0.${id}`, port: 30080, protocol: 'tcp', flags: 0, m: 251,
-  rlIntervalNs: 0n, rlToleranceNs: 0n, allow: [], deny: [], backends,
+  id,
+  name: `v${id}`,
+  address: `198.18.0.${id}`,
+  port: 30080,
+  protocol: 'tcp',
+  flags: 0,
+  m: 251,
+  rlIntervalNs: 0n,
+  rlToleranceNs: 0n,
+  allow: [],
+  deny: [],
+  backends,
 });
 const local = (id: number, address: string): DpBackend => ({ id, gen: 1, address, weight: 100, state: 'active', port: 80, host: 'local' });
 const tomb = (b: DpBackend, vipId: number): DpTombstone => ({ ...b, weight: 0, state: 'draining', vipId });

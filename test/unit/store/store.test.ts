@@ -12,9 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import {
-  CapacityError, ConflictError, ForbiddenError, NotFoundError, ValidationError,
-} from '../../../src/model/errors.js';
+import { CapacityError, ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../../../src/model/errors.js';
 import type { BackendSpec, DesiredState, PolicySpec, VipSpec } from '../../../src/model/types.js';
 import { validateDesiredState } from '../../../src/model/validate.js';
 import { MIGRATIONS, SchemaTooNewError, latestVersion, migrate, type Migration } from '../../../src/store/migrations.js';
@@ -40,7 +38,13 @@ function tmpDir(): string {
 /** A fake clock so tombstone expiry is deterministic. */
 function clock(start = 1_700_000_000_000): { now: () => number; advance(ms: number): void; value(): number } {
   let t = start;
-  return { now: () => t, advance: (ms) => { t += ms; }, value: () => t };
+  return {
+    now: () => t,
+    advance: (ms) => {
+      t += ms;
+    },
+    value: () => t,
+  };
 }
 
 function mem(opts: Partial<StoreOptions> = {}): Store {
@@ -60,8 +64,10 @@ const UNDO: Record<number, string> = {
 };
 
 function schemaOf(d: Database.Database): string[] {
-  return d.prepare<[], string>("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name != 'sqlite_sequence' ORDER BY name")
-    .pluck().all();
+  return d
+    .prepare<[], string>("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name != 'sqlite_sequence' ORDER BY name")
+    .pluck()
+    .all();
 }
 
 /** Takes a database back to `version` and checks it is exactly what that version built. */
@@ -69,7 +75,11 @@ function downgrade(db: Database.Database, version: number): void {
   for (let v = latestVersion(); v > version; v--) db.exec(UNDO[v]!);
   db.pragma(`user_version = ${version}`);
   const older = new Database(':memory:');
-  migrate(older, ':memory:', MIGRATIONS.filter((m) => m.version <= version));
+  migrate(
+    older,
+    ':memory:',
+    MIGRATIONS.filter((m) => m.version <= version),
+  );
   assert.deepEqual(schemaOf(db), schemaOf(older), `the database is exactly what version ${version} built`);
   older.close();
 }
@@ -149,7 +159,10 @@ describe('open and migrations', () => {
     const before = r(store, (tx) => tx.snapshot());
     store.close();
     store = openStore(path, { maxVips: 8, maxBackends: 8 });
-    assert.deepEqual(r(store, (tx) => tx.snapshot()), before);
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot()),
+      before,
+    );
     store.close();
   });
 
@@ -159,13 +172,16 @@ describe('open and migrations', () => {
     const db = new Database(path);
     db.pragma('user_version = 99');
     db.close();
-    assert.throws(() => openStore(path, { maxVips: 8, maxBackends: 8 }), (err: unknown) => {
-      assert.ok(err instanceof SchemaTooNewError);
-      assert.match(err.message, /version 99/);
-      assert.match(err.message, new RegExp(`version ${latestVersion()}\\b`));
-      assert.ok(err.message.includes(path));
-      return true;
-    });
+    assert.throws(
+      () => openStore(path, { maxVips: 8, maxBackends: 8 }),
+      (err: unknown) => {
+        assert.ok(err instanceof SchemaTooNewError);
+        assert.match(err.message, /version 99/);
+        assert.match(err.message, new RegExp(`version ${latestVersion()}\\b`));
+        assert.ok(err.message.includes(path));
+        return true;
+      },
+    );
   });
 
   it('applies only pending migrations, in one transaction', () => {
@@ -175,13 +191,24 @@ describe('open and migrations', () => {
     // Only the shipped v1: the test's own v2 and v3 stand in for later versions.
     const v1 = MIGRATIONS.filter((m) => m.version === 1);
     assert.deepEqual(migrate(db, path, v1), [1]);
-    const v2: Migration = { version: 2, description: 'test column', up: (d) => { d.exec('ALTER TABLE vips ADD COLUMN note TEXT'); } };
+    const v2: Migration = {
+      version: 2,
+      description: 'test column',
+      up: (d) => {
+        d.exec('ALTER TABLE vips ADD COLUMN note TEXT');
+      },
+    };
     assert.deepEqual(migrate(db, path, [...v1, v2]), [2]);
     assert.equal(db.pragma('user_version', { simple: true }), 2);
     assert.deepEqual(migrate(db, path, [...v1, v2]), []);
     // A failing migration leaves the version and schema as they were.
     const v3: Migration = {
-      version: 3, description: 'fails', up: (d) => { d.exec('CREATE TABLE t3 (x)'); throw new Error('boom'); },
+      version: 3,
+      description: 'fails',
+      up: (d) => {
+        d.exec('CREATE TABLE t3 (x)');
+        throw new Error('boom');
+      },
     };
     assert.throws(() => migrate(db, path, [...v1, v2, v3]), /boom/);
     assert.equal(db.pragma('user_version', { simple: true }), 2);
@@ -196,11 +223,18 @@ describe('open and migrations', () => {
     // Rows written by the store, in a database whose schema is then exactly what version 2 built.
     let store = openStore(path, opts);
     w(store, (tx) => {
-      tx.replaceState({ vips: [{ ...vip('api'), backends: [{ address: '10.0.0.1' }] }], policies: [{ name: 'p', deny: ['192.0.2.0/24'] }] }, 0);
-      tx.replaceState({
-        vips: [{ ...vip('k8s', { port: 81, policies: ['kr'] }), backends: [{ address: '10.1.0.1' }, { address: '10.1.0.2' }] }],
-        policies: [{ name: 'kr', allow: ['10.0.0.0/8'] }],
-      }, 0, 'kubernetes:ns/k8s');
+      tx.replaceState(
+        { vips: [{ ...vip('api'), backends: [{ address: '10.0.0.1' }] }], policies: [{ name: 'p', deny: ['192.0.2.0/24'] }] },
+        0,
+      );
+      tx.replaceState(
+        {
+          vips: [{ ...vip('k8s', { port: 81, policies: ['kr'] }), backends: [{ address: '10.1.0.1' }, { address: '10.1.0.2' }] }],
+          policies: [{ name: 'kr', allow: ['10.0.0.0/8'] }],
+        },
+        0,
+        'kubernetes:ns/k8s',
+      );
     });
     w(store, (tx) => tx.deleteBackend('k8s', '10.1.0.2', 30, 'kubernetes:ns/k8s'));
     const before = r(store, (tx) => tx.snapshot());
@@ -209,46 +243,87 @@ describe('open and migrations', () => {
     let db = new Database(path);
     downgrade(db, 2);
     // Version-2 code refuses it once upgraded; before, it is its own version.
-    assert.deepEqual(migrate(db, path, MIGRATIONS.filter((m) => m.version <= 2)), []);
+    assert.deepEqual(
+      migrate(
+        db,
+        path,
+        MIGRATIONS.filter((m) => m.version <= 2),
+      ),
+      [],
+    );
     db.close();
 
     store = openStore(path, opts);
-    assert.deepEqual(r(store, (tx) => tx.snapshot()), before);
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot()),
+      before,
+    );
     assert.deepEqual(store.audit(), audit);
-    assert.deepEqual(r(store, (tx) => tx.exportState('kubernetes:ns/k8s').vips.map((v) => v.name)), ['k8s']);
-    assert.deepEqual(r(store, (tx) => tx.exportState().policies?.map((p) => p.name)), ['p']);
+    assert.deepEqual(
+      r(store, (tx) => tx.exportState('kubernetes:ns/k8s').vips.map((v) => v.name)),
+      ['k8s'],
+    );
+    assert.deepEqual(
+      r(store, (tx) => tx.exportState().policies?.map((p) => p.name)),
+      ['p'],
+    );
     // Writes go on from the same revision, owner-scoped as before.
     assert.equal(store.write('k', 'sync', (tx) => tx.replaceState({ vips: [] }, 0, 'kubernetes:ns/k8s')).revision, 3);
-    assert.deepEqual(r(store, (tx) => tx.listVips().items.map((v) => v.name)), ['api']);
+    assert.deepEqual(
+      r(store, (tx) => tx.listVips().items.map((v) => v.name)),
+      ['api'],
+    );
     store.close();
 
     db = new Database(path);
     assert.equal(db.pragma('user_version', { simple: true }), latestVersion());
-    const plan = (sql: string): string => db.prepare<[null], { detail: string }>(`EXPLAIN QUERY PLAN ${sql}`).all(null)
-      .map((row) => row.detail).join('; ');
+    const plan = (sql: string): string =>
+      db
+        .prepare<[null], { detail: string }>(`EXPLAIN QUERY PLAN ${sql}`)
+        .all(null)
+        .map((row) => row.detail)
+        .join('; ');
     assert.match(plan('SELECT * FROM vips WHERE owner IS ? ORDER BY name'), /USING INDEX vips_owner \(owner=\?\)/);
     assert.doesNotMatch(plan('SELECT * FROM vips WHERE owner IS ? ORDER BY name'), /TEMP B-TREE/);
     assert.match(plan('SELECT * FROM policies WHERE owner IS ? ORDER BY name'), /USING INDEX policies_owner \(owner=\?\)/);
-    assert.throws(() => migrate(db, path, MIGRATIONS.filter((m) => m.version <= 2)), (err: unknown) => {
-      assert.ok(err instanceof SchemaTooNewError);
-      assert.deepEqual([err.found, err.known], [latestVersion(), 2]);
-      return true;
-    });
+    assert.throws(
+      () =>
+        migrate(
+          db,
+          path,
+          MIGRATIONS.filter((m) => m.version <= 2),
+        ),
+      (err: unknown) => {
+        assert.ok(err instanceof SchemaTooNewError);
+        assert.deepEqual([err.found, err.known], [latestVersion(), 2]);
+        return true;
+      },
+    );
     assert.equal(db.pragma('user_version', { simple: true }), latestVersion());
     db.close();
   });
 
   it('upgrades a version 3 database to version 4: backends keep their rows and get port 0, no host', () => {
     const { store, before } = upgradedFrom(3, { vips: [{ ...vip('api'), backends: [{ address: '10.0.0.1', weight: 7 }] }] });
-    assert.deepEqual(r(store, (tx) => tx.snapshot()), before, 'records unchanged: no port, no host');
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot()),
+      before,
+      'records unchanged: no port, no host',
+    );
     const b = w(store, (tx) => tx.createBackend('api', { address: '10.0.0.2', port: 8080, host: 'local' }));
     assert.deepEqual([b.port, b.host], [8080, 'local']);
     store.close();
   });
 
   it('upgrades a version 4 database to version 5: VIPs keep their rows and forward by direct return', () => {
-    const { store, before } = upgradedFrom(4, { vips: [{ ...vip('api'), backends: [{ address: '10.0.0.1', port: 8080, host: 'local' }] }] });
-    assert.deepEqual(r(store, (tx) => tx.snapshot()), before, 'records unchanged: no forwarding (dsr)');
+    const { store, before } = upgradedFrom(4, {
+      vips: [{ ...vip('api'), backends: [{ address: '10.0.0.1', port: 8080, host: 'local' }] }],
+    });
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot()),
+      before,
+      'records unchanged: no forwarding (dsr)',
+    );
     const v = w(store, (tx) => tx.createVip({ ...vip('nat'), address: '198.51.100.9', forwarding: 'snat' }));
     assert.equal(v.forwarding, 'snat');
     const b = w(store, (tx) => tx.createBackend('nat', { address: '10.0.0.2', port: 8080 }));
@@ -281,11 +356,26 @@ describe('VIPs', () => {
     const store = mem();
     const rec = w(store, (tx) => tx.createVip(vip('v6', { address: '2001:0DB8:0:0::0:1', allow: ['2001:DB8::/32', '2001:db8:1::5'] })));
     assert.deepEqual(rec, {
-      name: 'v6', address: '2001:db8::1', port: 80, protocol: 'tcp', encap: 'ipip',
-      allow: ['2001:db8::/32', '2001:db8:1::5/128'], deny: [], policies: [], rate_limit: null, maglev_m: null,
-      source_affinity: false, backend_count: 0, owner: null, created_revision: 1, updated_revision: 1,
+      name: 'v6',
+      address: '2001:db8::1',
+      port: 80,
+      protocol: 'tcp',
+      encap: 'ipip',
+      allow: ['2001:db8::/32', '2001:db8:1::5/128'],
+      deny: [],
+      policies: [],
+      rate_limit: null,
+      maglev_m: null,
+      source_affinity: false,
+      backend_count: 0,
+      owner: null,
+      created_revision: 1,
+      updated_revision: 1,
     });
-    assert.deepEqual(r(store, (tx) => tx.getVip('v6')), rec);
+    assert.deepEqual(
+      r(store, (tx) => tx.getVip('v6')),
+      rec,
+    );
     throwsKind(() => r(store, (tx) => tx.getVip('nope')), NotFoundError, 'vip "nope" not found', 404);
   });
 
@@ -293,9 +383,17 @@ describe('VIPs', () => {
     const store = mem();
     w(store, (tx) => tx.createPolicy({ name: 'corp', allow: ['10.0.0.0/8'] }));
     const spec: VipSpec = {
-      name: 'full', address: '198.18.1.1', port: 0, protocol: 'udp', encap: 'ipip', allow: ['192.0.2.0/24'],
-      deny: ['192.0.2.128/25'], policies: ['corp'], rate_limit: { new_flows_per_sec: 1000, burst: 50 },
-      maglev_m: 65537, source_affinity: true,
+      name: 'full',
+      address: '198.18.1.1',
+      port: 0,
+      protocol: 'udp',
+      encap: 'ipip',
+      allow: ['192.0.2.0/24'],
+      deny: ['192.0.2.128/25'],
+      policies: ['corp'],
+      rate_limit: { new_flows_per_sec: 1000, burst: 50 },
+      maglev_m: 65537,
+      source_affinity: true,
     };
     const rec = w(store, (tx) => tx.createVip(spec));
     const { backend_count: _c, owner: _o, created_revision: _cr, updated_revision: _ur, ...rest } = rec;
@@ -319,7 +417,10 @@ describe('VIPs', () => {
       tx.createVip(vip('dns', { port: 80, protocol: 'udp' }));
     });
     throwsKind(() => w(store, (tx) => tx.createVip(vip('all2', { port: 0 }))), ConflictError, 'all ports/tcp is already used by vip "all"');
-    assert.equal(r(store, (tx) => tx.listVips().items.length), 3);
+    assert.equal(
+      r(store, (tx) => tx.listVips().items.length),
+      3,
+    );
   });
 
   it('PUT creates, updates, and is a no-op for identical content (any spelling)', () => {
@@ -357,9 +458,15 @@ describe('VIPs', () => {
       for (const n of ['a', 'b', 'c']) tx.createPolicy({ name: n, deny: ['192.0.2.0/24'] });
       tx.createVip(vip('web', { policies: ['b', 'a'] }));
     });
-    assert.deepEqual(r(store, (tx) => tx.getVip('web').policies), ['b', 'a']);
+    assert.deepEqual(
+      r(store, (tx) => tx.getVip('web').policies),
+      ['b', 'a'],
+    );
     w(store, (tx) => tx.putVip(vip('web', { policies: ['c', 'b'] })));
-    assert.deepEqual(r(store, (tx) => tx.getVip('web').policies), ['c', 'b']);
+    assert.deepEqual(
+      r(store, (tx) => tx.getVip('web').policies),
+      ['c', 'b'],
+    );
     w(store, (tx) => tx.deletePolicy('a'));
   });
 });
@@ -422,12 +529,17 @@ describe('validation', () => {
 
   it('VIP: reports every problem at once', () => {
     const store = mem();
-    assert.throws(() => w(store, (tx) => tx.createVip({ name: 'X', address: '::1', port: -1, protocol: bad<'tcp'>('x') })),
+    assert.throws(
+      () => w(store, (tx) => tx.createVip({ name: 'X', address: '::1', port: -1, protocol: bad<'tcp'>('x') })),
       (err: unknown) => {
         assert.ok(err instanceof ValidationError);
-        assert.deepEqual(err.errors.map((e) => e.field), ['/name', '/address', '/port', '/protocol']);
+        assert.deepEqual(
+          err.errors.map((e) => e.field),
+          ['/name', '/address', '/port', '/protocol'],
+        );
         return true;
-      });
+      },
+    );
   });
 
   it('VIP: accepts the unicast ranges operators use', () => {
@@ -485,14 +597,30 @@ describe('validation', () => {
     ['vip not an object', bad<DesiredState>({ vips: [5] }), '/vips/0', 'must be an object'],
     ['nested field', { vips: [vip('a', { port: 70000 })] }, '/vips/0/port', 'integer 0..65535'],
     ['duplicate VIP name', { vips: [vip('a'), vip('a', { port: 81 })] }, '/vips/1/name', 'duplicate VIP name "a" (also /vips/0)'],
-    ['duplicate endpoint', { vips: [vip('a', { address: '2001:db8::1' }), vip('b', { address: '2001:DB8:0::1' })] },
-      '/vips/1/address', 'same address, port and protocol (2001:db8::1 80/tcp) as /vips/0 ("a")'],
-    ['duplicate backend', { vips: [{ ...vip('a'), backends: [{ address: '10.0.0.1' }, { address: '10.0.0.1', weight: 5 }] }] },
-      '/vips/0/backends/1/address', 'duplicate backend 10.0.0.1 (also /vips/0/backends/0)'],
-    ['duplicate backend, other spelling', { vips: [{ ...vip('a'), backends: [{ address: '2001:db8::a' }, { address: '2001:DB8:0::A' }] }] },
-      '/vips/0/backends/1/address', 'duplicate backend 2001:db8::a'],
-    ['backend weight', { vips: [{ ...vip('a'), backends: [{ address: '10.0.0.1' }, { address: '10.0.0.2', weight: 70000 }] }] },
-      '/vips/0/backends/1/weight', '0..65535'],
+    [
+      'duplicate endpoint',
+      { vips: [vip('a', { address: '2001:db8::1' }), vip('b', { address: '2001:DB8:0::1' })] },
+      '/vips/1/address',
+      'same address, port and protocol (2001:db8::1 80/tcp) as /vips/0 ("a")',
+    ],
+    [
+      'duplicate backend',
+      { vips: [{ ...vip('a'), backends: [{ address: '10.0.0.1' }, { address: '10.0.0.1', weight: 5 }] }] },
+      '/vips/0/backends/1/address',
+      'duplicate backend 10.0.0.1 (also /vips/0/backends/0)',
+    ],
+    [
+      'duplicate backend, other spelling',
+      { vips: [{ ...vip('a'), backends: [{ address: '2001:db8::a' }, { address: '2001:DB8:0::A' }] }] },
+      '/vips/0/backends/1/address',
+      'duplicate backend 2001:db8::a',
+    ],
+    [
+      'backend weight',
+      { vips: [{ ...vip('a'), backends: [{ address: '10.0.0.1' }, { address: '10.0.0.2', weight: 70000 }] }] },
+      '/vips/0/backends/1/weight',
+      '0..65535',
+    ],
     ['backends not an array', { vips: [{ ...vip('a'), backends: bad<BackendSpec[]>('x') }] }, '/vips/0/backends', 'must be an array'],
     ['duplicate policy', { vips: [], policies: [{ name: 'p' }, { name: 'p' }] }, '/policies/1/name', 'duplicate policy name "p"'],
     ['policy CIDR', { vips: [], policies: [{ name: 'p', allow: ['10.0.0.1/8'] }] }, '/policies/0/allow/0', 'did you mean 10.0.0.0/8?'],
@@ -528,15 +656,31 @@ describe('backends', () => {
     w(store, (tx) => tx.createVip(vip('web')));
     const b = w(store, (tx) => tx.createBackend('web', { address: '2001:DB8::0:10' }));
     assert.deepEqual(b, {
-      vip: 'web', address: '2001:db8::10', weight: 100, state: 'active', owner: null, created_revision: 2, updated_revision: 2,
+      vip: 'web',
+      address: '2001:db8::10',
+      weight: 100,
+      state: 'active',
+      owner: null,
+      created_revision: 2,
+      updated_revision: 2,
     });
-    assert.deepEqual(r(store, (tx) => tx.getBackend('web', '2001:db8:0:0:0:0:0:10')), b);
-    throwsKind(() => w(store, (tx) => tx.createBackend('web', { address: '2001:db8::10', weight: 1 })), ConflictError,
-      'backend 2001:db8::10 already exists in vip "web"', 409);
+    assert.deepEqual(
+      r(store, (tx) => tx.getBackend('web', '2001:db8:0:0:0:0:0:10')),
+      b,
+    );
+    throwsKind(
+      () => w(store, (tx) => tx.createBackend('web', { address: '2001:db8::10', weight: 1 })),
+      ConflictError,
+      'backend 2001:db8::10 already exists in vip "web"',
+      409,
+    );
     throwsKind(() => r(store, (tx) => tx.getBackend('web', '10.9.9.9')), NotFoundError, 'backend 10.9.9.9 not found in vip "web"');
     throwsKind(() => r(store, (tx) => tx.getBackend('web', 'garbage')), NotFoundError, 'not found');
     throwsKind(() => w(store, (tx) => tx.createBackend('nope', { address: '10.0.0.1' })), NotFoundError, 'vip "nope" not found');
-    assert.equal(r(store, (tx) => tx.getVip('web').backend_count), 1);
+    assert.equal(
+      r(store, (tx) => tx.getVip('web').backend_count),
+      1,
+    );
   });
 
   it('port and host: stored only when set, a PUT of the same is a no-op, bad combinations named', () => {
@@ -545,8 +689,15 @@ describe('backends', () => {
     w(store, (tx) => tx.createVip(vip('all', { address: '198.18.0.20', port: 0 })));
     const local = w(store, (tx) => tx.createBackend('web', { address: '10.244.1.5', port: 8080, host: 'local' }));
     assert.deepEqual(local, {
-      vip: 'web', address: '10.244.1.5', weight: 100, state: 'active', port: 8080, host: 'local',
-      owner: null, created_revision: 3, updated_revision: 3,
+      vip: 'web',
+      address: '10.244.1.5',
+      weight: 100,
+      state: 'active',
+      port: 8080,
+      host: 'local',
+      owner: null,
+      created_revision: 3,
+      updated_revision: 3,
     });
     const via = w(store, (tx) => tx.createBackend('web', { address: '10.244.2.5', port: 8080, host: '192.0.2.2' }));
     assert.equal(via.host, '192.0.2.2');
@@ -561,13 +712,28 @@ describe('backends', () => {
     const plain = store.write('t', 'put', (tx) => tx.putBackend('web', { address: '10.244.1.5' }));
     assert.deepEqual([plain.result.record.port, plain.result.record.host], [undefined, undefined]);
     const snap = r(store, (tx) => tx.snapshot());
-    assert.deepEqual(snap.backends.filter((b) => b.host !== undefined).map((b) => [b.address, b.port, b.host]), [['10.244.2.5', 8080, '192.0.2.2']]);
+    assert.deepEqual(
+      snap.backends.filter((b) => b.host !== undefined).map((b) => [b.address, b.port, b.host]),
+      [['10.244.2.5', 8080, '192.0.2.2']],
+    );
 
-    throwsField(() => w(store, (tx) => tx.createBackend('web', { address: '10.0.0.9', port: 8080 })), '/port', 'translated on the backend\'s host');
-    throwsField(() => w(store, (tx) => tx.createBackend('all', { address: '10.0.0.9', port: 8080, host: 'local' })), '/port', 'keeps the client\'s port');
+    throwsField(
+      () => w(store, (tx) => tx.createBackend('web', { address: '10.0.0.9', port: 8080 })),
+      '/port',
+      "translated on the backend's host",
+    );
+    throwsField(
+      () => w(store, (tx) => tx.createBackend('all', { address: '10.0.0.9', port: 8080, host: 'local' })),
+      '/port',
+      "keeps the client's port",
+    );
     throwsField(() => w(store, (tx) => tx.createBackend('web', { address: '10.0.0.9', port: 70000, host: 'local' })), '/port', '0..65535');
     throwsField(() => w(store, (tx) => tx.createBackend('web', { address: '10.0.0.9', host: '2001:db8::1' })), '/host', 'family');
-    throwsField(() => w(store, (tx) => tx.createBackend('web', { address: '10.0.0.9', host: 'elsewhere' })), '/host', '"local" or an address');
+    throwsField(
+      () => w(store, (tx) => tx.createBackend('web', { address: '10.0.0.9', host: 'elsewhere' })),
+      '/host',
+      '"local" or an address',
+    );
     assert.equal(store.revision(), plain.revision, 'refused writes change nothing');
   });
 
@@ -581,7 +747,10 @@ describe('backends', () => {
     const c = store.write('t', 'put', (tx) => tx.putBackend('web', { address: '10.0.0.1', weight: 0, state: 'draining' }));
     assert.deepEqual([c.result.created, c.revision, c.result.record.weight, c.result.record.state], [false, 3, 0, 'draining']);
     assert.equal(c.result.record.updated_revision, 3);
-    assert.deepEqual(r(store, (tx) => tx.getBackend('web', '10.0.0.1')), c.result.record);
+    assert.deepEqual(
+      r(store, (tx) => tx.getBackend('web', '10.0.0.1')),
+      c.result.record,
+    );
     // A PUT without weight/state means the defaults.
     const d = store.write('t', 'put', (tx) => tx.putBackend('web', { address: '10.0.0.1' }));
     assert.deepEqual([d.result.record.weight, d.result.record.state], [100, 'active']);
@@ -605,8 +774,10 @@ describe('backends', () => {
       tx.createVip(vip('web'));
       for (const a of addrs) tx.createBackend('web', { address: a });
     });
-    assert.deepEqual(r(store, (tx) => tx.listBackends('web').items.map((b) => b.address)),
-      ['9.0.0.1', '10.0.0.9', '10.0.0.10', '10.0.0.100', '2001:db8::2', '2001:db8::10']);
+    assert.deepEqual(
+      r(store, (tx) => tx.listBackends('web').items.map((b) => b.address)),
+      ['9.0.0.1', '10.0.0.9', '10.0.0.10', '10.0.0.100', '2001:db8::2', '2001:db8::10'],
+    );
   });
 });
 
@@ -633,7 +804,10 @@ describe('policies', () => {
     });
     assert.equal(w(store, (tx) => tx.deletePolicy('corp')).name, 'corp');
     throwsKind(() => r(store, (tx) => tx.getPolicy('corp')), NotFoundError, 'policy "corp" not found');
-    assert.deepEqual(r(store, (tx) => tx.listPolicies().items.map((x) => x.name)), ['new']);
+    assert.deepEqual(
+      r(store, (tx) => tx.listPolicies().items.map((x) => x.name)),
+      ['new'],
+    );
   });
 });
 
@@ -658,7 +832,7 @@ describe('revisions, transactions and audit', () => {
     assert.deepEqual([row.revision, row.actor, row.action, row.time], [1, 'alice', 'create-vip', new Date(c.value()).toISOString()]);
     assert.deepEqual(Object.keys(row.before as object), ['vip/a', 'vip/b']);
     assert.deepEqual((row.before as Record<string, unknown>)['vip/a'], null);
-    assert.equal(((row.after as Record<string, { name: string }>)['vip/b'])?.name, 'b');
+    assert.equal((row.after as Record<string, { name: string }>)['vip/b']?.name, 'b');
   });
 
   it('records single-resource before/after as the resource JSON', () => {
@@ -679,7 +853,14 @@ describe('revisions, transactions and audit', () => {
     const store = mem();
     w(store, (tx) => tx.createVip(vip('a')));
     let called = false;
-    const res = store.write('t', 'noop', (tx) => tx.putVip(vip('a')), () => { called = true; });
+    const res = store.write(
+      't',
+      'noop',
+      (tx) => tx.putVip(vip('a')),
+      () => {
+        called = true;
+      },
+    );
     assert.equal(res.revision, 1);
     assert.equal(called, false);
     assert.equal(store.audit().length, 1);
@@ -689,39 +870,94 @@ describe('revisions, transactions and audit', () => {
   it('afterWrite sees the bumped revision; if it throws everything rolls back', () => {
     const store = mem();
     let seen = -1;
-    store.write('t', 'a', (tx) => tx.createVip(vip('a')), (tx) => { seen = tx.snapshot().revision; });
+    store.write(
+      't',
+      'a',
+      (tx) => tx.createVip(vip('a')),
+      (tx) => {
+        seen = tx.snapshot().revision;
+      },
+    );
     assert.equal(seen, 1);
-    assert.throws(() => store.write('t', 'b', (tx) => tx.createVip(vip('b', { port: 81 })), () => { throw new Error('datapath says no'); }),
-      /datapath says no/);
+    assert.throws(
+      () =>
+        store.write(
+          't',
+          'b',
+          (tx) => tx.createVip(vip('b', { port: 81 })),
+          () => {
+            throw new Error('datapath says no');
+          },
+        ),
+      /datapath says no/,
+    );
     assert.equal(store.revision(), 1);
-    assert.deepEqual(r(store, (tx) => tx.listVips().items.map((v) => v.name)), ['a']);
+    assert.deepEqual(
+      r(store, (tx) => tx.listVips().items.map((v) => v.name)),
+      ['a'],
+    );
     assert.equal(store.audit().length, 1);
     // afterWrite may read, not write.
-    assert.throws(() => store.write('t', 'c', (tx) => tx.createVip(vip('c', { port: 82 })), (tx) => { tx.deleteVip('a'); }),
-      /afterWrite cannot change/);
+    assert.throws(
+      () =>
+        store.write(
+          't',
+          'c',
+          (tx) => tx.createVip(vip('c', { port: 82 })),
+          (tx) => {
+            tx.deleteVip('a');
+          },
+        ),
+      /afterWrite cannot change/,
+    );
     assert.equal(store.revision(), 1);
   });
 
   it('fn throwing rolls back; a caught failure inside fn leaves none of its partial writes', () => {
     const store = mem({ maxBackends: 2 });
-    assert.throws(() => w(store, (tx) => {
-      tx.createVip(vip('a'));
-      throw new Error('abort');
-    }), /abort/);
+    assert.throws(
+      () =>
+        w(store, (tx) => {
+          tx.createVip(vip('a'));
+          throw new Error('abort');
+        }),
+      /abort/,
+    );
     assert.equal(store.revision(), 0);
     const res = store.write('t', 'partial', (tx) => {
       tx.createVip(vip('a'));
       // The apply creates a VIP and runs out of backend ids on the third backend.
       const desired: DesiredState = {
-        vips: [vip('a'), { ...vip('b', { port: 81 }), backends: [{ address: '10.0.0.1' }, { address: '10.0.0.2' }, { address: '10.0.0.3' }] }],
+        vips: [
+          vip('a'),
+          { ...vip('b', { port: 81 }), backends: [{ address: '10.0.0.1' }, { address: '10.0.0.2' }, { address: '10.0.0.3' }] },
+        ],
       };
       assert.throws(() => tx.replaceState(desired, 0), CapacityError);
       return tx.snapshot();
     });
-    assert.deepEqual(res.result.vips.map((v) => v.name), ['a']);
+    assert.deepEqual(
+      res.result.vips.map((v) => v.name),
+      ['a'],
+    );
     assert.deepEqual(res.result.backends, []);
-    assert.deepEqual(Object.keys(store.audit()[0]?.after as object), ['name', 'address', 'port', 'protocol', 'encap', 'allow',
-      'deny', 'policies', 'rate_limit', 'maglev_m', 'source_affinity', 'backend_count', 'owner', 'created_revision', 'updated_revision']);
+    assert.deepEqual(Object.keys(store.audit()[0]?.after as object), [
+      'name',
+      'address',
+      'port',
+      'protocol',
+      'encap',
+      'allow',
+      'deny',
+      'policies',
+      'rate_limit',
+      'maglev_m',
+      'source_affinity',
+      'backend_count',
+      'owner',
+      'created_revision',
+      'updated_revision',
+    ]);
   });
 
   it('read transactions see the committed revision and cannot write; a leaked tx is dead', () => {
@@ -739,8 +975,14 @@ describe('revisions, transactions and audit', () => {
   it('audit: latest entries by default, following entries with sinceRevision, limits checked', () => {
     const store = mem();
     for (let i = 0; i < 5; i++) w(store, (tx) => tx.createVip(vip(`v${i}`, { port: 100 + i })));
-    assert.deepEqual(store.audit({ limit: 2 }).map((a) => a.revision), [4, 5]);
-    assert.deepEqual(store.audit({ sinceRevision: 1, limit: 2 }).map((a) => a.revision), [2, 3]);
+    assert.deepEqual(
+      store.audit({ limit: 2 }).map((a) => a.revision),
+      [4, 5],
+    );
+    assert.deepEqual(
+      store.audit({ sinceRevision: 1, limit: 2 }).map((a) => a.revision),
+      [2, 3],
+    );
     assert.deepEqual(store.audit({ sinceRevision: 5 }), []);
     throwsField(() => store.audit({ limit: 0 }), '/limit', '1..1000');
     throwsField(() => store.audit({ limit: 1001 }), '/limit', '1..1000');
@@ -789,8 +1031,10 @@ describe('savepoints', () => {
     c.record('vip/a', 'ignored', 'a3');
     c.release(inner2);
     assert.deepEqual(c.list(), [
-      ['vip/a', { before: null, after: 'a3' }], ['vip/b', { before: 'b0', after: 'b1' }],
-      ['vip/c', { before: null, after: 'c1' }], ['vip/e', { before: null, after: 'e1' }],
+      ['vip/a', { before: null, after: 'a3' }],
+      ['vip/b', { before: 'b0', after: 'b1' }],
+      ['vip/c', { before: null, after: 'c1' }],
+      ['vip/e', { before: null, after: 'e1' }],
     ]);
     c.rollbackTo(outer);
     assert.deepEqual(c.list(), atOuter);
@@ -802,7 +1046,8 @@ describe('savepoints', () => {
     c.release(m);
     assert.deepEqual([...c.keys()], ['vip/a', 'vip/b', 'vip/f']);
     assert.deepEqual(c.audit(), {
-      before: { 'vip/a': null, 'vip/b': 'b0', 'vip/f': null }, after: { 'vip/a': 'a1', 'vip/b': 'b1', 'vip/f': 'f1' },
+      before: { 'vip/a': null, 'vip/b': 'b0', 'vip/f': null },
+      after: { 'vip/a': 'a1', 'vip/b': 'b1', 'vip/f': 'f1' },
     });
   });
 
@@ -816,14 +1061,24 @@ describe('savepoints', () => {
         sp.putVip(vip('a', { port: 11 }));
         sp.createBackend('a', { address: '10.0.0.1' });
         const atInner = log(tx);
-        assert.throws(() => sp.savepoint((inner) => {
-          inner.createVip(vip('b', { port: 20 }));
-          inner.putBackend('a', { address: '10.0.0.1', weight: 5 });
-          inner.deleteVip('base');
-          throw new Error('inner fails');
-        }), /inner fails/);
+        assert.throws(
+          () =>
+            sp.savepoint((inner) => {
+              inner.createVip(vip('b', { port: 20 }));
+              inner.putBackend('a', { address: '10.0.0.1', weight: 5 });
+              inner.deleteVip('base');
+              throw new Error('inner fails');
+            }),
+          /inner fails/,
+        );
         assert.deepEqual(log(tx), atInner);
-        assert.deepEqual(sp.listVips().items.map((v) => [v.name, v.port]), [['a', 11], ['base', 1]]);
+        assert.deepEqual(
+          sp.listVips().items.map((v) => [v.name, v.port]),
+          [
+            ['a', 11],
+            ['base', 1],
+          ],
+        );
         assert.equal(sp.getBackend('a', '10.0.0.1').weight, 100);
         // A failing mutating call is itself a savepoint nested in this one.
         assert.throws(() => sp.createVip(vip('a')), ConflictError);
@@ -831,26 +1086,48 @@ describe('savepoints', () => {
         return 'kept';
       });
       assert.equal(kept, 'kept');
-      assert.deepEqual(log(tx).map(([k]) => k), ['vip/a', 'backend/a/10.0.0.1']);
+      assert.deepEqual(
+        log(tx).map(([k]) => k),
+        ['vip/a', 'backend/a/10.0.0.1'],
+      );
       // The released savepoint's changes are kept, but an enclosing rollback takes them back too.
-      assert.throws(() => tx.savepoint((sp) => {
-        sp.savepoint((inner) => inner.createVip(vip('c', { port: 30 })));
-        sp.deleteBackend('a', '10.0.0.1', 0);
-        assert.deepEqual(log(tx).map(([k]) => k), ['vip/a', 'backend/a/10.0.0.1', 'vip/c']);
-        throw new Error('outer fails');
-      }), /outer fails/);
-      assert.deepEqual(log(tx).map(([k]) => k), ['vip/a', 'backend/a/10.0.0.1']);
+      assert.throws(
+        () =>
+          tx.savepoint((sp) => {
+            sp.savepoint((inner) => inner.createVip(vip('c', { port: 30 })));
+            sp.deleteBackend('a', '10.0.0.1', 0);
+            assert.deepEqual(
+              log(tx).map(([k]) => k),
+              ['vip/a', 'backend/a/10.0.0.1', 'vip/c'],
+            );
+            throw new Error('outer fails');
+          }),
+        /outer fails/,
+      );
+      assert.deepEqual(
+        log(tx).map(([k]) => k),
+        ['vip/a', 'backend/a/10.0.0.1'],
+      );
       assert.notDeepEqual(log(tx), atOuter);
       return tx.snapshot();
     });
     assert.equal(res.revision, 2);
-    assert.deepEqual(res.result.vips.map((v) => [v.name, v.port]), [['a', 11], ['base', 1]]);
-    assert.deepEqual(res.result.backends.map((b) => [b.vip, b.address, b.weight]), [['a', '10.0.0.1', 100]]);
+    assert.deepEqual(
+      res.result.vips.map((v) => [v.name, v.port]),
+      [
+        ['a', 11],
+        ['base', 1],
+      ],
+    );
+    assert.deepEqual(
+      res.result.backends.map((b) => [b.vip, b.address, b.weight]),
+      [['a', '10.0.0.1', 100]],
+    );
     // The audit row is the log as kept: one create of a (port 11) and its backend, nothing of b, c or base.
     const audit = store.audit()[1];
     assert.deepEqual(Object.keys(audit?.after as object), ['vip/a', 'backend/a/10.0.0.1']);
     assert.deepEqual((audit?.before as Record<string, unknown>)['vip/a'], null);
-    assert.equal(((audit?.after as Record<string, { port: number }>)['vip/a'])?.port, 11);
+    assert.equal((audit?.after as Record<string, { port: number }>)['vip/a']?.port, 11);
     // The committed state is what the transaction's last snapshot saw.
     const committed = r(store, (tx) => tx.snapshot());
     assert.deepEqual([committed.vips, committed.backends], [res.result.vips, res.result.backends]);
@@ -862,16 +1139,26 @@ describe('savepoints', () => {
     store.write('t', 'x', (tx) => {
       tx.putBackend('web', { address: '10.0.0.1', weight: 7 });
       const at = log(tx);
-      assert.throws(() => tx.savepoint((sp) => {
-        sp.putBackend('web', { address: '10.0.0.1', weight: 9 });
-        sp.deleteBackend('web', '10.0.0.1', 30);
-        throw new Error('no');
-      }), /no/);
+      assert.throws(
+        () =>
+          tx.savepoint((sp) => {
+            sp.putBackend('web', { address: '10.0.0.1', weight: 9 });
+            sp.deleteBackend('web', '10.0.0.1', 30);
+            throw new Error('no');
+          }),
+        /no/,
+      );
       assert.deepEqual(log(tx), at);
       assert.equal((log(tx)[0]?.[1].after as { weight: number }).weight, 7);
     });
-    assert.equal(r(store, (tx) => tx.getBackend('web', '10.0.0.1').weight), 7);
-    assert.deepEqual(r(store, (tx) => tx.snapshot().tombstones), []);
+    assert.equal(
+      r(store, (tx) => tx.getBackend('web', '10.0.0.1').weight),
+      7,
+    );
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot().tombstones),
+      [],
+    );
     assert.equal((store.audit()[1]?.after as { weight: number }).weight, 7);
   });
 
@@ -879,19 +1166,34 @@ describe('savepoints', () => {
     const store = mem({ maxBackends: 8 });
     w(store, (tx) => tx.createVip(vip('api-owned', { address: '198.18.0.4' })));
     const svc = (i: number, backends: number): DesiredState => ({
-      vips: [{ ...vip(`svc${i}`, { address: `198.18.0.${i}` }), backends: Array.from({ length: backends }, (_, j) => ({ address: `10.0.${i}.${j + 1}` })) }],
+      vips: [
+        {
+          ...vip(`svc${i}`, { address: `198.18.0.${i}` }),
+          backends: Array.from({ length: backends }, (_, j) => ({ address: `10.0.${i}.${j + 1}` })),
+        },
+      ],
       policies: [{ name: `svc${i}-ranges`, allow: ['10.0.0.0/8'] }],
     });
     const outcomes = store.write('kubernetes', 'k8s.sync', (tx) => {
       const out: string[] = [];
-      const specs: Array<[number, number]> = [[1, 2], [2, 2], [3, 2], [4, 1], [5, 3], [6, 2]];
+      const specs: Array<[number, number]> = [
+        [1, 2],
+        [2, 2],
+        [3, 2],
+        [4, 1],
+        [5, 3],
+        [6, 2],
+      ];
       for (const [i, n] of specs) {
         const keysBefore = log(tx).map(([k]) => k);
         try {
           tx.replaceState(svc(i, n), 30, `kubernetes:default/svc${i}`);
           out.push(`svc${i} ok`);
         } catch (err) {
-          assert.deepEqual(log(tx).map(([k]) => k), keysBefore);
+          assert.deepEqual(
+            log(tx).map(([k]) => k),
+            keysBefore,
+          );
           out.push(`svc${i} ${(err as Error).constructor.name}`);
         }
       }
@@ -900,12 +1202,24 @@ describe('savepoints', () => {
     // svc4's address is the API's VIP's; svc5 needs 3 of the 2 ids left; svc6 fits again.
     assert.deepEqual(outcomes, ['svc1 ok', 'svc2 ok', 'svc3 ok', 'svc4 ConflictError', 'svc5 CapacityError', 'svc6 ok']);
     const snap = r(store, (tx) => tx.snapshot());
-    assert.deepEqual(snap.vips.map((v) => v.name), ['api-owned', 'svc1', 'svc2', 'svc3', 'svc6']);
-    assert.deepEqual(snap.policies.map((p) => p.name), ['svc1-ranges', 'svc2-ranges', 'svc3-ranges', 'svc6-ranges']);
+    assert.deepEqual(
+      snap.vips.map((v) => v.name),
+      ['api-owned', 'svc1', 'svc2', 'svc3', 'svc6'],
+    );
+    assert.deepEqual(
+      snap.policies.map((p) => p.name),
+      ['svc1-ranges', 'svc2-ranges', 'svc3-ranges', 'svc6-ranges'],
+    );
     assert.equal(snap.backends.length, 8);
-    assert.deepEqual(snap.backends.map((b) => b.dp_id).sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert.deepEqual(
+      snap.backends.map((b) => b.dp_id).sort((a, b) => a - b),
+      [0, 1, 2, 3, 4, 5, 6, 7],
+    );
     const audit = store.audit()[1];
-    assert.deepEqual(Object.keys(audit?.after as object).filter((k) => k.startsWith('vip/')), ['vip/svc1', 'vip/svc2', 'vip/svc3', 'vip/svc6']);
+    assert.deepEqual(
+      Object.keys(audit?.after as object).filter((k) => k.startsWith('vip/')),
+      ['vip/svc1', 'vip/svc2', 'vip/svc3', 'vip/svc6'],
+    );
     assert.equal(Object.keys(audit?.after as object).length, 4 + 4 + 8);
   });
 
@@ -914,15 +1228,22 @@ describe('savepoints', () => {
     const n = 3000;
     store.write('t', 'many', (tx) => {
       for (let i = 0; i < n; i++) tx.replaceState({ vips: [vip(`v${i}`, { port: i + 1 })] }, 0, `kubernetes:ns/v${i}`);
-      assert.throws(() => tx.savepoint((sp) => {
-        for (let i = 0; i < n; i++) sp.replaceState({ vips: [] }, 0, `kubernetes:ns/v${i}`);
-        assert.equal(sp.listVips().items.length, 0);
-        throw new Error('undo all');
-      }), /undo all/);
+      assert.throws(
+        () =>
+          tx.savepoint((sp) => {
+            for (let i = 0; i < n; i++) sp.replaceState({ vips: [] }, 0, `kubernetes:ns/v${i}`);
+            assert.equal(sp.listVips().items.length, 0);
+            throw new Error('undo all');
+          }),
+        /undo all/,
+      );
     });
     const audit = store.audit()[0];
     assert.equal(Object.keys(audit?.after as object).length, n);
-    assert.equal(r(store, (tx) => tx.snapshot().vips.length), n);
+    assert.equal(
+      r(store, (tx) => tx.snapshot().vips.length),
+      n,
+    );
   });
 
   it('a read transaction has no savepoints', () => {
@@ -964,12 +1285,21 @@ describe('pagination', () => {
       for (let i = 0; i < 3; i++) tx.createPolicy({ name: `p${i}` });
     });
     const first = r(store, (tx) => tx.listBackends('web', { limit: 5 }));
-    assert.deepEqual(first.items.map((b) => b.address), ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5']);
+    assert.deepEqual(
+      first.items.map((b) => b.address),
+      ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5'],
+    );
     const second = r(store, (tx) => tx.listBackends('web', { limit: 5, cursor: first.next }));
     assert.equal(second.items[0]?.address, '10.0.0.6');
     const p1 = r(store, (tx) => tx.listPolicies({ limit: 2 }));
-    assert.deepEqual(p1.items.map((p) => p.name), ['p0', 'p1']);
-    assert.deepEqual(r(store, (tx) => tx.listPolicies({ limit: 2, cursor: p1.next })).items.map((p) => p.name), ['p2']);
+    assert.deepEqual(
+      p1.items.map((p) => p.name),
+      ['p0', 'p1'],
+    );
+    assert.deepEqual(
+      r(store, (tx) => tx.listPolicies({ limit: 2, cursor: p1.next })).items.map((p) => p.name),
+      ['p2'],
+    );
   });
 
   it('rejects bad cursors and limits', () => {
@@ -983,7 +1313,11 @@ describe('pagination', () => {
     const vipCursor = r(store, (tx) => tx.listVips({ limit: 1 })).next;
     assert.ok(vipCursor !== null);
     throwsField(() => r(store, (tx) => tx.listVips({ cursor: 'not a cursor!' })), '/cursor', 'not a cursor');
-    throwsField(() => r(store, (tx) => tx.listVips({ cursor: Buffer.from('{"nope":1}').toString('base64url') })), '/cursor', 'not a cursor');
+    throwsField(
+      () => r(store, (tx) => tx.listVips({ cursor: Buffer.from('{"nope":1}').toString('base64url') })),
+      '/cursor',
+      'not a cursor',
+    );
     throwsField(() => r(store, (tx) => tx.listVips({ cursor: 'AAAA' })), '/cursor', 'not a cursor');
     throwsField(() => r(store, (tx) => tx.listPolicies({ cursor: vipCursor })), '/cursor', 'not a cursor');
     throwsField(() => r(store, (tx) => tx.listBackends('a', { cursor: vipCursor })), '/cursor', 'not a cursor');
@@ -1008,8 +1342,14 @@ describe('owners', () => {
       tx.createPolicy({ name: 'kp' }, K8S);
       tx.createVip(vip('api', { port: 443 }));
     });
-    assert.equal(r(store, (tx) => tx.getVip('web').owner), K8S);
-    assert.equal(r(store, (tx) => tx.getBackend('web', '10.0.0.1').owner), K8S);
+    assert.equal(
+      r(store, (tx) => tx.getVip('web').owner),
+      K8S,
+    );
+    assert.equal(
+      r(store, (tx) => tx.getBackend('web', '10.0.0.1').owner),
+      K8S,
+    );
     const msg = `vip "web" is owned by ${K8S}; change it in Kubernetes`;
     throwsKind(() => w(store, (tx) => tx.putVip(vip('web', { port: 8080 }))), ForbiddenError, msg, 403);
     throwsKind(() => w(store, (tx) => tx.deleteVip('web')), ForbiddenError, msg);
@@ -1018,8 +1358,11 @@ describe('owners', () => {
     throwsKind(() => w(store, (tx) => tx.deleteBackend('web', '10.0.0.1', 0)), ForbiddenError, msg);
     throwsKind(() => w(store, (tx) => tx.putPolicy({ name: 'kp', allow: ['10.0.0.0/8'] })), ForbiddenError, 'policy "kp" is owned by');
     throwsKind(() => w(store, (tx) => tx.deletePolicy('kp')), ForbiddenError, 'policy "kp" is owned by');
-    throwsKind(() => w(store, (tx) => tx.putVip(vip('api', { port: 443 }), K8S)), ForbiddenError,
-      'vip "api" is owned by the API; change it through the API');
+    throwsKind(
+      () => w(store, (tx) => tx.putVip(vip('api', { port: 443 }), K8S)),
+      ForbiddenError,
+      'vip "api" is owned by the API; change it through the API',
+    );
     // The owner itself may change its records; an identical PUT is still a no-op.
     assert.equal(store.write('k', 'put', (tx) => tx.putVip(vip('web'), K8S)).revision, 1);
     assert.equal(store.write('k', 'put', (tx) => tx.putBackend('web', { address: '10.0.0.1', weight: 7 }, K8S)).revision, 2);
@@ -1039,33 +1382,63 @@ describe('owners', () => {
     const changes = w(store, (tx) => tx.replaceState(desired, 0, K8S));
     assert.equal(changes.length, 3);
     // The API's resources were not touched, and each owner sees only its own.
-    assert.deepEqual(r(store, (tx) => tx.exportState().vips.map((v) => v.name)), ['api']);
-    assert.deepEqual(r(store, (tx) => tx.exportState(K8S).vips.map((v) => v.name)), ['web']);
-    assert.deepEqual(r(store, (tx) => tx.exportState(K8S).policies?.map((p) => p.name)), ['kp']);
+    assert.deepEqual(
+      r(store, (tx) => tx.exportState().vips.map((v) => v.name)),
+      ['api'],
+    );
+    assert.deepEqual(
+      r(store, (tx) => tx.exportState(K8S).vips.map((v) => v.name)),
+      ['web'],
+    );
+    assert.deepEqual(
+      r(store, (tx) => tx.exportState(K8S).policies?.map((p) => p.name)),
+      ['kp'],
+    );
     // An API apply of nothing removes only the API's resources ... but "shared" is referenced by K8S's VIP.
-    throwsKind(() => w(store, (tx) => tx.replaceState({ vips: [] }, 0)), ConflictError,
-      'policy "shared" cannot be deleted: vip "web" of another owner references it');
-    assert.deepEqual(w(store, (tx) => tx.replaceState({ vips: [], policies: [{ name: 'shared', deny: ['192.0.2.0/24'] }] }, 0)),
-      [{ op: 'delete', kind: 'vip', name: 'api' }, { op: 'delete', kind: 'backend', name: 'api/10.0.0.1' }]);
-    assert.deepEqual(r(store, (tx) => tx.listVips().items.map((v) => v.name)), ['web']);
+    throwsKind(
+      () => w(store, (tx) => tx.replaceState({ vips: [] }, 0)),
+      ConflictError,
+      'policy "shared" cannot be deleted: vip "web" of another owner references it',
+    );
+    assert.deepEqual(
+      w(store, (tx) => tx.replaceState({ vips: [], policies: [{ name: 'shared', deny: ['192.0.2.0/24'] }] }, 0)),
+      [
+        { op: 'delete', kind: 'vip', name: 'api' },
+        { op: 'delete', kind: 'backend', name: 'api/10.0.0.1' },
+      ],
+    );
+    assert.deepEqual(
+      r(store, (tx) => tx.listVips().items.map((v) => v.name)),
+      ['web'],
+    );
   });
 
-  it('replaceState refuses to take over another owner\'s resources', () => {
+  it("replaceState refuses to take over another owner's resources", () => {
     const store = mem();
     w(store, (tx) => {
       tx.createVip(vip('web'));
       tx.createPolicy({ name: 'p' });
     });
-    assert.throws(() => w(store, (tx) => tx.replaceState({
-      vips: [vip('web', { port: 81 }), vip('clash')],
-      policies: [{ name: 'p' }],
-    }, 0, K8S)), (err: unknown) => {
-      assert.ok(err instanceof ConflictError);
-      assert.match(err.message, /policy "p" exists and is owned by the API/);
-      assert.match(err.message, /vip "web" exists and is owned by the API/);
-      assert.match(err.message, /vip "clash": 198\.18\.0\.1 port 80\/tcp is already used by vip "web" \(owned by the API\)/);
-      return true;
-    });
+    assert.throws(
+      () =>
+        w(store, (tx) =>
+          tx.replaceState(
+            {
+              vips: [vip('web', { port: 81 }), vip('clash')],
+              policies: [{ name: 'p' }],
+            },
+            0,
+            K8S,
+          ),
+        ),
+      (err: unknown) => {
+        assert.ok(err instanceof ConflictError);
+        assert.match(err.message, /policy "p" exists and is owned by the API/);
+        assert.match(err.message, /vip "web" exists and is owned by the API/);
+        assert.match(err.message, /vip "clash": 198\.18\.0\.1 port 80\/tcp is already used by vip "web" \(owned by the API\)/);
+        return true;
+      },
+    );
     assert.equal(store.revision(), 1);
   });
 });
@@ -1082,10 +1455,20 @@ describe('datapath ids and tombstones', () => {
     w(store, (tx) => ['a', 'b', 'c'].forEach((n, i) => tx.createVip(vip(n, { port: i + 1 }))));
     w(store, (tx) => tx.deleteVip('b'));
     w(store, (tx) => tx.createVip(vip('d', { port: 9 })));
-    assert.deepEqual(r(store, (tx) => tx.snapshot().vips.map((v) => [v.name, v.dp_id])), [['a', 0], ['c', 2], ['d', 1]]);
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot().vips.map((v) => [v.name, v.dp_id])),
+      [
+        ['a', 0],
+        ['c', 2],
+        ['d', 1],
+      ],
+    );
     // Updating a VIP keeps its id.
     w(store, (tx) => tx.putVip(vip('d', { port: 10, address: '2001:db8::d' })));
-    assert.equal(r(store, (tx) => tx.snapshot().vips.find((v) => v.name === 'd')?.dp_id), 1);
+    assert.equal(
+      r(store, (tx) => tx.snapshot().vips.find((v) => v.name === 'd')?.dp_id),
+      1,
+    );
   });
 
   it('a draining backend keeps its port and host, so its flows still go the way they went', () => {
@@ -1096,10 +1479,13 @@ describe('datapath ids and tombstones', () => {
     });
     w(store, (tx) => tx.deleteBackend('np', '10.244.0.5', 30));
     const t = r(store, (tx) => tx.snapshot().tombstones);
-    assert.deepEqual(t.map((x) => [x.address, x.port, x.host]), [['10.244.0.5', 8080, 'local']]);
+    assert.deepEqual(
+      t.map((x) => [x.address, x.port, x.host]),
+      [['10.244.0.5', 8080, 'local']],
+    );
   });
 
-  it('keeps a deleted backend\'s id until its tombstone expires, then reuses it with gen + 1', () => {
+  it("keeps a deleted backend's id until its tombstone expires, then reuses it with gen + 1", () => {
     const c = clock();
     const store = mem({ maxBackends: 2, now: c.now });
     w(store, (tx) => {
@@ -1107,12 +1493,21 @@ describe('datapath ids and tombstones', () => {
       tx.createBackend('web', { address: '10.0.0.1' });
       tx.createBackend('web', { address: '10.0.0.2' });
     });
-    assert.deepEqual(ids(store), [['10.0.0.1', 0, 1], ['10.0.0.2', 1, 1]]);
+    assert.deepEqual(ids(store), [
+      ['10.0.0.1', 0, 1],
+      ['10.0.0.2', 1, 1],
+    ]);
     w(store, (tx) => tx.deleteBackend('web', '10.0.0.1', 30));
-    assert.deepEqual(r(store, (tx) => tx.snapshot().tombstones),
-      [{ dp_id: 0, dp_gen: 1, vip_dp_id: 0, address: '10.0.0.1', expires_at: c.value() + 30_000, port: 0, host: null }]);
-    throwsKind(() => w(store, (tx) => tx.createBackend('web', { address: '10.0.0.3' })), CapacityError,
-      'all 2 datapath backend slots are in use, including draining tombstones (capacity max_backends = 2)', 507);
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot().tombstones),
+      [{ dp_id: 0, dp_gen: 1, vip_dp_id: 0, address: '10.0.0.1', expires_at: c.value() + 30_000, port: 0, host: null }],
+    );
+    throwsKind(
+      () => w(store, (tx) => tx.createBackend('web', { address: '10.0.0.3' })),
+      CapacityError,
+      'all 2 datapath backend slots are in use, including draining tombstones (capacity max_backends = 2)',
+      507,
+    );
     // Not yet expired: nothing to do, no revision.
     const rev = store.revision();
     assert.equal(store.write('t', 'expire', (tx) => tx.expireTombstones(c.value() + 29_999)).result, 0);
@@ -1120,14 +1515,26 @@ describe('datapath ids and tombstones', () => {
     // Expired: a change (the datapath must free the id).
     const expired = store.write('t', 'expire', (tx) => tx.expireTombstones(c.value() + 30_000));
     assert.deepEqual([expired.result, expired.revision], [1, rev + 1]);
-    assert.deepEqual(r(store, (tx) => tx.snapshot().tombstones), []);
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot().tombstones),
+      [],
+    );
     w(store, (tx) => tx.createBackend('web', { address: '10.0.0.3' }));
-    assert.deepEqual(ids(store), [['10.0.0.2', 1, 1], ['10.0.0.3', 0, 2]]);
+    assert.deepEqual(ids(store), [
+      ['10.0.0.2', 1, 1],
+      ['10.0.0.3', 0, 2],
+    ]);
     // Drain 0: no tombstone, the id is free at once and the next holder gets gen + 1.
     w(store, (tx) => tx.deleteBackend('web', '10.0.0.3', 0));
-    assert.deepEqual(r(store, (tx) => tx.snapshot().tombstones), []);
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot().tombstones),
+      [],
+    );
     w(store, (tx) => tx.createBackend('web', { address: '10.0.0.4' }));
-    assert.deepEqual(ids(store), [['10.0.0.2', 1, 1], ['10.0.0.4', 0, 3]]);
+    assert.deepEqual(ids(store), [
+      ['10.0.0.2', 1, 1],
+      ['10.0.0.4', 0, 3],
+    ]);
   });
 
   it('re-adding a draining backend revives its id and generation', () => {
@@ -1140,9 +1547,18 @@ describe('datapath ids and tombstones', () => {
     });
     w(store, (tx) => tx.deleteBackend('web', '10.0.0.2', 60));
     w(store, (tx) => tx.createBackend('web', { address: '10.0.0.2', weight: 3 }));
-    assert.deepEqual(ids(store), [['10.0.0.1', 0, 1], ['10.0.0.2', 1, 1]]);
-    assert.deepEqual(r(store, (tx) => tx.snapshot().tombstones), []);
-    assert.equal(r(store, (tx) => tx.getBackend('web', '10.0.0.2').weight), 3);
+    assert.deepEqual(ids(store), [
+      ['10.0.0.1', 0, 1],
+      ['10.0.0.2', 1, 1],
+    ]);
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot().tombstones),
+      [],
+    );
+    assert.equal(
+      r(store, (tx) => tx.getBackend('web', '10.0.0.2').weight),
+      3,
+    );
   });
 
   it('one replaceState revives a tombstone, reuses a free id (gen + 1) and takes fresh ids, lowest first', () => {
@@ -1150,21 +1566,38 @@ describe('datapath ids and tombstones', () => {
     const store = mem({ maxBackends: 5, now: c.now });
     const state = (addrs: string[]) => ({ vips: [{ ...vip('web'), backends: addrs.map((address) => ({ address })) }] });
     w(store, (tx) => tx.replaceState(state(['10.0.0.1', '10.0.0.2', '10.0.0.3']), 0));
-    assert.deepEqual(ids(store), [['10.0.0.1', 0, 1], ['10.0.0.2', 1, 1], ['10.0.0.3', 2, 1]]);
+    assert.deepEqual(ids(store), [
+      ['10.0.0.1', 0, 1],
+      ['10.0.0.2', 1, 1],
+      ['10.0.0.3', 2, 1],
+    ]);
     w(store, (tx) => tx.deleteBackend('web', '10.0.0.1', 0)); // id 0 free at once
     w(store, (tx) => tx.deleteBackend('web', '10.0.0.2', 60)); // id 1 held by a tombstone
     w(store, (tx) => tx.replaceState(state(['10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5', '10.0.0.6']), 0));
-    assert.deepEqual(ids(store), [['10.0.0.2', 1, 1], ['10.0.0.3', 2, 1], ['10.0.0.4', 0, 2], ['10.0.0.5', 3, 1], ['10.0.0.6', 4, 1]]);
-    assert.deepEqual(r(store, (tx) => tx.snapshot().tombstones), []);
+    assert.deepEqual(ids(store), [
+      ['10.0.0.2', 1, 1],
+      ['10.0.0.3', 2, 1],
+      ['10.0.0.4', 0, 2],
+      ['10.0.0.5', 3, 1],
+      ['10.0.0.6', 4, 1],
+    ]);
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot().tombstones),
+      [],
+    );
     // One more than the slots left: refused whole, nothing written.
     const rev = store.revision();
-    throwsKind(() => w(store, (tx) => tx.replaceState(state(['10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5', '10.0.0.6', '10.0.0.7']), 0)),
-      CapacityError, 'all 5 datapath backend slots are in use, including draining tombstones (capacity max_backends = 5)', 507);
+    throwsKind(
+      () => w(store, (tx) => tx.replaceState(state(['10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5', '10.0.0.6', '10.0.0.7']), 0)),
+      CapacityError,
+      'all 5 datapath backend slots are in use, including draining tombstones (capacity max_backends = 5)',
+      507,
+    );
     assert.equal(store.revision(), rev);
     assert.equal(ids(store).length, 5);
   });
 
-  it('deleting a VIP frees its backends\' ids and tombstones at once', () => {
+  it("deleting a VIP frees its backends' ids and tombstones at once", () => {
     const c = clock();
     const store = mem({ maxBackends: 2, now: c.now });
     w(store, (tx) => {
@@ -1174,13 +1607,19 @@ describe('datapath ids and tombstones', () => {
     });
     w(store, (tx) => tx.deleteBackend('web', '10.0.0.1', 600));
     w(store, (tx) => tx.deleteVip('web'));
-    assert.deepEqual(r(store, (tx) => tx.snapshot().tombstones), []);
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot().tombstones),
+      [],
+    );
     w(store, (tx) => {
       tx.createVip(vip('new'));
       tx.createBackend('new', { address: '10.0.0.7' });
       tx.createBackend('new', { address: '10.0.0.8' });
     });
-    assert.deepEqual(ids(store), [['10.0.0.7', 0, 2], ['10.0.0.8', 1, 2]]);
+    assert.deepEqual(ids(store), [
+      ['10.0.0.7', 0, 2],
+      ['10.0.0.8', 1, 2],
+    ]);
   });
 
   it('refuses a VIP beyond capacity with status 507 naming it', () => {
@@ -1199,8 +1638,10 @@ describe('datapath ids and tombstones', () => {
     const store = mem({ now: c.now });
     w(store, (tx) => tx.replaceState({ vips: [{ ...vip('web'), backends: [{ address: '10.0.0.1' }, { address: '10.0.0.2' }] }] }, 0));
     w(store, (tx) => tx.replaceState({ vips: [{ ...vip('web'), backends: [{ address: '10.0.0.2' }] }] }, 45));
-    assert.deepEqual(r(store, (tx) => tx.snapshot().tombstones.map((t) => [t.address, t.dp_id, t.expires_at - c.value()])),
-      [['10.0.0.1', 0, 45_000]]);
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot().tombstones.map((t) => [t.address, t.dp_id, t.expires_at - c.value()])),
+      [['10.0.0.1', 0, 45_000]],
+    );
   });
 });
 
@@ -1208,14 +1649,31 @@ describe('datapath ids and tombstones', () => {
 
 describe('replaceState and exportState', () => {
   const rich: DesiredState = {
-    policies: [{ name: 'corp', allow: ['10.0.0.0/8', '2001:db8::/32'] }, { name: 'bad', deny: ['192.0.2.0/24'] }],
+    policies: [
+      { name: 'corp', allow: ['10.0.0.0/8', '2001:db8::/32'] },
+      { name: 'bad', deny: ['192.0.2.0/24'] },
+    ],
     vips: [
       {
-        name: 'web', address: '198.18.0.10', port: 443, protocol: 'tcp', allow: ['203.0.113.0/24'], deny: ['203.0.113.7/32'],
-        policies: ['corp', 'bad'], rate_limit: { new_flows_per_sec: 5000, burst: 100 }, maglev_m: 4093, source_affinity: true,
+        name: 'web',
+        address: '198.18.0.10',
+        port: 443,
+        protocol: 'tcp',
+        allow: ['203.0.113.0/24'],
+        deny: ['203.0.113.7/32'],
+        policies: ['corp', 'bad'],
+        rate_limit: { new_flows_per_sec: 5000, burst: 100 },
+        maglev_m: 4093,
+        source_affinity: true,
         backends: [{ address: '10.1.0.1' }, { address: '10.1.0.2', weight: 50 }, { address: '2001:db8:1::1', state: 'draining' }],
       },
-      { name: 'dns', address: '2001:db8::53', port: 53, protocol: 'udp', backends: [{ address: '10.2.0.1', weight: 0, state: 'disabled' }] },
+      {
+        name: 'dns',
+        address: '2001:db8::53',
+        port: 53,
+        protocol: 'udp',
+        backends: [{ address: '10.2.0.1', weight: 0, state: 'disabled' }],
+      },
       { name: 'all', address: '198.18.0.10', port: 0, protocol: 'tcp' },
     ],
   };
@@ -1226,21 +1684,41 @@ describe('replaceState and exportState', () => {
     const scope = (vips: string[], policies: string[] = []) => ({ vips: new Set(vips), policies: new Set(policies) });
     // 'dns' named and absent: deleted; 'web' and 'all' unnamed: kept.
     const { result } = store.write('t', 'scoped', (tx) => tx.replaceState({ vips: [] }, 0, null, scope(['dns'])));
-    assert.deepEqual(result, [{ op: 'delete', kind: 'vip', name: 'dns' }, { op: 'delete', kind: 'backend', name: 'dns/10.2.0.1' }]);
-    assert.deepEqual(store.read((tx) => tx.listVips().items.map((v) => v.name)), ['all', 'web']);
+    assert.deepEqual(result, [
+      { op: 'delete', kind: 'vip', name: 'dns' },
+      { op: 'delete', kind: 'backend', name: 'dns/10.2.0.1' },
+    ]);
+    assert.deepEqual(
+      store.read((tx) => tx.listVips().items.map((v) => v.name)),
+      ['all', 'web'],
+    );
     // A named VIP on the endpoint of an unnamed one of the same owner: refused, nothing changed.
     const before = store.revision();
-    assert.throws(() => store.write('t', 'scoped', (tx) => tx.replaceState(
-      { vips: [{ name: 'clash', address: '198.18.0.10', port: 443, protocol: 'tcp' }] }, 0, null, scope([]),
-    )), /already used by vip "web"/);
+    assert.throws(
+      () =>
+        store.write('t', 'scoped', (tx) =>
+          tx.replaceState({ vips: [{ name: 'clash', address: '198.18.0.10', port: 443, protocol: 'tcp' }] }, 0, null, scope([])),
+        ),
+      /already used by vip "web"/,
+    );
     // A policy an unnamed VIP references cannot go; one of the file's own VIPs may reference an unnamed policy.
-    assert.throws(() => store.write('t', 'scoped', (tx) => tx.replaceState({ vips: [] }, 0, null, scope([], ['corp']))),
-      /policy "corp" cannot be deleted: vip "web" references it/);
-    store.write('t', 'scoped', (tx) => tx.replaceState(
-      { vips: [{ name: 'api', address: '198.18.0.11', port: 80, protocol: 'tcp', policies: ['corp'] }] }, 0, null, scope([]),
-    ));
+    assert.throws(
+      () => store.write('t', 'scoped', (tx) => tx.replaceState({ vips: [] }, 0, null, scope([], ['corp']))),
+      /policy "corp" cannot be deleted: vip "web" references it/,
+    );
+    store.write('t', 'scoped', (tx) =>
+      tx.replaceState(
+        { vips: [{ name: 'api', address: '198.18.0.11', port: 80, protocol: 'tcp', policies: ['corp'] }] },
+        0,
+        null,
+        scope([]),
+      ),
+    );
     assert.equal(store.revision(), before + 1);
-    assert.deepEqual(store.read((tx) => tx.getVip('api').policies), ['corp']);
+    assert.deepEqual(
+      store.read((tx) => tx.getVip('api').policies),
+      ['corp'],
+    );
     // What a transaction touched, exported by name (null: no such resource of this owner).
     const named = store.read((tx) => tx.exportNamed(scope(['api', 'nope'], ['bad'])));
     assert.equal(named.vips.get('api')?.address, '198.18.0.11');
@@ -1272,27 +1750,50 @@ describe('replaceState and exportState', () => {
     const exported = r(store, (tx) => tx.exportState());
     const dns = exported.vips.find((v) => v.name === 'dns');
     assert.deepEqual(dns, {
-      name: 'dns', address: '2001:db8::53', port: 53, protocol: 'udp', encap: 'ipip', allow: [], deny: [], policies: [],
-      rate_limit: null, maglev_m: null, source_affinity: false, backends: [{ address: '10.2.0.1', weight: 0, state: 'disabled' }],
+      name: 'dns',
+      address: '2001:db8::53',
+      port: 53,
+      protocol: 'udp',
+      encap: 'ipip',
+      allow: [],
+      deny: [],
+      policies: [],
+      rate_limit: null,
+      maglev_m: null,
+      source_affinity: false,
+      backends: [{ address: '10.2.0.1', weight: 0, state: 'disabled' }],
     });
     assert.deepEqual(exported.vips.find((v) => v.name === 'web')?.backends?.[0], { address: '10.1.0.1', weight: 100, state: 'active' });
     const copy = JSON.parse(JSON.stringify(exported)) as DesiredState;
     const again = store.write('t', 'apply', (tx) => tx.replaceState(copy, 0));
     assert.deepEqual(again, { result: [], revision: 1 });
     // The original file (other spellings, defaults left out) is also a no-op.
-    assert.deepEqual(w(store, (tx) => tx.replaceState(rich, 0)), []);
+    assert.deepEqual(
+      w(store, (tx) => tx.replaceState(rich, 0)),
+      [],
+    );
     assert.equal(store.audit().length, 1);
-    assert.deepEqual(r(store, (tx) => tx.exportState()), exported);
+    assert.deepEqual(
+      r(store, (tx) => tx.exportState()),
+      exported,
+    );
   });
 
   it('diffs creates, updates and deletes of every kind', () => {
     const store = mem();
     w(store, (tx) => tx.replaceState(rich, 30));
     const next: DesiredState = {
-      policies: [{ name: 'corp', allow: ['10.0.0.0/8'] }, { name: 'new', deny: ['198.51.100.0/24'] }],
+      policies: [
+        { name: 'corp', allow: ['10.0.0.0/8'] },
+        { name: 'new', deny: ['198.51.100.0/24'] },
+      ],
       vips: [
         {
-          name: 'web', address: '198.18.0.10', port: 443, protocol: 'tcp', policies: ['corp', 'new'],
+          name: 'web',
+          address: '198.18.0.10',
+          port: 443,
+          protocol: 'tcp',
+          policies: ['corp', 'new'],
           backends: [{ address: '10.1.0.1' }, { address: '10.1.0.2', weight: 60 }, { address: '10.1.0.3' }],
         },
         { name: 'all', address: '198.18.0.10', port: 0, protocol: 'tcp' },
@@ -1315,23 +1816,44 @@ describe('replaceState and exportState', () => {
       { op: 'delete', kind: 'backend', name: 'web/2001:db8:1::1' },
     ]);
     const exported = r(store, (tx) => tx.exportState());
-    assert.deepEqual(exported.policies?.map((p) => p.name), ['corp', 'new']);
-    assert.deepEqual(exported.vips.map((v) => v.name), ['all', 'ssh', 'web']);
+    assert.deepEqual(
+      exported.policies?.map((p) => p.name),
+      ['corp', 'new'],
+    );
+    assert.deepEqual(
+      exported.vips.map((v) => v.name),
+      ['all', 'ssh', 'web'],
+    );
     // Only the removed backend of a kept VIP drains; the deleted VIP's backend is freed at once.
-    assert.deepEqual(r(store, (tx) => tx.snapshot().tombstones.map((t) => t.address)), ['2001:db8:1::1']);
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot().tombstones.map((t) => t.address)),
+      ['2001:db8:1::1'],
+    );
     // The audit row of an apply holds the diff, keyed by resource.
     const audit = store.audit({ sinceRevision: 1 })[0];
     assert.deepEqual(Object.keys(audit?.after as object).sort(), [
-      'backend/dns/10.2.0.1', 'backend/ssh/10.3.0.1', 'backend/web/10.1.0.2', 'backend/web/10.1.0.3', 'backend/web/2001:db8:1::1',
-      'policy/bad', 'policy/corp', 'policy/new', 'vip/dns', 'vip/ssh', 'vip/web',
+      'backend/dns/10.2.0.1',
+      'backend/ssh/10.3.0.1',
+      'backend/web/10.1.0.2',
+      'backend/web/10.1.0.3',
+      'backend/web/2001:db8:1::1',
+      'policy/bad',
+      'policy/corp',
+      'policy/new',
+      'vip/dns',
+      'vip/ssh',
+      'vip/web',
     ]);
   });
 
-  it('lets an apply swap two VIPs\' endpoints', () => {
+  it("lets an apply swap two VIPs' endpoints", () => {
     const store = mem();
     w(store, (tx) => tx.replaceState({ vips: [vip('a', { port: 1 }), vip('b', { port: 2 })] }, 0));
     const changes = w(store, (tx) => tx.replaceState({ vips: [vip('a', { port: 2 }), vip('b', { port: 1 })] }, 0));
-    assert.deepEqual(changes.map((c) => `${c.op} ${c.name}`), ['update a', 'update b']);
+    assert.deepEqual(
+      changes.map((c) => `${c.op} ${c.name}`),
+      ['update a', 'update b'],
+    );
   });
 
   it('an invalid or conflicting apply changes nothing', () => {
@@ -1340,9 +1862,15 @@ describe('replaceState and exportState', () => {
     const before = r(store, (tx) => tx.snapshot());
     throwsField(() => w(store, (tx) => tx.replaceState({ vips: [vip('x', { address: '127.0.0.1' })] }, 0)), '/vips/0/address', 'loopback');
     // A VIP may not reference a policy the same apply deletes.
-    throwsField(() => w(store, (tx) => tx.replaceState({ vips: [vip('x', { policies: ['corp'] })] }, 0)), '/vips/0/policies/0',
-      'policy "corp" does not exist');
-    assert.deepEqual(r(store, (tx) => tx.snapshot()), before);
+    throwsField(
+      () => w(store, (tx) => tx.replaceState({ vips: [vip('x', { policies: ['corp'] })] }, 0)),
+      '/vips/0/policies/0',
+      'policy "corp" does not exist',
+    );
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot()),
+      before,
+    );
   });
 
   it('snapshot holds everything the planner needs', () => {
@@ -1351,12 +1879,28 @@ describe('replaceState and exportState', () => {
     const snap = r(store, (tx) => tx.snapshot());
     assert.equal(snap.revision, 1);
     // Ids are allocated in the file's order.
-    assert.deepEqual(snap.vips.map((v) => [v.name, v.dp_id, v.backend_count]), [['all', 2, 0], ['dns', 1, 1], ['web', 0, 3]]);
+    assert.deepEqual(
+      snap.vips.map((v) => [v.name, v.dp_id, v.backend_count]),
+      [
+        ['all', 2, 0],
+        ['dns', 1, 1],
+        ['web', 0, 3],
+      ],
+    );
     assert.deepEqual(snap.vips.find((v) => v.name === 'web')?.policies, ['corp', 'bad']);
-    assert.deepEqual(snap.backends.map((b) => [b.vip, b.address, b.dp_id, b.dp_gen]), [
-      ['dns', '10.2.0.1', 3, 1], ['web', '10.1.0.1', 0, 1], ['web', '10.1.0.2', 1, 1], ['web', '2001:db8:1::1', 2, 1],
-    ]);
-    assert.deepEqual(snap.policies.map((p) => p.name), ['bad', 'corp']);
+    assert.deepEqual(
+      snap.backends.map((b) => [b.vip, b.address, b.dp_id, b.dp_gen]),
+      [
+        ['dns', '10.2.0.1', 3, 1],
+        ['web', '10.1.0.1', 0, 1],
+        ['web', '10.1.0.2', 1, 1],
+        ['web', '2001:db8:1::1', 2, 1],
+      ],
+    );
+    assert.deepEqual(
+      snap.policies.map((p) => p.name),
+      ['bad', 'corp'],
+    );
     assert.deepEqual(snap.tombstones, []);
   });
 });
@@ -1364,27 +1908,51 @@ describe('replaceState and exportState', () => {
 // ------------------------------------------------------------ snapshot cache
 
 describe('incremental snapshots', () => {
-
   /** One random change (or a refused one): every kind of write the store has. */
   function randomChange(tx: StoreTx, rnd: (n: number) => number, now: number): void {
     const v = `v${rnd(6)}`;
     const addr = `10.0.${rnd(2)}.${rnd(8) + 1}`;
     const policies = rnd(3) === 0 ? [`p${rnd(3)}`] : [];
     switch (rnd(11)) {
-      case 0: tx.putVip(vip(v, { port: rnd(4), policies })); break;
-      case 1: tx.deleteVip(v); break;
-      case 2: tx.putBackend(v, { address: addr, weight: rnd(3) }); break;
-      case 3: tx.createBackend(v, { address: addr, state: rnd(2) === 0 ? 'draining' : 'active' }); break;
-      case 4: tx.deleteBackend(v, addr, rnd(2) * 10); break;
-      case 5: tx.putPolicy({ name: `p${rnd(3)}`, deny: [`192.0.2.${rnd(4) * 64}/26`] }); break;
-      case 6: tx.deletePolicy(`p${rnd(3)}`); break;
-      case 7: tx.expireTombstones(now); break;
-      case 8: tx.replaceState({
-        vips: [{ ...vip(v, { port: rnd(4) }), backends: [{ address: addr }, { address: `10.0.9.${rnd(4) + 1}` }] }],
-        policies: [{ name: 'p0' }],
-      }, rnd(2) * 5); break;
-      case 9: tx.putBackend(v, { address: `2001:db8::${rnd(4) + 1}` }); break;
-      default: tx.listVips(); break;
+      case 0:
+        tx.putVip(vip(v, { port: rnd(4), policies }));
+        break;
+      case 1:
+        tx.deleteVip(v);
+        break;
+      case 2:
+        tx.putBackend(v, { address: addr, weight: rnd(3) });
+        break;
+      case 3:
+        tx.createBackend(v, { address: addr, state: rnd(2) === 0 ? 'draining' : 'active' });
+        break;
+      case 4:
+        tx.deleteBackend(v, addr, rnd(2) * 10);
+        break;
+      case 5:
+        tx.putPolicy({ name: `p${rnd(3)}`, deny: [`192.0.2.${rnd(4) * 64}/26`] });
+        break;
+      case 6:
+        tx.deletePolicy(`p${rnd(3)}`);
+        break;
+      case 7:
+        tx.expireTombstones(now);
+        break;
+      case 8:
+        tx.replaceState(
+          {
+            vips: [{ ...vip(v, { port: rnd(4) }), backends: [{ address: addr }, { address: `10.0.9.${rnd(4) + 1}` }] }],
+            policies: [{ name: 'p0' }],
+          },
+          rnd(2) * 5,
+        );
+        break;
+      case 9:
+        tx.putBackend(v, { address: `2001:db8::${rnd(4) + 1}` });
+        break;
+      default:
+        tx.listVips();
+        break;
     }
   }
 
@@ -1400,7 +1968,9 @@ describe('incremental snapshots', () => {
       let planned: StoreSnapshot | null = null;
       const failAfter = rnd(10) === 0;
       try {
-        store(a, rnd, c.value(), failAfter, (snap) => { planned = snap; });
+        store(a, rnd, c.value(), failAfter, (snap) => {
+          planned = snap;
+        });
       } catch {
         // Refused changes (not found, conflict, capacity, a failing afterWrite) must leave the cache valid.
       }
@@ -1418,30 +1988,63 @@ describe('incremental snapshots', () => {
   });
 
   function store(s: Store, rnd: (n: number) => number, now: number, failAfter: boolean, plan: (snap: StoreSnapshot) => void): void {
-    s.write('t', 'random', (tx) => randomChange(tx, rnd, now), (tx) => {
-      plan(tx.snapshot());
-      if (failAfter) throw new Error('datapath refused');
-    });
+    s.write(
+      't',
+      'random',
+      (tx) => randomChange(tx, rnd, now),
+      (tx) => {
+        plan(tx.snapshot());
+        if (failAfter) throw new Error('datapath refused');
+      },
+    );
   }
 
   it('a read nested in a write sees its changes and never caches them; nested writes are refused', () => {
     const s = mem();
     w(s, (tx) => tx.createVip(vip('a')));
     r(s, (tx) => tx.snapshot());
-    assert.throws(() => s.write('t', 'x', (tx) => {
-      tx.createVip(vip('b', { port: 81 }));
-      assert.deepEqual(s.read((inner) => inner.snapshot().vips.map((v) => v.name)), ['a', 'b']);
-      assert.throws(() => s.write('t', 'nested', () => undefined), /inside another store transaction/);
-      throw new Error('roll back');
-    }), /roll back/);
-    assert.deepEqual(r(s, (tx) => tx.snapshot().vips.map((v) => v.name)), ['a']);
-    assert.throws(() => s.write('t', 'y', (tx) => tx.createVip(vip('c', { port: 82 })), () => {
-      assert.deepEqual(s.read((inner) => inner.snapshot().vips.map((v) => v.name)), ['a', 'c']);
-      throw new Error('datapath refused');
-    }), /datapath refused/);
-    assert.deepEqual(r(s, (tx) => tx.snapshot().vips.map((v) => v.name)), ['a']);
+    assert.throws(
+      () =>
+        s.write('t', 'x', (tx) => {
+          tx.createVip(vip('b', { port: 81 }));
+          assert.deepEqual(
+            s.read((inner) => inner.snapshot().vips.map((v) => v.name)),
+            ['a', 'b'],
+          );
+          assert.throws(() => s.write('t', 'nested', () => undefined), /inside another store transaction/);
+          throw new Error('roll back');
+        }),
+      /roll back/,
+    );
+    assert.deepEqual(
+      r(s, (tx) => tx.snapshot().vips.map((v) => v.name)),
+      ['a'],
+    );
+    assert.throws(
+      () =>
+        s.write(
+          't',
+          'y',
+          (tx) => tx.createVip(vip('c', { port: 82 })),
+          () => {
+            assert.deepEqual(
+              s.read((inner) => inner.snapshot().vips.map((v) => v.name)),
+              ['a', 'c'],
+            );
+            throw new Error('datapath refused');
+          },
+        ),
+      /datapath refused/,
+    );
+    assert.deepEqual(
+      r(s, (tx) => tx.snapshot().vips.map((v) => v.name)),
+      ['a'],
+    );
     w(s, (tx) => tx.createVip(vip('d', { port: 83 })));
-    assert.deepEqual(r(s, (tx) => tx.snapshot().vips.map((v) => v.name)), ['a', 'd']);
+    assert.deepEqual(
+      r(s, (tx) => tx.snapshot().vips.map((v) => v.name)),
+      ['a', 'd'],
+    );
   });
 
   it('hands out frozen records in fresh arrays', () => {
@@ -1454,7 +2057,9 @@ describe('incremental snapshots', () => {
     const two = r(s, (tx) => tx.snapshot());
     assert.notEqual(one.vips, two.vips);
     assert.ok(Object.isFrozen(one.vips[0]) && Object.isFrozen(one.vips[0]?.allow) && Object.isFrozen(one.backends[0]));
-    assert.throws(() => { (one.backends[0] as { weight: number }).weight = 1; }, TypeError);
+    assert.throws(() => {
+      (one.backends[0] as { weight: number }).weight = 1;
+    }, TypeError);
   });
 });
 
@@ -1478,7 +2083,10 @@ describe('backup', () => {
     assert.ok(progress.length > 0);
     const last = progress[progress.length - 1];
     assert.ok(last !== undefined && last[0] === last[1] && last[1] > 0);
-    assert.deepEqual(readdirSync(dir).filter((f) => f.includes('partial')), []);
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.includes('partial')),
+      [],
+    );
     // The live store keeps working; the copy holds the state at backup time.
     w(store, (tx) => tx.createVip(vip('later', { port: 9 })));
     const copy = openStore(target, { maxVips: 64, maxBackends: 256 });
@@ -1486,7 +2094,10 @@ describe('backup', () => {
     const restored = r(copy, (tx) => tx.snapshot());
     assert.equal(restored.revision, live.revision - 1);
     assert.equal(restored.hash_seed, live.hash_seed);
-    assert.deepEqual(restored.vips, live.vips.filter((v) => v.name !== 'later'));
+    assert.deepEqual(
+      restored.vips,
+      live.vips.filter((v) => v.name !== 'later'),
+    );
     assert.deepEqual(restored.backends, live.backends);
     assert.deepEqual(restored.tombstones, live.tombstones);
     assert.deepEqual(copy.audit(), store.audit().slice(0, -1));
@@ -1523,7 +2134,9 @@ describe('durability', () => {
       let stderr = '';
       child.stdout.setEncoding('utf8');
       child.stderr.setEncoding('utf8');
-      child.stderr.on('data', (d: string) => { stderr += d; });
+      child.stderr.on('data', (d: string) => {
+        stderr += d;
+      });
       child.stdout.on('data', (d: string) => {
         buf += d;
         let nl: number;
@@ -1579,7 +2192,10 @@ describe('durability', () => {
     // acknowledged when the first writer died may sit between the two bursts.
     for (const { acks } of [first, second]) {
       const start = acks[0]?.[0] ?? 0;
-      assert.deepEqual(acks.map(([rev]) => rev), acks.map((_, i) => start + i));
+      assert.deepEqual(
+        acks.map(([rev]) => rev),
+        acks.map((_, i) => start + i),
+      );
     }
     assert.equal(first.acks[0]?.[0], 1);
     assert.ok((second.acks[0]?.[0] ?? 0) > (first.acks[first.acks.length - 1]?.[0] ?? 0));
