@@ -4,10 +4,8 @@
  */
 import type { Command } from 'commander';
 import type { BgpView } from '../model/bgp.js';
-import type { Client } from './client.js';
+import type { ClientOf } from './client.js';
 import { printJson, printTable } from './output.js';
-
-type ClientOf = (cmd: Command) => { api: Client; g: { json?: boolean } };
 
 function printView(v: BgpView): void {
   const line = (k: string, text: string) => console.log(`${k.padEnd(10)} ${text}`);

@@ -5,6 +5,7 @@
  */
 import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import type { Command } from 'commander';
 
 export interface Endpoint {
   socket?: string;
@@ -29,6 +30,9 @@ export class ApiError extends Error {
 
 /** The daemon could not be reached (exit code 3). */
 export class ConnectError extends Error {}
+
+/** How a subcommand gets the client and the global options of the command it runs under. */
+export type ClientOf = (cmd: Command) => { api: Client; g: { json?: boolean } };
 
 export interface Response<T> {
   status: number;

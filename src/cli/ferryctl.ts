@@ -9,6 +9,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { parse as parseYaml } from 'yaml';
 import type { BackendHealth, HealthCheckSpec, HealthEvent } from '../model/health.js';
 import { FORWARDINGS, type BackendRecord, type Forwarding, type PolicyRecord, type VipRecord, type VipSpec } from '../model/types.js';
+import type { StatsBody } from '../model/status.js';
 import { ApiError, Client, ConnectError } from './client.js';
 import { bgpCommands } from './bgp.js';
 import { fleetCommands } from './fleet.js';
@@ -359,21 +360,6 @@ function policyCommands(root: Command): void {
       const r = await api.request('DELETE', `/v1/policies/${seg(name)}`);
       say(g, r.body ?? {}, () => console.log(`deleted policy ${name} (revision ${r.headers['x-ferry-revision'] ?? '?'})`));
     });
-}
-
-interface StatsBody {
-  vips: Array<{
-    name: string;
-    packets: number;
-    bytes: number;
-    new_flows: number;
-    ct_hits: number;
-    ct_misses: number;
-    drops: number;
-    rate_pps?: number;
-    backends: Array<{ address: string; packets: number; bytes: number; new_flows: number }>;
-  }>;
-  drops: Record<string, number>;
 }
 
 function printStats(s: StatsBody): void {

@@ -12,7 +12,7 @@
 import type { Command } from 'commander';
 import type { FleetMember, FleetView } from '../model/fleet.js';
 import type { MaglevTablesView } from '../model/maglev.js';
-import type { Client } from './client.js';
+import type { Client, ClientOf } from './client.js';
 import { printJson, printTable } from './output.js';
 
 /** A client for one host: a unix socket path, or an http(s) URL (with the global token). */
@@ -57,7 +57,7 @@ export function compareMembers(view: FleetView): Omit<MembersReport, 'tables'> {
   return { revision: top, members, same: members.length > 0 && members.every((m) => m.agrees) };
 }
 
-export function fleetCommands(root: Command, clientAt: ClientAt, here: (cmd: Command) => { api: Client; g: { json?: boolean } }): void {
+export function fleetCommands(root: Command, clientAt: ClientAt, here: ClientOf): void {
   const fleet = root.command('fleet').description('several Ferry hosts behind one router');
   fleet
     .command('status')

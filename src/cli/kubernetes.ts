@@ -6,10 +6,8 @@
  */
 import type { Command } from 'commander';
 import type { KubernetesView } from '../model/kubernetes.js';
-import type { Client } from './client.js';
+import type { ClientOf } from './client.js';
 import { printJson, printTable } from './output.js';
-
-type ClientOf = (cmd: Command) => { api: Client; g: { json?: boolean } };
 
 function printView(v: KubernetesView, only: 'all' | 'skipped' | 'ignored'): void {
   if (only === 'all') {

@@ -11,10 +11,8 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import type { StatsBody } from '../model/status.js';
 import { formatEvent, type MonitorEvent } from '../monitor/events.js';
-import { ConnectError, type Client } from './client.js';
+import { ConnectError, type Client, type ClientOf } from './client.js';
 import { printTable } from './output.js';
-
-type ClientOf = (cmd: Command) => { api: Client; g: { json?: boolean } };
 
 interface MonitorOpts {
   vip?: string;
