@@ -19,10 +19,10 @@
  * namespace/name is served, the other reported.
  */
 import * as http from 'node:http';
-import { isIP } from 'node:net';
 import type { HealthCheckNodePort } from './translate.js';
 import { backoffDelay, type Backoff } from './backoff.js';
 import { silentLogger, type K8sLogger } from './log.js';
+import { ipFamily } from '../net/addr.js';
 
 export interface HcnpListenerStatus {
   address: string;
@@ -223,7 +223,7 @@ export class HealthCheckNodePorts {
     };
     server.once('error', onError);
     server.once('listening', onListening);
-    const v6only = isIP(l.address) === 6 && this.o.addresses.some((a) => isIP(a) === 4);
+    const v6only = ipFamily(l.address) === 6 && this.o.addresses.some((a) => ipFamily(a) === 4);
     server.listen({ host: l.address, port: l.port, ipv6Only: v6only, exclusive: true });
   }
 
