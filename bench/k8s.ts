@@ -37,6 +37,8 @@
  *     --iptables-timeout  kill iptables-restore after this long (default 180 s; the full run takes about 5 minutes)
  *     --ferry-only        skip iptables-restore (e.g. to compare K8sSync settings)
  *     --burst-only        only the bursts: not the one-change series or ferryd's RSS
+ *     --profile DIR       write a V8 CPU profile of each burst into DIR (started after the programs are
+ *                         loaded: a profiler's signals interrupt the verifier, which then refuses the load)
  *     --services-per-tx, --max-tx-per-batch  K8sSync's caps (default: its defaults)
  *     --no-nodeport  skip the NodePort paths (bench/k8s-paths.ts: XDP vs the nftables NAT, per packet and per change)
  *     --nodeport-rate PPS  the rate both NodePort paths are offered (default 50,000)
@@ -44,7 +46,8 @@
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -291,7 +294,23 @@ export interface FerrydRss {
 /** Endpoint changes measured after the burst at the largest size. */
 const ONE_CHANGES = 100;
 
-export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOnly = false): Promise<FerryResult> {
+/** A CPU profile of what runs until stop(), written as DIR/burst-N.cpuprofile (Chrome DevTools' format). */
+async function startProfile(dir: string, name: string): Promise<() => Promise<void>> {
+  const session = new Session();
+  session.connect();
+  const post = (method: string): Promise<unknown> =>
+    new Promise((resolve, reject) => session.post(method, (err, res) => (err ? reject(err) : resolve(res))));
+  await post('Profiler.enable');
+  await post('Profiler.start');
+  return async () => {
+    const { profile } = (await post('Profiler.stop')) as { profile: unknown };
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, `${name}.cpuprofile`), JSON.stringify(profile));
+    session.disconnect();
+  };
+}
+
+export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOnly = false, profileDir?: string): Promise<FerryResult> {
   let longest = 0;
   let measuring = false;
   let lastBatch: BatchReport | undefined;
@@ -313,12 +332,14 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
     const rev0 = store.revision();
     const batches0 = s.stats.batches;
     const objs = burst(n);
+    const stopProfile = profileDir === undefined ? null : await startProfile(profileDir, `burst-${n}`);
     const probe = loopDelayProbe();
     measuring = true;
     server.upsertMany(objs);
     const t0 = performance.now();
     await until(() => rig.settled(n), 'the burst', 600_000);
     const ms = performance.now() - t0;
+    await stopProfile?.();
     const delay = probe.stop();
     measuring = false;
     const counts = store.read((tx) => {
@@ -547,6 +568,8 @@ export interface BenchOptions {
   ferryOnly: boolean;
   /** Only the burst: not the one-change series or ferryd's RSS (for profiling). */
   burstOnly?: boolean;
+  /** Where to write a CPU profile of each burst. */
+  profileDir?: string;
   caps: SyncCaps;
 }
 
@@ -571,7 +594,7 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
   process.on('exit', deleteNs);
   for (const n of o.quick ? [1000] : [1000, 10_000]) {
     progress(`N=${n}: Ferry (${real ? 'real' : 'fake'} datapath)…`);
-    const f = await ferryRun(n, real, o.caps, o.burstOnly);
+    const f = await ferryRun(n, real, o.caps, o.burstOnly, o.profileDir);
     progress(
       `N=${n}: Ferry ${Math.round(f.ms)} ms in ${f.transactions} transactions (longest ${Math.round(f.longestStepMs)} ms, ` +
         `event-loop delay max ${Math.round(f.loopDelayMaxMs)} ms)`,
@@ -750,12 +773,15 @@ function optional(name: string): number | undefined {
 async function main(): Promise<void> {
   const spt = optional('--services-per-tx');
   const mtb = optional('--max-tx-per-batch');
+  const pi = process.argv.indexOf('--profile');
+  const profileDir = pi > 0 ? process.argv[pi + 1] : undefined;
   const r = await benchK8s({
     quick: process.argv.includes('--quick'),
     iptablesTimeoutMs: argValue('--iptables-timeout', 180) * 1000,
     ferryOnly: process.argv.includes('--ferry-only'),
     noConnect: process.argv.includes('--no-connect'),
     burstOnly: process.argv.includes('--burst-only'),
+    ...(profileDir !== undefined ? { profileDir } : {}),
     noNodePort: process.argv.includes('--no-nodeport'),
     nodePortRate: argValue('--nodeport-rate', 50_000),
     caps: { ...(spt !== undefined ? { servicesPerTransaction: spt } : {}), ...(mtb !== undefined ? { maxTransactionsPerBatch: mtb } : {}) },

@@ -168,9 +168,9 @@ export class KeyIndex<K extends AnyStruct, V extends AnyStruct> {
       const slot = this.freeSlot(key, new Set());
       if (slot) {
         this.fill(slot.bucket, slot.slot, key, over.values[i]!);
-        this.places.set(keyHex, { ...slot, shadow: true });
+        this.places.set(keyHex, { bucket: slot.bucket, slot: slot.slot, shadow: true });
         dirty.add(slot.bucket);
-        publish.push({ ...slot, family: key[this.shape.familyOffset]! });
+        publish.push({ bucket: slot.bucket, slot: slot.slot, family: key[this.shape.familyOffset]! });
         return;
       }
       const [b1] = indexBucketsOf(key, this.mask);
@@ -332,9 +332,9 @@ export class KeyIndex<K extends AnyStruct, V extends AnyStruct> {
     const slot = this.freeSlot(key, freed);
     if (slot) {
       this.fill(slot.bucket, slot.slot, key, value);
-      this.places.set(keyHex, { ...slot, shadow: false });
+      this.places.set(keyHex, { bucket: slot.bucket, slot: slot.slot, shadow: false });
       prepare.add(slot.bucket);
-      publish.push({ ...slot, family: key[this.shape.familyOffset]! });
+      publish.push({ bucket: slot.bucket, slot: slot.slot, family: key[this.shape.familyOffset]! });
       return;
     }
     const [b1] = indexBucketsOf(key, this.mask);

@@ -449,6 +449,7 @@ function protocolOf(sp: ServicePort): Protocol | null {
  */
 function endpointBackend(
   e: ResolvedEndpoint,
+  state: 'active' | 'draining',
   vipPort: number,
   family: IpFamily,
   nodes: ReadonlyMap<string, Node>,
@@ -457,16 +458,20 @@ function endpointBackend(
   what: string,
   problems: Set<string>,
 ): BackendSpec | null {
-  const port = e.port !== vipPort ? { port: e.port } : {};
-  if (e.local) return { address: e.address, host: LOCAL_HOST, ...port };
-  const host = e.nodeName === null ? null : nodeAddress(nodes.get(e.nodeName), family, types);
-  if (host !== null) return { address: e.address, host, ...port };
+  const host = e.local ? LOCAL_HOST : e.nodeName === null ? null : nodeAddress(nodes.get(e.nodeName), family, types);
   // Without its node, source NAT sends to the endpoint by this node's routes (the pod network's).
-  if (e.port === vipPort || snat) return { address: e.address, ...port };
-  problems.add(
-    `${what} listens on ${e.port} and its node (${e.nodeName ?? 'none named'}) is not known with an ${family} address: left out`,
-  );
-  return null;
+  if (host === null && e.port !== vipPort && !snat) {
+    problems.add(
+      `${what} listens on ${e.port} and its node (${e.nodeName ?? 'none named'}) is not known with an ${family} address: left out`,
+    );
+    return null;
+  }
+  // Fields added in one order (not spread): objects of one shape share V8's hidden class.
+  const b: BackendSpec = { address: e.address };
+  if (host !== null) b.host = host;
+  if (e.port !== vipPort) b.port = e.port;
+  b.state = state;
+  return b;
 }
 
 export type ExternalPath = 'xdp' | 'snat' | 'nat';
@@ -602,10 +607,10 @@ export function translateService(
       ] as const) {
         for (const e of list) {
           if (taken.has(e.address)) continue; // one address on two ports: the first (ready) one
-          const b = endpointBackend(e, vipPort, family, nodes, types, path === 'snat', `${what}: endpoint ${e.address}`, problems);
+          const b = endpointBackend(e, state, vipPort, family, nodes, types, path === 'snat', `${what}: endpoint ${e.address}`, problems);
           if (b === null) continue;
           taken.add(e.address);
-          backends.push({ ...b, state });
+          backends.push(b);
         }
       }
       backends.sort((a, b) => compareStrings(a.address, b.address));

@@ -58,8 +58,14 @@ export interface BackendEntry {
   state: number;
   gen: number;
   value: Buffer;
-  /** For messages: "198.18.1.1 of VIP web". */
-  label: string;
+  /** For messages (backendLabel): its address, and where it belongs ("VIP web"). */
+  address: string;
+  of: string;
+}
+
+/** "198.18.1.1 of VIP web": built only for a message, not kept per backend. */
+export function backendLabel(e: BackendEntry): string {
+  return `${e.address} of ${e.of}`;
 }
 
 /** One VIP: its ferry_vips entry and its Maglev table inputs. */
@@ -129,12 +135,19 @@ export class AddrCache {
   private readonly map = new Map<string, DpAddr>();
 
   parse(text: string, what: string): DpAddr {
+    const a = this.get(text);
+    if (a === null) throw new ReconcileError(`${what}: not an IP address: ${JSON.stringify(text)}`);
+    return a;
+  }
+
+  /** The address, or null when the text is not one. */
+  get(text: string): DpAddr | null {
     let a = this.map.get(text);
     if (a) return a;
     try {
       a = dpAddr(text);
     } catch {
-      throw new ReconcileError(`${what}: not an IP address: ${JSON.stringify(text)}`);
+      return null;
     }
     if (this.map.size >= 1 << 18) this.map.clear();
     this.map.set(text, a);
@@ -271,7 +284,7 @@ export class DesiredState implements Desired {
       policy: new Set(),
     };
     const tombstones = tombstoneList.map((t) =>
-      backendEntry({ ...t, state: 'draining' }, t.vipId, cap, this.addrCache, `tombstone ${t.address} of VIP id ${t.vipId}`),
+      backendEntry({ ...t, state: 'draining' }, t.vipId, cap, this.addrCache, `VIP id ${t.vipId} (tombstone)`),
     );
     const out: VipParts[] = [...removed, ...changed.map((p) => this.parts.get(p.entry.vip.id)).filter((p): p is VipParts => !!p)];
     const oldTombstones = this.tombstones;
@@ -380,7 +393,7 @@ export class DesiredState implements Desired {
   /** Adds a backend entry; ids are unique over every VIP and tombstone. */
   private addBackendEntry(e: BackendEntry): void {
     const other = this.backends.get(e.id);
-    if (other) throw new ReconcileError(`backend ${e.label}: id ${e.id} is also backend ${other.label}`);
+    if (other) throw new ReconcileError(`backend ${backendLabel(e)}: id ${e.id} is also backend ${backendLabel(other)}`);
     this.backends.set(e.id, e);
   }
 
@@ -423,11 +436,14 @@ export function desire(state: DpState, config: ConfigProgram, cap: Capacity): De
 
 /** Everything a VIP's entries are computed from, as one string. */
 function vipFingerprint(v: DpVip, seed: number): string {
-  let s =
+  // Joined, not appended: one flat string instead of a chain of a few hundred string ropes per VIP, kept as long
+  // as the VIP is.
+  const parts = [
     `${seed}|${v.id}|${v.name}|${v.address}|${v.port}|${v.protocol}|${v.flags}|${v.m}|` +
-    `${v.rlIntervalNs}|${v.rlToleranceNs}|${v.allow.join(',')}|${v.deny.join(',')}|`;
-  for (const b of v.backends) s += `${b.id},${b.gen},${b.address},${b.weight},${b.state};`;
-  return s;
+      `${v.rlIntervalNs}|${v.rlToleranceNs}|${v.allow.join(',')}|${v.deny.join(',')}|`,
+  ];
+  for (const b of v.backends) parts.push(`${b.id},${b.gen},${b.address},${b.weight},${b.state};`);
+  return parts.join('');
 }
 
 /** Encodes and checks one VIP on its own (checks across VIPs are in addParts). */
@@ -447,7 +463,7 @@ function vipParts(v: DpVip, fingerprint: string, seed: number, cap: Capacity, ad
     rl_interval_ns: v.rlIntervalNs,
     rl_tolerance_ns: v.rlToleranceNs,
   });
-  const backends = v.backends.map((b) => backendEntry(b, v.id, cap, addrs, `${b.address} of ${where}`));
+  const backends = v.backends.map((b) => backendEntry(b, v.id, cap, addrs, where));
   const slotted = slottedBackends(v);
   const entry: VipEntry = {
     vip: v,
@@ -465,23 +481,26 @@ function vipParts(v: DpVip, fingerprint: string, seed: number, cap: Capacity, ad
 
 const NO_VIA: Buffer = Buffer.alloc(16);
 
-/** Encodes and checks one backend. */
-function backendEntry(b: DpBackend, vipId: number, cap: Capacity, addrs: AddrCache, label: string): BackendEntry {
-  checkId(b.id, cap.maxBackends, `backend ${label}: id`);
-  if (!Number.isInteger(b.gen) || b.gen < 0 || b.gen > 0xffffffff) {
-    throw new ReconcileError(`backend ${label}: gen must be a u32, got ${String(b.gen)}`);
+/** Encodes and checks one backend of `of` ("VIP web"). */
+function backendEntry(b: DpBackend, vipId: number, cap: Capacity, addrs: AddrCache, of: string): BackendEntry {
+  // The label is built only for an error: this runs once per backend of every VIP planned.
+  const fail = (problem: string): never => {
+    throw new ReconcileError(`backend ${b.address} of ${of}${problem}`);
+  };
+  if (!Number.isInteger(b.id) || b.id < 0 || b.id >= cap.maxBackends || b.id === FERRY_BACKEND_NONE) {
+    fail(`: id ${String(b.id)} out of range 0..${cap.maxBackends - 1}`);
   }
+  if (!Number.isInteger(b.gen) || b.gen < 0 || b.gen > 0xffffffff) fail(`: gen must be a u32, got ${String(b.gen)}`);
   if (!Number.isInteger(b.weight) || b.weight < 0 || b.weight > MAGLEV_MAX_WEIGHT) {
-    throw new ReconcileError(`backend ${label}: weight must be an integer 0..${MAGLEV_MAX_WEIGHT}, got ${String(b.weight)}`);
+    fail(`: weight must be an integer 0..${MAGLEV_MAX_WEIGHT}, got ${String(b.weight)}`);
   }
-  const a = addrs.parse(b.address, `backend ${label}`);
-  const state = STATE_CODE[b.state];
-  if (state === undefined) throw new ReconcileError(`backend ${label}: unknown state ${JSON.stringify(b.state)}`);
+  const a = addrs.get(b.address) ?? fail(`: not an IP address: ${JSON.stringify(b.address)}`);
+  const state = STATE_CODE[b.state] ?? fail(`: unknown state ${JSON.stringify(b.state)}`);
   const host = b.host ?? null;
   let via: Buffer = NO_VIA;
   if (host !== null && host !== LOCAL_HOST) {
-    const h = addrs.parse(host, `backend ${label}: host`);
-    if (h.family !== a.family) throw new ReconcileError(`backend ${label}: host ${host} is not of the backend's family`);
+    const h = addrs.get(host) ?? fail(`: host: not an IP address: ${JSON.stringify(host)}`);
+    if (h.family !== a.family) fail(`: host ${host} is not of the backend's family`);
     via = h.bytes;
   }
   const value = Backend.encode({
@@ -496,7 +515,7 @@ function backendEntry(b: DpBackend, vipId: number, cap: Capacity, addrs: AddrCac
     port: b.port ?? 0,
     pad2: 0,
   });
-  return { id: b.id, vipId, state, gen: b.gen, value, label };
+  return { id: b.id, vipId, state, gen: b.gen, value, address: b.address, of };
 }
 
 /** The backends that get Maglev slots, sorted by id; their keys must be unique. */

@@ -20,7 +20,7 @@ import {
   VipMeta,
 } from '../datapath/abi.js';
 import { formatAddr } from '../datapath/addr.js';
-import type { BackendEntry, Desired, KeyedEntry, Scope, VipEntry } from './desired.js';
+import { backendLabel, type BackendEntry, type Desired, type KeyedEntry, type Scope, type VipEntry } from './desired.js';
 import type { HashEntry, Known } from './known.js';
 
 export interface BackendWrite {
@@ -216,7 +216,7 @@ export function describe(ops: Ops, k: Known): string[] {
   for (const r of [...ops.vipEarlyDeletes, ...ops.vipDeletes]) out.push(`ferry_vips: stale entry ${vipText(r.entry)}`);
   for (const w of [...ops.backendUps, ...ops.backendDowns]) {
     out.push(
-      `backend ${w.entry.id} (${w.entry.label}): ${w.have ? `have ${backendText(w.have)}` : 'missing'}, want ${backendText(w.entry.value)}`,
+      `backend ${w.entry.id} (${backendLabel(w.entry)}): ${w.have ? `have ${backendText(w.have)}` : 'missing'}, want ${backendText(w.entry.value)}`,
     );
   }
   for (const v of ops.tables) {
