@@ -70,6 +70,16 @@ function socketLbEntries(t: ServiceTranslation): ClusterIpEntry[] {
   return t.localAddresses.length === 0 ? t.clusterIps : [...t.clusterIps, ...t.localAddresses];
 }
 
+/** The socket-LB list of translations in order: pushed into one array (a step rebuilds it; no array per Service). */
+function socketLbList(results: readonly ServiceTranslation[]): ClusterIpEntry[] {
+  const out: ClusterIpEntry[] = [];
+  for (const t of results) {
+    for (const e of t.clusterIps) out.push(e);
+    for (const e of t.localAddresses) out.push(e);
+  }
+  return out;
+}
+
 export interface BatchReport {
   /** Services translated in this batch. */
   services: number;
@@ -199,6 +209,8 @@ export class K8sSync implements K8sEventHandler {
   /** Every node, by name. */
   private readonly nodes = new Map<string, Node>();
   private readonly results = new Map<string, ServiceTranslation>();
+  /** The keys of `results`, sorted at the last sortedResults() and appended to since; null: to rebuild. */
+  private keyOrder: string[] | null = [];
   /** Service key → JSON of the desired state the store holds for its owner. */
   private readonly committed = new Map<string, string>();
   private readonly refused = new Map<string, Refusal>();
@@ -411,7 +423,7 @@ export class K8sSync implements K8sEventHandler {
     // published; the sinks take whole lists, so publishing them now loses nothing and repeats nothing.
     try {
       const results = this.sortedResults();
-      this.clusterIpList = results.flatMap(socketLbEntries);
+      this.clusterIpList = socketLbList(results);
       this.hcnpList = results.flatMap((t) => t.healthCheckNodePorts);
       this.natList = results.flatMap((t) => t.nat);
       this.nodeEndpointList = results.flatMap((t) => t.nodeEndpoints);
@@ -516,10 +528,11 @@ export class K8sSync implements K8sEventHandler {
       const before = this.results.get(key);
       let desired: WriteItem['desired'];
       if (svc === undefined) {
-        this.results.delete(key);
+        if (this.results.delete(key)) this.keyOrder = null;
         desired = { vips: [], policies: [] };
       } else {
         const t = translateService(svc, [...(this.slicesByService.get(key)?.values() ?? [])], this.nodeObj, this.o.translate, this.nodes);
+        if (!this.results.has(key)) this.keyOrder?.push(key);
         this.results.set(key, t);
         desired = t.desired;
       }
@@ -548,7 +561,7 @@ export class K8sSync implements K8sEventHandler {
     if (b.socketLbChanged.length === b.socketLbPublished) return;
     const changed = b.socketLbChanged.slice(b.socketLbPublished);
     b.socketLbPublished = b.socketLbChanged.length;
-    this.clusterIpList = this.sortedResults().flatMap(socketLbEntries);
+    this.clusterIpList = socketLbList(this.sortedResults());
     this.notify(() => this.o.onClusterIps?.(this.clusterIpList, changed));
   }
 
@@ -598,8 +611,15 @@ export class K8sSync implements K8sEventHandler {
     if (!b.failed && this.dirty.size > 0) this.flushSoon();
   }
 
+  /**
+   * The translations in Service key order. The order is kept between calls:
+   * new keys are appended (a batch translates them in order) and the sort,
+   * a merge of two sorted runs then, is linear; a removal rebuilds it.
+   */
   private sortedResults(): ServiceTranslation[] {
-    return [...this.results.keys()].sort().map((k) => this.results.get(k)!);
+    this.keyOrder ??= [...this.results.keys()];
+    this.keyOrder.sort();
+    return this.keyOrder.map((k) => this.results.get(k)!);
   }
 
   private notify(fn: () => void): void {

@@ -54,29 +54,27 @@ export function parseIp(text: unknown): Ip | string {
 }
 
 function parseUncached(text: string): Ip | string {
-  let ip: ipaddr.IPv4 | ipaddr.IPv6;
-  if (text.includes(':')) {
-    try {
-      ip = ipaddr.IPv6.parse(text);
-    } catch {
-      return `not an IP address: ${JSON.stringify(text)}`;
-    }
-    if (ip.zoneId !== undefined) return `must not carry a zone index ("%${ip.zoneId}")`;
-  } else {
-    const notV4 = `not an IP address: ${JSON.stringify(text)} (IPv4 is written as four decimal octets, a.b.c.d)`;
-    if (!FOUR_DECIMAL_OCTETS.test(text)) return notV4;
-    try {
-      ip = ipaddr.IPv4.parse(text); // throws for an octet over 255
-    } catch {
-      return notV4;
-    }
+  return text.includes(':') ? parseIpv6(text) : parseIpv4(text);
+}
+
+function parseIpv4(text: string): Ip | string {
+  const octets = FOUR_DECIMAL_OCTETS.test(text) ? text.split('.').map(Number) : [];
+  if (octets.length !== 4 || octets.some((o) => o > 255)) {
+    return `not an IP address: ${JSON.stringify(text)} (IPv4 is written as four decimal octets, a.b.c.d)`;
   }
-  return Object.freeze({
-    family: ip.kind() === 'ipv4' ? 4 : 6,
-    bytes: Buffer.from(ip.toByteArray()),
-    text: ip.toString(),
-    range: ip.range(),
-  });
+  // Four decimal octets without leading zeros are the canonical text already; ipaddr.js only names the range.
+  return Object.freeze({ family: 4, bytes: Buffer.from(octets), text, range: new ipaddr.IPv4(octets).range() });
+}
+
+function parseIpv6(text: string): Ip | string {
+  let ip: ipaddr.IPv6;
+  try {
+    ip = ipaddr.IPv6.parse(text);
+  } catch {
+    return `not an IP address: ${JSON.stringify(text)}`;
+  }
+  if (ip.zoneId !== undefined) return `must not carry a zone index ("%${ip.zoneId}")`;
+  return Object.freeze({ family: 6, bytes: Buffer.from(ip.toByteArray()), text: ip.toString(), range: ip.range() });
 }
 
 /** The canonical text of an address, or null if it does not parse; lookups accept any spelling. */

@@ -95,19 +95,30 @@ export class ChangeLog {
   }
 
   /**
-   * The audit row's before/after: the resource's JSON when one resource
-   * changed (null before a create, null after a delete); otherwise objects
-   * keyed like the log, holding each changed resource before and after.
+   * The audit row's before/after as JSON (null for none): the resource's
+   * JSON when one resource changed (null before a create, null after a
+   * delete); otherwise objects keyed like the log, holding each changed
+   * resource before and after. Written as text from the entries, the same
+   * text JSON.stringify gives for such objects (keys are never integers, so
+   * insertion order holds): a burst's transaction logs thousands of keys,
+   * and an object with that many keys was the audit's cost.
    */
-  audit(): { before: unknown; after: unknown } {
-    const first = this.entries.values().next();
-    if (this.entries.size === 1 && first.done !== true) return { ...first.value };
-    const before: Record<string, unknown> = {};
-    const after: Record<string, unknown> = {};
-    for (const [k, v] of this.entries) {
-      before[k] = v.before;
-      after[k] = v.after;
+  auditJson(): { before: string | null; after: string | null } {
+    if (this.entries.size === 1) {
+      const e = this.entries.values().next().value as LogEntry;
+      return { before: json(e.before), after: json(e.after) };
     }
-    return { before, after };
+    const before: string[] = [];
+    const after: string[] = [];
+    for (const [k, v] of this.entries) {
+      const key = JSON.stringify(k);
+      if (v.before !== undefined) before.push(`${key}:${JSON.stringify(v.before)}`);
+      if (v.after !== undefined) after.push(`${key}:${JSON.stringify(v.after)}`);
+    }
+    return { before: `{${before.join(',')}}`, after: `{${after.join(',')}}` };
   }
+}
+
+function json(v: unknown): string | null {
+  return v === null || v === undefined ? null : JSON.stringify(v);
 }

@@ -244,8 +244,8 @@ class SqliteStore implements Store {
   }
 
   private writeAudit(tx: Tx, actor: string, action: string): void {
-    const { before, after } = tx.changes.audit();
-    this.st.insertAudit.run(tx.revision, new Date(this.ctx.now()).toISOString(), actor, action, toJson(before), toJson(after));
+    const { before, after } = tx.changes.auditJson();
+    this.st.insertAudit.run(tx.revision, new Date(this.ctx.now()).toISOString(), actor, action, before, after);
   }
 
   private assertOpen(): void {
@@ -279,10 +279,6 @@ function writing<T>(fn: () => T): T {
         'reads and the datapath keep working, and writes succeed again once the filesystem does',
     );
   }
-}
-
-function toJson(v: unknown): string | null {
-  return v === null || v === undefined ? null : JSON.stringify(v);
 }
 
 function auditEntry(row: AuditRow): AuditEntry {

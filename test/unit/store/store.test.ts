@@ -1045,10 +1045,14 @@ describe('savepoints', () => {
     c.record('vip/f', null, 'f1');
     c.release(m);
     assert.deepEqual([...c.keys()], ['vip/a', 'vip/b', 'vip/f']);
-    assert.deepEqual(c.audit(), {
-      before: { 'vip/a': null, 'vip/b': 'b0', 'vip/f': null },
-      after: { 'vip/a': 'a1', 'vip/b': 'b1', 'vip/f': 'f1' },
-    });
+    const before = { 'vip/a': null, 'vip/b': 'b0', 'vip/f': null };
+    const after = { 'vip/a': 'a1', 'vip/b': 'b1', 'vip/f': 'f1' };
+    // The text JSON.stringify gives for the objects, keys in first-recorded order.
+    assert.deepEqual(c.auditJson(), { before: JSON.stringify(before), after: JSON.stringify(after) });
+    const one = new ChangeLog();
+    one.record('vip/x', null, { name: 'x' });
+    assert.deepEqual(one.auditJson(), { before: null, after: '{"name":"x"}' });
+    assert.deepEqual(new ChangeLog().auditJson(), { before: '{}', after: '{}' });
   });
 
   it('nested savepoints in a write: an inner rollback undoes rows and log back to its start, the outer one keeps going', () => {
