@@ -142,7 +142,10 @@ class SqliteStore implements Store {
       try {
         const result = fn(tx);
         // Nothing changed (e.g. a PUT of identical content): no revision, no audit, no datapath apply.
-        if (tx.changes.size === 0) return { result, revision: current };
+        if (tx.changes.size === 0) {
+          tx.stateUndo.undo();
+          return { result, revision: current };
+        }
         tx.seal();
         this.st.setRevision.run(tx.revision);
         this.writeAudit(tx, actor, action);
@@ -152,7 +155,14 @@ class SqliteStore implements Store {
         tx.close();
       }
     });
-    const out = writing(() => run.immediate());
+    let out: { result: T; revision: number };
+    try {
+      out = writing(() => run.immediate());
+    } catch (err) {
+      // Rolled back: the cached state is again that of the committed revision.
+      tx?.stateUndo.undo();
+      throw err;
+    }
     // Committed: the snapshot afterWrite planned from is now the state of this revision.
     if (tx?.finalState !== null && tx?.finalState !== undefined) this.ctx.cache.put(tx.finalState);
     return out;

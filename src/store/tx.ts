@@ -54,6 +54,7 @@ import {
   deriveState,
   toSnapshot,
   touchedNames,
+  StateUndo,
   WrittenVips,
   type SnapshotCache,
   type SnapshotState,
@@ -98,6 +99,8 @@ export class Tx implements StoreTx {
   private readonly written = new WrittenVips();
   /** The state a sealed write's snapshot computed: the store caches it once the commit succeeded. */
   finalState: SnapshotState | null = null;
+  /** What state() changed in the cached state; undone when the write rolls back. */
+  readonly stateUndo = new StateUndo();
   private mode: Mode;
   /** The committed revision this transaction started from. */
   private readonly baseRevision: number;
@@ -411,8 +414,11 @@ export class Tx implements StoreTx {
     const base = this.mode === 'nested-read' ? null : this.ctx.cache.get(this.baseRevision);
     let state: SnapshotState;
     if (base === null) state = buildState(st, meta.revision, meta.hash_seed);
-    else if (this.changes.size === 0) state = base;
-    else state = deriveState(st, base, this.changes.keys(), meta.revision, meta.hash_seed, this.written);
+    else if (this.changes.size === 0) {
+      // Savepoints may have undone every change an earlier state() put into the cached state's maps.
+      this.stateUndo.undo();
+      state = base;
+    } else state = deriveState(st, base, this.changes.keys(), meta.revision, meta.hash_seed, this.stateUndo, this.written);
     // Only states of a committed revision may be cached: a read's, or the final one of a write (after commit).
     if (this.mode === 'read') this.ctx.cache.put(state);
     if (this.mode === 'sealed') this.finalState = state;

@@ -1960,7 +1960,7 @@ describe('incremental snapshots', () => {
     }
   }
 
-  it('match a snapshot built from scratch after every kind of change, rollback and refusal', () => {
+  it('match a snapshot built from scratch after every kind of change, mid-write snapshot, savepoint, rollback and refusal', () => {
     const path = join(tmpDir(), 'cache.db');
     const c = clock();
     const a = openStore(path, { maxVips: 8, maxBackends: 24, now: c.now });
@@ -1972,11 +1972,19 @@ describe('incremental snapshots', () => {
       let planned: StoreSnapshot | null = null;
       const failAfter = rnd(10) === 0;
       try {
-        store(a, rnd, c.value(), failAfter, (snap) => {
-          planned = snap;
-        });
-      } catch {
+        store(
+          a,
+          rnd,
+          c.value(),
+          failAfter,
+          (snap) => {
+            planned = snap;
+          },
+          () => r(b, (tx) => tx.snapshot()),
+        );
+      } catch (err) {
         // Refused changes (not found, conflict, capacity, a failing afterWrite) must leave the cache valid.
+        if (err instanceof assert.AssertionError) throw err;
       }
       const fresh = r(b, (tx) => tx.snapshot());
       const cached = r(a, (tx) => tx.snapshot());
@@ -1991,11 +1999,40 @@ describe('incremental snapshots', () => {
     b.close();
   });
 
-  function store(s: Store, rnd: (n: number) => number, now: number, failAfter: boolean, plan: (snap: StoreSnapshot) => void): void {
+  function store(
+    s: Store,
+    rnd: (n: number) => number,
+    now: number,
+    failAfter: boolean,
+    plan: (snap: StoreSnapshot) => void,
+    committed?: () => StoreSnapshot,
+  ): void {
     s.write(
       't',
       'random',
-      (tx) => randomChange(tx, rnd, now),
+      (tx) => {
+        // A snapshot in the middle of a write updates the cached state in place; the rest of the write, a
+        // savepoint that undoes its rows, or a rollback must still leave the cache that of the committed revision.
+        if (rnd(3) === 0) tx.snapshot();
+        if (rnd(4) === 0) {
+          try {
+            tx.savepoint((sp) => {
+              randomChange(sp, rnd, now);
+              sp.snapshot();
+              throw new Error('undone');
+            });
+          } catch {
+            // undone, or refused
+          }
+          if (rnd(2) === 0) return; // nothing changed: no revision
+          if (committed !== undefined) assert.deepEqual(tx.snapshot(), committed(), 'after an undone savepoint');
+        }
+        randomChange(tx, rnd, now);
+        if (rnd(10) === 0) {
+          tx.snapshot();
+          throw new Error('the write fails');
+        }
+      },
       (tx) => {
         plan(tx.snapshot());
         if (failAfter) throw new Error('datapath refused');
