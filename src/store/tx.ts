@@ -625,14 +625,17 @@ export class Tx implements StoreTx {
       this.revision,
       row.id,
     );
-    const { health_check: _old, port: _port, host: _host, ...rest } = before;
+    // Field by field in backendRecord's order (a spread of the polymorphic record would give it a hidden class of its own).
     const after: BackendRecord = {
-      ...rest,
+      vip: before.vip,
+      address: before.address,
       weight: norm.weight,
       state: norm.state,
       ...(norm.port !== undefined ? { port: norm.port } : {}),
       ...(norm.host !== undefined ? { host: norm.host } : {}),
       ...(norm.health_check ? { health_check: norm.health_check } : {}),
+      owner: before.owner,
+      created_revision: before.created_revision,
       updated_revision: this.revision,
     };
     this.changes.record(backendKey(before), before, after);
