@@ -7,7 +7,14 @@
  * marks every Service). Dirty Services are flushed as one batch when the
  * oldest pending event is `maxDelayMs` old (200 ms) or `maxEvents` (10,000)
  * have accumulated, whichever comes first, so a burst of thousands of
- * changes becomes a few batches of bounded transactions. A batch:
+ * changes becomes a few batches of bounded transactions. A Service never
+ * written yet that has no EndpointSlice waits for one: the two arrive on
+ * different watch streams, and in a burst the Services' (small objects)
+ * arrives whole while the EndpointSlices' is still being read. It waits
+ * until `maxDelayMs` have passed since it arrived and since the last
+ * EndpointSlice event (the slices' stream is quiet), at most 10 windows;
+ * it is then written once, with its endpoints, instead of empty and again
+ * (which also kept the event loop from reading the slices). A batch:
  *   1. translates each dirty Service (translate.ts, pure);
  *   2. skips those whose owner-scoped desired state equals what was last
  *      committed (an endpoint change of a ClusterIP-only Service touches
@@ -197,6 +204,8 @@ function sameJson(a: readonly unknown[], b: readonly unknown[]): boolean {
 }
 
 const MAX_SPLIT = 64;
+/** The longest a new Service waits for its first EndpointSlice, in coalescing windows. */
+const AWAIT_SLICES_WINDOWS = 10;
 const DEFAULT_PER_TX = 500;
 const DEFAULT_MAX_TX = 100;
 
@@ -215,6 +224,11 @@ export class K8sSync implements K8sEventHandler {
   private readonly committed = new Map<string, string>();
   private readonly refused = new Map<string, Refusal>();
   private dirty = new Set<string>();
+  /** New Services without an EndpointSlice yet, and when they arrived (performance.now()). */
+  private readonly awaitingSlices = new Map<string, number>();
+  /** When the last EndpointSlice event came. */
+  private lastSliceEvent = -Infinity;
+  private awaitTimer: NodeJS.Timeout | undefined;
   private pendingEvents = 0;
   private readonly syncedKinds = new Set<string>();
   private ready = false;
@@ -246,12 +260,19 @@ export class K8sSync implements K8sEventHandler {
 
   service(type: EventType, obj: Service): void {
     const key = objectKey(obj);
-    if (type === 'DELETED') this.services.delete(key);
-    else this.services.set(key, obj);
+    if (type === 'DELETED') {
+      this.services.delete(key);
+      this.awaitingSlices.delete(key);
+    } else {
+      const fresh = !this.services.has(key) && !this.committed.has(key) && !this.slicesByService.has(key);
+      if (fresh && this.ready) this.awaitingSlices.set(key, performance.now());
+      this.services.set(key, obj);
+    }
     this.mark(key);
   }
 
   endpointSlice(type: EventType, obj: EndpointSlice): void {
+    this.lastSliceEvent = performance.now();
     const sk = objectKey(obj);
     const before = this.sliceService.get(sk);
     const after = type === 'DELETED' ? null : sliceServiceKey(obj);
@@ -270,6 +291,7 @@ export class K8sSync implements K8sEventHandler {
       }
       m.set(sk, obj);
       this.sliceService.set(sk, after);
+      this.awaitingSlices.delete(after);
       this.mark(after);
     }
   }
@@ -314,7 +336,14 @@ export class K8sSync implements K8sEventHandler {
 
   /** Whether the caches are synced and nothing is waiting to be written (refused Services may still retry). */
   get idle(): boolean {
-    return this.ready && this.dirty.size === 0 && this.timer === undefined && this.immediate === undefined && this.running === undefined;
+    return (
+      this.ready &&
+      this.dirty.size === 0 &&
+      this.awaitingSlices.size === 0 &&
+      this.timer === undefined &&
+      this.immediate === undefined &&
+      this.running === undefined
+    );
   }
 
   get isReady(): boolean {
@@ -360,7 +389,8 @@ export class K8sSync implements K8sEventHandler {
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     if (this.nextStep !== undefined) clearImmediate(this.nextStep);
     if (this.backoffTimer !== undefined) clearTimeout(this.backoffTimer);
-    this.timer = this.immediate = this.retryTimer = this.nextStep = this.backoffTimer = undefined;
+    if (this.awaitTimer !== undefined) clearTimeout(this.awaitTimer);
+    this.timer = this.immediate = this.retryTimer = this.nextStep = this.backoffTimer = this.awaitTimer = undefined;
     this.running = undefined;
   }
 
@@ -466,6 +496,7 @@ export class K8sSync implements K8sEventHandler {
     const keys = new Set(this.dirty);
     this.dirty = new Set();
     this.pendingEvents = 0;
+    this.holdAwaiting(keys, started);
     const storeOwners = this.sweepPending ? this.kubernetesOwners() : null;
     if (storeOwners !== null) {
       for (const key of storeOwners) if (!this.services.has(key)) keys.add(key);
@@ -497,6 +528,49 @@ export class K8sSync implements K8sEventHandler {
     this.step(batch);
   }
 
+  /** Until when a Service waiting for its first EndpointSlice waits. */
+  private awaitEnd(arrived: number): number {
+    const window = this.o.maxDelayMs ?? 200;
+    return Math.min(arrived + AWAIT_SLICES_WINDOWS * window, Math.max(arrived, this.lastSliceEvent) + window);
+  }
+
+  /**
+   * Takes the new Services still waiting for their first EndpointSlice out
+   * of `keys` (they are not dirty meanwhile, so batches of the others do not
+   * follow each other back to back: the event loop keeps reading the
+   * slices); the timer makes them dirty when their wait ends.
+   */
+  private holdAwaiting(keys: Set<string>, now: number): void {
+    for (const [key, arrived] of this.awaitingSlices) {
+      if (this.awaitEnd(arrived) <= now) this.awaitingSlices.delete(key);
+      else keys.delete(key);
+    }
+    this.armAwait(now);
+  }
+
+  /** Schedules the end of the earliest wait (slice events may have moved it later: then it re-arms). */
+  private armAwait(now: number): void {
+    if (this.awaitTimer !== undefined || this.awaitingSlices.size === 0 || this.stopped) return;
+    let next = Infinity;
+    for (const arrived of this.awaitingSlices.values()) next = Math.min(next, this.awaitEnd(arrived));
+    this.awaitTimer = setTimeout(
+      () => {
+        this.awaitTimer = undefined;
+        const t = performance.now();
+        let due = false;
+        for (const [key, arrived] of this.awaitingSlices) {
+          if (this.awaitEnd(arrived) > t) continue;
+          this.awaitingSlices.delete(key);
+          this.dirty.add(key);
+          due = true;
+        }
+        if (due && this.backoffTimer === undefined) this.flushSoon();
+        this.armAwait(t);
+      },
+      Math.max(1, Math.ceil(next - now)),
+    );
+  }
+
   /** Translates and writes the batch's next Services (one transaction); schedules the next step, or ends the batch. */
   private step(b: RunningBatch): void {
     this.nextStep = undefined;
@@ -506,7 +580,10 @@ export class K8sSync implements K8sEventHandler {
     b.next += chunk.length;
     const items = this.translateChunk(chunk, b);
     if (items.length > 0 && !this.commitChunk(items, b.report)) b.failed = true;
-    b.report.longestStepMs = Math.max(b.report.longestStepMs, performance.now() - t0);
+    const t1 = performance.now();
+    b.report.longestStepMs = Math.max(b.report.longestStepMs, t1 - t0);
+    // No event was read while the step held the loop: a slices' stream busy just before counts as busy still.
+    if (this.lastSliceEvent >= t0 - (this.o.maxDelayMs ?? 200)) this.lastSliceEvent = t1;
     // The socket-LB holds no store state: it gets each step's changes at once, not at the end of a long batch.
     this.publishSocketLb(b);
     if (b.next < b.keys.length) {

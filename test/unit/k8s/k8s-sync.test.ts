@@ -235,6 +235,36 @@ describe('k8s sync: into the store, through the API', () => {
     assert.deepEqual(await vips(r), []);
   });
 
+  it('a new Service waits up to the coalescing window for its first EndpointSlice: written once, with its endpoints', async () => {
+    const r = await rig({ maxDelayMs: 150 });
+    await settle(r);
+    const written = r.sync.stats.servicesWritten;
+    r.server.upsert('services', service('web', { externalIPs: ['198.18.0.10'] }));
+    // Longer than a batch would wait for the Service alone, shorter than the window from its arrival.
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    assert.deepEqual(await vips(r), [], 'not written without its endpoints yet');
+    r.server.upsert('endpointslices', slice('web-abc', ['10.244.0.1', '10.244.0.2']));
+    await settle(r);
+    assert.deepEqual(await backends(r, WEB_VIP), [
+      ['10.244.0.1', 'active'],
+      ['10.244.0.2', 'active'],
+    ]);
+    assert.equal(r.sync.stats.servicesWritten - written, 1, 'one write, not an empty one and then another');
+
+    // A Service no EndpointSlice ever names (no selector, nothing managed) is written when the wait ends.
+    const t = performance.now();
+    r.server.upsert('services', service('bare', { externalIPs: ['198.18.0.11'] }));
+    await settle(r);
+    assert.ok(performance.now() - t >= 140, 'it waited for the window');
+    assert.deepEqual(
+      (await vips(r)).map((v) => [v.name, v.backend_count]),
+      [
+        ['k8s.default.bare.tcp80.198-18-0-11', 0],
+        [WEB_VIP, 2],
+      ],
+    );
+  });
+
   it('ClusterIP-only changes touch the socket-LB list, not the store', async () => {
     const r = await rig({
       seed: (s) => s.upsert('services', service('api', { clusterIP: '10.96.1.1', ports: [port(80, { name: 'http', targetPort: 8080 })] })),
