@@ -542,8 +542,13 @@ export class K8sSync implements K8sEventHandler {
    */
   private holdAwaiting(keys: Set<string>, now: number): void {
     for (const [key, arrived] of this.awaitingSlices) {
-      if (this.awaitEnd(arrived) <= now) this.awaitingSlices.delete(key);
-      else keys.delete(key);
+      if (this.awaitEnd(arrived) > now) {
+        keys.delete(key);
+        continue;
+      }
+      // Its wait ended before the timer could say so (a long step delays timers): written now.
+      this.awaitingSlices.delete(key);
+      keys.add(key);
     }
     this.armAwait(now);
   }
