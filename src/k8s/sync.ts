@@ -541,16 +541,22 @@ export class K8sSync implements K8sEventHandler {
    * slices); the timer makes them dirty when their wait ends.
    */
   private holdAwaiting(keys: Set<string>, now: number): void {
-    for (const [key, arrived] of this.awaitingSlices) {
-      if (this.awaitEnd(arrived) > now) {
-        keys.delete(key);
-        continue;
-      }
-      // Its wait ended before the timer could say so (a long step delays timers): written now.
-      this.awaitingSlices.delete(key);
-      keys.add(key);
-    }
+    // A wait may have ended before the timer could say so (a long step delays timers): written now.
+    this.releaseAwaiting(now, keys);
+    for (const key of this.awaitingSlices.keys()) keys.delete(key);
     this.armAwait(now);
+  }
+
+  /** Ends the waits over by `now`, adding their Services to `into`; whether there were any. */
+  private releaseAwaiting(now: number, into: Set<string>): boolean {
+    let any = false;
+    for (const [key, arrived] of this.awaitingSlices) {
+      if (this.awaitEnd(arrived) > now) continue;
+      this.awaitingSlices.delete(key);
+      into.add(key);
+      any = true;
+    }
+    return any;
   }
 
   /** Schedules the end of the earliest wait (slice events may have moved it later: then it re-arms). */
@@ -562,14 +568,7 @@ export class K8sSync implements K8sEventHandler {
       () => {
         this.awaitTimer = undefined;
         const t = performance.now();
-        let due = false;
-        for (const [key, arrived] of this.awaitingSlices) {
-          if (this.awaitEnd(arrived) > t) continue;
-          this.awaitingSlices.delete(key);
-          this.dirty.add(key);
-          due = true;
-        }
-        if (due && this.backoffTimer === undefined) this.flushSoon();
+        if (this.releaseAwaiting(t, this.dirty) && this.backoffTimer === undefined) this.flushSoon();
         this.armAwait(t);
       },
       Math.max(1, Math.ceil(next - now)),

@@ -487,9 +487,8 @@ function backendEntry(b: DpBackend, vipId: number, cap: Capacity, addrs: AddrCac
   const fail = (problem: string): never => {
     throw new ReconcileError(`backend ${b.address} of ${of}${problem}`);
   };
-  if (!Number.isInteger(b.id) || b.id < 0 || b.id >= cap.maxBackends || b.id === FERRY_BACKEND_NONE) {
-    fail(`: id ${String(b.id)} out of range 0..${cap.maxBackends - 1}`);
-  }
+  const badId = idProblem(b.id, cap.maxBackends);
+  if (badId !== null) fail(`: id ${badId}`);
   if (!Number.isInteger(b.gen) || b.gen < 0 || b.gen > 0xffffffff) fail(`: gen must be a u32, got ${String(b.gen)}`);
   if (!Number.isInteger(b.weight) || b.weight < 0 || b.weight > MAGLEV_MAX_WEIGHT) {
     fail(`: weight must be an integer 0..${MAGLEV_MAX_WEIGHT}, got ${String(b.weight)}`);
@@ -578,7 +577,11 @@ export function normalizePolicyKey(key: Buffer): Buffer {
 }
 
 function checkId(id: number, max: number, what: string): void {
-  if (!Number.isInteger(id) || id < 0 || id >= max || id === FERRY_BACKEND_NONE) {
-    throw new ReconcileError(`${what} ${String(id)} out of range 0..${max - 1}`);
-  }
+  const problem = idProblem(id, max);
+  if (problem !== null) throw new ReconcileError(`${what} ${problem}`);
+}
+
+/** Why `id` is not a datapath id below `max`, or null. */
+function idProblem(id: number, max: number): string | null {
+  return !Number.isInteger(id) || id < 0 || id >= max || id === FERRY_BACKEND_NONE ? `${String(id)} out of range 0..${max - 1}` : null;
 }
