@@ -9,7 +9,7 @@
 import { Backend } from '../datapath/abi.js';
 import type { LbDatapath } from '../datapath/lb.js';
 import { u32 } from '../datapath/maps.js';
-import { buildMaglevTable } from '../maglev/index.js';
+import { buildMaglevTables } from '../maglev/index.js';
 import type { Desired, VipEntry } from './desired.js';
 import { normalizePolicyKey } from './desired.js';
 
@@ -39,9 +39,9 @@ export interface Known {
   vipNames: Map<number, string>;
 }
 
-/** The Maglev table a desired VIP should have. */
-export function buildTable(v: VipEntry, seed: number): Uint32Array {
-  return buildMaglevTable(v.slotted, v.vip.m, seed);
+/** The Maglev tables desired VIPs should have, built together (buildMaglevTables). */
+export function buildTables(vs: readonly VipEntry[], seed: number): Uint32Array[] {
+  return buildMaglevTables(vs.map((v) => ({ backends: v.slotted, m: v.vip.m, seed })));
 }
 
 /** Reads every map the reconciler owns. Tables of desired VIPs are compared slot by slot. */
@@ -63,26 +63,41 @@ export function observe(dp: LbDatapath, desired: Desired): Known {
     const v = values[i]!;
     if (!v.equals(zero)) known.backends.set(k.readUInt32LE(0), Buffer.from(v));
   });
-  for (let id = 0; id < dp.sizes.maxVips; id++) observeTable(dp, desired, known, id);
+  observeTables(dp, desired, known);
   return known;
 }
 
-/** One VIP id's installed table, if any, against the desired one. */
-function observeTable(dp: LbDatapath, desired: Desired, known: Known, id: number): void {
-  const installed = dp.getMaglevTable(id);
-  if (!installed) return;
-  const want = desired.vipById.get(id);
-  if (!want) {
-    known.tables.set(id, TABLE_FOREIGN);
-    known.tableNotes.set(id, 'no VIP has this id');
-    return;
+/** Tables compared per batch of built ones (bounds the memory of a start with many VIPs). */
+const OBSERVE_BATCH = 128;
+
+/** Every VIP id's installed table, if any, against the desired one (built in batches: buildTables). */
+function observeTables(dp: LbDatapath, desired: Desired, known: Known): void {
+  let batch: Array<{ id: number; installed: Uint32Array; want: VipEntry }> = [];
+  const compare = (): void => {
+    const built = buildTables(
+      batch.map((b) => b.want),
+      desired.seed,
+    );
+    batch.forEach(({ id, installed, want }, i) => {
+      const note = tableMismatch(installed, built[i]!);
+      known.tables.set(id, note === undefined ? want.digest : TABLE_FOREIGN);
+      if (note !== undefined) known.tableNotes.set(id, note);
+    });
+    batch = [];
+  };
+  for (let id = 0; id < dp.sizes.maxVips; id++) {
+    const installed = dp.getMaglevTable(id);
+    if (!installed) continue;
+    const want = desired.vipById.get(id);
+    if (want === undefined) {
+      known.tables.set(id, TABLE_FOREIGN);
+      known.tableNotes.set(id, 'no VIP has this id');
+      continue;
+    }
+    batch.push({ id, installed, want });
+    if (batch.length === OBSERVE_BATCH) compare();
   }
-  const note = tableMismatch(installed, buildTable(want, desired.seed));
-  if (note === undefined) known.tables.set(id, want.digest);
-  else {
-    known.tables.set(id, TABLE_FOREIGN);
-    known.tableNotes.set(id, note);
-  }
+  if (batch.length > 0) compare();
 }
 
 /** Undefined when equal, else what differs. */

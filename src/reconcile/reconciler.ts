@@ -40,7 +40,7 @@ import type { ConfigProgram } from '../datapath/program.js';
 import type { Applier, DpState, ReconcileReport } from '../model/dpstate.js';
 import { DesiredState, desire, type Desired, type Scope, type VipEntry } from './desired.js';
 import { describe, diff, type BackendWrite, type KeyedWrite, type Ops, type Removal } from './diff.js';
-import { buildTable, observe, type HashEntry, type Known } from './known.js';
+import { buildTables, observe, type HashEntry, type Known } from './known.js';
 import { installTables, removeTables } from './tables.js';
 
 /** A ReconcileReport with what the apply did in detail. */
@@ -199,7 +199,7 @@ class Run {
     installTables(
       this.dp,
       [...byId.keys()],
-      (id) => buildTable(entry(id), this.desired.seed),
+      (ids) => buildTables(ids.map(entry), this.desired.seed),
       (id) => {
         this.known.tables.set(id, entry(id).digest);
         this.known.tableNotes.delete(id);

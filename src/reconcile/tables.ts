@@ -11,17 +11,18 @@ const BATCH = 128;
 
 /**
  * Installs the tables of `ids`, built on demand by `build` one batch at a
- * time. Calls `done(id)` for each installed.
+ * time (a batch's tables are built together, on two cores when there are
+ * two: buildMaglevTables). Calls `done(id)` for each installed.
  */
 export function installTables(
   dp: LbDatapath,
   ids: readonly number[],
-  build: (vipId: number) => Uint32Array,
+  build: (vipIds: readonly number[]) => Uint32Array[],
   done: (vipId: number) => void,
 ): void {
   for (let at = 0; at < ids.length; at += BATCH) {
     const chunk = ids.slice(at, at + BATCH);
-    dp.setMaglevTables(chunk, chunk.map(build));
+    dp.setMaglevTables(chunk, build(chunk));
     chunk.forEach(done);
   }
 }
