@@ -2,8 +2,9 @@
  * Addresses and CIDRs (src/net/addr.ts): the one parser every layer uses.
  */
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it, test } from 'node:test';
 import { canonicalCidr, canonicalIp, clearHostBits, formatIp, parseCidr, parseIp, unmappedIpv4 } from '../../../src/net/addr.js';
+import { mulberry32 } from '../../lib/rng.js';
 
 describe('net/addr', () => {
   it('parses IPv4 only as four decimal octets and IPv6 without a zone', () => {
@@ -65,4 +66,15 @@ describe('net/addr', () => {
     clearHostBits(b, 13, 32);
     assert.equal(b.toString('hex'), 'fff80000');
   });
+});
+
+test('canonicalIp agrees with parseIp on IPv4-like text, canonical or not', () => {
+  const rnd = mulberry32(20261207);
+  const pieces = ['0', '1', '9', '10', '99', '100', '199', '255', '256', '300', '999', '1000', '01', '00', '001', '', '-1', ' 1', 'a'];
+  for (let k = 0; k < 50_000; k++) {
+    const octets = Array.from({ length: 2 + rnd(4) }, () => pieces[rnd(pieces.length)]!);
+    const text = octets.join(rnd(20) === 0 ? ':' : '.') + (rnd(30) === 0 ? '.' : '');
+    const parsed = parseIp(text);
+    assert.equal(canonicalIp(text), typeof parsed === 'string' ? null : parsed.text, JSON.stringify(text));
+  }
 });
