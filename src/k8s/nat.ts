@@ -61,28 +61,56 @@ function sourceRule(e: NatEntry): string | null {
   return `${fam(e)} saddr != { ${e.sourceRanges.join(', ')} } drop`;
 }
 
+/** Endpoints up to which an entry's DNAT is one rule per endpoint; more are looked up in a map (natRules). */
+const RULES_UP_TO = 16;
+
+/** An endpoint as a DNAT target: 10.0.0.1:80, [fd00::1]:80. */
+const target = (b: { address: string; port: number }): string =>
+  ipFamily(b.address) === 6 ? `[${b.address}]:${b.port}` : `${b.address}:${b.port}`;
+
 /**
  * Hairpin of an externalTrafficPolicy Local entry: an endpoint reaching its
  * own Service through this node may be sent to itself; its source must then
  * become the node's, or the reply would never pass the node to be un-NATed.
- * (Cluster entries are masqueraded anyway.)
+ * (Cluster entries are masqueraded anyway.) A rule per endpoint address, as
+ * natRules, up to RULES_UP_TO.
  */
-function hairpinRule(e: NatEntry): string | null {
-  if (e.masquerade || e.backends.length === 0) return null;
-  const sources = [...new Set(e.backends.map((b) => b.address))].join(', ');
-  return `${fam(e)} saddr { ${sources} } ct mark set ct mark | ${hex(NAT_MASQ_BIT)}`;
+function hairpinRules(e: NatEntry): string[] {
+  if (e.masquerade || e.backends.length === 0) return [];
+  const sources = [...new Set(e.backends.map((b) => b.address))];
+  const mark = `ct mark set ct mark | ${hex(NAT_MASQ_BIT)}`;
+  if (sources.length > RULES_UP_TO) return [`${fam(e)} saddr { ${sources.join(', ')} } ${mark}`];
+  return sources.map((s) => `${fam(e)} saddr ${s} ${mark}`);
 }
 
-/** The DNAT rule; null for an entry without endpoints (its packets pass un-NATed). */
-function natRule(e: NatEntry): string | null {
-  if (e.backends.length === 0) return null;
-  const map = e.backends.map((b, i) => `${i} : ${b.address} . ${b.port}`).join(', ');
-  const pick = e.affinity
-    ? `jhash ${fam(e)} saddr mod ${e.backends.length} seed ${hex(AFFINITY_SEED)}`
-    : `numgen random mod ${e.backends.length}`;
-  const mark = e.masquerade ? `ct mark set ct mark | ${hex(NAT_MASQ_BIT)} ` : '';
-  // nft takes "address . port" DNAT targets only after a transport protocol match.
-  return `meta l4proto ${e.protocol} ${mark}dnat ${fam(e)} to ${pick} map { ${map} }`;
+/**
+ * The DNAT rules; none for an entry without endpoints (its packets pass
+ * un-NATed). Up to RULES_UP_TO endpoints, one rule each: of n, endpoint i
+ * takes 1 in n - i of the connections that reach its rule (1 in n overall),
+ * or, with affinity, those whose client hashes to i. An anonymous map per
+ * entry would say it in one rule, but the kernel names each one by scanning
+ * the table's sets: ten thousand entries took ten seconds to load, and the
+ * time grew with the square of the count. Rules cost none of that, and only
+ * a connection's first packet walks them (conntrack NATs the rest). A larger
+ * entry keeps the map: one lookup, not a long walk.
+ */
+function natRules(e: NatEntry): string[] {
+  const n = e.backends.length;
+  if (n === 0) return [];
+  const out = e.masquerade ? [`ct mark set ct mark | ${hex(NAT_MASQ_BIT)}`] : [];
+  // nft takes an "address:port" DNAT target only after a transport protocol match.
+  const dnat = `meta l4proto ${e.protocol} dnat ${fam(e)} to`;
+  const hash = `jhash ${fam(e)} saddr mod ${n} seed ${hex(AFFINITY_SEED)}`;
+  if (n > RULES_UP_TO) {
+    const map = e.backends.map((b, i) => `${i} : ${b.address} . ${b.port}`).join(', ');
+    out.push(`${dnat} ${e.affinity ? hash : `numgen random mod ${n}`} map { ${map} }`);
+    return out;
+  }
+  e.backends.forEach((b, i) => {
+    const pick = i === n - 1 ? '' : e.affinity ? `${hash} == ${i} ` : `numgen random mod ${n - i} == 0 `;
+    out.push(`${pick}${dnat} ${target(b)}`);
+  });
+  return out;
 }
 
 /** What the table holds for one entry. */
@@ -97,7 +125,7 @@ function render(e: NatEntry): Rendered {
   return {
     entry: e,
     id: chainId(e),
-    nat: [hairpinRule(e), natRule(e)].filter((r): r is string => r !== null),
+    nat: [...hairpinRules(e), ...natRules(e)],
     source: sourceRule(e),
   };
 }

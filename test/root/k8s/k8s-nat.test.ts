@@ -69,23 +69,48 @@ describe('kernel NAT: the script', () => {
     has(/ip daddr \. meta l4proto \. th dport vmap @nat4/);
     has(/ip6 daddr \. meta l4proto \. th dport vmap @ranges6/);
     has(elem('nat4', '198.18.0.2 . tcp . 30080', 'svc'));
-    has(
-      rule(
-        'svc',
-        'meta l4proto tcp ct mark set ct mark | 0x10000000 dnat ip to numgen random mod 2 map { 0 : 10.244.0.1 . 8080, 1 : 10.244.0.2 . 8080 }',
-      ),
-    );
-    has(rule('svc', 'meta l4proto udp dnat ip6 to jhash ip6 saddr mod 1 seed 0x4652 map { 0 : fd00:244::1 . 53 }'));
+    // A rule per endpoint: the first takes 1 in 2, the last the rest; the mark bit first, for every connection.
+    has(rule('svc', 'ct mark set ct mark | 0x10000000'));
+    has(rule('svc', 'numgen random mod 2 == 0 meta l4proto tcp dnat ip to 10.244.0.1:8080'));
+    has(rule('svc', 'meta l4proto tcp dnat ip to 10.244.0.2:8080'));
+    has(rule('svc', 'meta l4proto udp dnat ip6 to [fd00:244::1]:53'));
     has(elem('ranges4', '198.19.0.9 . tcp . 443', 'src'));
     has(rule('src', 'ip saddr != { 192.0.2.0/24, 198.51.100.0/24 } drop'));
     has(elem('ranges6', 'fd00::9 . tcp . 443', 'src'));
     has(rule('src', 'drop'));
     has(/ct mark & 0x10000000 == 0x10000000 masquerade/);
     // externalTrafficPolicy Local: only an endpoint reaching its own Service is masqueraded (hairpin).
-    has(new RegExp(`^    ${esc('ip6 saddr { fd00:244::1 } ct mark set ct mark | 0x10000000')}$`, 'm'));
+    has(new RegExp(`^    ${esc('ip6 saddr fd00:244::1 ct mark set ct mark | 0x10000000')}$`, 'm'));
     assert.ok(!/ip saddr \{ 10\.244\.0\.1/.test(script), 'Cluster entries need no hairpin rule');
     has(elem('nat4', '198.18.0.3 . tcp . 30080', 'svc'));
     assert.ok(!/dnat ip to numgen random mod 0/.test(script), 'an entry without endpoints has no DNAT rule: its packets pass');
+    assert.ok(!script.includes('map {'), 'no anonymous map: each costs the kernel a scan of the table to name it');
+  });
+
+  it('endpoint i of n takes 1 in n - i of what reaches its rule (1 in n overall); with affinity, the clients hashing to i', () => {
+    const four = { ...web, backends: [1, 2, 3, 4].map((k) => ({ address: `10.244.0.${k}`, port: 8080 })) };
+    const lines = (e: NatEntry) =>
+      renderNat([e])
+        .split('\n')
+        .filter((l) => l.includes('dnat'))
+        .map((l) => l.trim());
+    assert.deepEqual(lines(four), [
+      'numgen random mod 4 == 0 meta l4proto tcp dnat ip to 10.244.0.1:8080',
+      'numgen random mod 3 == 0 meta l4proto tcp dnat ip to 10.244.0.2:8080',
+      'numgen random mod 2 == 0 meta l4proto tcp dnat ip to 10.244.0.3:8080',
+      'meta l4proto tcp dnat ip to 10.244.0.4:8080',
+    ]);
+    assert.deepEqual(lines({ ...four, affinity: true }).slice(0, 2), [
+      'jhash ip saddr mod 4 seed 0x4652 == 0 meta l4proto tcp dnat ip to 10.244.0.1:8080',
+      'jhash ip saddr mod 4 seed 0x4652 == 1 meta l4proto tcp dnat ip to 10.244.0.2:8080',
+    ]);
+    // Many endpoints: one map lookup instead of a long walk for each new connection.
+    const many = { ...web, backends: Array.from({ length: 17 }, (_, k) => ({ address: `10.244.1.${k}`, port: 80 })) };
+    assert.deepEqual(lines(many).length, 1);
+    assert.match(
+      lines(many)[0]!,
+      /^meta l4proto tcp dnat ip to numgen random mod 17 map \{ 0 : 10\.244\.1\.0 \. 80, .* 16 : 10\.244\.1\.16 \. 80 \}$/,
+    );
   });
 });
 
@@ -146,11 +171,9 @@ describe('kernel NAT: applied in a namespace', { skip: noNft }, () => {
     await table.apply([web, dns, guarded, closed6]);
     assert.equal(table.entries, 4);
     let text = list();
-    assert.match(
-      text,
-      /ct mark set ct mark \| 0x10000000 dnat ip to numgen random mod 2 map \{ 0 : 10\.244\.0\.1 \. 8080, 1 : 10\.244\.0\.2 \. 8080 \}/,
-    );
-    assert.match(text, /dnat ip6 to jhash ip6 saddr mod 1 seed 0x4652 map \{ 0 : fd00:244::1 \. 53 \}/);
+    assert.match(text, /ct mark set ct mark \| 0x10000000\n\s+numgen random mod 2 0 meta l4proto tcp dnat ip to 10\.244\.0\.1:8080\n/);
+    assert.match(text, /\n\s+meta l4proto tcp dnat ip to 10\.244\.0\.2:8080\n/);
+    assert.match(text, /meta l4proto udp dnat ip6 to \[fd00:244::1\]:53/);
     assert.match(text, /ip saddr != \{ 192\.0\.2\.0\/24, 198\.51\.100\.0\/24 \} drop/);
     assert.match(text, /198\.18\.0\.2 \. tcp \. 30080 : goto svc_/);
     await table.apply([web, dns, guarded, closed6]);
@@ -161,7 +184,7 @@ describe('kernel NAT: applied in a namespace', { skip: noNft }, () => {
     assert.equal(runs, 2);
     assert.doesNotMatch(scripts[1]!, /delete table|fd00|198\.19\.0\.9/, scripts[1]);
     assert.match(scripts[1]!, /^flush chain inet ferry_k8s svc_/m);
-    assert.match(list(), /dnat ip to numgen random mod 1 map \{ 0 : 10\.244\.0\.1 \. 8080 \}/);
+    assert.match(list(), /ct mark set ct mark \| 0x10000000\n\s+meta l4proto tcp dnat ip to 10\.244\.0\.1:8080\n\s+\}/);
     assert.deepEqual(table.stats, { full: 1, incremental: 1 });
     await table.apply([web, dns, guarded, closed6]);
     runs = 1;
