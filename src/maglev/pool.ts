@@ -1,7 +1,7 @@
 /**
  * Maglev tables built on two cores. A Kubernetes burst changes thousands of
- * VIPs per transaction, and their fills were a tenth of its time on one
- * core while the other idled. A batch of fills goes to shared memory; the
+ * VIPs per transaction, and their fills were a tenth of its time, all on
+ * one core while the other had room. A batch of fills goes to shared memory; the
  * caller and one worker thread take jobs from it in turn (an atomic
  * counter), so neither waits for the other to start and the caller never
  * waits longer than the last job the worker took.
@@ -26,7 +26,7 @@ export interface FillJob {
 
 /**
  * A batch as both sides see it: the jobs (the caller's own objects; the
- * worker's decoded from `wire`), where each table starts in the shared
+ * worker's decoded from a WireBatch), where each table starts in the shared
  * `out`, and the shared `ctrl`: [0] the next job to take, [1 + j] job j's
  * state (PENDING, FAILED, BY_CALLER, BY_WORKER).
  */

@@ -209,7 +209,11 @@ describe('bench:lab packet-rate rig: each balancer forwards to the backends', { 
     assert.equal(syn!.ipip, 0, 'plain packets, no encapsulation');
     assertUniform(syn!.per_backend, 'nft-nat SYN');
     assert.match(rig.listRules(), /table inet ferry_k8s/);
-    assert.match(rig.listRules(), new RegExp(`dnat ip to numgen random mod ${BACKENDS} map`));
+    // A rule per pod: the first takes 1 in BACKENDS of the connections (nat.ts, natRules).
+    assert.match(
+      rig.listRules(),
+      new RegExp(`numgen random mod ${BACKENDS} 0 meta l4proto tcp dnat ip to ${podAddr(0).replaceAll('.', '\\.')}:`),
+    );
     // conntrack's reply tuple: the pod answers the balancer's own address on its link (masquerade), not the client.
     const tracked = nsRun(rig.lb, 'conntrack', ['-L', '-p', 'tcp', '--dport', String(NODE_PORT_TCP)]);
     const reply = new RegExp(
