@@ -40,6 +40,8 @@ const AFFINITY_SEED = 0x4652;
 
 const T = `inet ${NAT_TABLE}`;
 const hex = (n: number): string => `0x${n.toString(16)}`;
+/** The statement that marks a connection for masquerade. */
+const MARK_MASQ = `ct mark set ct mark | ${hex(NAT_MASQ_BIT)}`;
 const fam = (e: NatEntry): 'ip' | 'ip6' => (ipFamily(e.address) === 6 ? 'ip6' : 'ip');
 const suffix = (e: NatEntry): '4' | '6' => (ipFamily(e.address) === 6 ? '6' : '4');
 
@@ -78,9 +80,8 @@ const target = (b: { address: string; port: number }): string =>
 function hairpinRules(e: NatEntry): string[] {
   if (e.masquerade || e.backends.length === 0) return [];
   const sources = [...new Set(e.backends.map((b) => b.address))];
-  const mark = `ct mark set ct mark | ${hex(NAT_MASQ_BIT)}`;
-  if (sources.length > RULES_UP_TO) return [`${fam(e)} saddr { ${sources.join(', ')} } ${mark}`];
-  return sources.map((s) => `${fam(e)} saddr ${s} ${mark}`);
+  if (sources.length > RULES_UP_TO) return [`${fam(e)} saddr { ${sources.join(', ')} } ${MARK_MASQ}`];
+  return sources.map((s) => `${fam(e)} saddr ${s} ${MARK_MASQ}`);
 }
 
 /**
@@ -97,7 +98,7 @@ function hairpinRules(e: NatEntry): string[] {
 function natRules(e: NatEntry): string[] {
   const n = e.backends.length;
   if (n === 0) return [];
-  const out = e.masquerade ? [`ct mark set ct mark | ${hex(NAT_MASQ_BIT)}`] : [];
+  const out = e.masquerade ? [MARK_MASQ] : [];
   // nft takes an "address:port" DNAT target only after a transport protocol match.
   const dnat = `meta l4proto ${e.protocol} dnat ${fam(e)} to`;
   const hash = `jhash ${fam(e)} saddr mod ${n} seed ${hex(AFFINITY_SEED)}`;

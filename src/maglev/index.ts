@@ -210,10 +210,9 @@ function fillJob(backends: readonly MaglevBackend[], m: number, seed: number): F
   validateMaglevM(m);
   validateSeed(seed);
   validateBackends(backends);
-  const sorted = backends.filter((b) => b.weight > 0).sort(compareBackends);
-  if (sorted.length === 0) return null;
-  const active = sorted.map((b) => ({ key: b.key, weight: b.weight }));
-  return { active, ids: sorted.map((b) => b.id), m, seed };
+  const active = backends.filter((b) => b.weight > 0).sort(compareBackends);
+  if (active.length === 0) return null;
+  return { active, ids: active.map((b) => b.id), m, seed };
 }
 
 /** Number of slots in which two tables of the same size differ. */

@@ -12,6 +12,7 @@ import { u32 } from '../datapath/maps.js';
 import { buildMaglevTables } from '../maglev/index.js';
 import type { Desired, VipEntry } from './desired.js';
 import { normalizePolicyKey } from './desired.js';
+import { TABLE_BATCH } from './tables.js';
 
 /** An installed table whose inputs are unknown (or do not match): it must be rewritten. */
 export const TABLE_FOREIGN = '#foreign';
@@ -67,9 +68,6 @@ export function observe(dp: LbDatapath, desired: Desired): Known {
   return known;
 }
 
-/** Tables compared per batch of built ones (bounds the memory of a start with many VIPs). */
-const OBSERVE_BATCH = 128;
-
 /** Every VIP id's installed table, if any, against the desired one (built in batches: buildTables). */
 function observeTables(dp: LbDatapath, desired: Desired, known: Known): void {
   let batch: Array<{ id: number; installed: Uint32Array; want: VipEntry }> = [];
@@ -95,7 +93,7 @@ function observeTables(dp: LbDatapath, desired: Desired, known: Known): void {
       continue;
     }
     batch.push({ id, installed, want });
-    if (batch.length === OBSERVE_BATCH) compare();
+    if (batch.length === TABLE_BATCH) compare();
   }
   if (batch.length > 0) compare();
 }

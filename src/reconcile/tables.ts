@@ -6,8 +6,8 @@
  */
 import type { LbDatapath } from '../datapath/lb.js';
 
-/** Tables built and installed per batch (bounds the memory of one apply). */
-const BATCH = 128;
+/** Tables built per batch, to install or to compare (bounds the memory of one apply or start). */
+export const TABLE_BATCH = 128;
 
 /**
  * Installs the tables of `ids`, built on demand by `build` one batch at a
@@ -20,8 +20,8 @@ export function installTables(
   build: (vipIds: readonly number[]) => Uint32Array[],
   done: (vipId: number) => void,
 ): void {
-  for (let at = 0; at < ids.length; at += BATCH) {
-    const chunk = ids.slice(at, at + BATCH);
+  for (let at = 0; at < ids.length; at += TABLE_BATCH) {
+    const chunk = ids.slice(at, at + TABLE_BATCH);
     dp.setMaglevTables(chunk, build(chunk));
     chunk.forEach(done);
   }
