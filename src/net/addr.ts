@@ -59,7 +59,7 @@ export function parseIp(text: unknown): Ip | string {
  * at most 15 characters, where a lookup in the parse cache (a hundred
  * thousand pod addresses in a burst) costs a cache miss.
  */
-function isCanonicalIpv4(text: string): boolean {
+export function isCanonicalIpv4(text: string): boolean {
   const n = text.length;
   if (n < 7 || n > 15) return false;
   let octets = 0;

@@ -97,6 +97,18 @@ export class Tx implements StoreTx {
   readonly changes = new ChangeLog();
   /** The VIPs this write created, as written: state() builds them without reading them back. */
   private readonly written = new WrittenVips();
+  /**
+   * Datapath ids of VIPs this write inserted that no tombstone names yet: a
+   * new VIP's backends revive nothing, so their insert skips the query (a
+   * burst inserts ten thousand VIPs).
+   */
+  private readonly untombstonedVips = new Set<number>();
+  /**
+   * False once a query found fewer free backend ids than wanted: later
+   * allocations of this write take fresh ids without asking again. Ids freed
+   * meanwhile wait for the next write; running out of fresh ids looks again.
+   */
+  private freeBackendIdsMayExist = true;
   /** The state a sealed write's snapshot computed: the store caches it once the commit succeeded. */
   finalState: SnapshotState | null = null;
   /** What state() changed in the cached state; undone when the write rolls back. */
@@ -512,6 +524,7 @@ export class Tx implements StoreTx {
     // cascade with a deleted VIP, so a reused id holds none): what reading it back would give.
     const record = vipRecord({ ...inserted, backend_count: 0 }, [...norm.policies]);
     this.written.created(inserted, norm.policies);
+    this.untombstonedVips.add(dpId);
     this.changes.record(`vip/${norm.name}`, null, record);
     return record;
   }
@@ -562,7 +575,7 @@ export class Tx implements StoreTx {
   insertBackends(vip: VipRow, norms: readonly NormBackend[], owner: string | null): BackendRecord[] {
     if (norms.length === 0) return [];
     const st = this.wr;
-    const tombs = new Map(st.tombstonesOfVip.all(vip.dp_id).map((t) => [t.address, t]));
+    const tombs = new Map(this.untombstonedVips.has(vip.dp_id) ? [] : st.tombstonesOfVip.all(vip.dp_id).map((t) => [t.address, t]));
     const ids = this.allocBackendIds(norms.reduce((n, b) => n + (tombs.has(b.address) ? 0 : 1), 0));
     let next = 0;
     const written = norms.map((norm): WrittenBackend => {
@@ -650,6 +663,7 @@ export class Tx implements StoreTx {
     if (drainSeconds > 0) {
       const expires = this.ctx.now() + Math.ceil(drainSeconds * 1000);
       st.insertTombstone.run(row.dp_id, row.dp_gen, vip.dp_id, row.address, expires, row.port, row.host);
+      this.untombstonedVips.delete(vip.dp_id);
     }
     st.deleteBackend.run(row.id);
     this.changes.record(backendKey(before), before, null);
@@ -711,14 +725,21 @@ export class Tx implements StoreTx {
     if (count === 0) return [];
     const st = this.wr;
     const { maxBackends } = this.ctx;
-    const ids = st.freeBackendIds.all(maxBackends, count).map((dpId) => {
+    const looked = this.freeBackendIdsMayExist;
+    const free = looked ? st.freeBackendIds.all(maxBackends, count) : [];
+    const ids = free.map((dpId) => {
       const gen = st.bumpGen.get(dpId);
       if (gen === undefined) throw new Error(`store: backend id ${dpId} missing`);
       return { dpId, gen };
     });
     if (ids.length === count) return ids;
+    this.freeBackendIdsMayExist = false;
     const first = st.nextBackendId.get() ?? 0;
     if (first + count - ids.length > maxBackends) {
+      if (!looked) {
+        this.freeBackendIdsMayExist = true;
+        return this.allocBackendIds(count);
+      }
       throw new CapacityError(
         `no free backend id: all ${maxBackends} datapath backend slots are in use, including draining ` +
           `tombstones (capacity max_backends = ${maxBackends})`,

@@ -14,7 +14,8 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { CapacityError, ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../../../src/model/errors.js';
 import type { BackendSpec, DesiredState, PolicySpec, VipSpec } from '../../../src/model/types.js';
-import { validateDesiredState } from '../../../src/model/validate.js';
+import { backendAddressErrors, validateDesiredState, vipAddressErrors } from '../../../src/model/validate.js';
+import { parseIp, type Ip } from '../../../src/net/addr.js';
 import { MIGRATIONS, SchemaTooNewError, latestVersion, migrate, type Migration } from '../../../src/store/migrations.js';
 import { ChangeLog, type LogEntry } from '../../../src/store/changelog.js';
 import { openStore, type StoreOptions } from '../../../src/store/store.js';
@@ -2244,4 +2245,27 @@ describe('durability', () => {
     verify(path, all);
     assert.ok(existsSync(path));
   });
+});
+
+it('IPv4 addresses read from their octets are refused exactly as the parsed ones are', () => {
+  const unusable: Record<string, string> = {
+    unspecified: 'unspecified',
+    loopback: 'loopback',
+    multicast: 'multicast',
+    broadcast: 'the broadcast address',
+    linkLocal: 'link-local',
+  };
+  const rnd = mulberry32(20261207);
+  const edges = [0, 1, 9, 10, 100, 126, 127, 128, 168, 169, 170, 223, 224, 239, 240, 254, 255];
+  const octet = (): number => (rnd(2) === 0 ? edges[rnd(edges.length)]! : rnd(256));
+  const fixed = ['255.255.255.255', '255.255.255.254', '0.0.0.0', '169.254.0.1', '169.253.255.255', '239.255.255.255', '240.0.0.1'];
+  for (let k = 0; k < 50_000 + fixed.length; k++) {
+    const text = fixed[k] ?? [octet(), rnd(3) === 0 ? 254 : octet(), octet(), octet()].join('.');
+    const ip = parseIp(text);
+    assert.equal(typeof ip, 'object', text);
+    const what = unusable[(ip as Ip).range];
+    const want = what === undefined ? [] : [{ field: '/address', reason: `${text} is ${what} and cannot be a backend address` }];
+    assert.deepEqual(backendAddressErrors(text), want, text);
+    assert.equal(vipAddressErrors(text).length, want.length, text);
+  }
 });
