@@ -1602,6 +1602,30 @@ describe('datapath ids and tombstones', () => {
     assert.equal(ids(store).length, 5);
   });
 
+  it('within one write: a new VIP revives its own tombstone, and ids freed after fresh ones were taken still serve', () => {
+    const c = clock();
+    const store = mem({ maxBackends: 3, now: c.now });
+    w(store, (tx) => {
+      tx.createVip(vip('web'));
+      tx.createBackend('web', { address: '10.0.0.1' }); // no free id: fresh ones from here on
+      tx.deleteBackend('web', '10.0.0.1', 60); // the new VIP's first tombstone
+      tx.createBackend('web', { address: '10.0.0.1', weight: 2 }); // revives it: same id and generation
+      tx.createBackend('web', { address: '10.0.0.2' });
+      tx.createBackend('web', { address: '10.0.0.3' });
+      tx.deleteBackend('web', '10.0.0.3', 0); // id 2 free again, within the same write
+      tx.createBackend('web', { address: '10.0.0.4' }); // no fresh id left: the free one is found
+    });
+    assert.deepEqual(ids(store), [
+      ['10.0.0.1', 0, 1],
+      ['10.0.0.2', 1, 1],
+      ['10.0.0.4', 2, 2],
+    ]);
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot().tombstones),
+      [],
+    );
+  });
+
   it("deleting a VIP frees its backends' ids and tombstones at once", () => {
     const c = clock();
     const store = mem({ maxBackends: 2, now: c.now });
