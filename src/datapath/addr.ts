@@ -2,7 +2,7 @@
  * Addresses as the datapath stores them: a family code and 16 bytes. Parsing
  * and canonical text live in src/net/addr.ts.
  */
-import { formatIp, parseCidr, parseIp } from '../net/addr.js';
+import { formatIp, parseCidr, parseIp, writeCanonicalIpv4 } from '../net/addr.js';
 import { FERRY_AF_INET, FERRY_AF_INET6 } from './abi.js';
 
 export type Family = typeof FERRY_AF_INET | typeof FERRY_AF_INET6;
@@ -15,9 +15,11 @@ export interface DpAddr {
 
 /** An IPv4 or IPv6 address in the datapath's form; throws a TypeError naming input that does not parse. */
 export function dpAddr(text: string): DpAddr {
+  const bytes = Buffer.alloc(16);
+  if (writeCanonicalIpv4(text, bytes)) return { family: FERRY_AF_INET, bytes };
+  bytes.fill(0, 0, 4);
   const ip = parseIp(text);
   if (typeof ip === 'string') throw new TypeError(`not an IP address: ${JSON.stringify(text)}`);
-  const bytes = Buffer.alloc(16);
   ip.bytes.copy(bytes, 0);
   return { family: ip.family === 4 ? FERRY_AF_INET : FERRY_AF_INET6, bytes };
 }

@@ -60,6 +60,20 @@ export function parseIp(text: unknown): Ip | string {
  * thousand pod addresses in a burst) costs a cache miss.
  */
 export function isCanonicalIpv4(text: string): boolean {
+  return scanIpv4(text, null, 0);
+}
+
+/**
+ * Writes the 4 bytes of a canonical IPv4 address (isCanonicalIpv4) into
+ * `out` at `offset` and returns true; returns false for any other text,
+ * `out` then unspecified. No parse and no cache: the datapath's form of
+ * a burst's pod addresses.
+ */
+export function writeCanonicalIpv4(text: string, out: Uint8Array, offset = 0): boolean {
+  return scanIpv4(text, out, offset);
+}
+
+function scanIpv4(text: string, out: Uint8Array | null, offset: number): boolean {
   const n = text.length;
   if (n < 7 || n > 15) return false;
   let octets = 0;
@@ -75,6 +89,7 @@ export function isCanonicalIpv4(text: string): boolean {
     }
     const digits = i - start;
     if (digits === 0 || digits > 3 || value > 255 || (digits > 1 && text.charCodeAt(start) === 48)) return false;
+    if (out !== null && octets < 4) out[offset + octets] = value;
     octets++;
     if (i === n) break;
     if (text.charCodeAt(i) !== 46 || octets === 4) return false; // "."

@@ -37,7 +37,7 @@ import {
 } from '../model/dpstate.js';
 import { CapacityError } from '../model/errors.js';
 import { LOCAL_HOST } from '../model/types.js';
-import { clearHostBits } from '../net/addr.js';
+import { clearHostBits, isCanonicalIpv4 } from '../net/addr.js';
 
 /** Map capacities the desired state must fit in (LbDatapath.sizes). */
 export interface Capacity {
@@ -130,7 +130,11 @@ const STATE_CODE: Record<DpBackendState, number> = {
   down: BACKEND_DOWN,
 };
 
-/** Memo of parsed addresses: states repeat the same texts apply after apply. */
+/**
+ * Memo of parsed addresses: states repeat the same texts apply after apply.
+ * Canonical IPv4 is not kept: written from its text (dpAddr) it costs less
+ * than a lookup among a burst's hundred thousand pod addresses.
+ */
 export class AddrCache {
   private readonly map = new Map<string, DpAddr>();
 
@@ -142,6 +146,7 @@ export class AddrCache {
 
   /** The address, or null when the text is not one. */
   get(text: string): DpAddr | null {
+    if (isCanonicalIpv4(text)) return dpAddr(text);
     let a = this.map.get(text);
     if (a) return a;
     try {

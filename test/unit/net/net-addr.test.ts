@@ -3,7 +3,17 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it, test } from 'node:test';
-import { canonicalCidr, canonicalIp, clearHostBits, formatIp, parseCidr, parseIp, unmappedIpv4 } from '../../../src/net/addr.js';
+import { dpAddr } from '../../../src/datapath/addr.js';
+import {
+  canonicalCidr,
+  canonicalIp,
+  clearHostBits,
+  formatIp,
+  parseCidr,
+  parseIp,
+  unmappedIpv4,
+  writeCanonicalIpv4,
+} from '../../../src/net/addr.js';
 import { mulberry32 } from '../../lib/rng.js';
 
 describe('net/addr', () => {
@@ -76,5 +86,13 @@ test('canonicalIp agrees with parseIp on IPv4-like text, canonical or not', () =
     const text = octets.join(rnd(20) === 0 ? ':' : '.') + (rnd(30) === 0 ? '.' : '');
     const parsed = parseIp(text);
     assert.equal(canonicalIp(text), typeof parsed === 'string' ? null : parsed.text, JSON.stringify(text));
+    // The datapath's bytes, written from the text without a parse, are the parsed ones.
+    const out = Buffer.alloc(6, 0xee);
+    const wrote = writeCanonicalIpv4(text, out, 1);
+    assert.equal(wrote, typeof parsed !== 'string' && parsed.family === 4, JSON.stringify(text));
+    if (wrote) {
+      assert.deepEqual([...out], [0xee, ...(parsed as { bytes: Buffer }).bytes, 0xee], JSON.stringify(text));
+      assert.deepEqual(dpAddr(text).bytes, Buffer.concat([(parsed as { bytes: Buffer }).bytes, Buffer.alloc(12)]), JSON.stringify(text));
+    }
   }
 });
