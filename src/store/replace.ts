@@ -54,7 +54,7 @@ const OP_ORDER: Record<StateChange['op'], number> = { create: 0, update: 1, dele
 /** What replacing needs of the transaction it runs in (tx.ts's Tx): one record at a time, each in its savepoint. */
 export interface RecordWriter {
   mustVip(name: string): VipRow;
-  insertVip(norm: NormVip, owner: string | null): unknown;
+  insertVip(norm: NormVip, owner: string | null): { row: VipRow };
   updateVip(row: VipRow, norm: NormVip): { changed: boolean };
   removeVip(row: VipRow): unknown;
   insertBackends(vip: VipRow, norms: readonly NormBackend[], owner: string | null): ReadonlyArray<{ address: string }>;
@@ -80,8 +80,8 @@ export function replaceState(
   const changes: StateChange[] = [];
   deleteUnwantedVips(tx, st, wanted, owner, inScope, changes);
   upsertPolicies(tx, st, wanted, owner, changes);
-  upsertVips(tx, st, wanted, owner, changes);
-  syncBackends(tx, st, wanted, drainSeconds, owner, changes);
+  const created = upsertVips(tx, st, wanted, owner, changes);
+  syncBackends(tx, st, wanted, created, drainSeconds, owner, changes);
   deleteUnwantedPolicies(tx, st, wanted, owner, inScope, changes);
   return changes.sort(compareChanges);
 }
@@ -199,30 +199,35 @@ function upsertPolicies(tx: RecordWriter, st: Statements, wanted: Wanted, owner:
   }
 }
 
-function upsertVips(tx: RecordWriter, st: Statements, wanted: Wanted, owner: string | null, changes: StateChange[]): void {
+/** Returns the rows of the VIPs it created, by name. */
+function upsertVips(tx: RecordWriter, st: Statements, wanted: Wanted, owner: string | null, changes: StateChange[]): Map<string, VipRow> {
+  const created = new Map<string, VipRow>();
   for (const { vip } of wanted.vips) {
     const row = st.vipByName.get(vip.name);
     if (row === undefined) {
-      tx.insertVip(vip, owner);
+      created.set(vip.name, tx.insertVip(vip, owner).row);
       changes.push({ op: 'create', kind: 'vip', name: vip.name });
     } else if (tx.updateVip(row, vip).changed) {
       changes.push({ op: 'update', kind: 'vip', name: vip.name });
     }
   }
+  return created;
 }
 
-/** Removals on every VIP first, then updates and creations. */
+/** Removals on every VIP first, then updates and creations. `created`: VIPs this replace inserted, which have no backends yet. */
 function syncBackends(
   tx: RecordWriter,
   st: Statements,
   wanted: Wanted,
+  created: ReadonlyMap<string, VipRow>,
   drainSeconds: number,
   owner: string | null,
   changes: StateChange[],
 ): void {
   const plans = wanted.vips.map((w) => {
-    const vipRow = tx.mustVip(w.vip.name);
-    const current = new Map(st.backendsOfVip.all(vipRow.id).map((b) => [b.address, b]));
+    const fresh = created.get(w.vip.name);
+    const vipRow = fresh ?? tx.mustVip(w.vip.name);
+    const current = new Map(fresh !== undefined ? [] : st.backendsOfVip.all(vipRow.id).map((b) => [b.address, b]));
     return { vipRow, backends: w.backends, current };
   });
   for (const { vipRow, backends, current } of plans) {

@@ -200,7 +200,7 @@ export class Tx implements StoreTx {
       const norm = this.checkVip(spec);
       if (st.vipByName.get(norm.name) !== undefined) throw new ConflictError(`vip "${norm.name}" already exists`);
       this.assertEndpointFree(norm, null);
-      return this.insertVip(norm, owner ?? null);
+      return this.insertVip(norm, owner ?? null).record;
     });
   }
 
@@ -210,7 +210,7 @@ export class Tx implements StoreTx {
       const row = st.vipByName.get(norm.name);
       if (row === undefined) {
         this.assertEndpointFree(norm, null);
-        return { record: this.insertVip(norm, owner ?? null), created: true };
+        return { record: this.insertVip(norm, owner ?? null).record, created: true };
       }
       assertOwner('vip', row.name, row.owner, owner ?? null);
       this.assertEndpointFree(norm, row.id);
@@ -514,19 +514,21 @@ export class Tx implements StoreTx {
 
   // ------------------------------------------- row writes (used by replace.ts)
 
-  insertVip(norm: NormVip, owner: string | null): VipRecord {
+  /** Inserts a VIP; returns its row and record, what reading them back would give. */
+  insertVip(norm: NormVip, owner: string | null): { row: VipRow; record: VipRecord } {
     const st = this.wr;
     const dpId = this.allocVipId();
     const inserted = st.insertVip.get(...vipValues(norm, owner), this.revision, this.revision, dpId);
     if (inserted === undefined) throw new Error('store: insert returned no row');
     this.writePolicyRefs(inserted.id, norm.policies, 'new');
-    // The row as inserted, with the policies just written in this order; a new VIP has no backends (they
-    // cascade with a deleted VIP, so a reused id holds none): what reading it back would give.
-    const record = vipRecord({ ...inserted, backend_count: 0 }, [...norm.policies]);
+    // A new VIP has no backends (they cascade with a deleted VIP, so a reused id holds none); its policies are
+    // the ones just written, in this order.
+    const row: VipRow = { ...inserted, backend_count: 0 };
+    const record = vipRecord(row, [...norm.policies]);
     this.written.created(inserted, norm.policies);
     this.untombstonedVips.add(dpId);
     this.changes.record(`vip/${norm.name}`, null, record);
-    return record;
+    return { row, record };
   }
 
   /** Rewrites a VIP if `norm` differs from it; returns the (new) record and whether it changed. */
