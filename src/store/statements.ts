@@ -68,15 +68,17 @@ export const MAX_ROWS_PER_INSERT = 32;
 
 /**
  * The INSERT of `count` rows (1..max) at once, prepared on first use and
- * kept: a VIP's backends are usually written in one statement.
+ * kept: a VIP's backends are usually written in one statement. It takes
+ * the rows' values as one flat array (better-sqlite3 binds an array's
+ * elements in order), not spread into arguments.
  */
-function rowInserter<P extends unknown[]>(db: Db, head: string, row: string, max: number): (count: number) => Stmt<P[number][]> {
-  const prepared = new Map<number, Stmt<P[number][]>>();
+function rowInserter<P extends unknown[]>(db: Db, head: string, row: string, max: number): (count: number) => Stmt<[P[number][]]> {
+  const prepared = new Map<number, Stmt<[P[number][]]>>();
   return (count) => {
     if (!Number.isInteger(count) || count < 1 || count > max) throw new RangeError(`store: cannot insert ${count} rows at once`);
     let stmt = prepared.get(count);
     if (stmt === undefined) {
-      stmt = db.prepare<P[number][]>(head + Array.from({ length: count }, () => row).join(', '));
+      stmt = db.prepare<[P[number][]]>(head + Array.from({ length: count }, () => row).join(', '));
       prepared.set(count, stmt);
     }
     return stmt;

@@ -763,9 +763,11 @@ function backendKey(b: { vip: string; address: string }): string {
 /** Inserts one VIP's backends, up to MAX_ROWS_PER_INSERT rows per statement. */
 function insertBackendRows(st: Statements, vipId: number, backends: readonly WrittenBackend[]): void {
   for (let at = 0; at < backends.length; at += MAX_ROWS_PER_INSERT) {
-    const chunk = backends.slice(at, at + MAX_ROWS_PER_INSERT);
-    st.insertBackendRows(chunk.length).run(
-      ...chunk.flatMap(({ row, sortKey }): BackendInsertRow => [
+    const end = Math.min(at + MAX_ROWS_PER_INSERT, backends.length);
+    const values: Array<BackendInsertRow[number]> = [];
+    for (let i = at; i < end; i++) {
+      const { row, sortKey } = backends[i]!;
+      const r: BackendInsertRow = [
         vipId,
         row.address,
         sortKey,
@@ -779,8 +781,10 @@ function insertBackendRows(st: Statements, vipId: number, backends: readonly Wri
         row.updated_revision,
         row.dp_id,
         row.dp_gen,
-      ]),
-    );
+      ];
+      values.push(...r);
+    }
+    st.insertBackendRows(end - at).run(values);
   }
 }
 
