@@ -97,11 +97,13 @@ export class ChangeLog {
   /**
    * The audit row's before/after as JSON (null for none): the resource's
    * JSON when one resource changed (null before a create, null after a
-   * delete); otherwise objects keyed like the log, holding each changed
-   * resource before and after. Written as text from the entries, the same
-   * text JSON.stringify gives for such objects (keys are never integers, so
-   * insertion order holds): a burst's transaction logs thousands of keys,
-   * and an object with that many keys was the audit's cost.
+   * delete); otherwise objects keyed like the log, `before` holding each
+   * changed resource that existed before, `after` each that exists after (a
+   * created one is only in `after`, a deleted one only in `before`: a burst
+   * creates thousands, and a null for each was a fifth of the row). Written
+   * as text from the entries, the same text JSON.stringify gives for such
+   * objects (keys are never integers, so insertion order holds): an object
+   * with thousands of keys was the audit's cost.
    */
   auditJson(): { before: string | null; after: string | null } {
     if (this.entries.size === 1) {
@@ -112,8 +114,8 @@ export class ChangeLog {
     const after: string[] = [];
     for (const [k, v] of this.entries) {
       const key = JSON.stringify(k);
-      if (v.before !== undefined) before.push(`${key}:${JSON.stringify(v.before)}`);
-      if (v.after !== undefined) after.push(`${key}:${JSON.stringify(v.after)}`);
+      if (v.before !== undefined && v.before !== null) before.push(`${key}:${JSON.stringify(v.before)}`);
+      if (v.after !== undefined && v.after !== null) after.push(`${key}:${JSON.stringify(v.after)}`);
     }
     return { before: `{${before.join(',')}}`, after: `{${after.join(',')}}` };
   }

@@ -831,8 +831,9 @@ describe('revisions, transactions and audit', () => {
     const row = audit[0];
     assert.ok(row !== undefined);
     assert.deepEqual([row.revision, row.actor, row.action, row.time], [1, 'alice', 'create-vip', new Date(c.value()).toISOString()]);
-    assert.deepEqual(Object.keys(row.before as object), ['vip/a', 'vip/b']);
-    assert.deepEqual((row.before as Record<string, unknown>)['vip/a'], null);
+    // Both created: nothing before, both after.
+    assert.deepEqual(row.before, {});
+    assert.deepEqual(Object.keys(row.after as object), ['vip/a', 'vip/b']);
     assert.equal((row.after as Record<string, { name: string }>)['vip/b']?.name, 'b');
   });
 
@@ -1046,9 +1047,11 @@ describe('savepoints', () => {
     c.record('vip/f', null, 'f1');
     c.release(m);
     assert.deepEqual([...c.keys()], ['vip/a', 'vip/b', 'vip/f']);
-    const before = { 'vip/a': null, 'vip/b': 'b0', 'vip/f': null };
+    c.record('vip/g', 'g0', null);
+    const before = { 'vip/b': 'b0', 'vip/g': 'g0' };
     const after = { 'vip/a': 'a1', 'vip/b': 'b1', 'vip/f': 'f1' };
-    // The text JSON.stringify gives for the objects, keys in first-recorded order.
+    // The text JSON.stringify gives for the objects, keys in first-recorded order; a created resource is only
+    // after, a deleted one only before.
     assert.deepEqual(c.auditJson(), { before: JSON.stringify(before), after: JSON.stringify(after) });
     const one = new ChangeLog();
     one.record('vip/x', null, { name: 'x' });
@@ -1131,7 +1134,7 @@ describe('savepoints', () => {
     // The audit row is the log as kept: one create of a (port 11) and its backend, nothing of b, c or base.
     const audit = store.audit()[1];
     assert.deepEqual(Object.keys(audit?.after as object), ['vip/a', 'backend/a/10.0.0.1']);
-    assert.deepEqual((audit?.before as Record<string, unknown>)['vip/a'], null);
+    assert.deepEqual(audit?.before, {});
     assert.equal((audit?.after as Record<string, { port: number }>)['vip/a']?.port, 11);
     // The committed state is what the transaction's last snapshot saw.
     const committed = r(store, (tx) => tx.snapshot());
@@ -1858,9 +1861,16 @@ describe('replaceState and exportState', () => {
       r(store, (tx) => tx.snapshot().tombstones.map((t) => t.address)),
       ['2001:db8:1::1'],
     );
-    // The audit row of an apply holds the diff, keyed by resource.
+    // The audit row of an apply holds the diff, keyed by resource: each changed one as it was and as it is.
     const audit = store.audit({ sinceRevision: 1 })[0];
-    assert.deepEqual(Object.keys(audit?.after as object).sort(), [
+    const keys = (o: unknown): string[] => Object.keys(o as object);
+    assert.deepEqual(
+      keys(audit?.before)
+        .filter((k) => !keys(audit?.after).includes(k))
+        .sort(),
+      ['backend/dns/10.2.0.1', 'backend/web/2001:db8:1::1', 'policy/bad', 'vip/dns'],
+    );
+    assert.deepEqual([...new Set([...keys(audit?.before), ...keys(audit?.after)])].sort(), [
       'backend/dns/10.2.0.1',
       'backend/ssh/10.3.0.1',
       'backend/web/10.1.0.2',
