@@ -1,0 +1,68 @@
+/**
+ * WAL checkpoints off the write path. SQLite copies the write-ahead log
+ * back into the database file (a checkpoint) on the committing thread once
+ * the log passes 1000 pages: every few hundred API writes one of them, and
+ * every few transactions of a Kubernetes burst, waited for that copy and
+ * its fsync. Here a worker thread with its own connection checkpoints after
+ * each commit instead (PASSIVE: it never blocks a writer or a reader, and a
+ * commit never waits for it); commits stay durable on their own (the log
+ * is synced at each one), so a checkpoint lost to a crash costs nothing.
+ *
+ * The writer's own automatic checkpoint stays as the safety net, at a
+ * higher mark: should the worker fall behind or fail (it says why once,
+ * through onError), the log is still copied back before it grows large.
+ */
+import { Worker } from 'node:worker_threads';
+
+/** The committing connection checkpoints itself only past this many log pages (40 MiB of 4 KiB pages). */
+export const FALLBACK_AUTOCHECKPOINT_PAGES = 10_000;
+
+/** What the worker is given: the database file, and a shared counter of the checkpoints it ran. */
+export interface CheckpointWorkerData {
+  path: string;
+  done: Int32Array;
+}
+
+export class Checkpointer {
+  private worker: Worker | undefined;
+  private readonly done = new Int32Array(new SharedArrayBuffer(4));
+  private failed = false;
+
+  /** @param path the database file (not ':memory:') */
+  constructor(path: string, onError: (message: string) => void = () => {}) {
+    const data: CheckpointWorkerData = { path, done: this.done };
+    const w = new Worker(new URL('./checkpoint-worker.js', import.meta.url), { workerData: data });
+    w.unref();
+    // The worker writes only to say why it failed.
+    w.on('message', (error: string) => this.fail(error, onError));
+    w.on('error', (err) => this.fail(err.message, onError));
+    w.on('exit', () => {
+      if (this.worker === w) this.worker = undefined;
+    });
+    this.worker = w;
+  }
+
+  /** Checkpoints the worker ran (tests, diagnostics). */
+  get checkpoints(): number {
+    return Atomics.load(this.done, 0);
+  }
+
+  /** After a commit: the worker checkpoints what is committed (commits while it works make one more, not many). */
+  committed(): void {
+    this.worker?.postMessage('checkpoint');
+  }
+
+  /** Stops the worker; its connection closes with it. */
+  close(): void {
+    this.worker?.postMessage('close');
+    this.worker = undefined;
+  }
+
+  private fail(message: string, onError: (message: string) => void): void {
+    if (this.failed) return;
+    this.failed = true;
+    onError(`store: background checkpoint failed (the writer checkpoints itself from now on): ${message}`);
+    void this.worker?.terminate();
+    this.worker = undefined;
+  }
+}
