@@ -199,10 +199,22 @@ export interface MaglevInput {
  * Throws what buildMaglevTable would, before anything is built.
  */
 export function buildMaglevTables(inputs: readonly MaglevInput[], pool: MaglevPool = defaultPool()): Uint32Array[] {
+  return startMaglevTables(inputs, pool)();
+}
+
+/**
+ * buildMaglevTables started now and collected later (call the result):
+ * the pool's worker fills meanwhile. Throws at once what
+ * buildMaglevTable would.
+ */
+export function startMaglevTables(inputs: readonly MaglevInput[], pool: MaglevPool = defaultPool()): () => Uint32Array[] {
   const jobs = inputs.map((x) => fillJob(x.backends, x.m, x.seed));
-  const filled = pool.run(jobs.filter((j): j is FillJob => j !== null));
-  let k = 0;
-  return jobs.map((j, i) => (j === null ? new Uint32Array(inputs[i]!.m).fill(FERRY_BACKEND_NONE) : filled[k++]!));
+  const pending = pool.start(jobs.filter((j): j is FillJob => j !== null));
+  return () => {
+    const filled = pending.tables();
+    let k = 0;
+    return jobs.map((j, i) => (j === null ? new Uint32Array(inputs[i]!.m).fill(FERRY_BACKEND_NONE) : filled[k++]!));
+  };
 }
 
 /** Checks a table's inputs; its backends with slots, sorted, or null when none has a weight. */

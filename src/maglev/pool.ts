@@ -110,6 +110,12 @@ export function workOn(b: SharedBatch, done = BY_CALLER): void {
   }
 }
 
+/** A started batch (MaglevPool.start). */
+export interface PendingFill {
+  /** The tables, in the jobs' order: fills the jobs no one has taken, waits for the worker's. */
+  tables(): Uint32Array[];
+}
+
 export interface MaglevPoolOptions {
   /** Share a batch only from this many slots (a message costs about what 20,000 slots do). Default 16,384. */
   minSlots?: number;
@@ -146,6 +152,15 @@ export class MaglevPool {
 
   /** The tables of `jobs`, in order (views into one shared buffer). */
   run(jobs: FillJob[]): Uint32Array[] {
+    return this.start(jobs).tables();
+  }
+
+  /**
+   * Hands `jobs` to the worker now and returns at once; the caller collects
+   * the tables later, filling itself whatever the worker has not taken by
+   * then. Batches started one after another are worked on in that order.
+   */
+  start(jobs: FillJob[]): PendingFill {
     const at: number[] = [];
     let total = 0;
     for (const j of jobs) {
@@ -160,8 +175,16 @@ export class MaglevPool {
     };
     const worker = jobs.length > 1 && total >= this.minSlots ? this.ready() : undefined;
     worker?.postMessage(toWire(batch));
-    workOn(batch);
-    return jobs.map((job, j) => this.result(batch, j, job));
+    let tables: Uint32Array[] | undefined;
+    return {
+      tables: () => {
+        if (tables === undefined) {
+          workOn(batch);
+          tables = jobs.map((job, j) => this.result(batch, j, job));
+        }
+        return tables;
+      },
+    };
   }
 
   /** Stops the worker (it is also unref'd: it never keeps the process alive). */

@@ -231,9 +231,16 @@ export class DesiredState implements Desired {
   /**
    * Like update(), from the changes since the plan this last took (DpState
    * changes): costs what changed. The caller makes sure this holds that
-   * plan (the seed too: a new seed needs update()).
+   * plan (the seed too: a new seed needs update()). `onEntry` is told of
+   * each VIP entry made anew as soon as it is made (a table prefetch).
    */
-  updateChanges(changes: DpChanges, tombstones: readonly DpTombstone[], config: ConfigProgram, cap: Capacity): Scope {
+  updateChanges(
+    changes: DpChanges,
+    tombstones: readonly DpTombstone[],
+    config: ConfigProgram,
+    cap: Capacity,
+    onEntry?: (e: VipEntry) => void,
+  ): Scope {
     const configBuf = LbConfig.encode(encodeConfig(config, cap));
     const seed = config.seed >>> 0;
     if (seed !== this.seed) throw new Error('DesiredState.updateChanges: the seed changed; update() in full');
@@ -249,7 +256,10 @@ export class DesiredState implements Desired {
         throw new ReconcileError(`VIP ${v.name}: id ${v.id} is also VIP ${old.dp.name}`);
       }
       const p = this.partsFor(v, old, seed, cap);
-      if (p !== old) changed.push(p);
+      if (p !== old) {
+        changed.push(p);
+        onEntry?.(p.entry);
+      }
     }
     const removed: VipParts[] = [];
     for (const id of changes.removed) {

@@ -9,10 +9,9 @@
 import { Backend } from '../datapath/abi.js';
 import type { LbDatapath } from '../datapath/lb.js';
 import { u32 } from '../datapath/maps.js';
-import { buildMaglevTables } from '../maglev/index.js';
 import type { Desired, VipEntry } from './desired.js';
 import { normalizePolicyKey } from './desired.js';
-import { TABLE_BATCH } from './tables.js';
+import { buildTables, TABLE_BATCH } from './tables.js';
 
 /** An installed table whose inputs are unknown (or do not match): it must be rewritten. */
 export const TABLE_FOREIGN = '#foreign';
@@ -38,11 +37,6 @@ export interface Known {
   policy: Map<string, HashEntry>;
   /** The VIP name each id was last written for (unknown after a restart). */
   vipNames: Map<number, string>;
-}
-
-/** The Maglev tables desired VIPs should have, built together (buildMaglevTables). */
-export function buildTables(vs: readonly VipEntry[], seed: number): Uint32Array[] {
-  return buildMaglevTables(vs.map((v) => ({ backends: v.slotted, m: v.vip.m, seed })));
 }
 
 /** Reads every map the reconciler owns. Tables of desired VIPs are compared slot by slot. */

@@ -40,8 +40,8 @@ import type { ConfigProgram } from '../datapath/program.js';
 import type { Applier, DpState, ReconcileReport } from '../model/dpstate.js';
 import { DesiredState, desire, type Desired, type Scope, type VipEntry } from './desired.js';
 import { describe, diff, type BackendWrite, type KeyedWrite, type Ops, type Removal } from './diff.js';
-import { buildTables, observe, type HashEntry, type Known } from './known.js';
-import { installTables, removeTables } from './tables.js';
+import { observe, type HashEntry, type Known } from './known.js';
+import { buildTables, installTables, removeTables, TablePrefetch } from './tables.js';
 
 /** A ReconcileReport with what the apply did in detail. */
 export interface ApplyReport extends ReconcileReport {
@@ -104,8 +104,11 @@ export class Reconciler implements Applier {
       this.appliedPlan === state.changes.since &&
       this.desired.seed === this.config.seed >>> 0;
     this.appliedPlan = undefined;
+    // Changed VIPs' tables start filling on the pool's worker as the planner makes their entries.
+    const installed = byChanges ? this.known?.tables : undefined;
+    const prefetch = installed && new TablePrefetch(this.seed, (e) => installed.get(e.vip.id) !== e.digest);
     const scope = byChanges
-      ? this.desired.updateChanges(state.changes!, state.tombstones, this.config, this.dp.sizes)
+      ? this.desired.updateChanges(state.changes!, state.tombstones, this.config, this.dp.sizes, prefetch?.offer)
       : this.desired.update(state, this.config, this.dp.sizes);
     const desired = this.desired;
     const full = this.known === undefined || scope.full;
@@ -113,7 +116,7 @@ export class Reconciler implements Applier {
       const known = this.known ?? observe(this.dp, desired);
       this.known = known;
       const ops = diff(desired, known, full ? undefined : scope);
-      const run = new Run(this.dp, known, desired, full ? undefined : scope);
+      const run = new Run(this.dp, known, desired, full ? undefined : scope, prefetch);
       run.execute(ops);
       this.appliedPlan = state.serial;
       return {
@@ -151,6 +154,7 @@ class Run {
     private readonly known: Known,
     private readonly desired: Desired,
     private readonly scope?: Scope,
+    private readonly prefetch?: TablePrefetch,
   ) {
     this.nat = dp.nat;
     this.cpus = dp.nat.numPossibleCpus();
@@ -199,7 +203,7 @@ class Run {
     installTables(
       this.dp,
       [...byId.keys()],
-      (ids) => buildTables(ids.map(entry), this.desired.seed),
+      (ids) => (this.prefetch ? this.prefetch.tables(ids.map(entry)) : buildTables(ids.map(entry), this.desired.seed)),
       (id) => {
         this.known.tables.set(id, entry(id).digest);
         this.known.tableNotes.delete(id);

@@ -7,7 +7,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { FERRY_BACKEND_NONE, MAGLEV_PRIMES, buildMaglevTable, buildMaglevTables, type MaglevInput } from '../../../src/maglev/index.js';
+import {
+  FERRY_BACKEND_NONE,
+  MAGLEV_PRIMES,
+  buildMaglevTable,
+  buildMaglevTables,
+  startMaglevTables,
+  type MaglevInput,
+} from '../../../src/maglev/index.js';
 import { MaglevPool } from '../../../src/maglev/pool.js';
 import { mulberry32 } from '../../lib/rng.js';
 
@@ -95,6 +102,26 @@ test('a worker that never finishes its job is stopped and the job redone: every 
     const after = inputs(7, 40);
     assertSame(buildMaglevTables(after, pool), after);
     assert.equal(pool.sharedJobs, shared, 'a stopped worker is not used again');
+  } finally {
+    pool.close();
+  }
+});
+
+test('a started batch is filled by the worker while the caller goes on, then collected whole', async () => {
+  const pool = new MaglevPool({ minSlots: 0, parallel: true });
+  try {
+    const batch = inputs(4242, 24).filter((x) => x.backends.some((b) => b.weight > 0));
+    // The caller collects only after a pause: by then the worker has filled every table (it may need a first
+    // batch to start, or a try or two on a busy machine).
+    let byWorker = 0;
+    for (let round = 0; round < 20 && byWorker < batch.length; round++) {
+      const before = pool.sharedJobs;
+      const collect = startMaglevTables(batch, pool);
+      await sleep(100);
+      assertSame(collect(), batch);
+      byWorker = pool.sharedJobs - before;
+    }
+    assert.equal(byWorker, batch.length, 'the worker did not fill a started batch on its own');
   } finally {
     pool.close();
   }
