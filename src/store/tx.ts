@@ -116,6 +116,8 @@ export class Tx implements StoreTx {
   private mode: Mode;
   /** The committed revision this transaction started from. */
   private readonly baseRevision: number;
+  /** Runs a function in a SAVEPOINT (the write's BEGIN is the store's). */
+  private inSavepoint: ((fn: () => unknown) => unknown) | undefined;
 
   constructor(
     private readonly ctx: StoreContext,
@@ -161,7 +163,9 @@ export class Tx implements StoreTx {
     const mark = this.changes.savepoint();
     let result: R;
     try {
-      result = this.ctx.db.transaction(() => body(st))();
+      // One transaction function for the whole write: better-sqlite3 builds four wrappers per function.
+      this.inSavepoint ??= this.ctx.db.transaction((fn: () => unknown) => fn());
+      result = this.inSavepoint(() => body(st)) as R;
     } catch (err) {
       this.changes.rollbackTo(mark);
       // What it knew may include the undone writes: from now on those VIPs are read back.
