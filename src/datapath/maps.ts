@@ -12,6 +12,13 @@ export function u32(n: number): Buffer {
   return b;
 }
 
+/** u32 keys side by side, as a batch operation reads them: one Buffer, not one per key. */
+export function u32s(ns: readonly number[]): Buffer {
+  const b = Buffer.allocUnsafe(4 * ns.length);
+  for (let i = 0; i < ns.length; i++) b.writeUInt32LE(ns[i]!, 4 * i);
+  return b;
+}
+
 /** The smallest power of 2 at least n (and at least 1): bucket counts of the array-backed tables. */
 export function ceilPow2(n: number): number {
   let p = 1;

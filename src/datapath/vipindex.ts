@@ -17,7 +17,7 @@
  * nanoseconds of the copy; no key ever leads elsewhere.
  */
 import { FERRY_INDEX_WAYS, VipAddrBucket, VipAddrKey, VipAddrMeta, VipAddrSlot, VipBucket, VipKey, VipMeta, VipSlot } from './abi.js';
-import { ceilPow2, u32 } from './maps.js';
+import { ceilPow2, u32, u32s } from './maps.js';
 import type { NativeAddon } from './native.js';
 import type { AnyStruct, ValueOf } from './struct.js';
 
@@ -409,7 +409,7 @@ export class KeyIndex<K extends AnyStruct, V extends AnyStruct> {
       this.nat.mapUpdate(this.indexFd, u32(ids[0]!), this.buckets[ids[0]!]!, 0);
       return;
     }
-    const keys = Buffer.concat(ids.map(u32));
+    const keys = u32s(ids);
     const values = Buffer.concat(ids.map((b) => this.buckets[b]!));
     this.nat.mapUpdateBatch(this.indexFd, keys, values, ids.length, 0);
   }

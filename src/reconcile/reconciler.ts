@@ -32,7 +32,7 @@
 import { performance } from 'node:perf_hooks';
 import { Backend, BackendStats, RatelimitState, VipStats } from '../datapath/abi.js';
 import type { LbDatapath } from '../datapath/lb.js';
-import { u32 } from '../datapath/maps.js';
+import { u32, u32s } from '../datapath/maps.js';
 import type { NativeAddon } from '../datapath/native.js';
 import type { AnyStruct } from '../datapath/struct.js';
 import type { KeyIndex } from '../datapath/vipindex.js';
@@ -188,9 +188,9 @@ class Run {
     if (writes.length === 0) return;
     const reset = writes.filter((w) => w.resetStats).map((w) => w.entry.id);
     this.resetPerCpu(this.dp.backendStats.fd, BackendStats.size, reset);
-    this.updateBatch(
+    this.updateIds(
       this.dp.backends.fd,
-      writes.map((w) => u32(w.entry.id)),
+      writes.map((w) => w.entry.id),
       writes.map((w) => w.entry.value),
     );
     for (const w of writes) this.known.backends.set(w.entry.id, w.entry.value);
@@ -220,9 +220,9 @@ class Run {
     this.resetPerCpu(this.dp.vipStats.fd, VipStats.size, resetStats);
     if (resetRate.length > 0) {
       const zero = Buffer.alloc(RatelimitState.size);
-      this.updateBatch(
+      this.updateIds(
         this.dp.ratelimit.fd,
-        resetRate.map(u32),
+        resetRate,
         resetRate.map(() => zero),
       );
     }
@@ -288,9 +288,9 @@ class Run {
   private freeBackends(ids: number[]): void {
     if (ids.length === 0) return;
     const zero = Buffer.alloc(Backend.size);
-    this.updateBatch(
+    this.updateIds(
       this.dp.backends.fd,
-      ids.map(u32),
+      ids,
       ids.map(() => zero),
     );
     for (const id of ids) this.known.backends.delete(id);
@@ -315,7 +315,7 @@ class Run {
     if (ids.length === 0) return;
     const slot = Math.ceil(valueSize / 8) * 8 * this.cpus;
     const zero = Buffer.alloc(slot * ids.length);
-    this.nat.mapUpdateBatch(fd, Buffer.concat(ids.map(u32)), zero, ids.length, 0);
+    this.nat.mapUpdateBatch(fd, u32s(ids), zero, ids.length, 0);
     this.statsReset += ids.length;
     this.changes += ids.length;
   }
@@ -325,5 +325,12 @@ class Run {
     if (keys.length === 1) this.nat.mapUpdate(fd, keys[0]!, values[0]!, 0);
     else if (keys.length > 1) this.nat.mapUpdateBatch(fd, Buffer.concat(keys), Buffer.concat(values), keys.length, 0);
     this.changes += keys.length;
+  }
+
+  /** updateBatch of an array map's u32 ids: their keys encoded side by side at once. */
+  private updateIds(fd: number, ids: number[], values: Buffer[]): void {
+    if (ids.length === 1) this.nat.mapUpdate(fd, u32(ids[0]!), values[0]!, 0);
+    else if (ids.length > 1) this.nat.mapUpdateBatch(fd, u32s(ids), Buffer.concat(values), ids.length, 0);
+    this.changes += ids.length;
   }
 }

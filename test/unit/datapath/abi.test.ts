@@ -11,6 +11,7 @@ import { loadNative } from '../../../src/datapath/native.js';
 import { ctBucketCount } from '../../../src/datapath/conntrack.js';
 import { assertStructsMatchBtf, bpfHeader, cDefine, cEnum } from '../../lib/abi-check.js';
 import { bpfObjectPath } from '../../../src/paths.js';
+import { u32, u32s } from '../../../src/datapath/maps.js';
 
 const header = bpfHeader;
 
@@ -111,4 +112,11 @@ describe('datapath ABI', () => {
       obj.close();
     }
   });
+});
+
+it('u32 batch keys are the single keys side by side, as the kernel reads them', () => {
+  const ids = [0, 1, 255, 256, 65_535, 2 ** 31, 2 ** 32 - 1];
+  assert.deepEqual(u32s(ids), Buffer.concat(ids.map(u32)));
+  assert.deepEqual([...u32(0x01020304)], [4, 3, 2, 1]);
+  assert.equal(u32s([]).length, 0);
 });
