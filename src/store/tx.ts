@@ -105,10 +105,13 @@ export class Tx implements StoreTx {
   private readonly untombstonedVips = new Set<number>();
   /**
    * False once a query found fewer free backend ids than wanted: later
-   * allocations of this write take fresh ids without asking again. Ids freed
-   * meanwhile wait for the next write; running out of fresh ids looks again.
+   * allocations of this write take fresh ids without asking again (a burst
+   * asks ten thousand times). Ids freed meanwhile wait for the next write;
+   * running out of fresh ids looks again.
    */
   private freeBackendIdsMayExist = true;
+  /** The same for VIP ids. */
+  private freeVipIdsMayExist = true;
   /** The state a sealed write's snapshot computed: the store caches it once the commit succeeded. */
   finalState: SnapshotState | null = null;
   /** What state() changed in the cached state; undone when the write rolls back. */
@@ -712,10 +715,16 @@ export class Tx implements StoreTx {
   private allocVipId(): number {
     const st = this.wr;
     const { maxVips } = this.ctx;
-    const free = st.freeVipId.get(maxVips);
+    const looked = this.freeVipIdsMayExist;
+    const free = looked ? st.freeVipId.get(maxVips) : undefined;
     if (free !== undefined) return free;
+    this.freeVipIdsMayExist = false;
     const next = st.nextVipId.get() ?? 0;
     if (next >= maxVips) {
+      if (!looked) {
+        this.freeVipIdsMayExist = true;
+        return this.allocVipId();
+      }
       throw new CapacityError(`no free VIP id: all ${maxVips} datapath VIP slots are in use (capacity max_vips = ${maxVips})`);
     }
     st.addVipId.run(next);

@@ -1481,6 +1481,23 @@ describe('datapath ids and tombstones', () => {
     );
   });
 
+  it('a VIP id freed within a write serves that write once the fresh ones run out', () => {
+    const store = mem({ maxVips: 2 });
+    w(store, (tx) => {
+      tx.createVip(vip('a', { port: 1 })); // no free id: fresh ones from here on
+      tx.createVip(vip('b', { port: 2 }));
+      tx.deleteVip('a'); // id 0 free again
+      tx.createVip(vip('c', { port: 3 })); // no fresh id left: the free one is found
+    });
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot().vips.map((v) => [v.name, v.dp_id])),
+      [
+        ['b', 1],
+        ['c', 0],
+      ],
+    );
+  });
+
   it('a draining backend keeps its port and host, so its flows still go the way they went', () => {
     const store = mem({});
     w(store, (tx) => {
