@@ -4,7 +4,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { CheckpointWorkerData } from './checkpoint.js';
 
 const port = parentPort!;
-const { path, done } = workerData as CheckpointWorkerData;
+const { path } = workerData as CheckpointWorkerData;
 const db = new Database(path, { fileMustExist: true });
 let scheduled = false;
 
@@ -22,7 +22,6 @@ port.on('message', (m: 'checkpoint' | 'close') => {
     if (!db.open) return;
     try {
       db.pragma('wal_checkpoint(PASSIVE)');
-      Atomics.add(done, 0, 1);
     } catch (err) {
       port.postMessage(err instanceof Error ? err.message : String(err));
     }

@@ -17,20 +17,19 @@ import { Worker } from 'node:worker_threads';
 /** The committing connection checkpoints itself only past this many log pages (40 MiB of 4 KiB pages). */
 export const FALLBACK_AUTOCHECKPOINT_PAGES = 10_000;
 
-/** What the worker is given: the database file, and a shared counter of the checkpoints it ran. */
+/** What the worker is given: the database file. */
 export interface CheckpointWorkerData {
   path: string;
-  done: Int32Array;
 }
 
 export class Checkpointer {
   private worker: Worker | undefined;
-  private readonly done = new Int32Array(new SharedArrayBuffer(4));
-  private failed = false;
+  /** Failed or closed: nothing more is reported. */
+  private stopped = false;
 
   /** @param path the database file (not ':memory:') */
   constructor(path: string, onError: (message: string) => void = () => {}) {
-    const data: CheckpointWorkerData = { path, done: this.done };
+    const data: CheckpointWorkerData = { path };
     const w = new Worker(new URL('./checkpoint-worker.js', import.meta.url), { workerData: data });
     w.unref();
     // The worker writes only to say why it failed.
@@ -42,11 +41,6 @@ export class Checkpointer {
     this.worker = w;
   }
 
-  /** Checkpoints the worker ran (tests, diagnostics). */
-  get checkpoints(): number {
-    return Atomics.load(this.done, 0);
-  }
-
   /** After a commit: the worker checkpoints what is committed (commits while it works make one more, not many). */
   committed(): void {
     this.worker?.postMessage('checkpoint');
@@ -54,13 +48,14 @@ export class Checkpointer {
 
   /** Stops the worker; its connection closes with it. */
   close(): void {
+    this.stopped = true;
     this.worker?.postMessage('close');
     this.worker = undefined;
   }
 
   private fail(message: string, onError: (message: string) => void): void {
-    if (this.failed) return;
-    this.failed = true;
+    if (this.stopped) return;
+    this.stopped = true;
     onError(`store: background checkpoint failed (the writer checkpoints itself from now on): ${message}`);
     void this.worker?.terminate();
     this.worker = undefined;
