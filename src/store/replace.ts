@@ -76,11 +76,11 @@ export function replaceState(
   checkDrain(drainSeconds);
   const inScope = scopeOf(desired, scope);
   const wanted = validateAndNormalize(st, desired, owner, inScope);
-  assertNoForeignCollisions(st, wanted, owner, inScope);
+  const existing = assertNoForeignCollisions(st, wanted, owner, inScope);
   const changes: StateChange[] = [];
   deleteUnwantedVips(tx, st, wanted, owner, inScope, changes);
   upsertPolicies(tx, st, wanted, owner, changes);
-  const created = upsertVips(tx, st, wanted, owner, changes);
+  const created = upsertVips(tx, wanted, existing, owner, changes);
   syncBackends(tx, st, wanted, created, drainSeconds, owner, changes);
   deleteUnwantedPolicies(tx, st, wanted, owner, inScope, changes);
   return changes.sort(compareChanges);
@@ -139,15 +139,26 @@ function validateAndNormalize(st: Statements, desired: DesiredState, owner: stri
   };
 }
 
-/** Everything of another owner the desired state would overwrite, refused in one ConflictError. */
-function assertNoForeignCollisions(st: Statements, wanted: Wanted, owner: string | null, inScope: InScope): void {
+/**
+ * Everything of another owner the desired state would overwrite, refused in
+ * one ConflictError. Returns the wanted VIPs' rows as they are (undefined:
+ * none by that name), which deleting the unwanted ones leaves as they are.
+ */
+function assertNoForeignCollisions(
+  st: Statements,
+  wanted: Wanted,
+  owner: string | null,
+  inScope: InScope,
+): Map<string, VipRow | undefined> {
   const problems: string[] = [];
+  const rows = new Map<string, VipRow | undefined>();
   for (const p of wanted.policies) {
     const row = st.policyByName.get(p.name);
     if (row !== undefined && row.owner !== owner) problems.push(`policy "${p.name}" exists and is owned by ${ownerLabel(row.owner)}`);
   }
   for (const { vip } of wanted.vips) {
     const row = st.vipByName.get(vip.name);
+    rows.set(vip.name, row);
     if (row !== undefined && row.owner !== owner) problems.push(`vip "${vip.name}" exists and is owned by ${ownerLabel(row.owner)}`);
     for (const other of st.vipsAtEndpoint.all(vip.address, vip.port, vip.protocol)) {
       if (other.owner !== owner || (other.name !== vip.name && !inScope.vip(other.name))) {
@@ -167,6 +178,7 @@ function assertNoForeignCollisions(st: Statements, wanted: Wanted, owner: string
     if (users.length > 0) problems.push(`policy "${p.name}" cannot be deleted: vip ${users.join(', ')} references it`);
   }
   if (problems.length > 0) throw new ConflictError(problems.join('; '));
+  return rows;
 }
 
 function deleteUnwantedVips(
@@ -199,11 +211,17 @@ function upsertPolicies(tx: RecordWriter, st: Statements, wanted: Wanted, owner:
   }
 }
 
-/** Returns the rows of the VIPs it created, by name. */
-function upsertVips(tx: RecordWriter, st: Statements, wanted: Wanted, owner: string | null, changes: StateChange[]): Map<string, VipRow> {
+/** `existing`: the wanted VIPs' rows. Returns the rows of the VIPs it created, by name. */
+function upsertVips(
+  tx: RecordWriter,
+  wanted: Wanted,
+  existing: ReadonlyMap<string, VipRow | undefined>,
+  owner: string | null,
+  changes: StateChange[],
+): Map<string, VipRow> {
   const created = new Map<string, VipRow>();
   for (const { vip } of wanted.vips) {
-    const row = st.vipByName.get(vip.name);
+    const row = existing.get(vip.name);
     if (row === undefined) {
       created.set(vip.name, tx.insertVip(vip, owner).row);
       changes.push({ op: 'create', kind: 'vip', name: vip.name });
