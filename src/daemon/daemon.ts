@@ -224,7 +224,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
       maxVips: c.bpf.max_vips,
       maxBackends: c.bpf.max_backends,
       backgroundCheckpoint: true,
-      onCheckpointError: (message) => this.log.warn(message),
+      onCheckpointNotice: (n) => (n.ok ? this.log.info(n.message) : this.log.warn(n.message)),
     });
     this.notifier.status('opening the datapath');
     ensureBpffs(c.bpf.pin_root);

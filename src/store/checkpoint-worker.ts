@@ -1,16 +1,23 @@
 /** The store's checkpoint thread (checkpoint.ts): one PASSIVE checkpoint per burst of commit notices. */
 import Database from 'better-sqlite3';
 import { parentPort, workerData } from 'node:worker_threads';
-import type { CheckpointWorkerData } from './checkpoint.js';
+import type { CheckpointNotice, CheckpointWorkerData } from './checkpoint.js';
 
 const port = parentPort!;
 const { path } = workerData as CheckpointWorkerData;
-const db = new Database(path, { fileMustExist: true });
+/** Closed after a failure: SQLite keeps a connection whose checkpoint hit an I/O error failing; the next try opens anew. */
+let db: Database.Database | null = new Database(path, { fileMustExist: true });
+let closing = false;
 let scheduled = false;
+/** In a streak of failed checkpoints (a full disk): only its first failure and its end are told. */
+let failing = false;
+
+const tell = (n: CheckpointNotice): void => port.postMessage(n);
 
 port.on('message', (m: 'checkpoint' | 'close') => {
   if (m === 'close') {
-    db.close();
+    closing = true;
+    db?.close();
     port.close();
     return;
   }
@@ -19,11 +26,18 @@ port.on('message', (m: 'checkpoint' | 'close') => {
   scheduled = true;
   setImmediate(() => {
     scheduled = false;
-    if (!db.open) return;
+    if (closing) return;
     try {
+      db ??= new Database(path, { fileMustExist: true });
       db.pragma('wal_checkpoint(PASSIVE)');
+      if (failing) tell({ ok: true, message: 'store: background checkpoints succeed again' });
+      failing = false;
     } catch (err) {
-      port.postMessage(err instanceof Error ? err.message : String(err));
+      if (!failing)
+        tell({ ok: false, message: `store: background checkpoint failed: ${err instanceof Error ? err.message : String(err)}` });
+      failing = true;
+      db?.close();
+      db = null;
     }
   });
 });

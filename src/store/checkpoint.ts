@@ -9,8 +9,10 @@
  * is synced at each one), so a checkpoint lost to a crash costs nothing.
  *
  * The writer's own automatic checkpoint stays as the safety net, at a
- * higher mark: should the worker fall behind or fail (it says why once,
- * through onError), the log is still copied back before it grows large.
+ * higher mark, should the worker fall behind. A checkpoint that fails (a
+ * full disk) is told once, and again when they succeed; the next commit
+ * tries again. A worker that cannot run at all (its connection does not
+ * open) is told once and not started again: the writer checkpoints itself.
  */
 import { Worker } from 'node:worker_threads';
 
@@ -22,19 +24,31 @@ export interface CheckpointWorkerData {
   path: string;
 }
 
+/** A change in how checkpoints go: failing (ok false, why) or succeeding again. */
+export interface CheckpointNotice {
+  ok: boolean;
+  message: string;
+}
+
 export class Checkpointer {
   private worker: Worker | undefined;
-  /** Failed or closed: nothing more is reported. */
+  /** Stopped or closed: nothing more is told. */
   private stopped = false;
 
   /** @param path the database file (not ':memory:') */
-  constructor(path: string, onError: (message: string) => void = () => {}) {
+  constructor(path: string, onNotice: (n: CheckpointNotice) => void = () => {}) {
     const data: CheckpointWorkerData = { path };
     const w = new Worker(new URL('./checkpoint-worker.js', import.meta.url), { workerData: data });
     w.unref();
-    // The worker writes only to say why it failed.
-    w.on('message', (error: string) => this.fail(error, onError));
-    w.on('error', (err) => this.fail(err.message, onError));
+    w.on('message', (n: CheckpointNotice) => {
+      if (!this.stopped) onNotice(n);
+    });
+    w.on('error', (err) => {
+      if (this.stopped) return;
+      this.stopped = true;
+      onNotice({ ok: false, message: `store: the checkpoint thread stopped (the writer checkpoints itself from now on): ${err.message}` });
+      this.worker = undefined;
+    });
     w.on('exit', () => {
       if (this.worker === w) this.worker = undefined;
     });
@@ -50,14 +64,6 @@ export class Checkpointer {
   close(): void {
     this.stopped = true;
     this.worker?.postMessage('close');
-    this.worker = undefined;
-  }
-
-  private fail(message: string, onError: (message: string) => void): void {
-    if (this.stopped) return;
-    this.stopped = true;
-    onError(`store: background checkpoint failed (the writer checkpoints itself from now on): ${message}`);
-    void this.worker?.terminate();
     this.worker = undefined;
   }
 }

@@ -14,7 +14,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { StorageError, ValidationError } from '../model/errors.js';
 import type { NewHealthEvent } from '../model/health.js';
-import { Checkpointer, FALLBACK_AUTOCHECKPOINT_PAGES } from './checkpoint.js';
+import { Checkpointer, FALLBACK_AUTOCHECKPOINT_PAGES, type CheckpointNotice } from './checkpoint.js';
 import { migrate } from './migrations.js';
 import type { AuditRow } from './rows.js';
 import { SnapshotCache } from './snapshot.js';
@@ -41,8 +41,8 @@ export interface StoreOptions {
    * stores (tools, tests) need no thread. ferryd sets it.
    */
   backgroundCheckpoint?: boolean;
-  /** Told once why background checkpoints stopped (the writer then checkpoints itself). */
-  onCheckpointError?: (message: string) => void;
+  /** Told when background checkpoints start failing, succeed again, or stop (checkpoint.ts). */
+  onCheckpointNotice?: (n: CheckpointNotice) => void;
 }
 
 export const DEFAULT_AUDIT_LIMIT = 100;
@@ -66,7 +66,7 @@ export function openStore(path: string, opts: StoreOptions): Store {
     let checkpointer: Checkpointer | null = null;
     if (opts.backgroundCheckpoint === true && !db.memory) {
       db.pragma(`wal_autocheckpoint = ${FALLBACK_AUTOCHECKPOINT_PAGES}`);
-      checkpointer = new Checkpointer(path, opts.onCheckpointError);
+      checkpointer = new Checkpointer(path, opts.onCheckpointNotice);
     }
     return new SqliteStore(db, opts.healthEventRetention ?? DEFAULT_HEALTH_EVENT_RETENTION, checkpointer, {
       db,
