@@ -65,8 +65,7 @@ export class SyncRig {
   static async start(o: SyncRigOptions): Promise<SyncRig> {
     const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-k8s-'));
     const server = await K8sTestServer.start();
-    // As ferryd opens it.
-    const store = openStore(join(dir, 'ferry.db'), { maxVips: 16_384, maxBackends: 262_144, backgroundCheckpoint: true });
+    const store = openStore(join(dir, 'ferry.db'), { maxVips: 16_384, maxBackends: 262_144 });
     const rig = new SyncRig(server, store, dir, `/sys/fs/bpf/ferry-bench-k8s-${process.pid}`);
     try {
       await rig.open(o);

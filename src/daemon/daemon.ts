@@ -220,12 +220,7 @@ export class Daemon implements DaemonInfo, MetricsSource {
     const credentials = c.mode === 'kubernetes' ? loadCredentials(c.kubernetes) : undefined;
     this.notifier.status('opening the store');
     mkdirSync(c.state_dir, { recursive: true });
-    this.store = openStore(join(c.state_dir, 'ferry.db'), {
-      maxVips: c.bpf.max_vips,
-      maxBackends: c.bpf.max_backends,
-      backgroundCheckpoint: true,
-      onCheckpointNotice: (n) => (n.ok ? this.log.info(n.message) : this.log.warn(n.message)),
-    });
+    this.store = openStore(join(c.state_dir, 'ferry.db'), { maxVips: c.bpf.max_vips, maxBackends: c.bpf.max_backends });
     this.notifier.status('opening the datapath');
     ensureBpffs(c.bpf.pin_root);
     this.dp = LbDatapath.open({

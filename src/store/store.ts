@@ -14,7 +14,6 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { StorageError, ValidationError } from '../model/errors.js';
 import type { NewHealthEvent } from '../model/health.js';
-import { Checkpointer, FALLBACK_AUTOCHECKPOINT_PAGES, type CheckpointNotice } from './checkpoint.js';
 import { migrate } from './migrations.js';
 import type { AuditRow } from './rows.js';
 import { SnapshotCache } from './snapshot.js';
@@ -35,14 +34,6 @@ export interface StoreOptions {
   busyTimeoutMs?: number;
   /** Health events kept (the newest); default 10,000. */
   healthEventRetention?: number;
-  /**
-   * WAL checkpoints on a worker thread instead of in the committing write
-   * (checkpoint.ts); ignored for ':memory:'. Default false: short-lived
-   * stores (tools, tests) need no thread. ferryd sets it.
-   */
-  backgroundCheckpoint?: boolean;
-  /** Told when background checkpoints start failing, succeed again, or stop (checkpoint.ts). */
-  onCheckpointNotice?: (n: CheckpointNotice) => void;
 }
 
 export const DEFAULT_AUDIT_LIMIT = 100;
@@ -63,12 +54,7 @@ export function openStore(path: string, opts: StoreOptions): Store {
   try {
     configure(db, path, opts.busyTimeoutMs ?? 5000);
     migrate(db, path);
-    let checkpointer: Checkpointer | null = null;
-    if (opts.backgroundCheckpoint === true && !db.memory) {
-      db.pragma(`wal_autocheckpoint = ${FALLBACK_AUTOCHECKPOINT_PAGES}`);
-      checkpointer = new Checkpointer(path, opts.onCheckpointNotice);
-    }
-    return new SqliteStore(db, opts.healthEventRetention ?? DEFAULT_HEALTH_EVENT_RETENTION, checkpointer, {
+    return new SqliteStore(db, opts.healthEventRetention ?? DEFAULT_HEALTH_EVENT_RETENTION, {
       db,
       st: prepareStatements(db),
       maxVips: opts.maxVips,
@@ -136,7 +122,6 @@ class SqliteStore implements Store {
   constructor(
     private readonly db: Database.Database,
     private readonly eventRetention: number,
-    private readonly checkpointer: Checkpointer | null,
     private readonly ctx: StoreContext,
   ) {
     this.st = ctx.st;
@@ -151,7 +136,6 @@ class SqliteStore implements Store {
     // A write inside another transaction would bump and audit a revision that the outer one may roll back.
     if (this.db.inTransaction) throw new Error('store: write() called inside another store transaction');
     let tx: Tx | undefined;
-    let wrote = false;
     const run = this.db.transaction(() => {
       const current = this.currentRevision();
       tx = new Tx(this.ctx, current + 1, 'write');
@@ -165,7 +149,6 @@ class SqliteStore implements Store {
         tx.seal();
         this.st.setRevision.run(tx.revision);
         this.writeAudit(tx, actor, action);
-        wrote = true;
         afterWrite?.(tx);
         return { result, revision: tx.revision };
       } finally {
@@ -182,7 +165,6 @@ class SqliteStore implements Store {
     }
     // Committed: the snapshot afterWrite planned from is now the state of this revision.
     if (tx?.finalState !== null && tx?.finalState !== undefined) this.ctx.cache.put(tx.finalState);
-    if (wrote) this.checkpointer?.committed();
     return out;
   }
 
@@ -232,7 +214,6 @@ class SqliteStore implements Store {
         })
         .immediate(),
     );
-    this.checkpointer?.committed();
   }
 
   /**
@@ -263,7 +244,6 @@ class SqliteStore implements Store {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.checkpointer?.close();
     this.db.close();
   }
 

@@ -16,8 +16,7 @@ if (path === undefined || countText === undefined) {
   process.exit(2);
 }
 const count = Number(countText);
-// As ferryd opens it: a kill may also land in the middle of a background checkpoint.
-const store = openStore(path, { maxVips: 1 << 17, maxBackends: 1 << 17, backgroundCheckpoint: true });
+const store = openStore(path, { maxVips: 1 << 17, maxBackends: 1 << 17 });
 // Continue numbering after a previous (killed) run on the same file.
 const start = store.read((tx) => tx.snapshot().vips.length);
 

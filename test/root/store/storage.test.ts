@@ -14,9 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiError, Client } from '../../../src/cli/client.js';
 import { StorageError } from '../../../src/model/errors.js';
-import type { CheckpointNotice } from '../../../src/store/checkpoint.js';
 import { openStore } from '../../../src/store/store.js';
-import { until } from '../../lib/until.js';
 import { XDP_TX, bpfUnavailable } from '../../lib/harness.js';
 import {
   destroyFerrydEnv,
@@ -143,7 +141,7 @@ describe('store files that turn read-only under a running store', () => {
   })();
   if (probe) console.log(`# skipping read-only store test: ${probe}`);
   after(() => {
-    chattr('-i', join(dir, 'ferry.db'), join(dir, 'ferry.db-wal'), join(dir, 'ckpt.db'));
+    chattr('-i', join(dir, 'ferry.db'), join(dir, 'ferry.db-wal'));
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -174,40 +172,6 @@ describe('store files that turn read-only under a running store', () => {
       assert.deepEqual(
         store.read((tx) => tx.snapshot().vips.map((v) => v.name)),
         ['a', 'b'],
-      );
-    } finally {
-      store.close();
-    }
-  });
-
-  it('a background checkpoint that cannot write is told once, and again when it can; commits go on', { skip: probe }, async () => {
-    const path = join(dir, 'ckpt.db');
-    const notices: CheckpointNotice[] = [];
-    const store = openStore(path, { maxVips: 16, maxBackends: 16, backgroundCheckpoint: true, onCheckpointNotice: (n) => notices.push(n) });
-    try {
-      const vip = (name: string, port: number) => ({ name, address: '198.18.0.20', port, protocol: 'tcp' as const });
-      store.write('t', 'create', (tx) => tx.createVip(vip('a', 80)));
-      // Only the database file: commits go to the write-ahead log, checkpoints into the file.
-      assert.equal(chattr('+i', path).status, 0);
-      try {
-        store.write('t', 'create', (tx) => tx.createVip(vip('b', 81)));
-        await until(() => notices.length > 0, 'the failed checkpoint to be told');
-        store.write('t', 'create', (tx) => tx.createVip(vip('c', 82)));
-        await new Promise((r) => setTimeout(r, 100));
-      } finally {
-        assert.equal(chattr('-i', path).status, 0);
-      }
-      assert.deepEqual(
-        notices.map((n) => n.ok),
-        [false],
-      );
-      assert.match(notices[0]!.message, /^store: background checkpoint failed: /);
-      store.write('t', 'create', (tx) => tx.createVip(vip('d', 83)));
-      await until(() => notices.length > 1, 'the recovered checkpoint to be told');
-      assert.deepEqual(notices[1], { ok: true, message: 'store: background checkpoints succeed again' });
-      assert.deepEqual(
-        store.read((tx) => tx.snapshot().vips.map((v) => v.name)),
-        ['a', 'b', 'c', 'd'],
       );
     } finally {
       store.close();

@@ -7,7 +7,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,11 +18,9 @@ import { backendAddressErrors, validateDesiredState, vipAddressErrors } from '..
 import { parseIp, type Ip } from '../../../src/net/addr.js';
 import { MIGRATIONS, SchemaTooNewError, latestVersion, migrate, type Migration } from '../../../src/store/migrations.js';
 import { ChangeLog, type LogEntry } from '../../../src/store/changelog.js';
-import { Checkpointer } from '../../../src/store/checkpoint.js';
 import { openStore, type StoreOptions } from '../../../src/store/store.js';
 import { Tx } from '../../../src/store/tx.js';
 import { mulberry32 } from '../../lib/rng.js';
-import { until } from '../../lib/until.js';
 import type { Store, StoreSnapshot, StoreTx } from '../../../src/store/types.js';
 
 // ------------------------------------------------------------------ helpers
@@ -2211,50 +2209,6 @@ describe('backup', () => {
 });
 
 // ------------------------------------------------------------------- kill -9
-
-describe('background checkpoints', () => {
-  const pageCount = (path: string): number => {
-    const db = new Database(path, { readonly: true, fileMustExist: true });
-    try {
-      // The main file's own size: what checkpoints have copied out of the write-ahead log.
-      return statSync(path).size / (db.pragma('page_size', { simple: true }) as number);
-    } finally {
-      db.close();
-    }
-  };
-
-  it('copies the log into the database on a worker, the committing writes never doing it themselves', async () => {
-    const path = join(tmpDir(), 'ferry.db');
-    const store = openStore(path, { maxVips: 1024, maxBackends: 8192, backgroundCheckpoint: true });
-    try {
-      const pagesAtOpen = pageCount(path);
-      // Each write replaces 200 VIPs' 2000 backends: some 2000 log pages in all, past SQLite's own mark of
-      // 1000 (the writer's is 10,000 now), so only the worker can have copied them.
-      for (let k = 0; k < 4; k++) {
-        const vips = Array.from({ length: 200 }, (_, i) => ({
-          ...vip(`v${i}`, { port: 1 + i }),
-          backends: Array.from({ length: 10 }, (_, j) => ({ address: `10.${k}.${i}.${j + 1}` })),
-        }));
-        w(store, (tx) => tx.replaceState({ vips }, 0));
-      }
-      await until(() => pageCount(path) > pagesAtOpen + 500, 'the worker to checkpoint');
-    } finally {
-      store.close();
-    }
-  });
-
-  it('a checkpoint thread that cannot run is told once, and not used again', async () => {
-    const notices: Array<{ ok: boolean; message: string }> = [];
-    const c = new Checkpointer(join(tmpDir(), 'absent.db'), (n) => notices.push(n));
-    await until(() => notices.length > 0, 'the failure');
-    c.committed();
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(notices.length, 1);
-    assert.equal(notices[0]!.ok, false);
-    assert.match(notices[0]!.message, /^store: the checkpoint thread stopped \(the writer checkpoints itself from now on\): /);
-    c.close();
-  });
-});
 
 describe('durability', () => {
   const writer = fileURLToPath(new URL('../../lib/store-writer.js', import.meta.url));
