@@ -6,6 +6,8 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <string>
 
@@ -15,6 +17,20 @@
 namespace ferry {
 
 namespace {
+
+// The verifier gives up with EAGAIN whenever a signal is pending for the
+// loading thread, and libbpf retries a load only a few times: under a
+// sampling profiler (SIGPROF every millisecond) a large program never
+// loaded. The thread's signals wait until the load is done instead; those
+// sent to the whole process go to another thread meanwhile.
+int LoadWithSignalsHeld(struct bpf_object *obj) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  int r = bpf_object__load(obj);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return r;
+}
 
 // Per-environment (main thread or worker) state of the addon.
 struct AddonData {
@@ -77,7 +93,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
                            "BpfObject.load: object '" + path_ + "' is already loaded (EALREADY)",
                            EALREADY, "BpfObject.load");
     ClearLibbpfLog();
-    int r = bpf_object__load(obj);
+    int r = LoadWithSignalsHeld(obj);
     if (r < 0) ThrowErrno(env, "BpfObject.load: bpf_object__load('" + path_ + "')", ErrOf(r), true);
     loaded_ = true;
     return env.Undefined();

@@ -22,7 +22,9 @@ import { Worker } from 'node:worker_threads';
 import { setImmediate as tick } from 'node:timers/promises';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import { Session } from 'node:inspector/promises';
 import * as N from '../../../src/datapath/native.js';
+import { bpfObjectPath } from '../../../src/paths.js';
 import { liveFramesUnavailable } from '../../lib/harness.js';
 import { cgroup2Unavailable, createCgroup, inCgroup, removeCgroup, removeStaleCgroups } from '../../../src/lab/cgroup.js';
 import {
@@ -418,6 +420,24 @@ describe('native addon against the kernel', { skip: noKernel ?? noAddon }, () =>
       assert.match(err.libbpfLog ?? '', /xdp_bad/);
     } finally {
       bad.close();
+    }
+  });
+
+  test('a large program loads while its thread is signalled every 50 µs (a sampling profiler)', async () => {
+    // The verifier gives up (EAGAIN) when a signal is pending for the thread; the addon holds them during a load.
+    const session = new Session();
+    session.connect();
+    await session.post('Profiler.enable');
+    await session.post('Profiler.setSamplingInterval', { interval: 50 });
+    await session.post('Profiler.start');
+    const big = nat.openObject(bpfObjectPath('xdp_lb'), { pinRoot: pinRoot() });
+    try {
+      big.load();
+      assert.ok(big.programFd('xdp_lb') >= 0);
+    } finally {
+      big.close();
+      await session.post('Profiler.stop');
+      session.disconnect();
     }
   });
 
