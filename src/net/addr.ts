@@ -89,7 +89,7 @@ function scanIpv4(text: string, out: Uint8Array | null, offset: number): boolean
     }
     const digits = i - start;
     if (digits === 0 || digits > 3 || value > 255 || (digits > 1 && text.charCodeAt(start) === 48)) return false;
-    if (out !== null && octets < 4) out[offset + octets] = value;
+    if (out !== null) out[offset + octets] = value; // a fifth octet is refused below before it is read
     octets++;
     if (i === n) break;
     if (text.charCodeAt(i) !== 46 || octets === 4) return false; // "."

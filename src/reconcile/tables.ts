@@ -11,7 +11,7 @@ import type { VipEntry } from './desired.js';
 /** Tables built per batch, to install or to compare (bounds the memory of one apply or start). */
 export const TABLE_BATCH = 128;
 
-/** Slots of prefetched tables one apply may hold at a time (16 MiB); VIPs beyond are built when installed. */
+/** Slots of tables one apply may prefetch in all (16 MiB); VIPs beyond are built when installed. */
 export const PREFETCH_SLOTS = 4 * 1024 * 1024;
 
 /** The Maglev tables desired VIPs should have, built together (buildMaglevTables). */
@@ -56,17 +56,15 @@ export class TablePrefetch {
   /** The tables of `entries`, in order. */
   tables(entries: readonly VipEntry[]): Uint32Array[] {
     this.startQueued();
-    const own = (e: VipEntry) => {
+    const own = entries.map((e) => {
       const s = this.started.get(e.vip.id);
       return s !== undefined && s.digest === e.digest ? s : undefined;
-    };
-    const built = buildTables(
-      entries.filter((e) => own(e) === undefined),
-      this.seed,
-    );
+    });
+    const missing = entries.filter((_, i) => own[i] === undefined);
+    const built = missing.length > 0 ? buildTables(missing, this.seed) : [];
     let k = 0;
-    return entries.map((e) => {
-      const s = own(e);
+    return entries.map((e, i) => {
+      const s = own[i];
       if (s === undefined) return built[k++]!;
       this.started.delete(e.vip.id);
       s.batch.tables ??= s.batch.collect();
