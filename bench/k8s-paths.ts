@@ -176,7 +176,7 @@ export async function measureNodePortChanges(path: ExternalPath, n: number, chan
     const { server, store, controller } = rig;
     const r = rig;
     progress(`${path} path: ${n} NodePort Services × ${ENDPOINTS} endpoints…`);
-    server.upsertMany(nodePortServices(n));
+    await server.upsertMany(nodePortServices(n));
     await until(() => r.settled(n), 'the NodePort Services', 600_000);
     await natDone;
     if (path === 'nat' && nat!.stats.full !== 1) throw new Error(`nat: the whole table was not written: ${JSON.stringify(nat!.stats)}`);
@@ -193,7 +193,7 @@ export async function measureNodePortChanges(path: ExternalPath, n: number, chan
       const rev = store.revision();
       const runs = natRuns;
       const t = performance.now();
-      server.upsert('endpointslices', endpoints(i, eps));
+      await server.upsert('endpointslices', endpoints(i, eps));
       if (path === 'nat') {
         await until(() => natRuns > runs, 'the NAT table change', 30_000);
       } else {

@@ -1,6 +1,7 @@
 /**
  * The Ferry side of the Kubernetes benchmarks (bench/k8s.ts,
- * bench/k8s-paths.ts): the Kubernetes API test server on 127.0.0.1, a store
+ * bench/k8s-paths.ts): the Kubernetes API test server on 127.0.0.1 in its
+ * own thread (bench/k8s-server-thread.ts), a store
  * in a file (SQLite with its fsyncs), the datapath — a real LbDatapath in a
  * private pin directory with the real Reconciler, or the tests' fake Applier
  * — behind the Controller, and K8sSync fed by the real watch client.
@@ -21,7 +22,7 @@ import type { Store } from '../src/store/types.js';
 import { FakeApplier } from '../test/lib/api-fixture.js';
 import { ensureBpffs } from '../test/lib/harness.js';
 import { node } from '../test/lib/k8s-objects.js';
-import { K8sTestServer } from '../test/lib/k8s-server.js';
+import { K8sServerThread } from './k8s-server-thread.js';
 
 export const BENCH_NODE = 'bench-node';
 /** Endpoints per Service in the Kubernetes benchmarks. */
@@ -55,7 +56,7 @@ export class SyncRig {
   controller!: Controller;
 
   private constructor(
-    readonly server: K8sTestServer,
+    readonly server: K8sServerThread,
     readonly store: Store,
     private readonly dir: string,
     private readonly pinRoot: string,
@@ -64,7 +65,7 @@ export class SyncRig {
   /** Everything started, the nodes listed and the first (empty) sync done. */
   static async start(o: SyncRigOptions): Promise<SyncRig> {
     const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-k8s-'));
-    const server = await K8sTestServer.start();
+    const server = await K8sServerThread.start();
     const store = openStore(join(dir, 'ferry.db'), { maxVips: 16_384, maxBackends: 262_144 });
     const rig = new SyncRig(server, store, dir, `/sys/fs/bpf/ferry-bench-k8s-${process.pid}`);
     try {
@@ -101,12 +102,12 @@ export class SyncRig {
     this.sync = new K8sSync({ controller: this.controller, ...o.sync });
     const nodes = o.nodes ?? [[BENCH_NODE, '192.0.2.1']];
     this.watch = new K8sWatch({
-      kubeConfig: loadKubeConfig({ kubeconfig: this.server.writeKubeconfig() }),
+      kubeConfig: loadKubeConfig({ kubeconfig: this.server.kubeconfig }),
       nodeName: nodes[0]![0],
       handler: this.sync,
       resyncMs: 0,
     });
-    for (const [name, address] of nodes) this.server.upsert('nodes', node(name, [['InternalIP', address]]));
+    await this.server.upsertMany(nodes.map(([name, address]) => ['nodes', node(name, [['InternalIP', address]])] as const));
     this.watch.start();
     await this.watch.waitSynced();
     const s = this.sync;

@@ -8,13 +8,14 @@
  * namespace, measured in the same run.
  *
  * Ferry side: the Kubernetes API test server (test/lib/k8s-server.ts) on
- * 127.0.0.1, the real watch client, K8sSync, a store in a file (SQLite with
- * its fsyncs), and — as root with BTF — a real LbDatapath in a private pin
- * directory with the real Reconciler (Maglev tables built and swapped into
- * the maps); otherwise the fake Applier of the tests. The clock starts when
- * the server has handed the events to its watch connections (the API
- * server's own encoding is not counted) and stops when every Service is
- * committed and applied.
+ * 127.0.0.1 in a thread of its own (bench/k8s-server-thread.ts: a real API
+ * server is another process), the real watch client, K8sSync, a store in a
+ * file (SQLite with its fsyncs), and — as root with BTF — a real LbDatapath
+ * in a private pin directory with the real Reconciler (Maglev tables built
+ * and swapped into the maps); otherwise the fake Applier of the tests. The
+ * clock starts once the objects are in the server's thread, before it
+ * stores them and writes their events to the watch connections, and stops
+ * when every Service is committed and applied.
  *
  * iptables side: the ruleset text is generated beforehand (kube-proxy's
  * computing is not counted either), then `iptables-restore --noflush
@@ -58,8 +59,9 @@ import type { NatEntry } from '../src/k8s/translate.js';
 import type { KubeObject } from '../src/k8s/types.js';
 import { packageRoot } from '../src/paths.js';
 import { service, slice } from '../test/lib/k8s-objects.js';
-import type { K8sTestServer, ResourceName } from '../test/lib/k8s-server.js';
+import type { ResourceName } from '../test/lib/k8s-server.js';
 import { argValue } from './args.js';
+import type { K8sServerThread } from './k8s-server-thread.js';
 import { measureK8sConnect, type K8sConnectResult } from './k8s-connect.js';
 import { measureNodePortChanges, measureNodePortPackets, type NodePortPackets, type PathChange } from './k8s-paths.js';
 import { BENCH_NODE as NODE, changedEndpoints, ENDPOINTS, ip4, podIp, quantile, SyncRig, until } from './k8s-sync.js';
@@ -165,7 +167,7 @@ function burst(n: number): Array<readonly [ResourceName, KubeObject]> {
  * and applied) and its resident memory then. No interface is attached, and
  * the socket-LB and the kernel NAT are off (they would act on this host).
  */
-async function measureFerrydRss(server: K8sTestServer, n: number): Promise<FerrydRss> {
+async function measureFerrydRss(server: K8sServerThread, n: number): Promise<FerrydRss> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-k8sd-'));
   const pinRoot = `/sys/fs/bpf/ferry-bench-k8sd-${process.pid}`;
   const socket = join(dir, 'ferry.sock');
@@ -189,7 +191,7 @@ async function measureFerrydRss(server: K8sTestServer, n: number): Promise<Ferry
       'log:',
       '  level: warn',
       'kubernetes:',
-      `  kubeconfig: ${server.writeKubeconfig()}`,
+      `  kubeconfig: ${server.kubeconfig}`,
       `  node_name: ${NODE}`,
       '  health_check_addresses: ["127.0.0.1"]',
       '  socket_lb:',
@@ -331,12 +333,12 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
   try {
     const rev0 = store.revision();
     const batches0 = s.stats.batches;
-    const objs = burst(n);
+    await server.stage(burst(n));
     const stopProfile = profileDir === undefined ? null : await startProfile(profileDir, `burst-${n}`);
     const probe = loopDelayProbe();
     measuring = true;
-    server.upsertMany(objs);
     const t0 = performance.now();
+    await server.publish();
     await until(() => rig.settled(n), 'the burst', 600_000);
     const ms = performance.now() - t0;
     await stopProfile?.();
@@ -363,7 +365,7 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
         const rev = store.revision();
         const before = lastBatch;
         const t = performance.now();
-        server.upsert('endpointslices', slice(`svc-${i}-x`, eps, { namespace: 'bench', service: `svc-${i}` }));
+        await server.upsert('endpointslices', slice(`svc-${i}-x`, eps, { namespace: 'bench', service: `svc-${i}` }));
         await until(
           () => lastBatch !== before && store.revision() > rev && controller.appliedRevision === store.revision(),
           'an endpoint change',
