@@ -155,9 +155,13 @@ export function prepareStatements(db: Db) {
     deleteBackend: p<[number]>('DELETE FROM backends WHERE id = ?'),
 
     // datapath ids
-    freeVipId: p<[number], number>('SELECT dp_id FROM vip_ids WHERE in_use = 0 AND dp_id < ? ORDER BY dp_id LIMIT 1').pluck(),
+    // An id is marked in use where it is allocated (schema version 7); the rows' delete triggers free it.
+    takeFreeVipId: p<[number], number>(`
+      UPDATE vip_ids SET in_use = 1
+      WHERE dp_id = (SELECT dp_id FROM vip_ids WHERE in_use = 0 AND dp_id < ? ORDER BY dp_id LIMIT 1)
+      RETURNING dp_id`).pluck(),
     nextVipId: p<[], number>('SELECT COALESCE(MAX(dp_id) + 1, 0) FROM vip_ids').pluck(),
-    addVipId: p<[number]>('INSERT INTO vip_ids (dp_id, in_use) VALUES (?, 0)'),
+    addVipId: p<[number]>('INSERT INTO vip_ids (dp_id, in_use) VALUES (?, 1)'),
     freeBackendIds: p<[number, number], number>(
       'SELECT dp_id FROM backend_ids WHERE in_use = 0 AND dp_id < ? ORDER BY dp_id LIMIT ?',
     ).pluck(),
@@ -165,10 +169,10 @@ export function prepareStatements(db: Db) {
     // New ids [first, end), each at generation 1 (0 is never used): one statement for a whole allocation.
     addBackendIds: p<[first: number, end: number]>(`
       WITH RECURSIVE ids (dp_id) AS (SELECT ? UNION ALL SELECT dp_id + 1 FROM ids WHERE dp_id + 1 < ?)
-      INSERT INTO backend_ids (dp_id, gen, in_use) SELECT dp_id, 1, 0 FROM ids`),
+      INSERT INTO backend_ids (dp_id, gen, in_use) SELECT dp_id, 1, 1 FROM ids`),
     // u32 generations; 0 is never used so a zeroed map entry never matches.
-    bumpGen: p<[number], number>(`
-      UPDATE backend_ids SET gen = CASE WHEN gen >= 4294967295 THEN 1 ELSE gen + 1 END
+    takeBackendId: p<[number], number>(`
+      UPDATE backend_ids SET gen = CASE WHEN gen >= 4294967295 THEN 1 ELSE gen + 1 END, in_use = 1
       WHERE dp_id = ? RETURNING gen`).pluck(),
     backendIdsInUse: p<[], number>('SELECT COUNT(*) FROM backend_ids WHERE in_use = 1').pluck(),
     vipIdsInUse: p<[], number>('SELECT COUNT(*) FROM vip_ids WHERE in_use = 1').pluck(),

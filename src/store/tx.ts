@@ -711,12 +711,12 @@ export class Tx implements StoreTx {
 
   // ------------------------------------------------------- datapath ids
 
-  /** The lowest free VIP id (ids are handed out lowest first, so the used ones are 0..N-1). */
+  /** The lowest free VIP id, marked in use (ids are handed out lowest first, so the used ones are 0..N-1). */
   private allocVipId(): number {
     const st = this.wr;
     const { maxVips } = this.ctx;
     const looked = this.freeVipIdsMayExist;
-    const free = looked ? st.freeVipId.get(maxVips) : undefined;
+    const free = looked ? st.takeFreeVipId.get(maxVips) : undefined;
     if (free !== undefined) return free;
     this.freeVipIdsMayExist = false;
     const next = st.nextVipId.get() ?? 0;
@@ -734,7 +734,9 @@ export class Tx implements StoreTx {
   /**
    * `count` backend ids, lowest free first, each with its next generation (a
    * reused id never repeats a generation); then ids never used, which start
-   * at generation 1. The ids are not taken until the backends are inserted.
+   * at generation 1. They are marked in use here, not by a trigger on each
+   * inserted row (schema version 7): the caller inserts their backends in
+   * the same transaction, and an error rolls both back.
    */
   private allocBackendIds(count: number): Array<{ dpId: number; gen: number }> {
     if (count === 0) return [];
@@ -743,7 +745,7 @@ export class Tx implements StoreTx {
     const looked = this.freeBackendIdsMayExist;
     const free = looked ? st.freeBackendIds.all(maxBackends, count) : [];
     const ids = free.map((dpId) => {
-      const gen = st.bumpGen.get(dpId);
+      const gen = st.takeBackendId.get(dpId);
       if (gen === undefined) throw new Error(`store: backend id ${dpId} missing`);
       return { dpId, gen };
     });

@@ -58,6 +58,10 @@ function vip(name: string, over: Partial<VipSpec> = {}): VipSpec {
 
 /** What each migration added, undone: a database as an older version left it. */
 const UNDO: Record<number, string> = {
+  7: [
+    'CREATE TRIGGER vips_take_id AFTER INSERT ON vips BEGIN\n  UPDATE vip_ids SET in_use = 1 WHERE dp_id = NEW.dp_id;\nEND;',
+    'CREATE TRIGGER backends_take_id AFTER INSERT ON backends BEGIN\n  UPDATE backend_ids SET in_use = 1 WHERE dp_id = NEW.dp_id;\nEND;',
+  ].join('\n'),
   6: 'DROP TABLE fleet_mark',
   5: 'ALTER TABLE vips DROP COLUMN forwarding; ALTER TABLE tombstones DROP COLUMN port; ALTER TABLE tombstones DROP COLUMN host',
   4: 'ALTER TABLE backends DROP COLUMN port; ALTER TABLE backends DROP COLUMN host',
@@ -329,6 +333,67 @@ describe('open and migrations', () => {
     assert.equal(v.forwarding, 'snat');
     const b = w(store, (tx) => tx.createBackend('nat', { address: '10.0.0.2', port: 8080 }));
     assert.deepEqual([b.port, b.host], [8080, undefined], 'source NAT translates the port here: no host needed');
+    store.close();
+  });
+
+  it('upgrades a version 6 database to version 7: ids in use stay exact without the insert triggers', () => {
+    const c = clock();
+    const { store, before } = upgradedFrom(6, {
+      vips: [
+        { ...vip('a', { port: 1 }), backends: [{ address: '10.0.0.1' }, { address: '10.0.0.2' }] },
+        { ...vip('b', { port: 2 }), backends: [{ address: '10.0.1.1' }] },
+      ],
+    });
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot()),
+      before,
+    );
+    const path = join(dirs.at(-1)!, 'v6.db');
+    const raw = new Database(path, { readonly: true });
+    const triggers = raw.prepare<[], string>("SELECT name FROM sqlite_schema WHERE type = 'trigger' ORDER BY name").pluck().all();
+    assert.deepEqual(triggers, ['backends_free_id', 'tombstones_free_id', 'tombstones_take_id', 'vips_free_id']);
+    /** Every id marked in use is held by a row (a VIP; a backend or a tombstone), and every held id is marked. */
+    const exact = (what: string): void => {
+      const col = (sql: string): number[] => raw.prepare<[], number>(sql).pluck().all();
+      assert.deepEqual(
+        col('SELECT dp_id FROM vip_ids WHERE in_use = 1 ORDER BY dp_id'),
+        col('SELECT dp_id FROM vips ORDER BY dp_id'),
+        `${what}: VIP ids`,
+      );
+      assert.deepEqual(
+        col('SELECT dp_id FROM backend_ids WHERE in_use = 1 ORDER BY dp_id'),
+        col('SELECT dp_id FROM backends UNION SELECT dp_id FROM tombstones ORDER BY dp_id'),
+        `${what}: backend ids`,
+      );
+    };
+    exact('upgraded');
+    w(store, (tx) => tx.deleteBackend('a', '10.0.0.1', 30));
+    exact('a backend draining');
+    w(store, (tx) => tx.deleteBackend('a', '10.0.0.2', 0));
+    exact('a backend gone at once');
+    w(store, (tx) => tx.createBackend('b', { address: '10.0.1.2' }));
+    exact('a free id reused');
+    w(store, (tx) => tx.createBackend('a', { address: '10.0.0.1' }));
+    exact('a tombstone revived');
+    w(store, (tx) => tx.deleteVip('b'));
+    exact('a VIP deleted with its backends (cascade)');
+    w(store, (tx) =>
+      tx.replaceState({ vips: [{ ...vip('c', { port: 3 }), backends: [{ address: '10.0.2.1' }, { address: '10.0.2.2' }] }] }, 0),
+    );
+    exact('a whole state replaced');
+    w(store, (tx) => tx.deleteBackend('c', '10.0.2.1', 30));
+    store.write('t', 'expire', (tx) => tx.expireTombstones(c.value() + 31_000));
+    exact('a tombstone expired');
+    // A write that fails rolls its allocations back with it.
+    assert.throws(() =>
+      store.write('t', 'fails', (tx) => {
+        tx.createBackend('c', { address: '10.0.2.9' });
+        tx.createVip(vip('d', { port: 4 }));
+        throw new Error('boom');
+      }),
+    );
+    exact('a failed write');
+    raw.close();
     store.close();
   });
 
