@@ -78,6 +78,8 @@ export interface SizeResult {
   /** Event-loop delay during the burst, ms: the longest the process could not run anything else, and p99. */
   ferry_loop_delay_max_ms: number;
   ferry_loop_delay_p99_ms: number;
+  /** CPU time during the burst: the main thread (the control plane) and the process, user and system. */
+  ferry_cpu: CpuTime;
   datapath: 'real' | 'fake';
   /** At 10,000 Services: one endpoint change at a time (null at smaller sizes). */
   one_change: OneChange | null;
@@ -260,6 +262,41 @@ function loopDelayProbe(): { stop(): { maxMs: number; p99Ms: number } } {
   };
 }
 
+/** CPU time in ms, user and system (the kernel's), of the main thread and of the whole process (every thread). */
+interface CpuTime {
+  main_user_ms: number;
+  main_system_ms: number;
+  process_user_ms: number;
+  process_system_ms: number;
+}
+
+/**
+ * A CPU clock: the main thread's times from /proc (USER_HZ ticks, 10 ms on
+ * Linux), the process's from the runtime. The main thread runs Ferry's
+ * control plane; the other threads build Maglev tables and serve the test
+ * API server. System time is the kernel's part: syscalls (map updates,
+ * SQLite's writes and fsyncs, sockets) and page faults.
+ */
+function cpuClock(): () => CpuTime {
+  const main = (): [number, number] => {
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return [Number(fields[11]) * 10, Number(fields[12]) * 10];
+  };
+  const [mu, ms] = main();
+  const p0 = process.cpuUsage();
+  return () => {
+    const [mu1, ms1] = main();
+    const p = process.cpuUsage(p0);
+    return {
+      main_user_ms: mu1 - mu,
+      main_system_ms: ms1 - ms,
+      process_user_ms: Math.round(p.user / 1000),
+      process_system_ms: Math.round(p.system / 1000),
+    };
+  };
+}
+
 /** Ferry: burst → committed in SQLite and applied to the datapath. */
 interface FerryResult {
   ms: number;
@@ -268,6 +305,7 @@ interface FerryResult {
   longestStepMs: number;
   loopDelayMaxMs: number;
   loopDelayP99Ms: number;
+  cpu: CpuTime;
   oneChange: OneChange | null;
   ferrydRss: FerrydRss | null;
 }
@@ -337,10 +375,12 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
     const stopProfile = profileDir === undefined ? null : await startProfile(profileDir, `burst-${n}`);
     const probe = loopDelayProbe();
     measuring = true;
+    const cpuNow = cpuClock();
     const t0 = performance.now();
     await server.publish();
     await until(() => rig.settled(n), 'the burst', 600_000);
     const ms = performance.now() - t0;
+    const cpu = cpuNow();
     await stopProfile?.();
     const delay = probe.stop();
     measuring = false;
@@ -393,6 +433,7 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
       longestStepMs: longest,
       loopDelayMaxMs: delay.maxMs,
       loopDelayP99Ms: delay.p99Ms,
+      cpu,
       oneChange,
       ferrydRss,
     };
@@ -599,7 +640,8 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
     const f = await ferryRun(n, real, o.caps, o.burstOnly, o.profileDir);
     progress(
       `N=${n}: Ferry ${Math.round(f.ms)} ms in ${f.transactions} transactions (longest ${Math.round(f.longestStepMs)} ms, ` +
-        `event-loop delay max ${Math.round(f.loopDelayMaxMs)} ms)`,
+        `event-loop delay max ${Math.round(f.loopDelayMaxMs)} ms); CPU: main thread ${f.cpu.main_user_ms} ms user + ` +
+        `${f.cpu.main_system_ms} ms system, process ${f.cpu.process_user_ms} + ${f.cpu.process_system_ms} ms`,
     );
     if (f.oneChange) {
       progress(
@@ -633,6 +675,7 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
       ferry_longest_step_ms: Math.round(f.longestStepMs),
       ferry_loop_delay_max_ms: Math.round(f.loopDelayMaxMs),
       ferry_loop_delay_p99_ms: Math.round(f.loopDelayP99Ms),
+      ferry_cpu: f.cpu,
       datapath: real ? 'real' : 'fake',
       one_change: f.oneChange,
       ferryd: f.ferrydRss,
