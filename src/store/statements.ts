@@ -142,7 +142,8 @@ export function prepareStatements(db: Db) {
     deletePolicy: p<[string]>('DELETE FROM policies WHERE name = ?'),
 
     // backends
-    backendByAddr: p<[number, string], BackendRow>(`${BACKEND_SELECT} WHERE b.vip_id = ? AND b.address = ?`),
+    // By the sort key (addressSortKey of the canonical address): (vip_id, sort_key) is the unique index.
+    backendByKey: p<[number, Buffer], BackendRow>(`${BACKEND_SELECT} WHERE b.vip_id = ? AND b.sort_key = ?`),
     backendPage: p<[number, Buffer, number], BackendRow>(
       `${BACKEND_SELECT} WHERE b.vip_id = ? AND b.sort_key > ? ORDER BY b.sort_key LIMIT ?`,
     ),

@@ -254,7 +254,7 @@ export class Tx implements StoreTx {
       const vipRow = this.mustVip(vip);
       assertOwner('vip', vipRow.name, vipRow.owner, owner ?? null);
       const norm = checkBackend(spec, vipRow);
-      if (st.backendByAddr.get(vipRow.id, norm.address) !== undefined) {
+      if (backendAt(st, vipRow.id, norm.address) !== undefined) {
         throw new ConflictError(`backend ${norm.address} already exists in vip "${vipRow.name}"`);
       }
       return this.insertBackends(vipRow, [norm], owner ?? null)[0]!;
@@ -266,7 +266,7 @@ export class Tx implements StoreTx {
       const vipRow = this.mustVip(vip);
       assertOwner('vip', vipRow.name, vipRow.owner, owner ?? null);
       const norm = checkBackend(spec, vipRow);
-      const row = st.backendByAddr.get(vipRow.id, norm.address);
+      const row = backendAt(st, vipRow.id, norm.address);
       if (row === undefined) return { record: this.insertBackends(vipRow, [norm], owner ?? null)[0]!, created: true };
       assertOwner('backend', `${vipRow.name}/${row.address}`, row.owner, owner ?? null);
       return { record: this.updateBackend(row, norm).record, created: false };
@@ -454,7 +454,7 @@ export class Tx implements StoreTx {
 
   private mustBackend(vip: VipRow, address: string): BackendRow {
     const canonical = canonicalIp(address);
-    const row = canonical === null ? undefined : this.rd.backendByAddr.get(vip.id, canonical);
+    const row = canonical === null ? undefined : backendAt(this.rd, vip.id, canonical);
     if (row === undefined) throw new NotFoundError(`backend ${address} not found in vip "${vip.name}"`);
     return row;
   }
@@ -770,6 +770,11 @@ export class Tx implements StoreTx {
 }
 
 // ---------------------------------------------------------------- helpers
+
+/** A VIP's backend at a canonical address, found by its sort key (the unique index, schema version 8). */
+function backendAt(st: Statements, vipId: number, canonical: string): BackendRow | undefined {
+  return st.backendByKey.get(vipId, addressSortKey(canonical));
+}
 
 function backendKey(b: { vip: string; address: string }): string {
   return `backend/${b.vip}/${b.address}`;

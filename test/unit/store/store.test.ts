@@ -56,8 +56,40 @@ function vip(name: string, over: Partial<VipSpec> = {}): VipSpec {
   return { name, address: '198.18.0.1', port: 80, protocol: 'tcp', ...over };
 }
 
+/**
+ * Version 8 undone: the backends table rebuilt as version 7 had it, with
+ * its index and the triggers naming it, each from a version-7 database's
+ * own text (so the schema compares equal, word for word).
+ */
+function undoV8(): string {
+  const v7 = new Database(':memory:');
+  migrate(
+    v7,
+    ':memory:',
+    MIGRATIONS.filter((m) => m.version <= 7),
+  );
+  const sql = (name: string): string => v7.prepare<[string], string>('SELECT sql FROM sqlite_schema WHERE name = ?').pluck().get(name)!;
+  const cols =
+    'id, vip_id, address, sort_key, weight, state, owner, created_revision, updated_revision, dp_id, dp_gen, health_check, port, host';
+  const script = [
+    'DROP TRIGGER backends_free_id',
+    'DROP TRIGGER tombstones_free_id',
+    'DROP INDEX backends_order',
+    'ALTER TABLE backends RENAME TO backends_v8',
+    sql('backends'),
+    `INSERT INTO backends (${cols}) SELECT ${cols} FROM backends_v8`,
+    'DROP TABLE backends_v8',
+    sql('backends_order'),
+    sql('backends_free_id'),
+    sql('tombstones_free_id'),
+  ];
+  v7.close();
+  return `${script.join(';\n')};`;
+}
+
 /** What each migration added, undone: a database as an older version left it. */
 const UNDO: Record<number, string> = {
+  8: undoV8(),
   7: [
     'CREATE TRIGGER vips_take_id AFTER INSERT ON vips BEGIN\n  UPDATE vip_ids SET in_use = 1 WHERE dp_id = NEW.dp_id;\nEND;',
     'CREATE TRIGGER backends_take_id AFTER INSERT ON backends BEGIN\n  UPDATE backend_ids SET in_use = 1 WHERE dp_id = NEW.dp_id;\nEND;',
@@ -393,6 +425,56 @@ describe('open and migrations', () => {
       }),
     );
     exact('a failed write');
+    raw.close();
+    store.close();
+  });
+
+  it('upgrades a version 7 database to version 8: backends keep their rows and ids, one unique index of addresses', () => {
+    const { store, before } = upgradedFrom(7, {
+      vips: [
+        { ...vip('a', { port: 1 }), backends: [{ address: '10.0.0.2', weight: 3 }, { address: '10.0.0.10' }, { address: '10.0.0.1' }] },
+        { ...vip('b', { port: 2, address: '2001:db8::b' }), backends: [{ address: '2001:db8::1', port: 8080, host: 'local' }] },
+      ],
+    });
+    assert.deepEqual(
+      r(store, (tx) => tx.snapshot()),
+      before,
+      'rows, ids, generations and order unchanged',
+    );
+    const raw = new Database(join(dirs.at(-1)!, 'v7.db'), { readonly: true });
+    const indexes = raw
+      .prepare<[], string>("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'backends' ORDER BY name")
+      .pluck()
+      .all();
+    assert.deepEqual(indexes, ['backends_order', 'sqlite_autoindex_backends_1'], 'backends_order and dp_id UNIQUE only');
+    const plan = raw
+      .prepare<[null], { detail: string }>('EXPLAIN QUERY PLAN SELECT id FROM backends WHERE vip_id = 1 AND sort_key = ?')
+      .all(null)
+      .map((x) => x.detail)
+      .join('; ');
+    assert.match(plan, /USING (COVERING )?INDEX backends_order \(vip_id=\? AND sort_key=\?\)/);
+    // Found by address (through the sort key), changed, refused twice, deleted: the id goes back.
+    assert.equal(
+      r(store, (tx) => tx.getBackend('a', '10.0.0.10').weight),
+      100,
+    );
+    assert.equal(w(store, (tx) => tx.putBackend('a', { address: '10.0.0.10', weight: 9 })).created, false);
+    assert.equal(
+      r(store, (tx) => tx.getBackend('b', '2001:DB8::1').port),
+      8080,
+    );
+    throwsKind(() => w(store, (tx) => tx.createBackend('a', { address: '10.0.0.1' })), ConflictError, 'already exists', 409);
+    w(store, (tx) => tx.deleteBackend('a', '10.0.0.1', 0));
+    const inUse = raw.prepare<[], number>('SELECT COUNT(*) FROM backend_ids WHERE in_use = 1').pluck().get();
+    assert.equal(inUse, 3, 'the deleted backend freed its id (the delete trigger was made again)');
+    assert.deepEqual(
+      r(store, (tx) => tx.listBackends('a').items.map((b) => [b.address, b.weight])),
+      [
+        ['10.0.0.2', 3],
+        ['10.0.0.10', 9],
+      ],
+      'numeric order',
+    );
     raw.close();
     store.close();
   });
