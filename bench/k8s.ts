@@ -273,9 +273,10 @@ interface CpuTime {
 /**
  * A CPU clock: the main thread's times from /proc (USER_HZ ticks, 10 ms on
  * Linux), the process's from the runtime. The main thread runs Ferry's
- * control plane; the other threads build Maglev tables and serve the test
- * API server. System time is the kernel's part: syscalls (map updates,
- * SQLite's writes and fsyncs, sockets) and page faults.
+ * control plane; the other threads build Maglev tables, serve the test API
+ * server and run V8's helpers (garbage collection, compilation). System
+ * time is the kernel's part: syscalls (map updates, SQLite's writes and
+ * fsyncs, sockets) and page faults.
  */
 function cpuClock(): () => CpuTime {
   const main = (): [number, number] => {
