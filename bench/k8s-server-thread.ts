@@ -17,7 +17,8 @@ import { K8sTestServer, type ResourceName } from '../test/lib/k8s-server.js';
 
 export type Change = readonly [ResourceName, KubeObject];
 
-type Request = { id: number; op: 'stage'; list: Change[] } | { id: number; op: 'publish' } | { id: number; op: 'close' };
+type Op = { op: 'stage'; list: Change[] } | { op: 'publish' } | { op: 'close' };
+type Request = Op & { id: number };
 type Reply = { id: number; error?: string };
 
 export class K8sServerThread {
@@ -75,7 +76,7 @@ export class K8sServerThread {
     await this.worker.terminate();
   }
 
-  private call(req: { op: 'stage'; list: Change[] } | { op: 'publish' } | { op: 'close' }): Promise<void> {
+  private call(req: Op): Promise<void> {
     const id = this.next++;
     return new Promise<void>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });

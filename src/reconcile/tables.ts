@@ -5,7 +5,7 @@
  * (src/datapath/maglevtables.ts), and nothing waits for the kernel.
  */
 import type { LbDatapath } from '../datapath/lb.js';
-import { buildMaglevTables, startMaglevTables } from '../maglev/index.js';
+import { buildMaglevTables, startMaglevTables, type MaglevInput } from '../maglev/index.js';
 import type { VipEntry } from './desired.js';
 
 /** Tables built per batch, to install or to compare (bounds the memory of one apply or start). */
@@ -16,7 +16,12 @@ export const PREFETCH_SLOTS = 4 * 1024 * 1024;
 
 /** The Maglev tables desired VIPs should have, built together (buildMaglevTables). */
 export function buildTables(vs: readonly VipEntry[], seed: number): Uint32Array[] {
-  return buildMaglevTables(vs.map((v) => ({ backends: v.slotted, m: v.vip.m, seed })));
+  return buildMaglevTables(maglevInputs(vs, seed));
+}
+
+/** What the Maglev builder takes for each VIP's table. */
+function maglevInputs(vs: readonly VipEntry[], seed: number): MaglevInput[] {
+  return vs.map((v) => ({ backends: v.slotted, m: v.vip.m, seed }));
 }
 
 /** A batch of prefetched tables: collected (once) when the first of them is installed. */
@@ -78,7 +83,7 @@ export class TablePrefetch {
     this.queued = [];
     let collect: () => Uint32Array[];
     try {
-      collect = startMaglevTables(entries.map((v) => ({ backends: v.slotted, m: v.vip.m, seed: this.seed })));
+      collect = startMaglevTables(maglevInputs(entries, this.seed));
     } catch {
       return; // Inputs the fill refuses: built when installed, and refused there as ever.
     }
