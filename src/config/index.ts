@@ -32,6 +32,7 @@ export interface KubernetesConfig {
   proxy_name: string | null;
   drain_seconds: number;
   batch_delay_ms: number;
+  batch_quiet_ms: number;
   batch_max_events: number;
   resync_seconds: number;
   node_port_address_types: Array<(typeof NODE_ADDRESS_TYPES)[number]>;
@@ -297,6 +298,7 @@ export const CONFIG_SCHEMA = {
         proxy_name: nullableString(LABEL_VALUE),
         drain_seconds: { type: 'integer', minimum: 0, maximum: 86400, default: 30 },
         batch_delay_ms: { type: 'integer', minimum: 0, maximum: 60000, default: 200 },
+        batch_quiet_ms: { type: 'integer', minimum: 0, maximum: 60000, default: 10 },
         batch_max_events: { type: 'integer', minimum: 1, maximum: 1000000, default: 10000 },
         resync_seconds: { type: 'integer', minimum: 0, maximum: 86400, default: 600 },
         node_port_address_types: {

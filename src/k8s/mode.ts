@@ -147,6 +147,7 @@ export class K8sMode {
       },
       drainSeconds: k.drain_seconds,
       maxDelayMs: k.batch_delay_ms,
+      quietMs: k.batch_quiet_ms,
       maxEvents: k.batch_max_events,
       log: o.log,
       onClusterIps: (all) => this.applyClusterIps(all),

@@ -5,9 +5,11 @@
  * dirty (an EndpointSlice marks its Service, through the
  * kubernetes.io/service-name label; a change of this node's addresses
  * marks every Service). Dirty Services are flushed as one batch when the
- * oldest pending event is `maxDelayMs` old (200 ms) or `maxEvents` (10,000)
- * have accumulated, whichever comes first, so a burst of thousands of
- * changes becomes a few batches of bounded transactions. A Service never
+ * streams have been quiet for `quietMs` (10 ms), the oldest pending event is
+ * `maxDelayMs` old (200 ms) or `maxEvents` (10,000) have accumulated,
+ * whichever comes first, so a burst of thousands of changes becomes a few
+ * batches of bounded transactions and a lone change waits only for the
+ * quiet. A Service never
  * written yet that has no EndpointSlice waits for one: the two arrive on
  * different watch streams, and in a burst the Services' (small objects)
  * arrives whole while the EndpointSlices' is still being read. It waits
@@ -113,6 +115,8 @@ export interface K8sSyncOptions {
   drainSeconds: number;
   /** Coalescing window, from the first pending event; default 200 ms. */
   maxDelayMs?: number;
+  /** A batch starts sooner once no event came for this long; default 10 ms. */
+  quietMs?: number;
   /** Flush at once when this many events are pending; default 10,000. */
   maxEvents?: number;
   /**
@@ -230,6 +234,9 @@ export class K8sSync implements K8sEventHandler {
   private lastSliceEvent = -Infinity;
   private awaitTimer: NodeJS.Timeout | undefined;
   private pendingEvents = 0;
+  /** When the first pending event and the latest event came (performance.now()). */
+  private firstPending = 0;
+  private lastEvent = 0;
   private readonly syncedKinds = new Set<string>();
   private ready = false;
   private sweepPending = true;
@@ -400,14 +407,31 @@ export class K8sSync implements K8sEventHandler {
     this.stats.events++;
     if (key !== null) this.dirty.add(key);
     this.pendingEvents++;
+    this.lastEvent = performance.now();
     if (!this.ready || this.stopped || this.backoffTimer !== undefined) return;
     if (this.pendingEvents >= (this.o.maxEvents ?? 10_000)) this.flushSoon();
     else if (this.timer === undefined && this.immediate === undefined) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.safeFlush();
-      }, this.o.maxDelayMs ?? 200);
+      this.firstPending = this.lastEvent;
+      this.armBatch(this.lastEvent);
     }
+  }
+
+  /** When the pending events' batch is due: the streams quiet, or the oldest event at the end of the window. */
+  private batchDue(): number {
+    return Math.min(this.lastEvent + (this.o.quietMs ?? 10), this.firstPending + (this.o.maxDelayMs ?? 200));
+  }
+
+  /** One timer per batch, re-armed when events kept coming (cheaper than a timer reset per event). */
+  private armBatch(now: number): void {
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        const t = performance.now();
+        if (this.batchDue() - t >= 1) this.armBatch(t);
+        else this.safeFlush();
+      },
+      Math.max(1, Math.ceil(this.batchDue() - now)),
+    );
   }
 
   private flushSoon(): void {

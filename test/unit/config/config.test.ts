@@ -105,6 +105,7 @@ describe('config', () => {
       proxy_name: null,
       drain_seconds: 30,
       batch_delay_ms: 200,
+      batch_quiet_ms: 10,
       batch_max_events: 10000,
       resync_seconds: 600,
       node_port_address_types: ['InternalIP', 'ExternalIP'],

@@ -38,6 +38,7 @@ interface RigOptions {
   maxVips?: number;
   maxBackends?: number;
   maxDelayMs?: number;
+  quietMs?: number;
   caps?: Pick<K8sSyncOptions, 'servicesPerTransaction' | 'maxTransactionsPerBatch' | 'retry'>;
   seed?: (s: K8sTestServer) => void;
   before?: (api: Api) => void;
@@ -56,6 +57,7 @@ async function rig(o: RigOptions = {}): Promise<Rig> {
     translate: { nodeName: 'node-a' },
     drainSeconds: 30,
     maxDelayMs: o.maxDelayMs ?? 20,
+    ...(o.quietMs !== undefined ? { quietMs: o.quietMs } : {}),
     retry: { initialMs: 20, maxMs: 100 },
     ...o.caps,
     onBatch: (b) => batches.push(b),
@@ -263,6 +265,46 @@ describe('k8s sync: into the store, through the API', () => {
         [WEB_VIP, 2],
       ],
     );
+  });
+
+  it('a lone change is written once the streams are quiet, not at the end of the coalescing window', async () => {
+    const r = await rig({
+      maxDelayMs: 5000,
+      seed: (s) => {
+        s.upsert('services', service('web', { externalIPs: ['198.18.0.10'] }));
+        s.upsert('endpointslices', slice('web-abc', ['10.244.0.1']));
+      },
+    });
+    await settle(r);
+    const t = performance.now();
+    r.server.upsert('endpointslices', slice('web-abc', ['10.244.0.2']));
+    await settle(r);
+    const ms = performance.now() - t;
+    assert.deepEqual(await backends(r, WEB_VIP), [['10.244.0.2', 'active']]);
+    assert.ok(ms < 2500, `written after ${Math.round(ms)} ms, the window is 5000 ms`);
+  });
+
+  it('changes that keep coming within the quiet time are written as one batch', async () => {
+    const names = ['a', 'b', 'c', 'd', 'e'];
+    const r = await rig({
+      maxDelayMs: 5000,
+      quietMs: 400,
+      seed: (s) => {
+        names.forEach((n, i) => {
+          s.upsert('services', service(n, { externalIPs: [`198.18.0.${20 + i}`] }));
+          s.upsert('endpointslices', slice(`${n}-x`, ['10.244.1.1'], { service: n }));
+        });
+      },
+    });
+    await settle(r);
+    const batches = r.batches.length;
+    for (const [i, n] of names.entries()) {
+      if (i > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+      r.server.upsert('endpointslices', slice(`${n}-x`, ['10.244.1.2'], { service: n }));
+    }
+    await settle(r);
+    assert.equal(r.batches.length - batches, 1, `batches: ${JSON.stringify(r.batches.slice(batches))}`);
+    assert.equal(r.batches.at(-1)!.written, names.length);
   });
 
   it('ClusterIP-only changes touch the socket-LB list, not the store', async () => {
