@@ -7,13 +7,16 @@
  * benchmark then counted as Ferry's.
  *
  * A change is handed over in two steps so that a benchmark starts its clock
- * after the objects were copied to the thread (as building them was never
- * timed) and before the server stores and sends them: stage() copies,
- * publish() stores and sends what was staged.
+ * when the API server has the events ready to send, and times the watch
+ * streams from there: stage() copies the objects to the thread and prepares
+ * them there (stamped with uids and resourceVersions, encoded as JSON),
+ * publish() stores them and writes their events to the watch connections.
+ * Encoding 20,000 objects took the thread ~0.35 s, during which the burst's
+ * clock ran with nothing sent yet.
  */
 import { isMainThread, parentPort, Worker } from 'node:worker_threads';
 import type { KubeObject } from '../src/k8s/types.js';
-import { K8sTestServer, type ResourceName } from '../test/lib/k8s-server.js';
+import { K8sTestServer, type PreparedChanges, type ResourceName } from '../test/lib/k8s-server.js';
 
 export type Change = readonly [ResourceName, KubeObject];
 
@@ -51,7 +54,7 @@ export class K8sServerThread {
     return new K8sServerThread(worker, kubeconfig);
   }
 
-  /** Copies changes to the server's thread; nothing is stored or sent yet. */
+  /** Copies changes to the server's thread, which prepares them; nothing is stored or sent yet. */
   stage(list: readonly Change[]): Promise<void> {
     return this.call({ op: 'stage', list: [...list] });
   }
@@ -90,14 +93,17 @@ async function serve(): Promise<void> {
   const port = parentPort!;
   const server = await K8sTestServer.start();
   let staged: Change[] = [];
+  let prepared: PreparedChanges | null = null;
   port.on('message', (req: Request) => {
     void (async (): Promise<Reply> => {
       try {
-        if (req.op === 'stage') staged = staged.concat(req.list);
-        else if (req.op === 'publish') {
-          const list = staged;
+        if (req.op === 'stage') {
+          staged = staged.concat(req.list);
+          prepared = server.prepare(staged);
+        } else if (req.op === 'publish') {
+          if (prepared !== null) server.commit(prepared);
           staged = [];
-          server.upsertMany(list);
+          prepared = null;
         } else await server.close();
         return { id: req.id };
       } catch (err) {
