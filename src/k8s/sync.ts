@@ -5,11 +5,12 @@
  * dirty (an EndpointSlice marks its Service, through the
  * kubernetes.io/service-name label; a change of this node's addresses
  * marks every Service). Dirty Services are flushed as one batch when the
- * streams have been quiet for `quietMs` (10 ms), the oldest pending event is
- * `maxDelayMs` old (200 ms) or `maxEvents` (10,000) have accumulated,
- * whichever comes first, so a burst of thousands of changes becomes a few
- * batches of bounded transactions and a lone change waits only for the
- * quiet. A Service never
+ * streams have been quiet for `quietMs` (10 ms; but at most one such batch
+ * per quarter window, so changes that trickle in coalesce), the oldest
+ * pending event is `maxDelayMs` old (200 ms) or `maxEvents` (10,000) have
+ * accumulated, whichever comes first, so a burst of thousands of changes
+ * becomes a few batches of bounded transactions and a lone change waits
+ * only for the quiet. A Service never
  * written yet that has no EndpointSlice waits for one: the two arrive on
  * different watch streams, and in a burst the Services' (small objects)
  * arrives whole while the EndpointSlices' is still being read. It waits
@@ -234,9 +235,10 @@ export class K8sSync implements K8sEventHandler {
   private lastSliceEvent = -Infinity;
   private awaitTimer: NodeJS.Timeout | undefined;
   private pendingEvents = 0;
-  /** When the first pending event and the latest event came (performance.now()). */
+  /** When the first pending event and the latest event came, and when the last batch started (performance.now()). */
   private firstPending = 0;
   private lastEvent = 0;
+  private lastBatchStart = -Infinity;
   private readonly syncedKinds = new Set<string>();
   private ready = false;
   private sweepPending = true;
@@ -416,9 +418,16 @@ export class K8sSync implements K8sEventHandler {
     }
   }
 
-  /** When the pending events' batch is due: the streams quiet, or the oldest event at the end of the window. */
+  /**
+   * When the pending events' batch is due: once the streams are quiet, but
+   * not sooner than a quarter window after the last batch started (changes
+   * that trickle in, each after a quiet moment, would otherwise each cost a
+   * batch), and at the latest at the end of the window.
+   */
   private batchDue(): number {
-    return Math.min(this.lastEvent + (this.o.quietMs ?? 10), this.firstPending + (this.o.maxDelayMs ?? 200));
+    const window = this.o.maxDelayMs ?? 200;
+    const quiet = Math.max(this.lastEvent + (this.o.quietMs ?? 10), this.lastBatchStart + window / 4);
+    return Math.min(quiet, this.firstPending + window);
   }
 
   /** One timer per batch, re-armed when events kept coming (cheaper than a timer reset per event). */
@@ -527,6 +536,7 @@ export class K8sSync implements K8sEventHandler {
       this.sweepPending = false;
     }
     if (keys.size === 0) return;
+    this.lastBatchStart = started;
 
     const sorted = [...keys].sort();
     let size = Math.max(

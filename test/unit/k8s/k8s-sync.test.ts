@@ -276,6 +276,8 @@ describe('k8s sync: into the store, through the API', () => {
       },
     });
     await settle(r);
+    // Past the quarter window after the last batch, before which a quiet stream does not start one.
+    await new Promise((resolve) => setTimeout(resolve, 1300));
     const t = performance.now();
     r.server.upsert('endpointslices', slice('web-abc', ['10.244.0.2']));
     await settle(r);
@@ -305,6 +307,34 @@ describe('k8s sync: into the store, through the API', () => {
     await settle(r);
     assert.equal(r.batches.length - batches, 1, `batches: ${JSON.stringify(r.batches.slice(batches))}`);
     assert.equal(r.batches.at(-1)!.written, names.length);
+  });
+
+  it('changes that trickle in, each after a quiet moment, wait for a quarter window after the last batch', async () => {
+    const names = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
+    const r = await rig({
+      maxDelayMs: 2000,
+      quietMs: 5,
+      seed: (s) => {
+        names.forEach((n, i) => {
+          s.upsert('services', service(n, { externalIPs: [`198.18.0.${20 + i}`] }));
+          s.upsert('endpointslices', slice(`${n}-x`, ['10.244.1.1'], { service: n }));
+        });
+      },
+    });
+    await settle(r);
+    const batches = r.batches.length;
+    for (const [i, n] of names.entries()) {
+      if (i > 0) await new Promise((resolve) => setTimeout(resolve, 30));
+      r.server.upsert('endpointslices', slice(`${n}-x`, ['10.244.1.2'], { service: n }));
+    }
+    await settle(r);
+    // The first change after the quiet, the rest 500 ms after that batch began: two batches, not eight.
+    const written = r.batches.slice(batches).map((b) => b.written);
+    assert.ok(written.length <= 3, `batches: ${JSON.stringify(written)}`);
+    assert.equal(
+      written.reduce((a, b) => a + b, 0),
+      names.length,
+    );
   });
 
   it('ClusterIP-only changes touch the socket-LB list, not the store', async () => {
