@@ -5,12 +5,12 @@
  * dirty (an EndpointSlice marks its Service, through the
  * kubernetes.io/service-name label; a change of this node's addresses
  * marks every Service). Dirty Services are flushed as one batch when the
- * streams have been quiet for `quietMs` (10 ms; but at most one such batch
- * per quarter window, so changes that trickle in coalesce), the oldest
- * pending event is `maxDelayMs` old (200 ms) or `maxEvents` (10,000) have
- * accumulated, whichever comes first, so a burst of thousands of changes
- * becomes a few batches of bounded transactions and a lone change waits
- * only for the quiet. A Service never
+ * streams have been quiet for `quietMs` (10 ms; but no sooner than a quarter
+ * window after the previous batch began, so changes that trickle in
+ * coalesce), the oldest pending event is `maxDelayMs` old (200 ms) or
+ * `maxEvents` (10,000) have accumulated, whichever comes first, so a burst
+ * of thousands of changes becomes a few batches of bounded transactions and
+ * a lone change after a quiet spell waits only for the quiet. A Service never
  * written yet that has no EndpointSlice waits for one: the two arrive on
  * different watch streams, and in a burst the Services' (small objects)
  * arrives whole while the EndpointSlices' is still being read. It waits
@@ -243,6 +243,8 @@ export class K8sSync implements K8sEventHandler {
   private ready = false;
   private sweepPending = true;
   private timer: NodeJS.Timeout | undefined;
+  /** The batch timer's decision, taken after the loop has polled for I/O (armBatch). */
+  private quietCheck: NodeJS.Immediate | undefined;
   private immediate: NodeJS.Immediate | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   /** The batch being written, and the turn that writes its next transaction. */
@@ -350,6 +352,7 @@ export class K8sSync implements K8sEventHandler {
       this.dirty.size === 0 &&
       this.awaitingSlices.size === 0 &&
       this.timer === undefined &&
+      this.quietCheck === undefined &&
       this.immediate === undefined &&
       this.running === undefined
     );
@@ -393,13 +396,13 @@ export class K8sSync implements K8sEventHandler {
 
   stop(): void {
     this.stopped = true;
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.clearBatchTimer();
     if (this.immediate !== undefined) clearImmediate(this.immediate);
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     if (this.nextStep !== undefined) clearImmediate(this.nextStep);
     if (this.backoffTimer !== undefined) clearTimeout(this.backoffTimer);
     if (this.awaitTimer !== undefined) clearTimeout(this.awaitTimer);
-    this.timer = this.immediate = this.retryTimer = this.nextStep = this.backoffTimer = this.awaitTimer = undefined;
+    this.immediate = this.retryTimer = this.nextStep = this.backoffTimer = this.awaitTimer = undefined;
     this.running = undefined;
   }
 
@@ -412,7 +415,7 @@ export class K8sSync implements K8sEventHandler {
     this.lastEvent = performance.now();
     if (!this.ready || this.stopped || this.backoffTimer !== undefined) return;
     if (this.pendingEvents >= (this.o.maxEvents ?? 10_000)) this.flushSoon();
-    else if (this.timer === undefined && this.immediate === undefined) {
+    else if (this.timer === undefined && this.quietCheck === undefined && this.immediate === undefined) {
       this.firstPending = this.lastEvent;
       this.armBatch(this.lastEvent);
     }
@@ -430,23 +433,37 @@ export class K8sSync implements K8sEventHandler {
     return Math.min(quiet, this.firstPending + window);
   }
 
-  /** One timer per batch, re-armed when events kept coming (cheaper than a timer reset per event). */
+  /**
+   * One timer per batch, re-armed when events kept coming (cheaper than a
+   * timer reset per event). It decides on a later turn (setImmediate runs
+   * after the loop's poll for I/O): watch data that arrived while the loop
+   * was held elsewhere (an API write, a collection) is read as events
+   * first, rather than found after a batch of part of it started.
+   */
   private armBatch(now: number): void {
     this.timer = setTimeout(
       () => {
         this.timer = undefined;
-        const t = performance.now();
-        if (this.batchDue() - t >= 1) this.armBatch(t);
-        else this.safeFlush();
+        this.quietCheck = setImmediate(() => {
+          this.quietCheck = undefined;
+          const t = performance.now();
+          if (this.batchDue() - t >= 1) this.armBatch(t);
+          else this.safeFlush();
+        });
       },
       Math.max(1, Math.ceil(this.batchDue() - now)),
     );
   }
 
+  private clearBatchTimer(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.quietCheck !== undefined) clearImmediate(this.quietCheck);
+    this.timer = this.quietCheck = undefined;
+  }
+
   private flushSoon(): void {
     if (this.stopped || this.immediate !== undefined) return;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
+    this.clearBatchTimer();
     this.immediate = setImmediate(() => {
       this.immediate = undefined;
       this.safeFlush();
@@ -505,6 +522,8 @@ export class K8sSync implements K8sEventHandler {
   /** Schedules the next batch after the backoff of the current failure count; returns the delay. */
   private backoff(): number {
     const delay = backoffDelay(this.o.retry ?? DEFAULT_BACKOFF, this.consecutiveFailures, this.random);
+    // Events pending meanwhile wait for the backoff, not for a batch timer armed before the failure.
+    this.clearBatchTimer();
     if (this.backoffTimer !== undefined) clearTimeout(this.backoffTimer);
     this.backoffTimer = setTimeout(() => {
       this.backoffTimer = undefined;
@@ -523,8 +542,7 @@ export class K8sSync implements K8sEventHandler {
    */
   flush(): void {
     if (!this.ready || this.stopped || this.running !== undefined) return;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
+    this.clearBatchTimer();
     const started = performance.now();
     const keys = new Set(this.dirty);
     this.dirty = new Set();
