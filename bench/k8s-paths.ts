@@ -59,7 +59,7 @@ export interface PathChange {
   /** From the sync's batch start to the path's kernel state updated (xdp: store + datapath; nat: also nft). */
   applied_ms_p50: number;
   applied_ms_p99: number;
-  /** From the API server's event: also holds the sync's coalescing window (batch_delay_ms). */
+  /** From the API server's event: also holds the sync's batching (back to back: a quarter of batch_delay_ms after the last batch began). */
   end_to_end_ms_p50: number;
   end_to_end_ms_p99: number;
   /** What held the path's state: the real XDP datapath, the tests' fake one (no BPF here), or nftables. */

@@ -98,12 +98,15 @@ async function serve(): Promise<void> {
     void (async (): Promise<Reply> => {
       try {
         if (req.op === 'stage') {
-          staged = staged.concat(req.list);
-          prepared = server.prepare(staged);
+          const next = staged.concat(req.list);
+          prepared = server.prepare(next);
+          staged = next;
         } else if (req.op === 'publish') {
-          if (prepared !== null) server.commit(prepared);
+          const [list, p] = [staged, prepared];
           staged = [];
           prepared = null;
+          // Anything written since stage() (a Lease) leaves the prepared changes stale: they are prepared again.
+          if (p !== null) server.commit(server.isCurrent(p) ? p : server.prepare(list));
         } else await server.close();
         return { id: req.id };
       } catch (err) {

@@ -311,9 +311,14 @@ export class K8sTestServer {
     return { after: this.rv, entries };
   }
 
+  /** Whether prepared changes still follow the server's latest change (commit() takes only those). */
+  isCurrent(p: PreparedChanges): boolean {
+    return p.after === this.rv;
+  }
+
   /** upsertMany's second half: stores prepared changes and writes their events to the watchers. */
   commit(p: PreparedChanges): KubeObject[] {
-    if (p.after !== this.rv) throw new Error(`prepared after resourceVersion ${p.after}, the server is at ${this.rv}`);
+    if (!this.isCurrent(p)) throw new Error(`prepared after resourceVersion ${p.after}, the server is at ${this.rv}`);
     for (const e of p.entries) this.objects[e.resource].set(keyOf(e.object), e.object);
     this.rv = p.entries.at(-1)?.rv ?? this.rv;
     this.record([...p.entries]);
@@ -340,6 +345,7 @@ export class K8sTestServer {
     return entries.length;
   }
 
+  /** The stored object itself: not to be changed (history keeps its JSON; upsert a copy instead). */
   get(resource: ResourceName, key: string): KubeObject | undefined {
     return this.objects[resource].get(key);
   }
