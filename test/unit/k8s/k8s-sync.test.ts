@@ -286,11 +286,17 @@ describe('k8s sync: into the store, through the API', () => {
     assert.ok(ms < 1000, `written after ${Math.round(ms)} ms, the window is 5000 ms`);
   });
 
-  it('changes that keep coming within the quiet time are written as one batch', async () => {
-    const names = ['a', 'b', 'c', 'd', 'e'];
+  /**
+   * A rig holding one Service per name, settled and idle for `idleMs` (past the quarter window after its last
+   * batch), then each Service's endpoints changed `gapMs` apart; the batches that wrote those changes.
+   */
+  async function trickle(
+    o: { maxDelayMs: number; quietMs: number; idleMs: number; gapMs: number },
+    names: string[],
+  ): Promise<BatchReport[]> {
     const r = await rig({
-      maxDelayMs: 2000,
-      quietMs: 150,
+      maxDelayMs: o.maxDelayMs,
+      quietMs: o.quietMs,
       seed: (s) => {
         names.forEach((n, i) => {
           s.upsert('services', service(n, { externalIPs: [`198.18.0.${20 + i}`] }));
@@ -299,40 +305,31 @@ describe('k8s sync: into the store, through the API', () => {
       },
     });
     await settle(r);
-    // Past the quarter window after the last batch: only the quiet time holds the changes together.
-    await new Promise((resolve) => setTimeout(resolve, 600));
+    await new Promise((resolve) => setTimeout(resolve, o.idleMs));
     const batches = r.batches.length;
     for (const [i, n] of names.entries()) {
-      if (i > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+      if (i > 0) await new Promise((resolve) => setTimeout(resolve, o.gapMs));
       r.server.upsert('endpointslices', slice(`${n}-x`, ['10.244.1.2'], { service: n }));
     }
     await settle(r);
-    assert.equal(r.batches.length - batches, 1, `batches: ${JSON.stringify(r.batches.slice(batches))}`);
-    assert.equal(r.batches.at(-1)!.written, names.length);
+    return r.batches.slice(batches);
+  }
+
+  it('changes that keep coming within the quiet time are written as one batch', async () => {
+    const names = ['a', 'b', 'c', 'd', 'e'];
+    // Past the quarter window after the last batch: only the quiet time holds the changes together.
+    const batches = await trickle({ maxDelayMs: 2000, quietMs: 150, idleMs: 600, gapMs: 20 }, names);
+    assert.deepEqual(
+      batches.map((b) => b.written),
+      [names.length],
+    );
   });
 
   it('changes that trickle in, each after a quiet moment, wait for a quarter window after the last batch', async () => {
     const names = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
-    const r = await rig({
-      maxDelayMs: 4000,
-      quietMs: 5,
-      seed: (s) => {
-        names.forEach((n, i) => {
-          s.upsert('services', service(n, { externalIPs: [`198.18.0.${20 + i}`] }));
-          s.upsert('endpointslices', slice(`${n}-x`, ['10.244.1.1'], { service: n }));
-        });
-      },
-    });
-    await settle(r);
-    await new Promise((resolve) => setTimeout(resolve, 1100));
-    const batches = r.batches.length;
-    for (const [i, n] of names.entries()) {
-      if (i > 0) await new Promise((resolve) => setTimeout(resolve, 30));
-      r.server.upsert('endpointslices', slice(`${n}-x`, ['10.244.1.2'], { service: n }));
-    }
-    await settle(r);
+    const batches = await trickle({ maxDelayMs: 4000, quietMs: 5, idleMs: 1100, gapMs: 30 }, names);
     // The first change after the quiet, the rest 1,000 ms after that batch began: two batches, not eight.
-    const written = r.batches.slice(batches).map((b) => b.written);
+    const written = batches.map((b) => b.written);
     assert.ok(written.length <= 3, `batches: ${JSON.stringify(written)}`);
     assert.equal(
       written.reduce((a, b) => a + b, 0),
