@@ -4,7 +4,7 @@
  */
 import type Database from 'better-sqlite3';
 import type { Tombstone } from './types.js';
-import type { AuditRow, BackendRow, HealthEventRow, MetaRow, PolicyRow, VipFields, VipRow } from './rows.js';
+import type { AuditRow, BackendRow, HealthEventRow, MetaRow, PolicyRow, VipRow } from './rows.js';
 
 type Db = Database.Database;
 type Stmt<P extends unknown[], R = unknown> = Database.Statement<P, R>;
@@ -108,12 +108,12 @@ export function prepareStatements(db: Db) {
     vipsAtEndpoint: p<[string, number, string], VipRow>(
       `${VIP_SELECT} WHERE v.address = ? AND v.port = ? AND v.protocol = ? ORDER BY v.name`,
     ),
-    // The whole row back: a new VIP's record is built from it rather than read again.
-    insertVip: p<[...VipValues, number, number, number], VipFields>(`
+    // No RETURNING: the row is known (insertedVip, tx.ts); only its id comes back, as the last rowid.
+    insertVip: p<[...VipValues, number, number, number]>(`
       INSERT INTO vips (name, address, family, port, protocol, encap, allow, deny, rl_new_flows_per_sec,
                         rl_burst, maglev_m, source_affinity, owner, health_check, forwarding, created_revision,
                         updated_revision, dp_id)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`),
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     updateVip: p<[...VipValues, number, number]>(`
       UPDATE vips SET name = ?, address = ?, family = ?, port = ?, protocol = ?, encap = ?, allow = ?,
                       deny = ?, rl_new_flows_per_sec = ?, rl_burst = ?, maglev_m = ?, source_affinity = ?,
