@@ -273,16 +273,49 @@ export function vipRecord(row: VipRow, policies: string[]): VipRecord {
 }
 
 export function backendRecord(row: BackendFields): BackendRecord {
+  const optional =
+    row.port === 0 && row.host === null && row.health_check === null
+      ? null
+      : { ...pathOf(row.port, row.host), ...parseCheck(row.health_check) };
+  return makeBackendRecord(row.vip, row.address, row.weight, row.state, optional, row.owner, row.created_revision, row.updated_revision);
+}
+
+/** A backend's optional fields, each only when set. */
+export type BackendOptional = Pick<NormBackend, 'port' | 'host' | 'health_check'>;
+
+/** `b`, when it sets an optional field, else null (makeBackendRecord's fast case). */
+export function optionalOf(b: BackendOptional): BackendOptional | null {
+  return b.port === undefined && b.host === undefined && b.health_check === undefined ? null : b;
+}
+
+/**
+ * A backend's record, fields in the API's order. Backends rarely set an
+ * optional field (`optional` null), and then the record is one literal:
+ * spreading three empty objects cost more than the rest of building it
+ * (200,000 records in a burst of 100,000 backends).
+ */
+export function makeBackendRecord(
+  vip: string,
+  address: string,
+  weight: number,
+  state: BackendState,
+  optional: BackendOptional | null,
+  owner: string | null,
+  created: number,
+  updated: number,
+): BackendRecord {
+  if (optional === null) return { vip, address, weight, state, owner, created_revision: created, updated_revision: updated };
   return {
-    vip: row.vip,
-    address: row.address,
-    weight: row.weight,
-    state: row.state,
-    ...pathOf(row.port, row.host),
-    ...parseCheck(row.health_check),
-    owner: row.owner,
-    created_revision: row.created_revision,
-    updated_revision: row.updated_revision,
+    vip,
+    address,
+    weight,
+    state,
+    ...(optional.port !== undefined ? { port: optional.port } : {}),
+    ...(optional.host !== undefined ? { host: optional.host } : {}),
+    ...(optional.health_check !== undefined ? { health_check: optional.health_check } : {}),
+    owner,
+    created_revision: created,
+    updated_revision: updated,
   };
 }
 

@@ -34,9 +34,11 @@ import {
   backendSpecOf,
   checkJson,
   healthEvent,
+  makeBackendRecord,
   normBackend,
   normPolicy,
   normVip,
+  optionalOf,
   policyRecord,
   policySpecOf,
   sameSpec,
@@ -616,18 +618,16 @@ export class Tx implements StoreTx {
     }
     this.written.addBackends(vip.name, written);
     return norms.map((norm) => {
-      const record: BackendRecord = {
-        vip: vip.name,
-        address: norm.address,
-        weight: norm.weight,
-        state: norm.state,
-        ...(norm.port !== undefined ? { port: norm.port } : {}),
-        ...(norm.host !== undefined ? { host: norm.host } : {}),
-        ...(norm.health_check !== undefined ? { health_check: norm.health_check } : {}),
+      const record = makeBackendRecord(
+        vip.name,
+        norm.address,
+        norm.weight,
+        norm.state,
+        optionalOf(norm),
         owner,
-        created_revision: this.revision,
-        updated_revision: this.revision,
-      };
+        this.revision,
+        this.revision,
+      );
       this.changes.record(backendKey(record), null, record);
       return record;
     });
@@ -648,18 +648,16 @@ export class Tx implements StoreTx {
       row.id,
     );
     // Field by field in backendRecord's order (a spread of the polymorphic record would give it a hidden class of its own).
-    const after: BackendRecord = {
-      vip: before.vip,
-      address: before.address,
-      weight: norm.weight,
-      state: norm.state,
-      ...(norm.port !== undefined ? { port: norm.port } : {}),
-      ...(norm.host !== undefined ? { host: norm.host } : {}),
-      ...(norm.health_check ? { health_check: norm.health_check } : {}),
-      owner: before.owner,
-      created_revision: before.created_revision,
-      updated_revision: this.revision,
-    };
+    const after = makeBackendRecord(
+      before.vip,
+      before.address,
+      norm.weight,
+      norm.state,
+      optionalOf(norm),
+      before.owner,
+      before.created_revision,
+      this.revision,
+    );
     this.changes.record(backendKey(before), before, after);
     return { record: after, changed: true };
   }
