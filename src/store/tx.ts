@@ -647,7 +647,8 @@ export class Tx implements StoreTx {
       this.revision,
       row.id,
     );
-    // Field by field in backendRecord's order (a spread of the polymorphic record would give it a hidden class of its own).
+    // Built as backendRecord builds one, not spread from `before` (a spread of the polymorphic record would give it a
+    // hidden class of its own).
     const after = makeBackendRecord(
       before.vip,
       before.address,
