@@ -204,7 +204,11 @@ function wholeTable(entries: readonly Rendered[]): string[] {
  * table if missing, deletes it and declares it anew, in one transaction.
  */
 export function renderNat(entries: readonly NatEntry[]): string {
-  return `${[`table ${T}`, `delete table ${T}`, ...wholeTable(entries.map(render))].join('\n')}\n`;
+  return wholeScript(entries.map(render));
+}
+
+function wholeScript(entries: readonly Rendered[]): string {
+  return `${[`table ${T}`, `delete table ${T}`, ...wholeTable(entries)].join('\n')}\n`;
 }
 
 /**
@@ -217,7 +221,7 @@ function renderChanges(before: ReadonlyMap<string, Rendered>, after: ReadonlyMap
   for (const [key, r] of before) if (!after.has(key)) lines.push(...deleteEntry(r));
   for (const [key, r] of after) {
     const had = before.get(key);
-    if (had === undefined || !sameRendering(had, r)) lines.push(...putEntry(r, had));
+    if (had !== r && (had === undefined || !sameRendering(had, r))) lines.push(...putEntry(r, had));
   }
   return lines.length === 0 ? null : `${lines.join('\n')}\n`;
 }
@@ -299,30 +303,50 @@ export function conntrackFlushes(before: readonly NatEntry[], after: readonly Na
   return out;
 }
 
+/** The entries of keys whose rendering is not the same object in both: `before`'s and `after`'s (conntrackFlushes' input). */
+function changedEntries(before: ReadonlyMap<string, Rendered>, after: ReadonlyMap<string, Rendered>): [NatEntry[], NatEntry[]] {
+  const was: NatEntry[] = [];
+  const now: NatEntry[] = [];
+  for (const [key, r] of after) {
+    const had = before.get(key);
+    if (had === r) continue;
+    now.push(r.entry);
+    if (had !== undefined) was.push(had.entry);
+  }
+  for (const [key, r] of before) if (!after.has(key)) was.push(r.entry);
+  return [was, now];
+}
+
 /**
  * ferryd's NAT table. `apply` queues the list (only the latest pending one
  * is kept) and resolves once it, or a later list, is in the kernel; the last
  * error is kept for the API view and the retry. After the first full write,
  * each apply changes only the entries that differ from what the table holds.
+ * An entry that is the same object as the one applied (the sync keeps an
+ * unchanged Service's entries) is not rendered again, so a change costs its
+ * own entries here too, not a pass that renders the whole list.
  */
 export class NatTable {
-  /** What the table holds, by entry key; null: unknown (the next apply writes the whole table). */
-  private applied: Map<string, Rendered> | null = null;
+  /** What the last successful nft run left in the table, by entry key (what conntrack flushes compare with). */
+  private held = new Map<string, Rendered>();
+  /** Whether the kernel's table is known to hold `held`; if not, the next apply writes the whole table. */
+  private known = false;
   private running: Promise<void> | null = null;
   private pending: readonly NatEntry[] | null = null;
   lastError: string | null = null;
   entries = 0;
   /** nft runs: whole tables written, and changes of a few entries. */
   readonly stats = { full: 0, incremental: 0 };
-  /** The list the table holds (what conntrack flushes compare with). */
-  private appliedList: readonly NatEntry[] = [];
 
   constructor(
     private readonly run: NftRunner = nftRunner(),
     private readonly conntrack: ConntrackRunner = conntrackRunner(),
   ) {}
 
-  /** Makes the table hold `entries`; an unchanged list costs nothing. Rejects with nft's error. */
+  /**
+   * Makes the table hold `entries`; an unchanged list costs nothing. Rejects with nft's error. An entry is not
+   * changed once given: a changed entry is a new object (an unchanged one may be the same object again).
+   */
   apply(entries: readonly NatEntry[]): Promise<void> {
     this.pending = entries;
     this.running ??= this.drain().finally(() => {
@@ -335,8 +359,8 @@ export class NatTable {
     while (this.pending !== null) {
       const list = this.pending;
       this.pending = null;
-      const want = new Map(list.map((e) => [keyOf(e), render(e)]));
-      const script = this.applied === null ? renderNat(list) : renderChanges(this.applied, want);
+      const want = this.renderAll(list);
+      const script = this.known ? renderChanges(this.held, want) : wholeScript([...want.values()]);
       if (script === null) {
         // The table holds it (a refused script changed nothing): whatever failed since no longer matters.
         this.lastError = null;
@@ -348,20 +372,31 @@ export class NatTable {
         // nft applies a script whole or not at all: the table holds what it held. Whether that is what
         // this process thinks (a table removed from outside fails every change) is no longer sure:
         // the next apply writes the whole table.
-        this.applied = null;
+        this.known = false;
         this.lastError = (err as Error).message;
         if (this.pending === null) throw err;
         continue; // a newer list came meanwhile: try that one
       }
-      if (this.applied === null) this.stats.full++;
-      else this.stats.incremental++;
-      this.applied = want;
+      if (this.known) this.stats.incremental++;
+      else this.stats.full++;
+      const flushes = conntrackFlushes(...changedEntries(this.held, want));
+      this.held = want;
+      this.known = true;
       this.entries = list.filter((e) => e.backends.length > 0).length;
       this.lastError = null;
-      const flushes = conntrackFlushes(this.appliedList, list);
-      this.appliedList = list;
       for (const args of flushes) await this.conntrack(args);
     }
+  }
+
+  /** `list` by key, rendered; an entry that is the same object as the one held keeps its rendering. */
+  private renderAll(list: readonly NatEntry[]): Map<string, Rendered> {
+    const want = new Map<string, Rendered>();
+    for (const e of list) {
+      const key = keyOf(e);
+      const had = this.held.get(key);
+      want.set(key, had !== undefined && had.entry === e ? had : render(e));
+    }
+    return want;
   }
 
   /** Whether the last apply failed (the caller retries with the current list). */
@@ -371,7 +406,7 @@ export class NatTable {
 
   /** Forgets what was applied: the next apply rewrites the table (a leftover of an earlier run, or one removed by hand). */
   invalidate(): void {
-    this.applied = null;
+    this.known = false;
   }
 
   /**
@@ -379,17 +414,17 @@ export class NatTable {
    * then it forgets it, and the caller applies the list again.
    */
   async lost(hasTable: () => Promise<boolean> = () => nftHasTable()): Promise<boolean> {
-    if (this.applied === null || this.running !== null) return false;
+    if (!this.known || this.running !== null) return false;
     if (await hasTable()) return false;
-    this.applied = null;
+    this.known = false;
     return true;
   }
 
   /** Removes the table (ferryd --detach, or NAT turned off); no table is not an error. */
   async remove(): Promise<void> {
     await this.run(`table ${T}\ndelete table ${T}\n`);
-    this.applied = null;
-    this.appliedList = [];
+    this.held = new Map();
+    this.known = false;
     this.entries = 0;
   }
 }

@@ -178,6 +178,8 @@ describe('kernel NAT: applied in a namespace', { skip: noNft }, () => {
     assert.match(text, /198\.18\.0\.2 \. tcp \. 30080 : goto svc_/);
     await table.apply([web, dns, guarded, closed6]);
     assert.equal(runs, 1, 'an unchanged list is not applied again');
+    await table.apply([{ ...web, backends: [...web.backends] }, dns, guarded, closed6]);
+    assert.equal(runs, 1, 'nor is an entry equal to the one applied, given as another object');
     // One entry changed: only its chain is rewritten, in a script that names nothing else.
     const moved = { ...web, backends: [web.backends[0]!] };
     await table.apply([moved, dns, guarded, closed6]);
