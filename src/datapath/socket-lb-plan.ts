@@ -59,11 +59,20 @@ export interface DesiredService {
   timeout: number;
 }
 
-/** An entry's text (timeout and backends) and what it parsed into. */
+/** An entry's key ("protocol ip port") and text (timeout and backends), and what it parsed into. */
 export interface ParsedEntry {
+  rawKey: string;
   text: string;
   d: DesiredService;
 }
+
+/** One apply()'s parsed entries: by the entry object given, and by key. */
+export interface ParsedList {
+  byEntry: Map<SocketLbService, ParsedEntry>;
+  byKey: Map<string, ParsedEntry>;
+}
+
+export const emptyParsedList = (): ParsedList => ({ byEntry: new Map(), byKey: new Map() });
 
 /** A service as the maps hold it. */
 export interface InstalledService {
@@ -82,6 +91,8 @@ export interface InstalledService {
   reid: boolean;
   /** ferry_sock_members of this id: endpoint hex → encoded endpoint. */
   members: Map<string, Buffer>;
+  /** The desired service it was planned from (none when read from the maps): given it again, nothing changes. */
+  from?: DesiredService;
 }
 
 /** A backend set's identity: equal signatures, equal buffers. */
@@ -113,48 +124,61 @@ function checkPort(port: unknown, what: string): number {
 /**
  * Entries → desired services by key; throws naming the first bad entry.
  * Parsing addresses and encoding is the costly part at 10k services, so an
- * entry whose text equals the one in `previous` (the last apply()'s
- * `parsed`, by "protocol ip port") reuses its result.
+ * entry that is the same object as one of the last apply() (`previous`; an
+ * entry is not changed once given, and the Kubernetes sync gives an
+ * unchanged Service's entries again) reuses its result unchecked, and one
+ * whose text equals that of the entry of its key then reuses its parse: a
+ * change costs the entries it changed, plus a lookup for each of the others.
  */
 export function parseServices(
   all: readonly SocketLbService[],
-  previous: ReadonlyMap<string, ParsedEntry>,
-): { desired: Map<string, DesiredService>; parsed: Map<string, ParsedEntry> } {
+  previous: ParsedList,
+): { desired: Map<string, DesiredService>; parsed: ParsedList } {
   if (!Array.isArray(all)) throw new TypeError('socket-LB apply: expected an array of services');
   const desired = new Map<string, DesiredService>();
-  const parsed = new Map<string, ParsedEntry>();
+  const parsed = emptyParsedList();
   all.forEach((e, i) => {
-    const what = `socket-LB service #${i}${e?.service ? ` (${e.service}${e.portName ? ` port ${e.portName}` : ''})` : ''}`;
-    if (typeof e !== 'object' || e === null) throw new TypeError(`${what}: not an object`);
-    if (typeof e.ip !== 'string') throw new TypeError(`${what}: ip must be a string, got ${JSON.stringify(e.ip)}`);
-    const port = checkPort(e.port, what);
-    const proto = e.protocol === 'tcp' ? IPPROTO_TCP : e.protocol === 'udp' ? IPPROTO_UDP : -1;
-    if (proto < 0) throw new RangeError(`${what}: protocol must be 'tcp' or 'udp', got ${JSON.stringify(e.protocol)}`);
-    if (!Array.isArray(e.backends)) throw new TypeError(`${what}: backends must be an array`);
-    let timeout = 0;
-    if (e.affinityTimeoutSeconds !== undefined && e.affinityTimeoutSeconds !== null) {
-      timeout = e.affinityTimeoutSeconds;
-      if (!Number.isInteger(timeout) || timeout < 1 || timeout > MAX_AFFINITY_TIMEOUT_S) {
-        throw new RangeError(
-          `${what}: affinityTimeoutSeconds must be an integer from 1 to ${MAX_AFFINITY_TIMEOUT_S}, got ${JSON.stringify(e.affinityTimeoutSeconds)}`,
-        );
-      }
-    }
-    let text = `${timeout}`;
-    e.backends.forEach((b: SocketLbBackend, j: number) => {
-      const bw = `${what} backend #${j}`;
-      if (typeof b !== 'object' || b === null) throw new TypeError(`${bw}: not an object`);
-      if (typeof b.address !== 'string') throw new TypeError(`${bw}: address must be a string, got ${JSON.stringify(b.address)}`);
-      text += `|${b.address} ${checkPort(b.port, bw)}`;
-    });
-    const rawKey = `${e.protocol} ${e.ip} ${port}`;
-    const prev = previous.get(rawKey);
-    const d = prev !== undefined && prev.text === text ? prev.d : parseEntry(e, what, proto, port, timeout);
-    if (desired.has(d.keyStr)) throw new RangeError(`${what}: ${d.keyStr} appears twice`);
-    desired.set(d.keyStr, d);
-    parsed.set(rawKey, { text, d });
+    const p = previous.byEntry.get(e) ?? checkEntry(e, describeEntry(e, i), previous.byKey);
+    if (desired.has(p.d.keyStr)) throw new RangeError(`${describeEntry(e, i)}: ${p.d.keyStr} appears twice`);
+    desired.set(p.d.keyStr, p.d);
+    parsed.byEntry.set(e, p);
+    parsed.byKey.set(p.rawKey, p);
   });
   return { desired, parsed };
+}
+
+/** How errors name entry `i` of the list. */
+function describeEntry(e: SocketLbService | null | undefined, i: number): string {
+  return `socket-LB service #${i}${e?.service ? ` (${e.service}${e.portName ? ` port ${e.portName}` : ''})` : ''}`;
+}
+
+/** An entry not given before: checked, and parsed unless the entry of its key had the same text. */
+function checkEntry(e: SocketLbService, what: string, byKey: ReadonlyMap<string, ParsedEntry>): ParsedEntry {
+  if (typeof e !== 'object' || e === null) throw new TypeError(`${what}: not an object`);
+  if (typeof e.ip !== 'string') throw new TypeError(`${what}: ip must be a string, got ${JSON.stringify(e.ip)}`);
+  const port = checkPort(e.port, what);
+  const proto = e.protocol === 'tcp' ? IPPROTO_TCP : e.protocol === 'udp' ? IPPROTO_UDP : -1;
+  if (proto < 0) throw new RangeError(`${what}: protocol must be 'tcp' or 'udp', got ${JSON.stringify(e.protocol)}`);
+  if (!Array.isArray(e.backends)) throw new TypeError(`${what}: backends must be an array`);
+  let timeout = 0;
+  if (e.affinityTimeoutSeconds !== undefined && e.affinityTimeoutSeconds !== null) {
+    timeout = e.affinityTimeoutSeconds;
+    if (!Number.isInteger(timeout) || timeout < 1 || timeout > MAX_AFFINITY_TIMEOUT_S) {
+      throw new RangeError(
+        `${what}: affinityTimeoutSeconds must be an integer from 1 to ${MAX_AFFINITY_TIMEOUT_S}, got ${JSON.stringify(e.affinityTimeoutSeconds)}`,
+      );
+    }
+  }
+  let text = `${timeout}`;
+  e.backends.forEach((b: SocketLbBackend, j: number) => {
+    const bw = `${what} backend #${j}`;
+    if (typeof b !== 'object' || b === null) throw new TypeError(`${bw}: not an object`);
+    if (typeof b.address !== 'string') throw new TypeError(`${bw}: address must be a string, got ${JSON.stringify(b.address)}`);
+    text += `|${b.address} ${checkPort(b.port, bw)}`;
+  });
+  const rawKey = `${e.protocol} ${e.ip} ${port}`;
+  const prev = byKey.get(rawKey);
+  return { rawKey, text, d: prev !== undefined && prev.text === text ? prev.d : parseEntry(e, what, proto, port, timeout) };
 }
 
 /** The addresses of an entry whose types and numbers parseServices() has checked. */
@@ -282,6 +306,12 @@ export function planServices(
   const { counts } = plan;
   for (const [keyStr, d] of desired) {
     const cur = installed.get(keyStr);
+    if (cur !== undefined && cur.from === d && !cur.broken && !cur.reid) {
+      // Planned from this very service and whole: it stays as it is.
+      counts.unchanged++;
+      plan.next.set(keyStr, cur);
+      continue;
+    }
     const flags = d.timeout > 0 ? SOCK_SVC_F_AFFINITY : 0;
     const wantMembers = new Map<string, Buffer>();
     if (d.timeout > 0) for (const b of d.backends) wantMembers.set(b.toString('hex'), b);
@@ -331,6 +361,7 @@ export function planServices(
       broken: false,
       reid: false,
       members: wantMembers,
+      from: d,
     });
   }
   for (const [keyStr, cur] of installed) {
@@ -367,11 +398,15 @@ export function checkCapacity(
   plan: SocketLbPlan,
   l: SocketLbLeftovers,
 ): { problem: string | null; mustWait: boolean } {
-  const liveSlots = [...installed.values()].reduce((n, s) => n + s.count, 0);
+  let liveSlots = 0;
+  let liveMembers = 0;
+  for (const s of installed.values()) {
+    liveSlots += s.count;
+    liveMembers += s.members.size;
+  }
   let peakSlots = liveSlots + plan.slotKeys.length + l.staleSlots + l.retiredSlots;
   const mustWait = l.reusesRetired || (peakSlots > sizes.maxSlots && l.retiredSlots > 0);
   if (mustWait) peakSlots -= l.retiredSlots;
-  const liveMembers = [...installed.values()].reduce((n, s) => n + s.members.size, 0);
   const peakMembers = liveMembers + plan.memberAdds.length + l.staleMembers;
   const problem =
     services > sizes.maxServices

@@ -42,7 +42,8 @@ import {
   ServiceIds,
   sigOf,
   type InstalledService,
-  type ParsedEntry,
+  emptyParsedList,
+  type ParsedList,
   type SocketLbBackend,
   type SocketLbPlan,
   type SocketLbPlanCounts,
@@ -184,8 +185,8 @@ export class SocketLb {
   private closing = false;
   /** Grace periods observed off the event loop, and the slots they let go (tests, status). */
   readonly fenceStats = { fences: 0, slotsDeleted: 0 };
-  /** parseServices()'s results of the last apply(), by "protocol ip port". */
-  private parsed = new Map<string, ParsedEntry>();
+  /** parseServices()'s results of the last apply(). */
+  private parsed: ParsedList = emptyParsedList();
   private applies = 0;
   private lastApply: SocketLbApplyResult | null = null;
   private attachedPath: string | null = null;

@@ -393,6 +393,8 @@ describe('socket-level load balancer', { skip }, () => {
     ];
     const first = socketLb().apply(list);
     assert.equal(first.services, 4);
+    const same = socketLb().apply(list);
+    assert.deepEqual([same.unchanged, same.slotsWritten, same.graceWaits], [4, 0, 0], 'the same entries given again');
     const again = socketLb().apply(list.map((e) => ({ ...e, backends: e.backends.map((b) => ({ ...b })) })));
     assert.deepEqual(
       {
@@ -407,7 +409,7 @@ describe('socket-level load balancer', { skip }, () => {
       { added: 0, updated: 0, retimed: 0, removed: 0, unchanged: 4, slotsWritten: 0, graceWaits: 0 },
     );
     const retimed = socketLb().apply([{ ...list[0]!, affinityTimeoutSeconds: 60 }, ...list.slice(1)]);
-    assert.deepEqual([retimed.retimed, retimed.slotsWritten, retimed.graceWaits], [1, 0, 0]);
+    assert.deepEqual([retimed.retimed, retimed.unchanged, retimed.slotsWritten, retimed.graceWaits], [1, 3, 0, 0]);
     const entries = socketLb().entries();
 
     // The daemon goes away (once the buffers the first apply retired are gone): the pinned links keep translating.
