@@ -35,6 +35,13 @@
  * the longest the daemon could not answer the API or a health check), with
  * the longest single store transaction.
  *
+ * Two of the sync's sinks are measured on their own at 10,000 entries:
+ * the kernel NAT table (nftables, in a namespace: whole, then one entry
+ * changed at a time) and the socket-LB's planning of the ClusterIP list
+ * (parse, plan, capacity; no maps: one ClusterIP changed at a time, the
+ * others given again as the same objects, against the same changes with
+ * every entry a new object).
+ *
  *   node dist/bench/k8s.js [--quick] [--json] [--iptables-timeout SECONDS] [--ferry-only]
  *                          [--services-per-tx N] [--max-tx-per-batch N]
  *     --quick   N = 1,000 only, and the ClusterIP comparison at 1,000 Services in one round (about a minute)
@@ -57,6 +64,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Client } from '../src/cli/client.js';
+import {
+  checkCapacity,
+  emptyParsedList,
+  parseServices,
+  planServices,
+  ServiceIds,
+  type InstalledService,
+  type SocketLbService,
+} from '../src/datapath/socket-lb-plan.js';
 import { NatTable, nftRunner } from '../src/k8s/nat.js';
 import type { BatchReport } from '../src/k8s/sync.js';
 import type { NatEntry } from '../src/k8s/translate.js';
@@ -127,9 +143,26 @@ export interface NatBench {
   one_chain_write_ms: number;
 }
 
+/**
+ * The socket-LB's planning (src/datapath/socket-lb-plan.ts: parse, plan,
+ * capacity; the map writes are not in it) at 10,000 ClusterIPs × 10
+ * endpoints: the whole list once, then one ClusterIP's endpoints changed at
+ * a time, the others given again as the same objects (as the sync does).
+ */
+export interface SocketLbPlanBench {
+  entries: number;
+  changes: number;
+  whole_ms: number;
+  one_change_ms_p50: number;
+  one_change_ms_p99: number;
+  /** Baseline in the same run: the same changes with every entry a new object (each checked, compared by its text). */
+  copies_ms_p50: number;
+}
+
 export interface K8sBench {
   sizes: SizeResult[];
   nat: NatBench | null;
+  socket_lb_plan: SocketLbPlanBench;
   ratio_vs_iptables: number | null;
   /** Per-connection cost of a ClusterIP: socket-LB vs kube-proxy's iptables chain (bench/k8s-connect.ts); null when skipped. */
   connect: K8sConnectResult | null;
@@ -752,7 +785,64 @@ export async function benchK8s(o: BenchOptions): Promise<K8sBench> {
   } else {
     notes.push('no nft (or not root): the kernel NAT table was not measured');
   }
-  return { sizes, nat, ratio_vs_iptables: sizes.at(-1)?.ratio ?? null, connect, nodeport, notes };
+  const entries = o.quick ? 1000 : 10_000;
+  progress(`socket-LB planning of ${entries} ClusterIPs: the whole list, then one change at a time…`);
+  const socketLbPlan = measureSocketLbPlan(entries);
+  return { sizes, nat, socket_lb_plan: socketLbPlan, ratio_vs_iptables: sizes.at(-1)?.ratio ?? null, connect, nodeport, notes };
+}
+
+export function measureSocketLbPlan(n: number): SocketLbPlanBench {
+  const entry = (i: number, k: number): SocketLbService => ({
+    service: `bench/svc-${i}`,
+    portName: 'http',
+    ip: clusterIp(i),
+    port: 80,
+    protocol: 'tcp',
+    // Change k replaces the last endpoint with one of 12.0.0.0/8 (as changedEndpoints does).
+    backends: Array.from({ length: ENDPOINTS }, (_, j) => ({
+      address: k > 0 && j === ENDPOINTS - 1 ? ip4(12, k) : podIp(i, j),
+      port: 8080,
+    })),
+  });
+  const list = Array.from({ length: n }, (_, i) => entry(i, 0));
+  const ids = new ServiceIds();
+  let parsed = emptyParsedList();
+  let installed = new Map<string, InstalledService>();
+  const plan = (all: readonly SocketLbService[]): number => {
+    const t = performance.now();
+    const r = parseServices(all, parsed);
+    const p = planServices(r.desired, installed, ids);
+    const fit = checkCapacity({ maxServices: 1 << 20, maxSlots: 1 << 24 }, r.desired.size, installed, p, {
+      staleSlots: 0,
+      staleMembers: 0,
+      retiredSlots: 0,
+      reusesRetired: false,
+    });
+    if (fit.problem !== null) throw new Error(`socket-LB plan: ${fit.problem}`);
+    parsed = r.parsed;
+    installed = p.next;
+    return performance.now() - t;
+  };
+  const wholeMs = plan(list);
+  const changes = 50;
+  const same: number[] = [];
+  const copies: number[] = [];
+  for (let k = 1; k <= 2 * changes; k++) {
+    const i = (k * 7919) % n;
+    list[i] = entry(i, k);
+    if (k <= changes) same.push(plan(list));
+    else copies.push(plan(list.map((e) => ({ ...e, backends: e.backends.map((b) => ({ ...b })) }))));
+  }
+  same.sort((a, b) => a - b);
+  copies.sort((a, b) => a - b);
+  return {
+    entries: n,
+    changes,
+    whole_ms: Math.round(wholeMs),
+    one_change_ms_p50: round(same[Math.floor(changes / 2)]!, 1),
+    one_change_ms_p99: round(same[changes - 1]!, 1),
+    copies_ms_p50: round(copies[Math.floor(changes / 2)]!, 1),
+  };
 }
 
 /** NatTable in a namespace of its own: the whole table once, then single-entry changes. */
@@ -901,6 +991,12 @@ async function main(): Promise<void> {
         `as one chain of rules, replaced whole on every change as before: ${r.nat.one_chain_write_ms} ms`,
     );
   }
+  const sp = r.socket_lb_plan;
+  console.log(
+    `\nSocket-LB planning (${sp.entries} ClusterIPs × ${ENDPOINTS} endpoints; parse, plan and capacity, no map writes): whole list ` +
+      `${sp.whole_ms} ms; one ClusterIP changed, the others the same objects: p50 ${sp.one_change_ms_p50} ms, p99 ` +
+      `${sp.one_change_ms_p99} ms (${sp.changes} changes); the same changes with every entry a new object: p50 ${sp.copies_ms_p50} ms`,
+  );
   const np = r.nodeport;
   if (np) {
     if (np.packets) {
