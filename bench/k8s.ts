@@ -19,7 +19,9 @@
  * applied. An untimed burst of WARMUP_SERVICES comes first, in a rig of
  * its own: V8 compiles the hot code then, as a running ferryd has since
  * its first list (the first size measured otherwise paid for compiling:
- * 0.59 s at 1,000 Services against 0.35 s after it).
+ * 0.59 s at 1,000 Services against 0.35 s after it). V8 drops part of that
+ * code with the rig and compiles it again on its helper threads during the
+ * next burst, which does not wait for it (BENCHMARKS.md).
  *
  * iptables side: the ruleset text is generated beforehand (kube-proxy's
  * computing is not counted either), then `iptables-restore --noflush
