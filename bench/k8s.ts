@@ -66,15 +66,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Client } from '../src/cli/client.js';
-import {
-  checkCapacity,
-  emptyParsedList,
-  parseServices,
-  planServices,
-  ServiceIds,
-  type InstalledService,
-  type SocketLbService,
-} from '../src/datapath/socket-lb-plan.js';
+import { checkCapacity, ListPlanner, ServiceIds, type InstalledService, type SocketLbService } from '../src/datapath/socket-lb-plan.js';
 import { NatTable, nftRunner } from '../src/k8s/nat.js';
 import type { BatchReport } from '../src/k8s/sync.js';
 import type { NatEntry } from '../src/k8s/translate.js';
@@ -808,21 +800,19 @@ export function measureSocketLbPlan(n: number): SocketLbPlanBench {
   });
   const list = Array.from({ length: n }, (_, i) => entry(i, 0));
   const ids = new ServiceIds();
-  let parsed = emptyParsedList();
+  const planner = new ListPlanner();
   let installed = new Map<string, InstalledService>();
   const plan = (all: readonly SocketLbService[]): number => {
     const t = performance.now();
-    const r = parseServices(all, parsed);
-    const p = planServices(r.desired, installed, ids);
-    const fit = checkCapacity({ maxServices: 1 << 20, maxSlots: 1 << 24 }, r.desired.size, installed, p, {
+    const listed = planner.plan(all, installed, ids);
+    const fit = checkCapacity({ maxServices: 1 << 20, maxSlots: 1 << 24 }, listed.services, installed, listed.plan, {
       staleSlots: 0,
       staleMembers: 0,
       retiredSlots: 0,
       reusesRetired: false,
     });
     if (fit.problem !== null) throw new Error(`socket-LB plan: ${fit.problem}`);
-    parsed = r.parsed;
-    installed = p.next;
+    installed = listed.commit(installed);
     return performance.now() - t;
   };
   const wholeMs = plan(list);

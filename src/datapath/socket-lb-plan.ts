@@ -3,7 +3,8 @@
  * plans for the XDP side: the ClusterIP list → the services the maps should
  * hold (parseServices), those against the services the maps hold → the
  * writes that get there (planServices), and whether the writes fit the
- * maps' capacity with what else stands in them (checkCapacity).
+ * maps' capacity with what else stands in them (checkCapacity). ListPlanner
+ * runs the first two on what changed since the last list written.
  * ./socket-lb.ts reads the maps into InstalledService and writes the plan.
  *
  * Nothing here knows about Kubernetes: `SocketLbService` is the shape of
@@ -59,11 +60,14 @@ export interface DesiredService {
   timeout: number;
 }
 
-/** An entry's key ("protocol ip port") and text (timeout and backends), and what it parsed into. */
+/** An entry, its key ("protocol ip port") and text (timeout and backends), and what it parsed into. */
 export interface ParsedEntry {
+  entry: SocketLbService;
   rawKey: string;
   text: string;
   d: DesiredService;
+  /** The last plan whose list held this entry (ListPlanner's mark). */
+  seen: number;
 }
 
 /** One apply()'s parsed entries: by the entry object given, and by key. */
@@ -178,7 +182,8 @@ function checkEntry(e: SocketLbService, what: string, byKey: ReadonlyMap<string,
   });
   const rawKey = `${e.protocol} ${e.ip} ${port}`;
   const prev = byKey.get(rawKey);
-  return { rawKey, text, d: prev !== undefined && prev.text === text ? prev.d : parseEntry(e, what, proto, port, timeout) };
+  const d = prev !== undefined && prev.text === text ? prev.d : parseEntry(e, what, proto, port, timeout);
+  return { entry: e, rawKey, text, d, seen: 0 };
 }
 
 /** The addresses of an entry whose types and numbers parseServices() has checked. */
@@ -373,6 +378,112 @@ export function planServices(
     if (!cur.reid) plan.freed.push(cur.id);
   }
   return plan;
+}
+
+/** A list planned by ListPlanner. */
+export interface ListPlan {
+  plan: SocketLbPlan;
+  /** Services in the list. */
+  services: number;
+  /** Records the list as written; returns the installed view after the plan (`installed` itself, updated, or a new map). */
+  commit(installed: Map<string, InstalledService>): Map<string, InstalledService>;
+}
+
+/**
+ * Plans apply()s of whole ClusterIP lists at the cost of what changed since
+ * the last list written: an entry that is the same object as one of that
+ * list is not looked at again (entries are not changed once given); only
+ * the entries new to the list, and the services of those that left it, are
+ * checked, parsed and planned. The first plan, and the first after reset()
+ * (the installed view was read back from the maps: at start, after a failed
+ * write), compare every service.
+ */
+export class ListPlanner {
+  /** The last written list's entries: by the object given, by "protocol ip port", by service key. */
+  private byEntry = new Map<SocketLbService, ParsedEntry>();
+  private byKey = new Map<string, ParsedEntry>();
+  private byService = new Map<string, ParsedEntry>();
+  /** Whether the installed view is what the last written plan left. */
+  private incremental = false;
+  private mark = 0;
+
+  reset(): void {
+    this.incremental = false;
+  }
+
+  /** Plans `all` against `installed`; throws naming a bad entry (nothing recorded then). */
+  plan(all: readonly SocketLbService[], installed: ReadonlyMap<string, InstalledService>, ids: ServiceIds): ListPlan {
+    if (!Array.isArray(all)) throw new TypeError('socket-LB apply: expected an array of services');
+    return this.incremental ? this.planChanges(all, installed, ids) : this.planWhole(all, installed, ids);
+  }
+
+  private planWhole(all: readonly SocketLbService[], installed: ReadonlyMap<string, InstalledService>, ids: ServiceIds): ListPlan {
+    const { desired, parsed } = parseServices(all, { byEntry: this.byEntry, byKey: this.byKey });
+    const plan = planServices(desired, installed, ids);
+    return {
+      plan,
+      services: desired.size,
+      commit: () => {
+        this.byEntry = parsed.byEntry;
+        this.byKey = parsed.byKey;
+        this.byService = new Map([...parsed.byEntry.values()].map((p) => [p.d.keyStr, p]));
+        this.incremental = true;
+        return plan.next;
+      },
+    };
+  }
+
+  private planChanges(all: readonly SocketLbService[], installed: ReadonlyMap<string, InstalledService>, ids: ServiceIds): ListPlan {
+    const mark = ++this.mark;
+    // Entries of the last list are marked; the others are new.
+    const fresh: number[] = [];
+    for (let i = 0; i < all.length; i++) {
+      const p = this.byEntry.get(all[i]!);
+      if (p === undefined) fresh.push(i);
+      else if (p.seen === mark) throw new RangeError(`${describeEntry(all[i], i)}: ${p.d.keyStr} appears twice`);
+      else p.seen = mark;
+    }
+    const left: ParsedEntry[] = [];
+    if (all.length - fresh.length < this.byEntry.size) for (const p of this.byEntry.values()) if (p.seen !== mark) left.push(p);
+    const added = new Map<string, ParsedEntry>();
+    const desired = new Map<string, DesiredService>();
+    for (const i of fresh) {
+      const e = all[i]!;
+      const p = checkEntry(e, describeEntry(e, i), this.byKey);
+      const key = p.d.keyStr;
+      if (added.has(key) || this.byService.get(key)?.seen === mark) throw new RangeError(`${describeEntry(e, i)}: ${key} appears twice`);
+      p.seen = mark;
+      added.set(key, p);
+      desired.set(key, p.d);
+    }
+    // The services of the new entries and of those that left, as the maps hold them.
+    const touched = new Map<string, InstalledService>();
+    for (const key of [...added.keys(), ...left.map((p) => p.d.keyStr)]) {
+      const cur = installed.get(key);
+      if (cur !== undefined) touched.set(key, cur);
+    }
+    const plan = planServices(desired, touched, ids);
+    plan.counts.unchanged += all.length - fresh.length;
+    return {
+      plan,
+      services: all.length,
+      commit: (view) => {
+        for (const p of left) {
+          this.byEntry.delete(p.entry);
+          if (this.byKey.get(p.rawKey) === p) this.byKey.delete(p.rawKey);
+          if (this.byService.get(p.d.keyStr) === p) this.byService.delete(p.d.keyStr);
+          if (!added.has(p.d.keyStr)) view.delete(p.d.keyStr);
+        }
+        for (const p of added.values()) {
+          this.byEntry.set(p.entry, p);
+          this.byKey.set(p.rawKey, p);
+          this.byService.set(p.d.keyStr, p);
+        }
+        for (const [key, s] of plan.next) view.set(key, s);
+        return view;
+      },
+    };
+  }
 }
 
 /** What stands in the maps besides the live services while a plan is written. */

@@ -3,7 +3,8 @@
  * sees it: bpf/sock_lb.bpf.o opened with its maps pinned under a bpffs
  * directory, its programs attached to a cgroup v2 directory through pinned
  * bpf links, and `apply(all)`, which makes the map writes that
- * ./socket-lb-plan.ts plans from the whole ClusterIP list (the smallest set).
+ * ./socket-lb-plan.ts plans from the whole ClusterIP list (the smallest set;
+ * entries given again as the same objects are not looked at again).
  *
  * Atomicity. A service's value names its live backend buffer (gen & 1) and
  * its count. apply() fills the other buffer completely, then replaces the
@@ -37,13 +38,10 @@ import {
   checkCapacity,
   IPPROTO_TCP,
   keyString,
-  parseServices,
-  planServices,
   ServiceIds,
   sigOf,
   type InstalledService,
-  emptyParsedList,
-  type ParsedList,
+  ListPlanner,
   type SocketLbBackend,
   type SocketLbPlan,
   type SocketLbPlanCounts,
@@ -185,8 +183,8 @@ export class SocketLb {
   private closing = false;
   /** Grace periods observed off the event loop, and the slots they let go (tests, status). */
   readonly fenceStats = { fences: 0, slotsDeleted: 0 };
-  /** parseServices()'s results of the last apply(). */
-  private parsed: ParsedList = emptyParsedList();
+  /** Plans each apply() from what changed since the last one written. */
+  private readonly planner = new ListPlanner();
   private applies = 0;
   private lastApply: SocketLbApplyResult | null = null;
   private attachedPath: string | null = null;
@@ -334,9 +332,9 @@ export class SocketLb {
    */
   apply(all: readonly SocketLbService[]): SocketLbApplyResult {
     const started = performance.now();
-    const { desired, parsed } = parseServices(all, this.parsed);
-    const plan = planServices(desired, this.installed, this.ids);
-    const { problem, mustWait } = checkCapacity(this.sizes, desired.size, this.installed, plan, {
+    const listed = this.planner.plan(all, this.installed, this.ids);
+    const { plan } = listed;
+    const { problem, mustWait } = checkCapacity(this.sizes, listed.services, this.installed, plan, {
       staleSlots: this.staleSlots.length,
       staleMembers: this.staleMembers.length,
       retiredSlots: this.retiredSlots(),
@@ -347,7 +345,7 @@ export class SocketLb {
       throw new RangeError(`socket-LB apply: ${problem}; nothing was changed`);
     }
     const res: SocketLbApplyResult = {
-      services: desired.size,
+      services: listed.services,
       ...plan.counts,
       slotsWritten: 0,
       slotsDeleted: 0,
@@ -362,8 +360,7 @@ export class SocketLb {
     }
     // Old buffers go, and removed services' ids are reused, only when no connect can still be reading them.
     this.retire(plan.oldSlots, plan.flipped, plan.freed);
-    this.installed = plan.next;
-    this.parsed = parsed;
+    this.installed = listed.commit(this.installed);
     this.applies++;
     res.ms = performance.now() - started;
     this.lastApply = res;
@@ -567,6 +564,7 @@ export class SocketLb {
     }
     this.installed = installed;
     this.ids = ServiceIds.of(usedIds);
+    this.planner.reset();
   }
 
   private isRetired(id: number): boolean {
