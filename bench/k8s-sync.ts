@@ -4,14 +4,19 @@
  * own thread (bench/k8s-server-thread.ts), a store
  * in a file (SQLite with its fsyncs), the datapath — a real LbDatapath in a
  * private pin directory with the real Reconciler, or the tests' fake Applier
- * — behind the Controller, and K8sSync fed by the real watch client.
+ * — behind the Controller, and K8sSync fed by the real watch client. With
+ * the real datapath the sync hands its ClusterIP list to a real socket-LB
+ * (its maps and programs in the same pin directory, attached to no cgroup),
+ * as ferryd's does after every batch that changes it.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Controller } from '../src/control/controller.js';
 import { LbDatapath } from '../src/datapath/lb.js';
+import { SocketLb } from '../src/datapath/socket-lb.js';
 import { K8sSync, type K8sSyncOptions } from '../src/k8s/sync.js';
+import type { ClusterIpEntry } from '../src/k8s/translate.js';
 import { loadKubeConfig } from '../src/k8s/client.js';
 import { K8sWatch } from '../src/k8s/informer.js';
 import type { Applier } from '../src/model/dpstate.js';
@@ -51,6 +56,8 @@ export interface SyncRigOptions {
 
 export class SyncRig {
   dp: LbDatapath | undefined;
+  /** The socket-LB the ClusterIP list goes to (with the real datapath). */
+  socketLb: SocketLb | undefined;
   watch: K8sWatch | undefined;
   sync: K8sSync | undefined;
   controller!: Controller;
@@ -95,11 +102,17 @@ export class SyncRig {
       });
       const seed = this.store.read((tx) => tx.snapshot().hash_seed);
       applier = new Reconciler(this.dp, { seed, src4: '198.19.255.0/24', src6: '2001:db8:ff::/112', skipFib: true });
+      this.socketLb = SocketLb.open({ pinRoot: join(this.pinRoot, 'socklb'), sizes: { maxServices: 32_768, maxSlots: 524_288 } });
     }
     const planner = new IncrementalPlanner();
     this.controller = new Controller(this.store, applier, (state) => planner.plan(state));
     this.controller.reconcile();
-    this.sync = new K8sSync({ controller: this.controller, ...o.sync });
+    const lb = this.socketLb;
+    this.sync = new K8sSync({
+      controller: this.controller,
+      ...o.sync,
+      ...(lb !== undefined ? { onClusterIps: (all: readonly ClusterIpEntry[]) => void lb.apply(all) } : {}),
+    });
     const nodes = o.nodes ?? [[BENCH_NODE, '192.0.2.1']];
     this.watch = new K8sWatch({
       kubeConfig: loadKubeConfig({ kubeconfig: this.server.kubeconfig }),
@@ -125,6 +138,7 @@ export class SyncRig {
     await this.server.close();
     this.store.close();
     this.dp?.close();
+    this.socketLb?.close();
     rmSync(this.pinRoot, { recursive: true, force: true });
     rmSync(this.dir, { recursive: true, force: true });
   }

@@ -429,6 +429,11 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
     if (counts.vips !== n || counts.backends !== n * ENDPOINTS)
       throw new Error(`ferry: expected ${n} VIPs × ${ENDPOINTS}, the store has ${counts.vips} VIPs, ${counts.backends} backends`);
     if (controller.appliedRevision !== store.revision()) throw new Error('ferry: the datapath is behind the store');
+    // Each Service's ClusterIP, and its LoadBalancer IP for the node's own sockets.
+    const socketLbServices = rig.socketLb?.stats().services;
+    if (socketLbServices !== undefined && socketLbServices !== 2 * n) {
+      throw new Error(`ferry: the socket-LB holds ${socketLbServices} services, not ${2 * n}`);
+    }
     const transactions = store.revision() - rev0;
     const batches = s.stats.batches - batches0;
 
@@ -438,6 +443,7 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
       const batchMs: number[] = [];
       const appliedMs: number[] = [];
       const endToEnd: number[] = [];
+      const socketLbApplies = rig.socketLb?.stats().applies;
       for (let k = 0; k < ONE_CHANGES; k++) {
         const { i, eps } = changedEndpoints(k, n);
         const rev = store.revision();
@@ -452,6 +458,10 @@ export async function ferryRun(n: number, real: boolean, caps: SyncCaps, burstOn
         endToEnd.push(performance.now() - t);
         batchMs.push(lastBatch!.ms);
         appliedMs.push(lastBatch!.longestStepMs);
+      }
+      const applied = rig.socketLb?.stats().applies;
+      if (applied !== undefined && applied - socketLbApplies! !== ONE_CHANGES) {
+        throw new Error(`ferry: the socket-LB applied ${applied - socketLbApplies!} of ${ONE_CHANGES} endpoint changes`);
       }
       oneChange = {
         changes: ONE_CHANGES,
