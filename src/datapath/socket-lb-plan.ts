@@ -21,7 +21,7 @@ import {
   SockSvcKey,
   type SockFamily,
 } from './socket-lb-abi.js';
-import { parseIp, unmappedIpv4 } from '../net/addr.js';
+import { parseIp, unmappedIpv4, writeCanonicalIpv4 } from '../net/addr.js';
 import { formatAddr } from './addr.js';
 
 export interface SocketLbBackend {
@@ -109,17 +109,22 @@ export function keyString(proto: number, family: number, addr: Buffer, port: num
 }
 
 /** An address in the socket-LB's form, as the program compares it: IPv4-mapped IPv6 becomes IPv4 (as the program normalises). */
-function sockAddr(text: unknown, what: string): { family: SockFamily; addr: Buffer } {
-  const parsed = parseIp(text);
-  if (typeof parsed === 'string') throw new TypeError(`${what}: not an IP address: ${JSON.stringify(text)}`);
-  const ip = unmappedIpv4(parsed) ?? parsed;
+function sockAddr(text: unknown, what: () => string): { family: SockFamily; addr: Buffer } {
   const addr = Buffer.alloc(16);
+  // Canonical IPv4 text (what the Kubernetes translation gives) is read by hand; anything else is parsed.
+  if (typeof text === 'string' && writeCanonicalIpv4(text, addr)) return { family: SOCKLB_AF_INET, addr };
+  addr.fill(0, 0, 4);
+  const parsed = parseIp(text);
+  if (typeof parsed === 'string') throw new TypeError(`${what()}: not an IP address: ${JSON.stringify(text)}`);
+  const ip = unmappedIpv4(parsed) ?? parsed;
   ip.bytes.copy(addr);
   return { family: ip.family === 4 ? SOCKLB_AF_INET : SOCKLB_AF_INET6, addr };
 }
 
+const validPort = (port: unknown): port is number => typeof port === 'number' && Number.isInteger(port) && port >= 1 && port <= 65535;
+
 function checkPort(port: unknown, what: string): number {
-  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
+  if (!validPort(port)) {
     throw new RangeError(`${what}: port must be an integer from 1 to 65535, got ${JSON.stringify(port)}`);
   }
   return port;
@@ -175,10 +180,12 @@ function checkEntry(e: SocketLbService, what: string, byKey: ReadonlyMap<string,
   }
   let text = `${timeout}`;
   e.backends.forEach((b: SocketLbBackend, j: number) => {
-    const bw = `${what} backend #${j}`;
-    if (typeof b !== 'object' || b === null) throw new TypeError(`${bw}: not an object`);
-    if (typeof b.address !== 'string') throw new TypeError(`${bw}: address must be a string, got ${JSON.stringify(b.address)}`);
-    text += `|${b.address} ${checkPort(b.port, bw)}`;
+    if (typeof b !== 'object' || b === null) throw new TypeError(`${what} backend #${j}: not an object`);
+    if (typeof b.address !== 'string') {
+      throw new TypeError(`${what} backend #${j}: address must be a string, got ${JSON.stringify(b.address)}`);
+    }
+    if (!validPort(b.port)) checkPort(b.port, `${what} backend #${j}`);
+    text += `|${b.address} ${b.port}`;
   });
   const rawKey = `${e.protocol} ${e.ip} ${port}`;
   const prev = byKey.get(rawKey);
@@ -188,12 +195,15 @@ function checkEntry(e: SocketLbService, what: string, byKey: ReadonlyMap<string,
 
 /** The addresses of an entry whose types and numbers parseServices() has checked. */
 function parseEntry(e: SocketLbService, what: string, proto: number, port: number, timeout: number): DesiredService {
-  const { family, addr } = sockAddr(e.ip, `${what} ip`);
+  const { family, addr } = sockAddr(e.ip, () => `${what} ip`);
+  // One allocation for the service's endpoints, each a view of it.
+  const size = SockEndpoint.size;
+  const encoded = Buffer.alloc(e.backends.length * size);
   const backends = e.backends.map((b, j) => {
-    const bw = `${what} backend #${j}`;
-    const a = sockAddr(b.address, bw);
-    if (a.family !== family) throw new RangeError(`${bw}: ${b.address} is not of the family of ${e.ip}`);
-    return SockEndpoint.encode({ addr: a.addr, port: b.port, family: a.family, pad: 0 });
+    const a = sockAddr(b.address, () => `${what} backend #${j}`);
+    if (a.family !== family) throw new RangeError(`${what} backend #${j}: ${b.address} is not of the family of ${e.ip}`);
+    SockEndpoint.encodeInto({ addr: a.addr, port: b.port, family: a.family, pad: 0 }, encoded, j * size);
+    return encoded.subarray(j * size, (j + 1) * size);
   });
   return {
     keyStr: keyString(proto, family, addr, port),
