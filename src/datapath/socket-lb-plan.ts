@@ -54,8 +54,9 @@ export interface DesiredService {
   keyStr: string;
   key: Buffer;
   family: SockFamily;
-  /** Encoded struct sock_endpoint, in the order given. */
+  /** Encoded struct sock_endpoint, in the order given: views of `encoded`, which holds them side by side. */
   backends: Buffer[];
+  encoded: Buffer;
   sig: string;
   timeout: number;
 }
@@ -210,6 +211,7 @@ function parseEntry(e: SocketLbService, what: string, proto: number, port: numbe
     key: SockSvcKey.encode({ addr, port, proto, family }),
     family,
     backends,
+    encoded,
     sig: sigOf(backends),
     timeout,
   };
@@ -267,8 +269,7 @@ export interface SocketLbPlanCounts {
 export interface SocketLbPlan {
   counts: SocketLbPlanCounts;
   /** ferry_sock_slots of the new buffers: keys and their endpoints. */
-  slotKeys: Buffer[];
-  slotValues: Buffer[];
+  slots: SlotRuns;
   memberAdds: Buffer[];
   memberDels: Buffer[];
   /** ferry_sock_svcs values to write (after the buffers they name), and keys to delete. */
@@ -285,6 +286,21 @@ export interface SocketLbPlan {
   allocated: number[];
   /** The services in the maps once the plan is written, by key. */
   next: Map<string, InstalledService>;
+}
+
+/** Map entries in runs: run k of `keys` and of `values` hold the same number of entries; `count` in all. */
+export interface SlotRuns {
+  keys: Buffer[];
+  values: Buffer[];
+  count: number;
+}
+
+/** The keys of slots 0 .. n-1 of a service's buffer, side by side. */
+function slotKeys(svcId: number, buf: number, n: number): Buffer {
+  const size = SockSlotKey.size;
+  const out = Buffer.alloc(n * size);
+  for (let i = 0; i < n; i++) SockSlotKey.encodeInto({ svc_id: svcId, buf, index: i }, out, i * size);
+  return out;
 }
 
 /** Adds the slot keys of a service's live buffer to `out`. */
@@ -305,8 +321,7 @@ export function planServices(
 ): SocketLbPlan {
   const plan: SocketLbPlan = {
     counts: { added: 0, updated: 0, retimed: 0, removed: 0, unchanged: 0 },
-    slotKeys: [],
-    slotValues: [],
+    slots: { keys: [], values: [], count: 0 },
     memberAdds: [],
     memberDels: [],
     svcKeys: [],
@@ -348,11 +363,10 @@ export function planServices(
       plan.flipped.push(id);
       pushLiveSlots(plan.oldSlots, cur); // none when it moves to a new id (its count is 0)
     }
-    if (setChanged) {
-      d.backends.forEach((b, i) => {
-        plan.slotKeys.push(SockSlotKey.encode({ svc_id: id, buf: gen & 1, index: i }));
-        plan.slotValues.push(b);
-      });
+    if (setChanged && d.backends.length > 0) {
+      plan.slots.keys.push(slotKeys(id, gen & 1, d.backends.length));
+      plan.slots.values.push(d.encoded);
+      plan.slots.count += d.backends.length;
     }
     const have = cur?.members ?? new Map<string, Buffer>();
     for (const [hex, b] of wantMembers) if (!have.has(hex)) plan.memberAdds.push(SockMemberKey.encode({ svc_id: id, backend: b }));
@@ -525,7 +539,7 @@ export function checkCapacity(
     liveSlots += s.count;
     liveMembers += s.members.size;
   }
-  let peakSlots = liveSlots + plan.slotKeys.length + l.staleSlots + l.retiredSlots;
+  let peakSlots = liveSlots + plan.slots.count + l.staleSlots + l.retiredSlots;
   const mustWait = l.reusesRetired || (peakSlots > sizes.maxSlots && l.retiredSlots > 0);
   if (mustWait) peakSlots -= l.retiredSlots;
   const peakMembers = liveMembers + plan.memberAdds.length + l.staleMembers;

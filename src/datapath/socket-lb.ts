@@ -375,8 +375,10 @@ export class SocketLb {
       this.staleMembers = [];
     }
     // New buffers and members first, then the values that name them.
-    this.updateBatch(this.slotsFd, plan.slotKeys, plan.slotValues);
-    res.slotsWritten = plan.slotKeys.length;
+    if (plan.slots.count > 0) {
+      this.nat.mapUpdateBatch(this.slotsFd, Buffer.concat(plan.slots.keys), Buffer.concat(plan.slots.values), plan.slots.count, 0);
+    }
+    res.slotsWritten = plan.slots.count;
     this.updateBatch(
       this.membersFd,
       plan.memberAdds,

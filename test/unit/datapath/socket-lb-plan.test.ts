@@ -67,11 +67,11 @@ describe('socket-LB list planner', () => {
     assert.deepEqual(first.plan.counts, { added: 3, updated: 0, retimed: 0, removed: 0, unchanged: 0 });
     const same = rig.apply([a, b, c]);
     assert.deepEqual(same.plan.counts, { added: 0, updated: 0, retimed: 0, removed: 0, unchanged: 3 });
-    assert.deepEqual([same.plan.slotKeys.length, same.plan.svcKeys.length, same.plan.svcDels.length], [0, 0, 0]);
+    assert.deepEqual([same.plan.slots.count, same.plan.svcKeys.length, same.plan.svcDels.length], [0, 0, 0]);
     const b2 = svc(2, [3, 6]);
     const changed = rig.apply([a, b2]);
     assert.deepEqual(changed.plan.counts, { added: 0, updated: 1, retimed: 0, removed: 1, unchanged: 1 });
-    assert.equal(changed.plan.slotKeys.length, 2, "only the changed service's new buffer is written");
+    assert.equal(changed.plan.slots.count, 2, "only the changed service's new buffer is written");
     assert.deepEqual(rig.view(), wanted([a, b2]));
     const copies = rig.apply([{ ...a }, { ...b2 }]);
     assert.deepEqual(copies.plan.counts, { added: 0, updated: 0, retimed: 0, removed: 0, unchanged: 2 }, 'equal copies change nothing');
