@@ -362,7 +362,9 @@ export class NatTable {
       const want = this.renderAll(list);
       const script = this.known ? renderChanges(this.held, want) : wholeScript([...want.values()]);
       if (script === null) {
-        // The table holds it (a refused script changed nothing): whatever failed since no longer matters.
+        // The table holds it (a refused script changed nothing): whatever failed since no longer matters. Entries
+        // given as new objects rendered the same: held as they are now, they are not rendered again next time.
+        this.held = want;
         this.lastError = null;
         continue;
       }
