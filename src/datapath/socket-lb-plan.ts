@@ -148,7 +148,7 @@ export function parseServices(
   const desired = new Map<string, DesiredService>();
   const parsed = emptyParsedList();
   all.forEach((e, i) => {
-    const p = previous.byEntry.get(e) ?? checkEntry(e, describeEntry(e, i), previous.byKey);
+    const p = previous.byEntry.get(e) ?? checkEntry(e, () => describeEntry(e, i), previous.byKey);
     if (desired.has(p.d.keyStr)) throw new RangeError(`${describeEntry(e, i)}: ${p.d.keyStr} appears twice`);
     desired.set(p.d.keyStr, p.d);
     parsed.byEntry.set(e, p);
@@ -163,29 +163,29 @@ function describeEntry(e: SocketLbService | null | undefined, i: number): string
 }
 
 /** An entry not given before: checked, and parsed unless the entry of its key had the same text. */
-function checkEntry(e: SocketLbService, what: string, byKey: ReadonlyMap<string, ParsedEntry>): ParsedEntry {
-  if (typeof e !== 'object' || e === null) throw new TypeError(`${what}: not an object`);
-  if (typeof e.ip !== 'string') throw new TypeError(`${what}: ip must be a string, got ${JSON.stringify(e.ip)}`);
-  const port = checkPort(e.port, what);
+function checkEntry(e: SocketLbService, what: () => string, byKey: ReadonlyMap<string, ParsedEntry>): ParsedEntry {
+  if (typeof e !== 'object' || e === null) throw new TypeError(`${what()}: not an object`);
+  if (typeof e.ip !== 'string') throw new TypeError(`${what()}: ip must be a string, got ${JSON.stringify(e.ip)}`);
+  const port = validPort(e.port) ? e.port : checkPort(e.port, what());
   const proto = e.protocol === 'tcp' ? IPPROTO_TCP : e.protocol === 'udp' ? IPPROTO_UDP : -1;
-  if (proto < 0) throw new RangeError(`${what}: protocol must be 'tcp' or 'udp', got ${JSON.stringify(e.protocol)}`);
-  if (!Array.isArray(e.backends)) throw new TypeError(`${what}: backends must be an array`);
+  if (proto < 0) throw new RangeError(`${what()}: protocol must be 'tcp' or 'udp', got ${JSON.stringify(e.protocol)}`);
+  if (!Array.isArray(e.backends)) throw new TypeError(`${what()}: backends must be an array`);
   let timeout = 0;
   if (e.affinityTimeoutSeconds !== undefined && e.affinityTimeoutSeconds !== null) {
     timeout = e.affinityTimeoutSeconds;
     if (!Number.isInteger(timeout) || timeout < 1 || timeout > MAX_AFFINITY_TIMEOUT_S) {
       throw new RangeError(
-        `${what}: affinityTimeoutSeconds must be an integer from 1 to ${MAX_AFFINITY_TIMEOUT_S}, got ${JSON.stringify(e.affinityTimeoutSeconds)}`,
+        `${what()}: affinityTimeoutSeconds must be an integer from 1 to ${MAX_AFFINITY_TIMEOUT_S}, got ${JSON.stringify(e.affinityTimeoutSeconds)}`,
       );
     }
   }
   let text = `${timeout}`;
   e.backends.forEach((b: SocketLbBackend, j: number) => {
-    if (typeof b !== 'object' || b === null) throw new TypeError(`${what} backend #${j}: not an object`);
+    if (typeof b !== 'object' || b === null) throw new TypeError(`${what()} backend #${j}: not an object`);
     if (typeof b.address !== 'string') {
-      throw new TypeError(`${what} backend #${j}: address must be a string, got ${JSON.stringify(b.address)}`);
+      throw new TypeError(`${what()} backend #${j}: address must be a string, got ${JSON.stringify(b.address)}`);
     }
-    if (!validPort(b.port)) checkPort(b.port, `${what} backend #${j}`);
+    if (!validPort(b.port)) checkPort(b.port, `${what()} backend #${j}`);
     text += `|${b.address} ${b.port}`;
   });
   const rawKey = `${e.protocol} ${e.ip} ${port}`;
@@ -195,14 +195,14 @@ function checkEntry(e: SocketLbService, what: string, byKey: ReadonlyMap<string,
 }
 
 /** The addresses of an entry whose types and numbers parseServices() has checked. */
-function parseEntry(e: SocketLbService, what: string, proto: number, port: number, timeout: number): DesiredService {
-  const { family, addr } = sockAddr(e.ip, () => `${what} ip`);
+function parseEntry(e: SocketLbService, what: () => string, proto: number, port: number, timeout: number): DesiredService {
+  const { family, addr } = sockAddr(e.ip, () => `${what()} ip`);
   // One allocation for the service's endpoints, each a view of it.
   const size = SockEndpoint.size;
   const encoded = Buffer.alloc(e.backends.length * size);
   const backends = e.backends.map((b, j) => {
-    const a = sockAddr(b.address, () => `${what} backend #${j}`);
-    if (a.family !== family) throw new RangeError(`${what} backend #${j}: ${b.address} is not of the family of ${e.ip}`);
+    const a = sockAddr(b.address, () => `${what()} backend #${j}`);
+    if (a.family !== family) throw new RangeError(`${what()} backend #${j}: ${b.address} is not of the family of ${e.ip}`);
     SockEndpoint.encodeInto({ addr: a.addr, port: b.port, family: a.family, pad: 0 }, encoded, j * size);
     return encoded.subarray(j * size, (j + 1) * size);
   });
@@ -404,6 +404,18 @@ export function planServices(
   return plan;
 }
 
+/** How a list differs from the one before it: the entries (objects) that left it, and the new ones. */
+export interface ListChanges {
+  removed: readonly SocketLbService[];
+  added: readonly SocketLbService[];
+}
+
+/** The new entries of a list (each with how an error names it) and the last list's entries that left it. */
+interface Changed {
+  fresh: Array<[SocketLbService, () => string]>;
+  left: ParsedEntry[];
+}
+
 /** A list planned by ListPlanner. */
 export interface ListPlan {
   plan: SocketLbPlan;
@@ -435,10 +447,20 @@ export class ListPlanner {
     this.incremental = false;
   }
 
-  /** Plans `all` against `installed`; throws naming a bad entry (nothing recorded then). */
-  plan(all: readonly SocketLbService[], installed: ReadonlyMap<string, InstalledService>, ids: ServiceIds): ListPlan {
+  /**
+   * Plans `all` against `installed`; throws naming a bad entry (nothing
+   * recorded then). `changes`, when given, says how `all` differs from the
+   * last list written, which spares looking up every entry of it; it is
+   * checked against that list and ignored when it does not agree.
+   */
+  plan(
+    all: readonly SocketLbService[],
+    installed: ReadonlyMap<string, InstalledService>,
+    ids: ServiceIds,
+    changes?: ListChanges,
+  ): ListPlan {
     if (!Array.isArray(all)) throw new TypeError('socket-LB apply: expected an array of services');
-    return this.incremental ? this.planChanges(all, installed, ids) : this.planWhole(all, installed, ids);
+    return this.incremental ? this.planChanges(all, installed, ids, changes) : this.planWhole(all, installed, ids);
   }
 
   private planWhole(all: readonly SocketLbService[], installed: ReadonlyMap<string, InstalledService>, ids: ServiceIds): ListPlan {
@@ -457,26 +479,61 @@ export class ListPlanner {
     };
   }
 
-  private planChanges(all: readonly SocketLbService[], installed: ReadonlyMap<string, InstalledService>, ids: ServiceIds): ListPlan {
+  /**
+   * The new entries and those that left, found by looking up every entry of
+   * `all` (marked as kept) and then every entry of the last list not marked.
+   */
+  private changesFound(all: readonly SocketLbService[]): Changed {
     const mark = ++this.mark;
-    // Entries of the last list are marked; the others are new.
-    const fresh: number[] = [];
+    const fresh: Array<[SocketLbService, () => string]> = [];
     for (let i = 0; i < all.length; i++) {
-      const p = this.byEntry.get(all[i]!);
-      if (p === undefined) fresh.push(i);
-      else if (p.seen === mark) throw new RangeError(`${describeEntry(all[i], i)}: ${p.d.keyStr} appears twice`);
+      const e = all[i]!;
+      const p = this.byEntry.get(e);
+      if (p === undefined) fresh.push([e, () => describeEntry(e, i)]);
+      else if (p.seen === mark) throw new RangeError(`${describeEntry(e, i)}: ${p.d.keyStr} appears twice`);
       else p.seen = mark;
     }
     const left: ParsedEntry[] = [];
     if (all.length - fresh.length < this.byEntry.size) for (const p of this.byEntry.values()) if (p.seen !== mark) left.push(p);
+    return { fresh, left };
+  }
+
+  /**
+   * The new entries and those that left as the caller says, when that agrees
+   * with the last list (every entry said to leave was in it, once; no new
+   * one is said twice; the counts add up to `all`); undefined otherwise. An
+   * entry said to leave and to be new is parsed again (the same text:
+   * nothing changes).
+   */
+  private changesGiven(all: readonly SocketLbService[], changes: ListChanges): Changed | undefined {
+    if (this.byEntry.size - changes.removed.length + changes.added.length !== all.length) return undefined;
+    const left = new Set<ParsedEntry>();
+    for (const e of changes.removed) {
+      const p = this.byEntry.get(e);
+      if (p === undefined || left.has(p)) return undefined;
+      left.add(p);
+    }
+    if (new Set(changes.added).size !== changes.added.length) return undefined;
+    // Where an entry is in the list is looked for only to name it in an error.
+    const fresh = changes.added.map((e): [SocketLbService, () => string] => [e, () => describeEntry(e, all.indexOf(e))]);
+    return { fresh, left: [...left] };
+  }
+
+  private planChanges(
+    all: readonly SocketLbService[],
+    installed: ReadonlyMap<string, InstalledService>,
+    ids: ServiceIds,
+    changes: ListChanges | undefined,
+  ): ListPlan {
+    const { fresh, left } = (changes !== undefined ? this.changesGiven(all, changes) : undefined) ?? this.changesFound(all);
+    const leaving = new Set(left);
     const added = new Map<string, ParsedEntry>();
     const desired = new Map<string, DesiredService>();
-    for (const i of fresh) {
-      const e = all[i]!;
-      const p = checkEntry(e, describeEntry(e, i), this.byKey);
+    for (const [e, what] of fresh) {
+      const p = checkEntry(e, what, this.byKey);
       const key = p.d.keyStr;
-      if (added.has(key) || this.byService.get(key)?.seen === mark) throw new RangeError(`${describeEntry(e, i)}: ${key} appears twice`);
-      p.seen = mark;
+      const holder = this.byService.get(key);
+      if (added.has(key) || (holder !== undefined && !leaving.has(holder))) throw new RangeError(`${what()}: ${key} appears twice`);
       added.set(key, p);
       desired.set(key, p.d);
     }

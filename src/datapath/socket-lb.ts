@@ -42,6 +42,7 @@ import {
   sigOf,
   type InstalledService,
   ListPlanner,
+  type ListChanges,
   type SocketLbBackend,
   type SocketLbPlan,
   type SocketLbPlanCounts,
@@ -328,11 +329,13 @@ export class SocketLb {
    * buffer flip; writes are batched. If the kernel refuses a write midway,
    * every service is still either as before or as wanted (never a mix), the
    * in-memory view is re-read from the maps, and the error is thrown: the
-   * next apply() converges.
+   * next apply() converges. `changes`, when the caller knows them, says how
+   * `all` differs from the list of the last apply() that returned (see
+   * ListPlanner.plan).
    */
-  apply(all: readonly SocketLbService[]): SocketLbApplyResult {
+  apply(all: readonly SocketLbService[], changes?: ListChanges): SocketLbApplyResult {
     const started = performance.now();
-    const listed = this.planner.plan(all, this.installed, this.ids);
+    const listed = this.planner.plan(all, this.installed, this.ids, changes);
     const { plan } = listed;
     const { problem, mustWait } = checkCapacity(this.sizes, listed.services, this.installed, plan, {
       staleSlots: this.staleSlots.length,

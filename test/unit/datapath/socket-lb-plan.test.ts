@@ -10,7 +10,13 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { formatAddr } from '../../../src/datapath/addr.js';
 import { SockEndpoint } from '../../../src/datapath/socket-lb-abi.js';
-import { ListPlanner, ServiceIds, type InstalledService, type SocketLbService } from '../../../src/datapath/socket-lb-plan.js';
+import {
+  ListPlanner,
+  ServiceIds,
+  type InstalledService,
+  type ListChanges,
+  type SocketLbService,
+} from '../../../src/datapath/socket-lb-plan.js';
 
 /** A planner with its installed view, each plan committed as if written. */
 class Rig {
@@ -18,8 +24,8 @@ class Rig {
   readonly ids = new ServiceIds();
   installed = new Map<string, InstalledService>();
 
-  apply(all: readonly SocketLbService[]) {
-    const listed = this.planner.plan(all, this.installed, this.ids);
+  apply(all: readonly SocketLbService[], changes?: ListChanges) {
+    const listed = this.planner.plan(all, this.installed, this.ids, changes);
     this.installed = listed.commit(this.installed);
     return listed;
   }
@@ -107,17 +113,26 @@ describe('socket-LB list planner', () => {
     assert.deepEqual(rig.view(), wanted([a, b]));
   });
 
-  it('any sequence of lists leaves the installed view equal to the last list, with distinct ids', () => {
+  it('any sequence of lists leaves the installed view equal to the last list, with distinct ids, whatever changes are said', () => {
     // A step: for each of 6 ClusterIPs, keep its entry object, give a copy, replace it (new backends or
-    // timeout), drop it, or (when absent) add it.
+    // timeout), drop it, or (when absent) add it. The list comes with no changes, with its changes, with its
+    // changes but copies left out (as the sync leaves out entries that did not change), with a kept entry said
+    // to leave and come back, or with changes that do not agree with the last list (an entry said to leave that
+    // was not in it, one said to be new twice, one left out): those must be noticed and the whole list compared.
     const action = fc.constantFrom('keep', 'keep', 'copy', 'replace', 'drop', 'add');
-    const step = fc.record({ actions: fc.array(action, { minLength: 6, maxLength: 6 }), seed: fc.nat(1000), reset: fc.boolean() });
+    const said = fc.constantFrom('none', 'true', 'true', 'no-copies', 'stranger', 'kept-as-new', 'twice', 'short');
+    const step = fc.record({
+      actions: fc.array(action, { minLength: 6, maxLength: 6 }),
+      seed: fc.nat(1000),
+      reset: fc.boolean(),
+      said,
+    });
     fc.assert(
       fc.property(fc.array(step, { minLength: 1, maxLength: 12 }), (steps) => {
         const rig = new Rig();
         let current: Array<SocketLbService | undefined> = [];
         let before = new Set<string>();
-        for (const { actions, seed, reset } of steps) {
+        for (const { actions, seed, reset, said } of steps) {
           const next = actions.map((act, ip) => {
             const e = current[ip];
             const fresh = () =>
@@ -130,7 +145,26 @@ describe('socket-LB list planner', () => {
           });
           const list = next.filter((e): e is SocketLbService => e !== undefined);
           if (reset) rig.planner.reset();
-          const { plan } = rig.apply(list);
+          const last = current.filter((e): e is SocketLbService => e !== undefined);
+          const removed = last.filter((e) => !list.includes(e));
+          const added = list.filter((e) => !last.includes(e));
+          const copied = (e: SocketLbService): boolean => actions[Number(e.ip.split('.')[3]) - 1] === 'copy';
+          const kept = list.filter((e) => last.includes(e)).slice(0, 1);
+          const changes: ListChanges | undefined =
+            said === 'none'
+              ? undefined
+              : said === 'true'
+                ? { removed, added }
+                : said === 'no-copies'
+                  ? { removed: removed.filter((e) => !copied(e)), added: added.filter((e) => !copied(e)) }
+                  : said === 'stranger'
+                    ? { removed: [...removed, svc(99, [1])], added: [...added, svc(98, [1])] }
+                    : said === 'kept-as-new'
+                      ? { removed: [...removed, ...kept], added: [...added, ...kept] }
+                      : said === 'twice'
+                        ? { removed: [...removed, ...kept], added: [...added, ...added.slice(0, 1)] }
+                        : { removed: removed.slice(1), added };
+          const { plan } = rig.apply(list, changes);
           const c = plan.counts;
           assert.equal(c.added + c.updated + c.retimed + c.unchanged, list.length, JSON.stringify(c));
           const now = new Set(list.map((e) => `tcp ${e.ip}:80`));
