@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { Controller } from '../src/control/controller.js';
 import { LbDatapath } from '../src/datapath/lb.js';
 import { SocketLb } from '../src/datapath/socket-lb.js';
-import { K8sSync, type K8sSyncOptions } from '../src/k8s/sync.js';
+import { K8sSync, type ClusterIpChanges, type K8sSyncOptions } from '../src/k8s/sync.js';
 import type { ClusterIpEntry } from '../src/k8s/translate.js';
 import { loadKubeConfig } from '../src/k8s/client.js';
 import { K8sWatch } from '../src/k8s/informer.js';
@@ -108,11 +108,16 @@ export class SyncRig {
     this.controller = new Controller(this.store, applier, (state) => planner.plan(state));
     this.controller.reconcile();
     const lb = this.socketLb;
-    this.sync = new K8sSync({
-      controller: this.controller,
-      ...o.sync,
-      ...(lb !== undefined ? { onClusterIps: (all: readonly ClusterIpEntry[]) => void lb.apply(all) } : {}),
-    });
+    // As K8sMode: the changes go along unless the last apply failed.
+    let failed = false;
+    const toSocketLb = (all: readonly ClusterIpEntry[], changes: ClusterIpChanges | null): void => {
+      if (lb === undefined) return;
+      const given = changes !== null && !failed ? changes : undefined;
+      failed = true; // until apply() returns
+      lb.apply(all, given);
+      failed = false;
+    };
+    this.sync = new K8sSync({ controller: this.controller, ...o.sync, ...(lb !== undefined ? { onClusterIps: toSocketLb } : {}) });
     const nodes = o.nodes ?? [[BENCH_NODE, '192.0.2.1']];
     this.watch = new K8sWatch({
       kubeConfig: loadKubeConfig({ kubeconfig: this.server.kubeconfig }),

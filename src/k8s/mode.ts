@@ -20,7 +20,7 @@ import type { Controller } from '../control/controller.js';
 import { HealthCheckNodePorts, type HcnpStatus } from './hcnp.js';
 import type { NatTable } from './nat.js';
 import type { NodeEndpoint } from '../datapath/node.js';
-import { K8sSync, type BatchReport } from './sync.js';
+import { K8sSync, type BatchReport, type ClusterIpChanges } from './sync.js';
 import type { ClusterIpEntry, NatEntry } from './translate.js';
 import { parsePools } from './ipam.js';
 import { LbIpam } from './lbipam.js';
@@ -41,7 +41,13 @@ const NAT_CHECK_TICKS = 15;
 export interface ClusterIpConsumer {
   /** For the API view, e.g. "socket-lb". */
   readonly name: string;
-  apply(all: ClusterIpEntry[]): void;
+  /**
+   * Makes the consumer hold `all`. `changes`, when given, says how `all`
+   * differs from the list of its last apply() that returned (it may spare
+   * looking at the others); without it, or after an apply() that threw,
+   * the consumer compares the whole list.
+   */
+  apply(all: ClusterIpEntry[], changes?: ClusterIpChanges): void;
   /** Figures shown in the API view (numbers only). */
   stats?(): Record<string, number>;
   close(): void;
@@ -150,7 +156,7 @@ export class K8sMode {
       quietMs: k.batch_quiet_ms,
       maxEvents: k.batch_max_events,
       log: o.log,
-      onClusterIps: (all) => this.applyClusterIps(all),
+      onClusterIps: (all, changes) => this.applyClusterIps(all, changes),
       onHealthCheckNodePorts: (all) => this.hcnp.update(all),
       onNat: (all) => this.applyNat(all),
       onNodeEndpoints: (all) => this.applyNodeEndpoints(all),
@@ -385,12 +391,14 @@ export class K8sMode {
     );
   }
 
-  private applyClusterIps(all: ClusterIpEntry[]): void {
+  /** `changes`: how `all` differs from the list handed over before, which the consumer holds unless that apply failed. */
+  private applyClusterIps(all: ClusterIpEntry[], changes: ClusterIpChanges | null = null): void {
     const c = this.o.clusterIps;
     if (c === undefined) return;
     const before = this.consumerError;
     try {
-      c.apply(all);
+      if (changes !== null && before === null) c.apply(all, changes);
+      else c.apply(all);
       this.consumerError = null;
       if (before !== null) this.o.log.info({ consumer: c.name, entries: all.length }, 'kubernetes: the ClusterIP list is programmed again');
     } catch (err) {

@@ -37,8 +37,8 @@ export function openSocketLbConsumer(pinRoot: string, cgroup: string | null): So
   return {
     name: 'socket-lb',
     socketLb,
-    apply: (all) => {
-      socketLb.apply(all);
+    apply: (all, changes) => {
+      socketLb.apply(all, changes);
     },
     stats: () => {
       const s = socketLb.stats();

@@ -90,6 +90,12 @@ function socketLbList(results: readonly ServiceTranslation[]): ClusterIpEntry[] 
   return out;
 }
 
+/** How the socket-LB list differs from the one handed over before: the entries that left it and the new ones. */
+export interface ClusterIpChanges {
+  removed: ClusterIpEntry[];
+  added: ClusterIpEntry[];
+}
+
 export interface BatchReport {
   /** Services translated in this batch. */
   services: number;
@@ -140,8 +146,11 @@ export interface K8sSyncOptions {
   log?: K8sLogger;
   /** The audit actor; default "kubernetes". */
   actor?: string;
-  /** After a batch that changed any ClusterIP entry: the whole socket-LB list and the Services it changed for. */
-  onClusterIps?(all: ClusterIpEntry[], changed: string[]): void;
+  /**
+   * After a step that changed any ClusterIP entry: the whole socket-LB list, and how it differs from the list
+   * handed over before (null: not known, e.g. after a failed batch).
+   */
+  onClusterIps?(all: ClusterIpEntry[], changes: ClusterIpChanges | null): void;
   /** After a batch that changed any health-check node port. */
   onHealthCheckNodePorts?(all: HealthCheckNodePort[]): void;
   /** The whole kernel-NAT list (translate.ts NatEntry) after a batch that changed it. */
@@ -182,9 +191,8 @@ interface RunningBatch {
   failed: boolean;
   report: BatchReport;
   started: number;
-  socketLbChanged: string[];
-  /** How many of socketLbChanged the socket-LB has been given (it is fed after every step). */
-  socketLbPublished: number;
+  /** How the socket-LB list changed since it was last handed over (it is, after every step that changes it). */
+  socketLbChanges: ClusterIpChanges;
   hcnpChanged: boolean;
   natChanged: boolean;
   nodeEndpointsChanged: boolean;
@@ -507,7 +515,7 @@ export class K8sSync implements K8sEventHandler {
       this.hcnpList = results.flatMap((t) => t.healthCheckNodePorts);
       this.natList = results.flatMap((t) => t.nat);
       this.nodeEndpointList = results.flatMap((t) => t.nodeEndpoints);
-      this.notify(() => this.o.onClusterIps?.(this.clusterIpList, []));
+      this.notify(() => this.o.onClusterIps?.(this.clusterIpList, null));
       this.notify(() => this.o.onHealthCheckNodePorts?.(this.hcnpList));
       this.notify(() => this.o.onNat?.(this.natList));
       this.notify(() => this.o.onNodeEndpoints?.(this.nodeEndpointList));
@@ -569,8 +577,7 @@ export class K8sSync implements K8sEventHandler {
       storeOwners,
       failed: false,
       started,
-      socketLbChanged: [],
-      socketLbPublished: 0,
+      socketLbChanges: { removed: [], added: [] },
       hcnpChanged: false,
       natChanged: false,
       nodeEndpointsChanged: false,
@@ -670,7 +677,12 @@ export class K8sSync implements K8sEventHandler {
         desired = t.desired;
       }
       const after = this.results.get(key);
-      if (!sameJson(before ? socketLbEntries(before) : [], after ? socketLbEntries(after) : [])) b.socketLbChanged.push(key);
+      const was = before ? socketLbEntries(before) : [];
+      const now = after ? socketLbEntries(after) : [];
+      if (!sameJson(was, now)) {
+        b.socketLbChanges.removed.push(...was);
+        b.socketLbChanges.added.push(...now);
+      }
       // A flag already set needs no second look.
       if (!b.hcnpChanged && !sameJson(before?.healthCheckNodePorts ?? [], after?.healthCheckNodePorts ?? [])) b.hcnpChanged = true;
       if (!b.natChanged && !sameJson(before?.nat ?? [], after?.nat ?? [])) b.natChanged = true;
@@ -691,11 +703,11 @@ export class K8sSync implements K8sEventHandler {
 
   /** Hands the socket-LB the whole list when the batch changed it since the last time. */
   private publishSocketLb(b: RunningBatch): void {
-    if (b.socketLbChanged.length === b.socketLbPublished) return;
-    const changed = b.socketLbChanged.slice(b.socketLbPublished);
-    b.socketLbPublished = b.socketLbChanged.length;
+    const changes = b.socketLbChanges;
+    if (changes.removed.length === 0 && changes.added.length === 0) return;
+    b.socketLbChanges = { removed: [], added: [] };
     this.clusterIpList = socketLbList(this.sortedResults());
-    this.notify(() => this.o.onClusterIps?.(this.clusterIpList, changed));
+    this.notify(() => this.o.onClusterIps?.(this.clusterIpList, changes));
   }
 
   /** A batch is written: retry policy, report, listeners; then whatever became dirty meanwhile. */

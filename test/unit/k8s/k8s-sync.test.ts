@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
-import { K8sSync, type BatchReport, type K8sSyncOptions } from '../../../src/k8s/sync.js';
+import { K8sSync, type BatchReport, type ClusterIpChanges, type K8sSyncOptions } from '../../../src/k8s/sync.js';
 import type { ClusterIpEntry, HealthCheckNodePort } from '../../../src/k8s/translate.js';
 import { loadKubeConfig } from '../../../src/k8s/client.js';
 import { K8sWatch } from '../../../src/k8s/informer.js';
@@ -28,6 +28,8 @@ interface Rig {
   watch: K8sWatch;
   batches: BatchReport[];
   clusterIps: ClusterIpEntry[][];
+  /** What each list handed over said it changed. */
+  clusterIpChanges: Array<ClusterIpChanges | null>;
   hcnp: HealthCheckNodePort[][];
   close(): Promise<void>;
 }
@@ -51,6 +53,7 @@ async function rig(o: RigOptions = {}): Promise<Rig> {
   o.seed?.(server);
   const batches: BatchReport[] = [];
   const clusterIps: ClusterIpEntry[][] = [];
+  const clusterIpChanges: Array<ClusterIpChanges | null> = [];
   const hcnp: HealthCheckNodePort[][] = [];
   const sync = new K8sSync({
     controller: api.controller,
@@ -61,7 +64,10 @@ async function rig(o: RigOptions = {}): Promise<Rig> {
     retry: { initialMs: 20, maxMs: 100 },
     ...o.caps,
     onBatch: (b) => batches.push(b),
-    onClusterIps: (all) => clusterIps.push(all),
+    onClusterIps: (all, changes) => {
+      clusterIps.push(all);
+      clusterIpChanges.push(changes);
+    },
     onHealthCheckNodePorts: (all) => hcnp.push(all),
   });
   const watch = new K8sWatch({
@@ -79,6 +85,7 @@ async function rig(o: RigOptions = {}): Promise<Rig> {
     watch,
     batches,
     clusterIps,
+    clusterIpChanges,
     hcnp,
     close: async () => {
       rigs.delete(r);
@@ -95,6 +102,32 @@ async function rig(o: RigOptions = {}): Promise<Rig> {
 afterEach(async () => {
   for (const r of [...rigs]) await r.close();
 });
+
+/**
+ * Every list handed to the socket-LB is the one before it (the first: none)
+ * without the entries its changes say left and with those they say are new:
+ * the same objects, as a consumer that keeps the last list may rely on.
+ */
+function assertChangesAddUp(r: Rig): void {
+  let before: ClusterIpEntry[] = [];
+  r.clusterIps.forEach((all, k) => {
+    const changes = r.clusterIpChanges[k];
+    if (changes !== null && changes !== undefined) {
+      const count = new Map<ClusterIpEntry, number>();
+      const add = (e: ClusterIpEntry, n: number): void => {
+        count.set(e, (count.get(e) ?? 0) + n);
+      };
+      for (const e of before) add(e, 1);
+      for (const e of changes.removed) add(e, -1);
+      for (const e of changes.added) add(e, 1);
+      for (const e of all) add(e, -1);
+      const off = [...count].filter(([, n]) => n !== 0).map(([e, n]) => `${e.ip}:${e.port} ${n}`);
+      assert.deepEqual(off, [], `list ${k}: the changes do not turn the list before into it`);
+      assert.ok(changes.removed.length + changes.added.length > 0, `list ${k} handed over without a change`);
+    }
+    before = all;
+  });
+}
 
 /** The informers hold what the server holds, and the sync has written all of it. */
 async function settle(r: Rig, ms = 10_000): Promise<void> {
@@ -235,6 +268,8 @@ describe('k8s sync: into the store, through the API', () => {
     r.server.remove('services', 'default/web');
     await settle(r);
     assert.deepEqual(await vips(r), []);
+    assert.deepEqual(r.clusterIps.at(-1), [], "the deleted Service's entries left the socket-LB list");
+    assertChangesAddUp(r);
   });
 
   it('a new Service waits up to the coalescing window for its first EndpointSlice: written once, with its endpoints', async () => {
@@ -351,6 +386,12 @@ describe('k8s sync: into the store, through the API', () => {
       [['10.96.1.1', 80, [{ address: '10.244.1.1', port: 8080 }]]],
     );
     assert.deepEqual(r.clusterIps.at(-1), r.sync.clusterIps());
+    assertChangesAddUp(r);
+    assert.deepEqual(
+      r.clusterIpChanges.at(-1)?.added.map((c) => [c.ip, c.backends.length]),
+      [['10.96.1.1', 1]],
+      'the last list says what it changed: the ClusterIP with its endpoint',
+    );
   });
 
   it('health-check node ports follow the local endpoints (externalTrafficPolicy Local)', async () => {
@@ -609,6 +650,7 @@ describe('k8s sync: a burst', () => {
     // The socket-LB is fed after every step, not once a batch: more lists than batches, the last one complete.
     assert.ok(r.clusterIps.length > r.batches.length, `${r.clusterIps.length} lists for ${r.batches.length} batches`);
     assert.deepEqual(r.clusterIps.at(-1), r.sync.clusterIps());
+    assertChangesAddUp(r);
     // Everything is written, including the change made while its batch was running.
     const list = await vips(r);
     assert.equal(list.length, N);
