@@ -66,7 +66,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Client } from '../src/cli/client.js';
-import { checkCapacity, ListPlanner, ServiceIds, type InstalledService, type SocketLbService } from '../src/datapath/socket-lb-plan.js';
+import {
+  checkCapacity,
+  ListPlanner,
+  ServiceIds,
+  type InstalledService,
+  type LiveCounts,
+  type SocketLbService,
+} from '../src/datapath/socket-lb-plan.js';
 import { NatTable, nftRunner } from '../src/k8s/nat.js';
 import type { BatchReport } from '../src/k8s/sync.js';
 import type { NatEntry } from '../src/k8s/translate.js';
@@ -812,10 +819,11 @@ export function measureSocketLbPlan(n: number): SocketLbPlanBench {
   const ids = new ServiceIds();
   const planner = new ListPlanner();
   let installed = new Map<string, InstalledService>();
+  let live: LiveCounts = { slots: 0, members: 0 };
   const plan = (all: readonly SocketLbService[]): number => {
     const t = performance.now();
     const listed = planner.plan(all, installed, ids);
-    const fit = checkCapacity({ maxServices: 1 << 20, maxSlots: 1 << 24 }, listed.services, installed, listed.plan, {
+    const fit = checkCapacity({ maxServices: 1 << 20, maxSlots: 1 << 24 }, listed.services, live, listed.plan, {
       staleSlots: 0,
       staleMembers: 0,
       retiredSlots: 0,
@@ -823,6 +831,7 @@ export function measureSocketLbPlan(n: number): SocketLbPlanBench {
     });
     if (fit.problem !== null) throw new Error(`socket-LB plan: ${fit.problem}`);
     installed = listed.commit(installed);
+    live = listed.liveAfter(live);
     return performance.now() - t;
   };
   const wholeMs = plan(list);

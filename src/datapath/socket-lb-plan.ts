@@ -423,6 +423,8 @@ export interface ListPlan {
   services: number;
   /** Records the list as written; returns the installed view after the plan (`installed` itself, updated, or a new map). */
   commit(installed: Map<string, InstalledService>): Map<string, InstalledService>;
+  /** The live counts once the plan is written, from those before it. */
+  liveAfter(before: LiveCounts): LiveCounts;
 }
 
 /**
@@ -476,6 +478,7 @@ export class ListPlanner {
         this.incremental = true;
         return plan.next;
       },
+      liveAfter: () => liveCounts(plan.next.values()),
     };
   }
 
@@ -545,6 +548,8 @@ export class ListPlanner {
     }
     const plan = planServices(desired, touched, ids);
     plan.counts.unchanged += all.length - fresh.length;
+    const was = liveCounts(touched.values());
+    const now = liveCounts(plan.next.values());
     return {
       plan,
       services: all.length,
@@ -563,8 +568,24 @@ export class ListPlanner {
         for (const [key, s] of plan.next) view.set(key, s);
         return view;
       },
+      liveAfter: (before) => ({ slots: before.slots - was.slots + now.slots, members: before.members - was.members + now.members }),
     };
   }
+}
+
+/** The slots of the live buffers and the affinity members of the installed services. */
+export interface LiveCounts {
+  slots: number;
+  members: number;
+}
+
+export function liveCounts(installed: Iterable<InstalledService>): LiveCounts {
+  const live = { slots: 0, members: 0 };
+  for (const s of installed) {
+    live.slots += s.count;
+    live.members += s.members.size;
+  }
+  return live;
 }
 
 /** What stands in the maps besides the live services while a plan is written. */
@@ -586,20 +607,14 @@ export interface SocketLbLeftovers {
 export function checkCapacity(
   sizes: { maxServices: number; maxSlots: number },
   services: number,
-  installed: ReadonlyMap<string, InstalledService>,
+  live: LiveCounts,
   plan: SocketLbPlan,
   l: SocketLbLeftovers,
 ): { problem: string | null; mustWait: boolean } {
-  let liveSlots = 0;
-  let liveMembers = 0;
-  for (const s of installed.values()) {
-    liveSlots += s.count;
-    liveMembers += s.members.size;
-  }
-  let peakSlots = liveSlots + plan.slots.count + l.staleSlots + l.retiredSlots;
+  let peakSlots = live.slots + plan.slots.count + l.staleSlots + l.retiredSlots;
   const mustWait = l.reusesRetired || (peakSlots > sizes.maxSlots && l.retiredSlots > 0);
   if (mustWait) peakSlots -= l.retiredSlots;
-  const peakMembers = liveMembers + plan.memberAdds.length + l.staleMembers;
+  const peakMembers = live.members + plan.memberAdds.length + l.staleMembers;
   const problem =
     services > sizes.maxServices
       ? `${services} services exceed maxServices ${sizes.maxServices}`

@@ -42,7 +42,9 @@ import {
   sigOf,
   type InstalledService,
   ListPlanner,
+  liveCounts,
   type ListChanges,
+  type LiveCounts,
   type SocketLbBackend,
   type SocketLbPlan,
   type SocketLbPlanCounts,
@@ -173,6 +175,8 @@ export class SocketLb {
   private readonly graceFd: number;
   private readonly graceInnerFd: number;
   private installed = new Map<string, InstalledService>();
+  /** What the installed services hold, kept with them (the capacity check needs it on every apply). */
+  private live: LiveCounts = { slots: 0, members: 0 };
   private ids = new ServiceIds();
   /** Leftovers found in the maps (a crash mid-apply): removed by the next apply(). */
   private staleSlots: Buffer[] = [];
@@ -337,7 +341,7 @@ export class SocketLb {
     const started = performance.now();
     const listed = this.planner.plan(all, this.installed, this.ids, changes);
     const { plan } = listed;
-    const { problem, mustWait } = checkCapacity(this.sizes, listed.services, this.installed, plan, {
+    const { problem, mustWait } = checkCapacity(this.sizes, listed.services, this.live, plan, {
       staleSlots: this.staleSlots.length,
       staleMembers: this.staleMembers.length,
       retiredSlots: this.retiredSlots(),
@@ -364,6 +368,7 @@ export class SocketLb {
     // Old buffers go, and removed services' ids are reused, only when no connect can still be reading them.
     this.retire(plan.oldSlots, plan.flipped, plan.freed);
     this.installed = listed.commit(this.installed);
+    this.live = listed.liveAfter(this.live);
     this.applies++;
     res.ms = performance.now() - started;
     this.lastApply = res;
@@ -568,6 +573,7 @@ export class SocketLb {
       for (const b of m.values()) this.staleMembers.push(SockMemberKey.encode({ svc_id: id, backend: b }));
     }
     this.installed = installed;
+    this.live = liveCounts(installed.values());
     this.ids = ServiceIds.of(usedIds);
     this.planner.reset();
   }

@@ -15,7 +15,9 @@ import {
   ServiceIds,
   type InstalledService,
   type ListChanges,
+  type LiveCounts,
   type SocketLbService,
+  liveCounts,
 } from '../../../src/datapath/socket-lb-plan.js';
 
 /** A planner with its installed view, each plan committed as if written. */
@@ -23,10 +25,12 @@ class Rig {
   readonly planner = new ListPlanner();
   readonly ids = new ServiceIds();
   installed = new Map<string, InstalledService>();
+  live: LiveCounts = { slots: 0, members: 0 };
 
   apply(all: readonly SocketLbService[], changes?: ListChanges) {
     const listed = this.planner.plan(all, this.installed, this.ids, changes);
     this.installed = listed.commit(this.installed);
+    this.live = listed.liveAfter(this.live);
     return listed;
   }
 
@@ -170,6 +174,7 @@ describe('socket-LB list planner', () => {
           const now = new Set(list.map((e) => `tcp ${e.ip}:80`));
           assert.equal(c.removed, [...before].filter((k) => !now.has(k)).length);
           assert.deepEqual(rig.view(), wanted(list));
+          assert.deepEqual(rig.live, liveCounts(rig.installed.values()), 'the live counts kept with the view');
           const ids = [...rig.installed.values()].map((s) => s.id);
           assert.equal(new Set(ids).size, ids.length, 'ids are distinct');
           current = next;
