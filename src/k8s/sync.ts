@@ -75,6 +75,18 @@ import { backoffDelay, DEFAULT_BACKOFF, type Backoff } from './backoff.js';
 import type { EventType, K8sEventHandler } from './informer.js';
 import { silentLogger, type K8sLogger } from './log.js';
 
+/** Where `key` is in `sorted` (which holds it). */
+function sortedIndex(sorted: readonly string[], key: string): number {
+  let lo = 0;
+  let hi = sorted.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]! < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /** What a Service gives the socket-LB: its ClusterIPs, then its outside addresses for local sockets. */
 function socketLbEntries(t: ServiceTranslation): ClusterIpEntry[] {
   return t.localAddresses.length === 0 ? t.clusterIps : [...t.clusterIps, ...t.localAddresses];
@@ -233,6 +245,8 @@ export class K8sSync implements K8sEventHandler {
   private readonly results = new Map<string, ServiceTranslation>();
   /** The keys of `results`, sorted at the last sortedResults() and appended to since; null: to rebuild. */
   private keyOrder: string[] | null = [];
+  /** sortedResults()' answer, in keyOrder's order; null: to rebuild. */
+  private sorted: ServiceTranslation[] | null = null;
   /** Service key → JSON of the desired state the store holds for its owner. */
   private readonly committed = new Map<string, string>();
   private readonly refused = new Map<string, Refusal>();
@@ -668,11 +682,16 @@ export class K8sSync implements K8sEventHandler {
       const before = this.results.get(key);
       let desired: WriteItem['desired'];
       if (svc === undefined) {
-        if (this.results.delete(key)) this.keyOrder = null;
+        if (this.results.delete(key)) this.keyOrder = this.sorted = null;
         desired = { vips: [], policies: [] };
       } else {
         const t = translateService(svc, [...(this.slicesByService.get(key)?.values() ?? [])], this.nodeObj, this.o.translate, this.nodes);
-        if (!this.results.has(key)) this.keyOrder?.push(key);
+        if (!this.results.has(key)) {
+          this.keyOrder?.push(key);
+          this.sorted = null;
+        } else if (this.sorted !== null) {
+          this.sorted[sortedIndex(this.keyOrder!, key)] = t;
+        }
         this.results.set(key, t);
         desired = t.desired;
       }
@@ -759,12 +778,16 @@ export class K8sSync implements K8sEventHandler {
   /**
    * The translations in Service key order. The order is kept between calls:
    * new keys are appended (a batch translates them in order) and the sort,
-   * a merge of two sorted runs then, is linear; a removal rebuilds it.
+   * a merge of two sorted runs then, is linear; a removal rebuilds it. The
+   * answer is kept too, a Service translated again replacing its own in it,
+   * until a Service comes or goes.
    */
   private sortedResults(): ServiceTranslation[] {
+    if (this.sorted !== null) return this.sorted;
     this.keyOrder ??= [...this.results.keys()];
     this.keyOrder.sort();
-    return this.keyOrder.map((k) => this.results.get(k)!);
+    this.sorted = this.keyOrder.map((k) => this.results.get(k)!);
+    return this.sorted;
   }
 
   private notify(fn: () => void): void {

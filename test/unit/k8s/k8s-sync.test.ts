@@ -373,25 +373,37 @@ describe('k8s sync: into the store, through the API', () => {
   });
 
   it('ClusterIP-only changes touch the socket-LB list, not the store', async () => {
+    const http = [port(80, { name: 'http', targetPort: 8080 })];
     const r = await rig({
-      seed: (s) => s.upsert('services', service('api', { clusterIP: '10.96.1.1', ports: [port(80, { name: 'http', targetPort: 8080 })] })),
+      seed: (s) => {
+        s.upsert('services', service('api', { clusterIP: '10.96.1.1', ports: http }));
+        s.upsert('services', service('zoo', { clusterIP: '10.96.1.2', ports: http }));
+      },
     });
     await settle(r);
     const rev = r.api.store.revision();
     r.server.upsert('endpointslices', slice('api-1', ['10.244.1.1'], { ports: [{ name: 'http', port: 8080 }] }));
     await settle(r);
     assert.equal(r.api.store.revision(), rev, 'no store revision for a ClusterIP-only change');
-    assert.deepEqual(
-      r.sync.clusterIps().map((c) => [c.ip, c.port, c.backends]),
-      [['10.96.1.1', 80, [{ address: '10.244.1.1', port: 8080 }]]],
-    );
-    assert.deepEqual(r.clusterIps.at(-1), r.sync.clusterIps());
-    assertChangesAddUp(r);
+    const list = () => r.sync.clusterIps().map((c) => [c.ip, c.port, c.backends.map((b) => b.address)]);
+    assert.deepEqual(list(), [
+      ['10.96.1.1', 80, ['10.244.1.1']],
+      ['10.96.1.2', 80, []],
+    ]);
     assert.deepEqual(
       r.clusterIpChanges.at(-1)?.added.map((c) => [c.ip, c.backends.length]),
       [['10.96.1.1', 1]],
       'the last list says what it changed: the ClusterIP with its endpoint',
     );
+    // The second Service in key order changes: its own place in the list.
+    r.server.upsert('endpointslices', slice('zoo-1', ['10.244.2.1'], { service: 'zoo', ports: [{ name: 'http', port: 8080 }] }));
+    await settle(r);
+    assert.deepEqual(list(), [
+      ['10.96.1.1', 80, ['10.244.1.1']],
+      ['10.96.1.2', 80, ['10.244.2.1']],
+    ]);
+    assert.deepEqual(r.clusterIps.at(-1), r.sync.clusterIps());
+    assertChangesAddUp(r);
   });
 
   it('health-check node ports follow the local endpoints (externalTrafficPolicy Local)', async () => {
