@@ -701,6 +701,10 @@ export class K8sSync implements K8sEventHandler {
       if (!sameJson(was, now)) {
         b.socketLbChanges.removed.push(...was);
         b.socketLbChanges.added.push(...now);
+      } else if (before !== undefined && after !== undefined && before.clusterIps.length === after.clusterIps.length) {
+        // Unchanged: the socket-LB keeps holding the same objects, which the changes handed over later name.
+        after.clusterIps = before.clusterIps;
+        after.localAddresses = before.localAddresses;
       }
       // A flag already set needs no second look.
       if (!b.hcnpChanged && !sameJson(before?.healthCheckNodePorts ?? [], after?.healthCheckNodePorts ?? [])) b.hcnpChanged = true;

@@ -404,6 +404,17 @@ describe('k8s sync: into the store, through the API', () => {
     ]);
     assert.deepEqual(r.clusterIps.at(-1), r.sync.clusterIps());
     assertChangesAddUp(r);
+    // A Service written again as it was is translated again: its entries stay the objects handed over, which the
+    // changes of the next list (another Service's) take as the ones it still holds.
+    const zoo = r.sync.clusterIps()[1];
+    r.server.upsert('services', service('zoo', { clusterIP: '10.96.1.2', ports: http }));
+    const batches = r.batches.length;
+    await until(() => r.batches.length > batches && r.sync.idle, 'the batch of the rewritten Service');
+    r.server.upsert('endpointslices', slice('api-1', ['10.244.1.1', '10.244.1.2'], { ports: [{ name: 'http', port: 8080 }] }));
+    await settle(r);
+    assert.equal(r.sync.clusterIps()[1], zoo, "zoo's entry is the object handed over before");
+    assert.deepEqual(list()[0], ['10.96.1.1', 80, ['10.244.1.1', '10.244.1.2']]);
+    assertChangesAddUp(r);
   });
 
   it('health-check node ports follow the local endpoints (externalTrafficPolicy Local)', async () => {
