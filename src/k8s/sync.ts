@@ -724,7 +724,7 @@ export class K8sSync implements K8sEventHandler {
     return toWrite;
   }
 
-  /** Hands the socket-LB the whole list when the batch changed it since the last time. */
+  /** Hands the socket-LB the whole list, with what changed, when the batch changed it since the last time. */
   private publishSocketLb(b: RunningBatch): void {
     const changes = b.socketLbChanges;
     if (changes.removed.length === 0 && changes.added.length === 0) return;
