@@ -77,7 +77,7 @@ export interface ParsedList {
   byKey: Map<string, ParsedEntry>;
 }
 
-export const emptyParsedList = (): ParsedList => ({ byEntry: new Map(), byKey: new Map() });
+const emptyParsedList = (): ParsedList => ({ byEntry: new Map(), byKey: new Map() });
 
 /** A service as the maps hold it. */
 export interface InstalledService {
@@ -413,7 +413,7 @@ export interface ListChanges {
 /** The new entries of a list (each with how an error names it) and the last list's entries that left it. */
 interface Changed {
   fresh: Array<[SocketLbService, () => string]>;
-  left: ParsedEntry[];
+  left: ReadonlySet<ParsedEntry>;
 }
 
 /** A list planned by ListPlanner. */
@@ -496,8 +496,8 @@ export class ListPlanner {
       else if (p.seen === mark) throw new RangeError(`${describeEntry(e, i)}: ${p.d.keyStr} appears twice`);
       else p.seen = mark;
     }
-    const left: ParsedEntry[] = [];
-    if (all.length - fresh.length < this.byEntry.size) for (const p of this.byEntry.values()) if (p.seen !== mark) left.push(p);
+    const left = new Set<ParsedEntry>();
+    if (all.length - fresh.length < this.byEntry.size) for (const p of this.byEntry.values()) if (p.seen !== mark) left.add(p);
     return { fresh, left };
   }
 
@@ -519,7 +519,7 @@ export class ListPlanner {
     if (new Set(changes.added).size !== changes.added.length) return undefined;
     // Where an entry is in the list is looked for only to name it in an error.
     const fresh = changes.added.map((e): [SocketLbService, () => string] => [e, () => describeEntry(e, all.indexOf(e))]);
-    return { fresh, left: [...left] };
+    return { fresh, left };
   }
 
   private planChanges(
@@ -529,23 +529,24 @@ export class ListPlanner {
     changes: ListChanges | undefined,
   ): ListPlan {
     const { fresh, left } = (changes !== undefined ? this.changesGiven(all, changes) : undefined) ?? this.changesFound(all);
-    const leaving = new Set(left);
     const added = new Map<string, ParsedEntry>();
     const desired = new Map<string, DesiredService>();
     for (const [e, what] of fresh) {
       const p = checkEntry(e, what, this.byKey);
       const key = p.d.keyStr;
       const holder = this.byService.get(key);
-      if (added.has(key) || (holder !== undefined && !leaving.has(holder))) throw new RangeError(`${what()}: ${key} appears twice`);
+      if (added.has(key) || (holder !== undefined && !left.has(holder))) throw new RangeError(`${what()}: ${key} appears twice`);
       added.set(key, p);
       desired.set(key, p.d);
     }
     // The services of the new entries and of those that left, as the maps hold them.
     const touched = new Map<string, InstalledService>();
-    for (const key of [...added.keys(), ...left.map((p) => p.d.keyStr)]) {
+    const touch = (key: string): void => {
       const cur = installed.get(key);
       if (cur !== undefined) touched.set(key, cur);
-    }
+    };
+    for (const key of added.keys()) touch(key);
+    for (const p of left) touch(p.d.keyStr);
     const plan = planServices(desired, touched, ids);
     plan.counts.unchanged += all.length - fresh.length;
     const was = liveCounts(touched.values());
