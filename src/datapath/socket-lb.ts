@@ -383,9 +383,7 @@ export class SocketLb {
       this.staleMembers = [];
     }
     // New buffers and members first, then the values that name them.
-    if (plan.slots.count > 0) {
-      this.nat.mapUpdateBatch(this.slotsFd, Buffer.concat(plan.slots.keys), Buffer.concat(plan.slots.values), plan.slots.count, 0);
-    }
+    this.updateBatch(this.slotsFd, plan.slots.keys, plan.slots.values, plan.slots.count);
     res.slotsWritten = plan.slots.count;
     this.updateBatch(
       this.membersFd,
@@ -652,9 +650,10 @@ export class SocketLb {
     res.graceWaits++;
   }
 
-  private updateBatch(fd: number, keys: readonly Buffer[], values: readonly Buffer[]): void {
-    if (keys.length === 0) return;
-    this.nat.mapUpdateBatch(fd, Buffer.concat(keys), Buffer.concat(values), keys.length, 0);
+  /** `count` entries, in `keys` and `values` buffers of one entry each unless said (runs of several). */
+  private updateBatch(fd: number, keys: readonly Buffer[], values: readonly Buffer[], count = keys.length): void {
+    if (count === 0) return;
+    this.nat.mapUpdateBatch(fd, Buffer.concat(keys), Buffer.concat(values), count, 0);
   }
 
   private deleteBatch(fd: number, keys: readonly Buffer[]): number {
